@@ -1,0 +1,337 @@
+-- pg_llm 0.1.0: the LLM gateway inside PostgreSQL
+\echo Use "CREATE EXTENSION pg_llm" to load this file. \quit
+
+-- Configuration is readable and writable by the extension owner only; an
+-- administrator grants what analysts need (see the README, "Privileges").
+REVOKE ALL ON SCHEMA llm FROM PUBLIC;
+
+CREATE TABLE llm.provider (
+    name        text PRIMARY KEY
+                CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    protocol    text NOT NULL CHECK (protocol IN ('openai', 'anthropic')),
+    base_url    text NOT NULL CHECK (base_url ~* '^https?://[^/]'),
+    enabled     boolean NOT NULL DEFAULT true,
+    priority    integer NOT NULL DEFAULT 100,
+    api_key_env text,
+    has_api_key boolean NOT NULL DEFAULT false,
+    options     jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE llm.provider IS 'LLM endpoints pg_llm can call; keys are kept apart, in a table only the extension owner can read';
+
+CREATE TABLE llm._provider_secret (
+    provider    text PRIMARY KEY REFERENCES llm.provider (name)
+                ON UPDATE CASCADE ON DELETE CASCADE,
+    api_key     text NOT NULL
+);
+COMMENT ON TABLE llm._provider_secret IS 'API keys of providers; never granted to anyone';
+
+CREATE TABLE llm.model (
+    name                text NOT NULL CHECK (name <> ''),
+    provider            text NOT NULL REFERENCES llm.provider (name)
+                        ON UPDATE CASCADE ON DELETE CASCADE,
+    upstream_model      text NOT NULL CHECK (upstream_model <> ''),
+    priority            integer NOT NULL DEFAULT 100,
+    input_usd_per_mtok  numeric CHECK (input_usd_per_mtok >= 0),
+    output_usd_per_mtok numeric CHECK (output_usd_per_mtok >= 0),
+    PRIMARY KEY (name, provider)
+);
+COMMENT ON TABLE llm.model IS 'Model names SQL callers use, where each goes, and its price; several rows with one name form its fallback chain';
+
+CREATE TABLE llm._setting (
+    key   text PRIMARY KEY,
+    value text
+);
+COMMENT ON TABLE llm._setting IS 'Cluster-wide pg_llm state, such as the primary provider';
+
+SELECT pg_catalog.pg_extension_config_dump('llm.provider', '');
+SELECT pg_catalog.pg_extension_config_dump('llm._provider_secret', '');
+SELECT pg_catalog.pg_extension_config_dump('llm.model', '');
+SELECT pg_catalog.pg_extension_config_dump('llm._setting', '');
+
+-- Every backend caches the configuration; these triggers empty the caches
+-- at commit so a change reaches all sessions and the worker at once.
+CREATE FUNCTION llm._config_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'pg_llm_config_changed' LANGUAGE C;
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON llm.provider FOR EACH STATEMENT EXECUTE FUNCTION llm._config_changed();
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON llm._provider_secret FOR EACH STATEMENT EXECUTE FUNCTION llm._config_changed();
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON llm.model FOR EACH STATEMENT EXECUTE FUNCTION llm._config_changed();
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON llm._setting FOR EACH STATEMENT EXECUTE FUNCTION llm._config_changed();
+
+-- Check provider options: known keys with the right types only.
+CREATE FUNCTION llm._check_provider_options(options jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE AS $$
+DECLARE
+    k text;
+    v jsonb;
+    ints constant text[] := ARRAY['connect_timeout_ms', 'timeout_ms', 'low_speed_time',
+        'low_speed_limit', 'stream_idle_timeout', 'max_retries', 'default_max_tokens'];
+BEGIN
+    IF options IS NULL THEN
+        RETURN '{}';
+    END IF;
+    IF jsonb_typeof(options) <> 'object' THEN
+        RAISE EXCEPTION 'provider options must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(options) LOOP
+        IF k = ANY (ints) THEN
+            IF jsonb_typeof(v) <> 'number' OR v::numeric <> trunc(v::numeric)
+               OR v::numeric < 0 OR v::numeric > 2147483647 THEN
+                RAISE EXCEPTION 'provider option "%" must be a whole number from 0 to 2147483647', k
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'max_tokens_param' THEN
+            IF v NOT IN ('"max_tokens"', '"max_completion_tokens"') THEN
+                RAISE EXCEPTION 'provider option "max_tokens_param" must be "max_tokens" or "max_completion_tokens"'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'anthropic_version' THEN
+            IF jsonb_typeof(v) <> 'string' OR v #>> '{}' !~ '^[0-9A-Za-z.-]+$' THEN
+                RAISE EXCEPTION 'provider option "anthropic_version" must be a version string such as "2023-06-01"'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'stream_usage' THEN
+            IF jsonb_typeof(v) <> 'boolean' THEN
+                RAISE EXCEPTION 'provider option "stream_usage" must be true or false'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'headers' THEN
+            IF jsonb_typeof(v) <> 'object' OR EXISTS (
+                   SELECT 1 FROM jsonb_each(v) h
+                   WHERE jsonb_typeof(h.value) <> 'string'
+                      OR h.key !~ '^[A-Za-z0-9-]+$'
+                      OR h.value #>> '{}' ~ '[\r\n]'
+                      OR lower(h.key) IN ('authorization', 'x-api-key', 'content-length', 'host')) THEN
+                RAISE EXCEPTION 'provider option "headers" must be an object of header names and string values'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Authorization, x-api-key, Host and Content-Length are set by pg_llm; give the key with api_key or api_key_env.';
+            END IF;
+        ELSE
+            RAISE EXCEPTION 'unknown provider option "%"', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers.';
+        END IF;
+    END LOOP;
+    RETURN options;
+END;
+$$;
+
+CREATE FUNCTION llm._check_base_url(base_url text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF base_url IS NULL OR base_url !~* '^https?://[^/\s]+' THEN
+        RAISE EXCEPTION 'base_url must be an http or https URL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The base_url given was %L.', base_url),
+                  HINT = 'Include the version prefix, such as https://api.openai.com/v1.';
+    END IF;
+    RETURN rtrim(base_url, '/');
+END;
+$$;
+
+CREATE FUNCTION llm._check_protocol(protocol text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    IF protocol IS NULL OR protocol NOT IN ('openai', 'anthropic') THEN
+        RAISE EXCEPTION 'protocol must be "openai" or "anthropic"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use "openai" for any OpenAI-compatible server (DeepSeek, vLLM, Ollama, relays).';
+    END IF;
+    RETURN protocol;
+END;
+$$;
+
+CREATE FUNCTION llm._provider_must_exist(name text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM llm.provider p WHERE p.name = _provider_must_exist.name) THEN
+        RAISE EXCEPTION 'provider "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name FROM llm.provider.';
+    END IF;
+END;
+$$;
+
+CREATE FUNCTION llm.create_provider(
+    name text,
+    protocol text,
+    base_url text,
+    api_key text DEFAULT NULL,
+    api_key_env text DEFAULT NULL,
+    options jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z0-9_.-]{1,63}$' THEN
+        RAISE EXCEPTION 'invalid provider name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 1 to 63 letters, digits, "_", "." or "-".';
+    END IF;
+    IF EXISTS (SELECT 1 FROM llm.provider p WHERE p.name = create_provider.name) THEN
+        RAISE EXCEPTION 'provider "%" already exists', name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Change it with llm.alter_provider().';
+    END IF;
+    IF api_key IS NOT NULL AND api_key_env IS NOT NULL THEN
+        RAISE EXCEPTION 'give api_key or api_key_env, not both'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    INSERT INTO llm.provider (name, protocol, base_url, api_key_env, has_api_key, options)
+    VALUES (name, llm._check_protocol(protocol), llm._check_base_url(base_url),
+            nullif(api_key_env, ''), coalesce(api_key, '') <> '',
+            llm._check_provider_options(options));
+    IF coalesce(api_key, '') <> '' THEN
+        INSERT INTO llm._provider_secret VALUES (name, api_key);
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION llm.create_provider(text, text, text, text, text, jsonb) IS 'Add an LLM endpoint: protocol openai or anthropic, base_url with the version prefix, the key as a value or the name of a server environment variable';
+
+CREATE FUNCTION llm.alter_provider(
+    name text,
+    protocol text DEFAULT NULL,
+    base_url text DEFAULT NULL,
+    api_key text DEFAULT NULL,
+    api_key_env text DEFAULT NULL,
+    options jsonb DEFAULT NULL,
+    enabled boolean DEFAULT NULL,
+    priority integer DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM llm._provider_must_exist(name);
+    IF api_key IS NOT NULL AND api_key_env IS NOT NULL THEN
+        RAISE EXCEPTION 'give api_key or api_key_env, not both'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE llm.provider p SET
+        protocol = coalesce(llm._check_protocol(alter_provider.protocol), p.protocol),
+        base_url = CASE WHEN alter_provider.base_url IS NULL THEN p.base_url
+                        ELSE llm._check_base_url(alter_provider.base_url) END,
+        options = CASE WHEN alter_provider.options IS NULL THEN p.options
+                       ELSE llm._check_provider_options(alter_provider.options) END,
+        enabled = coalesce(alter_provider.enabled, p.enabled),
+        priority = coalesce(alter_provider.priority, p.priority),
+        updated_at = now()
+    WHERE p.name = alter_provider.name;
+    -- a new key of either kind replaces the old one; '' removes it
+    IF api_key IS NOT NULL THEN
+        DELETE FROM llm._provider_secret s WHERE s.provider = name;
+        IF api_key <> '' THEN
+            INSERT INTO llm._provider_secret VALUES (name, api_key);
+        END IF;
+        UPDATE llm.provider p SET has_api_key = (api_key <> ''), api_key_env = NULL
+        WHERE p.name = alter_provider.name;
+    ELSIF api_key_env IS NOT NULL THEN
+        DELETE FROM llm._provider_secret s WHERE s.provider = name;
+        UPDATE llm.provider p SET has_api_key = false, api_key_env = nullif(alter_provider.api_key_env, '')
+        WHERE p.name = alter_provider.name;
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION llm.alter_provider(text, text, text, text, text, jsonb, boolean, integer) IS 'Change a provider; NULL arguments leave a setting as it is, api_key => '''' removes the key';
+
+CREATE FUNCTION llm.drop_provider(name text) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM llm._provider_must_exist(name);
+    DELETE FROM llm.provider p WHERE p.name = drop_provider.name;
+    DELETE FROM llm._setting WHERE key = 'primary_provider' AND value = name;
+END;
+$$;
+COMMENT ON FUNCTION llm.drop_provider(text) IS 'Remove a provider, its key and its model routes';
+
+CREATE FUNCTION llm.add_model(
+    name text,
+    provider text,
+    upstream_model text DEFAULT NULL,
+    priority integer DEFAULT 100,
+    input_usd_per_mtok numeric DEFAULT NULL,
+    output_usd_per_mtok numeric DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(name, '') = '' THEN
+        RAISE EXCEPTION 'model name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM llm._provider_must_exist(provider);
+    INSERT INTO llm.model AS m VALUES
+        (name, provider, coalesce(nullif(upstream_model, ''), name), coalesce(priority, 100),
+         input_usd_per_mtok, output_usd_per_mtok)
+    ON CONFLICT ON CONSTRAINT model_pkey DO UPDATE SET
+        upstream_model = EXCLUDED.upstream_model,
+        priority = EXCLUDED.priority,
+        input_usd_per_mtok = EXCLUDED.input_usd_per_mtok,
+        output_usd_per_mtok = EXCLUDED.output_usd_per_mtok;
+END;
+$$;
+COMMENT ON FUNCTION llm.add_model(text, text, text, integer, numeric, numeric) IS 'Route a model name to a provider (under an upstream name, with a priority in its fallback chain and prices per million tokens); adding it again updates it';
+
+CREATE FUNCTION llm.drop_model(name text, provider text DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM llm.model m
+    WHERE m.name = drop_model.name AND (drop_model.provider IS NULL OR m.provider = drop_model.provider);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        RAISE EXCEPTION 'model "%" has no route%', name,
+            coalesce(format(' to provider "%s"', provider), '')
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN n;
+END;
+$$;
+COMMENT ON FUNCTION llm.drop_model(text, text) IS 'Remove the routes of a model name (to one provider, or all)';
+
+CREATE FUNCTION llm.use_provider(name text) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    previous text;
+BEGIN
+    PERFORM llm._provider_must_exist(name);
+    IF NOT (SELECT enabled FROM llm.provider p WHERE p.name = use_provider.name) THEN
+        RAISE EXCEPTION 'provider "%" is disabled', name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Enable it first with llm.alter_provider(%L, enabled => true).', name);
+    END IF;
+    previous := llm.current_provider();
+    INSERT INTO llm._setting VALUES ('primary_provider', name)
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+    RETURN previous;
+END;
+$$;
+COMMENT ON FUNCTION llm.use_provider(text) IS 'Make a provider the primary for every model it serves and for pass-through names, for every session at once; returns the previous primary, so the same call with that name rolls back';
+
+CREATE FUNCTION llm.current_provider() RETURNS text
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(
+        (SELECT s.value FROM llm._setting s JOIN llm.provider p ON p.name = s.value
+          WHERE s.key = 'primary_provider' AND p.enabled),
+        (SELECT p.name FROM llm.provider p WHERE p.enabled ORDER BY p.priority, p.name LIMIT 1));
+$$;
+COMMENT ON FUNCTION llm.current_provider() IS 'The provider that serves pass-through model names and comes first in every chain it is part of';
+
+-- Calls
+
+CREATE FUNCTION llm.chat(prompt text, model text DEFAULT NULL, system text DEFAULT NULL, options jsonb DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'pg_llm_chat'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION llm.chat(text, text, text, jsonb) IS 'Send a prompt (with an optional system prompt and OpenAI-style options) to a model and return the reply text';
+
+CREATE FUNCTION llm.chat_completion(request jsonb, model text DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'pg_llm_chat_completion'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION llm.chat_completion(jsonb, text) IS 'Send an OpenAI-style chat completion request; returns the response in the OpenAI shape, whichever protocol served it, with the provider''s name';
+
+-- Nothing is granted to PUBLIC: administrators grant USAGE on the schema
+-- and EXECUTE on the call functions to the roles that may call models.
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM PUBLIC;
+REVOKE ALL ON ALL TABLES IN SCHEMA llm FROM PUBLIC;

@@ -1,0 +1,458 @@
+/*-------------------------------------------------------------------------
+ *
+ * call.c
+ *	  The call engine shared by every call mode: walk a model's fallback
+ *	  chain, send each attempt, judge the outcome, wait as the provider
+ *	  asks (Retry-After) or with exponential backoff and jitter, and raise
+ *	  one clear error when nothing served the call.
+ *
+ *	  Judging follows PROTOCOLS.md section 6: connection errors, timeouts,
+ *	  408, 409, 429 (but not an exhausted quota), 5xx and 529 are retried;
+ *	  x-should-retry overrides; a Retry-After above llm.max_retry_after
+ *	  moves on to the next route at once.  Permanent errors fail at once.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "common/pg_prng.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/timestamp.h"
+
+#include "http.h"
+#include "pg_llm.h"
+#include "utf8.h"
+
+typedef enum Verdict
+{
+	VERDICT_OK,
+	VERDICT_RETRY,
+	VERDICT_FAIL
+} Verdict;
+
+/* What went wrong with an attempt, copied out of the transfer. */
+typedef struct Failure
+{
+	int			sqlstate;
+	char	   *provider;
+	long		status;			/* 0 for transport errors */
+	char	   *message;		/* errmsg */
+	char	   *detail;			/* errdetail, provider's words redacted */
+	char	   *hint;
+	double		retry_after_s;	/* -1 when not given */
+} Failure;
+
+/* A new call in the current memory context. */
+LlmCall *
+LlmCallCreate(LlmRequest *req, const char *model, LlmMode mode)
+{
+	LlmCall    *call = palloc0(sizeof(LlmCall));
+
+	call->req = req;
+	call->model = pstrdup(model);
+	call->mode = mode;
+	call->routes = ConfigRoutes(model);
+	call->started = GetCurrentTimestamp();
+	return call;
+}
+
+/*
+ * The model a call goes to: the argument, else the request's own "model",
+ * else llm.default_model.
+ */
+const char *
+LlmResolveModel(const char *model, LlmRequest *req)
+{
+	if (model == NULL && req != NULL)
+		model = LlmRequestModel(req);
+	if (model == NULL && llm_default_model != NULL && llm_default_model[0] != '\0')
+		model = llm_default_model;
+	if (model == NULL || model[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("no model given"),
+				 errhint("Pass a model, or set llm.default_model.")));
+	return model;
+}
+
+/* Text in the server encoding to UTF-8 for the wire. */
+char *
+LlmToUtf8(const char *text)
+{
+	return pg_server_to_any(text, strlen(text), PG_UTF8);
+}
+
+/*
+ * UTF-8 from the wire to the server encoding.  Invalid sequences become
+ * U+FFFD (as WHATWG decoders do) rather than failing a whole batch over
+ * one stray byte from a provider.
+ */
+char *
+LlmToServerEncoding(const char *utf8, size_t len)
+{
+	char	   *fixed;
+	size_t		n;
+
+	if (Utf8ValidPrefix(utf8, len) == len)
+		fixed = pnstrdup(utf8, len);
+	else
+	{
+		fixed = palloc(len * 3 + 1);
+		n = Utf8Repair(utf8, len, fixed);
+		fixed[n] = '\0';
+	}
+	return pg_any_to_server(fixed, strlen(fixed), PG_UTF8);
+}
+
+/* A setting overridden per provider (-1: not overridden). */
+static long
+pick(int provider_value, int setting)
+{
+	return provider_value >= 0 ? provider_value : setting;
+}
+
+/* Send one attempt on a route. */
+static HttpTransfer *
+send_attempt(LlmCall *call, const LlmRoute *route, bool stream)
+{
+	const LlmProvider *p = route->provider;
+	const char *key = ConfigProviderKey(p);
+	HttpRequestSpec spec;
+	List	   *headers = NIL;
+	char	   *body = ProviderRequestBody(call->req, route, stream);
+	size_t		blen = strlen(p->base_url);
+	ListCell   *lc;
+
+	while (blen > 0 && p->base_url[blen - 1] == '/')
+		blen--;
+
+	memset(&spec, 0, sizeof(spec));
+	headers = lappend(headers, "Content-Type: application/json");
+	if (p->protocol == LLM_ANTHROPIC)
+	{
+		spec.url = psprintf("%.*s/messages", (int) blen, p->base_url);
+		if (key)
+			headers = lappend(headers, psprintf("x-api-key: %s", key));
+		headers = lappend(headers, psprintf("anthropic-version: %s", p->anthropic_version));
+	}
+	else
+	{
+		spec.url = psprintf("%.*s/chat/completions", (int) blen, p->base_url);
+		if (key)
+			headers = lappend(headers, psprintf("Authorization: Bearer %s", key));
+	}
+	if (stream)
+		headers = lappend(headers, "Accept: text/event-stream");
+	foreach(lc, p->headers)
+		headers = lappend(headers, lfirst(lc));
+
+	spec.headers = headers;
+	spec.body = body;
+	spec.body_len = strlen(body);
+	spec.connect_timeout_ms = pick(p->connect_timeout_ms, llm_connect_timeout_ms);
+	if (stream)
+	{
+		/* a stream may run long; going quiet is what fails it */
+		spec.timeout_ms = 0;
+		spec.low_speed_time = pick(p->stream_idle_timeout, llm_stream_idle_timeout);
+		spec.low_speed_limit = 1;
+	}
+	else
+	{
+		spec.timeout_ms = pick(p->timeout_ms, llm_timeout_ms);
+		spec.low_speed_time = pick(p->low_speed_time, llm_low_speed_time);
+		spec.low_speed_limit = pick(p->low_speed_limit, llm_low_speed_limit);
+	}
+	spec.max_response = (size_t) llm_max_response_size_kb * 1024;
+	spec.xact_bound = (call->mode != LLM_MODE_QUEUE);
+
+	call->attempts++;
+	call->route = route;
+	return HttpStart(&spec);
+}
+
+/* The first bytes of a body, for an error detail. */
+static char *
+body_excerpt(const HttpTransfer *t, const LlmProvider *p)
+{
+	size_t		n = Min(t->len - t->consumed, 200);
+	char	   *s = LlmToServerEncoding(t->data ? t->data + t->consumed : "", n);
+
+	return RedactSecret(s, p);
+}
+
+/* The hint for an HTTP status from a provider. */
+static char *
+status_hint(long status, const LlmRoute *route, bool quota)
+{
+	const char *pname = route->provider->name;
+
+	if (quota)
+		return psprintf("The account of provider \"%s\" is out of credit: add credit, or route the model to another provider with llm.add_model().", pname);
+	switch (status)
+	{
+		case 401:
+			return psprintf("Check the API key of provider \"%s\": an administrator can set it with llm.alter_provider('%s', api_key => ...) or api_key_env => ...; OpenAI-compatible servers expect \"Bearer <key>\".", pname, pname);
+		case 403:
+			return psprintf("The key of provider \"%s\" is not allowed to do this; check the account's permissions and region.", pname);
+		case 404:
+			return psprintf("Check that provider \"%s\" serves the model \"%s\", and that its base_url ends with the version prefix (such as /v1).", pname, route->upstream_model);
+		case 400:
+		case 422:
+			return pstrdup("Check the options of the call against what the provider accepts.");
+		default:
+			if (status == 429 || status >= 500)
+				return pstrdup("The provider is rate-limiting or overloaded; try again later, raise llm.max_retries, or add a fallback route with llm.add_model().");
+			return NULL;
+	}
+}
+
+/*
+ * Judge a finished attempt, filling *f on failure.  Everything needed
+ * later is copied out so that the transfer can be released at once.
+ */
+static Verdict
+judge(const LlmRoute *route, HttpTransfer *t, Failure *f)
+{
+	const LlmProvider *p = route->provider;
+	LlmErrorBody eb;
+	bool		quota = false;
+	bool		retryable;
+
+	memset(f, 0, sizeof(Failure));
+	f->provider = pstrdup(p->name);
+	f->retry_after_s = t->retry_after_s;
+	f->status = t->status;
+
+	switch (t->outcome)
+	{
+		case HTTP_RUNNING:
+			elog(ERROR, "transfer judged while running");
+			break;
+		case HTTP_REFUSED:
+			f->sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
+			f->message = psprintf("provider \"%s\" has a base_url pg_llm will not call", p->name);
+			f->detail = pstrdup("Only http and https URLs are allowed.");
+			f->hint = psprintf("Fix it with llm.alter_provider('%s', base_url => ...).", p->name);
+			return VERDICT_FAIL;
+		case HTTP_TOO_BIG:
+			f->sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+			f->message = psprintf("response from provider \"%s\" exceeds llm.max_response_size", p->name);
+			f->detail = psprintf("The limit is %d kB.", llm_max_response_size_kb);
+			f->hint = pstrdup("Ask for a shorter reply (max_tokens), or raise llm.max_response_size.");
+			return VERDICT_FAIL;
+		case HTTP_TRANSPORT_ERROR:
+			f->sqlstate = ERRCODE_CONNECTION_FAILURE;
+			f->message = t->timed_out ?
+				psprintf("request to provider \"%s\" timed out", p->name) :
+				psprintf("could not reach provider \"%s\"", p->name);
+			f->detail = psprintf("%s.", t->errbuf);
+			f->hint = t->timed_out ?
+				pstrdup("Raise llm.timeout (or the provider's timeout_ms option), or ask for a shorter reply.") :
+				psprintf("Check that the server at the base_url of provider \"%s\" is running and reachable.", p->name);
+			return VERDICT_RETRY;
+		case HTTP_COMPLETE:
+			break;
+	}
+
+	if (t->status >= 200 && t->status < 300)
+		return VERDICT_OK;
+
+	ProviderParseError(t->data ? t->data + t->consumed : NULL, t->len - t->consumed, &eb);
+	if (t->status == 402 ||
+		(eb.code && strcmp(eb.code, "insufficient_quota") == 0) ||
+		(eb.type && (strcmp(eb.type, "insufficient_quota") == 0 ||
+					 strcmp(eb.type, "billing_error") == 0)))
+		quota = true;
+
+	retryable = !quota && (t->status == 408 || t->status == 409 ||
+						   t->status == 429 || t->status >= 500);
+	if (t->should_retry >= 0)
+		retryable = (t->should_retry == 1);
+
+	f->sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+	f->message = psprintf("provider \"%s\" returned HTTP %ld", p->name, t->status);
+	if (eb.message)
+		f->detail = psprintf("The provider said: %s%s%s%s",
+							 RedactSecret(LlmToServerEncoding(eb.message, strlen(eb.message)), p),
+							 eb.type || eb.code ? " (" : "",
+							 eb.code ? eb.code : (eb.type ? eb.type : ""),
+							 eb.type || eb.code ? ")" : "");
+	else
+		f->detail = psprintf("The response body is not a JSON error object: %s",
+							 body_excerpt(t, p));
+	f->hint = status_hint(t->status, route, quota);
+	return retryable ? VERDICT_RETRY : VERDICT_FAIL;
+}
+
+/* Raise a failure; n_attempts and n_routes say how hard we tried. */
+static void
+raise_failure(const Failure *f, int attempts, int routes)
+{
+	ereport(ERROR,
+			(errcode(f->sqlstate),
+			 errmsg("%s", f->message),
+			 f->detail ? errdetail("%s%s", f->detail,
+								   attempts > 1 ? psprintf(" Gave up after %d attempts on %d provider%s.",
+														   attempts, routes, routes > 1 ? "s" : "") : "") : 0,
+			 f->hint ? errhint("%s", f->hint) : 0));
+}
+
+/*
+ * How long to wait before retry number n (0-based): the provider's hint
+ * when it is given and within llm.max_retry_after, else min(0.5 * 2^n, 8)
+ * seconds scaled by a random factor in [0.75, 1].  -1: the provider asks
+ * for more than we are willing to wait.
+ */
+static long
+retry_delay_ms(double retry_after_s, int n)
+{
+	double		base;
+
+	if (retry_after_s > 0)
+	{
+		if (retry_after_s > llm_max_retry_after)
+			return -1;
+		return (long) (retry_after_s * 1000.0);
+	}
+	base = Min(0.5 * pow(2.0, n), 8.0);
+	return (long) (base * (1.0 - 0.25 * pg_prng_double(&pg_global_prng_state)) * 1000.0);
+}
+
+/* Sleep, waking for interrupts (a cancel raises its error from here). */
+static void
+sleep_ms(long ms)
+{
+	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	for (;;)
+	{
+		long		left = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), end);
+
+		CHECK_FOR_INTERRUPTS();
+		if (left <= 0)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 left, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/*
+ * One attempt on a route.  For a stream the attempt is judged as soon as
+ * a 2xx status and its headers are in, and the live transfer is handed
+ * back in *xfer; otherwise the whole response is read, judged and parsed
+ * into call->reply, and the transfer is released before returning.
+ */
+static Verdict
+attempt(LlmCall *call, const LlmRoute *route, bool stream, Failure *f,
+		HttpTransfer **xfer)
+{
+	HttpTransfer *volatile t = NULL;
+	volatile Verdict v = VERDICT_FAIL;
+
+	PG_TRY();
+	{
+		t = send_attempt(call, route, stream);
+		if (stream)
+			HttpWaitHeaders(t);
+		if (stream && t->outcome == HTTP_RUNNING && t->status >= 200 && t->status < 300)
+			v = VERDICT_OK;
+		else
+		{
+			HttpWaitDone(t);
+			v = judge(route, t, f);
+		}
+		call->http_status = t->status;
+		if (v == VERDICT_OK && !stream)
+		{
+			char	   *problem = NULL;
+
+			if (!ProviderParseReply(route, t->data, t->len, &call->reply, &problem))
+			{
+				f->provider = route->provider->name;
+				f->sqlstate = ERRCODE_INVALID_JSON_TEXT;
+				f->status = t->status;
+				f->message = psprintf("provider \"%s\" returned a response pg_llm cannot read",
+									  route->provider->name);
+				f->detail = psprintf("%s It begins: %s", problem, body_excerpt(t, route->provider));
+				f->hint = pstrdup("Check that the base_url points at an OpenAI- or Anthropic-compatible API of the right protocol.");
+				f->retry_after_s = -1;
+				v = VERDICT_FAIL;
+			}
+		}
+	}
+	PG_CATCH();
+	{
+		HttpRelease(t);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+
+	if (v == VERDICT_OK && stream)
+		*xfer = t;
+	else
+		HttpRelease(t);
+	return v;
+}
+
+/*
+ * Run attempts along the chain until one is judged OK; raise the last
+ * failure when none is.
+ */
+static void
+run_chain(LlmCall *call, bool stream)
+{
+	Failure		f;
+	int			nroutes = 0;
+	ListCell   *lc;
+
+	memset(&f, 0, sizeof(f));
+	foreach(lc, call->routes)
+	{
+		const LlmRoute *route = lfirst(lc);
+		int			max_retries = pick(route->provider->max_retries, llm_max_retries);
+		int			n;
+
+		nroutes++;
+		call->fallback = (nroutes > 1);
+		for (n = 0;; n++)
+		{
+			Verdict		v;
+			long		delay;
+
+			memset(&f, 0, sizeof(f));
+			v = attempt(call, route, stream, &f, &call->xfer);
+			if (v == VERDICT_OK)
+				return;
+			if (v == VERDICT_FAIL)
+				raise_failure(&f, call->attempts, nroutes);
+			if (n >= max_retries)
+				break;
+			delay = retry_delay_ms(f.retry_after_s, n);
+			if (delay < 0)
+				break;
+			sleep_ms(delay);
+		}
+	}
+	raise_failure(&f, call->attempts, nroutes);
+}
+
+/* A whole call: the reply is in call->reply when this returns. */
+void
+LlmCallRun(LlmCall *call)
+{
+	run_chain(call, false);
+}
+
+/* Open a stream: a 2xx transfer is in call->xfer when this returns. */
+void
+LlmCallOpenStream(LlmCall *call)
+{
+	run_chain(call, true);
+}

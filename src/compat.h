@@ -1,0 +1,43 @@
+/*-------------------------------------------------------------------------
+ *
+ * compat.h
+ *	  The one place where pg_llm copes with differences between PostgreSQL
+ *	  major versions 14 to 17.  Every PG_VERSION_NUM test lives here; the
+ *	  other files use the names defined below.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_COMPAT_H
+#define PG_LLM_COMPAT_H
+
+#include "postgres.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+
+#if PG_VERSION_NUM < 140000
+#error "pg_llm requires PostgreSQL 14 or later"
+#endif
+
+/*
+ * CreateWaitEventSet() took a MemoryContext until 16 and takes a
+ * ResourceOwner from 17 on; NULL there means "session lifetime", which is
+ * what a set kept across calls in TopMemoryContext means before 17.
+ */
+#if PG_VERSION_NUM >= 170000
+#define LlmCreateWaitEventSet(nevents) CreateWaitEventSet(NULL, (nevents))
+#else
+#define LlmCreateWaitEventSet(nevents) CreateWaitEventSet(TopMemoryContext, (nevents))
+#endif
+
+/* MarkGUCPrefixReserved() appeared in 15; EmitWarningsOnPlaceholders before. */
+#if PG_VERSION_NUM >= 150000
+#define LlmReserveGucPrefix(prefix) MarkGUCPrefixReserved(prefix)
+#else
+#define LlmReserveGucPrefix(prefix) EmitWarningsOnPlaceholders(prefix)
+#endif
+
+/* Custom wait events got names of their own in 17. */
+#define LlmWaitEventHttp PG_WAIT_EXTENSION
+
+
+#endif							/* PG_LLM_COMPAT_H */

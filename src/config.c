@@ -1,0 +1,425 @@
+/*-------------------------------------------------------------------------
+ *
+ * config.c
+ *	  Providers, models and the primary provider, read from the llm schema
+ *	  and cached per backend.
+ *
+ *	  The tables (and the key table above all) are readable only by the
+ *	  extension's owner, so the cache is loaded with the owner's user id
+ *	  for the duration of two SPI queries.  Callers never see the tables'
+ *	  contents through this module except as routes; keys reach only the
+ *	  HTTP headers.  A statement trigger on each table sends a relcache
+ *	  invalidation at commit, which empties every backend's cache: that is
+ *	  how llm.use_provider() reaches all sessions and the worker at once.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "catalog/pg_type.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "pg_llm.h"
+
+#define CONFIG_NTABLES 4
+
+static MemoryContext config_ctx = NULL;
+static bool config_valid = false;
+static List *config_providers = NIL;	/* LlmProvider *, by priority, name */
+static List *config_models = NIL;	/* LlmRoute * templates, by name, priority */
+static char *config_primary = NULL;
+static Oid	config_relids[CONFIG_NTABLES];
+
+/* Any change to one of our tables (or a full reset) empties the cache. */
+static void
+config_inval_cb(Datum arg, Oid relid)
+{
+	int			i;
+
+	if (relid == InvalidOid)
+	{
+		config_valid = false;
+		return;
+	}
+	for (i = 0; i < CONFIG_NTABLES; i++)
+		if (config_relids[i] == relid)
+			config_valid = false;
+}
+
+/* Called from _PG_init. */
+void
+ConfigInit(void)
+{
+	CacheRegisterRelcacheCallback(config_inval_cb, (Datum) 0);
+}
+
+PG_FUNCTION_INFO_V1(pg_llm_config_changed);
+
+/*
+ * Statement trigger on the configuration tables: queue a relcache
+ * invalidation of the table, delivered to every backend at commit (and to
+ * this one at the end of the command).
+ */
+Datum
+pg_llm_config_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("llm._config_changed() must be called as a trigger")));
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(td->tg_relation));
+	return PointerGetDatum(NULL);
+}
+
+/* The owner of schema llm, that is, of the extension's objects. */
+static Oid
+schema_owner(Oid nsp)
+{
+	HeapTuple	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for namespace %u", nsp);
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* Column i of the current SPI row as a string in config_ctx, or NULL. */
+static char *
+col_str(HeapTuple tup, TupleDesc td, int i)
+{
+	char	   *v = SPI_getvalue(tup, td, i);
+
+	return v ? MemoryContextStrdup(config_ctx, v) : NULL;
+}
+
+/* An integer column, -1 when NULL. */
+static int
+col_int(HeapTuple tup, TupleDesc td, int i)
+{
+	char	   *v = SPI_getvalue(tup, td, i);
+
+	return v ? atoi(v) : -1;
+}
+
+/* Load providers, models and the primary under the owner's user id. */
+static void
+config_load_rows(void)
+{
+	uint64		i;
+	int			rc;
+	TupleDesc	td;
+
+	rc = SPI_execute("SELECT p.name, p.protocol, p.base_url, p.enabled, p.priority, "
+					 "p.api_key_env, s.api_key, "
+					 "(p.options->>'connect_timeout_ms')::int, (p.options->>'timeout_ms')::int, "
+					 "(p.options->>'low_speed_time')::int, (p.options->>'low_speed_limit')::int, "
+					 "(p.options->>'stream_idle_timeout')::int, (p.options->>'max_retries')::int, "
+					 "(p.options->>'default_max_tokens')::int, p.options->>'max_tokens_param', "
+					 "COALESCE(p.options->>'anthropic_version', '2023-06-01'), "
+					 "COALESCE((p.options->>'stream_usage')::bool, true), "
+					 "ARRAY(SELECT h.key || ': ' || h.value "
+					 "      FROM jsonb_each_text(COALESCE(p.options->'headers', '{}')) h ORDER BY h.key) "
+					 "FROM llm.provider p LEFT JOIN llm._provider_secret s ON s.provider = p.name "
+					 "ORDER BY p.priority, p.name", true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read llm.provider: %s", SPI_result_code_string(rc));
+	td = SPI_tuptable->tupdesc;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		MemoryContext old = MemoryContextSwitchTo(config_ctx);
+		LlmProvider *p = palloc0(sizeof(LlmProvider));
+		bool		isnull;
+		Datum		hdrs = SPI_getbinval(tup, td, 18, &isnull);
+		Datum	   *elems;
+		int			nelems;
+		int			j;
+
+		p->name = col_str(tup, td, 1);
+		p->protocol = strcmp(SPI_getvalue(tup, td, 2), "anthropic") == 0 ? LLM_ANTHROPIC : LLM_OPENAI;
+		p->base_url = col_str(tup, td, 3);
+		p->enabled = strcmp(SPI_getvalue(tup, td, 4), "t") == 0;
+		p->priority = atoi(SPI_getvalue(tup, td, 5));
+		p->api_key_env = col_str(tup, td, 6);
+		p->api_key = col_str(tup, td, 7);
+		p->connect_timeout_ms = col_int(tup, td, 8);
+		p->timeout_ms = col_int(tup, td, 9);
+		p->low_speed_time = col_int(tup, td, 10);
+		p->low_speed_limit = col_int(tup, td, 11);
+		p->stream_idle_timeout = col_int(tup, td, 12);
+		p->max_retries = col_int(tup, td, 13);
+		p->default_max_tokens = col_int(tup, td, 14);
+		p->max_tokens_param = col_str(tup, td, 15);
+		p->anthropic_version = col_str(tup, td, 16);
+		p->stream_usage = strcmp(SPI_getvalue(tup, td, 17), "t") == 0;
+		if (!isnull)
+		{
+			deconstruct_array(DatumGetArrayTypeP(hdrs), TEXTOID, -1, false, TYPALIGN_INT,
+							  &elems, NULL, &nelems);
+			for (j = 0; j < nelems; j++)
+				p->headers = lappend(p->headers, TextDatumGetCString(elems[j]));
+		}
+		config_providers = lappend(config_providers, p);
+		MemoryContextSwitchTo(old);
+	}
+
+	rc = SPI_execute("SELECT name, provider, upstream_model, "
+					 "input_usd_per_mtok::float8, output_usd_per_mtok::float8 "
+					 "FROM llm.model ORDER BY name, priority, provider", true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read llm.model: %s", SPI_result_code_string(rc));
+	td = SPI_tuptable->tupdesc;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		LlmRoute   *r = MemoryContextAllocZero(config_ctx, sizeof(LlmRoute));
+		char	   *pname = SPI_getvalue(tup, td, 2);
+		char	   *in = SPI_getvalue(tup, td, 4);
+		char	   *out = SPI_getvalue(tup, td, 5);
+		ListCell   *lc;
+
+		r->model = col_str(tup, td, 1);
+		r->upstream_model = col_str(tup, td, 3);
+		foreach(lc, config_providers)
+			if (strcmp(((LlmProvider *) lfirst(lc))->name, pname) == 0)
+				r->provider = lfirst(lc);
+		r->has_price = (in != NULL && out != NULL);
+		r->input_usd_per_mtok = in ? atof(in) : 0;
+		r->output_usd_per_mtok = out ? atof(out) : 0;
+		if (r->provider)
+		{
+			MemoryContext old = MemoryContextSwitchTo(config_ctx);
+
+			config_models = lappend(config_models, r);
+			MemoryContextSwitchTo(old);
+		}
+	}
+
+	rc = SPI_execute("SELECT value FROM llm._setting WHERE key = 'primary_provider'", true, 0);
+	if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		config_primary = col_str(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/* Fill the cache if an invalidation emptied it. */
+static void
+config_load(void)
+{
+	Oid			nsp;
+	Oid			owner;
+	Oid			save_user;
+	int			save_sec;
+	static const char *const tables[CONFIG_NTABLES] = {"provider", "_provider_secret", "model", "_setting"};
+	int			i;
+
+	if (config_valid)
+		return;
+
+	nsp = get_namespace_oid("llm", true);
+	if (!OidIsValid(nsp))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("schema \"llm\" does not exist"),
+				 errhint("Run CREATE EXTENSION pg_llm in this database.")));
+	for (i = 0; i < CONFIG_NTABLES; i++)
+		config_relids[i] = get_relname_relid(tables[i], nsp);
+
+	if (config_ctx == NULL)
+		config_ctx = AllocSetContextCreate(CacheMemoryContext, "pg_llm config",
+										   ALLOCSET_SMALL_SIZES);
+	else
+		MemoryContextReset(config_ctx);
+	config_providers = NIL;
+	config_models = NIL;
+	config_primary = NULL;
+
+	/* mark valid first: an invalidation during the load marks it stale again */
+	config_valid = true;
+	owner = schema_owner(nsp);
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		config_load_rows();
+		SPI_finish();
+	}
+	PG_CATCH();
+	{
+		config_valid = false;
+		SetUserIdAndSecContext(save_user, save_sec);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	SetUserIdAndSecContext(save_user, save_sec);
+}
+
+/* A deep copy of a route in the current memory context. */
+static LlmRoute *
+route_copy(const LlmRoute *src, const LlmProvider *p, const char *model, const char *upstream)
+{
+	LlmRoute   *r = palloc(sizeof(LlmRoute));
+	LlmProvider *pc = palloc(sizeof(LlmProvider));
+	ListCell   *lc;
+
+	*pc = *p;
+	pc->name = pstrdup(p->name);
+	pc->base_url = pstrdup(p->base_url);
+	pc->api_key = p->api_key ? pstrdup(p->api_key) : NULL;
+	pc->api_key_env = p->api_key_env ? pstrdup(p->api_key_env) : NULL;
+	pc->max_tokens_param = p->max_tokens_param ? pstrdup(p->max_tokens_param) : NULL;
+	pc->anthropic_version = pstrdup(p->anthropic_version);
+	pc->headers = NIL;
+	foreach(lc, p->headers)
+		pc->headers = lappend(pc->headers, pstrdup(lfirst(lc)));
+	if (src)
+		*r = *src;
+	else
+		memset(r, 0, sizeof(LlmRoute));
+	r->provider = pc;
+	r->model = pstrdup(model);
+	r->upstream_model = pstrdup(upstream);
+	return r;
+}
+
+/* The provider a pass-through name goes to. */
+static LlmProvider *
+primary_provider(void)
+{
+	ListCell   *lc;
+
+	if (config_primary)
+		foreach(lc, config_providers)
+		{
+			LlmProvider *p = lfirst(lc);
+
+			if (p->enabled && strcmp(p->name, config_primary) == 0)
+				return p;
+		}
+	foreach(lc, config_providers)
+	{
+		LlmProvider *p = lfirst(lc);
+
+		if (p->enabled)
+			return p;
+	}
+	return NULL;
+}
+
+/*
+ * The fallback chain for a model name, copied into the caller's memory
+ * context: the rows of llm.model with that name whose provider is
+ * enabled, those of the primary provider first, then by priority.  A name
+ * with no row passes through unchanged to the primary provider.
+ */
+List *
+ConfigRoutes(const char *model)
+{
+	List	   *routes = NIL;
+	List	   *later = NIL;
+	ListCell   *lc;
+	bool		any_row = false;
+	LlmProvider *primary;
+
+	config_load();
+	primary = primary_provider();
+
+	foreach(lc, config_models)
+	{
+		LlmRoute   *r = lfirst(lc);
+
+		if (strcmp(r->model, model) != 0)
+			continue;
+		any_row = true;
+		if (!r->provider->enabled)
+			continue;
+		if (primary && r->provider == primary)
+			routes = lappend(routes, route_copy(r, r->provider, r->model, r->upstream_model));
+		else
+			later = lappend(later, route_copy(r, r->provider, r->model, r->upstream_model));
+	}
+	routes = list_concat(routes, later);
+
+	if (routes == NIL && any_row)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("model \"%s\" has no enabled provider", model),
+				 errhint("Enable one of its providers with llm.alter_provider(name, enabled => true).")));
+	if (routes == NIL)
+	{
+		if (primary == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("no enabled provider is configured"),
+					 errhint("An administrator can add one with llm.create_provider().")));
+		routes = list_make1(route_copy(NULL, primary, model, model));
+	}
+	return routes;
+}
+
+/*
+ * The key to send to a provider: the stored value, else the server
+ * environment variable it names, else none.  The variable's name may be
+ * shown in errors; its value never is.
+ */
+const char *
+ConfigProviderKey(const LlmProvider *p)
+{
+	const char *v;
+
+	if (p->api_key)
+		return p->api_key;
+	if (p->api_key_env == NULL)
+		return NULL;
+	v = getenv(p->api_key_env);
+	if (v == NULL || v[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("environment variable \"%s\" for the key of provider \"%s\" is not set",
+						p->api_key_env, p->name),
+				 errhint("Set it in the environment of the PostgreSQL server and restart it, or store a key with llm.alter_provider(name, api_key => ...).")));
+	return v;
+}
+
+/* Replace every occurrence of the provider's key in a text. */
+char *
+RedactSecret(const char *text, const LlmProvider *p)
+{
+	const char *key;
+	StringInfoData buf;
+	const char *s;
+	const char *hit;
+	size_t		klen;
+
+	if (text == NULL)
+		return NULL;
+	key = p->api_key ? p->api_key : (p->api_key_env ? getenv(p->api_key_env) : NULL);
+	if (key == NULL || (klen = strlen(key)) < 4 || strstr(text, key) == NULL)
+		return pstrdup(text);
+	initStringInfo(&buf);
+	s = text;
+	while ((hit = strstr(s, key)) != NULL)
+	{
+		appendBinaryStringInfo(&buf, s, hit - s);
+		appendStringInfoString(&buf, "[redacted]");
+		s = hit + klen;
+	}
+	appendStringInfoString(&buf, s);
+	return buf.data;
+}

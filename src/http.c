@@ -1,0 +1,684 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *	  The only file that talks to libcurl.
+ *
+ *	  One multi handle per process holds every transfer, so connections are
+ *	  kept alive across calls (the multi handle owns the connection cache)
+ *	  and one wait serves a single call, a stream or a worker's fifty
+ *	  requests alike.  Waiting is a WaitEventSet over the process latch and
+ *	  the sockets curl asks us to watch: a cancel, statement_timeout or a
+ *	  worker wake-up sets the latch and ends the wait at once, and
+ *	  CHECK_FOR_INTERRUPTS() then raises the normal error.  Callers catch it
+ *	  and release their transfers; transaction-bound transfers are also
+ *	  released by a transaction callback, as a safety net.
+ *
+ *	  Callbacks from curl only copy bytes into malloc'd buffers and return
+ *	  curl's own abort codes: no palloc, no ereport, no longjmp there.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <curl/curl.h>
+#include <time.h>
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "http.h"
+
+#define HTTP_USER_AGENT "pg_llm/0.1.0"
+#define HTTP_MAX_SOCKETS 256
+#define HTTP_EASY_POOL 64
+
+typedef struct WatchedSocket
+{
+	curl_socket_t fd;
+	int			what;			/* CURL_POLL_IN / OUT / INOUT */
+} WatchedSocket;
+
+static CURLM *multi = NULL;
+static WaitEventSet *wait_set = NULL;
+static bool sockets_changed = true;
+static WatchedSocket sockets[HTTP_MAX_SOCKETS];
+static int	nsockets = 0;
+static int64 timer_deadline_us = -1;	/* monotonic; -1: no timer */
+static HttpTransfer *transfers = NULL;	/* all live transfers */
+static int	ntransfers = 0;
+static CURL *easy_pool[HTTP_EASY_POOL];
+static int	neasy_pool = 0;
+
+/* Monotonic microseconds, for curl's timer. */
+static int64
+monotonic_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/*
+ * curl tells us which sockets to watch.  We keep a small table and rebuild
+ * the WaitEventSet before the next wait, because a set cannot drop a socket
+ * before PostgreSQL 17.
+ */
+static int
+socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < nsockets; i++)
+		if (sockets[i].fd == fd)
+			break;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < nsockets)
+		{
+			sockets[i] = sockets[nsockets - 1];
+			nsockets--;
+			sockets_changed = true;
+		}
+		return 0;
+	}
+
+	if (i == nsockets)
+	{
+		if (nsockets >= HTTP_MAX_SOCKETS)
+			return -1;			/* curl fails the transfer; never raised here */
+		sockets[nsockets].fd = fd;
+		nsockets++;
+	}
+	else if (sockets[i].what == what)
+		return 0;
+	sockets[i].what = what;
+	sockets_changed = true;
+	return 0;
+}
+
+/* curl's single timer: remember when it wants to be called back. */
+static int
+timer_cb(CURLM *m, long timeout_ms, void *userp)
+{
+	if (timeout_ms < 0)
+		timer_deadline_us = -1;
+	else
+		timer_deadline_us = monotonic_us() + (int64) timeout_ms * 1000;
+	return 0;
+}
+
+/*
+ * Response body bytes: append to the transfer's buffer, refusing to grow
+ * past the cap (returning a short count makes curl stop with a write
+ * error, which the caller reports as "too big").
+ */
+static size_t
+write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
+{
+	HttpTransfer *t = (HttpTransfer *) userdata;
+	size_t		n = size * nmemb;
+
+	if (t->len + n > t->max_response + t->consumed)
+	{
+		t->outcome = HTTP_TOO_BIG;
+		return 0;
+	}
+	if (t->len + n + 1 > t->cap)
+	{
+		size_t		newcap = Max(t->cap * 2, t->len + n + 1);
+		char	   *p;
+
+		newcap = Max(newcap, 4096);
+		p = realloc(t->data, newcap);
+		if (p == NULL)
+			return 0;
+		t->data = p;
+		t->cap = newcap;
+	}
+	memcpy(t->data + t->len, ptr, n);
+	t->len += n;
+	t->data[t->len] = '\0';
+	return n;
+}
+
+/* Does a header line start with this name (case-insensitive) and a colon? */
+static const char *
+header_value(const char *line, size_t len, const char *name)
+{
+	size_t		nlen = strlen(name);
+
+	if (len <= nlen || pg_strncasecmp(line, name, nlen) != 0 || line[nlen] != ':')
+		return NULL;
+	line += nlen + 1;
+	while (*line == ' ' || *line == '\t')
+		line++;
+	return line;
+}
+
+/*
+ * Parse a Retry-After value: delay-seconds (integer or decimal) or an
+ * HTTP-date.  Returns seconds from now, or -1.
+ */
+static double
+parse_retry_after(const char *v)
+{
+	char	   *end;
+	double		secs;
+	time_t		when;
+
+	secs = strtod(v, &end);
+	if (end != v)
+	{
+		while (*end == ' ' || *end == '\r' || *end == '\n')
+			end++;
+		if (*end == '\0' && secs >= 0)
+			return secs;
+	}
+	when = curl_getdate(v, NULL);
+	if (when != -1)
+	{
+		double		d = difftime(when, time(NULL));
+
+		return d < 0 ? 0 : d;
+	}
+	return -1;
+}
+
+/* Copy a header value without its line end into a fixed buffer. */
+static void
+copy_header_value(char *dst, size_t dstlen, const char *v)
+{
+	size_t		n = strcspn(v, "\r\n");
+
+	if (n >= dstlen)
+		n = dstlen - 1;
+	memcpy(dst, v, n);
+	dst[n] = '\0';
+}
+
+/*
+ * Response headers: note the status line and the few headers that steer
+ * retries.  A new status line (after a 1xx) starts over.
+ */
+static size_t
+header_cb(char *buf, size_t size, size_t nitems, void *userdata)
+{
+	HttpTransfer *t = (HttpTransfer *) userdata;
+	size_t		n = size * nitems;
+	const char *v;
+	char		tmp[64];
+
+	if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0)
+	{
+		const char *sp = memchr(buf, ' ', n);
+
+		t->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+		t->headers_done = false;
+		t->retry_after_s = -1;
+		t->should_retry = -1;
+		t->request_id[0] = '\0';
+	}
+	else if (n <= 2 && (buf[0] == '\r' || buf[0] == '\n'))
+	{
+		/* the end of a header block; 1xx blocks are followed by another */
+		if (t->status >= 200)
+			t->headers_done = true;
+	}
+	else if ((v = header_value(buf, n, "retry-after-ms")) != NULL)
+	{
+		copy_header_value(tmp, sizeof(tmp), v);
+		if (atof(tmp) >= 0)
+			t->retry_after_s = atof(tmp) / 1000.0;
+	}
+	else if ((v = header_value(buf, n, "retry-after")) != NULL)
+	{
+		/* retry-after-ms wins when both are sent */
+		if (t->retry_after_s < 0)
+		{
+			copy_header_value(tmp, sizeof(tmp), v);
+			t->retry_after_s = parse_retry_after(tmp);
+		}
+	}
+	else if ((v = header_value(buf, n, "x-should-retry")) != NULL)
+		t->should_retry = (pg_strncasecmp(v, "true", 4) == 0) ? 1 : 0;
+	else if ((v = header_value(buf, n, "x-request-id")) != NULL ||
+			 (v = header_value(buf, n, "request-id")) != NULL)
+		copy_header_value(t->request_id, sizeof(t->request_id), v);
+	return n;
+}
+
+/* Release every transaction-bound transfer when a transaction ends. */
+static void
+http_xact_cb(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
+		event == XACT_EVENT_PREPARE)
+		HttpReleaseAll(true);
+}
+
+/*
+ * Create the multi handle on first use.  Errors here are raised normally:
+ * nothing is allocated yet that could leak.
+ */
+void
+HttpInit(void)
+{
+	if (multi != NULL)
+		return;
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("could not initialize libcurl")));
+	multi = curl_multi_init();
+	if (multi == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("could not create a libcurl multi handle")));
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 128L);
+	RegisterXactCallback(http_xact_cb, NULL);
+}
+
+/* An easy handle from the pool (reset to defaults) or a new one. */
+static CURL *
+easy_get(void)
+{
+	if (neasy_pool > 0)
+	{
+		CURL	   *e = easy_pool[--neasy_pool];
+
+		curl_easy_reset(e);
+		return e;
+	}
+	return curl_easy_init();
+}
+
+/* Return an easy handle to the pool, or free it when the pool is full. */
+static void
+easy_put(CURL *e)
+{
+	if (neasy_pool < HTTP_EASY_POOL)
+		easy_pool[neasy_pool++] = e;
+	else
+		curl_easy_cleanup(e);
+}
+
+/* Link a transfer into the list of live ones. */
+static void
+link_transfer(HttpTransfer *t)
+{
+	t->next = transfers;
+	if (transfers)
+		transfers->prev = t;
+	transfers = t;
+	ntransfers++;
+}
+
+/*
+ * Start a request.  Every curl object it makes is owned by the returned
+ * transfer, which the caller must hand to HttpRelease (directly, from
+ * PG_CATCH, or from a memory context callback).  If setting it up fails,
+ * the transfer comes back already finished with outcome HTTP_REFUSED or
+ * HTTP_TRANSPORT_ERROR, so that callers have one path for every failure.
+ */
+HttpTransfer *
+HttpStart(const HttpRequestSpec *spec)
+{
+	HttpTransfer *t;
+	CURL	   *e;
+	struct curl_slist *hl = NULL;
+	ListCell   *lc;
+	CURLMcode	mrc;
+
+	HttpInit();
+
+	t = calloc(1, sizeof(HttpTransfer));
+	if (t == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	t->retry_after_s = -1;
+	t->should_retry = -1;
+	t->max_response = spec->max_response;
+	t->xact_bound = spec->xact_bound;
+	t->outcome = HTTP_RUNNING;
+	link_transfer(t);
+
+	if (pg_strncasecmp(spec->url, "http://", 7) != 0 &&
+		pg_strncasecmp(spec->url, "https://", 8) != 0)
+	{
+		t->outcome = HTTP_REFUSED;
+		strlcpy(t->errbuf, "only http and https URLs are allowed", sizeof(t->errbuf));
+		return t;
+	}
+
+	e = easy_get();
+	if (e == NULL)
+	{
+		t->outcome = HTTP_TRANSPORT_ERROR;
+		strlcpy(t->errbuf, "could not create a libcurl handle", sizeof(t->errbuf));
+		return t;
+	}
+	t->easy = e;
+
+	foreach(lc, spec->headers)
+	{
+		struct curl_slist *n = curl_slist_append(hl, (const char *) lfirst(lc));
+
+		if (n == NULL)
+			break;
+		hl = n;
+	}
+	/* no "Expect: 100-continue" round trip for large bodies */
+	{
+		struct curl_slist *n = curl_slist_append(hl, "Expect:");
+
+		if (n != NULL)
+			hl = n;
+	}
+	t->header_list = hl;
+
+	curl_easy_setopt(e, CURLOPT_URL, spec->url);
+#if LIBCURL_VERSION_NUM >= 0x075500
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_USERAGENT, HTTP_USER_AGENT);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) spec->body_len);
+	curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, spec->body ? spec->body : "");
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, t);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, t->errbuf);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, t);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, spec->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, spec->timeout_ms);
+	if (spec->low_speed_time > 0)
+	{
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, spec->low_speed_time);
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, Max(spec->low_speed_limit, 1L));
+	}
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+
+	mrc = curl_multi_add_handle(multi, e);
+	if (mrc != CURLM_OK)
+	{
+		t->outcome = HTTP_TRANSPORT_ERROR;
+		strlcpy(t->errbuf, curl_multi_strerror(mrc), sizeof(t->errbuf));
+		return t;
+	}
+	t->attached = true;
+	return t;
+}
+
+/* Let a caller's pointer be cleared when the transfer is released. */
+void
+HttpSetOwnerRef(HttpTransfer *t, HttpTransfer **ref)
+{
+	t->owner_ref = ref;
+}
+
+/*
+ * Free a transfer and everything it holds.  Safe on a transfer in any
+ * state; the connection itself stays in the multi handle's cache when the
+ * transfer had completed, and is closed when it was cut short.
+ */
+void
+HttpRelease(HttpTransfer *t)
+{
+	if (t == NULL)
+		return;
+	if (t->easy)
+	{
+		if (t->attached)
+			curl_multi_remove_handle(multi, (CURL *) t->easy);
+		easy_put((CURL *) t->easy);
+	}
+	if (t->header_list)
+		curl_slist_free_all((struct curl_slist *) t->header_list);
+	free(t->data);
+	if (t->owner_ref)
+		*t->owner_ref = NULL;
+	if (t->prev)
+		t->prev->next = t->next;
+	else
+		transfers = t->next;
+	if (t->next)
+		t->next->prev = t->prev;
+	ntransfers--;
+	free(t);
+}
+
+/* Release every live transfer (or only those bound to a transaction). */
+void
+HttpReleaseAll(bool xact_bound_only)
+{
+	HttpTransfer *t = transfers;
+
+	while (t)
+	{
+		HttpTransfer *next = t->next;
+
+		if (!xact_bound_only || t->xact_bound)
+			HttpRelease(t);
+		t = next;
+	}
+}
+
+/* Number of transfers still running. */
+int
+HttpInFlight(void)
+{
+	int			n = 0;
+	HttpTransfer *t;
+
+	for (t = transfers; t; t = t->next)
+		if (t->outcome == HTTP_RUNNING)
+			n++;
+	return n;
+}
+
+/* Collect finished transfers from curl and record how they ended. */
+static void
+collect_finished(void)
+{
+	CURLMsg    *msg;
+	int			left;
+
+	while ((msg = curl_multi_info_read(multi, &left)) != NULL)
+	{
+		HttpTransfer *t = NULL;
+		CURL	   *e = msg->easy_handle;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **) &t);
+		if (t == NULL)
+			continue;
+		if (msg->data.result == CURLE_OK)
+		{
+			long		code = 0;
+
+			curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+			t->status = code;
+			t->headers_done = true;
+			t->outcome = HTTP_COMPLETE;
+		}
+		else if (t->outcome != HTTP_TOO_BIG)
+		{
+			t->outcome = HTTP_TRANSPORT_ERROR;
+			t->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
+			if (t->errbuf[0] == '\0')
+				strlcpy(t->errbuf, curl_easy_strerror(msg->data.result),
+						sizeof(t->errbuf));
+		}
+		curl_multi_remove_handle(multi, e);
+		t->attached = false;
+	}
+}
+
+/* Rebuild the wait set from the latch, postmaster death and curl's sockets. */
+static void
+rebuild_wait_set(void)
+{
+	int			i;
+
+	if (wait_set)
+		FreeWaitEventSet(wait_set);
+	wait_set = NULL;
+	wait_set = LlmCreateWaitEventSet(nsockets + 2);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	if (IsUnderPostmaster)
+		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (i = 0; i < nsockets; i++)
+	{
+		uint32		ev = 0;
+
+		if (sockets[i].what & CURL_POLL_IN)
+			ev |= WL_SOCKET_READABLE;
+		if (sockets[i].what & CURL_POLL_OUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		AddWaitEventToSet(wait_set, ev, sockets[i].fd, NULL, NULL);
+	}
+	sockets_changed = false;
+}
+
+/*
+ * Wait once for curl's sockets, curl's timer or the latch (at most
+ * timeout_ms; -1 waits as long as curl lets us), and let curl act on what
+ * happened.  Returns true when the latch was set.  Interrupts are checked
+ * before returning, so a cancel raises its error from here; callers hold
+ * their transfers in PG_TRY blocks or memory context callbacks.
+ */
+bool
+HttpPoll(long timeout_ms)
+{
+	WaitEvent	events[16];
+	int			nev;
+	int			i;
+	int			running;
+	bool		latch = false;
+	long		wait_ms = timeout_ms;
+
+	HttpInit();
+	if (sockets_changed || wait_set == NULL)
+		rebuild_wait_set();
+
+	if (timer_deadline_us >= 0)
+	{
+		int64		left = timer_deadline_us - monotonic_us();
+		long		ms = left <= 0 ? 0 : (long) ((left + 999) / 1000);
+
+		if (wait_ms < 0 || ms < wait_ms)
+			wait_ms = ms;
+	}
+
+	nev = WaitEventSetWait(wait_set, wait_ms, events, lengthof(events),
+						   LlmWaitEventHttp);
+	for (i = 0; i < nev; i++)
+	{
+		WaitEvent  *we = &events[i];
+
+		if (we->events & WL_LATCH_SET)
+		{
+			ResetLatch(MyLatch);
+			latch = true;
+		}
+		else if (we->events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
+		{
+			int			mask = 0;
+
+			if (we->events & WL_SOCKET_READABLE)
+				mask |= CURL_CSELECT_IN;
+			if (we->events & WL_SOCKET_WRITEABLE)
+				mask |= CURL_CSELECT_OUT;
+			curl_multi_socket_action(multi, we->fd, mask, &running);
+		}
+	}
+	if (timer_deadline_us >= 0 && monotonic_us() >= timer_deadline_us)
+	{
+		timer_deadline_us = -1;
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	collect_finished();
+	CHECK_FOR_INTERRUPTS();
+	return latch;
+}
+
+/* Wait until a transfer has finished, one way or another. */
+void
+HttpWaitDone(HttpTransfer *t)
+{
+	while (t->outcome == HTTP_RUNNING)
+		HttpPoll(-1);
+}
+
+/* Wait until the final response's headers are in, or the transfer ended. */
+void
+HttpWaitHeaders(HttpTransfer *t)
+{
+	while (t->outcome == HTTP_RUNNING && !t->headers_done)
+		HttpPoll(-1);
+}
+
+/* Wait until unread body bytes are there, or the transfer ended. */
+void
+HttpWaitData(HttpTransfer *t)
+{
+	while (t->outcome == HTTP_RUNNING && t->len == t->consumed)
+		HttpPoll(-1);
+}
+
+/*
+ * Mark n more bytes as read.  When everything is read the buffer starts
+ * over, so a long stream never holds more than its unread part.
+ */
+void
+HttpConsume(HttpTransfer *t, size_t n)
+{
+	t->consumed += n;
+	if (t->consumed >= t->len)
+	{
+		t->consumed = 0;
+		t->len = 0;
+	}
+	else if (t->consumed > 65536 && t->consumed > t->len / 2)
+	{
+		memmove(t->data, t->data + t->consumed, t->len - t->consumed);
+		t->len -= t->consumed;
+		t->consumed = 0;
+	}
+}
+
+/*
+ * The next finished transfer not yet handed out, for callers that run
+ * many at once (chat_many, the worker).
+ */
+HttpTransfer *
+HttpNextDone(void)
+{
+	HttpTransfer *t;
+
+	for (t = transfers; t; t = t->next)
+		if (t->outcome != HTTP_RUNNING && !t->reported)
+		{
+			t->reported = true;
+			return t;
+		}
+	return NULL;
+}

@@ -1,0 +1,96 @@
+/*-------------------------------------------------------------------------
+ *
+ * pg_llm.c
+ *	  Module entry point: the module magic, the llm.* settings and the
+ *	  registrations that must happen when the library loads.
+ *
+ *	  The call functions work without preloading; what needs
+ *	  shared_preload_libraries (the worker, shared memory) is registered
+ *	  only when the library is being preloaded.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "http.h"
+#include "pg_llm.h"
+
+PG_MODULE_MAGIC;
+
+char	   *llm_default_model = NULL;
+int			llm_connect_timeout_ms = 10000;
+int			llm_timeout_ms = 300000;
+int			llm_low_speed_time = 0;
+int			llm_low_speed_limit = 1;
+int			llm_stream_idle_timeout = 60;
+int			llm_max_retries = 2;
+int			llm_max_retry_after = 60;
+int			llm_max_response_size_kb = 16384;
+int			llm_anthropic_max_tokens = 4096;
+
+void		_PG_init(void);
+
+/* Define the settings every session has, preloaded or not. */
+static void
+define_settings(void)
+{
+	DefineCustomStringVariable("llm.default_model",
+							   "Model used when a call names none.",
+							   NULL, &llm_default_model, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.connect_timeout",
+							"Time allowed to connect to a provider.",
+							"Providers can override it with the connect_timeout_ms option.",
+							&llm_connect_timeout_ms, 10000, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.timeout",
+							"Total time allowed for one non-streaming request to a provider.",
+							"0 means no limit. Providers can override it with the timeout_ms option.",
+							&llm_timeout_ms, 300000, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.low_speed_time",
+							"A non-streaming request slower than llm.low_speed_limit for this long is aborted.",
+							"0 turns the check off.",
+							&llm_low_speed_time, 0, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.low_speed_limit",
+							"Bytes per second below which a transfer counts as stalled.",
+							NULL, &llm_low_speed_limit, 1, 1, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.stream_idle_timeout",
+							"A stream that sends nothing (not even a keep-alive) for this long is aborted.",
+							NULL, &llm_stream_idle_timeout, 60, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.max_retries",
+							"Retries of a retryable failure on one provider before the next route is tried.",
+							"Providers can override it with the max_retries option.",
+							&llm_max_retries, 2, 0, 100,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.max_retry_after",
+							"Longest Retry-After a call waits for; a provider asking for more is given up at once.",
+							NULL, &llm_max_retry_after, 60, 0, 3600,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.max_response_size",
+							"Largest response body accepted from a provider.",
+							NULL, &llm_max_response_size_kb, 16384, 1, INT_MAX / 1024,
+							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.anthropic_max_tokens",
+							"max_tokens sent to anthropic providers when a call gives none.",
+							"The Messages API requires it; providers can override it with the default_max_tokens option.",
+							&llm_anthropic_max_tokens, 4096, 1, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+}
+
+void
+_PG_init(void)
+{
+	define_settings();
+	LlmReserveGucPrefix("llm");
+	ConfigInit();
+}

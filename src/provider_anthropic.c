@@ -1,0 +1,564 @@
+/*-------------------------------------------------------------------------
+ *
+ * provider_anthropic.c
+ *	  The Anthropic Messages protocol: translate the OpenAI-shaped request
+ *	  (system messages to the top-level field, max_tokens required,
+ *	  temperature 0..1, stop to stop_sequences, tools and tool results),
+ *	  and translate replies and stream events back to the OpenAI shape.
+ *
+ *	  This file must not include utils/builtins.h (see llm_json.h).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <time.h>
+
+#include "lib/stringinfo.h"
+
+#include "llm_json.h"
+
+static void
+unsupported(const char *key)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("option \"%s\" is not supported by the anthropic protocol", key),
+			 errhint("Remove the option, or route the model to an OpenAI-compatible provider.")));
+}
+
+/* Add a {"type":"text","text":...} block. */
+static void
+add_text_block(json_object *blocks, const char *text)
+{
+	json_object *b = json_object_new_object();
+
+	json_object_object_add(b, "type", json_object_new_string("text"));
+	json_object_object_add(b, "text", json_object_new_string(text));
+	json_object_array_add(blocks, b);
+}
+
+/*
+ * Translate OpenAI content (string or parts) to Anthropic blocks: text
+ * parts as text, image_url parts as URL or base64 image sources.
+ */
+static json_object *
+content_blocks(json_object *content)
+{
+	json_object *blocks = json_object_new_array();
+	size_t		i,
+				n;
+
+	if (content == NULL || json_object_is_type(content, json_type_null))
+		return blocks;
+	if (json_object_is_type(content, json_type_string))
+	{
+		add_text_block(blocks, json_object_get_string(content));
+		return blocks;
+	}
+	n = json_object_array_length(content);
+	for (i = 0; i < n; i++)
+	{
+		json_object *part = json_object_array_get_idx(content, i);
+		const char *type = JsonGetString(part, "type");
+		const char *url = JsonGetString(JsonGetObject(part, "image_url"), "url");
+
+		if (type && strcmp(type, "text") == 0 && JsonGetString(part, "text"))
+			add_text_block(blocks, JsonGetString(part, "text"));
+		else if (type && strcmp(type, "image_url") == 0 && url)
+		{
+			json_object *b = json_object_new_object();
+			json_object *src = json_object_new_object();
+			const char *comma = strchr(url, ',');
+
+			if (strncmp(url, "data:", 5) == 0 && comma)
+			{
+				const char *semi = strchr(url, ';');
+				size_t		mlen = (semi && semi < comma ? semi : comma) - (url + 5);
+				char	   *media = pnstrdup(url + 5, mlen);
+
+				json_object_object_add(src, "type", json_object_new_string("base64"));
+				json_object_object_add(src, "media_type", json_object_new_string(media));
+				json_object_object_add(src, "data", json_object_new_string(comma + 1));
+			}
+			else
+			{
+				json_object_object_add(src, "type", json_object_new_string("url"));
+				json_object_object_add(src, "url", json_object_new_string(url));
+			}
+			json_object_object_add(b, "type", json_object_new_string("image"));
+			json_object_object_add(b, "source", src);
+			json_object_array_add(blocks, b);
+		}
+	}
+	return blocks;
+}
+
+/* An assistant message: its text and its tool calls as tool_use blocks. */
+static json_object *
+assistant_blocks(json_object *m)
+{
+	json_object *content = NULL;
+	json_object *blocks;
+	json_object *calls = JsonGetArray(m, "tool_calls");
+	size_t		i,
+				n;
+
+	json_object_object_get_ex(m, "content", &content);
+	blocks = content_blocks(content);
+	n = calls ? json_object_array_length(calls) : 0;
+	for (i = 0; i < n; i++)
+	{
+		json_object *call = json_object_array_get_idx(calls, i);
+		json_object *fn = JsonGetObject(call, "function");
+		const char *args = JsonGetString(fn, "arguments");
+		json_object *input = args ? JsonParseOrNull(args, strlen(args)) : NULL;
+		json_object *b = json_object_new_object();
+
+		if (input == NULL || !json_object_is_type(input, json_type_object))
+		{
+			if (input)
+				json_object_put(input);
+			input = json_object_new_object();
+		}
+		json_object_object_add(b, "type", json_object_new_string("tool_use"));
+		json_object_object_add(b, "id", json_object_new_string(JsonGetString(call, "id") ? JsonGetString(call, "id") : ""));
+		json_object_object_add(b, "name", json_object_new_string(JsonGetString(fn, "name") ? JsonGetString(fn, "name") : ""));
+		json_object_object_add(b, "input", input);
+		json_object_array_add(blocks, b);
+	}
+	return blocks;
+}
+
+/* Append a message, merging into the previous one when the role repeats. */
+static void
+append_turn(json_object *msgs, const char *role, json_object *blocks)
+{
+	size_t		n = json_object_array_length(msgs);
+	json_object *last = n > 0 ? json_object_array_get_idx(msgs, n - 1) : NULL;
+	const char *last_role = JsonGetString(last, "role");
+
+	if (last_role && strcmp(last_role, role) == 0)
+	{
+		json_object *lb = JsonGetArray(last, "content");
+		size_t		i,
+					nb = json_object_array_length(blocks);
+
+		for (i = 0; i < nb; i++)
+			json_object_array_add(lb, json_object_get(json_object_array_get_idx(blocks, i)));
+		json_object_put(blocks);
+	}
+	else
+	{
+		json_object *m = json_object_new_object();
+
+		json_object_object_add(m, "role", json_object_new_string(role));
+		json_object_object_add(m, "content", blocks);
+		json_object_array_add(msgs, m);
+	}
+}
+
+/* Tools: {type:function, function:{name, description, parameters}} -> {name, description, input_schema}. */
+static json_object *
+translate_tools(json_object *tools)
+{
+	json_object *out = json_object_new_array();
+	size_t		i,
+				n = json_object_array_length(tools);
+
+	for (i = 0; i < n; i++)
+	{
+		json_object *fn = JsonGetObject(json_object_array_get_idx(tools, i), "function");
+		json_object *t = json_object_new_object();
+		json_object *params = JsonGetObject(fn, "parameters");
+		const char *desc = JsonGetString(fn, "description");
+
+		json_object_object_add(t, "name", json_object_new_string(JsonGetString(fn, "name")));
+		if (desc)
+			json_object_object_add(t, "description", json_object_new_string(desc));
+		if (params)
+			json_object_object_add(t, "input_schema", json_object_get(params));
+		else
+		{
+			json_object *s = json_object_new_object();
+
+			json_object_object_add(s, "type", json_object_new_string("object"));
+			json_object_object_add(t, "input_schema", s);
+		}
+		json_object_array_add(out, t);
+	}
+	return out;
+}
+
+/* tool_choice: "auto" / "required" / "none" / a named function. */
+static json_object *
+translate_tool_choice(json_object *tc)
+{
+	json_object *out = json_object_new_object();
+
+	if (json_object_is_type(tc, json_type_string))
+	{
+		const char *s = json_object_get_string(tc);
+
+		json_object_object_add(out, "type", json_object_new_string(strcmp(s, "required") == 0 ? "any" :
+																	strcmp(s, "none") == 0 ? "none" : "auto"));
+	}
+	else
+	{
+		const char *name = JsonGetString(JsonGetObject(tc, "function"), "name");
+
+		json_object_object_add(out, "type", json_object_new_string(name ? "tool" : "auto"));
+		if (name)
+			json_object_object_add(out, "name", json_object_new_string(name));
+	}
+	return out;
+}
+
+/* The instruction that stands in for OpenAI's JSON modes. */
+static char *
+json_mode_instruction(json_object *rf)
+{
+	const char *type = JsonGetString(rf, "type");
+	json_object *js = JsonGetObject(rf, "json_schema");
+	json_object *schema = JsonGetObject(js, "schema");
+
+	if (type == NULL || strcmp(type, "text") == 0)
+		return NULL;
+	if (schema)
+		return psprintf("Respond with only a JSON value that matches this JSON Schema, and nothing else:\n%s",
+						json_object_to_json_string_ext(schema, JSON_C_TO_STRING_PLAIN));
+	return pstrdup("Respond with only a valid JSON object, and nothing else.");
+}
+
+/*
+ * The Messages request for a route.  Options Anthropic has no equivalent
+ * for either have no effect on a reply (seed, user) and are dropped, or
+ * change its meaning (n, penalties, logprobs) and are refused.
+ */
+json_object *
+AnthropicBuildBody(LlmRequest *req, const LlmRoute *route, bool stream)
+{
+	json_object *src = req->obj;
+	json_object *body;
+	json_object *msgs;
+	json_object *in_msgs = JsonGetArray(src, "messages");
+	StringInfoData system;
+	JsonGuard  *g;
+	int64		max_tokens = 0;
+	size_t		i,
+				n;
+	char	   *instr;
+
+	json_object_object_foreach(src, key, val)
+	{
+		if (json_object_is_type(val, json_type_null))
+			continue;
+		if (strcmp(key, "n") == 0 && json_object_get_int64(val) == 1)
+			continue;
+		if (strcmp(key, "n") == 0 || strcmp(key, "presence_penalty") == 0 ||
+			strcmp(key, "frequency_penalty") == 0 || strcmp(key, "logprobs") == 0 ||
+			strcmp(key, "top_logprobs") == 0 || strcmp(key, "logit_bias") == 0)
+			unsupported(key);
+		if (strcmp(key, "temperature") == 0 && json_object_get_double(val) > 1.0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("temperature %g is outside the anthropic range 0 to 1",
+							json_object_get_double(val)),
+					 errdetail("Provider \"%s\" speaks the anthropic protocol.", route->provider->name),
+					 errhint("Use a temperature from 0 to 1 for this model.")));
+	}
+
+	body = json_object_new_object();
+	g = JsonGuardNew(body);
+	json_object_object_add(body, "model", json_object_new_string(route->upstream_model));
+
+	initStringInfo(&system);
+	msgs = json_object_new_array();
+	json_object_object_add(body, "messages", msgs);
+	n = in_msgs ? json_object_array_length(in_msgs) : 0;
+	for (i = 0; i < n; i++)
+	{
+		json_object *m = json_object_array_get_idx(in_msgs, i);
+		const char *role = JsonGetString(m, "role");
+		json_object *content = NULL;
+
+		json_object_object_get_ex(m, "content", &content);
+		if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)
+		{
+			char	   *text = JsonContentText(content);
+
+			if (text)
+			{
+				if (system.len > 0)
+					appendStringInfoString(&system, "\n\n");
+				appendStringInfoString(&system, text);
+			}
+		}
+		else if (strcmp(role, "tool") == 0)
+		{
+			json_object *blocks = json_object_new_array();
+			json_object *b = json_object_new_object();
+			char	   *text = JsonContentText(content);
+			const char *id = JsonGetString(m, "tool_call_id");
+
+			json_object_object_add(b, "type", json_object_new_string("tool_result"));
+			json_object_object_add(b, "tool_use_id", json_object_new_string(id ? id : ""));
+			json_object_object_add(b, "content", json_object_new_string(text ? text : ""));
+			json_object_array_add(blocks, b);
+			append_turn(msgs, "user", blocks);
+		}
+		else if (strcmp(role, "assistant") == 0)
+			append_turn(msgs, "assistant", assistant_blocks(m));
+		else
+			append_turn(msgs, "user", content_blocks(content));
+	}
+
+	instr = json_mode_instruction(JsonGetObject(src, "response_format"));
+	if (instr)
+	{
+		if (system.len > 0)
+			appendStringInfoString(&system, "\n\n");
+		appendStringInfoString(&system, instr);
+	}
+	if (system.len > 0)
+		json_object_object_add(body, "system", json_object_new_string(system.data));
+
+	if (!JsonGetInt64(src, "max_tokens", &max_tokens) &&
+		!JsonGetInt64(src, "max_completion_tokens", &max_tokens))
+		max_tokens = route->provider->default_max_tokens > 0 ?
+			route->provider->default_max_tokens : llm_anthropic_max_tokens;
+	json_object_object_add(body, "max_tokens", json_object_new_int64(max_tokens));
+
+	/* the options Anthropic shares, under its own names */
+	{
+		json_object_object_foreach(src, key2, val2)
+		{
+			if (json_object_is_type(val2, json_type_null))
+				continue;
+			if (strcmp(key2, "temperature") == 0 || strcmp(key2, "top_p") == 0 ||
+				strcmp(key2, "top_k") == 0 || strcmp(key2, "metadata") == 0 ||
+				strcmp(key2, "thinking") == 0 || strcmp(key2, "service_tier") == 0)
+				json_object_object_add(body, key2, json_object_get(val2));
+			else if (strcmp(key2, "stop") == 0)
+			{
+				json_object *ss;
+
+				if (json_object_is_type(val2, json_type_string))
+				{
+					ss = json_object_new_array();
+					json_object_array_add(ss, json_object_get(val2));
+				}
+				else
+					ss = json_object_get(val2);
+				json_object_object_add(body, "stop_sequences", ss);
+			}
+			else if (strcmp(key2, "tools") == 0)
+				json_object_object_add(body, "tools", translate_tools(val2));
+			else if (strcmp(key2, "tool_choice") == 0)
+				json_object_object_add(body, "tool_choice", translate_tool_choice(val2));
+		}
+	}
+	if (stream)
+		json_object_object_add(body, "stream", json_object_new_boolean(1));
+
+	/* hand the object to the caller: clear the guard without putting it */
+	g->obj = NULL;
+	return body;
+}
+
+/* Anthropic stop_reason to OpenAI finish_reason. */
+static const char *
+finish_reason(const char *stop_reason)
+{
+	if (stop_reason == NULL)
+		return NULL;
+	if (strcmp(stop_reason, "end_turn") == 0 || strcmp(stop_reason, "stop_sequence") == 0)
+		return "stop";
+	if (strcmp(stop_reason, "max_tokens") == 0 ||
+		strcmp(stop_reason, "model_context_window_exceeded") == 0)
+		return "length";
+	if (strcmp(stop_reason, "tool_use") == 0)
+		return "tool_calls";
+	if (strcmp(stop_reason, "refusal") == 0)
+		return "content_filter";
+	return stop_reason;
+}
+
+/*
+ * Read a Message and build the OpenAI-shaped response: text blocks joined
+ * as the content, tool_use blocks as tool_calls, usage renamed.
+ */
+bool
+AnthropicParseReply(json_object *root, const LlmRoute *route, LlmReply *reply, char **problem)
+{
+	json_object *content = JsonGetArray(root, "content");
+	json_object *usage = JsonGetObject(root, "usage");
+	json_object *out;
+	json_object *choices;
+	json_object *choice;
+	json_object *msg;
+	json_object *calls = NULL;
+	json_object *u;
+	JsonGuard  *g;
+	StringInfoData text;
+	bool		any_text = false;
+	size_t		i,
+				n;
+	int64		v;
+	const char *fr;
+
+	if (content == NULL)
+	{
+		*problem = pstrdup("The response has no \"content\" array.");
+		return false;
+	}
+	initStringInfo(&text);
+	n = json_object_array_length(content);
+	for (i = 0; i < n; i++)
+	{
+		json_object *b = json_object_array_get_idx(content, i);
+		const char *type = JsonGetString(b, "type");
+
+		if (type && strcmp(type, "text") == 0 && JsonGetString(b, "text"))
+		{
+			appendStringInfoString(&text, JsonGetString(b, "text"));
+			any_text = true;
+		}
+		else if (type && strcmp(type, "tool_use") == 0)
+		{
+			json_object *call = json_object_new_object();
+			json_object *fn = json_object_new_object();
+			json_object *input = NULL;
+
+			if (calls == NULL)
+				calls = json_object_new_array();
+			json_object_object_get_ex(b, "input", &input);
+			json_object_object_add(fn, "name", json_object_new_string(JsonGetString(b, "name") ? JsonGetString(b, "name") : ""));
+			json_object_object_add(fn, "arguments", json_object_new_string(input ? json_object_to_json_string_ext(input, JSON_C_TO_STRING_PLAIN) : "{}"));
+			json_object_object_add(call, "id", json_object_new_string(JsonGetString(b, "id") ? JsonGetString(b, "id") : ""));
+			json_object_object_add(call, "type", json_object_new_string("function"));
+			json_object_object_add(call, "function", fn);
+			json_object_array_add(calls, call);
+		}
+	}
+
+	reply->content = any_text ? text.data : NULL;
+	reply->nchoices = (any_text || calls) ? 1 : 0;
+	fr = finish_reason(JsonGetString(root, "stop_reason"));
+	reply->finish_reason = fr ? pstrdup(fr) : NULL;
+	if (JsonGetInt64(usage, "input_tokens", &v))
+	{
+		int64		c = 0;
+
+		/* cached input tokens are input tokens too */
+		if (JsonGetInt64(usage, "cache_creation_input_tokens", &c))
+			v += c;
+		if (JsonGetInt64(usage, "cache_read_input_tokens", &c))
+			v += c;
+		reply->input_tokens = v;
+		reply->has_usage = true;
+	}
+	if (JsonGetInt64(usage, "output_tokens", &v))
+	{
+		reply->output_tokens = v;
+		reply->has_usage = true;
+	}
+
+	out = json_object_new_object();
+	g = JsonGuardNew(out);
+	json_object_object_add(out, "id", json_object_new_string(JsonGetString(root, "id") ? JsonGetString(root, "id") : ""));
+	json_object_object_add(out, "object", json_object_new_string("chat.completion"));
+	json_object_object_add(out, "created", json_object_new_int64((int64) time(NULL)));
+	json_object_object_add(out, "model", json_object_new_string(JsonGetString(root, "model") ? JsonGetString(root, "model") : route->upstream_model));
+	choices = json_object_new_array();
+	json_object_object_add(out, "choices", choices);
+	if (reply->nchoices > 0)
+	{
+		choice = json_object_new_object();
+		msg = json_object_new_object();
+		json_object_object_add(msg, "role", json_object_new_string("assistant"));
+		json_object_object_add(msg, "content", any_text ? json_object_new_string(text.data) : NULL);
+		if (calls)
+			json_object_object_add(msg, "tool_calls", calls);
+		json_object_object_add(choice, "index", json_object_new_int(0));
+		json_object_object_add(choice, "message", msg);
+		json_object_object_add(choice, "finish_reason", fr ? json_object_new_string(fr) : NULL);
+		json_object_array_add(choices, choice);
+	}
+	else if (calls)
+		json_object_put(calls);
+	if (reply->has_usage)
+	{
+		u = json_object_new_object();
+		json_object_object_add(u, "prompt_tokens", json_object_new_int64(reply->input_tokens));
+		json_object_object_add(u, "completion_tokens", json_object_new_int64(reply->output_tokens));
+		json_object_object_add(u, "total_tokens", json_object_new_int64(reply->input_tokens + reply->output_tokens));
+		json_object_object_add(out, "usage", u);
+	}
+	json_object_object_add(out, "provider", json_object_new_string(route->provider->name));
+	reply->response_json = JsonToPstr(out);
+	JsonGuardRelease(g);
+	return true;
+}
+
+/*
+ * One Messages stream event, dispatched on the JSON "type" (which repeats
+ * the SSE event name).  message_delta usage is cumulative, so the last one
+ * wins; pings and unknown events are ignored.
+ */
+void
+AnthropicStreamEvent(LlmStreamDecoder *dec, const char *type, json_object *root)
+{
+	const char *t = JsonGetString(root, "type");
+	int64		v;
+
+	if (t == NULL)
+		t = type ? type : "";
+	if (strcmp(t, "content_block_delta") == 0)
+	{
+		json_object *delta = JsonGetObject(root, "delta");
+		const char *dt = JsonGetString(delta, "type");
+		const char *text = JsonGetString(delta, "text");
+
+		if (dt && strcmp(dt, "text_delta") == 0 && text && text[0] != '\0')
+			dec->pieces = lappend(dec->pieces, pstrdup(text));
+	}
+	else if (strcmp(t, "message_start") == 0)
+	{
+		json_object *usage = JsonGetObject(JsonGetObject(root, "message"), "usage");
+
+		if (JsonGetInt64(usage, "input_tokens", &v))
+		{
+			int64		c = 0;
+
+			if (JsonGetInt64(usage, "cache_creation_input_tokens", &c))
+				v += c;
+			if (JsonGetInt64(usage, "cache_read_input_tokens", &c))
+				v += c;
+			dec->input_tokens = v;
+			dec->has_usage = true;
+		}
+		if (JsonGetInt64(usage, "output_tokens", &v))
+			dec->output_tokens = v;
+	}
+	else if (strcmp(t, "message_delta") == 0)
+	{
+		if (JsonGetInt64(JsonGetObject(root, "usage"), "output_tokens", &v))
+		{
+			dec->output_tokens = v;
+			dec->has_usage = true;
+		}
+		if (JsonGetString(JsonGetObject(root, "delta"), "stop_reason"))
+			dec->saw_finish_reason = true;
+	}
+	else if (strcmp(t, "message_stop") == 0)
+		dec->finished = true;
+	else if (strcmp(t, "error") == 0)
+	{
+		json_object *err = JsonGetObject(root, "error");
+		const char *m = JsonGetString(err, "message");
+		const char *et = JsonGetString(err, "type");
+
+		dec->error = psprintf("%s%s%s", et ? et : "", et ? ": " : "", m ? m : "error event");
+	}
+}

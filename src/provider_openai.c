@@ -1,0 +1,144 @@
+/*-------------------------------------------------------------------------
+ *
+ * provider_openai.c
+ *	  The OpenAI Chat Completions protocol, which the request already
+ *	  speaks: set the upstream model name and the streaming flags, read
+ *	  replies and stream chunks.  Also serves every OpenAI-compatible
+ *	  server (DeepSeek, vLLM, llama.cpp, Ollama, relays).
+ *
+ *	  This file must not include utils/builtins.h (see llm_json.h).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "llm_json.h"
+
+/*
+ * The wire body for a route: the caller's request with the upstream model,
+ * max_tokens renamed when the provider wants max_completion_tokens, and
+ * the streaming flags.  The returned object belongs to the caller.
+ */
+json_object *
+OpenAIBuildBody(LlmRequest *req, const LlmRoute *route, bool stream)
+{
+	json_object *body = NULL;
+	json_object *v;
+	const LlmProvider *p = route->provider;
+
+	if (json_object_deep_copy(req->obj, &body, NULL) != 0 || body == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	json_object_object_add(body, "model", json_object_new_string(route->upstream_model));
+
+	if (p->max_tokens_param && strcmp(p->max_tokens_param, "max_tokens") != 0 &&
+		json_object_object_get_ex(body, "max_tokens", &v))
+	{
+		json_object_get(v);
+		json_object_object_del(body, "max_tokens");
+		json_object_object_add(body, p->max_tokens_param, v);
+	}
+	if (stream)
+	{
+		json_object_object_add(body, "stream", json_object_new_boolean(1));
+		if (p->stream_usage)
+		{
+			json_object *so = json_object_new_object();
+
+			json_object_object_add(so, "include_usage", json_object_new_boolean(1));
+			json_object_object_add(body, "stream_options", so);
+		}
+	}
+	return body;
+}
+
+/* Read a usage object (either protocol's names) into counters. */
+static void
+read_usage(json_object *usage, bool *has, int64 *in, int64 *out)
+{
+	int64		v;
+
+	if (usage == NULL)
+		return;
+	if (JsonGetInt64(usage, "prompt_tokens", &v))
+	{
+		*in = v;
+		*has = true;
+	}
+	if (JsonGetInt64(usage, "completion_tokens", &v))
+	{
+		*out = v;
+		*has = true;
+	}
+}
+
+/*
+ * Read a chat.completion.  The normalized response is the provider's own
+ * JSON with "provider" added; unknown fields are kept and ignored.
+ */
+bool
+OpenAIParseReply(json_object *root, const LlmRoute *route, LlmReply *reply, char **problem)
+{
+	json_object *choices = JsonGetArray(root, "choices");
+	json_object *first;
+	json_object *msg;
+	json_object *content = NULL;
+
+	if (choices == NULL)
+	{
+		*problem = pstrdup("The response has no \"choices\" array.");
+		return false;
+	}
+	reply->nchoices = (int) json_object_array_length(choices);
+	read_usage(JsonGetObject(root, "usage"), &reply->has_usage,
+			   &reply->input_tokens, &reply->output_tokens);
+	if (reply->nchoices > 0)
+	{
+		const char *fr;
+
+		first = json_object_array_get_idx(choices, 0);
+		msg = JsonGetObject(first, "message");
+		if (msg)
+			json_object_object_get_ex(msg, "content", &content);
+		reply->content = JsonContentText(content);
+		fr = JsonGetString(first, "finish_reason");
+		reply->finish_reason = fr ? pstrdup(fr) : NULL;
+	}
+	json_object_object_add(root, "provider", json_object_new_string(route->provider->name));
+	reply->response_json = JsonToPstr(root);
+	return true;
+}
+
+/*
+ * One chunk of a chat.completion.chunk stream: text deltas of the first
+ * choice, the finish reason, the usage chunk, or an error object sent
+ * after the 200.
+ */
+void
+OpenAIStreamEvent(LlmStreamDecoder *dec, json_object *root)
+{
+	json_object *err = JsonGetObject(root, "error");
+	json_object *choices;
+
+	if (err)
+	{
+		const char *m = JsonGetString(err, "message");
+
+		dec->error = pstrdup(m ? m : json_object_to_json_string(err));
+		return;
+	}
+	read_usage(JsonGetObject(root, "usage"), &dec->has_usage,
+			   &dec->input_tokens, &dec->output_tokens);
+	choices = JsonGetArray(root, "choices");
+	if (choices && json_object_array_length(choices) > 0)
+	{
+		json_object *c = json_object_array_get_idx(choices, 0);
+		const char *text = JsonGetString(JsonGetObject(c, "delta"), "content");
+
+		if (text && text[0] != '\0')
+			dec->pieces = lappend(dec->pieces, pstrdup(text));
+		if (JsonGetString(c, "finish_reason"))
+			dec->saw_finish_reason = true;
+	}
+}

@@ -1,0 +1,1166 @@
+#!/usr/bin/env node
+/*
+ * test/mock/server.js
+ *
+ * A local, deterministic mock LLM provider for the pg_llm tests, the demo
+ * and the benchmarks.  It speaks the OpenAI Chat Completions protocol
+ * (POST .../chat/completions) and the Anthropic Messages protocol
+ * (POST .../messages), streaming (SSE) and non-streaming, and injects
+ * faults on demand through directives carried in the request's model
+ * string, e.g. "mock?fail=429&times=2&retry_after=1".
+ *
+ * It listens on 127.0.0.1 only, makes no outbound connection, and uses
+ * nothing but Node's standard library.  It must stay cheap per request: a
+ * benchmark drives thousands of small requests per second through it, so
+ * the hot path does one JSON.parse, one JSON.stringify and no logging
+ * (unless --verbose).  It never echoes a received API key.
+ *
+ * The reference for every route and directive is test/mock/README.md.
+ */
+'use strict';
+
+const http = require('http');
+const fs = require('fs');
+
+/* ------------------------------------------------------------------ */
+/* Configuration and state                                             */
+/* ------------------------------------------------------------------ */
+
+/* Parse the command line; exits with status 2 on a bad option. */
+function parseArgs(argv) {
+	const cfg = { port: 0, portFile: null, apiKey: 'sk-mock', latency: 0, verbose: false };
+	for (let i = 0; i < argv.length; i++) {
+		let a = argv[i];
+		let v = null;
+		const eq = a.indexOf('=');
+		if (a.startsWith('--') && eq > 0) {
+			v = a.slice(eq + 1);
+			a = a.slice(0, eq);
+		}
+		const val = () => {
+			if (v !== null)
+				return v;
+			if (i + 1 >= argv.length)
+				usage('missing value for ' + a);
+			return argv[++i];
+		};
+		switch (a) {
+			case '--port': cfg.port = intArg(a, val()); break;
+			case '--port-file': cfg.portFile = val(); break;
+			case '--api-key': cfg.apiKey = val(); break;
+			case '--latency': cfg.latency = intArg(a, val()); break;
+			case '--verbose': cfg.verbose = true; break;
+			case '-h':
+			case '--help': usage(null); break;
+			default: usage('unknown option ' + a);
+		}
+	}
+	return cfg;
+}
+
+/* Parse a non-negative integer option value or exit. */
+function intArg(name, s) {
+	if (!/^\d+$/.test(s))
+		usage('bad value for ' + name + ': ' + s);
+	return parseInt(s, 10);
+}
+
+/* Print usage (and an error, if any) and exit. */
+function usage(err) {
+	const text = 'usage: node server.js [--port N] [--port-file PATH] [--api-key KEY] [--latency MS] [--verbose]\n';
+	if (err) {
+		process.stderr.write('mock: ' + err + '\n' + text);
+		process.exit(2);
+	}
+	process.stdout.write(text);
+	process.exit(0);
+}
+
+const cfg = parseArgs(process.argv.slice(2));
+
+/* Wall clock in microseconds built from one Date.now() plus hrtime deltas,
+ * so consecutive values are monotonic and comparable with CLOCK_REALTIME
+ * readings taken in another process. */
+const HR0 = process.hrtime.bigint();
+const EPOCH0_US = BigInt(Date.now()) * 1000n;
+function nowUs() {
+	return Number(EPOCH0_US + (process.hrtime.bigint() - HR0) / 1000n);
+}
+
+const LOG_KEEP = 50;        /* entries kept for GET /_requests */
+const TRACE_KEEP = 20;      /* traced streams kept for GET /_trace */
+const MAX_KEYS = 100000;    /* per-key counters kept without a times= directive */
+
+const state = {
+	requests: 0,            /* protocol requests since start/reset */
+	connections: 0,         /* TCP connections accepted since start/reset */
+	byKey: new Map(),       /* "model|prompt" -> count */
+	log: [],                /* last LOG_KEEP protocol requests */
+	traces: [],             /* last TRACE_KEEP traced streams */
+};
+let idCounter = 0;          /* never reset, so ids stay unique */
+const sockets = new Set();  /* every open socket, destroyed at shutdown */
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+/* ------------------------------------------------------------------ */
+
+const OPENAI = 'openai';
+const ANTHROPIC = 'anthropic';
+
+/* Number of whitespace-separated words in s. */
+function countWords(s) {
+	if (typeof s !== 'string' || s.length === 0)
+		return 0;
+	const m = s.match(/\S+/g);
+	return m ? m.length : 0;
+}
+
+/* The text of a message content: a string, or the texts of an array of
+ * parts joined with nothing in between. */
+function contentText(c) {
+	if (typeof c === 'string')
+		return c;
+	if (!Array.isArray(c))
+		return '';
+	let out = '';
+	for (const p of c)
+		if (p && typeof p.text === 'string')
+			out += p.text;
+	return out;
+}
+
+/* Words in a message content, counted part by part (tool results too). */
+function contentWords(c) {
+	if (typeof c === 'string')
+		return countWords(c);
+	if (!Array.isArray(c))
+		return 0;
+	let n = 0;
+	for (const p of c) {
+		if (!p || typeof p !== 'object')
+			continue;
+		if (typeof p.text === 'string')
+			n += countWords(p.text);
+		else if (p.content !== undefined)
+			n += contentWords(p.content);
+	}
+	return n;
+}
+
+/* The prompt: the text of the last user message. */
+function lastUserText(messages) {
+	if (!Array.isArray(messages))
+		return '';
+	for (let i = messages.length - 1; i >= 0; i--) {
+		const m = messages[i];
+		if (m && m.role === 'user')
+			return contentText(m.content);
+	}
+	return '';
+}
+
+/* The system prompt text (OpenAI system/developer messages, or the
+ * Anthropic top-level system string or text blocks). */
+function systemText(proto, body) {
+	if (proto === ANTHROPIC)
+		return contentText(body.system);
+	let s = '';
+	if (Array.isArray(body.messages))
+		for (const m of body.messages)
+			if (m && (m.role === 'system' || m.role === 'developer'))
+				s += contentText(m.content) + '\n';
+	return s;
+}
+
+/* Input tokens: words of every message content plus the system prompt. */
+function inputTokens(proto, body) {
+	let n = 0;
+	if (Array.isArray(body.messages))
+		for (const m of body.messages)
+			if (m)
+				n += contentWords(m.content);
+	if (proto === ANTHROPIC)
+		n += contentWords(body.system);
+	return n;
+}
+
+const POSITIVE = new Set(['good', 'great', 'love', 'loved', 'loves', 'excellent',
+	'fast', 'happy', 'nice', 'works', 'working', 'amazing', 'perfect']);
+const NEGATIVE = new Set(['bad', 'slow', 'broken', 'broke', 'hate', 'hated',
+	'terrible', 'awful', 'crash', 'crashes', 'crashed', 'crashing', 'refund', 'worst']);
+
+/* Deterministic sentiment of a text: more positive words than negative
+ * ones gives "positive", the reverse "negative", a tie "neutral". */
+function sentimentOf(text) {
+	const words = text.toLowerCase().match(/[a-z]+/g) || [];
+	let score = 0;
+	for (const w of words) {
+		if (POSITIVE.has(w))
+			score++;
+		else if (NEGATIVE.has(w))
+			score--;
+	}
+	return score > 0 ? 'positive' : score < 0 ? 'negative' : 'neutral';
+}
+
+/* Split a reply into stream pieces: each word with its following
+ * whitespace (leading whitespace is a piece of its own), so that the
+ * pieces concatenate to the reply exactly. */
+function pieces(text) {
+	return text.match(/\S+\s*|\s+/g) || [];
+}
+
+/* The first n words of text, keeping the original spacing between them. */
+function firstWords(text, n) {
+	const ws = text.match(/\s*\S+/g) || [];
+	return ws.slice(0, n).join('').replace(/^\s+/, '');
+}
+
+/* Split a string into about three pieces (for tool-call argument deltas). */
+function thirds(s) {
+	const step = Math.max(1, Math.ceil(s.length / 3));
+	const out = [];
+	for (let i = 0; i < s.length; i += step)
+		out.push(s.slice(i, i + step));
+	return out.length ? out : [''];
+}
+
+/* Placeholder for the raw bytes 0xFF 0xFE of fault=badutf8: private-use
+ * characters survive JSON.stringify unescaped and are swapped for the bad
+ * bytes when the output is turned into a Buffer. */
+const BAD_MARK = '\uE0FF\uE0FE';
+const BAD_BYTES = Buffer.from([0xff, 0xfe]);
+
+/* Turn output text into bytes, replacing BAD_MARK by 0xFF 0xFE. */
+function toBytes(s, bad) {
+	if (!bad || s.indexOf(BAD_MARK) < 0)
+		return s;
+	const parts = s.split(BAD_MARK);
+	const bufs = [];
+	parts.forEach((p, i) => {
+		if (i > 0)
+			bufs.push(BAD_BYTES);
+		bufs.push(Buffer.from(p, 'utf8'));
+	});
+	return Buffer.concat(bufs);
+}
+
+/* ------------------------------------------------------------------ */
+/* Error bodies                                                        */
+/* ------------------------------------------------------------------ */
+
+/* OpenAI error type and code for an HTTP status. */
+function openaiErrorKind(status, quota) {
+	if (status === 429 && quota)
+		return { type: 'insufficient_quota', code: 'insufficient_quota' };
+	switch (status) {
+		case 400: return { type: 'invalid_request_error', code: null };
+		case 401: return { type: 'invalid_request_error', code: 'invalid_api_key' };
+		case 402: return { type: 'invalid_request_error', code: 'insufficient_balance' };
+		case 403: return { type: 'invalid_request_error', code: 'unsupported_country_region_territory' };
+		case 404: return { type: 'invalid_request_error', code: 'model_not_found' };
+		case 408: return { type: 'timeout_error', code: null };
+		case 409: return { type: 'invalid_request_error', code: 'conflict' };
+		case 422: return { type: 'invalid_request_error', code: null };
+		case 429: return { type: 'requests', code: 'rate_limit_exceeded' };
+	}
+	return { type: status >= 500 ? 'server_error' : 'invalid_request_error', code: null };
+}
+
+/* Anthropic error type for an HTTP status. */
+function anthropicErrorType(status, quota) {
+	switch (status) {
+		case 400: return 'invalid_request_error';
+		case 401: return 'authentication_error';
+		case 402: return 'billing_error';
+		case 403: return 'permission_error';
+		case 404: return 'not_found_error';
+		case 413: return 'request_too_large';
+		case 429: return quota ? 'billing_error' : 'rate_limit_error';
+		case 500: return 'api_error';
+		case 503: return 'overloaded_error';
+		case 504: return 'timeout_error';
+		case 529: return 'overloaded_error';
+	}
+	return status >= 500 ? 'api_error' : 'invalid_request_error';
+}
+
+/* Protocol-shaped error body as JSON text. */
+function errorBody(proto, message, type, param, code) {
+	if (proto === ANTHROPIC)
+		return JSON.stringify({ type: 'error', error: { type, message }, request_id: 'req_mock' });
+	return JSON.stringify({ error: { message, type, param: param || null, code: code || null } });
+}
+
+/* Send a complete JSON (or other) response with a Content-Length. */
+function sendRaw(res, status, headers, payload) {
+	if (res.destroyed || res.headersSent)
+		return;
+	headers['Content-Length'] = Buffer.byteLength(payload);
+	res.writeHead(status, headers);
+	res.end(payload);
+}
+
+/* Send a 400 (or other) protocol error with the request-id header. */
+function sendProtoError(ctx, status, message, type, param, code) {
+	if (type === undefined)
+		type = ctx.proto === ANTHROPIC ? anthropicErrorType(status, false)
+			: openaiErrorKind(status, false).type;
+	sendRaw(ctx.res, status, jsonHeaders(ctx), errorBody(ctx.proto, message, type, param, code));
+}
+
+/* Standard headers of a JSON protocol response. */
+function jsonHeaders(ctx) {
+	const h = { 'Content-Type': 'application/json' };
+	if (ctx.proto === ANTHROPIC)
+		h['request-id'] = 'req_mock' + ctx.id;
+	else
+		h['x-request-id'] = 'req_mock' + ctx.id;
+	return h;
+}
+
+/* ------------------------------------------------------------------ */
+/* Directives                                                          */
+/* ------------------------------------------------------------------ */
+
+const FAULTS = new Set(['reset', 'hang', 'malformed', 'html', 'notjson', 'big',
+	'badutf8', 'empty_choices', 'null_content', 'leading_ws', 'truncate',
+	'error_event', 'crlf', 'cr', 'split', 'no_done', 'comments']);
+
+/* Validators of each directive: return the parsed value or throw a message. */
+const DIRECTIVES = {
+	latency: nonNegInt,
+	chunk_delay: nonNegInt,
+	reply: (v) => v,
+	words: nonNegInt,
+	echo: (v) => { if (v !== 'request') throw 'invalid mock directive value echo=' + v; return v; },
+	fail: (v) => {
+		const n = nonNegInt(v, 'fail');
+		if (n < 200 || n > 599)
+			throw 'invalid mock directive value fail=' + v;
+		return n;
+	},
+	quota: (v) => v === '1' || v === 'true',
+	retry_after: headerValue,
+	retry_after_ms: headerValue,
+	should_retry: (v) => { if (v !== 'true' && v !== 'false') throw 'invalid mock directive value should_retry=' + v; return v; },
+	times: nonNegInt,
+	fault: (v) => { if (!FAULTS.has(v)) throw 'unknown mock fault ' + v; return v; },
+	bytes: nonNegInt,
+};
+
+/* Directive value that must be a non-negative integer. */
+function nonNegInt(v, name) {
+	if (!/^\d+$/.test(v))
+		throw 'invalid mock directive value ' + name + '=' + v;
+	return parseInt(v, 10);
+}
+
+/* Directive value copied into a header: no control characters. */
+function headerValue(v, name) {
+	if (/[\x00-\x1f\x7f]/.test(v) || v === '')
+		throw 'invalid mock directive value ' + name + '=' + v;
+	return v;
+}
+
+/* Split the model string into the echoed name and its directives.
+ * Returns { name, d } or { error }. */
+function parseModel(model) {
+	const q = model.indexOf('?');
+	if (q < 0)
+		return { name: model, d: null };
+	const d = {};
+	const sp = new URLSearchParams(model.slice(q + 1));
+	for (const [k, v] of sp) {
+		const f = DIRECTIVES[k];
+		if (!f)
+			return { error: 'unknown mock directive ' + k };
+		try {
+			d[k] = f(v, k);
+		} catch (e) {
+			return { error: String(e) };
+		}
+	}
+	return { name: model.slice(0, q), d };
+}
+
+/* ------------------------------------------------------------------ */
+/* Request validation                                                  */
+/* ------------------------------------------------------------------ */
+
+/* Check the key (and anthropic-version); returns null or an error. */
+function checkAuth(proto, h) {
+	if (proto === OPENAI) {
+		if (h.authorization !== 'Bearer ' + cfg.apiKey)
+			return { status: 401, body: '{"error":{"message":"Incorrect API key provided.","type":"invalid_request_error","param":null,"code":"invalid_api_key"}}' };
+		return null;
+	}
+	if (h['x-api-key'] !== cfg.apiKey)
+		return { status: 401, body: '{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"},"request_id":"req_mock"}' };
+	if (h['anthropic-version'] === undefined)
+		return { status: 400, body: '{"type":"error","error":{"type":"invalid_request_error","message":"anthropic-version header is required"},"request_id":"req_mock"}' };
+	return null;
+}
+
+/* OpenAI request checks; returns null or {message, param, code}. */
+function validateOpenAI(b) {
+	if (typeof b.model !== 'string' || b.model === '')
+		return { message: 'you must provide a model parameter', param: null, code: null };
+	if (!Array.isArray(b.messages))
+		return { message: "Missing required parameter: 'messages'.", param: 'messages', code: 'missing_required_parameter' };
+	const t = b.temperature;
+	if (t !== undefined && t !== null) {
+		if (typeof t !== 'number')
+			return { message: "Invalid type for 'temperature': expected a decimal, but got a " + typeof t + ' instead.', param: 'temperature', code: 'invalid_type' };
+		if (t > 2)
+			return { message: "Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got " + t + ' instead.', param: 'temperature', code: 'decimal_above_max_value' };
+		if (t < 0)
+			return { message: "Invalid 'temperature': decimal below minimum value. Expected a value >= 0, but got " + t + ' instead.', param: 'temperature', code: 'decimal_below_min_value' };
+	}
+	return null;
+}
+
+/* Anthropic request checks; returns null or {message}. */
+function validateAnthropic(b) {
+	if (typeof b.model !== 'string' || b.model === '')
+		return { message: 'model: Field required' };
+	if (b.max_tokens === undefined)
+		return { message: 'max_tokens: Field required' };
+	if (!Number.isInteger(b.max_tokens))
+		return { message: 'max_tokens: Input should be a valid integer' };
+	if (b.max_tokens < 1)
+		return { message: 'max_tokens: Input should be greater than or equal to 1' };
+	if (!Array.isArray(b.messages))
+		return { message: 'messages: Field required' };
+	if (b.messages.length === 0)
+		return { message: 'messages: at least one message is required' };
+	for (const m of b.messages)
+		if (m && m.role === 'system')
+			return { message: 'messages: Unexpected role "system". The Messages API accepts a top-level `system` parameter, not "system" as an input message role.' };
+	const t = b.temperature;
+	if (t !== undefined) {
+		if (typeof t !== 'number')
+			return { message: 'temperature: Input should be a valid number' };
+		if (t > 1)
+			return { message: 'temperature: Input should be less than or equal to 1' };
+		if (t < 0)
+			return { message: 'temperature: Input should be greater than or equal to 0' };
+	}
+	return null;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reply computation                                                   */
+/* ------------------------------------------------------------------ */
+
+/* Decide what the assistant says: { kind: 'text', text, finish } or
+ * { kind: 'tool', name, args, input }, plus usage numbers. */
+function computeReply(ctx) {
+	const b = ctx.body;
+	const d = ctx.d || {};
+	const proto = ctx.proto;
+	const prompt = ctx.prompt;
+	const r = { kind: 'text', text: '', finish: 'stop', inTok: inputTokens(proto, b), outTok: 0 };
+
+	const tool = firstToolName(proto, b.tools);
+	if (tool !== null && /call tool/i.test(prompt) && d.reply === undefined) {
+		r.kind = 'tool';
+		r.name = tool;
+		r.input = { q: prompt };
+		r.args = JSON.stringify(r.input);
+		r.finish = 'tool_calls';
+		r.outTok = Math.max(1, countWords(r.args));
+		return r;
+	}
+
+	let text;
+	if (d.reply !== undefined)
+		text = d.reply;
+	else if (d.words !== undefined) {
+		const w = new Array(d.words);
+		for (let i = 0; i < d.words; i++)
+			w[i] = 'w' + (i + 1);
+		text = w.join(' ');
+	} else if (d.echo === 'request')
+		text = JSON.stringify(b);
+	else if (/sentiment/i.test(prompt) || /sentiment/i.test(systemText(proto, b)))
+		text = sentimentOf(prompt);
+	else
+		text = 'echo: ' + prompt;
+
+	if (ctx.fault === 'badutf8')
+		text = (text.length ? text + ' ' : '') + 'bad' + BAD_MARK + 'utf8';
+
+	const limit = proto === OPENAI
+		? (Number.isInteger(b.max_completion_tokens) ? b.max_completion_tokens : b.max_tokens)
+		: b.max_tokens;
+	if (Number.isInteger(limit) && limit >= 0 && countWords(text) > limit) {
+		text = firstWords(text, limit);
+		r.finish = 'length';
+	}
+
+	/* JSON mode wraps the computed text; an explicit reply= is sent as is. */
+	const rf = b.response_format;
+	if (proto === OPENAI && d.reply === undefined && rf &&
+		(rf.type === 'json_object' || rf.type === 'json_schema'))
+		text = JSON.stringify({ answer: text });
+
+	r.text = text;
+	r.outTok = Math.max(1, countWords(text));
+	return r;
+}
+
+/* Name of the first tool of the request, or null. */
+function firstToolName(proto, tools) {
+	if (!Array.isArray(tools) || tools.length === 0 || !tools[0])
+		return null;
+	const t = tools[0];
+	if (proto === ANTHROPIC)
+		return typeof t.name === 'string' ? t.name : null;
+	if (t.function && typeof t.function.name === 'string')
+		return t.function.name;
+	return typeof t.name === 'string' ? t.name : null;
+}
+
+/* Anthropic stop_reason for our finish reason. */
+function anthropicStop(finish) {
+	return finish === 'length' ? 'max_tokens' : finish === 'tool_calls' ? 'tool_use' : 'end_turn';
+}
+
+/* OpenAI usage object. */
+function openaiUsage(r) {
+	return {
+		prompt_tokens: r.inTok, completion_tokens: r.outTok, total_tokens: r.inTok + r.outTok,
+		prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
+		completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0,
+			accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 },
+	};
+}
+
+/* Anthropic usage object. */
+function anthropicUsage(r) {
+	return { input_tokens: r.inTok, output_tokens: r.outTok,
+		cache_creation_input_tokens: 0, cache_read_input_tokens: 0, service_tier: 'standard' };
+}
+
+/* Non-streaming response body (JSON text) for a computed reply. */
+function replyBody(ctx, r) {
+	const fault = ctx.fault;
+	if (ctx.proto === ANTHROPIC) {
+		let content;
+		if (fault === 'empty_choices' || fault === 'null_content')
+			content = [];
+		else if (r.kind === 'tool')
+			content = [{ type: 'tool_use', id: 'toolu_mock1', name: r.name, input: r.input }];
+		else
+			content = [{ type: 'text', text: r.text }];
+		return JSON.stringify({
+			id: 'msg_mock' + ctx.id, type: 'message', role: 'assistant', model: ctx.model,
+			content, stop_reason: anthropicStop(r.finish), stop_sequence: null,
+			usage: anthropicUsage(r),
+		});
+	}
+	let choices;
+	if (fault === 'empty_choices')
+		choices = [];
+	else {
+		const msg = { role: 'assistant', content: r.text, refusal: null, annotations: [] };
+		let finish = r.finish;
+		if (fault === 'null_content') {
+			msg.content = null;
+			finish = 'stop';
+		} else if (r.kind === 'tool') {
+			msg.content = null;
+			msg.tool_calls = [{ id: 'call_mock1', type: 'function',
+				function: { name: r.name, arguments: r.args } }];
+		}
+		choices = [{ index: 0, message: msg, logprobs: null, finish_reason: finish }];
+	}
+	return JSON.stringify({
+		id: 'chatcmpl-mock' + ctx.id, object: 'chat.completion', created: ctx.created,
+		model: ctx.model, choices, usage: openaiUsage(r),
+	});
+}
+
+/* ------------------------------------------------------------------ */
+/* Streaming                                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Stream events are { s, piece, final }: s is the SSE text with '\n' line
+ * ends, piece marks a content delta (delayed by chunk_delay, traced, and
+ * counted by truncate/error_event), final marks [DONE] / message_stop.
+ */
+
+/* OpenAI chunk events for a reply. */
+function openaiEvents(ctx, r) {
+	const iu = ctx.includeUsage;
+	const head = '{"id":"chatcmpl-mock' + ctx.id + '","object":"chat.completion.chunk","created":' +
+		ctx.created + ',"model":' + JSON.stringify(ctx.model) + ',"choices":';
+	const tail = iu ? ',"usage":null}\n\n' : '}\n\n';
+	const ev = [];
+	const chunk = (delta, finish, piece) => ev.push({
+		s: 'data: ' + head + '[{"index":0,"delta":' + JSON.stringify(delta) +
+			',"logprobs":null,"finish_reason":' + (finish ? '"' + finish + '"' : 'null') + '}]' + tail,
+		piece: !!piece,
+	});
+
+	if (ctx.fault === 'empty_choices')
+		ev.push({ s: 'data: ' + head + '[]' + tail, piece: false });
+	else if (ctx.fault === 'null_content') {
+		chunk({ role: 'assistant', content: null }, null);
+		chunk({}, 'stop');
+	} else if (r.kind === 'tool') {
+		chunk({ role: 'assistant', content: null, tool_calls: [{ index: 0, id: 'call_mock1',
+			type: 'function', function: { name: r.name, arguments: '' } }], refusal: null }, null);
+		for (const p of thirds(r.args))
+			chunk({ tool_calls: [{ index: 0, function: { arguments: p } }] }, null, true);
+		chunk({}, 'tool_calls');
+	} else {
+		chunk({ role: 'assistant', content: '' }, null);
+		for (const p of pieces(r.text))
+			chunk({ content: p }, null, true);
+		chunk({}, r.finish);
+	}
+	if (iu)
+		ev.push({ s: 'data: ' + head + '[],"usage":' + JSON.stringify(openaiUsage(r)) + '}\n\n', piece: false });
+	ev.push({ s: 'data: [DONE]\n\n', piece: false, final: true });
+	return ev;
+}
+
+/* One Anthropic SSE event. */
+function anEvent(name, obj, piece, final) {
+	return { s: 'event: ' + name + '\ndata: ' + JSON.stringify(obj) + '\n\n', piece: !!piece, final: !!final };
+}
+
+/* Anthropic events for a reply. */
+function anthropicEvents(ctx, r) {
+	const ev = [];
+	ev.push(anEvent('message_start', { type: 'message_start', message: {
+		id: 'msg_mock' + ctx.id, type: 'message', role: 'assistant', model: ctx.model,
+		content: [], stop_reason: null, stop_sequence: null,
+		usage: { input_tokens: r.inTok, output_tokens: 1, cache_creation_input_tokens: 0,
+			cache_read_input_tokens: 0, service_tier: 'standard' } } }));
+	const empty = ctx.fault === 'empty_choices' || ctx.fault === 'null_content';
+	if (!empty) {
+		if (r.kind === 'tool') {
+			ev.push(anEvent('content_block_start', { type: 'content_block_start', index: 0,
+				content_block: { type: 'tool_use', id: 'toolu_mock1', name: r.name, input: {} } }));
+			ev.push(anEvent('ping', { type: 'ping' }));
+			for (const p of thirds(r.args))
+				ev.push(anEvent('content_block_delta', { type: 'content_block_delta', index: 0,
+					delta: { type: 'input_json_delta', partial_json: p } }, true));
+		} else {
+			ev.push(anEvent('content_block_start', { type: 'content_block_start', index: 0,
+				content_block: { type: 'text', text: '' } }));
+			ev.push(anEvent('ping', { type: 'ping' }));
+			for (const p of pieces(r.text))
+				ev.push(anEvent('content_block_delta', { type: 'content_block_delta', index: 0,
+					delta: { type: 'text_delta', text: p } }, true));
+		}
+		ev.push(anEvent('content_block_stop', { type: 'content_block_stop', index: 0 }));
+	}
+	ev.push(anEvent('message_delta', { type: 'message_delta',
+		delta: { stop_reason: anthropicStop(r.finish), stop_sequence: null },
+		usage: { output_tokens: r.outTok } }));
+	ev.push(anEvent('message_stop', { type: 'message_stop' }, false, true));
+	return ev;
+}
+
+/* Apply the stream faults that reshape the event list. */
+function shapeEvents(ctx, ev) {
+	const fault = ctx.fault;
+	if (fault === 'truncate' || fault === 'error_event') {
+		let total = 0;
+		for (const e of ev)
+			if (e.piece)
+				total++;
+		const keep = Math.ceil(total / 2);
+		let cut = 1;            /* no pieces at all: keep the first event */
+		let seen = 0;
+		for (let i = 0; i < ev.length && keep > 0; i++)
+			if (ev[i].piece && ++seen === keep) {
+				cut = i + 1;
+				break;
+			}
+		ev = ev.slice(0, cut);
+		if (fault === 'error_event')
+			ev.push({ s: ctx.proto === ANTHROPIC
+				? 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+				: 'data: {"error":{"message":"mock stream error","type":"server_error","param":null,"code":null}}\n\n',
+			piece: false });
+	} else if (fault === 'no_done')
+		ev = ev.filter((e) => !e.final);
+
+	if (fault === 'leading_ws' || fault === 'comments') {
+		let filler = ': keep-alive\n\n';
+		if (fault === 'comments')
+			filler = ': OPENROUTER PROCESSING\n\n' +
+				(ctx.proto === ANTHROPIC ? 'event: ping\ndata: {"type": "ping"}\n\n' : '');
+		const out = [];
+		for (const e of ev) {
+			out.push({ s: filler, piece: false });
+			out.push(e);
+		}
+		ev = out;
+	}
+	if (fault === 'crlf' || fault === 'cr') {
+		const eol = fault === 'crlf' ? '\r\n' : '\r';
+		for (const e of ev)
+			e.s = e.s.replace(/\n/g, eol);
+	}
+	return ev;
+}
+
+/* Headers of a streaming response. */
+function streamHeaders(ctx) {
+	const h = { 'Content-Type': 'text/event-stream', 'Cache-Control': 'no-cache' };
+	if (ctx.proto === ANTHROPIC)
+		h['request-id'] = 'req_mock' + ctx.id;
+	else
+		h['x-request-id'] = 'req_mock' + ctx.id;
+	return h;
+}
+
+/* Send a streamed reply: each event is one res.write(); pieces after the
+ * first wait chunk_delay ms; traced requests record each piece's send time. */
+function streamReply(ctx, r) {
+	const res = ctx.res;
+	let ev = ctx.proto === ANTHROPIC ? anthropicEvents(ctx, r) : openaiEvents(ctx, r);
+	ev = shapeEvents(ctx, ev);
+	const bad = ctx.fault === 'badutf8';
+	const delay = (ctx.d && ctx.d.chunk_delay) || 0;
+
+	res.writeHead(200, streamHeaders(ctx));
+	if (ctx.fault === 'split') {
+		writeSplit(res, Buffer.from(ev.map((e) => e.s).join(''), 'utf8'), delay);
+		return;
+	}
+
+	let trace = null;
+	if (ctx.req.headers['x-mock-trace'] === '1') {
+		trace = { id: ctx.id, t_us: [] };
+		state.traces.push(trace);
+		if (state.traces.length > TRACE_KEEP)
+			state.traces.shift();
+	}
+
+	let i = 0;
+	let pieceNo = 0;
+	let waited = false;
+	const step = () => {
+		while (i < ev.length) {
+			if (res.destroyed)
+				return;
+			const e = ev[i];
+			if (e.piece) {
+				if (pieceNo > 0 && delay > 0 && !waited) {
+					waited = true;
+					setTimeout(step, delay);
+					return;
+				}
+				waited = false;
+				pieceNo++;
+				if (trace)
+					trace.t_us.push(nowUs());
+			}
+			res.write(toBytes(e.s, bad));
+			i++;
+		}
+		res.end();
+	};
+	step();
+}
+
+/* Write buf in 1-3 byte slices, always cutting inside every multi-byte
+ * UTF-8 character and between CR and LF (or CR and CR), with chunk_delay
+ * or a setImmediate between writes.  The response must be open already. */
+function writeSplit(res, buf, delay) {
+	let off = 0;
+	let k = 0;
+	const step = () => {
+		if (res.destroyed)
+			return;
+		if (off >= buf.length) {
+			res.end();
+			return;
+		}
+		const want = 1 + (k++ % 3);
+		let end = off + 1;
+		while (end < buf.length && end - off < want) {
+			const b = buf[end];
+			const prev = buf[end - 1];
+			if ((b & 0xc0) === 0x80 || prev === 0x0d)
+				break;
+			end++;
+		}
+		res.write(buf.subarray(off, end));
+		off = end;
+		if (delay > 0)
+			setTimeout(step, delay);
+		else
+			setImmediate(step);
+	};
+	step();
+}
+
+/* ------------------------------------------------------------------ */
+/* Faults that replace the whole response                              */
+/* ------------------------------------------------------------------ */
+
+/* fail=STATUS: a protocol error with optional retry headers. */
+function sendFailure(ctx) {
+	const d = ctx.d;
+	const status = d.fail;
+	const quota = d.quota && status === 429;
+	const h = jsonHeaders(ctx);
+	addRetryHeaders(h, d);
+	let message = 'mock error ' + status;
+	if (quota)
+		message = ctx.proto === ANTHROPIC
+			? 'Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.'
+			: 'You exceeded your current quota, please check your plan and billing details.';
+	let body;
+	if (ctx.proto === ANTHROPIC)
+		body = errorBody(ANTHROPIC, message, anthropicErrorType(status, quota));
+	else {
+		const k = openaiErrorKind(status, quota);
+		body = errorBody(OPENAI, message, k.type, null, k.code);
+	}
+	sendRaw(ctx.res, status, h, body);
+}
+
+/* Add Retry-After, retry-after-ms and x-should-retry from the directives. */
+function addRetryHeaders(h, d) {
+	if (d.retry_after !== undefined) {
+		const m = /^date:(\d+)$/.exec(d.retry_after);
+		h['Retry-After'] = m ? new Date(Date.now() + parseInt(m[1], 10) * 1000).toUTCString()
+			: d.retry_after;
+	}
+	if (d.retry_after_ms !== undefined)
+		h['retry-after-ms'] = d.retry_after_ms;
+	if (d.should_retry !== undefined)
+		h['x-should-retry'] = d.should_retry;
+}
+
+const HTML_PAGE = '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n' +
+	'<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>mock-gateway</center>\r\n</body>\r\n</html>\r\n';
+
+/* The 8-byte repeating filler of fault=big: 64 KB holds it exactly. */
+const BIG_WRITE = 65536;
+const BIG_FILL = Buffer.alloc(BIG_WRITE, 'abcdefg ');
+const BIG_MARK = '\uE0B1';
+
+/* fault=big: content of bytes=N bytes (default 20,000,000), written in
+ * 64 KB writes with back-pressure.  Valid JSON / SSE when complete. */
+function sendBig(ctx) {
+	const res = ctx.res;
+	const n = ctx.d.bytes !== undefined ? ctx.d.bytes : 20000000;
+	const r = { kind: 'text', text: BIG_MARK, finish: 'stop',
+		inTok: inputTokens(ctx.proto, ctx.body), outTok: Math.max(1, Math.ceil(n / 8)) };
+	const queue = [];           /* strings, or numbers = filler byte counts */
+	let headers;
+	if (!ctx.stream) {
+		const [pre, post] = replyBody(ctx, r).split(BIG_MARK);
+		headers = jsonHeaders(ctx);
+		headers['Content-Length'] = Buffer.byteLength(pre) + n + Buffer.byteLength(post);
+		queue.push(pre);
+		for (let left = n; left > 0; left -= BIG_WRITE)
+			queue.push(Math.min(left, BIG_WRITE));
+		queue.push(post);
+	} else {
+		headers = streamHeaders(ctx);
+		const ev = ctx.proto === ANTHROPIC ? anthropicEvents(ctx, r) : openaiEvents(ctx, r);
+		for (const e of ev) {
+			if (!e.piece) {
+				queue.push(e.s);
+				continue;
+			}
+			const [pre, post] = e.s.split(BIG_MARK);
+			for (let left = n; left > 0; left -= BIG_WRITE) {
+				queue.push(pre);
+				queue.push(Math.min(left, BIG_WRITE));
+				queue.push(post);
+			}
+		}
+	}
+	res.writeHead(200, headers);
+	let i = 0;
+	const go = () => {
+		while (i < queue.length) {
+			if (res.destroyed)
+				return;
+			const q = queue[i++];
+			const ok = res.write(typeof q === 'number'
+				? (q === BIG_WRITE ? BIG_FILL : BIG_FILL.subarray(0, q)) : q);
+			if (!ok) {
+				res.once('drain', go);
+				return;
+			}
+		}
+		res.end();
+	};
+	go();
+}
+
+/* Send a non-streaming reply, applying leading_ws, truncate, split and
+ * badutf8 to the body bytes. */
+function sendReply(ctx, r) {
+	const res = ctx.res;
+	const fault = ctx.fault;
+	let text = replyBody(ctx, r);
+	if (fault === 'leading_ws')
+		text = '\n\n\n' + text;
+	const payload = toBytes(text, fault === 'badutf8');
+	if (fault !== 'truncate' && fault !== 'split') {
+		sendRaw(res, 200, jsonHeaders(ctx), payload);
+		return;
+	}
+	const buf = Buffer.isBuffer(payload) ? payload : Buffer.from(payload, 'utf8');
+	const h = jsonHeaders(ctx);
+	h['Content-Length'] = buf.length;
+	res.writeHead(200, h);
+	if (fault === 'split') {
+		writeSplit(res, buf, (ctx.d && ctx.d.chunk_delay) || 0);
+		return;
+	}
+	/* truncate: half the body, then drop the connection */
+	res.write(buf.subarray(0, buf.length >> 1), () => res.socket && res.socket.destroy());
+}
+
+/* ------------------------------------------------------------------ */
+/* Protocol request handling                                           */
+/* ------------------------------------------------------------------ */
+
+/* Answer one protocol request whose body has been read. */
+function handleProtocol(proto, req, res, path, raw) {
+	state.requests++;
+	const id = ++idCounter;
+	const text = raw.toString('utf8');
+	let body;
+	let parsed = false;
+	try {
+		body = JSON.parse(text);
+		parsed = body !== null && typeof body === 'object' && !Array.isArray(body);
+	} catch (e) {
+		/* reported below, after the auth check */
+	}
+	logRequest(path, req.headers, parsed ? body : text);
+
+	const ctx = { proto, req, res, id, body, model: '', d: null, fault: undefined,
+		prompt: '', stream: false, includeUsage: false, created: Math.floor(Date.now() / 1000) };
+
+	const authErr = checkAuth(proto, req.headers);
+	if (authErr) {
+		later(res, cfg.latency, () => sendRaw(res, authErr.status, jsonHeaders(ctx), authErr.body));
+		return;
+	}
+	if (!parsed) {
+		later(res, cfg.latency, () => sendProtoError(ctx, 400, proto === ANTHROPIC
+			? 'There was an issue with the JSON body of your request.'
+			: "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
+		'invalid_request_error'));
+		return;
+	}
+
+	const model = typeof body.model === 'string' ? body.model : '';
+	const pm = parseModel(model);
+	if (pm.error) {
+		sendProtoError(ctx, 400, pm.error, 'invalid_request_error');
+		return;
+	}
+	ctx.model = pm.name;
+	ctx.d = pm.d;
+	ctx.prompt = lastUserText(body.messages);
+	ctx.stream = body.stream === true;
+	ctx.includeUsage = proto === OPENAI && ctx.stream && !!body.stream_options &&
+		body.stream_options.include_usage === true;
+
+	/* per-key count decides whether times=N still lets the fault through */
+	const d = pm.d;
+	const key = model + '|' + ctx.prompt;
+	let n = state.byKey.get(key);
+	if (n !== undefined || state.byKey.size < MAX_KEYS || (d && d.times !== undefined)) {
+		n = (n || 0) + 1;
+		state.byKey.set(key, n);
+	}
+	const active = d !== null && (d.times === undefined || n <= d.times);
+	if (active)
+		ctx.fault = d.fault;
+
+	const latency = d && d.latency !== undefined ? d.latency : cfg.latency;
+	later(res, latency, () => respond(ctx, active));
+}
+
+/* Run fn now, or after ms milliseconds unless the client has gone. */
+function later(res, ms, fn) {
+	if (!ms) {
+		fn();
+		return;
+	}
+	const t = setTimeout(fn, ms);
+	res.on('close', () => clearTimeout(t));
+}
+
+/* Produce the response: failures and whole-response faults first, then
+ * validation, then the (possibly reshaped) normal reply. */
+function respond(ctx, active) {
+	const res = ctx.res;
+	if (res.destroyed)
+		return;
+	if (active && ctx.d.fail !== undefined) {
+		sendFailure(ctx);
+		return;
+	}
+	switch (ctx.fault) {
+		case 'reset':
+			ctx.req.socket.destroy();
+			return;
+		case 'hang':
+			return;             /* the socket stays in `sockets` until it closes */
+		case 'malformed':
+			sendRaw(res, 200, jsonHeaders(ctx), '{"id": "x", "choices": [ this is not json');
+			return;
+		case 'html': {
+			const h = { 'Content-Type': 'text/html' };
+			addRetryHeaders(h, ctx.d);
+			sendRaw(res, 502, h, HTML_PAGE);
+			return;
+		}
+		case 'notjson':
+			sendRaw(res, 200, { 'Content-Type': 'text/plain' }, 'Service temporarily unavailable');
+			return;
+	}
+	const bad = ctx.proto === ANTHROPIC ? validateAnthropic(ctx.body) : validateOpenAI(ctx.body);
+	if (bad) {
+		sendProtoError(ctx, 400, bad.message, 'invalid_request_error', bad.param, bad.code);
+		return;
+	}
+	if (ctx.fault === 'big') {
+		sendBig(ctx);
+		return;
+	}
+	const r = computeReply(ctx);
+	if (ctx.stream)
+		streamReply(ctx, r);
+	else
+		sendReply(ctx, r);
+}
+
+/* Remember a protocol request for GET /_requests, keys redacted. */
+function logRequest(path, headers, body) {
+	const h = Object.assign({}, headers);
+	if (h.authorization !== undefined)
+		h.authorization = '<redacted>';
+	if (h['x-api-key'] !== undefined)
+		h['x-api-key'] = '<redacted>';
+	state.log.push({ path, headers: h, body });
+	if (state.log.length > LOG_KEEP)
+		state.log.shift();
+}
+
+/* ------------------------------------------------------------------ */
+/* HTTP server                                                         */
+/* ------------------------------------------------------------------ */
+
+/* Route a request. */
+function onRequest(req, res) {
+	const url = req.url;
+	const q = url.indexOf('?');
+	const path = q < 0 ? url : url.slice(0, q);
+	let proto = null;
+	if (path.endsWith('/chat/completions'))
+		proto = OPENAI;
+	else if (path.endsWith('/messages'))
+		proto = ANTHROPIC;
+
+	if (cfg.verbose) {
+		const t0 = Date.now();
+		res.on('finish', () => process.stderr.write('mock: ' + req.method + ' ' + path + ' ' +
+			res.statusCode + ' ' + (Date.now() - t0) + 'ms\n'));
+	}
+
+	if (proto !== null && req.method === 'POST') {
+		const chunks = [];
+		req.on('data', (c) => chunks.push(c));
+		req.on('end', () => handleProtocol(proto, req, res, path,
+			chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
+		return;
+	}
+
+	const json = { 'Content-Type': 'application/json' };
+	if (req.method === 'GET' && path === '/_health')
+		sendRaw(res, 200, { 'Content-Type': 'text/plain' }, 'ok');
+	else if (req.method === 'POST' && path === '/_reset') {
+		state.requests = 0;
+		state.connections = 0;
+		state.byKey.clear();
+		state.log = [];
+		state.traces = [];
+		req.resume();
+		sendRaw(res, 200, json, '{}');
+	} else if (req.method === 'GET' && path === '/_stats')
+		sendRaw(res, 200, json, JSON.stringify({ requests: state.requests,
+			by_key: Object.fromEntries(state.byKey), connections: state.connections }));
+	else if (req.method === 'GET' && path === '/_requests')
+		sendRaw(res, 200, json, JSON.stringify(state.log));
+	else if (req.method === 'GET' && path === '/_trace')
+		sendRaw(res, 200, json, JSON.stringify(state.traces));
+	else {
+		req.resume();
+		sendRaw(res, 404, json, JSON.stringify({ error: { message: 'mock: no route for ' +
+			req.method + ' ' + path, type: 'invalid_request_error', param: null, code: 'not_found' } }));
+	}
+}
+
+/* Write a file atomically: a temporary file renamed into place. */
+function writeAtomic(path, text) {
+	const tmp = path + '.tmp.' + process.pid;
+	fs.writeFileSync(tmp, text);
+	fs.renameSync(tmp, path);
+}
+
+const server = http.createServer({ noDelay: true, keepAlive: true }, onRequest);
+server.keepAliveTimeout = 120000;
+server.headersTimeout = 121000;
+server.requestTimeout = 0;
+
+server.on('connection', (sock) => {
+	state.connections++;
+	sockets.add(sock);
+	sock.on('close', () => sockets.delete(sock));
+});
+
+server.on('clientError', (err, sock) => {
+	if (sock.writable && err.code !== 'ECONNRESET')
+		sock.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n');
+	else
+		sock.destroy();
+});
+
+/* Close the listener, destroy every socket (hung ones included), exit 0. */
+function shutdown() {
+	server.close();
+	for (const s of sockets)
+		s.destroy();
+	process.exit(0);
+}
+process.on('SIGTERM', shutdown);
+process.on('SIGINT', shutdown);
+
+server.on('error', (err) => {
+	process.stderr.write('mock: ' + err.message + '\n');
+	process.exit(1);
+});
+
+server.listen(cfg.port, '127.0.0.1', () => {
+	const port = server.address().port;
+	if (cfg.portFile) {
+		writeAtomic(cfg.portFile + '.pid', process.pid + '\n');
+		writeAtomic(cfg.portFile, port + '\n');
+	}
+	process.stdout.write('MOCK_PORT=' + port + '\n');
+	if (cfg.verbose)
+		process.stderr.write('mock: listening on 127.0.0.1:' + port + ' pid ' + process.pid + '\n');
+});
