@@ -209,7 +209,8 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     UPDATE llm.provider p SET
-        protocol = coalesce(llm._check_protocol(alter_provider.protocol), p.protocol),
+        protocol = CASE WHEN alter_provider.protocol IS NULL THEN p.protocol
+                        ELSE llm._check_protocol(alter_provider.protocol) END,
         base_url = CASE WHEN alter_provider.base_url IS NULL THEN p.base_url
                         ELSE llm._check_base_url(alter_provider.base_url) END,
         options = CASE WHEN alter_provider.options IS NULL THEN p.options
@@ -281,7 +282,7 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     IF n = 0 THEN
         RAISE EXCEPTION 'model "%" has no route%', name,
-            coalesce(format(' to provider "%s"', provider), '')
+            CASE WHEN provider IS NULL THEN '' ELSE format(' to provider "%s"', provider) END
             USING ERRCODE = 'undefined_object';
     END IF;
     RETURN n;

@@ -176,13 +176,34 @@ send_attempt(LlmCall *call, const LlmRoute *route, bool stream)
 	return HttpStart(&spec);
 }
 
-/* The first bytes of a body, for an error detail. */
+/*
+ * The first bytes of a body, for an error detail: on one line, white space
+ * folded, the key redacted.
+ */
 static char *
 body_excerpt(const HttpTransfer *t, const LlmProvider *p)
 {
 	size_t		n = Min(t->len - t->consumed, 200);
 	char	   *s = LlmToServerEncoding(t->data ? t->data + t->consumed : "", n);
+	char	   *r = s;
+	char	   *w = s;
+	bool		space = false;
 
+	for (; *r; r++)
+	{
+		if (isspace((unsigned char) *r))
+		{
+			if (!space && w != s)
+				*w++ = ' ';
+			space = true;
+			continue;
+		}
+		space = false;
+		*w++ = *r;
+	}
+	while (w > s && w[-1] == ' ')
+		w--;
+	*w = '\0';
 	return RedactSecret(s, p);
 }
 
@@ -197,7 +218,8 @@ status_hint(long status, const LlmRoute *route, bool quota)
 	switch (status)
 	{
 		case 401:
-			return psprintf("Check the API key of provider \"%s\": an administrator can set it with llm.alter_provider('%s', api_key => ...) or api_key_env => ...; OpenAI-compatible servers expect \"Bearer <key>\".", pname, pname);
+			return psprintf("Check the API key of provider \"%s\": an administrator can set it with llm.alter_provider('%s', api_key => ...) or api_key_env => ...%s", pname, pname,
+							route->provider->protocol == LLM_OPENAI ? "; pg_llm sends it as \"Authorization: Bearer <key>\"." : ".");
 		case 403:
 			return psprintf("The key of provider \"%s\" is not allowed to do this; check the account's permissions and region.", pname);
 		case 404:
@@ -278,7 +300,7 @@ judge(const LlmRoute *route, HttpTransfer *t, Failure *f)
 	f->sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
 	f->message = psprintf("provider \"%s\" returned HTTP %ld", p->name, t->status);
 	if (eb.message)
-		f->detail = psprintf("The provider said: %s%s%s%s",
+		f->detail = psprintf("The provider said: %s%s%s%s.",
 							 RedactSecret(LlmToServerEncoding(eb.message, strlen(eb.message)), p),
 							 eb.type || eb.code ? " (" : "",
 							 eb.code ? eb.code : (eb.type ? eb.type : ""),

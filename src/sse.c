@@ -176,7 +176,7 @@ utf8_valid_prefix(const unsigned char *s, size_t len)
 		n = utf8_seq(s + i, len - i);
 		if (n < 0)
 			return i;
-		i += n;
+		i += (size_t) n;
 	}
 	return len;
 }
@@ -305,7 +305,7 @@ dispatch(SseParser *p)
 	p->data.buf[p->data.len] = '\0';
 
 	ev.type = p->type.len > 0 ? p->type.buf : "message";
-	ev.type_len = p->type.len > 0 ? p->type.len : 7;
+	ev.type_len = p->type.len > 0 ? p->type.len : sizeof("message") - 1;
 	ev.data = p->data.buf;
 	ev.data_len = p->data.len;
 	ev.id = p->id.len > 0 ? p->id.buf : "";

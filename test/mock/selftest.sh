@@ -326,21 +326,25 @@ expect "fault=split (openai): reassembled" "$(sse "$T/b" text)" "café 🎉 part
 expect "fault=split (openai): complete" "$(sse "$T/b" events | tr ',' '\n' | tail -n 1)" DONE
 call an '{"model":"m?fault=split&reply=caf%C3%A9+%F0%9F%8E%89","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"x"}]}' -N
 expect "fault=split (anthropic): reassembled" "$(sse "$T/b" text)" "café 🎉"
-call oa '{"model":"m?fault=split&fault=crlf&reply=x","messages":[{"role":"user","content":"x"}]}'
-expect "fault=split (non-stream): body intact" "$(jv "$T/b" 'b.choices[0].message.content')" "x"
-# Read the split stream with a node client: some read must end inside é
-# (after its lead byte 0xC3), proving the bytes really crossed writes.
-expect "fault=split: é split across reads" "$("$NODE" -e '
-	const http = require("http");
-	const body = process.argv[2].replace("fault=split", "fault=split&chunk_delay=2");
-	const r = http.request({ host: "127.0.0.1", port: +process.argv[1], method: "POST", path: "/v1/chat/completions",
-		headers: { "Authorization": "Bearer " + process.argv[3], "Content-Type": "application/json" } }, (res) => {
-		let reads = 0, cut = false;
-		res.on("data", (c) => { reads++; if (c[c.length - 1] === 0xc3) cut = true; });
-		res.on("end", () => console.log(cut && reads > 50));
-	});
-	r.end(body);
-' "$PORT" "$SPLIT" "$KEY")" true
+call oa '{"model":"m?fault=split&reply=caf%C3%A9+%F0%9F%8E%89","messages":[{"role":"user","content":"x"}]}'
+expect "fault=split (non-stream): body intact" "$(jv "$T/b" 'b.choices[0].message.content')" "café 🎉"
+call oa '{"model":"m?fault=split,crlf&reply=a+b","stream":true,"messages":[{"role":"user","content":"x"}]}' -N
+expect "fault=split,crlf: reassembled" "$(sse "$T/b" text)/$(grep -c $'\r$' "$T/b")" "a b/10"
+# Read split streams with a node client: a read must end right after é's
+# lead byte 0xC3, and (with crlf) one must end on a CR, proving the bytes
+# really crossed TCP writes.
+cat >"$T/reads.js" <<'EOF2'
+const http = require("http");
+const r = http.request({ host: "127.0.0.1", port: +process.argv[2], method: "POST", path: "/v1/chat/completions",
+	headers: { "Authorization": "Bearer " + process.argv[4], "Content-Type": "application/json" } }, (res) => {
+	let reads = 0, c3 = false, cr = false;
+	res.on("data", (c) => { reads++; if (c[c.length - 1] === 0xc3) c3 = true; if (c[c.length - 1] === 0x0d) cr = true; });
+	res.on("end", () => console.log([reads > 50, c3, cr].join(",")));
+});
+r.end(process.argv[3]);
+EOF2
+expect "fault=split: é and CRLF split across reads" "$("$NODE" "$T/reads.js" "$PORT" \
+	'{"model":"m?fault=split&fault=crlf&chunk_delay=2&reply=caf%C3%A9+%F0%9F%8E%89","stream":true,"messages":[{"role":"user","content":"x"}]}' "$KEY")" "true,true,true"
 
 call oa '{"model":"m?fault=crlf","stream":true,"messages":[{"role":"user","content":"a b"}]}' -N
 expect "fault=crlf: text" "$(sse "$T/b" text)" "echo: a b"
@@ -377,7 +381,7 @@ call an '{"model":"m?fault=big&bytes=200000","max_tokens":5,"stream":true,"messa
 expect "fault=big (stream)" "$(sse "$T/b" text | wc -c)" 200000
 
 # ---------------------------------------------------------------- echo, latency, trace
-REQ='{"model":"m?echo=request","max_tokens":7,"system":"sys here","stop_sequences":["END"],"messages":[{"role":"user","content":"é"}]}'
+REQ='{"model":"m?echo=request","max_tokens":3,"system":"a system prompt longer than three words","stop_sequences":["END"],"messages":[{"role":"user","content":"é"}]}'
 call an "$REQ"
 expect "echo=request" "$(jv "$T/b" 'b.content[0].text')" "$("$NODE" -e 'process.stdout.write(JSON.stringify(JSON.parse(process.argv[1])))' "$REQ")"
 

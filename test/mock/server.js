@@ -232,6 +232,8 @@ function thirds(s) {
 const BAD_MARK = '\uE0FF\uE0FE';
 const BAD_BYTES = Buffer.from([0xff, 0xfe]);
 
+const NO_FAULTS = new Set();
+
 /* Turn output text into bytes, replacing BAD_MARK by 0xFF 0xFE. */
 function toBytes(s, bad) {
 	if (!bad || s.indexOf(BAD_MARK) < 0)
@@ -346,7 +348,13 @@ const DIRECTIVES = {
 	retry_after_ms: headerValue,
 	should_retry: (v) => { if (v !== 'true' && v !== 'false') throw 'invalid mock directive value should_retry=' + v; return v; },
 	times: nonNegInt,
-	fault: (v) => { if (!FAULTS.has(v)) throw 'unknown mock fault ' + v; return v; },
+	fault: (v) => {
+		const kinds = v.split(',');
+		for (const k of kinds)
+			if (!FAULTS.has(k))
+				throw 'unknown mock fault ' + k;
+		return kinds;
+	},
 	bytes: nonNegInt,
 };
 
@@ -377,7 +385,12 @@ function parseModel(model) {
 		if (!f)
 			return { error: 'unknown mock directive ' + k };
 		try {
-			d[k] = f(v, k);
+			const val = f(v, k);
+			/* fault= may repeat (or list kinds with commas): they add up */
+			if (k === 'fault')
+				d.fault = (d.fault || []).concat(val);
+			else
+				d[k] = val;
 		} catch (e) {
 			return { error: String(e) };
 		}
@@ -489,20 +502,22 @@ function computeReply(ctx) {
 	else
 		text = 'echo: ' + prompt;
 
-	if (ctx.fault === 'badutf8')
+	if (ctx.faults.has('badutf8'))
 		text = (text.length ? text + ' ' : '') + 'bad' + BAD_MARK + 'utf8';
 
+	/* echo=request is sent exactly: never truncated nor wrapped */
+	const exact = d.echo === 'request' && d.reply === undefined && d.words === undefined;
 	const limit = proto === OPENAI
 		? (Number.isInteger(b.max_completion_tokens) ? b.max_completion_tokens : b.max_tokens)
 		: b.max_tokens;
-	if (Number.isInteger(limit) && limit >= 0 && countWords(text) > limit) {
+	if (!exact && Number.isInteger(limit) && limit >= 0 && countWords(text) > limit) {
 		text = firstWords(text, limit);
 		r.finish = 'length';
 	}
 
 	/* JSON mode wraps the computed text; an explicit reply= is sent as is. */
 	const rf = b.response_format;
-	if (proto === OPENAI && d.reply === undefined && rf &&
+	if (proto === OPENAI && !exact && d.reply === undefined && rf &&
 		(rf.type === 'json_object' || rf.type === 'json_schema'))
 		text = JSON.stringify({ answer: text });
 
@@ -546,10 +561,10 @@ function anthropicUsage(r) {
 
 /* Non-streaming response body (JSON text) for a computed reply. */
 function replyBody(ctx, r) {
-	const fault = ctx.fault;
+	const f = ctx.faults;
 	if (ctx.proto === ANTHROPIC) {
 		let content;
-		if (fault === 'empty_choices' || fault === 'null_content')
+		if (f.has('empty_choices') || f.has('null_content'))
 			content = [];
 		else if (r.kind === 'tool')
 			content = [{ type: 'tool_use', id: 'toolu_mock1', name: r.name, input: r.input }];
@@ -562,12 +577,12 @@ function replyBody(ctx, r) {
 		});
 	}
 	let choices;
-	if (fault === 'empty_choices')
+	if (f.has('empty_choices'))
 		choices = [];
 	else {
 		const msg = { role: 'assistant', content: r.text, refusal: null, annotations: [] };
 		let finish = r.finish;
-		if (fault === 'null_content') {
+		if (f.has('null_content')) {
 			msg.content = null;
 			finish = 'stop';
 		} else if (r.kind === 'tool') {
@@ -606,9 +621,9 @@ function openaiEvents(ctx, r) {
 		piece: !!piece,
 	});
 
-	if (ctx.fault === 'empty_choices')
+	if (ctx.faults.has('empty_choices'))
 		ev.push({ s: 'data: ' + head + '[]' + tail, piece: false });
-	else if (ctx.fault === 'null_content') {
+	else if (ctx.faults.has('null_content')) {
 		chunk({ role: 'assistant', content: null }, null);
 		chunk({}, 'stop');
 	} else if (r.kind === 'tool') {
@@ -642,7 +657,7 @@ function anthropicEvents(ctx, r) {
 		content: [], stop_reason: null, stop_sequence: null,
 		usage: { input_tokens: r.inTok, output_tokens: 1, cache_creation_input_tokens: 0,
 			cache_read_input_tokens: 0, service_tier: 'standard' } } }));
-	const empty = ctx.fault === 'empty_choices' || ctx.fault === 'null_content';
+	const empty = ctx.faults.has('empty_choices') || ctx.faults.has('null_content');
 	if (!empty) {
 		if (r.kind === 'tool') {
 			ev.push(anEvent('content_block_start', { type: 'content_block_start', index: 0,
@@ -670,8 +685,8 @@ function anthropicEvents(ctx, r) {
 
 /* Apply the stream faults that reshape the event list. */
 function shapeEvents(ctx, ev) {
-	const fault = ctx.fault;
-	if (fault === 'truncate' || fault === 'error_event') {
+	const f = ctx.faults;
+	if (f.has('truncate') || f.has('error_event')) {
 		let total = 0;
 		for (const e of ev)
 			if (e.piece)
@@ -685,18 +700,20 @@ function shapeEvents(ctx, ev) {
 				break;
 			}
 		ev = ev.slice(0, cut);
-		if (fault === 'error_event')
+		if (f.has('error_event'))
 			ev.push({ s: ctx.proto === ANTHROPIC
 				? 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
 				: 'data: {"error":{"message":"mock stream error","type":"server_error","param":null,"code":null}}\n\n',
 			piece: false });
-	} else if (fault === 'no_done')
+	} else if (f.has('no_done'))
 		ev = ev.filter((e) => !e.final);
 
-	if (fault === 'leading_ws' || fault === 'comments') {
-		let filler = ': keep-alive\n\n';
-		if (fault === 'comments')
-			filler = ': OPENROUTER PROCESSING\n\n' +
+	if (f.has('leading_ws') || f.has('comments')) {
+		let filler = '';
+		if (f.has('leading_ws'))
+			filler += ': keep-alive\n\n';
+		if (f.has('comments'))
+			filler += ': OPENROUTER PROCESSING\n\n' +
 				(ctx.proto === ANTHROPIC ? 'event: ping\ndata: {"type": "ping"}\n\n' : '');
 		const out = [];
 		for (const e of ev) {
@@ -705,8 +722,8 @@ function shapeEvents(ctx, ev) {
 		}
 		ev = out;
 	}
-	if (fault === 'crlf' || fault === 'cr') {
-		const eol = fault === 'crlf' ? '\r\n' : '\r';
+	if (f.has('crlf') || f.has('cr')) {
+		const eol = f.has('crlf') ? '\r\n' : '\r';
 		for (const e of ev)
 			e.s = e.s.replace(/\n/g, eol);
 	}
@@ -729,12 +746,12 @@ function streamReply(ctx, r) {
 	const res = ctx.res;
 	let ev = ctx.proto === ANTHROPIC ? anthropicEvents(ctx, r) : openaiEvents(ctx, r);
 	ev = shapeEvents(ctx, ev);
-	const bad = ctx.fault === 'badutf8';
+	const bad = ctx.faults.has('badutf8');
 	const delay = (ctx.d && ctx.d.chunk_delay) || 0;
 
 	res.writeHead(200, streamHeaders(ctx));
-	if (ctx.fault === 'split') {
-		writeSplit(res, Buffer.from(ev.map((e) => e.s).join(''), 'utf8'), delay);
+	if (ctx.faults.has('split')) {
+		writeSplit(res, Buffer.from(toBytes(ev.map((e) => e.s).join(''), bad)), delay);
 		return;
 	}
 
@@ -908,12 +925,12 @@ function sendBig(ctx) {
  * badutf8 to the body bytes. */
 function sendReply(ctx, r) {
 	const res = ctx.res;
-	const fault = ctx.fault;
+	const f = ctx.faults;
 	let text = replyBody(ctx, r);
-	if (fault === 'leading_ws')
+	if (f.has('leading_ws'))
 		text = '\n\n\n' + text;
-	const payload = toBytes(text, fault === 'badutf8');
-	if (fault !== 'truncate' && fault !== 'split') {
+	const payload = toBytes(text, f.has('badutf8'));
+	if (!f.has('truncate') && !f.has('split')) {
 		sendRaw(res, 200, jsonHeaders(ctx), payload);
 		return;
 	}
@@ -921,7 +938,7 @@ function sendReply(ctx, r) {
 	const h = jsonHeaders(ctx);
 	h['Content-Length'] = buf.length;
 	res.writeHead(200, h);
-	if (fault === 'split') {
+	if (f.has('split')) {
 		writeSplit(res, buf, (ctx.d && ctx.d.chunk_delay) || 0);
 		return;
 	}
@@ -948,7 +965,7 @@ function handleProtocol(proto, req, res, path, raw) {
 	}
 	logRequest(path, req.headers, parsed ? body : text);
 
-	const ctx = { proto, req, res, id, body, model: '', d: null, fault: undefined,
+	const ctx = { proto, req, res, id, body, model: '', d: null, faults: NO_FAULTS,
 		prompt: '', stream: false, includeUsage: false, created: Math.floor(Date.now() / 1000) };
 
 	const authErr = checkAuth(proto, req.headers);
@@ -986,8 +1003,8 @@ function handleProtocol(proto, req, res, path, raw) {
 		state.byKey.set(key, n);
 	}
 	const active = d !== null && (d.times === undefined || n <= d.times);
-	if (active)
-		ctx.fault = d.fault;
+	if (active && d.fault)
+		ctx.faults = new Set(d.fault);
 
 	const latency = d && d.latency !== undefined ? d.latency : cfg.latency;
 	later(res, latency, () => respond(ctx, active));
@@ -1013,31 +1030,33 @@ function respond(ctx, active) {
 		sendFailure(ctx);
 		return;
 	}
-	switch (ctx.fault) {
-		case 'reset':
-			ctx.req.socket.destroy();
-			return;
-		case 'hang':
-			return;             /* the socket stays in `sockets` until it closes */
-		case 'malformed':
-			sendRaw(res, 200, jsonHeaders(ctx), '{"id": "x", "choices": [ this is not json');
-			return;
-		case 'html': {
-			const h = { 'Content-Type': 'text/html' };
-			addRetryHeaders(h, ctx.d);
-			sendRaw(res, 502, h, HTML_PAGE);
-			return;
-		}
-		case 'notjson':
-			sendRaw(res, 200, { 'Content-Type': 'text/plain' }, 'Service temporarily unavailable');
-			return;
+	const f = ctx.faults;
+	if (f.has('reset')) {
+		ctx.req.socket.destroy();
+		return;
+	}
+	if (f.has('hang'))
+		return;                 /* the socket stays in `sockets` until it closes */
+	if (f.has('malformed')) {
+		sendRaw(res, 200, jsonHeaders(ctx), '{"id": "x", "choices": [ this is not json');
+		return;
+	}
+	if (f.has('html')) {
+		const h = { 'Content-Type': 'text/html' };
+		addRetryHeaders(h, ctx.d);
+		sendRaw(res, 502, h, HTML_PAGE);
+		return;
+	}
+	if (f.has('notjson')) {
+		sendRaw(res, 200, { 'Content-Type': 'text/plain' }, 'Service temporarily unavailable');
+		return;
 	}
 	const bad = ctx.proto === ANTHROPIC ? validateAnthropic(ctx.body) : validateOpenAI(ctx.body);
 	if (bad) {
 		sendProtoError(ctx, 400, bad.message, 'invalid_request_error', bad.param, bad.code);
 		return;
 	}
-	if (ctx.fault === 'big') {
+	if (f.has('big')) {
 		sendBig(ctx);
 		return;
 	}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Run the pg_regress suite against a private instance and the local mock.
+# Usage: test/regress.sh [test names...]   (default: the Makefile's REGRESS)
+# Results land in results/ and regression.diffs, as with make installcheck.
+source "$(dirname "$0")/lib.sh"
+start_postgres
+start_mock
+cd "$PG_LLM_ROOT"
+rc=0
+if [ $# -gt 0 ]; then
+  make -s installcheck REGRESS="$*" || rc=$?
+else
+  make -s installcheck || rc=$?
+fi
+[ $rc -eq 0 ] || { [ -f regression.diffs ] && head -c 20000 regression.diffs >&2; }
+exit $rc

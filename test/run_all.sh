@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh Debian 12 machine (as root) and run every
+# test: unit tests of the pure-C parts, the mock provider's self-test, the
+# pg_regress suite, the compatibility cases against a third-party mock,
+# and the TAP tests.  The last line says how many tests passed and failed.
+source "$(dirname "$0")/lib.sh"
+ensure_packages
+build_install
+
+passed=0
+failed=0
+failed_suites=()
+
+# Run one suite; its output's "N passed, M failed" line (or pg_regress's
+# summary) is added to the totals.
+suite() {
+  local name=$1; shift
+  local out rc=0 p f
+  log "suite: $name"
+  out=$(mktemp)
+  "$@" 2>&1 | tee "$out" || rc=${PIPESTATUS[0]}
+  p=$(grep -Eo '^([a-z]+: )?[0-9]+ passed, [0-9]+ failed' "$out" | tail -1 | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || true)
+  f=$(grep -Eo '^([a-z]+: )?[0-9]+ passed, [0-9]+ failed' "$out" | tail -1 | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' || true)
+  if [ -z "$p" ]; then
+    p=$(grep -Ec '^(ok|test) .* \.\.\. ok|^ok [0-9]+ ' "$out" || true)
+    f=$(grep -Ec 'FAILED|^not ok ' "$out" || true)
+  fi
+  rm -f "$out"
+  passed=$((passed + ${p:-0}))
+  failed=$((failed + ${f:-0}))
+  if [ $rc -ne 0 ]; then
+    failed_suites+=("$name")
+    [ "${f:-0}" -gt 0 ] || failed=$((failed + 1))
+  fi
+}
+
+suite unit make -C "$PG_LLM_ROOT/test/unit" -s test
+suite mock bash "$PG_LLM_ROOT/test/mock/selftest.sh"
+suite regress bash "$PG_LLM_ROOT/test/regress.sh"
+[ -x "$PG_LLM_ROOT/test/compat/run.sh" ] && suite compat bash "$PG_LLM_ROOT/test/compat/run.sh"
+[ -d "$PG_LLM_ROOT/test/t" ] && suite tap bash "$PG_LLM_ROOT/test/tap.sh"
+
+if [ ${#failed_suites[@]} -gt 0 ]; then
+  log "failed suites: ${failed_suites[*]}"
+fi
+echo "$passed passed, $failed failed"
+[ $failed -eq 0 ] && [ ${#failed_suites[@]} -eq 0 ]
