@@ -239,7 +239,7 @@ status_hint(long status, const LlmRoute *route, bool quota)
  * later is copied out so that the transfer can be released at once.
  */
 static Verdict
-judge(const LlmRoute *route, HttpTransfer *t, Failure *f)
+judge(const LlmRoute *route, HttpTransfer *t, bool stream, Failure *f)
 {
 	const LlmProvider *p = route->provider;
 	LlmErrorBody eb;
@@ -275,7 +275,8 @@ judge(const LlmRoute *route, HttpTransfer *t, Failure *f)
 				psprintf("could not reach provider \"%s\"", p->name);
 			f->detail = psprintf("%s.", t->errbuf);
 			f->hint = t->timed_out ?
-				pstrdup("Raise llm.timeout (or the provider's timeout_ms option), or ask for a shorter reply.") :
+				pstrdup(stream ? "Raise llm.stream_idle_timeout (or the provider's stream_idle_timeout option)." :
+						"Raise llm.timeout (or the provider's timeout_ms option), or ask for a shorter reply.") :
 				psprintf("Check that the server at the base_url of provider \"%s\" is running and reachable.", p->name);
 			return VERDICT_RETRY;
 		case HTTP_COMPLETE:
@@ -388,7 +389,7 @@ attempt(LlmCall *call, const LlmRoute *route, bool stream, Failure *f,
 		else
 		{
 			HttpWaitDone(t);
-			v = judge(route, t, f);
+			v = judge(route, t, stream, f);
 		}
 		call->http_status = t->status;
 		if (v == VERDICT_OK && !stream)

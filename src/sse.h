@@ -49,6 +49,8 @@ typedef struct SseEvent
  * Called once per dispatched event.  Return 0 to go on; any other value
  * (use a positive one) stops parsing, and SseFeed returns it.  The callback
  * must not call SseFeed, SseFinish, SseReset or SseFree on the same parser.
+ * If it leaves by longjmp (ereport), the parser holds no locks or half-made
+ * allocations, but its state is mid-event: only SseReset or SseFree it.
  */
 typedef int (*SseCallback) (void *arg, const SseEvent *ev);
 
@@ -83,8 +85,23 @@ typedef struct SseParser
 } SseParser;
 
 /*
- * max_event_size caps the bytes of the current line plus the pending data
- * buffer; 0 means no cap.
+ * SseInit: max_event_size caps the bytes of the current line plus the
+ * pending data buffer (0 means no cap); cb may be NULL.
+ *
+ * SseFeed: parse the next bytes of the stream, in pieces of any size.
+ * Returns SSE_OK, SSE_ERR_TOO_BIG, SSE_ERR_NOMEM or the callback's stop
+ * value.  A non-zero result is sticky until SseReset.
+ *
+ * SseFinish: end of stream.  Discards a partial line and event (per spec);
+ * keeps the last event id and retry, so the parser can take a reconnected
+ * stream.
+ *
+ * SseReset: back to the state after SseInit, keeping the buffers.
+ *
+ * SseFree: frees the buffers; safe twice and on a zeroed struct.  SseInit
+ * again before reuse.
+ *
+ * SseRetry: last valid retry: value in milliseconds, -1 if none.
  */
 extern void SseInit(SseParser *p, size_t max_event_size,
 					SseCallback cb, void *arg);

@@ -335,6 +335,7 @@ const DIRECTIVES = {
 	latency: nonNegInt,
 	chunk_delay: nonNegInt,
 	reply: (v) => v,
+	message: (v) => v,
 	words: nonNegInt,
 	echo: (v) => { if (v !== 'request') throw 'invalid mock directive value echo=' + v; return v; },
 	fail: (v) => {
@@ -833,7 +834,7 @@ function sendFailure(ctx) {
 	const quota = d.quota && status === 429;
 	const h = jsonHeaders(ctx);
 	addRetryHeaders(h, d);
-	let message = 'mock error ' + status;
+	let message = d.message !== undefined ? d.message : 'mock error ' + status;
 	if (quota)
 		message = ctx.proto === ANTHROPIC
 			? 'Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.'

@@ -480,6 +480,10 @@ static const Vector vectors[] = {
 	.ev = {M(FFFD FFFD FFFD FFFD FFFD)}},
 	{.name = "cap: bom not counted", IN("\xEF\xBB\xBF" "data: 1234\n\n"),
 	.max = 10, .nev = 1, .ev = {M("1234")}},
+	{.name = "cap: broken bom bytes count", IN("\xEF\xBB" "x\n"), .max = 2,
+	.status = SSE_ERR_TOO_BIG},
+	{.name = "cap: broken bom bytes within cap", IN("\xEF\xBB" "\n"),
+	.max = 2},
 
 	/* callback stop */
 	{.name = "callback stop propagated",
@@ -888,6 +892,8 @@ test_stop_then_reset(void)
 
 /*
  * test_reset_clears_id_and_retry
+ *		Unlike SseFinish, SseReset also forgets the last event id and the
+ *		retry value, and a partial line must not leak into the next stream.
  */
 static void
 test_reset_clears_id_and_retry(void)

@@ -1,0 +1,241 @@
+/*-------------------------------------------------------------------------
+ *
+ * stream.c
+ *	  llm.chat_stream(): a value-per-call set-returning function that
+ *	  returns the reply one chunk per row while the provider generates it.
+ *
+ *	  Rows leave as they are made: before each wait on the provider's
+ *	  socket the output buffer is flushed (pq_flush_if_writable), so a
+ *	  client fetching row by row sees the previous chunk at once.  This
+ *	  only works in the select list; in FROM, PostgreSQL materializes the
+ *	  whole set first.
+ *
+ *	  The transfer and the SSE parser are released on every way out: the
+ *	  last row (SRF_RETURN_DONE), an early stop such as LIMIT (the
+ *	  expression context's shutdown callback), and an error (the reset
+ *	  callback of the SRF's memory context, which goes with the aborted
+ *	  query).  Retries and fallback happen only before the first row; a
+ *	  stream cut short after that raises an error after the rows already
+ *	  returned, never a silently short reply.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "funcapi.h"
+#include "libpq/libpq.h"
+#include "miscadmin.h"
+#include "tcop/dest.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+
+#include "http.h"
+#include "pg_llm.h"
+#include "sse.h"
+
+PG_FUNCTION_INFO_V1(pg_llm_chat_stream);
+
+typedef struct StreamState
+{
+	LlmCall    *call;
+	SseParser	parser;
+	bool		parser_live;
+	LlmStreamDecoder dec;
+	MemoryContext ctx;			/* the SRF's multi-call context */
+	MemoryContextCallback reset_cb;
+	int64		rows;			/* rows returned so far */
+	bool		released;
+} StreamState;
+
+/*
+ * Free the transfer and the parser.  Runs from the memory context reset
+ * callback (errors), the expression context shutdown (LIMIT) and the end
+ * of the stream, so it must be idempotent.
+ */
+static void
+stream_release(StreamState *st)
+{
+	if (st->released)
+		return;
+	st->released = true;
+	if (st->call && st->call->xfer)
+		HttpRelease(st->call->xfer);
+	if (st->parser_live)
+		SseFree(&st->parser);
+	st->parser_live = false;
+}
+
+static void
+stream_reset_cb(void *arg)
+{
+	stream_release((StreamState *) arg);
+}
+
+static void
+stream_shutdown_cb(Datum arg)
+{
+	stream_release((StreamState *) DatumGetPointer(arg));
+}
+
+/* One SSE event: hand it to the protocol's decoder. */
+static int
+stream_event_cb(void *arg, const SseEvent *ev)
+{
+	StreamState *st = (StreamState *) arg;
+
+	ProviderStreamEvent(&st->dec, ev->type, ev->data, ev->data_len);
+	/* stop parsing at an error or the end marker; nothing after counts */
+	return (st->dec.error || st->dec.finished) ? 1 : 0;
+}
+
+/* Raise the error for a stream that failed after it started. */
+static void
+stream_fail(StreamState *st, int sqlstate, const char *what, const char *detail)
+{
+	const char *pname = st->call->route->provider->name;
+	int64		rows = st->rows;
+
+	stream_release(st);
+	ereport(ERROR,
+			(errcode(sqlstate),
+			 errmsg("stream from provider \"%s\" %s", pname, what),
+			 errdetail("%s%s" INT64_FORMAT " chunk%s had been returned.",
+					   detail ? detail : "", detail ? " " : "", rows, rows == 1 ? "" : "s"),
+			 errhint("The rows already returned are an incomplete reply; call again to get a whole one.")));
+}
+
+/*
+ * Feed the bytes received so far to the parser.  Runs outside any curl
+ * callback, so the decoder may palloc and the parser's errors may be
+ * raised here.
+ */
+static void
+stream_feed(StreamState *st)
+{
+	HttpTransfer *t = st->call->xfer;
+	size_t		n = t->len - t->consumed;
+	int			rc;
+	MemoryContext old;
+
+	if (n == 0)
+		return;
+	old = MemoryContextSwitchTo(st->ctx);
+	rc = SseFeed(&st->parser, t->data + t->consumed, n);
+	MemoryContextSwitchTo(old);
+	HttpConsume(t, n);
+	if (rc == SSE_ERR_TOO_BIG)
+		stream_fail(st, ERRCODE_PROGRAM_LIMIT_EXCEEDED, "sent an event over llm.max_response_size", NULL);
+	if (rc == SSE_ERR_NOMEM)
+		stream_fail(st, ERRCODE_OUT_OF_MEMORY, "could not be parsed: out of memory", NULL);
+}
+
+/*
+ * The next chunk of text, or NULL at the end of the stream.  Blocks on the
+ * provider only when no decoded chunk is waiting; before blocking it
+ * flushes the rows already produced to the client.
+ */
+static char *
+stream_next(StreamState *st)
+{
+	for (;;)
+	{
+		HttpTransfer *t = st->call->xfer;
+
+		if (st->dec.pieces != NIL)
+		{
+			char	   *piece = linitial(st->dec.pieces);
+
+			st->dec.pieces = list_delete_first(st->dec.pieces);
+			return piece;
+		}
+		if (st->dec.error)
+			stream_fail(st, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "sent an error",
+						psprintf("The provider said: %s.", st->dec.error));
+		if (st->dec.finished)
+			return NULL;
+		if (t == NULL)
+			elog(ERROR, "stream transfer released while in use");
+
+		if (t->outcome != HTTP_RUNNING && t->len == t->consumed)
+		{
+			/* the connection ended without the protocol's end marker */
+			SseFinish(&st->parser);
+			if (t->outcome == HTTP_COMPLETE && st->dec.saw_finish_reason)
+			{
+				/* some llama.cpp forks end this way after a finish_reason */
+				elog(LOG, "pg_llm: stream from provider \"%s\" ended without its end marker after a finish reason; accepted as complete",
+					 st->call->route->provider->name);
+				return NULL;
+			}
+			if (t->outcome == HTTP_TOO_BIG)
+				stream_fail(st, ERRCODE_PROGRAM_LIMIT_EXCEEDED, "exceeded llm.max_response_size", NULL);
+			if (t->outcome == HTTP_TRANSPORT_ERROR)
+				stream_fail(st, ERRCODE_CONNECTION_FAILURE,
+							t->timed_out ? "went quiet for longer than llm.stream_idle_timeout" : "was cut off",
+							psprintf("%s.", t->errbuf));
+			stream_fail(st, ERRCODE_CONNECTION_FAILURE, "ended before its end marker",
+						"The connection closed cleanly but the reply was not finished.");
+		}
+
+		if (t->len == t->consumed)
+		{
+			/* send what the client has not seen yet, then wait */
+			if (st->rows > 0 && whereToSendOutput == DestRemote)
+				pq_flush_if_writable();
+			HttpWaitData(t);
+		}
+		stream_feed(st);
+	}
+}
+
+/*
+ * llm.chat_stream(prompt, model, system, options) returns setof text.
+ */
+Datum
+pg_llm_chat_stream(PG_FUNCTION_ARGS)
+{
+	FuncCallContext *funcctx;
+	StreamState *st;
+	char	   *piece;
+
+	if (SRF_IS_FIRSTCALL())
+	{
+		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+		MemoryContext old;
+
+		funcctx = SRF_FIRSTCALL_INIT();
+		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
+		st = palloc0(sizeof(StreamState));
+		st->ctx = funcctx->multi_call_memory_ctx;
+		st->reset_cb.func = stream_reset_cb;
+		st->reset_cb.arg = st;
+		MemoryContextRegisterResetCallback(st->ctx, &st->reset_cb);
+		if (rsinfo && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext)
+			RegisterExprContextCallback(rsinfo->econtext, stream_shutdown_cb,
+										PointerGetDatum(st));
+
+		st->call = ChatCallFromArgs(fcinfo, LLM_MODE_STREAM);
+		SseInit(&st->parser, (size_t) llm_max_response_size_kb * 1024,
+				stream_event_cb, st);
+		st->parser_live = true;
+		LlmCallOpenStream(st->call);
+		HttpSetOwnerRef(st->call->xfer, &st->call->xfer);
+		st->dec.protocol = st->call->route->provider->protocol;
+		funcctx->user_fctx = st;
+		MemoryContextSwitchTo(old);
+	}
+
+	funcctx = SRF_PERCALL_SETUP();
+	st = (StreamState *) funcctx->user_fctx;
+	piece = stream_next(st);
+	if (piece == NULL)
+	{
+		stream_release(st);
+		SRF_RETURN_DONE(funcctx);
+	}
+	if (st->rows == 0)
+		st->call->first_byte = GetCurrentTimestamp();
+	st->rows++;
+	SRF_RETURN_NEXT(funcctx, PointerGetDatum(cstring_to_text(LlmToServerEncoding(piece, strlen(piece)))));
+}
