@@ -28,25 +28,6 @@
 #include "pg_llm.h"
 #include "utf8.h"
 
-typedef enum Verdict
-{
-	VERDICT_OK,
-	VERDICT_RETRY,
-	VERDICT_FAIL
-} Verdict;
-
-/* What went wrong with an attempt, copied out of the transfer. */
-typedef struct Failure
-{
-	int			sqlstate;
-	char	   *provider;
-	long		status;			/* 0 for transport errors */
-	char	   *message;		/* errmsg */
-	char	   *detail;			/* errdetail, provider's words redacted */
-	char	   *hint;
-	double		retry_after_s;	/* -1 when not given */
-} Failure;
-
 /* A new call in the current memory context. */
 LlmCall *
 LlmCallCreate(LlmRequest *req, const char *model, LlmMode mode)
@@ -117,8 +98,8 @@ pick(int provider_value, int setting)
 }
 
 /* Send one attempt on a route. */
-static HttpTransfer *
-send_attempt(LlmCall *call, const LlmRoute *route, bool stream)
+HttpTransfer *
+LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 {
 	const LlmProvider *p = route->provider;
 	const char *key = ConfigProviderKey(p);
@@ -238,15 +219,15 @@ status_hint(long status, const LlmRoute *route, bool quota)
  * Judge a finished attempt, filling *f on failure.  Everything needed
  * later is copied out so that the transfer can be released at once.
  */
-static Verdict
-judge(const LlmRoute *route, HttpTransfer *t, bool stream, Failure *f)
+static LlmVerdict
+judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 {
 	const LlmProvider *p = route->provider;
 	LlmErrorBody eb;
 	bool		quota = false;
 	bool		retryable;
 
-	memset(f, 0, sizeof(Failure));
+	memset(f, 0, sizeof(LlmFailure));
 	f->provider = pstrdup(p->name);
 	f->retry_after_s = t->retry_after_s;
 	f->status = t->status;
@@ -261,13 +242,13 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, Failure *f)
 			f->message = psprintf("provider \"%s\" has a base_url pg_llm will not call", p->name);
 			f->detail = pstrdup("Only http and https URLs are allowed.");
 			f->hint = psprintf("Fix it with llm.alter_provider('%s', base_url => ...).", p->name);
-			return VERDICT_FAIL;
+			return LLM_VERDICT_FAIL;
 		case HTTP_TOO_BIG:
 			f->sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
 			f->message = psprintf("response from provider \"%s\" exceeds llm.max_response_size", p->name);
 			f->detail = psprintf("The limit is %d kB.", llm_max_response_size_kb);
 			f->hint = pstrdup("Ask for a shorter reply (max_tokens), or raise llm.max_response_size.");
-			return VERDICT_FAIL;
+			return LLM_VERDICT_FAIL;
 		case HTTP_TRANSPORT_ERROR:
 			f->sqlstate = ERRCODE_CONNECTION_FAILURE;
 			f->message = t->timed_out ?
@@ -278,13 +259,13 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, Failure *f)
 				pstrdup(stream ? "Raise llm.stream_idle_timeout (or the provider's stream_idle_timeout option)." :
 						"Raise llm.timeout (or the provider's timeout_ms option), or ask for a shorter reply.") :
 				psprintf("Check that the server at the base_url of provider \"%s\" is running and reachable.", p->name);
-			return VERDICT_RETRY;
+			return LLM_VERDICT_RETRY;
 		case HTTP_COMPLETE:
 			break;
 	}
 
 	if (t->status >= 200 && t->status < 300)
-		return VERDICT_OK;
+		return LLM_VERDICT_OK;
 
 	ProviderParseError(t->data ? t->data + t->consumed : NULL, t->len - t->consumed, &eb);
 	if (t->status == 402 ||
@@ -310,12 +291,12 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, Failure *f)
 		f->detail = psprintf("The response body is not a JSON error object: %s",
 							 body_excerpt(t, p));
 	f->hint = status_hint(t->status, route, quota);
-	return retryable ? VERDICT_RETRY : VERDICT_FAIL;
+	return retryable ? LLM_VERDICT_RETRY : LLM_VERDICT_FAIL;
 }
 
 /* Raise a failure; n_attempts and n_routes say how hard we tried. */
-static void
-raise_failure(const Failure *f, int attempts, int routes)
+void
+LlmRaiseFailure(const LlmFailure *f, int attempts, int routes)
 {
 	ereport(ERROR,
 			(errcode(f->sqlstate),
@@ -332,8 +313,8 @@ raise_failure(const Failure *f, int attempts, int routes)
  * seconds scaled by a random factor in [0.75, 1].  -1: the provider asks
  * for more than we are willing to wait.
  */
-static long
-retry_delay_ms(double retry_after_s, int n)
+long
+LlmRetryDelayMs(double retry_after_s, int n)
 {
 	double		base;
 
@@ -367,47 +348,72 @@ sleep_ms(long ms)
 }
 
 /*
+ * Judge a finished non-streaming attempt of call->route and, when it is
+ * good, parse the reply into call->reply.  A 2xx body that cannot be read
+ * is a permanent failure.  The caller still owns the transfer.
+ */
+LlmVerdict
+LlmJudgeComplete(LlmCall *call, HttpTransfer *t, LlmFailure *f)
+{
+	const LlmRoute *route = call->route;
+	LlmVerdict	v = judge(route, t, false, f);
+	char	   *problem = NULL;
+
+	call->http_status = t->status;
+	if (v != LLM_VERDICT_OK)
+		return v;
+	if (ProviderParseReply(route, t->data, t->len, &call->reply, &problem))
+		return LLM_VERDICT_OK;
+	f->provider = route->provider->name;
+	f->sqlstate = ERRCODE_INVALID_JSON_TEXT;
+	f->status = t->status;
+	f->message = psprintf("provider \"%s\" returned a response pg_llm cannot read",
+						  route->provider->name);
+	f->detail = psprintf("%s It begins: %s", problem, body_excerpt(t, route->provider));
+	f->hint = pstrdup("Check that the base_url points at an OpenAI- or Anthropic-compatible API of the right protocol.");
+	f->retry_after_s = -1;
+	return LLM_VERDICT_FAIL;
+}
+
+/* A failure as one line of text, for the queue's error column. */
+char *
+LlmFailureText(const LlmFailure *f)
+{
+	return psprintf("%s%s%s", f->message, f->detail ? ": " : "", f->detail ? f->detail : "");
+}
+
+/*
  * One attempt on a route.  For a stream the attempt is judged as soon as
  * a 2xx status and its headers are in, and the live transfer is handed
  * back in *xfer; otherwise the whole response is read, judged and parsed
  * into call->reply, and the transfer is released before returning.
  */
-static Verdict
-attempt(LlmCall *call, const LlmRoute *route, bool stream, Failure *f,
+static LlmVerdict
+attempt(LlmCall *call, const LlmRoute *route, bool stream, LlmFailure *f,
 		HttpTransfer **xfer)
 {
 	HttpTransfer *volatile t = NULL;
-	volatile Verdict v = VERDICT_FAIL;
+	volatile LlmVerdict v = LLM_VERDICT_FAIL;
 
 	PG_TRY();
 	{
-		t = send_attempt(call, route, stream);
+		t = LlmSendAttempt(call, route, stream);
 		if (stream)
+		{
 			HttpWaitHeaders(t);
-		if (stream && t->outcome == HTTP_RUNNING && t->status >= 200 && t->status < 300)
-			v = VERDICT_OK;
+			if (t->outcome == HTTP_RUNNING && t->status >= 200 && t->status < 300)
+				v = LLM_VERDICT_OK;
+			else
+			{
+				HttpWaitDone(t);
+				v = judge(route, t, true, f);
+			}
+			call->http_status = t->status;
+		}
 		else
 		{
 			HttpWaitDone(t);
-			v = judge(route, t, stream, f);
-		}
-		call->http_status = t->status;
-		if (v == VERDICT_OK && !stream)
-		{
-			char	   *problem = NULL;
-
-			if (!ProviderParseReply(route, t->data, t->len, &call->reply, &problem))
-			{
-				f->provider = route->provider->name;
-				f->sqlstate = ERRCODE_INVALID_JSON_TEXT;
-				f->status = t->status;
-				f->message = psprintf("provider \"%s\" returned a response pg_llm cannot read",
-									  route->provider->name);
-				f->detail = psprintf("%s It begins: %s", problem, body_excerpt(t, route->provider));
-				f->hint = pstrdup("Check that the base_url points at an OpenAI- or Anthropic-compatible API of the right protocol.");
-				f->retry_after_s = -1;
-				v = VERDICT_FAIL;
-			}
+			v = LlmJudgeComplete(call, t, f);
 		}
 	}
 	PG_CATCH();
@@ -417,7 +423,7 @@ attempt(LlmCall *call, const LlmRoute *route, bool stream, Failure *f,
 	}
 	PG_END_TRY();
 
-	if (v == VERDICT_OK && stream)
+	if (v == LLM_VERDICT_OK && stream)
 		*xfer = t;
 	else
 		HttpRelease(t);
@@ -431,7 +437,7 @@ attempt(LlmCall *call, const LlmRoute *route, bool stream, Failure *f,
 static void
 run_chain(LlmCall *call, bool stream)
 {
-	Failure		f;
+	LlmFailure	f;
 	int			nroutes = 0;
 	ListCell   *lc;
 
@@ -446,24 +452,24 @@ run_chain(LlmCall *call, bool stream)
 		call->fallback = (nroutes > 1);
 		for (n = 0;; n++)
 		{
-			Verdict		v;
+			LlmVerdict		v;
 			long		delay;
 
 			memset(&f, 0, sizeof(f));
 			v = attempt(call, route, stream, &f, &call->xfer);
-			if (v == VERDICT_OK)
+			if (v == LLM_VERDICT_OK)
 				return;
-			if (v == VERDICT_FAIL)
-				raise_failure(&f, call->attempts, nroutes);
+			if (v == LLM_VERDICT_FAIL)
+				LlmRaiseFailure(&f, call->attempts, nroutes);
 			if (n >= max_retries)
 				break;
-			delay = retry_delay_ms(f.retry_after_s, n);
+			delay = LlmRetryDelayMs(f.retry_after_s, n);
 			if (delay < 0)
 				break;
 			sleep_ms(delay);
 		}
 	}
-	raise_failure(&f, call->attempts, nroutes);
+	LlmRaiseFailure(&f, call->attempts, nroutes);
 }
 
 /* A whole call: the reply is in call->reply when this returns. */

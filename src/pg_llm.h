@@ -140,6 +140,25 @@ typedef enum LlmMode
 
 struct HttpTransfer;
 
+typedef enum LlmVerdict
+{
+	LLM_VERDICT_OK,
+	LLM_VERDICT_RETRY,
+	LLM_VERDICT_FAIL
+} LlmVerdict;
+
+/* What went wrong with an attempt, copied out of the transfer. */
+typedef struct LlmFailure
+{
+	int			sqlstate;
+	char	   *provider;
+	long		status;			/* 0 for transport errors */
+	char	   *message;		/* errmsg */
+	char	   *detail;			/* errdetail; the provider's words, redacted */
+	char	   *hint;
+	double		retry_after_s;	/* -1 when not given */
+} LlmFailure;
+
 typedef struct LlmCall
 {
 	LlmRequest *req;
@@ -159,6 +178,11 @@ typedef struct LlmCall
 extern LlmCall *LlmCallCreate(LlmRequest *req, const char *model, LlmMode mode);
 extern void LlmCallRun(LlmCall *call);
 extern void LlmCallOpenStream(LlmCall *call);
+extern struct HttpTransfer *LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream);
+extern LlmVerdict LlmJudgeComplete(LlmCall *call, struct HttpTransfer *t, LlmFailure *f);
+extern long LlmRetryDelayMs(double retry_after_s, int n);
+extern void LlmRaiseFailure(const LlmFailure *f, int attempts, int routes) pg_attribute_noreturn();
+extern char *LlmFailureText(const LlmFailure *f);
 extern const char *LlmResolveModel(const char *model, LlmRequest *req);
 extern char *LlmToServerEncoding(const char *utf8, size_t len);
 extern char *LlmToUtf8(const char *text);
