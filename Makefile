@@ -4,7 +4,7 @@ EXTENSION = pg_llm
 MODULE_big = pg_llm
 OBJS = src/pg_llm.o src/config.o src/http.o src/call.o src/chat.o \
 	src/stream.o src/sse.o src/json.o src/provider_openai.o src/provider_anthropic.o \
-	src/utf8.o
+	src/utf8.o src/shmem.o src/queue.o src/worker.o
 DATA = $(wildcard sql/pg_llm--*.sql)
 PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 

@@ -99,6 +99,13 @@ schema_owner(Oid nsp)
 	return owner;
 }
 
+/* The owner of schema llm, who owns the configuration and the queue. */
+Oid
+ConfigOwner(void)
+{
+	return schema_owner(get_namespace_oid("llm", false));
+}
+
 /* Column i of the current SPI row as a string in config_ctx, or NULL. */
 static char *
 col_str(HeapTuple tup, TupleDesc td, int i)

@@ -20,6 +20,8 @@
 
 #include "http.h"
 #include "pg_llm.h"
+#include "queue.h"
+#include "shmem.h"
 
 PG_MODULE_MAGIC;
 
@@ -91,6 +93,14 @@ void
 _PG_init(void)
 {
 	define_settings();
+	WorkerDefineSettings();
 	LlmReserveGucPrefix("llm");
 	ConfigInit();
+
+	/* the worker and shared memory need preloading; calls do not */
+	if (process_shared_preload_libraries_in_progress && !IsBinaryUpgrade)
+	{
+		ShmemRegister();
+		WorkerRegister();
+	}
 }

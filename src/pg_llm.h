@@ -78,6 +78,7 @@ typedef struct LlmRoute
 extern List *ConfigRoutes(const char *model);
 extern const char *ConfigProviderKey(const LlmProvider *provider);
 extern void ConfigInit(void);
+extern Oid	ConfigOwner(void);
 extern char *RedactSecret(const char *text, const LlmProvider *provider);
 
 /* ---- requests and replies (json.c, provider_*.c) ---- */

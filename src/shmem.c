@@ -1,0 +1,94 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *	  Shared memory for pg_llm: requested at preload, initialised once by
+ *	  the postmaster, inherited by every backend and worker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
+
+#include "compat.h"
+#include "shmem.h"
+
+LlmSharedState *LlmShared = NULL;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+
+/* Ask for our space and our lock (from 15 on, in the request hook). */
+static void
+llm_shmem_request(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(MAXALIGN(sizeof(LlmSharedState)));
+	RequestNamedLWLockTranche("pg_llm", 1);
+}
+
+/* Create or attach the shared state. */
+static void
+llm_shmem_startup(void)
+{
+	bool		found;
+	int			i;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	LlmShared = ShmemInitStruct("pg_llm", sizeof(LlmSharedState), &found);
+	if (!found)
+	{
+		memset(LlmShared, 0, sizeof(LlmSharedState));
+		LlmShared->lock = &(GetNamedLWLockTranche("pg_llm"))->lock;
+		for (i = 0; i < LLM_MAX_WORKERS; i++)
+		{
+			pg_atomic_init_u64(&LlmShared->workers[i].completed, 0);
+			pg_atomic_init_u64(&LlmShared->workers[i].failed, 0);
+			pg_atomic_init_u64(&LlmShared->workers[i].retried, 0);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* Install the hooks; called from _PG_init while preloading. */
+void
+ShmemRegister(void)
+{
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = llm_shmem_request;
+#else
+	llm_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = llm_shmem_startup;
+}
+
+/* Wake every worker serving a database (after an enqueue commits). */
+void
+LlmWakeWorkers(Oid dboid)
+{
+	int			i;
+
+	if (LlmShared == NULL)
+		return;
+	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	for (i = 0; i < LLM_MAX_WORKERS; i++)
+	{
+		LlmWorkerSlot *w = &LlmShared->workers[i];
+
+		if (w->in_use && w->dboid == dboid && w->latch)
+			SetLatch(w->latch);
+	}
+	LWLockRelease(LlmShared->lock);
+}
