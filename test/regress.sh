@@ -3,7 +3,8 @@
 # Usage: test/regress.sh [test names...]   (default: the Makefile's REGRESS)
 # Results land in results/ and regression.diffs, as with make installcheck.
 source "$(dirname "$0")/lib.sh"
-start_postgres
+start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'contrib_regression'" \
+  "llm.worker_naptime = '500ms'" "llm.lease_time = '30s'"
 start_mock
 cd "$PG_LLM_ROOT"
 rc=0

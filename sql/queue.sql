@@ -1,0 +1,128 @@
+-- The queue and its worker (the test instance preloads pg_llm and runs a
+-- worker for this database).
+CREATE FUNCTION pg_temp.wait_queue(timeout_s int DEFAULT 60) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN ('pending', 'running')) THEN
+            RETURN 'drained';
+        END IF;
+        IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
+            RETURN 'timed out';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END;
+$$;
+
+CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL, summary text, n int, j jsonb);
+INSERT INTO docs (id, body) SELECT g, 'document ' || g FROM generate_series(1, 30) g;
+CREATE TABLE pairs (a int, b int, body text, summary text, PRIMARY KEY (a, b));
+INSERT INTO pairs VALUES (1, 1, 'first pair', NULL), (1, 2, 'second pair', NULL);
+CREATE VIEW docs_view AS SELECT * FROM docs;
+
+-- targets are checked when the item is enqueued
+SELECT llm.enqueue(NULL, 'mock');
+SELECT llm.enqueue('', 'mock');
+SELECT llm.enqueue('x');
+SELECT llm.enqueue('x', 'mock', options => '{"temperature": 9}');
+SELECT llm.enqueue('x', 'mock', target_table => 'docs');
+SELECT llm.enqueue('x', 'mock', target_table => 'docs', target_column => 'nope', target_key => '{"id": 1}');
+SELECT llm.enqueue('x', 'mock', target_table => 'docs', target_column => 'n', target_key => '{"id": 1}');
+SELECT llm.enqueue('x', 'mock', target_table => 'docs', target_column => 'summary', target_key => '{"body": "document 1"}');
+SELECT llm.enqueue('x', 'mock', target_table => 'docs', target_column => 'summary', target_key => '{"nope": 1}');
+SELECT llm.enqueue('x', 'mock', target_table => 'docs', target_column => 'summary', target_key => '[1]');
+SELECT llm.enqueue('x', 'mock', target_table => 'pairs', target_column => 'summary', target_key => '{"a": 1}');
+SELECT llm.enqueue('x', 'mock', target_table => 'docs_view', target_column => 'summary', target_key => '{"id": 1}');
+SELECT count(*) FROM llm.queue;
+
+-- write-back into a text column, a jsonb column and a two-column key
+SELECT count(llm.enqueue('Summarize: ' || body, 'mock', target_table => 'docs',
+                         target_column => 'summary', target_key => jsonb_build_object('id', id)))
+FROM docs;
+SELECT llm.enqueue('x', 'mock?reply=%7B%22ok%22%3Atrue%7D', target_table => 'docs', target_column => 'j',
+                   target_key => '{"id": 1}');
+SELECT count(llm.enqueue('Summarize: ' || body, 'mock', target_table => 'pairs',
+                         target_column => 'summary', target_key => jsonb_build_object('a', a, 'b', b)))
+FROM pairs;
+-- no target: the reply stays in the queue
+SELECT llm.enqueue('kept in the queue', 'mock') AS no_target_id \gset
+SELECT pg_temp.wait_queue();
+SELECT count(*) FILTER (WHERE summary = 'echo: Summarize: ' || body) AS written, count(*) AS rows FROM docs;
+SELECT j FROM docs WHERE id = 1;
+SELECT * FROM pairs ORDER BY a, b;
+SELECT status, reply, attempts FROM llm.queue WHERE id = :no_target_id;
+SELECT status, count(*) FROM llm.queue GROUP BY status ORDER BY status;
+
+-- per-item outcomes: a retried 429, a permanent 400 and good items in one
+-- batch; the bad one fails alone
+TRUNCATE llm.queue;
+UPDATE docs SET summary = NULL;
+SELECT llm.enqueue('retried', 'mock?fail=429&times=1&retry_after=0.1', target_table => 'docs',
+                   target_column => 'summary', target_key => '{"id": 1}');
+SELECT llm.enqueue('refused', 'mock?fail=400', target_table => 'docs',
+                   target_column => 'summary', target_key => '{"id": 2}');
+SELECT count(llm.enqueue('fine ' || id, 'mock', target_table => 'docs', target_column => 'summary',
+                         target_key => jsonb_build_object('id', id)))
+FROM docs WHERE id BETWEEN 3 AND 10;
+SELECT pg_temp.wait_queue();
+SELECT id, summary FROM docs WHERE id <= 4 ORDER BY id;
+SELECT prompt, status, attempts, error FROM llm.queue WHERE prompt IN ('retried', 'refused') ORDER BY prompt;
+SELECT status, count(*) FROM llm.queue GROUP BY status ORDER BY status;
+
+-- a target row that vanished before the worker got to it
+BEGIN;
+SELECT llm.enqueue('gone', 'mock', target_table => 'docs', target_column => 'summary',
+                   target_key => '{"id": 30}') AS gone_id \gset
+DELETE FROM docs WHERE id = 30;
+COMMIT;
+SELECT pg_temp.wait_queue();
+SELECT status, error FROM llm.queue WHERE id = :gone_id;
+
+-- write-back runs with the rights of the role that enqueued
+CREATE ROLE alice;
+CREATE ROLE bob;
+GRANT USAGE ON SCHEMA llm TO alice, bob;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb) TO alice, bob;
+GRANT SELECT ON llm.queue TO alice, bob;
+CREATE TABLE alice_notes (id int PRIMARY KEY, body text, summary text);
+ALTER TABLE alice_notes OWNER TO alice;
+INSERT INTO alice_notes VALUES (1, 'note', NULL), (2, 'note', NULL);
+GRANT SELECT ON alice_notes TO bob;
+SET ROLE bob;
+-- bob may read alice's table but not update it: refused at enqueue
+SELECT llm.enqueue('x', 'mock', target_table => 'alice_notes', target_column => 'summary', target_key => '{"id": 1}');
+RESET ROLE;
+SET ROLE alice;
+SELECT llm.enqueue('mine', 'mock', target_table => 'alice_notes', target_column => 'summary', target_key => '{"id": 1}') IS NOT NULL AS queued;
+RESET ROLE;
+-- a right taken away before the worker writes: the item fails, nothing is written
+BEGIN;
+GRANT UPDATE (summary) ON alice_notes TO bob;
+SET LOCAL ROLE bob;
+SELECT llm.enqueue('bob''s', 'mock', target_table => 'alice_notes', target_column => 'summary', target_key => '{"id": 2}') IS NOT NULL AS queued;
+RESET ROLE;
+REVOKE UPDATE (summary) ON alice_notes FROM bob;
+COMMIT;
+SELECT pg_temp.wait_queue();
+SELECT * FROM alice_notes ORDER BY id;
+SELECT prompt, status, error FROM llm.queue WHERE prompt IN ('mine', 'bob''s') ORDER BY prompt;
+-- each role sees only its own items
+SET ROLE alice;
+SELECT prompt, status FROM llm.queue ORDER BY id;
+RESET ROLE;
+
+-- the worker reports itself
+SELECT database, completed > 0 AS has_completed, failed >= 3 AS has_failed, in_flight
+FROM llm.workers;
+SELECT backend_type FROM pg_stat_activity WHERE backend_type = 'pg_llm worker';
+SELECT llm.purge_queue('0 seconds') > 0 AS purged;
+
+DROP TABLE alice_notes;
+REVOKE ALL ON llm.queue FROM alice, bob;
+REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb) FROM alice, bob;
+REVOKE ALL ON SCHEMA llm FROM alice, bob;
+DROP ROLE alice;
+DROP ROLE bob;
