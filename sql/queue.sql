@@ -116,7 +116,7 @@ RESET ROLE;
 
 -- the worker reports itself
 SELECT database, completed > 0 AS has_completed, failed >= 3 AS has_failed, in_flight
-FROM llm.workers;
+FROM llm.workers WHERE kind = 'queue worker';
 SELECT backend_type FROM pg_stat_activity WHERE backend_type = 'pg_llm worker';
 SELECT llm.purge_queue('0 seconds') > 0 AS purged;
 

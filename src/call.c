@@ -460,7 +460,10 @@ run_chain(LlmCall *call, bool stream)
 			if (v == LLM_VERDICT_OK)
 				return;
 			if (v == LLM_VERDICT_FAIL)
+			{
+				UsageRecord(call, LLM_OUTCOME_ERROR);
 				LlmRaiseFailure(&f, call->attempts, nroutes);
+			}
 			if (n >= max_retries)
 				break;
 			delay = LlmRetryDelayMs(f.retry_after_s, n);
@@ -469,6 +472,7 @@ run_chain(LlmCall *call, bool stream)
 			sleep_ms(delay);
 		}
 	}
+	UsageRecord(call, LLM_OUTCOME_ERROR);
 	LlmRaiseFailure(&f, call->attempts, nroutes);
 }
 
@@ -477,6 +481,7 @@ void
 LlmCallRun(LlmCall *call)
 {
 	run_chain(call, false);
+	UsageRecord(call, LLM_OUTCOME_OK);
 }
 
 /* Open a stream: a 2xx transfer is in call->xfer when this returns. */

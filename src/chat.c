@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
@@ -49,6 +50,7 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 	char	   *system = arg_utf8(fcinfo, 2);
 	char	   *options = arg_jsonb_utf8(fcinfo, 3);
 	LlmRequest *req;
+	LlmCall    *call;
 
 	if (prompt == NULL)
 		ereport(ERROR,
@@ -60,7 +62,9 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("prompt must not be empty")));
 	req = LlmRequestFromPrompt(prompt, system, options);
-	return LlmCallCreate(req, LlmResolveModel(model, NULL), mode);
+	call = LlmCallCreate(req, LlmResolveModel(model, NULL), mode);
+	UsageBegin(call, GetUserId(), LlmRequestSize(req), LlmRequestMaxTokens(req));
+	return call;
 }
 
 /*
@@ -110,6 +114,7 @@ pg_llm_chat_completion(PG_FUNCTION_ARGS)
 				 errmsg("request must not be null")));
 	req = LlmRequestFromJson(request);
 	call = LlmCallCreate(req, LlmResolveModel(model, req), LLM_MODE_SYNC);
+	UsageBegin(call, GetUserId(), LlmRequestSize(req), LlmRequestMaxTokens(req));
 	LlmCallRun(call);
 	json = LlmToServerEncoding(call->reply.response_json, strlen(call->reply.response_json));
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));

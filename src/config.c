@@ -33,14 +33,24 @@
 
 #include "pg_llm.h"
 
-#define CONFIG_NTABLES 4
+#define CONFIG_NTABLES 5
 
 static MemoryContext config_ctx = NULL;
 static bool config_valid = false;
 static List *config_providers = NIL;	/* LlmProvider *, by priority, name */
 static List *config_models = NIL;	/* LlmRoute * templates, by name, priority */
 static char *config_primary = NULL;
+static List *config_budgets = NIL;	/* ConfigBudgetRow * */
 static Oid	config_relids[CONFIG_NTABLES];
+
+static void config_load(void);
+
+typedef struct ConfigBudgetRow
+{
+	Oid			roleid;
+	double		usd;
+	int64		calls;
+} ConfigBudgetRow;
 
 /* Any change to one of our tables (or a full reset) empties the cache. */
 static void
@@ -221,6 +231,50 @@ config_load_rows(void)
 	rc = SPI_execute("SELECT value FROM llm._setting WHERE key = 'primary_provider'", true, 0);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1)
 		config_primary = col_str(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+	rc = SPI_execute("SELECT role_oid, usd_per_month::float8, calls_per_month FROM llm.budget", true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read llm.budget: %s", SPI_result_code_string(rc));
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	td = SPI_tuptable->tupdesc;
+		ConfigBudgetRow *b = MemoryContextAllocZero(config_ctx, sizeof(ConfigBudgetRow));
+		char	   *usd = SPI_getvalue(tup, td, 2);
+		char	   *calls = SPI_getvalue(tup, td, 3);
+		MemoryContext old;
+
+		b->roleid = atooid(SPI_getvalue(tup, td, 1));
+		b->usd = usd ? atof(usd) : -1;
+		b->calls = calls ? strtoll(calls, NULL, 10) : -1;
+		old = MemoryContextSwitchTo(config_ctx);
+		config_budgets = lappend(config_budgets, b);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
+ * The monthly budget of a role (-1: no limit of that kind); false when the
+ * role has none.
+ */
+bool
+ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month)
+{
+	ListCell   *lc;
+
+	config_load();
+	foreach(lc, config_budgets)
+	{
+		ConfigBudgetRow *b = lfirst(lc);
+
+		if (b->roleid == roleid)
+		{
+			*usd_per_month = b->usd;
+			*calls_per_month = b->calls;
+			return true;
+		}
+	}
+	return false;
 }
 
 /* Fill the cache if an invalidation emptied it. */
@@ -231,7 +285,7 @@ config_load(void)
 	Oid			owner;
 	Oid			save_user;
 	int			save_sec;
-	static const char *const tables[CONFIG_NTABLES] = {"provider", "_provider_secret", "model", "_setting"};
+	static const char *const tables[CONFIG_NTABLES] = {"provider", "_provider_secret", "model", "_setting", "budget"};
 	int			i;
 
 	if (config_valid)
@@ -254,6 +308,7 @@ config_load(void)
 	config_providers = NIL;
 	config_models = NIL;
 	config_primary = NULL;
+	config_budgets = NIL;
 
 	/* mark valid first: an invalidation during the load marks it stale again */
 	config_valid = true;

@@ -463,6 +463,25 @@ LlmRequestModel(LlmRequest *req)
 	return JsonGetString(req->obj, "model");
 }
 
+/* max_tokens (or max_completion_tokens) of a request, or 0. */
+int64
+LlmRequestMaxTokens(LlmRequest *req)
+{
+	int64		v = 0;
+
+	if (JsonGetInt64(req->obj, "max_tokens", &v) ||
+		JsonGetInt64(req->obj, "max_completion_tokens", &v))
+		return v;
+	return 0;
+}
+
+/* The request's size as JSON text, for the cost estimate of budgets. */
+size_t
+LlmRequestSize(LlmRequest *req)
+{
+	return strlen(json_object_to_json_string_ext(req->obj, JSON_C_TO_STRING_PLAIN));
+}
+
 /* The body to send on a route, as palloc'd text. */
 char *
 ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream)

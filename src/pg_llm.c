@@ -82,6 +82,15 @@ define_settings(void)
 							"Largest response body accepted from a provider.",
 							NULL, &llm_max_response_size_kb, 16384, 1, INT_MAX / 1024,
 							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomBoolVariable("llm.track_usage",
+							 "Record every call in llm.usage.",
+							 "Budgets are enforced either way.",
+							 &llm_track_usage, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.usage_buffer",
+							"Usage records shared memory holds until they are written to llm.usage.",
+							NULL, &llm_usage_buffer, 8192, 64, 1000000,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.anthropic_max_tokens",
 							"max_tokens sent to anthropic providers when a call gives none.",
 							"The Messages API requires it; providers can override it with the default_max_tokens option.",

@@ -174,7 +174,23 @@ typedef struct LlmCall
 	TimestampTz started;
 	TimestampTz first_byte;
 	LlmReply	reply;
+	/* accounting (usage.c) */
+	Oid			roleid;			/* the role the call runs and is billed for */
+	bool		usage_recorded;
+	bool		usage_counted;
+	int			budget_month;	/* non-zero while a reservation is held */
+	double		reserved_usd;
+	int64		estimated_input_tokens;
+	int64		estimated_output_tokens;
 } LlmCall;
+
+typedef enum LlmOutcome
+{
+	LLM_OUTCOME_OK,
+	LLM_OUTCOME_ERROR,
+	LLM_OUTCOME_CANCELLED,
+	LLM_OUTCOME_RETRY
+} LlmOutcome;
 
 extern LlmCall *LlmCallCreate(LlmRequest *req, const char *model, LlmMode mode);
 extern void LlmCallRun(LlmCall *call);
@@ -187,6 +203,16 @@ extern char *LlmFailureText(const LlmFailure *f);
 extern const char *LlmResolveModel(const char *model, LlmRequest *req);
 extern char *LlmToServerEncoding(const char *utf8, size_t len);
 extern char *LlmToUtf8(const char *text);
+
+/* ---- usage.c ---- */
+extern bool llm_track_usage;
+extern void UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens);
+extern void UsageRecord(LlmCall *call, LlmOutcome outcome);
+extern int	UsageFlush(void);
+extern uint32 UsagePending(void);
+extern bool ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month);
+extern int64 LlmRequestMaxTokens(LlmRequest *req);
+extern size_t LlmRequestSize(LlmRequest *req);
 
 /* ---- chat.c ---- */
 extern LlmCall *ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode);

@@ -37,6 +37,22 @@
 
 PG_FUNCTION_INFO_V1(pg_llm_enqueue);
 PG_FUNCTION_INFO_V1(pg_llm_worker_status);
+PG_FUNCTION_INFO_V1(pg_llm_usage_buffer_status);
+
+/* llm.usage_buffer_status(): records waiting, and records dropped. */
+Datum
+pg_llm_usage_buffer_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[2];
+	bool		nulls[2] = {false, false};
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int32GetDatum((int32) UsagePending());
+	values[1] = Int64GetDatum(LlmShared ? (int64) pg_atomic_read_u64(&LlmShared->usage_dropped) : 0);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
 
 static bool wake_at_commit = false;
 static bool xact_cb_registered = false;
@@ -299,8 +315,8 @@ pg_llm_worker_status(PG_FUNCTION_ARGS)
 	for (i = 0; i < LLM_MAX_WORKERS; i++)
 	{
 		LlmWorkerSlot *w = &LlmShared->workers[i];
-		Datum		values[10];
-		bool		nulls[10];
+		Datum		values[11];
+		bool		nulls[11];
 
 		if (!w->in_use)
 			continue;
@@ -320,6 +336,7 @@ pg_llm_worker_status(PG_FUNCTION_ARGS)
 		}
 		else
 			nulls[8] = nulls[9] = true;
+		values[10] = CStringGetTextDatum(w->usage_only ? "usage writer" : "queue worker");
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(LlmShared->lock);

@@ -16,6 +16,15 @@
 #include "shmem.h"
 
 LlmSharedState *LlmShared = NULL;
+int			llm_usage_buffer = 8192;
+
+/* The size of the shared state with its usage ring. */
+static Size
+shared_size(void)
+{
+	return add_size(offsetof(LlmSharedState, usage),
+					mul_size(llm_usage_buffer, sizeof(LlmUsageRecord)));
+}
 
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 #if PG_VERSION_NUM >= 150000
@@ -30,8 +39,8 @@ llm_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(MAXALIGN(sizeof(LlmSharedState)));
-	RequestNamedLWLockTranche("pg_llm", 1);
+	RequestAddinShmemSpace(MAXALIGN(shared_size()));
+	RequestNamedLWLockTranche("pg_llm", 2);
 }
 
 /* Create or attach the shared state. */
@@ -45,11 +54,15 @@ llm_shmem_startup(void)
 		prev_shmem_startup_hook();
 
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	LlmShared = ShmemInitStruct("pg_llm", sizeof(LlmSharedState), &found);
+	LlmShared = ShmemInitStruct("pg_llm", shared_size(), &found);
 	if (!found)
 	{
-		memset(LlmShared, 0, sizeof(LlmSharedState));
-		LlmShared->lock = &(GetNamedLWLockTranche("pg_llm"))->lock;
+		memset(LlmShared, 0, shared_size());
+		LlmShared->lock = &(GetNamedLWLockTranche("pg_llm"))[0].lock;
+		LlmShared->usage_lock = &(GetNamedLWLockTranche("pg_llm"))[1].lock;
+		LlmShared->usage_slots = llm_usage_buffer;
+		pg_atomic_init_u32(&LlmShared->usage_pending, 0);
+		pg_atomic_init_u64(&LlmShared->usage_dropped, 0);
 		for (i = 0; i < LLM_MAX_WORKERS; i++)
 		{
 			pg_atomic_init_u64(&LlmShared->workers[i].completed, 0);

@@ -24,6 +24,7 @@
 typedef struct LlmWorkerSlot
 {
 	bool		in_use;
+	bool		usage_only;		/* a usage writer, not a queue worker */
 	int			pid;
 	Oid			dboid;
 	Latch	   *latch;
@@ -38,11 +39,65 @@ typedef struct LlmWorkerSlot
 	char		last_error[LLM_ERROR_LEN];
 } LlmWorkerSlot;
 
+/* One call's usage, waiting in shared memory for its database's writer. */
+#define LLM_USAGE_NAME_LEN 64
+
+typedef struct LlmUsageRecord
+{
+	bool		full;
+	Oid			dboid;
+	Oid			roleid;
+	TimestampTz ts;
+	uint8		mode;			/* LlmMode */
+	uint8		outcome;		/* LlmOutcome */
+	bool		fallback;
+	bool		has_tokens;
+	bool		has_cost;
+	int16		http_status;
+	int16		attempts;
+	int32		input_tokens;
+	int32		output_tokens;
+	int32		latency_ms;
+	int32		ttft_ms;		/* -1: not a stream */
+	double		cost_usd;
+	char		provider[LLM_USAGE_NAME_LEN];
+	char		model[LLM_USAGE_NAME_LEN];
+	char		upstream[LLM_USAGE_NAME_LEN];
+} LlmUsageRecord;
+
+/* A role's spending this month in one database, for budgets. */
+#define LLM_MAX_BUDGETS 256
+
+typedef struct LlmBudgetEntry
+{
+	bool		in_use;
+	bool		loaded;			/* spent/calls read from llm.usage */
+	Oid			dboid;
+	Oid			roleid;
+	int			month;			/* year * 12 + month - 1 */
+	double		spent_usd;
+	int64		calls;
+	double		reserved_usd;	/* calls under way */
+	int64		reserved_calls;
+} LlmBudgetEntry;
+
 typedef struct LlmSharedState
 {
 	LWLock	   *lock;
 	LlmWorkerSlot workers[LLM_MAX_WORKERS];
+	/* usage records: a ring written by every backend, emptied per database */
+	LWLock	   *usage_lock;
+	int			usage_slots;
+	int			usage_next;
+	pg_atomic_uint32 usage_pending;
+	pg_atomic_uint64 usage_dropped;
+	TimestampTz writer_requested_at[LLM_MAX_WORKERS];
+	Oid			writer_requested_db[LLM_MAX_WORKERS];
+	LlmBudgetEntry budgets[LLM_MAX_BUDGETS];
+	LlmUsageRecord usage[FLEXIBLE_ARRAY_MEMBER];
 } LlmSharedState;
+
+extern int	llm_usage_buffer;
 
 extern LlmSharedState *LlmShared;
 

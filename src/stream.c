@@ -46,6 +46,7 @@ typedef struct StreamState
 	MemoryContextCallback reset_cb;
 	int64		rows;			/* rows returned so far */
 	bool		released;
+	LlmOutcome	outcome;		/* recorded when the stream is released */
 } StreamState;
 
 /*
@@ -59,6 +60,13 @@ stream_release(StreamState *st)
 	if (st->released)
 		return;
 	st->released = true;
+	if (st->call && !st->call->usage_recorded)
+	{
+		st->call->reply.has_usage = st->dec.has_usage;
+		st->call->reply.input_tokens = st->dec.input_tokens;
+		st->call->reply.output_tokens = st->dec.output_tokens;
+		UsageRecord(st->call, st->outcome);
+	}
 	if (st->call && st->call->xfer)
 		HttpRelease(st->call->xfer);
 	if (st->parser_live)
@@ -96,6 +104,7 @@ stream_fail(StreamState *st, int sqlstate, const char *what, const char *detail)
 	const char *pname = st->call->route->provider->name;
 	int64		rows = st->rows;
 
+	st->outcome = LLM_OUTCOME_ERROR;
 	stream_release(st);
 	ereport(ERROR,
 			(errcode(sqlstate),
@@ -153,7 +162,10 @@ stream_next(StreamState *st)
 			stream_fail(st, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "sent an error",
 						psprintf("The provider said: %s.", st->dec.error));
 		if (st->dec.finished)
+		{
+			st->outcome = LLM_OUTCOME_OK;
 			return NULL;
+		}
 		if (t == NULL)
 			elog(ERROR, "stream transfer released while in use");
 
@@ -166,6 +178,7 @@ stream_next(StreamState *st)
 				/* some llama.cpp forks end this way after a finish_reason */
 				elog(LOG, "pg_llm: stream from provider \"%s\" ended without its end marker after a finish reason; accepted as complete",
 					 st->call->route->provider->name);
+				st->outcome = LLM_OUTCOME_OK;
 				return NULL;
 			}
 			if (t->outcome == HTTP_TOO_BIG)
@@ -208,6 +221,10 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
 		st = palloc0(sizeof(StreamState));
 		st->ctx = funcctx->multi_call_memory_ctx;
+		st->outcome = LLM_OUTCOME_CANCELLED;
+		st->call = ChatCallFromArgs(fcinfo, LLM_MODE_STREAM);
+
+		/* registered after the call's own, so it runs first on errors */
 		st->reset_cb.func = stream_reset_cb;
 		st->reset_cb.arg = st;
 		MemoryContextRegisterResetCallback(st->ctx, &st->reset_cb);
@@ -215,7 +232,6 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 			RegisterExprContextCallback(rsinfo->econtext, stream_shutdown_cb,
 										PointerGetDatum(st));
 
-		st->call = ChatCallFromArgs(fcinfo, LLM_MODE_STREAM);
 		SseInit(&st->parser, (size_t) llm_max_response_size_kb * 1024,
 				stream_event_cb, st);
 		st->parser_live = true;

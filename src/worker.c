@@ -191,10 +191,23 @@ slot_claim(int n)
 
 	if (LlmShared == NULL || n >= LLM_MAX_WORKERS)
 		return;
+	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
+	if (n < 0)
+	{
+		/* a usage writer takes a free slot from the top */
+		for (n = LLM_MAX_WORKERS - 1; n >= 0; n--)
+			if (!LlmShared->workers[n].in_use)
+				break;
+		if (n < 0)
+		{
+			LWLockRelease(LlmShared->lock);
+			return;
+		}
+	}
 	my_slot = n;
 	w = &LlmShared->workers[n];
-	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
 	w->in_use = true;
+	w->usage_only = (DatumGetInt32(MyBgworkerEntry->bgw_main_arg) < 0);
 	w->pid = MyProcPid;
 	w->dboid = MyDatabaseId;
 	w->latch = MyLatch;
@@ -395,6 +408,7 @@ item_setup(WorkItem *it, HeapTuple tup, TupleDesc td)
 	req = LlmRequestFromPrompt(LlmToUtf8(prompt), system ? LlmToUtf8(system) : NULL,
 							   options ? LlmToUtf8(options) : NULL);
 	it->call = LlmCallCreate(req, model, LLM_MODE_QUEUE);
+	UsageBegin(it->call, it->role, LlmRequestSize(req), LlmRequestMaxTokens(req));
 	it->route = list_head(it->call->routes);
 	it->route_no = 1;
 	if (relid && column && key)
@@ -466,8 +480,11 @@ claim(int n)
 			edata = CopyErrorData();
 			FlushErrorState();
 			RollbackAndReleaseCurrentSubTransaction();
-			it->error = psprintf("%s", edata->message);
+			/* the rollback left us in the transaction's context: back to the item's */
+			MemoryContextSwitchTo(it->ctx);
+			it->error = pstrdup(edata->message);
 			it->state = ITEM_FAILED;
+			elog(LOG, "pg_llm worker: queue item " INT64_FORMAT " cannot be sent: %s", it->id, it->error);
 		}
 		PG_END_TRY();
 		MemoryContextSwitchTo(oldcxt);
@@ -580,6 +597,12 @@ item_judge(WorkItem *it)
 	}
 	if (it->state == ITEM_FAILED && it->error)
 		report_error(it->error);
+	if (it->state == ITEM_DONE)
+		UsageRecord(it->call, LLM_OUTCOME_OK);
+	else if (it->state == ITEM_FAILED)
+		UsageRecord(it->call, LLM_OUTCOME_ERROR);
+	else if (it->state == ITEM_RETRY_LATER)
+		UsageRecord(it->call, LLM_OUTCOME_RETRY);
 	MemoryContextSwitchTo(old);
 }
 
@@ -714,12 +737,13 @@ write_finished(void)
 			edata = CopyErrorData();
 			FlushErrorState();
 			RollbackAndReleaseCurrentSubTransaction();
-			MemoryContextSwitchTo(oldcxt);
 			CurrentResourceOwner = oldowner;
 
 			/* the reply could not be written back: the item fails */
+			MemoryContextSwitchTo(it->ctx);
 			it->state = ITEM_FAILED;
 			it->error = psprintf("the reply could not be written back: %s", edata->message);
+			MemoryContextSwitchTo(oldcxt);
 			report_error(it->error);
 			BeginInternalSubTransaction(NULL);
 			item_write(it);
@@ -751,6 +775,55 @@ queue_exists(void)
 	return ok;
 }
 
+/* Write waiting usage records of this database, at most every 200 ms. */
+static void
+flush_usage(bool force)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (UsagePending() == 0)
+		return;
+	if (!force && !TimestampDifferenceExceeds(last, now, 200) && UsagePending() < 500)
+		return;
+	last = now;
+	xact_begin("pg_llm: writing usage");
+	(void) UsageFlush();
+	xact_end();
+}
+
+/*
+ * A usage writer started on demand for a database without a queue
+ * worker: write records while they come, and leave after a quiet minute.
+ */
+static void
+usage_writer_loop(void)
+{
+	TimestampTz last_work = GetCurrentTimestamp();
+
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (UsagePending() > 0)
+		{
+			xact_begin("pg_llm: writing usage");
+			if (UsageFlush() > 0)
+				last_work = GetCurrentTimestamp();
+			xact_end();
+		}
+		if (TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), 60000))
+			proc_exit(0);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 200, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
 void
 pg_llm_worker_main(Datum arg)
 {
@@ -761,11 +834,18 @@ pg_llm_worker_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(MyBgworkerEntry->bgw_extra, NULL, 0);
-	pgstat_report_appname("pg_llm worker");
+	pgstat_report_appname(DatumGetInt32(arg) < 0 ? "pg_llm usage writer" : "pg_llm worker");
 	slot_claim(DatumGetInt32(arg));
 	worker_ctx = AllocSetContextCreate(TopMemoryContext, "pg_llm worker", ALLOCSET_DEFAULT_SIZES);
 	rate_since = GetCurrentTimestamp();
 	elog(LOG, "pg_llm worker started for database \"%s\"", MyBgworkerEntry->bgw_extra);
+
+	if (DatumGetInt32(arg) < 0)
+	{
+		if (queue_exists())
+			usage_writer_loop();
+		proc_exit(0);
+	}
 
 	/* wait for CREATE EXTENSION */
 	while (!queue_exists())
@@ -862,5 +942,6 @@ pg_llm_worker_main(Datum arg)
 			}
 		}
 		write_finished();
+		flush_usage(false);
 	}
 }

@@ -1,0 +1,110 @@
+-- Usage accounting: one row per call in every mode, written from shared
+-- memory so that it survives the caller's ROLLBACK; the inventory, the
+-- cost report and budgets.
+CREATE FUNCTION pg_temp.wait_usage(n int, timeout_s int DEFAULT 30) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        IF (SELECT count(*) FROM llm.usage) >= n THEN
+            RETURN 'written';
+        END IF;
+        IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
+            RETURN 'timed out with ' || (SELECT count(*) FROM llm.usage) || ' rows';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END;
+$$;
+-- earlier tests' calls are written first, then cleared
+SELECT pg_sleep(0.5);
+TRUNCATE llm.usage;
+
+-- prices: $1 per million input tokens, $2 per million output tokens
+SELECT llm.add_model('priced', 'mock', 'mock-priced', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+SELECT llm.add_model('priced', 'relay', 'relay-priced', priority => 200,
+                     input_usd_per_mtok => 0.25, output_usd_per_mtok => 0.5);
+SELECT llm.add_model('priced', 'claude', 'claude-priced', priority => 300,
+                     input_usd_per_mtok => 3, output_usd_per_mtok => 15);
+
+-- one call of each mode and outcome
+SELECT llm.chat('one two three', 'priced');
+SELECT string_agg(c, '') FROM llm.chat_stream('four five', 'priced') c;
+SELECT llm.chat_stream('a b c d e f', 'priced') LIMIT 1;
+SELECT llm.chat('x', 'mock?fail=401');
+-- a call in a transaction that rolls back is still counted
+BEGIN;
+SELECT llm.chat('rolled back', 'priced');
+ROLLBACK;
+SELECT llm.enqueue('queued item', 'priced') IS NOT NULL AS queued;
+SELECT pg_temp.wait_usage(6);
+SELECT mode, outcome, provider, model, upstream_model, http_status, attempts, fallback,
+       input_tokens, output_tokens, cost_usd, ttft_ms IS NOT NULL AS has_ttft,
+       role_oid::regrole AS role
+FROM llm.usage ORDER BY mode, outcome, input_tokens;
+-- the cost is the provider's own token counts times the route's prices
+SELECT bool_and(cost_usd = input_tokens * 1.0 / 1e6 + output_tokens * 2.0 / 1e6) AS costs_match
+FROM llm.usage WHERE provider = 'mock' AND model = 'priced' AND input_tokens IS NOT NULL;
+
+-- the inventory
+SELECT mode, provider, model, calls, ok, not_ok, input_tokens, output_tokens, cost_usd
+FROM llm.usage_summary;
+-- the same tokens on every provider that serves the model
+SELECT model, served_by, calls, input_tokens, output_tokens, cost_usd, priced_on, cost_there_usd, savings_pct
+FROM llm.cost_report();
+
+-- budgets: a role over its budget cannot call; nothing is sent
+CREATE ROLE budgeted;
+GRANT USAGE ON SCHEMA llm TO budgeted;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.enqueue(text, text, text, regclass, name, jsonb, jsonb) TO budgeted;
+GRANT SELECT ON llm.usage TO budgeted;
+SELECT llm.set_budget('budgeted', NULL, 2);
+SET ROLE budgeted;
+SELECT llm.chat('first', 'priced');
+SELECT llm.chat('second', 'priced');
+SELECT llm.chat('third', 'priced');
+RESET ROLE;
+SELECT llm.set_budget('budgeted', 0.000001);
+SET ROLE budgeted;
+SELECT llm.chat('over the dollar budget', 'priced');
+RESET ROLE;
+-- queue items of a role over budget fail without being sent
+SET ROLE budgeted;
+SELECT llm.enqueue('queued over budget', 'priced') AS over_id \gset
+RESET ROLE;
+CREATE FUNCTION pg_temp.wait_item(id bigint, timeout_s int DEFAULT 30) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        IF (SELECT q.status IN ('done', 'failed') FROM llm.queue q WHERE q.id = wait_item.id) THEN
+            RETURN 'finished';
+        END IF;
+        IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
+            RETURN 'timed out';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END;
+$$;
+SELECT pg_temp.wait_item(:over_id);
+SELECT status, error FROM llm.queue WHERE id = :over_id;
+-- it was never sent, so it has no usage row: the role has the rows of its two calls
+SELECT pg_temp.wait_usage(8);
+SELECT count(*) FROM llm.usage WHERE role_oid = 'budgeted'::regrole;
+SELECT role, usd_per_month, calls_per_month, calls FROM llm.budgets;
+-- a plain role sees only its own usage
+SET ROLE budgeted;
+SELECT count(*) AS own_rows, bool_and(role_oid = 'budgeted'::regrole) AS all_own FROM llm.usage;
+RESET ROLE;
+SELECT llm.set_budget('budgeted', NULL, NULL);
+SELECT count(*) FROM llm.budget;
+SELECT llm.set_budget('budgeted', -1);
+SELECT pending >= 0 AS ok, dropped FROM llm.usage_buffer_status();
+
+REVOKE ALL ON llm.usage FROM budgeted;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM budgeted;
+REVOKE ALL ON SCHEMA llm FROM budgeted;
+DROP ROLE budgeted;

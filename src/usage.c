@@ -1,0 +1,526 @@
+/*-------------------------------------------------------------------------
+ *
+ * usage.c
+ *	  Usage accounting and budgets.
+ *
+ *	  Every call leaves one compact record.  Records go to a ring in shared
+ *	  memory, not to a table in the caller's transaction, so they survive
+ *	  the caller's ROLLBACK: the provider charged either way.  Each
+ *	  database's writer (its queue worker, or a short-lived usage writer
+ *	  started on demand) moves them into llm.usage in its own
+ *	  transactions.  A crash loses at most the records not yet written:
+ *	  the writer runs at least every 200 ms while records wait, and the ring
+ *	  holds llm.usage_buffer records (when it is full, new records are
+ *	  counted as dropped in llm.usage_buffer_status).
+ *
+ *	  Budgets are checked before a call is sent, under one lock for the
+ *	  whole cluster: the call reserves its estimated cost, and the record
+ *	  replaces the estimate with the real cost, so concurrent sessions and
+ *	  the workers cannot overspend together by more than their estimates'
+ *	  error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "pgtime.h"
+#include "postmaster/bgworker.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "pg_llm.h"
+#include "shmem.h"
+
+bool		llm_track_usage = true;
+
+static const char *const mode_names[] = {"sync", "stream", "many", "queue", "batch_api"};
+static const char *const outcome_names[] = {"ok", "error", "cancelled", "retry"};
+
+/* The UTC calendar month of a timestamp, as year * 12 + month - 1. */
+static int
+month_of(TimestampTz ts)
+{
+	struct pg_tm tm;
+	fsec_t		fsec;
+
+	if (timestamp2tm(ts, NULL, &tm, &fsec, NULL, NULL) != 0)
+		return 0;
+	return tm.tm_year * 12 + tm.tm_mon - 1;
+}
+
+/* Copy a name into a fixed field, cut at a character boundary. */
+static void
+copy_name(char *dst, const char *src)
+{
+	int			n;
+
+	if (src == NULL)
+	{
+		dst[0] = '\0';
+		return;
+	}
+	n = pg_mbcliplen(src, strlen(src), LLM_USAGE_NAME_LEN - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/* The cost of tokens on a route, or -1 when the route has no prices. */
+static double
+route_cost(const LlmRoute *route, int64 in, int64 out)
+{
+	if (route == NULL || !route->has_price)
+		return -1;
+	return in * route->input_usd_per_mtok / 1e6 + out * route->output_usd_per_mtok / 1e6;
+}
+
+/* ---- budgets ---- */
+
+/* Find (or make) the shared entry of a role this month.  Lock held. */
+static LlmBudgetEntry *
+budget_entry(Oid roleid, int month, bool create)
+{
+	int			i;
+	LlmBudgetEntry *free_entry = NULL;
+
+	for (i = 0; i < LLM_MAX_BUDGETS; i++)
+	{
+		LlmBudgetEntry *b = &LlmShared->budgets[i];
+
+		if (b->in_use && b->dboid == MyDatabaseId && b->roleid == roleid)
+		{
+			if (b->month != month)
+			{
+				/* a new month starts from nothing */
+				b->month = month;
+				b->spent_usd = 0;
+				b->calls = 0;
+				b->loaded = true;
+			}
+			return b;
+		}
+		if (!b->in_use && free_entry == NULL)
+			free_entry = b;
+		else if (b->in_use && b->month != month && b->reserved_calls == 0 && free_entry == NULL)
+			free_entry = b;		/* last month's entry can be reused */
+	}
+	if (!create || free_entry == NULL)
+		return NULL;
+	memset(free_entry, 0, sizeof(LlmBudgetEntry));
+	free_entry->in_use = true;
+	free_entry->dboid = MyDatabaseId;
+	free_entry->roleid = roleid;
+	free_entry->month = month;
+	return free_entry;
+}
+
+/*
+ * What a role has spent this month: the rows in llm.usage plus the
+ * records still in shared memory.  Read as the extension owner.
+ */
+static void
+budget_load(Oid roleid, double *spent, int64 *calls)
+{
+	Oid			save_user;
+	int			save_sec;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1];
+	int			i;
+
+	*spent = 0;
+	*calls = 0;
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(ConfigOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	PG_TRY();
+	{
+		bool		isnull;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		values[0] = ObjectIdGetDatum(roleid);
+		if (SPI_execute_with_args("SELECT coalesce(sum(cost_usd), 0)::float8, count(*) FROM llm.usage "
+								  "WHERE role_oid = $1 AND outcome <> 'retry' "
+								  "AND ts >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+								  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read llm.usage");
+		*spent = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		*calls = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+
+	/* records not written yet count too */
+	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
+	for (i = 0; i < LlmShared->usage_slots; i++)
+	{
+		LlmUsageRecord *r = &LlmShared->usage[i];
+
+		if (r->full && r->dboid == MyDatabaseId && r->roleid == roleid &&
+			r->outcome != LLM_OUTCOME_RETRY &&
+			month_of(r->ts) == month_of(GetCurrentTimestamp()))
+		{
+			*spent += r->has_cost ? r->cost_usd : 0;
+			(*calls)++;
+		}
+	}
+	LWLockRelease(LlmShared->usage_lock);
+}
+
+/* Release what a call reserved. */
+static void
+budget_release(LlmCall *call, double actual_cost)
+{
+	LlmBudgetEntry *b;
+
+	if (call->budget_month == 0 || LlmShared == NULL)
+		return;
+	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
+	b = budget_entry(call->roleid, call->budget_month, false);
+	if (b)
+	{
+		b->reserved_usd -= call->reserved_usd;
+		b->reserved_calls -= 1;
+		if (actual_cost >= 0)
+			b->spent_usd += actual_cost;
+		if (call->usage_counted)
+			b->calls += 1;
+	}
+	LWLockRelease(LlmShared->lock);
+	call->budget_month = 0;
+}
+
+/*
+ * Check the role's budget before a call is sent, and reserve the call's
+ * estimated cost.  Raises the budget error when it would be exceeded.
+ */
+static void
+budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
+{
+	int			month = month_of(GetCurrentTimestamp());
+	LlmBudgetEntry *b;
+	double		estimate = 0;
+	double		spent = 0;
+	int64		calls = 0;
+	const LlmRoute *first = linitial(call->routes);
+	bool		loaded;
+
+	if (LlmShared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("role \"%s\" has a budget, but pg_llm is not preloaded to enforce it",
+						GetUserNameFromId(call->roleid, true)),
+				 errhint("Add pg_llm to shared_preload_libraries and restart the server.")));
+
+	/* estimate: the request's text as tokens, and max_tokens (or 1024) out */
+	estimate = route_cost(first, call->estimated_input_tokens, call->estimated_output_tokens);
+	if (estimate < 0)
+		estimate = 0;
+
+	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	b = budget_entry(call->roleid, month, false);
+	loaded = (b && b->loaded);
+	LWLockRelease(LlmShared->lock);
+	if (!loaded)
+		budget_load(call->roleid, &spent, &calls);
+
+	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
+	b = budget_entry(call->roleid, month, true);
+	if (b == NULL)
+	{
+		LWLockRelease(LlmShared->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("too many roles with budgets are active at once"),
+				 errdetail("pg_llm tracks up to %d.", LLM_MAX_BUDGETS)));
+	}
+	if (!b->loaded)
+	{
+		b->spent_usd = spent;
+		b->calls = calls;
+		b->loaded = true;
+	}
+	if ((usd_limit >= 0 && b->spent_usd + b->reserved_usd + estimate > usd_limit) ||
+		(calls_limit >= 0 && b->calls + b->reserved_calls + 1 > calls_limit))
+	{
+		double		s = b->spent_usd;
+		double		r = b->reserved_usd;
+		int64		c = b->calls;
+
+		LWLockRelease(LlmShared->lock);
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("monthly budget of role \"%s\" is exhausted",
+						GetUserNameFromId(call->roleid, true)),
+				 errdetail("Spent %.4f USD and made " INT64_FORMAT " calls this month (%.4f USD under way); the budget is %s USD and %s calls; this call was not sent.",
+						   s, c, r,
+						   usd_limit >= 0 ? psprintf("%.4f", usd_limit) : "unlimited",
+						   calls_limit >= 0 ? psprintf(INT64_FORMAT, calls_limit) : "unlimited"),
+				 errhint("An administrator can raise it with llm.set_budget().")));
+	}
+	b->reserved_usd += estimate;
+	b->reserved_calls += 1;
+	LWLockRelease(LlmShared->lock);
+	call->budget_month = month;
+	call->reserved_usd = estimate;
+}
+
+/* ---- records ---- */
+
+/* Make sure a writer serves this database: start one if none runs. */
+static void
+ensure_writer(void)
+{
+	int			i;
+	int			free_req = -1;
+	TimestampTz now = GetCurrentTimestamp();
+	BackgroundWorker bgw;
+	BackgroundWorkerHandle *handle;
+	char	   *dbname;
+
+	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < LLM_MAX_WORKERS; i++)
+	{
+		if (LlmShared->workers[i].in_use && LlmShared->workers[i].dboid == MyDatabaseId)
+		{
+			LWLockRelease(LlmShared->lock);
+			return;
+		}
+	}
+	for (i = 0; i < LLM_MAX_WORKERS; i++)
+	{
+		if (LlmShared->writer_requested_db[i] == MyDatabaseId &&
+			!TimestampDifferenceExceeds(LlmShared->writer_requested_at[i], now, 10000))
+		{
+			LWLockRelease(LlmShared->lock);
+			return;				/* asked for recently; it is starting */
+		}
+		if (free_req < 0 && (LlmShared->writer_requested_db[i] == InvalidOid ||
+							 LlmShared->writer_requested_db[i] == MyDatabaseId ||
+							 TimestampDifferenceExceeds(LlmShared->writer_requested_at[i], now, 10000)))
+			free_req = i;
+	}
+	if (free_req >= 0)
+	{
+		LlmShared->writer_requested_db[free_req] = MyDatabaseId;
+		LlmShared->writer_requested_at[free_req] = now;
+	}
+	LWLockRelease(LlmShared->lock);
+	if (free_req < 0)
+		return;
+
+	dbname = get_database_name(MyDatabaseId);
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(bgw.bgw_library_name, "pg_llm", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "pg_llm_worker_main", BGW_MAXLEN);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_llm usage writer for %s", dbname);
+	strlcpy(bgw.bgw_type, "pg_llm usage writer", BGW_MAXLEN);
+	strlcpy(bgw.bgw_extra, dbname, BGW_EXTRALEN);
+	bgw.bgw_main_arg = Int32GetDatum(-1);
+	bgw.bgw_notify_pid = 0;
+	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a pg_llm usage writer for database \"%s\"", dbname),
+				 errhint("Raise max_worker_processes, or list the database in llm.database.")));
+}
+
+/* Put a record in the ring; false when the ring is full. */
+static bool
+ring_put(const LlmUsageRecord *rec)
+{
+	int			n = LlmShared->usage_slots;
+	int			i;
+	bool		ok = false;
+
+	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
+	for (i = 0; i < n; i++)
+	{
+		int			k = (LlmShared->usage_next + i) % n;
+
+		if (!LlmShared->usage[k].full)
+		{
+			LlmShared->usage[k] = *rec;
+			LlmShared->usage[k].full = true;
+			LlmShared->usage_next = (k + 1) % n;
+			ok = true;
+			break;
+		}
+	}
+	LWLockRelease(LlmShared->usage_lock);
+	if (ok)
+		pg_atomic_fetch_add_u32(&LlmShared->usage_pending, 1);
+	else
+		pg_atomic_fetch_add_u64(&LlmShared->usage_dropped, 1);
+	return ok;
+}
+
+/*
+ * Record a call's usage (once) and settle its budget reservation.  Safe to
+ * call from a memory context callback during abort: it raises no error.
+ */
+void
+UsageRecord(LlmCall *call, LlmOutcome outcome)
+{
+	LlmUsageRecord rec;
+	TimestampTz now;
+	long		secs;
+	int			usecs;
+	double		cost;
+	const LlmRoute *route = call->route;
+
+	if (call->usage_recorded)
+		return;
+	call->usage_recorded = true;
+	call->usage_counted = (outcome != LLM_OUTCOME_RETRY);
+	cost = call->reply.has_usage ?
+		route_cost(route, call->reply.input_tokens, call->reply.output_tokens) : -1;
+	budget_release(call, cost);
+	if (!llm_track_usage || LlmShared == NULL)
+		return;
+
+	now = GetCurrentTimestamp();
+	memset(&rec, 0, sizeof(rec));
+	rec.dboid = MyDatabaseId;
+	rec.roleid = call->roleid;
+	rec.ts = call->started;
+	rec.mode = (uint8) call->mode;
+	rec.outcome = (uint8) outcome;
+	rec.fallback = call->fallback;
+	rec.http_status = (int16) call->http_status;
+	rec.attempts = (int16) Min(call->attempts, PG_INT16_MAX);
+	rec.has_tokens = call->reply.has_usage;
+	rec.input_tokens = (int32) Min(call->reply.input_tokens, PG_INT32_MAX);
+	rec.output_tokens = (int32) Min(call->reply.output_tokens, PG_INT32_MAX);
+	TimestampDifference(call->started, now, &secs, &usecs);
+	rec.latency_ms = (int32) (secs * 1000 + usecs / 1000);
+	rec.ttft_ms = -1;
+	if (call->mode == LLM_MODE_STREAM && call->first_byte)
+	{
+		TimestampDifference(call->started, call->first_byte, &secs, &usecs);
+		rec.ttft_ms = (int32) (secs * 1000 + usecs / 1000);
+	}
+	rec.has_cost = cost >= 0;
+	rec.cost_usd = cost >= 0 ? cost : 0;
+	copy_name(rec.provider, route ? route->provider->name : NULL);
+	copy_name(rec.model, call->model);
+	copy_name(rec.upstream, route ? route->upstream_model : NULL);
+	(void) ring_put(&rec);
+}
+
+/* A call's memory going away unrecorded: it was cut short. */
+static void
+usage_reset_cb(void *arg)
+{
+	LlmCall    *call = (LlmCall *) arg;
+
+	if (!call->usage_recorded)
+		UsageRecord(call, LLM_OUTCOME_CANCELLED);
+}
+
+/*
+ * Start a call's accounting: check and reserve the budget of the role it
+ * runs for, and make sure its record is written however the call ends.
+ */
+void
+UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
+{
+	MemoryContextCallback *cb;
+	double		usd_limit;
+	int64		calls_limit;
+
+	call->roleid = roleid;
+	call->estimated_input_tokens = request_bytes / 4 + 1;
+	call->estimated_output_tokens = max_tokens > 0 ? max_tokens : 1024;
+	if (ConfigBudget(roleid, &usd_limit, &calls_limit))
+		budget_check(call, usd_limit, calls_limit);
+
+	cb = palloc0(sizeof(MemoryContextCallback));
+	cb->func = usage_reset_cb;
+	cb->arg = call;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+	if (llm_track_usage && LlmShared != NULL && !IsBackgroundWorker)
+		ensure_writer();
+}
+
+/*
+ * Move this database's records into llm.usage, inside the caller's
+ * transaction (a worker's own).  Returns the number written.
+ */
+int
+UsageFlush(void)
+{
+	int			i;
+	int			n = 0;
+	int			cap;
+	LlmUsageRecord *batch;
+	StringInfoData sql;
+
+	if (LlmShared == NULL || pg_atomic_read_u32(&LlmShared->usage_pending) == 0)
+		return 0;
+
+	cap = Min(LlmShared->usage_slots, 1000);
+	batch = palloc(sizeof(LlmUsageRecord) * cap);
+	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
+	for (i = 0; i < LlmShared->usage_slots && n < cap; i++)
+	{
+		LlmUsageRecord *r = &LlmShared->usage[i];
+
+		if (r->full && r->dboid == MyDatabaseId)
+		{
+			batch[n++] = *r;
+			r->full = false;
+		}
+	}
+	LWLockRelease(LlmShared->usage_lock);
+	if (n == 0)
+		return 0;
+	pg_atomic_fetch_sub_u32(&LlmShared->usage_pending, n);
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "INSERT INTO llm.usage (ts, role_oid, mode, outcome, provider, model, "
+						   "upstream_model, http_status, attempts, fallback, input_tokens, "
+						   "output_tokens, latency_ms, ttft_ms, cost_usd) VALUES ");
+	for (i = 0; i < n; i++)
+	{
+		LlmUsageRecord *r = &batch[i];
+
+		appendStringInfo(&sql, "%s(%s, %u, '%s', '%s', %s, %s, %s, %s, %d, %s, %s, %s, %d, %s, %s)",
+						 i ? ", " : "",
+						 quote_literal_cstr(timestamptz_to_str(r->ts)),
+						 r->roleid, mode_names[r->mode], outcome_names[r->outcome],
+						 r->provider[0] ? quote_literal_cstr(r->provider) : "NULL",
+						 quote_literal_cstr(r->model),
+						 r->upstream[0] ? quote_literal_cstr(r->upstream) : "NULL",
+						 r->http_status ? psprintf("%d", r->http_status) : "NULL",
+						 r->attempts, r->fallback ? "true" : "false",
+						 r->has_tokens ? psprintf("%d", r->input_tokens) : "NULL",
+						 r->has_tokens ? psprintf("%d", r->output_tokens) : "NULL",
+						 r->latency_ms,
+						 r->ttft_ms >= 0 ? psprintf("%d", r->ttft_ms) : "NULL",
+						 r->has_cost ? psprintf("%.10f", r->cost_usd) : "NULL");
+	}
+	if (SPI_execute(sql.data, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write to llm.usage");
+	return n;
+}
+
+/* Records waiting in shared memory for any database. */
+uint32
+UsagePending(void)
+{
+	return LlmShared ? pg_atomic_read_u32(&LlmShared->usage_pending) : 0;
+}
