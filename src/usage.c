@@ -222,7 +222,7 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
 						GetUserNameFromId(call->roleid, true)),
 				 errhint("Add pg_llm to shared_preload_libraries and restart the server.")));
 
-	/* estimate: the request's text as tokens, and max_tokens (or 1024) out */
+	/* estimate: the request's text as tokens, and max_tokens (or 256) out */
 	estimate = route_cost(first, call->estimated_input_tokens, call->estimated_output_tokens);
 	if (estimate < 0)
 		estimate = 0;
@@ -444,7 +444,7 @@ UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 
 	call->roleid = roleid;
 	call->estimated_input_tokens = request_bytes / 4 + 1;
-	call->estimated_output_tokens = max_tokens > 0 ? max_tokens : 1024;
+	call->estimated_output_tokens = max_tokens > 0 ? max_tokens : 256;
 	if (ConfigBudget(roleid, &usd_limit, &calls_limit))
 		budget_check(call, usd_limit, calls_limit);
 

@@ -38,6 +38,7 @@ suite unit make -C "$PG_LLM_ROOT/test/unit" -s test
 suite mock bash "$PG_LLM_ROOT/test/mock/selftest.sh"
 suite regress bash "$PG_LLM_ROOT/test/regress.sh"
 suite stream bash "$PG_LLM_ROOT/test/stream_test.sh"
+suite budget bash "$PG_LLM_ROOT/test/budget_test.sh"
 [ -x "$PG_LLM_ROOT/test/compat/run.sh" ] && suite compat bash "$PG_LLM_ROOT/test/compat/run.sh"
 [ -d "$PG_LLM_ROOT/test/t" ] && suite tap bash "$PG_LLM_ROOT/test/tap.sh"
 
