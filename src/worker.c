@@ -95,6 +95,12 @@ static int	my_slot = -1;
 static MemoryContext worker_ctx = NULL;
 static HTAB *plan_cache = NULL;
 static uint64 finished_since_rate = 0;
+
+/* finished items are written in groups (see the loop) */
+#define WRITE_GROUP 32
+#define WRITE_DELAY_MS 10
+static int	nfinished = 0;
+static TimestampTz first_finished_at = 0;
 static TimestampTz rate_since = 0;
 
 typedef struct PlanEntry
@@ -484,6 +490,8 @@ claim(int n)
 			MemoryContextSwitchTo(it->ctx);
 			it->error = pstrdup(edata->message);
 			it->state = ITEM_FAILED;
+			if (nfinished++ == 0)
+				first_finished_at = GetCurrentTimestamp();
 			elog(LOG, "pg_llm worker: queue item " INT64_FORMAT " cannot be sent: %s", it->id, it->error);
 		}
 		PG_END_TRY();
@@ -891,7 +899,8 @@ pg_llm_worker_main(Datum arg)
 			if (it->state == ITEM_READY)
 				ready++;
 		}
-		if (!drained && ready < llm_worker_concurrency)
+		if (!drained && (ready < llm_batch_size / 2 + 1 ||
+						 ready + ninflight < llm_worker_concurrency))
 			drained = (claim(llm_batch_size) < llm_batch_size);
 
 		/* fill the free slots */
@@ -911,12 +920,23 @@ pg_llm_worker_main(Datum arg)
 			}
 			item_send(it);
 		}
-		write_finished();		/* items that failed at setup */
 		report_counts();
 
 		/*
-		 * Wait for replies, a wake-up, or the next due retry; do not wait at
-		 * all while there are free slots and the queue may hold more.
+		 * Write finished items in groups: when a group is big enough, when
+		 * the oldest has waited WRITE_DELAY_MS, or when nothing else runs.
+		 */
+		if (nfinished > 0 &&
+			(nfinished >= WRITE_GROUP || ninflight == 0 ||
+			 TimestampDifferenceExceeds(first_finished_at, now, WRITE_DELAY_MS)))
+		{
+			write_finished();
+			nfinished = 0;
+		}
+
+		/*
+		 * Wait for replies, a wake-up, the next due retry or write; do not
+		 * wait at all while there are free slots and the queue may hold more.
 		 */
 		if (!drained && ninflight < llm_worker_concurrency)
 			timeout = 0;
@@ -924,6 +944,10 @@ pg_llm_worker_main(Datum arg)
 			timeout = ninflight > 0 ? 1000 : llm_worker_naptime;
 		if (next_due)
 			timeout = Min(timeout, Max(TimestampDifferenceMilliseconds(now, next_due), 1));
+		if (nfinished > 0)
+			timeout = Min(timeout, WRITE_DELAY_MS);
+		if (UsagePending() > 0)
+			timeout = Min(timeout, 200);
 		report_activity();
 		if (HttpPoll(timeout))
 			drained = false;	/* an enqueue committed, or a signal */
@@ -936,12 +960,15 @@ pg_llm_worker_main(Datum arg)
 				WorkItem   *it = (WorkItem *) t->user;
 
 				if (it)
+				{
 					item_judge(it);
+					if (nfinished++ == 0)
+						first_finished_at = GetCurrentTimestamp();
+				}
 				else
 					HttpRelease(t);
 			}
 		}
-		write_finished();
 		flush_usage(false);
 	}
 }
