@@ -366,6 +366,24 @@ AnthropicBuildBody(LlmRequest *req, const LlmRoute *route, bool stream)
 	return body;
 }
 
+/*
+ * Input tokens of an Anthropic usage object: cached input tokens (written
+ * or read) are input tokens too.
+ */
+static bool
+input_tokens(json_object *usage, int64 *v)
+{
+	int64		c;
+
+	if (!JsonGetInt64(usage, "input_tokens", v))
+		return false;
+	if (JsonGetInt64(usage, "cache_creation_input_tokens", &c))
+		*v += c;
+	if (JsonGetInt64(usage, "cache_read_input_tokens", &c))
+		*v += c;
+	return true;
+}
+
 /* Anthropic stop_reason to OpenAI finish_reason. */
 static const char *
 finish_reason(const char *stop_reason)
@@ -446,15 +464,8 @@ AnthropicParseReply(json_object *root, const LlmRoute *route, LlmReply *reply, c
 	reply->nchoices = (any_text || calls) ? 1 : 0;
 	fr = finish_reason(JsonGetString(root, "stop_reason"));
 	reply->finish_reason = fr ? pstrdup(fr) : NULL;
-	if (JsonGetInt64(usage, "input_tokens", &v))
+	if (input_tokens(usage, &v))
 	{
-		int64		c = 0;
-
-		/* cached input tokens are input tokens too */
-		if (JsonGetInt64(usage, "cache_creation_input_tokens", &c))
-			v += c;
-		if (JsonGetInt64(usage, "cache_read_input_tokens", &c))
-			v += c;
 		reply->input_tokens = v;
 		reply->has_usage = true;
 	}
@@ -527,14 +538,8 @@ AnthropicStreamEvent(LlmStreamDecoder *dec, const char *type, json_object *root)
 	{
 		json_object *usage = JsonGetObject(JsonGetObject(root, "message"), "usage");
 
-		if (JsonGetInt64(usage, "input_tokens", &v))
+		if (input_tokens(usage, &v))
 		{
-			int64		c = 0;
-
-			if (JsonGetInt64(usage, "cache_creation_input_tokens", &c))
-				v += c;
-			if (JsonGetInt64(usage, "cache_read_input_tokens", &c))
-				v += c;
 			dec->input_tokens = v;
 			dec->has_usage = true;
 		}

@@ -31,6 +31,7 @@
 #include <string.h>
 
 #include "sse.h"
+#include "utf8.h"
 
 /*
  * The unit tests define SSE_REALLOC to a function that fails on demand, to
@@ -86,102 +87,6 @@ buf_reserve(SseBuf *b, size_t need)
 }
 
 /*
- * utf8_seq
- *		Classify the sequence starting at s (avail > 0 bytes available).
- *
- * Returns the length of a well-formed sequence (1-4), or minus the length
- * of its maximal subpart when ill-formed: the longest prefix that could
- * still have begun a well-formed sequence, at least one byte.  That is the
- * unit the WHATWG decoder (and Unicode's "best practice") replaces by one
- * U+FFFD.  The second-byte ranges rule out overlongs (E0, F0), surrogates
- * (ED) and code points above U+10FFFF (F4).  A sequence cut short by the end
- * of the span is ill-formed: spans always end before an ASCII byte or at the
- * end of a line, which is where the stream decoder would also fail it.
- */
-static int
-utf8_seq(const unsigned char *s, size_t avail)
-{
-	unsigned char c = s[0];
-	unsigned char lo = 0x80;
-	unsigned char hi = 0xBF;
-	int			need;
-	int			i;
-
-	if (c < 0x80)
-		return 1;
-	if (c < 0xC2)
-		return -1;				/* continuation byte, or overlong C0/C1 */
-	if (c < 0xE0)
-		need = 1;
-	else if (c < 0xF0)
-	{
-		need = 2;
-		if (c == 0xE0)
-			lo = 0xA0;
-		else if (c == 0xED)
-			hi = 0x9F;
-	}
-	else if (c < 0xF5)
-	{
-		need = 3;
-		if (c == 0xF0)
-			lo = 0x90;
-		else if (c == 0xF4)
-			hi = 0x8F;
-	}
-	else
-		return -1;
-
-	for (i = 1; i <= need; i++)
-	{
-		if ((size_t) i >= avail || s[i] < lo || s[i] > hi)
-			return -i;
-		lo = 0x80;
-		hi = 0xBF;
-	}
-	return need + 1;
-}
-
-/*
- * utf8_valid_prefix
- *		Length of the longest well-formed UTF-8 prefix of s.
- *
- * LLM output is mostly ASCII JSON, so runs of ASCII are skipped a machine
- * word at a time; memcpy keeps the unaligned load well-defined.
- */
-static size_t
-utf8_valid_prefix(const unsigned char *s, size_t len)
-{
-	size_t		i = 0;
-
-	while (i < len)
-	{
-		int			n;
-
-		if (s[i] < 0x80)
-		{
-			while (len - i >= 8)
-			{
-				uint64_t	w;
-
-				memcpy(&w, s + i, 8);
-				if (w & UINT64_C(0x8080808080808080))
-					break;
-				i += 8;
-			}
-			while (i < len && s[i] < 0x80)
-				i++;
-			continue;
-		}
-		n = utf8_seq(s + i, len - i);
-		if (n < 0)
-			return i;
-		i += (size_t) n;
-	}
-	return len;
-}
-
-/*
  * buf_append_utf8
  *		Append src to b, replacing each maximal ill-formed subpart by U+FFFD,
  *		and reserve "extra" more bytes for the caller's LF or NUL.
@@ -193,12 +98,10 @@ utf8_valid_prefix(const unsigned char *s, size_t len)
 static int
 buf_append_utf8(SseBuf *b, const char *src, size_t n, size_t extra)
 {
-	const unsigned char *s = (const unsigned char *) src;
 	size_t		i;
 	size_t		bad;
-	char	   *out;
 
-	i = utf8_valid_prefix(s, n);
+	i = Utf8ValidPrefix(src, n);
 	if (i == n)
 	{
 		if (buf_reserve(b, n + extra) != SSE_OK)
@@ -214,29 +117,7 @@ buf_append_utf8(SseBuf *b, const char *src, size_t n, size_t extra)
 		return SSE_ERR_NOMEM;
 	if (buf_reserve(b, i + 3 * bad + extra) != SSE_OK)
 		return SSE_ERR_NOMEM;
-	out = b->buf + b->len;
-	memcpy(out, src, i);
-	out += i;
-	while (i < n)
-	{
-		int			k = utf8_seq(s + i, n - i);
-		size_t		ok;
-
-		if (k > 0)
-		{
-			/* a well-formed run: copy it in one go */
-			ok = utf8_valid_prefix(s + i, n - i);
-			memcpy(out, s + i, ok);
-			out += ok;
-			i += ok;
-			continue;
-		}
-		*out++ = (char) 0xEF;
-		*out++ = (char) 0xBF;
-		*out++ = (char) 0xBD;
-		i += (size_t) (-k);
-	}
-	b->len = (size_t) (out - b->buf);
+	b->len += Utf8Repair(src, n, b->buf + b->len);
 	return SSE_OK;
 }
 
