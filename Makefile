@@ -22,3 +22,6 @@ SHLIB_LINK = $(shell pkg-config --libs libcurl json-c 2>/dev/null || echo -lcurl
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# every object is rebuilt when a header changes (structs are shared)
+$(OBJS): $(wildcard src/*.h)

@@ -140,8 +140,7 @@ LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 	{
 		/* a stream may run long; going quiet is what fails it */
 		spec.timeout_ms = 0;
-		spec.low_speed_time = pick(p->stream_idle_timeout, llm_stream_idle_timeout);
-		spec.low_speed_limit = 1;
+		spec.idle_timeout_ms = pick(p->stream_idle_timeout, llm_stream_idle_timeout) * 1000L;
 	}
 	else
 	{
@@ -199,7 +198,7 @@ status_hint(long status, const LlmRoute *route, bool quota)
 	switch (status)
 	{
 		case 401:
-			return psprintf("Check the API key of provider \"%s\": an administrator can set it with llm.alter_provider('%s', api_key => ...) or api_key_env => ...%s", pname, pname,
+			return psprintf("Check the API key of provider \"%s\": an administrator can set it with llm.alter_provider('%s', api_key => '...') or api_key_env => '...'%s", pname, pname,
 							route->provider->protocol == LLM_OPENAI ? "; pg_llm sends it as \"Authorization: Bearer <key>\"." : ".");
 		case 403:
 			return psprintf("The key of provider \"%s\" is not allowed to do this; check the account's permissions and region.", pname);

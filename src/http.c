@@ -125,6 +125,7 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	HttpTransfer *t = (HttpTransfer *) userdata;
 	size_t		n = size * nmemb;
 
+	t->last_activity_us = monotonic_us();
 	if (t->len + n > t->max_response + t->consumed)
 	{
 		t->outcome = HTTP_TOO_BIG;
@@ -215,6 +216,7 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	const char *v;
 	char		tmp[64];
 
+	t->last_activity_us = monotonic_us();
 	if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0)
 	{
 		const char *sp = memchr(buf, ' ', n);
@@ -349,6 +351,8 @@ HttpStart(const HttpRequestSpec *spec)
 	t->retry_after_s = -1;
 	t->should_retry = -1;
 	t->max_response = spec->max_response;
+	t->idle_timeout_ms = spec->idle_timeout_ms;
+	t->last_activity_us = monotonic_us();
 	t->xact_bound = spec->xact_bound;
 	t->outcome = HTTP_RUNNING;
 	link_transfer(t);
@@ -532,6 +536,41 @@ collect_finished(void)
 	}
 }
 
+/*
+ * Fail transfers that received nothing for their idle timeout (a stream
+ * that went quiet).  curl's own low-speed check averages over a window of
+ * seconds; this one is exact.  Returns the milliseconds until the next
+ * idle deadline, or -1 when none.
+ */
+static long
+check_idle(void)
+{
+	HttpTransfer *t;
+	int64		now = monotonic_us();
+	long		next = -1;
+
+	for (t = transfers; t; t = t->next)
+	{
+		int64		deadline;
+
+		if (t->outcome != HTTP_RUNNING || t->idle_timeout_ms <= 0)
+			continue;
+		deadline = t->last_activity_us + (int64) t->idle_timeout_ms * 1000;
+		if (deadline <= now)
+		{
+			if (t->attached)
+				curl_multi_remove_handle(multi, (CURL *) t->easy);
+			t->attached = false;
+			t->outcome = HTTP_TRANSPORT_ERROR;
+			t->timed_out = true;
+			snprintf(t->errbuf, sizeof(t->errbuf), "Nothing was received for %ld ms", t->idle_timeout_ms);
+		}
+		else if (next < 0 || (deadline - now + 999) / 1000 < next)
+			next = (long) ((deadline - now + 999) / 1000);
+	}
+	return next;
+}
+
 /* Rebuild the wait set from the latch, postmaster death and curl's sockets. */
 static void
 rebuild_wait_set(void)
@@ -579,6 +618,12 @@ HttpPoll(long timeout_ms)
 	if (sockets_changed || wait_set == NULL)
 		rebuild_wait_set();
 
+	{
+		long		idle = check_idle();
+
+		if (idle >= 0 && (wait_ms < 0 || idle < wait_ms))
+			wait_ms = idle;
+	}
 	if (timer_deadline_us >= 0)
 	{
 		int64		left = timer_deadline_us - monotonic_us();
@@ -616,6 +661,7 @@ HttpPoll(long timeout_ms)
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
 	collect_finished();
+	(void) check_idle();
 	CHECK_FOR_INTERRUPTS();
 	return latch;
 }

@@ -27,6 +27,7 @@ typedef struct HttpRequestSpec
 	long		timeout_ms;		/* 0: none */
 	long		low_speed_time; /* seconds; 0: none */
 	long		low_speed_limit;	/* bytes per second */
+	long		idle_timeout_ms;	/* no byte for this long fails it; 0: none */
 	size_t		max_response;	/* cap on buffered body bytes */
 	bool		xact_bound;		/* released at the end of the transaction */
 } HttpRequestSpec;
@@ -55,6 +56,8 @@ typedef struct HttpTransfer
 	size_t		cap;
 	size_t		consumed;
 	size_t		max_response;
+	long		idle_timeout_ms;
+	int64		last_activity_us;	/* monotonic time of the last byte */
 
 	/* response headers pg_llm acts on */
 	double		retry_after_s;	/* -1 when absent or unparsable */

@@ -87,10 +87,6 @@ define_settings(void)
 							 "Budgets are enforced either way.",
 							 &llm_track_usage, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
-	DefineCustomIntVariable("llm.usage_buffer",
-							"Usage records shared memory holds until they are written to llm.usage.",
-							NULL, &llm_usage_buffer, 8192, 64, 1000000,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.anthropic_max_tokens",
 							"max_tokens sent to anthropic providers when a call gives none.",
 							"The Messages API requires it; providers can override it with the default_max_tokens option.",
@@ -103,13 +99,25 @@ _PG_init(void)
 {
 	define_settings();
 	WorkerDefineSettings();
-	LlmReserveGucPrefix("llm");
 	ConfigInit();
 
-	/* the worker and shared memory need preloading; calls do not */
-	if (process_shared_preload_libraries_in_progress && !IsBinaryUpgrade)
+	/*
+	 * The worker and shared memory need preloading; calls do not.  Settings
+	 * that only the postmaster reads can only be defined while preloading.
+	 */
+	if (process_shared_preload_libraries_in_progress)
 	{
-		ShmemRegister();
-		WorkerRegister();
+		DefineCustomIntVariable("llm.usage_buffer",
+								"Usage records shared memory holds until they are written to llm.usage.",
+								NULL, &llm_usage_buffer, 8192, 64, 1000000,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+		WorkerDefinePostmasterSettings();
+		if (!IsBinaryUpgrade)
+		{
+			ShmemRegister();
+			WorkerRegister();
+		}
 	}
+	/* after every definition: placeholders still unknown are then refused */
+	LlmReserveGucPrefix("llm");
 }

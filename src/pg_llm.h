@@ -119,6 +119,7 @@ typedef struct LlmStreamDecoder
 	LlmProtocol protocol;
 	bool		finished;		/* [DONE] or message_stop seen */
 	bool		saw_finish_reason;	/* a finish_reason/stop_reason seen */
+	char	   *finish_reason;	/* in OpenAI's words */
 	char	   *error;			/* error event text, or NULL */
 	bool		has_usage;
 	int64		input_tokens;

@@ -554,7 +554,10 @@ AnthropicStreamEvent(LlmStreamDecoder *dec, const char *type, json_object *root)
 			dec->has_usage = true;
 		}
 		if (JsonGetString(JsonGetObject(root, "delta"), "stop_reason"))
+		{
 			dec->saw_finish_reason = true;
+			dec->finish_reason = pstrdup(finish_reason(JsonGetString(JsonGetObject(root, "delta"), "stop_reason")));
+		}
 	}
 	else if (strcmp(t, "message_stop") == 0)
 		dec->finished = true;

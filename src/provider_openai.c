@@ -139,6 +139,9 @@ OpenAIStreamEvent(LlmStreamDecoder *dec, json_object *root)
 		if (text && text[0] != '\0')
 			dec->pieces = lappend(dec->pieces, pstrdup(text));
 		if (JsonGetString(c, "finish_reason"))
+		{
 			dec->saw_finish_reason = true;
+			dec->finish_reason = pstrdup(JsonGetString(c, "finish_reason"));
+		}
 	}
 }

@@ -19,5 +19,6 @@ extern int	llm_worker_naptime;
 
 extern void WorkerRegister(void);
 extern void WorkerDefineSettings(void);
+extern void WorkerDefinePostmasterSettings(void);
 
 #endif							/* PG_LLM_QUEUE_H */

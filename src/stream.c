@@ -163,7 +163,14 @@ stream_next(StreamState *st)
 						psprintf("The provider said: %s.", st->dec.error));
 		if (st->dec.finished)
 		{
+			if (st->rows == 0 && st->dec.finish_reason &&
+				strcmp(st->dec.finish_reason, "tool_calls") == 0)
+				stream_fail(st, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "returned no text",
+							"The reply is a tool call.");
 			st->outcome = LLM_OUTCOME_OK;
+			/* the last row should not wait for the end of the query */
+			if (st->rows > 0 && whereToSendOutput == DestRemote)
+				pq_flush_if_writable();
 			return NULL;
 		}
 		if (t == NULL)
@@ -179,6 +186,8 @@ stream_next(StreamState *st)
 				elog(LOG, "pg_llm: stream from provider \"%s\" ended without its end marker after a finish reason; accepted as complete",
 					 st->call->route->provider->name);
 				st->outcome = LLM_OUTCOME_OK;
+				if (st->rows > 0 && whereToSendOutput == DestRemote)
+					pq_flush_if_writable();
 				return NULL;
 			}
 			if (t->outcome == HTTP_TOO_BIG)

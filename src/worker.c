@@ -111,14 +111,20 @@ typedef struct PlanEntry
 
 /* ---- settings ---- */
 
+/* Settings read only by the postmaster; defined only while preloading. */
 void
-WorkerDefineSettings(void)
+WorkerDefinePostmasterSettings(void)
 {
 	DefineCustomStringVariable("llm.database",
 							   "Databases whose llm.queue a worker drains (comma-separated).",
 							   "Needs pg_llm in shared_preload_libraries; one worker per database.",
 							   &llm_worker_databases, "postgres",
 							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+void
+WorkerDefineSettings(void)
+{
 	DefineCustomIntVariable("llm.batch_size",
 							"Items one claim takes from llm.queue.",
 							NULL, &llm_batch_size, 50, 1, 10000,
