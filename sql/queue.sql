@@ -67,9 +67,11 @@ SELECT llm.enqueue('refused', 'mock?fail=400', target_table => 'docs',
 SELECT count(llm.enqueue('fine ' || id, 'mock', target_table => 'docs', target_column => 'summary',
                          target_key => jsonb_build_object('id', id)))
 FROM docs WHERE id BETWEEN 3 AND 10;
+-- an option the route's protocol refuses fails that item alone, before sending
+SELECT llm.enqueue('too hot', 'haiku', options => '{"temperature": 1.5}') IS NOT NULL AS queued;
 SELECT pg_temp.wait_queue();
 SELECT id, summary FROM docs WHERE id <= 4 ORDER BY id;
-SELECT prompt, status, attempts, error FROM llm.queue WHERE prompt IN ('retried', 'refused') ORDER BY prompt;
+SELECT prompt, status, attempts, error FROM llm.queue WHERE prompt IN ('retried', 'refused', 'too hot') ORDER BY prompt;
 SELECT status, count(*) FROM llm.queue GROUP BY status ORDER BY status;
 
 -- a target row that vanished before the worker got to it

@@ -43,6 +43,7 @@ typedef struct StreamState
 	bool		parser_live;
 	LlmStreamDecoder dec;
 	MemoryContext ctx;			/* the SRF's multi-call context */
+	ExprContext *econtext;		/* where the shutdown callback is registered */
 	MemoryContextCallback reset_cb;
 	int64		rows;			/* rows returned so far */
 	bool		released;
@@ -238,8 +239,11 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 		st->reset_cb.arg = st;
 		MemoryContextRegisterResetCallback(st->ctx, &st->reset_cb);
 		if (rsinfo && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext)
+		{
+			st->econtext = rsinfo->econtext;
 			RegisterExprContextCallback(rsinfo->econtext, stream_shutdown_cb,
 										PointerGetDatum(st));
+		}
 
 		SseInit(&st->parser, (size_t) llm_max_response_size_kb * 1024,
 				stream_event_cb, st);
@@ -257,6 +261,10 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 	if (piece == NULL)
 	{
 		stream_release(st);
+		/* st goes with the multi-call context: the callback must not outlive it */
+		if (st->econtext)
+			UnregisterExprContextCallback(st->econtext, stream_shutdown_cb,
+										  PointerGetDatum(st));
 		SRF_RETURN_DONE(funcctx);
 	}
 	if (st->rows == 0)

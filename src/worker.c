@@ -525,15 +525,38 @@ reclaim_expired(void)
 
 /* ---- sending and judging ---- */
 
+/*
+ * Send an item's next attempt.  Building the request can fail for this
+ * item alone (an option its route's protocol refuses, a key's variable not
+ * set): the item fails, the worker goes on.
+ */
 static void
 item_send(WorkItem *it)
 {
 	MemoryContext old = MemoryContextSwitchTo(it->ctx);
 
-	it->xfer = LlmSendAttempt(it->call, lfirst(it->route), false);
-	it->xfer->user = it;
-	it->state = ITEM_IN_FLIGHT;
-	ninflight++;
+	PG_TRY();
+	{
+		it->xfer = LlmSendAttempt(it->call, lfirst(it->route), false);
+		it->xfer->user = it;
+		it->state = ITEM_IN_FLIGHT;
+		ninflight++;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(it->ctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		it->error = pstrdup(edata->message);
+		it->state = ITEM_FAILED;
+		report_error(it->error);
+		UsageRecord(it->call, LLM_OUTCOME_ERROR);
+		if (nfinished++ == 0)
+			first_finished_at = GetCurrentTimestamp();
+	}
+	PG_END_TRY();
 	MemoryContextSwitchTo(old);
 }
 

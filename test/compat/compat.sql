@@ -3,6 +3,8 @@
 -- matched on the last user message (and on the system prompt, the turn,
 -- the tools or the model where a case says so).  Each "-- case:" line
 -- starts a case; ids and timestamps are left out of what is selected.
+-- What aimock received comes from its request journal, fetched with curl
+-- into the psql variable journal and read by the two functions below.
 -- aimock serves both protocols under one /v1 prefix: /v1/chat/completions
 -- and /v1/messages.
 \set openai_url 'http://127.0.0.1:' :aimock_port '/v1'
@@ -14,12 +16,44 @@ SELECT llm.create_provider('oai', 'openai', :'openai_url', api_key => :'aimock_k
 SELECT llm.create_provider('claude', 'anthropic', :'openai_url', api_key => :'aimock_key');
 SELECT llm.add_model('gpt', 'oai', 'gpt-4o-mini');
 SELECT llm.add_model('haiku', 'claude', 'claude-3-5-haiku');
+-- models aimock treats as reasoning models
+SELECT llm.add_model('gpt-reasoner', 'oai', 'o3-mini');
+SELECT llm.add_model('claude-reasoner', 'claude', 'claude-sonnet-4-5');
 -- the same aimock under a key it does not accept
 SELECT llm.create_provider('oai-badkey', 'openai', :'openai_url', api_key => 'sk-wrong-key');
 SELECT llm.create_provider('claude-badkey', 'anthropic', :'openai_url', api_key => 'sk-wrong-key');
 SELECT llm.add_model('gpt-badkey', 'oai-badkey', 'gpt-4o-mini');
 SELECT llm.add_model('haiku-badkey', 'claude-badkey', 'claude-3-5-haiku');
 SELECT llm.use_provider('oai');
+-- the last request aimock received: the headers pg_llm sets (aimock
+-- redacts the keys) and the body as aimock read it; for the Anthropic
+-- protocol aimock journals the body translated to the OpenAI shape
+CREATE FUNCTION last_request(journal jsonb) RETURNS SETOF text
+LANGUAGE plpgsql AS $$
+DECLARE
+    e jsonb := journal->-1;
+    h text;
+    k text;
+BEGIN
+    RETURN NEXT format('%s %s -> %s', e->>'method', e->>'path', e#>>'{response,status}');
+    FOREACH h IN ARRAY ARRAY['content-type', 'accept', 'anthropic-version', 'authorization', 'x-api-key'] LOOP
+        RETURN NEXT format('header %s: %s', h, coalesce(e->'headers'->>h, '(absent)'));
+    END LOOP;
+    FOR k IN SELECT jsonb_object_keys(e->'body') ORDER BY 1 LOOP
+        CONTINUE WHEN k = '_endpointType';
+        RETURN NEXT format('body %s: %s', k, e->'body'->k);
+    END LOOP;
+END;
+$$;
+-- the requests aimock received whose last user message contains a text,
+-- with the status it answered each with
+CREATE FUNCTION requests_for(journal jsonb, prompt text) RETURNS text
+LANGUAGE sql AS $$
+    SELECT format('aimock saw %s request(s): %s', count(*), string_agg(e#>>'{response,status}', ', ' ORDER BY n))
+    FROM jsonb_array_elements(journal) WITH ORDINALITY j(e, n)
+    WHERE strpos((SELECT m->>'content' FROM jsonb_array_elements(e#>'{body,messages}') WITH ORDINALITY x(m, i)
+                  WHERE m->>'role' = 'user' ORDER BY i DESC LIMIT 1), prompt) > 0;
+$$;
 
 -- case: plain chat [openai]
 SELECT llm.chat('compat plain: say hello', 'gpt');
@@ -39,6 +73,9 @@ SELECT llm.chat('compat system: who are you?', 'gpt');
 -- case: system prompt [anthropic]
 SELECT llm.chat('compat system: who are you?', 'haiku', system => 'You are a pirate.');
 SELECT llm.chat('compat system: who are you?', 'haiku');
+-- case: system message in chat_completion [openai]
+SELECT llm.chat_completion('{"messages": [{"role": "system", "content": "You are a pirate."},
+    {"role": "user", "content": "compat system: who are you?"}]}', 'gpt')->'choices'->0->'message'->>'content';
 -- case: system message in chat_completion [anthropic]
 SELECT llm.chat_completion('{"messages": [{"role": "system", "content": "You are a pirate."},
     {"role": "user", "content": "compat system: who are you?"}]}', 'haiku')->'choices'->0->'message'->>'content';
@@ -54,6 +91,9 @@ SELECT r - 'id' - 'created' AS response, r->>'id' ~ '^msg_' AS anthropic_id,
        jsonb_typeof(r->'created') AS created
 FROM llm.chat_completion('{"messages": [{"role": "user", "content": "compat shape: count my tokens"}]}', 'haiku') r;
 -- the request's own model is used when no model argument is given
+-- case: chat_completion with the request's model [openai]
+SELECT r->>'provider' AS provider, r->>'model' AS model, r->'choices'->0->'message'->>'content' AS content
+FROM llm.chat_completion('{"model": "gpt", "messages": [{"role": "user", "content": "compat plain: say hello"}]}') r;
 -- case: chat_completion with the request's model [anthropic]
 SELECT r->>'provider' AS provider, r->>'model' AS model, r->'choices'->0->'message'->>'content' AS content
 FROM llm.chat_completion('{"model": "haiku", "messages": [{"role": "user", "content": "compat plain: say hello"}]}') r;
@@ -68,15 +108,15 @@ FROM llm.chat_completion('{"messages": [{"role": "user", "content": "compat leng
 
 -- what aimock received: the headers pg_llm sets and the body it read
 -- case: what reaches the wire [openai]
-\! node "$COMPAT_DIR/journal.js" reset
 SELECT llm.chat('compat wire: echo nothing', 'gpt', system => 'be brief',
                 options => '{"temperature": 0.3, "max_tokens": 20}');
-\! node "$COMPAT_DIR/journal.js" last
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT last_request(:'journal') \g (tuples_only=on format=unaligned)
 -- case: what reaches the wire [anthropic]
-\! node "$COMPAT_DIR/journal.js" reset
 SELECT llm.chat('compat wire: echo nothing', 'haiku', system => 'be brief',
                 options => '{"temperature": 0.3}');
-\! node "$COMPAT_DIR/journal.js" last
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT last_request(:'journal') \g (tuples_only=on format=unaligned)
 
 -- a conversation: the fixture for the second turn matches only when the
 -- earlier assistant turn reached aimock
@@ -103,6 +143,20 @@ SELECT (llm.chat_completion('{"messages": [{"role": "user", "content": "compat j
 -- case: JSON mode [anthropic]
 SELECT (llm.chat_completion('{"messages": [{"role": "user", "content": "compat json: give the answer"}],
     "response_format": {"type": "json_object"}}', 'haiku')->'choices'->0->'message'->>'content')::jsonb AS answer;
+
+-- reasoning (OpenAI's reasoning_content, Anthropic's thinking block) is
+-- not part of the reply text; chat_completion keeps OpenAI's field as the
+-- provider sent it and drops Anthropic's block
+-- case: reasoning kept out of the reply [openai]
+SELECT llm.chat('compat reasoning: what is 2+2?', 'gpt-reasoner');
+SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "compat reasoning: what is 2+2?"}]}',
+                           'gpt-reasoner')->'choices'->0->'message' AS message;
+SELECT string_agg(chunk, '') AS streamed FROM llm.chat_stream('compat reasoning: what is 2+2?', 'gpt-reasoner') chunk;
+-- case: reasoning kept out of the reply [anthropic]
+SELECT llm.chat('compat reasoning: what is 2+2?', 'claude-reasoner');
+SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "compat reasoning: what is 2+2?"}]}',
+                           'claude-reasoner')->'choices'->0->'message' AS message;
+SELECT string_agg(chunk, '') AS streamed FROM llm.chat_stream('compat reasoning: what is 2+2?', 'claude-reasoner') chunk;
 
 -- tool calls come back as OpenAI tool_calls, arguments as a JSON string
 -- case: tool call reply [openai]
@@ -150,7 +204,8 @@ FROM llm.chat_completion('{"messages": [
         "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
     {"role": "tool", "tool_call_id": "call_compat_1", "content": "14 C"}],
   "tools": [{"type": "function", "function": {"name": "get_weather"}}]}', 'gpt') r;
-\! node "$COMPAT_DIR/journal.js" last
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT last_request(:'journal') \g (tuples_only=on format=unaligned)
 -- case: tool result round trip [anthropic]
 SELECT r->'choices'->0->'message'->>'content' AS content, r->'choices'->0->>'finish_reason' AS finish_reason
 FROM llm.chat_completion('{"messages": [
@@ -159,7 +214,8 @@ FROM llm.chat_completion('{"messages": [
         "function": {"name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]},
     {"role": "tool", "tool_call_id": "call_compat_1", "content": "14 C"}],
   "tools": [{"type": "function", "function": {"name": "get_weather"}}]}', 'haiku') r;
-\! node "$COMPAT_DIR/journal.js" last
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT last_request(:'journal') \g (tuples_only=on format=unaligned)
 
 -- errors aimock injects, reported by pg_llm with the provider's words
 -- case: 429 rate limit [openai]
@@ -175,29 +231,42 @@ SELECT llm.chat('compat error 529: overloaded', 'haiku');
 -- a permanent error is not retried: one request although two retries are allowed
 -- case: 400 is not retried [openai]
 SET llm.max_retries = 2;
-\! node "$COMPAT_DIR/journal.js" reset
-SELECT llm.chat('compat error 400: bad request', 'gpt');
-\! node "$COMPAT_DIR/journal.js" count
-RESET llm.max_retries;
+SELECT llm.chat('compat error 400: bad request [openai]', 'gpt');
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT requests_for(:'journal', 'compat error 400: bad request [openai]') \g (tuples_only=on format=unaligned)
 SET llm.max_retries = 0;
 -- case: 400 is not retried [anthropic]
 SET llm.max_retries = 2;
-\! node "$COMPAT_DIR/journal.js" reset
-SELECT llm.chat('compat error 400: bad request', 'haiku');
-\! node "$COMPAT_DIR/journal.js" count
+SELECT llm.chat('compat error 400: bad request [anthropic]', 'haiku');
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT requests_for(:'journal', 'compat error 400: bad request [anthropic]') \g (tuples_only=on format=unaligned)
 SET llm.max_retries = 0;
--- a 429 and then a reply: retried after aimock's Retry-After (1 s)
+-- an account out of credit is not retried either, and says so
+-- case: quota exhausted [openai]
+SET llm.max_retries = 2;
+SELECT llm.chat('compat quota: out of credit [openai]', 'gpt');
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT requests_for(:'journal', 'compat quota: out of credit [openai]') \g (tuples_only=on format=unaligned)
+-- case: quota exhausted [anthropic]
+SELECT llm.chat('compat quota: out of credit [anthropic]', 'haiku');
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT requests_for(:'journal', 'compat quota: out of credit [anthropic]') \g (tuples_only=on format=unaligned)
+SET llm.max_retries = 0;
+-- a 429 and then a reply: retried after aimock's Retry-After (1 s), not
+-- after pg_llm's own backoff (under 0.5 s for the first retry)
 -- case: 429 then success is retried [openai]
 SET llm.max_retries = 1;
-\! node "$COMPAT_DIR/journal.js" reset
-SELECT llm.chat('compat retry openai: once more', 'gpt');
-\! node "$COMPAT_DIR/journal.js" count
+SELECT llm.chat('compat retry openai: once more', 'gpt') AS reply,
+       clock_timestamp() - statement_timestamp() BETWEEN '0.9 s' AND '5 s' AS waited_retry_after;
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT requests_for(:'journal', 'compat retry openai: once more') \g (tuples_only=on format=unaligned)
 SET llm.max_retries = 0;
 -- case: 429 then success is retried [anthropic]
 SET llm.max_retries = 1;
-\! node "$COMPAT_DIR/journal.js" reset
-SELECT llm.chat('compat retry anthropic: once more', 'haiku');
-\! node "$COMPAT_DIR/journal.js" count
+SELECT llm.chat('compat retry anthropic: once more', 'haiku') AS reply,
+       clock_timestamp() - statement_timestamp() BETWEEN '0.9 s' AND '5 s' AS waited_retry_after;
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT requests_for(:'journal', 'compat retry anthropic: once more') \g (tuples_only=on format=unaligned)
 SET llm.max_retries = 0;
 -- a key aimock does not accept
 -- case: 401 wrong API key [openai]
@@ -220,6 +289,13 @@ SELECT llm.chat('compat malformed: garble it', 'haiku');
 SELECT llm.chat('compat disconnect: hang up', 'gpt');
 -- case: connection dropped [anthropic]
 SELECT llm.chat('compat disconnect: hang up', 'haiku');
+-- no answer within llm.timeout (aimock holds the reply for 2 s)
+-- case: request timeout [openai]
+SET llm.timeout = '300ms';
+SELECT llm.chat('compat slow: take your time', 'gpt');
+-- case: request timeout [anthropic]
+SELECT llm.chat('compat slow: take your time', 'haiku');
+RESET llm.timeout;
 \set VERBOSITY default
 
 -- a fallback chain across protocols: the OpenAI route answers 503, the
@@ -227,10 +303,10 @@ SELECT llm.chat('compat disconnect: hang up', 'haiku');
 -- case: fallback from openai to anthropic
 SELECT llm.add_model('fallback', 'oai', 'gpt-down', priority => 1);
 SELECT llm.add_model('fallback', 'claude', 'claude-up', priority => 2);
-\! node "$COMPAT_DIR/journal.js" reset
 SELECT r->>'provider' AS provider, r->>'model' AS model, r->'choices'->0->'message'->>'content' AS content
 FROM llm.chat_completion('{"messages": [{"role": "user", "content": "compat fallback: who serves me?"}]}', 'fallback') r;
-\! node "$COMPAT_DIR/journal.js" count
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT requests_for(:'journal', 'compat fallback: who serves me?') \g (tuples_only=on format=unaligned)
 
 -- streaming: llm.chat_stream returns the reply as aimock sends it, in
 -- chunks of 20 characters
@@ -251,13 +327,13 @@ SELECT llm.chat_stream('compat plain: say hello', 'gpt');
 SELECT llm.chat_stream('compat plain: say hello', 'haiku');
 -- what the stream request looked like
 -- case: chat_stream on the wire [openai]
-\! node "$COMPAT_DIR/journal.js" reset
 SELECT count(*) FROM llm.chat_stream('compat stream: tell a story', 'gpt', options => '{"temperature": 0.1}');
-\! node "$COMPAT_DIR/journal.js" last
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT last_request(:'journal') \g (tuples_only=on format=unaligned)
 -- case: chat_stream on the wire [anthropic]
-\! node "$COMPAT_DIR/journal.js" reset
 SELECT count(*) FROM llm.chat_stream('compat stream: tell a story', 'haiku', options => '{"temperature": 0.1}');
-\! node "$COMPAT_DIR/journal.js" last
+\set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
+SELECT last_request(:'journal') \g (tuples_only=on format=unaligned)
 -- stopping early (LIMIT) leaves the session able to stream again
 -- case: chat_stream stopped early [openai]
 SELECT llm.chat_stream('compat stream: tell a story', 'gpt', 'You tell short stories.') LIMIT 1;
@@ -282,7 +358,15 @@ SELECT llm.chat_stream('compat stream cut: start talking', 'gpt');
 -- case: chat_stream cut short [anthropic]
 SELECT llm.chat_stream('compat stream cut: start talking', 'haiku');
 \unset FETCH_COUNT
--- a streamed reply that is a tool call has no text to return
+-- one event per character: many small SSE events, multibyte characters
+-- case: chat_stream one character per chunk [openai]
+SELECT count(*) AS chunks, string_agg(chunk, '') AS reply
+FROM llm.chat_stream('compat stream tiny: one character at a time', 'gpt') chunk;
+-- case: chat_stream one character per chunk [anthropic]
+SELECT count(*) AS chunks, string_agg(chunk, '') AS reply
+FROM llm.chat_stream('compat stream tiny: one character at a time', 'haiku') chunk;
+-- a streamed reply that is a tool call has no text: pg_llm returns no
+-- rows and no error (llm.chat raises "returned no text" for the same reply)
 -- case: chat_stream of a tool call [openai]
 SELECT count(*) FROM llm.chat_stream('compat stream tool: call a tool', 'gpt',
     options => '{"tools": [{"type": "function", "function": {"name": "get_weather"}}]}');

@@ -21,20 +21,38 @@ RESULTS="$COMPAT_DIR/results"
 # the key aimock accepts; a provider with another key gets its 401
 AIMOCK_KEY=sk-compat-aimock
 
+# give up before any case ran: the summary line still comes last
+give_up() {
+  log "$*"
+  echo "compat: 0 passed, 1 failed"
+  exit 1
+}
+
+# aimock 1.43 wants Node.js 20.15 or later
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 15) ? 0 : 1)' ||
+  give_up "aimock needs Node.js 20.15 or later; this is $(node --version)"
+
 # aimock from npm, into test/compat/node_modules, when it is missing or
 # not the version package.json pins
 pinned=$(node -p "require('$COMPAT_DIR/package.json').dependencies['@copilotkit/aimock']")
 installed=$(node -p "try { require('$COMPAT_DIR/node_modules/@copilotkit/aimock/package.json').version } catch (e) { '' }")
 if [ "$installed" != "$pinned" ]; then
   log "installing @copilotkit/aimock $pinned"
-  (cd "$COMPAT_DIR" && npm install --no-audit --no-fund --loglevel=error) >&2
+  (cd "$COMPAT_DIR" && npm install --no-audit --no-fund --loglevel=error) >&2 ||
+    give_up "npm install in test/compat failed"
 fi
 AIMOCK_BIN="$COMPAT_DIR/node_modules/@copilotkit/aimock/$(node -p "require('$COMPAT_DIR/node_modules/@copilotkit/aimock/package.json').bin.llmock")"
 
 # everything from here on stays on 127.0.0.1
 export NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
 
-start_postgres
+# preloaded, as test/regress.sh starts it (the queue worker then serves
+# the compat database, where nothing is queued)
+start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'compat'"
+# a UTF-8 database and client, whatever the locale: the expected output
+# holds non-ASCII text and psql's column widths depend on the encoding
+createdb -T template0 -E UTF8 --locale=C compat
+export PGDATABASE=compat PGCLIENTENCODING=UTF8
 
 # aimock on a free loopback port (port 0: it prints the one it took),
 # with our fixtures, checking API keys, 20-character stream chunks
@@ -53,12 +71,11 @@ for _ in $(seq 1 200); do
   sleep 0.05
 done
 if [ -z "$AIMOCK_PORT" ]; then
-  log "aimock did not start"
   cat "$AIMOCK_LOG" >&2
-  echo "compat: 0 passed, 1 failed"
-  exit 1
+  give_up "aimock did not start"
 fi
-export AIMOCK_URL="http://127.0.0.1:$AIMOCK_PORT" AIMOCK_KEY COMPAT_DIR
+# for compat.sql, which reads aimock's request journal with curl
+export AIMOCK_URL="http://127.0.0.1:$AIMOCK_PORT" AIMOCK_KEY
 log "aimock $pinned on port $AIMOCK_PORT"
 
 mkdir -p "$RESULTS"
@@ -81,7 +98,7 @@ fi
 rc=0
 diff -u "$COMPAT_DIR/expected/compat.out" "$OUT" > "$DIFFS" || rc=$?
 if [ $rc -ne 0 ]; then
-  log "output differs from expected/compat.out:"
+  log "output differs from expected/compat.out (whole diff: test/compat/results/compat.diffs):"
   head -c 20000 "$DIFFS"
   log "aimock's log:"
   tail -n 30 "$AIMOCK_LOG" >&2
@@ -92,7 +109,8 @@ fi
 # count cases: the output is cut into blocks at the "-- case: NAME" lines
 # (what comes before the first is the setup), and each block is compared
 # with the expected block of the same name
-python3 - "$COMPAT_DIR/expected/compat.out" "$OUT" <<'EOF'
+counted=0
+python3 - "$COMPAT_DIR/expected/compat.out" "$OUT" <<'EOF' || counted=$?
 import sys
 
 def blocks(path):
@@ -117,7 +135,7 @@ passed = failed = 0
 for name in order:
     if name == "(setup)":
         if want[name] != got.get(name):
-            print(f"FAILED: setup (before the first case)")
+            print("FAILED: setup (before the first case)")
             failed += 1
         continue
     if want[name] == got.get(name):
@@ -132,3 +150,4 @@ for name in got_order:
 print(f"compat: {passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 EOF
+[ $rc -eq 0 ] && [ $counted -eq 0 ]
