@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh Debian 12 machine (as root) and run every
 # test: unit tests of the pure-C parts, the mock provider's self-test, the
-# pg_regress suite, the compatibility cases against a third-party mock,
-# and the TAP tests.  The last line says how many tests passed and failed.
+# pg_regress suite, live streaming and budget checks, the compatibility
+# cases against a third-party mock, the TAP and isolation tests, pg_cron,
+# and the suite again with every backend under valgrind.  The last line
+# says how many tests passed and failed.
 source "$(dirname "$0")/lib.sh"
 ensure_packages
 build_install
@@ -39,8 +41,11 @@ suite mock bash "$PG_LLM_ROOT/test/mock/selftest.sh"
 suite regress bash "$PG_LLM_ROOT/test/regress.sh"
 suite stream bash "$PG_LLM_ROOT/test/stream_test.sh"
 suite budget bash "$PG_LLM_ROOT/test/budget_test.sh"
-[ -x "$PG_LLM_ROOT/test/compat/run.sh" ] && suite compat bash "$PG_LLM_ROOT/test/compat/run.sh"
+[ -f "$PG_LLM_ROOT/test/compat/run.sh" ] && suite compat bash "$PG_LLM_ROOT/test/compat/run.sh"
 [ -d "$PG_LLM_ROOT/test/t" ] && suite tap bash "$PG_LLM_ROOT/test/tap.sh"
+[ -f "$PG_LLM_ROOT/test/isolation.sh" ] && suite isolation bash "$PG_LLM_ROOT/test/isolation.sh"
+[ -f "$PG_LLM_ROOT/test/cron_test.sh" ] && suite cron bash "$PG_LLM_ROOT/test/cron_test.sh"
+suite memcheck bash "$PG_LLM_ROOT/test/memcheck.sh"
 
 if [ ${#failed_suites[@]} -gt 0 ]; then
   log "failed suites: ${failed_suites[*]}"
