@@ -361,7 +361,7 @@ LlmJudgeComplete(LlmCall *call, HttpTransfer *t, LlmFailure *f)
 	call->http_status = t->status;
 	if (v != LLM_VERDICT_OK)
 		return v;
-	if (ProviderParseReply(route, t->data, t->len, &call->reply, &problem))
+	if (ProviderParseReply(route, t->data, t->len, call->want_response_json, &call->reply, &problem))
 		return LLM_VERDICT_OK;
 	f->provider = route->provider->name;
 	f->sqlstate = ERRCODE_INVALID_JSON_TEXT;

@@ -114,6 +114,7 @@ pg_llm_chat_completion(PG_FUNCTION_ARGS)
 				 errmsg("request must not be null")));
 	req = LlmRequestFromJson(request);
 	call = LlmCallCreate(req, LlmResolveModel(model, req), LLM_MODE_SYNC);
+	call->want_response_json = true;
 	UsageBegin(call, GetUserId(), LlmRequestSize(req), LlmRequestMaxTokens(req));
 	LlmCallRun(call);
 	json = LlmToServerEncoding(call->reply.response_json, strlen(call->reply.response_json));

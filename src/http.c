@@ -22,6 +22,10 @@
 
 #include <curl/curl.h>
 #include <time.h>
+#ifdef __linux__
+#include <sys/epoll.h>
+#define HTTP_USE_EPOLL 1
+#endif
 
 #include "access/xact.h"
 #include "miscadmin.h"
@@ -52,6 +56,17 @@ static int64 timer_deadline_us = -1;	/* monotonic; -1: no timer */
 static HttpTransfer *transfers = NULL;	/* all live transfers */
 static int	ntransfers = 0;
 static CURL *easy_pool[HTTP_EASY_POOL];
+
+#ifdef HTTP_USE_EPOLL
+/*
+ * On Linux curl's sockets live in an epoll set of our own, which sits in
+ * the WaitEventSet as one readable descriptor: a socket curl adds, drops
+ * or switches between reading and writing costs one epoll_ctl(), and the
+ * WaitEventSet is built once.  Elsewhere the set is rebuilt from the
+ * socket table whenever it changes.
+ */
+static int	curl_epfd = -1;
+#endif
 static int	neasy_pool = 0;
 
 /* Monotonic microseconds, for curl's timer. */
@@ -73,6 +88,26 @@ static int
 socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 {
 	int			i;
+
+#ifdef HTTP_USE_EPOLL
+	if (curl_epfd >= 0)
+	{
+		struct epoll_event ev;
+
+		memset(&ev, 0, sizeof(ev));
+		ev.data.fd = fd;
+		if (what & CURL_POLL_IN)
+			ev.events |= EPOLLIN;
+		if (what & CURL_POLL_OUT)
+			ev.events |= EPOLLOUT;
+		if (what == CURL_POLL_REMOVE)
+			(void) epoll_ctl(curl_epfd, EPOLL_CTL_DEL, fd, NULL);
+		else if (epoll_ctl(curl_epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
+				 epoll_ctl(curl_epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+			return -1;			/* curl fails the transfer */
+		return 0;
+	}
+#endif
 
 	for (i = 0; i < nsockets; i++)
 		if (sockets[i].fd == fd)
@@ -287,6 +322,9 @@ HttpInit(void)
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
 	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 128L);
+#ifdef HTTP_USE_EPOLL
+	curl_epfd = epoll_create1(EPOLL_CLOEXEC);
+#endif
 	RegisterXactCallback(http_xact_cb, NULL);
 }
 
@@ -580,10 +618,14 @@ rebuild_wait_set(void)
 	if (wait_set)
 		FreeWaitEventSet(wait_set);
 	wait_set = NULL;
-	wait_set = LlmCreateWaitEventSet(nsockets + 2);
+	wait_set = LlmCreateWaitEventSet(nsockets + 3);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	if (IsUnderPostmaster)
 		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+#ifdef HTTP_USE_EPOLL
+	if (curl_epfd >= 0)
+		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, curl_epfd, NULL, NULL);
+#endif
 	for (i = 0; i < nsockets; i++)
 	{
 		uint32		ev = 0;
@@ -607,7 +649,7 @@ rebuild_wait_set(void)
 bool
 HttpPoll(long timeout_ms)
 {
-	WaitEvent	events[16];
+	WaitEvent	events[64];
 	int			nev;
 	int			i;
 	int			running;
@@ -644,6 +686,27 @@ HttpPoll(long timeout_ms)
 			ResetLatch(MyLatch);
 			latch = true;
 		}
+#ifdef HTTP_USE_EPOLL
+		else if (curl_epfd >= 0 && we->fd == curl_epfd)
+		{
+			struct epoll_event ready[64];
+			int			nready = epoll_wait(curl_epfd, ready, lengthof(ready), 0);
+			int			j;
+
+			for (j = 0; j < nready; j++)
+			{
+				int			mask = 0;
+
+				if (ready[j].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+					mask |= CURL_CSELECT_IN;
+				if (ready[j].events & EPOLLOUT)
+					mask |= CURL_CSELECT_OUT;
+				if (ready[j].events & EPOLLERR)
+					mask |= CURL_CSELECT_ERR;
+				curl_multi_socket_action(multi, ready[j].data.fd, mask, &running);
+			}
+		}
+#endif
 		else if (we->events & (WL_SOCKET_READABLE | WL_SOCKET_WRITEABLE))
 		{
 			int			mask = 0;

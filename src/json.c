@@ -506,7 +506,7 @@ ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream)
  */
 bool
 ProviderParseReply(const LlmRoute *route, const char *body, size_t len,
-				   LlmReply *reply, char **problem)
+				   bool want_json, LlmReply *reply, char **problem)
 {
 	json_object *root = JsonParseOrNull(body, len);
 	JsonGuard  *g;
@@ -522,9 +522,9 @@ ProviderParseReply(const LlmRoute *route, const char *body, size_t len,
 	}
 	g = JsonGuardNew(root);
 	if (route->provider->protocol == LLM_ANTHROPIC)
-		ok = AnthropicParseReply(root, route, reply, problem);
+		ok = AnthropicParseReply(root, route, want_json, reply, problem);
 	else
-		ok = OpenAIParseReply(root, route, reply, problem);
+		ok = OpenAIParseReply(root, route, want_json, reply, problem);
 	JsonGuardRelease(g);
 	return ok;
 }

@@ -44,8 +44,8 @@ extern char *JsonContentText(json_object *content);
 /* provider adapters */
 extern json_object *OpenAIBuildBody(LlmRequest *req, const LlmRoute *route, bool stream);
 extern json_object *AnthropicBuildBody(LlmRequest *req, const LlmRoute *route, bool stream);
-extern bool OpenAIParseReply(json_object *root, const LlmRoute *route, LlmReply *reply, char **problem);
-extern bool AnthropicParseReply(json_object *root, const LlmRoute *route, LlmReply *reply, char **problem);
+extern bool OpenAIParseReply(json_object *root, const LlmRoute *route, bool want_json, LlmReply *reply, char **problem);
+extern bool AnthropicParseReply(json_object *root, const LlmRoute *route, bool want_json, LlmReply *reply, char **problem);
 extern void OpenAIStreamEvent(LlmStreamDecoder *dec, json_object *root);
 extern void AnthropicStreamEvent(LlmStreamDecoder *dec, const char *type, json_object *root);
 

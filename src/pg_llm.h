@@ -92,7 +92,8 @@ typedef struct LlmReply
 	bool		has_usage;
 	int64		input_tokens;
 	int64		output_tokens;
-	char	   *response_json;	/* normalized, OpenAI shape, with "provider" */
+	char	   *response_json;	/* normalized, OpenAI shape, with "provider";
+								 * only when asked for */
 } LlmReply;
 
 /* What a provider said in an error body; any field may be NULL. */
@@ -110,7 +111,8 @@ extern const char *LlmRequestModel(LlmRequest *req);
 extern char *ProviderRequestBody(LlmRequest *req, const LlmRoute *route,
 								 bool stream);
 extern bool ProviderParseReply(const LlmRoute *route, const char *body,
-							   size_t len, LlmReply *reply, char **problem);
+							   size_t len, bool want_json, LlmReply *reply,
+							   char **problem);
 extern void ProviderParseError(const char *body, size_t len, LlmErrorBody *err);
 
 /* Streaming: one decoder per stream, fed one SSE event at a time. */
@@ -172,6 +174,7 @@ typedef struct LlmCall
 	bool		fallback;		/* served by a route after the first */
 	long		http_status;
 	struct HttpTransfer *xfer;	/* live transfer (streams) */
+	bool		want_response_json; /* build reply.response_json */
 	TimestampTz started;
 	TimestampTz first_byte;
 	LlmReply	reply;
@@ -211,6 +214,7 @@ extern void UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 ma
 extern void UsageRecord(LlmCall *call, LlmOutcome outcome);
 extern int	UsageFlush(void);
 extern uint32 UsagePending(void);
+extern Datum LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype);
 extern bool ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month);
 extern int64 LlmRequestMaxTokens(LlmRequest *req);
 extern size_t LlmRequestSize(LlmRequest *req);

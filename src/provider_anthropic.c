@@ -407,7 +407,8 @@ finish_reason(const char *stop_reason)
  * as the content, tool_use blocks as tool_calls, usage renamed.
  */
 bool
-AnthropicParseReply(json_object *root, const LlmRoute *route, LlmReply *reply, char **problem)
+AnthropicParseReply(json_object *root, const LlmRoute *route, bool want_json,
+					LlmReply *reply, char **problem)
 {
 	json_object *content = JsonGetArray(root, "content");
 	json_object *usage = JsonGetObject(root, "usage");
@@ -475,6 +476,12 @@ AnthropicParseReply(json_object *root, const LlmRoute *route, LlmReply *reply, c
 		reply->has_usage = true;
 	}
 
+	if (!want_json)
+	{
+		if (calls)
+			json_object_put(calls);
+		return true;
+	}
 	out = json_object_new_object();
 	g = JsonGuardNew(out);
 	json_object_object_add(out, "id", json_object_new_string(JsonGetString(root, "id") ? JsonGetString(root, "id") : ""));

@@ -78,7 +78,8 @@ read_usage(json_object *usage, bool *has, int64 *in, int64 *out)
  * JSON with "provider" added; unknown fields are kept and ignored.
  */
 bool
-OpenAIParseReply(json_object *root, const LlmRoute *route, LlmReply *reply, char **problem)
+OpenAIParseReply(json_object *root, const LlmRoute *route, bool want_json,
+				 LlmReply *reply, char **problem)
 {
 	json_object *choices = JsonGetArray(root, "choices");
 	json_object *first;
@@ -105,8 +106,11 @@ OpenAIParseReply(json_object *root, const LlmRoute *route, LlmReply *reply, char
 		fr = JsonGetString(first, "finish_reason");
 		reply->finish_reason = fr ? pstrdup(fr) : NULL;
 	}
-	json_object_object_add(root, "provider", json_object_new_string(route->provider->name));
-	reply->response_json = JsonToPstr(root);
+	if (want_json)
+	{
+		json_object_object_add(root, "provider", json_object_new_string(route->provider->name));
+		reply->response_json = JsonToPstr(root);
+	}
 	return true;
 }
 

@@ -32,7 +32,9 @@
 #include "pgtime.h"
 #include "postmaster/bgworker.h"
 #include "utils/builtins.h"
+#include "utils/array.h"
 #include "utils/datetime.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -456,18 +458,45 @@ UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 		ensure_writer();
 }
 
+/* A one-dimensional array of n values of a type. */
+Datum
+LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	get_typlenbyvalalign(elemtype, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, elemtype,
+											  typlen, typbyval, typalign));
+}
+
+#define USAGE_COLUMNS 15
+
 /*
  * Move this database's records into llm.usage, inside the caller's
- * transaction (a worker's own).  Returns the number written.
+ * transaction (a worker's own), with one saved INSERT over arrays.
+ * Returns the number written.
  */
 int
 UsageFlush(void)
 {
+	static SPIPlanPtr plan = NULL;
+	static const Oid elemtypes[USAGE_COLUMNS] = {
+		TIMESTAMPTZOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		INT2OID, INT2OID, BOOLOID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID
+	};
+	Oid			argtypes[USAGE_COLUMNS];
+	Datum		args[USAGE_COLUMNS];
+	Datum	   *cols[USAGE_COLUMNS];
+	bool	   *nulls[USAGE_COLUMNS];
 	int			i;
+	int			c;
 	int			n = 0;
 	int			cap;
 	LlmUsageRecord *batch;
-	StringInfoData sql;
 
 	if (LlmShared == NULL || pg_atomic_read_u32(&LlmShared->usage_pending) == 0)
 		return 0;
@@ -490,30 +519,60 @@ UsageFlush(void)
 		return 0;
 	pg_atomic_fetch_sub_u32(&LlmShared->usage_pending, n);
 
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "INSERT INTO llm.usage (ts, role_oid, mode, outcome, provider, model, "
-						   "upstream_model, http_status, attempts, fallback, input_tokens, "
-						   "output_tokens, latency_ms, ttft_ms, cost_usd) VALUES ");
+	if (plan == NULL)
+	{
+		SPIPlanPtr	p;
+
+		for (c = 0; c < USAGE_COLUMNS; c++)
+			argtypes[c] = get_array_type(elemtypes[c]);
+		p = SPI_prepare("INSERT INTO llm.usage (ts, role_oid, mode, outcome, provider, model, "
+						"upstream_model, http_status, attempts, fallback, input_tokens, "
+						"output_tokens, latency_ms, ttft_ms, cost_usd) "
+						"SELECT u.ts, u.r, u.mo, u.oc, u.p, u.m, u.um, u.hs, u.at, u.fb, u.it, "
+						"u.ot, u.lat, u.ttft, u.cost::numeric "
+						"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
+						"AS u(ts, r, mo, oc, p, m, um, hs, at, fb, it, ot, lat, ttft, cost)",
+						USAGE_COLUMNS, argtypes);
+		if (p == NULL)
+			elog(ERROR, "could not prepare the usage insert: %s", SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		plan = p;
+	}
+
+	for (c = 0; c < USAGE_COLUMNS; c++)
+	{
+		cols[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc0(sizeof(bool) * n);
+	}
 	for (i = 0; i < n; i++)
 	{
 		LlmUsageRecord *r = &batch[i];
 
-		appendStringInfo(&sql, "%s(%s, %u, '%s', '%s', %s, %s, %s, %s, %d, %s, %s, %s, %d, %s, %s)",
-						 i ? ", " : "",
-						 quote_literal_cstr(timestamptz_to_str(r->ts)),
-						 r->roleid, mode_names[r->mode], outcome_names[r->outcome],
-						 r->provider[0] ? quote_literal_cstr(r->provider) : "NULL",
-						 quote_literal_cstr(r->model),
-						 r->upstream[0] ? quote_literal_cstr(r->upstream) : "NULL",
-						 r->http_status ? psprintf("%d", r->http_status) : "NULL",
-						 r->attempts, r->fallback ? "true" : "false",
-						 r->has_tokens ? psprintf("%d", r->input_tokens) : "NULL",
-						 r->has_tokens ? psprintf("%d", r->output_tokens) : "NULL",
-						 r->latency_ms,
-						 r->ttft_ms >= 0 ? psprintf("%d", r->ttft_ms) : "NULL",
-						 r->has_cost ? psprintf("%.10f", r->cost_usd) : "NULL");
+		cols[0][i] = TimestampTzGetDatum(r->ts);
+		cols[1][i] = ObjectIdGetDatum(r->roleid);
+		cols[2][i] = CStringGetTextDatum(mode_names[r->mode]);
+		cols[3][i] = CStringGetTextDatum(outcome_names[r->outcome]);
+		cols[4][i] = CStringGetTextDatum(r->provider);
+		nulls[4][i] = (r->provider[0] == '\0');
+		cols[5][i] = CStringGetTextDatum(r->model);
+		cols[6][i] = CStringGetTextDatum(r->upstream);
+		nulls[6][i] = (r->upstream[0] == '\0');
+		cols[7][i] = Int16GetDatum(r->http_status);
+		nulls[7][i] = (r->http_status == 0);
+		cols[8][i] = Int16GetDatum(r->attempts);
+		cols[9][i] = BoolGetDatum(r->fallback);
+		cols[10][i] = Int32GetDatum(r->input_tokens);
+		cols[11][i] = Int32GetDatum(r->output_tokens);
+		nulls[10][i] = nulls[11][i] = !r->has_tokens;
+		cols[12][i] = Int32GetDatum(r->latency_ms);
+		cols[13][i] = Int32GetDatum(r->ttft_ms);
+		nulls[13][i] = (r->ttft_ms < 0);
+		cols[14][i] = Float8GetDatum(r->cost_usd);
+		nulls[14][i] = !r->has_cost;
 	}
-	if (SPI_execute(sql.data, false, 0) != SPI_OK_INSERT)
+	for (c = 0; c < USAGE_COLUMNS; c++)
+		args[c] = LlmMakeArray(cols[c], nulls[c], n, elemtypes[c]);
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write to llm.usage");
 	return n;
 }

@@ -105,9 +105,11 @@ static TimestampTz rate_since = 0;
 
 typedef struct PlanEntry
 {
-	char		sql[NAMEDATALEN * 8];
+	char		sql[1024];
 	SPIPlanPtr	plan;
 } PlanEntry;
+
+static void item_write_back(WorkItem *it);
 
 /* ---- settings ---- */
 
@@ -298,7 +300,7 @@ cached_plan(const char *sql, int nargs, Oid *types)
 {
 	PlanEntry  *e;
 	bool		found;
-	char		key[NAMEDATALEN * 8];
+	char		key[1024];
 
 	if (plan_cache == NULL)
 	{
@@ -318,7 +320,8 @@ cached_plan(const char *sql, int nargs, Oid *types)
 		SPIPlanPtr	p;
 
 		e->plan = NULL;
-		p = SPI_prepare(sql, nargs, types);
+		/* one generic plan: these statements run thousands of times */
+		p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 		SPI_keepplan(p);
@@ -661,10 +664,6 @@ item_write(WorkItem *it)
 	values[1] = Int32GetDatum(it->attempts);
 	if (it->state == ITEM_DONE)
 	{
-		Oid			save_user;
-		int			save_sec;
-		Oid			wtypes[2] = {TEXTOID, JSONBOID};
-		Datum		wvalues[2];
 		char	   *reply = LlmToServerEncoding(it->reply, strlen(it->reply));
 
 		values[2] = CStringGetTextDatum(reply);
@@ -676,25 +675,7 @@ item_write(WorkItem *it)
 		if (SPI_processed == 0 || it->writeback_sql == NULL)
 			return;
 
-		wvalues[0] = values[2];
-		wvalues[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum(it->target_key));
-		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(it->role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		PG_TRY();
-		{
-			if (run_sql(it->writeback_sql, 2, wtypes, wvalues, NULL, false, 0) != SPI_OK_UPDATE)
-				elog(ERROR, "could not write the reply back");
-			if (SPI_processed == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_NO_DATA_FOUND),
-						 errmsg("the target row no longer exists")));
-		}
-		PG_FINALLY();
-		{
-			SetUserIdAndSecContext(save_user, save_sec);
-		}
-		PG_END_TRY();
+		item_write_back(it);
 	}
 	else if (it->state == ITEM_FAILED)
 	{
@@ -717,6 +698,39 @@ item_write(WorkItem *it)
 	}
 }
 
+/*
+ * Write a reply into its target row, as the role that enqueued it; a row
+ * that is gone is an error.
+ */
+static void
+item_write_back(WorkItem *it)
+{
+	Oid			save_user;
+	int			save_sec;
+	Oid			wtypes[2] = {TEXTOID, JSONBOID};
+	Datum		wvalues[2];
+
+	wvalues[0] = CStringGetTextDatum(LlmToServerEncoding(it->reply, strlen(it->reply)));
+	wvalues[1] = DirectFunctionCall1(jsonb_in, CStringGetDatum(it->target_key));
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(it->role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	PG_TRY();
+	{
+		if (run_sql(it->writeback_sql, 2, wtypes, wvalues, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not write the reply back");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("the target row no longer exists")));
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+}
+
 /* Forget an item. */
 static void
 item_free(WorkItem *it)
@@ -727,70 +741,194 @@ item_free(WorkItem *it)
 	pfree(it);
 }
 
+/* Is the item finished, waiting to be written? */
+static bool
+item_finished(const WorkItem *it)
+{
+	return it->state == ITEM_DONE || it->state == ITEM_FAILED || it->state == ITEM_RETRY_LATER;
+}
+
 /*
- * Write every finished item in one transaction, each in a subtransaction
- * so that a failing write-back marks only its own item failed.
+ * Write a group of finished items at once: one UPDATE of llm.queue per
+ * outcome over arrays, guarded by each item's lease token, then the
+ * write-back of each reply that is still ours, as its role.  Any error
+ * aborts the whole group; the caller then writes item by item.
+ */
+static void
+write_group(void)
+{
+	dlist_iter	iter;
+	int			n[3] = {0, 0, 0};
+	Datum	   *ids[3];
+	Datum	   *atts[3];
+	Datum	   *texts[3];
+	Datum	   *whens;
+	int			cap = nitems;
+	int			k;
+	static const char *const sql[3] = {
+		"UPDATE llm.queue q SET status = 'done', reply = u.t, error = NULL, lease_until = NULL, "
+		"finished_at = now() FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
+		"WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id",
+		"UPDATE llm.queue q SET status = 'failed', error = u.t, lease_until = NULL, "
+		"finished_at = now() FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
+		"WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id",
+		"UPDATE llm.queue q SET status = 'pending', error = u.t, lease_until = NULL, "
+		"next_attempt_at = u.w FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[]) "
+		"AS u(id, a, t, w) WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id"
+	};
+	Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+
+	for (k = 0; k < 3; k++)
+	{
+		ids[k] = palloc(sizeof(Datum) * cap);
+		atts[k] = palloc(sizeof(Datum) * cap);
+		texts[k] = palloc(sizeof(Datum) * cap);
+	}
+	whens = palloc(sizeof(Datum) * cap);
+	dlist_foreach(iter, &items)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+		if (!item_finished(it))
+			continue;
+		k = it->state == ITEM_DONE ? 0 : it->state == ITEM_FAILED ? 1 : 2;
+		ids[k][n[k]] = Int64GetDatum(it->id);
+		atts[k][n[k]] = Int32GetDatum(it->attempts);
+		texts[k][n[k]] = CStringGetTextDatum(k == 0 ? LlmToServerEncoding(it->reply, strlen(it->reply)) :
+											 (it->error ? it->error : "failed"));
+		if (k == 2)
+			whens[n[k]] = TimestampTzGetDatum(it->next_attempt_at);
+		n[k]++;
+	}
+	for (k = 0; k < 3; k++)
+	{
+		Datum		args[4];
+
+		if (n[k] == 0)
+			continue;
+		args[0] = LlmMakeArray(ids[k], NULL, n[k], INT8OID);
+		args[1] = LlmMakeArray(atts[k], NULL, n[k], INT4OID);
+		args[2] = LlmMakeArray(texts[k], NULL, n[k], TEXTOID);
+		if (k == 2)
+			args[3] = LlmMakeArray(whens, NULL, n[k], TIMESTAMPTZOID);
+		if (run_sql(sql[k], k == 2 ? 4 : 3, types, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not update llm.queue");
+		if (k == 0)
+		{
+			/* write back the replies whose lease is still ours */
+			uint64		i;
+			SPITupleTable *tt = SPI_tuptable;
+			uint64		nrows = SPI_processed;
+			HTAB	   *ours;
+			HASHCTL		ctl;
+
+			ctl.keysize = sizeof(int64);
+			ctl.entrysize = sizeof(int64);
+			ctl.hcxt = CurrentMemoryContext;
+			ours = hash_create("pg_llm written ids", Max(nrows, 16), &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+			for (i = 0; i < nrows; i++)
+			{
+				bool		isnull;
+				int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+
+				(void) hash_search(ours, &id, HASH_ENTER, NULL);
+			}
+			dlist_foreach(iter, &items)
+			{
+				WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+				if (it->state == ITEM_DONE && it->writeback_sql &&
+					hash_search(ours, &it->id, HASH_FIND, NULL) != NULL)
+					item_write_back(it);
+			}
+		}
+	}
+}
+
+/*
+ * Write every finished item in one transaction: as a group when that
+ * works, else each in a subtransaction, so that a failing write-back
+ * marks only its own item failed.
  */
 static void
 write_finished(void)
 {
 	dlist_mutable_iter iter;
 	int			n = 0;
+	volatile bool grouped = false;
+	MemoryContext oldcxt;
+	ResourceOwner oldowner;
 
 	dlist_foreach_modify(iter, &items)
 	{
-		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
-
-		if (it->state == ITEM_DONE || it->state == ITEM_FAILED || it->state == ITEM_RETRY_LATER)
+		if (item_finished(dlist_container(WorkItem, node, iter.cur)))
 			n++;
 	}
 	if (n == 0)
 		return;
 
 	xact_begin("pg_llm: writing results");
+	oldcxt = CurrentMemoryContext;
+	oldowner = CurrentResourceOwner;
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		write_group();
+		ReleaseCurrentSubTransaction();
+		grouped = true;
+	}
+	PG_CATCH();
+	{
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+
 	dlist_foreach_modify(iter, &items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
-		MemoryContext oldcxt = CurrentMemoryContext;
-		ResourceOwner oldowner = CurrentResourceOwner;
 
-		if (it->state != ITEM_DONE && it->state != ITEM_FAILED && it->state != ITEM_RETRY_LATER)
+		if (!item_finished(it))
 			continue;
-		BeginInternalSubTransaction(NULL);
-		PG_TRY();
+		if (!grouped)
 		{
-			item_write(it);
-			ReleaseCurrentSubTransaction();
-			if (my_slot >= 0 && it->state == ITEM_DONE)
-				pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].completed, 1);
-			else if (my_slot >= 0 && it->state == ITEM_FAILED)
-				pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].failed, 1);
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(it->ctx);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			CurrentResourceOwner = oldowner;
-
-			/* the reply could not be written back: the item fails */
-			MemoryContextSwitchTo(it->ctx);
-			it->state = ITEM_FAILED;
-			it->error = psprintf("the reply could not be written back: %s", edata->message);
-			MemoryContextSwitchTo(oldcxt);
-			report_error(it->error);
 			BeginInternalSubTransaction(NULL);
-			item_write(it);
-			ReleaseCurrentSubTransaction();
-			if (my_slot >= 0)
-				pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].failed, 1);
+			PG_TRY();
+			{
+				item_write(it);
+				ReleaseCurrentSubTransaction();
+			}
+			PG_CATCH();
+			{
+				ErrorData  *edata;
+
+				MemoryContextSwitchTo(it->ctx);
+				edata = CopyErrorData();
+				FlushErrorState();
+				RollbackAndReleaseCurrentSubTransaction();
+				CurrentResourceOwner = oldowner;
+
+				/* the reply could not be written back: the item fails */
+				MemoryContextSwitchTo(it->ctx);
+				it->state = ITEM_FAILED;
+				it->error = psprintf("the reply could not be written back: %s", edata->message);
+				MemoryContextSwitchTo(oldcxt);
+				report_error(it->error);
+				BeginInternalSubTransaction(NULL);
+				item_write(it);
+				ReleaseCurrentSubTransaction();
+			}
+			PG_END_TRY();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
 		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
+		if (my_slot >= 0 && it->state == ITEM_DONE)
+			pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].completed, 1);
+		else if (my_slot >= 0 && it->state == ITEM_FAILED)
+			pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].failed, 1);
 		finished_since_rate++;
 		item_free(it);
 	}
