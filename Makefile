@@ -11,7 +11,7 @@ PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 
 # pg_regress scripts, one topic per file; test/run starts the local
 # provider and exports its port before running them
-REGRESS = setup offline chat anthropic faults stream queue usage security
+REGRESS = setup offline chat anthropic faults stream queue usage jobs security
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Isrc $(shell pkg-config --cflags libcurl json-c 2>/dev/null) \

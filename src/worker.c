@@ -84,6 +84,7 @@ typedef struct WorkItem
 	char	   *reply;
 	char	   *error;
 	TimestampTz next_attempt_at;
+	bool		written;		/* its queue row was ours and is updated */
 	char	   *writeback_sql;	/* NULL when there is no target */
 	char	   *target_key;		/* jsonb text */
 } WorkItem;
@@ -515,14 +516,66 @@ claim(int n)
 static void
 reclaim_expired(void)
 {
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+
 	xact_begin("pg_llm: reclaiming expired leases");
-	if (run_sql("UPDATE llm.queue SET status = 'pending', lease_until = NULL "
+	values[0] = Int32GetDatum(llm_max_attempts);
+
+	/*
+	 * An item whose worker died every time it held it runs out of attempts
+	 * like any other: it fails instead of going back to the queue.
+	 */
+	if (run_sql("UPDATE llm.queue SET lease_until = NULL, "
+				"status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'pending' END, "
+				"finished_at = CASE WHEN attempts >= $1 THEN now() END, "
+				"error = CASE WHEN attempts >= $1 THEN "
+				"  'its worker stopped before finishing it, ' || attempts || ' times' ELSE error END "
 				"WHERE status = 'running' AND lease_until < now()",
-				0, NULL, NULL, NULL, false, 0) != SPI_OK_UPDATE)
+				1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not reclaim expired queue items");
 	if (SPI_processed > 0)
-		elog(LOG, "pg_llm worker: " UINT64_FORMAT " queue items with an expired lease are pending again",
+		elog(LOG, "pg_llm worker: " UINT64_FORMAT " queue items with an expired lease were taken back",
 			 (uint64) SPI_processed);
+	xact_end();
+}
+
+/*
+ * Extend the leases of every item this worker holds, so that a request
+ * that runs longer than the lease (retries, slow providers) is not taken
+ * back from under it.  Runs every third of the lease.
+ */
+static void
+renew_leases(void)
+{
+	dlist_iter	iter;
+	Datum	   *ids;
+	Datum	   *atts;
+	int			n = 0;
+	Oid			types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4OID};
+	Datum		values[3];
+
+	if (nitems == 0)
+		return;
+	ids = palloc(sizeof(Datum) * nitems);
+	atts = palloc(sizeof(Datum) * nitems);
+	dlist_foreach(iter, &items)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+		ids[n] = Int64GetDatum(it->id);
+		atts[n] = Int32GetDatum(it->attempts);
+		n++;
+	}
+	xact_begin("pg_llm: renewing leases");
+	values[0] = LlmMakeArray(ids, NULL, n, INT8OID);
+	values[1] = LlmMakeArray(atts, NULL, n, INT4OID);
+	values[2] = Int32GetDatum(llm_lease_time);
+	if (run_sql("UPDATE llm.queue q SET lease_until = now() + make_interval(secs => $3) "
+				"FROM unnest($1, $2) AS u(id, a) "
+				"WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running'",
+				3, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not renew leases");
 	xact_end();
 }
 
@@ -672,7 +725,8 @@ item_write(WorkItem *it)
 					"WHERE id = $1 AND attempts = $2 AND status = 'running'",
 					3, types, values, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update llm.queue");
-		if (SPI_processed == 0 || it->writeback_sql == NULL)
+		it->written = (SPI_processed > 0);
+		if (!it->written || it->writeback_sql == NULL)
 			return;
 
 		item_write_back(it);
@@ -685,6 +739,7 @@ item_write(WorkItem *it)
 					"WHERE id = $1 AND attempts = $2 AND status = 'running'",
 					3, types, values, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update llm.queue");
+		it->written = (SPI_processed > 0);
 	}
 	else
 	{
@@ -695,6 +750,7 @@ item_write(WorkItem *it)
 					"WHERE id = $1 AND attempts = $2 AND status = 'running'",
 					4, types, values, nulls, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update llm.queue");
+		it->written = (SPI_processed > 0);
 	}
 }
 
@@ -813,14 +869,14 @@ write_group(void)
 			args[3] = LlmMakeArray(whens, NULL, n[k], TIMESTAMPTZOID);
 		if (run_sql(sql[k], k == 2 ? 4 : 3, types, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not update llm.queue");
-		if (k == 0)
 		{
-			/* write back the replies whose lease is still ours */
+			/* note which items were still ours; write back their replies */
 			uint64		i;
 			SPITupleTable *tt = SPI_tuptable;
 			uint64		nrows = SPI_processed;
 			HTAB	   *ours;
 			HASHCTL		ctl;
+			int			want = k == 0 ? ITEM_DONE : k == 1 ? ITEM_FAILED : ITEM_RETRY_LATER;
 
 			ctl.keysize = sizeof(int64);
 			ctl.entrysize = sizeof(int64);
@@ -838,8 +894,10 @@ write_group(void)
 			{
 				WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
-				if (it->state == ITEM_DONE && it->writeback_sql &&
-					hash_search(ours, &it->id, HASH_FIND, NULL) != NULL)
+				if ((int) it->state != want || hash_search(ours, &it->id, HASH_FIND, NULL) == NULL)
+					continue;
+				it->written = true;
+				if (it->state == ITEM_DONE && it->writeback_sql)
 					item_write_back(it);
 			}
 		}
@@ -925,9 +983,10 @@ write_finished(void)
 			MemoryContextSwitchTo(oldcxt);
 			CurrentResourceOwner = oldowner;
 		}
-		if (my_slot >= 0 && it->state == ITEM_DONE)
+		/* an item whose lease was lost was someone else's to finish */
+		if (my_slot >= 0 && it->written && it->state == ITEM_DONE)
 			pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].completed, 1);
-		else if (my_slot >= 0 && it->state == ITEM_FAILED)
+		else if (my_slot >= 0 && it->written && it->state == ITEM_FAILED)
 			pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].failed, 1);
 		finished_since_rate++;
 		item_free(it);
@@ -1051,8 +1110,9 @@ pg_llm_worker_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (TimestampDifferenceExceeds(last_reclaim, now, Min(llm_lease_time * 500, 10000)))
+		if (TimestampDifferenceExceeds(last_reclaim, now, Min(llm_lease_time * 333, 10000)))
 		{
+			renew_leases();
 			reclaim_expired();
 			last_reclaim = now;
 			drained = false;
