@@ -63,7 +63,9 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 				 errmsg("prompt must not be empty")));
 	req = LlmRequestFromPrompt(prompt, system, options);
 	call = LlmCallCreate(req, LlmResolveModel(model, NULL), mode);
-	UsageBegin(call, GetUserId(), LlmRequestSize(req), LlmRequestMaxTokens(req));
+	UsageBegin(call, GetUserId(),
+			   strlen(prompt) + (system ? strlen(system) : 0) + (options ? strlen(options) : 0),
+			   LlmRequestMaxTokens(req));
 	return call;
 }
 
@@ -115,7 +117,7 @@ pg_llm_chat_completion(PG_FUNCTION_ARGS)
 	req = LlmRequestFromJson(request);
 	call = LlmCallCreate(req, LlmResolveModel(model, req), LLM_MODE_SYNC);
 	call->want_response_json = true;
-	UsageBegin(call, GetUserId(), LlmRequestSize(req), LlmRequestMaxTokens(req));
+	UsageBegin(call, GetUserId(), strlen(request), LlmRequestMaxTokens(req));
 	LlmCallRun(call);
 	json = LlmToServerEncoding(call->reply.response_json, strlen(call->reply.response_json));
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));

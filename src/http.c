@@ -100,10 +100,18 @@ socket_cb(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
 			ev.events |= EPOLLIN;
 		if (what & CURL_POLL_OUT)
 			ev.events |= EPOLLOUT;
+		/*
+		 * A socket curl stops watching is usually a kept-alive connection
+		 * that the next call takes up again: leave it registered but quiet
+		 * (one-shot, so a hang-up wakes us at most once), and the next call
+		 * costs one epoll_ctl instead of two.  The kernel forgets a socket
+		 * when curl closes it.
+		 */
 		if (what == CURL_POLL_REMOVE)
-			(void) epoll_ctl(curl_epfd, EPOLL_CTL_DEL, fd, NULL);
-		else if (epoll_ctl(curl_epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
-				 epoll_ctl(curl_epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+			ev.events = EPOLLONESHOT;
+		if (epoll_ctl(curl_epfd, EPOLL_CTL_MOD, fd, &ev) != 0 &&
+			what != CURL_POLL_REMOVE &&
+			epoll_ctl(curl_epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
 			return -1;			/* curl fails the transfer */
 		return 0;
 	}
@@ -291,6 +299,8 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	return n;
 }
 
+static void collect_finished(void);
+
 /* Release every transaction-bound transfer when a transaction ends. */
 static void
 http_xact_cb(XactEvent event, void *arg)
@@ -426,6 +436,9 @@ HttpStart(const HttpRequestSpec *spec)
 
 		if (n != NULL)
 			hl = n;
+		n = curl_slist_append(hl, "User-Agent: " HTTP_USER_AGENT);
+		if (n != NULL)
+			hl = n;
 	}
 	t->header_list = hl;
 
@@ -437,7 +450,6 @@ HttpStart(const HttpRequestSpec *spec)
 #endif
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, HTTP_USER_AGENT);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) spec->body_len);
 	curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, spec->body ? spec->body : "");
@@ -454,7 +466,6 @@ HttpStart(const HttpRequestSpec *spec)
 		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, spec->low_speed_time);
 		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, Max(spec->low_speed_limit, 1L));
 	}
-	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 
 	mrc = curl_multi_add_handle(multi, e);
@@ -465,6 +476,14 @@ HttpStart(const HttpRequestSpec *spec)
 		return t;
 	}
 	t->attached = true;
+
+	/* start it now (connect or send) rather than at the next wait */
+	{
+		int			running;
+
+		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+		collect_finished();
+	}
 	return t;
 }
 

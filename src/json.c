@@ -432,11 +432,13 @@ LlmRequestFromPrompt(const char *prompt, const char *system, const char *options
 	json_object *msgs;
 
 	if (options_json)
+	{
 		req = request_from_text(options_json, "options");
+		check_options(req->obj, false);
+		json_object_object_del(req->obj, "model");
+	}
 	else
 		req = request_new(json_object_new_object());
-	check_options(req->obj, false);
-	json_object_object_del(req->obj, "model");
 
 	msgs = json_object_new_array();
 	json_object_object_add(req->obj, "messages", msgs);
@@ -473,13 +475,6 @@ LlmRequestMaxTokens(LlmRequest *req)
 		JsonGetInt64(req->obj, "max_completion_tokens", &v))
 		return v;
 	return 0;
-}
-
-/* The request's size as JSON text, for the cost estimate of budgets. */
-size_t
-LlmRequestSize(LlmRequest *req)
-{
-	return strlen(json_object_to_json_string_ext(req->obj, JSON_C_TO_STRING_PLAIN));
 }
 
 /* The body to send on a route, as palloc'd text. */

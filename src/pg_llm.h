@@ -217,7 +217,6 @@ extern uint32 UsagePending(void);
 extern Datum LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype);
 extern bool ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month);
 extern int64 LlmRequestMaxTokens(LlmRequest *req);
-extern size_t LlmRequestSize(LlmRequest *req);
 
 /* ---- chat.c ---- */
 extern LlmCall *ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode);

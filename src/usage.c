@@ -283,6 +283,7 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
 static void
 ensure_writer(void)
 {
+	static TimestampTz last_check = 0;
 	int			i;
 	int			free_req = -1;
 	TimestampTz now = GetCurrentTimestamp();
@@ -290,6 +291,10 @@ ensure_writer(void)
 	BackgroundWorkerHandle *handle;
 	char	   *dbname;
 
+	/* once a second is enough: a writer lives for a minute after its work */
+	if (!TimestampDifferenceExceeds(last_check, now, 1000))
+		return;
+	last_check = now;
 	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
 	for (i = 0; i < LLM_MAX_WORKERS; i++)
 	{

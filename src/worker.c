@@ -424,7 +424,9 @@ item_setup(WorkItem *it, HeapTuple tup, TupleDesc td)
 	req = LlmRequestFromPrompt(LlmToUtf8(prompt), system ? LlmToUtf8(system) : NULL,
 							   options ? LlmToUtf8(options) : NULL);
 	it->call = LlmCallCreate(req, model, LLM_MODE_QUEUE);
-	UsageBegin(it->call, it->role, LlmRequestSize(req), LlmRequestMaxTokens(req));
+	UsageBegin(it->call, it->role,
+			   strlen(prompt) + (system ? strlen(system) : 0) + (options ? strlen(options) : 0),
+			   LlmRequestMaxTokens(req));
 	it->route = list_head(it->call->routes);
 	it->route_no = 1;
 	if (relid && column && key)
@@ -991,6 +993,9 @@ write_finished(void)
 		finished_since_rate++;
 		item_free(it);
 	}
+	/* the usage of these items rides in the same transaction */
+	if (UsagePending() > 0)
+		(void) UsageFlush();
 	xact_end();
 }
 
