@@ -18,20 +18,26 @@
 #
 # Rounds are interleaved (pg_llm, raw, python, pg_llm, raw, python, ...)
 # and the table shows each client's median; every round is printed too, so
-# the noise of a shared machine is visible.  Nothing here passes or fails
-# on a timing: the script fails only when a call fails.  The mock is reset
+# the noise of a shared machine is visible.  Next to the wall time, the
+# CPU time (user + system, from /proc/PID/schedstat) of the client process
+# (for pg_llm: its backend) and of the mock during the timed calls shows
+# where a call's time goes; what is left is waiting (wake-ups, scheduling
+# on a busy machine).  Nothing here passes or fails on a timing: the
+# script fails only when a call fails.  The mock is reset
 # before every measurement and its request and connection counters are
 # checked afterwards (every client must have used one keep-alive
 # connection).  Finally a short concurrent load (test/mock/load.js) on the
 # same mock shows its own ceiling.
 #
 # usage: test/bench/bench_chat.sh [--calls N] [--rounds R] [--warmup W]
-#                                 [--ceiling-requests M] [--no-build]
+#                                 [--ceiling-requests M] [--no-build] [--preload]
 #   --calls N             timed calls per client and round [5000]
 #   --rounds R            interleaved rounds; the median is reported [3]
 #   --warmup W            untimed calls before each measurement [200]
 #   --ceiling-requests M  requests of each mock ceiling run; 0 skips it [20000]
 #   --no-build            use the installed extension as it is
+#   --preload             start the instance with shared_preload_libraries = 'pg_llm'
+#                         (llm.chat() needs no preloading; this is for comparison)
 #
 # Needs root (build_install, and initdb runs as postgres), cc, libcurl
 # headers, node and /usr/bin/python3 with python3-requests.  All traffic
@@ -43,8 +49,9 @@ ROUNDS=3
 WARMUP=200
 CEILING_REQUESTS=20000
 BUILD=1
+PG_CONF=()
 
-usage() { sed -n '/^# usage:/,/^#   --no-build/p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '/^# usage:/,/^# stays on/p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --calls) CALLS=$2; shift 2 ;;
@@ -56,6 +63,7 @@ while [ $# -gt 0 ]; do
     --ceiling-requests) CEILING_REQUESTS=$2; shift 2 ;;
     --ceiling-requests=*) CEILING_REQUESTS=${1#*=}; shift ;;
     --no-build) BUILD=0; shift ;;
+    --preload) PG_CONF+=("shared_preload_libraries = 'pg_llm'"); shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench_chat.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -75,8 +83,10 @@ log "compiling test/bench/raw_curl.c"
 cc -O2 -Wall -o "$BENCH_DIR/raw_curl" "$BENCH_DIR/raw_curl.c" -lcurl
 
 [ "$BUILD" = 1 ] && build_install
-start_postgres
+start_postgres ${PG_CONF[@]+"${PG_CONF[@]}"}
 start_mock
+MOCK_PID=${PG_LLM_PIDS[-1]}
+[ "$(cat "/proc/$MOCK_PID/comm" 2>/dev/null)" = node ] || { log "cannot find the mock's PID"; exit 1; }
 scratch_dir
 OUT=$SCRATCH
 chmod 777 "$OUT"
@@ -86,8 +96,9 @@ MOCK="http://127.0.0.1:$MOCK_PORT"
 URL="$MOCK/v1/chat/completions"
 
 PSQL=(psql -X -q -At -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -c "CREATE EXTENSION pg_llm" ||
+  { log "CREATE EXTENSION pg_llm failed${PG_CONF[0]+}${PG_CONF[0]-; if the library must be preloaded, try --preload}"; exit 1; }
 "${PSQL[@]}" <<SQL
-CREATE EXTENSION pg_llm;
 SELECT llm.create_provider('mock', 'openai', '$MOCK/v1', api_key => 'sk-mock');
 -- the same statement without the HTTP call: the executor's own share
 -- (a one-expression SQL function is inlined, so this is the floor)
@@ -107,31 +118,44 @@ mock_stats() {
     'import json,sys; s=json.load(sys.stdin); print(s["requests"], s["connections"] - 1)'
 }
 
-# record ROUND CLIENT CALLS SECONDS: one line of results, with the mock's
-# request and connection counts when the client went through the mock.
+# record ROUND CLIENT CALLS SECONDS [CLIENT_CPU MOCK_CPU]: one line of
+# results, with the mock's request and connection counts when the client
+# went through the mock.
 record() {
   local stats="- -"
   [ "$2" = sql_only ] || stats=$(mock_stats)
-  printf '%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${stats// /$'\t'}" >> "$RESULTS"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "${stats// /$'\t'}" \
+    "${5:--1}" "${6:--1}" >> "$RESULTS"
+}
+
+# cpu_delta BEFORE AFTER LINE: seconds between the schedstat run times on
+# line LINE of two files.
+cpu_delta() {
+  awk -v l="$3" 'FNR == l { v[FILENAME] = $1 } END { printf "%.6f", (v[ARGV[2]] - v[ARGV[1]]) / 1e9 }' "$1" "$2"
 }
 
 # ms_from_timing FILE: the milliseconds of psql's single "Time:" line.
 ms_from_timing() { sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' "$1"; }
 
 # (a) one psql session (one backend, so one keep-alive connection): warm-up,
-# then the timed statement; then the same for the SQL-only statement.
+# then the timed statement, with the CPU times of the backend and the mock
+# read just before and after it; then the same for the SQL-only statement.
 run_pg_llm() {
-  local r=$1 out="$OUT/psql.$1.out" n
+  local r=$1 out="$OUT/psql.$1.out" n cpu="cat /proc/\$(cat $OUT/bpid)/schedstat /proc/$MOCK_PID/schedstat"
   mock_reset
   "${PSQL[@]}" > "$out" <<SQL
+SELECT pg_backend_pid() \\g $OUT/bpid
 SELECT count(llm.chat('bench ' || g, 'mock')) FROM generate_series(1, $WARMUP) g;
+\\! $cpu > $OUT/cpu.before
 \\timing on
 SELECT count(llm.chat('bench ' || g, 'mock')) FROM generate_series(1, $CALLS) g;
 \\timing off
+\\! $cpu > $OUT/cpu.after
 SQL
   n=$(sed -n 2p "$out")
   [ "$n" = "$CALLS" ] || { log "pg_llm round $r: count was '$n'"; cat "$out" >&2; exit 1; }
-  record "$r" pg_llm "$CALLS" "$(awk -v ms="$(ms_from_timing "$out")" 'BEGIN{printf "%.6f", ms/1000}')"
+  record "$r" pg_llm "$CALLS" "$(awk -v ms="$(ms_from_timing "$out")" 'BEGIN{printf "%.6f", ms/1000}')" \
+    "$(cpu_delta "$OUT/cpu.before" "$OUT/cpu.after" 1)" "$(cpu_delta "$OUT/cpu.before" "$OUT/cpu.after" 2)"
 
   "${PSQL[@]}" > "$out" <<SQL
 SELECT count(public.bench_echo('bench ' || g, 'mock')) FROM generate_series(1, $WARMUP) g;
@@ -144,15 +168,21 @@ SQL
   record "$r" sql_only "$CALLS" "$(awk -v ms="$(ms_from_timing "$out")" 'BEGIN{printf "%.6f", ms/1000}')"
 }
 
-# (b) and (c): the client prints "calls=N seconds=S errors=E".
+# (b) and (c): the client prints
+# "calls=N seconds=S errors=E cpu_seconds=C mock_cpu_seconds=M".
 run_client() {
-  local r=$1 name=$2 line secs
+  local r=$1 name=$2 line
   shift 2
   mock_reset
-  line=$("$@" "$URL" "$CALLS" "$WARMUP" sk-mock) || { log "$name round $r failed: $line"; exit 1; }
-  secs=$(sed -n 's/.*seconds=\([0-9.]*\).*/\1/p' <<<"$line")
-  record "$r" "$name" "$CALLS" "$secs"
+  line=$("$@" "$URL" "$CALLS" "$WARMUP" sk-mock "$MOCK_PID") || { log "$name round $r failed: $line"; exit 1; }
+  field() { sed -n "s/.* $1=\([-0-9.]*\).*/\1/p" <<<" $line"; }
+  record "$r" "$name" "$CALLS" "$(field seconds)" "$(field cpu_seconds)" "$(field mock_cpu_seconds)"
 }
+
+# the mock's JIT compiles its hot path during its first requests: warm it
+# up once, so that round 1 of pg_llm does not pay for it
+log "warming the mock up (3000 requests)"
+"$BENCH_DIR/raw_curl" "$URL" 0 3000 >/dev/null
 
 log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$ROUNDS"); do
@@ -179,7 +209,7 @@ if [ "$CEILING_REQUESTS" -gt 0 ] && [ -f "$PG_LLM_ROOT/test/mock/load.js" ]; the
 fi
 
 {
-  echo "pg_llm chat benchmark: $CALLS sequential calls per client, $ROUNDS interleaved rounds, warm-up $WARMUP, mock latency 0"
+  echo "pg_llm chat benchmark: $CALLS sequential calls per client, $ROUNDS interleaved rounds, warm-up $WARMUP, mock latency 0${PG_CONF[0]+, $PG_CONF}"
   echo "host: $(nproc) CPUs, load average now $(cut -d' ' -f1-3 /proc/loadavg); $(psql -X -At -c 'SHOW server_version' | cut -d' ' -f1) PostgreSQL;" \
     "libcurl $(curl-config --version | cut -d" " -f2); python requests $("$PYTHON" -c 'import requests; print(requests.__version__)'); node $(node --version)"
 }

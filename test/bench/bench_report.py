@@ -4,8 +4,10 @@
 usage: bench_report.py RESULTS.tsv CEILING.jsonl WARMUP
 
 RESULTS.tsv has one line per measurement: round, client, calls, seconds,
-and the mock's request and connection counters for that measurement
-("-" for the SQL-only statement, which makes no request).  CEILING.jsonl
+the mock's request and connection counters for that measurement ("-" for
+the SQL-only statement, which makes no request), and the CPU seconds of
+the client (pg_llm: its backend) and of the mock during the timed calls
+(-1 when unknown).  CEILING.jsonl
 holds load.js summary lines.  Each client's figure is the median of its
 rounds; the per-round figures are printed as well.  Nothing here judges a
 timing: the target lines only state the ratios next to the targets.
@@ -27,9 +29,10 @@ def main():
     rows = []
     with open(results) as f:
         for line in f:
-            r, client, calls, secs, reqs, conns = line.rstrip("\n").split("\t")
+            r, client, calls, secs, reqs, conns, ccpu, mcpu = line.rstrip("\n").split("\t")
             rows.append({"round": int(r), "client": client, "calls": int(calls),
-                         "seconds": float(secs), "requests": reqs, "connections": conns})
+                         "seconds": float(secs), "requests": reqs, "connections": conns,
+                         "client_cpu": float(ccpu), "mock_cpu": float(mcpu)})
     rounds = sorted({x["round"] for x in rows})
     by = {(x["round"], x["client"]): x for x in rows}
     names = [c for c, _ in CLIENTS if any(x["client"] == c for x in rows)]
@@ -50,20 +53,27 @@ def main():
         s = statistics.median(secs)
         med[c] = {"calls": calls, "seconds": s, "cps": calls / s, "us": s / calls * 1e6,
                   "spread": (min(secs), max(secs))}
+        for k in ("client_cpu", "mock_cpu"):
+            v = [by[(r, c)][k] for r in rounds if (r, c) in by and by[(r, c)][k] >= 0]
+            med[c][k] = statistics.median(v) / calls * 1e6 if v else None
 
     base = med["pg_llm"]["us"]
     print()
-    print("median of %d round%s (ratio vs pg_llm = the client's µs per call ÷ pg_llm's µs per call):"
+    print("median of %d round%s (ratio vs pg_llm = the client's µs per call ÷ pg_llm's µs per call;"
           % (len(rounds), "" if len(rounds) == 1 else "s"))
-    hdr = "  %-30s | %6s | %8s | %8s | %11s | %16s | %s" % (
-        "client", "calls", "seconds", "calls/s", "µs per call", "ratio vs pg_llm", "min-max seconds")
+    print("CPU = user + system time during the timed calls, per call, of the client process"
+          " (pg_llm: its backend) and of the mock):")
+    hdr = "  %-30s | %6s | %8s | %8s | %11s | %15s | %s | %s | %s" % (
+        "client", "calls", "seconds", "calls/s", "µs per call", "ratio vs pg_llm",
+        "client CPU µs", "mock CPU µs", "min-max seconds")
     print(hdr)
     print("  " + "-" * (len(hdr) - 2))
+    fmt = lambda v: "%13.1f" % v if v is not None else "%13s" % "-"
     for c in names:
         m = med[c]
-        print("  %-30s | %6d | %8.3f | %8.0f | %11.1f | %16.2f | %.3f-%.3f" % (
+        print("  %-30s | %6d | %8.3f | %8.0f | %11.1f | %15.2f | %s | %s | %.3f-%.3f" % (
             label[c], m["calls"], m["seconds"], m["cps"], m["us"], m["us"] / base,
-            m["spread"][0], m["spread"][1]))
+            fmt(m["client_cpu"]), fmt(m["mock_cpu"])[2:], m["spread"][0], m["spread"][1]))
 
     # mock counters: every client should have used one keep-alive connection
     print()

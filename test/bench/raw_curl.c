@@ -7,10 +7,14 @@
  *	  Authorization headers, and reads the whole response into a buffer.
  *	  The response is not parsed (only the status is checked).
  *
- *	  usage: raw_curl URL CALLS [WARMUP [API_KEY]]
+ *	  usage: raw_curl URL CALLS [WARMUP [API_KEY [MOCK_PID]]]
  *	  URL is the full endpoint, e.g. http://127.0.0.1:PORT/v1/chat/completions.
  *	  Warm-up calls are numbered 1..WARMUP, timed calls 1..CALLS, as in the
- *	  SQL statement.  Prints one line: "calls=N seconds=S errors=E".
+ *	  SQL statement.  Prints one line:
+ *	    calls=N seconds=S errors=E cpu_seconds=C mock_cpu_seconds=M
+ *	  where C is this process's CPU time (user + system, from
+ *	  /proc/self/schedstat) during the timed calls, and M the same for the
+ *	  process MOCK_PID (-1 when not given or unreadable).
  *
  *	  Build: cc -O2 -o raw_curl raw_curl.c -lcurl
  */
@@ -50,6 +54,29 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	b->len += n;
 	b->data[b->len] = '\0';
 	return n;
+}
+
+/* CPU time of a process (0: this one) in seconds, from schedstat; -1 on failure. */
+static double
+cpu_s(long pid)
+{
+	char		path[64];
+	FILE	   *f;
+	unsigned long long ns;
+	int			ok;
+
+	if (pid < 0)
+		return -1;
+	if (pid == 0)
+		snprintf(path, sizeof(path), "/proc/self/schedstat");
+	else
+		snprintf(path, sizeof(path), "/proc/%ld/schedstat", pid);
+	f = fopen(path, "r");
+	if (f == NULL)
+		return -1;
+	ok = fscanf(f, "%llu", &ns) == 1;
+	fclose(f);
+	return ok ? ns / 1e9 : -1;
 }
 
 static double
@@ -105,11 +132,16 @@ main(int argc, char **argv)
 	Buf			b = {0};
 	double		t0,
 				t1;
+	double		c0,
+				c1,
+				m0,
+				m1;
+	long		mock_pid = -1;
 	long		errors;
 
 	if (argc < 3)
 	{
-		fprintf(stderr, "usage: %s URL CALLS [WARMUP [API_KEY]]\n", argv[0]);
+		fprintf(stderr, "usage: %s URL CALLS [WARMUP [API_KEY [MOCK_PID]]]\n", argv[0]);
 		return 2;
 	}
 	url = argv[1];
@@ -118,6 +150,8 @@ main(int argc, char **argv)
 		warmup = atol(argv[3]);
 	if (argc > 4)
 		key = argv[4];
+	if (argc > 5)
+		mock_pid = atol(argv[5]);
 
 	curl_global_init(CURL_GLOBAL_ALL);
 	e = curl_easy_init();
@@ -137,10 +171,16 @@ main(int argc, char **argv)
 		fprintf(stderr, "raw_curl: the warm-up failed\n");
 		return 1;
 	}
+	m0 = cpu_s(mock_pid);
+	c0 = cpu_s(0);
 	t0 = now_s();
 	errors = run(e, &b, calls);
 	t1 = now_s();
-	printf("calls=%ld seconds=%.6f errors=%ld\n", calls, t1 - t0, errors);
+	c1 = cpu_s(0);
+	m1 = cpu_s(mock_pid);
+	printf("calls=%ld seconds=%.6f errors=%ld cpu_seconds=%.6f mock_cpu_seconds=%.6f\n",
+		   calls, t1 - t0, errors, c0 < 0 || c1 < 0 ? -1 : c1 - c0,
+		   m0 < 0 || m1 < 0 ? -1 : m1 - m0);
 
 	curl_slist_free_all(hl);
 	curl_easy_cleanup(e);
