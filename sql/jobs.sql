@@ -2,22 +2,6 @@
 -- queue worker (the test instance preloads pg_llm and runs a worker for
 -- this database).
 \set SHOW_CONTEXT never
-CREATE FUNCTION pg_temp.wait_queue(timeout_s int DEFAULT 60) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    t0 timestamptz := clock_timestamp();
-BEGIN
-    LOOP
-        IF NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN ('pending', 'running')) THEN
-            RETURN 'drained';
-        END IF;
-        IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
-            RETURN 'timed out';
-        END IF;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-END;
-$$;
 TRUNCATE llm.queue;
 
 CREATE TABLE jobs_reviews (id int PRIMARY KEY, body text, stars int, sentiment text, n int, j jsonb,
@@ -77,7 +61,7 @@ SELECT prompt, system, model, options, target_table, target_column, target_key,
        enqueued_by::regrole, job
 FROM llm.queue WHERE target_key = '{"id": 3}';
 COMMIT;
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT sentiment, count(*), min(body), max(body) FROM jobs_reviews GROUP BY sentiment ORDER BY sentiment;
 SELECT job, pending, running, done, failed, percent_done, items_per_second > 0 AS has_rate, eta,
        last_finished IS NOT NULL AS has_finished, last_error
@@ -105,14 +89,14 @@ UPDATE jobs_reviews SET stars = 2 WHERE id = 6;
 SELECT id, body, stars, sentiment FROM jobs_reviews WHERE id <= 6 OR id > 30 ORDER BY id;
 SELECT target_key, prompt FROM llm.queue WHERE status = 'pending' ORDER BY id;
 COMMIT;
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT id, body, stars, sentiment FROM jobs_reviews WHERE id <= 6 OR id > 30 ORDER BY id;
 -- writing the results queued nothing
 SELECT count(*) FROM llm.queue WHERE status = 'pending';
 -- a row without a result is sent again by run_job
 UPDATE jobs_reviews SET sentiment = NULL WHERE id IN (1, 2);
 SELECT llm.run_job('sentiment');
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT id, sentiment FROM jobs_reviews WHERE id IN (1, 2) ORDER BY id;
 SELECT job, pending, running, done, failed, percent_done FROM llm.job_status;
 
@@ -142,12 +126,12 @@ SELECT llm.create_job('summary', 'jobs_tickets', '{team,no}', 'Summarize: {subje
                       'summary', 'jobs_ticket_summary', model => 'mock');
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'jobs_tickets'::regclass ORDER BY tgname;
 SELECT llm.run_job('summary'), llm.run_job('short');
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT team, no, summary FROM jobs_ticket_summary ORDER BY team, no;
 SELECT team, no, summary FROM jobs_ticket_one ORDER BY team, no;
 INSERT INTO jobs_tickets VALUES ('web', 2, 'css', 'the button is blue');
 UPDATE jobs_tickets SET body = 'restore failed' WHERE team = 'db' AND no = 2;
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT team, no, summary FROM jobs_ticket_summary ORDER BY team, no;
 SELECT llm.run_job('summary');
 
@@ -163,7 +147,7 @@ INSERT INTO jobs_events VALUES ('eu', 1, 'love it', NULL), ('us', 1, 'awful', NU
 INSERT INTO jobs_events_us VALUES ('us', 3, 'great', NULL);
 UPDATE jobs_events_eu SET body = 'broken' WHERE id = 1;
 COMMIT;
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT * FROM jobs_events ORDER BY region, id;
 SELECT target_key, prompt FROM llm.queue WHERE job = 'label' ORDER BY id;
 SELECT llm.drop_job('label');
@@ -175,10 +159,10 @@ INSERT INTO jobs_notes SELECT g, 'note ' || g FROM generate_series(1, 3) g;
 SELECT llm.create_job('refused', 'jobs_notes', '{id}', 'Judge: {body}', 'verdict',
                       model => 'mock?fail=400', track_changes => false);
 SELECT llm.run_job('refused');
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT job, pending, running, done, failed, percent_done, last_error FROM llm.job_status WHERE job = 'refused';
 SELECT llm.run_job('refused');
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT job, done, failed FROM llm.job_status WHERE job = 'refused';
 
 -- a job runs as the role that created it; the roles that write its source
@@ -207,7 +191,7 @@ SET LOCAL ROLE job_writer;
 INSERT INTO jobs_owned (id, body) VALUES (1, 'document one'), (2, 'document two');
 UPDATE jobs_owned SET body = 'document 2' WHERE id = 2;
 COMMIT;
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT * FROM jobs_owned ORDER BY id;
 SELECT target_key, prompt, status, enqueued_by::regrole FROM llm.queue WHERE job = 'owned' ORDER BY id;
 -- another role sees, runs and drops none of it, and cannot call its parts
@@ -236,7 +220,7 @@ SELECT llm.run_job('owned');
 RESET ROLE;
 UPDATE jobs_owned SET summary = NULL WHERE id = 2;
 SELECT llm.run_job('owned');
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT target_key, status, enqueued_by::regrole FROM llm.queue WHERE job = 'owned' ORDER BY id;
 SELECT * FROM jobs_owned ORDER BY id;
 SET ROLE job_owner;

@@ -553,6 +553,19 @@ CREATE VIEW llm.budgets AS
     GROUP BY b.role_oid, b.usd_per_month, b.calls_per_month;
 COMMENT ON VIEW llm.budgets IS 'Each budget and what its role spent this month (written usage rows)';
 
+-- Do these columns contain all the columns of a unique index (plain, not
+-- partial) of the table?  Then they identify at most one row.
+CREATE FUNCTION llm._key_identifies_row(rel regclass, key_columns text[]) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_index i
+        WHERE i.indrelid = rel AND i.indisunique AND i.indisvalid
+          AND i.indexprs IS NULL AND i.indpred IS NULL
+          AND (SELECT bool_and(a.attname = ANY (key_columns))
+               FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) AS k(attnum)
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum));
+$$;
+
 -- ## Jobs: keep a column of a table filled with a model's analysis
 --
 -- A job says, once, which rows to analyze and where the answer goes; the
@@ -1335,26 +1348,14 @@ BEGIN
 
     -- the key identifies one row, in the source and in the result table:
     -- it contains all the columns of a unique index (plain, not partial)
-    IF NOT EXISTS (
-           SELECT 1 FROM pg_index i
-           WHERE i.indrelid = j.source_table AND i.indisunique AND i.indisvalid
-             AND i.indexprs IS NULL AND i.indpred IS NULL
-             AND (SELECT bool_and(a.attname = ANY (j.key_columns))
-                  FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) AS k(attnum)
-                  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)) THEN
+    IF NOT llm._key_identifies_row(j.source_table, j.key_columns) THEN
         RAISE EXCEPTION 'key_columns do not identify one row of table %', j.source_table
             USING ERRCODE = 'invalid_parameter_value',
                   DETAIL = 'No primary key or unique index of the table is made of the key''s columns.',
                   HINT = 'Use the primary key''s columns, such as ''{id}''.';
     END IF;
     IF j.result_table IS NOT NULL THEN
-        IF NOT EXISTS (
-               SELECT 1 FROM pg_index i
-               WHERE i.indrelid = j.result_table AND i.indisunique AND i.indisvalid
-                 AND i.indexprs IS NULL AND i.indpred IS NULL
-                 AND (SELECT bool_and(a.attname = ANY (j.key_columns))
-                      FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) AS k(attnum)
-                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum)) THEN
+        IF NOT llm._key_identifies_row(j.result_table, j.key_columns) THEN
             RAISE EXCEPTION 'key_columns do not identify one row of result table %', j.result_table
                 USING ERRCODE = 'invalid_parameter_value',
                       DETAIL = 'No primary key or unique index of the table is made of the key''s columns.',
@@ -1553,3 +1554,5 @@ COMMENT ON VIEW llm.job_status IS 'Per job: queue items pending, running, done a
 -- and EXECUTE on the call functions to the roles that may call models.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA llm FROM PUBLIC;
+-- a catalog-only check that create_job runs with its caller's rights
+GRANT EXECUTE ON FUNCTION llm._key_identifies_row(regclass, text[]) TO PUBLIC;

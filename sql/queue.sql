@@ -1,21 +1,5 @@
 -- The queue and its worker (the test instance preloads pg_llm and runs a
 -- worker for this database).
-CREATE FUNCTION pg_temp.wait_queue(timeout_s int DEFAULT 60) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    t0 timestamptz := clock_timestamp();
-BEGIN
-    LOOP
-        IF NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN ('pending', 'running')) THEN
-            RETURN 'drained';
-        END IF;
-        IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
-            RETURN 'timed out';
-        END IF;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-END;
-$$;
 
 CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL, summary text, n int, j jsonb);
 INSERT INTO docs (id, body) SELECT g, 'document ' || g FROM generate_series(1, 30) g;
@@ -49,7 +33,7 @@ SELECT count(llm.enqueue('Summarize: ' || body, 'mock', target_table => 'pairs',
 FROM pairs;
 -- no target: the reply stays in the queue
 SELECT llm.enqueue('kept in the queue', 'mock') AS no_target_id \gset
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT count(*) FILTER (WHERE summary = 'echo: Summarize: ' || body) AS written, count(*) AS rows FROM docs;
 SELECT j FROM docs WHERE id = 1;
 SELECT * FROM pairs ORDER BY a, b;
@@ -69,7 +53,7 @@ SELECT count(llm.enqueue('fine ' || id, 'mock', target_table => 'docs', target_c
 FROM docs WHERE id BETWEEN 3 AND 10;
 -- an option the route's protocol refuses fails that item alone, before sending
 SELECT llm.enqueue('too hot', 'haiku', options => '{"temperature": 1.5}') IS NOT NULL AS queued;
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT id, summary FROM docs WHERE id <= 4 ORDER BY id;
 SELECT prompt, status, attempts, error FROM llm.queue WHERE prompt IN ('retried', 'refused', 'too hot') ORDER BY prompt;
 SELECT status, count(*) FROM llm.queue GROUP BY status ORDER BY status;
@@ -80,7 +64,7 @@ SELECT llm.enqueue('gone', 'mock', target_table => 'docs', target_column => 'sum
                    target_key => '{"id": 30}') AS gone_id \gset
 DELETE FROM docs WHERE id = 30;
 COMMIT;
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT status, error FROM llm.queue WHERE id = :gone_id;
 
 -- write-back runs with the rights of the role that enqueued
@@ -108,7 +92,7 @@ SELECT llm.enqueue('bob''s', 'mock', target_table => 'alice_notes', target_colum
 RESET ROLE;
 REVOKE UPDATE (summary) ON alice_notes FROM bob;
 COMMIT;
-SELECT pg_temp.wait_queue();
+SELECT wait_queue();
 SELECT * FROM alice_notes ORDER BY id;
 SELECT prompt, status, error FROM llm.queue WHERE prompt IN ('mine', 'bob''s') ORDER BY prompt;
 -- each role sees only its own items

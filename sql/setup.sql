@@ -15,3 +15,20 @@ SELECT name, protocol, enabled, priority, has_api_key, api_key_env, options FROM
 SELECT llm.current_provider();
 SELECT llm.use_provider('mock');
 SELECT llm.current_provider();
+-- the queue tests wait for the worker with this
+CREATE FUNCTION wait_queue(timeout_s int DEFAULT 60) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN ('pending', 'running')) THEN
+            RETURN 'drained';
+        END IF;
+        IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
+            RETURN 'timed out';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END;
+$$;

@@ -96,43 +96,42 @@ JsonToPstr(json_object *obj)
 												  JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
 }
 
+static json_object *member_of_type(json_object *obj, const char *key, json_type type);
+
 /* A string member, or NULL when missing, null or not a string. */
 const char *
 JsonGetString(json_object *obj, const char *key)
+{
+	json_object *v = member_of_type(obj, key, json_type_string);
+
+	return v ? json_object_get_string(v) : NULL;
+}
+
+/* A member of one JSON type, or NULL. */
+static json_object *
+member_of_type(json_object *obj, const char *key, json_type type)
 {
 	json_object *v;
 
 	if (obj == NULL || !json_object_is_type(obj, json_type_object) ||
 		!json_object_object_get_ex(obj, key, &v) ||
-		!json_object_is_type(v, json_type_string))
+		!json_object_is_type(v, type))
 		return NULL;
-	return json_object_get_string(v);
+	return v;
 }
 
 /* An object member, or NULL. */
 json_object *
 JsonGetObject(json_object *obj, const char *key)
 {
-	json_object *v;
-
-	if (obj == NULL || !json_object_is_type(obj, json_type_object) ||
-		!json_object_object_get_ex(obj, key, &v) ||
-		!json_object_is_type(v, json_type_object))
-		return NULL;
-	return v;
+	return member_of_type(obj, key, json_type_object);
 }
 
 /* An array member, or NULL. */
 json_object *
 JsonGetArray(json_object *obj, const char *key)
 {
-	json_object *v;
-
-	if (obj == NULL || !json_object_is_type(obj, json_type_object) ||
-		!json_object_object_get_ex(obj, key, &v) ||
-		!json_object_is_type(v, json_type_array))
-		return NULL;
-	return v;
+	return member_of_type(obj, key, json_type_array);
 }
 
 /* An integer member (a JSON number that is a whole number). */

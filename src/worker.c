@@ -112,6 +112,25 @@ typedef struct PlanEntry
 
 static void item_write_back(WorkItem *it);
 
+/*
+ * In the PG_CATCH of an item's subtransaction: roll the subtransaction
+ * back and return the error's message, copied into the item's memory.
+ * The rollback leaves the transaction's context current, so the item's is
+ * made current again.
+ */
+static char *
+item_catch(WorkItem *it)
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(it->ctx);
+	edata = CopyErrorData();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(it->ctx);
+	return edata->message;
+}
+
 /* ---- settings ---- */
 
 /* Settings read only by the postmaster; defined only while preloading. */
@@ -492,15 +511,7 @@ claim(int n)
 		}
 		PG_CATCH();
 		{
-			ErrorData  *edata;
-
-			MemoryContextSwitchTo(it->ctx);
-			edata = CopyErrorData();
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			/* the rollback left us in the transaction's context: back to the item's */
-			MemoryContextSwitchTo(it->ctx);
-			it->error = pstrdup(edata->message);
+			it->error = item_catch(it);
 			it->state = ITEM_FAILED;
 			if (nfinished++ == 0)
 				first_finished_at = GetCurrentTimestamp();
@@ -963,18 +974,13 @@ write_finished(void)
 			}
 			PG_CATCH();
 			{
-				ErrorData  *edata;
+				char	   *msg = item_catch(it);
 
-				MemoryContextSwitchTo(it->ctx);
-				edata = CopyErrorData();
-				FlushErrorState();
-				RollbackAndReleaseCurrentSubTransaction();
 				CurrentResourceOwner = oldowner;
 
 				/* the reply could not be written back: the item fails */
-				MemoryContextSwitchTo(it->ctx);
 				it->state = ITEM_FAILED;
-				it->error = psprintf("the reply could not be written back: %s", edata->message);
+				it->error = psprintf("the reply could not be written back: %s", msg);
 				MemoryContextSwitchTo(oldcxt);
 				report_error(it->error);
 				BeginInternalSubTransaction(NULL);
