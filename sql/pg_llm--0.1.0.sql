@@ -441,7 +441,6 @@ CREATE TABLE llm.usage (
     cost_usd        numeric(14, 8)
 );
 CREATE INDEX usage_ts ON llm.usage USING brin (ts);
-CREATE INDEX usage_role_ts ON llm.usage (role_oid, ts);
 COMMENT ON TABLE llm.usage IS 'One row per call: mode (sync, stream, many, queue, batch_api), provider, model, outcome, HTTP status, attempts, fallback, tokens, latency, time to first chunk, cost; each role sees its own rows';
 ALTER TABLE llm.usage ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_usage ON llm.usage FOR SELECT
