@@ -37,6 +37,8 @@ suite() {
 }
 
 suite unit make -C "$PG_LLM_ROOT/test/unit" -s test
+suite unit-asan make -C "$PG_LLM_ROOT/test/unit" -s asan
+suite fuzz make -C "$PG_LLM_ROOT/test/unit" -s fuzz FUZZ_SECONDS=30
 suite mock bash "$PG_LLM_ROOT/test/mock/selftest.sh"
 suite regress bash "$PG_LLM_ROOT/test/regress.sh"
 suite stream bash "$PG_LLM_ROOT/test/stream_test.sh"
