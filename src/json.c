@@ -63,15 +63,18 @@ JsonGuardRelease(JsonGuard *g)
 json_object *
 JsonParseOrNull(const char *text, size_t len)
 {
-	json_tokener *tok;
+	/* one tokener per process, reset before each parse */
+	static json_tokener *tok = NULL;
 	json_object *obj;
 	size_t		off;
 
 	if (len > INT_MAX)
 		return NULL;
-	tok = json_tokener_new();
+	if (tok == NULL)
+		tok = json_tokener_new();
 	if (tok == NULL)
 		return NULL;
+	json_tokener_reset(tok);
 	obj = json_tokener_parse_ex(tok, text, (int) len);
 	if (obj != NULL)
 	{
@@ -84,7 +87,8 @@ JsonParseOrNull(const char *text, size_t len)
 				break;
 			}
 	}
-	json_tokener_free(tok);
+	/* an incomplete value leaves state behind: drop it now */
+	json_tokener_reset(tok);
 	return obj;
 }
 
