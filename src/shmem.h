@@ -88,7 +88,8 @@ typedef struct LlmSharedState
 	/* usage records: a ring written by every backend, emptied per database */
 	LWLock	   *usage_lock;
 	int			usage_slots;
-	int			usage_next;
+	int			usage_next;		/* where the next record goes */
+	int			usage_first;	/* no full slot lies in [next, first) */
 	pg_atomic_uint32 usage_pending;
 	pg_atomic_uint64 usage_dropped;
 	TimestampTz writer_requested_at[LLM_MAX_WORKERS];

@@ -509,14 +509,31 @@ UsageFlush(void)
 	cap = Min(LlmShared->usage_slots, 1000);
 	batch = palloc(sizeof(LlmUsageRecord) * cap);
 	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
-	for (i = 0; i < LlmShared->usage_slots && n < cap; i++)
 	{
-		LlmUsageRecord *r = &LlmShared->usage[i];
+		/*
+		 * Records are put in ring order, so the full slots lie from
+		 * usage_first up to usage_next: scan only those, and move
+		 * usage_first past the slots that are empty now.
+		 */
+		int			slots = LlmShared->usage_slots;
+		int			k = LlmShared->usage_first;
+		bool		leading = true;
 
-		if (r->full && r->dboid == MyDatabaseId)
+		for (i = 0; i < slots && n < cap; i++, k = (k + 1) % slots)
 		{
-			batch[n++] = *r;
-			r->full = false;
+			LlmUsageRecord *r = &LlmShared->usage[k];
+
+			if (k == LlmShared->usage_next && !r->full)
+				break;
+			if (r->full && r->dboid == MyDatabaseId)
+			{
+				batch[n++] = *r;
+				r->full = false;
+			}
+			if (leading && !r->full)
+				LlmShared->usage_first = (k + 1) % slots;
+			else
+				leading = false;
 		}
 	}
 	LWLockRelease(LlmShared->usage_lock);
