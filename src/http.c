@@ -764,10 +764,18 @@ HttpWaitHeaders(HttpTransfer *t)
 		HttpPoll(-1);
 }
 
-/* Wait until unread body bytes are there, or the transfer ended. */
+/*
+ * Wait until unread body bytes are there, or the transfer ended.  The idle
+ * clock counts only while someone waits: a client that fetches a stream's
+ * rows slowly must not make the provider look silent.
+ */
 void
 HttpWaitData(HttpTransfer *t)
 {
+	int64		now = monotonic_us();
+
+	if (t->last_activity_us < now)
+		t->last_activity_us = now;
 	while (t->outcome == HTTP_RUNNING && t->len == t->consumed)
 		HttpPoll(-1);
 }
