@@ -34,6 +34,14 @@ SELECT string_agg(c, '') FROM llm.chat_stream('x', 'flaky') c;
 SELECT llm.chat_stream('x', 'mock?fail=401');
 RESET llm.max_retries;
 
+-- a stream that fails before its first row is started again: no row was
+-- shown yet (the mock counts two requests for each)
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT count(*) AS rows FROM llm.chat_stream('x', 'mock?fault=truncate&times=1&reply=') c;
+SELECT llm.add_model('c-error-first', 'claude', 'claude?fault=error_event&times=1&reply=');
+SELECT count(*) AS rows FROM llm.chat_stream('y', 'c-error-first') c;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
+
 -- honest endings: the rows already delivered, then an error
 \set VERBOSITY default
 SELECT llm.chat_stream('one two three four five six', 'mock?fault=truncate');

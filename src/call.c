@@ -328,8 +328,8 @@ LlmRetryDelayMs(double retry_after_s, int n)
 }
 
 /* Sleep, waking for interrupts (a cancel raises its error from here). */
-static void
-sleep_ms(long ms)
+void
+LlmSleepMs(long ms)
 {
 	TimestampTz end = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
 
@@ -468,7 +468,7 @@ run_chain(LlmCall *call, bool stream)
 			delay = LlmRetryDelayMs(f.retry_after_s, n);
 			if (delay < 0)
 				break;
-			sleep_ms(delay);
+			LlmSleepMs(delay);
 		}
 	}
 	UsageRecord(call, LLM_OUTCOME_ERROR);

@@ -202,6 +202,7 @@ extern void LlmCallOpenStream(LlmCall *call);
 extern struct HttpTransfer *LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream);
 extern LlmVerdict LlmJudgeComplete(LlmCall *call, struct HttpTransfer *t, LlmFailure *f);
 extern long LlmRetryDelayMs(double retry_after_s, int n);
+extern void LlmSleepMs(long ms);
 extern void LlmRaiseFailure(const LlmFailure *f, int attempts, int routes) pg_attribute_noreturn();
 extern char *LlmFailureText(const LlmFailure *f);
 extern const char *LlmResolveModel(const char *model, LlmRequest *req);

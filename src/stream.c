@@ -46,6 +46,7 @@ typedef struct StreamState
 	ExprContext *econtext;		/* where the shutdown callback is registered */
 	MemoryContextCallback reset_cb;
 	int64		rows;			/* rows returned so far */
+	int			body_retries;	/* streams started again before any row */
 	bool		released;
 	LlmOutcome	outcome;		/* recorded when the stream is released */
 } StreamState;
@@ -96,6 +97,28 @@ stream_event_cb(void *arg, const SseEvent *ev)
 	ProviderStreamEvent(&st->dec, ev->type, ev->data, ev->data_len);
 	/* stop parsing at an error or the end marker; nothing after counts */
 	return (st->dec.error || st->dec.finished) ? 1 : 0;
+}
+
+/*
+ * A stream that failed before it returned any row can be started again,
+ * like any failed attempt: nothing was shown to the client yet.  After
+ * the first row, never.  Returns true when a new stream is open.
+ */
+static bool
+stream_retry(StreamState *st)
+{
+	if (st->rows > 0 || st->body_retries >= llm_max_retries)
+		return false;
+	LlmSleepMs(LlmRetryDelayMs(-1, st->body_retries));
+	st->body_retries++;
+	HttpRelease(st->call->xfer);
+	SseReset(&st->parser);
+	list_free_deep(st->dec.pieces);
+	memset(&st->dec, 0, sizeof(st->dec));
+	LlmCallOpenStream(st->call);
+	HttpSetOwnerRef(st->call->xfer, &st->call->xfer);
+	st->dec.protocol = st->call->route->provider->protocol;
+	return true;
 }
 
 /* Raise the error for a stream that failed after it started. */
@@ -160,8 +183,12 @@ stream_next(StreamState *st)
 			return piece;
 		}
 		if (st->dec.error)
+		{
+			if (stream_retry(st))
+				continue;
 			stream_fail(st, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "sent an error",
 						psprintf("The provider said: %s.", st->dec.error));
+		}
 		if (st->dec.finished)
 		{
 			if (st->rows == 0 && st->dec.finish_reason &&
@@ -193,6 +220,8 @@ stream_next(StreamState *st)
 			}
 			if (t->outcome == HTTP_TOO_BIG)
 				stream_fail(st, ERRCODE_PROGRAM_LIMIT_EXCEEDED, "exceeded llm.max_response_size", NULL);
+			if (stream_retry(st))
+				continue;
 			if (t->outcome == HTTP_TRANSPORT_ERROR)
 				stream_fail(st, ERRCODE_CONNECTION_FAILURE,
 							t->timed_out ? "went quiet for longer than llm.stream_idle_timeout" : "was cut off",
