@@ -668,10 +668,10 @@ $$;
 --
 -- **Good to know.** A job refers to its tables and columns by name: after
 -- renaming one, drop and create the job. If a row changes while its item
--- is already being answered, that item is not recalled: both replies are
--- written, in the order they arrive, so the older one can be written last
--- (a pending item, in contrast, is replaced). `pg_dump` saves `llm.job`
--- and the triggers; a restore generates the job functions again.
+-- is already being answered, that item is not recalled, but its reply is
+-- not written back when it arrives: the newer item's is (a pending item,
+-- in contrast, is replaced at once). `pg_dump` saves `llm.job` and the
+-- triggers; a restore generates the job functions again.
 --
 -- Implementation: for each job, three functions are generated (members of
 -- the extension): `llm._job_<name>_trigger()` and `llm._job_<name>_run()`,

@@ -67,6 +67,20 @@ COMMIT;
 SELECT wait_queue();
 SELECT status, error FROM llm.queue WHERE id = :gone_id;
 
+-- a job's reply that arrives after a newer item of the same row was
+-- enqueued is kept in the queue but not written back: the newer one wins
+-- whatever the order of arrival
+BEGIN;
+SELECT llm.enqueue('old input', 'mock?latency=1500', target_table => 'docs', target_column => 'summary',
+                   target_key => '{"id": 5}') AS old_id \gset
+SELECT llm.enqueue('new input', 'mock', target_table => 'docs', target_column => 'summary',
+                   target_key => '{"id": 5}') AS new_id \gset
+UPDATE llm.queue SET job = 'test-job' WHERE id IN (:old_id, :new_id);
+COMMIT;
+SELECT wait_queue();
+SELECT summary FROM docs WHERE id = 5;
+SELECT prompt, status, reply FROM llm.queue WHERE id IN (:old_id, :new_id) ORDER BY id;
+
 -- write-back runs with the rights of the role that enqueued
 CREATE ROLE alice;
 CREATE ROLE bob;

@@ -50,6 +50,18 @@
 
 PGDLLEXPORT void pg_llm_worker_main(Datum arg);
 
+/*
+ * A job's item whose row has a newer item of the same job (its input
+ * changed while this one was being answered) is done, but its reply is
+ * not written back: the newer one's will be, whatever the order in which
+ * the two arrive.
+ */
+#define SUPERSEDED_SQL \
+	"(q.job IS NOT NULL AND EXISTS (SELECT 1 FROM llm.queue n WHERE n.job = q.job " \
+	"AND n.target_table = q.target_table AND n.target_key = q.target_key AND n.id > q.id " \
+	"AND n.status <> 'failed'))"
+
+
 char	   *llm_worker_databases = NULL;
 int			llm_batch_size = 50;
 int			llm_worker_concurrency = 50;
@@ -733,14 +745,21 @@ item_write(WorkItem *it)
 		char	   *reply = LlmToServerEncoding(it->reply, strlen(it->reply));
 
 		values[2] = CStringGetTextDatum(reply);
-		if (run_sql("UPDATE llm.queue SET status = 'done', reply = $3, error = NULL, "
+		if (run_sql("UPDATE llm.queue q SET status = 'done', reply = $3, error = NULL, "
 					"lease_until = NULL, finished_at = now() "
-					"WHERE id = $1 AND attempts = $2 AND status = 'running'",
-					3, types, values, nulls, false, 0) != SPI_OK_UPDATE)
+					"WHERE id = $1 AND attempts = $2 AND status = 'running' RETURNING "
+					SUPERSEDED_SQL,
+					3, types, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not update llm.queue");
 		it->written = (SPI_processed > 0);
 		if (!it->written || it->writeback_sql == NULL)
 			return;
+		{
+			bool		isnull;
+
+			if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+				return;
+		}
 
 		item_write_back(it);
 	}
@@ -837,7 +856,8 @@ write_group(void)
 	static const char *const sql[3] = {
 		"UPDATE llm.queue q SET status = 'done', reply = u.t, error = NULL, lease_until = NULL, "
 		"finished_at = now() FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
-		"WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id",
+		"WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id, "
+		SUPERSEDED_SQL,
 		"UPDATE llm.queue q SET status = 'failed', error = u.t, lease_until = NULL, "
 		"finished_at = now() FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
 		"WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id",
@@ -891,8 +911,9 @@ write_group(void)
 			HASHCTL		ctl;
 			int			want = k == 0 ? ITEM_DONE : k == 1 ? ITEM_FAILED : ITEM_RETRY_LATER;
 
+			/* entries: the id, then whether its reply is superseded */
 			ctl.keysize = sizeof(int64);
-			ctl.entrysize = sizeof(int64);
+			ctl.entrysize = sizeof(int64) + sizeof(bool);
 			ctl.hcxt = CurrentMemoryContext;
 			ours = hash_create("pg_llm written ids", Max(nrows, 16), &ctl,
 							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
@@ -900,17 +921,21 @@ write_group(void)
 			{
 				bool		isnull;
 				int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+				bool	   *e = hash_search(ours, &id, HASH_ENTER, NULL);
 
-				(void) hash_search(ours, &id, HASH_ENTER, NULL);
+				e[sizeof(int64)] = (k == 0) &&
+					DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull));
 			}
 			dlist_foreach(iter, &items)
 			{
 				WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+				bool	   *superseded;
 
-				if ((int) it->state != want || hash_search(ours, &it->id, HASH_FIND, NULL) == NULL)
+				if ((int) it->state != want ||
+					(superseded = hash_search(ours, &it->id, HASH_FIND, NULL)) == NULL)
 					continue;
 				it->written = true;
-				if (it->state == ITEM_DONE && it->writeback_sql)
+				if (it->state == ITEM_DONE && it->writeback_sql && !superseded[sizeof(int64)])
 					item_write_back(it);
 			}
 		}
