@@ -53,6 +53,7 @@ static bool sockets_changed = true;
 static WatchedSocket sockets[HTTP_MAX_SOCKETS];
 static int	nsockets = 0;
 static int64 timer_deadline_us = -1;	/* monotonic; -1: no timer */
+static pgsocket extra_socket = PGINVALID_SOCKET;	/* see HttpWatchSocket */
 static HttpTransfer *transfers = NULL;	/* all live transfers */
 static int	ntransfers = 0;
 static CURL *easy_pool[HTTP_EASY_POOL];
@@ -308,7 +309,10 @@ http_xact_cb(XactEvent event, void *arg)
 	if (event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT ||
 		event == XACT_EVENT_PREPARE)
+	{
 		HttpReleaseAll(true);
+		HttpWatchSocket(PGINVALID_SOCKET);
+	}
 }
 
 /*
@@ -637,7 +641,9 @@ rebuild_wait_set(void)
 	if (wait_set)
 		FreeWaitEventSet(wait_set);
 	wait_set = NULL;
-	wait_set = LlmCreateWaitEventSet(nsockets + 3);
+	wait_set = LlmCreateWaitEventSet(nsockets + 4);
+	if (extra_socket != PGINVALID_SOCKET)
+		AddWaitEventToSet(wait_set, WL_SOCKET_WRITEABLE, extra_socket, NULL, NULL);
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	if (IsUnderPostmaster)
 		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
@@ -746,6 +752,20 @@ HttpPoll(long timeout_ms)
 	(void) check_idle();
 	CHECK_FOR_INTERRUPTS();
 	return latch;
+}
+
+/*
+ * Also wake when this socket becomes writable (PGINVALID_SOCKET: stop):
+ * a stream waiting on its provider watches its own client this way, so
+ * rows a slow client could not take yet leave as soon as it can.
+ */
+void
+HttpWatchSocket(pgsocket sock)
+{
+	if (sock == extra_socket)
+		return;
+	extra_socket = sock;
+	sockets_changed = true;
 }
 
 /* Wait until a transfer has finished, one way or another. */

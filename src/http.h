@@ -85,6 +85,7 @@ extern bool HttpPoll(long timeout_ms);
 extern void HttpWaitDone(HttpTransfer *t);
 extern void HttpWaitHeaders(HttpTransfer *t);
 extern void HttpWaitData(HttpTransfer *t);
+extern void HttpWatchSocket(pgsocket sock);
 extern void HttpConsume(HttpTransfer *t, size_t n);
 extern int	HttpInFlight(void);
 extern HttpTransfer *HttpNextDone(void);

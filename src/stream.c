@@ -24,6 +24,7 @@
 
 #include "funcapi.h"
 #include "libpq/libpq.h"
+#include "libpq/libpq-be.h"
 #include "miscadmin.h"
 #include "tcop/dest.h"
 #include "tcop/tcopprot.h"
@@ -74,6 +75,7 @@ stream_release(StreamState *st)
 	if (st->parser_live)
 		SseFree(&st->parser);
 	st->parser_live = false;
+	HttpWatchSocket(PGINVALID_SOCKET);
 }
 
 static void
@@ -232,9 +234,23 @@ stream_next(StreamState *st)
 
 		if (t->len == t->consumed)
 		{
-			/* send what the client has not seen yet, then wait */
+			/*
+			 * Send what the client has not seen yet, then wait.  What a
+			 * slow client cannot take now leaves when its socket becomes
+			 * writable, not with the next chunk.
+			 */
 			if (st->rows > 0 && whereToSendOutput == DestRemote)
+			{
 				pq_flush_if_writable();
+				while (pq_is_send_pending() && t->outcome == HTTP_RUNNING &&
+					   t->len == t->consumed)
+				{
+					HttpWatchSocket(MyProcPort->sock);
+					HttpPoll(-1);
+					pq_flush_if_writable();
+				}
+				HttpWatchSocket(PGINVALID_SOCKET);
+			}
 			HttpWaitData(t);
 		}
 		stream_feed(st);

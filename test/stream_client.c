@@ -9,7 +9,8 @@
  *	  Options: --copy (the query is a COPY TO STDOUT), --cancel-after-ms N
  *	  (send a cancel request N ms after the query starts, and print the
  *	  time the error arrived), --close-after-rows N (drop the connection
- *	  after N rows, without waiting).  The connection comes from the PG*
+ *	  after N rows, without waiting), --pause-ms N (stop reading for N ms
+ *	  after the first row, as a slow client does).  The connection comes from the PG*
  *	  environment variables.  Exit status: 0 on success, 2 when the query
  *	  ended in an error (printed as "<t_us> ERROR <sqlstate> <message>").
  */
@@ -46,6 +47,7 @@ main(int argc, char **argv)
 	int			copy = 0;
 	long		cancel_ms = -1;
 	long		close_rows = -1;
+	long		pause_ms = -1;
 	long		rows = 0;
 	int			failed = 0;
 	long long	start;
@@ -62,12 +64,14 @@ main(int argc, char **argv)
 			cancel_ms = atol(argv[++i]);
 		else if (strcmp(argv[i], "--close-after-rows") == 0 && i + 1 < argc)
 			close_rows = atol(argv[++i]);
+		else if (strcmp(argv[i], "--pause-ms") == 0 && i + 1 < argc)
+			pause_ms = atol(argv[++i]);
 		else
 			query = argv[i];
 	}
 	if (query == NULL)
 	{
-		fprintf(stderr, "usage: stream_client [--copy] [--cancel-after-ms N] [--close-after-rows N] QUERY\n");
+		fprintf(stderr, "usage: stream_client [--copy] [--cancel-after-ms N] [--close-after-rows N] [--pause-ms N] QUERY\n");
 		return 1;
 	}
 	setvbuf(stdout, NULL, _IOLBF, 0);
@@ -161,6 +165,12 @@ main(int argc, char **argv)
 			case PGRES_SINGLE_TUPLE:
 				printf("%lld %s\n", now_us(), PQgetvalue(res, 0, 0));
 				rows++;
+				if (rows == 1 && pause_ms > 0)
+				{
+					struct timespec ts = {pause_ms / 1000, (pause_ms % 1000) * 1000000};
+
+					nanosleep(&ts, NULL);
+				}
 				break;
 			case PGRES_TUPLES_OK:
 			case PGRES_COMMAND_OK:

@@ -64,6 +64,20 @@ ms=$(( (t_err - t_cancel) / 1000 ))
 check "cancel stops a hanging llm.chat with 57014 (${ms} ms after the request)" \
   $(grep -q ' ERROR 57014 ' <<<"$out" && [ "$ms" -lt 1000 ] && echo 1 || echo 0)
 
+# A slow client: it stops reading for 2 s while a long reply (about 600 kB
+# of rows) streams in; the backend neither spins nor loses rows.
+"$CLIENT" --pause-ms 2000 "SELECT llm.chat_stream('x', 'mock?words=60000&chunk_delay=0')" > "$SCRATCH/slow.out" &
+slow_pid=$!
+sleep 1
+cpu=$(psql -X -Atq -c "SELECT pid FROM pg_stat_activity WHERE query LIKE '%words=60000%' AND pid <> pg_backend_pid()" | head -1)
+t1=$(awk '{print $14 + $15}' "/proc/$cpu/stat" 2>/dev/null || echo 0)
+sleep 0.8
+t2=$(awk '{print $14 + $15}' "/proc/$cpu/stat" 2>/dev/null || echo 0)
+wait $slow_pid || true
+rows=$(grep -cv ' ERROR ' "$SCRATCH/slow.out" || true)
+check "a client that pauses gets every row (rows=$rows of 60000) and its backend waits without spinning (cpu ticks $((t2 - t1)) in 0.8 s)" \
+  $([ "$rows" -eq 60000 ] && [ $((t2 - t1)) -lt 40 ] && echo 1 || echo 0)
+
 # A client that goes away: its backend ends instead of streaming on.
 "$CLIENT" --close-after-rows 2 "SELECT llm.chat_stream('a b c d e f g h i j k l m n o p q r s t', 'mock?chunk_delay=200')" >/dev/null
 gone=0
