@@ -39,6 +39,25 @@ arg_jsonb_utf8(FunctionCallInfo fcinfo, int n)
 }
 
 /*
+ * A prompt must be there and not empty: the same rule for every call and
+ * for the queue.
+ */
+void
+LlmCheckPrompt(const char *prompt)
+{
+	if (prompt == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("prompt must not be null"),
+				 errhint("Filter NULL rows out, or use coalesce() to give them a prompt.")));
+	if (prompt[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("prompt must not be empty"),
+				 errhint("Filter empty rows out; a model has nothing to answer.")));
+}
+
+/*
  * The request of llm.chat and llm.chat_stream, from (prompt, model,
  * system, options).  Shared with stream.c.
  */
@@ -52,15 +71,7 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 	LlmRequest *req;
 	LlmCall    *call;
 
-	if (prompt == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("prompt must not be null"),
-				 errhint("Filter NULL rows out, or use coalesce() to give them a prompt.")));
-	if (prompt[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("prompt must not be empty")));
+	LlmCheckPrompt(prompt);
 	req = LlmRequestFromPrompt(prompt, system, options);
 	call = LlmCallCreate(req, LlmResolveModel(model, NULL), mode);
 	UsageBegin(call, GetUserId(),
@@ -113,7 +124,8 @@ pg_llm_chat_completion(PG_FUNCTION_ARGS)
 	if (request == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("request must not be null")));
+				 errmsg("request must not be null"),
+				 errhint("Pass a request such as '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'.")));
 	req = LlmRequestFromJson(request);
 	call = LlmCallCreate(req, LlmResolveModel(model, req), LLM_MODE_SYNC);
 	call->want_response_json = true;

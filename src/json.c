@@ -409,7 +409,8 @@ request_from_text(const char *text, const char *what)
 	if (obj == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%s is not valid JSON", what)));
+				 errmsg("%s is not valid JSON", what),
+				 errhint("Pass a JSON object, such as '{\"temperature\": 0}'.")));
 	return request_new(obj);
 }
 

@@ -221,5 +221,6 @@ extern int64 LlmRequestMaxTokens(LlmRequest *req);
 
 /* ---- chat.c ---- */
 extern LlmCall *ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode);
+extern void LlmCheckPrompt(const char *prompt);
 
 #endif							/* PG_LLM_H */

@@ -145,13 +145,15 @@ check_target(Oid relid, const char *column, Jsonb *key)
 		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("target \"%s\" is not a table", relname)));
+				 errmsg("target \"%s\" is not a table", relname),
+				 errhint("Replies are written into tables; give the table behind the view.")));
 
 	attnum = get_attnum(relid, column);
 	if (attnum == InvalidAttrNumber || attnum < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("column \"%s\" of table \"%s\" does not exist", column, relname)));
+				 errmsg("column \"%s\" of table \"%s\" does not exist", column, relname),
+				 errhint("target_column names the column the reply is written into.")));
 	atttype = get_atttype(relid, attnum);
 	if (!text_like_type(atttype))
 		ereport(ERROR,
@@ -162,7 +164,8 @@ check_target(Oid relid, const char *column, Jsonb *key)
 	if (TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attgenerated)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("column \"%s\" of table \"%s\" is generated", column, relname)));
+				 errmsg("column \"%s\" of table \"%s\" is generated", column, relname),
+				 errhint("Write replies into a column that can be updated.")));
 
 	if (key == NULL || !JB_ROOT_IS_OBJECT(key) || JB_ROOT_COUNT(key) == 0)
 		ereport(ERROR,
@@ -182,12 +185,14 @@ check_target(Oid relid, const char *column, Jsonb *key)
 		if (k == InvalidAttrNumber || k < 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("key column \"%s\" of table \"%s\" does not exist", name, relname)));
+					 errmsg("key column \"%s\" of table \"%s\" does not exist", name, relname),
+					 errhint("target_key names the target row's key columns, such as '{\"id\": 17}'.")));
 		if (pg_class_aclcheck(relid, role, ACL_SELECT) != ACLCHECK_OK &&
 			pg_attribute_aclcheck(relid, k, role, ACL_SELECT) != ACLCHECK_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied to read column \"%s\" of table \"%s\"", name, relname)));
+					 errmsg("permission denied to read column \"%s\" of table \"%s\"", name, relname),
+					 errhint("The worker finds the row with the rights of the role that enqueued it.")));
 		keys = bms_add_member(keys, k);
 	}
 	if (!keys_identify_one_row(rel, keys))
@@ -228,14 +233,7 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int			i;
 
-	if (prompt == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("prompt must not be null")));
-	if (prompt[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("prompt must not be empty")));
+	LlmCheckPrompt(prompt);
 	model = (char *) LlmResolveModel(model, NULL);
 
 	/* options are checked now, not when the worker gets to them */

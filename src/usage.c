@@ -244,7 +244,8 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many roles with budgets are active at once"),
-				 errdetail("pg_llm tracks up to %d.", LLM_MAX_BUDGETS)));
+				 errdetail("pg_llm tracks up to %d.", LLM_MAX_BUDGETS),
+				 errhint("Give budgets to group roles rather than to many single roles.")));
 	}
 	if (!b->loaded)
 	{

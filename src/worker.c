@@ -194,7 +194,8 @@ WorkerRegister(void)
 	if (!SplitIdentifierString(raw, ',', &names))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid list syntax in \"llm.database\"")));
+				 errmsg("invalid list syntax in \"llm.database\""),
+				 errhint("List database names separated by commas, such as 'app, reports'.")));
 	foreach(lc, names)
 	{
 		BackgroundWorker bgw;
@@ -417,7 +418,8 @@ writeback_sql(Oid relid, const char *column, const char *key_json)
 	if (att == InvalidAttrNumber)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("column \"%s\" of the target table no longer exists", column)));
+				 errmsg("column \"%s\" of the target table no longer exists", column),
+				 errhint("Enqueue the item again with the column's new name.")));
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "UPDATE %s AS t SET %s = CAST($1 AS %s) FROM jsonb_populate_record(NULL::%s, $2) AS k WHERE ",
 					 qrel, quote_identifier(column),
@@ -810,7 +812,8 @@ item_write_back(WorkItem *it)
 		if (SPI_processed == 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_NO_DATA_FOUND),
-					 errmsg("the target row no longer exists")));
+					 errmsg("the target row no longer exists"),
+					 errhint("The row was deleted, or its key changed, after the item was enqueued.")));
 	}
 	PG_FINALLY();
 	{
