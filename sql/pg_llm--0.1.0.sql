@@ -1321,15 +1321,10 @@ DECLARE
     changed text;
     func text;
 BEGIN
-    -- (this function runs as the caller, who may execute no internal
-    -- function of llm: what it needs is written out here)
-    IF create_job.name IS NULL OR create_job.name !~ '^[A-Za-z0-9_.-]{1,40}$' THEN
-        RAISE EXCEPTION 'invalid job name %', coalesce(quote_literal(create_job.name), 'NULL')
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Use 1 to 40 letters, digits, "_", "." or "-".';
-    END IF;
-    -- the definition (structure, template, model and options are checked
-    -- by llm._job_prepare, which also serves restores of llm.job)
+    -- (this function runs as the caller, who may execute only the internal
+    -- functions of llm granted to PUBLIC, such as llm._key_identifies_row)
+    -- the definition (name, structure, template, model and options are
+    -- checked by llm._job_prepare, which also serves restores of llm.job)
     BEGIN
         INSERT INTO llm.job AS jj (name, source_table, key_columns, prompt_template, result_table,
                                    result_column, model, system, options, track_changes)
