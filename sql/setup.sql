@@ -15,15 +15,18 @@ SELECT name, protocol, enabled, priority, has_api_key, api_key_env, options FROM
 SELECT llm.current_provider();
 SELECT llm.use_provider('mock');
 SELECT llm.current_provider();
--- the queue tests wait for the worker with this
-CREATE FUNCTION wait_queue(timeout_s int DEFAULT 60) RETURNS text
+-- the tests that wait for the worker poll with these: wait_until returns
+-- its label once the condition (a query returning a boolean) holds
+CREATE FUNCTION wait_until(condition text, label text, timeout_s int DEFAULT 60) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     t0 timestamptz := clock_timestamp();
+    ok boolean;
 BEGIN
     LOOP
-        IF NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN ('pending', 'running')) THEN
-            RETURN 'drained';
+        EXECUTE condition INTO ok;
+        IF ok THEN
+            RETURN label;
         END IF;
         IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
             RETURN 'timed out';
@@ -31,4 +34,8 @@ BEGIN
         PERFORM pg_sleep(0.05);
     END LOOP;
 END;
+$$;
+CREATE FUNCTION wait_queue() RETURNS text LANGUAGE sql AS $$
+    SELECT wait_until('SELECT NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN (''pending'', ''running''))',
+                      'drained');
 $$;

@@ -1,22 +1,6 @@
 -- Usage accounting: one row per call in every mode, written from shared
 -- memory so that it survives the caller's ROLLBACK; the inventory, the
 -- cost report and budgets.
-CREATE FUNCTION pg_temp.wait_usage(n int, timeout_s int DEFAULT 30) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    t0 timestamptz := clock_timestamp();
-BEGIN
-    LOOP
-        IF (SELECT count(*) FROM llm.usage) >= n THEN
-            RETURN 'written';
-        END IF;
-        IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
-            RETURN 'timed out with ' || (SELECT count(*) FROM llm.usage) || ' rows';
-        END IF;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-END;
-$$;
 -- earlier tests' calls are written first, then cleared
 SELECT pg_sleep(0.5);
 TRUNCATE llm.usage;
@@ -38,7 +22,7 @@ BEGIN;
 SELECT llm.chat('rolled back', 'priced');
 ROLLBACK;
 SELECT llm.enqueue('queued item', 'priced') IS NOT NULL AS queued;
-SELECT pg_temp.wait_usage(6);
+SELECT wait_until('SELECT count(*) >= 6 FROM llm.usage', 'written');
 SELECT mode, outcome, provider, model, upstream_model, http_status, attempts, fallback,
        input_tokens, output_tokens, cost_usd, ttft_ms IS NOT NULL AS has_ttft,
        role_oid::regrole AS role
@@ -73,26 +57,10 @@ RESET ROLE;
 SET ROLE budgeted;
 SELECT llm.enqueue('queued over budget', 'priced') AS over_id \gset
 RESET ROLE;
-CREATE FUNCTION pg_temp.wait_item(id bigint, timeout_s int DEFAULT 30) RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    t0 timestamptz := clock_timestamp();
-BEGIN
-    LOOP
-        IF (SELECT q.status IN ('done', 'failed') FROM llm.queue q WHERE q.id = wait_item.id) THEN
-            RETURN 'finished';
-        END IF;
-        IF clock_timestamp() - t0 > make_interval(secs => timeout_s) THEN
-            RETURN 'timed out';
-        END IF;
-        PERFORM pg_sleep(0.05);
-    END LOOP;
-END;
-$$;
-SELECT pg_temp.wait_item(:over_id);
+SELECT wait_until(format('SELECT status IN (''done'', ''failed'') FROM llm.queue WHERE id = %s', :over_id), 'finished');
 SELECT status, error FROM llm.queue WHERE id = :over_id;
 -- it was never sent, so it has no usage row: the role has the rows of its two calls
-SELECT pg_temp.wait_usage(8);
+SELECT wait_until('SELECT count(*) >= 8 FROM llm.usage', 'written');
 SELECT count(*) FROM llm.usage WHERE role_oid = 'budgeted'::regrole;
 SELECT role, usd_per_month, calls_per_month, calls FROM llm.budgets;
 -- a plain role sees only its own usage
