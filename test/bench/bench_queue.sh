@@ -19,7 +19,7 @@
 #            bound concurrency / latency and against a pg_net-style worker
 #            that sleeps 1 s between batches: batch / (latency + 1 s)
 #   (d)      the mock's ceiling for the same request shape (one request the
-#            worker sent, replayed by test/bench/bench_queue_load.js with
+#            worker sent, replayed by test/mock/load.js --request with
 #            its own prompt per request) at concurrency 50, zero latency and
 #            latency L, in the same run, against the same mock
 #   profile  (--perf only) one more drain of N items at zero latency under
@@ -350,7 +350,7 @@ memory a
 ceiling() {
   local label=$1 req=$2 model=$3 n=$4
   mock_reset
-  node "$BENCH_DIR/bench_queue_load.js" --port "$MOCK_PORT" --request "$OUT/requests.$req.json" \
+  node "$PG_LLM_ROOT/test/mock/load.js" --port "$MOCK_PORT" --request "$OUT/requests.$req.json" \
     --conc 50 --requests "$n" --model "$model" --max-seconds 60 > "$OUT/ceiling.$label" ||
     { log "ceiling run $label failed"; exit 1; }
   R[$label.json]=$(cat "$OUT/ceiling.$label")
@@ -362,7 +362,7 @@ ceiling() {
 LAT_REQ=$(( LATENCY > 0 ? 50 * 5000 / LATENCY : CEIL_REQ ))
 [ "$LAT_REQ" -gt "$CEIL_REQ" ] && LAT_REQ=$CEIL_REQ
 [ "$LAT_REQ" -lt 500 ] && LAT_REQ=500
-node "$BENCH_DIR/bench_queue_load.js" --port "$MOCK_PORT" --request "$OUT/requests.b.json" \
+node "$PG_LLM_ROOT/test/mock/load.js" --port "$MOCK_PORT" --request "$OUT/requests.b.json" \
   --conc 8 --requests 2000 --max-seconds 10 >/dev/null  # warm-up
 ceiling d0 b mock "$CEIL_REQ"
 ceiling dl a "mock?latency=$LATENCY" "$LAT_REQ"

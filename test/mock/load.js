@@ -12,22 +12,30 @@
  * uses http.request over an http.Agent with keepAlive, as a Node
  * application would.  Loopback only, standard library only.
  *
+ * --request FILE replays, with the raw client, one request a client really
+ * sent as logged by the mock's GET /_requests (path, headers and body, the
+ * key restored from --key), with the trailing number of the last user
+ * message replaced by a counter, so that every request has its own prompt
+ * (test/bench/bench_queue.sh uses it to replay the queue worker's
+ * requests); --model then replaces the body's model.
+ *
  * usage: node load.js --port P [--conc C] [--requests N] [--model M]
  *        [--proto openai|anthropic] [--key K] [--client raw|http]
- *        [--max-seconds S]
+ *        [--max-seconds S] [--request FILE]
  */
 'use strict';
 
+const fs = require('fs');
 const net = require('net');
 const http = require('http');
 
 /* Parse --name value pairs into an options object. */
 function parseArgs(argv) {
-	const o = { port: 0, conc: 1, requests: 20000, model: 'mock', proto: 'openai',
-		key: 'sk-mock', client: 'raw', maxSeconds: 60 };
+	const o = { port: 0, conc: 1, requests: 20000, model: '', proto: 'openai',
+		key: 'sk-mock', client: 'raw', maxSeconds: 60, request: '' };
 	const names = { '--port': 'port', '--conc': 'conc', '--requests': 'requests',
 		'--model': 'model', '--proto': 'proto', '--key': 'key', '--client': 'client',
-		'--max-seconds': 'maxSeconds' };
+		'--max-seconds': 'maxSeconds', '--request': 'request' };
 	for (let i = 0; i < argv.length; i += 2) {
 		const k = names[argv[i]];
 		if (!k || i + 1 >= argv.length) {
@@ -36,6 +44,8 @@ function parseArgs(argv) {
 		}
 		o[k] = typeof o[k] === 'number' ? Number(argv[i + 1]) : argv[i + 1];
 	}
+	if (!o.request && !o.model)
+		o.model = 'mock';
 	if (!o.port) {
 		process.stderr.write('load.js: --port is required\n');
 		process.exit(2);
@@ -58,29 +68,71 @@ function requestParts(o) {
 	};
 }
 
+/* The bytes of one raw request. */
+function rawRequest(o, path, headers, body) {
+	let head = 'POST ' + path + ' HTTP/1.1\r\nHost: 127.0.0.1:' + o.port + '\r\n';
+	for (const [k, v] of Object.entries(headers))
+		head += k + ': ' + v + '\r\n';
+	return Buffer.from(head + 'Content-Length: ' + Buffer.byteLength(body) + '\r\n\r\n' + body);
+}
+
+/*
+ * A function i -> request bytes: the same request every time, or a logged
+ * one (--request) with the counter in its last user message.
+ */
+function requestMaker(o) {
+	if (!o.request) {
+		const parts = requestParts(o);
+		const bytes = rawRequest(o, parts.path, parts.headers, parts.body);
+		return () => bytes;
+	}
+	let logged = JSON.parse(fs.readFileSync(o.request, 'utf8'));
+	if (Array.isArray(logged))
+		logged = logged[logged.length - 1];
+	const body = typeof logged.body === 'string' ? JSON.parse(logged.body) : logged.body;
+	if (o.model)
+		body.model = o.model;
+	const msgs = body.messages || [];
+	let last = null;
+	for (let j = msgs.length - 1; j >= 0; j--)
+		if (msgs[j].role === 'user' && typeof msgs[j].content === 'string') {
+			last = msgs[j];
+			break;
+		}
+	const prefix = last ? last.content.replace(/\d+$/, '') : '';
+	const headers = {};
+	for (const [k, v] of Object.entries(logged.headers)) {
+		const lk = k.toLowerCase();
+		if (lk === 'host' || lk === 'content-length' || lk === 'connection' || lk === 'transfer-encoding')
+			continue;
+		headers[k] = lk === 'authorization' ? 'Bearer ' + o.key : lk === 'x-api-key' ? o.key : v;
+	}
+	return (i) => {
+		if (last)
+			last.content = prefix + i;
+		return rawRequest(o, logged.path, headers, JSON.stringify(body));
+	};
+}
+
 /* Monotonic milliseconds. */
 function nowMs() {
 	return Number(process.hrtime.bigint()) / 1e6;
 }
 
-/* Raw-socket client: resolves with { done, errors, lat[] }. */
-function runRaw(o, parts) {
-	let head = 'POST ' + parts.path + ' HTTP/1.1\r\nHost: 127.0.0.1:' + o.port + '\r\n';
-	for (const [k, v] of Object.entries(parts.headers))
-		head += k + ': ' + v + '\r\n';
-	head += 'Content-Length: ' + Buffer.byteLength(parts.body) + '\r\n\r\n';
-	const reqBytes = Buffer.from(head + parts.body);
+/* Raw-socket client: resolves with { done, errors, lat[], bytes }. */
+function runRaw(o, make) {
 	const deadline = nowMs() + o.maxSeconds * 1000;
 	const lat = [];
 	let issued = 0;
 	let done = 0;
 	let errors = 0;
 	let open = 0;
+	let bytes = 0;
 
 	return new Promise((resolve) => {
 		const finish = () => {
 			if (--open === 0)
-				resolve({ done, errors, lat });
+				resolve({ done, errors, lat, bytes });
 		};
 		for (let c = 0; c < o.conc; c++) {
 			const sock = net.connect(o.port, '127.0.0.1');
@@ -93,9 +145,11 @@ function runRaw(o, parts) {
 					sock.end();
 					return;
 				}
-				issued++;
+				const req = make(++issued);
+
+				bytes = req.length;
 				t0 = nowMs();
-				sock.write(reqBytes);
+				sock.write(req);
 			};
 			sock.on('connect', next);
 			sock.on('data', (chunk) => {
@@ -173,9 +227,8 @@ function runHttp(o, parts) {
 /* Run the load and print the summary line. */
 async function main() {
 	const o = parseArgs(process.argv.slice(2));
-	const parts = requestParts(o);
 	const t0 = nowMs();
-	const r = o.client === 'http' ? await runHttp(o, parts) : await runRaw(o, parts);
+	const r = o.client === 'http' ? await runHttp(o, requestParts(o)) : await runRaw(o, requestMaker(o));
 	const secs = (nowMs() - t0) / 1000;
 	r.lat.sort((a, b) => a - b);
 	const pct = (p) => r.lat.length ? r.lat[Math.min(r.lat.length - 1, Math.floor(p * r.lat.length))] : 0;
@@ -183,6 +236,7 @@ async function main() {
 		client: o.client, proto: o.proto, model: o.model, conc: o.conc,
 		requests: r.done, errors: r.errors, seconds: +secs.toFixed(3),
 		rps: Math.round(r.done / secs), p50_ms: +pct(0.5).toFixed(3), p99_ms: +pct(0.99).toFixed(3),
+		request_bytes: r.bytes,
 	}) + '\n');
 }
 
