@@ -125,23 +125,7 @@ BENCH_DIR="$PG_LLM_ROOT/test/bench"
 SOURCE_STATE="commit $(git -C "$PG_LLM_ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 dirty=$(git -C "$PG_LLM_ROOT" status --porcelain -- src sql 2>/dev/null | awk '{ print $2 }' | grep -v '\.\(o\|bc\)$' | paste -sd' ' || true)
 [ -n "$dirty" ] && SOURCE_STATE+=" + uncommitted changes in: $dirty"
-# Build from a private copy of the sources with no objects in it, then
-# install: an incremental build in a shared work tree can race with other
-# builds there, or link objects compiled before and after a header change
-# (two layouts of one struct: a worker that dies in free()).
-build_clean_copy() {
-  local tree
-  scratch_dir
-  tree=$SCRATCH/tree
-  mkdir -p "$tree/src"
-  cp -p "$PG_LLM_ROOT/Makefile" "$PG_LLM_ROOT"/*.control "$tree/"
-  cp -pR "$PG_LLM_ROOT/sql" "$tree/sql"
-  cp -p "$PG_LLM_ROOT"/src/*.c "$PG_LLM_ROOT"/src/*.h "$tree/src/"
-  log "building pg_llm from a clean copy of the sources"
-  make -C "$tree" -s -j2 >/dev/null
-  make -C "$tree" -s install >/dev/null
-}
-[ "$BUILD" = 1 ] && build_clean_copy
+[ "$BUILD" = 1 ] && build_install
 start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'postgres'" \
   "llm.worker_naptime = '1s'" "llm.batch_size = $BATCH" "llm.worker_concurrency = $CONC"
 start_mock
