@@ -587,8 +587,7 @@ ProviderParseError(const char *body, size_t len, LlmErrorBody *err)
 void
 ProviderStreamEvent(LlmStreamDecoder *dec, const char *type, const char *data, size_t len)
 {
-	json_object *root;
-	JsonGuard  *g;
+	json_object *volatile root;
 
 	if (dec->protocol == LLM_OPENAI && len >= 6 && strncmp(data, "[DONE]", 6) == 0)
 	{
@@ -603,10 +602,23 @@ ProviderStreamEvent(LlmStreamDecoder *dec, const char *type, const char *data, s
 		dec->error = psprintf("a stream event is not JSON: %.80s", data);
 		return;
 	}
-	g = JsonGuardNew(root);
-	if (dec->protocol == LLM_ANTHROPIC)
-		AnthropicStreamEvent(dec, type, root);
-	else
-		OpenAIStreamEvent(dec, root);
-	JsonGuardRelease(g);
+
+	/*
+	 * Once per chunk: a PG_TRY rather than a JsonGuard, whose callback would
+	 * stay registered in the stream's context until the stream ends.
+	 */
+	PG_TRY();
+	{
+		if (dec->protocol == LLM_ANTHROPIC)
+			AnthropicStreamEvent(dec, type, root);
+		else
+			OpenAIStreamEvent(dec, root);
+	}
+	PG_CATCH();
+	{
+		json_object_put(root);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	json_object_put(root);
 }

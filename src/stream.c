@@ -48,6 +48,7 @@ typedef struct StreamState
 	MemoryContextCallback reset_cb;
 	int64		rows;			/* rows returned so far */
 	int			body_retries;	/* streams started again before any row */
+	int			next_piece;		/* next of dec.pieces to return */
 	bool		released;
 	LlmOutcome	outcome;		/* recorded when the stream is released */
 } StreamState;
@@ -116,6 +117,7 @@ stream_retry(StreamState *st)
 	HttpRelease(st->call->xfer);
 	SseReset(&st->parser);
 	list_free_deep(st->dec.pieces);
+	st->next_piece = 0;
 	memset(&st->dec, 0, sizeof(st->dec));
 	LlmCallOpenStream(st->call);
 	HttpSetOwnerRef(st->call->xfer, &st->call->xfer);
@@ -179,9 +181,15 @@ stream_next(StreamState *st)
 
 		if (st->dec.pieces != NIL)
 		{
-			char	   *piece = linitial(st->dec.pieces);
+			/* hand out in order; drop the list when all are out (no O(n) shifts) */
+			char	   *piece = list_nth(st->dec.pieces, st->next_piece++);
 
-			st->dec.pieces = list_delete_first(st->dec.pieces);
+			if (st->next_piece >= list_length(st->dec.pieces))
+			{
+				list_free(st->dec.pieces);
+				st->dec.pieces = NIL;
+				st->next_piece = 0;
+			}
 			return piece;
 		}
 		if (st->dec.error)
@@ -315,5 +323,10 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 	if (st->rows == 0)
 		st->call->first_byte = GetCurrentTimestamp();
 	st->rows++;
-	SRF_RETURN_NEXT(funcctx, PointerGetDatum(cstring_to_text(LlmToServerEncoding(piece, strlen(piece)))));
+	{
+		text	   *row = cstring_to_text(LlmToServerEncoding(piece, strlen(piece)));
+
+		pfree(piece);			/* the stream's context outlives every row */
+		SRF_RETURN_NEXT(funcctx, PointerGetDatum(row));
+	}
 }
