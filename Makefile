@@ -1,27 +1,40 @@
 # pg_llm: an LLM gateway inside PostgreSQL
 
 EXTENSION = pg_llm
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_llm.control)
 MODULE_big = pg_llm
-OBJS = src/pg_llm.o src/config.o src/http.o src/call.o src/chat.o \
-	src/stream.o src/sse.o src/json.o src/provider_openai.o src/provider_anthropic.o \
-	src/utf8.o src/shmem.o src/queue.o src/worker.o \
-	src/usage.o
-DATA = $(wildcard sql/pg_llm--*.sql)
+OBJS = src/pg_llm.o src/config.o src/runas.o src/http.o src/call.o src/chat.o \
+	src/stream.o src/sse.o src/json.o src/request.o src/provider.o \
+	src/provider_openai.o src/provider_anthropic.o \
+	src/utf8.o src/shmem.o src/queue.o src/worker.o src/lease.o src/writeback.o \
+	src/usage.o src/target.o
 PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 
-# pg_regress scripts, one topic per file; test/run starts the local
-# provider and exports its port before running them
-REGRESS = setup offline chat anthropic faults stream queue usage jobs security
+# The install script is built from its parts, one concern a file, in
+# this order; released versions and upgrade scripts are kept as they are.
+SQL_PARTS = sql/install/config.sql sql/install/calls.sql sql/install/queue.sql \
+	sql/install/usage.sql sql/install/jobs.sql sql/install/grants.sql
+DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built), $(wildcard sql/$(EXTENSION)--*.sql))
+
+# pg_regress scripts, one topic per file (the top of sql/); they need the
+# local mock provider: test/regress.sh starts it, and so does
+# "make installcheck" (test/installcheck.sh) when MOCK_PORT is not set
+REGRESS = setup offline chat anthropic faults stream queue usage jobs security hostile
 REGRESS_OPTS = --inputdir=.
 
-PG_CPPFLAGS = -Isrc $(shell pkg-config --cflags libcurl json-c 2>/dev/null) \
-	-Wall -Wextra -Werror -Wno-unused-parameter -Wno-sign-compare \
+PG_CPPFLAGS = -Isrc -DPG_LLM_VERSION=\"$(EXTVERSION)\" \
+	$(shell pkg-config --cflags libcurl json-c 2>/dev/null) \
+	-Wall -Wextra -Wno-unused-parameter -Wno-sign-compare \
 	-Wno-missing-field-initializers
 SHLIB_LINK = $(shell pkg-config --libs libcurl json-c 2>/dev/null || echo -lcurl -ljson-c)
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+	cat $^ > $@
 
 # every object is rebuilt when a header changes (structs are shared)
 $(OBJS): $(wildcard src/*.h)

@@ -6,10 +6,13 @@
  *	  asks (Retry-After) or with exponential backoff and jitter, and raise
  *	  one clear error when nothing served the call.
  *
- *	  Judging follows PROTOCOLS.md section 6: connection errors, timeouts,
- *	  408, 409, 429 (but not an exhausted quota), 5xx and 529 are retried;
- *	  x-should-retry overrides; a Retry-After above llm.max_retry_after
- *	  moves on to the next route at once.  Permanent errors fail at once.
+ *	  Judging follows the providers' own SDKs: connection errors,
+ *	  timeouts, 408, 409, 429 (but not an exhausted quota), 5xx, 529 and a
+ *	  2xx whose body cannot be read are retried; x-should-retry overrides;
+ *	  a Retry-After above llm.max_retry_after moves on to the next route at
+ *	  once.  Permanent errors fail at once.  LlmCallDecide is the one place
+ *	  that says what follows a failed attempt, for every call mode and the
+ *	  queue worker.
  *
  *-------------------------------------------------------------------------
  */
@@ -17,6 +20,7 @@
 
 #include <math.h>
 
+#include "access/xact.h"
 #include "common/pg_prng.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -24,8 +28,11 @@
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
+#include "call.h"
+#include "chat.h"
 #include "http.h"
 #include "pg_llm.h"
+#include "usage.h"
 #include "utf8.h"
 
 /* A new call in the current memory context. */
@@ -38,6 +45,8 @@ LlmCallCreate(LlmRequest *req, const char *model, LlmMode mode)
 	call->model = pstrdup(model);
 	call->mode = mode;
 	call->routes = ConfigRoutes(model);
+	call->route_cell = list_head(call->routes);
+	call->route_no = 1;
 	call->started = GetCurrentTimestamp();
 	return call;
 }
@@ -50,7 +59,7 @@ const char *
 LlmResolveModel(const char *model, LlmRequest *req)
 {
 	if (model == NULL && req != NULL)
-		model = LlmRequestModel(req);
+		model = RequestModel(req);
 	if (model == NULL && llm_default_model != NULL && llm_default_model[0] != '\0')
 		model = llm_default_model;
 	if (model == NULL || model[0] == '\0')
@@ -61,17 +70,24 @@ LlmResolveModel(const char *model, LlmRequest *req)
 	return model;
 }
 
-/* Text in the server encoding to UTF-8 for the wire. */
+/*
+ * Text in the server encoding to UTF-8 for the wire.  Outside a
+ * transaction (the worker between its transactions) no conversion can be
+ * looked up, and the text is taken as it is.
+ */
 char *
 LlmToUtf8(const char *text)
 {
+	if (!IsTransactionState())
+		return pstrdup(text);
 	return pg_server_to_any(text, strlen(text), PG_UTF8);
 }
 
 /*
  * UTF-8 from the wire to the server encoding.  Invalid sequences become
  * U+FFFD (as WHATWG decoders do) rather than failing a whole batch over
- * one stray byte from a provider.
+ * one stray byte from a provider.  Outside a transaction the repaired
+ * UTF-8 is returned: the worker keeps texts in UTF-8 until it writes them.
  */
 char *
 LlmToServerEncoding(const char *utf8, size_t len)
@@ -87,6 +103,8 @@ LlmToServerEncoding(const char *utf8, size_t len)
 		n = Utf8Repair(utf8, len, fixed);
 		fixed[n] = '\0';
 	}
+	if (!IsTransactionState())
+		return fixed;
 	return pg_any_to_server(fixed, strlen(fixed), PG_UTF8);
 }
 
@@ -113,20 +131,9 @@ LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 		blen--;
 
 	memset(&spec, 0, sizeof(spec));
+	spec.url = psprintf("%.*s%s", (int) blen, p->base_url, p->ops->chat_path);
 	headers = lappend(headers, "Content-Type: application/json");
-	if (p->protocol == LLM_ANTHROPIC)
-	{
-		spec.url = psprintf("%.*s/messages", (int) blen, p->base_url);
-		if (key)
-			headers = lappend(headers, psprintf("x-api-key: %s", key));
-		headers = lappend(headers, psprintf("anthropic-version: %s", p->anthropic_version));
-	}
-	else
-	{
-		spec.url = psprintf("%.*s/chat/completions", (int) blen, p->base_url);
-		if (key)
-			headers = lappend(headers, psprintf("Authorization: Bearer %s", key));
-	}
+	p->ops->add_headers(p, key, &headers);
 	if (stream)
 		headers = lappend(headers, "Accept: text/event-stream");
 	foreach(lc, p->headers)
@@ -184,7 +191,7 @@ body_excerpt(const HttpTransfer *t, const LlmProvider *p)
 	while (w > s && w[-1] == ' ')
 		w--;
 	*w = '\0';
-	return RedactSecret(s, p);
+	return ConfigRedactSecret(s, p);
 }
 
 /* The hint for an HTTP status from a provider. */
@@ -198,8 +205,8 @@ status_hint(long status, const LlmRoute *route, bool quota)
 	switch (status)
 	{
 		case 401:
-			return psprintf("Check the API key of provider \"%s\": an administrator can set it with llm.alter_provider('%s', api_key => '...') or api_key_env => '...'%s", pname, pname,
-							route->provider->protocol == LLM_OPENAI ? "; pg_llm sends it as \"Authorization: Bearer <key>\"." : ".");
+			return psprintf("Check the API key of provider \"%s\": an administrator can set it with llm.alter_provider('%s', api_key => '...') or api_key_env => '...'; pg_llm sends it as %s.",
+							pname, pname, route->provider->ops->key_header);
 		case 403:
 			return psprintf("The key of provider \"%s\" is not allowed to do this; check the account's permissions and region.", pname);
 		case 404:
@@ -265,6 +272,18 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 
 	if (t->status >= 200 && t->status < 300)
 		return LLM_VERDICT_OK;
+	if (t->status >= 300 && t->status < 400)
+	{
+		f->sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+		f->message = psprintf("provider \"%s\" answered with a redirect (HTTP %ld), which pg_llm does not follow",
+							  p->name, t->status);
+		f->detail = t->location[0] ?
+			psprintf("It points to %s.", ConfigRedactSecret(t->location, p)) :
+			pstrdup("It gives no Location.");
+		f->hint = psprintf("Set the provider's base_url to the final address: llm.alter_provider('%s', base_url => ...).",
+						   p->name);
+		return LLM_VERDICT_FAIL;
+	}
 
 	ProviderParseError(t->data ? t->data + t->consumed : NULL, t->len - t->consumed, &eb);
 	if (t->status == 402 ||
@@ -282,7 +301,7 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 	f->message = psprintf("provider \"%s\" returned HTTP %ld", p->name, t->status);
 	if (eb.message)
 		f->detail = psprintf("The provider said: %s%s%s%s.",
-							 RedactSecret(LlmToServerEncoding(eb.message, strlen(eb.message)), p),
+							 ConfigRedactSecret(LlmToServerEncoding(eb.message, strlen(eb.message)), p),
 							 eb.type || eb.code ? " (" : "",
 							 eb.code ? eb.code : (eb.type ? eb.type : ""),
 							 eb.type || eb.code ? ")" : "");
@@ -349,7 +368,9 @@ LlmSleepMs(long ms)
 /*
  * Judge a finished non-streaming attempt of call->route and, when it is
  * good, parse the reply into call->reply.  A 2xx body that cannot be read
- * is a permanent failure.  The caller still owns the transfer.
+ * (cut off by a proxy, not JSON, the wrong shape) is retried like a 5xx:
+ * the next attempt is likely to be whole.  The caller still owns the
+ * transfer.
  */
 LlmVerdict
 LlmJudgeComplete(LlmCall *call, HttpTransfer *t, LlmFailure *f)
@@ -371,7 +392,53 @@ LlmJudgeComplete(LlmCall *call, HttpTransfer *t, LlmFailure *f)
 	f->detail = psprintf("%s It begins: %s", problem, body_excerpt(t, route->provider));
 	f->hint = pstrdup("Check that the base_url points at an OpenAI- or Anthropic-compatible API of the right protocol.");
 	f->retry_after_s = -1;
-	return LLM_VERDICT_FAIL;
+	return LLM_VERDICT_RETRY;
+}
+
+/*
+ * What follows a failed attempt of a call, for every call mode and the
+ * queue worker: a permanent failure gives up at once; a retryable one is
+ * tried again on the same route (after the provider's Retry-After, or
+ * backoff) until the route's retries are spent or the provider asks for a
+ * longer wait than llm.max_retry_after, then the next route of the chain
+ * serves the call.  *delay_ms is the wait before a retry; on giving up
+ * after a retryable failure it is the wait the provider asked for (or
+ * backoff), -1 when it asked for more than we wait.
+ */
+LlmNext
+LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms)
+{
+	const LlmRoute *route = lfirst(call->route_cell);
+	int			max_retries = pick(route->provider->max_retries, llm_max_retries);
+	long		delay;
+
+	*delay_ms = 0;
+	if (v == LLM_VERDICT_FAIL)
+		return LLM_NEXT_GIVE_UP;
+	delay = LlmRetryDelayMs(f->retry_after_s, call->tries);
+	if (call->tries < max_retries && delay >= 0)
+	{
+		call->tries++;
+		*delay_ms = delay;
+		return LLM_NEXT_RETRY;
+	}
+	if (lnext(call->routes, call->route_cell) != NULL)
+	{
+		call->route_cell = lnext(call->routes, call->route_cell);
+		call->route_no++;
+		call->tries = 0;
+		call->fallback = true;
+		return LLM_NEXT_ROUTE;
+	}
+	*delay_ms = delay;
+	return LLM_NEXT_GIVE_UP;
+}
+
+/* The route the call's next attempt goes to. */
+const LlmRoute *
+LlmCallRoute(LlmCall *call)
+{
+	return lfirst(call->route_cell);
 }
 
 /* A failure as one line of text, for the queue's error column. */
@@ -397,6 +464,7 @@ attempt(LlmCall *call, const LlmRoute *route, bool stream, LlmFailure *f,
 	PG_TRY();
 	{
 		t = LlmSendAttempt(call, route, stream);
+		HttpWatchClient(ClientSocket(), false);
 		if (stream)
 		{
 			HttpWaitHeaders(t);
@@ -417,10 +485,12 @@ attempt(LlmCall *call, const LlmRoute *route, bool stream, LlmFailure *f,
 	}
 	PG_CATCH();
 	{
+		HttpWatchClient(PGINVALID_SOCKET, false);
 		HttpRelease(t);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	HttpWatchClient(PGINVALID_SOCKET, false);
 
 	if (v == LLM_VERDICT_OK && stream)
 		*xfer = t;
@@ -436,43 +506,28 @@ attempt(LlmCall *call, const LlmRoute *route, bool stream, LlmFailure *f,
 static void
 run_chain(LlmCall *call, bool stream)
 {
-	LlmFailure	f;
-	int			nroutes = 0;
-	ListCell   *lc;
-
-	memset(&f, 0, sizeof(f));
-	foreach(lc, call->routes)
+	for (;;)
 	{
-		const LlmRoute *route = lfirst(lc);
-		int			max_retries = pick(route->provider->max_retries, llm_max_retries);
-		int			n;
+		LlmFailure	f;
+		LlmVerdict	v;
+		long		delay;
 
-		nroutes++;
-		call->fallback = (nroutes > 1);
-		for (n = 0;; n++)
+		memset(&f, 0, sizeof(f));
+		v = attempt(call, LlmCallRoute(call), stream, &f, &call->xfer);
+		if (v == LLM_VERDICT_OK)
+			return;
+		switch (LlmCallDecide(call, v, &f, &delay))
 		{
-			LlmVerdict		v;
-			long		delay;
-
-			memset(&f, 0, sizeof(f));
-			v = attempt(call, route, stream, &f, &call->xfer);
-			if (v == LLM_VERDICT_OK)
-				return;
-			if (v == LLM_VERDICT_FAIL)
-			{
+			case LLM_NEXT_RETRY:
+				LlmSleepMs(delay);
+				break;
+			case LLM_NEXT_ROUTE:
+				break;
+			case LLM_NEXT_GIVE_UP:
 				UsageRecord(call, LLM_OUTCOME_ERROR);
-				LlmRaiseFailure(&f, call->attempts, nroutes);
-			}
-			if (n >= max_retries)
-				break;
-			delay = LlmRetryDelayMs(f.retry_after_s, n);
-			if (delay < 0)
-				break;
-			LlmSleepMs(delay);
+				LlmRaiseFailure(&f, call->attempts, call->route_no);
 		}
 	}
-	UsageRecord(call, LLM_OUTCOME_ERROR);
-	LlmRaiseFailure(&f, call->attempts, nroutes);
 }
 
 /* A whole call: the reply is in call->reply when this returns. */

@@ -12,7 +12,10 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
+#include "call.h"
+#include "chat.h"
 #include "pg_llm.h"
+#include "usage.h"
 
 PG_FUNCTION_INFO_V1(pg_llm_chat);
 PG_FUNCTION_INFO_V1(pg_llm_chat_completion);
@@ -43,7 +46,7 @@ arg_jsonb_utf8(FunctionCallInfo fcinfo, int n)
  * for the queue.
  */
 void
-LlmCheckPrompt(const char *prompt)
+ChatCheckPrompt(const char *prompt)
 {
 	if (prompt == NULL)
 		ereport(ERROR,
@@ -71,12 +74,12 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 	LlmRequest *req;
 	LlmCall    *call;
 
-	LlmCheckPrompt(prompt);
-	req = LlmRequestFromPrompt(prompt, system, options);
+	ChatCheckPrompt(prompt);
+	req = RequestFromPrompt(prompt, system, options);
 	call = LlmCallCreate(req, LlmResolveModel(model, NULL), mode);
 	UsageBegin(call, GetUserId(),
 			   strlen(prompt) + (system ? strlen(system) : 0) + (options ? strlen(options) : 0),
-			   LlmRequestMaxTokens(req));
+			   RequestMaxTokens(req));
 	return call;
 }
 
@@ -126,10 +129,10 @@ pg_llm_chat_completion(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("request must not be null"),
 				 errhint("Pass a request such as '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'.")));
-	req = LlmRequestFromJson(request);
+	req = RequestFromJson(request);
 	call = LlmCallCreate(req, LlmResolveModel(model, req), LLM_MODE_SYNC);
 	call->want_response_json = true;
-	UsageBegin(call, GetUserId(), strlen(request), LlmRequestMaxTokens(req));
+	UsageBegin(call, GetUserId(), strlen(request), RequestMaxTokens(req));
 	LlmCallRun(call);
 	json = LlmToServerEncoding(call->reply.response_json, strlen(call->reply.response_json));
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));

@@ -2,7 +2,7 @@
  *
  * compat.h
  *	  The one place where pg_llm copes with differences between PostgreSQL
- *	  major versions 14 to 17.  Every PG_VERSION_NUM test lives here; the
+ *	  major versions 14 to 18.  Every PG_VERSION_NUM test lives here; the
  *	  other files use the names defined below.
  *
  *-------------------------------------------------------------------------
@@ -59,6 +59,43 @@ InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
 	rsinfo->setDesc = CreateTupleDescCopy(tupdesc);
 	MemoryContextSwitchTo(old);
 }
+#endif
+
+/*
+ * A function that does not return: 18 wants pg_noreturn before the
+ * declaration and dropped pg_attribute_noreturn(); before 18 the GCC
+ * attribute it stands for may precede the declaration too.
+ */
+#if PG_VERSION_NUM >= 180000
+#define LlmNoReturn pg_noreturn
+#else
+#define LlmNoReturn pg_attribute_noreturn()
+#endif
+
+/* IsBackgroundWorker became AmBackgroundWorkerProcess() in 18. */
+#if PG_VERSION_NUM >= 180000
+#include "miscadmin.h"
+#define LlmAmBackgroundWorker() AmBackgroundWorkerProcess()
+#else
+#include "miscadmin.h"
+#define LlmAmBackgroundWorker() (IsBackgroundWorker)
+#endif
+
+/*
+ * WL_SOCKET_CLOSED (a peer that hung up) is 15+; on 14 a client that goes
+ * away is noticed at the next send, as PostgreSQL itself does.
+ */
+#ifdef WL_SOCKET_CLOSED
+#define LlmWaitClientClosed WL_SOCKET_CLOSED
+#else
+#define LlmWaitClientClosed 0
+#endif
+
+/* The local transaction id of this backend moved into vxid in 17. */
+#if PG_VERSION_NUM >= 170000
+#define LlmMyLocalXid() (MyProc->vxid.lxid)
+#else
+#define LlmMyLocalXid() (MyProc->lxid)
 #endif
 
 /* Custom wait events got names of their own in 17. */

@@ -5,8 +5,10 @@
  *	  and cached per backend.
  *
  *	  The tables (and the key table above all) are readable only by the
- *	  extension's owner, so the cache is loaded with the owner's user id
- *	  for the duration of two SPI queries.  Callers never see the tables'
+ *	  extension's owner, so the cache is loaded with the owner's user id,
+ *	  under a pinned search_path (runas.c): the caller's search_path must
+ *	  not be able to put its own functions or operators into these
+ *	  queries, which run with the owner's rights.  Callers never see the tables'
  *	  contents through this module except as routes; keys reach only the
  *	  HTTP headers.  A statement trigger on each table sends a relcache
  *	  invalidation at commit, which empties every backend's cache: that is
@@ -31,7 +33,10 @@
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 
+#include "config.h"
 #include "pg_llm.h"
+#include "provider.h"
+#include "runas.h"
 
 #define CONFIG_NTABLES 5
 
@@ -50,6 +55,7 @@ typedef struct ConfigBudgetRow
 	Oid			roleid;
 	double		usd;
 	int64		calls;
+	int64		max_queued;
 } ConfigBudgetRow;
 
 /* Any change to one of our tables (or a full reset) empties the cache. */
@@ -70,7 +76,7 @@ config_inval_cb(Datum arg, Oid relid)
 
 /* Called from _PG_init. */
 void
-ConfigInit(void)
+ConfigRegisterInvalidation(void)
 {
 	CacheRegisterRelcacheCallback(config_inval_cb, (Datum) 0);
 }
@@ -134,24 +140,48 @@ col_int(HeapTuple tup, TupleDesc td, int i)
 	return v ? atoi(v) : -1;
 }
 
-/* Load providers, models and the primary under the owner's user id. */
+/*
+ * Refuse to work against an install script of another version than the
+ * library's: the queries below, and the worker's, need its tables.
+ */
 static void
-config_load_rows(void)
+config_check_version(void)
+{
+	int			rc;
+	char	   *v;
+
+	rc = SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_llm'",
+					 true, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		return;					/* the schema without the extension: a test setup */
+	v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	if (v && strcmp(v, PG_LLM_VERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("pg_llm %s is installed in this database, but the server has loaded pg_llm %s",
+						v, PG_LLM_VERSION),
+				 errhint("Run ALTER EXTENSION pg_llm UPDATE in this database.")));
+}
+
+/* Load providers, models, the primary and the budgets (as the owner). */
+static void
+config_load_rows(void *arg)
 {
 	uint64		i;
 	int			rc;
 	TupleDesc	td;
 
+	config_check_version();
 	rc = SPI_execute("SELECT p.name, p.protocol, p.base_url, p.enabled, p.priority, "
 					 "p.api_key_env, s.api_key, "
-					 "(p.options->>'connect_timeout_ms')::int, (p.options->>'timeout_ms')::int, "
-					 "(p.options->>'low_speed_time')::int, (p.options->>'low_speed_limit')::int, "
-					 "(p.options->>'stream_idle_timeout')::int, (p.options->>'max_retries')::int, "
-					 "(p.options->>'default_max_tokens')::int, p.options->>'max_tokens_param', "
+					 "(p.options->>'connect_timeout_ms')::int4, (p.options->>'timeout_ms')::int4, "
+					 "(p.options->>'low_speed_time')::int4, (p.options->>'low_speed_limit')::int4, "
+					 "(p.options->>'stream_idle_timeout')::int4, (p.options->>'max_retries')::int4, "
+					 "(p.options->>'default_max_tokens')::int4, p.options->>'max_tokens_param', "
 					 "COALESCE(p.options->>'anthropic_version', '2023-06-01'), "
-					 "COALESCE((p.options->>'stream_usage')::bool, true), "
+					 "COALESCE((p.options->>'stream_usage')::pg_catalog.bool, true), "
 					 "ARRAY(SELECT h.key || ': ' || h.value "
-					 "      FROM jsonb_each_text(COALESCE(p.options->'headers', '{}')) h ORDER BY h.key) "
+					 "      FROM pg_catalog.jsonb_each_text(s.headers) AS h ORDER BY h.key) "
 					 "FROM llm.provider p LEFT JOIN llm._provider_secret s ON s.provider = p.name "
 					 "ORDER BY p.priority, p.name", true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -169,7 +199,9 @@ config_load_rows(void)
 		int			j;
 
 		p->name = col_str(tup, td, 1);
-		p->protocol = strcmp(SPI_getvalue(tup, td, 2), "anthropic") == 0 ? LLM_ANTHROPIC : LLM_OPENAI;
+		p->ops = ProviderLookup(SPI_getvalue(tup, td, 2));
+		if (p->ops == NULL)
+			elog(ERROR, "provider \"%s\" has an unknown protocol", p->name);
 		p->base_url = col_str(tup, td, 3);
 		p->enabled = strcmp(SPI_getvalue(tup, td, 4), "t") == 0;
 		p->priority = atoi(SPI_getvalue(tup, td, 5));
@@ -197,7 +229,7 @@ config_load_rows(void)
 	}
 
 	rc = SPI_execute("SELECT name, provider, upstream_model, "
-					 "input_usd_per_mtok::float8, output_usd_per_mtok::float8 "
+					 "input_usd_per_mtok::pg_catalog.float8, output_usd_per_mtok::pg_catalog.float8 "
 					 "FROM llm.model ORDER BY name, priority, provider", true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm.model: %s", SPI_result_code_string(rc));
@@ -232,21 +264,24 @@ config_load_rows(void)
 	if (rc == SPI_OK_SELECT && SPI_processed == 1)
 		config_primary = col_str(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 
-	rc = SPI_execute("SELECT role_oid, usd_per_month::float8, calls_per_month FROM llm.budget", true, 0);
+	rc = SPI_execute("SELECT role_oid, usd_per_month::pg_catalog.float8, calls_per_month, max_queued "
+					 "FROM llm.budget", true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm.budget: %s", SPI_result_code_string(rc));
 	for (i = 0; i < SPI_processed; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
-		TupleDesc	td = SPI_tuptable->tupdesc;
+		TupleDesc	btd = SPI_tuptable->tupdesc;
 		ConfigBudgetRow *b = MemoryContextAllocZero(config_ctx, sizeof(ConfigBudgetRow));
-		char	   *usd = SPI_getvalue(tup, td, 2);
-		char	   *calls = SPI_getvalue(tup, td, 3);
+		char	   *usd = SPI_getvalue(tup, btd, 2);
+		char	   *calls = SPI_getvalue(tup, btd, 3);
+		char	   *queued = SPI_getvalue(tup, btd, 4);
 		MemoryContext old;
 
-		b->roleid = atooid(SPI_getvalue(tup, td, 1));
+		b->roleid = atooid(SPI_getvalue(tup, btd, 1));
 		b->usd = usd ? atof(usd) : -1;
 		b->calls = calls ? strtoll(calls, NULL, 10) : -1;
+		b->max_queued = queued ? strtoll(queued, NULL, 10) : -1;
 		old = MemoryContextSwitchTo(config_ctx);
 		config_budgets = lappend(config_budgets, b);
 		MemoryContextSwitchTo(old);
@@ -254,11 +289,12 @@ config_load_rows(void)
 }
 
 /*
- * The monthly budget of a role (-1: no limit of that kind); false when the
- * role has none.
+ * The monthly budget of a role and its cap on queued items (-1: no limit
+ * of that kind); false when the role has none.
  */
 bool
-ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month)
+ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month,
+			 int64 *max_queued)
 {
 	ListCell   *lc;
 
@@ -271,6 +307,7 @@ ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month)
 		{
 			*usd_per_month = b->usd;
 			*calls_per_month = b->calls;
+			*max_queued = b->max_queued;
 			return true;
 		}
 	}
@@ -282,9 +319,6 @@ static void
 config_load(void)
 {
 	Oid			nsp;
-	Oid			owner;
-	Oid			save_user;
-	int			save_sec;
 	static const char *const tables[CONFIG_NTABLES] = {"provider", "_provider_secret", "model", "_setting", "budget"};
 	int			i;
 
@@ -312,24 +346,16 @@ config_load(void)
 
 	/* mark valid first: an invalidation during the load marks it stale again */
 	config_valid = true;
-	owner = schema_owner(nsp);
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	PG_TRY();
 	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		config_load_rows();
-		SPI_finish();
+		RunAs(schema_owner(nsp), false, config_load_rows, NULL);
 	}
 	PG_CATCH();
 	{
 		config_valid = false;
-		SetUserIdAndSecContext(save_user, save_sec);
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
-	SetUserIdAndSecContext(save_user, save_sec);
 }
 
 /* A deep copy of a route in the current memory context. */
@@ -459,24 +485,20 @@ ConfigProviderKey(const LlmProvider *p)
 	return v;
 }
 
-/* Replace every occurrence of the provider's key in a text. */
-char *
-RedactSecret(const char *text, const LlmProvider *p)
+/* Replace every occurrence of a secret (of 4 bytes or more) in a text. */
+static char *
+redact_one(const char *text, const char *secret)
 {
-	const char *key;
 	StringInfoData buf;
 	const char *s;
 	const char *hit;
 	size_t		klen;
 
-	if (text == NULL)
-		return NULL;
-	key = p->api_key ? p->api_key : (p->api_key_env ? getenv(p->api_key_env) : NULL);
-	if (key == NULL || (klen = strlen(key)) < 4 || strstr(text, key) == NULL)
+	if (secret == NULL || (klen = strlen(secret)) < 4 || strstr(text, secret) == NULL)
 		return pstrdup(text);
 	initStringInfo(&buf);
 	s = text;
-	while ((hit = strstr(s, key)) != NULL)
+	while ((hit = strstr(s, secret)) != NULL)
 	{
 		appendBinaryStringInfo(&buf, s, hit - s);
 		appendStringInfoString(&buf, "[redacted]");
@@ -484,4 +506,29 @@ RedactSecret(const char *text, const LlmProvider *p)
 	}
 	appendStringInfoString(&buf, s);
 	return buf.data;
+}
+
+/*
+ * Replace every occurrence of the provider's key, and of the values of its
+ * secret headers, in a text.
+ */
+char *
+ConfigRedactSecret(const char *text, const LlmProvider *p)
+{
+	char	   *out;
+	ListCell   *lc;
+
+	if (text == NULL)
+		return NULL;
+	out = redact_one(text, p->api_key ? p->api_key :
+					 (p->api_key_env ? getenv(p->api_key_env) : NULL));
+	foreach(lc, p->headers)
+	{
+		const char *h = lfirst(lc);
+		const char *colon = strchr(h, ':');
+
+		if (colon)
+			out = redact_one(out, colon + 2);
+	}
+	return out;
 }

@@ -37,7 +37,7 @@
 #include "compat.h"
 #include "http.h"
 
-#define HTTP_USER_AGENT "pg_llm/0.1.0"
+#define HTTP_USER_AGENT "pg_llm/" PG_LLM_VERSION
 #define HTTP_MAX_SOCKETS 256
 #define HTTP_EASY_POOL 64
 
@@ -53,7 +53,8 @@ static bool sockets_changed = true;
 static WatchedSocket sockets[HTTP_MAX_SOCKETS];
 static int	nsockets = 0;
 static int64 timer_deadline_us = -1;	/* monotonic; -1: no timer */
-static pgsocket extra_socket = PGINVALID_SOCKET;	/* see HttpWatchSocket */
+static pgsocket client_socket = PGINVALID_SOCKET;	/* see HttpWatchClient */
+static bool client_writable = false;
 static HttpTransfer *transfers = NULL;	/* all live transfers */
 static int	ntransfers = 0;
 static CURL *easy_pool[HTTP_EASY_POOL];
@@ -270,6 +271,8 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 		t->retry_after_s = -1;
 		t->should_retry = -1;
 		t->request_id[0] = '\0';
+		t->content_type[0] = '\0';
+		t->location[0] = '\0';
 	}
 	else if (n <= 2 && (buf[0] == '\r' || buf[0] == '\n'))
 	{
@@ -294,6 +297,10 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	}
 	else if ((v = header_value(buf, n, "x-should-retry")) != NULL)
 		t->should_retry = (pg_strncasecmp(v, "true", 4) == 0) ? 1 : 0;
+	else if ((v = header_value(buf, n, "content-type")) != NULL)
+		copy_header_value(t->content_type, sizeof(t->content_type), v);
+	else if ((v = header_value(buf, n, "location")) != NULL)
+		copy_header_value(t->location, sizeof(t->location), v);
 	else if ((v = header_value(buf, n, "x-request-id")) != NULL ||
 			 (v = header_value(buf, n, "request-id")) != NULL)
 		copy_header_value(t->request_id, sizeof(t->request_id), v);
@@ -311,7 +318,7 @@ http_xact_cb(XactEvent event, void *arg)
 		event == XACT_EVENT_PREPARE)
 	{
 		HttpReleaseAll(true);
-		HttpWatchSocket(PGINVALID_SOCKET);
+		HttpWatchClient(PGINVALID_SOCKET, false);
 	}
 }
 
@@ -642,8 +649,13 @@ rebuild_wait_set(void)
 		FreeWaitEventSet(wait_set);
 	wait_set = NULL;
 	wait_set = LlmCreateWaitEventSet(nsockets + 4);
-	if (extra_socket != PGINVALID_SOCKET)
-		AddWaitEventToSet(wait_set, WL_SOCKET_WRITEABLE, extra_socket, NULL, NULL);
+	if (client_socket != PGINVALID_SOCKET)
+	{
+		uint32		ev = LlmWaitClientClosed | (client_writable ? WL_SOCKET_WRITEABLE : 0);
+
+		if (ev != 0)
+			AddWaitEventToSet(wait_set, ev, client_socket, NULL, NULL);
+	}
 	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	if (IsUnderPostmaster)
 		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
@@ -711,6 +723,15 @@ HttpPoll(long timeout_ms)
 			ResetLatch(MyLatch);
 			latch = true;
 		}
+		else if (client_socket != PGINVALID_SOCKET && we->fd == client_socket)
+		{
+			/* the same flags a failed send or client_connection_check_interval sets */
+			if (we->events & LlmWaitClientClosed)
+			{
+				ClientConnectionLost = true;
+				InterruptPending = true;
+			}
+		}
 #ifdef HTTP_USE_EPOLL
 		else if (curl_epfd >= 0 && we->fd == curl_epfd)
 		{
@@ -755,16 +776,22 @@ HttpPoll(long timeout_ms)
 }
 
 /*
- * Also wake when this socket becomes writable (PGINVALID_SOCKET: stop):
- * a stream waiting on its provider watches its own client this way, so
- * rows a slow client could not take yet leave as soon as it can.
+ * Watch the backend's own client while waiting on providers (sock is
+ * MyProcPort's socket; PGINVALID_SOCKET stops).  A client that goes away
+ * ends the wait at once, as a lost connection, instead of when the
+ * provider next sends something or the reply is done: nobody is left to
+ * read it and the provider bills for every token.  With writable, the
+ * wait also ends when the client's socket can take more bytes: a stream
+ * waiting on its provider watches its client this way, so rows a slow
+ * client could not take yet leave as soon as it can.
  */
 void
-HttpWatchSocket(pgsocket sock)
+HttpWatchClient(pgsocket sock, bool writable)
 {
-	if (sock == extra_socket)
+	if (sock == client_socket && writable == client_writable)
 		return;
-	extra_socket = sock;
+	client_socket = sock;
+	client_writable = writable;
 	sockets_changed = true;
 }
 

@@ -63,6 +63,8 @@ typedef struct HttpTransfer
 	double		retry_after_s;	/* -1 when absent or unparsable */
 	int			should_retry;	/* x-should-retry: -1 absent, 0, 1 */
 	char		request_id[96];
+	char		content_type[64];
+	char		location[256];	/* of a redirect, which is not followed */
 
 	/* bookkeeping (http.c) */
 	void	   *easy;
@@ -85,7 +87,7 @@ extern bool HttpPoll(long timeout_ms);
 extern void HttpWaitDone(HttpTransfer *t);
 extern void HttpWaitHeaders(HttpTransfer *t);
 extern void HttpWaitData(HttpTransfer *t);
-extern void HttpWatchSocket(pgsocket sock);
+extern void HttpWatchClient(pgsocket sock, bool writable);
 extern void HttpConsume(HttpTransfer *t, size_t n);
 extern int	HttpInFlight(void);
 extern HttpTransfer *HttpNextDone(void);

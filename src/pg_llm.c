@@ -18,8 +18,10 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "config.h"
 #include "http.h"
 #include "pg_llm.h"
+#include "usage.h"
 #include "queue.h"
 #include "shmem.h"
 
@@ -99,7 +101,7 @@ _PG_init(void)
 {
 	define_settings();
 	WorkerDefineSettings();
-	ConfigInit();
+	ConfigRegisterInvalidation();
 
 	/*
 	 * The worker and shared memory need preloading; calls do not.  Settings
@@ -114,7 +116,7 @@ _PG_init(void)
 		WorkerDefinePostmasterSettings();
 		if (!IsBinaryUpgrade)
 		{
-			ShmemRegister();
+			LlmShmemRegister();
 			WorkerRegister();
 		}
 	}

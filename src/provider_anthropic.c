@@ -17,6 +17,8 @@
 #include "lib/stringinfo.h"
 
 #include "llm_json.h"
+#include "pg_llm.h"
+#include "provider.h"
 
 static void
 unsupported(const char *key)
@@ -235,8 +237,8 @@ json_mode_instruction(json_object *rf)
  * for either have no effect on a reply (seed, user) and are dropped, or
  * change its meaning (n, penalties, logprobs) and are refused.
  */
-json_object *
-AnthropicBuildBody(LlmRequest *req, const LlmRoute *route, bool stream)
+static json_object *
+anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 {
 	json_object *src = req->obj;
 	json_object *body;
@@ -406,9 +408,9 @@ finish_reason(const char *stop_reason)
  * Read a Message and build the OpenAI-shaped response: text blocks joined
  * as the content, tool_use blocks as tool_calls, usage renamed.
  */
-bool
-AnthropicParseReply(json_object *root, const LlmRoute *route, bool want_json,
-					LlmReply *reply, char **problem)
+static bool
+anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
+					  LlmReply *reply, char **problem)
 {
 	json_object *content = JsonGetArray(root, "content");
 	json_object *usage = JsonGetObject(root, "usage");
@@ -524,8 +526,8 @@ AnthropicParseReply(json_object *root, const LlmRoute *route, bool want_json,
  * the SSE event name).  message_delta usage is cumulative, so the last one
  * wins; pings and unknown events are ignored.
  */
-void
-AnthropicStreamEvent(LlmStreamDecoder *dec, const char *type, json_object *root)
+static void
+anthropic_stream_event(LlmStreamDecoder *dec, const char *type, json_object *root)
 {
 	const char *t = JsonGetString(root, "type");
 	int64		v;
@@ -577,3 +579,30 @@ AnthropicStreamEvent(LlmStreamDecoder *dec, const char *type, json_object *root)
 		dec->error = psprintf("%s%s%s", et ? et : "", et ? ": " : "", m ? m : "error event");
 	}
 }
+
+/* "x-api-key" when there is a key, and the API version. */
+static void
+anthropic_add_headers(const LlmProvider *p, const char *key, List **headers)
+{
+	if (key)
+		*headers = lappend(*headers, psprintf("x-api-key: %s", key));
+	*headers = lappend(*headers, psprintf("anthropic-version: %s", p->anthropic_version));
+}
+
+/* A ping without data is not JSON; skip it. */
+static bool
+anthropic_raw_event(LlmStreamDecoder *dec, const char *type, const char *data, size_t len)
+{
+	return len == 0 && type && strcmp(type, "ping") == 0;
+}
+
+const LlmProviderOps AnthropicProviderOps = {
+	.name = "anthropic",
+	.chat_path = "/messages",
+	.key_header = "\"x-api-key: <key>\"",
+	.add_headers = anthropic_add_headers,
+	.build_body = anthropic_build_body,
+	.parse_reply = anthropic_parse_reply,
+	.raw_event = anthropic_raw_event,
+	.stream_event = anthropic_stream_event,
+};

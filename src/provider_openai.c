@@ -13,14 +13,16 @@
 #include "postgres.h"
 
 #include "llm_json.h"
+#include "pg_llm.h"
+#include "provider.h"
 
 /*
  * The wire body for a route: the caller's request with the upstream model,
  * max_tokens renamed when the provider wants max_completion_tokens, and
  * the streaming flags.  The returned object belongs to the caller.
  */
-json_object *
-OpenAIBuildBody(LlmRequest *req, const LlmRoute *route, bool stream)
+static json_object *
+openai_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 {
 	json_object *body = NULL;
 	json_object *v;
@@ -77,9 +79,9 @@ read_usage(json_object *usage, bool *has, int64 *in, int64 *out)
  * Read a chat.completion.  The normalized response is the provider's own
  * JSON with "provider" added; unknown fields are kept and ignored.
  */
-bool
-OpenAIParseReply(json_object *root, const LlmRoute *route, bool want_json,
-				 LlmReply *reply, char **problem)
+static bool
+openai_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
+				   LlmReply *reply, char **problem)
 {
 	json_object *choices = JsonGetArray(root, "choices");
 	json_object *first;
@@ -119,8 +121,8 @@ OpenAIParseReply(json_object *root, const LlmRoute *route, bool want_json,
  * choice, the finish reason, the usage chunk, or an error object sent
  * after the 200.
  */
-void
-OpenAIStreamEvent(LlmStreamDecoder *dec, json_object *root)
+static void
+openai_stream_event(LlmStreamDecoder *dec, const char *type, json_object *root)
 {
 	json_object *err = JsonGetObject(root, "error");
 	json_object *choices;
@@ -149,3 +151,34 @@ OpenAIStreamEvent(LlmStreamDecoder *dec, json_object *root)
 		}
 	}
 }
+
+/* "Authorization: Bearer <key>" when there is a key. */
+static void
+openai_add_headers(const LlmProvider *p, const char *key, List **headers)
+{
+	if (key)
+		*headers = lappend(*headers, psprintf("Authorization: Bearer %s", key));
+}
+
+/* "data: [DONE]" ends the stream; it is not JSON. */
+static bool
+openai_raw_event(LlmStreamDecoder *dec, const char *type, const char *data, size_t len)
+{
+	if (len >= 6 && strncmp(data, "[DONE]", 6) == 0)
+	{
+		dec->finished = true;
+		return true;
+	}
+	return false;
+}
+
+const LlmProviderOps OpenAIProviderOps = {
+	.name = "openai",
+	.chat_path = "/chat/completions",
+	.key_header = "\"Authorization: Bearer <key>\"",
+	.add_headers = openai_add_headers,
+	.build_body = openai_build_body,
+	.parse_reply = openai_parse_reply,
+	.raw_event = openai_raw_event,
+	.stream_event = openai_stream_event,
+};

@@ -8,7 +8,11 @@
  *	  Items are inserted with the extension owner's rights (callers have no
  *	  INSERT on llm.queue), recording the calling role: the worker writes
  *	  results back with that role's rights, so nobody can write through the
- *	  worker into a table they could not update themselves.
+ *	  worker into a table they could not update themselves.  Everything a
+ *	  target can be checked for before the paid call is checked here: the
+ *	  table is a permanent table, the column exists and can hold a value,
+ *	  the key's values fit their columns' types, and the row exists and is
+ *	  visible to the caller.
  *
  *-------------------------------------------------------------------------
  */
@@ -29,11 +33,19 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "storage/proc.h"
 #include "utils/syscache.h"
 
+#include "call.h"
+#include "chat.h"
+#include "config.h"
 #include "pg_llm.h"
 #include "queue.h"
+#include "request.h"
+#include "runas.h"
 #include "shmem.h"
+#include "target.h"
+#include "usage.h"
 
 PG_FUNCTION_INFO_V1(pg_llm_enqueue);
 PG_FUNCTION_INFO_V1(pg_llm_worker_status);
@@ -69,18 +81,15 @@ queue_xact_cb(XactEvent event, void *arg)
 		wake_at_commit = false;
 }
 
-/* Can values of this type be set from the reply text? */
+/*
+ * Can a column of this type take a reply?  Any type with an input
+ * function: the reply is read by it, as a literal would be.  Pseudo-types
+ * cannot be stored.
+ */
 static bool
-text_like_type(Oid typid)
+storable_type(Oid typid)
 {
-	char		category;
-	bool		preferred;
-
-	typid = getBaseType(typid);
-	if (typid == JSONOID || typid == JSONBOID)
-		return true;
-	get_type_category_preferred(typid, &category, &preferred);
-	return category == TYPCATEGORY_STRING;
+	return get_typtype(getBaseType(typid)) != TYPTYPE_PSEUDO;
 }
 
 /*
@@ -122,10 +131,30 @@ keys_identify_one_row(Relation rel, Bitmapset *keys)
 	return ok;
 }
 
+/* A row lookup, run as the caller with search_path pinned (RunAs). */
+typedef struct RowProbe
+{
+	char	   *sql;
+	TargetArgs *args;
+	Datum	   *values;
+	bool		found;
+} RowProbe;
+
+static void
+probe_row(void *arg)
+{
+	RowProbe   *p = (RowProbe *) arg;
+
+	if (RunSql(p->sql, p->args->nargs, p->args->types, p->values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for the target row");
+	p->found = SPI_processed > 0;
+}
+
 /*
- * Check a write-back target for the calling role: the column exists and
- * can take text, the key names columns that identify one row, and the
- * role may update the column and read the keys.
+ * Check a write-back target for the calling role: a permanent table, a
+ * column that exists and can hold a value, a key of columns that identify
+ * one row and whose values fit their types, the rights to update the
+ * column and read the keys, and the row itself, visible to the caller.
  */
 static void
 check_target(Oid relid, const char *column, Jsonb *key)
@@ -134,80 +163,159 @@ check_target(Oid relid, const char *column, Jsonb *key)
 	AttrNumber	attnum;
 	Oid			atttype;
 	Bitmapset  *keys = NULL;
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
 	Oid			role = GetUserId();
-	char	   *relname = get_rel_name(relid);
+	char	   *relname;
+	TargetArgs	args;
+	StringInfoData sql;
+	Datum		values[TARGET_MAX_ARGS];
+	RowProbe	probe;
+	int			k;
 
 	rel = relation_open(relid, AccessShareLock);
+	relname = TargetRelationName(rel);
 	if (rel->rd_rel->relkind != RELKIND_RELATION &&
 		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("target \"%s\" is not a table", relname),
+				 errmsg("target %s is not a table", relname),
 				 errhint("Replies are written into tables; give the table behind the view.")));
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("target %s is a temporary table", relname),
+				 errdetail("The worker runs in a session of its own and cannot reach another session's temporary tables."),
+				 errhint("Write replies into a permanent (or unlogged) table.")));
 
 	attnum = get_attnum(relid, column);
 	if (attnum == InvalidAttrNumber || attnum < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("column \"%s\" of table \"%s\" does not exist", column, relname),
+				 errmsg("column \"%s\" of table %s does not exist", column, relname),
 				 errhint("target_column names the column the reply is written into.")));
 	atttype = get_atttype(relid, attnum);
-	if (!text_like_type(atttype))
+	if (!storable_type(atttype))
 		ereport(ERROR,
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("column \"%s\" of table \"%s\" cannot take a reply", column, relname),
-				 errdetail("Its type is %s; replies are text.", format_type_be(atttype)),
-				 errhint("Write replies into a text, varchar, json or jsonb column.")));
+				 errmsg("column \"%s\" of table %s cannot take a reply", column, relname),
+				 errdetail("Its type is %s.", format_type_be(atttype))));
 	if (TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attgenerated)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("column \"%s\" of table \"%s\" is generated", column, relname),
+				 errmsg("column \"%s\" of table %s is generated", column, relname),
 				 errhint("Write replies into a column that can be updated.")));
 
-	if (key == NULL || !JB_ROOT_IS_OBJECT(key) || JB_ROOT_COUNT(key) == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("target_key must be a JSON object of the target row's key columns"),
-				 errhint("For example '{\"id\": 17}'.")));
-	it = JsonbIteratorInit(&key->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	/* the key: its columns, their values as their types, one row */
+	TargetArgsInit(&args);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT 1 FROM %s AS t WHERE ", relname);
+	TargetKeyClause(rel, relname, key, &args, &sql, &keys);
+	k = -1;
+	while ((k = bms_next_member(keys, k)) >= 0)
 	{
-		char	   *name;
-		AttrNumber	k;
-
-		if (tok != WJB_KEY)
-			continue;
-		name = pnstrdup(v.val.string.val, v.val.string.len);
-		k = get_attnum(relid, name);
-		if (k == InvalidAttrNumber || k < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_COLUMN),
-					 errmsg("key column \"%s\" of table \"%s\" does not exist", name, relname),
-					 errhint("target_key names the target row's key columns, such as '{\"id\": 17}'.")));
 		if (pg_class_aclcheck(relid, role, ACL_SELECT) != ACLCHECK_OK &&
 			pg_attribute_aclcheck(relid, k, role, ACL_SELECT) != ACLCHECK_OK)
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("permission denied to read column \"%s\" of table \"%s\"", name, relname),
+					 errmsg("permission denied to read column \"%s\" of table %s",
+							get_attname(relid, k, false), relname),
 					 errhint("The worker finds the row with the rights of the role that enqueued it.")));
-		keys = bms_add_member(keys, k);
 	}
 	if (!keys_identify_one_row(rel, keys))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("target_key does not identify one row of table \"%s\"", relname),
+				 errmsg("target_key does not identify one row of table %s", relname),
 				 errdetail("No primary key or unique index of the table is made of the key's columns."),
 				 errhint("Use the primary key's columns, such as '{\"id\": 17}'.")));
 	if (pg_class_aclcheck(relid, role, ACL_UPDATE) != ACLCHECK_OK &&
 		pg_attribute_aclcheck(relid, attnum, role, ACL_UPDATE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to update column \"%s\" of table \"%s\"", column, relname),
+				 errmsg("permission denied to update column \"%s\" of table %s", column, relname),
 				 errhint("The worker writes replies back with the rights of the role that enqueued them.")));
+
+	/* the key's values must read as their columns' types */
+	TargetValues(&args, values, 0);
+
+	/* and the row must be there, for the caller */
+	probe.sql = psprintf("/* %s */ %s LIMIT 1", args.signature.data, sql.data);
+	probe.args = &args;
+	probe.values = values;
+	probe.found = false;
+	RunAs(role, false, probe_row, &probe);
+	if (!probe.found)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("target row %s of table %s does not exist", JsonbToCString(NULL, &key->root, 0), relname),
+				 errdetail("Or row-level security hides it from role \"%s\".", GetUserNameFromId(role, false)),
+				 errhint("Insert the row first: the worker updates it with the reply.")));
 	relation_close(rel, AccessShareLock);
+}
+
+/*
+ * A role with a cap on its queued items (llm.set_budget's max_queued)
+ * may not enqueue beyond it.  The role's pending and running items are
+ * counted once per transaction, then counted along.
+ */
+static void
+check_queue_cap(Oid role)
+{
+	static LocalTransactionId counted_in = InvalidLocalTransactionId;
+	static Oid	counted_for = InvalidOid;
+	static int64 queued = 0;
+	double		usd;
+	int64		calls;
+	int64		max_queued;
+
+	if (!ConfigBudget(role, &usd, &calls, &max_queued) || max_queued < 0)
+		return;
+	if (counted_in != LlmMyLocalXid() || counted_for != role)
+	{
+		Oid			types[1] = {OIDOID};
+		Datum		values[1] = {ObjectIdGetDatum(role)};
+		bool		isnull;
+
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute_with_args("SELECT pg_catalog.count(*) FROM llm.queue "
+								  "WHERE enqueued_by = $1 AND status IN ('pending', 'running')",
+								  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not count queued items");
+		queued = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		SPI_finish();
+		counted_in = LlmMyLocalXid();
+		counted_for = role;
+	}
+	if (queued + 1 > max_queued)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" may have at most " INT64_FORMAT " items queued",
+						GetUserNameFromId(role, false), max_queued),
+				 errdetail("It has " INT64_FORMAT " pending or running.", queued),
+				 errhint("Wait for the queue to drain, or an administrator can raise the cap with llm.set_budget(role, ..., max_queued => ...).")));
+	queued++;
+}
+
+/* The INSERT of a queue item, run as the extension owner (RunAs). */
+typedef struct EnqueueInsert
+{
+	Datum		values[8];
+	char		nulls[8];
+	int64		id;
+} EnqueueInsert;
+
+static void
+insert_item(void *arg)
+{
+	EnqueueInsert *e = (EnqueueInsert *) arg;
+	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID};
+	bool		isnull;
+
+	if (RunSql("INSERT INTO llm.queue (prompt, model, system, options, "
+			   "target_table, target_column, target_key, enqueued_by) "
+			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+			   8, types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not insert into llm.queue");
+	e->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /*
@@ -223,23 +331,16 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	bool		has_column = !PG_ARGISNULL(4);
 	bool		has_key = !PG_ARGISNULL(5);
 	Oid			caller = GetUserId();
-	Oid			owner;
-	Oid			save_user;
-	int			save_sec;
-	Datum		values[8];
-	char		nulls[8];
-	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID};
-	int64		id = 0;
-	bool		isnull;
+	EnqueueInsert e;
 	int			i;
 
-	LlmCheckPrompt(prompt);
+	ChatCheckPrompt(prompt);
 	model = (char *) LlmResolveModel(model, NULL);
 
 	/* options are checked now, not when the worker gets to them */
-	(void) LlmRequestFromPrompt(LlmToUtf8(prompt),
-								PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2))),
-								PG_ARGISNULL(6) ? NULL : LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(6)->root, 0)));
+	(void) RequestFromPrompt(LlmToUtf8(prompt),
+							 PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2))),
+							 PG_ARGISNULL(6) ? NULL : LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(6)->root, 0)));
 
 	if (has_table || has_column || has_key)
 	{
@@ -250,41 +351,22 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 					 errhint("Give all three to write the reply back into a row, or none.")));
 		check_target(PG_GETARG_OID(3), NameStr(*PG_GETARG_NAME(4)), PG_GETARG_JSONB_P(5));
 	}
+	check_queue_cap(caller);
 
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = CStringGetTextDatum(prompt);
-	values[1] = CStringGetTextDatum(model);
-	values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-	values[3] = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
-	values[4] = has_table ? PG_GETARG_DATUM(3) : (Datum) 0;
-	values[5] = has_column ? CStringGetTextDatum(NameStr(*PG_GETARG_NAME(4))) : (Datum) 0;
-	values[6] = has_key ? PG_GETARG_DATUM(5) : (Datum) 0;
-	values[7] = ObjectIdGetDatum(caller);
+	memset(e.nulls, ' ', sizeof(e.nulls));
+	e.values[0] = CStringGetTextDatum(prompt);
+	e.values[1] = CStringGetTextDatum(model);
+	e.values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	e.values[3] = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
+	e.values[4] = has_table ? PG_GETARG_DATUM(3) : (Datum) 0;
+	e.values[5] = has_column ? CStringGetTextDatum(NameStr(*PG_GETARG_NAME(4))) : (Datum) 0;
+	e.values[6] = has_key ? PG_GETARG_DATUM(5) : (Datum) 0;
+	e.values[7] = ObjectIdGetDatum(caller);
 	for (i = 0; i < 7; i++)
 		if ((i == 2 && PG_ARGISNULL(2)) || (i == 3 && PG_ARGISNULL(6)) ||
 			(i == 4 && !has_table) || (i == 5 && !has_column) || (i == 6 && !has_key))
-			nulls[i] = 'n';
-
-	owner = ConfigOwner();
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	PG_TRY();
-	{
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args("INSERT INTO llm.queue (prompt, model, system, options, "
-								  "target_table, target_column, target_key, enqueued_by) "
-								  "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-								  8, types, values, nulls, false, 1) != SPI_OK_INSERT_RETURNING)
-			elog(ERROR, "could not insert into llm.queue");
-		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_user, save_sec);
-	}
-	PG_END_TRY();
+			e.nulls[i] = 'n';
+	RunAsOwner(insert_item, &e);
 
 	if (!xact_cb_registered)
 	{
@@ -292,7 +374,7 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 		xact_cb_registered = true;
 	}
 	wake_at_commit = true;
-	PG_RETURN_INT64(id);
+	PG_RETURN_INT64(e.id);
 }
 
 /*

@@ -11,6 +11,7 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
+#include "utils/timestamp.h"
 
 #include "compat.h"
 #include "shmem.h"
@@ -61,6 +62,12 @@ llm_shmem_startup(void)
 		LlmShared->lock = &(GetNamedLWLockTranche("pg_llm"))[0].lock;
 		LlmShared->usage_lock = &(GetNamedLWLockTranche("pg_llm"))[1].lock;
 		LlmShared->usage_slots = llm_usage_buffer;
+		/*
+		 * Lease tokens start from the clock, so that those of workers from
+		 * before a crash restart are never handed out again.
+		 */
+		pg_atomic_init_u64(&LlmShared->next_lease_holder,
+						   (uint64) GetCurrentTimestamp() << 8);
 		pg_atomic_init_u32(&LlmShared->usage_pending, 0);
 		pg_atomic_init_u64(&LlmShared->usage_dropped, 0);
 		for (i = 0; i < LLM_MAX_WORKERS; i++)
@@ -75,7 +82,7 @@ llm_shmem_startup(void)
 
 /* Install the hooks; called from _PG_init while preloading. */
 void
-ShmemRegister(void)
+LlmShmemRegister(void)
 {
 #if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;

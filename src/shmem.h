@@ -26,6 +26,7 @@ typedef struct LlmWorkerSlot
 	bool		in_use;
 	bool		usage_only;		/* a usage writer, not a queue worker */
 	int			pid;
+	int64		lease_holder;	/* the token its queue leases carry */
 	Oid			dboid;
 	Latch	   *latch;
 	TimestampTz started_at;
@@ -84,6 +85,7 @@ typedef struct LlmBudgetEntry
 typedef struct LlmSharedState
 {
 	LWLock	   *lock;
+	pg_atomic_uint64 next_lease_holder; /* new at every start of the server */
 	LlmWorkerSlot workers[LLM_MAX_WORKERS];
 	/* usage records: a ring written by every backend, emptied per database */
 	LWLock	   *usage_lock;
@@ -102,7 +104,7 @@ extern int	llm_usage_buffer;
 
 extern LlmSharedState *LlmShared;
 
-extern void ShmemRegister(void);
+extern void LlmShmemRegister(void);
 extern void LlmWakeWorkers(Oid dboid);
 
 #endif							/* PG_LLM_SHMEM_H */

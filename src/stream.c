@@ -31,9 +31,13 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "call.h"
+#include "chat.h"
 #include "http.h"
 #include "pg_llm.h"
+#include "provider.h"
 #include "sse.h"
+#include "usage.h"
 
 PG_FUNCTION_INFO_V1(pg_llm_chat_stream);
 
@@ -49,6 +53,7 @@ typedef struct StreamState
 	int64		rows;			/* rows returned so far */
 	int			body_retries;	/* streams started again before any row */
 	int			next_piece;		/* next of dec.pieces to return */
+	bool		checked_type;	/* the Content-Type has been looked at */
 	bool		released;
 	LlmOutcome	outcome;		/* recorded when the stream is released */
 } StreamState;
@@ -76,8 +81,11 @@ stream_release(StreamState *st)
 	if (st->parser_live)
 		SseFree(&st->parser);
 	st->parser_live = false;
-	HttpWatchSocket(PGINVALID_SOCKET);
+	HttpWatchClient(PGINVALID_SOCKET, false);
 }
+
+static void stream_fail(StreamState *st, int sqlstate, const char *what,
+						const char *detail);
 
 static void
 stream_reset_cb(void *arg)
@@ -104,16 +112,30 @@ stream_event_cb(void *arg, const SseEvent *ev)
 
 /*
  * A stream that failed before it returned any row can be started again,
- * like any failed attempt: nothing was shown to the client yet.  After
+ * like any failed attempt: nothing was shown to the client yet.  The call
+ * engine decides, with the route's retry limit and fallback chain.  After
  * the first row, never.  Returns true when a new stream is open.
  */
 static bool
 stream_retry(StreamState *st)
 {
-	if (st->rows > 0 || st->body_retries >= llm_max_retries)
+	LlmFailure	f;
+	long		delay;
+
+	if (st->rows > 0)
 		return false;
-	LlmSleepMs(LlmRetryDelayMs(-1, st->body_retries));
-	st->body_retries++;
+	memset(&f, 0, sizeof(f));
+	f.retry_after_s = -1;
+	switch (LlmCallDecide(st->call, LLM_VERDICT_RETRY, &f, &delay))
+	{
+		case LLM_NEXT_RETRY:
+			LlmSleepMs(delay);
+			break;
+		case LLM_NEXT_ROUTE:
+			break;
+		case LLM_NEXT_GIVE_UP:
+			return false;
+	}
 	HttpRelease(st->call->xfer);
 	SseReset(&st->parser);
 	list_free_deep(st->dec.pieces);
@@ -121,8 +143,46 @@ stream_retry(StreamState *st)
 	memset(&st->dec, 0, sizeof(st->dec));
 	LlmCallOpenStream(st->call);
 	HttpSetOwnerRef(st->call->xfer, &st->call->xfer);
-	st->dec.protocol = st->call->route->provider->protocol;
+	st->dec.ops = st->call->route->provider->ops;
+	st->checked_type = false;
 	return true;
+}
+
+/*
+ * The provider answered the stream request with a 200 that is not SSE.
+ * A whole JSON reply (a server that ignores "stream") is read as one and
+ * returned as a single row; anything else is an error naming what came.
+ */
+static void
+stream_not_sse(StreamState *st)
+{
+	HttpTransfer *t = st->call->xfer;
+	LlmReply	reply;
+	char	   *problem = NULL;
+
+	HttpWaitDone(t);
+	if (t->outcome == HTTP_COMPLETE &&
+		pg_strncasecmp(t->content_type, "application/json", 16) == 0 &&
+		ProviderParseReply(st->call->route, t->data + t->consumed, t->len - t->consumed,
+						   false, &reply, &problem) &&
+		reply.content != NULL)
+	{
+		elog(LOG, "pg_llm: provider \"%s\" answered a stream request with a whole JSON reply; returned as one row",
+			 st->call->route->provider->name);
+		st->dec.pieces = list_make1(MemoryContextStrdup(st->ctx, reply.content));
+		st->dec.finished = true;
+		st->dec.has_usage = reply.has_usage;
+		st->dec.input_tokens = reply.input_tokens;
+		st->dec.output_tokens = reply.output_tokens;
+		HttpConsume(t, t->len - t->consumed);
+		return;
+	}
+	if (stream_retry(st))
+		return;
+	stream_fail(st, ERRCODE_INVALID_JSON_TEXT, "is not an event stream",
+				psprintf("The provider answered with Content-Type \"%s\" instead of text/event-stream%s",
+						 t->content_type[0] ? t->content_type : "(none)",
+						 problem ? psprintf(" (%s)", problem) : "."));
 }
 
 /* Raise the error for a stream that failed after it started. */
@@ -236,6 +296,10 @@ stream_next(StreamState *st)
 				stream_fail(st, ERRCODE_CONNECTION_FAILURE,
 							t->timed_out ? "went quiet for longer than llm.stream_idle_timeout" : "was cut off",
 							psprintf("%s.", t->errbuf));
+			if (st->rows == 0 && pg_strncasecmp(t->content_type, "text/event-stream", 17) != 0)
+				stream_fail(st, ERRCODE_INVALID_JSON_TEXT, "is not an event stream",
+							psprintf("The provider answered with Content-Type \"%s\" instead of text/event-stream.",
+									 t->content_type[0] ? t->content_type : "(none)"));
 			stream_fail(st, ERRCODE_CONNECTION_FAILURE, "ended before its end marker",
 						"The connection closed cleanly but the reply was not finished.");
 		}
@@ -245,21 +309,38 @@ stream_next(StreamState *st)
 			/*
 			 * Send what the client has not seen yet, then wait.  What a
 			 * slow client cannot take now leaves when its socket becomes
-			 * writable, not with the next chunk.
+			 * writable, not with the next chunk.  A client that went away
+			 * (the flush failed, or its socket hung up while we wait) ends
+			 * the stream now: nobody reads the rest, and the provider
+			 * bills for it.
 			 */
+			pgsocket	client = ClientSocket();
+
 			if (st->rows > 0 && whereToSendOutput == DestRemote)
 			{
 				pq_flush_if_writable();
 				while (pq_is_send_pending() && t->outcome == HTTP_RUNNING &&
 					   t->len == t->consumed)
 				{
-					HttpWatchSocket(MyProcPort->sock);
+					HttpWatchClient(client, true);
 					HttpPoll(-1);
 					pq_flush_if_writable();
 				}
-				HttpWatchSocket(PGINVALID_SOCKET);
 			}
+			CHECK_FOR_INTERRUPTS();
+			HttpWatchClient(client, false);
 			HttpWaitData(t);
+			HttpWatchClient(PGINVALID_SOCKET, false);
+		}
+		if (!st->checked_type && t->len > t->consumed)
+		{
+			st->checked_type = true;
+			if (pg_strncasecmp(t->content_type, "text/event-stream", 17) != 0 &&
+				pg_strncasecmp(t->content_type, "application/json", 16) == 0)
+			{
+				stream_not_sse(st);
+				continue;
+			}
 		}
 		stream_feed(st);
 	}
@@ -303,7 +384,7 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 		st->parser_live = true;
 		LlmCallOpenStream(st->call);
 		HttpSetOwnerRef(st->call->xfer, &st->call->xfer);
-		st->dec.protocol = st->call->route->provider->protocol;
+		st->dec.ops = st->call->route->provider->ops;
 		funcctx->user_fctx = st;
 		MemoryContextSwitchTo(old);
 	}
@@ -329,4 +410,17 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 		pfree(piece);			/* the stream's context outlives every row */
 		SRF_RETURN_NEXT(funcctx, PointerGetDatum(row));
 	}
+}
+
+/*
+ * The socket of this backend's client, watched while waiting on providers
+ * (HttpWatchClient), or PGINVALID_SOCKET for a background process or a
+ * client that is not a frontend connection.
+ */
+pgsocket
+ClientSocket(void)
+{
+	if (whereToSendOutput != DestRemote || MyProcPort == NULL)
+		return PGINVALID_SOCKET;
+	return MyProcPort->sock;
 }

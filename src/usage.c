@@ -38,8 +38,12 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "call.h"
+#include "config.h"
 #include "pg_llm.h"
+#include "runas.h"
 #include "shmem.h"
+#include "usage.h"
 
 bool		llm_track_usage = true;
 
@@ -123,6 +127,31 @@ budget_entry(Oid roleid, int month, bool create)
 	return free_entry;
 }
 
+/* What budget_load reads, as the owner (RunAs). */
+typedef struct SpentQuery
+{
+	Oid			roleid;
+	double		spent;
+	int64		calls;
+} SpentQuery;
+
+static void
+spent_query(void *arg)
+{
+	SpentQuery *q = (SpentQuery *) arg;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(q->roleid)};
+	bool		isnull;
+
+	if (RunSql("SELECT COALESCE(pg_catalog.sum(cost_usd), 0)::pg_catalog.float8, pg_catalog.count(*) "
+			   "FROM llm.usage WHERE role_oid = $1 AND outcome <> 'retry' "
+			   "AND ts >= pg_catalog.date_trunc('month', pg_catalog.now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
+			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read llm.usage");
+	q->spent = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	q->calls = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+}
+
 /*
  * What a role has spent this month: the rows in llm.usage plus the
  * records still in shared memory.  Read as the extension owner.
@@ -130,37 +159,13 @@ budget_entry(Oid roleid, int month, bool create)
 static void
 budget_load(Oid roleid, double *spent, int64 *calls)
 {
-	Oid			save_user;
-	int			save_sec;
-	Oid			types[1] = {OIDOID};
-	Datum		values[1];
+	SpentQuery	q;
 	int			i;
 
-	*spent = 0;
-	*calls = 0;
-	GetUserIdAndSecContext(&save_user, &save_sec);
-	SetUserIdAndSecContext(ConfigOwner(), save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	PG_TRY();
-	{
-		bool		isnull;
-
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		values[0] = ObjectIdGetDatum(roleid);
-		if (SPI_execute_with_args("SELECT coalesce(sum(cost_usd), 0)::float8, count(*) FROM llm.usage "
-								  "WHERE role_oid = $1 AND outcome <> 'retry' "
-								  "AND ts >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
-								  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not read llm.usage");
-		*spent = DatumGetFloat8(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		*calls = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		SPI_finish();
-	}
-	PG_FINALLY();
-	{
-		SetUserIdAndSecContext(save_user, save_sec);
-	}
-	PG_END_TRY();
+	q.roleid = roleid;
+	RunAsOwner(spent_query, &q);
+	*spent = q.spent;
+	*calls = q.calls;
 
 	/* records not written yet count too */
 	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
@@ -214,7 +219,7 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
 	double		estimate = 0;
 	double		spent = 0;
 	int64		calls = 0;
-	const LlmRoute *first = linitial(call->routes);
+	ListCell   *lc;
 	bool		loaded;
 
 	if (LlmShared == NULL)
@@ -224,10 +229,27 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
 						GetUserNameFromId(call->roleid, true)),
 				 errhint("Add pg_llm to shared_preload_libraries and restart the server.")));
 
-	/* estimate: the request's text as tokens, and max_tokens (or 256) out */
-	estimate = route_cost(first, call->estimated_input_tokens, call->estimated_output_tokens);
-	if (estimate < 0)
-		estimate = 0;
+	/*
+	 * The estimate: the request's text as tokens, and max_tokens (or 256)
+	 * out, on the dearest route the call may take.  A budget in USD cannot
+	 * be kept on a route without prices: such a call is refused.
+	 */
+	foreach(lc, call->routes)
+	{
+		const LlmRoute *r = lfirst(lc);
+		double		cost = route_cost(r, call->estimated_input_tokens,
+									  call->estimated_output_tokens);
+
+		if (usd_limit >= 0 && cost < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("role \"%s\" has a budget in USD, but model \"%s\" has no price on provider \"%s\"",
+							GetUserNameFromId(call->roleid, true), call->model, r->provider->name),
+					 errdetail("A call on a route without prices could spend without limit; this call was not sent."),
+					 errhint("An administrator can price the route with llm.add_model('%s', '%s', '%s', input_usd_per_mtok => ..., output_usd_per_mtok => ...).",
+							 r->model, r->provider->name, r->upstream_model)));
+		estimate = Max(estimate, cost);
+	}
 
 	LWLockAcquire(LlmShared->lock, LW_SHARED);
 	b = budget_entry(call->roleid, month, false);
@@ -449,18 +471,20 @@ UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 	MemoryContextCallback *cb;
 	double		usd_limit;
 	int64		calls_limit;
+	int64		max_queued;
 
 	call->roleid = roleid;
 	call->estimated_input_tokens = request_bytes / 4 + 1;
 	call->estimated_output_tokens = max_tokens > 0 ? max_tokens : 256;
-	if (ConfigBudget(roleid, &usd_limit, &calls_limit))
+	if (ConfigBudget(roleid, &usd_limit, &calls_limit, &max_queued) &&
+		(usd_limit >= 0 || calls_limit >= 0))
 		budget_check(call, usd_limit, calls_limit);
 
 	cb = palloc0(sizeof(MemoryContextCallback));
 	cb->func = usage_reset_cb;
 	cb->arg = call;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
-	if (llm_track_usage && LlmShared != NULL && !IsBackgroundWorker)
+	if (llm_track_usage && LlmShared != NULL && !LlmAmBackgroundWorker())
 		ensure_writer();
 }
 

@@ -1,0 +1,384 @@
+-- pg_llm: the LLM gateway inside PostgreSQL.  The install script is built
+-- from sql/install/*.sql (see the Makefile); this part holds providers,
+-- models and keys.
+\echo Use "CREATE EXTENSION pg_llm" to load this file. \quit
+
+-- Every function of this script runs with search_path pinned to
+-- "pg_catalog, pg_temp" and names the extension's own objects with their
+-- schema, so that no caller's search_path can put its own functions or
+-- operators into them.
+
+-- Configuration is readable and writable by the extension owner only; an
+-- administrator grants what analysts need (see the README, "Privileges").
+REVOKE ALL ON SCHEMA llm FROM PUBLIC;
+
+CREATE TABLE llm.provider (
+    name        text PRIMARY KEY
+                CHECK (name ~ '^[A-Za-z0-9_.-]{1,63}$'),
+    protocol    text NOT NULL CHECK (protocol IN ('openai', 'anthropic')),
+    base_url    text NOT NULL CHECK (base_url ~* '^https?://[^/]' AND base_url !~ '[[:cntrl:][:space:]]'),
+    enabled     boolean NOT NULL DEFAULT true,
+    priority    integer NOT NULL DEFAULT 100,
+    api_key_env text,
+    has_api_key boolean NOT NULL DEFAULT false,
+    options     jsonb NOT NULL DEFAULT '{}',
+    headers     text[] NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE llm.provider IS 'LLM endpoints pg_llm can call; keys and the values of extra headers are kept apart, in a table only the extension owner can read';
+COMMENT ON COLUMN llm.provider.headers IS 'The names of the extra request headers sent to the provider; their values are secret';
+
+CREATE TABLE llm._provider_secret (
+    provider    text PRIMARY KEY REFERENCES llm.provider (name)
+                ON UPDATE CASCADE ON DELETE CASCADE,
+    api_key     text,
+    headers     jsonb
+);
+COMMENT ON TABLE llm._provider_secret IS 'API keys of providers and the values of their extra headers; never granted to anyone';
+
+CREATE TABLE llm.model (
+    name                text NOT NULL CHECK (name <> ''),
+    provider            text NOT NULL REFERENCES llm.provider (name)
+                        ON UPDATE CASCADE ON DELETE CASCADE,
+    upstream_model      text NOT NULL CHECK (upstream_model <> ''),
+    priority            integer NOT NULL DEFAULT 100,
+    input_usd_per_mtok  numeric CHECK (input_usd_per_mtok >= 0),
+    output_usd_per_mtok numeric CHECK (output_usd_per_mtok >= 0),
+    PRIMARY KEY (name, provider)
+);
+COMMENT ON TABLE llm.model IS 'Model names SQL callers use, where each goes, and its price; several rows with one name form its fallback chain';
+
+CREATE TABLE llm._setting (
+    key   text PRIMARY KEY,
+    value text
+);
+COMMENT ON TABLE llm._setting IS 'Cluster-wide pg_llm state, such as the primary provider';
+
+SELECT pg_catalog.pg_extension_config_dump('llm.provider', '');
+SELECT pg_catalog.pg_extension_config_dump('llm._provider_secret', '');
+SELECT pg_catalog.pg_extension_config_dump('llm.model', '');
+SELECT pg_catalog.pg_extension_config_dump('llm._setting', '');
+
+-- Every backend caches the configuration; these triggers empty the caches
+-- at commit so a change reaches all sessions and the worker at once.
+CREATE FUNCTION llm._config_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'pg_llm_config_changed' LANGUAGE C;
+COMMENT ON FUNCTION llm._config_changed() IS 'Trigger: empty every backend''s cache of the configuration when it changes';
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON llm.provider FOR EACH STATEMENT EXECUTE FUNCTION llm._config_changed();
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON llm._provider_secret FOR EACH STATEMENT EXECUTE FUNCTION llm._config_changed();
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON llm.model FOR EACH STATEMENT EXECUTE FUNCTION llm._config_changed();
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON llm._setting FOR EACH STATEMENT EXECUTE FUNCTION llm._config_changed();
+
+-- Check provider options: known keys with the right types only.
+CREATE FUNCTION llm._check_provider_options(options jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    k text;
+    v jsonb;
+    ints constant text[] := ARRAY['connect_timeout_ms', 'timeout_ms', 'low_speed_time',
+        'low_speed_limit', 'stream_idle_timeout', 'max_retries', 'default_max_tokens'];
+BEGIN
+    IF options IS NULL THEN
+        RETURN '{}';
+    END IF;
+    IF jsonb_typeof(options) <> 'object' THEN
+        RAISE EXCEPTION 'provider options must be a JSON object'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    FOR k, v IN SELECT * FROM jsonb_each(options) LOOP
+        IF k = ANY (ints) THEN
+            IF jsonb_typeof(v) <> 'number' OR v::numeric <> trunc(v::numeric)
+               OR v::numeric < 0 OR v::numeric > 2147483647 THEN
+                RAISE EXCEPTION 'provider option "%" must be a whole number from 0 to 2147483647', k
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'max_tokens_param' THEN
+            IF v NOT IN ('"max_tokens"', '"max_completion_tokens"') THEN
+                RAISE EXCEPTION 'provider option "max_tokens_param" must be "max_tokens" or "max_completion_tokens"'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'anthropic_version' THEN
+            IF jsonb_typeof(v) <> 'string' OR v #>> '{}' !~ '^[0-9A-Za-z.-]+$' THEN
+                RAISE EXCEPTION 'provider option "anthropic_version" must be a version string such as "2023-06-01"'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'stream_usage' THEN
+            IF jsonb_typeof(v) <> 'boolean' THEN
+                RAISE EXCEPTION 'provider option "stream_usage" must be true or false'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'headers' THEN
+            IF jsonb_typeof(v) <> 'object' OR EXISTS (
+                   SELECT 1 FROM jsonb_each(v) h
+                   WHERE jsonb_typeof(h.value) <> 'string'
+                      OR h.key !~ '^[A-Za-z0-9-]{1,64}$'
+                      OR h.value #>> '{}' ~ '[[:cntrl:]]'
+                      OR lower(h.key) IN ('authorization', 'x-api-key', 'content-length', 'host',
+                                          'content-type', 'transfer-encoding', 'expect')) THEN
+                RAISE EXCEPTION 'provider option "headers" must be an object of header names and string values without control characters'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Authorization, x-api-key, Host, Content-Type, Content-Length, Transfer-Encoding and Expect are set by pg_llm; give the key with api_key or api_key_env.';
+            END IF;
+        ELSE
+            RAISE EXCEPTION 'unknown provider option "%"', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers.';
+        END IF;
+    END LOOP;
+    RETURN options;
+END;
+$$;
+COMMENT ON FUNCTION llm._check_provider_options(jsonb) IS 'Check provider options: known keys with values of the right types only';
+
+CREATE FUNCTION llm._check_base_url(base_url text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF base_url IS NULL OR base_url !~* '^https?://[^/\s]+' THEN
+        RAISE EXCEPTION 'base_url must be an http or https URL'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The base_url given was %L.', base_url),
+                  HINT = 'Include the version prefix, such as https://api.openai.com/v1.';
+    END IF;
+    IF base_url ~ '[[:cntrl:][:space:]]' THEN
+        RAISE EXCEPTION 'base_url must not contain white space or control characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Percent-encode any such character the URL needs (%20 for a space).';
+    END IF;
+    RETURN rtrim(base_url, '/');
+END;
+$$;
+COMMENT ON FUNCTION llm._check_base_url(text) IS 'Check a base_url (http or https, no white space or control characters) and drop its trailing slashes';
+
+CREATE FUNCTION llm._check_protocol(protocol text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF protocol IS NULL OR protocol NOT IN ('openai', 'anthropic') THEN
+        RAISE EXCEPTION 'protocol must be "openai" or "anthropic"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use "openai" for any OpenAI-compatible server (DeepSeek, vLLM, Ollama, relays).';
+    END IF;
+    RETURN protocol;
+END;
+$$;
+COMMENT ON FUNCTION llm._check_protocol(text) IS 'Check a protocol name: openai or anthropic';
+
+CREATE FUNCTION llm._provider_must_exist(name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM llm.provider p WHERE p.name = _provider_must_exist.name) THEN
+        RAISE EXCEPTION 'provider "%" does not exist', name
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'See SELECT name FROM llm.provider.';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION llm._provider_must_exist(text) IS 'Raise an error naming a provider that does not exist';
+
+-- A key, or the name of the environment variable that holds one, must be
+-- something that can go into a request header: no control characters
+-- (a CR or LF would start a header of the caller's choosing).  The value
+-- of a key is never shown, not even in this error.
+CREATE FUNCTION llm._check_key(api_key text, api_key_env text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF api_key IS NOT NULL AND api_key_env IS NOT NULL THEN
+        RAISE EXCEPTION 'give api_key or api_key_env, not both'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF api_key ~ '[[:cntrl:]]' THEN
+        RAISE EXCEPTION 'api_key must not contain control characters'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'A key is sent in a request header; check that no line break was copied with it.';
+    END IF;
+    IF api_key_env <> '' AND api_key_env !~ '^[A-Za-z_][A-Za-z0-9_]{0,127}$' THEN
+        RAISE EXCEPTION 'api_key_env must be the name of an environment variable'
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The name given was %L.', api_key_env),
+                  HINT = 'Use letters, digits and "_", such as OPENAI_API_KEY.';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION llm._check_key(text, text) IS 'Check a key (never shown) and the name of a key''s environment variable';
+
+-- The names of the extra headers of checked options (their values are
+-- kept with the key).
+CREATE FUNCTION llm._header_names(options jsonb) RETURNS text[]
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT ARRAY(SELECT h.name FROM jsonb_object_keys(options -> 'headers') AS h(name) ORDER BY 1);
+$$;
+COMMENT ON FUNCTION llm._header_names(jsonb) IS 'The names of the extra headers in provider options';
+
+CREATE FUNCTION llm.create_provider(
+    name text,
+    protocol text,
+    base_url text,
+    api_key text DEFAULT NULL,
+    api_key_env text DEFAULT NULL,
+    options jsonb DEFAULT '{}')
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    opts jsonb;
+BEGIN
+    IF name IS NULL OR name !~ '^[A-Za-z0-9_.-]{1,63}$' THEN
+        RAISE EXCEPTION 'invalid provider name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use 1 to 63 letters, digits, "_", "." or "-".';
+    END IF;
+    IF EXISTS (SELECT 1 FROM llm.provider p WHERE p.name = create_provider.name) THEN
+        RAISE EXCEPTION 'provider "%" already exists', name
+            USING ERRCODE = 'duplicate_object',
+                  HINT = 'Change it with llm.alter_provider().';
+    END IF;
+    PERFORM llm._check_key(api_key, api_key_env);
+    opts := llm._check_provider_options(options);
+    INSERT INTO llm.provider (name, protocol, base_url, api_key_env, has_api_key, options, headers)
+    VALUES (name, llm._check_protocol(protocol), llm._check_base_url(base_url),
+            nullif(api_key_env, ''), coalesce(api_key, '') <> '',
+            opts - 'headers', llm._header_names(opts));
+    IF coalesce(api_key, '') <> '' OR opts ? 'headers' THEN
+        INSERT INTO llm._provider_secret (provider, api_key, headers)
+        VALUES (name, nullif(api_key, ''), opts -> 'headers');
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION llm.create_provider(text, text, text, text, text, jsonb) IS 'Add an LLM endpoint: protocol openai or anthropic, base_url with the version prefix, the key as a value or the name of a server environment variable; the values of extra headers are kept secret like the key';
+
+CREATE FUNCTION llm.alter_provider(
+    name text,
+    protocol text DEFAULT NULL,
+    base_url text DEFAULT NULL,
+    api_key text DEFAULT NULL,
+    api_key_env text DEFAULT NULL,
+    options jsonb DEFAULT NULL,
+    enabled boolean DEFAULT NULL,
+    priority integer DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    opts jsonb;
+BEGIN
+    PERFORM llm._provider_must_exist(name);
+    PERFORM llm._check_key(api_key, api_key_env);
+    IF options IS NOT NULL THEN
+        opts := llm._check_provider_options(options);
+    END IF;
+    UPDATE llm.provider p SET
+        protocol = CASE WHEN alter_provider.protocol IS NULL THEN p.protocol
+                        ELSE llm._check_protocol(alter_provider.protocol) END,
+        base_url = CASE WHEN alter_provider.base_url IS NULL THEN p.base_url
+                        ELSE llm._check_base_url(alter_provider.base_url) END,
+        options = CASE WHEN opts IS NULL THEN p.options ELSE opts - 'headers' END,
+        headers = CASE WHEN opts IS NULL THEN p.headers ELSE llm._header_names(opts) END,
+        enabled = coalesce(alter_provider.enabled, p.enabled),
+        priority = coalesce(alter_provider.priority, p.priority),
+        updated_at = now()
+    WHERE p.name = alter_provider.name;
+    -- new options replace the old ones, their headers included
+    IF opts IS NOT NULL THEN
+        INSERT INTO llm._provider_secret AS s (provider, headers)
+        VALUES (alter_provider.name, opts -> 'headers')
+        ON CONFLICT (provider) DO UPDATE SET headers = EXCLUDED.headers;
+    END IF;
+    -- a new key of either kind replaces the old one; '' removes it
+    IF api_key IS NOT NULL THEN
+        INSERT INTO llm._provider_secret AS s (provider, api_key)
+        VALUES (alter_provider.name, nullif(api_key, ''))
+        ON CONFLICT (provider) DO UPDATE SET api_key = EXCLUDED.api_key;
+        UPDATE llm.provider p SET has_api_key = (api_key <> ''), api_key_env = NULL
+        WHERE p.name = alter_provider.name;
+    ELSIF api_key_env IS NOT NULL THEN
+        UPDATE llm._provider_secret s SET api_key = NULL WHERE s.provider = alter_provider.name;
+        UPDATE llm.provider p SET has_api_key = false, api_key_env = nullif(alter_provider.api_key_env, '')
+        WHERE p.name = alter_provider.name;
+    END IF;
+    DELETE FROM llm._provider_secret s
+    WHERE s.provider = alter_provider.name AND s.api_key IS NULL AND s.headers IS NULL;
+END;
+$$;
+COMMENT ON FUNCTION llm.alter_provider(text, text, text, text, text, jsonb, boolean, integer) IS 'Change a provider; NULL arguments leave a setting as it is, api_key => '''' removes the key, and options given replace the old ones (extra headers included)';
+
+CREATE FUNCTION llm.drop_provider(name text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM llm._provider_must_exist(name);
+    DELETE FROM llm.provider p WHERE p.name = drop_provider.name;
+    DELETE FROM llm._setting WHERE key = 'primary_provider' AND value = name;
+END;
+$$;
+COMMENT ON FUNCTION llm.drop_provider(text) IS 'Remove a provider, its key and its model routes';
+
+CREATE FUNCTION llm.add_model(
+    name text,
+    provider text,
+    upstream_model text DEFAULT NULL,
+    priority integer DEFAULT 100,
+    input_usd_per_mtok numeric DEFAULT NULL,
+    output_usd_per_mtok numeric DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(name, '') = '' THEN
+        RAISE EXCEPTION 'model name must not be empty'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM llm._provider_must_exist(provider);
+    INSERT INTO llm.model AS m VALUES
+        (name, provider, coalesce(nullif(upstream_model, ''), name), coalesce(priority, 100),
+         input_usd_per_mtok, output_usd_per_mtok)
+    ON CONFLICT ON CONSTRAINT model_pkey DO UPDATE SET
+        upstream_model = EXCLUDED.upstream_model,
+        priority = EXCLUDED.priority,
+        input_usd_per_mtok = EXCLUDED.input_usd_per_mtok,
+        output_usd_per_mtok = EXCLUDED.output_usd_per_mtok;
+END;
+$$;
+COMMENT ON FUNCTION llm.add_model(text, text, text, integer, numeric, numeric) IS 'Route a model name to a provider (under an upstream name, with a priority in its fallback chain and prices per million tokens); adding it again updates it';
+
+CREATE FUNCTION llm.drop_model(name text, provider text DEFAULT NULL) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n integer;
+BEGIN
+    DELETE FROM llm.model m
+    WHERE m.name = drop_model.name AND (drop_model.provider IS NULL OR m.provider = drop_model.provider);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF n = 0 THEN
+        RAISE EXCEPTION 'model "%" has no route%', name,
+            CASE WHEN provider IS NULL THEN '' ELSE format(' to provider "%s"', provider) END
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN n;
+END;
+$$;
+COMMENT ON FUNCTION llm.drop_model(text, text) IS 'Remove the routes of a model name (to one provider, or all)';
+
+CREATE FUNCTION llm.use_provider(name text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    previous text;
+BEGIN
+    PERFORM llm._provider_must_exist(name);
+    IF NOT (SELECT enabled FROM llm.provider p WHERE p.name = use_provider.name) THEN
+        RAISE EXCEPTION 'provider "%" is disabled', name
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = format('Enable it first with llm.alter_provider(%L, enabled => true).', name);
+    END IF;
+    previous := llm.current_provider();
+    INSERT INTO llm._setting VALUES ('primary_provider', name)
+    ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value;
+    RETURN previous;
+END;
+$$;
+COMMENT ON FUNCTION llm.use_provider(text) IS 'Make a provider the primary for every model it serves and for pass-through names, for every session at once; returns the previous primary, so the same call with that name rolls back';
+
+CREATE FUNCTION llm.current_provider() RETURNS text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT coalesce(
+        (SELECT s.value FROM llm._setting s JOIN llm.provider p ON p.name = s.value
+          WHERE s.key = 'primary_provider' AND p.enabled),
+        (SELECT p.name FROM llm.provider p WHERE p.enabled ORDER BY p.priority, p.name LIMIT 1));
+$$;
+COMMENT ON FUNCTION llm.current_provider() IS 'The provider that serves pass-through model names and comes first in every chain it is part of';

@@ -1,0 +1,92 @@
+-- The queue: logged, with a primary key, so a crash loses nothing.
+
+CREATE TABLE llm.queue (
+    id              bigserial PRIMARY KEY,
+    status          text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'running', 'done', 'failed')),
+    prompt          text NOT NULL,
+    model           text NOT NULL,
+    system          text,
+    options         jsonb,
+    target_table    regclass,
+    target_column   name,
+    target_key      jsonb,
+    enqueued_by     oid NOT NULL,
+    job             text,
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    lease_until     timestamptz,
+    leased_by       bigint,
+    reply           text,
+    error           text,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    started_at      timestamptz,
+    finished_at     timestamptz
+);
+-- ready items by role, for claims that take turns between roles
+CREATE INDEX queue_ready ON llm.queue (enqueued_by, next_attempt_at, id) WHERE status = 'pending';
+CREATE INDEX queue_leased ON llm.queue (lease_until) WHERE status = 'running';
+CREATE INDEX queue_job ON llm.queue (job, status) WHERE job IS NOT NULL;
+COMMENT ON TABLE llm.queue IS 'Prompts waiting for, or answered by, the pg_llm worker; each role sees its own items';
+COMMENT ON COLUMN llm.queue.leased_by IS 'The running worker that holds the item (a token of its life; a restarted server or worker has new ones)';
+-- a role that may read the queue sees only the items it enqueued
+ALTER TABLE llm.queue ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_items ON llm.queue FOR SELECT
+    USING (enqueued_by = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+
+CREATE FUNCTION llm.enqueue(
+    prompt text,
+    model text DEFAULT NULL,
+    system text DEFAULT NULL,
+    target_table regclass DEFAULT NULL,
+    target_column name DEFAULT NULL,
+    target_key jsonb DEFAULT NULL,
+    options jsonb DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'pg_llm_enqueue'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb) IS 'Queue a prompt for the background worker; with target_table, target_column and target_key (a JSON object of the row''s key columns) the reply is written into that row, with the rights of the role that enqueued it';
+
+CREATE VIEW llm.queue_status AS
+    SELECT s.status,
+           count(q.id) AS items,
+           min(q.created_at) AS oldest,
+           max(q.finished_at) AS last_finished
+    FROM (VALUES ('pending'), ('running'), ('done'), ('failed')) AS s(status)
+    LEFT JOIN llm.queue q ON q.status = s.status
+    GROUP BY s.status
+    ORDER BY array_position(ARRAY['pending', 'running', 'done', 'failed'], s.status);
+COMMENT ON VIEW llm.queue_status IS 'Queue items by status';
+
+CREATE FUNCTION llm.worker_status(
+    OUT pid integer, OUT database oid, OUT started_at timestamptz,
+    OUT in_flight integer, OUT claimed integer, OUT completed bigint,
+    OUT failed bigint, OUT items_per_second float8,
+    OUT last_error text, OUT last_error_at timestamptz, OUT kind text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'pg_llm_worker_status'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm.worker_status() IS 'Each running queue worker and usage writer, from shared memory (the view llm.workers shows it)';
+
+-- Is a worker alive that holds leases under this token?  The workers use
+-- it to take back, at once, the items of a worker that is gone.
+CREATE FUNCTION llm._lease_alive(holder bigint) RETURNS boolean
+AS 'MODULE_PATHNAME', 'pg_llm_lease_alive'
+LANGUAGE C VOLATILE PARALLEL SAFE;
+COMMENT ON FUNCTION llm._lease_alive(bigint) IS 'Whether a running worker holds queue leases under this token';
+
+CREATE VIEW llm.workers AS
+    SELECT w.pid, w.kind, d.datname AS database, w.started_at, w.in_flight, w.claimed,
+           w.completed, w.failed, round(w.items_per_second::numeric, 1) AS items_per_second,
+           w.last_error, w.last_error_at
+    FROM llm.worker_status() w LEFT JOIN pg_catalog.pg_database d ON d.oid = w.database;
+COMMENT ON VIEW llm.workers IS 'Each running queue worker (and usage writer): requests in flight, items done and failed, items per second, last error';
+
+CREATE FUNCTION llm.purge_queue(older_than interval DEFAULT '7 days') RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH d AS (DELETE FROM llm.queue
+               WHERE status IN ('done', 'failed') AND finished_at < now() - older_than
+               RETURNING 1)
+    SELECT count(*) FROM d;
+$$;
+COMMENT ON FUNCTION llm.purge_queue(interval) IS 'Delete finished queue items older than the given age';

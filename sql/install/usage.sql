@@ -1,0 +1,135 @@
+-- Usage and cost: one compact row per call, written by the database's
+-- worker from shared memory, so a ROLLBACK of the calling transaction does
+-- not lose it.
+
+CREATE TABLE llm.usage (
+    ts              timestamptz NOT NULL,
+    role_oid        oid NOT NULL,
+    mode            text NOT NULL,
+    outcome         text NOT NULL,
+    provider        text,
+    model           text NOT NULL,
+    upstream_model  text,
+    http_status     smallint,
+    attempts        smallint NOT NULL,
+    fallback        boolean NOT NULL,
+    input_tokens    integer,
+    output_tokens   integer,
+    latency_ms      integer NOT NULL,
+    ttft_ms         integer,
+    cost_usd        numeric(14, 8)
+);
+CREATE INDEX usage_ts ON llm.usage USING brin (ts);
+COMMENT ON TABLE llm.usage IS 'One row per call: mode (sync, stream, many, queue, batch_api), provider, model, outcome, HTTP status, attempts, fallback, tokens, latency, time to first chunk, cost; each role sees its own rows';
+ALTER TABLE llm.usage ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own_usage ON llm.usage FOR SELECT
+    USING (role_oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
+
+CREATE FUNCTION llm.prune_usage(older_than interval DEFAULT '13 months') RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+    WITH d AS (DELETE FROM llm.usage WHERE ts < now() - older_than RETURNING 1)
+    SELECT count(*) FROM d;
+$$;
+COMMENT ON FUNCTION llm.prune_usage(interval) IS 'Delete usage rows older than the given age';
+
+CREATE VIEW llm.usage_summary AS
+    SELECT u.mode, u.provider, u.model, u.upstream_model,
+           count(*) AS calls,
+           count(*) FILTER (WHERE u.outcome = 'ok') AS ok,
+           count(*) FILTER (WHERE u.outcome <> 'ok') AS not_ok,
+           count(*) FILTER (WHERE u.fallback) AS served_by_fallback,
+           coalesce(sum(u.input_tokens), 0) AS input_tokens,
+           coalesce(sum(u.output_tokens), 0) AS output_tokens,
+           round(sum(u.cost_usd), 6) AS cost_usd,
+           round(avg(u.latency_ms)) AS avg_latency_ms,
+           round(avg(u.ttft_ms)) AS avg_ttft_ms,
+           min(u.ts) AS first_call, max(u.ts) AS last_call
+    FROM llm.usage u
+    GROUP BY GROUPING SETS ((u.mode, u.provider, u.model, u.upstream_model), (u.mode), ())
+    ORDER BY u.mode NULLS LAST, u.provider NULLS FIRST, u.model NULLS FIRST;
+COMMENT ON VIEW llm.usage_summary IS 'The migration inventory: calls by mode, and per provider and model, with tokens and cost; rows with NULL provider are subtotals per mode, and the last row the total';
+
+CREATE FUNCTION llm.cost_report(since timestamptz DEFAULT date_trunc('month', now()),
+                                until timestamptz DEFAULT now())
+RETURNS TABLE (model text, served_by text, calls bigint, input_tokens bigint,
+               output_tokens bigint, cost_usd numeric, priced_on text,
+               priced_upstream text, cost_there_usd numeric, savings_pct numeric)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    WITH used AS (
+        SELECT u.model, string_agg(DISTINCT u.provider, ', ') AS served_by,
+               count(*) AS calls,
+               coalesce(sum(u.input_tokens), 0) AS input_tokens,
+               coalesce(sum(u.output_tokens), 0) AS output_tokens,
+               sum(u.cost_usd) AS cost_usd
+        FROM llm.usage u
+        WHERE u.ts >= since AND u.ts < until AND u.outcome <> 'retry'
+        GROUP BY u.model)
+    SELECT used.model, used.served_by, used.calls, used.input_tokens, used.output_tokens,
+           round(used.cost_usd, 6), m.provider, m.upstream_model,
+           round(used.input_tokens * m.input_usd_per_mtok / 1e6
+                 + used.output_tokens * m.output_usd_per_mtok / 1e6, 6),
+           CASE WHEN used.cost_usd > 0 THEN
+               round(100 * (used.cost_usd - (used.input_tokens * m.input_usd_per_mtok / 1e6
+                                            + used.output_tokens * m.output_usd_per_mtok / 1e6))
+                     / used.cost_usd, 1)
+           END
+    FROM used
+    LEFT JOIN llm.model m ON m.name = used.model
+         AND m.input_usd_per_mtok IS NOT NULL AND m.output_usd_per_mtok IS NOT NULL
+    ORDER BY used.model, 9 NULLS LAST;
+$$;
+COMMENT ON FUNCTION llm.cost_report(timestamptz, timestamptz) IS 'The tokens each model used in a period, priced on every provider that serves the model (its llm.model rows with prices), with the savings in percent against what was paid';
+
+CREATE FUNCTION llm.usage_buffer_status(OUT pending integer, OUT dropped bigint)
+AS 'MODULE_PATHNAME', 'pg_llm_usage_buffer_status'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm.usage_buffer_status() IS 'Usage records waiting in shared memory, and records dropped because the buffer was full';
+
+-- Budgets: per role and calendar month (UTC), enforced before each call.
+
+CREATE TABLE llm.budget (
+    role_oid        oid PRIMARY KEY,
+    usd_per_month   numeric CHECK (usd_per_month >= 0),
+    calls_per_month bigint CHECK (calls_per_month >= 0),
+    max_queued      bigint CHECK (max_queued >= 0),
+    updated_at      timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE llm.budget IS 'Monthly spending and call limits per role, and a cap on its queued items';
+SELECT pg_catalog.pg_extension_config_dump('llm.budget', '');
+CREATE TRIGGER config_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON llm.budget FOR EACH STATEMENT EXECUTE FUNCTION llm._config_changed();
+
+CREATE FUNCTION llm.set_budget(role regrole, usd_per_month numeric, calls_per_month bigint DEFAULT NULL,
+                               max_queued bigint DEFAULT NULL)
+RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION 'role must not be null' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF usd_per_month < 0 OR calls_per_month < 0 OR max_queued < 0 THEN
+        RAISE EXCEPTION 'a budget cannot be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF usd_per_month IS NULL AND calls_per_month IS NULL AND max_queued IS NULL THEN
+        DELETE FROM llm.budget b WHERE b.role_oid = role;
+        RETURN;
+    END IF;
+    INSERT INTO llm.budget AS b (role_oid, usd_per_month, calls_per_month, max_queued)
+    VALUES (role, usd_per_month, calls_per_month, max_queued)
+    ON CONFLICT (role_oid) DO UPDATE
+        SET usd_per_month = EXCLUDED.usd_per_month,
+            calls_per_month = EXCLUDED.calls_per_month,
+            max_queued = EXCLUDED.max_queued,
+            updated_at = now();
+END;
+$$;
+COMMENT ON FUNCTION llm.set_budget(regrole, numeric, bigint, bigint) IS 'Set a role''s monthly limit in USD (and optionally in calls) and a cap on its queued items; NULL for all removes them. Calls over budget fail before they are sent; a role with a limit in USD cannot call models without prices';
+
+CREATE VIEW llm.budgets AS
+    SELECT b.role_oid::regrole AS role, b.usd_per_month, b.calls_per_month, b.max_queued,
+           coalesce(round(sum(u.cost_usd), 6), 0) AS spent_usd,
+           count(u.ts) AS calls
+    FROM llm.budget b
+    LEFT JOIN llm.usage u ON u.role_oid = b.role_oid AND u.outcome <> 'retry'
+         AND u.ts >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+    GROUP BY b.role_oid, b.usd_per_month, b.calls_per_month, b.max_queued;
+COMMENT ON VIEW llm.budgets IS 'Each budget and what its role spent this month (written usage rows)';

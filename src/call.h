@@ -1,0 +1,115 @@
+/*-------------------------------------------------------------------------
+ *
+ * call.h
+ *	  The call engine shared by every call mode (call.c): a call's state,
+ *	  one attempt on a route, the judgement of its outcome, the decision
+ *	  of what comes next (retry, next route, give up), and the error.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_CALL_H
+#define PG_LLM_CALL_H
+
+#include "postgres.h"
+
+#include "nodes/pg_list.h"
+#include "utils/timestamp.h"
+
+#include "compat.h"
+#include "config.h"
+#include "provider.h"
+#include "request.h"
+
+typedef enum LlmMode
+{
+	LLM_MODE_SYNC,
+	LLM_MODE_STREAM,
+	LLM_MODE_MANY,
+	LLM_MODE_QUEUE,
+	LLM_MODE_BATCH_API
+} LlmMode;
+
+struct HttpTransfer;
+
+typedef enum LlmVerdict
+{
+	LLM_VERDICT_OK,
+	LLM_VERDICT_RETRY,
+	LLM_VERDICT_FAIL
+} LlmVerdict;
+
+/* What went wrong with an attempt, copied out of the transfer. */
+typedef struct LlmFailure
+{
+	int			sqlstate;
+	char	   *provider;
+	long		status;			/* 0 for transport errors */
+	char	   *message;		/* errmsg */
+	char	   *detail;			/* errdetail; the provider's words, redacted */
+	char	   *hint;
+	double		retry_after_s;	/* -1 when not given */
+} LlmFailure;
+
+typedef struct LlmCall
+{
+	LlmRequest *req;
+	char	   *model;
+	LlmMode		mode;
+	List	   *routes;
+	const LlmRoute *route;		/* the route that served (or last tried) */
+	int			attempts;		/* HTTP requests sent, all routes */
+	bool		fallback;		/* served by a route after the first */
+	long		http_status;
+	struct HttpTransfer *xfer;	/* live transfer (streams) */
+	bool		want_response_json; /* build reply.response_json */
+	TimestampTz started;
+	TimestampTz first_byte;
+	LlmReply	reply;
+
+	/* where the call is in its chain (CallDecide) */
+	ListCell   *route_cell;
+	int			route_no;		/* 1-based */
+	int			tries;			/* retries taken on this route */
+
+	/* accounting (usage.c) */
+	Oid			roleid;			/* the role the call runs and is billed for */
+	bool		usage_recorded;
+	bool		usage_counted;
+	int			budget_month;	/* non-zero while a reservation is held */
+	double		reserved_usd;
+	int64		estimated_input_tokens;
+	int64		estimated_output_tokens;
+} LlmCall;
+
+typedef enum LlmOutcome
+{
+	LLM_OUTCOME_OK,
+	LLM_OUTCOME_ERROR,
+	LLM_OUTCOME_CANCELLED,
+	LLM_OUTCOME_RETRY
+} LlmOutcome;
+
+/* What CallDecide says comes after a failed attempt. */
+typedef enum LlmNext
+{
+	LLM_NEXT_RETRY,				/* same route, after *delay_ms */
+	LLM_NEXT_ROUTE,				/* the next route of the chain, now */
+	LLM_NEXT_GIVE_UP			/* nothing left: the failure stands */
+} LlmNext;
+
+extern LlmCall *LlmCallCreate(LlmRequest *req, const char *model, LlmMode mode);
+extern void LlmCallRun(LlmCall *call);
+extern void LlmCallOpenStream(LlmCall *call);
+extern const LlmRoute *LlmCallRoute(LlmCall *call);
+extern struct HttpTransfer *LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream);
+extern LlmVerdict LlmJudgeComplete(LlmCall *call, struct HttpTransfer *t, LlmFailure *f);
+extern LlmNext LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms);
+extern long LlmRetryDelayMs(double retry_after_s, int n);
+extern void LlmSleepMs(long ms);
+extern LlmNoReturn void LlmRaiseFailure(const LlmFailure *f, int attempts, int routes);
+extern char *LlmFailureText(const LlmFailure *f);
+extern const char *LlmResolveModel(const char *model, LlmRequest *req);
+extern char *LlmToServerEncoding(const char *utf8, size_t len);
+extern char *LlmToUtf8(const char *text);
+
+#endif							/* PG_LLM_CALL_H */

@@ -1,0 +1,22 @@
+/*-------------------------------------------------------------------------
+ *
+ * chat.h
+ *	  What the SQL call functions share (chat.c): the arguments of
+ *	  llm.chat / llm.chat_stream as a call, and the prompt rule.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_CHAT_H
+#define PG_LLM_CHAT_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+
+#include "call.h"
+
+extern LlmCall *ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode);
+extern void ChatCheckPrompt(const char *prompt);
+extern pgsocket ClientSocket(void);
+
+#endif							/* PG_LLM_CHAT_H */

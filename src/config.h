@@ -1,0 +1,60 @@
+/*-------------------------------------------------------------------------
+ *
+ * config.h
+ *	  Providers, model routes, the primary provider and budgets, read from
+ *	  the llm schema and cached per backend (config.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_CONFIG_H
+#define PG_LLM_CONFIG_H
+
+#include "postgres.h"
+
+#include "nodes/pg_list.h"
+
+struct LlmProviderOps;
+
+typedef struct LlmProvider
+{
+	char	   *name;
+	const struct LlmProviderOps *ops;	/* the protocol it speaks */
+	char	   *base_url;
+	bool		enabled;
+	int			priority;
+	char	   *api_key;		/* stored value, or NULL */
+	char	   *api_key_env;	/* server environment variable, or NULL */
+	/* per-provider overrides; -1 means "use the setting" */
+	int			connect_timeout_ms;
+	int			timeout_ms;
+	int			low_speed_time;
+	int			low_speed_limit;
+	int			stream_idle_timeout;
+	int			max_retries;
+	int			default_max_tokens;
+	char	   *max_tokens_param;	/* OpenAI: max_tokens or max_completion_tokens */
+	char	   *anthropic_version;
+	bool		stream_usage;	/* send stream_options.include_usage */
+	List	   *headers;		/* extra "Name: value" strings (secret) */
+} LlmProvider;
+
+/* One step of a model's fallback chain. */
+typedef struct LlmRoute
+{
+	LlmProvider *provider;
+	char	   *model;			/* the name SQL asked for */
+	char	   *upstream_model; /* the name sent to the provider */
+	bool		has_price;
+	double		input_usd_per_mtok;
+	double		output_usd_per_mtok;
+} LlmRoute;
+
+extern void ConfigRegisterInvalidation(void);
+extern List *ConfigRoutes(const char *model);
+extern const char *ConfigProviderKey(const LlmProvider *provider);
+extern char *ConfigRedactSecret(const char *text, const LlmProvider *provider);
+extern Oid	ConfigOwner(void);
+extern bool ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month,
+						 int64 *max_queued);
+
+#endif							/* PG_LLM_CONFIG_H */

@@ -1,0 +1,364 @@
+/*-------------------------------------------------------------------------
+ *
+ * lease.c
+ *	  The worker's hold on queue items: claiming them, setting them up,
+ *	  renewing their leases, taking back the items of workers that are
+ *	  gone, and handing its own back when it is told to stop.
+ *
+ *	  A claim is fair between the roles that enqueued: it takes up to n
+ *	  ready items round robin over the roles that have some, starting
+ *	  after the role the previous claim ended with, so one role's backlog
+ *	  never holds the others' items back.  The claim commits on its own,
+ *	  with each item's attempt counted, before anything about the item is
+ *	  looked at: an item that breaks its worker in any way still runs out
+ *	  of attempts and fails.  Items are then set up each in its own
+ *	  subtransaction of a second transaction.
+ *
+ *	  Each claimed row records its holder, a token that identifies this
+ *	  worker's incarnation in shared memory.  After a crash restart (shared
+ *	  memory is new) or the exit of a worker, no live worker has the old
+ *	  tokens, and the items are taken back at once; the lease time remains
+ *	  the guard against a worker that is alive but stuck.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+
+#include "call.h"
+#include "queue.h"
+#include "request.h"
+#include "runas.h"
+#include "shmem.h"
+#include "usage.h"
+#include "worker.h"
+
+PG_FUNCTION_INFO_V1(pg_llm_lease_alive);
+
+/* The role the next claim starts after (round robin over roles). */
+static Oid	claim_after_role = InvalidOid;
+
+/*
+ * llm._lease_alive(holder bigint) returns boolean: does a running worker
+ * hold leases under this token?  Read by the reclaim, per running row.
+ */
+Datum
+pg_llm_lease_alive(PG_FUNCTION_ARGS)
+{
+	int64		holder;
+	int			i;
+	bool		alive = false;
+
+	if (PG_ARGISNULL(0) || LlmShared == NULL)
+		PG_RETURN_BOOL(false);
+	holder = PG_GETARG_INT64(0);
+	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	for (i = 0; i < LLM_MAX_WORKERS && !alive; i++)
+		alive = LlmShared->workers[i].in_use &&
+			LlmShared->workers[i].lease_holder == holder;
+	LWLockRelease(LlmShared->lock);
+	PG_RETURN_BOOL(alive);
+}
+
+/*
+ * Claim up to n ready items of roles after `after` (InvalidOid: all),
+ * round robin over the roles, and keep them as work items.  Returns the
+ * number claimed; *last is the role of the last item taken.
+ */
+static int
+claim_from(int n, Oid after, Oid *last)
+{
+	Datum		values[4];
+	Oid			types[4] = {INT4OID, INT4OID, INT8OID, OIDOID};
+	uint64		i;
+	uint64		nclaimed;
+	SPITupleTable *tuptable;
+
+	values[0] = Int32GetDatum(n);
+	values[1] = Int32GetDatum(llm_lease_time);
+	values[2] = Int64GetDatum(WorkerLeaseHolder);
+	values[3] = ObjectIdGetDatum(after);
+
+	/*
+	 * The roles with ready items, found by skipping through the ready
+	 * index; for each, its oldest ready items (locked, skipping what
+	 * another worker holds); then the first of every role, the second of
+	 * every role, and so on, up to n.
+	 */
+	if (RunSql("WITH RECURSIVE roles(r, k) AS ("
+					 "  (SELECT q.enqueued_by, 1 FROM llm.queue q"
+					 "    WHERE q.status = 'pending' AND q.next_attempt_at <= pg_catalog.now()"
+					 "      AND q.enqueued_by > $4 ORDER BY q.enqueued_by LIMIT 1)"
+					 "  UNION ALL"
+					 "  SELECT (SELECT q.enqueued_by FROM llm.queue q"
+					 "           WHERE q.status = 'pending' AND q.next_attempt_at <= pg_catalog.now()"
+					 "             AND q.enqueued_by > roles.r ORDER BY q.enqueued_by LIMIT 1), roles.k + 1"
+					 "  FROM roles WHERE roles.r IS NOT NULL AND roles.k < $1),"
+					 " picked AS ("
+					 "  SELECT c.id FROM roles CROSS JOIN LATERAL ("
+					 "    SELECT x.id, pg_catalog.row_number() OVER (ORDER BY x.next_attempt_at, x.id) AS rn"
+					 "    FROM (SELECT q.id, q.next_attempt_at FROM llm.queue q"
+					 "          WHERE q.enqueued_by = roles.r AND q.status = 'pending'"
+					 "            AND q.next_attempt_at <= pg_catalog.now()"
+					 "          ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED) x) c"
+					 "  WHERE roles.r IS NOT NULL ORDER BY c.rn, roles.r LIMIT $1)"
+					 "UPDATE llm.queue q SET status = 'running', attempts = q.attempts + 1,"
+					 " leased_by = $3, lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2),"
+					 " started_at = pg_catalog.now() "
+					 "FROM picked WHERE q.id = picked.id "
+					 "RETURNING q.id, q.attempts, q.prompt, q.model, q.system, q.options::text,"
+					 " q.target_table::pg_catalog.oid, q.target_column, q.target_key::text, q.enqueued_by",
+					 4, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not claim queue items");
+
+	tuptable = SPI_tuptable;
+	nclaimed = SPI_processed;
+	for (i = 0; i < nclaimed; i++)
+	{
+		HeapTuple	tup = tuptable->vals[i];
+		TupleDesc	td = tuptable->tupdesc;
+		WorkItem   *it = MemoryContextAllocZero(TopMemoryContext, sizeof(WorkItem));
+		MemoryContext old;
+		char	   *relid;
+
+		it->ctx = AllocSetContextCreate(TopMemoryContext, "pg_llm queue item", ALLOCSET_SMALL_SIZES);
+		old = MemoryContextSwitchTo(it->ctx);
+		it->id = strtoll(SPI_getvalue(tup, td, 1), NULL, 10);
+		it->attempts = atoi(SPI_getvalue(tup, td, 2));
+		it->prompt = SPI_getvalue(tup, td, 3);
+		it->model = SPI_getvalue(tup, td, 4);
+		it->system = SPI_getvalue(tup, td, 5);
+		it->options = SPI_getvalue(tup, td, 6);
+		relid = SPI_getvalue(tup, td, 7);
+		it->target_table = relid ? atooid(relid) : InvalidOid;
+		it->target_column = SPI_getvalue(tup, td, 8);
+		it->target_key = SPI_getvalue(tup, td, 9);
+		it->role = atooid(SPI_getvalue(tup, td, 10));
+		MemoryContextSwitchTo(old);
+		if (it->role > *last)
+			*last = it->role;
+		it->state = ITEM_READY;
+		dlist_push_tail(&WorkerItems, &it->node);
+		WorkerNItems++;
+	}
+	return (int) nclaimed;
+}
+
+/*
+ * Claim up to n ready items, fairly between roles, in a transaction of
+ * its own that commits the attempts before any item is looked at.
+ * Returns the number claimed.
+ */
+int
+LeaseClaim(int n)
+{
+	Oid			last = InvalidOid;
+	int			got;
+
+	WorkerXactBegin("pg_llm: claiming queue items");
+	got = claim_from(n, claim_after_role, &last);
+	if (got < n && OidIsValid(claim_after_role))
+		got += claim_from(n - got, InvalidOid, &last);
+	WorkerXactEnd();
+	/* the next claim starts after the role this one ended with */
+	claim_after_role = (got >= n) ? last : InvalidOid;
+	return got;
+}
+
+/* Make a claimed row into a call; errors are the item's own. */
+static void
+item_setup(WorkItem *it)
+{
+	MemoryContext old = MemoryContextSwitchTo(it->ctx);
+	LlmRequest *req;
+
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(it->role)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("the role that enqueued it no longer exists")));
+	req = RequestFromPrompt(LlmToUtf8(it->prompt),
+							it->system ? LlmToUtf8(it->system) : NULL,
+							it->options ? LlmToUtf8(it->options) : NULL);
+	it->call = LlmCallCreate(req, it->model, LLM_MODE_QUEUE);
+	UsageBegin(it->call, it->role,
+			   strlen(it->prompt) + (it->system ? strlen(it->system) : 0) +
+			   (it->options ? strlen(it->options) : 0),
+			   RequestMaxTokens(req));
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Set up the items claimed but not yet set up, each in a subtransaction:
+ * a bad item (options, model, budget, a role that is gone) fails alone.
+ */
+void
+LeaseSetUp(void)
+{
+	dlist_iter	iter;
+	bool		any = false;
+
+	dlist_foreach(iter, &WorkerItems)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+		if (it->call == NULL && it->state == ITEM_READY)
+			any = true;
+	}
+	if (!any)
+		return;
+
+	WorkerXactBegin("pg_llm: setting up queue items");
+	dlist_foreach(iter, &WorkerItems)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+		MemoryContext oldcxt = CurrentMemoryContext;
+		ResourceOwner oldowner = CurrentResourceOwner;
+
+		if (it->call != NULL || it->state != ITEM_READY)
+			continue;
+		BeginInternalSubTransaction(NULL);
+		PG_TRY();
+		{
+			item_setup(it);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			it->error = WorkerCatchItemError(it);
+			it->state = ITEM_FAILED;
+			WorkerItemFinished(it);
+			elog(LOG, "pg_llm worker: queue item " INT64_FORMAT " cannot be sent: %s",
+				 it->id, it->error);
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	WorkerXactEnd();
+}
+
+/* The ids and lease tokens of the items held, as two arrays. */
+static int
+held_items(Datum *ids, Datum *atts, bool unfinished_only)
+{
+	dlist_iter	iter;
+	int			n = 0;
+
+	dlist_foreach(iter, &WorkerItems)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+		if (unfinished_only && WritebackItemFinished(it))
+			continue;
+		ids[n] = Int64GetDatum(it->id);
+		atts[n] = Int32GetDatum(it->attempts);
+		n++;
+	}
+	return n;
+}
+
+/*
+ * Extend the leases of every item this worker holds, so that a request
+ * that runs longer than the lease (retries, slow providers) is not taken
+ * back from under it.  Allocates in the caller's (per-pass) context.
+ */
+void
+LeaseRenew(void)
+{
+	Datum	   *ids;
+	Datum	   *atts;
+	int			n;
+	Oid			types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4OID};
+	Datum		values[3];
+
+	if (WorkerNItems == 0)
+		return;
+	ids = palloc(sizeof(Datum) * WorkerNItems);
+	atts = palloc(sizeof(Datum) * WorkerNItems);
+	n = held_items(ids, atts, false);
+	WorkerXactBegin("pg_llm: renewing leases");
+	values[0] = LlmMakeArray(ids, NULL, n, INT8OID);
+	values[1] = LlmMakeArray(atts, NULL, n, INT4OID);
+	values[2] = Int32GetDatum(llm_lease_time);
+	if (RunSql("UPDATE llm.queue q SET lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $3) "
+					 "FROM unnest($1, $2) AS u(id, a) "
+					 "WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running'",
+					 3, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not renew leases");
+	WorkerXactEnd();
+}
+
+/*
+ * Items whose holder is gone (no live worker has its token: it exited or
+ * the server restarted after a crash) or whose lease ran out (a worker
+ * alive but stuck) become pending again; those out of attempts fail.
+ */
+void
+LeaseReclaim(void)
+{
+	Oid			types[1] = {INT4OID};
+	Datum		values[1];
+
+	WorkerXactBegin("pg_llm: reclaiming leases");
+	values[0] = Int32GetDatum(llm_max_attempts);
+
+	/*
+	 * An item whose worker died every time it held it runs out of attempts
+	 * like any other: it fails instead of going back to the queue.
+	 */
+	if (RunSql("UPDATE llm.queue SET lease_until = NULL, leased_by = NULL, "
+					 "status = CASE WHEN attempts >= $1 THEN 'failed' ELSE 'pending' END, "
+					 "finished_at = CASE WHEN attempts >= $1 THEN pg_catalog.now() END, "
+					 "error = CASE WHEN attempts >= $1 THEN "
+					 "  'its worker stopped before finishing it, ' || attempts::text || ' times' ELSE error END "
+					 "WHERE status = 'running' "
+					 "AND (lease_until < pg_catalog.now() OR NOT llm._lease_alive(leased_by))",
+					 1, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not reclaim queue items");
+	if (SPI_processed > 0)
+		elog(LOG, "pg_llm worker: " UINT64_FORMAT " queue items whose worker is gone or whose lease expired were taken back",
+			 (uint64) SPI_processed);
+	WorkerXactEnd();
+}
+
+/*
+ * Give back the items this worker holds and has not finished (it is
+ * stopping): they become pending at once, and the attempt they were
+ * claimed for is not counted.
+ */
+void
+LeaseHandBack(void)
+{
+	Datum	   *ids;
+	Datum	   *atts;
+	int			n;
+	Oid			types[2] = {INT8ARRAYOID, INT4ARRAYOID};
+	Datum		values[2];
+
+	if (WorkerNItems == 0)
+		return;
+	ids = palloc(sizeof(Datum) * WorkerNItems);
+	atts = palloc(sizeof(Datum) * WorkerNItems);
+	n = held_items(ids, atts, true);
+	if (n == 0)
+		return;
+	WorkerXactBegin("pg_llm: handing back leases");
+	values[0] = LlmMakeArray(ids, NULL, n, INT8OID);
+	values[1] = LlmMakeArray(atts, NULL, n, INT4OID);
+	if (RunSql("UPDATE llm.queue q SET status = 'pending', attempts = q.attempts - 1, "
+					 "lease_until = NULL, leased_by = NULL "
+					 "FROM unnest($1, $2) AS u(id, a) "
+					 "WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running'",
+					 2, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not hand back queue items");
+	elog(LOG, "pg_llm worker: %d queue items handed back before stopping", (int) SPI_processed);
+	WorkerXactEnd();
+}

@@ -1,0 +1,163 @@
+/*-------------------------------------------------------------------------
+ *
+ * provider.c
+ *	  The table of protocols and what every protocol shares: building a
+ *	  request body, parsing a reply or an error body, and handing stream
+ *	  events to the protocol's decoder.  The protocol specifics live in
+ *	  provider_openai.c and provider_anthropic.c, behind LlmProviderOps.
+ *
+ *	  This file must not include utils/builtins.h (see llm_json.h).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "llm_json.h"
+#include "provider.h"
+
+/* Every protocol pg_llm speaks; a new one is a new line here. */
+static const LlmProviderOps *const protocols[] = {
+	&OpenAIProviderOps,
+	&AnthropicProviderOps,
+};
+
+/* The protocol of this name, or NULL. */
+const LlmProviderOps *
+ProviderLookup(const char *protocol)
+{
+	int			i;
+
+	for (i = 0; i < lengthof(protocols); i++)
+		if (strcmp(protocols[i]->name, protocol) == 0)
+			return protocols[i];
+	return NULL;
+}
+
+
+/* The body to send on a route, as palloc'd text. */
+char *
+ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream)
+{
+	json_object *body;
+	JsonGuard  *g;
+	char	   *text;
+
+	body = route->provider->ops->build_body(req, route, stream);
+	g = JsonGuardNew(body);
+	text = JsonToPstr(body);
+	JsonGuardRelease(g);
+	return text;
+}
+
+/*
+ * Read a 2xx reply.  false, with *problem set, when the body is not JSON
+ * or not shaped like a reply.
+ */
+bool
+ProviderParseReply(const LlmRoute *route, const char *body, size_t len,
+				   bool want_json, LlmReply *reply, char **problem)
+{
+	json_object *root = JsonParseOrNull(body, len);
+	JsonGuard  *g;
+	bool		ok;
+
+	memset(reply, 0, sizeof(LlmReply));
+	if (root == NULL || !json_object_is_type(root, json_type_object))
+	{
+		if (root)
+			json_object_put(root);
+		*problem = pstrdup("The response body is not a JSON object.");
+		return false;
+	}
+	g = JsonGuardNew(root);
+	ok = route->provider->ops->parse_reply(root, route, want_json, reply, problem);
+	JsonGuardRelease(g);
+	return ok;
+}
+
+/* A member as text whatever its JSON type (codes are strings or numbers). */
+static char *
+member_text(json_object *obj, const char *key)
+{
+	json_object *v;
+
+	if (obj == NULL || !json_object_object_get_ex(obj, key, &v) ||
+		json_object_is_type(v, json_type_null))
+		return NULL;
+	if (json_object_is_type(v, json_type_string))
+		return pstrdup(json_object_get_string(v));
+	return pstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+}
+
+/*
+ * Read an error body of any of the shapes in the wild: OpenAI's nested
+ * {"error": {...}}, Anthropic's {"type": "error", "error": {...}}, vLLM's
+ * flat {"object": "error", "message": ...}, or a bare {"error": "text"}.
+ * Anything else (HTML from a proxy, nothing at all) leaves the fields NULL.
+ */
+void
+ProviderParseError(const char *body, size_t len, LlmErrorBody *err)
+{
+	json_object *root;
+	json_object *e;
+	JsonGuard  *g;
+
+	memset(err, 0, sizeof(LlmErrorBody));
+	root = body ? JsonParseOrNull(body, len) : NULL;
+	if (root == NULL)
+		return;
+	g = JsonGuardNew(root);
+	e = JsonGetObject(root, "error");
+	if (e)
+	{
+		err->message = member_text(e, "message");
+		err->type = member_text(e, "type");
+		err->code = member_text(e, "code");
+	}
+	else if (JsonGetString(root, "error"))
+		err->message = member_text(root, "error");
+	else
+	{
+		err->message = member_text(root, "message");
+		err->type = member_text(root, "type");
+		err->code = member_text(root, "code");
+	}
+	JsonGuardRelease(g);
+}
+
+/*
+ * One SSE event of a stream.  The protocol sees the raw event first (end
+ * markers and pings that are not JSON); everything else is parsed and
+ * handed to its decoder.  Data that is not JSON ends the stream with an
+ * error rather than being skipped, so a reply is never silently shortened.
+ */
+void
+ProviderStreamEvent(LlmStreamDecoder *dec, const char *type, const char *data, size_t len)
+{
+	json_object *volatile root;
+
+	if (dec->ops->raw_event && dec->ops->raw_event(dec, type, data, len))
+		return;
+	root = JsonParseOrNull(data, len);
+	if (root == NULL)
+	{
+		dec->error = psprintf("a stream event is not JSON: %.80s", data);
+		return;
+	}
+
+	/*
+	 * Once per chunk: a PG_TRY rather than a JsonGuard, whose callback would
+	 * stay registered in the stream's context until the stream ends.
+	 */
+	PG_TRY();
+	{
+		dec->ops->stream_event(dec, type, root);
+	}
+	PG_CATCH();
+	{
+		json_object_put(root);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	json_object_put(root);
+}

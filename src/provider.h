@@ -1,0 +1,102 @@
+/*-------------------------------------------------------------------------
+ *
+ * provider.h
+ *	  The protocols pg_llm speaks, as a table of callbacks in the manner of
+ *	  PostgreSQL's access methods: each protocol file (provider_openai.c,
+ *	  provider_anthropic.c) exports one LlmProviderOps, config.c stores the
+ *	  right one in every provider, and the call engine, the stream and the
+ *	  worker go through it.  Adding a protocol is one new file and one line
+ *	  in provider.c.
+ *
+ *	  The callbacks take json-c objects as "struct json_object", so this
+ *	  header can be included next to utils/builtins.h (whose json_object()
+ *	  collides with json-c's typedef).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_PROVIDER_H
+#define PG_LLM_PROVIDER_H
+
+#include "postgres.h"
+
+#include "nodes/pg_list.h"
+
+#include "config.h"
+#include "request.h"
+
+struct json_object;
+
+/* A 2xx reply, read. */
+typedef struct LlmReply
+{
+	char	   *content;		/* text of the first choice, or NULL */
+	int			nchoices;
+	char	   *finish_reason;
+	bool		has_usage;
+	int64		input_tokens;
+	int64		output_tokens;
+	char	   *response_json;	/* normalized, OpenAI shape, with "provider";
+								 * only when asked for */
+} LlmReply;
+
+/* What a provider said in an error body; any field may be NULL. */
+typedef struct LlmErrorBody
+{
+	char	   *message;
+	char	   *type;
+	char	   *code;
+} LlmErrorBody;
+
+/* Streaming: one decoder per stream, fed one SSE event at a time. */
+typedef struct LlmStreamDecoder
+{
+	const struct LlmProviderOps *ops;
+	bool		finished;		/* the protocol's end marker seen */
+	bool		saw_finish_reason;	/* a finish_reason/stop_reason seen */
+	char	   *finish_reason;	/* in OpenAI's words */
+	char	   *error;			/* error event text, or NULL */
+	bool		has_usage;
+	int64		input_tokens;
+	int64		output_tokens;
+	List	   *pieces;			/* text deltas not yet returned */
+} LlmStreamDecoder;
+
+typedef struct LlmProviderOps
+{
+	const char *name;			/* the protocol's name in llm.provider */
+	const char *chat_path;		/* appended to base_url for a chat call */
+	const char *key_header;		/* how the key is sent, for hints */
+
+	/* append the key and protocol headers ("Name: value") to *headers */
+	void		(*add_headers) (const LlmProvider *p, const char *key, List **headers);
+
+	/* the wire body of a chat call on a route; the caller puts it */
+	struct json_object *(*build_body) (LlmRequest *req, const LlmRoute *route, bool stream);
+
+	/* read a 2xx reply; false with *problem when it is not shaped as one */
+	bool		(*parse_reply) (struct json_object *root, const LlmRoute *route,
+								bool want_json, LlmReply *reply, char **problem);
+
+	/*
+	 * One SSE event: raw_event sees it first (end markers and pings that
+	 * are not JSON) and returns true when it consumed it; otherwise its
+	 * JSON goes to stream_event.
+	 */
+	bool		(*raw_event) (LlmStreamDecoder *dec, const char *type,
+							  const char *data, size_t len);
+	void		(*stream_event) (LlmStreamDecoder *dec, const char *type,
+								 struct json_object *root);
+} LlmProviderOps;
+
+extern const LlmProviderOps OpenAIProviderOps;
+extern const LlmProviderOps AnthropicProviderOps;
+
+extern const LlmProviderOps *ProviderLookup(const char *protocol);
+extern char *ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream);
+extern bool ProviderParseReply(const LlmRoute *route, const char *body, size_t len,
+							   bool want_json, LlmReply *reply, char **problem);
+extern void ProviderParseError(const char *body, size_t len, LlmErrorBody *err);
+extern void ProviderStreamEvent(LlmStreamDecoder *dec, const char *type,
+								const char *data, size_t len);
+
+#endif							/* PG_LLM_PROVIDER_H */

@@ -1,0 +1,306 @@
+/*-------------------------------------------------------------------------
+ *
+ * request.c
+ *	  Chat requests in the OpenAI shape: built from a prompt and options
+ *	  (llm.chat, llm.chat_stream, the queue) or from a caller's whole
+ *	  request (llm.chat_completion), with every option whose meaning
+ *	  pg_llm knows checked before anything is sent.  Unknown keys pass
+ *	  through to the provider unchanged.
+ *
+ *	  Every json-c object is owned by an LlmRequest, freed by a memory
+ *	  context callback.  This file must not include utils/builtins.h (see
+ *	  llm_json.h).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "utils/memutils.h"
+
+#include "llm_json.h"
+
+static void
+bad_option(const char *key, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid option \"%s\"", key),
+			 errdetail("The option \"%s\" must be %s.", key, what),
+			 errhint("Options use the OpenAI chat completion names; see the pg_llm README.")));
+}
+
+static bool
+is_number(json_object *v)
+{
+	return json_object_is_type(v, json_type_int) ||
+		json_object_is_type(v, json_type_double);
+}
+
+/* A number within [lo, hi], or null (null and missing are the same). */
+static void
+check_number(const char *key, json_object *v, double lo, double hi, const char *what)
+{
+	double		d;
+
+	if (v == NULL)
+		return;
+	if (!is_number(v))
+		bad_option(key, what);
+	d = json_object_get_double(v);
+	if (!isfinite(d) || d < lo || d > hi)
+		bad_option(key, what);
+}
+
+/* A whole number within [lo, hi], or null. */
+static void
+check_int(const char *key, json_object *v, int64 lo, int64 hi, const char *what)
+{
+	int64		i;
+
+	if (v == NULL)
+		return;
+	if (!is_number(v) || !JsonWholeNumber(v, &i) || i < lo || i > hi)
+		bad_option(key, what);
+}
+
+/* Check response_format: text, json_object or json_schema with a name. */
+static void
+check_response_format(json_object *v)
+{
+	const char *type;
+
+	if (v == NULL)
+		return;
+	type = JsonGetString(v, "type");
+	if (type == NULL)
+		bad_option("response_format", "an object with a \"type\" of \"text\", \"json_object\" or \"json_schema\"");
+	if (strcmp(type, "json_schema") == 0)
+	{
+		json_object *js = JsonGetObject(v, "json_schema");
+
+		if (js == NULL || JsonGetString(js, "name") == NULL)
+			bad_option("response_format", "{\"type\": \"json_schema\", \"json_schema\": {\"name\": ..., \"schema\": {...}}} for type json_schema");
+	}
+	else if (strcmp(type, "text") != 0 && strcmp(type, "json_object") != 0)
+		bad_option("response_format", "an object with a \"type\" of \"text\", \"json_object\" or \"json_schema\"");
+}
+
+/* Check the messages array of a chat_completion request. */
+static void
+check_messages(json_object *msgs)
+{
+	size_t		i,
+				n;
+
+	if (msgs == NULL || !json_object_is_type(msgs, json_type_array) ||
+		json_object_array_length(msgs) == 0)
+		bad_option("messages", "a non-empty array of {\"role\": ..., \"content\": ...} objects");
+	n = json_object_array_length(msgs);
+	for (i = 0; i < n; i++)
+	{
+		json_object *m = json_object_array_get_idx(msgs, i);
+		const char *role = JsonGetString(m, "role");
+		json_object *content = NULL;
+
+		if (role == NULL ||
+			(strcmp(role, "system") != 0 && strcmp(role, "developer") != 0 &&
+			 strcmp(role, "user") != 0 && strcmp(role, "assistant") != 0 &&
+			 strcmp(role, "tool") != 0))
+			bad_option("messages", "an array of objects whose \"role\" is system, developer, user, assistant or tool");
+		json_object_object_get_ex(m, "content", &content);
+		if (content != NULL && !json_object_is_type(content, json_type_string) &&
+			!json_object_is_type(content, json_type_array))
+			bad_option("messages", "an array of objects whose \"content\" is a string or an array of parts");
+		if (content == NULL && strcmp(role, "assistant") != 0)
+			bad_option("messages", "an array of objects with a \"content\" (only assistant messages with tool calls may omit it)");
+	}
+}
+
+/*
+ * Check every option pg_llm knows the meaning of.  Unknown keys pass
+ * through to the provider unchanged (vLLM's top_k, say); the provider
+ * rejects what it does not know with its own message.
+ */
+static void
+check_options(json_object *o, bool whole_request)
+{
+	json_object *v;
+
+	if (!json_object_is_type(o, json_type_object))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", whole_request ? "request" : "options"),
+				 whole_request ?
+				 errhint("Pass a request such as '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'.") :
+				 errhint("Pass options such as '{\"temperature\": 0, \"max_tokens\": 100}'.")));
+
+#define GET(k) (json_object_object_get_ex(o, (k), &v) && !json_object_is_type(v, json_type_null) ? v : NULL)
+	check_number("temperature", GET("temperature"), 0, 2, "a number from 0 to 2");
+	check_number("top_p", GET("top_p"), 0, 1, "a number from 0 to 1");
+	check_number("presence_penalty", GET("presence_penalty"), -2, 2, "a number from -2 to 2");
+	check_number("frequency_penalty", GET("frequency_penalty"), -2, 2, "a number from -2 to 2");
+	check_int("max_tokens", GET("max_tokens"), 1, PG_INT32_MAX,
+			  "a whole number from 1 to 2147483647");
+	check_int("max_completion_tokens", GET("max_completion_tokens"), 1, PG_INT32_MAX,
+			  "a whole number from 1 to 2147483647");
+	check_int("n", GET("n"), 1, 128, "a whole number from 1 to 128");
+	check_int("seed", GET("seed"), PG_INT64_MIN + 1, PG_INT64_MAX - 1,
+			  "a whole number within the 64-bit integer range");
+	if ((v = GET("stop")) != NULL)
+	{
+		bool		ok = json_object_is_type(v, json_type_string);
+
+		if (json_object_is_type(v, json_type_array))
+		{
+			size_t		i,
+						n = json_object_array_length(v);
+
+			ok = n <= 4;
+			for (i = 0; i < n; i++)
+				if (!json_object_is_type(json_object_array_get_idx(v, i), json_type_string))
+					ok = false;
+		}
+		if (!ok)
+			bad_option("stop", "a string or an array of at most 4 strings");
+	}
+	check_response_format(GET("response_format"));
+	if ((v = GET("tools")) != NULL)
+	{
+		size_t		i,
+					n;
+
+		if (!json_object_is_type(v, json_type_array))
+			bad_option("tools", "an array of {\"type\": \"function\", \"function\": {\"name\": ...}} objects");
+		n = json_object_array_length(v);
+		for (i = 0; i < n; i++)
+			if (JsonGetString(JsonGetObject(json_object_array_get_idx(v, i), "function"), "name") == NULL)
+				bad_option("tools", "an array of {\"type\": \"function\", \"function\": {\"name\": ...}} objects");
+	}
+	if ((v = GET("tool_choice")) != NULL &&
+		!json_object_is_type(v, json_type_string) &&
+		!json_object_is_type(v, json_type_object))
+		bad_option("tool_choice", "\"none\", \"auto\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+	if (GET("stream") != NULL || GET("stream_options") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"stream\" is not accepted here"),
+				 errhint("Use llm.chat_stream() to receive a reply as it is generated.")));
+	if (whole_request)
+		check_messages(GET("messages"));
+	else if (GET("messages") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"messages\" is not accepted by llm.chat"),
+				 errhint("Use llm.chat_completion() to send a whole conversation.")));
+#undef GET
+}
+
+/* Put the request's json-c object when its memory context goes away. */
+static void
+request_free_cb(void *arg)
+{
+	LlmRequest *req = (LlmRequest *) arg;
+
+	if (req->obj)
+		json_object_put(req->obj);
+	req->obj = NULL;
+}
+
+/* A new request object, freed with the current memory context. */
+static LlmRequest *
+request_new(json_object *obj)
+{
+	LlmRequest *req = palloc0(sizeof(LlmRequest));
+	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
+
+	req->obj = obj;
+	cb->func = request_free_cb;
+	cb->arg = req;
+	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
+	return req;
+}
+
+/* Parse caller JSON (already UTF-8) into a guarded request object. */
+static LlmRequest *
+request_from_text(const char *text, const char *what)
+{
+	const char *why;
+	json_object *obj = JsonParse(text, strlen(text), &why);
+
+	if (obj == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s cannot be read: %s", what, why),
+				 errdetail("pg_llm reads JSON nested up to %d levels deep.", LLM_JSON_MAX_DEPTH),
+				 errhint("Pass a JSON object, such as '{\"temperature\": 0}'.")));
+	return request_new(obj);
+}
+
+/* Add a {role, content} message. */
+static void
+add_message(json_object *msgs, const char *role, const char *content)
+{
+	json_object *m = json_object_new_object();
+
+	json_object_object_add(m, "role", json_object_new_string(role));
+	json_object_object_add(m, "content", json_object_new_string(content));
+	json_object_array_add(msgs, m);
+}
+
+/*
+ * The request of llm.chat: options, then the system prompt and the user
+ * prompt as messages.  All text is UTF-8 already.
+ */
+LlmRequest *
+RequestFromPrompt(const char *prompt, const char *system, const char *options_json)
+{
+	LlmRequest *req;
+	json_object *msgs;
+
+	if (options_json)
+	{
+		req = request_from_text(options_json, "options");
+		check_options(req->obj, false);
+		json_object_object_del(req->obj, "model");
+	}
+	else
+		req = request_new(json_object_new_object());
+
+	msgs = json_object_new_array();
+	json_object_object_add(req->obj, "messages", msgs);
+	if (system)
+		add_message(msgs, "system", system);
+	add_message(msgs, "user", prompt);
+	return req;
+}
+
+/* The request of llm.chat_completion: a whole OpenAI-style request. */
+LlmRequest *
+RequestFromJson(const char *request_json)
+{
+	LlmRequest *req = request_from_text(request_json, "request");
+
+	check_options(req->obj, true);
+	return req;
+}
+
+/* The "model" a request names itself, if any. */
+const char *
+RequestModel(LlmRequest *req)
+{
+	return JsonGetString(req->obj, "model");
+}
+
+/* max_tokens (or max_completion_tokens) of a request, or 0. */
+int64
+RequestMaxTokens(LlmRequest *req)
+{
+	int64		v = 0;
+
+	if (JsonGetInt64(req->obj, "max_tokens", &v) ||
+		JsonGetInt64(req->obj, "max_completion_tokens", &v))
+		return v;
+	return 0;
+}

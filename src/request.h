@@ -1,0 +1,24 @@
+/*-------------------------------------------------------------------------
+ *
+ * request.h
+ *	  Chat requests in the OpenAI shape, built from a prompt or from a
+ *	  caller's JSON, with every option a user can get wrong checked before
+ *	  anything is sent (request.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_REQUEST_H
+#define PG_LLM_REQUEST_H
+
+#include "postgres.h"
+
+/* Opaque outside request.c and the provider adapters. */
+typedef struct LlmRequest LlmRequest;
+
+extern LlmRequest *RequestFromPrompt(const char *prompt, const char *system,
+									 const char *options_json);
+extern LlmRequest *RequestFromJson(const char *request_json);
+extern const char *RequestModel(LlmRequest *req);
+extern int64 RequestMaxTokens(LlmRequest *req);
+
+#endif							/* PG_LLM_REQUEST_H */

@@ -1,0 +1,152 @@
+/*-------------------------------------------------------------------------
+ *
+ * runas.c
+ *	  The one way pg_llm runs SQL with rights other than its caller's.
+ *
+ *	  The configuration and the budgets are read as the extension owner,
+ *	  the queue is written as the owner, and a queue item's reply is
+ *	  written back as the role that enqueued it.  Each of these runs under
+ *	  a search_path of "pg_catalog, pg_temp" set at a new GUC nesting
+ *	  level, which is unwound afterwards (also on error): an exact-type
+ *	  look-alike in a schema the caller controls, or in public, can never
+ *	  beat the pg_catalog object our SQL means, and nothing a trigger SETs
+ *	  during a write-back survives into the next item's.  PostgreSQL does
+ *	  the same for maintenance commands (RestrictSearchPath).  The SQL
+ *	  itself is schema-qualified as well.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+
+#include "config.h"
+#include "runas.h"
+
+/*
+ * Open a GUC nesting level with search_path pinned; returns the level to
+ * hand to RunAsRestoreSettings.
+ */
+int
+RunAsPinSearchPath(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", LLM_SAFE_SEARCH_PATH,
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+/*
+ * Undo every setting made since RunAsPinSearchPath (the pinned path and
+ * anything the SQL run meanwhile SET, even without LOCAL).
+ */
+void
+RunAsRestoreSettings(int nestlevel)
+{
+	AtEOXact_GUC(false, nestlevel);
+}
+
+/*
+ * Run fn(arg) connected to SPI, as role, with search_path pinned.  With
+ * restricted, the code also runs as a security-restricted operation (no
+ * SET ROLE, no temporary objects), as for code run on a role's behalf
+ * from a background process.  The caller's identity and settings come
+ * back however fn ends.
+ */
+void
+RunAs(Oid role, bool restricted, RunAsFunc fn, void *arg)
+{
+	Oid			save_user;
+	int			save_sec;
+	int			nestlevel;
+
+	GetUserIdAndSecContext(&save_user, &save_sec);
+	SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   (restricted ? SECURITY_RESTRICTED_OPERATION : 0));
+	nestlevel = RunAsPinSearchPath();
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		fn(arg);
+		SPI_finish();
+	}
+	PG_FINALLY();
+	{
+		RunAsRestoreSettings(nestlevel);
+		SetUserIdAndSecContext(save_user, save_sec);
+	}
+	PG_END_TRY();
+}
+
+typedef struct PlanEntry
+{
+	char		sql[1024];
+	SPIPlanPtr	plan;
+} PlanEntry;
+
+static HTAB *plan_cache = NULL;
+
+/* A saved plan for a statement, prepared once per process. */
+static SPIPlanPtr
+cached_plan(const char *sql, int nargs, Oid *types)
+{
+	PlanEntry  *e;
+	bool		found;
+	char		key[1024];
+
+	if (plan_cache == NULL)
+	{
+		HASHCTL		ctl;
+
+		ctl.keysize = sizeof(key);
+		ctl.entrysize = sizeof(PlanEntry);
+		plan_cache = hash_create("pg_llm saved plans", 64, &ctl, HASH_ELEM | HASH_STRINGS);
+	}
+	if (strlen(sql) >= sizeof(key))
+		return NULL;
+	memset(key, 0, sizeof(key));
+	strlcpy(key, sql, sizeof(key));
+	e = hash_search(plan_cache, key, HASH_ENTER, &found);
+	if (!found || e->plan == NULL)
+	{
+		SPIPlanPtr	p;
+
+		e->plan = NULL;
+		/* one generic plan: these statements run thousands of times */
+		p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
+		if (p == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(p);
+		e->plan = p;
+	}
+	return e->plan;
+}
+
+/*
+ * Run a statement with a saved plan (or a one-off one if it is long).  A
+ * statement's text must say everything its plan depends on: the plans
+ * are found by text, argument types included.
+ */
+int
+RunSql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
+			 bool read_only, long count)
+{
+	SPIPlanPtr	p = cached_plan(sql, nargs, types);
+
+	if (p)
+		return SPI_execute_plan(p, values, nulls, read_only, count);
+	return SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, count);
+}
+
+/* Run fn(arg) as the owner of schema llm (see RunAs). */
+void
+RunAsOwner(RunAsFunc fn, void *arg)
+{
+	RunAs(ConfigOwner(), false, fn, arg);
+}

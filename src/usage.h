@@ -1,0 +1,21 @@
+/*-------------------------------------------------------------------------
+ *
+ * usage.h
+ *	  Usage accounting and budgets (usage.c).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_USAGE_H
+#define PG_LLM_USAGE_H
+
+#include "postgres.h"
+
+#include "call.h"
+
+extern void UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens);
+extern void UsageRecord(LlmCall *call, LlmOutcome outcome);
+extern int	UsageFlush(void);
+extern uint32 UsagePending(void);
+extern Datum LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype);
+
+#endif							/* PG_LLM_USAGE_H */

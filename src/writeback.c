@@ -1,0 +1,487 @@
+/*-------------------------------------------------------------------------
+ *
+ * writeback.c
+ *	  Writing the worker's finished items: the queue rows (done, failed,
+ *	  or back to pending) in one statement per outcome over arrays, and
+ *	  each reply into its target row.
+ *
+ *	  A queue row is updated only while the item's lease is still ours
+ *	  (its attempt count unchanged), so an item reclaimed by someone else
+ *	  is never written twice.  The reply is written in the same
+ *	  transaction, in a subtransaction of its own, with the rights of the
+ *	  role that enqueued it (a security-restricted operation, search_path
+ *	  pinned, every setting its triggers make undone afterwards): nobody
+ *	  writes through the worker into a table they could not update
+ *	  themselves, and nothing one item's role plants reaches another's.
+ *
+ *	  The target is looked up again at write time, by the table's OID: a
+ *	  table, column or key column that is gone, a temporary table, a reply
+ *	  that does not fit the column's type (the type's input function with
+ *	  the column's typmod, as an INSERT would: char(n), varchar(n),
+ *	  numeric(p,s), domain checks, enums, arrays) fails that item with a
+ *	  clear error; the reply stays in llm.queue.reply, since it was paid
+ *	  for.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "call.h"
+#include "runas.h"
+#include "shmem.h"
+#include "target.h"
+#include "usage.h"
+#include "worker.h"
+
+/*
+ * A job's item whose row has a newer item of the same job (its input
+ * changed while this one was being answered) is done, but its reply is
+ * not written back: the newer one's will be, whatever the order in which
+ * the two arrive.
+ */
+#define SUPERSEDED_SQL \
+	"(q.job IS NOT NULL AND EXISTS (SELECT 1 FROM llm.queue n WHERE n.job = q.job " \
+	"AND n.target_table = q.target_table AND n.target_key = q.target_key AND n.id > q.id " \
+	"AND n.status <> 'failed'))"
+
+/* A write-back, ready to run as the item's role. */
+typedef struct Writeback
+{
+	char	   *sql;
+	TargetArgs	args;			/* $1 the reply, then the key columns */
+	char	   *relname;
+	char	   *colname;
+} Writeback;
+
+/* Is the item finished, waiting to be written? */
+bool
+WritebackItemFinished(const WorkItem *it)
+{
+	return it->state == ITEM_DONE || it->state == ITEM_FAILED || it->state == ITEM_RETRY_LATER;
+}
+
+/*
+ * Reply text for a column: as it is for text and JSON types; for the
+ * others (enums, numbers, booleans, dates) without surrounding white
+ * space, which models like to add.
+ */
+static char *
+reply_for_type(const char *reply, Oid typid)
+{
+	char		category;
+	bool		preferred;
+	Oid			base = getBaseType(typid);
+	const char *s = reply;
+	size_t		n;
+
+	get_type_category_preferred(base, &category, &preferred);
+	if (category == TYPCATEGORY_STRING || base == JSONOID || base == JSONBOID)
+		return pstrdup(reply);
+	while (*s && isspace((unsigned char) *s))
+		s++;
+	n = strlen(s);
+	while (n > 0 && isspace((unsigned char) s[n - 1]))
+		n--;
+	return pnstrdup(s, n);
+}
+
+/*
+ * Prepare the write-back of a reply (already in the server encoding):
+ * the target table, column and key columns as they are now.  The table is
+ * locked until the end of the transaction, so it cannot change or go away
+ * before the UPDATE runs.
+ */
+static void
+writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
+{
+	Relation	rel;
+	AttrNumber	att;
+	Form_pg_attribute a;
+	StringInfoData sql;
+
+	memset(wb, 0, sizeof(Writeback));
+	TargetArgsInit(&wb->args);
+	rel = try_relation_open(it->target_table, RowExclusiveLock);
+	if (rel == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("the target table no longer exists")));
+	wb->relname = TargetRelationName(rel);
+	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the target table %s is a temporary table, which the worker cannot reach",
+						wb->relname)));
+	if (rel->rd_rel->relkind != RELKIND_RELATION &&
+		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("the target %s is no longer a table", wb->relname)));
+
+	att = get_attnum(it->target_table, it->target_column);
+	if (att <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of table %s no longer exists", it->target_column, wb->relname)));
+	a = TupleDescAttr(RelationGetDescr(rel), att - 1);
+	wb->colname = pstrdup(it->target_column);
+	TargetAddArgument(&wb->args, a->atttypid, a->atttypmod, reply_for_type(reply, a->atttypid));
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "UPDATE %s AS t SET %s = $1 WHERE ",
+					 wb->relname, quote_identifier(it->target_column));
+	TargetKeyClause(rel, wb->relname,
+					DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(it->target_key))),
+					&wb->args, &sql, NULL);
+	relation_close(rel, NoLock);
+
+	/* the argument types are part of the key of the saved plan */
+	wb->sql = psprintf("/* %s */ %s", wb->args.signature.data, sql.data);
+}
+
+/* The write-back itself, run as the item's role (RunAs). */
+static void
+writeback_run(void *arg)
+{
+	Writeback  *wb = (Writeback *) arg;
+	Datum		values[TARGET_MAX_ARGS];
+
+	/*
+	 * The reply through its column type's input function, with the
+	 * column's typmod: a reply that does not fit fails here, before
+	 * anything is written.  Domain checks run as the role.
+	 */
+	PG_TRY();
+	{
+		TargetValues(&wb->args, values, 0);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = CopyErrorData();
+
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("the reply does not fit column \"%s\" of table %s: %s",
+						wb->colname, wb->relname, edata->message)));
+	}
+	PG_END_TRY();
+	if (RunSql(wb->sql, wb->args.nargs, wb->args.types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not write the reply back");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("the target row no longer exists, or the role that enqueued the item can no longer see it")));
+}
+
+/* Write one reply into its target row, as the role that enqueued it. */
+static void
+writeback_one(WorkItem *it)
+{
+	Writeback	wb;
+
+	writeback_prepare(it, it->db_text, &wb);
+	RunAs(it->role, true, writeback_run, &wb);
+}
+
+/* Text with every byte outside ASCII replaced, which any encoding holds. */
+static char *
+ascii_only(const char *s)
+{
+	char	   *out = pstrdup(s);
+	char	   *p;
+
+	for (p = out; *p; p++)
+		if ((unsigned char) *p >= 0x80)
+			*p = '?';
+	return out;
+}
+
+/*
+ * Put each finished item's text (its reply, or its error) in the server
+ * encoding.  In a database that is not UTF-8 a reply can hold characters
+ * the encoding cannot: that item fails (with its reply kept as far as it
+ * can be), the others are written.  Conversions that can fail run in a
+ * subtransaction each.
+ */
+static void
+convert_texts(void)
+{
+	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
+	dlist_iter	iter;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	dlist_foreach(iter, &WorkerItems)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+		const char *volatile text;
+
+		if (!WritebackItemFinished(it))
+			continue;
+		text = it->state == ITEM_DONE ? it->reply : (it->error ? it->error : "failed");
+		if (utf8)
+		{
+			it->db_text = LlmToServerEncoding(text, strlen(text));
+			continue;
+		}
+		BeginInternalSubTransaction(NULL);
+		PG_TRY();
+		{
+			it->db_text = LlmToServerEncoding(text, strlen(text));
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			char	   *msg = WorkerCatchItemError(it);
+
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+			if (it->state == ITEM_DONE)
+			{
+				it->state = ITEM_FAILED;
+				it->error = psprintf("the reply cannot be stored in the database's encoding %s: %s",
+									 GetDatabaseEncodingName(), msg);
+			}
+			it->db_text = ascii_only(it->error);
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+}
+
+/*
+ * Update the queue rows of the finished items: one UPDATE per outcome
+ * over arrays, guarded by each item's lease token.  Marks the items that
+ * were still ours (written) and returns, in *superseded, a hash of the
+ * done items whose reply must not be written back.
+ */
+static void
+update_queue_rows(HTAB *superseded)
+{
+	dlist_iter	iter;
+	int			n[3] = {0, 0, 0};
+	Datum	   *ids[3];
+	Datum	   *atts[3];
+	Datum	   *texts[3];
+	Datum	   *whens;
+	int			cap = WorkerNItems;
+	int			k;
+	static const char *const sql[3] = {
+		"UPDATE llm.queue q SET status = 'done', reply = u.t, error = NULL, lease_until = NULL, "
+		"leased_by = NULL, finished_at = pg_catalog.now() "
+		"FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
+		"WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id, "
+		SUPERSEDED_SQL,
+		"UPDATE llm.queue q SET status = 'failed', error = u.t, lease_until = NULL, "
+		"leased_by = NULL, finished_at = pg_catalog.now() "
+		"FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
+		"WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id",
+		"UPDATE llm.queue q SET status = 'pending', error = u.t, lease_until = NULL, "
+		"leased_by = NULL, next_attempt_at = u.w "
+		"FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[]) "
+		"AS u(id, a, t, w) WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id"
+	};
+	Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+
+	for (k = 0; k < 3; k++)
+	{
+		ids[k] = palloc(sizeof(Datum) * cap);
+		atts[k] = palloc(sizeof(Datum) * cap);
+		texts[k] = palloc(sizeof(Datum) * cap);
+	}
+	whens = palloc(sizeof(Datum) * cap);
+	dlist_foreach(iter, &WorkerItems)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+		if (!WritebackItemFinished(it))
+			continue;
+		k = it->state == ITEM_DONE ? 0 : it->state == ITEM_FAILED ? 1 : 2;
+		ids[k][n[k]] = Int64GetDatum(it->id);
+		atts[k][n[k]] = Int32GetDatum(it->attempts);
+		texts[k][n[k]] = CStringGetTextDatum(it->db_text);
+		if (k == 2)
+			whens[n[k]] = TimestampTzGetDatum(it->next_attempt_at);
+		n[k]++;
+	}
+	for (k = 0; k < 3; k++)
+	{
+		Datum		args[4];
+		uint64		i;
+		SPITupleTable *tt;
+		uint64		nrows;
+		HTAB	   *ours;
+		HASHCTL		ctl;
+		ItemState	want = k == 0 ? ITEM_DONE : k == 1 ? ITEM_FAILED : ITEM_RETRY_LATER;
+
+		if (n[k] == 0)
+			continue;
+		args[0] = LlmMakeArray(ids[k], NULL, n[k], INT8OID);
+		args[1] = LlmMakeArray(atts[k], NULL, n[k], INT4OID);
+		args[2] = LlmMakeArray(texts[k], NULL, n[k], TEXTOID);
+		if (k == 2)
+			args[3] = LlmMakeArray(whens, NULL, n[k], TIMESTAMPTZOID);
+		if (RunSql(sql[k], k == 2 ? 4 : 3, types, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not update llm.queue");
+
+		/* note which items were still ours, and which replies are superseded */
+		tt = SPI_tuptable;
+		nrows = SPI_processed;
+		ctl.keysize = sizeof(int64);
+		ctl.entrysize = sizeof(int64);
+		ctl.hcxt = CurrentMemoryContext;
+		ours = hash_create("pg_llm written ids", Max(nrows, 16), &ctl,
+						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		for (i = 0; i < nrows; i++)
+		{
+			bool		isnull;
+			int64		id = DatumGetInt64(SPI_getbinval(tt->vals[i], tt->tupdesc, 1, &isnull));
+
+			(void) hash_search(ours, &id, HASH_ENTER, NULL);
+			if (k == 0 && DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull)))
+				(void) hash_search(superseded, &id, HASH_ENTER, NULL);
+		}
+		dlist_foreach(iter, &WorkerItems)
+		{
+			WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+			if (it->state == want && hash_search(ours, &it->id, HASH_FIND, NULL) != NULL)
+				it->written = true;
+		}
+	}
+}
+
+/*
+ * Mark done items whose write-back failed as failed, with the error; the
+ * reply stays in the row.
+ */
+static void
+fail_written_back(Datum *ids, Datum *errors, int n)
+{
+	Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+	Datum		args[2];
+
+	if (n == 0)
+		return;
+	args[0] = LlmMakeArray(ids, NULL, n, INT8OID);
+	args[1] = LlmMakeArray(errors, NULL, n, TEXTOID);
+	if (RunSql("UPDATE llm.queue q SET status = 'failed', error = u.t "
+					 "FROM unnest($1::int8[], $2::text[]) AS u(id, t) "
+					 "WHERE q.id = u.id AND q.status = 'done'",
+					 2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update llm.queue");
+}
+
+/*
+ * Write every finished item in one transaction: the queue rows, then each
+ * reply into its target, each in a subtransaction, so that a failing
+ * write-back fails only its own item.
+ */
+void
+WritebackFinished(void)
+{
+	dlist_mutable_iter iter;
+	int			n = 0;
+	volatile int nfailed = 0;
+	MemoryContext oldcxt;
+	ResourceOwner oldowner;
+	HTAB	   *superseded;
+	HASHCTL		ctl;
+	Datum	   *failed_ids;
+	Datum	   *failed_errors;
+
+	dlist_foreach_modify(iter, &WorkerItems)
+	{
+		if (WritebackItemFinished(dlist_container(WorkItem, node, iter.cur)))
+			n++;
+	}
+	if (n == 0)
+		return;
+
+	WorkerXactBegin("pg_llm: writing results");
+	oldcxt = CurrentMemoryContext;
+	oldowner = CurrentResourceOwner;
+	ctl.keysize = sizeof(int64);
+	ctl.entrysize = sizeof(int64);
+	ctl.hcxt = CurrentMemoryContext;
+	superseded = hash_create("pg_llm superseded ids", 16, &ctl,
+							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	convert_texts();
+	update_queue_rows(superseded);
+	failed_ids = palloc(sizeof(Datum) * n);
+	failed_errors = palloc(sizeof(Datum) * n);
+
+	dlist_foreach_modify(iter, &WorkerItems)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+		if (!WritebackItemFinished(it))
+			continue;
+		if (it->written && it->state == ITEM_DONE && OidIsValid(it->target_table) &&
+			hash_search(superseded, &it->id, HASH_FIND, NULL) == NULL)
+		{
+			BeginInternalSubTransaction(NULL);
+			PG_TRY();
+			{
+				writeback_one(it);
+				ReleaseCurrentSubTransaction();
+			}
+			PG_CATCH();
+			{
+				char	   *msg = WorkerCatchItemError(it);
+
+				it->state = ITEM_FAILED;
+				it->error = psprintf("the reply could not be written back: %s", msg);
+				MemoryContextSwitchTo(oldcxt);
+				CurrentResourceOwner = oldowner;
+				WorkerReportError(it->error);
+				failed_ids[nfailed] = Int64GetDatum(it->id);
+				failed_errors[nfailed] = CStringGetTextDatum(ascii_only(it->error));
+				nfailed++;
+			}
+			PG_END_TRY();
+			MemoryContextSwitchTo(oldcxt);
+			CurrentResourceOwner = oldowner;
+		}
+	}
+	fail_written_back(failed_ids, failed_errors, nfailed);
+
+	dlist_foreach_modify(iter, &WorkerItems)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+		if (!WritebackItemFinished(it))
+			continue;
+		/* an item whose lease was lost was someone else's to finish */
+		if (LlmShared && WorkerSlot >= 0 && it->written)
+		{
+			if (it->state == ITEM_DONE)
+				pg_atomic_fetch_add_u64(&LlmShared->workers[WorkerSlot].completed, 1);
+			else if (it->state == ITEM_FAILED)
+				pg_atomic_fetch_add_u64(&LlmShared->workers[WorkerSlot].failed, 1);
+		}
+		WorkerItemFree(it);
+	}
+	/* the usage of these items rides in the same transaction */
+	if (UsagePending() > 0)
+		(void) UsageFlush();
+	WorkerXactEnd();
+}
