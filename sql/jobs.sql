@@ -25,7 +25,9 @@ SELECT llm.create_job('s', 'jobs_reviews', '{nope}', 'Classify: {body}', 'sentim
 SELECT llm.create_job('s', 'jobs_reviews', '{stars}', 'Classify: {body}', 'sentiment', model => 'mock');
 SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', model => 'mock');
 SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'nope', model => 'mock');
-SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'n', model => 'mock');
+-- a result column of any type takes replies (its input function reads them)
+SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'n', model => 'mock', track_changes => false);
+SELECT llm.drop_job('s');
 SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'body', model => 'mock');
 SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'id', model => 'mock');
 SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'shout', model => 'mock');

@@ -78,7 +78,9 @@ SELECT llm.use_provider('off');
 SELECT llm.drop_provider('off');
 
 -- settings
+\set VERBOSITY sqlstate
 SET llm.timeout = -1;
+\set VERBOSITY default
 SET llm.max_retries = 1000;
 SET llm.no_such_setting = 1;
 

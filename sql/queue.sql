@@ -14,7 +14,6 @@ SELECT llm.enqueue('x');
 SELECT llm.enqueue('x', 'mock', options => '{"temperature": 9}');
 SELECT llm.enqueue('x', 'mock', target_table => 'docs');
 SELECT llm.enqueue('x', 'mock', target_table => 'docs', target_column => 'nope', target_key => '{"id": 1}');
-SELECT llm.enqueue('x', 'mock', target_table => 'docs', target_column => 'n', target_key => '{"id": 1}');
 SELECT llm.enqueue('x', 'mock', target_table => 'docs', target_column => 'summary', target_key => '{"body": "document 1"}');
 SELECT llm.enqueue('x', 'mock', target_table => 'docs', target_column => 'summary', target_key => '{"nope": 1}');
 SELECT llm.enqueue('x', 'mock', target_table => 'docs', target_column => 'summary', target_key => '[1]');

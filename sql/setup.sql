@@ -4,7 +4,10 @@
 \set openai_url 'http://127.0.0.1:' :mock_port '/v1'
 \set anthropic_url 'http://127.0.0.1:' :mock_port '/anthropic/v1'
 CREATE EXTENSION pg_llm;
-\dx pg_llm
+SELECT e.extname, e.extversion, n.nspname, d.description
+FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace
+LEFT JOIN pg_description d ON d.objoid = e.oid AND d.classoid = 'pg_extension'::regclass
+WHERE e.extname = 'pg_llm';
 SELECT llm.create_provider('mock', 'openai', :'openai_url', api_key => 'sk-mock');
 SELECT llm.create_provider('claude', 'anthropic', :'anthropic_url', api_key => 'sk-mock');
 -- a relay that answers under other model names, used for fallback and switching

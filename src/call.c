@@ -464,7 +464,7 @@ attempt(LlmCall *call, const LlmRoute *route, bool stream, LlmFailure *f,
 	PG_TRY();
 	{
 		t = LlmSendAttempt(call, route, stream);
-		HttpWatchClient(ClientSocket(), false);
+		HttpWatchClient(LlmClientSocket(), false);
 		if (stream)
 		{
 			HttpWaitHeaders(t);

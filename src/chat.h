@@ -17,6 +17,6 @@
 
 extern LlmCall *ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode);
 extern void ChatCheckPrompt(const char *prompt);
-extern pgsocket ClientSocket(void);
+extern pgsocket LlmClientSocket(void);
 
 #endif							/* PG_LLM_CHAT_H */

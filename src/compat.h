@@ -29,6 +29,14 @@
 #define LlmCreateWaitEventSet(nevents) CreateWaitEventSet(TopMemoryContext, (nevents))
 #endif
 
+/*
+ * Shared memory is requested from shmem_request_hook from 15 on; before,
+ * straight from _PG_init while preloading.
+ */
+#if PG_VERSION_NUM >= 150000
+#define LLM_HAS_SHMEM_REQUEST_HOOK 1
+#endif
+
 /* MarkGUCPrefixReserved() appeared in 15; EmitWarningsOnPlaceholders before. */
 #if PG_VERSION_NUM >= 150000
 #define LlmReserveGucPrefix(prefix) MarkGUCPrefixReserved(prefix)

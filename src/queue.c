@@ -182,7 +182,7 @@ check_target(Oid relid, const char *column, Jsonb *key)
 	if (rel->rd_rel->relpersistence == RELPERSISTENCE_TEMP)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("target %s is a temporary table", relname),
+				 errmsg("target %s is a temporary table", quote_identifier(RelationGetRelationName(rel))),
 				 errdetail("The worker runs in a session of its own and cannot reach another session's temporary tables."),
 				 errhint("Write replies into a permanent (or unlogged) table.")));
 
@@ -234,7 +234,21 @@ check_target(Oid relid, const char *column, Jsonb *key)
 				 errhint("The worker writes replies back with the rights of the role that enqueued them.")));
 
 	/* the key's values must read as their columns' types */
-	TargetValues(&args, values, 0);
+	PG_TRY();
+	{
+		TargetValues(&args, values, 0);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = CopyErrorData();
+
+		FlushErrorState();
+		ereport(ERROR,
+				(errcode(edata->sqlerrcode),
+				 errmsg("target_key does not fit the key columns of table %s: %s", relname, edata->message),
+				 errhint("Give each key column a value of its type, such as '{\"id\": 17}'.")));
+	}
+	PG_END_TRY();
 
 	/* and the row must be there, for the caller */
 	probe.sql = psprintf("/* %s */ %s LIMIT 1", args.signature.data, sql.data);
@@ -249,6 +263,28 @@ check_target(Oid relid, const char *column, Jsonb *key)
 				 errdetail("Or row-level security hides it from role \"%s\".", GetUserNameFromId(role, false)),
 				 errhint("Insert the row first: the worker updates it with the reply.")));
 	relation_close(rel, AccessShareLock);
+}
+
+/* The count of a role's pending and running items (as the owner). */
+typedef struct QueuedCount
+{
+	Oid			role;
+	int64		n;
+} QueuedCount;
+
+static void
+count_queued(void *arg)
+{
+	QueuedCount *c = (QueuedCount *) arg;
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(c->role)};
+	bool		isnull;
+
+	if (RunSql("SELECT pg_catalog.count(*) FROM llm.queue "
+			   "WHERE enqueued_by = $1 AND status IN ('pending', 'running')",
+			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not count queued items");
+	c->n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
 /*
@@ -270,18 +306,11 @@ check_queue_cap(Oid role)
 		return;
 	if (counted_in != LlmMyLocalXid() || counted_for != role)
 	{
-		Oid			types[1] = {OIDOID};
-		Datum		values[1] = {ObjectIdGetDatum(role)};
-		bool		isnull;
+		QueuedCount c;
 
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		if (SPI_execute_with_args("SELECT pg_catalog.count(*) FROM llm.queue "
-								  "WHERE enqueued_by = $1 AND status IN ('pending', 'running')",
-								  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
-			elog(ERROR, "could not count queued items");
-		queued = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-		SPI_finish();
+		c.role = role;
+		RunAsOwner(count_queued, &c);
+		queued = c.n;
 		counted_in = LlmMyLocalXid();
 		counted_for = role;
 	}

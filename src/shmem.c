@@ -28,7 +28,7 @@ shared_size(void)
 }
 
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-#if PG_VERSION_NUM >= 150000
+#ifdef LLM_HAS_SHMEM_REQUEST_HOOK
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
 
@@ -36,7 +36,7 @@ static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static void
 llm_shmem_request(void)
 {
-#if PG_VERSION_NUM >= 150000
+#ifdef LLM_HAS_SHMEM_REQUEST_HOOK
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
@@ -84,7 +84,7 @@ llm_shmem_startup(void)
 void
 LlmShmemRegister(void)
 {
-#if PG_VERSION_NUM >= 150000
+#ifdef LLM_HAS_SHMEM_REQUEST_HOOK
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = llm_shmem_request;
 #else

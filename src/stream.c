@@ -314,7 +314,7 @@ stream_next(StreamState *st)
 			 * the stream now: nobody reads the rest, and the provider
 			 * bills for it.
 			 */
-			pgsocket	client = ClientSocket();
+			pgsocket	client = LlmClientSocket();
 
 			if (st->rows > 0 && whereToSendOutput == DestRemote)
 			{
@@ -418,7 +418,7 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
  * client that is not a frontend connection.
  */
 pgsocket
-ClientSocket(void)
+LlmClientSocket(void)
 {
 	if (whereToSendOutput != DestRemote || MyProcPort == NULL)
 		return PGINVALID_SOCKET;

@@ -13,7 +13,7 @@
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "$0")/lib.sh"
 
-PGXS_TEST=$(pg_config --pkglibdir)/pgxs/src/test
+PGXS_TEST=$(dirname "$(pg_config --pgxs)")/../test
 [ -f "$PGXS_TEST/perl/PostgreSQL/Test/Cluster.pm" ] ||
   { log "PostgreSQL::Test::Cluster is missing (postgresql-server-dev-15)"; exit 1; }
 [ -x "$PGXS_TEST/regress/pg_regress" ] || { log "pg_regress is missing"; exit 1; }
@@ -30,7 +30,7 @@ scratch_dir
 TAPDIR=$SCRATCH
 mkdir -p "$TAPDIR/t" "$TAPDIR/mock"
 cp "$PG_LLM_ROOT"/test/t/*.pl "$PG_LLM_ROOT"/test/t/*.pm "$TAPDIR/t/"
-cp "$PG_LLM_ROOT/test/mock/server.js" "$TAPDIR/mock/"
+cp "$PG_LLM_ROOT"/test/mock/*.js "$TAPDIR/mock/"
 [ "$(id -u)" -ne 0 ] || chown -R postgres: "$TAPDIR"
 
 tests=()
@@ -52,6 +52,7 @@ rc=0
   PERL5LIB="$PGXS_TEST/perl:$TAPDIR/t${PERL5LIB:+:$PERL5LIB}" \
   PG_REGRESS="$PGXS_TEST/regress/pg_regress" \
   TESTDIR="$TAPDIR" \
+  TESTDATADIR="$TAPDIR/tmp_check" TESTLOGDIR="$TAPDIR/tmp_check/log" \
   PG_LLM_MOCK_JS="$TAPDIR/mock/server.js" \
   PGUSER=postgres \
   prove --timer ${PROVE_FLAGS:-} "${tests[@]}") || rc=$?

@@ -10,6 +10,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                FROM unnest((i.indkey::int2[])[0:i.indnkeyatts - 1]) AS k(attnum)
                JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum));
 $$;
+COMMENT ON FUNCTION llm._key_identifies_row(regclass, text[]) IS 'Whether some columns contain all the columns of a plain unique index of a table (so they identify at most one row)';
 
 -- Jobs: keep a column of a table filled with a model's analysis.  A job
 -- says, once, which rows to analyze with which prompt template and where

@@ -1,0 +1,311 @@
+-- Hostile and careless inputs: a role that plants look-alike functions and
+-- operators where pg_llm might resolve names, and targets, numbers and
+-- keys that cannot work.  Nothing planted may ever run: every planted
+-- object records who ran it in mal.ran, which must stay empty.
+\set VERBOSITY default
+CREATE ROLE mallory LOGIN;
+CREATE SCHEMA mal AUTHORIZATION mallory;
+GRANT USAGE ON SCHEMA llm TO mallory;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
+                          llm.chat_completion(jsonb, text),
+                          llm.chat_stream(text, text, text, jsonb),
+                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb) TO mallory;
+-- databases created before PostgreSQL 15 (and upgraded) let PUBLIC create
+-- in public
+GRANT CREATE ON SCHEMA public TO PUBLIC;
+
+SET ROLE mallory;
+CREATE TABLE mal.ran (who name, what text);
+GRANT USAGE ON SCHEMA mal TO PUBLIC;
+GRANT INSERT ON mal.ran TO PUBLIC;
+-- look-alikes of what pg_llm's own SQL uses, each recording who ran it
+CREATE FUNCTION mal.jsonb_each_text(jsonb, OUT key text, OUT value text) RETURNS SETOF record
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, 'jsonb_each_text');
+    RETURN QUERY SELECT * FROM pg_catalog.jsonb_each_text($1);
+END $$;
+CREATE FUNCTION mal.get_text(jsonb, text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, '->>');
+    RETURN pg_catalog.jsonb_object_field_text($1, $2);
+END $$;
+CREATE OPERATOR mal.->> (LEFTARG = jsonb, RIGHTARG = text, FUNCTION = mal.get_text);
+CREATE FUNCTION mal.text_eq(text, text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, 'text =');
+    RETURN pg_catalog.texteq($1, $2);
+END $$;
+CREATE OPERATOR mal.= (LEFTARG = text, RIGHTARG = text, FUNCTION = mal.text_eq);
+CREATE FUNCTION mal.oid_eq(oid, oid) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, 'oid =');
+    RETURN pg_catalog.oideq($1, $2);
+END $$;
+CREATE OPERATOR mal.= (LEFTARG = oid, RIGHTARG = oid, FUNCTION = mal.oid_eq);
+CREATE FUNCTION mal.text_cat(text, text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, '||');
+    RETURN pg_catalog.textcat($1, $2);
+END $$;
+CREATE OPERATOR mal.|| (LEFTARG = text, RIGHTARG = text, FUNCTION = mal.text_cat);
+CREATE FUNCTION mal.date_trunc(text, timestamptz) RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, 'date_trunc');
+    RETURN pg_catalog.date_trunc($1, $2);
+END $$;
+CREATE FUNCTION mal.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, 'now');
+    RETURN pg_catalog.now();
+END $$;
+CREATE FUNCTION mal.jsonb_typeof(jsonb) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, 'jsonb_typeof');
+    RETURN pg_catalog.jsonb_typeof($1);
+END $$;
+CREATE FUNCTION mal.rtrim(text, text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, 'rtrim');
+    RETURN pg_catalog.rtrim($1, $2);
+END $$;
+CREATE FUNCTION mal.lower(text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, 'lower');
+    RETURN pg_catalog.lower($1);
+END $$;
+-- and in public, where the worker's default search_path looks: an exact
+-- integer match beats pg_catalog's make_interval(..., secs double precision)
+CREATE FUNCTION public.make_interval(secs integer) RETURNS interval LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, 'make_interval');
+    RETURN pg_catalog.make_interval(secs => secs::float8);
+END $$;
+RESET ROLE;
+
+-- this file's own waiting never resolves a name through public
+CREATE FUNCTION hostile_wait() RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog AS $$
+DECLARE
+    t0 timestamptz := clock_timestamp();
+BEGIN
+    LOOP
+        IF NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN ('pending', 'running')) THEN
+            RETURN 'drained';
+        END IF;
+        IF clock_timestamp() - t0 > interval '60 seconds' THEN
+            RETURN 'timed out';
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
+END $$;
+SELECT llm.add_model('hostile-priced', 'mock', 'mock', input_usd_per_mtok => 1, output_usd_per_mtok => 1);
+
+-- a victim table, and mallory's own target
+CREATE TABLE victim (id int PRIMARY KEY, note text);
+INSERT INTO victim VALUES (1, NULL);
+SET ROLE mallory;
+CREATE TABLE mal.mine (id int PRIMARY KEY, note text);
+INSERT INTO mal.mine VALUES (1, NULL);
+-- an exact-type look-alike of jsonb_populate_record for the victim's row type
+CREATE FUNCTION public.jsonb_populate_record(public.victim, jsonb) RETURNS public.victim
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mal.ran VALUES (current_user, 'jsonb_populate_record');
+    RETURN pg_catalog.jsonb_populate_record($1, $2);
+END $$;
+
+-- 1. every entry point mallory may call, under a search_path that puts
+-- mal first
+SET search_path = mal, public, pg_catalog;
+SELECT llm.chat('hi', 'mock');
+SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "hi"}]}', 'mock') OPERATOR(pg_catalog.->>) 'provider' AS provider;
+SELECT string_agg(c, '') FROM (SELECT llm.chat_stream('one two', 'mock') AS c) s;
+SELECT llm.enqueue('mine', 'mock', target_table => 'mal.mine', target_column => 'note',
+                   target_key => '{"id": 1}') > 0 AS queued;
+RESET search_path;
+RESET ROLE;
+
+-- 2. an administrator with the same search_path calling the configuration
+-- functions, and enqueueing an item into the victim table
+SET search_path = mal, public, pg_catalog;
+SELECT llm.create_provider('hostile-test', 'openai', 'http://127.0.0.1:1/v1/', api_key => 'sk-x',
+                           options => '{"timeout_ms": 1000}');
+SELECT llm.alter_provider('hostile-test', options => '{"max_retries": 0}');
+SELECT llm.add_model('hostile-model', 'hostile-test');
+SELECT llm.set_budget('mallory', 100);
+SELECT llm.current_provider();
+SELECT llm.drop_model('hostile-model');
+SELECT llm.drop_provider('hostile-test');
+SELECT llm.enqueue('victim', 'mock', target_table => 'public.victim', target_column => 'note',
+                   target_key => '{"id": 1}') > 0 AS queued;
+RESET search_path;
+SELECT public.hostile_wait();
+SELECT note FROM victim;
+SELECT note FROM mal.mine;
+-- mallory, now with a budget, calls once more (budgets are read as the owner)
+SET ROLE mallory;
+SET search_path = mal, public, pg_catalog;
+SELECT llm.chat('hi', 'hostile-priced');
+RESET search_path;
+RESET ROLE;
+
+-- nothing planted ever ran, as anybody
+SELECT who, what FROM mal.ran;
+
+-- every function of the extension that is not C pins its search_path, and
+-- every function has a comment
+SELECT p.oid::regprocedure AS unpinned
+FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang
+WHERE p.pronamespace = 'llm'::regnamespace AND l.lanname <> 'c'
+  AND NOT coalesce('search_path=pg_catalog, pg_temp' = ANY (p.proconfig), false)
+ORDER BY 1;
+SELECT p.oid::regprocedure AS uncommented
+FROM pg_proc p
+WHERE p.pronamespace = 'llm'::regnamespace AND obj_description(p.oid, 'pg_proc') IS NULL
+ORDER BY 1;
+
+-- 3. a budget in USD is not bypassed through a model without prices
+SELECT llm.set_budget('mallory', 0.001);
+SET ROLE mallory;
+SELECT llm.chat('hi', 'any-name-without-a-route');
+SELECT llm.chat('hi', 'hostile-priced', options => '{"max_tokens": 1000}');
+SELECT llm.chat('hi', 'hostile-priced', options => '{"max_tokens": 10}');
+RESET ROLE;
+SELECT llm.set_budget('mallory', NULL, 1000);
+SET ROLE mallory;
+-- a budget in calls only has nothing to price
+SELECT llm.chat('hi', 'any-name-without-a-route');
+RESET ROLE;
+SELECT llm.set_budget('mallory', NULL, NULL);
+
+-- 4. keys and headers: control characters are refused, header values are
+-- secret like the key
+\set VERBOSITY terse
+SELECT llm.create_provider('crlf', 'openai', 'http://127.0.0.1:1/v1', api_key => E'sk-1\r\nX-Injected: 1');
+SELECT llm.create_provider('crlf', 'openai', E'http://127.0.0.1:1/v1\nX: y');
+SELECT llm.create_provider('crlf', 'openai', 'http://127.0.0.1:1/v1 x');
+SELECT llm.create_provider('crlf', 'openai', 'http://127.0.0.1:1/v1', api_key_env => 'NOT A NAME');
+SELECT llm.create_provider('crlf', 'openai', 'http://127.0.0.1:1/v1',
+                           options => '{"headers": {"api-key": "a\u0001b"}}');
+SELECT llm.create_provider('crlf', 'openai', 'http://127.0.0.1:1/v1',
+                           options => '{"headers": {"Transfer-Encoding": "chunked"}}');
+\set VERBOSITY default
+SELECT llm.create_provider('azure', 'openai', 'http://127.0.0.1:1/v1',
+                           options => '{"headers": {"api-key": "azure-secret-value", "X-Team": "t1"}, "max_retries": 0}');
+SELECT name, has_api_key, options, headers FROM llm.provider WHERE name = 'azure';
+SELECT count(*) AS leaks FROM llm.provider WHERE options::text LIKE '%azure-secret%';
+SELECT llm.alter_provider('azure', options => '{"timeout_ms": 500}');
+SELECT name, options, headers FROM llm.provider WHERE name = 'azure';
+SELECT count(*) AS secrets_left FROM llm._provider_secret WHERE provider = 'azure';
+SELECT llm.drop_provider('azure');
+
+-- 5. numbers out of range and deep nesting
+SELECT llm.chat('x', 'mock', options => '{"max_tokens": 1e30}');
+SELECT llm.chat('x', 'mock', options => '{"seed": 1e400}');
+SELECT llm.chat('x', 'mock', options => '{"n": 1000}');
+-- a tool schema 40 levels deep is fine; 300 levels is not
+SELECT llm.chat_completion(jsonb_build_object(
+           'messages', '[{"role": "user", "content": "deep"}]'::jsonb,
+           'tools', jsonb_build_array(jsonb_build_object('type', 'function', 'function',
+               jsonb_build_object('name', 'f', 'parameters',
+                   (repeat('{"a": ', 40) || '1' || repeat('}', 40))::jsonb)))), 'mock') -> 'choices' -> 0 -> 'message' ->> 'content' AS deep_tools;
+SELECT llm.chat('x', 'mock', options => (repeat('{"a": ', 300) || '1' || repeat('}', 300))::jsonb);
+
+-- 6. errors that name the right thing
+SELECT llm.chat_completion('[]');
+SELECT llm.chat('x', 'mock?fault=redirect');
+SELECT string_agg(c, '') FROM (SELECT llm.chat_stream('a b', 'mock?fault=wrong_type') AS c) s;
+SELECT string_agg(c, '') FROM (SELECT llm.chat_stream('a b', 'mock?fault=notjson') AS c) s;
+
+-- 7. enqueue refuses targets that can never work, before anything is paid
+CREATE TEMP TABLE tmp_target (id int PRIMARY KEY, note text);
+INSERT INTO tmp_target VALUES (1, NULL);
+SELECT llm.enqueue('x', 'mock', target_table => 'tmp_target', target_column => 'note', target_key => '{"id": 1}');
+SELECT llm.enqueue('x', 'mock', target_table => 'victim', target_column => 'note', target_key => '{"id": "one"}');
+SELECT llm.enqueue('x', 'mock', target_table => 'victim', target_column => 'note', target_key => '{"id": 99}');
+SELECT llm.enqueue('x', 'mock', target_table => 'victim', target_column => 'note', target_key => '{"id": null}');
+SELECT llm.enqueue('x', 'mock', target_table => 'victim', target_column => 'note', target_key => '{"id": [1]}');
+-- a row hidden by row-level security does not exist for the enqueuer
+CREATE TABLE rls_notes (id int PRIMARY KEY, owner name, note text);
+INSERT INTO rls_notes VALUES (1, 'postgres', NULL), (2, 'mallory', NULL);
+ALTER TABLE rls_notes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY mine ON rls_notes USING (owner = current_user);
+GRANT SELECT, UPDATE ON rls_notes TO mallory;
+SET ROLE mallory;
+SELECT llm.enqueue('x', 'mock', target_table => 'public.rls_notes', target_column => 'note', target_key => '{"id": 1}');
+SELECT llm.enqueue('x', 'mock', target_table => 'public.rls_notes', target_column => 'note', target_key => '{"id": 2}') > 0 AS queued;
+RESET ROLE;
+SELECT public.hostile_wait();
+SELECT id, note FROM rls_notes ORDER BY id;
+
+-- 8. a reply is written with its column's type and typmod; what does not
+-- fit fails its item, the table untouched and the reply kept
+CREATE TYPE mood AS ENUM ('positive', 'negative', 'neutral');
+CREATE DOMAIN short_word AS text CHECK (length(VALUE) <= 5);
+CREATE TABLE typed (id int PRIMARY KEY, c char(5), v varchar(3), n numeric(5, 2),
+                    d short_word, a int[], e mood, b boolean);
+INSERT INTO typed (id) SELECT g FROM generate_series(1, 2) g;
+SELECT count(*) FROM (VALUES
+    (llm.enqueue('x', 'mock?reply=abc', target_table => 'typed', target_column => 'c', target_key => '{"id": 1}')),
+    (llm.enqueue('x', 'mock?reply=abcdefgh', target_table => 'typed', target_column => 'c', target_key => '{"id": 2}')),
+    (llm.enqueue('x', 'mock?reply=ab', target_table => 'typed', target_column => 'v', target_key => '{"id": 1}')),
+    (llm.enqueue('x', 'mock?reply=abcd', target_table => 'typed', target_column => 'v', target_key => '{"id": 2}')),
+    (llm.enqueue('x', 'mock?reply=123.456', target_table => 'typed', target_column => 'n', target_key => '{"id": 1}')),
+    (llm.enqueue('x', 'mock?reply=123456', target_table => 'typed', target_column => 'n', target_key => '{"id": 2}')),
+    (llm.enqueue('x', 'mock?reply=short', target_table => 'typed', target_column => 'd', target_key => '{"id": 1}')),
+    (llm.enqueue('x', 'mock?reply=too+long', target_table => 'typed', target_column => 'd', target_key => '{"id": 2}')),
+    (llm.enqueue('x', 'mock?reply=%7B1%2C2%7D', target_table => 'typed', target_column => 'a', target_key => '{"id": 1}')),
+    (llm.enqueue('x', 'mock?reply=one+two', target_table => 'typed', target_column => 'a', target_key => '{"id": 2}')),
+    (llm.enqueue('x', 'mock?reply=+positive%0A', target_table => 'typed', target_column => 'e', target_key => '{"id": 1}')),
+    (llm.enqueue('x', 'mock?reply=happy', target_table => 'typed', target_column => 'e', target_key => '{"id": 2}')),
+    (llm.enqueue('x', 'mock?reply=true', target_table => 'typed', target_column => 'b', target_key => '{"id": 1}'))) v;
+SELECT public.hostile_wait();
+SELECT * FROM typed ORDER BY id;
+SELECT target_column, target_key ->> 'id' AS id, status, reply, error
+FROM llm.queue WHERE target_table = 'typed'::regclass ORDER BY target_column, id;
+
+-- 9. the items of a role dropped after enqueueing fail; they are not sent
+CREATE ROLE transient;
+GRANT USAGE ON SCHEMA llm TO transient;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb) TO transient;
+-- hold the worker off while the role goes away
+BEGIN;
+LOCK TABLE llm.queue IN SHARE ROW EXCLUSIVE MODE;
+SET LOCAL ROLE transient;
+SELECT llm.enqueue('orphan', 'mock') > 0 AS queued;
+RESET ROLE;
+REVOKE ALL ON SCHEMA llm FROM transient;
+REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb) FROM transient;
+DROP ROLE transient;
+COMMIT;
+SELECT public.hostile_wait();
+SELECT status, error FROM llm.queue WHERE prompt = 'orphan';
+
+-- 10. an administrator can cap a role's queued items
+SELECT llm.set_budget('mallory', NULL, NULL, max_queued => 2);
+SET ROLE mallory;
+BEGIN;
+SELECT llm.enqueue('cap 1', 'mock') > 0 AS queued;
+SELECT llm.enqueue('cap 2', 'mock') > 0 AS queued;
+SELECT llm.enqueue('cap 3', 'mock') > 0 AS queued;
+ROLLBACK;
+RESET ROLE;
+SELECT * FROM llm.budgets WHERE role = 'mallory'::regrole;
+SELECT llm.set_budget('mallory', NULL, NULL, NULL);
+
+-- nothing planted ran during any of this either
+SELECT who, what FROM mal.ran;
+
+REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+DROP FUNCTION public.make_interval(integer);
+DROP FUNCTION public.jsonb_populate_record(public.victim, jsonb);
+DROP SCHEMA mal CASCADE;
+REVOKE ALL ON rls_notes FROM mallory;
+DROP TABLE rls_notes, typed, victim;
+DROP FUNCTION hostile_wait();
+SELECT llm.drop_model('hostile-priced');
+DROP TYPE mood;
+DROP DOMAIN short_word;
+REVOKE ALL ON SCHEMA llm FROM mallory;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM mallory;
+DROP ROLE mallory;
