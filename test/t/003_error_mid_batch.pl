@@ -52,8 +52,8 @@ is(q1($node, "SELECT count(DISTINCT started_at) FROM llm.queue"), 1,
 # the item whose write-back raised
 is(q1($node, "SELECT status || '|' || attempts || '|' || coalesce(reply, '<null>') || '|' || error "
 	  . "FROM llm.queue WHERE target_key = '{\"id\": 7}'"),
-	'failed|1|<null>|the reply could not be written back: row 7 refuses the reply',
-	'the item whose write-back raised failed, with the error kept and no reply recorded');
+	'failed|1|echo: doc 7|the reply could not be written back: row 7 refuses the reply',
+	'the item whose write-back raised failed, with the error kept and the reply it paid for recorded');
 is(q1($node, "SELECT coalesce(summary, '<null>') || '|' || writes FROM docs WHERE id = 7"),
 	'<null>|0', 'its row is untouched: the rolled-back write left no trace, not even in the counter');
 

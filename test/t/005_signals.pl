@@ -67,11 +67,13 @@ ok(!$node->log_contains(qr/reinitializing|terminated by signal/, $log_offset),
 my ($pid2) = worker_pids($node);
 
 ok(wait_drained($node, 30), 'the new worker drains the items the old one had in flight');
-is(q1($node, "SELECT count(*) FILTER (WHERE status = 'done' AND attempts = 2) || '|' || "
+is(q1($node, "SELECT count(*) FILTER (WHERE status = 'done' AND attempts = 1) || '|' || "
 	  . "count(*) FILTER (WHERE d.writes = 1 AND d.summary = 'echo: ' || d.body) "
 	  . "FROM llm.queue q JOIN docs d ON d.id = (q.target_key->>'id')::int "
 	  . "WHERE d.id BETWEEN 61 AND 70"),
-	'10|10', 'each was claimed again after its lease ran out, done and written once');
+	'10|10', 'each was handed back (its attempt not counted), claimed again, done and written once');
+ok($node->log_contains(qr/10 queue items handed back before stopping/, $log_offset),
+	'the stopping worker handed its 10 items back');
 is(enqueue_docs($node, 'mock', 'id BETWEEN 71 AND 75'), 5, '5 new items enqueued');
 ok(wait_drained($node, 20), 'the new worker drains new items');
 

@@ -170,7 +170,9 @@ sub wait_workers
 
 # A target table of $n rows whose result column counts its writes: every
 # UPDATE of summary adds one to writes and a row to doc_writes (with the
-# writing backend's PID), in the writer's transaction.
+# writing backend's PID), in the writer's transaction.  The trigger names
+# its table with its schema: the worker's write-back runs with search_path
+# pinned to pg_catalog, pg_temp.
 sub create_docs
 {
 	my ($node, $n) = @_;
@@ -183,7 +185,7 @@ CREATE TABLE doc_writes (id int NOT NULL, pid int NOT NULL,
 CREATE FUNCTION docs_count_write() RETURNS trigger LANGUAGE plpgsql AS \$\$
 BEGIN
     NEW.writes := OLD.writes + 1;
-    INSERT INTO doc_writes (id, pid) VALUES (NEW.id, pg_backend_pid());
+    INSERT INTO public.doc_writes (id, pid) VALUES (NEW.id, pg_backend_pid());
     RETURN NEW;
 END
 \$\$;
