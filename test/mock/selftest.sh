@@ -408,7 +408,517 @@ expect "POST /_reset" "$(curl -sS -X POST "$BASE/_reset")" "{}"
 curl -sS -o /dev/null -H "Authorization: Bearer $KEY" --data-binary '{"model":"m","messages":[{"role":"user","content":"k"}]}' "$BASE/v1/chat/completions" \
 	--next -sS -o /dev/null -H "Authorization: Bearer $KEY" --data-binary '{"model":"m","messages":[{"role":"user","content":"k"}]}' "$BASE/v1/chat/completions" \
 	--next -sS -o "$T/stats" "$BASE/_stats"
-expect "_stats after reset: keep-alive reuse" "$(cat "$T/stats")" '{"requests":2,"by_key":{"m|k":2},"connections":1}'
+expect "_stats after reset: keep-alive reuse" "$(jv "$T/stats" '(() => { const o = Object.assign({}, b); delete o.open_connections; return JSON.stringify(o); })()')" \
+	'{"requests":2,"by_key":{"m|k":2},"connections":1,"batches":{"inline":0,"openai":0,"anthropic":0},"batch_requests":0,"files":0,"cancels":0}'
+expect "_stats: open_connections counts the live one" "$(jv "$T/stats" 'b.open_connections >= 1')" true
+
+# ---------------------------------------------------------------- helpers for the routes below
+# req oa|an|none METHOD PATH [BODY [curl args...]]: a request with the
+# protocol's auth headers (BODY "" for none, "@file" for a file); sets CODE
+# and RC; body in $T/b, headers in $T/h.
+req() {
+	local proto=$1 method=$2 path=$3
+	shift 3
+	local body=
+	if [ $# -gt 0 ]; then body=$1; shift; fi
+	local args=()
+	case $proto in
+		oa) args=(-H "Authorization: Bearer $KEY") ;;
+		an) args=(-H "x-api-key: $KEY" -H 'anthropic-version: 2023-06-01') ;;
+	esac
+	[ -n "$body" ] && args+=(-H 'Content-Type: application/json' --data-binary "$body")
+	rm -f "$T/b" "$T/h"
+	CODE=$(curl -sS --max-time 30 -X "$method" -o "$T/b" -D "$T/h" -w '%{http_code}' "${args[@]}" "$BASE$path" "$@" 2>"$T/curl.err")
+	RC=$?
+}
+# jl FILE EXPR: evaluate EXPR over the lines of a JSONL file, parsed (L).
+cat >"$T/jl.js" <<'EOF'
+const fs = require('fs');
+const L = fs.readFileSync(process.argv[2], 'utf8').split('\n').filter((s) => s !== '').map((s) => JSON.parse(s));
+const v = eval(process.argv[3]);
+process.stdout.write(typeof v === 'string' ? v : JSON.stringify(v));
+EOF
+jl() { "$NODE" "$T/jl.js" "$@" 2>&1; }
+# mkjsonl FILE N [MODEL] [URL]: an OpenAI batch input file of N chat lines
+# (custom_id r0..rN-1, ~300 bytes each); lines r1 and r2 carry fail=500 and
+# reply= directives when N >= 3 and MODEL is the default.
+mkjsonl() {
+	"$NODE" -e '
+		const [f, n, model, url] = [process.argv[1], +process.argv[2], process.argv[3] || "gpt-b", process.argv[4] || "/v1/chat/completions"];
+		const fd = require("fs").openSync(f, "w");
+		let buf = "";
+		for (let i = 0; i < n; i++) {
+			const m = process.argv[3] ? model : i === 1 ? "gpt-b?fail=500" : i === 2 ? "gpt-b?reply=fixed+text" : "gpt-b";
+			buf += JSON.stringify({ custom_id: "r" + i, method: "POST", url, body: { model: m, max_tokens: 50,
+				messages: [{ role: "system", content: "You are a helpful assistant for the review triage team." },
+					{ role: "user", content: "Review " + i + ": the app is great but it is sometimes slow to load long lists, please fix" }] } }) + "\n";
+			if (buf.length > 1 << 20) { require("fs").writeSync(fd, buf); buf = ""; }
+		}
+		require("fs").writeSync(fd, buf);
+	' "$@"
+}
+# poll_status oa|an ID WANT: GET the batch until its status is WANT (30 s at most).
+poll_status() {
+	local kind=$1 id=$2 want=$3 got= i
+	for i in $(seq 1 300); do
+		if [ "$kind" = oa ]; then
+			req oa GET "/v1/batches/$id"
+			got=$(jv "$T/b" 'b.status')
+		else
+			req an GET "/v1/messages/batches/$id"
+			got=$(jv "$T/b" 'b.processing_status')
+		fi
+		[ "$got" = "$want" ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+
+# ---------------------------------------------------------------- /_config
+curl -sS "$BASE/_config" >"$T/cfg"
+expect "GET /_config: defaults" "$(cat "$T/cfg")" \
+	'{"rpm":0,"batch":{"complete_after_ms":0,"expire_fraction":0,"inline_max":0,"inline_latency_ms":0,"shuffle":true}}'
+CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"batch":{"inline_max":3,"nope":1}}' "$BASE/_config")
+expect "POST /_config: unknown key 400" "$CODE/$(jv "$T/b" 'b.error.message')" "400/unknown config key batch.nope"
+CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"batch":{"expire_fraction":1.5}}' "$BASE/_config")
+expect "POST /_config: bad value 400" "$CODE" 400
+CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"rpm":"x"}' "$BASE/_config")
+expect "POST /_config: bad type 400" "$CODE" 400
+CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"batch":{"inline_max":3},"rpm":7}' "$BASE/_config")
+expect "POST /_config: merges" "$CODE/$(cat "$T/b")" \
+	'200/{"rpm":7,"batch":{"complete_after_ms":0,"expire_fraction":0,"inline_max":3,"inline_latency_ms":0,"shuffle":true}}'
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+expect "POST /_reset restores the defaults" "$(curl -sS "$BASE/_config")" "$(cat "$T/cfg")"
+
+# ---------------------------------------------------------------- new faults
+call oa '{"model":"m?fault=redirect","messages":[{"role":"user","content":"x"}]}'
+expect "fault=redirect" "$CODE/$(header location)/$(header content-length)/$(wc -c <"$T/b")" "302/http://127.0.0.1:1/elsewhere/0/0"
+call an '{"model":"m?fault=redirect","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}]}' -N
+expect "fault=redirect (stream)" "$CODE/$(header location)" "302/http://127.0.0.1:1/elsewhere"
+call oa '{"model":"m?fault=wrong_type","stream":true,"messages":[{"role":"user","content":"typed"}]}' -N
+expect "fault=wrong_type: JSON body on a stream" "$CODE/$(header content-type)/$(jv "$T/b" 'b.object + "|" + b.choices[0].message.content')" \
+	"200/application/json/chat.completion|echo: typed"
+call an '{"model":"m?fault=wrong_type","max_tokens":9,"stream":true,"messages":[{"role":"user","content":"typed"}]}' -N
+expect "fault=wrong_type (anthropic)" "$(header content-type)/$(jv "$T/b" 'b.type + "|" + b.content[0].text')" "application/json/message|echo: typed"
+cat >"$T/slow.js" <<'EOF2'
+const http = require("http");
+const t0 = Date.now();
+const r = http.request({ host: "127.0.0.1", port: +process.argv[2], method: "POST", path: "/v1/chat/completions",
+	headers: { "Authorization": "Bearer " + process.argv[4], "Content-Type": "application/json" } }, (res) => {
+	const th = Date.now() - t0;
+	let reads = 0, body = "";
+	res.on("data", (c) => { reads++; body += c; });
+	res.on("end", () => {
+		const len = Buffer.byteLength(body);
+		console.log([res.statusCode, th < 200, reads >= len / 2, Date.now() - t0 >= (len - 1) * 3, JSON.parse(body).choices[0].message.content].join(","));
+	});
+});
+r.end(process.argv[3]);
+EOF2
+expect "fault=slow_body: headers at once, then one byte per chunk_delay" "$("$NODE" "$T/slow.js" "$PORT" \
+	'{"model":"m?fault=slow_body&chunk_delay=3","messages":[{"role":"user","content":"drip"}]}' "$KEY")" "200,true,true,true,echo: drip"
+
+# ---------------------------------------------------------------- trace end_us/aborted, open_connections
+call oa '{"model":"m?words=3","stream":true,"messages":[{"role":"user","content":"x"}]}' -N -H 'x-mock-trace: 1'
+call oa '{"model":"m?words=30&chunk_delay=50","stream":true,"messages":[{"role":"user","content":"x"}]}' -N -H 'x-mock-trace: 1' --max-time 0.4
+sleep 0.2
+curl -sS "$BASE/_trace" >"$T/trace"
+expect "trace: finished stream has end_us, aborted=false" "$(jv "$T/trace" '(() => { const t = b[b.length - 2]; return [t.aborted, t.end_us >= t.t_us[t.t_us.length - 1], t.t_us.length].join(","); })()')" "false,true,3"
+expect "trace: client closed early: aborted=true" "$(jv "$T/trace" '(() => { const t = b[b.length - 1]; return [t.aborted, t.t_us.length < 30, t.end_us - t.t_us[0] >= 300000, t.end_us - t.t_us[0] < 2000000].join(","); })()')" "true,true,true,true"
+cat >"$T/conns.js" <<'EOF2'
+const net = require("net"), http = require("http");
+const port = +process.argv[2];
+const stats = () => new Promise((ok) => http.get({ host: "127.0.0.1", port, path: "/_stats", agent: false }, (res) => {
+	let s = ""; res.on("data", (c) => s += c); res.on("end", () => ok(JSON.parse(s).open_connections)); }));
+const socks = [1, 2, 3].map(() => net.connect(port, "127.0.0.1"));
+setTimeout(async () => {
+	const a = await stats();
+	socks.forEach((s) => s.destroy());
+	setTimeout(async () => { const b = await stats(); console.log(a >= 4, a - b >= 3); }, 200);
+}, 200);
+EOF2
+expect "_stats: open_connections follows open sockets" "$("$NODE" "$T/conns.js" "$PORT")" "true true"
+
+# ---------------------------------------------------------------- ratelimit= directive
+call oa '{"model":"m?ratelimit=remaining:0,reset:6m0s,tokens_remaining:12,tokens_reset:12ms","messages":[{"role":"user","content":"x"}]}'
+expect "ratelimit= (openai)" "$CODE/$(header x-ratelimit-limit-requests)/$(header x-ratelimit-remaining-requests)/$(header x-ratelimit-reset-requests)/$(header x-ratelimit-limit-tokens)/$(header x-ratelimit-remaining-tokens)/$(header x-ratelimit-reset-tokens)" \
+	"200/1000/0/6m0s/1000000/12/12ms"
+call oa '{"model":"m?ratelimit=limit:60,remaining:59,reset:1s&fail=429","messages":[{"role":"user","content":"x"}]}'
+expect "ratelimit= on a fail= answer" "$CODE/$(header x-ratelimit-limit-requests)/$(header x-ratelimit-remaining-requests)/$(header x-ratelimit-reset-requests)" "429/60/59/1s"
+call an '{"model":"m?ratelimit=remaining:3,reset:1m30s","max_tokens":5,"stream":true,"messages":[{"role":"user","content":"x"}]}' -N
+expect "ratelimit= (anthropic stream): RFC 3339 reset" "$(header anthropic-ratelimit-requests-limit)/$(header anthropic-ratelimit-requests-remaining)/$("$NODE" -e '
+	const s = process.argv[1], d = Date.parse(s) - Date.now();
+	console.log(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/.test(s) && d > 85000 && d <= 92000)' "$(header anthropic-ratelimit-requests-reset)")/$(header anthropic-ratelimit-tokens-limit)" "1000/3/true/1000000"
+call oa '{"model":"m?ratelimit=remaining:x","messages":[{"role":"user","content":"x"}]}'
+expect "ratelimit= bad value 400" "$CODE/$(jv "$T/b" 'b.error.message')" "400/invalid mock directive value ratelimit=remaining:x"
+call oa '{"model":"m?ratelimit=reset:5minutes","messages":[{"role":"user","content":"x"}]}'
+expect "ratelimit= bad duration 400" "$CODE" 400
+call oa '{"model":"m","messages":[{"role":"user","content":"x"}]}'
+expect "no rate-limit headers by default" "$(grep -ci ratelimit "$T/h")" 0
+
+# ---------------------------------------------------------------- rpm
+curl -sS -o /dev/null --data-binary '{"rpm":3}' "$BASE/_config"
+R=
+for i in 1 2 3; do
+	call oa '{"model":"m","messages":[{"role":"user","content":"paced"}]}'
+	R="$R$CODE:$(header x-ratelimit-remaining-requests) "
+done
+expect "rpm=3: three admitted, remaining counts down" "$R" "200:2 200:1 200:0 "
+call oa '{"model":"m","messages":[{"role":"user","content":"over"}]}'
+expect "rpm=3: the fourth gets 429 + Retry-After" "$CODE/$(jv "$T/b" 'b.error.type + "|" + b.error.code')/$(header retry-after | grep -Ec '^([1-9]|[1-5][0-9]|60)$')/$(header x-ratelimit-remaining-requests)" \
+	"429/requests|rate_limit_exceeded/1/0"
+call an '{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"over"}]}'
+expect "rpm=3: anthropic 429 shape" "$CODE/$(jv "$T/b" 'b.type + "|" + b.error.type')/$(header anthropic-ratelimit-requests-remaining)" "429/error|rate_limit_error/0"
+req oa GET /v1/batches
+expect "rpm=3: batch routes count too" "$CODE" 429
+expect "rpm: control routes are not limited" "$(curl -sS -o /dev/null -w '%{http_code}' "$BASE/_stats")" 200
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+call oa '{"model":"m","messages":[{"role":"user","content":"after reset"}]}'
+expect "rpm: /_reset turns it off" "$CODE/$(grep -ci ratelimit "$T/h")" "200/0"
+
+# ---------------------------------------------------------------- /_arrivals
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+call oa '{"model":"gpt-a?reply=x","messages":[{"role":"user","content":"1"}]}'
+call an '{"model":"claude-a","max_tokens":5,"messages":[{"role":"user","content":"2"}]}'
+CODE=$(curl -sS -o /dev/null -w '%{http_code}' --data-binary 'x' "$BASE/v1/chat/completions")
+req oa GET /v1/batches
+curl -sS -o /dev/null "$BASE/_stats"
+curl -sS "$BASE/_arrivals" >"$T/arr"
+expect "_arrivals: protocol requests only, full model strings" "$(jv "$T/arr" 'b.map((a) => a.path + "|" + a.model).join(" ")')" \
+	"/v1/chat/completions|gpt-a?reply=x /v1/messages|claude-a /v1/chat/completions|null /v1/batches|null"
+expect "_arrivals: epoch microseconds, in order" "$(jv "$T/arr" 'b.every((a, i) => Number.isInteger(a.t_us) && (i === 0 || a.t_us >= b[i - 1].t_us)) && Math.abs(b[0].t_us - Date.now() * 1000) < 1e7')" true
+
+# ---------------------------------------------------------------- inline batches
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+cat >"$T/inline.js" <<'EOF2'
+// usage: node inline.js N [variant]: an inline batch body of N lines
+const n = +process.argv[2], v = process.argv[3] || "";
+const lines = [];
+for (let i = 0; i < n; i++) {
+	let model = "relay-m", content = "item " + i;
+	if (i === 1) model = "relay-m?fail=500&message=upstream+down";
+	if (i === 2) model = "relay-m?reply=hello+batch";
+	if (i === 3) model = "relay-m?words=4";
+	if (i === 4) model = "relay-m?fault=reset";
+	lines.push({ custom_id: "doc_" + i, method: "POST", url: i % 2 ? "/chat/completions" : "/v1/chat/completions",
+		body: { model, max_tokens: 2048, messages: [{ role: "user", content }] } });
+}
+if (v === "stream") lines[1].body.stream = true;
+if (v === "dup") lines[2].custom_id = "doc_0";
+if (v === "method") lines[1].method = "GET";
+if (v === "url") lines[1].url = "/v1/embeddings";
+if (v === "models") lines[2].body.model = "other-model";
+if (v === "notobj") lines[1] = "a string";
+process.stdout.write(JSON.stringify(v === "notarray" ? { input_file_content: "x" } : v === "empty" ? { input_file_content: [] } : { input_file_content: lines }));
+EOF2
+inline() { "$NODE" "$T/inline.js" "$@"; }
+req oa POST /v1/batches "$(inline 20)"
+expect "inline: 200 shape" "$CODE/$(jv "$T/b" '[/^batch_inline_\d+$/.test(b.id), b.object, b.status, JSON.stringify(b.request_counts), b.results.length].join("|")')" \
+	'200/true|batch|completed|{"total":20,"completed":18,"failed":2}|20'
+expect "inline: x-request-id" "$(header x-request-id | grep -c '^req_mock')" 1
+expect "inline: output line shape" "$(jv "$T/b" '(() => { const r = b.results.find((x) => x.custom_id === "doc_0"); return [/^batch_req_/.test(r.id), r.response.status_code, /^req_mock/.test(r.response.request_id), r.response.body.object, r.response.body.choices[0].message.content, r.error].join("|"); })()')" \
+	"true|200|true|chat.completion|echo: item 0|"
+expect "inline: directives per line" "$(jv "$T/b" '(() => { const m = {}; for (const r of b.results) m[r.custom_id] = r; return [m.doc_1.response.status_code, m.doc_1.response.body.error.message, m.doc_1.response.body.error.type, m.doc_2.response.body.choices[0].message.content, m.doc_3.response.body.choices[0].message.content, m.doc_3.response.body.model].join("|"); })()')" \
+	"500|upstream down|server_error|hello batch|w1 w2 w3 w4|relay-m"
+expect "inline: a transport fault becomes error, response null" "$(jv "$T/b" 'JSON.stringify(b.results.find((x) => x.custom_id === "doc_4"), ["response", "error", "code"])')" \
+	'{"response":null,"error":{"code":"server_error"}}'
+expect "inline: results shuffled, all custom_ids once" "$(jv "$T/b" '[b.results.map((r) => r.custom_id).join() !== Array.from({ length: 20 }, (_, i) => "doc_" + i).join(), new Set(b.results.map((r) => r.custom_id)).size].join()')" "true,20"
+curl -sS -o /dev/null --data-binary '{"batch":{"shuffle":false}}' "$BASE/_config"
+req oa POST /x/v1/batches "$(inline 20)"
+expect "inline: shuffle off keeps the order (any prefix)" "$CODE/$(jv "$T/b" 'b.results.map((r) => r.custom_id).join() === Array.from({ length: 20 }, (_, i) => "doc_" + i).join()')" "200/true"
+for v in notarray empty dup method url models notobj; do
+	req oa POST /v1/batches "$(inline 6 $v)"
+	expect "inline: 400 for $v" "$CODE/$(jv "$T/b" 'b.error.type')" "400/invalid_request_error"
+done
+req oa POST /v1/batches "$(inline 6 stream)"
+expect "inline: stream:true refused like the playbook's error" "$CODE/$(jv "$T/b" '/streaming is not supported in batch/i.test(b.error.message)')" "400/true"
+CODE=$(curl -sS -o "$T/b" -w '%{http_code}' -H 'Authorization: Bearer sk-wrong-secret' --data-binary "$(inline 2)" "$BASE/v1/batches")
+expect "inline: wrong key 401" "$CODE/$(jv "$T/b" 'b.error.code')" "401/invalid_api_key"
+curl -sS -o /dev/null --data-binary '{"batch":{"inline_latency_ms":300}}' "$BASE/_config"
+START=$("$NODE" -e 'console.log(Date.now())')
+req oa POST /v1/batches "$(inline 3)"
+END=$("$NODE" -e 'console.log(Date.now())')
+expect "inline_latency_ms delays the answer" "$CODE/$(( END - START >= 300 ))" "200/1"
+curl -sS -o /dev/null --data-binary '{"batch":{"inline_max":4,"inline_latency_ms":0}}' "$BASE/_config"
+req oa POST /v1/batches "$(inline 5)" --max-time 1
+expect "inline_max: a bigger batch never answers" "$RC" 28
+req oa POST /v1/batches "$(inline 4)"
+expect "inline_max: halves still answer" "$CODE/$(jv "$T/b" 'b.results.length')" "200/4"
+curl -sS "$BASE/_stats" >"$T/stats"
+expect "_stats: inline batches and lines" "$(jv "$T/stats" 'JSON.stringify([b.batches, b.batch_requests, b.requests])')" \
+	'[{"inline":5,"openai":0,"anthropic":0},52,0]'
+
+# ---------------------------------------------------------------- OpenAI files
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+mkjsonl "$T/in6.jsonl" 6
+sed -i 's/$/\r/' "$T/in6.jsonl"                    # CRLF line ends
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/in6.jsonl;filename=input.jsonl"
+expect "files: upload" "$CODE/$(jv "$T/b" '[/^file-/.test(b.id), b.object, b.bytes, typeof b.created_at, b.filename, b.purpose].join("|")')" \
+	"200/true|file|$(wc -c <"$T/in6.jsonl")|number|input.jsonl|batch"
+FILE6=$(jv "$T/b" 'b.id')
+req oa GET "/v1/files/$FILE6"
+expect "files: GET object" "$CODE/$(jv "$T/b" 'b.id + "|" + b.purpose')" "200/$FILE6|batch"
+req oa GET "/v1/files/$FILE6/content"
+expect "files: content is the raw bytes" "$CODE/$(cmp -s "$T/b" "$T/in6.jsonl" && echo same)" "200/same"
+req oa GET /v1/files/file-nope
+expect "files: unknown id 404" "$CODE/$(jv "$T/b" 'b.error.type')" "404/invalid_request_error"
+req oa POST /v1/files "" -F purpose=nonsense -F "file=@$T/in6.jsonl"
+expect "files: unknown purpose 400" "$CODE/$(jv "$T/b" 'b.error.param')" "400/purpose"
+req oa POST /v1/files "" -F purpose=user_data -F "file=@$T/in6.jsonl;filename=notes.txt"
+expect "files: other purposes accepted" "$CODE/$(jv "$T/b" 'b.purpose')" "200/user_data"
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/in6.jsonl;filename=input.txt"
+expect "files: batch input must be .jsonl" "$CODE" 400
+req oa POST /v1/files "" -F purpose=batch
+expect "files: missing file 400" "$CODE/$(jv "$T/b" 'b.error.param')" "400/file"
+CODE=$(curl -sS -o /dev/null -w '%{http_code}' -F purpose=batch -F "file=@$T/in6.jsonl" "$BASE/v1/files")
+expect "files: no key 401" "$CODE" 401
+cat >"$T/multipart.js" <<'EOF2'
+// A hand-made multipart body: preamble, quoted boundary, CRLF and
+// boundary look-alikes inside the file; upload it, read it back, compare.
+const http = require("http");
+const [port, key] = [+process.argv[2], process.argv[3]];
+const bnd = "xYz--b0und4ry";
+const data = Buffer.from('{"custom_id":"a"}\r\n--xYz--b0und4r\r\n\r\n--xYz--b0und4ryX no\r\n\u00e9\u{1F389}\n');
+const body = Buffer.concat([Buffer.from("preamble\r\n--" + bnd + "\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--" + bnd +
+	"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"odd.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n"), data,
+	Buffer.from("\r\n--" + bnd + "--\r\n")]);
+const call = (method, path, payload, type, cb) => {
+	const r = http.request({ host: "127.0.0.1", port, method, path, headers: Object.assign({ Authorization: "Bearer " + key },
+		type ? { "Content-Type": type } : {}) }, (res) => { const c = []; res.on("data", (x) => c.push(x)); res.on("end", () => cb(res.statusCode, Buffer.concat(c))); });
+	r.end(payload);
+};
+call("POST", "/v1/files", body, 'multipart/form-data; boundary="' + bnd + '"', (st, b) => {
+	const f = JSON.parse(b);
+	call("GET", "/v1/files/" + f.id + "/content", null, null, (st2, c) => console.log([st, f.bytes === data.length, st2, c.equals(data)].join(",")));
+});
+EOF2
+expect "files: multipart parsed exactly (CRLF, look-alike boundaries, UTF-8)" "$("$NODE" "$T/multipart.js" "$PORT" "$KEY")" "200,true,200,true"
+mkjsonl "$T/in100k.jsonl" 100000
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/in100k.jsonl"
+expect "files: 100,000 lines of ~300 bytes upload" "$CODE/$(jv "$T/b" 'b.bytes')" "200/$(wc -c <"$T/in100k.jsonl")"
+FILE100K=$(jv "$T/b" 'b.id')
+req oa GET "/v1/files/$FILE100K/content"
+expect "files: 100,000-line content intact" "$(cmp -s "$T/b" "$T/in100k.jsonl" && echo same)" same
+
+# ---------------------------------------------------------------- OpenAI Batch API
+CREATE='{"input_file_id":"'$FILE6'","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"job":"nightly"}}'
+req oa POST /v1/batches "$CREATE"
+expect "batches: create returns validating" "$CODE/$(jv "$T/b" '[/^batch_/.test(b.id), b.object, b.endpoint, b.input_file_id === "'$FILE6'", b.completion_window, b.status, typeof b.created_at, b.expires_at - b.created_at, JSON.stringify(b.request_counts), JSON.stringify(b.metadata), b.output_file_id, b.error_file_id, b.errors].join("|")')" \
+	'200/true|batch|/v1/chat/completions|true|24h|validating|number|86400|{"total":6,"completed":0,"failed":0}|{"job":"nightly"}|||'
+B6=$(jv "$T/b" 'b.id')
+poll_status oa "$B6" completed
+expect "batches: completed at the next look (complete_after_ms 0)" "$(jv "$T/b" '[b.status, JSON.stringify(b.request_counts), typeof b.in_progress_at, typeof b.finalizing_at, typeof b.completed_at, /^file-/.test(b.output_file_id), /^file-/.test(b.error_file_id), b.model, b.usage.total_tokens > 0].join("|")')" \
+	'completed|{"total":6,"completed":5,"failed":1}|number|number|number|true|true|gpt-b|true'
+OUT=$(jv "$T/b" 'b.output_file_id')
+ERR=$(jv "$T/b" 'b.error_file_id')
+req oa GET "/v1/files/$OUT/content"
+cp "$T/b" "$T/out.jsonl"
+expect "batches: output file lines" "$(jl "$T/out.jsonl" '[L.length, L.every((l) => /^batch_req_/.test(l.id) && l.response.status_code === 200 && l.error === null && l.response.body.object === "chat.completion"), L.map((l) => l.custom_id).sort().join(), L.find((l) => l.custom_id === "r2").response.body.choices[0].message.content].join("|")')" \
+	"5|true|r0,r2,r3,r4,r5|fixed text"
+req oa GET "/v1/files/$ERR/content"
+cp "$T/b" "$T/err.jsonl"
+expect "batches: error file holds the non-200 line" "$(jl "$T/err.jsonl" 'JSON.stringify(L.map((l) => [l.custom_id, l.response.status_code, l.response.body.error.type, l.error]))')" '[["r1",500,"server_error",null]]'
+req oa GET "/v1/files/$OUT"
+expect "batches: output File object" "$(jv "$T/b" 'b.purpose + "|" + b.bytes')" "batch_output|$(wc -c <"$T/out.jsonl")"
+req oa POST "/v1/batches/$B6/cancel"
+expect "batches: cancel a completed batch 400" "$CODE" 400
+for bad in '{"endpoint":"/v1/chat/completions","completion_window":"24h"}' \
+	'{"input_file_id":"'$FILE6'","endpoint":"/v1/nope","completion_window":"24h"}' \
+	'{"input_file_id":"'$FILE6'","endpoint":"/v1/embeddings","completion_window":"24h"}' \
+	'{"input_file_id":"'$FILE6'","endpoint":"/v1/chat/completions","completion_window":"1h"}' \
+	'{"input_file_id":"'$FILE6'","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"a":1}}' \
+	"{\"input_file_id\":\"$FILE6\",\"endpoint\":\"/v1/chat/completions\",\"completion_window\":\"24h\",\"metadata\":$("$NODE" -e 'const o = {}; for (let i = 0; i < 17; i++) o["k" + i] = "v"; console.log(JSON.stringify(o))')}"; do
+	req oa POST /v1/batches "$bad"
+	expect "batches: create 400 ($(printf '%s' "$bad" | cut -c1-60))" "$CODE/$(jv "$T/b" 'b.error.type')" "400/invalid_request_error"
+done
+req oa POST /v1/batches '{"input_file_id":"file-nope","endpoint":"/v1/chat/completions","completion_window":"24h"}'
+expect "batches: unknown input file 404" "$CODE" 404
+req oa GET /v1/batches/batch_nope
+expect "batches: unknown batch 404" "$CODE" 404
+
+# invalid input file: the batch is created, then fails with errors.data
+{
+	printf '%s\n' '{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}'
+	printf '%s\n' 'not json'
+	printf '%s\n' '{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}'
+	printf '%s\n' '{"custom_id":"b","method":"GET","url":"/v1/chat/completions","body":{"model":"m","messages":[]}}'
+	printf '%s\n' '{"custom_id":"c","method":"POST","url":"/chat/completions","body":{"model":"m","messages":[]}}'
+	printf '%s\n' '{"custom_id":"d","method":"POST","url":"/v1/chat/completions","body":{"model":"m?fail=500","stream":true,"messages":[]}}'
+	printf '%s\n' '{"custom_id":"e","method":"POST","url":"/v1/chat/completions","body":{"model":"other","messages":[]}}'
+} >"$T/bad.jsonl"
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/bad.jsonl"
+req oa POST /v1/batches '{"input_file_id":"'"$(jv "$T/b" 'b.id')"'","endpoint":"/v1/chat/completions","completion_window":"24h"}'
+expect "batches: invalid file still creates (validating)" "$CODE/$(jv "$T/b" 'b.status')" "200/validating"
+poll_status oa "$(jv "$T/b" 'b.id')" failed
+expect "batches: then failed with errors.data[{code,line}]" "$(jv "$T/b" 'b.errors.object + "|" + b.errors.data.map((e) => e.code + ":" + e.line).join() + "|" + typeof b.failed_at + "|" + b.output_file_id')" \
+	"list|invalid_json_line:2,duplicate_custom_id:3,invalid_method:4,url_mismatch:5,invalid_request:6,model_mismatch:7|number|null"
+req oa POST /v1/batches '{"input_file_id":"'$FILE100K'","endpoint":"/v1/chat/completions","completion_window":"24h"}'
+poll_status oa "$(jv "$T/b" 'b.id')" failed
+expect "batches: more than 50,000 lines fails (too_many_tasks)" "$(jv "$T/b" 'b.errors.data[0].code')" too_many_tasks
+
+# expire_fraction: expired, expired requests in the error file as batch_expired
+curl -sS -o /dev/null --data-binary '{"batch":{"expire_fraction":0.25}}' "$BASE/_config"
+mkjsonl "$T/in8.jsonl" 8 gpt-e
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/in8.jsonl"
+req oa POST /v1/batches '{"input_file_id":"'"$(jv "$T/b" 'b.id')"'","endpoint":"/v1/chat/completions","completion_window":"24h"}'
+poll_status oa "$(jv "$T/b" 'b.id')" expired
+expect "expire_fraction: batch ends expired" "$(jv "$T/b" '[b.status, JSON.stringify(b.request_counts), typeof b.expired_at].join("|")')" 'expired|{"total":8,"completed":6,"failed":2}|number'
+req oa GET "/v1/files/$(jv "$T/b" 'b.error_file_id')/content"
+expect "expire_fraction: batch_expired lines" "$(jl "$T/b" 'L.map((l) => l.custom_id + ":" + l.response + ":" + l.error.code).sort().join()')" "r6:null:batch_expired,r7:null:batch_expired"
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+
+# status over complete_after_ms, and cancel (OpenAI and Anthropic together)
+curl -sS -o /dev/null --data-binary '{"batch":{"complete_after_ms":4000}}' "$BASE/_config"
+mkjsonl "$T/in2k.jsonl" 2000 gpt-c
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/in6.jsonl"
+FILE6=$(jv "$T/b" 'b.id')
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/in2k.jsonl"
+FILE2K=$(jv "$T/b" 'b.id')
+"$NODE" -e 'const r = []; for (let i = 0; i < 2000; i++) r.push({ custom_id: "q" + i, params: { model: "claude-c", max_tokens: 20, messages: [{ role: "user", content: "hi " + i }] } }); console.log(JSON.stringify({ requests: r }))' >"$T/an2k.json"
+req oa POST /v1/batches '{"input_file_id":"'$FILE6'","endpoint":"/v1/chat/completions","completion_window":"24h"}'
+T0=$("$NODE" -e 'console.log(Date.now())')
+BP=$(jv "$T/b" 'b.id')
+req oa POST /v1/batches '{"input_file_id":"'$FILE2K'","endpoint":"/v1/chat/completions","completion_window":"24h"}'
+BX=$(jv "$T/b" 'b.id')
+req an POST /v1/messages/batches "@$T/an2k.json"
+AX=$(jv "$T/b" 'b.id')
+# sleep_until MS: sleep until MS milliseconds after T0
+sleep_until() { "$NODE" -e 'const d = +process.argv[1] + +process.argv[2] - Date.now(); setTimeout(() => {}, Math.max(0, d))' "$T0" "$1"; }
+sleep_until 2000
+req oa GET "/v1/batches/$BP"
+cp "$T/b" "$T/bp1"
+req oa POST "/v1/batches/$BX/cancel"
+cp "$T/b" "$T/bx1"
+req an POST "/v1/messages/batches/$AX/cancel"
+cp "$T/b" "$T/ax1"
+sleep_until 3300
+req oa GET "/v1/batches/$BP"
+cp "$T/b" "$T/bp2"
+sleep_until 4300
+req oa GET "/v1/batches/$BP"
+cp "$T/b" "$T/bp3"
+expect "complete_after_ms: in_progress in the middle third" "$(jv "$T/bp1" 'b.status + "|" + typeof b.in_progress_at + "|" + b.completed_at')" "in_progress|number|null"
+expect "complete_after_ms: finalizing in the last third" "$(jv "$T/bp2" 'b.status + "|" + typeof b.finalizing_at')" "finalizing|number"
+expect "complete_after_ms: completed after it" "$(jv "$T/bp3" 'b.status')" completed
+expect "batches: cancel -> cancelling, part answered" "$(jv "$T/bx1" '[b.status, typeof b.cancelling_at, b.request_counts.total, b.request_counts.completed > 0 && b.request_counts.completed < 2000].join("|")')" "cancelling|number|2000|true"
+expect "message batches: cancel -> canceling" "$(jv "$T/ax1" 'b.processing_status + "|" + /Z$/.test(b.cancel_initiated_at)')" "canceling|true"
+req oa GET "/v1/batches/$BX"
+expect "batches: then cancelled" "$(jv "$T/b" 'b.status + "|" + typeof b.cancelled_at')" "cancelled|number"
+DONE_N=$(jv "$T/b" 'b.request_counts.completed')
+req oa GET "/v1/files/$(jv "$T/b" 'b.output_file_id')/content"
+expect "batches: cancelled output holds only answered requests" "$(jl "$T/b" 'L.length')" "$DONE_N"
+req an GET "/v1/messages/batches/$AX"
+expect "message batches: then ended with canceled requests" "$(jv "$T/b" '(() => { const c = b.request_counts; return [b.processing_status, c.succeeded > 0, c.canceled > 0, c.succeeded + c.canceled, c.processing].join("|"); })()')" "ended|true|true|2000|0"
+CANCELED=$(jv "$T/b" 'b.request_counts.canceled')
+curl -sS -o "$T/res" -H "x-api-key: $KEY" -H 'anthropic-version: 2023-06-01' "$(jv "$T/b" 'b.results_url')"
+expect "message batches: canceled results" "$(jl "$T/res" 'L.length + "|" + L.filter((l) => l.result.type === "canceled").length')" "2000|$CANCELED"
+req oa GET '/v1/batches?limit=2'
+expect "batches: list newest first" "$(jv "$T/b" '[b.object, b.data.length, b.data[0].id === "'$BX'", b.data[1].id === "'$BP'", b.first_id === "'$BX'", b.last_id === "'$BP'", b.has_more].join("|")')" "list|2|true|true|true|true|false"
+req oa GET "/v1/batches?limit=1&after=$BX"
+expect "batches: list after=" "$(jv "$T/b" 'b.data.map((x) => x.id).join() + "|" + b.has_more')" "$BP|false"
+req oa GET '/v1/batches?limit=0'
+expect "batches: list bad limit 400" "$CODE" 400
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+
+# a 50,000-line batch
+head -n 50000 "$T/in100k.jsonl" >"$T/in50k.jsonl"
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/in50k.jsonl"
+req oa POST /v1/batches '{"input_file_id":"'"$(jv "$T/b" 'b.id')"'","endpoint":"/v1/chat/completions","completion_window":"24h"}'
+poll_status oa "$(jv "$T/b" 'b.id')" completed
+expect "batches: 50,000 requests complete" "$(jv "$T/b" 'JSON.stringify(b.request_counts)')" '{"total":50000,"completed":49999,"failed":1}'
+req oa GET "/v1/files/$(jv "$T/b" 'b.output_file_id')/content"
+expect "batches: 49,999 output lines, distinct custom_ids" "$(wc -l <"$T/b")/$(grep -o '"custom_id":"r[0-9]*"' "$T/b" | sort -u | wc -l)" "49999/49999"
+
+# ---------------------------------------------------------------- Anthropic Message Batches
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+AREQ='{"requests":[
+ {"custom_id":"ok-1","params":{"model":"claude-b","max_tokens":20,"messages":[{"role":"user","content":"hello batch"}]}},
+ {"custom_id":"fail_2","params":{"model":"claude-b?fail=529","max_tokens":20,"messages":[{"role":"user","content":"x"}]}},
+ {"custom_id":"bad3","params":{"model":"claude-b","messages":[{"role":"user","content":"no max_tokens"}]}},
+ {"custom_id":"fault4","params":{"model":"claude-b?fault=hang","max_tokens":20,"messages":[{"role":"user","content":"x"}]}},
+ {"custom_id":"other5","params":{"model":"claude-other?reply=mixed+models+are+fine","max_tokens":20,"messages":[{"role":"user","content":"x"}]}}]}'
+req an POST /v1/messages/batches "$AREQ"
+expect "message batches: create" "$CODE/$(jv "$T/b" '[/^msgbatch_/.test(b.id), b.type, b.processing_status, JSON.stringify(b.request_counts), b.ended_at, b.results_url, b.archived_at, b.cancel_initiated_at, /^\d{4}-\d\d-\d\dT.*Z$/.test(b.created_at), Date.parse(b.expires_at) - Date.parse(b.created_at)].join("|")')" \
+	'200/true|message_batch|in_progress|{"processing":5,"succeeded":0,"errored":0,"canceled":0,"expired":0}|||||true|86400000'
+expect "message batches: request-id" "$(header request-id | grep -c '^req_mock')" 1
+AB=$(jv "$T/b" 'b.id')
+poll_status an "$AB" ended
+expect "message batches: ended" "$(jv "$T/b" 'JSON.stringify(b.request_counts) + "|" + /Z$/.test(b.ended_at) + "|" + b.results_url')" \
+	"{\"processing\":0,\"succeeded\":2,\"errored\":3,\"canceled\":0,\"expired\":0}|true|http://127.0.0.1:$PORT/v1/messages/batches/$AB/results"
+CODE=$(curl -sS -o "$T/b" -w '%{http_code}' "$BASE/v1/messages/batches/$AB/results")
+expect "message batches: results need the key" "$CODE" 401
+req an GET "/v1/messages/batches/$AB/results"
+cp "$T/b" "$T/res"
+expect "message batches: succeeded result" "$(jl "$T/res" '(() => { const r = L.find((l) => l.custom_id === "ok-1").result; return [r.type, r.message.type, r.message.role, r.message.content[0].text, r.message.usage.output_tokens].join("|"); })()')" \
+	"succeeded|message|assistant|echo: hello batch|3"
+expect "message batches: errored results nest the error" "$(jl "$T/res" 'JSON.stringify(["fail_2", "bad3", "fault4"].map((c) => { const r = L.find((l) => l.custom_id === c).result; return [r.type, r.error.type, r.error.error.type, r.error.error.message]; }))')" \
+	'[["errored","error","overloaded_error","mock error 529"],["errored","error","invalid_request_error","max_tokens: Field required"],["errored","error","api_error","mock fault hang"]]'
+expect "message batches: mixed models" "$(jl "$T/res" 'L.find((l) => l.custom_id === "other5").result.message.content[0].text')" "mixed models are fine"
+req an POST "/v1/messages/batches/$AB/cancel"
+expect "message batches: cancel an ended batch 400" "$CODE/$(jv "$T/b" 'b.error.type')" "400/invalid_request_error"
+abad() { "$NODE" -e '
+	const v = process.argv[1];
+	const r = (id, p) => ({ custom_id: id, params: Object.assign({ model: "c", max_tokens: 5, messages: [{ role: "user", content: "x" }] }, p || {}) });
+	let reqs = [r("a"), r("b")];
+	if (v === "pattern") reqs[1].custom_id = "has space";
+	if (v === "long") reqs[1].custom_id = "x".repeat(65);
+	if (v === "dup") reqs[1].custom_id = "a";
+	if (v === "empty") reqs = [];
+	if (v === "stream") reqs[1] = r("b", { stream: true });
+	if (v === "noparams") delete reqs[1].params;
+	if (v === "toomany") reqs = Array.from({ length: 100001 }, (_, i) => r("r" + i));
+	console.log(JSON.stringify({ requests: reqs }));' "$1"; }
+for v in pattern long dup empty stream noparams toomany; do
+	abad $v >"$T/abad.json"
+	req an POST /v1/messages/batches "@$T/abad.json"
+	expect "message batches: 400 for $v" "$CODE/$(jv "$T/b" 'b.type + "|" + b.error.type')" "400/error|invalid_request_error"
+done
+CODE=$(curl -sS -o "$T/b" -w '%{http_code}' -H "x-api-key: $KEY" --data-binary "$AREQ" "$BASE/v1/messages/batches")
+expect "message batches: anthropic-version required" "$CODE" 400
+req an GET /v1/messages/batches/msgbatch_nope
+expect "message batches: unknown id 404" "$CODE/$(jv "$T/b" 'b.error.type')" "404/not_found_error"
+curl -sS -o /dev/null --data-binary '{"batch":{"expire_fraction":0.5}}' "$BASE/_config"
+req an POST /x/v1/messages/batches '{"requests":[{"custom_id":"e1","params":{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}]}},{"custom_id":"e2","params":{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"y"}]}}]}'
+AE=$(jv "$T/b" 'b.id')
+poll_status an "$AE" ended
+expect "message batches: expire_fraction (any prefix in results_url)" "$(jv "$T/b" 'JSON.stringify(b.request_counts) + "|" + b.results_url')" \
+	"{\"processing\":0,\"succeeded\":1,\"errored\":0,\"canceled\":0,\"expired\":1}|http://127.0.0.1:$PORT/x/v1/messages/batches/$AE/results"
+req an GET "/x/v1/messages/batches/$AE/results"
+expect "message batches: expired result" "$(jl "$T/b" 'L.map((l) => l.custom_id + ":" + l.result.type).sort().join()')" "e1:succeeded,e2:expired"
+req an GET '/v1/messages/batches?limit=1'
+expect "message batches: list" "$(jv "$T/b" '[b.data.length, b.data[0].id === "'$AE'", b.first_id === "'$AE'", b.last_id === "'$AE'", b.has_more].join("|")')" "1|true|true|true|true"
+req an GET "/v1/messages/batches?after_id=$AE"
+expect "message batches: list after_id" "$(jv "$T/b" 'b.data.map((x) => x.id).join() + "|" + b.has_more')" "$AB|false"
+req an DELETE "/v1/messages/batches/$AE"
+expect "message batches: delete an ended batch" "$CODE/$(jv "$T/b" 'b.type')" "200/message_batch_deleted"
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+"$NODE" -e 'const r = []; for (let i = 0; i < 100000; i++) r.push({ custom_id: "req_" + i, params: { model: "claude-big", max_tokens: 20, messages: [{ role: "user", content: "Review " + i + ": love it, works fine" }] } }); console.log(JSON.stringify({ requests: r }))' >"$T/an100k.json"
+req an POST /v1/messages/batches "@$T/an100k.json"
+expect "message batches: 100,000 requests accepted" "$CODE/$(jv "$T/b" 'b.request_counts.processing')" "200/100000"
+poll_status an "$(jv "$T/b" 'b.id')" ended
+expect "message batches: 100,000 requests end" "$(jv "$T/b" 'b.request_counts.succeeded')" 100000
+req an GET "$(jv "$T/b" 'b.results_url' | sed "s#^$BASE##")"
+expect "message batches: 100,000 result lines" "$(wc -l <"$T/b")/$(grep -c '"result":{"type":"succeeded","message":{"id":"msg_mock' "$T/b")" "100000/100000"
+
+# ---------------------------------------------------------------- batch stats and reset
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+req oa POST /v1/batches "$(inline 3)"
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/in8.jsonl"
+req oa POST /v1/batches '{"input_file_id":"'"$(jv "$T/b" 'b.id')"'","endpoint":"/v1/chat/completions","completion_window":"24h"}'
+OB=$(jv "$T/b" 'b.id')
+req an POST /v1/messages/batches '{"requests":[{"custom_id":"s1","params":{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}]}}]}'
+curl -sS -o /dev/null --data-binary '{"batch":{"complete_after_ms":60000}}' "$BASE/_config"
+req an POST /v1/messages/batches '{"requests":[{"custom_id":"s2","params":{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}]}}]}'
+req an POST "/v1/messages/batches/$(jv "$T/b" 'b.id')/cancel"
+curl -sS "$BASE/_stats" >"$T/stats"
+expect "_stats: batches, batch_requests, files, cancels" "$(jv "$T/stats" 'JSON.stringify([b.batches, b.batch_requests, b.files, b.cancels])')" \
+	'[{"inline":1,"openai":1,"anthropic":2},13,1,1]'
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+req oa GET "/v1/batches/$OB"
+expect "POST /_reset drops batches" "$CODE" 404
+expect "POST /_reset clears batch counters" "$(curl -sS "$BASE/_stats" | "$NODE" -e 'const b = JSON.parse(require("fs").readFileSync(0)); console.log(JSON.stringify([b.batches, b.batch_requests, b.files, b.cancels]))')" \
+	'[{"inline":0,"openai":0,"anthropic":0},0,0,0]'
 
 # ---------------------------------------------------------------- shutdown
 curl -sS --max-time 20 -o /dev/null -H "Authorization: Bearer $KEY" \

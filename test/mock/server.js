@@ -21,6 +21,7 @@
 
 const http = require('http');
 const fs = require('fs');
+const batchApi = require('./batch.js');
 
 /* ------------------------------------------------------------------ */
 /* Configuration and state                                             */
@@ -28,7 +29,7 @@ const fs = require('fs');
 
 /* Parse the command line; exits with status 2 on a bad option. */
 function parseArgs(argv) {
-	const cfg = { port: 0, portFile: null, apiKey: 'sk-mock', latency: 0, verbose: false };
+	const cfg = { port: 0, portFile: null, apiKey: 'sk-mock', latency: 0, verbose: false, config: null };
 	for (let i = 0; i < argv.length; i++) {
 		let a = argv[i];
 		let v = null;
@@ -50,6 +51,7 @@ function parseArgs(argv) {
 			case '--api-key': cfg.apiKey = val(); break;
 			case '--latency': cfg.latency = intArg(a, val()); break;
 			case '--verbose': cfg.verbose = true; break;
+			case '--config': cfg.config = val(); break;
 			case '-h':
 			case '--help': usage(null); break;
 			default: usage('unknown option ' + a);
@@ -67,7 +69,7 @@ function intArg(name, s) {
 
 /* Print usage (and an error, if any) and exit. */
 function usage(err) {
-	const text = 'usage: node server.js [--port N] [--port-file PATH] [--api-key KEY] [--latency MS] [--verbose]\n';
+	const text = 'usage: node server.js [--port N] [--port-file PATH] [--api-key KEY] [--latency MS] [--config JSON] [--verbose]\n';
 	if (err) {
 		process.stderr.write('mock: ' + err + '\n' + text);
 		process.exit(2);
@@ -90,16 +92,226 @@ function nowUs() {
 const LOG_KEEP = 50;        /* entries kept for GET /_requests */
 const TRACE_KEEP = 20;      /* traced streams kept for GET /_trace */
 const MAX_KEYS = 100000;    /* per-key counters kept without a times= directive */
+const ARRIVALS_KEEP = 200000;   /* arrivals kept for GET /_arrivals */
+const RPM_WINDOW_MS = 60000;    /* the rpm knob's sliding window */
 
 const state = {
-	requests: 0,            /* protocol requests since start/reset */
+	requests: 0,            /* chat protocol requests since start/reset */
 	connections: 0,         /* TCP connections accepted since start/reset */
 	byKey: new Map(),       /* "model|prompt" -> count */
 	log: [],                /* last LOG_KEEP protocol requests */
 	traces: [],             /* last TRACE_KEEP traced streams */
+	arrivals: 0,            /* protocol requests recorded in the ring below */
+	rpmTimes: [],           /* admission times (ms) in the rpm window ... */
+	rpmHead: 0,             /* ... from this index on */
 };
+/* The last ARRIVALS_KEEP arrivals, a ring indexed by count % ARRIVALS_KEEP:
+ * preallocated, so that recording one allocates nothing. */
+const arrivalT = new Float64Array(ARRIVALS_KEEP);
+const arrivalPath = new Array(ARRIVALS_KEEP).fill(null);
+const arrivalModel = new Array(ARRIVALS_KEEP).fill(null);
 let idCounter = 0;          /* never reset, so ids stay unique */
 const sockets = new Set();  /* every open socket, destroyed at shutdown */
+
+/* ------------------------------------------------------------------ */
+/* Runtime knobs (GET/POST /_config, --config)                         */
+/* ------------------------------------------------------------------ */
+
+/* Validators of the knobs: return the value or throw a message.  A nested
+ * object is a group of knobs. */
+const KNOBS = {
+	rpm: knobInt,
+	batch: {
+		complete_after_ms: knobInt,
+		expire_fraction: (v, k) => {
+			if (typeof v !== 'number' || !(v >= 0 && v <= 1))
+				throw k + ' must be a number from 0 to 1';
+			return v;
+		},
+		inline_max: knobInt,
+		inline_latency_ms: knobInt,
+		shuffle: (v, k) => {
+			if (typeof v !== 'boolean')
+				throw k + ' must be true or false';
+			return v;
+		},
+	},
+};
+
+/* Knob value that must be a non-negative integer. */
+function knobInt(v, k) {
+	if (!Number.isInteger(v) || v < 0)
+		throw k + ' must be a non-negative integer';
+	return v;
+}
+
+/* The built-in defaults of every knob. */
+function defaultSettings() {
+	return { rpm: 0, batch: { complete_after_ms: 0, expire_fraction: 0, inline_max: 0,
+		inline_latency_ms: 0, shuffle: true } };
+}
+
+/* Validate obj against the knob table and merge it into target; all or
+ * nothing.  Returns null or an error message. */
+function applyConfig(target, obj) {
+	const staged = [];
+	const walk = (o, table, dst, prefix) => {
+		if (o === null || typeof o !== 'object' || Array.isArray(o))
+			throw (prefix || 'the configuration') + ' must be a JSON object';
+		for (const k of Object.keys(o)) {
+			const rule = table[k];
+			const name = prefix ? prefix + '.' + k : k;
+			if (!Object.prototype.hasOwnProperty.call(table, k))
+				throw 'unknown config key ' + name;
+			if (typeof rule === 'function')
+				staged.push([dst, k, rule(o[k], name)]);
+			else
+				walk(o[k], rule, dst[k], name);
+		}
+	};
+	try {
+		walk(obj, KNOBS, target, '');
+	} catch (e) {
+		return String(e);
+	}
+	for (const [dst, k, v] of staged)
+		dst[k] = v;
+	return null;
+}
+
+/* Settings restored by POST /_reset: the defaults plus --config. */
+const baseSettings = defaultSettings();
+if (cfg.config !== null) {
+	let parsed;
+	try {
+		parsed = JSON.parse(cfg.config);
+	} catch (e) {
+		usage('--config is not JSON: ' + e.message);
+	}
+	const err = applyConfig(baseSettings, parsed);
+	if (err)
+		usage('--config: ' + err);
+}
+let settings = JSON.parse(JSON.stringify(baseSettings));
+
+/* ------------------------------------------------------------------ */
+/* Arrivals and the rpm limiter                                        */
+/* ------------------------------------------------------------------ */
+
+/* Record the arrival of a protocol request (t in epoch microseconds);
+ * returns its number, for setArrivalModel(). */
+function recordArrival(t, path, model) {
+	const i = state.arrivals % ARRIVALS_KEEP;
+	arrivalT[i] = t;
+	arrivalPath[i] = path;
+	arrivalModel[i] = model;
+	return state.arrivals++;
+}
+
+/* Fill in the model of arrival number n, if it is still kept. */
+function setArrivalModel(n, model) {
+	if (n >= state.arrivals - ARRIVALS_KEEP)
+		arrivalModel[n % ARRIVALS_KEEP] = model;
+}
+
+/* GET /_arrivals: the kept arrivals, oldest first, as JSON text. */
+function arrivalsJson() {
+	const total = state.arrivals;
+	const parts = [];
+	for (let n = Math.max(0, total - ARRIVALS_KEEP); n < total; n++) {
+		const i = n % ARRIVALS_KEEP;
+		parts.push('{"t_us":' + arrivalT[i] + ',"path":' + JSON.stringify(arrivalPath[i]) +
+			',"model":' + JSON.stringify(arrivalModel[i]) + '}');
+	}
+	return '[' + parts.join(',') + ']';
+}
+
+/* Requests admitted in the last 60 s (older entries are dropped). */
+function rpmUsed(now) {
+	const w = state.rpmTimes;
+	let h = state.rpmHead;
+	while (h < w.length && w[h] <= now - RPM_WINDOW_MS)
+		h++;
+	if (h > 1024 && h * 2 > w.length) {
+		state.rpmTimes = w.slice(h);
+		h = 0;
+	}
+	state.rpmHead = h;
+	return state.rpmTimes.length - h;
+}
+
+/* The rpm gate (only called when settings.rpm > 0): admits the request and
+ * returns the window's rate-limit headers, or answers 429 itself and
+ * returns null.  reqId names the request-id header value. */
+function rpmGate(proto, res, reqId) {
+	const now = Date.now();
+	const limit = settings.rpm;
+	const used = rpmUsed(now);
+	const w = state.rpmTimes;
+	if (used >= limit) {
+		const waitMs = w[state.rpmHead] + RPM_WINDOW_MS - now;
+		const h = windowHeaders(proto, limit, 0, waitMs);
+		h['Content-Type'] = 'application/json';
+		h[proto === ANTHROPIC ? 'request-id' : 'x-request-id'] = reqId;
+		h['Retry-After'] = String(Math.max(1, Math.ceil(waitMs / 1000)));
+		const msg = 'Rate limit reached for requests (mock rpm ' + limit + '): Limit ' + limit +
+			', Used ' + used + ', Requested 1. Please try again in ' + goDuration(waitMs) + '.';
+		sendRaw(res, 429, h, proto === ANTHROPIC ? errorBody(ANTHROPIC, msg, 'rate_limit_error')
+			: errorBody(OPENAI, msg, 'requests', null, 'rate_limit_exceeded'));
+		return null;
+	}
+	w.push(now);
+	const oldest = w[state.rpmHead];
+	return windowHeaders(proto, limit, limit - used - 1, oldest + RPM_WINDOW_MS - now);
+}
+
+/* Rate-limit headers of the rpm window: limit, remaining, and the reset =
+ * time until the oldest admitted request leaves the window. */
+function windowHeaders(proto, limit, remaining, resetMs) {
+	if (proto === ANTHROPIC)
+		return { 'anthropic-ratelimit-requests-limit': String(limit),
+			'anthropic-ratelimit-requests-remaining': String(remaining),
+			'anthropic-ratelimit-requests-reset': rfc3339After(resetMs) };
+	return { 'x-ratelimit-limit-requests': String(limit),
+		'x-ratelimit-remaining-requests': String(remaining),
+		'x-ratelimit-reset-requests': goDuration(resetMs) };
+}
+
+/* A Go-style duration for ms milliseconds: 0s, 12ms, 1.5s, 6m0s, 1h2m3s. */
+function goDuration(ms) {
+	if (!(ms > 0))
+		return '0s';
+	if (ms < 1000)
+		return +ms.toFixed(3) + 'ms';
+	let s = ms / 1000;
+	const h = Math.floor(s / 3600);
+	s -= h * 3600;
+	const m = Math.floor(s / 60);
+	s = +(s - m * 60).toFixed(3);
+	if (h > 0)
+		return h + 'h' + m + 'm' + s + 's';
+	return m > 0 ? m + 'm' + s + 's' : s + 's';
+}
+
+/* Milliseconds of a Go-style duration ("1h2m3.5s", "12ms", "0"), or NaN. */
+function goDurationMs(v) {
+	if (v === '0')
+		return 0;
+	if (!/^(?:\d+(?:\.\d+)?(?:h|m|s|ms|us|\u00b5s|ns))+$/.test(v))
+		return NaN;
+	const unit = { h: 3600000, m: 60000, s: 1000, ms: 1, us: 1e-3, '\u00b5s': 1e-3, ns: 1e-6 };
+	let ms = 0;
+	for (const p of v.matchAll(/(\d+(?:\.\d+)?)(ms|us|\u00b5s|ns|h|m|s)/g))
+		ms += parseFloat(p[1]) * unit[p[2]];
+	return ms;
+}
+
+/* An RFC 3339 UTC timestamp ms milliseconds from now, rounded up to the
+ * second (the form of Anthropic's *-reset headers). */
+function rfc3339After(ms) {
+	const t = Math.ceil((Date.now() + Math.max(0, ms)) / 1000) * 1000;
+	return new Date(t).toISOString().replace('.000Z', 'Z');
+}
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
@@ -312,13 +524,16 @@ function sendProtoError(ctx, status, message, type, param, code) {
 	sendRaw(ctx.res, status, jsonHeaders(ctx), errorBody(ctx.proto, message, type, param, code));
 }
 
-/* Standard headers of a JSON protocol response. */
+/* Standard headers of a JSON protocol response (plus the rate-limit
+ * headers of the rpm window or of a ratelimit= directive, if any). */
 function jsonHeaders(ctx) {
 	const h = { 'Content-Type': 'application/json' };
 	if (ctx.proto === ANTHROPIC)
 		h['request-id'] = 'req_mock' + ctx.id;
 	else
 		h['x-request-id'] = 'req_mock' + ctx.id;
+	if (ctx.rl)
+		Object.assign(h, ctx.rl);
 	return h;
 }
 
@@ -328,7 +543,8 @@ function jsonHeaders(ctx) {
 
 const FAULTS = new Set(['reset', 'hang', 'malformed', 'html', 'notjson', 'big',
 	'badutf8', 'empty_choices', 'null_content', 'leading_ws', 'truncate',
-	'error_event', 'crlf', 'cr', 'split', 'no_done', 'comments']);
+	'error_event', 'crlf', 'cr', 'split', 'no_done', 'comments',
+	'redirect', 'wrong_type', 'slow_body']);
 
 /* Validators of each directive: return the parsed value or throw a message. */
 const DIRECTIVES = {
@@ -357,7 +573,60 @@ const DIRECTIVES = {
 		return kinds;
 	},
 	bytes: nonNegInt,
+	ratelimit: parseRateLimit,
 };
+
+/* Keys of the ratelimit= directive: counts, and Go-style durations. */
+const RL_COUNTS = new Set(['limit', 'remaining', 'tokens_limit', 'tokens_remaining']);
+const RL_DURATIONS = new Set(['reset', 'tokens_reset']);
+
+/* ratelimit=remaining:N,reset:DUR[,limit:N][,tokens_remaining:N]...:
+ * returns the completed settings or throws a message. */
+function parseRateLimit(v) {
+	const o = {};
+	for (const item of v.split(',')) {
+		const c = item.indexOf(':');
+		const k = c < 0 ? item : item.slice(0, c);
+		const x = c < 0 ? '' : item.slice(c + 1);
+		if (RL_COUNTS.has(k) && /^\d+$/.test(x))
+			o[k] = parseInt(x, 10);
+		else if (RL_DURATIONS.has(k) && !isNaN(goDurationMs(x)))
+			o[k] = x;
+		else
+			throw 'invalid mock directive value ratelimit=' + v;
+	}
+	const r = {};
+	r.limit = o.limit !== undefined ? o.limit : Math.max(1000, o.remaining || 0);
+	r.remaining = o.remaining !== undefined ? o.remaining : r.limit;
+	r.reset = o.reset !== undefined ? o.reset : '0s';
+	r.tokens_limit = o.tokens_limit !== undefined ? o.tokens_limit
+		: Math.max(1000000, o.tokens_remaining || 0);
+	r.tokens_remaining = o.tokens_remaining !== undefined ? o.tokens_remaining : r.tokens_limit;
+	r.tokens_reset = o.tokens_reset !== undefined ? o.tokens_reset : '0s';
+	return r;
+}
+
+/* The headers of a ratelimit= directive: OpenAI x-ratelimit-* with the
+ * durations as given, Anthropic anthropic-ratelimit-* with RFC 3339 resets. */
+function rateLimitHeaders(proto, r) {
+	if (proto === ANTHROPIC)
+		return {
+			'anthropic-ratelimit-requests-limit': String(r.limit),
+			'anthropic-ratelimit-requests-remaining': String(r.remaining),
+			'anthropic-ratelimit-requests-reset': rfc3339After(goDurationMs(r.reset)),
+			'anthropic-ratelimit-tokens-limit': String(r.tokens_limit),
+			'anthropic-ratelimit-tokens-remaining': String(r.tokens_remaining),
+			'anthropic-ratelimit-tokens-reset': rfc3339After(goDurationMs(r.tokens_reset)),
+		};
+	return {
+		'x-ratelimit-limit-requests': String(r.limit),
+		'x-ratelimit-remaining-requests': String(r.remaining),
+		'x-ratelimit-reset-requests': r.reset,
+		'x-ratelimit-limit-tokens': String(r.tokens_limit),
+		'x-ratelimit-remaining-tokens': String(r.tokens_remaining),
+		'x-ratelimit-reset-tokens': r.tokens_reset,
+	};
+}
 
 /* Directive value that must be a non-negative integer. */
 function nonNegInt(v, name) {
@@ -738,6 +1007,8 @@ function streamHeaders(ctx) {
 		h['request-id'] = 'req_mock' + ctx.id;
 	else
 		h['x-request-id'] = 'req_mock' + ctx.id;
+	if (ctx.rl)
+		Object.assign(h, ctx.rl);
 	return h;
 }
 
@@ -757,12 +1028,8 @@ function streamReply(ctx, r) {
 	}
 
 	let trace = null;
-	if (ctx.req.headers['x-mock-trace'] === '1') {
-		trace = { id: ctx.id, t_us: [] };
-		state.traces.push(trace);
-		if (state.traces.length > TRACE_KEEP)
-			state.traces.shift();
-	}
+	if (ctx.req.headers['x-mock-trace'] === '1')
+		trace = startTrace(ctx);
 
 	let i = 0;
 	let pieceNo = 0;
@@ -789,6 +1056,26 @@ function streamReply(ctx, r) {
 		res.end();
 	};
 	step();
+}
+
+/* Start the trace of a stream: piece times, and the end time (finish or
+ * close) with aborted = the client closed the connection first. */
+function startTrace(ctx) {
+	const trace = { id: ctx.id, t_us: [], end_us: null, aborted: false };
+	state.traces.push(trace);
+	if (state.traces.length > TRACE_KEEP)
+		state.traces.shift();
+	const res = ctx.res;
+	res.on('finish', () => {
+		trace.end_us = nowUs();
+	});
+	res.on('close', () => {
+		if (trace.end_us === null) {
+			trace.end_us = nowUs();
+			trace.aborted = true;
+		}
+	});
+	return trace;
 }
 
 /* Write buf in 1-3 byte slices, always cutting inside every multi-byte
@@ -829,11 +1116,16 @@ function writeSplit(res, buf, delay) {
 
 /* fail=STATUS: a protocol error with optional retry headers. */
 function sendFailure(ctx) {
+	const h = jsonHeaders(ctx);
+	addRetryHeaders(h, ctx.d);
+	sendRaw(ctx.res, ctx.d.fail, h, failureBody(ctx));
+}
+
+/* The protocol error body (JSON text) of a fail=STATUS directive. */
+function failureBody(ctx) {
 	const d = ctx.d;
 	const status = d.fail;
 	const quota = d.quota && status === 429;
-	const h = jsonHeaders(ctx);
-	addRetryHeaders(h, d);
 	let message = d.message !== undefined ? d.message : 'mock error ' + status;
 	if (quota)
 		message = ctx.proto === ANTHROPIC
@@ -846,7 +1138,7 @@ function sendFailure(ctx) {
 		const k = openaiErrorKind(status, quota);
 		body = errorBody(OPENAI, message, k.type, null, k.code);
 	}
-	sendRaw(ctx.res, status, h, body);
+	return body;
 }
 
 /* Add Retry-After, retry-after-ms and x-should-retry from the directives. */
@@ -861,6 +1153,9 @@ function addRetryHeaders(h, d) {
 	if (d.should_retry !== undefined)
 		h['x-should-retry'] = d.should_retry;
 }
+
+/* Where fault=redirect points: a port nothing listens on. */
+const REDIRECT_TO = 'http://127.0.0.1:1/elsewhere';
 
 const HTML_PAGE = '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n' +
 	'<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>mock-gateway</center>\r\n</body>\r\n</html>\r\n';
@@ -947,12 +1242,40 @@ function sendReply(ctx, r) {
 	res.write(buf.subarray(0, buf.length >> 1), () => res.socket && res.socket.destroy());
 }
 
+/* fault=slow_body: 200 and the headers at once, then the JSON body one
+ * byte at a time, chunk_delay ms apart (default 100). */
+function sendSlow(ctx, r) {
+	const res = ctx.res;
+	const buf = Buffer.from(replyBody(ctx, r), 'utf8');
+	const delay = ctx.d.chunk_delay !== undefined ? ctx.d.chunk_delay : 100;
+	const h = jsonHeaders(ctx);
+	h['Content-Length'] = buf.length;
+	res.writeHead(200, h);
+	res.flushHeaders();
+	let i = 0;
+	const step = () => {
+		if (res.destroyed)
+			return;
+		res.write(buf.subarray(i, i + 1));
+		if (++i >= buf.length) {
+			res.end();
+			return;
+		}
+		if (delay > 0)
+			setTimeout(step, delay);
+		else
+			setImmediate(step);
+	};
+	step();
+}
+
 /* ------------------------------------------------------------------ */
 /* Protocol request handling                                           */
 /* ------------------------------------------------------------------ */
 
-/* Answer one protocol request whose body has been read. */
-function handleProtocol(proto, req, res, path, raw) {
+/* Answer one protocol request whose body has been read; t = its arrival
+ * time (epoch microseconds). */
+function handleProtocol(proto, req, res, path, raw, t) {
 	state.requests++;
 	const id = ++idCounter;
 	const text = raw.toString('utf8');
@@ -965,14 +1288,21 @@ function handleProtocol(proto, req, res, path, raw) {
 		/* reported below, after the auth check */
 	}
 	logRequest(path, req.headers, parsed ? body : text);
+	recordArrival(t, path, parsed && typeof body.model === 'string' ? body.model : null);
 
 	const ctx = { proto, req, res, id, body, model: '', d: null, faults: NO_FAULTS,
-		prompt: '', stream: false, includeUsage: false, created: Math.floor(Date.now() / 1000) };
+		prompt: '', stream: false, includeUsage: false, created: Math.floor(Date.now() / 1000),
+		rl: null };
 
 	const authErr = checkAuth(proto, req.headers);
 	if (authErr) {
 		later(res, cfg.latency, () => sendRaw(res, authErr.status, jsonHeaders(ctx), authErr.body));
 		return;
+	}
+	if (settings.rpm > 0) {
+		ctx.rl = rpmGate(proto, res, 'req_mock' + id);
+		if (ctx.rl === null)
+			return;
 	}
 	if (!parsed) {
 		later(res, cfg.latency, () => sendProtoError(ctx, 400, proto === ANTHROPIC
@@ -995,20 +1325,28 @@ function handleProtocol(proto, req, res, path, raw) {
 	ctx.includeUsage = proto === OPENAI && ctx.stream && !!body.stream_options &&
 		body.stream_options.include_usage === true;
 
-	/* per-key count decides whether times=N still lets the fault through */
 	const d = pm.d;
-	const key = model + '|' + ctx.prompt;
-	let n = state.byKey.get(key);
-	if (n !== undefined || state.byKey.size < MAX_KEYS || (d && d.times !== undefined)) {
-		n = (n || 0) + 1;
-		state.byKey.set(key, n);
-	}
-	const active = d !== null && (d.times === undefined || n <= d.times);
+	if (d !== null && d.ratelimit !== undefined)
+		ctx.rl = Object.assign(ctx.rl || {}, rateLimitHeaders(proto, d.ratelimit));
+	const active = countKey(model, ctx.prompt, d);
 	if (active && d.fault)
 		ctx.faults = new Set(d.fault);
 
 	const latency = d && d.latency !== undefined ? d.latency : cfg.latency;
 	later(res, latency, () => respond(ctx, active));
+}
+
+/* Count one request of the key "model|prompt"; returns whether its
+ * directives are active (the count decides whether times=N still lets a
+ * fail/fault through). */
+function countKey(model, prompt, d) {
+	const key = model + '|' + prompt;
+	let n = state.byKey.get(key);
+	if (n !== undefined || state.byKey.size < MAX_KEYS || (d && d.times !== undefined)) {
+		n = (n || 0) + 1;
+		state.byKey.set(key, n);
+	}
+	return d !== null && (d.times === undefined || n <= d.times);
 }
 
 /* Run fn now, or after ms milliseconds unless the client has gone. */
@@ -1052,6 +1390,10 @@ function respond(ctx, active) {
 		sendRaw(res, 200, { 'Content-Type': 'text/plain' }, 'Service temporarily unavailable');
 		return;
 	}
+	if (f.has('redirect')) {
+		sendRaw(res, 302, { 'Location': REDIRECT_TO }, '');
+		return;
+	}
 	const bad = ctx.proto === ANTHROPIC ? validateAnthropic(ctx.body) : validateOpenAI(ctx.body);
 	if (bad) {
 		sendProtoError(ctx, 400, bad.message, 'invalid_request_error', bad.param, bad.code);
@@ -1062,10 +1404,65 @@ function respond(ctx, active) {
 		return;
 	}
 	const r = computeReply(ctx);
-	if (ctx.stream)
+	if (f.has('wrong_type') && ctx.stream)
+		sendRaw(res, 200, jsonHeaders(ctx), replyBody(ctx, r));
+	else if (f.has('slow_body') && !ctx.stream)
+		sendSlow(ctx, r);
+	else if (ctx.stream)
 		streamReply(ctx, r);
 	else
 		sendReply(ctx, r);
+}
+
+
+/* ------------------------------------------------------------------ */
+/* Requests inside a batch                                             */
+/* ------------------------------------------------------------------ */
+
+/* Faults that still shape a batch line's answer body, and faults that make
+ * the line fail without an HTTP answer; the others are ignored there. */
+const LINE_BODY_FAULTS = new Set(['empty_choices', 'null_content']);
+const LINE_FAIL_FAULTS = new Set(['reset', 'hang', 'malformed', 'html', 'notjson', 'truncate']);
+
+/*
+ * Answer the body of one request inside a batch as the chat route would
+ * answer it non-streaming, without a socket.  Returns { id, status, text,
+ * inTok, outTok } (text = the JSON answer body) or, for a transport fault,
+ * { id, status: 0, fault }.  latency, retry headers and stream faults are
+ * ignored; the per-key counts (times=) are shared with the chat routes.
+ */
+function answerLine(proto, body) {
+	const id = ++idCounter;
+	const ctx = { proto, req: null, res: null, id, body, model: '', d: null, faults: NO_FAULTS,
+		prompt: '', stream: false, includeUsage: false, created: Math.floor(Date.now() / 1000),
+		rl: null };
+	const fail = (message) => ({ id, status: 400,
+		text: errorBody(proto, message, 'invalid_request_error') });
+	if (body === null || typeof body !== 'object' || Array.isArray(body))
+		return fail('the request body must be a JSON object');
+	const model = typeof body.model === 'string' ? body.model : '';
+	const pm = parseModel(model);
+	if (pm.error)
+		return fail(pm.error);
+	ctx.model = pm.name;
+	ctx.d = pm.d;
+	ctx.prompt = lastUserText(body.messages);
+	const d = pm.d;
+	const active = countKey(model, ctx.prompt, d);
+	if (active && d.fail !== undefined)
+		return { id, status: d.fail, text: failureBody(ctx) };
+	if (active && d.fault) {
+		for (const k of d.fault)
+			if (LINE_FAIL_FAULTS.has(k))
+				return { id, status: 0, fault: k };
+		ctx.faults = new Set(d.fault.filter((k) => LINE_BODY_FAULTS.has(k)));
+	}
+	const bad = proto === ANTHROPIC ? validateAnthropic(body) : validateOpenAI(body);
+	if (bad)
+		return { id, status: 400,
+			text: errorBody(proto, bad.message, 'invalid_request_error', bad.param, bad.code) };
+	const r = computeReply(ctx);
+	return { id, status: 200, text: replyBody(ctx, r), inTok: r.inTok, outTok: r.outTok };
 }
 
 /* Remember a protocol request for GET /_requests, keys redacted. */
@@ -1102,36 +1499,103 @@ function onRequest(req, res) {
 	}
 
 	if (proto !== null && req.method === 'POST') {
+		const t = nowUs();
 		const chunks = [];
 		req.on('data', (c) => chunks.push(c));
 		req.on('end', () => handleProtocol(proto, req, res, path,
-			chunks.length === 1 ? chunks[0] : Buffer.concat(chunks)));
+			chunks.length === 1 ? chunks[0] : Buffer.concat(chunks), t));
 		return;
 	}
+	if (path.startsWith('/_'))
+		onControl(req, res, path);
+	else if (!batchApi.route(req, res, path, q < 0 ? '' : url.slice(q + 1)))
+		notFound(req, res, path);
+}
 
+/* Answer 404 with an OpenAI-shaped error. */
+function notFound(req, res, path) {
+	req.resume();
+	sendRaw(res, 404, { 'Content-Type': 'application/json' }, JSON.stringify({ error: {
+		message: 'mock: no route for ' + req.method + ' ' + path, type: 'invalid_request_error',
+		param: null, code: 'not_found' } }));
+}
+
+/* ------------------------------------------------------------------ */
+/* Control routes (/_health, /_reset, /_stats, /_config, ...)         */
+/* ------------------------------------------------------------------ */
+
+/* Route a control request (path starts with /_). */
+function onControl(req, res, path) {
 	const json = { 'Content-Type': 'application/json' };
-	if (req.method === 'GET' && path === '/_health')
+	const m = req.method;
+	if (m === 'GET' && path === '/_health')
 		sendRaw(res, 200, { 'Content-Type': 'text/plain' }, 'ok');
-	else if (req.method === 'POST' && path === '/_reset') {
-		state.requests = 0;
-		state.connections = 0;
-		state.byKey.clear();
-		state.log = [];
-		state.traces = [];
+	else if (m === 'POST' && path === '/_reset') {
+		resetAll();
 		req.resume();
 		sendRaw(res, 200, json, '{}');
-	} else if (req.method === 'GET' && path === '/_stats')
-		sendRaw(res, 200, json, JSON.stringify({ requests: state.requests,
-			by_key: Object.fromEntries(state.byKey), connections: state.connections }));
-	else if (req.method === 'GET' && path === '/_requests')
+	} else if (m === 'GET' && path === '/_stats')
+		sendRaw(res, 200, json, JSON.stringify(statsObject()));
+	else if (m === 'GET' && path === '/_requests')
 		sendRaw(res, 200, json, JSON.stringify(state.log));
-	else if (req.method === 'GET' && path === '/_trace')
+	else if (m === 'GET' && path === '/_trace')
 		sendRaw(res, 200, json, JSON.stringify(state.traces));
-	else {
+	else if (m === 'GET' && path === '/_arrivals')
+		sendRaw(res, 200, json, arrivalsJson());
+	else if (m === 'GET' && path === '/_config') {
 		req.resume();
-		sendRaw(res, 404, json, JSON.stringify({ error: { message: 'mock: no route for ' +
-			req.method + ' ' + path, type: 'invalid_request_error', param: null, code: 'not_found' } }));
-	}
+		sendRaw(res, 200, json, JSON.stringify(settings));
+	} else if (m === 'POST' && path === '/_config')
+		postConfig(req, res);
+	else
+		notFound(req, res, path);
+}
+
+/* POST /_config: merge a JSON object of knobs; 400 on any bad key. */
+function postConfig(req, res) {
+	const json = { 'Content-Type': 'application/json' };
+	const chunks = [];
+	req.on('data', (c) => chunks.push(c));
+	req.on('end', () => {
+		let obj;
+		let err;
+		try {
+			obj = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+		} catch (e) {
+			err = 'the body is not JSON: ' + e.message;
+		}
+		if (!err)
+			err = applyConfig(settings, obj);
+		if (err)
+			sendRaw(res, 400, json, errorBody(OPENAI, err, 'invalid_request_error'));
+		else
+			sendRaw(res, 200, json, JSON.stringify(settings));
+	});
+}
+
+/* POST /_reset: counters, logs, traces, arrivals, the rpm window, the
+ * knobs (back to the defaults and --config), batches and files. */
+function resetAll() {
+	state.requests = 0;
+	state.connections = 0;
+	state.byKey.clear();
+	state.log = [];
+	state.traces = [];
+	state.arrivals = 0;
+	arrivalPath.fill(null);
+	arrivalModel.fill(null);
+	state.rpmTimes = [];
+	state.rpmHead = 0;
+	settings = JSON.parse(JSON.stringify(baseSettings));
+	batchApi.reset();
+}
+
+/* The GET /_stats object. */
+function statsObject() {
+	const b = batchApi.stats();
+	return { requests: state.requests, by_key: Object.fromEntries(state.byKey),
+		connections: state.connections, open_connections: sockets.size,
+		batches: b.batches, batch_requests: b.batch_requests, files: b.files, cancels: b.cancels };
 }
 
 /* Write a file atomically: a temporary file renamed into place. */
@@ -1140,6 +1604,14 @@ function writeAtomic(path, text) {
 	fs.writeFileSync(tmp, text);
 	fs.renameSync(tmp, path);
 }
+
+batchApi.init({
+	OPENAI, ANTHROPIC, answerLine, checkAuth, errorBody, openaiErrorKind, anthropicErrorType,
+	sendRaw, nowUs, recordArrival, setArrivalModel,
+	nextId: () => ++idCounter,
+	settings: () => settings,
+	rpmGate: (proto, res, reqId) => (settings.rpm > 0 ? rpmGate(proto, res, reqId) : {}),
+});
 
 const server = http.createServer({ noDelay: true, keepAlive: true }, onRequest);
 server.keepAliveTimeout = 120000;
