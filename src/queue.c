@@ -51,18 +51,23 @@ PG_FUNCTION_INFO_V1(pg_llm_enqueue);
 PG_FUNCTION_INFO_V1(pg_llm_worker_status);
 PG_FUNCTION_INFO_V1(pg_llm_usage_buffer_status);
 
-/* llm.usage_buffer_status(): records waiting, and records dropped. */
+/*
+ * llm.usage_buffer_status(): records waiting in shared memory, records
+ * dropped (only a call being cleaned up after an error that found no room
+ * for a long time drops its record), and records that waited for room.
+ */
 Datum
 pg_llm_usage_buffer_status(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[2];
-	bool		nulls[2] = {false, false};
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
 
 	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "return type must be a row type");
-	values[0] = Int32GetDatum((int32) UsagePending());
+	values[0] = Int32GetDatum((int32) UsagePendingAll());
 	values[1] = Int64GetDatum(LlmShared ? (int64) pg_atomic_read_u64(&LlmShared->usage_dropped) : 0);
+	values[2] = Int64GetDatum(LlmShared ? (int64) pg_atomic_read_u64(&LlmShared->usage_waits) : 0);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 

@@ -68,7 +68,13 @@ llm_shmem_startup(void)
 		 */
 		pg_atomic_init_u64(&LlmShared->next_lease_holder,
 						   (uint64) GetCurrentTimestamp() << 8);
-		pg_atomic_init_u32(&LlmShared->usage_pending, 0);
+		/* every usage slot starts on the free list */
+		for (i = 0; i < llm_usage_buffer; i++)
+			LlmShared->usage[i].next = (i + 1 < llm_usage_buffer) ? i + 1 : -1;
+		LlmShared->usage_free = 0;
+		LlmShared->usage_nfree = llm_usage_buffer;
+		ConditionVariableInit(&LlmShared->usage_room);
+		pg_atomic_init_u64(&LlmShared->usage_waits, 0);
 		pg_atomic_init_u64(&LlmShared->usage_dropped, 0);
 		for (i = 0; i < LLM_MAX_WORKERS; i++)
 		{
@@ -111,4 +117,23 @@ LlmWakeWorkers(Oid dboid)
 			SetLatch(w->latch);
 	}
 	LWLockRelease(LlmShared->lock);
+}
+
+/* Wake the writer of every database with usage records waiting. */
+void
+LlmWakeAllWriters(void)
+{
+	Oid			dbs[LLM_USAGE_DBS];
+	int			n = 0;
+	int			i;
+
+	if (LlmShared == NULL)
+		return;
+	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
+	for (i = 0; i < LLM_USAGE_DBS; i++)
+		if (LlmShared->usage_lists[i].count > 0)
+			dbs[n++] = LlmShared->usage_lists[i].dboid;
+	LWLockRelease(LlmShared->usage_lock);
+	for (i = 0; i < n; i++)
+		LlmWakeWorkers(dbs[i]);
 }

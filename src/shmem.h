@@ -15,6 +15,7 @@
 
 #include "port/atomics.h"
 #include "storage/latch.h"
+#include "storage/condition_variable.h"
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
@@ -45,7 +46,7 @@ typedef struct LlmWorkerSlot
 
 typedef struct LlmUsageRecord
 {
-	bool		full;
+	int32		next;			/* the next record of its list (-1: none) */
 	Oid			dboid;
 	Oid			roleid;
 	TimestampTz ts;
@@ -65,6 +66,20 @@ typedef struct LlmUsageRecord
 	char		model[LLM_USAGE_NAME_LEN];
 	char		upstream[LLM_USAGE_NAME_LEN];
 } LlmUsageRecord;
+
+/*
+ * The usage records waiting for one database's writer, oldest first, as a
+ * list through LlmUsageRecord.next.
+ */
+#define LLM_USAGE_DBS 64
+
+typedef struct LlmUsageList
+{
+	Oid			dboid;			/* InvalidOid: unused */
+	int32		head;
+	int32		tail;
+	int32		count;
+} LlmUsageList;
 
 /* A role's spending this month in one database, for budgets. */
 #define LLM_MAX_BUDGETS 256
@@ -87,13 +102,19 @@ typedef struct LlmSharedState
 	LWLock	   *lock;
 	pg_atomic_uint64 next_lease_holder; /* new at every start of the server */
 	LlmWorkerSlot workers[LLM_MAX_WORKERS];
-	/* usage records: a ring written by every backend, emptied per database */
+	/*
+	 * usage records: slots written by every backend, kept per database
+	 * until that database's writer moves them into llm.usage; a caller
+	 * that finds no free slot waits on usage_room
+	 */
 	LWLock	   *usage_lock;
 	int			usage_slots;
-	int			usage_next;		/* where the next record goes */
-	int			usage_first;	/* no full slot lies in [next, first) */
-	pg_atomic_uint32 usage_pending;
-	pg_atomic_uint64 usage_dropped;
+	int32		usage_free;		/* the free slots, as a list */
+	int32		usage_nfree;
+	LlmUsageList usage_lists[LLM_USAGE_DBS];
+	ConditionVariable usage_room;
+	pg_atomic_uint64 usage_waits;	/* records that waited for room */
+	pg_atomic_uint64 usage_dropped; /* records that could not wait */
 	TimestampTz writer_requested_at[LLM_MAX_WORKERS];
 	Oid			writer_requested_db[LLM_MAX_WORKERS];
 	LlmBudgetEntry budgets[LLM_MAX_BUDGETS];
@@ -106,5 +127,6 @@ extern LlmSharedState *LlmShared;
 
 extern void LlmShmemRegister(void);
 extern void LlmWakeWorkers(Oid dboid);
+extern void LlmWakeAllWriters(void);
 
 #endif							/* PG_LLM_SHMEM_H */

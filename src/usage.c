@@ -29,8 +29,10 @@
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "pgtime.h"
 #include "postmaster/bgworker.h"
+#include "storage/condition_variable.h"
 #include "utils/builtins.h"
 #include "utils/array.h"
 #include "utils/datetime.h"
@@ -86,6 +88,8 @@ route_cost(const LlmRoute *route, int64 in, int64 out)
 		return -1;
 	return in * route->input_usd_per_mtok / 1e6 + out * route->output_usd_per_mtok / 1e6;
 }
+
+static LlmUsageList *usage_list(Oid dboid, bool create);
 
 /* ---- budgets ---- */
 
@@ -160,7 +164,6 @@ static void
 budget_load(Oid roleid, double *spent, int64 *calls)
 {
 	SpentQuery	q;
-	int			i;
 
 	q.roleid = roleid;
 	RunAsOwner(spent_query, &q);
@@ -169,16 +172,20 @@ budget_load(Oid roleid, double *spent, int64 *calls)
 
 	/* records not written yet count too */
 	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
-	for (i = 0; i < LlmShared->usage_slots; i++)
 	{
-		LlmUsageRecord *r = &LlmShared->usage[i];
+		LlmUsageList *l = usage_list(MyDatabaseId, false);
+		int32		k = l ? l->head : -1;
+		int			month = month_of(GetCurrentTimestamp());
 
-		if (r->full && r->dboid == MyDatabaseId && r->roleid == roleid &&
-			r->outcome != LLM_OUTCOME_RETRY &&
-			month_of(r->ts) == month_of(GetCurrentTimestamp()))
+		for (; k >= 0; k = LlmShared->usage[k].next)
 		{
-			*spent += r->has_cost ? r->cost_usd : 0;
-			(*calls)++;
+			LlmUsageRecord *r = &LlmShared->usage[k];
+
+			if (r->roleid == roleid && r->outcome != LLM_OUTCOME_RETRY && month_of(r->ts) == month)
+			{
+				*spent += r->has_cost ? r->cost_usd : 0;
+				(*calls)++;
+			}
 		}
 	}
 	LWLockRelease(LlmShared->usage_lock);
@@ -368,34 +375,144 @@ ensure_writer(void)
 				 errhint("Raise max_worker_processes, or list the database in llm.database.")));
 }
 
-/* Put a record in the ring; false when the ring is full. */
+/*
+ * Records of this process kept in local memory until its next flush: the
+ * queue worker writes its own calls' usage in the transaction that writes
+ * their results, without a trip through shared memory.
+ */
+static LlmUsageRecord *local_records = NULL;
+static int	nlocal = 0;
+static int	local_cap = 0;
+
+/* Does this process write its own records (it is its database's writer)? */
 static bool
-ring_put(const LlmUsageRecord *rec)
+keeps_own_records(void)
 {
-	int			n = LlmShared->usage_slots;
-	int			i;
-	bool		ok = false;
+	return LlmAmBackgroundWorker() && MyBgworkerEntry &&
+		strcmp(MyBgworkerEntry->bgw_function_name, "pg_llm_worker_main") == 0;
+}
 
-	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
-	for (i = 0; i < n; i++)
+static void
+local_put(const LlmUsageRecord *rec)
+{
+	if (nlocal == local_cap)
 	{
-		int			k = (LlmShared->usage_next + i) % n;
+		int			cap = Max(local_cap * 2, 256);
 
-		if (!LlmShared->usage[k].full)
+		local_records = local_records ?
+			repalloc(local_records, sizeof(LlmUsageRecord) * cap) :
+			MemoryContextAlloc(TopMemoryContext, sizeof(LlmUsageRecord) * cap);
+		local_cap = cap;
+	}
+	local_records[nlocal++] = *rec;
+}
+
+/* The list of a database's waiting records (lock held); NULL if none. */
+static LlmUsageList *
+usage_list(Oid dboid, bool create)
+{
+	int			i;
+	LlmUsageList *free_list = NULL;
+
+	for (i = 0; i < LLM_USAGE_DBS; i++)
+	{
+		LlmUsageList *l = &LlmShared->usage_lists[i];
+
+		if (l->dboid == dboid)
+			return l;
+		if (free_list == NULL && (l->dboid == InvalidOid || l->count == 0))
+			free_list = l;
+	}
+	if (!create || free_list == NULL)
+		return NULL;
+	free_list->dboid = dboid;
+	free_list->head = free_list->tail = -1;
+	free_list->count = 0;
+	return free_list;
+}
+
+/*
+ * Put a record in shared memory for its database's writer.  Returns true
+ * when the database had no record waiting before (the writer must be
+ * woken), false otherwise; *full when there was no room.
+ */
+static bool
+shared_put(const LlmUsageRecord *rec, bool *full)
+{
+	LlmUsageList *l;
+	int32		k;
+	bool		first = false;
+
+	*full = false;
+	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
+	l = LlmShared->usage_free >= 0 ? usage_list(rec->dboid, true) : NULL;
+	if (l == NULL)
+	{
+		LWLockRelease(LlmShared->usage_lock);
+		*full = true;
+		return false;
+	}
+	k = LlmShared->usage_free;
+	LlmShared->usage_free = LlmShared->usage[k].next;
+	LlmShared->usage_nfree--;
+	LlmShared->usage[k] = *rec;
+	LlmShared->usage[k].next = -1;
+	if (l->tail >= 0)
+		LlmShared->usage[l->tail].next = k;
+	else
+		l->head = k;
+	l->tail = k;
+	first = (l->count++ == 0);
+	LWLockRelease(LlmShared->usage_lock);
+	return first;
+}
+
+/*
+ * Put a record where its writer finds it, never losing it: when shared
+ * memory is full the caller waits for the writers to make room (a cancel
+ * ends the wait).  Only a caller that cannot be interrupted (a call being
+ * cleaned up after an error) gives up after USAGE_WAIT_MAX_MS, counting
+ * the record as dropped.
+ */
+#define USAGE_WAIT_MAX_MS 10000
+
+static void
+usage_put(const LlmUsageRecord *rec)
+{
+	bool		full;
+	bool		waited = false;
+	TimestampTz start = 0;
+
+	if (keeps_own_records() && rec->dboid == MyDatabaseId)
+	{
+		local_put(rec);
+		return;
+	}
+	for (;;)
+	{
+		if (shared_put(rec, &full))
+			LlmWakeWorkers(rec->dboid);
+		if (!full)
+			break;
+		if (!waited)
 		{
-			LlmShared->usage[k] = *rec;
-			LlmShared->usage[k].full = true;
-			LlmShared->usage_next = (k + 1) % n;
-			ok = true;
+			waited = true;
+			start = GetCurrentTimestamp();
+			pg_atomic_fetch_add_u64(&LlmShared->usage_waits, 1);
+			ConditionVariablePrepareToSleep(&LlmShared->usage_room);
+		}
+		if (!INTERRUPTS_CAN_BE_PROCESSED() &&
+			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), USAGE_WAIT_MAX_MS))
+		{
+			pg_atomic_fetch_add_u64(&LlmShared->usage_dropped, 1);
 			break;
 		}
+		/* the writers of every database with records may be asleep */
+		LlmWakeAllWriters();
+		(void) ConditionVariableTimedSleep(&LlmShared->usage_room, 100, PG_WAIT_EXTENSION);
 	}
-	LWLockRelease(LlmShared->usage_lock);
-	if (ok)
-		pg_atomic_fetch_add_u32(&LlmShared->usage_pending, 1);
-	else
-		pg_atomic_fetch_add_u64(&LlmShared->usage_dropped, 1);
-	return ok;
+	if (waited)
+		ConditionVariableCancelSleep();
 }
 
 /*
@@ -424,6 +541,7 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 
 	now = GetCurrentTimestamp();
 	memset(&rec, 0, sizeof(rec));
+	rec.next = -1;
 	rec.dboid = MyDatabaseId;
 	rec.roleid = call->roleid;
 	rec.ts = call->started;
@@ -448,7 +566,7 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	copy_name(rec.provider, route ? route->provider->name : NULL);
 	copy_name(rec.model, call->model);
 	copy_name(rec.upstream, route ? route->upstream_model : NULL);
-	(void) ring_put(&rec);
+	usage_put(&rec);
 }
 
 /* A call's memory going away unrecorded: it was cut short. */
@@ -504,70 +622,54 @@ LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype)
 }
 
 #define USAGE_COLUMNS 15
+#define USAGE_FLUSH_CHUNK 5000
 
-/*
- * Move this database's records into llm.usage, inside the caller's
- * transaction (a worker's own), with one saved INSERT over arrays.
- * Returns the number written.
- */
-int
-UsageFlush(void)
+/* Take up to cap of this database's records out of shared memory. */
+static int
+shared_take(LlmUsageRecord *out, int cap)
+{
+	LlmUsageList *l;
+	int			n = 0;
+
+	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
+	l = usage_list(MyDatabaseId, false);
+	while (l && l->head >= 0 && n < cap)
+	{
+		int32		k = l->head;
+
+		out[n++] = LlmShared->usage[k];
+		l->head = LlmShared->usage[k].next;
+		if (l->head < 0)
+			l->tail = -1;
+		l->count--;
+		LlmShared->usage[k].next = LlmShared->usage_free;
+		LlmShared->usage_free = k;
+		LlmShared->usage_nfree++;
+	}
+	LWLockRelease(LlmShared->usage_lock);
+	if (n > 0)
+		ConditionVariableBroadcast(&LlmShared->usage_room);
+	return n;
+}
+
+/* Insert records into llm.usage with one saved INSERT over arrays. */
+static void
+insert_records(const LlmUsageRecord *batch, int n)
 {
 	static SPIPlanPtr plan = NULL;
 	static const Oid elemtypes[USAGE_COLUMNS] = {
 		TIMESTAMPTZOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		INT2OID, INT2OID, BOOLOID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID
 	};
-	Oid			argtypes[USAGE_COLUMNS];
 	Datum		args[USAGE_COLUMNS];
 	Datum	   *cols[USAGE_COLUMNS];
 	bool	   *nulls[USAGE_COLUMNS];
 	int			i;
 	int			c;
-	int			n = 0;
-	int			cap;
-	LlmUsageRecord *batch;
-
-	if (LlmShared == NULL || pg_atomic_read_u32(&LlmShared->usage_pending) == 0)
-		return 0;
-
-	cap = Min(LlmShared->usage_slots, 1000);
-	batch = palloc(sizeof(LlmUsageRecord) * cap);
-	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
-	{
-		/*
-		 * Records are put in ring order, so the full slots lie from
-		 * usage_first up to usage_next: scan only those, and move
-		 * usage_first past the slots that are empty now.
-		 */
-		int			slots = LlmShared->usage_slots;
-		int			k = LlmShared->usage_first;
-		bool		leading = true;
-
-		for (i = 0; i < slots && n < cap; i++, k = (k + 1) % slots)
-		{
-			LlmUsageRecord *r = &LlmShared->usage[k];
-
-			if (k == LlmShared->usage_next && !r->full)
-				break;
-			if (r->full && r->dboid == MyDatabaseId)
-			{
-				batch[n++] = *r;
-				r->full = false;
-			}
-			if (leading && !r->full)
-				LlmShared->usage_first = (k + 1) % slots;
-			else
-				leading = false;
-		}
-	}
-	LWLockRelease(LlmShared->usage_lock);
-	if (n == 0)
-		return 0;
-	pg_atomic_fetch_sub_u32(&LlmShared->usage_pending, n);
 
 	if (plan == NULL)
 	{
+		Oid			argtypes[USAGE_COLUMNS];
 		SPIPlanPtr	p;
 
 		for (c = 0; c < USAGE_COLUMNS; c++)
@@ -576,7 +678,7 @@ UsageFlush(void)
 						"upstream_model, http_status, attempts, fallback, input_tokens, "
 						"output_tokens, latency_ms, ttft_ms, cost_usd) "
 						"SELECT u.ts, u.r, u.mo, u.oc, u.p, u.m, u.um, u.hs, u.at, u.fb, u.it, "
-						"u.ot, u.lat, u.ttft, u.cost::numeric "
+						"u.ot, u.lat, u.ttft, u.cost::pg_catalog.numeric "
 						"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
 						"AS u(ts, r, mo, oc, p, m, um, hs, at, fb, it, ot, lat, ttft, cost)",
 						USAGE_COLUMNS, argtypes);
@@ -593,7 +695,7 @@ UsageFlush(void)
 	}
 	for (i = 0; i < n; i++)
 	{
-		LlmUsageRecord *r = &batch[i];
+		const LlmUsageRecord *r = &batch[i];
 
 		cols[0][i] = TimestampTzGetDatum(r->ts);
 		cols[1][i] = ObjectIdGetDatum(r->roleid);
@@ -621,12 +723,75 @@ UsageFlush(void)
 		args[c] = LlmMakeArray(cols[c], nulls[c], n, elemtypes[c]);
 	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write to llm.usage");
-	return n;
+	for (c = 0; c < USAGE_COLUMNS; c++)
+	{
+		pfree(cols[c]);
+		pfree(nulls[c]);
+	}
 }
 
-/* Records waiting in shared memory for any database. */
+/*
+ * Move this database's waiting records (this process's own, and those in
+ * shared memory) into llm.usage, inside the caller's transaction (a
+ * worker's own), in statements of up to USAGE_FLUSH_CHUNK rows, until
+ * none waits.  Returns the number written.
+ */
+int
+UsageFlush(void)
+{
+	LlmUsageRecord *batch;
+	int			total = 0;
+	int			n;
+
+	if (LlmShared == NULL)
+		return 0;
+	if (nlocal > 0)
+	{
+		int			i;
+
+		for (i = 0; i < nlocal; i += USAGE_FLUSH_CHUNK)
+			insert_records(local_records + i, Min(USAGE_FLUSH_CHUNK, nlocal - i));
+		total += nlocal;
+		nlocal = 0;
+	}
+	if (UsagePending() == 0)
+		return total;
+	batch = palloc(sizeof(LlmUsageRecord) * USAGE_FLUSH_CHUNK);
+	while ((n = shared_take(batch, USAGE_FLUSH_CHUNK)) > 0)
+	{
+		insert_records(batch, n);
+		total += n;
+	}
+	pfree(batch);
+	return total;
+}
+
+/* Records waiting to be written for this database (shared and own). */
 uint32
 UsagePending(void)
 {
-	return LlmShared ? pg_atomic_read_u32(&LlmShared->usage_pending) : 0;
+	LlmUsageList *l;
+	uint32		n;
+
+	if (LlmShared == NULL)
+		return 0;
+	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
+	l = usage_list(MyDatabaseId, false);
+	n = l ? l->count : 0;
+	LWLockRelease(LlmShared->usage_lock);
+	return n + nlocal;
+}
+
+/* Records waiting in shared memory for every database. */
+uint32
+UsagePendingAll(void)
+{
+	uint32		n;
+
+	if (LlmShared == NULL)
+		return 0;
+	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
+	n = LlmShared->usage_slots - LlmShared->usage_nfree;
+	LWLockRelease(LlmShared->usage_lock);
+	return n;
 }

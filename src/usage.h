@@ -16,6 +16,7 @@ extern void UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 ma
 extern void UsageRecord(LlmCall *call, LlmOutcome outcome);
 extern int	UsageFlush(void);
 extern uint32 UsagePending(void);
+extern uint32 UsagePendingAll(void);
 extern Datum LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype);
 
 #endif							/* PG_LLM_USAGE_H */

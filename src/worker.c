@@ -669,7 +669,13 @@ worker_stop(void)
 	WritebackFinished();
 	LeaseHandBack();
 	flush_usage(true);
-	proc_exit(0);
+
+	/*
+	 * Exit code 1: the postmaster starts a new worker after its restart
+	 * interval, so that one ended by pg_terminate_backend comes back (at
+	 * shutdown nothing is started again).
+	 */
+	proc_exit(1);
 }
 
 void
@@ -710,7 +716,7 @@ pg_llm_worker_main(Datum arg)
 		CHECK_FOR_INTERRUPTS();
 		handle_signals();
 		if (ShutdownRequestPending)
-			proc_exit(0);
+			proc_exit(1);
 	}
 
 	for (;;)

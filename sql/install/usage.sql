@@ -80,10 +80,10 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION llm.cost_report(timestamptz, timestamptz) IS 'The tokens each model used in a period, priced on every provider that serves the model (its llm.model rows with prices), with the savings in percent against what was paid';
 
-CREATE FUNCTION llm.usage_buffer_status(OUT pending integer, OUT dropped bigint)
+CREATE FUNCTION llm.usage_buffer_status(OUT pending integer, OUT dropped bigint, OUT waited bigint)
 AS 'MODULE_PATHNAME', 'pg_llm_usage_buffer_status'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION llm.usage_buffer_status() IS 'Usage records waiting in shared memory, and records dropped because the buffer was full';
+COMMENT ON FUNCTION llm.usage_buffer_status() IS 'Usage records waiting in shared memory for their database''s writer, records dropped (only by calls cleaned up after an error that found no room for 10 s), and records that had to wait for room';
 
 -- Budgets: per role and calendar month (UTC), enforced before each call.
 
