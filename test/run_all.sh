@@ -47,7 +47,11 @@ suite budget bash "$PG_LLM_ROOT/test/budget_test.sh"
 [ -d "$PG_LLM_ROOT/test/t" ] && suite tap bash "$PG_LLM_ROOT/test/tap.sh"
 [ -f "$PG_LLM_ROOT/test/isolation.sh" ] && suite isolation bash "$PG_LLM_ROOT/test/isolation.sh"
 [ -f "$PG_LLM_ROOT/test/cron_test.sh" ] && suite cron bash "$PG_LLM_ROOT/test/cron_test.sh"
+suite clients bash "$PG_LLM_ROOT/test/clients/run.sh"
 suite memcheck bash "$PG_LLM_ROOT/test/memcheck.sh"
+# PostgreSQL 18 built from Debian's source package (cached between runs);
+# PG_LLM_SKIP_PG18=1 leaves it out of a local run
+[ "${PG_LLM_SKIP_PG18:-0}" = 1 ] || suite pg18 bash "$PG_LLM_ROOT/test/pg18.sh"
 
 if [ ${#failed_suites[@]} -gt 0 ]; then
   log "failed suites: ${failed_suites[*]}"
