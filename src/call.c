@@ -264,6 +264,8 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 			f->hint = t->timed_out ?
 				pstrdup(stream ? "Raise llm.stream_idle_timeout (or the provider's stream_idle_timeout option)." :
 						"Raise llm.timeout (or the provider's timeout_ms option), or ask for a shorter reply.") :
+				t->unresolved ?
+				psprintf("The host name in the base_url of provider \"%s\" does not resolve: check its spelling, and the DNS of the database server.", p->name) :
 				psprintf("Check that the server at the base_url of provider \"%s\" is running and reachable.", p->name);
 			return LLM_VERDICT_RETRY;
 		case HTTP_COMPLETE:

@@ -595,6 +595,8 @@ collect_finished(void)
 		{
 			t->outcome = HTTP_TRANSPORT_ERROR;
 			t->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
+			t->unresolved = (msg->data.result == CURLE_COULDNT_RESOLVE_HOST ||
+							 msg->data.result == CURLE_COULDNT_RESOLVE_PROXY);
 			if (t->errbuf[0] == '\0')
 				strlcpy(t->errbuf, curl_easy_strerror(msg->data.result),
 						sizeof(t->errbuf));

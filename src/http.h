@@ -48,6 +48,7 @@ typedef struct HttpTransfer
 	long		status;			/* HTTP status of the final response */
 	bool		headers_done;	/* the final response's headers are in */
 	bool		timed_out;		/* transport error was a timeout */
+	bool		unresolved;		/* transport error: the host name did not resolve */
 	char		errbuf[256];	/* libcurl's words for a transport error */
 
 	/* body bytes; for streams, [consumed, len) is not yet read */
