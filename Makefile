@@ -10,17 +10,19 @@ OBJS = src/pg_llm.o src/config.o src/runas.o src/http.o src/call.o src/chat.o \
 	src/usage.o src/target.o
 PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 
-# The install script is built from its parts, one concern a file, in
-# this order; released versions and upgrade scripts are kept as they are.
+# The install script is built from its parts (sql/install/), one concern
+# a file, in this order, into sql/versions/ beside the released versions;
+# the upgrade scripts are built from sql/upgrade/ (see below).  The top of
+# sql/ holds the pg_regress scripts only.
 SQL_PARTS = sql/install/config.sql sql/install/calls.sql sql/install/queue.sql \
 	sql/install/usage.sql sql/install/jobs.sql sql/install/grants.sql
-DATA_built = sql/$(EXTENSION)--$(EXTVERSION).sql
-DATA = $(filter-out $(DATA_built), $(wildcard sql/$(EXTENSION)--*.sql))
+DATA_built = sql/versions/$(EXTENSION)--$(EXTVERSION).sql sql/versions/$(EXTENSION)--0.1.0--0.2.0.sql
+DATA = sql/versions/$(EXTENSION)--0.1.0.sql
 
 # pg_regress scripts, one topic per file (the top of sql/); they need the
 # local mock provider: test/regress.sh starts it, and so does
 # "make installcheck" (test/installcheck.sh) when MOCK_PORT is not set
-REGRESS = setup offline chat anthropic faults stream queue usage jobs security hostile
+REGRESS = setup offline chat anthropic faults stream queue usage jobs security hostile teardown
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Isrc -DPG_LLM_VERSION=\"$(EXTVERSION)\" \
@@ -33,8 +35,17 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
+sql/versions/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
+
+# An upgrade script: its own changes to the tables, then every function
+# and view of the new version defined again from the parts, then what
+# needs them, then the grants.
+sql/versions/$(EXTENSION)--0.1.0--0.2.0.sql: sql/upgrade/0.1.0--0.2.0-before.sql $(SQL_PARTS) \
+		sql/upgrade/definitions.awk sql/upgrade/0.1.0--0.2.0-after.sql
+	{ cat sql/upgrade/0.1.0--0.2.0-before.sql; \
+	  awk -f sql/upgrade/definitions.awk $(SQL_PARTS); \
+	  cat sql/upgrade/0.1.0--0.2.0-after.sql sql/install/grants.sql; } > $@
 
 # every object is rebuilt when a header changes (structs are shared)
 $(OBJS): $(wildcard src/*.h)

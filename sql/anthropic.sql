@@ -51,8 +51,7 @@ RESET llm.max_retries;
 
 -- a wrong key
 SELECT llm.create_provider('claude-badkey', 'anthropic', 'http://127.0.0.1:1/v1', api_key => 'sk-wrong');
-\getenv mock_port MOCK_PORT
-\set anthropic_url 'http://127.0.0.1:' :mock_port '/v1'
+SELECT base_url AS anthropic_url FROM llm.provider WHERE name = 'claude' \gset
 SELECT llm.alter_provider('claude-badkey', base_url => :'anthropic_url');
 SELECT llm.add_model('claude-badkey', 'claude-badkey', 'claude');
 SELECT llm.chat('x', 'claude-badkey');

@@ -2,6 +2,15 @@
 -- operators where pg_llm might resolve names, and targets, numbers and
 -- keys that cannot work.  Nothing planted may ever run: every planted
 -- object records who ran it in mal.ran, which must stay empty.
+-- needs the queue worker: pg_llm preloaded, with a worker for this database
+SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
+       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
+       AS worker_here \gset
+\if :worker_here
+\else
+\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
+\quit
+\endif
 \set VERBOSITY default
 CREATE ROLE mallory LOGIN;
 CREATE SCHEMA mal AUTHORIZATION mallory;

@@ -1,6 +1,15 @@
 -- Jobs: a column kept filled with a model's analysis of each row, by the
 -- queue worker (the test instance preloads pg_llm and runs a worker for
 -- this database).
+-- needs the queue worker: pg_llm preloaded, with a worker for this database
+SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
+       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
+       AS worker_here \gset
+\if :worker_here
+\else
+\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
+\quit
+\endif
 \set SHOW_CONTEXT never
 TRUNCATE llm.queue;
 

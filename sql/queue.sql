@@ -1,5 +1,14 @@
 -- The queue and its worker (the test instance preloads pg_llm and runs a
 -- worker for this database).
+-- needs the queue worker: pg_llm preloaded, with a worker for this database
+SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
+       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
+       AS worker_here \gset
+\if :worker_here
+\else
+\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
+\quit
+\endif
 
 CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL, summary text, n int, j jsonb);
 INSERT INTO docs (id, body) SELECT g, 'document ' || g FROM generate_series(1, 30) g;

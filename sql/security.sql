@@ -26,8 +26,7 @@ SELECT llm.chat('x', 'secret-model');
 RESET ROLE;
 
 -- a provider that echoes the key back in its error message is redacted
-\getenv mock_port MOCK_PORT
-\set openai_url 'http://127.0.0.1:' :mock_port '/v1'
+SELECT base_url AS openai_url FROM llm.provider WHERE name = 'mock' \gset
 SELECT llm.create_provider('leaky', 'openai', :'openai_url', api_key => 'sk-mock');
 SELECT llm.add_model('leaky', 'leaky', 'mock?fail=400&message=bad%20key%20sk-mock%20given');
 SET ROLE analyst;

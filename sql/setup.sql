@@ -1,6 +1,12 @@
--- Install the extension and point providers at the local mock provider,
--- whose port the test runner exports as MOCK_PORT.
+-- Install the extension and point providers at the local mock provider:
+-- the one whose port the test runner exports as MOCK_PORT, or one started
+-- here for this run (a plain make installcheck; the last test stops it).
+-- The other tests take the mock's address from llm.provider.
 \getenv mock_port MOCK_PORT
+\if :{?mock_port}
+\else
+\set mock_port `bash test/regress_mock.sh start`
+\endif
 \set openai_url 'http://127.0.0.1:' :mock_port '/v1'
 \set anthropic_url 'http://127.0.0.1:' :mock_port '/anthropic/v1'
 CREATE EXTENSION pg_llm;

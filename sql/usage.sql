@@ -2,6 +2,15 @@
 -- memory so that it survives the caller's ROLLBACK; the inventory, the
 -- cost report and budgets.
 -- earlier tests' calls are written first, then cleared
+-- needs the queue worker: pg_llm preloaded, with a worker for this database
+SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
+       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
+       AS worker_here \gset
+\if :worker_here
+\else
+\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
+\quit
+\endif
 SELECT pg_sleep(0.5);
 TRUNCATE llm.usage;
 

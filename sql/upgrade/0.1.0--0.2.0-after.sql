@@ -1,0 +1,14 @@
+-- pg_llm 0.1.0 to 0.2.0, after the definitions: what needs the new
+-- functions.
+
+-- header values move from the options to the secret table
+INSERT INTO llm._provider_secret AS s (provider, headers)
+SELECT p.name, p.options -> 'headers' FROM llm.provider p WHERE p.options ? 'headers'
+ON CONFLICT (provider) DO UPDATE SET headers = EXCLUDED.headers;
+UPDATE llm.provider p SET headers = llm._header_names(p.options), options = p.options - 'headers'
+WHERE p.options ? 'headers';
+COMMENT ON TABLE llm.provider IS 'LLM endpoints pg_llm can call; keys and the values of extra headers are kept apart, in a table only the extension owner can read';
+COMMENT ON COLUMN llm.provider.headers IS 'The names of the extra request headers sent to the provider; their values are secret';
+COMMENT ON TABLE llm._provider_secret IS 'API keys of providers and the values of their extra headers; never granted to anyone';
+COMMENT ON COLUMN llm.queue.leased_by IS 'The running worker that holds the item (a token of its life; a restarted server or worker has new ones)';
+COMMENT ON TABLE llm.budget IS 'Monthly spending and call limits per role, and a cap on its queued items';
