@@ -11,6 +11,9 @@ SELECT llm.chat('x', 'claude-echo', options => '{"max_tokens": 77}')::jsonb->'ma
 SET llm.anthropic_max_tokens = 1234;
 SELECT llm.chat('x', 'claude-echo')::jsonb->'max_tokens' AS default_max_tokens;
 RESET llm.anthropic_max_tokens;
+-- the mock's port, for the checks of what it received
+SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset
+\setenv MOCK_PORT :mock_port
 \! curl -s http://127.0.0.1:$MOCK_PORT/_requests | python3 -c 'import json,sys; r=json.load(sys.stdin)[-1]; h=r["headers"]; print(r["path"], h.get("x-api-key"), h.get("anthropic-version"), "authorization" in h)'
 
 -- a conversation with a tool round trip, translated to Anthropic blocks
@@ -45,8 +48,11 @@ SELECT llm.add_model('claude-529', 'claude', 'claude?fail=529&retry_after=0.05')
 SELECT llm.chat('x', 'claude-529');
 SELECT llm.add_model('claude-529-once', 'claude', 'claude?fail=529&times=1&retry_after=0.05');
 SELECT llm.chat('recovered', 'claude-529-once');
-SELECT llm.add_model('claude-billing', 'claude', 'claude?fail=429&quota=1');
+SELECT replace(base_url, '/v1', '/billing/v1') AS billing_url FROM llm.provider WHERE name = 'claude' \gset
+SELECT llm.create_provider('claude-billing', 'anthropic', :'billing_url', api_key => 'sk-mock');
+SELECT llm.add_model('claude-billing', 'claude-billing', 'claude?fail=429&quota=1');
 SELECT llm.chat('x', 'claude-billing');
+SELECT llm.drop_provider('claude-billing');
 RESET llm.max_retries;
 
 -- a wrong key

@@ -77,6 +77,9 @@ SELECT llm.alter_provider('mock', enabled => false);
 SELECT llm.chat('hi', 'fast');
 SELECT llm.alter_provider('mock', enabled => true);
 
+-- the mock's port, for the checks of what it received
+SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset
+\setenv MOCK_PORT :mock_port
 -- keep-alive: many calls in one statement use one connection
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
 SELECT count(*) FROM (SELECT llm.chat('call ' || g, 'mock') FROM generate_series(1, 20) g) s;

@@ -12,12 +12,21 @@ SELECT llm.chat('x', 'mock?fail=429&retry_after=0.05');
 SET llm.max_retry_after = 1;
 SELECT llm.chat('x', 'mock?fail=429&retry_after=30');
 RESET llm.max_retry_after;
+-- the mock's port, for the checks of what it received
+SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset
+\setenv MOCK_PORT :mock_port
 -- x-should-retry: false forbids the retry of a 503
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
 SELECT llm.chat('x', 'mock?fail=503&should_retry=false');
 \! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
--- exhausted quota is not retried
-SELECT llm.chat('x', 'mock?fail=429&quota=1');
+-- exhausted quota is not retried (and the endpoint is left alone for its
+-- quota_cooldown: a provider of its own here)
+SELECT replace(base_url, '/v1', '/broke/v1') AS broke_url FROM llm.provider WHERE name = 'mock' \gset
+SELECT llm.create_provider('broke', 'openai', :'broke_url', api_key => 'sk-mock');
+SELECT llm.add_model('broke', 'broke', 'mock?fail=429&quota=1');
+SELECT llm.chat('x', 'broke');
+SELECT llm.chat('x', 'broke');
+SELECT llm.drop_provider('broke');
 -- 401, 403, 404 and 422 are permanent
 SELECT llm.chat('x', 'mock?fail=401');
 SELECT llm.chat('x', 'mock?fail=404');

@@ -34,6 +34,9 @@ SELECT string_agg(c, '') FROM llm.chat_stream('x', 'flaky') c;
 SELECT llm.chat_stream('x', 'mock?fail=401');
 RESET llm.max_retries;
 
+-- the mock's port, for the checks of what it received
+SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset
+\setenv MOCK_PORT :mock_port
 -- a stream that fails before its first row is started again: no row was
 -- shown yet (the mock counts two requests for each)
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null

@@ -31,6 +31,7 @@
 #include "call.h"
 #include "chat.h"
 #include "http.h"
+#include "ratelimit.h"
 #include "pg_llm.h"
 #include "usage.h"
 #include "utf8.h"
@@ -311,6 +312,7 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 		f->detail = psprintf("The response body is not a JSON error object: %s",
 							 body_excerpt(t, p));
 	f->hint = status_hint(t->status, route, quota);
+	f->quota = quota;
 	return retryable ? LLM_VERDICT_RETRY : LLM_VERDICT_FAIL;
 }
 
@@ -397,6 +399,17 @@ LlmJudgeComplete(LlmCall *call, HttpTransfer *t, LlmFailure *f)
 	return LLM_VERDICT_RETRY;
 }
 
+/* Move a call on to the next route of its chain. */
+static LlmNext
+next_route(LlmCall *call)
+{
+	call->route_cell = lnext(call->routes, call->route_cell);
+	call->route_no++;
+	call->tries = 0;
+	call->fallback = true;
+	return LLM_NEXT_ROUTE;
+}
+
 /*
  * What follows a failed attempt of a call, for every call mode and the
  * queue worker: a permanent failure gives up at once; a retryable one is
@@ -412,11 +425,22 @@ LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms)
 {
 	const LlmRoute *route = lfirst(call->route_cell);
 	int			max_retries = pick(route->provider->max_retries, llm_max_retries);
+	bool		has_next = lnext(call->routes, call->route_cell) != NULL;
 	long		delay;
 
 	*delay_ms = 0;
-	if (v == LLM_VERDICT_FAIL)
+	if (v == LLM_VERDICT_FAIL && !(f->quota && has_next))
 		return LLM_NEXT_GIVE_UP;
+
+	/*
+	 * A route out of quota, or a provider that asked everyone to slow down
+	 * (it is now cooling down for the whole cluster), hands the call to
+	 * the next route at once.
+	 */
+	if (has_next && (f->quota || f->status == 429 ||
+					 ((f->status == 503 || f->status == 529) && f->retry_after_s > 0)))
+		return next_route(call);
+
 	delay = LlmRetryDelayMs(f->retry_after_s, call->tries);
 	if (call->tries < max_retries && delay >= 0)
 	{
@@ -424,14 +448,8 @@ LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms)
 		*delay_ms = delay;
 		return LLM_NEXT_RETRY;
 	}
-	if (lnext(call->routes, call->route_cell) != NULL)
-	{
-		call->route_cell = lnext(call->routes, call->route_cell);
-		call->route_no++;
-		call->tries = 0;
-		call->fallback = true;
-		return LLM_NEXT_ROUTE;
-	}
+	if (has_next)
+		return next_route(call);
 	*delay_ms = delay;
 	return LLM_NEXT_GIVE_UP;
 }
@@ -441,6 +459,111 @@ const LlmRoute *
 LlmCallRoute(LlmCall *call)
 {
 	return lfirst(call->route_cell);
+}
+
+/*
+ * Tell the cluster's traffic control how an attempt went: cooldowns,
+ * quota, rate-limit headers, and the tokens really used.
+ */
+void
+LlmCallAfterAttempt(LlmCall *call, HttpTransfer *t, LlmVerdict v, const LlmFailure *f)
+{
+	RateLimitAfter(call->route, t, v == LLM_VERDICT_OK ? NULL : f,
+			   call->estimated_input_tokens + call->estimated_output_tokens,
+			   v == LLM_VERDICT_OK && call->reply.has_usage ?
+			   call->reply.input_tokens + call->reply.output_tokens : -1);
+}
+
+/*
+ * Before a call run alongside others (the worker, chat_many) is sent: is
+ * it its route's turn?  A route cooling down or out of quota hands the
+ * call to its next route; over a limit, or cooling down with no route
+ * left, the call comes back at *not_before (false).  The last route out
+ * of quota fails the call: false with f filled and *not_before 0.
+ */
+bool
+LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f)
+{
+	int64		tokens = call->estimated_input_tokens + call->estimated_output_tokens;
+
+	*not_before = 0;
+	for (;;)
+	{
+		const LlmRoute *route = LlmCallRoute(call);
+		TimestampTz until;
+		char	   *why;
+		LlmTurn		turn = RateLimitAsk(route, tokens, false, 0, &until, &why);
+		bool		has_next = lnext(call->routes, call->route_cell) != NULL;
+
+		if (turn == LLM_TURN_GO)
+			return true;
+		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED) && has_next)
+		{
+			(void) next_route(call);
+			continue;
+		}
+		if (turn == LLM_TURN_DISABLED)
+		{
+			memset(f, 0, sizeof(LlmFailure));
+			f->sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+			f->provider = pstrdup(route->provider->name);
+			f->message = why;
+			f->detail = pstrdup("It answered that the account has no credit, and the model has no other route.");
+			f->retry_after_s = -1;
+			f->quota = true;
+			return false;
+		}
+		*not_before = until;
+		return false;
+	}
+}
+
+/*
+ * After a finished non-streaming attempt of a call run alongside others:
+ * judge it, tell the traffic control, and decide what comes next.
+ * LLM_STEP_DONE: the reply is in call->reply.  LLM_STEP_AGAIN: send again
+ * (on the same or the next route) at *not_before.  LLM_STEP_FAILED: a
+ * permanent failure, in *f.  LLM_STEP_SPENT: retryable, but the retries
+ * and routes are spent (*not_before: when the provider would have it
+ * tried again).  With patient (the worker), a 429 on the last route is
+ * waited out without using a retry: it is the provider's pace, not a
+ * failure.
+ */
+LlmStep
+LlmCallStep(LlmCall *call, HttpTransfer *t, bool patient, LlmFailure *f, TimestampTz *not_before)
+{
+	LlmVerdict	v;
+	long		delay;
+	TimestampTz now = GetCurrentTimestamp();
+
+	memset(f, 0, sizeof(LlmFailure));
+	*not_before = 0;
+	v = LlmJudgeComplete(call, t, f);
+	LlmCallAfterAttempt(call, t, v, f);
+	if (v == LLM_VERDICT_OK)
+		return LLM_STEP_DONE;
+	if (patient && v == LLM_VERDICT_RETRY && f->status == 429 && !f->quota &&
+		lnext(call->routes, call->route_cell) == NULL)
+	{
+		*not_before = TimestampTzPlusMilliseconds(now, f->retry_after_s > 0 ?
+												  (long) (f->retry_after_s * 1000) : 1000);
+		return LLM_STEP_AGAIN;
+	}
+	switch (LlmCallDecide(call, v, f, &delay))
+	{
+		case LLM_NEXT_RETRY:
+			*not_before = TimestampTzPlusMilliseconds(now, delay);
+			return LLM_STEP_AGAIN;
+		case LLM_NEXT_ROUTE:
+			return LLM_STEP_AGAIN;
+		case LLM_NEXT_GIVE_UP:
+			break;
+	}
+	if (v == LLM_VERDICT_FAIL)
+		return LLM_STEP_FAILED;
+	if (f->retry_after_s > 0)
+		*not_before = TimestampTzPlusMilliseconds(now, (long) (f->retry_after_s * 1000));
+	return LLM_STEP_SPENT;
 }
 
 /* A failure as one line of text, for the queue's error column. */
@@ -484,6 +607,7 @@ attempt(LlmCall *call, const LlmRoute *route, bool stream, LlmFailure *f,
 			HttpWaitDone(t);
 			v = LlmJudgeComplete(call, t, f);
 		}
+		LlmCallAfterAttempt(call, t, v, f);
 	}
 	PG_CATCH();
 	{
@@ -513,9 +637,16 @@ run_chain(LlmCall *call, bool stream)
 		LlmFailure	f;
 		LlmVerdict	v;
 		long		delay;
+		const LlmRoute *route = LlmCallRoute(call);
 
+		/* the route's turn under the cluster's limits and cooldowns */
+		if (!LlmRouteWaitTurn(call, route))
+		{
+			(void) next_route(call);
+			continue;
+		}
 		memset(&f, 0, sizeof(f));
-		v = attempt(call, LlmCallRoute(call), stream, &f, &call->xfer);
+		v = attempt(call, route, stream, &f, &call->xfer);
 		if (v == LLM_VERDICT_OK)
 			return;
 		switch (LlmCallDecide(call, v, &f, &delay))

@@ -48,6 +48,7 @@ typedef struct LlmFailure
 	char	   *detail;			/* errdetail; the provider's words, redacted */
 	char	   *hint;
 	double		retry_after_s;	/* -1 when not given */
+	bool		quota;			/* the account is out of credit */
 } LlmFailure;
 
 typedef struct LlmCall
@@ -89,6 +90,15 @@ typedef enum LlmOutcome
 	LLM_OUTCOME_RETRY
 } LlmOutcome;
 
+/* What LlmCallStep says of an attempt of a call run alongside others. */
+typedef enum LlmStep
+{
+	LLM_STEP_DONE,
+	LLM_STEP_AGAIN,
+	LLM_STEP_FAILED,
+	LLM_STEP_SPENT
+} LlmStep;
+
 /* What CallDecide says comes after a failed attempt. */
 typedef enum LlmNext
 {
@@ -104,6 +114,11 @@ extern const LlmRoute *LlmCallRoute(LlmCall *call);
 extern struct HttpTransfer *LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream);
 extern LlmVerdict LlmJudgeComplete(LlmCall *call, struct HttpTransfer *t, LlmFailure *f);
 extern LlmNext LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms);
+extern bool LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f);
+extern LlmStep LlmCallStep(LlmCall *call, struct HttpTransfer *t, bool patient,
+						   LlmFailure *f, TimestampTz *not_before);
+extern void LlmCallAfterAttempt(LlmCall *call, struct HttpTransfer *t, LlmVerdict v,
+								const LlmFailure *f);
 extern long LlmRetryDelayMs(double retry_after_s, int n);
 extern void LlmSleepMs(long ms);
 extern LlmNoReturn void LlmRaiseFailure(const LlmFailure *f, int attempts, int routes);

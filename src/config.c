@@ -181,7 +181,9 @@ config_load_rows(void *arg)
 					 "COALESCE(p.options->>'anthropic_version', '2023-06-01'), "
 					 "COALESCE((p.options->>'stream_usage')::pg_catalog.bool, true), "
 					 "ARRAY(SELECT h.key || ': ' || h.value "
-					 "      FROM pg_catalog.jsonb_each_text(s.headers) AS h ORDER BY h.key) "
+					 "      FROM pg_catalog.jsonb_each_text(s.headers) AS h ORDER BY h.key), "
+					 "(p.options->>'rpm_limit')::int4, (p.options->>'tpm_limit')::int4, "
+					 "(p.options->>'quota_cooldown')::int4 "
 					 "FROM llm.provider p LEFT JOIN llm._provider_secret s ON s.provider = p.name "
 					 "ORDER BY p.priority, p.name", true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -217,6 +219,9 @@ config_load_rows(void *arg)
 		p->max_tokens_param = col_str(tup, td, 15);
 		p->anthropic_version = col_str(tup, td, 16);
 		p->stream_usage = strcmp(SPI_getvalue(tup, td, 17), "t") == 0;
+		p->rpm_limit = Max(col_int(tup, td, 19), 0);
+		p->tpm_limit = Max(col_int(tup, td, 20), 0);
+		p->quota_cooldown = col_int(tup, td, 21);
 		if (!isnull)
 		{
 			deconstruct_array(DatumGetArrayTypeP(hdrs), TEXTOID, -1, false, TYPALIGN_INT,
@@ -356,6 +361,14 @@ config_load(void)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+}
+
+/* Every provider (enabled or not), in priority order, as cached. */
+List *
+ConfigProviders(void)
+{
+	config_load();
+	return config_providers;
 }
 
 /* A deep copy of a route in the current memory context. */

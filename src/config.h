@@ -35,6 +35,9 @@ typedef struct LlmProvider
 	char	   *max_tokens_param;	/* OpenAI: max_tokens or max_completion_tokens */
 	char	   *anthropic_version;
 	bool		stream_usage;	/* send stream_options.include_usage */
+	int			rpm_limit;		/* requests a minute, cluster-wide; 0: none */
+	int			tpm_limit;		/* tokens a minute, cluster-wide; 0: none */
+	int			quota_cooldown; /* seconds a route out of quota is left alone */
 	List	   *headers;		/* extra "Name: value" strings (secret) */
 } LlmProvider;
 
@@ -54,6 +57,7 @@ extern List *ConfigRoutes(const char *model);
 extern const char *ConfigProviderKey(const LlmProvider *provider);
 extern char *ConfigRedactSecret(const char *text, const LlmProvider *provider);
 extern Oid	ConfigOwner(void);
+extern List *ConfigProviders(void);
 extern bool ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month,
 						 int64 *max_queued);
 

@@ -237,6 +237,103 @@ parse_retry_after(const char *v)
 	return -1;
 }
 
+/*
+ * A Go duration, as OpenAI's x-ratelimit-reset-* headers send it ("1s",
+ * "6m0s", "12ms", "1h2m3.5s"), in seconds; -1 if it is not one.
+ */
+static double
+parse_go_duration(const char *v)
+{
+	double		total = 0;
+	bool		any = false;
+
+	while (*v == ' ')
+		v++;
+	while (*v && *v != '\r' && *v != '\n')
+	{
+		char	   *end;
+		double		n = strtod(v, &end);
+
+		if (end == v || n < 0)
+			return -1;
+		v = end;
+		if (strncmp(v, "ms", 2) == 0)
+			total += n / 1000.0, v += 2;
+		else if (strncmp(v, "us", 2) == 0)
+			total += n / 1e6, v += 2;
+		else if (strncmp(v, "\xc2\xb5s", 3) == 0)
+			total += n / 1e6, v += 3;
+		else if (strncmp(v, "ns", 2) == 0)
+			total += n / 1e9, v += 2;
+		else if (*v == 'h')
+			total += n * 3600, v++;
+		else if (*v == 'm')
+			total += n * 60, v++;
+		else if (*v == 's')
+			total += n, v++;
+		else
+			return -1;
+		any = true;
+	}
+	return any ? total : -1;
+}
+
+/*
+ * An RFC 3339 timestamp, as Anthropic's anthropic-ratelimit-*-reset
+ * headers send it ("2025-01-01T12:00:05Z", fractions and offsets
+ * allowed), as seconds from now (0 when past); -1 if it is not one.
+ */
+static double
+parse_rfc3339_from_now(const char *v)
+{
+	struct tm	tm;
+	int			y, mo, d, h, mi;
+	double		s;
+	int			n = 0;
+	time_t		when;
+	const char *rest;
+	int			off = 0;
+	double		delta;
+
+	while (*v == ' ')
+		v++;
+	if (sscanf(v, "%4d-%2d-%2dT%2d:%2d:%lf%n", &y, &mo, &d, &h, &mi, &s, &n) != 6)
+		return -1;
+	rest = v + n;
+	if (*rest == '+' || *rest == '-')
+	{
+		int			oh, om;
+
+		if (sscanf(rest + 1, "%2d:%2d", &oh, &om) != 2)
+			return -1;
+		off = (oh * 3600 + om * 60) * (*rest == '+' ? 1 : -1);
+	}
+	else if (*rest != 'Z' && *rest != 'z')
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = 0;
+	when = timegm(&tm);
+	if (when == (time_t) -1)
+		return -1;
+	delta = difftime(when, time(NULL)) + s - off;
+	return delta < 0 ? 0 : delta;
+}
+
+/* A whole number header value, or -1. */
+static int64
+parse_count(const char *v)
+{
+	char	   *end;
+	long long	n = strtoll(v, &end, 10);
+
+	return (end == v || n < 0) ? -1 : (int64) n;
+}
+
 /* Copy a header value without its line end into a fixed buffer. */
 static void
 copy_header_value(char *dst, size_t dstlen, const char *v)
@@ -273,6 +370,8 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 		t->request_id[0] = '\0';
 		t->content_type[0] = '\0';
 		t->location[0] = '\0';
+		t->rl_remaining_requests = t->rl_remaining_tokens = -1;
+		t->rl_reset_requests_s = t->rl_reset_tokens_s = -1;
 	}
 	else if (n <= 2 && (buf[0] == '\r' || buf[0] == '\n'))
 	{
@@ -297,6 +396,20 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	}
 	else if ((v = header_value(buf, n, "x-should-retry")) != NULL)
 		t->should_retry = (pg_strncasecmp(v, "true", 4) == 0) ? 1 : 0;
+	else if ((v = header_value(buf, n, "x-ratelimit-remaining-requests")) != NULL ||
+			 (v = header_value(buf, n, "anthropic-ratelimit-requests-remaining")) != NULL)
+		t->rl_remaining_requests = parse_count(v);
+	else if ((v = header_value(buf, n, "x-ratelimit-remaining-tokens")) != NULL ||
+			 (v = header_value(buf, n, "anthropic-ratelimit-tokens-remaining")) != NULL)
+		t->rl_remaining_tokens = parse_count(v);
+	else if ((v = header_value(buf, n, "x-ratelimit-reset-requests")) != NULL)
+		t->rl_reset_requests_s = parse_go_duration(v);
+	else if ((v = header_value(buf, n, "x-ratelimit-reset-tokens")) != NULL)
+		t->rl_reset_tokens_s = parse_go_duration(v);
+	else if ((v = header_value(buf, n, "anthropic-ratelimit-requests-reset")) != NULL)
+		t->rl_reset_requests_s = parse_rfc3339_from_now(v);
+	else if ((v = header_value(buf, n, "anthropic-ratelimit-tokens-reset")) != NULL)
+		t->rl_reset_tokens_s = parse_rfc3339_from_now(v);
 	else if ((v = header_value(buf, n, "content-type")) != NULL)
 		copy_header_value(t->content_type, sizeof(t->content_type), v);
 	else if ((v = header_value(buf, n, "location")) != NULL)
@@ -409,6 +522,8 @@ HttpStart(const HttpRequestSpec *spec)
 				 errmsg("out of memory")));
 	t->retry_after_s = -1;
 	t->should_retry = -1;
+	t->rl_remaining_requests = t->rl_remaining_tokens = -1;
+	t->rl_reset_requests_s = t->rl_reset_tokens_s = -1;
 	t->max_response = spec->max_response;
 	t->idle_timeout_ms = spec->idle_timeout_ms;
 	t->last_activity_us = monotonic_us();

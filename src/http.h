@@ -65,6 +65,11 @@ typedef struct HttpTransfer
 	int			should_retry;	/* x-should-retry: -1 absent, 0, 1 */
 	char		request_id[96];
 	char		content_type[64];
+	/* rate-limit headers: what remains and when it resets (-1: not sent) */
+	int64		rl_remaining_requests;
+	int64		rl_remaining_tokens;
+	double		rl_reset_requests_s;
+	double		rl_reset_tokens_s;
 	char		location[256];	/* of a redirect, which is not followed */
 
 	/* bookkeeping (http.c) */

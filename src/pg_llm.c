@@ -89,6 +89,11 @@ define_settings(void)
 							 "Budgets are enforced either way.",
 							 &llm_track_usage, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.many_concurrency",
+							"Calls llm.chat_many keeps in flight at once.",
+							"SET LOCAL it for one statement.",
+							&llm_many_concurrency, 50, 1, 1000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.anthropic_max_tokens",
 							"max_tokens sent to anthropic providers when a call gives none.",
 							"The Messages API requires it; providers can override it with the default_max_tokens option.",

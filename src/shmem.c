@@ -14,6 +14,7 @@
 #include "utils/timestamp.h"
 
 #include "compat.h"
+#include "ratelimit.h"
 #include "shmem.h"
 
 LlmSharedState *LlmShared = NULL;
@@ -40,8 +41,8 @@ llm_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(MAXALIGN(shared_size()));
-	RequestNamedLWLockTranche("pg_llm", 2);
+	RequestAddinShmemSpace(MAXALIGN(shared_size()) + RateLimitShmemSize());
+	RequestNamedLWLockTranche("pg_llm", 3);
 }
 
 /* Create or attach the shared state. */
@@ -83,6 +84,7 @@ llm_shmem_startup(void)
 			pg_atomic_init_u64(&LlmShared->workers[i].retried, 0);
 		}
 	}
+	RateLimitShmemInit(found);
 	LWLockRelease(AddinShmemInitLock);
 }
 

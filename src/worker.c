@@ -334,9 +334,11 @@ WorkerItemFree(WorkItem *it)
 /* ---- sending and judging ---- */
 
 /*
- * Send an item's next attempt.  Building the request can fail for this
- * item alone (an option its route's protocol refuses, a key's variable not
- * set): the item fails, the worker goes on.
+ * Send an item's next attempt, when it is its route's turn under the
+ * cluster's limits and cooldowns (else it waits, READY, until then).
+ * Building the request can fail for this item alone (an option its
+ * route's protocol refuses, a key's variable not set): the item fails,
+ * the worker goes on.
  */
 static void
 item_send(WorkItem *it)
@@ -345,10 +347,25 @@ item_send(WorkItem *it)
 
 	PG_TRY();
 	{
-		it->xfer = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
-		it->xfer->user = it;
-		it->state = ITEM_IN_FLIGHT;
-		WorkerNInFlight++;
+		LlmFailure	f;
+		TimestampTz not_before;
+
+		if (LlmCallTurn(it->call, &not_before, &f))
+		{
+			it->xfer = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
+			it->xfer->user = it;
+			it->state = ITEM_IN_FLIGHT;
+			WorkerNInFlight++;
+		}
+		else if (not_before)
+			it->not_before = not_before;
+		else
+		{
+			it->error = LlmFailureText(&f);
+			it->state = ITEM_FAILED;
+			UsageRecord(it->call, LLM_OUTCOME_ERROR);
+			WorkerItemFinished(it);
+		}
 	}
 	PG_CATCH();
 	{
@@ -370,23 +387,24 @@ item_send(WorkItem *it)
  * Decide what happens to an item after an attempt: done, another try
  * (after the delay the provider asked for, or backoff), the next route of
  * the chain, back to the queue for later, or failed.  The decision is the
- * call engine's (LlmCallDecide), as for every call; only "back to the
- * queue" is the worker's own.  Runs outside a transaction: texts stay
- * UTF-8 until they are written, and an error here fails the item alone.
+ * call engine's (LlmCallStep), as for every call; only "back to the
+ * queue" is the worker's own.  A 429 is the provider's pace, waited out
+ * with the item kept, never a failed try.  Runs outside a transaction:
+ * texts stay UTF-8 until they are written, and an error here fails the
+ * item alone.
  */
 static void
 item_judge(WorkItem *it)
 {
 	MemoryContext old = MemoryContextSwitchTo(it->ctx);
 	LlmFailure	f;
-	volatile LlmVerdict v = LLM_VERDICT_FAIL;
-	long		delay;
-	TimestampTz now = GetCurrentTimestamp();
+	volatile LlmStep step = LLM_STEP_FAILED;
+	TimestampTz not_before = 0;
 
 	memset(&f, 0, sizeof(f));
 	PG_TRY();
 	{
-		v = LlmJudgeComplete(it->call, it->xfer, &f);
+		step = LlmCallStep(it->call, it->xfer, true, &f, &not_before);
 	}
 	PG_CATCH();
 	{
@@ -398,59 +416,56 @@ item_judge(WorkItem *it)
 		memset(&f, 0, sizeof(f));
 		f.message = edata->message;
 		f.retry_after_s = -1;
-		v = LLM_VERDICT_FAIL;
+		step = LLM_STEP_FAILED;
 	}
 	PG_END_TRY();
 	HttpRelease(it->xfer);
 	it->xfer = NULL;
 	WorkerNInFlight--;
 
-	if (v == LLM_VERDICT_OK)
+	switch (step)
 	{
-		if (it->call->reply.content == NULL)
-		{
+		case LLM_STEP_DONE:
+			if (it->call->reply.content == NULL)
+			{
+				it->state = ITEM_FAILED;
+				it->error = psprintf("provider \"%s\" returned no text", it->call->route->provider->name);
+			}
+			else
+			{
+				it->state = ITEM_DONE;
+				it->reply = it->call->reply.content;
+			}
+			break;
+		case LLM_STEP_AGAIN:
+			it->error = LlmFailureText(&f);
+			it->state = ITEM_READY;
+			it->not_before = not_before;
+			if (LlmShared && WorkerSlot >= 0)
+				pg_atomic_fetch_add_u64(&LlmShared->workers[WorkerSlot].retried, 1);
+			break;
+		case LLM_STEP_FAILED:
+			it->error = LlmFailureText(&f);
 			it->state = ITEM_FAILED;
-			it->error = psprintf("provider \"%s\" returned no text", it->call->route->provider->name);
-		}
-		else
-		{
-			it->state = ITEM_DONE;
-			it->reply = it->call->reply.content;
-		}
-	}
-	else
-	{
-		it->error = LlmFailureText(&f);
-		switch (LlmCallDecide(it->call, v, &f, &delay))
-		{
-			case LLM_NEXT_RETRY:
-				it->state = ITEM_READY;
-				it->not_before = TimestampTzPlusMilliseconds(now, delay);
-				break;
-			case LLM_NEXT_ROUTE:
-				it->state = ITEM_READY;
-				it->not_before = 0;
-				break;
-			case LLM_NEXT_GIVE_UP:
-				if (v == LLM_VERDICT_FAIL || it->attempts >= llm_max_attempts)
-					it->state = ITEM_FAILED;
-				else
-				{
-					/*
-					 * Back to the queue; a later claim starts the chain
-					 * again, no sooner than the provider asked (even when
-					 * that is more than a call waits for).
-					 */
-					long		backoff = Min(1000L << Min(it->attempts, 10), 300000L);
-					long		asked = f.retry_after_s > 0 ? (long) (f.retry_after_s * 1000) : 0;
+			break;
+		case LLM_STEP_SPENT:
+			it->error = LlmFailureText(&f);
+			if (it->attempts >= llm_max_attempts)
+				it->state = ITEM_FAILED;
+			else
+			{
+				/*
+				 * Back to the queue; a later claim starts the chain again,
+				 * no sooner than the provider asked (even when that is
+				 * more than a call waits for).
+				 */
+				TimestampTz backoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																  Min(1000L << Min(it->attempts, 10), 300000L));
 
-					it->state = ITEM_RETRY_LATER;
-					it->next_attempt_at = TimestampTzPlusMilliseconds(now, Max(backoff, asked));
-				}
-				break;
-		}
-		if (it->state == ITEM_READY && LlmShared && WorkerSlot >= 0)
-			pg_atomic_fetch_add_u64(&LlmShared->workers[WorkerSlot].retried, 1);
+				it->state = ITEM_RETRY_LATER;
+				it->next_attempt_at = Max(backoff, not_before);
+			}
+			break;
 	}
 	if (it->state == ITEM_DONE)
 		UsageRecord(it->call, LLM_OUTCOME_OK);

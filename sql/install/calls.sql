@@ -17,3 +17,24 @@ RETURNS SETOF text
 AS 'MODULE_PATHNAME', 'pg_llm_chat_stream'
 LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 100;
 COMMENT ON FUNCTION llm.chat_stream(text, text, text, jsonb) IS 'Stream a reply as rows, one per chunk, while it is generated; call it in the select list for the rows to reach the client live';
+
+CREATE FUNCTION llm.chat_many(prompts text[], model text DEFAULT NULL, system text DEFAULT NULL, options jsonb DEFAULT NULL)
+RETURNS TABLE (ord integer, content text, error text)
+AS 'MODULE_PATHNAME', 'pg_llm_chat_many'
+LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1000;
+COMMENT ON FUNCTION llm.chat_many(text[], text, text, jsonb) IS 'Send many prompts at once (up to llm.many_concurrency in flight), each with retries and fallback; one row per prompt as it completes: its place in the array, the reply, or the error of a prompt that failed for good';
+
+-- Traffic control per provider, held in shared memory for the cluster
+CREATE FUNCTION llm._provider_status(
+    OUT provider text, OUT enabled boolean,
+    OUT rpm_limit integer, OUT requests_last_minute bigint,
+    OUT tpm_limit integer, OUT tokens_last_minute bigint,
+    OUT cooldown_until timestamptz, OUT cooldown_reason text,
+    OUT waiting integer, OUT rate_limited_last_minute bigint, OUT last_rate_limited_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'pg_llm_provider_status'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm._provider_status() IS 'Per provider: its limits and the last minute''s requests and tokens against them, its cooldown and why, the callers waiting, and its recent 429s (the view llm.provider_status shows it)';
+CREATE VIEW llm.provider_status AS
+    SELECT * FROM llm._provider_status() ORDER BY provider;
+COMMENT ON VIEW llm.provider_status IS 'Per provider, cluster-wide: rpm and tpm limits with the requests and tokens of the last minute, the cooldown (until and why), the callers waiting for their turn, and the 429s of the last minute: what to look at when calls get slow';

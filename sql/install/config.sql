@@ -81,7 +81,8 @@ DECLARE
     k text;
     v jsonb;
     ints constant text[] := ARRAY['connect_timeout_ms', 'timeout_ms', 'low_speed_time',
-        'low_speed_limit', 'stream_idle_timeout', 'max_retries', 'default_max_tokens'];
+        'low_speed_limit', 'stream_idle_timeout', 'max_retries', 'default_max_tokens',
+        'quota_cooldown'];
 BEGIN
     IF options IS NULL THEN
         RETURN '{}';
@@ -96,6 +97,13 @@ BEGIN
                OR v::numeric < 0 OR v::numeric > 2147483647 THEN
                 RAISE EXCEPTION 'provider option "%" must be a whole number from 0 to 2147483647', k
                     USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k IN ('rpm_limit', 'tpm_limit') THEN
+            IF jsonb_typeof(v) <> 'number' OR v::numeric <> trunc(v::numeric)
+               OR v::numeric < 1 OR v::numeric > 2147483647 THEN
+                RAISE EXCEPTION 'provider option "%" must be a whole number from 1 to 2147483647', k
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'It counts per minute, for the whole cluster; leave the option out for no limit.';
             END IF;
         ELSIF k = 'max_tokens_param' THEN
             IF v NOT IN ('"max_tokens"', '"max_completion_tokens"') THEN
@@ -127,7 +135,7 @@ BEGIN
         ELSE
             RAISE EXCEPTION 'unknown provider option "%"', k
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers.';
+                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers, rpm_limit, tpm_limit, quota_cooldown.';
         END IF;
     END LOOP;
     RETURN options;

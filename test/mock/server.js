@@ -565,6 +565,7 @@ const DIRECTIVES = {
 	retry_after_ms: headerValue,
 	should_retry: (v) => { if (v !== 'true' && v !== 'false') throw 'invalid mock directive value should_retry=' + v; return v; },
 	times: nonNegInt,
+	when: (v) => { if (v === '') throw 'invalid mock directive value when='; return v; },
 	fault: (v) => {
 		const kinds = v.split(',');
 		for (const k of kinds)
@@ -1346,7 +1347,8 @@ function countKey(model, prompt, d) {
 		n = (n || 0) + 1;
 		state.byKey.set(key, n);
 	}
-	return d !== null && (d.times === undefined || n <= d.times);
+	return d !== null && (d.times === undefined || n <= d.times) &&
+		(d.when === undefined || String(prompt || '').includes(d.when));
 }
 
 /* Run fn now, or after ms milliseconds unless the client has gone. */

@@ -1,0 +1,458 @@
+/*-------------------------------------------------------------------------
+ *
+ * many.c
+ *	  llm.chat_many(prompts text[], model, system, options): many calls
+ *	  from one statement, run concurrently on the process's curl multi
+ *	  handle, one row per prompt as it completes.
+ *
+ *	  Up to llm.many_concurrency calls are in flight; each is set up (its
+ *	  request, its budget reservation, its usage record) when its turn to
+ *	  be sent comes, and freed when its row has been returned, so ten
+ *	  thousand prompts hold memory for the calls in flight only.  Each
+ *	  call has the synchronous path's retries and fallback chain and waits
+ *	  its turn under the cluster's limits and cooldowns without holding
+ *	  up the others.  A prompt that fails for good gives a row with its
+ *	  error; a NULL or empty prompt gives a row with an error too.  A
+ *	  cancel, statement_timeout, an exhausted budget or a bad argument end
+ *	  the statement: the transfers in flight are closed at once.
+ *
+ *	  Called in the select list, rows leave as they complete (the output is
+ *	  flushed before each wait on the providers, as for chat_stream); in
+ *	  FROM, PostgreSQL collects them first.  Their order is the order of
+ *	  completion; "ord" is the prompt's place in the array.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "catalog/pg_type.h"
+#include "funcapi.h"
+#include "libpq/libpq.h"
+#include "miscadmin.h"
+#include "tcop/dest.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+
+#include "call.h"
+#include "chat.h"
+#include "config.h"
+#include "http.h"
+#include "pg_llm.h"
+#include "request.h"
+#include "usage.h"
+
+PG_FUNCTION_INFO_V1(pg_llm_chat_many);
+
+int			llm_many_concurrency = 50;
+
+typedef enum ManyState
+{
+	MANY_NEW,					/* not started */
+	MANY_READY,					/* set up, to be sent at not_before */
+	MANY_IN_FLIGHT,
+	MANY_FINISHED,				/* its row waits to be returned */
+	MANY_RETURNED
+} ManyState;
+
+typedef struct ManyItem
+{
+	int			ord;			/* 1-based place in the array */
+	ManyState	state;
+	char	   *prompt;			/* UTF-8; NULL for a NULL element */
+	MemoryContext ctx;			/* the call's memory until its row is out */
+	LlmCall    *call;
+	HttpTransfer *xfer;
+	TimestampTz not_before;
+	char	   *content;		/* UTF-8 */
+	char	   *error;			/* server encoding */
+	int			next_finished;	/* the queue of finished items */
+} ManyItem;
+
+typedef struct ManyRun
+{
+	ManyItem   *items;
+	int			n;
+	int			next_new;		/* the first item not started */
+	int			in_flight;
+	int			concurrency;
+	int			finished_head;	/* rows to return, in completion order */
+	int			finished_tail;
+	int			returned;
+	char	   *model;
+	char	   *system;			/* UTF-8 */
+	char	   *options;		/* UTF-8 */
+	MemoryContext ctx;			/* the SRF's multi-call context */
+	ExprContext *econtext;
+	MemoryContextCallback reset_cb;
+	bool		released;
+} ManyRun;
+
+/* Close every transfer still open; from every way out (idempotent). */
+static void
+many_release(ManyRun *run)
+{
+	int			i;
+
+	if (run->released)
+		return;
+	run->released = true;
+	for (i = 0; i < run->n; i++)
+		if (run->items[i].xfer)
+		{
+			HttpRelease(run->items[i].xfer);
+			run->items[i].xfer = NULL;
+		}
+	HttpWatchClient(PGINVALID_SOCKET, false);
+}
+
+static void
+many_reset_cb(void *arg)
+{
+	many_release((ManyRun *) arg);
+}
+
+static void
+many_shutdown_cb(Datum arg)
+{
+	many_release((ManyRun *) DatumGetPointer(arg));
+}
+
+/* An item is finished: queue its row. */
+static void
+many_finish(ManyRun *run, ManyItem *it)
+{
+	it->state = MANY_FINISHED;
+	it->next_finished = -1;
+	if (run->finished_tail >= 0)
+		run->items[run->finished_tail].next_finished = it->ord - 1;
+	else
+		run->finished_head = it->ord - 1;
+	run->finished_tail = it->ord - 1;
+}
+
+/* An item fails for good, with a message (in the server encoding). */
+static void
+many_fail(ManyRun *run, ManyItem *it, const char *error, LlmOutcome outcome)
+{
+	MemoryContext old = MemoryContextSwitchTo(it->ctx ? it->ctx : run->ctx);
+
+	it->error = pstrdup(error);
+	if (it->call)
+		UsageRecord(it->call, outcome);
+	MemoryContextSwitchTo(old);
+	many_finish(run, it);
+}
+
+/*
+ * Set an item up: its request and call, with its budget reserved.  A
+ * NULL or empty prompt is the item's own error; an exhausted budget ends
+ * the statement.
+ */
+static void
+many_setup(ManyRun *run, ManyItem *it)
+{
+	MemoryContext old;
+	LlmRequest *req;
+
+	if (it->prompt == NULL || it->prompt[0] == '\0')
+	{
+		many_fail(run, it, it->prompt == NULL ? "prompt must not be null" : "prompt must not be empty",
+				  LLM_OUTCOME_ERROR);
+		return;
+	}
+	it->ctx = AllocSetContextCreate(run->ctx, "pg_llm chat_many call", ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(it->ctx);
+	req = RequestFromPrompt(it->prompt, run->system, run->options);
+	it->call = LlmCallCreate(req, run->model, LLM_MODE_MANY);
+	UsageBegin(it->call, GetUserId(),
+			   strlen(it->prompt) + (run->system ? strlen(run->system) : 0) +
+			   (run->options ? strlen(run->options) : 0),
+			   RequestMaxTokens(req));
+	MemoryContextSwitchTo(old);
+	it->state = MANY_READY;
+}
+
+/* Send an item when it is its route's turn; else it waits, READY. */
+static void
+many_send(ManyRun *run, ManyItem *it)
+{
+	MemoryContext old = MemoryContextSwitchTo(it->ctx);
+	LlmFailure	f;
+	TimestampTz not_before;
+
+	if (LlmCallTurn(it->call, &not_before, &f))
+	{
+		it->xfer = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
+		it->xfer->user = it;
+		it->state = MANY_IN_FLIGHT;
+		run->in_flight++;
+	}
+	else if (not_before)
+		it->not_before = not_before;
+	else
+		many_fail(run, it, LlmFailureText(&f), LLM_OUTCOME_ERROR);
+	MemoryContextSwitchTo(old);
+}
+
+/* A transfer of an item finished: done, again later, or failed. */
+static void
+many_judge(ManyRun *run, ManyItem *it)
+{
+	MemoryContext old = MemoryContextSwitchTo(it->ctx);
+	LlmFailure	f;
+	TimestampTz not_before;
+	LlmStep		step = LlmCallStep(it->call, it->xfer, false, &f, &not_before);
+
+	HttpRelease(it->xfer);
+	it->xfer = NULL;
+	run->in_flight--;
+	switch (step)
+	{
+		case LLM_STEP_DONE:
+			if (it->call->reply.content == NULL)
+				many_fail(run, it, psprintf("provider \"%s\" returned no text",
+											it->call->route->provider->name), LLM_OUTCOME_ERROR);
+			else
+			{
+				it->content = it->call->reply.content;
+				UsageRecord(it->call, LLM_OUTCOME_OK);
+				many_finish(run, it);
+			}
+			break;
+		case LLM_STEP_AGAIN:
+			it->state = MANY_READY;
+			it->not_before = not_before;
+			break;
+		case LLM_STEP_FAILED:
+		case LLM_STEP_SPENT:
+			many_fail(run, it, LlmFailureText(&f), LLM_OUTCOME_ERROR);
+			break;
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Start and send what may go now; returns the time the next waiting item
+ * is due (0: none).
+ */
+static TimestampTz
+many_fill(ManyRun *run)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz next_due = 0;
+	int			i;
+
+	/* retries and turns that came due first, then new prompts */
+	for (i = 0; i < run->next_new && run->in_flight < run->concurrency; i++)
+	{
+		ManyItem   *it = &run->items[i];
+
+		if (it->state != MANY_READY)
+			continue;
+		if (it->not_before > now)
+		{
+			if (next_due == 0 || it->not_before < next_due)
+				next_due = it->not_before;
+			continue;
+		}
+		many_send(run, it);
+		if (it->state == MANY_READY && it->not_before > now &&
+			(next_due == 0 || it->not_before < next_due))
+			next_due = it->not_before;
+	}
+	while (run->next_new < run->n && run->in_flight < run->concurrency)
+	{
+		ManyItem   *it = &run->items[run->next_new++];
+
+		many_setup(run, it);
+		if (it->state == MANY_READY)
+		{
+			many_send(run, it);
+			if (it->state == MANY_READY && (next_due == 0 || it->not_before < next_due))
+				next_due = it->not_before;
+		}
+	}
+	return next_due;
+}
+
+/*
+ * The next finished item, waiting on the providers for one if need be;
+ * NULL when every row has been returned.
+ */
+static ManyItem *
+many_next(ManyRun *run)
+{
+	for (;;)
+	{
+		TimestampTz next_due;
+		long		timeout;
+		HttpTransfer *t;
+
+		if (run->finished_head >= 0)
+		{
+			ManyItem   *it = &run->items[run->finished_head];
+
+			run->finished_head = it->next_finished;
+			if (run->finished_head < 0)
+				run->finished_tail = -1;
+			return it;
+		}
+		if (run->returned >= run->n)
+			return NULL;
+		next_due = many_fill(run);
+		if (run->finished_head >= 0)
+			continue;
+
+		/* what the client has not seen yet goes now; a client gone ends it */
+		if (run->returned > 0 && whereToSendOutput == DestRemote)
+			pq_flush_if_writable();
+		CHECK_FOR_INTERRUPTS();
+		timeout = 1000;
+		if (next_due)
+			timeout = Min(timeout, Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due), 1));
+		HttpWatchClient(LlmClientSocket(), false);
+		(void) HttpPoll(run->in_flight > 0 || next_due ? timeout : 0);
+		while ((t = HttpNextDone()) != NULL)
+		{
+			ManyItem   *it = (ManyItem *) t->user;
+
+			if (it && it >= run->items && it < run->items + run->n && it->xfer == t)
+				many_judge(run, it);
+		}
+	}
+}
+
+/* The tuple of an item's row; frees the item's call. */
+static Datum
+many_row(FuncCallContext *funcctx, ManyRun *run, ManyItem *it)
+{
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	HeapTuple	tuple;
+
+	values[0] = Int32GetDatum(it->ord);
+	if (it->content)
+		values[1] = CStringGetTextDatum(LlmToServerEncoding(it->content, strlen(it->content)));
+	else
+		nulls[1] = true;
+	if (it->error)
+		values[2] = CStringGetTextDatum(it->error);
+	else
+		nulls[2] = true;
+	tuple = heap_form_tuple(funcctx->tuple_desc, values, nulls);
+	it->state = MANY_RETURNED;
+	it->content = NULL;
+	it->error = NULL;
+	if (it->ctx)
+	{
+		MemoryContextDelete(it->ctx);
+		it->ctx = NULL;
+		it->call = NULL;
+	}
+	run->returned++;
+	return HeapTupleGetDatum(tuple);
+}
+
+/* The arguments, checked once for the whole statement. */
+static ManyRun *
+many_start(FunctionCallInfo fcinfo, MemoryContext ctx)
+{
+	ManyRun    *run = palloc0(sizeof(ManyRun));
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			n;
+	int			i;
+	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("prompts must not be null"),
+				 errhint("Pass an array of prompts, such as array_agg(body).")));
+	arr = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("prompts must be a one-dimensional array")));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &n);
+	if (llm_many_concurrency < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("llm.many_concurrency must be at least 1")));
+
+	run->ctx = ctx;
+	run->n = n;
+	run->items = palloc0(sizeof(ManyItem) * Max(n, 1));
+	run->finished_head = run->finished_tail = -1;
+	run->concurrency = llm_many_concurrency;
+	run->system = PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2)));
+	run->options = PG_ARGISNULL(3) ? NULL :
+		LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(3)->root, 0));
+	run->model = pstrdup(LlmResolveModel(model, NULL));
+
+	/* a bad option or model fails the statement before anything is sent */
+	(void) RequestFromPrompt("x", run->system, run->options);
+	(void) ConfigRoutes(run->model);
+
+	for (i = 0; i < n; i++)
+	{
+		run->items[i].ord = i + 1;
+		run->items[i].state = MANY_NEW;
+		run->items[i].prompt = elem_nulls[i] ? NULL : LlmToUtf8(TextDatumGetCString(elems[i]));
+	}
+	return run;
+}
+
+/*
+ * llm.chat_many(prompts text[], model text, system text, options jsonb)
+ * returns table (ord int, content text, error text).
+ */
+Datum
+pg_llm_chat_many(PG_FUNCTION_ARGS)
+{
+	FuncCallContext *funcctx;
+	ManyRun    *run;
+	ManyItem   *it;
+
+	if (SRF_IS_FIRSTCALL())
+	{
+		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+		MemoryContext old;
+		TupleDesc	tupdesc;
+
+		funcctx = SRF_FIRSTCALL_INIT();
+		old = MemoryContextSwitchTo(funcctx->multi_call_memory_ctx);
+		if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+			elog(ERROR, "return type must be a row type");
+		funcctx->tuple_desc = BlessTupleDesc(tupdesc);
+		run = many_start(fcinfo, funcctx->multi_call_memory_ctx);
+		run->reset_cb.func = many_reset_cb;
+		run->reset_cb.arg = run;
+		MemoryContextRegisterResetCallback(funcctx->multi_call_memory_ctx, &run->reset_cb);
+		if (rsinfo && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext)
+		{
+			run->econtext = rsinfo->econtext;
+			RegisterExprContextCallback(rsinfo->econtext, many_shutdown_cb, PointerGetDatum(run));
+		}
+		funcctx->user_fctx = run;
+		MemoryContextSwitchTo(old);
+	}
+
+	funcctx = SRF_PERCALL_SETUP();
+	run = (ManyRun *) funcctx->user_fctx;
+	it = many_next(run);
+	if (it == NULL)
+	{
+		many_release(run);
+		if (run->econtext)
+			UnregisterExprContextCallback(run->econtext, many_shutdown_cb, PointerGetDatum(run));
+		SRF_RETURN_DONE(funcctx);
+	}
+	SRF_RETURN_NEXT(funcctx, many_row(funcctx, run, it));
+}

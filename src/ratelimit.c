@@ -1,0 +1,519 @@
+/*-------------------------------------------------------------------------
+ *
+ * ratelimit.c
+ *	  Traffic control per provider endpoint, held in shared memory for
+ *	  every backend and worker of the cluster at once.
+ *
+ *	  An endpoint is its base_url with its key (so two providers that name
+ *	  the same relay with the same key share its limits, and every
+ *	  database sees the same state).  For each, pg_llm keeps:
+ *
+ *	  - rpm_limit and tpm_limit as two generic cell rate algorithms: each
+ *		call takes the next free turn (a request, or its estimated tokens,
+ *		spread evenly over the minute), with a burst of one second's worth.
+ *		A caller that can wait takes its turn at once and sleeps until it
+ *		comes (callers are served in order, without polling); the worker
+ *		and chat_many only look, and come back when a turn is free.  The
+ *		token estimate is corrected by the reply's usage.
+ *	  - a cooldown: a 429, 503 or 529 with Retry-After (or retry-after-ms)
+ *		stops every sender until then; a 429 without one starts a short
+ *		cooldown that doubles on repeats (1 s to 60 s) and ends with the
+ *		next success.  Rate-limit headers that say nothing remains
+ *		(x-ratelimit-remaining-*, anthropic-ratelimit-*-remaining) pace
+ *		the senders until their reset, before a 429 happens.
+ *	  - a route out of quota (insufficient_quota, billing_error, 402) is
+ *		disabled for the provider's quota_cooldown: calls go to the next
+ *		route of their model.
+ *	  - counts of the last minute (requests, tokens, 429s) and of the
+ *		callers waiting, for llm.provider_status.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "common/hashfn.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "call.h"
+#include "config.h"
+#include "http.h"
+#include "ratelimit.h"
+#include "pg_llm.h"
+#include "shmem.h"
+
+#define LIMIT_ENDPOINTS 256
+#define LIMIT_REASON_LEN 128
+#define COOLDOWN_FIRST_MS 1000
+#define COOLDOWN_MAX_MS 60000
+#define BURST_USEC 1000000		/* one second's worth above the steady rate */
+
+typedef struct RateEndpoint
+{
+	uint64		key;			/* 0: a free entry */
+	char		name[NAMEDATALEN];	/* the provider's name, as last used */
+	Oid			dboid;
+	TimestampTz last_used;
+	int			rpm_limit;		/* as last configured; 0: none */
+	int			tpm_limit;
+	TimestampTz req_tat;		/* next free request turn */
+	TimestampTz tok_tat;		/* next free token turn */
+	TimestampTz cooldown_until;
+	int			cooldown_ms;	/* the last hintless cooldown, for doubling */
+	char		cooldown_reason[LIMIT_REASON_LEN];
+	TimestampTz disabled_until;
+	int			waiting;
+	/* the last minute, one slot a second */
+	int64		second[60];
+	int32		requests[60];
+	int64		tokens[60];
+	int32		limited[60];	/* 429s */
+	TimestampTz last_429;
+} RateEndpoint;
+
+typedef struct RateShared
+{
+	LWLock	   *lock;
+	RateEndpoint endpoints[LIMIT_ENDPOINTS];
+} RateShared;
+
+static RateShared *limits = NULL;
+
+Size
+RateLimitShmemSize(void)
+{
+	return MAXALIGN(sizeof(RateShared));
+}
+
+/* Called from the shared memory startup hook, under AddinShmemInitLock. */
+void
+RateLimitShmemInit(bool found)
+{
+	bool		f;
+
+	limits = ShmemInitStruct("pg_llm limits", RateLimitShmemSize(), &f);
+	if (!f)
+	{
+		memset(limits, 0, sizeof(RateShared));
+		limits->lock = &(GetNamedLWLockTranche("pg_llm"))[2].lock;
+	}
+}
+
+/* The key of a route's endpoint: its base_url and where its key comes from. */
+static uint64
+endpoint_key(const LlmProvider *p)
+{
+	StringInfoData s;
+	uint64		h;
+
+	initStringInfo(&s);
+	appendStringInfo(&s, "%s%c%s%c%s", p->base_url, 0, p->api_key ? p->api_key : "", 0,
+					 p->api_key_env ? p->api_key_env : "");
+	h = hash_bytes_extended((const unsigned char *) s.data, s.len, 0x706c6c6d);
+	pfree(s.data);
+	return h ? h : 1;
+}
+
+/* The entry of an endpoint (lock held exclusively), made if need be. */
+static RateEndpoint *
+endpoint(const LlmProvider *p, uint64 key, TimestampTz now)
+{
+	RateEndpoint *free_e = NULL;
+	RateEndpoint *oldest = NULL;
+	int			i;
+
+	for (i = 0; i < LIMIT_ENDPOINTS; i++)
+	{
+		RateEndpoint *e = &limits->endpoints[i];
+
+		if (e->key == key)
+			return e;
+		if (e->key == 0 && free_e == NULL)
+			free_e = e;
+		if (e->key != 0 && e->waiting == 0 &&
+			(oldest == NULL || e->last_used < oldest->last_used))
+			oldest = e;
+	}
+	if (free_e == NULL)
+		free_e = oldest;		/* the endpoint unused the longest */
+	if (free_e == NULL)
+		return NULL;
+	memset(free_e, 0, sizeof(RateEndpoint));
+	free_e->key = key;
+	strlcpy(free_e->name, p->name, NAMEDATALEN);
+	free_e->dboid = MyDatabaseId;
+	free_e->last_used = now;
+	return free_e;
+}
+
+/* Note the configured limits and who uses the endpoint. */
+static void
+endpoint_touch(RateEndpoint *e, const LlmProvider *p, TimestampTz now)
+{
+	strlcpy(e->name, p->name, NAMEDATALEN);
+	e->dboid = MyDatabaseId;
+	e->last_used = now;
+	e->rpm_limit = Max(p->rpm_limit, 0);
+	e->tpm_limit = Max(p->tpm_limit, 0);
+}
+
+/* Add to the last minute's counts. */
+static void
+count(RateEndpoint *e, TimestampTz now, int requests, int64 tokens, int limited)
+{
+	int64		sec = now / USECS_PER_SEC;
+	int			i = (int) (sec % 60);
+
+	if (e->second[i] != sec)
+	{
+		e->second[i] = sec;
+		e->requests[i] = 0;
+		e->tokens[i] = 0;
+		e->limited[i] = 0;
+	}
+	e->requests[i] += requests;
+	e->tokens[i] += tokens;
+	e->limited[i] += limited;
+}
+
+/*
+ * One generic cell rate algorithm: a call costing `cost` turns of a limit
+ * of `per_minute` may go when its theoretical arrival time, less the
+ * burst, is not in the future.  Returns the microseconds to wait (0: go),
+ * and with take, advances the turn.
+ */
+static int64
+gcra(TimestampTz *tat, int per_minute, int64 cost, TimestampTz now, bool take)
+{
+	double		interval;
+	TimestampTz start;
+	int64		wait;
+
+	if (per_minute <= 0 || cost <= 0)
+		return 0;
+	interval = 60.0 * USECS_PER_SEC / per_minute;
+	start = Max(*tat, now);
+	wait = Max((int64) 0, (start - BURST_USEC) - now);
+	if (take)
+		*tat = start + (TimestampTz) (interval * cost);
+	return wait;
+}
+
+/*
+ * Ask for a turn to send one call (of an estimated `tokens`) on a route.
+ * A route out of quota, or a provider cooling down, is not sent to: the
+ * caller goes to its next route or comes back at *until.  Over a limit,
+ * with reserve the caller takes the next turn (LLM_TURN_RESERVED, unless
+ * it is more than max_wait_ms away: LLM_TURN_TOO_LONG) and sends at
+ * *until without asking again; without, it comes back at *until.  *why
+ * names what holds the call back.
+ */
+LlmTurn
+RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms,
+		 TimestampTz *until, char **why)
+{
+	const LlmProvider *p = route->provider;
+	uint64		key;
+	TimestampTz now = GetCurrentTimestamp();
+	RateEndpoint *e;
+	int64		wait_req;
+	int64		wait_tok;
+	int64		wait;
+	LlmTurn		turn = LLM_TURN_GO;
+
+	*until = now;
+	*why = NULL;
+	if (limits == NULL)
+		return LLM_TURN_GO;
+	key = endpoint_key(p);
+	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
+	e = endpoint(p, key, now);
+	if (e == NULL)
+	{
+		LWLockRelease(limits->lock);
+		return LLM_TURN_GO;
+	}
+	endpoint_touch(e, p, now);
+	if (e->disabled_until > now)
+	{
+		*until = e->disabled_until;
+		*why = psprintf("provider \"%s\" is out of quota", p->name);
+		LWLockRelease(limits->lock);
+		return LLM_TURN_DISABLED;
+	}
+	if (e->cooldown_until > now)
+	{
+		*until = e->cooldown_until;
+		*why = psprintf("provider \"%s\" is cooling down: %s", p->name, e->cooldown_reason);
+		LWLockRelease(limits->lock);
+		return LLM_TURN_COOLDOWN;
+	}
+	wait_req = gcra(&e->req_tat, e->rpm_limit, 1, now, false);
+	wait_tok = gcra(&e->tok_tat, e->tpm_limit, tokens, now, false);
+	wait = Max(wait_req, wait_tok);
+	if (wait > 0)
+	{
+		*until = now + wait;
+		*why = wait_req >= wait_tok ?
+			psprintf("provider \"%s\" allows %d requests a minute (rpm_limit)", p->name, e->rpm_limit) :
+			psprintf("provider \"%s\" allows %d tokens a minute (tpm_limit)", p->name, e->tpm_limit);
+		if (!reserve)
+			turn = LLM_TURN_WAIT;
+		else if (max_wait_ms > 0 && wait > (int64) max_wait_ms * 1000)
+			turn = LLM_TURN_TOO_LONG;
+		else
+			turn = LLM_TURN_RESERVED;
+	}
+	if (turn == LLM_TURN_GO || turn == LLM_TURN_RESERVED)
+	{
+		(void) gcra(&e->req_tat, e->rpm_limit, 1, now, true);
+		(void) gcra(&e->tok_tat, e->tpm_limit, tokens, now, true);
+		count(e, now, 1, tokens, 0);
+	}
+	LWLockRelease(limits->lock);
+	return turn;
+}
+
+/*
+ * After an attempt on a route: a cooldown for a 429 (or a 503/529 with a
+ * wait), a disabled route for an exhausted quota, the pace the rate-limit
+ * headers ask for, and the token estimate corrected by the reply.
+ */
+void
+RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, const LlmFailure *f,
+		   int64 estimated_tokens, int64 used_tokens)
+{
+	const LlmProvider *p = route->provider;
+	TimestampTz now = GetCurrentTimestamp();
+	RateEndpoint *e;
+	long		status = t ? t->status : 0;
+
+	if (limits == NULL)
+		return;
+	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
+	e = endpoint(p, endpoint_key(p), now);
+	if (e == NULL)
+	{
+		LWLockRelease(limits->lock);
+		return;
+	}
+	if (f && f->quota)
+	{
+		int			secs = p->quota_cooldown > 0 ? p->quota_cooldown : 600;
+
+		e->disabled_until = TimestampTzPlusMilliseconds(now, (int64) secs * 1000);
+	}
+	else if (status == 429 || ((status == 503 || status == 529) && t->retry_after_s > 0))
+	{
+		long		ms;
+
+		if (t->retry_after_s > 0)
+		{
+			ms = (long) ceil(t->retry_after_s * 1000.0);
+			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "HTTP %ld with a wait of %.3g s", status,
+					 t->retry_after_s);
+		}
+		else
+		{
+			ms = e->cooldown_ms > 0 ? Min(e->cooldown_ms * 2, COOLDOWN_MAX_MS) : COOLDOWN_FIRST_MS;
+			e->cooldown_ms = (int) ms;
+			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "HTTP %ld without a wait, %ld ms", status, ms);
+		}
+		e->cooldown_until = Max(e->cooldown_until, TimestampTzPlusMilliseconds(now, ms));
+		if (status == 429)
+		{
+			count(e, now, 0, 0, 1);
+			e->last_429 = now;
+		}
+	}
+	else if (t && t->status >= 200 && t->status < 300)
+	{
+		e->cooldown_ms = 0;
+		/* the provider says nothing is left: quiet until it resets */
+		if (t->rl_remaining_requests == 0 && t->rl_reset_requests_s > 0)
+		{
+			e->cooldown_until = Max(e->cooldown_until,
+									TimestampTzPlusMilliseconds(now, (int64) ceil(t->rl_reset_requests_s * 1000)));
+			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "no requests remain until the provider's reset");
+		}
+		if (t->rl_remaining_tokens == 0 && t->rl_reset_tokens_s > 0)
+		{
+			e->cooldown_until = Max(e->cooldown_until,
+									TimestampTzPlusMilliseconds(now, (int64) ceil(t->rl_reset_tokens_s * 1000)));
+			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "no tokens remain until the provider's reset");
+		}
+	}
+	/* the tokens the call really used replace its estimate */
+	if (used_tokens >= 0 && e->tpm_limit > 0)
+	{
+		double		interval = 60.0 * USECS_PER_SEC / e->tpm_limit;
+
+		e->tok_tat += (TimestampTz) (interval * (used_tokens - estimated_tokens));
+		count(e, now, 0, used_tokens - estimated_tokens, 0);
+	}
+	LWLockRelease(limits->lock);
+}
+
+/* One more (or one less) caller waiting on a route. */
+void
+RateLimitWaiting(const LlmRoute *route, int delta)
+{
+	RateEndpoint *e;
+
+	if (limits == NULL)
+		return;
+	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
+	e = endpoint(route->provider, endpoint_key(route->provider), GetCurrentTimestamp());
+	if (e)
+		e->waiting = Max(0, e->waiting + delta);
+	LWLockRelease(limits->lock);
+}
+
+/* The longest a call waits for its turn: its timeout (0: statement's). */
+static long
+max_wait_ms(const LlmRoute *route)
+{
+	return route->provider->timeout_ms >= 0 ? route->provider->timeout_ms : llm_timeout_ms;
+}
+
+/* Sleep (interruptibly), counted among the route's waiting callers. */
+static void
+sleep_waiting(const LlmRoute *route, long ms)
+{
+	RateLimitWaiting(route, 1);
+	PG_TRY();
+	{
+		LlmSleepMs(ms);
+	}
+	PG_FINALLY();
+	{
+		RateLimitWaiting(route, -1);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Wait (interruptibly) until a synchronous call may be sent on a route.
+ * Returns false when the route is cooling down or out of quota and the
+ * call has another route to go to; raises an error when the wait would
+ * be longer than the call's timeout, or the last route is out of quota.
+ */
+bool
+LlmRouteWaitTurn(LlmCall *call, const LlmRoute *route)
+{
+	int64		tokens = call->estimated_input_tokens + call->estimated_output_tokens;
+
+	for (;;)
+	{
+		TimestampTz until;
+		char	   *why;
+		long		wait_ms;
+		long		limit_ms = max_wait_ms(route);
+		LlmTurn		turn = RateLimitAsk(route, tokens, true, limit_ms, &until, &why);
+		bool		last = lnext(call->routes, call->route_cell) == NULL;
+
+		if (turn == LLM_TURN_GO)
+			return true;
+		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED) && !last)
+			return false;
+		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+		if (turn == LLM_TURN_DISABLED)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("%s", why),
+					 errdetail("It answered that the account has no credit; pg_llm does not send to it for %ld s more.",
+							   wait_ms / 1000),
+					 errhint("Add credit, or route the model to another provider with llm.add_model().")));
+		if (turn == LLM_TURN_TOO_LONG ||
+			(turn == LLM_TURN_COOLDOWN && limit_ms > 0 && wait_ms > limit_ms))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("%s: the call would wait %.1f s for its turn, longer than its timeout", why,
+							wait_ms / 1000.0),
+					 errhint("Raise llm.timeout (or the provider's timeout_ms), raise the limit, or add a fallback route with llm.add_model().")));
+		sleep_waiting(route, wait_ms);
+		if (turn == LLM_TURN_RESERVED)
+			return true;
+	}
+}
+
+PG_FUNCTION_INFO_V1(pg_llm_provider_status);
+
+/*
+ * llm.provider_status(): per provider of this database, its limits and
+ * what the last minute held, its cooldown and why, and the callers
+ * waiting.
+ */
+Datum
+pg_llm_provider_status(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	List	   *providers;
+	ListCell   *lc;
+	TimestampTz now = GetCurrentTimestamp();
+	int64		sec = now / USECS_PER_SEC;
+
+	InitMaterializedSRF(fcinfo, 0);
+	providers = ConfigProviders();
+	foreach(lc, providers)
+	{
+		const LlmProvider *p = lfirst(lc);
+		Datum		values[11];
+		bool		nulls[11];
+		RateEndpoint copy;
+		bool		have = false;
+		int64		requests = 0;
+		int64		tokens = 0;
+		int64		limited = 0;
+		int			i;
+
+		memset(nulls, 0, sizeof(nulls));
+		if (limits)
+		{
+			uint64		key = endpoint_key(p);
+
+			LWLockAcquire(limits->lock, LW_SHARED);
+			for (i = 0; i < LIMIT_ENDPOINTS; i++)
+				if (limits->endpoints[i].key == key)
+				{
+					copy = limits->endpoints[i];
+					have = true;
+					break;
+				}
+			LWLockRelease(limits->lock);
+		}
+		if (have)
+			for (i = 0; i < 60; i++)
+				if (copy.second[i] > sec - 60)
+				{
+					requests += copy.requests[i];
+					tokens += copy.tokens[i];
+					limited += copy.limited[i];
+				}
+		values[0] = CStringGetTextDatum(p->name);
+		values[1] = BoolGetDatum(p->enabled);
+		values[2] = Int32GetDatum(p->rpm_limit);
+		nulls[2] = p->rpm_limit <= 0;
+		values[3] = Int64GetDatum(requests);
+		values[4] = Int32GetDatum(p->tpm_limit);
+		nulls[4] = p->tpm_limit <= 0;
+		values[5] = Int64GetDatum(Max(tokens, 0));
+		values[6] = TimestampTzGetDatum(have ? Max(copy.cooldown_until, copy.disabled_until) : 0);
+		nulls[6] = !have || (copy.cooldown_until <= now && copy.disabled_until <= now);
+		values[7] = CStringGetTextDatum(!have ? "" : copy.disabled_until > now ? "out of quota" :
+										copy.cooldown_reason);
+		nulls[7] = nulls[6];
+		values[8] = Int32GetDatum(have ? copy.waiting : 0);
+		values[9] = Int64GetDatum(limited);
+		values[10] = TimestampTzGetDatum(have ? copy.last_429 : 0);
+		nulls[10] = !have || copy.last_429 == 0;
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,42 @@
+/*-------------------------------------------------------------------------
+ *
+ * ratelimit.h
+ *	  Cluster-wide traffic control per provider endpoint (ratelimit.c):
+ *	  requests and tokens per minute, the cooldown a provider asks for
+ *	  with a 429 (or 503/529) and Retry-After, the pace its rate-limit
+ *	  headers call for, and a route out of quota.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_RATELIMIT_H
+#define PG_LLM_RATELIMIT_H
+
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/timestamp.h"
+
+#include "call.h"
+
+struct HttpTransfer;
+
+typedef enum LlmTurn
+{
+	LLM_TURN_GO,				/* send now: the call is counted */
+	LLM_TURN_RESERVED,			/* send at *until: the turn is the caller's */
+	LLM_TURN_WAIT,				/* over a limit: ask again at *until */
+	LLM_TURN_TOO_LONG,			/* a turn later than the caller can wait */
+	LLM_TURN_COOLDOWN,			/* the provider asked for quiet until *until */
+	LLM_TURN_DISABLED			/* out of quota until *until */
+} LlmTurn;
+
+extern Size RateLimitShmemSize(void);
+extern void RateLimitShmemInit(bool found);
+extern LlmTurn RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve,
+						long max_wait_ms, TimestampTz *until, char **why);
+extern void RateLimitAfter(const LlmRoute *route, const struct HttpTransfer *t,
+					   const LlmFailure *f, int64 estimated_tokens, int64 used_tokens);
+extern void RateLimitWaiting(const LlmRoute *route, int delta);
+extern bool LlmRouteWaitTurn(LlmCall *call, const LlmRoute *route);
+
+#endif							/* PG_LLM_RATELIMIT_H */
