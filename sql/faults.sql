@@ -8,10 +8,17 @@ SET llm.max_retries = 1;
 SELECT llm.chat('x', 'mock?fail=500');
 -- 429 forever, with a Retry-After the call is willing to wait for
 SELECT llm.chat('x', 'mock?fail=429&retry_after=0.05');
--- a Retry-After above llm.max_retry_after is not waited for
+-- a Retry-After above llm.max_retry_after is not waited for, and neither
+-- is the cooldown it starts for the provider (a provider of its own here:
+-- the cooldown holds for every caller of the endpoint)
+SELECT replace(base_url, '/v1', '/slow-down/v1') AS slow_url FROM llm.provider WHERE name = 'mock' \gset
+SELECT llm.create_provider('slow-down', 'openai', :'slow_url', api_key => 'sk-mock');
+SELECT llm.add_model('slow-down', 'slow-down', 'mock?fail=429&retry_after=30&when=first');
 SET llm.max_retry_after = 1;
-SELECT llm.chat('x', 'mock?fail=429&retry_after=30');
+SELECT llm.chat('first', 'slow-down');
+SELECT llm.chat('second', 'slow-down');
 RESET llm.max_retry_after;
+SELECT llm.drop_provider('slow-down');
 -- the mock's port, for the checks of what it received
 SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset
 \setenv MOCK_PORT :mock_port

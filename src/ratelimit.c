@@ -427,9 +427,16 @@ LlmRouteWaitTurn(LlmCall *call, const LlmRoute *route)
 			ereport(ERROR,
 					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 					 errmsg("%s", why),
-					 errdetail("It answered that the account has no credit; pg_llm does not send to it for %ld s more.",
-							   wait_ms / 1000),
+					 errdetail("It answered that the account has no credit; pg_llm leaves it alone for its quota_cooldown (%d s).",
+							   route->provider->quota_cooldown > 0 ? route->provider->quota_cooldown : 600),
 					 errhint("Add credit, or route the model to another provider with llm.add_model().")));
+		if (turn == LLM_TURN_COOLDOWN && wait_ms > llm_max_retry_after * 1000L)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("%s", why),
+					 errdetail("The cooldown ends later than llm.max_retry_after (%d s) lets a call wait.",
+							   llm_max_retry_after),
+					 errhint("Try again later, raise llm.max_retry_after, or add a fallback route with llm.add_model().")));
 		if (turn == LLM_TURN_TOO_LONG ||
 			(turn == LLM_TURN_COOLDOWN && limit_ms > 0 && wait_ms > limit_ms))
 			ereport(ERROR,
