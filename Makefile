@@ -7,7 +7,7 @@ OBJS = src/pg_llm.o src/config.o src/runas.o src/http.o src/call.o src/chat.o sr
 	src/stream.o src/sse.o src/json.o src/request.o src/provider.o \
 	src/provider_openai.o src/provider_anthropic.o \
 	src/utf8.o src/shmem.o src/queue.o src/worker.o src/lease.o src/writeback.o \
-	src/usage.o src/target.o src/ratelimit.o
+	src/usage.o src/target.o src/ratelimit.o src/batch.o src/batch_json.o
 PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 
 # The install script is built from its parts (sql/install/), one concern
@@ -15,7 +15,7 @@ PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 # the upgrade scripts are built from sql/upgrade/ (see below).  The top of
 # sql/ holds the pg_regress scripts only.
 SQL_PARTS = sql/install/config.sql sql/install/calls.sql sql/install/queue.sql \
-	sql/install/usage.sql sql/install/jobs.sql sql/install/grants.sql
+	sql/install/batch.sql sql/install/usage.sql sql/install/jobs.sql sql/install/grants.sql
 DATA_built = sql/versions/$(EXTENSION)--$(EXTVERSION).sql sql/versions/$(EXTENSION)--0.1.0--0.2.0.sql
 DATA = sql/versions/$(EXTENSION)--0.1.0.sql
 
@@ -38,12 +38,12 @@ include $(PGXS)
 sql/versions/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
 
-# An upgrade script: its own changes to the tables, then every function
-# and view of the new version defined again from the parts, then what
-# needs them, then the grants.
+# An upgrade script: its own changes to the tables and the parts that are
+# new in the version, then every function and view of the new version
+# defined again from the parts, then what needs them, then the grants.
 sql/versions/$(EXTENSION)--0.1.0--0.2.0.sql: sql/upgrade/0.1.0--0.2.0-before.sql $(SQL_PARTS) \
 		sql/upgrade/definitions.awk sql/upgrade/0.1.0--0.2.0-after.sql
-	{ cat sql/upgrade/0.1.0--0.2.0-before.sql; \
+	{ cat sql/upgrade/0.1.0--0.2.0-before.sql sql/install/batch.sql; \
 	  awk -f sql/upgrade/definitions.awk $(SQL_PARTS); \
 	  cat sql/upgrade/0.1.0--0.2.0-after.sql sql/install/grants.sql; } > $@
 

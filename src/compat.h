@@ -109,5 +109,14 @@ InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
 /* Custom wait events got names of their own in 17. */
 #define LlmWaitEventHttp PG_WAIT_EXTENSION
 
+/*
+ * The directory and prefix of temporary files (removed at every server
+ * start) moved from storage/fd.h to common/file_utils.h in 16.
+ */
+#if PG_VERSION_NUM >= 160000
+#include "common/file_utils.h"
+#else
+#include "storage/fd.h"
+#endif
 
 #endif							/* PG_LLM_COMPAT_H */

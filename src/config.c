@@ -183,7 +183,10 @@ config_load_rows(void *arg)
 					 "ARRAY(SELECT h.key || ': ' || h.value "
 					 "      FROM pg_catalog.jsonb_each_text(s.headers) AS h ORDER BY h.key), "
 					 "(p.options->>'rpm_limit')::int4, (p.options->>'tpm_limit')::int4, "
-					 "(p.options->>'quota_cooldown')::int4 "
+					 "(p.options->>'quota_cooldown')::int4, "
+					 "COALESCE(p.options->>'batch_api', CASE p.protocol WHEN 'anthropic' THEN 'anthropic' ELSE 'openai' END), "
+					 "(p.options->>'batch_timeout_ms')::int4, "
+					 "COALESCE(p.options->>'batch_url', '/v1/chat/completions') "
 					 "FROM llm.provider p LEFT JOIN llm._provider_secret s ON s.provider = p.name "
 					 "ORDER BY p.priority, p.name", true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -222,6 +225,9 @@ config_load_rows(void *arg)
 		p->rpm_limit = Max(col_int(tup, td, 19), 0);
 		p->tpm_limit = Max(col_int(tup, td, 20), 0);
 		p->quota_cooldown = col_int(tup, td, 21);
+		p->batch_api = col_str(tup, td, 22);
+		p->batch_timeout_ms = col_int(tup, td, 23);
+		p->batch_url = col_str(tup, td, 24);
 		if (!isnull)
 		{
 			deconstruct_array(DatumGetArrayTypeP(hdrs), TEXTOID, -1, false, TYPALIGN_INT,
@@ -234,7 +240,8 @@ config_load_rows(void *arg)
 	}
 
 	rc = SPI_execute("SELECT name, provider, upstream_model, "
-					 "input_usd_per_mtok::pg_catalog.float8, output_usd_per_mtok::pg_catalog.float8 "
+					 "input_usd_per_mtok::pg_catalog.float8, output_usd_per_mtok::pg_catalog.float8, "
+					 "batch_price_factor::pg_catalog.float8 "
 					 "FROM llm.model ORDER BY name, priority, provider", true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm.model: %s", SPI_result_code_string(rc));
@@ -256,6 +263,7 @@ config_load_rows(void *arg)
 		r->has_price = (in != NULL && out != NULL);
 		r->input_usd_per_mtok = in ? atof(in) : 0;
 		r->output_usd_per_mtok = out ? atof(out) : 0;
+		r->batch_price_factor = atof(SPI_getvalue(tup, td, 6));
 		if (r->provider)
 		{
 			MemoryContext old = MemoryContextSwitchTo(config_ctx);
@@ -386,13 +394,18 @@ route_copy(const LlmRoute *src, const LlmProvider *p, const char *model, const c
 	pc->api_key_env = p->api_key_env ? pstrdup(p->api_key_env) : NULL;
 	pc->max_tokens_param = p->max_tokens_param ? pstrdup(p->max_tokens_param) : NULL;
 	pc->anthropic_version = pstrdup(p->anthropic_version);
+	pc->batch_api = pstrdup(p->batch_api);
+	pc->batch_url = pstrdup(p->batch_url);
 	pc->headers = NIL;
 	foreach(lc, p->headers)
 		pc->headers = lappend(pc->headers, pstrdup(lfirst(lc)));
 	if (src)
 		*r = *src;
 	else
+	{
 		memset(r, 0, sizeof(LlmRoute));
+		r->batch_price_factor = 0.5;
+	}
 	r->provider = pc;
 	r->model = pstrdup(model);
 	r->upstream_model = pstrdup(upstream);

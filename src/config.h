@@ -38,6 +38,9 @@ typedef struct LlmProvider
 	int			rpm_limit;		/* requests a minute, cluster-wide; 0: none */
 	int			tpm_limit;		/* tokens a minute, cluster-wide; 0: none */
 	int			quota_cooldown; /* seconds a route out of quota is left alone */
+	char	   *batch_api;		/* inline, openai, anthropic or none */
+	int			batch_timeout_ms;	/* one inline batch request; -1: default */
+	char	   *batch_url;		/* the url of a batch line (and endpoint of a batch) */
 	List	   *headers;		/* extra "Name: value" strings (secret) */
 } LlmProvider;
 
@@ -50,6 +53,7 @@ typedef struct LlmRoute
 	bool		has_price;
 	double		input_usd_per_mtok;
 	double		output_usd_per_mtok;
+	double		batch_price_factor; /* share of the prices a batch request costs */
 } LlmRoute;
 
 extern void ConfigRegisterInvalidation(void);

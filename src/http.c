@@ -21,6 +21,7 @@
 #include "postgres.h"
 
 #include <curl/curl.h>
+#include <sys/stat.h>
 #include <time.h>
 #ifdef __linux__
 #include <sys/epoll.h>
@@ -171,6 +172,14 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	size_t		n = size * nmemb;
 
 	t->last_activity_us = monotonic_us();
+	if (t->response_file && t->status >= 200 && t->status < 300)
+	{
+		/* a download: straight to its file, never to memory */
+		if (fwrite(ptr, 1, n, t->response_file) != n)
+			return 0;
+		t->response_bytes += n;
+		return n;
+	}
 	if (t->len + n > t->max_response + t->consumed)
 	{
 		t->outcome = HTTP_TOO_BIG;
@@ -421,6 +430,7 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 }
 
 static void collect_finished(void);
+static bool http_set_body(HttpTransfer *t, CURL *e, const HttpRequestSpec *spec);
 
 /* Release every transaction-bound transfer when a transaction ends. */
 static void
@@ -577,8 +587,8 @@ HttpStart(const HttpRequestSpec *spec)
 	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
-	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) spec->body_len);
-	curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, spec->body ? spec->body : "");
+	if (!http_set_body(t, e, spec))
+		return t;
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, t);
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, header_cb);
@@ -613,6 +623,87 @@ HttpStart(const HttpRequestSpec *spec)
 	return t;
 }
 
+/* Bytes for curl from a request body file. */
+static size_t
+read_cb(char *buffer, size_t size, size_t nitems, void *userdata)
+{
+	return fread(buffer, 1, size * nitems, (FILE *) userdata);
+}
+
+/*
+ * What a request sends: nothing (GET), a multipart form with a file, the
+ * bytes of a file, or a body in memory.  false (with the transfer failed)
+ * when a file cannot be opened.
+ */
+static bool
+http_set_body(HttpTransfer *t, CURL *e, const HttpRequestSpec *spec)
+{
+	if (spec->response_path)
+	{
+		t->response_file = fopen(spec->response_path, "wb");
+		if (t->response_file == NULL)
+		{
+			t->outcome = HTTP_TRANSPORT_ERROR;
+			snprintf(t->errbuf, sizeof(t->errbuf), "could not create the download file: %m");
+			return false;
+		}
+	}
+	if (spec->get)
+	{
+		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+		return true;
+	}
+	if (spec->form_file_path)
+	{
+		curl_mime  *mime = curl_mime_init(e);
+		curl_mimepart *part;
+		ListCell   *lc;
+
+		t->mime = mime;
+		foreach(lc, spec->form_fields)
+		{
+			const char *f = lfirst(lc);
+			const char *eq = strchr(f, '=');
+
+			part = curl_mime_addpart(mime);
+			curl_mime_name(part, pnstrdup(f, eq - f));
+			curl_mime_data(part, eq + 1, CURL_ZERO_TERMINATED);
+		}
+		part = curl_mime_addpart(mime);
+		curl_mime_name(part, spec->form_file_field);
+		if (curl_mime_filedata(part, spec->form_file_path) != CURLE_OK)
+		{
+			t->outcome = HTTP_TRANSPORT_ERROR;
+			snprintf(t->errbuf, sizeof(t->errbuf), "could not read the upload file");
+			return false;
+		}
+		curl_mime_filename(part, spec->form_file_name);
+		curl_mime_type(part, "application/jsonl");
+		curl_easy_setopt(e, CURLOPT_MIMEPOST, mime);
+		return true;
+	}
+	if (spec->body_path)
+	{
+		struct stat st;
+
+		t->body_file = fopen(spec->body_path, "rb");
+		if (t->body_file == NULL || fstat(fileno(t->body_file), &st) != 0)
+		{
+			t->outcome = HTTP_TRANSPORT_ERROR;
+			snprintf(t->errbuf, sizeof(t->errbuf), "could not read the request body file: %m");
+			return false;
+		}
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, read_cb);
+		curl_easy_setopt(e, CURLOPT_READDATA, t->body_file);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) st.st_size);
+		return true;
+	}
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) spec->body_len);
+	curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, spec->body ? spec->body : "");
+	return true;
+}
+
 /* Let a caller's pointer be cleared when the transfer is released. */
 void
 HttpSetOwnerRef(HttpTransfer *t, HttpTransfer **ref)
@@ -638,6 +729,12 @@ HttpRelease(HttpTransfer *t)
 	}
 	if (t->header_list)
 		curl_slist_free_all((struct curl_slist *) t->header_list);
+	if (t->mime)
+		curl_mime_free((curl_mime *) t->mime);
+	if (t->body_file)
+		fclose(t->body_file);
+	if (t->response_file)
+		fclose(t->response_file);
 	free(t->data);
 	if (t->owner_ref)
 		*t->owner_ref = NULL;

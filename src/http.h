@@ -20,9 +20,17 @@
 typedef struct HttpRequestSpec
 {
 	const char *url;
+	bool		get;			/* a GET; otherwise a POST of the body */
 	List	   *headers;		/* "Name: value" strings */
 	const char *body;
 	size_t		body_len;
+	const char *body_path;		/* POST this file's bytes instead of body */
+	/* a multipart/form-data POST: fields "name=value" and one file part */
+	List	   *form_fields;
+	const char *form_file_field;
+	const char *form_file_path;
+	const char *form_file_name;
+	const char *response_path;	/* write the body of a 2xx here, not in data */
 	long		connect_timeout_ms;
 	long		timeout_ms;		/* 0: none */
 	long		low_speed_time; /* seconds; 0: none */
@@ -74,6 +82,10 @@ typedef struct HttpTransfer
 
 	/* bookkeeping (http.c) */
 	void	   *easy;
+	void	   *mime;
+	FILE	   *body_file;
+	FILE	   *response_file;
+	size_t		response_bytes; /* written to response_file */
 	void	   *header_list;
 	bool		attached;
 	bool		xact_bound;
@@ -82,6 +94,7 @@ typedef struct HttpTransfer
 	struct HttpTransfer *next;
 	struct HttpTransfer *prev;
 	void	   *user;			/* caller's pointer, e.g. a queue item */
+	int			user_kind;		/* what user points to (the caller's own codes) */
 } HttpTransfer;
 
 extern void HttpInit(void);

@@ -161,3 +161,47 @@ ProviderStreamEvent(LlmStreamDecoder *dec, const char *type, const char *data, s
 	PG_END_TRY();
 	json_object_put(root);
 }
+
+/* One request of a batch as a line of JSON text (palloc'd). */
+char *
+ProviderBatchLine(LlmRequest *req, const LlmRoute *route, const char *custom_id)
+{
+	json_object *line = route->provider->ops->batch_line(req, route, custom_id);
+	JsonGuard  *g = JsonGuardNew(line);
+	char	   *text = JsonToPstr(line);
+
+	JsonGuardRelease(g);
+	return text;
+}
+
+/*
+ * One line of a batch's results: false, with *problem, when it cannot be
+ * read at all (then *custom_id may be NULL).
+ */
+bool
+ProviderBatchResult(const LlmRoute *route, const char *line, size_t len,
+					char **custom_id, long *status, bool *expired,
+					LlmReply *reply, char **problem)
+{
+	json_object *root = JsonParseOrNull(line, len);
+	JsonGuard  *g;
+	const char *id = NULL;
+	bool		ok;
+
+	*custom_id = NULL;
+	*status = 0;
+	*expired = false;
+	memset(reply, 0, sizeof(LlmReply));
+	if (root == NULL || !json_object_is_type(root, json_type_object))
+	{
+		if (root)
+			json_object_put(root);
+		*problem = pstrdup("A result line is not a JSON object.");
+		return false;
+	}
+	g = JsonGuardNew(root);
+	ok = route->provider->ops->batch_result(root, route, &id, status, expired, reply, problem);
+	*custom_id = id ? pstrdup(id) : NULL;
+	JsonGuardRelease(g);
+	return ok;
+}

@@ -86,6 +86,23 @@ typedef struct LlmProviderOps
 							  const char *data, size_t len);
 	void		(*stream_event) (LlmStreamDecoder *dec, const char *type,
 								 struct json_object *root);
+
+	/* provider batch APIs: the batch kind used when none is configured */
+	const char *default_batch_api;
+
+	/* one request of a batch, with our id for it; the caller puts it */
+	struct json_object *(*batch_line) (LlmRequest *req, const LlmRoute *route,
+									   const char *custom_id);
+
+	/*
+	 * One result of a batch: its custom_id, and either the reply (*status
+	 * 200-299, in reply) or what went wrong (*status the HTTP status, 0
+	 * when the request was not run, *expired when it ran out of time or
+	 * was cancelled and can be sent again; *problem says it).
+	 */
+	bool		(*batch_result) (struct json_object *line, const LlmRoute *route,
+								 const char **custom_id, long *status, bool *expired,
+								 LlmReply *reply, char **problem);
 } LlmProviderOps;
 
 extern const LlmProviderOps OpenAIProviderOps;
@@ -98,5 +115,9 @@ extern bool ProviderParseReply(const LlmRoute *route, const char *body, size_t l
 extern void ProviderParseError(const char *body, size_t len, LlmErrorBody *err);
 extern void ProviderStreamEvent(LlmStreamDecoder *dec, const char *type,
 								const char *data, size_t len);
+extern char *ProviderBatchLine(LlmRequest *req, const LlmRoute *route, const char *custom_id);
+extern bool ProviderBatchResult(const LlmRoute *route, const char *line, size_t len,
+								char **custom_id, long *status, bool *expired,
+								LlmReply *reply, char **problem);
 
 #endif							/* PG_LLM_PROVIDER_H */

@@ -596,6 +596,66 @@ anthropic_raw_event(LlmStreamDecoder *dec, const char *type, const char *data, s
 	return len == 0 && type && strcmp(type, "ping") == 0;
 }
 
+/* One request of a Message Batch: {"custom_id", "params"}. */
+static json_object *
+anthropic_batch_line(LlmRequest *req, const LlmRoute *route, const char *custom_id)
+{
+	json_object *line = json_object_new_object();
+
+	json_object_object_add(line, "custom_id", json_object_new_string(custom_id));
+	json_object_object_add(line, "params", anthropic_build_body(req, route, false));
+	return line;
+}
+
+/*
+ * One line of a Message Batch's results: {"custom_id", "result": {"type":
+ * succeeded (with "message"), errored (with "error"), canceled or
+ * expired}}.  Canceled and expired requests can be sent again.
+ */
+static bool
+anthropic_batch_result(json_object *line, const LlmRoute *route, const char **custom_id,
+					   long *status, bool *expired, LlmReply *reply, char **problem)
+{
+	json_object *result = JsonGetObject(line, "result");
+	const char *type = JsonGetString(result, "type");
+
+	*custom_id = JsonGetString(line, "custom_id");
+	if (*custom_id == NULL || type == NULL)
+	{
+		*problem = pstrdup("A result line has no custom_id or result type.");
+		return false;
+	}
+	if (strcmp(type, "succeeded") == 0)
+	{
+		json_object *msg = JsonGetObject(result, "message");
+
+		*status = 200;
+		if (msg == NULL)
+		{
+			*problem = pstrdup("A succeeded result has no message.");
+			return false;
+		}
+		return anthropic_parse_reply(msg, route, false, reply, problem);
+	}
+	if (strcmp(type, "errored") == 0)
+	{
+		/* {"type": "error", "error": {"type", "message"}} */
+		json_object *e = JsonGetObject(result, "error");
+		json_object *inner = JsonGetObject(e, "error");
+		const char *et = JsonGetString(inner ? inner : e, "type");
+		const char *m = JsonGetString(inner ? inner : e, "message");
+
+		*status = 400;
+		if (et && (strcmp(et, "overloaded_error") == 0 || strcmp(et, "api_error") == 0))
+			*status = 500;
+		*problem = psprintf("%s%s%s", et ? et : "error", m ? ": " : "", m ? m : "");
+		return false;
+	}
+	*expired = (strcmp(type, "expired") == 0 || strcmp(type, "canceled") == 0);
+	*problem = psprintf("The request was %s before it ran.", type);
+	return false;
+}
+
 const LlmProviderOps AnthropicProviderOps = {
 	.name = "anthropic",
 	.chat_path = "/messages",
@@ -605,4 +665,7 @@ const LlmProviderOps AnthropicProviderOps = {
 	.parse_reply = anthropic_parse_reply,
 	.raw_event = anthropic_raw_event,
 	.stream_event = anthropic_stream_event,
+	.default_batch_api = "anthropic",
+	.batch_line = anthropic_batch_line,
+	.batch_result = anthropic_batch_result,
 };

@@ -172,6 +172,74 @@ openai_raw_event(LlmStreamDecoder *dec, const char *type, const char *data, size
 	return false;
 }
 
+/*
+ * One line of an OpenAI batch input file (also what a relay's inline
+ * /batches endpoint takes): the request as it would be sent, never
+ * streamed.
+ */
+static json_object *
+openai_batch_line(LlmRequest *req, const LlmRoute *route, const char *custom_id)
+{
+	json_object *line = json_object_new_object();
+
+	json_object_object_add(line, "custom_id", json_object_new_string(custom_id));
+	json_object_object_add(line, "method", json_object_new_string("POST"));
+	json_object_object_add(line, "url", json_object_new_string(route->provider->batch_url));
+	json_object_object_add(line, "body", openai_build_body(req, route, false));
+	return line;
+}
+
+/*
+ * One line of an OpenAI batch output or error file (or an inline batch's
+ * results): {"custom_id", "response": {"status_code", "body"}, "error"}.
+ * A request that was never run has "error" and no response; the expiry
+ * of the batch's window is one of those, and can be sent again.
+ */
+static bool
+openai_batch_result(json_object *line, const LlmRoute *route, const char **custom_id,
+					long *status, bool *expired, LlmReply *reply, char **problem)
+{
+	json_object *response = JsonGetObject(line, "response");
+	json_object *error = JsonGetObject(line, "error");
+	json_object *body;
+	int64		code = 0;
+
+	*custom_id = JsonGetString(line, "custom_id");
+	if (*custom_id == NULL)
+	{
+		*problem = pstrdup("A result line has no custom_id.");
+		return false;
+	}
+	if (response == NULL)
+	{
+		const char *c = JsonGetString(error, "code");
+		const char *m = JsonGetString(error, "message");
+
+		*expired = c && (strcmp(c, "batch_expired") == 0 || strcmp(c, "batch_cancelled") == 0);
+		*problem = psprintf("The request was not run: %s%s%s.", m ? m : "no reason given",
+							c ? " " : "", c ? psprintf("(%s)", c) : "");
+		return false;
+	}
+	(void) JsonGetInt64(response, "status_code", &code);
+	*status = (long) code;
+	body = JsonGetObject(response, "body");
+	if (code < 200 || code >= 300)
+	{
+		json_object *e = JsonGetObject(body, "error");
+		const char *m = JsonGetString(e, "message");
+
+		*expired = (code == 0);
+		*problem = psprintf("HTTP %ld: %s", *status, m ? m : "no message");
+		return false;
+	}
+	if (body == NULL)
+	{
+		*problem = pstrdup("A result line has no response body.");
+		return false;
+	}
+	return openai_parse_reply(body, route, false, reply, problem);
+}
+
 const LlmProviderOps OpenAIProviderOps = {
 	.name = "openai",
 	.chat_path = "/chat/completions",
@@ -181,4 +249,7 @@ const LlmProviderOps OpenAIProviderOps = {
 	.parse_reply = openai_parse_reply,
 	.raw_event = openai_raw_event,
 	.stream_event = openai_stream_event,
+	.default_batch_api = "openai",
+	.batch_line = openai_batch_line,
+	.batch_result = openai_batch_result,
 };

@@ -329,11 +329,38 @@ check_queue_cap(Oid role)
 	queued++;
 }
 
+/*
+ * How an item is sent: realtime, or through its provider's batch API,
+ * which the first route of its model must have.
+ */
+static void
+check_via(const char *via, const char *model)
+{
+	List	   *routes;
+	const LlmRoute *first;
+
+	if (strcmp(via, "realtime") == 0)
+		return;
+	if (strcmp(via, "batch_api") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("via must be \"realtime\" or \"batch_api\""),
+				 errhint("batch_api sends the item through its provider's batch API, at the batch price.")));
+	routes = ConfigRoutes(model);
+	first = linitial(routes);
+	if (strcmp(first->provider->batch_api, "none") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("provider \"%s\" of model \"%s\" has no batch API", first->provider->name, model),
+				 errhint("An administrator can set one with llm.alter_provider('%s', options => '{\"batch_api\": \"inline\"}') (or \"openai\", \"anthropic\"); or enqueue with via => 'realtime'.",
+						 first->provider->name)));
+}
+
 /* The INSERT of a queue item, run as the extension owner (RunAs). */
 typedef struct EnqueueInsert
 {
-	Datum		values[8];
-	char		nulls[8];
+	Datum		values[9];
+	char		nulls[9];
 	int64		id;
 } EnqueueInsert;
 
@@ -341,13 +368,13 @@ static void
 insert_item(void *arg)
 {
 	EnqueueInsert *e = (EnqueueInsert *) arg;
-	Oid			types[8] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID};
+	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID};
 	bool		isnull;
 
 	if (RunSql("INSERT INTO llm.queue (prompt, model, system, options, "
-			   "target_table, target_column, target_key, enqueued_by) "
-			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-			   8, types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+			   "target_table, target_column, target_key, enqueued_by, via) "
+			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+			   9, types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into llm.queue");
 	e->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -364,12 +391,15 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	bool		has_table = !PG_ARGISNULL(3);
 	bool		has_column = !PG_ARGISNULL(4);
 	bool		has_key = !PG_ARGISNULL(5);
+	const char *via = (PG_NARGS() > 7 && !PG_ARGISNULL(7)) ?
+		text_to_cstring(PG_GETARG_TEXT_PP(7)) : "realtime";
 	Oid			caller = GetUserId();
 	EnqueueInsert e;
 	int			i;
 
 	ChatCheckPrompt(prompt);
 	model = (char *) LlmResolveModel(model, NULL);
+	check_via(via, model);
 
 	/* options are checked now, not when the worker gets to them */
 	(void) RequestFromPrompt(LlmToUtf8(prompt),
@@ -396,6 +426,8 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	e.values[5] = has_column ? CStringGetTextDatum(NameStr(*PG_GETARG_NAME(4))) : (Datum) 0;
 	e.values[6] = has_key ? PG_GETARG_DATUM(5) : (Datum) 0;
 	e.values[7] = ObjectIdGetDatum(caller);
+	e.values[8] = CStringGetTextDatum(via);
+	e.nulls[8] = ' ';
 	for (i = 0; i < 7; i++)
 		if ((i == 2 && PG_ARGISNULL(2)) || (i == 3 && PG_ARGISNULL(6)) ||
 			(i == 4 && !has_table) || (i == 5 && !has_column) || (i == 6 && !has_key))

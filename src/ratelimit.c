@@ -4,8 +4,8 @@
  *	  Traffic control per provider endpoint, held in shared memory for
  *	  every backend and worker of the cluster at once.
  *
- *	  An endpoint is its base_url with its key (so two providers that name
- *	  the same relay with the same key share its limits, and every
+ *	  An endpoint is its protocol, base_url and key (so two providers that
+ *	  name the same relay with the same key share its limits, and every
  *	  database sees the same state).  For each, pg_llm keeps:
  *
  *	  - rpm_limit and tpm_limit as two generic cell rate algorithms: each
@@ -105,7 +105,10 @@ RateLimitShmemInit(bool found)
 	}
 }
 
-/* The key of a route's endpoint: its base_url and where its key comes from. */
+/*
+ * The key of a route's endpoint: its protocol, its base_url and where its
+ * key comes from.
+ */
 static uint64
 endpoint_key(const LlmProvider *p)
 {
@@ -113,8 +116,8 @@ endpoint_key(const LlmProvider *p)
 	uint64		h;
 
 	initStringInfo(&s);
-	appendStringInfo(&s, "%s%c%s%c%s", p->base_url, 0, p->api_key ? p->api_key : "", 0,
-					 p->api_key_env ? p->api_key_env : "");
+	appendStringInfo(&s, "%s%c%s%c%s%c%s", p->ops->name, 0, p->base_url, 0,
+					 p->api_key ? p->api_key : "", 0, p->api_key_env ? p->api_key_env : "");
 	h = hash_bytes_extended((const unsigned char *) s.data, s.len, 0x706c6c6d);
 	pfree(s.data);
 	return h ? h : 1;
@@ -448,6 +451,49 @@ LlmRouteWaitTurn(LlmCall *call, const LlmRoute *route)
 		if (turn == LLM_TURN_RESERVED)
 			return true;
 	}
+}
+
+PG_FUNCTION_INFO_V1(pg_llm_clear_cooldown);
+
+/*
+ * llm.clear_cooldown(provider): end a provider's cooldown and its time out
+ * of quota now (credit was added, the relay is back), for every backend.
+ */
+Datum
+pg_llm_clear_cooldown(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	ListCell   *lc;
+	bool		found = false;
+
+	foreach(lc, ConfigProviders())
+	{
+		const LlmProvider *p = lfirst(lc);
+		uint64		key;
+		int			i;
+
+		if (strcmp(p->name, name) != 0)
+			continue;
+		found = true;
+		if (limits == NULL)
+			break;
+		key = endpoint_key(p);
+		LWLockAcquire(limits->lock, LW_EXCLUSIVE);
+		for (i = 0; i < LIMIT_ENDPOINTS; i++)
+			if (limits->endpoints[i].key == key)
+			{
+				limits->endpoints[i].cooldown_until = 0;
+				limits->endpoints[i].cooldown_ms = 0;
+				limits->endpoints[i].disabled_until = 0;
+			}
+		LWLockRelease(limits->lock);
+	}
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("provider \"%s\" does not exist", name),
+				 errhint("See SELECT name FROM llm.provider.")));
+	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(pg_llm_provider_status);

@@ -89,6 +89,17 @@ route_cost(const LlmRoute *route, int64 in, int64 out)
 	return in * route->input_usd_per_mtok / 1e6 + out * route->output_usd_per_mtok / 1e6;
 }
 
+/* What a call costs: through a batch API, the route's batch share. */
+static double
+call_cost(const LlmCall *call, const LlmRoute *route, int64 in, int64 out)
+{
+	double		c = route_cost(route, in, out);
+
+	if (c > 0 && call->mode == LLM_MODE_BATCH_API)
+		c *= route->batch_price_factor;
+	return c;
+}
+
 static LlmUsageList *usage_list(Oid dboid, bool create);
 
 /* ---- budgets ---- */
@@ -203,8 +214,9 @@ budget_release(LlmCall *call, double actual_cost)
 	b = budget_entry(call->roleid, call->budget_month, false);
 	if (b)
 	{
-		b->reserved_usd -= call->reserved_usd;
-		b->reserved_calls -= 1;
+		/* reservations from before a restart are gone: never below zero */
+		b->reserved_usd = Max(0, b->reserved_usd - call->reserved_usd);
+		b->reserved_calls = Max(0, b->reserved_calls - 1);
 		if (actual_cost >= 0)
 			b->spent_usd += actual_cost;
 		if (call->usage_counted)
@@ -244,8 +256,8 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
 	foreach(lc, call->routes)
 	{
 		const LlmRoute *r = lfirst(lc);
-		double		cost = route_cost(r, call->estimated_input_tokens,
-									  call->estimated_output_tokens);
+		double		cost = call_cost(call, r, call->estimated_input_tokens,
+									 call->estimated_output_tokens);
 
 		if (usd_limit >= 0 && cost < 0)
 			ereport(ERROR,
@@ -534,7 +546,7 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	call->usage_recorded = true;
 	call->usage_counted = (outcome != LLM_OUTCOME_RETRY);
 	cost = call->reply.has_usage ?
-		route_cost(route, call->reply.input_tokens, call->reply.output_tokens) : -1;
+		call_cost(call, route, call->reply.input_tokens, call->reply.output_tokens) : -1;
 	budget_release(call, cost);
 	if (!llm_track_usage || LlmShared == NULL)
 		return;
@@ -580,13 +592,13 @@ usage_reset_cb(void *arg)
 }
 
 /*
- * Start a call's accounting: check and reserve the budget of the role it
- * runs for, and make sure its record is written however the call ends.
+ * Check and reserve the budget of the role a call runs for (its estimated
+ * cost), without tying its record to memory: a request of a provider
+ * batch, whose record is made when its result arrives.
  */
 void
-UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
+UsageReserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 {
-	MemoryContextCallback *cb;
 	double		usd_limit;
 	int64		calls_limit;
 	int64		max_queued;
@@ -597,7 +609,38 @@ UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 	if (ConfigBudget(roleid, &usd_limit, &calls_limit, &max_queued) &&
 		(usd_limit >= 0 || calls_limit >= 0))
 		budget_check(call, usd_limit, calls_limit);
+}
 
+/*
+ * The reservation a call made with UsageReserve, taken up again in
+ * another process or transaction (a batch's results), so that its record
+ * settles it.  Reservations lost with a restart settle at zero.
+ */
+void
+UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
+{
+	const LlmRoute *route = call->routes ? linitial(call->routes) : call->route;
+	double		cost;
+
+	call->roleid = roleid;
+	call->estimated_input_tokens = request_bytes / 4 + 1;
+	call->estimated_output_tokens = max_tokens > 0 ? max_tokens : 256;
+	cost = route ? call_cost(call, route, call->estimated_input_tokens,
+							 call->estimated_output_tokens) : -1;
+	call->budget_month = month_of(GetCurrentTimestamp());
+	call->reserved_usd = Max(cost, 0);
+}
+
+/*
+ * Start a call's accounting: check and reserve the budget of the role it
+ * runs for, and make sure its record is written however the call ends.
+ */
+void
+UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
+{
+	MemoryContextCallback *cb;
+
+	UsageReserve(call, roleid, request_bytes, max_tokens);
 	cb = palloc0(sizeof(MemoryContextCallback));
 	cb->func = usage_reset_cb;
 	cb->arg = call;

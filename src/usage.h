@@ -13,6 +13,8 @@
 #include "call.h"
 
 extern void UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens);
+extern void UsageReserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens);
+extern void UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens);
 extern void UsageRecord(LlmCall *call, LlmOutcome outcome);
 extern int	UsageFlush(void);
 extern uint32 UsagePending(void);

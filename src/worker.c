@@ -41,6 +41,7 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
+#include "batch.h"
 #include "call.h"
 #include "http.h"
 #include "pg_llm.h"
@@ -114,6 +115,11 @@ WorkerDefineSettings(void)
 							"Longest sleep of an idle queue worker; an enqueue's commit wakes it at once.",
 							NULL, &llm_worker_naptime, 10000, 10, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.batch_poll_interval",
+							"How often a queue worker asks providers about its submitted batches, and forms new ones.",
+							"Items enqueued with via => 'batch_api' also form a batch when their enqueue wakes the worker.",
+							&llm_batch_poll_interval, 60, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
 /* Register one worker per listed database; called while preloading. */
@@ -354,6 +360,7 @@ item_send(WorkItem *it)
 		{
 			it->xfer = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
 			it->xfer->user = it;
+			it->xfer->user_kind = WORK_ITEM;
 			it->state = ITEM_IN_FLIGHT;
 			WorkerNInFlight++;
 		}
@@ -681,6 +688,7 @@ worker_stop(void)
 			it->xfer = NULL;
 		}
 	}
+	BatchStop();
 	WritebackFinished();
 	LeaseHandBack();
 	flush_usage(true);
@@ -699,6 +707,7 @@ pg_llm_worker_main(Datum arg)
 	TimestampTz last_reclaim = 0;
 	TimestampTz last_renew = 0;
 	bool		drained = false;
+	bool		woken = true;
 	MemoryContext loop_ctx;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -782,6 +791,10 @@ pg_llm_worker_main(Datum arg)
 		}
 
 		next_due = fill_slots(now);
+
+		/* provider batches: form, send, poll what is due */
+		BatchTick(woken);
+		woken = false;
 		report_counts();
 
 		/*
@@ -811,19 +824,28 @@ pg_llm_worker_main(Datum arg)
 		if (UsagePending() > 0)
 			timeout = Min(timeout, 200);
 		timeout = Min(timeout, RECLAIM_INTERVAL_MS);
+		{
+			long		bt = BatchTimeout();
+
+			if (bt >= 0)
+				timeout = Min(timeout, bt);
+		}
 		report_activity();
 		if (HttpPoll(timeout))
+		{
 			drained = false;	/* an enqueue committed, or a signal */
+			woken = true;
+		}
 
 		{
 			HttpTransfer *t;
 
 			while ((t = HttpNextDone()) != NULL)
 			{
-				WorkItem   *it = (WorkItem *) t->user;
-
-				if (it)
-					item_judge(it);
+				if (t->user && t->user_kind == WORK_BATCH)
+					BatchTransferDone(t);
+				else if (t->user)
+					item_judge((WorkItem *) t->user);
 				else
 					HttpRelease(t);
 			}

@@ -288,16 +288,16 @@ update_queue_rows(HTAB *superseded)
 		"UPDATE llm.queue q SET status = 'done', reply = u.t, error = NULL, lease_until = NULL, "
 		"leased_by = NULL, finished_at = pg_catalog.now() "
 		"FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
-		"WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id, "
+		"WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id, "
 		SUPERSEDED_SQL,
 		"UPDATE llm.queue q SET status = 'failed', error = u.t, lease_until = NULL, "
 		"leased_by = NULL, finished_at = pg_catalog.now() "
 		"FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
-		"WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id",
+		"WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id",
 		"UPDATE llm.queue q SET status = 'pending', error = u.t, lease_until = NULL, "
 		"leased_by = NULL, next_attempt_at = u.w "
 		"FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[]) "
-		"AS u(id, a, t, w) WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running' RETURNING q.id"
+		"AS u(id, a, t, w) WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id"
 	};
 	Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
 

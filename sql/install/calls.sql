@@ -35,6 +35,10 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'pg_llm_provider_status'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION llm._provider_status() IS 'Per provider: its limits and the last minute''s requests and tokens against them, its cooldown and why, the callers waiting, and its recent 429s (the view llm.provider_status shows it)';
+CREATE FUNCTION llm.clear_cooldown(provider text) RETURNS void
+AS 'MODULE_PATHNAME', 'pg_llm_clear_cooldown'
+LANGUAGE C STRICT VOLATILE;
+COMMENT ON FUNCTION llm.clear_cooldown(text) IS 'End a provider''s cooldown, and its time out of quota, now, for the whole cluster (after adding credit, say)';
 CREATE VIEW llm.provider_status AS
     SELECT * FROM llm._provider_status() ORDER BY provider;
 COMMENT ON VIEW llm.provider_status IS 'Per provider, cluster-wide: rpm and tpm limits with the requests and tokens of the last minute, the cooldown (until and why), the callers waiting for their turn, and the 429s of the last minute: what to look at when calls get slow';

@@ -45,9 +45,11 @@ CREATE TABLE llm.model (
     priority            integer NOT NULL DEFAULT 100,
     input_usd_per_mtok  numeric CHECK (input_usd_per_mtok >= 0),
     output_usd_per_mtok numeric CHECK (output_usd_per_mtok >= 0),
+    batch_price_factor  numeric NOT NULL DEFAULT 0.5 CHECK (batch_price_factor >= 0),
     PRIMARY KEY (name, provider)
 );
 COMMENT ON TABLE llm.model IS 'Model names SQL callers use, where each goes, and its price; several rows with one name form its fallback chain';
+COMMENT ON COLUMN llm.model.batch_price_factor IS 'The share of the prices a request through the provider''s batch API costs (0.5: half price)';
 
 CREATE TABLE llm._setting (
     key   text PRIMARY KEY,
@@ -82,7 +84,7 @@ DECLARE
     v jsonb;
     ints constant text[] := ARRAY['connect_timeout_ms', 'timeout_ms', 'low_speed_time',
         'low_speed_limit', 'stream_idle_timeout', 'max_retries', 'default_max_tokens',
-        'quota_cooldown'];
+        'quota_cooldown', 'batch_timeout_ms'];
 BEGIN
     IF options IS NULL THEN
         RETURN '{}';
@@ -104,6 +106,18 @@ BEGIN
                 RAISE EXCEPTION 'provider option "%" must be a whole number from 1 to 2147483647', k
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'It counts per minute, for the whole cluster; leave the option out for no limit.';
+            END IF;
+        ELSIF k = 'batch_api' THEN
+            IF v NOT IN ('"inline"', '"openai"', '"anthropic"', '"none"') THEN
+                RAISE EXCEPTION 'provider option "batch_api" must be "inline", "openai", "anthropic" or "none"'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'inline: a relay''s synchronous POST /batches; openai: the Files and Batch API; anthropic: Message Batches; none: no batch API.';
+            END IF;
+        ELSIF k = 'batch_url' THEN
+            IF jsonb_typeof(v) <> 'string' OR v #>> '{}' !~ '^/[A-Za-z0-9/._-]*$' THEN
+                RAISE EXCEPTION 'provider option "batch_url" must be a path such as "/v1/chat/completions"'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'It is the "url" of each line of a batch, and the "endpoint" of an OpenAI batch.';
             END IF;
         ELSIF k = 'max_tokens_param' THEN
             IF v NOT IN ('"max_tokens"', '"max_completion_tokens"') THEN
@@ -135,7 +149,7 @@ BEGIN
         ELSE
             RAISE EXCEPTION 'unknown provider option "%"', k
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers, rpm_limit, tpm_limit, quota_cooldown.';
+                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers, rpm_limit, tpm_limit, quota_cooldown, batch_api, batch_timeout_ms, batch_url.';
         END IF;
     END LOOP;
     RETURN options;
@@ -174,6 +188,23 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION llm._check_protocol(text) IS 'Check a protocol name: openai or anthropic';
+
+-- The batch API a provider uses must be one its protocol speaks: inline and
+-- openai for the openai protocol, anthropic for the anthropic protocol.
+CREATE FUNCTION llm._check_batch_api(protocol text, options jsonb) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF options ->> 'batch_api' IS NULL OR options ->> 'batch_api' = 'none' THEN
+        RETURN;
+    END IF;
+    IF (protocol = 'openai') <> (options ->> 'batch_api' IN ('inline', 'openai')) THEN
+        RAISE EXCEPTION 'batch_api "%" does not go with the % protocol', options ->> 'batch_api', protocol
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The openai protocol takes "inline" or "openai", the anthropic protocol "anthropic"; "none" turns batches off.';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION llm._check_batch_api(text, jsonb) IS 'Check that a provider''s batch_api goes with its protocol';
 
 CREATE FUNCTION llm._provider_must_exist(name text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -244,6 +275,7 @@ BEGIN
     END IF;
     PERFORM llm._check_key(api_key, api_key_env);
     opts := llm._check_provider_options(options);
+    PERFORM llm._check_batch_api(protocol, opts);
     INSERT INTO llm.provider (name, protocol, base_url, api_key_env, has_api_key, options, headers)
     VALUES (name, llm._check_protocol(protocol), llm._check_base_url(base_url),
             nullif(api_key_env, ''), coalesce(api_key, '') <> '',
@@ -285,6 +317,7 @@ BEGIN
         priority = coalesce(alter_provider.priority, p.priority),
         updated_at = now()
     WHERE p.name = alter_provider.name;
+    PERFORM llm._check_batch_api(p.protocol, p.options) FROM llm.provider p WHERE p.name = alter_provider.name;
     -- new options replace the old ones, their headers included
     IF opts IS NOT NULL THEN
         INSERT INTO llm._provider_secret AS s (provider, headers)
@@ -325,25 +358,30 @@ CREATE FUNCTION llm.add_model(
     upstream_model text DEFAULT NULL,
     priority integer DEFAULT 100,
     input_usd_per_mtok numeric DEFAULT NULL,
-    output_usd_per_mtok numeric DEFAULT NULL)
+    output_usd_per_mtok numeric DEFAULT NULL,
+    batch_price_factor numeric DEFAULT 0.5)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF coalesce(name, '') = '' THEN
         RAISE EXCEPTION 'model name must not be empty'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF batch_price_factor < 0 THEN
+        RAISE EXCEPTION 'batch_price_factor cannot be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM llm._provider_must_exist(provider);
     INSERT INTO llm.model AS m VALUES
         (name, provider, coalesce(nullif(upstream_model, ''), name), coalesce(priority, 100),
-         input_usd_per_mtok, output_usd_per_mtok)
+         input_usd_per_mtok, output_usd_per_mtok, coalesce(batch_price_factor, 0.5))
     ON CONFLICT ON CONSTRAINT model_pkey DO UPDATE SET
         upstream_model = EXCLUDED.upstream_model,
         priority = EXCLUDED.priority,
         input_usd_per_mtok = EXCLUDED.input_usd_per_mtok,
-        output_usd_per_mtok = EXCLUDED.output_usd_per_mtok;
+        output_usd_per_mtok = EXCLUDED.output_usd_per_mtok,
+        batch_price_factor = EXCLUDED.batch_price_factor;
 END;
 $$;
-COMMENT ON FUNCTION llm.add_model(text, text, text, integer, numeric, numeric) IS 'Route a model name to a provider (under an upstream name, with a priority in its fallback chain and prices per million tokens); adding it again updates it';
+COMMENT ON FUNCTION llm.add_model(text, text, text, integer, numeric, numeric, numeric) IS 'Route a model name to a provider (under an upstream name, with a priority in its fallback chain, prices per million tokens and the share of them a batch request costs); adding it again updates it';
 
 CREATE FUNCTION llm.drop_model(name text, provider text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

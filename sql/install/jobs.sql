@@ -40,6 +40,7 @@ CREATE TABLE llm.job (
     system          text,
     options         jsonb,
     track_changes   boolean NOT NULL DEFAULT true,
+    via             text NOT NULL DEFAULT 'realtime' CHECK (via IN ('realtime', 'batch_api')),
     created_at      timestamptz NOT NULL DEFAULT now(),
     last_run_at     timestamptz
 );
@@ -48,6 +49,7 @@ COMMENT ON COLUMN llm.job.owner IS 'The role the job runs as: its triggers and r
 COMMENT ON COLUMN llm.job.input_columns IS 'The columns the prompt template refers to (derived from it)';
 COMMENT ON COLUMN llm.job.result_table IS 'Where the result column is; NULL: the source table';
 COMMENT ON COLUMN llm.job.model IS 'The model, resolved when the job was created (llm.default_model if none was given)';
+COMMENT ON COLUMN llm.job.via IS 'How its items are sent: realtime calls, or the provider''s batch API';
 COMMENT ON COLUMN llm.job.last_run_at IS 'When llm.run_job last ran the job (the start of its transaction)';
 SELECT pg_catalog.pg_extension_config_dump('llm.job', '');
 
@@ -308,7 +310,7 @@ BEGIN
     IF NEW.options IS NOT NULL AND jsonb_typeof(NEW.options) <> 'object' THEN
         RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    probe := llm.enqueue('pg_llm job check', NEW.model, NEW.system, options => NEW.options);
+    probe := llm.enqueue('pg_llm job check', NEW.model, NEW.system, options => NEW.options, via => NEW.via);
     SELECT q.model INTO NEW.model FROM llm.queue q WHERE q.id = probe;
     DELETE FROM llm.queue q WHERE q.id = probe;
     RETURN NEW;
@@ -566,10 +568,13 @@ BEGIN
         END IF;
         EXECUTE format('DROP FUNCTION %s', fn);
     END LOOP;
+    IF current_setting('pg_llm_job.cancel', true) = OLD.name THEN
+        DELETE FROM llm.queue q WHERE q.job = OLD.name AND q.status IN ('pending', 'submitted');
+    END IF;
     RETURN NULL;
 END;
 $$;
-COMMENT ON FUNCTION llm._job_uninstall() IS 'Trigger: drop a deleted job''s triggers and functions';
+COMMENT ON FUNCTION llm._job_uninstall() IS 'Trigger: drop a deleted job''s triggers and functions (and, for llm.drop_job(name, cancel => true), its unanswered items)';
 
 CREATE FUNCTION llm._job_no_truncate() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -612,20 +617,20 @@ BEGIN
         USING unnest(keys) AS k(key)
         WHERE q.job = j.name AND q.status = 'pending' AND q.target_key = k.key;
         INSERT INTO llm.queue (prompt, model, system, options, target_table, target_column,
-                               target_key, enqueued_by, job)
+                               target_key, enqueued_by, job, via)
         SELECT u.prompt, j.model, j.system, j.options, coalesce(j.result_table, j.source_table),
-               j.result_column, u.key, j.owner::oid, j.name
+               j.result_column, u.key, j.owner::oid, j.name, j.via
         FROM unnest(prompts, keys) AS u(prompt, key)
         WHERE u.prompt <> '' AND u.key IS NOT NULL;
     ELSE
         INSERT INTO llm.queue (prompt, model, system, options, target_table, target_column,
-                               target_key, enqueued_by, job)
+                               target_key, enqueued_by, job, via)
         SELECT u.prompt, j.model, j.system, j.options, coalesce(j.result_table, j.source_table),
-               j.result_column, u.key, j.owner::oid, j.name
+               j.result_column, u.key, j.owner::oid, j.name, j.via
         FROM unnest(prompts, keys) AS u(prompt, key)
         WHERE u.prompt <> '' AND u.key IS NOT NULL
           AND NOT EXISTS (SELECT 1 FROM llm.queue q
-                          WHERE q.job = j.name AND q.status IN ('pending', 'running')
+                          WHERE q.job = j.name AND q.status IN ('pending', 'running', 'submitted')
                             AND q.target_key = u.key);
     END IF;
     GET DIAGNOSTICS n = ROW_COUNT;
@@ -652,7 +657,8 @@ CREATE FUNCTION llm.create_job(
     model text DEFAULT NULL,
     system text DEFAULT NULL,
     options jsonb DEFAULT NULL,
-    track_changes boolean DEFAULT true)
+    track_changes boolean DEFAULT true,
+    via text DEFAULT 'realtime')
 RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -670,11 +676,11 @@ BEGIN
     -- checked by llm._job_prepare, which also serves restores of llm.job)
     BEGIN
         INSERT INTO llm.job AS jj (name, source_table, key_columns, prompt_template, result_table,
-                                   result_column, model, system, options, track_changes)
+                                   result_column, model, system, options, track_changes, via)
         VALUES (create_job.name, create_job.source_table, create_job.key_columns::name[],
                 create_job.prompt_template, create_job.result_table, create_job.result_column,
                 create_job.model, create_job.system, create_job.options,
-                coalesce(create_job.track_changes, true))
+                coalesce(create_job.track_changes, true), coalesce(create_job.via, 'realtime'))
         RETURNING * INTO j;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'job "%" already exists', create_job.name
@@ -793,7 +799,7 @@ BEGIN
     END IF;
 END;
 $$;
-COMMENT ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean) IS 'Define a job that sends each row of source_table, rendered through prompt_template ({column} placeholders), to a model and writes the reply into result_column (of result_table, keyed like the source, if given); with track_changes, inserted and changed rows are queued by triggers. The job runs as the role that creates it';
+COMMENT ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text) IS 'Define a job that sends each row of source_table, rendered through prompt_template ({column} placeholders), to a model and writes the reply into result_column (of result_table, keyed like the source, if given); with track_changes, inserted and changed rows are queued by triggers; via => ''batch_api'' sends its items through the provider''s batch API. The job runs as the role that creates it';
 
 CREATE FUNCTION llm.run_job(name text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -825,27 +831,34 @@ END;
 $$;
 COMMENT ON FUNCTION llm.run_job(text) IS 'Queue every row of a job that has no result (NULL) and no pending or running item of the job; returns the number of rows queued. Runs as the job''s owner';
 
-CREATE FUNCTION llm.drop_job(name text) RETURNS void
+CREATE FUNCTION llm.drop_job(name text, cancel boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- the job's trigger (llm._job_uninstall) removes its unanswered items
+    -- when asked to, after row-level security let the caller drop the job
+    IF cancel THEN
+        PERFORM set_config('pg_llm_job.cancel', drop_job.name, true);
+    END IF;
     DELETE FROM llm.job WHERE llm.job.name = drop_job.name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job "%" does not exist', drop_job.name
             USING ERRCODE = 'undefined_object',
                   HINT = 'See SELECT name FROM llm.job.';
     END IF;
+    PERFORM set_config('pg_llm_job.cancel', '', true);
 END;
 $$;
-COMMENT ON FUNCTION llm.drop_job(text) IS 'Remove a job and its triggers; its queue items stay';
+COMMENT ON FUNCTION llm.drop_job(text, boolean) IS 'Remove a job and its triggers; its queue items stay, unless cancel: then its items not yet answered (pending, or waiting in a provider batch) go too, and a provider batch left without items is cancelled';
 
 CREATE VIEW llm.job_status AS
     SELECT j.name AS job,
            j.owner,
            j.source_table,
            coalesce(j.result_table, j.source_table)::text || '.' || quote_ident(j.result_column) AS result,
-           c.pending, c.running, c.done, c.failed,
-           CASE WHEN f.finished + c.pending + c.running > 0
-                THEN round(100.0 * f.finished / (f.finished + c.pending + c.running), 1) END AS percent_done,
+           c.pending, c.running, c.submitted, c.done, c.failed,
+           CASE WHEN f.finished + c.pending + c.running + c.submitted > 0
+                THEN round(100.0 * f.finished / (f.finished + c.pending + c.running + c.submitted), 1) END
+               AS percent_done,
            round(m.per_second, 1) AS items_per_second,
            CASE WHEN c.pending + c.running > 0 AND m.per_second > 0
                 THEN make_interval(secs => round((c.pending + c.running) / m.per_second)) END AS eta,
@@ -857,6 +870,7 @@ CREATE VIEW llm.job_status AS
     CROSS JOIN LATERAL (
         SELECT count(*) FILTER (WHERE q.status = 'pending') AS pending,
                count(*) FILTER (WHERE q.status = 'running') AS running,
+               count(*) FILTER (WHERE q.status = 'submitted') AS submitted,
                count(*) FILTER (WHERE q.status = 'done') AS done,
                count(*) FILTER (WHERE q.status = 'failed') AS failed
         FROM llm.queue q WHERE q.job = j.name) c
@@ -885,4 +899,4 @@ CREATE VIEW llm.job_status AS
         ORDER BY q.finished_at DESC LIMIT 1) e ON true
     WHERE pg_catalog.pg_has_role(j.owner::oid, 'USAGE')
     ORDER BY j.name;
-COMMENT ON VIEW llm.job_status IS 'Per job: queue items pending, running, done and failed; percent of the work since the last run_job that is finished; items per second over the last minute; estimated time to finish; last finished item and last error. Watch it with \watch 1';
+COMMENT ON VIEW llm.job_status IS 'Per job: queue items pending, running, submitted (in a provider batch), done and failed; percent of the work since the last run_job that is finished; items per second over the last minute; estimated time to finish; last finished item and last error. Watch it with \watch 1';

@@ -3,7 +3,7 @@
 CREATE TABLE llm.queue (
     id              bigserial PRIMARY KEY,
     status          text NOT NULL DEFAULT 'pending'
-                    CHECK (status IN ('pending', 'running', 'done', 'failed')),
+                    CHECK (status IN ('pending', 'running', 'submitted', 'done', 'failed')),
     prompt          text NOT NULL,
     model           text NOT NULL,
     system          text,
@@ -13,6 +13,8 @@ CREATE TABLE llm.queue (
     target_key      jsonb,
     enqueued_by     oid NOT NULL,
     job             text,
+    via             text NOT NULL DEFAULT 'realtime' CHECK (via IN ('realtime', 'batch_api')),
+    batch_id        bigint,
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     lease_until     timestamptz,
@@ -23,11 +25,18 @@ CREATE TABLE llm.queue (
     started_at      timestamptz,
     finished_at     timestamptz
 );
--- ready items by role, for claims that take turns between roles
-CREATE INDEX queue_ready ON llm.queue (enqueued_by, next_attempt_at, id) WHERE status = 'pending';
+-- ready items by role, for claims that take turns between roles; ready
+-- batch items by model; the items a provider batch holds
+CREATE INDEX queue_ready ON llm.queue (enqueued_by, next_attempt_at, id)
+    WHERE status = 'pending' AND via = 'realtime';
+CREATE INDEX queue_batch_ready ON llm.queue (model, next_attempt_at, id)
+    WHERE status = 'pending' AND via = 'batch_api';
+CREATE INDEX queue_batch ON llm.queue (batch_id) WHERE status = 'submitted';
 CREATE INDEX queue_leased ON llm.queue (lease_until) WHERE status = 'running';
 CREATE INDEX queue_job ON llm.queue (job, status) WHERE job IS NOT NULL;
 COMMENT ON TABLE llm.queue IS 'Prompts waiting for, or answered by, the pg_llm worker; each role sees its own items';
+COMMENT ON COLUMN llm.queue.via IS 'realtime: a call of its own; batch_api: through its provider''s batch API (half the price, answered within the provider''s window)';
+COMMENT ON COLUMN llm.queue.batch_id IS 'The provider batch (llm.batches) that holds or held the item';
 COMMENT ON COLUMN llm.queue.leased_by IS 'The running worker that holds the item (a token of its life; a restarted server or worker has new ones)';
 -- a role that may read the queue sees only the items it enqueued
 ALTER TABLE llm.queue ENABLE ROW LEVEL SECURITY;
@@ -41,21 +50,22 @@ CREATE FUNCTION llm.enqueue(
     target_table regclass DEFAULT NULL,
     target_column name DEFAULT NULL,
     target_key jsonb DEFAULT NULL,
-    options jsonb DEFAULT NULL)
+    options jsonb DEFAULT NULL,
+    via text DEFAULT 'realtime')
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'pg_llm_enqueue'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb) IS 'Queue a prompt for the background worker; with target_table, target_column and target_key (a JSON object of the row''s key columns) the reply is written into that row, with the rights of the role that enqueued it';
+COMMENT ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text) IS 'Queue a prompt for the background worker; with target_table, target_column and target_key (a JSON object of the row''s key columns) the reply is written into that row, with the rights of the role that enqueued it; via => ''batch_api'' sends it through its provider''s batch API';
 
 CREATE VIEW llm.queue_status AS
     SELECT s.status,
            count(q.id) AS items,
            min(q.created_at) AS oldest,
            max(q.finished_at) AS last_finished
-    FROM (VALUES ('pending'), ('running'), ('done'), ('failed')) AS s(status)
+    FROM (VALUES ('pending'), ('running'), ('submitted'), ('done'), ('failed')) AS s(status)
     LEFT JOIN llm.queue q ON q.status = s.status
     GROUP BY s.status
-    ORDER BY array_position(ARRAY['pending', 'running', 'done', 'failed'], s.status);
+    ORDER BY array_position(ARRAY['pending', 'running', 'submitted', 'done', 'failed'], s.status);
 COMMENT ON VIEW llm.queue_status IS 'Queue items by status';
 
 CREATE FUNCTION llm.worker_status(
@@ -82,11 +92,13 @@ CREATE VIEW llm.workers AS
     FROM llm.worker_status() w LEFT JOIN pg_catalog.pg_database d ON d.oid = w.database;
 COMMENT ON VIEW llm.workers IS 'Each running queue worker (and usage writer): requests in flight, items done and failed, items per second, last error';
 
-CREATE FUNCTION llm.purge_queue(older_than interval DEFAULT '7 days') RETURNS bigint
+CREATE FUNCTION llm.purge_queue(older_than interval DEFAULT '7 days', unfinished boolean DEFAULT false)
+RETURNS bigint
 LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
     WITH d AS (DELETE FROM llm.queue
-               WHERE status IN ('done', 'failed') AND finished_at < now() - older_than
+               WHERE (status IN ('done', 'failed') AND finished_at < now() - older_than)
+                  OR (unfinished AND status IN ('pending', 'submitted') AND created_at < now() - older_than)
                RETURNING 1)
     SELECT count(*) FROM d;
 $$;
-COMMENT ON FUNCTION llm.purge_queue(interval) IS 'Delete finished queue items older than the given age';
+COMMENT ON FUNCTION llm.purge_queue(interval, boolean) IS 'Delete finished queue items older than the given age; with unfinished, also the pending items and those waiting in a provider batch (a batch whose items are all gone is cancelled at the provider)';

@@ -53,32 +53,35 @@ CREATE FUNCTION llm.cost_report(since timestamptz DEFAULT date_trunc('month', no
                                 until timestamptz DEFAULT now())
 RETURNS TABLE (model text, served_by text, calls bigint, input_tokens bigint,
                output_tokens bigint, cost_usd numeric, priced_on text,
-               priced_upstream text, cost_there_usd numeric, savings_pct numeric)
+               priced_upstream text, cost_there_usd numeric, savings_pct numeric,
+               batch_calls bigint, batch_cost_usd numeric, cost_there_batch_usd numeric)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     WITH used AS (
         SELECT u.model, string_agg(DISTINCT u.provider, ', ') AS served_by,
                count(*) AS calls,
                coalesce(sum(u.input_tokens), 0) AS input_tokens,
                coalesce(sum(u.output_tokens), 0) AS output_tokens,
-               sum(u.cost_usd) AS cost_usd
+               sum(u.cost_usd) AS cost_usd,
+               count(*) FILTER (WHERE u.mode = 'batch_api') AS batch_calls,
+               sum(u.cost_usd) FILTER (WHERE u.mode = 'batch_api') AS batch_cost_usd
         FROM llm.usage u
         WHERE u.ts >= since AND u.ts < until AND u.outcome <> 'retry'
-        GROUP BY u.model)
-    SELECT used.model, used.served_by, used.calls, used.input_tokens, used.output_tokens,
-           round(used.cost_usd, 6), m.provider, m.upstream_model,
-           round(used.input_tokens * m.input_usd_per_mtok / 1e6
-                 + used.output_tokens * m.output_usd_per_mtok / 1e6, 6),
-           CASE WHEN used.cost_usd > 0 THEN
-               round(100 * (used.cost_usd - (used.input_tokens * m.input_usd_per_mtok / 1e6
-                                            + used.output_tokens * m.output_usd_per_mtok / 1e6))
-                     / used.cost_usd, 1)
-           END
-    FROM used
-    LEFT JOIN llm.model m ON m.name = used.model
-         AND m.input_usd_per_mtok IS NOT NULL AND m.output_usd_per_mtok IS NOT NULL
-    ORDER BY used.model, 9 NULLS LAST;
+        GROUP BY u.model),
+    priced AS (
+        SELECT used.*, m.provider, m.upstream_model, m.batch_price_factor,
+               used.input_tokens * m.input_usd_per_mtok / 1e6
+                   + used.output_tokens * m.output_usd_per_mtok / 1e6 AS there
+        FROM used
+        LEFT JOIN llm.model m ON m.name = used.model
+             AND m.input_usd_per_mtok IS NOT NULL AND m.output_usd_per_mtok IS NOT NULL)
+    SELECT p.model, p.served_by, p.calls, p.input_tokens, p.output_tokens,
+           round(p.cost_usd, 6), p.provider, p.upstream_model, round(p.there, 6),
+           CASE WHEN p.cost_usd > 0 THEN round(100 * (p.cost_usd - p.there) / p.cost_usd, 1) END,
+           p.batch_calls, round(p.batch_cost_usd, 6), round(p.there * p.batch_price_factor, 6)
+    FROM priced p
+    ORDER BY p.model, 9 NULLS LAST;
 $$;
-COMMENT ON FUNCTION llm.cost_report(timestamptz, timestamptz) IS 'The tokens each model used in a period, priced on every provider that serves the model (its llm.model rows with prices), with the savings in percent against what was paid';
+COMMENT ON FUNCTION llm.cost_report(timestamptz, timestamptz) IS 'The tokens each model used in a period, priced on every provider that serves the model (its llm.model rows with prices), with the savings in percent against what was paid; batch_calls and batch_cost_usd are the part sent through batch APIs, cost_there_batch_usd what all the tokens would cost there through its batch API';
 
 CREATE FUNCTION llm.usage_buffer_status(OUT pending integer, OUT dropped bigint, OUT waited bigint)
 AS 'MODULE_PATHNAME', 'pg_llm_usage_buffer_status'

@@ -251,6 +251,9 @@ SELECT requests_for(:'journal', 'compat quota: out of credit [openai]') \g (tupl
 SELECT llm.chat('compat quota: out of credit [anthropic]', 'haiku');
 \set journal `curl -sf -H "x-api-key: $AIMOCK_KEY" "$AIMOCK_URL/__aimock/journal"`
 SELECT requests_for(:'journal', 'compat quota: out of credit [anthropic]') \g (tuples_only=on format=unaligned)
+-- the quota answers left both providers alone for their quota_cooldown;
+-- credit is back
+SELECT llm.clear_cooldown('oai'), llm.clear_cooldown('claude');
 SET llm.max_retries = 0;
 -- a 429 and then a reply: retried after aimock's Retry-After (1 s), not
 -- after pg_llm's own backoff (under 0.5 s for the first retry)

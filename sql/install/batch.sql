@@ -1,0 +1,40 @@
+-- Provider batch APIs: each batch the worker sends, recorded (and
+-- committed, with its items) before it is sent, so that after a crash it
+-- is resumed and never sent twice while it may still answer.
+
+CREATE TABLE llm._batch (
+    id                bigserial PRIMARY KEY,
+    token             text NOT NULL UNIQUE,
+    provider          text NOT NULL,
+    kind              text NOT NULL CHECK (kind IN ('inline', 'openai', 'anthropic')),
+    model             text NOT NULL,
+    upstream_model    text NOT NULL,
+    status            text NOT NULL DEFAULT 'preparing'
+                      CHECK (status IN ('preparing', 'submitted', 'ended', 'split', 'failed', 'cancelled')),
+    provider_batch_id text,
+    provider_status   text,
+    input_file_id     text,
+    output_file_id    text,
+    error_file_id     text,
+    results_url       text,
+    requests          integer NOT NULL,
+    succeeded         integer NOT NULL DEFAULT 0,
+    errored           integer NOT NULL DEFAULT 0,
+    expired           integer NOT NULL DEFAULT 0,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    submitted_at      timestamptz,
+    polled_at         timestamptz,
+    finished_at       timestamptz,
+    error             text
+);
+CREATE INDEX batch_active ON llm._batch (id) WHERE status IN ('preparing', 'submitted');
+COMMENT ON TABLE llm._batch IS 'Each provider batch the worker sends: its items are in llm.queue with its id; see llm.batches';
+COMMENT ON COLUMN llm._batch.token IS 'pg_llm''s own name for the batch, sent in its metadata where the provider keeps it, to find it again after a crash';
+
+CREATE VIEW llm.batches AS
+    SELECT b.id, b.provider, b.kind, b.model, b.upstream_model, b.status, b.provider_batch_id,
+           b.provider_status, b.requests, b.succeeded, b.errored, b.expired,
+           b.created_at, b.submitted_at, b.finished_at, b.error
+    FROM llm._batch b
+    ORDER BY b.id;
+COMMENT ON VIEW llm.batches IS 'Each provider batch: kind (inline, openai, anthropic), the provider''s batch id and status, request counts, when it was submitted and finished';
