@@ -45,6 +45,6 @@ BEGIN
 END;
 $$;
 CREATE FUNCTION wait_queue() RETURNS text LANGUAGE sql AS $$
-    SELECT wait_until('SELECT NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN (''pending'', ''running''))',
+    SELECT wait_until('SELECT NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN (''pending'', ''running'', ''submitted''))',
                       'drained');
 $$;

@@ -1633,7 +1633,10 @@ BatchTick(bool woken)
 		resume_batches();
 		resumed = true;
 	}
-	if (now >= next_form || (woken && TimestampDifferenceExceeds(last_form, now, FORM_WAKE_MS)))
+	/* a wake-up soon after the last forming is served a little later */
+	if (woken)
+		next_form = Min(next_form, TimestampTzPlusMilliseconds(last_form, FORM_WAKE_MS));
+	if (now >= next_form)
 	{
 		last_form = now;
 		next_form = TimestampTzPlusMilliseconds(now, (int64) llm_batch_poll_interval * 1000);

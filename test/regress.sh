@@ -13,5 +13,9 @@ if [ $# -gt 0 ]; then
 else
   make -s installcheck || rc=$?
 fi
-[ $rc -eq 0 ] || { [ -f regression.diffs ] && head -c 20000 regression.diffs >&2; }
+if [ $rc -ne 0 ]; then
+  [ -f regression.diffs ] && head -c 20000 regression.diffs >&2
+  log "the last lines of the server log:"
+  tail -n 40 "$PG_LLM_SERVER_LOG" >&2
+fi
 exit $rc

@@ -84,7 +84,7 @@ DECLARE
     v jsonb;
     ints constant text[] := ARRAY['connect_timeout_ms', 'timeout_ms', 'low_speed_time',
         'low_speed_limit', 'stream_idle_timeout', 'max_retries', 'default_max_tokens',
-        'quota_cooldown', 'batch_timeout_ms'];
+        'quota_cooldown'];
 BEGIN
     IF options IS NULL THEN
         RETURN '{}';
@@ -106,6 +106,13 @@ BEGIN
                 RAISE EXCEPTION 'provider option "%" must be a whole number from 1 to 2147483647', k
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'It counts per minute, for the whole cluster; leave the option out for no limit.';
+            END IF;
+        ELSIF k = 'batch_timeout_ms' THEN
+            IF jsonb_typeof(v) <> 'number' OR v::numeric <> trunc(v::numeric)
+               OR v::numeric < 1 OR v::numeric > 2147483647 THEN
+                RAISE EXCEPTION 'provider option "batch_timeout_ms" must be a whole number from 1 to 2147483647'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'It is how long one inline batch request may take before it is split in half and sent again.';
             END IF;
         ELSIF k = 'batch_api' THEN
             IF v NOT IN ('"inline"', '"openai"', '"anthropic"', '"none"') THEN

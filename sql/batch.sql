@@ -1,0 +1,104 @@
+-- Provider batch APIs: the options and the enqueue checks, then (with the
+-- queue worker) a relay's inline /batches end to end.
+
+-- batch_api takes four values, checked against the protocol
+SELECT llm.create_provider('b-bad', 'openai', 'http://127.0.0.1:9/v1', options => '{"batch_api": "files"}');
+SELECT llm.create_provider('b-bad', 'openai', 'http://127.0.0.1:9/v1', options => '{"batch_api": "anthropic"}');
+SELECT llm.create_provider('b-bad', 'anthropic', 'http://127.0.0.1:9/v1', options => '{"batch_api": "inline"}');
+SELECT llm.create_provider('b-bad', 'openai', 'http://127.0.0.1:9/v1', options => '{"batch_timeout_ms": 0}');
+SELECT llm.create_provider('b-bad', 'openai', 'http://127.0.0.1:9/v1', options => '{"batch_url": "chat"}');
+SELECT llm.create_provider('b-bad', 'openai', 'http://127.0.0.1:9/v1', options => '{"batch_url": 7}');
+SELECT llm.alter_provider('claude', options => '{"batch_api": "openai"}');
+SELECT count(*) FROM llm.provider WHERE name = 'b-bad';
+SELECT llm.add_model('b-neg', 'mock', batch_price_factor => -0.5);
+
+-- a provider's batch API, by default from its protocol
+SELECT llm.create_provider('b-inline', 'openai', (SELECT base_url FROM llm.provider WHERE name = 'mock'),
+                           api_key => 'sk-mock',
+                           options => '{"batch_api": "inline", "batch_timeout_ms": 20000}');
+SELECT llm.create_provider('b-none', 'openai', (SELECT base_url FROM llm.provider WHERE name = 'mock'),
+                           api_key => 'sk-mock', options => '{"batch_api": "none"}');
+SELECT llm.add_model('b-cheap', 'b-inline', 'mock', input_usd_per_mtok => 2, output_usd_per_mtok => 4);
+SELECT llm.add_model('b-poison', 'b-inline', 'mock?fail=400&when=poison&message=bad+item');
+SELECT llm.add_model('b-nobatch', 'b-none', 'mock');
+SELECT name, batch_price_factor FROM llm.model WHERE name LIKE 'b-%' ORDER BY name;
+
+-- via is realtime or batch_api, and batch_api needs a batch API
+SELECT llm.enqueue('x', 'b-cheap', via => 'batch');
+SELECT llm.enqueue('x', 'b-cheap', via => NULL) > 0 AS realtime_when_null;
+SELECT llm.enqueue('x', 'b-nobatch', via => 'batch_api');
+SELECT llm.create_job('b-job', 'pg_class', '{oid}', '{relname}', 'reloptions', model => 'b-nobatch',
+                      via => 'batch_api');
+SELECT llm.create_job('b-job', 'pg_class', '{oid}', '{relname}', 'reloptions', model => 'b-cheap',
+                      via => 'nightly');
+DELETE FROM llm.queue;
+
+-- needs the queue worker: pg_llm preloaded, with a worker for this database
+SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
+       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
+       AS worker_here \gset
+\if :worker_here
+\else
+\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
+\quit
+\endif
+
+CREATE TABLE bdocs (id int PRIMARY KEY, body text NOT NULL, summary text);
+INSERT INTO bdocs SELECT g, CASE WHEN g % 40 = 0 THEN 'poison ' ELSE 'doc ' END || g
+FROM generate_series(1, 120) g;
+
+-- 120 items through the relay's /batches: batches of llm.batch_size, one
+-- model each; the relay refuses the requests whose prompt says poison
+SELECT count(llm.enqueue(body, CASE WHEN id % 20 = 0 THEN 'b-poison' ELSE 'b-cheap' END,
+                         target_table => 'bdocs', target_column => 'summary',
+                         target_key => jsonb_build_object('id', id), via => 'batch_api'))
+FROM bdocs;
+SELECT wait_until('SELECT NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN (''pending'', ''running'', ''submitted''))',
+                  'drained');
+SELECT model, status, count(*) FROM llm.queue GROUP BY 1, 2 ORDER BY 1, 2;
+-- each reply in its own row (results come shuffled, matched by custom_id)
+SELECT count(*) FROM bdocs WHERE summary = 'echo: ' || body;
+-- the poisoned requests failed alone, with the relay's words
+SELECT DISTINCT error FROM llm.queue WHERE status = 'failed';
+SELECT kind, status, sum(requests) AS requests, sum(succeeded) AS succeeded, sum(errored) AS errored
+FROM llm.batches GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- usage: one row per answered request, at half the price
+SELECT wait_until('SELECT count(*) = 120 FROM llm.usage WHERE mode = ''batch_api''', 'usage written');
+SELECT model, outcome, count(*), sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
+       sum(cost_usd) AS cost_usd
+FROM llm.usage WHERE mode = 'batch_api' GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT model, calls, cost_usd, cost_there_usd, batch_calls, batch_cost_usd, cost_there_batch_usd
+FROM llm.cost_report() WHERE model = 'b-cheap';
+
+-- items whose provider has no batch API any more when they are sent go
+-- realtime
+UPDATE bdocs SET summary = NULL WHERE id <= 3;
+BEGIN;
+SELECT count(llm.enqueue(body, 'b-cheap', target_table => 'bdocs', target_column => 'summary',
+                         target_key => jsonb_build_object('id', id), via => 'batch_api'))
+FROM bdocs WHERE id <= 3;
+SELECT llm.alter_provider('b-inline', options => '{"batch_api": "none"}');
+COMMIT;
+SELECT wait_until('SELECT count(*) = 3 FROM bdocs WHERE id <= 3 AND summary IS NOT NULL', 'written');
+SELECT via, status, count(*) FROM llm.queue WHERE (target_key->>'id')::int <= 3 AND batch_id IS NULL
+GROUP BY 1, 2;
+SELECT llm.alter_provider('b-inline', options => '{"batch_api": "inline"}');
+
+-- a job sends its items the same way
+DELETE FROM llm.queue;
+UPDATE bdocs SET summary = NULL;
+SELECT llm.create_job('b-job', 'bdocs', '{id}', 'job {body}', 'summary', model => 'b-cheap',
+                      via => 'batch_api', track_changes => false);
+SELECT via FROM llm.job WHERE name = 'b-job';
+SELECT llm.run_job('b-job');
+SELECT wait_until('SELECT NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN (''pending'', ''running'', ''submitted''))',
+                  'drained');
+SELECT job, pending, running, submitted, done, failed FROM llm.job_status WHERE job = 'b-job';
+SELECT count(*) FROM bdocs WHERE summary = 'echo: job ' || body;
+SELECT llm.drop_job('b-job');
+
+DROP TABLE bdocs;
+DELETE FROM llm.queue;
+SELECT llm.drop_model('b-cheap'), llm.drop_model('b-poison'), llm.drop_model('b-nobatch');
+SELECT llm.drop_provider('b-inline'), llm.drop_provider('b-none');
