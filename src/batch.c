@@ -321,6 +321,8 @@ batch_free(BatchRun *b)
 	/* a batch is done: more may be formed at once */
 	next_form = 0;
 	dlist_delete(&b->node);
+	if (CurrentMemoryContext == b->ctx)
+		MemoryContextSwitchTo(TopMemoryContext);
 	MemoryContextDelete(b->ctx);
 }
 
@@ -690,8 +692,8 @@ BatchReleaseItems(int64 batch_id, const char *reason, bool fail_now)
 static bool
 BatchSplit(int64 batch_id, int64 *halves, char **tokens)
 {
-	Oid			types[3] = {INT8OID, TEXTOID, TEXTOID};
-	Datum		values[3];
+	Oid			types[2] = {INT8OID, TEXTOID};
+	Datum		values[2];
 	bool		isnull;
 	int64		n;
 	int			k;
@@ -716,21 +718,31 @@ BatchSplit(int64 batch_id, int64 *halves, char **tokens)
 		tokens[k] = MemoryContextStrdup(TopMemoryContext,
 										psprintf("pg_llm_%u_%016llx", MyDatabaseId, (unsigned long long) r));
 		values[1] = CStringGetTextDatum(tokens[k]);
-		values[2] = CStringGetTextDatum(k == 0 ? "first" : "rest");
-		if (RunSql("WITH b AS (INSERT INTO llm._batch (token, provider, kind, model, upstream_model, requests) "
-				   "           SELECT $2, provider, kind, model, upstream_model, 0 FROM llm._batch WHERE id = $1 "
-				   "           RETURNING id), "
-				   "items AS (SELECT q.id FROM llm.queue q WHERE q.batch_id = $1 AND q.status = 'submitted' "
-				   "          ORDER BY q.id LIMIT CASE WHEN $3 = 'first' "
-				   "            THEN (SELECT pg_catalog.count(*) / 2 FROM llm.queue WHERE batch_id = $1 AND status = 'submitted') "
-				   "            ELSE NULL END), "
-				   "u AS (UPDATE llm.queue q SET batch_id = (SELECT id FROM b) FROM items WHERE q.id = items.id "
-				   "      RETURNING q.id) "
-				   "UPDATE llm._batch SET requests = (SELECT pg_catalog.count(*) FROM u) "
-				   "WHERE id = (SELECT id FROM b) RETURNING id",
-				   3, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (RunSql("INSERT INTO llm._batch (token, provider, kind, model, upstream_model, requests) "
+				   "SELECT $2, provider, kind, model, upstream_model, 0 FROM llm._batch WHERE id = $1 "
+				   "RETURNING id", 2, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
+			SPI_processed != 1)
 			elog(ERROR, "could not split a batch");
 		halves[k] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		{
+			Oid			t2[3] = {INT8OID, INT8OID, INT8OID};
+			Datum		v2[3] = {Int64GetDatum(batch_id), Int64GetDatum(halves[k]),
+			Int64GetDatum(k == 0 ? n / 2 : n)};
+			int64		moved;
+
+			/* the first half of the items by id, then the rest */
+			if (RunSql("WITH items AS (SELECT q.id FROM llm.queue q WHERE q.batch_id = $1 AND q.status = 'submitted' "
+					   "               ORDER BY q.id LIMIT $3) "
+					   "UPDATE llm.queue q SET batch_id = $2 FROM items WHERE q.id = items.id",
+					   3, t2, v2, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not split a batch");
+			moved = (int64) SPI_processed;
+			v2[0] = Int64GetDatum(halves[k]);
+			v2[1] = Int64GetDatum(moved);
+			if (RunSql("UPDATE llm._batch SET requests = $2::int4 WHERE id = $1",
+					   2, t2, v2, NULL, false, 0) != SPI_OK_UPDATE)
+				elog(ERROR, "could not split a batch");
+		}
 		CommandCounterIncrement();
 	}
 	WorkerXactEnd();

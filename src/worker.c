@@ -275,9 +275,13 @@ report_activity(void)
 
 /* ---- plans and transactions ---- */
 
+/* the memory context current before the transaction, current again after it */
+static MemoryContext xact_caller_ctx = NULL;
+
 void
 WorkerXactBegin(const char *activity)
 {
+	xact_caller_ctx = CurrentMemoryContext;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	if (SPI_connect() != SPI_OK_CONNECT)
@@ -286,13 +290,19 @@ WorkerXactBegin(const char *activity)
 	pgstat_report_activity(STATE_RUNNING, activity);
 }
 
-/* Commit, and report the transaction's table statistics (autovacuum). */
+/*
+ * Commit, and report the transaction's table statistics (autovacuum); the
+ * caller's memory context is current again.
+ */
 void
 WorkerXactEnd(void)
 {
 	SPI_finish();
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	if (xact_caller_ctx)
+		MemoryContextSwitchTo(xact_caller_ctx);
+	xact_caller_ctx = NULL;
 	(void) pgstat_report_stat(false);
 	last_inflight = -1;			/* show the loop's own state again */
 }

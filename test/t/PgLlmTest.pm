@@ -214,7 +214,7 @@ sub wait_drained
 {
 	my ($node, $timeout) = @_;
 	return poll_until($node,
-		"SELECT count(*) FROM llm.queue WHERE status IN ('pending', 'running')",
+		"SELECT count(*) FROM llm.queue WHERE status IN ('pending', 'running', 'submitted')",
 		'0', $timeout);
 }
 
