@@ -25,7 +25,10 @@ SELECT name, batch_price_factor FROM llm.model WHERE name LIKE 'b-%' ORDER BY na
 
 -- via is realtime or batch_api, and batch_api needs a batch API
 SELECT llm.enqueue('x', 'b-cheap', via => 'batch');
+BEGIN;
 SELECT llm.enqueue('x', 'b-cheap', via => NULL) > 0 AS realtime_when_null;
+SELECT via FROM llm.queue WHERE prompt = 'x';
+ROLLBACK;
 SELECT llm.enqueue('x', 'b-nobatch', via => 'batch_api');
 SELECT llm.create_job('b-job', 'pg_class', '{oid}', '{relname}', 'reloptions', model => 'b-nobatch',
                       via => 'batch_api');

@@ -183,8 +183,8 @@ CREATE ROLE job_writer;
 CREATE ROLE job_other;
 GRANT USAGE ON SCHEMA llm TO job_owner, job_other;
 GRANT EXECUTE ON FUNCTION
-    llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean),
-    llm.run_job(text), llm.drop_job(text) TO job_owner, job_other;
+    llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text),
+    llm.run_job(text), llm.drop_job(text, boolean) TO job_owner, job_other;
 GRANT SELECT, INSERT, DELETE ON llm.job TO job_owner, job_other;
 GRANT SELECT ON llm.job_status TO job_owner, job_other;
 CREATE TABLE jobs_owned (id int PRIMARY KEY, body text, summary text);

@@ -30,7 +30,7 @@ FROM llm.chat_many(ARRAY(SELECT 'p' || g FROM generate_series(1, 10000) g), 'moc
 SELECT count(*) FROM llm.chat_many('{}', 'mock');
 -- in the select list, rows come as they complete: the quick one first
 SELECT (r).ord, (r).content
-FROM (SELECT llm.chat_many(ARRAY['slow', 'quick'], 'mock?latency=400&when=slow') AS r) s;
+FROM (SELECT llm.chat_many(ARRAY['slow', 'quick'], 'mock?fault=slow_body&chunk_delay=2&when=slow') AS r) s;
 -- the enrichment pattern: an UPDATE keyed by ord
 CREATE TABLE many_reviews (id int PRIMARY KEY, body text, sentiment text);
 INSERT INTO many_reviews VALUES (1, 'love it, great'), (2, 'broken and slow'), (3, 'it is a chair');

@@ -29,6 +29,10 @@ SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', a
 SELECT llm.add_model('cheap', 'mock', 'mock', input_usd_per_mtok => 0.1, output_usd_per_mtok => 0.2);
 CREATE ROLE upgrade_analyst;
 SELECT llm.set_budget('upgrade_analyst', 10, 100);
+GRANT USAGE ON SCHEMA llm TO upgrade_analyst;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb),
+                          llm.drop_job(text) TO upgrade_analyst;
+GRANT SELECT ON llm.job_status TO upgrade_analyst;
 CREATE TABLE reviews (id int PRIMARY KEY, body text, sentiment text);
 INSERT INTO reviews VALUES (1, 'great'), (2, 'awful');
 INSERT INTO llm.queue (prompt, model, target_table, target_column, target_key, enqueued_by)
@@ -42,6 +46,13 @@ check "a 0.1.0 install under the 0.2.0 library asks for the update" \
 q old "ALTER EXTENSION pg_llm UPDATE" >/dev/null
 check "ALTER EXTENSION pg_llm UPDATE goes to 0.2.0" \
   $([ "$(q old "SELECT extversion FROM pg_extension WHERE extname = 'pg_llm'")" = 0.2.0 ] && echo 1 || echo 0)
+
+check "the rights granted on functions and views that changed are granted on the new ones" \
+  $([ "$(q old "SELECT has_function_privilege('upgrade_analyst', 'llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text)', 'EXECUTE')
+                 AND has_function_privilege('upgrade_analyst', 'llm.drop_job(text, boolean)', 'EXECUTE')
+                 AND has_table_privilege('upgrade_analyst', 'llm.job_status', 'SELECT')
+                 AND NOT has_function_privilege('upgrade_analyst', 'llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text)', 'EXECUTE')")" = t ] && echo 1 || echo 0)
+q old "REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text), llm.drop_job(text, boolean) FROM upgrade_analyst; REVOKE ALL ON llm.job_status FROM upgrade_analyst" >/dev/null
 
 # the extension's objects, described; the generated functions and
 # triggers of jobs are left out (the fresh database has no job)
