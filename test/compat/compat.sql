@@ -376,3 +376,25 @@ SELECT count(*) FROM llm.chat_stream('compat stream tool: call a tool', 'gpt',
 -- case: chat_stream of a tool call [anthropic]
 SELECT count(*) FROM llm.chat_stream('compat stream tool: call a tool', 'haiku',
     options => '{"tools": [{"type": "function", "function": {"name": "get_weather"}}]}');
+-- aimock speaks the OpenAI Batch API (files, batches, output files; no
+-- Anthropic Message Batches): items enqueued with via => 'batch_api' are
+-- uploaded as a JSONL file, sent as one batch, polled and written back
+-- with aimock's canned batch reply
+-- case: queue through the OpenAI Batch API [openai]
+CREATE TABLE compat_docs (id int PRIMARY KEY, body text, summary text);
+INSERT INTO compat_docs VALUES (1, 'compat batch: first'), (2, 'compat batch: second'), (3, 'compat batch: third');
+SELECT count(llm.enqueue(body, 'gpt', target_table => 'compat_docs', target_column => 'summary',
+                         target_key => jsonb_build_object('id', id), via => 'batch_api'))
+FROM compat_docs;
+DO $$
+BEGIN
+    FOR i IN 1..200 LOOP
+        EXIT WHEN NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN ('pending', 'running', 'submitted'));
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END;
+$$;
+SELECT id, summary FROM compat_docs ORDER BY id;
+SELECT kind, status, provider_status, requests, succeeded, errored FROM llm.batches;
+SELECT mode, outcome, count(*), sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens
+FROM llm.usage WHERE mode = 'batch_api' GROUP BY 1, 2;

@@ -48,7 +48,7 @@ export NO_PROXY=127.0.0.1 no_proxy=127.0.0.1
 
 # preloaded, as test/regress.sh starts it (the queue worker then serves
 # the compat database, where nothing is queued)
-start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'compat'"
+start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'compat'" "llm.batch_poll_interval = 1"
 # a UTF-8 database and client, whatever the locale: the expected output
 # holds non-ASCII text and psql's column widths depend on the encoding
 createdb -T template0 -E UTF8 --locale=C compat
