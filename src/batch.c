@@ -363,41 +363,52 @@ attach_items(const char *model, const LlmRoute *route, const char *kind, int n, 
 	int64		id;
 	int64		attached;
 	bool		isnull;
+	Datum		ids;
 
 	if (!pg_strong_random(&r, sizeof(r)))
 		r = (uint64) GetCurrentTimestamp() ^ (uint64) MyProcPid;
 	*token = psprintf("pg_llm_%u_%016llx", MyDatabaseId, (unsigned long long) r);
+	/*
+	 * The items first (their ids, locked), then the batch row, then the
+	 * items by id: each statement's plan holds whatever the queue's size.
+	 */
+	values[0] = CStringGetTextDatum(model);
+	values[1] = Int32GetDatum(n);
+	{
+		Oid			t[2] = {TEXTOID, INT4OID};
+
+		if (RunSql("SELECT pg_catalog.array_agg(s.id), pg_catalog.count(*) FROM ("
+				   "  SELECT q.id FROM llm.queue q "
+				   "  WHERE q.status = 'pending' AND q.via = 'batch_api' AND q.model = $1 "
+				   "    AND q.next_attempt_at <= pg_catalog.now() "
+				   "  ORDER BY q.next_attempt_at, q.id LIMIT $2 FOR UPDATE SKIP LOCKED) s",
+				   2, t, values, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not form a batch");
+	}
+	attached = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	if (attached == 0)
+		return 0;
+	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
 	values[0] = CStringGetTextDatum(*token);
 	values[1] = CStringGetTextDatum(route->provider->name);
 	values[2] = CStringGetTextDatum(kind);
 	values[3] = CStringGetTextDatum(model);
 	values[4] = CStringGetTextDatum(route->upstream_model);
-	values[5] = Int32GetDatum(n);
-	if (RunSql("WITH b AS (INSERT INTO llm._batch (token, provider, kind, model, upstream_model, requests) "
-			   "           VALUES ($1, $2, $3, $4, $5, 0) RETURNING id), "
-			   "picked AS (SELECT q.id FROM llm.queue q "
-			   "           WHERE q.status = 'pending' AND q.via = 'batch_api' AND q.model = $4 "
-			   "             AND q.next_attempt_at <= pg_catalog.now() "
-			   "           ORDER BY q.next_attempt_at, q.id LIMIT $6 FOR UPDATE SKIP LOCKED), "
-			   "u AS (UPDATE llm.queue q SET status = 'submitted', batch_id = (SELECT id FROM b), "
-			   "      attempts = q.attempts + 1, started_at = pg_catalog.now(), lease_until = NULL, leased_by = NULL "
-			   "      FROM picked WHERE q.id = picked.id RETURNING q.id) "
-			   "SELECT (SELECT id FROM b), (SELECT pg_catalog.count(*) FROM u)",
-			   6, types, values, NULL, false, 0) != SPI_OK_SELECT)
+	values[5] = Int32GetDatum((int32) attached);
+	if (RunSql("INSERT INTO llm._batch (token, provider, kind, model, upstream_model, requests) "
+			   "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+			   6, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not form a batch");
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	attached = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	{
-		Oid			t2[2] = {INT8OID, INT4OID};
-		Datum		v2[2] = {Int64GetDatum(id), Int32GetDatum((int32) attached)};
+		Oid			t[2] = {INT8ARRAYOID, INT8OID};
+		Datum		v[2] = {ids, Int64GetDatum(id)};
 
-		if (attached == 0)
-		{
-			(void) RunSql("DELETE FROM llm._batch WHERE id = $1", 1, t2, v2, NULL, false, 0);
-			return 0;
-		}
-		if (RunSql("UPDATE llm._batch SET requests = $2 WHERE id = $1", 2, t2, v2, NULL, false, 0) != SPI_OK_UPDATE)
-			elog(ERROR, "could not update llm._batch");
+		if (RunSql("UPDATE llm.queue SET status = 'submitted', batch_id = $2, attempts = attempts + 1, "
+				   "started_at = pg_catalog.now(), lease_until = NULL, leased_by = NULL "
+				   "WHERE id = ANY ($1)", 2, t, v, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "could not form a batch");
 	}
 	return id;
 }
@@ -831,8 +842,9 @@ ingest_flush(BatchIngest *ing)
 	if (RunSql("SELECT id, attempts, enqueued_by, target_table::pg_catalog.oid, target_column, target_key::text, "
 			   "pg_catalog.octet_length(prompt) + COALESCE(pg_catalog.octet_length(system), 0) "
 			   "  + COALESCE(pg_catalog.octet_length(options::text), 0), "
-			   "(options->>'max_tokens')::int8 "
-			   "FROM llm.queue WHERE id = ANY ($1) AND batch_id = $2 AND status = 'submitted'",
+			   "(options->>'max_tokens')::int8, "
+			   "(batch_id = $2 AND status = 'submitted') "
+			   "FROM llm.queue WHERE id = ANY ($1)",
 			   2, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read batch items");
 	tt = SPI_tuptable;
@@ -850,7 +862,8 @@ ingest_flush(BatchIngest *ing)
 		char	   *max_tokens;
 		LlmCall    *call;
 
-		if (e == NULL)
+		/* an item answered twice, or no longer waiting in this batch */
+		if (e == NULL || strcmp(SPI_getvalue(tup, td, 9), "t") != 0)
 			continue;
 		res = &ing->results[*(int *) (e + 1)];
 		it = MemoryContextAllocZero(TopMemoryContext, sizeof(WorkItem));
@@ -942,9 +955,9 @@ BatchIngestLine(BatchIngest *ing, const char *line, size_t len)
 		res->state = ITEM_FAILED;
 		res->error = psprintf("provider \"%s\" returned no text", ing->route->provider->name);
 	}
-	else if (expired || status == 429 || status >= 500 || status == 408 || status == 409)
+	else if (expired || status == 0 || status == 429 || status >= 500 || status == 408 || status == 409)
 	{
-		/* not the request's fault: it is sent again */
+		/* not the request's fault (never run, or no HTTP answer): sent again */
 		res->state = ITEM_RETRY_LATER;
 		res->error = psprintf("in batch " INT64_FORMAT ": %s", ing->batch_id, problem);
 	}

@@ -50,7 +50,7 @@ ensure_packages() {
 # Build and install the extension into the server's directories.
 build_install() {
   log "building pg_llm"
-  make -C "$PG_LLM_ROOT" -s -j2 >/dev/null
+  make -C "$PG_LLM_ROOT" -s -j2 COPT=-Werror >/dev/null
   make -C "$PG_LLM_ROOT" -s install >/dev/null
 }
 
