@@ -612,27 +612,24 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job "%" does not exist', job_name USING ERRCODE = 'undefined_object';
     END IF;
+    -- planned at each call (EXECUTE): a plan kept from the first chunks of a
+    -- run, when the queue held none of the job's items, would check each
+    -- key of the later chunks against all of them one by one
     IF supersede THEN
-        DELETE FROM llm.queue q
-        USING unnest(keys) AS k(key)
-        WHERE q.job = j.name AND q.status = 'pending' AND q.target_key = k.key;
-        INSERT INTO llm.queue (prompt, model, system, options, target_table, target_column,
-                               target_key, enqueued_by, job, via)
-        SELECT u.prompt, j.model, j.system, j.options, coalesce(j.result_table, j.source_table),
-               j.result_column, u.key, j.owner::oid, j.name, j.via
-        FROM unnest(prompts, keys) AS u(prompt, key)
-        WHERE u.prompt <> '' AND u.key IS NOT NULL;
-    ELSE
-        INSERT INTO llm.queue (prompt, model, system, options, target_table, target_column,
-                               target_key, enqueued_by, job, via)
-        SELECT u.prompt, j.model, j.system, j.options, coalesce(j.result_table, j.source_table),
-               j.result_column, u.key, j.owner::oid, j.name, j.via
-        FROM unnest(prompts, keys) AS u(prompt, key)
-        WHERE u.prompt <> '' AND u.key IS NOT NULL
-          AND NOT EXISTS (SELECT 1 FROM llm.queue q
-                          WHERE q.job = j.name AND q.status IN ('pending', 'running', 'submitted')
-                            AND q.target_key = u.key);
+        EXECUTE 'DELETE FROM llm.queue q USING unnest($2) AS k(key)
+                 WHERE q.job = $1 AND q.status = ''pending'' AND q.target_key = k.key'
+        USING j.name, keys;
     END IF;
+    EXECUTE 'INSERT INTO llm.queue (prompt, model, system, options, target_table, target_column,
+                                    target_key, enqueued_by, job, via)
+             SELECT u.prompt, $3, $4, $5, $6, $7, u.key, $8, $9, $10
+             FROM unnest($1, $2) AS u(prompt, key)
+             WHERE u.prompt <> '''' AND u.key IS NOT NULL
+               AND ($11 OR NOT EXISTS (SELECT 1 FROM llm.queue q
+                                        WHERE q.job = $9 AND q.status IN (''pending'', ''running'', ''submitted'')
+                                          AND q.target_key = u.key))'
+    USING prompts, keys, j.model, j.system, j.options, coalesce(j.result_table, j.source_table),
+          j.result_column, j.owner::oid, j.name, j.via, supersede;
     GET DIAGNOSTICS n = ROW_COUNT;
     IF NOT supersede AND j.last_run_at IS DISTINCT FROM now() THEN
         UPDATE llm.job SET last_run_at = now() WHERE llm.job.name = j.name;
