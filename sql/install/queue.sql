@@ -33,7 +33,10 @@ CREATE INDEX queue_batch_ready ON llm.queue (model, next_attempt_at, id)
     WHERE status = 'pending' AND via = 'batch_api';
 CREATE INDEX queue_batch ON llm.queue (batch_id) WHERE status = 'submitted';
 CREATE INDEX queue_leased ON llm.queue (lease_until) WHERE status = 'running';
-CREATE INDEX queue_job ON llm.queue (job, status) WHERE job IS NOT NULL;
+-- a job's items by target row (a newer item supersedes an older one's
+-- reply; a row already queued is not queued again), with their status
+-- for llm.job_status
+CREATE INDEX queue_job ON llm.queue (job, target_key, id) INCLUDE (status) WHERE job IS NOT NULL;
 COMMENT ON TABLE llm.queue IS 'Prompts waiting for, or answered by, the pg_llm worker; each role sees its own items';
 COMMENT ON COLUMN llm.queue.via IS 'realtime: a call of its own; batch_api: through its provider''s batch API (half the price, answered within the provider''s window)';
 COMMENT ON COLUMN llm.queue.batch_id IS 'The provider batch (llm.batches) that holds or held the item';

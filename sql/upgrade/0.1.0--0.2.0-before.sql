@@ -27,6 +27,8 @@ CREATE INDEX queue_ready ON llm.queue (enqueued_by, next_attempt_at, id)
 CREATE INDEX queue_batch_ready ON llm.queue (model, next_attempt_at, id)
     WHERE status = 'pending' AND via = 'batch_api';
 CREATE INDEX queue_batch ON llm.queue (batch_id) WHERE status = 'submitted';
+DROP INDEX llm.queue_job;
+CREATE INDEX queue_job ON llm.queue (job, target_key, id) INCLUDE (status) WHERE job IS NOT NULL;
 
 -- models: the share of the prices a batch request costs; jobs: how their
 -- items are sent

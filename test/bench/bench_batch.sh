@@ -7,9 +7,10 @@
 #    the enqueue's commit to the last item written back, median of R rounds;
 #  - openai and anthropic: one job of M rows (default 100,000) run through
 #    the provider's batch API, the mock finishing a batch at once: the
-#    worker's time to build and send the requests (llm._batch created_at
-#    to submitted_at) and to read and write the results (the last poll to
-#    finished_at), items per second of that time, the worker's CPU time,
+#    worker's time to build and send the requests (the first llm._batch
+#    created_at to the last submitted_at) and to read and write the
+#    results (each batch's last poll to its finished_at), items per second
+#    of that time, the worker's CPU time,
 #    and its peak memory (RssAnon, sampled every 50 ms: its own memory,
 #    not the shared buffers it reads).
 #   bash test/bench/bench_batch.sh [--items N] [--job-rows M] [--rounds R]
@@ -94,12 +95,15 @@ for model in oai ant; do
   t0=$(psql -X -Atq -c "SELECT llm.run_job('nightly')" >/dev/null; date +%s.%N)
   wait_done 600 || { log "$model job did not finish"; kill $sampler; exit 1; }
   t1=$(date +%s.%N)
-  kill $sampler 2>/dev/null; wait $sampler 2>/dev/null
+  kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
   cpu1=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   peak=$(sort -n "$SCRATCH/rss_$model" | tail -1)
   written=$(psql -X -Atq -c "SELECT count(*) FROM docs WHERE summary IS NOT NULL")
   [ "$written" = "$job_rows" ] || { log "$model job wrote $written of $job_rows rows"; exit 1; }
-  read -r nb submit ingest < <(psql -X -Atq -F ' ' -c "SELECT count(*), round(sum(extract(epoch FROM submitted_at - created_at))::numeric, 2), round(sum(extract(epoch FROM finished_at - polled_at))::numeric, 2) FROM llm._batch WHERE status = 'ended'")
+  # batches are built one after the other from one start: the submission
+  # is the first creation to the last submission; each is read after its
+  # last poll, one after the other
+  read -r nb submit ingest < <(psql -X -Atq -F ' ' -c "SELECT count(*), round(extract(epoch FROM max(submitted_at) - min(created_at))::numeric, 2), round(sum(extract(epoch FROM finished_at - polled_at))::numeric, 2) FROM llm._batch WHERE status = 'ended'")
   ticks=$(getconf CLK_TCK)
   res[$model]="$nb $submit $ingest $(echo "scale=2; ($cpu1 - $cpu0) / $ticks" | bc) $(echo "$t1 - $t0" | bc) $((peak / 1024))"
   psql -X -q -c "SELECT llm.drop_job('nightly')" >/dev/null
