@@ -224,9 +224,9 @@ transfer_retryable(HttpTransfer *t)
 
 /* ---- the batch row ---- */
 
-/* Record what the provider said of a batch, in a transaction of its own. */
+/* Record what the provider said of a batch, in the caller's transaction. */
 static void
-record(BatchRun *b, const char *status)
+record_in_xact(BatchRun *b, const char *status)
 {
 	Oid			types[9] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		values[9];
@@ -235,7 +235,6 @@ record(BatchRun *b, const char *status)
 	b->error_file_id, b->results_url, b->failure, NULL};
 	int			i;
 
-	WorkerXactBegin("pg_llm: recording a batch");
 	values[0] = Int64GetDatum(b->id);
 	nulls[0] = ' ';
 	for (i = 0; i < 7; i++)
@@ -255,6 +254,14 @@ record(BatchRun *b, const char *status)
 			   "WHERE id = $1",
 			   9, types, values, nulls, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update llm._batch");
+}
+
+/* The same, in a transaction of its own. */
+static void
+record(BatchRun *b, const char *status)
+{
+	WorkerXactBegin("pg_llm: recording a batch");
+	record_in_xact(b, status);
 	WorkerXactEnd();
 }
 
@@ -675,7 +682,6 @@ BatchReleaseItems(int64 batch_id, const char *reason, bool fail_now)
 	Oid			types[4] = {INT8OID, TEXTOID, INT4OID, BOOLOID};
 	Datum		values[4];
 
-	WorkerXactBegin("pg_llm: releasing batch items");
 	values[0] = Int64GetDatum(batch_id);
 	values[1] = CStringGetTextDatum(reason ? reason : "its batch ended without an answer for it");
 	values[2] = Int32GetDatum(llm_max_attempts);
@@ -693,7 +699,6 @@ BatchReleaseItems(int64 batch_id, const char *reason, bool fail_now)
 		elog(LOG, "pg_llm worker: " UINT64_FORMAT " items of batch " INT64_FORMAT " %s: %s",
 			 (uint64) SPI_processed, batch_id,
 			 fail_now ? "failed" : "went back to the queue", reason ? reason : "not answered");
-	WorkerXactEnd();
 }
 
 /*
@@ -906,15 +911,14 @@ ingest_flush(BatchIngest *ing)
 		WorkerNItems++;
 		WorkerItemFinished(it);
 	}
-	/* the records of a big batch are written as its results come */
-	(void) UsageFlush();
+	hash_destroy(byid);
+	/* written back, their usage with them, in the same transaction */
+	WritebackFinishedInXact();
 	WorkerXactEnd();
 	ing->total += ing->n;
 	ing->n = 0;
 	MemoryContextReset(ing->ctx);
 	ing->results = MemoryContextAlloc(ing->ctx, sizeof(BatchResult) * ing->cap);
-	hash_destroy(byid);
-	WritebackFinished();
 }
 
 /* One line of results: read it into the chunk, writing the chunk when full. */
@@ -1325,6 +1329,7 @@ static void
 batch_finish(BatchRun *b, const char *status, const char *error, bool fail_items)
 {
 	b->failure = error ? MemoryContextStrdup(b->ctx, error) : NULL;
+	WorkerXactBegin("pg_llm: finishing a batch");
 	BatchReleaseItems(b->id, b->failure, fail_items);
 	if (b->answered[0] + b->answered[1] + b->answered[2] > 0)
 	{
@@ -1333,13 +1338,12 @@ batch_finish(BatchRun *b, const char *status, const char *error, bool fail_items
 		Datum		values[4] = {Int64GetDatum(b->id), Int32GetDatum(b->answered[0]),
 		Int32GetDatum(b->answered[1]), Int32GetDatum(b->answered[2])};
 
-		WorkerXactBegin("pg_llm: recording a batch");
 		if (RunSql("UPDATE llm._batch SET succeeded = $2, errored = $3, expired = $4 WHERE id = $1",
 				   4, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update llm._batch");
-		WorkerXactEnd();
 	}
-	record(b, status);
+	record_in_xact(b, status);
+	WorkerXactEnd();
 	b->phase = BP_DONE;
 	batch_free(b);
 }

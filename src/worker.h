@@ -82,6 +82,7 @@ extern void LeaseHandBack(void);
 
 /* writeback.c */
 extern void WritebackFinished(void);
+extern void WritebackFinishedInXact(void);
 extern bool WritebackItemFinished(const WorkItem *it);
 
 #endif							/* PG_LLM_WORKER_H */

@@ -395,11 +395,36 @@ fail_written_back(Datum *ids, Datum *errors, int n)
  * reply into its target, each in a subtransaction, so that a failing
  * write-back fails only its own item.
  */
+static int
+count_finished(void)
+{
+	dlist_iter	iter;
+	int			n = 0;
+
+	dlist_foreach(iter, &WorkerItems)
+	{
+		if (WritebackItemFinished(dlist_container(WorkItem, node, iter.cur)))
+			n++;
+	}
+	return n;
+}
+
 void
 WritebackFinished(void)
 {
+	if (count_finished() == 0)
+		return;
+	WorkerXactBegin("pg_llm: writing results");
+	WritebackFinishedInXact();
+	WorkerXactEnd();
+}
+
+/* The same, in the caller's transaction (SPI connected). */
+void
+WritebackFinishedInXact(void)
+{
 	dlist_mutable_iter iter;
-	int			n = 0;
+	int			n = count_finished();
 	volatile int nfailed = 0;
 	MemoryContext oldcxt;
 	ResourceOwner oldowner;
@@ -408,15 +433,8 @@ WritebackFinished(void)
 	Datum	   *failed_ids;
 	Datum	   *failed_errors;
 
-	dlist_foreach_modify(iter, &WorkerItems)
-	{
-		if (WritebackItemFinished(dlist_container(WorkItem, node, iter.cur)))
-			n++;
-	}
 	if (n == 0)
 		return;
-
-	WorkerXactBegin("pg_llm: writing results");
 	oldcxt = CurrentMemoryContext;
 	oldowner = CurrentResourceOwner;
 	ctl.keysize = sizeof(int64);
@@ -483,5 +501,4 @@ WritebackFinished(void)
 	/* the usage of these items rides in the same transaction */
 	if (UsagePending() > 0)
 		(void) UsageFlush();
-	WorkerXactEnd();
 }

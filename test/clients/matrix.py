@@ -39,7 +39,7 @@ import urllib.request
 ROW_MARGIN_MS = 100     # a live row arrives at most this long after its piece
 STOP_MARGIN_MS = 300    # no piece leaves later than this after a cancel
 SPAN_MIN_MS = 500       # live: first row at least this long before the last
-DISCONNECT_MS = 500     # a killed client's stream ends within this
+DISCONNECT_MS = 100     # a killed client's stream ends within this (the provider connection closes)
 NOT_LIVE_SPREAD_MS = 300  # not live: all rows within this (the reply takes 1 s)
 
 WORDS = 8               # live and not-live checks: 8 pieces ...
