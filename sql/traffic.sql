@@ -21,8 +21,19 @@ SELECT extract(epoch FROM clock_timestamp() - :'t0') BETWEEN 0.9 AND 4 AS waited
 SELECT provider, rpm_limit, requests_last_minute, tpm_limit, cooldown_until IS NULL AS no_cooldown, waiting
 FROM llm.provider_status WHERE provider = 'paced';
 -- a call that would wait longer than its timeout fails, naming the limit
+-- (the wait it names depends on the moment: shown as N)
 SET llm.timeout = '100ms';
-SELECT count(llm.chat('paced again ' || g, 'paced')) FROM generate_series(1, 3) g;
+DO $$
+DECLARE
+    msg text;
+    hint text;
+BEGIN
+    PERFORM count(llm.chat('paced again ' || g, 'paced')) FROM generate_series(1, 3) g;
+EXCEPTION WHEN OTHERS THEN
+    GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
+    RAISE NOTICE '% (%)', regexp_replace(msg, 'wait [0-9.]+ s', 'wait N s'), hint;
+END;
+$$;
 RESET llm.timeout;
 -- a 429 with Retry-After: the provider cools down for every caller; a
 -- model with a fallback route goes there at once

@@ -1108,10 +1108,12 @@ batch_send(BatchRun *b)
 	MemoryContext old = MemoryContextSwitchTo(b->ctx);
 
 	memset(&spec, 0, sizeof(spec));
+	/* the body outlives the transaction: it is made in the batch's memory */
+	if (strcmp(b->kind, "inline") == 0)
+		initStringInfo(&body);
 	WorkerXactBegin("pg_llm: building a batch");
 	if (strcmp(b->kind, "inline") == 0)
 	{
-		initStringInfo(&body);
 		appendStringInfoString(&body, "{\"input_file_content\": [");
 		nlines = build_request(b, &body, NULL);
 		appendStringInfoString(&body, "]}");

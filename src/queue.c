@@ -72,18 +72,21 @@ pg_llm_usage_buffer_status(PG_FUNCTION_ARGS)
 }
 
 static bool wake_at_commit = false;
+static bool wake_batches_at_commit = false;
 static bool xact_cb_registered = false;
 
 /* At commit of a transaction that enqueued, wake this database's workers. */
 static void
 queue_xact_cb(XactEvent event, void *arg)
 {
-	if (event == XACT_EVENT_COMMIT && wake_at_commit)
+	if (event == XACT_EVENT_COMMIT && wake_batches_at_commit)
+		LlmWakeWorkersForBatches(MyDatabaseId);
+	else if (event == XACT_EVENT_COMMIT && wake_at_commit)
 		LlmWakeWorkers(MyDatabaseId);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
-		wake_at_commit = false;
+		wake_at_commit = wake_batches_at_commit = false;
 }
 
 /*
@@ -213,7 +216,7 @@ check_target(Oid relid, const char *column, Jsonb *key)
 	TargetArgsInit(&args);
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT 1 FROM %s AS t WHERE ", relname);
-	TargetKeyClause(rel, relname, key, &args, &sql, &keys);
+	TargetKeyClause(rel, relname, key, &args, &sql, &keys, "$");
 	k = -1;
 	while ((k = bms_next_member(keys, k)) >= 0)
 	{
@@ -440,6 +443,8 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 		xact_cb_registered = true;
 	}
 	wake_at_commit = true;
+	if (strcmp(via, "batch_api") == 0)
+		wake_batches_at_commit = true;
 	PG_RETURN_INT64(e.id);
 }
 

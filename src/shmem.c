@@ -82,6 +82,7 @@ llm_shmem_startup(void)
 			pg_atomic_init_u64(&LlmShared->workers[i].completed, 0);
 			pg_atomic_init_u64(&LlmShared->workers[i].failed, 0);
 			pg_atomic_init_u64(&LlmShared->workers[i].retried, 0);
+			pg_atomic_init_u32(&LlmShared->workers[i].batch_wake, 0);
 		}
 	}
 	RateLimitShmemInit(found);
@@ -117,6 +118,31 @@ LlmWakeWorkers(Oid dboid)
 
 		if (w->in_use && w->dboid == dboid && w->latch)
 			SetLatch(w->latch);
+	}
+	LWLockRelease(LlmShared->lock);
+}
+
+/*
+ * Wake this database's workers for items that go through provider batch
+ * APIs: they form batches at once (the other wake-ups do not).
+ */
+void
+LlmWakeWorkersForBatches(Oid dboid)
+{
+	int			i;
+
+	if (LlmShared == NULL)
+		return;
+	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	for (i = 0; i < LLM_MAX_WORKERS; i++)
+	{
+		LlmWorkerSlot *w = &LlmShared->workers[i];
+
+		if (w->in_use && w->dboid == dboid && w->latch)
+		{
+			pg_atomic_write_u32(&w->batch_wake, 1);
+			SetLatch(w->latch);
+		}
 	}
 	LWLockRelease(LlmShared->lock);
 }

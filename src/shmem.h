@@ -36,6 +36,7 @@ typedef struct LlmWorkerSlot
 	pg_atomic_uint64 completed; /* items done */
 	pg_atomic_uint64 failed;	/* items failed for good */
 	pg_atomic_uint64 retried;	/* attempts that will be tried again */
+	pg_atomic_uint32 batch_wake;	/* items for provider batches were enqueued */
 	double		rate;			/* items finished per second, smoothed */
 	TimestampTz last_error_at;
 	char		last_error[LLM_ERROR_LEN];
@@ -127,6 +128,7 @@ extern LlmSharedState *LlmShared;
 
 extern void LlmShmemRegister(void);
 extern void LlmWakeWorkers(Oid dboid);
+extern void LlmWakeWorkersForBatches(Oid dboid);
 extern void LlmWakeAllWriters(void);
 
 #endif							/* PG_LLM_SHMEM_H */

@@ -115,12 +115,13 @@ key_text(JsonbValue *v, const char *column)
 /*
  * Append to sql the condition that finds the row of a key (a JSON object
  * of key column names and values): "t.k1 OPERATOR(..) $n AND ...", with
- * the values added to args.  The key columns' numbers go to *keycols.
- * A key column that is missing is an error.
+ * the values added to args (param is what comes before each argument's
+ * number: "$", or a column prefix such as "v.a").  The key columns'
+ * numbers go to *keycols.  A key column that is missing is an error.
  */
 void
 TargetKeyClause(Relation rel, const char *relname, Jsonb *key, TargetArgs *args,
-				StringInfo sql, Bitmapset **keycols)
+				StringInfo sql, Bitmapset **keycols, const char *param)
 {
 	TupleDesc	desc = RelationGetDescr(rel);
 	JsonbIterator *it;
@@ -154,8 +155,8 @@ TargetKeyClause(Relation rel, const char *relname, Jsonb *key, TargetArgs *args,
 		base = getBaseType(a->atttypid);
 		(void) JsonbIteratorNext(&it, &v, true);
 		TargetAddArgument(args, base, -1, key_text(&v, name));
-		appendStringInfo(sql, "%st.%s %s $%d", first ? "" : " AND ", quote_identifier(name),
-						 equality_operator(base, name), args->nargs);
+		appendStringInfo(sql, "%st.%s %s %s%d", first ? "" : " AND ", quote_identifier(name),
+						 equality_operator(base, name), param, args->nargs);
 		if (keycols)
 			*keycols = bms_add_member(*keycols, att);
 		first = false;

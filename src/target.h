@@ -31,7 +31,8 @@ typedef struct TargetArgs
 extern void TargetArgsInit(TargetArgs *args);
 extern void TargetAddArgument(TargetArgs *args, Oid typid, int32 typmod, char *text);
 extern void TargetKeyClause(Relation rel, const char *relname, Jsonb *key,
-							TargetArgs *args, StringInfo sql, Bitmapset **keycols);
+							TargetArgs *args, StringInfo sql, Bitmapset **keycols,
+							const char *param);
 extern void TargetValues(TargetArgs *args, Datum *values, int from);
 extern char *TargetRelationName(Relation rel);
 

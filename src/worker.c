@@ -717,7 +717,6 @@ pg_llm_worker_main(Datum arg)
 	TimestampTz last_reclaim = 0;
 	TimestampTz last_renew = 0;
 	bool		drained = false;
-	bool		woken = true;
 	MemoryContext loop_ctx;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -803,8 +802,8 @@ pg_llm_worker_main(Datum arg)
 		next_due = fill_slots(now);
 
 		/* provider batches: form, send, poll what is due */
-		BatchTick(woken);
-		woken = false;
+		BatchTick(LlmShared && WorkerSlot >= 0 &&
+				  pg_atomic_exchange_u32(&LlmShared->workers[WorkerSlot].batch_wake, 0) != 0);
 		report_counts();
 
 		/*
@@ -842,10 +841,7 @@ pg_llm_worker_main(Datum arg)
 		}
 		report_activity();
 		if (HttpPoll(timeout))
-		{
 			drained = false;	/* an enqueue committed, or a signal */
-			woken = true;
-		}
 
 		{
 			HttpTransfer *t;

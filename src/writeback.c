@@ -64,10 +64,22 @@
 typedef struct Writeback
 {
 	char	   *sql;
+	char	   *group_sql;		/* the same for many rows, over arrays */
 	TargetArgs	args;			/* $1 the reply, then the key columns */
 	char	   *relname;
 	char	   *colname;
 } Writeback;
+
+/* Items with the same write-back statement and role, written at once. */
+typedef struct WritebackGroup
+{
+	Oid			role;
+	const char *group_sql;		/* NULL: written one by one */
+	int			n;
+	int			cap;
+	WorkItem  **items;
+	Writeback **wbs;
+} WritebackGroup;
 
 /* Is the item finished, waiting to be written? */
 bool
@@ -114,6 +126,9 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 	AttrNumber	att;
 	Form_pg_attribute a;
 	StringInfoData sql;
+	StringInfoData group;
+	Jsonb	   *key;
+	int			k;
 
 	memset(wb, 0, sizeof(Writeback));
 	TargetArgsInit(&wb->args);
@@ -146,13 +161,43 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "UPDATE %s AS t SET %s = $1 WHERE ",
 					 wb->relname, quote_identifier(it->target_column));
-	TargetKeyClause(rel, wb->relname,
-					DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(it->target_key))),
-					&wb->args, &sql, NULL);
+	key = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(it->target_key)));
+	TargetKeyClause(rel, wb->relname, key, &wb->args, &sql, NULL, "$");
+
+	/*
+	 * The same for many rows at once: the replies and keys as arrays, one
+	 * row of unnest() each.  Types without an array type are written one
+	 * by one.
+	 */
+	initStringInfo(&group);
+	appendStringInfo(&group, "UPDATE %s AS t SET %s = v.a1 FROM unnest(",
+					 wb->relname, quote_identifier(it->target_column));
+	for (k = 0; k < wb->args.nargs; k++)
+	{
+		if (!OidIsValid(get_array_type(wb->args.types[k])))
+			break;
+		appendStringInfo(&group, "%s$%d", k ? ", " : "", k + 1);
+	}
+	if (k == wb->args.nargs)
+	{
+		TargetArgs	scratch;
+
+		appendStringInfoString(&group, ") AS v(");
+		for (k = 0; k < wb->args.nargs; k++)
+			appendStringInfo(&group, "%sa%d", k ? ", " : "", k + 1);
+		appendStringInfoString(&group, ") WHERE ");
+		/* the key clause again, over v's columns (its arguments are dropped) */
+		TargetArgsInit(&scratch);
+		TargetAddArgument(&scratch, InvalidOid, -1, NULL);
+		TargetKeyClause(rel, wb->relname, key, &scratch, &group, NULL, "v.a");
+	}
+	else
+		resetStringInfo(&group);
 	relation_close(rel, NoLock);
 
 	/* the argument types are part of the key of the saved plan */
 	wb->sql = psprintf("/* %s */ %s", wb->args.signature.data, sql.data);
+	wb->group_sql = group.len > 0 ? psprintf("/* %s */ %s", wb->args.signature.data, group.data) : NULL;
 }
 
 /* The write-back itself, run as the item's role (RunAs). */
@@ -190,14 +235,50 @@ writeback_run(void *arg)
 				 errmsg("the target row no longer exists, or the role that enqueued the item can no longer see it")));
 }
 
-/* Write one reply into its target row, as the role that enqueued it. */
+/*
+ * A group's write-back, run as its role: every reply through its column
+ * type's input function, then one UPDATE over arrays.  It must update
+ * one row per item; anything else (a reply that does not fit, a row gone,
+ * a trigger's error) is an error, and the group is written again one
+ * item at a time, which gives each item its own outcome.
+ */
 static void
-writeback_one(WorkItem *it)
+writeback_group_run(void *arg)
 {
-	Writeback	wb;
+	WritebackGroup *g = (WritebackGroup *) arg;
+	TargetArgs *first = &g->wbs[0]->args;
+	int			nargs = first->nargs;
+	Datum		values[TARGET_MAX_ARGS];
+	Oid			types[TARGET_MAX_ARGS];
+	Datum	  **elems = palloc(sizeof(Datum *) * nargs);
+	int			i,
+				k;
 
-	writeback_prepare(it, it->db_text, &wb);
-	RunAs(it->role, true, writeback_run, &wb);
+	for (k = 0; k < nargs; k++)
+		elems[k] = palloc(sizeof(Datum) * g->n);
+	for (i = 0; i < g->n; i++)
+	{
+		Datum		one[TARGET_MAX_ARGS];
+
+		TargetValues(&g->wbs[i]->args, one, 0);
+		for (k = 0; k < nargs; k++)
+			elems[k][i] = one[k];
+	}
+	for (k = 0; k < nargs; k++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(first->types[k], &typlen, &typbyval, &typalign);
+		values[k] = PointerGetDatum(construct_array(elems[k], g->n, first->types[k],
+													typlen, typbyval, typalign));
+		types[k] = get_array_type(first->types[k]);
+	}
+	if (RunSql(g->group_sql, nargs, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not write the replies back");
+	if (SPI_processed != (uint64) g->n)
+		elog(ERROR, "the group updated " UINT64_FORMAT " rows of %d", (uint64) SPI_processed, g->n);
 }
 
 /* Text with every byte outside ASCII replaced, which any encoding holds. */
@@ -211,6 +292,169 @@ ascii_only(const char *s)
 		if ((unsigned char) *p >= 0x80)
 			*p = '?';
 	return out;
+}
+
+/* An item whose reply could not be written: it fails, the reply kept. */
+static void
+writeback_failed(WorkItem *it, const char *msg, Datum *failed_ids, Datum *failed_errors,
+				 int *nfailed)
+{
+	it->state = ITEM_FAILED;
+	it->error = psprintf("the reply could not be written back: %s", msg);
+	WorkerReportError(it->error);
+	failed_ids[*nfailed] = Int64GetDatum(it->id);
+	failed_errors[*nfailed] = CStringGetTextDatum(ascii_only(it->error));
+	(*nfailed)++;
+}
+
+/* Add an item to the group of its statement and role (a new one if none). */
+static List *
+group_add(List *groups, WorkItem *it, Writeback *wb)
+{
+	ListCell   *lc;
+	WritebackGroup *g = NULL;
+
+	foreach(lc, groups)
+	{
+		WritebackGroup *c = lfirst(lc);
+
+		if (c->role == it->role && strcmp(c->wbs[0]->sql, wb->sql) == 0)
+		{
+			g = c;
+			break;
+		}
+	}
+	if (g == NULL)
+	{
+		g = palloc0(sizeof(WritebackGroup));
+		g->role = it->role;
+		g->group_sql = wb->group_sql;
+		g->cap = 16;
+		g->items = palloc(sizeof(WorkItem *) * g->cap);
+		g->wbs = palloc(sizeof(Writeback *) * g->cap);
+		groups = lappend(groups, g);
+	}
+	if (g->n == g->cap)
+	{
+		g->cap *= 2;
+		g->items = repalloc(g->items, sizeof(WorkItem *) * g->cap);
+		g->wbs = repalloc(g->wbs, sizeof(Writeback *) * g->cap);
+	}
+	g->items[g->n] = it;
+	g->wbs[g->n] = wb;
+	g->n++;
+	return groups;
+}
+
+/* The steps of one item's write-back, each run by guarded(). */
+static void
+prepare_step(WorkItem *it, Writeback *wb)
+{
+	writeback_prepare(it, it->db_text, wb);
+}
+
+static void
+write_step(WorkItem *it, Writeback *wb)
+{
+	RunAs(it->role, true, writeback_run, wb);
+}
+
+/*
+ * Run a step of one item's write-back in a subtransaction: an error fails
+ * that item alone.  Returns whether the step succeeded.
+ */
+static bool
+guarded(WorkItem *it, void (*step) (WorkItem *, Writeback *), Writeback *wb,
+		Datum *failed_ids, Datum *failed_errors, int *nfailed)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		step(it, wb);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		char	   *msg = WorkerCatchItemError(it);
+
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+		writeback_failed(it, msg, failed_ids, failed_errors, nfailed);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return ok;
+}
+
+/*
+ * Write a group at once, in a subtransaction; false (nothing written)
+ * when any of it fails, and the items are then written one by one.
+ */
+static bool
+write_group(WritebackGroup *g)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		RunAs(g->role, true, writeback_group_run, g);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return ok;
+}
+
+/* Do the items of a group name distinct rows (their keys differ)? */
+static bool
+group_keys_distinct(WritebackGroup *g)
+{
+	HASHCTL		ctl;
+	HTAB	   *seen;
+	int			i;
+	bool		distinct = true;
+
+	ctl.keysize = NAMEDATALEN * 4;
+	ctl.entrysize = NAMEDATALEN * 4;
+	ctl.hcxt = CurrentMemoryContext;
+	seen = hash_create("pg_llm write-back keys", g->n, &ctl, HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	for (i = 0; i < g->n && distinct; i++)
+	{
+		StringInfoData key;
+		bool		found;
+		int			k;
+
+		initStringInfo(&key);
+		for (k = 1; k < g->wbs[i]->args.nargs; k++)
+			appendStringInfo(&key, "%zu:%s", strlen(g->wbs[i]->args.texts[k]), g->wbs[i]->args.texts[k]);
+		/* keys too long for the table are compared no further: one by one */
+		if (key.len >= NAMEDATALEN * 4)
+			distinct = false;
+		else
+		{
+			(void) hash_search(seen, key.data, HASH_ENTER, &found);
+			distinct = !found;
+		}
+	}
+	hash_destroy(seen);
+	return distinct;
 }
 
 /*
@@ -425,18 +669,16 @@ WritebackFinishedInXact(void)
 {
 	dlist_mutable_iter iter;
 	int			n = count_finished();
-	volatile int nfailed = 0;
-	MemoryContext oldcxt;
-	ResourceOwner oldowner;
+	int			nfailed = 0;
 	HTAB	   *superseded;
 	HASHCTL		ctl;
 	Datum	   *failed_ids;
 	Datum	   *failed_errors;
+	List	   *groups = NIL;
+	ListCell   *lc;
 
 	if (n == 0)
 		return;
-	oldcxt = CurrentMemoryContext;
-	oldowner = CurrentResourceOwner;
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(int64);
 	ctl.hcxt = CurrentMemoryContext;
@@ -447,38 +689,34 @@ WritebackFinishedInXact(void)
 	failed_ids = palloc(sizeof(Datum) * n);
 	failed_errors = palloc(sizeof(Datum) * n);
 
+	/*
+	 * Prepare each reply's write-back (an item whose target is gone fails
+	 * here), and group the items whose statement and role are the same.
+	 */
 	dlist_foreach_modify(iter, &WorkerItems)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+		Writeback  *wb;
 
-		if (!WritebackItemFinished(it))
+		if (!WritebackItemFinished(it) || !it->written || it->state != ITEM_DONE ||
+			!OidIsValid(it->target_table) ||
+			hash_search(superseded, &it->id, HASH_FIND, NULL) != NULL)
 			continue;
-		if (it->written && it->state == ITEM_DONE && OidIsValid(it->target_table) &&
-			hash_search(superseded, &it->id, HASH_FIND, NULL) == NULL)
-		{
-			BeginInternalSubTransaction(NULL);
-			PG_TRY();
-			{
-				writeback_one(it);
-				ReleaseCurrentSubTransaction();
-			}
-			PG_CATCH();
-			{
-				char	   *msg = WorkerCatchItemError(it);
+		wb = palloc(sizeof(Writeback));
+		if (guarded(it, prepare_step, wb, failed_ids, failed_errors, &nfailed))
+			groups = group_add(groups, it, wb);
+	}
 
-				it->state = ITEM_FAILED;
-				it->error = psprintf("the reply could not be written back: %s", msg);
-				MemoryContextSwitchTo(oldcxt);
-				CurrentResourceOwner = oldowner;
-				WorkerReportError(it->error);
-				failed_ids[nfailed] = Int64GetDatum(it->id);
-				failed_errors[nfailed] = CStringGetTextDatum(ascii_only(it->error));
-				nfailed++;
-			}
-			PG_END_TRY();
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
-		}
+	/* each group at once, or (when that fails) one item at a time */
+	foreach(lc, groups)
+	{
+		WritebackGroup *g = lfirst(lc);
+		int			i;
+
+		if (g->n >= 2 && g->group_sql && group_keys_distinct(g) && write_group(g))
+			continue;
+		for (i = 0; i < g->n; i++)
+			(void) guarded(g->items[i], write_step, g->wbs[i], failed_ids, failed_errors, &nfailed);
 	}
 	fail_written_back(failed_ids, failed_errors, nfailed);
 

@@ -635,7 +635,7 @@ BEGIN
         UPDATE llm.job SET last_run_at = now() WHERE llm.job.name = j.name;
     END IF;
     IF n > 0 AND current_setting('pg_llm_job.wakeup', true) IS DISTINCT FROM 'on' THEN
-        wake := llm.enqueue('pg_llm job wake-up', j.model);
+        wake := llm.enqueue('pg_llm job wake-up', j.model, via => j.via);
         DELETE FROM llm.queue q WHERE q.id = wake;
         PERFORM set_config('pg_llm_job.wakeup', 'on', true);
     END IF;

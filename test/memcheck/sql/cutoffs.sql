@@ -116,6 +116,8 @@ SET llm.max_retries = 1;
 SELECT llm.chat('x', 'mock?fail=500');
 SELECT llm.chat('x', 'mock?fail=429&retry_after=0.05');
 SELECT llm.chat('x', 'mock?fail=429&quota=1');
+-- out of quota sets the provider aside for its quota_cooldown: back now
+SELECT llm.clear_cooldown('mock');
 SELECT llm.chat('x', 'mock?fail=404');
 SELECT llm.chat('x', 'mock?fault=malformed');
 SELECT llm.chat('x', 'mock?fault=notjson');
