@@ -101,6 +101,26 @@ SELECT job, pending, running, submitted, done, failed FROM llm.job_status WHERE 
 SELECT count(*) FROM bdocs WHERE summary = 'echo: job ' || body;
 SELECT llm.drop_job('b-job');
 
+-- a target dropped after the enqueue: its items fail before their
+-- requests go into a batch (nothing is paid for), the others are written
+DELETE FROM llm.queue;
+CREATE TABLE bgone (id int PRIMARY KEY, summary text);
+INSERT INTO bgone VALUES (1), (2);
+UPDATE bdocs SET summary = NULL WHERE id <= 2;
+BEGIN;
+SELECT count(llm.enqueue('gone ' || id, 'b-cheap', target_table => 'bgone', target_column => 'summary',
+                         target_key => jsonb_build_object('id', id), via => 'batch_api'))
+FROM bgone;
+SELECT count(llm.enqueue(body, 'b-cheap', target_table => 'bdocs', target_column => 'summary',
+                         target_key => jsonb_build_object('id', id), via => 'batch_api'))
+FROM bdocs WHERE id <= 2;
+DROP TABLE bgone;
+COMMIT;
+SELECT wait_until('SELECT NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN (''pending'', ''running'', ''submitted''))',
+                  'drained');
+SELECT prompt, status, error, reply IS NULL AS nothing_paid FROM llm.queue ORDER BY id;
+SELECT count(*) FROM bdocs WHERE id <= 2 AND summary = 'echo: ' || body;
+
 DROP TABLE bdocs;
 DELETE FROM llm.queue;
 SELECT llm.drop_model('b-cheap'), llm.drop_model('b-poison'), llm.drop_model('b-nobatch');

@@ -22,18 +22,20 @@ SELECT provider, rpm_limit, requests_last_minute, tpm_limit, cooldown_until IS N
 FROM llm.provider_status WHERE provider = 'paced';
 -- a call that would wait longer than its timeout fails, naming the limit
 -- (the wait it names depends on the moment: shown as N)
-SET llm.timeout = '100ms';
-DO $$
+CREATE FUNCTION show_wait_error(query text) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
     msg text;
     hint text;
 BEGIN
-    PERFORM count(llm.chat('paced again ' || g, 'paced')) FROM generate_series(1, 3) g;
+    EXECUTE query;
+    RAISE NOTICE 'no error';
 EXCEPTION WHEN OTHERS THEN
     GET STACKED DIAGNOSTICS msg = MESSAGE_TEXT, hint = PG_EXCEPTION_HINT;
     RAISE NOTICE '% (%)', regexp_replace(msg, 'wait [0-9.]+ s', 'wait N s'), hint;
 END;
 $$;
+SET llm.timeout = '100ms';
+SELECT show_wait_error($$SELECT count(llm.chat('paced again ' || g, 'paced')) FROM generate_series(1, 3) g$$);
 RESET llm.timeout;
 -- a 429 with Retry-After: the provider cools down for every caller; a
 -- model with a fallback route goes there at once
@@ -49,7 +51,7 @@ SELECT llm.chat('a calm question', 'cooled');
 SELECT extract(epoch FROM clock_timestamp() - :'t1') < 1 AS at_once;
 -- a model without a fallback waits for the cooldown, within its timeout
 SET llm.timeout = '500ms';
-SELECT llm.chat('no way around', 'paced');
+SELECT show_wait_error($$SELECT llm.chat('no way around', 'paced')$$);
 RESET llm.timeout;
 SELECT llm.drop_model('cooled');
 SELECT llm.drop_model('paced');

@@ -58,6 +58,7 @@
 #include "ratelimit.h"
 #include "request.h"
 #include "runas.h"
+#include "target.h"
 #include "usage.h"
 #include "worker.h"
 
@@ -1025,7 +1026,8 @@ build_request(BatchRun *b, StringInfo inline_body, FILE *out)
 
 	values[0] = Int64GetDatum(b->id);
 	portal = SPI_cursor_open_with_args(NULL,
-									   "SELECT id, prompt, system, options::text, enqueued_by "
+									   "SELECT id, prompt, system, options::text, enqueued_by, "
+									   "target_table::pg_catalog.oid, target_column "
 									   "FROM llm.queue WHERE batch_id = $1 AND status = 'submitted' ORDER BY id",
 									   1, types, values, NULL, true, 0);
 	if (anthropic)
@@ -1049,10 +1051,14 @@ build_request(BatchRun *b, StringInfo inline_body, FILE *out)
 			char	   *system = SPI_getvalue(tup, td, 3);
 			char	   *options = SPI_getvalue(tup, td, 4);
 			Oid			role = atooid(SPI_getvalue(tup, td, 5));
+			char	   *target = SPI_getvalue(tup, td, 6);
 			char	   *line = NULL;
 			char	   *error = NULL;
 
-			BatchBuildLine(b->route, b->model, id, prompt, system, options, role, &line, &error);
+			if (target)
+				error = TargetGone(atooid(target), SPI_getvalue(tup, td, 7));
+			if (error == NULL)
+				BatchBuildLine(b->route, b->model, id, prompt, system, options, role, &line, &error);
 			if (error)
 			{
 				MemoryContextSwitchTo(b->ctx);
@@ -1197,8 +1203,9 @@ create_openai_batch(BatchRun *b)
 
 /* ---- polling, downloading, reading results ---- */
 
+/* A GET of the provider's batch API; the answer is read in phase. */
 static void
-start_poll(BatchRun *b)
+start_get(BatchRun *b, const char *path, BatchPhase phase)
 {
 	const LlmProvider *p = b->route->provider;
 	HttpRequestSpec spec;
@@ -1206,28 +1213,28 @@ start_poll(BatchRun *b)
 	memset(&spec, 0, sizeof(spec));
 	spec.get = true;
 	spec.headers = provider_headers(p, false);
-	spec.url = strcmp(b->kind, "anthropic") == 0 ?
-		provider_url(p, psprintf("/messages/batches/%s", b->provider_batch_id)) :
-		provider_url(p, psprintf("/batches/%s", b->provider_batch_id));
+	spec.url = provider_url(p, path);
 	start_request(b, &spec, call_timeout(p));
-	b->phase = BP_POLL;
+	b->phase = phase;
+}
+
+static void
+start_poll(BatchRun *b)
+{
+	start_get(b, strcmp(b->kind, "anthropic") == 0 ?
+			  psprintf("/messages/batches/%s", b->provider_batch_id) :
+			  psprintf("/batches/%s", b->provider_batch_id),
+			  BP_POLL);
 }
 
 /* openai: look for a batch carrying our token (after a crash). */
 static void
 start_lookup(BatchRun *b)
 {
-	const LlmProvider *p = b->route->provider;
-	HttpRequestSpec spec;
-
-	memset(&spec, 0, sizeof(spec));
-	spec.get = true;
-	spec.headers = provider_headers(p, false);
-	spec.url = provider_url(p, b->lookup_after ?
-							psprintf("/batches?limit=100&after=%s", b->lookup_after) :
-							"/batches?limit=100");
-	start_request(b, &spec, call_timeout(p));
-	b->phase = BP_LOOKUP;
+	start_get(b, b->lookup_after ?
+			  psprintf("/batches?limit=100&after=%s", b->lookup_after) :
+			  "/batches?limit=100",
+			  BP_LOOKUP);
 }
 
 /* Download a results file (openai: output then error file; anthropic: results_url). */

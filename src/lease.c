@@ -38,6 +38,7 @@
 #include "request.h"
 #include "runas.h"
 #include "shmem.h"
+#include "target.h"
 #include "usage.h"
 #include "worker.h"
 
@@ -184,6 +185,15 @@ item_setup(WorkItem *it)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("the role that enqueued it no longer exists")));
+	if (OidIsValid(it->target_table))
+	{
+		char	   *gone = TargetGone(it->target_table, it->target_column);
+
+		if (gone)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("%s", gone)));
+	}
 	req = RequestFromPrompt(LlmToUtf8(it->prompt),
 							it->system ? LlmToUtf8(it->system) : NULL,
 							it->options ? LlmToUtf8(it->options) : NULL);

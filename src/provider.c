@@ -49,6 +49,20 @@ ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream)
 	return text;
 }
 
+/* The JSON object in text, or NULL when text is not one. */
+static json_object *
+parse_object(const char *text, size_t len)
+{
+	json_object *root = JsonParseOrNull(text, len);
+
+	if (root != NULL && !json_object_is_type(root, json_type_object))
+	{
+		json_object_put(root);
+		root = NULL;
+	}
+	return root;
+}
+
 /*
  * Read a 2xx reply.  false, with *problem set, when the body is not JSON
  * or not shaped like a reply.
@@ -57,15 +71,13 @@ bool
 ProviderParseReply(const LlmRoute *route, const char *body, size_t len,
 				   bool want_json, LlmReply *reply, char **problem)
 {
-	json_object *root = JsonParseOrNull(body, len);
+	json_object *root = parse_object(body, len);
 	JsonGuard  *g;
 	bool		ok;
 
 	memset(reply, 0, sizeof(LlmReply));
-	if (root == NULL || !json_object_is_type(root, json_type_object))
+	if (root == NULL)
 	{
-		if (root)
-			json_object_put(root);
 		*problem = pstrdup("The response body is not a JSON object.");
 		return false;
 	}
@@ -183,7 +195,7 @@ ProviderBatchResult(const LlmRoute *route, const char *line, size_t len,
 					char **custom_id, long *status, bool *expired,
 					LlmReply *reply, char **problem)
 {
-	json_object *root = JsonParseOrNull(line, len);
+	json_object *root = parse_object(line, len);
 	JsonGuard  *g;
 	const char *id = NULL;
 	bool		ok;
@@ -192,10 +204,8 @@ ProviderBatchResult(const LlmRoute *route, const char *line, size_t len,
 	*status = 0;
 	*expired = false;
 	memset(reply, 0, sizeof(LlmReply));
-	if (root == NULL || !json_object_is_type(root, json_type_object))
+	if (root == NULL)
 	{
-		if (root)
-			json_object_put(root);
 		*problem = pstrdup("A result line is not a JSON object.");
 		return false;
 	}

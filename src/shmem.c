@@ -103,31 +103,13 @@ LlmShmemRegister(void)
 	shmem_startup_hook = llm_shmem_startup;
 }
 
-/* Wake every worker serving a database (after an enqueue commits). */
-void
-LlmWakeWorkers(Oid dboid)
-{
-	int			i;
-
-	if (LlmShared == NULL)
-		return;
-	LWLockAcquire(LlmShared->lock, LW_SHARED);
-	for (i = 0; i < LLM_MAX_WORKERS; i++)
-	{
-		LlmWorkerSlot *w = &LlmShared->workers[i];
-
-		if (w->in_use && w->dboid == dboid && w->latch)
-			SetLatch(w->latch);
-	}
-	LWLockRelease(LlmShared->lock);
-}
-
 /*
- * Wake this database's workers for items that go through provider batch
- * APIs: they form batches at once (the other wake-ups do not).
+ * Wake every worker serving a database (after an enqueue commits).  With
+ * for_batches, the items go through provider batch APIs and the workers
+ * form batches at once (the other wake-ups do not).
  */
-void
-LlmWakeWorkersForBatches(Oid dboid)
+static void
+wake_workers(Oid dboid, bool for_batches)
 {
 	int			i;
 
@@ -140,11 +122,24 @@ LlmWakeWorkersForBatches(Oid dboid)
 
 		if (w->in_use && w->dboid == dboid && w->latch)
 		{
-			pg_atomic_write_u32(&w->batch_wake, 1);
+			if (for_batches)
+				pg_atomic_write_u32(&w->batch_wake, 1);
 			SetLatch(w->latch);
 		}
 	}
 	LWLockRelease(LlmShared->lock);
+}
+
+void
+LlmWakeWorkers(Oid dboid)
+{
+	wake_workers(dboid, false);
+}
+
+void
+LlmWakeWorkersForBatches(Oid dboid)
+{
+	wake_workers(dboid, true);
 }
 
 /* Wake the writer of every database with usage records waiting. */

@@ -17,6 +17,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_operator.h"
 #include "nodes/bitmapset.h"
 #include "utils/builtins.h"
@@ -42,6 +43,38 @@ TargetRelationName(Relation rel)
 {
 	return quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 									  RelationGetRelationName(rel));
+}
+
+/*
+ * Why a queue item's target can no longer take any reply (its table, or
+ * the column, was dropped, or the table is another session's temporary
+ * table), or NULL.  Checked before the prompt is sent, so that nothing is
+ * paid for a reply that has nowhere to go; the write-back checks again.
+ */
+char *
+TargetGone(Oid relid, const char *column)
+{
+	HeapTuple	tup;
+	Form_pg_class c;
+	char	   *name;
+	char	   *problem = NULL;
+
+	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tup))
+		return pstrdup("the target table no longer exists; the prompt was not sent");
+	c = (Form_pg_class) GETSTRUCT(tup);
+	if (c->relpersistence == RELPERSISTENCE_TEMP || get_attnum(relid, column) <= 0)
+	{
+		name = quote_qualified_identifier(get_namespace_name(c->relnamespace), NameStr(c->relname));
+		if (c->relpersistence == RELPERSISTENCE_TEMP)
+			problem = psprintf("the target table %s is a temporary table, which the worker cannot reach; "
+							   "the prompt was not sent", name);
+		else
+			problem = psprintf("column \"%s\" of table %s no longer exists; the prompt was not sent",
+							   column, name);
+	}
+	ReleaseSysCache(tup);
+	return problem;
 }
 
 /* Add an argument: a value of a type (with a typmod) given as text. */

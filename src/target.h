@@ -35,5 +35,6 @@ extern void TargetKeyClause(Relation rel, const char *relname, Jsonb *key,
 							const char *param);
 extern void TargetValues(TargetArgs *args, Datum *values, int from);
 extern char *TargetRelationName(Relation rel);
+extern char *TargetGone(Oid relid, const char *column);
 
 #endif							/* PG_LLM_TARGET_H */
