@@ -360,10 +360,12 @@ backoff_ms(int n)
 
 /*
  * Attach up to n ready batch items of a model to a new batch row, in the
- * caller's transaction; returns the batch's id (0: no item was ready).
+ * caller's transaction; returns the batch's id (0: no item was ready, or
+ * with full_only fewer than n).
  */
 static int64
-attach_items(const char *model, const LlmRoute *route, const char *kind, int n, char **token)
+attach_items(const char *model, const LlmRoute *route, const char *kind, int n, bool full_only,
+			 char **token)
 {
 	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[6];
@@ -394,7 +396,7 @@ attach_items(const char *model, const LlmRoute *route, const char *kind, int n, 
 			elog(ERROR, "could not form a batch");
 	}
 	attached = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-	if (attached == 0)
+	if (attached == 0 || (full_only && attached < n))
 		return 0;
 	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 
@@ -425,10 +427,10 @@ attach_items(const char *model, const LlmRoute *route, const char *kind, int n, 
  * The models with batch items ready, and their batches: one for each
  * model (an inline batch for each llm.batch_size items, as many as may be
  * in flight).  An item whose model's first route has no batch API is
- * sent realtime instead.
+ * sent realtime instead.  With full_only, only batches that are full.
  */
 static void
-form_batches(void)
+form_batches(bool full_only)
 {
 	int			i;
 	int			nmodels;
@@ -475,7 +477,7 @@ form_batches(void)
 
 			if (strcmp(kind, "inline") == 0 && inline_batches() >= llm_worker_concurrency)
 				break;
-			id = attach_items(models[i], route, kind, n, &token);
+			id = attach_items(models[i], route, kind, n, full_only, &token);
 			if (id == 0)
 				break;
 			b = batch_new(id, token, kind, models[i], route->provider->name, route->upstream_model);
@@ -483,6 +485,27 @@ form_batches(void)
 		}
 	}
 	WorkerXactEnd();
+}
+
+/* Form batches; an error is reported and the worker goes on. */
+static void
+form_guarded(bool full_only)
+{
+	PG_TRY();
+	{
+		form_batches(full_only);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata = CopyErrorData();
+
+		FlushErrorState();
+		if (IsTransactionState())
+			AbortCurrentTransaction();
+		WorkerReportError(psprintf("forming batches: %s", edata->message));
+		elog(LOG, "pg_llm worker: forming batches: %s", edata->message);
+	}
+	PG_END_TRY();
 }
 
 /* Load the batches a previous worker left unfinished (after a crash). */
@@ -1665,34 +1688,35 @@ BatchTick(bool woken)
 	TimestampTz now = GetCurrentTimestamp();
 	dlist_mutable_iter iter;
 	bool		built_file = false;
+	bool		full_only;
 
 	if (!resumed)
 	{
 		resume_batches();
 		resumed = true;
 	}
-	/* a wake-up soon after the last forming is served a little later */
+	/*
+	 * A wake-up soon after the last forming makes the full batches at once
+	 * (a large enqueue is sent without delay) and leaves the rest a little
+	 * later, so that items committed one by one gather into batches.
+	 */
+	full_only = false;
 	if (woken)
-		next_form = Min(next_form, TimestampTzPlusMilliseconds(last_form, FORM_WAKE_MS));
-	if (now >= next_form)
 	{
-		last_form = now;
-		next_form = TimestampTzPlusMilliseconds(now, (int64) llm_batch_poll_interval * 1000);
-		PG_TRY();
-		{
-			form_batches();
-		}
-		PG_CATCH();
-		{
-			ErrorData  *edata = CopyErrorData();
+		TimestampTz rest = TimestampTzPlusMilliseconds(last_form, FORM_WAKE_MS);
 
-			FlushErrorState();
-			if (IsTransactionState())
-				AbortCurrentTransaction();
-			WorkerReportError(psprintf("forming batches: %s", edata->message));
-			elog(LOG, "pg_llm worker: forming batches: %s", edata->message);
+		if (now < rest && now < next_form)
+			full_only = true;
+		next_form = Min(next_form, rest);
+	}
+	if (now >= next_form || full_only)
+	{
+		if (!full_only)
+		{
+			last_form = now;
+			next_form = TimestampTzPlusMilliseconds(now, (int64) llm_batch_poll_interval * 1000);
 		}
-		PG_END_TRY();
+		form_guarded(full_only);
 	}
 	dlist_foreach_modify(iter, &batches)
 	{
