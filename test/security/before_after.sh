@@ -17,6 +17,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+if ! git -C "$PG_LLM_ROOT" cat-file -e "$before^{commit}" 2>/dev/null; then
+  echo "skipped: commit $before is not in this clone's history"
+  exit 0
+fi
 scratch_dir
 work=$SCRATCH
 bindir=$(pg_config --bindir)
@@ -40,7 +44,7 @@ run_findings() {  # $1: the bin directory of the server to run; output in $2
   PATH="$bin:$PATH"
   start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'postgres'" \
     "llm.worker_naptime = '500ms'"
-  psql -X -v openai_url="http://127.0.0.1:$MOCK_PORT/v1" -f "$PG_LLM_ROOT/test/security/findings.sql" \
+  psql -X -q -v openai_url="http://127.0.0.1:$MOCK_PORT/v1" -f "$PG_LLM_ROOT/test/security/findings.sql" \
     > "$out" 2>/dev/null || true
   sleep 10   # finding 4: does the server stay up?
   local crashes item
