@@ -78,6 +78,7 @@ typedef struct ManyRun
 	ManyItem   *items;
 	int			n;
 	int			next_new;		/* the first item not started */
+	bool		any_waiting;	/* a started item may wait to be sent again */
 	int			in_flight;
 	int			concurrency;
 	int			finished_head;	/* rows to return, in completion order */
@@ -227,6 +228,7 @@ many_judge(ManyRun *run, ManyItem *it)
 		case LLM_STEP_AGAIN:
 			it->state = MANY_READY;
 			it->not_before = not_before;
+			run->any_waiting = true;
 			break;
 		case LLM_STEP_FAILED:
 		case LLM_STEP_SPENT:
@@ -247,23 +249,34 @@ many_fill(ManyRun *run)
 	TimestampTz next_due = 0;
 	int			i;
 
-	/* retries and turns that came due first, then new prompts */
-	for (i = 0; i < run->next_new && run->in_flight < run->concurrency; i++)
+	/*
+	 * Retries and turns that came due first (looked for only when a
+	 * started item was left waiting, so that a run stays linear in its
+	 * prompts), then new prompts.
+	 */
+	if (run->any_waiting)
 	{
-		ManyItem   *it = &run->items[i];
-
-		if (it->state != MANY_READY)
-			continue;
-		if (it->not_before > now)
+		run->any_waiting = false;
+		for (i = 0; i < run->next_new; i++)
 		{
-			if (next_due == 0 || it->not_before < next_due)
+			ManyItem   *it = &run->items[i];
+
+			if (it->state != MANY_READY)
+				continue;
+			run->any_waiting = true;
+			if (run->in_flight >= run->concurrency)
+				break;
+			if (it->not_before > now)
+			{
+				if (next_due == 0 || it->not_before < next_due)
+					next_due = it->not_before;
+				continue;
+			}
+			many_send(run, it);
+			if (it->state == MANY_READY && it->not_before > now &&
+				(next_due == 0 || it->not_before < next_due))
 				next_due = it->not_before;
-			continue;
 		}
-		many_send(run, it);
-		if (it->state == MANY_READY && it->not_before > now &&
-			(next_due == 0 || it->not_before < next_due))
-			next_due = it->not_before;
 	}
 	while (run->next_new < run->n && run->in_flight < run->concurrency)
 	{
@@ -273,8 +286,12 @@ many_fill(ManyRun *run)
 		if (it->state == MANY_READY)
 		{
 			many_send(run, it);
-			if (it->state == MANY_READY && (next_due == 0 || it->not_before < next_due))
-				next_due = it->not_before;
+			if (it->state == MANY_READY)
+			{
+				run->any_waiting = true;
+				if (next_due == 0 || it->not_before < next_due)
+					next_due = it->not_before;
+			}
 		}
 	}
 	return next_due;
