@@ -229,6 +229,10 @@ SELECT job, owner, done FROM llm.job_status;
 UPDATE jobs_owned SET summary = NULL WHERE id = 1;
 SELECT llm.run_job('owned');
 RESET ROLE;
+-- (run_job reads the rows without a result and queues them in later
+-- statements: an item that finishes in between can be queued again, so
+-- this waits for the first run before the second)
+SELECT wait_queue();
 UPDATE jobs_owned SET summary = NULL WHERE id = 2;
 SELECT llm.run_job('owned');
 SELECT wait_queue();

@@ -1271,8 +1271,21 @@ start_download(BatchRun *b)
 	memset(&spec, 0, sizeof(spec));
 	if (strcmp(b->kind, "anthropic") == 0)
 	{
+		/*
+		 * The key goes only to the provider's own origin: a results_url
+		 * elsewhere is read from the documented endpoint instead.
+		 */
 		if (b->download_step == 0 && b->results_url)
-			url = b->results_url;
+		{
+			if (HttpSameOrigin(b->results_url, p->base_url))
+				url = b->results_url;
+			else
+			{
+				elog(LOG, "pg_llm worker: batch " INT64_FORMAT ": results_url is not on provider \"%s\"'s origin; "
+					 "reading the results from its base URL", b->id, p->name);
+				url = provider_url(p, psprintf("/messages/batches/%s/results", b->provider_batch_id));
+			}
+		}
 	}
 	else
 	{

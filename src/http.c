@@ -764,6 +764,60 @@ HttpReleaseAll(bool xact_bound_only)
 	}
 }
 
+/* One part of a parsed URL, lower-cased for the host; NULL when absent. */
+static char *
+url_part(CURLU *u, CURLUPart what, unsigned int flags)
+{
+	char	   *v = NULL;
+	char	   *copy;
+
+	if (curl_url_get(u, what, &v, flags) != CURLUE_OK || v == NULL)
+		return NULL;
+	copy = pstrdup(v);
+	curl_free(v);
+	if (what == CURLUPART_HOST || what == CURLUPART_SCHEME)
+	{
+		char	   *c;
+
+		for (c = copy; *c; c++)
+			*c = pg_ascii_tolower((unsigned char) *c);
+	}
+	return copy;
+}
+
+/*
+ * Do two URLs name the same origin (scheme, host and port, the port
+ * defaulted by the scheme)?  A URL that does not parse names none.
+ */
+bool
+HttpSameOrigin(const char *a, const char *b)
+{
+	CURLU	   *ua = curl_url();
+	CURLU	   *ub = curl_url();
+	bool		same = false;
+
+	if (ua && ub &&
+		curl_url_set(ua, CURLUPART_URL, a, 0) == CURLUE_OK &&
+		curl_url_set(ub, CURLUPART_URL, b, 0) == CURLUE_OK)
+	{
+		CURLUPart	parts[3] = {CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT};
+		int			i;
+
+		same = true;
+		for (i = 0; i < 3 && same; i++)
+		{
+			unsigned int flags = parts[i] == CURLUPART_PORT ? CURLU_DEFAULT_PORT : 0;
+			char	   *pa = url_part(ua, parts[i], flags);
+			char	   *pb = url_part(ub, parts[i], flags);
+
+			same = pa != NULL && pb != NULL && strcmp(pa, pb) == 0;
+		}
+	}
+	curl_url_cleanup(ua);
+	curl_url_cleanup(ub);
+	return same;
+}
+
 /* Number of transfers still running. */
 int
 HttpInFlight(void)

@@ -109,6 +109,7 @@ extern void HttpWaitData(HttpTransfer *t);
 extern void HttpWatchClient(pgsocket sock, bool writable);
 extern void HttpConsume(HttpTransfer *t, size_t n);
 extern int	HttpInFlight(void);
+extern bool HttpSameOrigin(const char *a, const char *b);
 extern HttpTransfer *HttpNextDone(void);
 
 #endif							/* PG_LLM_HTTP_H */

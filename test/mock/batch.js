@@ -51,7 +51,8 @@ const st = {
 
 /* Fresh GET /_stats counters. */
 function freshCounts() {
-	return { batches: { inline: 0, openai: 0, anthropic: 0 }, batch_requests: 0, files: 0, cancels: 0 };
+	return { batches: { inline: 0, openai: 0, anthropic: 0 }, batch_requests: 0, files: 0, cancels: 0,
+		results_hosts: {} };
 }
 st.counts = freshCounts();
 
@@ -278,7 +279,8 @@ function shuffle(arr, seed) {
 /* Snapshot of the batch knobs taken when a batch is created. */
 function knobs() {
 	const b = core.settings().batch;
-	return { C: b.complete_after_ms, expire: b.expire_fraction, shuffle: b.shuffle };
+	return { C: b.complete_after_ms, expire: b.expire_fraction, shuffle: b.shuffle,
+		resultsHost: b.results_host };
 }
 
 /* How many of n requests expire under expire_fraction f (at least one
@@ -1001,7 +1003,8 @@ function anCreate(x, prefix) {
 		expired: expiredCount(n, k.expire), stop: 0, until: 0, done: 0, doneAt: null,
 		ok: new Uint8Array(n), results: new Array(n), inTok: 0, outTok: 0, dropped: false,
 		cancelAt: null, cancelK: 0, final: null,
-		resultsUrl: 'http://127.0.0.1:' + x.req.socket.localPort + prefix + '/messages/batches/' + id + '/results',
+		resultsUrl: 'http://' + (k.resultsHost || '127.0.0.1') + ':' + x.req.socket.localPort + prefix +
+			'/messages/batches/' + id + '/results',
 	};
 	b.stop = b.until = n - b.expired;
 	st.msgBatches.set(id, b);
@@ -1131,6 +1134,8 @@ function anCancel(x, id) {
 
 /* GET .../messages/batches/{id}/results: the JSONL results once ended. */
 function anResults(x, id) {
+	const host = String(x.req.headers.host || '');
+	st.counts.results_hosts[host] = (st.counts.results_hosts[host] || 0) + 1;
 	const b = findMsgBatch(x, id);
 	if (!b)
 		return;

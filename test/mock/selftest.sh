@@ -409,7 +409,7 @@ curl -sS -o /dev/null -H "Authorization: Bearer $KEY" --data-binary '{"model":"m
 	--next -sS -o /dev/null -H "Authorization: Bearer $KEY" --data-binary '{"model":"m","messages":[{"role":"user","content":"k"}]}' "$BASE/v1/chat/completions" \
 	--next -sS -o "$T/stats" "$BASE/_stats"
 expect "_stats after reset: keep-alive reuse" "$(jv "$T/stats" '(() => { const o = Object.assign({}, b); delete o.open_connections; return JSON.stringify(o); })()')" \
-	'{"requests":2,"by_key":{"m|k":2},"connections":1,"batches":{"inline":0,"openai":0,"anthropic":0},"batch_requests":0,"files":0,"cancels":0}'
+	'{"requests":2,"by_key":{"m|k":2},"connections":1,"batches":{"inline":0,"openai":0,"anthropic":0},"batch_requests":0,"files":0,"cancels":0,"results_hosts":{}}'
 expect "_stats: open_connections counts the live one" "$(jv "$T/stats" 'b.open_connections >= 1')" true
 
 # ---------------------------------------------------------------- helpers for the routes below
@@ -478,7 +478,7 @@ curl -sS -o /dev/null -X POST "$BASE/_reset"
 # ---------------------------------------------------------------- /_config
 curl -sS "$BASE/_config" >"$T/cfg"
 expect "GET /_config: defaults" "$(cat "$T/cfg")" \
-	'{"rpm":0,"batch":{"complete_after_ms":0,"expire_fraction":0,"inline_max":0,"inline_latency_ms":0,"shuffle":true}}'
+	'{"rpm":0,"batch":{"complete_after_ms":0,"expire_fraction":0,"inline_max":0,"inline_latency_ms":0,"results_host":null,"shuffle":true}}'
 CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"batch":{"inline_max":3,"nope":1}}' "$BASE/_config")
 expect "POST /_config: unknown key 400" "$CODE/$(jv "$T/b" 'b.error.message')" "400/unknown config key batch.nope"
 CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"batch":{"expire_fraction":1.5}}' "$BASE/_config")
@@ -487,7 +487,7 @@ CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"rpm":"x"}' "$BASE/_
 expect "POST /_config: bad type 400" "$CODE" 400
 CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"batch":{"inline_max":3},"rpm":7}' "$BASE/_config")
 expect "POST /_config: merges" "$CODE/$(cat "$T/b")" \
-	'200/{"rpm":7,"batch":{"complete_after_ms":0,"expire_fraction":0,"inline_max":3,"inline_latency_ms":0,"shuffle":true}}'
+	'200/{"rpm":7,"batch":{"complete_after_ms":0,"expire_fraction":0,"inline_max":3,"inline_latency_ms":0,"results_host":null,"shuffle":true}}'
 curl -sS -o /dev/null -X POST "$BASE/_reset"
 expect "POST /_reset restores the defaults" "$(curl -sS "$BASE/_config")" "$(cat "$T/cfg")"
 

@@ -130,6 +130,11 @@ const KNOBS = {
 		},
 		inline_max: knobInt,
 		inline_latency_ms: knobInt,
+		results_host: (v, k) => {
+			if (v !== null && (typeof v !== 'string' || !/^[A-Za-z0-9.-]{1,253}$/.test(v)))
+				throw k + ' must be a host name or null';
+			return v;
+		},
 		shuffle: (v, k) => {
 			if (typeof v !== 'boolean')
 				throw k + ' must be true or false';
@@ -148,7 +153,7 @@ function knobInt(v, k) {
 /* The built-in defaults of every knob. */
 function defaultSettings() {
 	return { rpm: 0, batch: { complete_after_ms: 0, expire_fraction: 0, inline_max: 0,
-		inline_latency_ms: 0, shuffle: true } };
+		inline_latency_ms: 0, results_host: null, shuffle: true } };
 }
 
 /* Validate obj against the knob table and merge it into target; all or
@@ -1597,7 +1602,8 @@ function statsObject() {
 	const b = batchApi.stats();
 	return { requests: state.requests, by_key: Object.fromEntries(state.byKey),
 		connections: state.connections, open_connections: sockets.size,
-		batches: b.batches, batch_requests: b.batch_requests, files: b.files, cancels: b.cancels };
+		batches: b.batches, batch_requests: b.batch_requests, files: b.files, cancels: b.cancels,
+		results_hosts: b.results_hosts };
 }
 
 /* Write a file atomically: a temporary file renamed into place. */

@@ -139,6 +139,24 @@ is(q1($node, "SELECT sum(cost_usd) = sum(input_tokens * 2 / 1e6 + output_tokens 
 	  . "FROM llm.usage WHERE mode = 'batch_api' AND model = 'ant' AND outcome = 'ok'"),
 	't', 'anthropic: priced with the model\'s batch_price_factor');
 
+# ---- Anthropic: a results_url on another origin ----
+# The provider's key goes only to the provider's own origin: a results_url
+# that names another host is not followed; the results are read from the
+# documented endpoint under the provider's base URL instead.
+reset_docs();
+mock_config({ complete_after_ms => 0, results_host => 'localhost' });
+$before = mock_stats($port);
+is(enqueue_batch('ant', 'id <= 20'), 20, 'results_url elsewhere: 20 items enqueued');
+ok(wait_finished(60), 'results_url elsewhere: the batch is read');
+check_rows(20, 0, 'results_url elsewhere');
+$after = mock_stats($port);
+my %hosts = %{ $after->{results_hosts} };
+is(join(',', grep { /^localhost/ } sort keys %hosts), '',
+	'results_url elsewhere: nothing was requested from the other origin');
+ok(($hosts{"127.0.0.1:$port"} // 0) > ($before->{results_hosts}{"127.0.0.1:$port"} // 0),
+	'results_url elsewhere: the results came from the provider\'s own origin');
+mock_config({ results_host => undef });
+
 # ---- OpenAI: a crash after the provider created the batch, before our record ----
 reset_docs();
 mock_config({ complete_after_ms => 3000 });
