@@ -21,8 +21,8 @@ suite() {
   log "suite: $name"
   out=$(mktemp)
   "$@" 2>&1 | tee "$out" || rc=${PIPESTATUS[0]}
-  p=$(grep -Eo '^([a-z]+: )?[0-9]+ passed, [0-9]+ failed' "$out" | tail -1 | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || true)
-  f=$(grep -Eo '^([a-z]+: )?[0-9]+ passed, [0-9]+ failed' "$out" | tail -1 | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' || true)
+  p=$(grep -Eo '^([a-z0-9_]+: )?[0-9]+ passed, [0-9]+ failed' "$out" | tail -1 | grep -Eo '[0-9]+ passed' | grep -Eo '[0-9]+' || true)
+  f=$(grep -Eo '^([a-z0-9_]+: )?[0-9]+ passed, [0-9]+ failed' "$out" | tail -1 | grep -Eo '[0-9]+ failed' | grep -Eo '[0-9]+' || true)
   if [ -z "$p" ]; then
     p=$(grep -Ec '^(ok|test) .* \.\.\. ok|^ok [0-9]+ ' "$out" || true)
     f=$(grep -Ec 'FAILED|^not ok ' "$out" || true)
