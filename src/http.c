@@ -764,25 +764,20 @@ HttpReleaseAll(bool xact_bound_only)
 	}
 }
 
-/* One part of a parsed URL, lower-cased for the host; NULL when absent. */
-static char *
-url_part(CURLU *u, CURLUPart what, unsigned int flags)
+/* Is one part of two parsed URLs the same (case aside)?  Allocates nothing of ours. */
+static bool
+url_part_equal(CURLU *ua, CURLU *ub, CURLUPart what, unsigned int flags)
 {
-	char	   *v = NULL;
-	char	   *copy;
+	char	   *pa = NULL;
+	char	   *pb = NULL;
+	bool		same;
 
-	if (curl_url_get(u, what, &v, flags) != CURLUE_OK || v == NULL)
-		return NULL;
-	copy = pstrdup(v);
-	curl_free(v);
-	if (what == CURLUPART_HOST || what == CURLUPART_SCHEME)
-	{
-		char	   *c;
-
-		for (c = copy; *c; c++)
-			*c = pg_ascii_tolower((unsigned char) *c);
-	}
-	return copy;
+	same = curl_url_get(ua, what, &pa, flags) == CURLUE_OK &&
+		curl_url_get(ub, what, &pb, flags) == CURLUE_OK &&
+		pa != NULL && pb != NULL && pg_strcasecmp(pa, pb) == 0;
+	curl_free(pa);
+	curl_free(pb);
+	return same;
 }
 
 /*
@@ -794,25 +789,14 @@ HttpSameOrigin(const char *a, const char *b)
 {
 	CURLU	   *ua = curl_url();
 	CURLU	   *ub = curl_url();
-	bool		same = false;
+	bool		same;
 
-	if (ua && ub &&
+	same = ua && ub &&
 		curl_url_set(ua, CURLUPART_URL, a, 0) == CURLUE_OK &&
-		curl_url_set(ub, CURLUPART_URL, b, 0) == CURLUE_OK)
-	{
-		CURLUPart	parts[3] = {CURLUPART_SCHEME, CURLUPART_HOST, CURLUPART_PORT};
-		int			i;
-
-		same = true;
-		for (i = 0; i < 3 && same; i++)
-		{
-			unsigned int flags = parts[i] == CURLUPART_PORT ? CURLU_DEFAULT_PORT : 0;
-			char	   *pa = url_part(ua, parts[i], flags);
-			char	   *pb = url_part(ub, parts[i], flags);
-
-			same = pa != NULL && pb != NULL && strcmp(pa, pb) == 0;
-		}
-	}
+		curl_url_set(ub, CURLUPART_URL, b, 0) == CURLUE_OK &&
+		url_part_equal(ua, ub, CURLUPART_SCHEME, 0) &&
+		url_part_equal(ua, ub, CURLUPART_HOST, 0) &&
+		url_part_equal(ua, ub, CURLUPART_PORT, CURLU_DEFAULT_PORT);
 	curl_url_cleanup(ua);
 	curl_url_cleanup(ub);
 	return same;

@@ -176,8 +176,9 @@ LeaseClaim(int n)
 
 /* Make a claimed row into a call; errors are the item's own. */
 static void
-item_setup(WorkItem *it)
+item_setup(void *arg)
 {
+	WorkItem   *it = (WorkItem *) arg;
 	MemoryContext old = MemoryContextSwitchTo(it->ctx);
 	LlmRequest *req;
 
@@ -229,28 +230,19 @@ LeaseSetUp(void)
 	dlist_foreach(iter, &WorkerItems)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
-		MemoryContext oldcxt = CurrentMemoryContext;
-		ResourceOwner oldowner = CurrentResourceOwner;
+		const char *error;
 
 		if (it->call != NULL || it->state != ITEM_READY)
 			continue;
-		BeginInternalSubTransaction(NULL);
-		PG_TRY();
+		error = WorkerItemSubxact(item_setup, it, it);
+		if (error)
 		{
-			item_setup(it);
-			ReleaseCurrentSubTransaction();
-		}
-		PG_CATCH();
-		{
-			it->error = WorkerCatchItemError(it);
+			it->error = (char *) error;
 			it->state = ITEM_FAILED;
 			WorkerItemFinished(it);
 			elog(LOG, "pg_llm worker: queue item " INT64_FORMAT " cannot be sent: %s",
 				 it->id, it->error);
 		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
 	}
 	WorkerXactEnd();
 }

@@ -326,6 +326,44 @@ WorkerCatchItemError(WorkItem *it)
 	return LlmToUtf8(edata->message);
 }
 
+/*
+ * Run fn(arg) in a subtransaction, so that an error in it fails only what
+ * it was doing.  Returns NULL when it went through, else the error's
+ * message: with an item, copied into the item's memory (UTF-8); without
+ * one, the error is dropped and an empty message returned.  The caller's
+ * memory context and resource owner are current again either way.
+ */
+const char *
+WorkerItemSubxact(void (*fn) (void *), void *arg, WorkItem *it)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	const char *volatile msg = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		if (it)
+			msg = WorkerCatchItemError(it);
+		else
+		{
+			MemoryContextSwitchTo(oldcxt);
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			msg = "";
+		}
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return msg;
+}
+
 /* An item is finished: it waits to be written with the next group. */
 void
 WorkerItemFinished(WorkItem *it)

@@ -72,6 +72,7 @@ extern void WorkerReportError(const char *msg);
 extern void WorkerItemFinished(WorkItem *it);
 extern void WorkerItemFree(WorkItem *it);
 extern char *WorkerCatchItemError(WorkItem *it);
+extern const char *WorkerItemSubxact(void (*fn) (void *), void *arg, WorkItem *it);
 
 /* lease.c */
 extern int	LeaseClaim(int n);

@@ -346,17 +346,27 @@ group_add(List *groups, WorkItem *it, Writeback *wb)
 	return groups;
 }
 
-/* The steps of one item's write-back, each run by guarded(). */
-static void
-prepare_step(WorkItem *it, Writeback *wb)
+/* An item and its write-back, for the steps run by guarded(). */
+typedef struct ItemStep
 {
-	writeback_prepare(it, it->db_text, wb);
+	WorkItem   *it;
+	Writeback  *wb;
+} ItemStep;
+
+static void
+prepare_step(void *arg)
+{
+	ItemStep   *s = (ItemStep *) arg;
+
+	writeback_prepare(s->it, s->it->db_text, s->wb);
 }
 
 static void
-write_step(WorkItem *it, Writeback *wb)
+write_step(void *arg)
 {
-	RunAs(it->role, true, writeback_run, wb);
+	ItemStep   *s = (ItemStep *) arg;
+
+	RunAs(s->it->role, true, writeback_run, s->wb);
 }
 
 /*
@@ -364,32 +374,24 @@ write_step(WorkItem *it, Writeback *wb)
  * that item alone.  Returns whether the step succeeded.
  */
 static bool
-guarded(WorkItem *it, void (*step) (WorkItem *, Writeback *), Writeback *wb,
+guarded(WorkItem *it, void (*step) (void *), Writeback *wb,
 		Datum *failed_ids, Datum *failed_errors, int *nfailed)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool ok = true;
+	ItemStep	s = {it, wb};
+	const char *msg = WorkerItemSubxact(step, &s, it);
 
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		step(it, wb);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		char	   *msg = WorkerCatchItemError(it);
+	if (msg == NULL)
+		return true;
+	writeback_failed(it, msg, failed_ids, failed_errors, nfailed);
+	return false;
+}
 
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-		writeback_failed(it, msg, failed_ids, failed_errors, nfailed);
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-	CurrentResourceOwner = oldowner;
-	return ok;
+static void
+group_step(void *arg)
+{
+	WritebackGroup *g = (WritebackGroup *) arg;
+
+	RunAs(g->role, true, writeback_group_run, g);
 }
 
 /*
@@ -399,27 +401,7 @@ guarded(WorkItem *it, void (*step) (WorkItem *, Writeback *), Writeback *wb,
 static bool
 write_group(WritebackGroup *g)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile bool ok = true;
-
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		RunAs(g->role, true, writeback_group_run, g);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(oldcxt);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-	CurrentResourceOwner = oldowner;
-	return ok;
+	return WorkerItemSubxact(group_step, g, NULL) == NULL;
 }
 
 /* Do the items of a group name distinct rows (their keys differ)? */
@@ -465,38 +447,35 @@ group_keys_distinct(WritebackGroup *g)
  * subtransaction each.
  */
 static void
+convert_step(void *arg)
+{
+	WorkItem   *it = (WorkItem *) arg;
+	const char *text = it->state == ITEM_DONE ? it->reply : (it->error ? it->error : "failed");
+
+	it->db_text = LlmToServerEncoding(text, strlen(text));
+}
+
+static void
 convert_texts(void)
 {
 	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
 	dlist_iter	iter;
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
 
 	dlist_foreach(iter, &WorkerItems)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
-		const char *volatile text;
+		const char *msg;
 
 		if (!WritebackItemFinished(it))
 			continue;
-		text = it->state == ITEM_DONE ? it->reply : (it->error ? it->error : "failed");
 		if (utf8)
 		{
-			it->db_text = LlmToServerEncoding(text, strlen(text));
+			convert_step(it);
 			continue;
 		}
-		BeginInternalSubTransaction(NULL);
-		PG_TRY();
+		msg = WorkerItemSubxact(convert_step, it, it);
+		if (msg)
 		{
-			it->db_text = LlmToServerEncoding(text, strlen(text));
-			ReleaseCurrentSubTransaction();
-		}
-		PG_CATCH();
-		{
-			char	   *msg = WorkerCatchItemError(it);
-
-			MemoryContextSwitchTo(oldcxt);
-			CurrentResourceOwner = oldowner;
 			if (it->state == ITEM_DONE)
 			{
 				it->state = ITEM_FAILED;
@@ -505,9 +484,6 @@ convert_texts(void)
 			}
 			it->db_text = ascii_only(it->error);
 		}
-		PG_END_TRY();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
 	}
 }
 
