@@ -16,8 +16,10 @@ PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 # sql/ holds the pg_regress scripts only.
 SQL_PARTS = sql/install/config.sql sql/install/calls.sql sql/install/queue.sql \
 	sql/install/batch.sql sql/install/usage.sql sql/install/jobs.sql sql/install/grants.sql
-DATA_built = sql/versions/$(EXTENSION)--$(EXTVERSION).sql sql/versions/$(EXTENSION)--0.1.0--0.2.0.sql
-DATA = sql/versions/$(EXTENSION)--0.1.0.sql
+DATA_built = sql/versions/$(EXTENSION)--$(EXTVERSION).sql sql/versions/$(EXTENSION)--0.2.0--$(EXTVERSION).sql
+# released versions and the upgrade scripts between them, frozen as shipped
+DATA = sql/versions/$(EXTENSION)--0.1.0.sql sql/versions/$(EXTENSION)--0.2.0.sql \
+	sql/versions/$(EXTENSION)--0.1.0--0.2.0.sql
 
 # pg_regress scripts, one topic per file (the top of sql/); they need the
 # local mock provider: test/regress.sh starts it, and so does
@@ -38,14 +40,20 @@ include $(PGXS)
 sql/versions/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS)
 	cat $^ > $@
 
-# An upgrade script: its own changes to the tables and the parts that are
-# new in the version, then every function and view of the new version
-# defined again from the parts, then what needs them, then the grants.
-sql/versions/$(EXTENSION)--0.1.0--0.2.0.sql: sql/upgrade/0.1.0--0.2.0-before.sql $(SQL_PARTS) \
-		sql/upgrade/definitions.awk sql/upgrade/0.1.0--0.2.0-after.sql
-	{ cat sql/upgrade/0.1.0--0.2.0-before.sql sql/install/batch.sql; \
+# The upgrade script from the last release: the changes to the tables and
+# the drops of what changed shape, one file a topic
+# (sql/upgrade/0.2.0--0.3.0/before-*.sql, after a head that keeps the
+# privileges granted on the extension's functions and views), then every
+# function and view of the new version defined again from the parts, then
+# what needs them (after-*.sql), the privileges granted again, the grants.
+UPGRADE_DIR = sql/upgrade/0.2.0--$(EXTVERSION)
+UPGRADE_BEFORE = $(UPGRADE_DIR)/head.sql $(sort $(wildcard $(UPGRADE_DIR)/before-*.sql))
+UPGRADE_AFTER = $(sort $(wildcard $(UPGRADE_DIR)/after-*.sql)) $(UPGRADE_DIR)/tail.sql
+sql/versions/$(EXTENSION)--0.2.0--$(EXTVERSION).sql: $(UPGRADE_BEFORE) $(SQL_PARTS) \
+		sql/upgrade/definitions.awk $(UPGRADE_AFTER)
+	{ cat $(UPGRADE_BEFORE); \
 	  awk -f sql/upgrade/definitions.awk $(SQL_PARTS); \
-	  cat sql/upgrade/0.1.0--0.2.0-after.sql sql/install/grants.sql; } > $@
+	  cat $(UPGRADE_AFTER) sql/install/grants.sql; } > $@
 
 # every object is rebuilt when a header changes (structs are shared)
 $(OBJS): $(wildcard src/*.h)

@@ -1,16 +1,30 @@
 #!/usr/bin/env bash
-# ALTER EXTENSION pg_llm UPDATE from 0.1.0: a database created at 0.1.0
-# (with a provider that has a secret header, a priced model, a budget and
-# queue items) is updated, and its extension must then be the same as a
-# fresh install: every function (arguments, result, body, settings,
+# ALTER EXTENSION pg_llm UPDATE from every released version: a database
+# created at 0.1.0 (with a provider that has a secret header, a priced
+# model, a budget and queue items) and one created at 0.2.0 (with a job,
+# granted functions and queued items) are updated, and each extension must
+# then be the same as a fresh install: every function (arguments, result, body, settings,
 # security, privileges, comment), table (columns, constraints, indexes,
 # triggers, policies, privileges, comments) and view.  The old data must
 # survive and work: the header value moves out of the readable options,
-# old queue items are answered, calls go through, jobs work.  (The 0.2.0
-# library refuses to work against 0.1.0 tables, so what needs the library,
-# such as creating a job, is done after the update.)
+# old queue items are answered, calls go through, jobs work.  The old
+# databases are made by the 0.2.0 library (built from the release's commit,
+# v0.2.0, into a scratch directory), so that a job made at 0.2.0, with its
+# generated functions and trigger, goes through the update; then the
+# server is restarted with the library of this tree.
 source "$(dirname "$0")/lib.sh"
-start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'old'" "llm.worker_naptime = '200ms'"
+OLD_REF=v0.2.0
+have_old_lib=0
+if git -C "$PG_LLM_ROOT" rev-parse -q --verify "$OLD_REF^{commit}" >/dev/null; then
+  scratch_dir
+  log "building the pg_llm library of $OLD_REF"
+  git -C "$PG_LLM_ROOT" archive "$OLD_REF" | tar -x -C "$SCRATCH"
+  make -C "$SCRATCH" -s -j2 >/dev/null 2>&1 && make -C "$SCRATCH" -s install >/dev/null && have_old_lib=1
+fi
+# whatever happens, the library of this tree is the one left installed
+trap 'make -C "$PG_LLM_ROOT" -s install >/dev/null 2>&1 || true; cleanup' EXIT
+[ $have_old_lib = 1 ] || { log "$OLD_REF is not in this clone: the 0.2.0 databases are made by this tree's library"; make -C "$PG_LLM_ROOT" -s install >/dev/null; }
+start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'old, old2'" "llm.worker_naptime = '200ms'"
 start_mock
 pass=0
 fail=0
@@ -19,9 +33,7 @@ check() {
 }
 q() { psql -X -Atq -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
 
-createdb fresh
 createdb old
-q fresh "CREATE EXTENSION pg_llm"
 q old "CREATE EXTENSION pg_llm VERSION '0.1.0'" >/dev/null
 psql -X -q -v ON_ERROR_STOP=1 -d old >/dev/null <<SQL
 SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock',
@@ -39,20 +51,66 @@ INSERT INTO llm.queue (prompt, model, target_table, target_column, target_key, e
 VALUES ('left from 0.1.0', 'cheap', 'reviews', 'sentiment', '{"id": 2}',
         (SELECT oid FROM pg_roles WHERE rolname = current_user));
 SQL
+# from 0.2.0: a provider with a secret header, a priced model, a role with
+# the documented grants, a job with its generated functions and trigger,
+# items queued and one answered
+createdb old2
+q old2 "CREATE EXTENSION pg_llm VERSION '0.2.0'" >/dev/null
+psql -X -q -v ON_ERROR_STOP=1 -d old2 >/dev/null <<SQL
+SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock',
+                           options => '{"headers": {"X-Team": "team-secret"}, "max_retries": 1}');
+SELECT llm.add_model('cheap', 'mock', 'mock', input_usd_per_mtok => 0.1, output_usd_per_mtok => 0.2);
+CREATE ROLE upgrade_analyst2;
+SELECT llm.set_budget('upgrade_analyst2', 10, 100);
+GRANT USAGE ON SCHEMA llm TO upgrade_analyst2;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
+                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text),
+                          llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text),
+                          llm.run_job(text), llm.drop_job(text, boolean) TO upgrade_analyst2;
+GRANT SELECT, INSERT, DELETE ON llm.job TO upgrade_analyst2;
+GRANT SELECT ON llm.job_status, llm.usage TO upgrade_analyst2;
+CREATE TABLE tickets (id int PRIMARY KEY, body text, label text);
+INSERT INTO tickets VALUES (1, 'printer on fire'), (2, 'password reset'), (3, 'refund');
+GRANT SELECT, UPDATE ON tickets TO upgrade_analyst2;
+SQL
+if [ $have_old_lib = 1 ]; then
+  psql -X -q -v ON_ERROR_STOP=1 -d old2 >/dev/null <<SQL
+SET ROLE upgrade_analyst2;
+SELECT llm.create_job('triage', 'tickets', '{id}', 'Triage: {body}', 'label', model => 'cheap', track_changes => false);
+SQL
+fi
+
+# the library of this tree from now on
+as_pg pg_ctl -D "$PGDATA_DIR" -w stop >/dev/null
+make -C "$PG_LLM_ROOT" -s install >/dev/null
+as_pg pg_ctl -D "$PGDATA_DIR" -l "$PG_LLM_SERVER_LOG" -w start >/dev/null
+createdb fresh
+q fresh "CREATE EXTENSION pg_llm"
+
 out=$(q old "SELECT llm.chat('x', 'cheap')" 2>&1 || true)
-check "a 0.1.0 install under the 0.2.0 library asks for the update" \
+check "a 0.1.0 install under the new library asks for the update" \
   $(grep -q 'ALTER EXTENSION pg_llm UPDATE' <<<"$out" && echo 1 || echo 0)
 
 q old "ALTER EXTENSION pg_llm UPDATE" >/dev/null
-check "ALTER EXTENSION pg_llm UPDATE goes to 0.2.0" \
-  $([ "$(q old "SELECT extversion FROM pg_extension WHERE extname = 'pg_llm'")" = 0.2.0 ] && echo 1 || echo 0)
+NEW=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$PG_LLM_ROOT/pg_llm.control")
+check "ALTER EXTENSION pg_llm UPDATE goes from 0.1.0 to $NEW" \
+  $([ "$(q old "SELECT extversion FROM pg_extension WHERE extname = 'pg_llm'")" = "$NEW" ] && echo 1 || echo 0)
 
+# whether a role may execute every function of a name (whatever its
+# arguments became) and select from a view
+may() {
+  q "$1" "SELECT bool_and(has_function_privilege('$2', p.oid, 'EXECUTE')) FROM pg_proc p
+          WHERE p.pronamespace = 'llm'::regnamespace AND p.proname = '$3'"
+}
 check "the rights granted on functions and views that changed are granted on the new ones" \
-  $([ "$(q old "SELECT has_function_privilege('upgrade_analyst', 'llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text)', 'EXECUTE')
-                 AND has_function_privilege('upgrade_analyst', 'llm.drop_job(text, boolean)', 'EXECUTE')
-                 AND has_table_privilege('upgrade_analyst', 'llm.job_status', 'SELECT')
-                 AND NOT has_function_privilege('upgrade_analyst', 'llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text)', 'EXECUTE')")" = t ] && echo 1 || echo 0)
-q old "REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text), llm.drop_job(text, boolean) FROM upgrade_analyst; REVOKE ALL ON llm.job_status FROM upgrade_analyst" >/dev/null
+  $([ "$(may old upgrade_analyst enqueue)$(may old upgrade_analyst drop_job)$(may old upgrade_analyst create_job)" = ttf ] &&
+    [ "$(q old "SELECT has_table_privilege('upgrade_analyst', 'llm.job_status', 'SELECT')")" = t ] && echo 1 || echo 0)
+q old "DO \$\$DECLARE f regprocedure; BEGIN
+         FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE pronamespace = 'llm'::regnamespace
+                  AND proname IN ('enqueue', 'drop_job') LOOP
+           EXECUTE format('REVOKE ALL ON FUNCTION %s FROM upgrade_analyst', f);
+         END LOOP;
+       END\$\$; REVOKE ALL ON llm.job_status FROM upgrade_analyst" >/dev/null
 
 # the extension's objects, described; the generated functions and
 # triggers of jobs are left out (the fresh database has no job)
@@ -102,7 +160,7 @@ scratch_dir
 describe fresh > "$SCRATCH/fresh.txt"
 describe old > "$SCRATCH/updated.txt"
 if diff -u "$SCRATCH/fresh.txt" "$SCRATCH/updated.txt" > "$SCRATCH/diff.txt"; then d=1; else d=0; cat "$SCRATCH/diff.txt"; fi
-check "the updated extension is the same as a fresh install ($(wc -l < "$SCRATCH/fresh.txt") objects and attributes compared)" $d
+check "the extension updated from 0.1.0 is the same as a fresh install ($(wc -l < "$SCRATCH/fresh.txt") objects and attributes compared)" $d
 
 check "the header value left the readable options" \
   $([ "$(q old "SELECT options::text || ' ' || headers::text FROM llm.provider WHERE name = 'mock'")" = '{"max_retries": 1} {X-Team}' ] && echo 1 || echo 0)
@@ -131,5 +189,39 @@ check "and the worker answers them" \
 check "the budget kept its limits" \
   $([ "$(q old "SELECT usd_per_month || '/' || calls_per_month || '/' || coalesce(max_queued::text, '-') FROM llm.budget")" = '10/100/-' ] && echo 1 || echo 0)
 
+out=$(q old2 "SELECT llm.chat('x', 'cheap')" 2>&1 || true)
+check "a 0.2.0 install under the new library asks for the update" \
+  $(grep -q 'ALTER EXTENSION pg_llm UPDATE' <<<"$out" && echo 1 || echo 0)
+q old2 "ALTER EXTENSION pg_llm UPDATE" >/dev/null
+check "ALTER EXTENSION pg_llm UPDATE goes from 0.2.0 to $NEW" \
+  $([ "$(q old2 "SELECT extversion FROM pg_extension WHERE extname = 'pg_llm'")" = "$NEW" ] && echo 1 || echo 0)
+check "the rights granted at 0.2.0 are kept on every function of those names" \
+  $([ "$(may old2 upgrade_analyst2 chat)$(may old2 upgrade_analyst2 enqueue)$(may old2 upgrade_analyst2 create_job)$(may old2 upgrade_analyst2 run_job)$(may old2 upgrade_analyst2 drop_job)$(may old2 upgrade_analyst2 set_budget)" = tttttf ] &&
+    [ "$(q old2 "SELECT has_table_privilege('upgrade_analyst2', 'llm.job_status', 'SELECT') AND has_table_privilege('upgrade_analyst2', 'llm.usage', 'SELECT')")" = t ] && echo 1 || echo 0)
+if [ $have_old_lib = 0 ]; then
+  psql -X -q -v ON_ERROR_STOP=1 -d old2 -c "SET ROLE upgrade_analyst2" \
+    -c "SELECT llm.create_job('triage', 'tickets', '{id}', 'Triage: {body}', 'label', model => 'cheap', track_changes => false)" >/dev/null
+fi
+check "the job made at 0.2.0 queues its rows after the update" \
+  $([ "$(psql -X -Atq -d old2 -c "SET ROLE upgrade_analyst2" -c "SELECT llm.run_job('triage')")" = 3 ] && echo 1 || echo 0)
+for i in $(seq 1 100); do
+  [ "$(q old2 "SELECT count(*) FROM tickets WHERE label IS NOT NULL")" = 3 ] && break
+  sleep 0.1
+done
+check "and the worker answers them into the table" \
+  $([ "$(q old2 "SELECT count(*) FROM tickets WHERE label LIKE 'echo: Triage: %'")" = 3 ] && echo 1 || echo 0)
+check "the secret header is still sent after the update" \
+  $([ "$(q old2 "SELECT headers::text FROM llm.provider WHERE name = 'mock'")" = '{X-Team}' ] && echo 1 || echo 0)
+
+# the rights granted to the test's role set aside, the extension is the
+# same as a fresh install
+q old2 "DO \$\$DECLARE f regprocedure; BEGIN
+          FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE pronamespace = 'llm'::regnamespace LOOP
+            EXECUTE format('REVOKE ALL ON FUNCTION %s FROM upgrade_analyst2', f);
+          END LOOP;
+        END\$\$; REVOKE ALL ON ALL TABLES IN SCHEMA llm FROM upgrade_analyst2" >/dev/null
+describe old2 > "$SCRATCH/updated2.txt"
+if diff -u "$SCRATCH/fresh.txt" "$SCRATCH/updated2.txt" > "$SCRATCH/diff2.txt"; then d=1; else d=0; cat "$SCRATCH/diff2.txt"; fi
+check "the extension updated from 0.2.0 is the same as a fresh install" $d
 echo "upgrade: $pass passed, $fail failed"
 [ $fail -eq 0 ]
