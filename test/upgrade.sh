@@ -9,11 +9,11 @@
 # survive and work: the header value moves out of the readable options,
 # old queue items are answered, calls go through, jobs work.  The old
 # databases are made by the 0.2.0 library (built from the release's commit,
-# v0.2.0, into a scratch directory), so that a job made at 0.2.0, with its
+# tagged v0.2.0, into a scratch directory), so that a job made at 0.2.0, with its
 # generated functions and trigger, goes through the update; then the
 # server is restarted with the library of this tree.
 source "$(dirname "$0")/lib.sh"
-OLD_REF=v0.2.0
+OLD_REF=7865b9f12d904515ba6c1712635e13f95bfab3c3   # v0.2.0
 have_old_lib=0
 if git -C "$PG_LLM_ROOT" rev-parse -q --verify "$OLD_REF^{commit}" >/dev/null; then
   scratch_dir
