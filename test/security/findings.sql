@@ -1,3 +1,4 @@
+-- before: d4e23b5 (pg_llm 0.1.0)
 -- The findings of the hostile-input review, as one script that runs on
 -- any version of pg_llm from 0.1.0 on (it uses only what 0.1.0 had).  Each
 -- finding prints one line: its name, "safe" or "UNSAFE", and what was seen.
