@@ -409,7 +409,7 @@ curl -sS -o /dev/null -H "Authorization: Bearer $KEY" --data-binary '{"model":"m
 	--next -sS -o /dev/null -H "Authorization: Bearer $KEY" --data-binary '{"model":"m","messages":[{"role":"user","content":"k"}]}' "$BASE/v1/chat/completions" \
 	--next -sS -o "$T/stats" "$BASE/_stats"
 expect "_stats after reset: keep-alive reuse" "$(jv "$T/stats" '(() => { const o = Object.assign({}, b); delete o.open_connections; return JSON.stringify(o); })()')" \
-	'{"requests":2,"by_key":{"m|k":2},"connections":1,"batches":{"inline":0,"openai":0,"anthropic":0},"batch_requests":0,"files":0,"cancels":0,"results_hosts":{}}'
+	'{"requests":2,"by_key":{"m|k":2},"connections":1,"batches":{"inline":0,"openai":0,"anthropic":0},"batch_requests":0,"files":0,"cancels":0,"results_hosts":{},"embeddings":{"requests":0,"inputs":0}}'
 expect "_stats: open_connections counts the live one" "$(jv "$T/stats" 'b.open_connections >= 1')" true
 
 # ---------------------------------------------------------------- helpers for the routes below
@@ -919,6 +919,66 @@ req oa GET "/v1/batches/$OB"
 expect "POST /_reset drops batches" "$CODE" 404
 expect "POST /_reset clears batch counters" "$(curl -sS "$BASE/_stats" | "$NODE" -e 'const b = JSON.parse(require("fs").readFileSync(0)); console.log(JSON.stringify([b.batches, b.batch_requests, b.files, b.cancels]))')" \
 	'[{"inline":0,"openai":0,"anthropic":0},0,0,0]'
+
+# ---------------------------------------------------------------- embeddings
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+req oa POST /v1/embeddings '{"model":"text-embedding-3-small","input":["the cat sat on the mat","dogs bark"],"dimensions":4}'
+expect "embeddings: shape" "$CODE/$(jv "$T/b" '[b.object, b.model, b.data.length, b.data.map((d) => d.object + d.index + ":" + d.embedding.length).join(","), JSON.stringify(b.usage)].join("|")')" \
+	'200/list|text-embedding-3-small|2|embedding0:4,embedding1:4|{"prompt_tokens":8,"total_tokens":8}'
+expect "embeddings: length 1" "$(jv "$T/b" 'b.data.every((d) => Math.abs(Math.hypot(...d.embedding) - 1) < 1e-5)')" true
+cp "$T/b" "$T/e2"
+req oa POST /v1/embeddings '{"model":"e","input":"the cat sat on the mat","dimensions":4}'
+expect "embeddings: a string input, deterministic" "$(jv "$T/b" 'JSON.stringify(b.data[0].embedding)')" "$(jv "$T/e2" 'JSON.stringify(b.data[0].embedding)')"
+req oa POST /v1/embeddings '{"model":"e","input":"the cat sat on the mat","dimensions":4,"encoding_format":"base64"}'
+expect "embeddings: base64 float32" "$(jv "$T/b" '(() => { const u = Buffer.from(b.data[0].embedding, "base64"); const f = [0, 1, 2, 3].map((i) => u.readFloatLE(4 * i)); return u.length === 16 && f.every((x, i) => Math.abs(x - '"$(jv "$T/e2" 'JSON.stringify(b.data[0].embedding)')"'[i]) < 1e-5); })()')" true
+req oa POST /v1/embeddings '{"model":"e","input":["x"]}'
+expect "embeddings: 1536 dimensions by default" "$(jv "$T/b" 'b.data[0].embedding.length')" 1536
+req oa POST /v1/embeddings '{"model":"text-embedding-3-large","input":["x"]}'
+expect "embeddings: 3072 for text-embedding-3-large" "$(jv "$T/b" 'b.data[0].embedding.length')" 3072
+req oa POST /v1/embeddings '{"model":"e?dims=7","input":["x"]}'
+expect "embeddings: dims=" "$(jv "$T/b" 'b.data[0].embedding.length')" 7
+req oa POST /v1/embeddings '{"model":"e","input":[[1,2,3],[4]],"dimensions":2}'
+expect "embeddings: token arrays" "$CODE/$(jv "$T/b" 'b.data.length + "," + b.usage.prompt_tokens')" "200/2,4"
+req oa POST /v1/embeddings '{"model":"e","input":["a cat on a mat","the cat sat on the mat","stock markets fell"],"dimensions":64}'
+expect "embeddings: texts sharing words are near" "$(jv "$T/b" '(() => { const [q, a, c] = b.data.map((d) => d.embedding); const dot = (x, y) => x.reduce((s, v, i) => s + v * y[i], 0); return dot(q, a) > 0.3 && dot(q, a) > 2 * dot(q, c); })()')" true
+req oa POST /v1/embeddings '{"model":"e","input":["a",""]}'
+expect "embeddings: an empty input is a 400" "$CODE/$(jv "$T/b" 'b.error.message + "|" + b.error.type')" "400/'\$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference.|invalid_request_error"
+req oa POST /v1/embeddings '{"model":"e","input":[]}'
+expect "embeddings: no inputs is a 400" "$CODE" 400
+req oa POST /v1/embeddings "{\"model\":\"e\",\"input\":[$(printf '"x",%.0s' $(seq 1 2048))\"x\"]}"
+expect "embeddings: 2049 inputs is a 400" "$CODE" 400
+req oa POST /v1/embeddings '{"model":"e"}'
+expect "embeddings: input is required" "$CODE/$(jv "$T/b" 'b.error.param + "," + b.error.code')" "400/input,missing_required_parameter"
+req oa POST /v1/embeddings '{"model":"text-embedding-ada-002","input":"x","dimensions":8}'
+expect "embeddings: no dimensions on ada-002" "$CODE/$(jv "$T/b" 'b.error.message')" "400/This model does not support specifying dimensions."
+req oa POST /v1/embeddings '{"model":"e","input":"x","dimensions":0}'
+expect "embeddings: dimensions below 1" "$CODE/$(jv "$T/b" 'b.error.param')" "400/dimensions"
+req oa POST /v1/embeddings '{"model":"e","input":"x","encoding_format":"int8"}'
+expect "embeddings: encoding_format" "$CODE/$(jv "$T/b" 'b.error.param')" "400/encoding_format"
+req oa POST /v1/embeddings '{"model":"e?max_input_tokens=3","input":["a b","c d e f"]}'
+expect "embeddings: an input over the context length fails the request" "$CODE/$(jv "$T/b" 'b.error.message')" \
+	"400/This model's maximum context length is 3 tokens, however you requested 4 tokens (4 in your prompt; 0 for the completion). Please reduce your prompt; or completion length."
+"$NODE" -e 'const w = "w ".repeat(8000); process.stdout.write(JSON.stringify({model: "e", input: Array(38).fill(w), dimensions: 2}))' >"$T/big.json"
+req oa POST /v1/embeddings "@$T/big.json"
+expect "embeddings: 300,000 tokens a request at most" "$CODE/$(jv "$T/b" 'b.error.message')" "400/Requested 304000 tokens, max 300000 tokens per request"
+req oa POST /v1/embeddings '{"model":"e?fault=fewer_vectors&when=b","input":["a","b","c"],"dimensions":2}'
+expect "embeddings: fewer_vectors leaves out the input with when=" "$(jv "$T/b" 'b.data.map((d) => d.index).join(",")')" "0,2"
+req oa POST /v1/embeddings '{"model":"e?fault=shuffled","input":["a","b","c"],"dimensions":2}'
+expect "embeddings: shuffled keeps each index" "$(jv "$T/b" 'b.data.map((d) => d.index).join(",")')" "2,1,0"
+req oa POST /v1/embeddings '{"model":"e?fault=non_numeric","input":["a","b"],"dimensions":2}'
+expect "embeddings: non_numeric (the last input by default)" "$(jv "$T/b" 'JSON.stringify(b.data.map((d) => typeof d.embedding[0]))')" '["number","string"]'
+req oa POST /v1/embeddings '{"model":"e?fault=wrong_dims&when=a","input":["a","b"],"dimensions":3}'
+expect "embeddings: wrong_dims" "$(jv "$T/b" 'b.data.map((d) => d.embedding.length).join(",")')" "2,3"
+req oa POST /v1/embeddings '{"model":"e?fail=503&times=1","input":["t"]}'
+expect "embeddings: fail= and times=" "$CODE" 503
+req oa POST /v1/embeddings '{"model":"e?fail=503&times=1","input":["t"],"dimensions":2}'
+expect "embeddings: then served" "$CODE" 200
+req none POST /v1/embeddings '{"model":"e","input":["t"]}'
+expect "embeddings: the key is checked" "$CODE" 401
+curl -sS "$BASE/_stats" >"$T/stats"
+expect "_stats: embeddings" "$(jv "$T/stats" 'JSON.stringify(b.embeddings) + "," + b.requests')" '{"requests":24,"inputs":23},0'
+curl -sS -o /dev/null -X POST "$BASE/_reset"
+expect "POST /_reset clears the embedding counters" "$(jv <(curl -sS "$BASE/_stats") 'JSON.stringify(b.embeddings)')" '{"requests":0,"inputs":0}'
 
 # ---------------------------------------------------------------- shutdown
 curl -sS --max-time 20 -o /dev/null -H "Authorization: Bearer $KEY" \

@@ -22,6 +22,7 @@
 const http = require('http');
 const fs = require('fs');
 const batchApi = require('./batch.js');
+const embeddings = require('./embeddings.js');
 
 /* ------------------------------------------------------------------ */
 /* Configuration and state                                             */
@@ -104,6 +105,8 @@ const state = {
 	arrivals: 0,            /* protocol requests recorded in the ring below */
 	rpmTimes: [],           /* admission times (ms) in the rpm window ... */
 	rpmHead: 0,             /* ... from this index on */
+	embedRequests: 0,       /* embedding requests since start/reset */
+	embedInputs: 0,         /* inputs of the embedding requests answered 200 */
 };
 /* The last ARRIVALS_KEEP arrivals, a ring indexed by count % ARRIVALS_KEEP:
  * preallocated, so that recording one allocates nothing. */
@@ -549,7 +552,7 @@ function jsonHeaders(ctx) {
 const FAULTS = new Set(['reset', 'hang', 'malformed', 'html', 'notjson', 'big',
 	'badutf8', 'empty_choices', 'null_content', 'leading_ws', 'truncate',
 	'error_event', 'crlf', 'cr', 'split', 'no_done', 'comments',
-	'redirect', 'wrong_type', 'slow_body']);
+	'redirect', 'wrong_type', 'slow_body'].concat(embeddings.FAULTS));
 
 /* Validators of each directive: return the parsed value or throw a message. */
 const DIRECTIVES = {
@@ -580,6 +583,13 @@ const DIRECTIVES = {
 	},
 	bytes: nonNegInt,
 	ratelimit: parseRateLimit,
+	dims: (v, k) => {
+		const n = nonNegInt(v, k);
+		if (n < 1)
+			throw 'invalid mock directive value dims=' + v;
+		return n;
+	},
+	max_input_tokens: nonNegInt,
 };
 
 /* Keys of the ratelimit= directive: counts, and Go-style durations. */
@@ -1226,9 +1236,14 @@ function sendBig(ctx) {
 /* Send a non-streaming reply, applying leading_ws, truncate, split and
  * badutf8 to the body bytes. */
 function sendReply(ctx, r) {
+	sendBody(ctx, replyBody(ctx, r));
+}
+
+/* Send a non-streaming body (JSON text), applying leading_ws, truncate,
+ * split and badutf8 to its bytes. */
+function sendBody(ctx, text) {
 	const res = ctx.res;
 	const f = ctx.faults;
-	let text = replyBody(ctx, r);
 	if (f.has('leading_ws'))
 		text = '\n\n\n' + text;
 	const payload = toBytes(text, f.has('badutf8'));
@@ -1282,7 +1297,11 @@ function sendSlow(ctx, r) {
 /* Answer one protocol request whose body has been read; t = its arrival
  * time (epoch microseconds). */
 function handleProtocol(proto, req, res, path, raw, t) {
-	state.requests++;
+	const embed = path.endsWith('/embeddings');
+	if (embed)
+		state.embedRequests++;
+	else
+		state.requests++;
 	const id = ++idCounter;
 	const text = raw.toString('utf8');
 	let body;
@@ -1298,7 +1317,7 @@ function handleProtocol(proto, req, res, path, raw, t) {
 
 	const ctx = { proto, req, res, id, body, model: '', d: null, faults: NO_FAULTS,
 		prompt: '', stream: false, includeUsage: false, created: Math.floor(Date.now() / 1000),
-		rl: null };
+		rl: null, embed };
 
 	const authErr = checkAuth(proto, req.headers);
 	if (authErr) {
@@ -1326,8 +1345,8 @@ function handleProtocol(proto, req, res, path, raw, t) {
 	}
 	ctx.model = pm.name;
 	ctx.d = pm.d;
-	ctx.prompt = lastUserText(body.messages);
-	ctx.stream = body.stream === true;
+	ctx.prompt = embed ? embeddings.keyText(body) : lastUserText(body.messages);
+	ctx.stream = !embed && body.stream === true;
 	ctx.includeUsage = proto === OPENAI && ctx.stream && !!body.stream_options &&
 		body.stream_options.include_usage === true;
 
@@ -1401,9 +1420,15 @@ function respond(ctx, active) {
 		sendRaw(res, 302, { 'Location': REDIRECT_TO }, '');
 		return;
 	}
-	const bad = ctx.proto === ANTHROPIC ? validateAnthropic(ctx.body) : validateOpenAI(ctx.body);
+	const bad = ctx.embed ? embeddings.validate(ctx.body, ctx.model, ctx.d)
+		: ctx.proto === ANTHROPIC ? validateAnthropic(ctx.body) : validateOpenAI(ctx.body);
 	if (bad) {
 		sendProtoError(ctx, 400, bad.message, 'invalid_request_error', bad.param, bad.code);
+		return;
+	}
+	if (ctx.embed) {
+		state.embedInputs += embeddings.inputCount(ctx.body);
+		sendBody(ctx, embeddings.replyText(ctx.body, ctx.model, ctx.d, f));
 		return;
 	}
 	if (f.has('big')) {
@@ -1494,7 +1519,7 @@ function onRequest(req, res) {
 	const q = url.indexOf('?');
 	const path = q < 0 ? url : url.slice(0, q);
 	let proto = null;
-	if (path.endsWith('/chat/completions'))
+	if (path.endsWith('/chat/completions') || path.endsWith('/embeddings'))
 		proto = OPENAI;
 	else if (path.endsWith('/messages'))
 		proto = ANTHROPIC;
@@ -1593,6 +1618,8 @@ function resetAll() {
 	arrivalModel.fill(null);
 	state.rpmTimes = [];
 	state.rpmHead = 0;
+	state.embedRequests = 0;
+	state.embedInputs = 0;
 	settings = JSON.parse(JSON.stringify(baseSettings));
 	batchApi.reset();
 }
@@ -1603,7 +1630,8 @@ function statsObject() {
 	return { requests: state.requests, by_key: Object.fromEntries(state.byKey),
 		connections: state.connections, open_connections: sockets.size,
 		batches: b.batches, batch_requests: b.batch_requests, files: b.files, cancels: b.cancels,
-		results_hosts: b.results_hosts };
+		results_hosts: b.results_hosts,
+		embeddings: { requests: state.embedRequests, inputs: state.embedInputs } };
 }
 
 /* Write a file atomically: a temporary file renamed into place. */
