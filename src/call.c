@@ -124,15 +124,21 @@ LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 	const char *key = ConfigProviderKey(p);
 	HttpRequestSpec spec;
 	List	   *headers = NIL;
-	char	   *body = ProviderRequestBody(call->req, route, stream);
+	bool		embed = (call->task == LLM_TASK_EMBED);
+	char	   *body;
 	size_t		blen = strlen(p->base_url);
 	ListCell   *lc;
 
+	/* embedding calls are routed only to protocols with embeddings */
+	if (embed && p->ops->embed_path == NULL)
+		elog(ERROR, "embedding call routed to provider \"%s\", whose protocol has no embeddings", p->name);
+	body = embed ? ProviderEmbedBody(call->req, route) : ProviderRequestBody(call->req, route, stream);
 	while (blen > 0 && p->base_url[blen - 1] == '/')
 		blen--;
 
 	memset(&spec, 0, sizeof(spec));
-	spec.url = psprintf("%.*s%s", (int) blen, p->base_url, p->ops->chat_path);
+	spec.url = psprintf("%.*s%s", (int) blen, p->base_url,
+						embed ? p->ops->embed_path : p->ops->chat_path);
 	headers = lappend(headers, "Content-Type: application/json");
 	p->ops->add_headers(p, key, &headers);
 	if (stream)
@@ -386,7 +392,18 @@ LlmJudgeComplete(LlmCall *call, HttpTransfer *t, LlmFailure *f)
 	call->http_status = t->status;
 	if (v != LLM_VERDICT_OK)
 		return v;
-	if (ProviderParseReply(route, t->data, t->len, call->want_response_json, &call->reply, &problem))
+	if (call->task == LLM_TASK_EMBED)
+	{
+		/* the usage of the vectors is the call's usage (no output tokens) */
+		memset(&call->reply, 0, sizeof(LlmReply));
+		if (ProviderParseEmbedReply(route, call->req, t->data, t->len, &call->embed, &problem))
+		{
+			call->reply.has_usage = call->embed.has_usage;
+			call->reply.input_tokens = call->embed.input_tokens;
+			return LLM_VERDICT_OK;
+		}
+	}
+	else if (ProviderParseReply(route, t->data, t->len, call->want_response_json, &call->reply, &problem))
 		return LLM_VERDICT_OK;
 	f->provider = route->provider->name;
 	f->sqlstate = ERRCODE_INVALID_JSON_TEXT;

@@ -29,6 +29,13 @@ typedef enum LlmMode
 	LLM_MODE_BATCH_API
 } LlmMode;
 
+/* What a call asks of a model: a chat reply, or embeddings. */
+typedef enum LlmTask
+{
+	LLM_TASK_CHAT,
+	LLM_TASK_EMBED
+} LlmTask;
+
 struct HttpTransfer;
 
 typedef enum LlmVerdict
@@ -56,6 +63,8 @@ typedef struct LlmCall
 	LlmRequest *req;
 	char	   *model;
 	LlmMode		mode;
+	LlmTask		task;			/* set before UsageBegin */
+	int			ninputs;		/* inputs of an embedding call */
 	List	   *routes;
 	const LlmRoute *route;		/* the route that served (or last tried) */
 	int			attempts;		/* HTTP requests sent, all routes */
@@ -65,7 +74,8 @@ typedef struct LlmCall
 	bool		want_response_json; /* build reply.response_json */
 	TimestampTz started;
 	TimestampTz first_byte;
-	LlmReply	reply;
+	LlmReply	reply;			/* of an embedding call: its usage only */
+	LlmEmbedReply embed;		/* the vectors of an embedding call */
 
 	/* where the call is in its chain (CallDecide) */
 	ListCell   *route_cell;

@@ -261,6 +261,7 @@ config_load_rows(void *arg)
 			if (strcmp(((LlmProvider *) lfirst(lc))->name, pname) == 0)
 				r->provider = lfirst(lc);
 		r->has_price = (in != NULL && out != NULL);
+		r->has_input_price = (in != NULL);
 		r->input_usd_per_mtok = in ? atof(in) : 0;
 		r->output_usd_per_mtok = out ? atof(out) : 0;
 		r->batch_price_factor = atof(SPI_getvalue(tup, td, 6));

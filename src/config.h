@@ -50,7 +50,8 @@ typedef struct LlmRoute
 	LlmProvider *provider;
 	char	   *model;			/* the name SQL asked for */
 	char	   *upstream_model; /* the name sent to the provider */
-	bool		has_price;
+	bool		has_price;		/* both prices are set */
+	bool		has_input_price;	/* enough to price an embedding */
 	double		input_usd_per_mtok;
 	double		output_usd_per_mtok;
 	double		batch_price_factor; /* share of the prices a batch request costs */

@@ -19,6 +19,7 @@
 #include "utils/guc.h"
 
 #include "config.h"
+#include "embed.h"
 #include "http.h"
 #include "pg_llm.h"
 #include "usage.h"
@@ -93,6 +94,20 @@ define_settings(void)
 							"Calls llm.chat_many keeps in flight at once.",
 							"SET LOCAL it for one statement.",
 							&llm_many_concurrency, 50, 1, 1000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("llm.default_embedding_model",
+							   "Model used when an embedding call names none.",
+							   NULL, &llm_default_embedding_model, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.embed_inputs_per_request",
+							"Inputs packed into one embedding request.",
+							"Fewer when their estimated tokens would pass llm.embed_tokens_per_request.",
+							&llm_embed_inputs_per_request, 100, 1, 2048,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.embed_tokens_per_request",
+							"Estimated input tokens packed into one embedding request at most.",
+							"An input larger than this goes alone.",
+							&llm_embed_tokens_per_request, 300000, 1, INT_MAX,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.anthropic_max_tokens",
 							"max_tokens sent to anthropic providers when a call gives none.",

@@ -174,6 +174,75 @@ ProviderStreamEvent(LlmStreamDecoder *dec, const char *type, const char *data, s
 	json_object_put(root);
 }
 
+/* The body of an embedding request on a route, as palloc'd text. */
+char *
+ProviderEmbedBody(LlmRequest *req, const LlmRoute *route)
+{
+	json_object *body = route->provider->ops->build_embed_body(req, route);
+	JsonGuard  *g = JsonGuardNew(body);
+	char	   *text = JsonToPstr(body);
+
+	JsonGuardRelease(g);
+	return text;
+}
+
+/*
+ * Read a 2xx embedding reply into one vector (or error) per input of req.
+ * false, with *problem, when the body is not JSON or not shaped like a
+ * reply at all (retried like a 5xx by the caller).  Otherwise every input
+ * the reply has no usable vector for gets its own error: none at all
+ * (fewer vectors than inputs), or one of other dimensions than the
+ * request asked for.
+ */
+bool
+ProviderParseEmbedReply(const LlmRoute *route, LlmRequest *req, const char *body, size_t len,
+						LlmEmbedReply *reply, char **problem)
+{
+	json_object *root = parse_object(body, len);
+	JsonGuard  *g;
+	int			want = RequestDimensions(req);
+	int			got = 0;
+	int			i;
+	bool		ok;
+
+	memset(reply, 0, sizeof(LlmEmbedReply));
+	reply->n = RequestInputCount(req);
+	reply->vectors = palloc0(sizeof(LlmVector) * Max(reply->n, 1));
+	if (root == NULL)
+	{
+		*problem = pstrdup("The response body is not a JSON object.");
+		return false;
+	}
+	g = JsonGuardNew(root);
+	ok = route->provider->ops->parse_embed_reply(root, route, reply, problem);
+	JsonGuardRelease(g);
+	if (!ok)
+		return false;
+
+	for (i = 0; i < reply->n; i++)
+		if (reply->vectors[i].dim > 0 || reply->vectors[i].error)
+			got++;
+	for (i = 0; i < reply->n; i++)
+	{
+		LlmVector  *v = &reply->vectors[i];
+
+		if (v->error)
+			continue;
+		if (v->dim == 0)
+			v->error = psprintf("The reply has no vector for this input (%d vector%s for %d input%s).",
+								got, got == 1 ? "" : "s", reply->n, reply->n == 1 ? "" : "s");
+		else if (want > 0 && v->dim != want)
+			v->error = psprintf("The reply's vector has %d dimensions; %d were asked for.",
+								v->dim, want);
+		if (v->error)
+		{
+			v->dim = 0;
+			v->values = NULL;
+		}
+	}
+	return true;
+}
+
 /* One request of a batch as a line of JSON text (palloc'd). */
 char *
 ProviderBatchLine(LlmRequest *req, const LlmRoute *route, const char *custom_id)

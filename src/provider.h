@@ -39,6 +39,26 @@ typedef struct LlmReply
 								 * only when asked for */
 } LlmReply;
 
+/* One input's vector in an embedding reply. */
+typedef struct LlmVector
+{
+	int			dim;			/* elements; 0 when there is no vector */
+	float4	   *values;
+	char	   *error;			/* why the input has no usable vector, or NULL */
+} LlmVector;
+
+/*
+ * A 2xx embedding reply, read: one vector (or the reason there is none)
+ * per input of the request, matched by the reply's "index".
+ */
+typedef struct LlmEmbedReply
+{
+	int			n;				/* inputs of the request */
+	LlmVector  *vectors;		/* n of them, in the order of the inputs */
+	bool		has_usage;
+	int64		input_tokens;
+} LlmEmbedReply;
+
 /* What a provider said in an error body; any field may be NULL. */
 typedef struct LlmErrorBody
 {
@@ -103,6 +123,20 @@ typedef struct LlmProviderOps
 	bool		(*batch_result) (struct json_object *line, const LlmRoute *route,
 								 const char **custom_id, long *status, bool *expired,
 								 LlmReply *reply, char **problem);
+
+	/*
+	 * Embeddings: the path appended to base_url (NULL: the protocol has no
+	 * embeddings, and no embedding call is routed to it), the wire body of
+	 * an embedding request on a route (the caller puts it), and the reader
+	 * of a 2xx reply into reply->vectors (reply->n of them, allocated by
+	 * the caller with every dim 0); false with *problem when the reply is
+	 * not shaped as one at all.  An input the reply gives no usable vector
+	 * for is left with dim 0 or gets its own error.
+	 */
+	const char *embed_path;
+	struct json_object *(*build_embed_body) (LlmRequest *req, const LlmRoute *route);
+	bool		(*parse_embed_reply) (struct json_object *root, const LlmRoute *route,
+									  LlmEmbedReply *reply, char **problem);
 } LlmProviderOps;
 
 extern const LlmProviderOps OpenAIProviderOps;
@@ -116,6 +150,10 @@ extern void ProviderParseError(const char *body, size_t len, LlmErrorBody *err);
 extern void ProviderStreamEvent(LlmStreamDecoder *dec, const char *type,
 								const char *data, size_t len);
 extern char *ProviderBatchLine(LlmRequest *req, const LlmRoute *route, const char *custom_id);
+extern char *ProviderEmbedBody(LlmRequest *req, const LlmRoute *route);
+extern bool ProviderParseEmbedReply(const LlmRoute *route, LlmRequest *req,
+									const char *body, size_t len,
+									LlmEmbedReply *reply, char **problem);
 extern bool ProviderBatchResult(const LlmRoute *route, const char *line, size_t len,
 								char **custom_id, long *status, bool *expired,
 								LlmReply *reply, char **problem);

@@ -12,6 +12,9 @@
  */
 #include "postgres.h"
 
+#include <float.h>
+#include <math.h>
+
 #include "llm_json.h"
 #include "pg_llm.h"
 #include "provider.h"
@@ -240,6 +243,132 @@ openai_batch_result(json_object *line, const LlmRoute *route, const char **custo
 	return openai_parse_reply(body, route, false, reply, problem);
 }
 
+/*
+ * The wire body of an embedding request: the request's inputs and
+ * options with the upstream model, and the float encoding pg_llm reads.
+ * The returned object belongs to the caller.
+ */
+static json_object *
+openai_build_embed_body(LlmRequest *req, const LlmRoute *route)
+{
+	json_object *body = NULL;
+
+	if (json_object_deep_copy(req->obj, &body, NULL) != 0 || body == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory")));
+	json_object_object_add(body, "model", json_object_new_string(route->upstream_model));
+	json_object_object_add(body, "encoding_format", json_object_new_string("float"));
+	return body;
+}
+
+/* Read one "embedding" array into a vector, or give the vector its error. */
+static void
+read_vector(json_object *emb, LlmVector *vec)
+{
+	size_t		k,
+				n;
+	float4	   *values;
+
+	if (emb == NULL || !json_object_is_type(emb, json_type_array))
+	{
+		vec->error = pstrdup(emb && json_object_is_type(emb, json_type_string) ?
+							 "The vector is a string, not an array of numbers." :
+							 "The reply's item for this input has no \"embedding\" array.");
+		return;
+	}
+	n = json_object_array_length(emb);
+	if (n == 0)
+	{
+		vec->error = pstrdup("The reply's vector for this input is empty.");
+		return;
+	}
+	if (n > PG_INT32_MAX / sizeof(float4))
+	{
+		vec->error = pstrdup("The reply's vector for this input is too long.");
+		return;
+	}
+	values = palloc(sizeof(float4) * n);
+	for (k = 0; k < n; k++)
+	{
+		json_object *e = json_object_array_get_idx(emb, k);
+		double		d;
+
+		if (e == NULL || !(json_object_is_type(e, json_type_double) ||
+						   json_object_is_type(e, json_type_int)))
+		{
+			vec->error = psprintf("Element %zu of the reply's vector for this input is not a number.", k + 1);
+			pfree(values);
+			return;
+		}
+		d = json_object_get_double(e);
+		if (!isfinite(d) || d > FLT_MAX || d < -FLT_MAX)
+		{
+			vec->error = psprintf("Element %zu of the reply's vector for this input is out of range for real.", k + 1);
+			pfree(values);
+			return;
+		}
+		values[k] = (float4) d;
+	}
+	vec->dim = (int) n;
+	vec->values = values;
+}
+
+/*
+ * Read an embedding reply: {"data": [{"index", "embedding": [...]}],
+ * "usage": {"prompt_tokens"}}.  Vectors are matched to inputs by their
+ * "index" (by position only when a server leaves it out), never trusted
+ * to come in order; an index outside the request matches nothing, and
+ * an input given two vectors gets neither.
+ */
+static bool
+openai_parse_embed_reply(json_object *root, const LlmRoute *route,
+						 LlmEmbedReply *reply, char **problem)
+{
+	json_object *data = JsonGetArray(root, "data");
+	json_object *usage = JsonGetObject(root, "usage");
+	size_t		i,
+				n;
+	int64		v;
+
+	if (data == NULL)
+	{
+		*problem = pstrdup("The response has no \"data\" array.");
+		return false;
+	}
+	if (JsonGetInt64(usage, "prompt_tokens", &v) || JsonGetInt64(usage, "total_tokens", &v))
+	{
+		reply->has_usage = true;
+		reply->input_tokens = v;
+	}
+	n = json_object_array_length(data);
+	for (i = 0; i < n; i++)
+	{
+		json_object *item = json_object_array_get_idx(data, i);
+		json_object *emb = NULL;
+		int64		idx = (int64) i;
+		LlmVector  *vec;
+
+		if (item == NULL || !json_object_is_type(item, json_type_object))
+			continue;
+		if (json_object_object_get_ex(item, "index", NULL) && !JsonGetInt64(item, "index", &idx))
+			continue;
+		if (idx < 0 || idx >= reply->n)
+			continue;
+		vec = &reply->vectors[idx];
+		if (vec->dim > 0 || vec->error)
+		{
+			vec->dim = 0;
+			vec->values = NULL;
+			vec->error = pstrdup("The reply has two vectors for this input.");
+			continue;
+		}
+		json_object_object_get_ex(item, "embedding", &emb);
+		read_vector(emb, vec);
+	}
+	return true;
+}
+
 const LlmProviderOps OpenAIProviderOps = {
 	.name = "openai",
 	.chat_path = "/chat/completions",
@@ -252,4 +381,7 @@ const LlmProviderOps OpenAIProviderOps = {
 	.default_batch_api = "openai",
 	.batch_line = openai_batch_line,
 	.batch_result = openai_batch_result,
+	.embed_path = "/embeddings",
+	.build_embed_body = openai_build_embed_body,
+	.parse_embed_reply = openai_parse_embed_reply,
 };

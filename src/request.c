@@ -286,6 +286,107 @@ RequestFromJson(const char *request_json)
 	return req;
 }
 
+/* An embedding option that is not what it must be. */
+static void
+bad_embed_option(const char *key, const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid option \"%s\"", key),
+			 errdetail("The option \"%s\" must be %s.", key, what),
+			 errhint("Embedding options use the OpenAI embeddings names (dimensions, user); see the pg_llm README.")));
+}
+
+/*
+ * Check the options of an embedding call: the ones whose meaning pg_llm
+ * knows (dimensions, user, encoding_format, which must stay "float": the
+ * vectors are read as numbers); "input" comes from the call's arguments.
+ * Unknown keys pass through to the provider, as for chat.
+ */
+static void
+check_embed_options(json_object *o)
+{
+	json_object *v;
+
+	if (!json_object_is_type(o, json_type_object))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("options must be a JSON object"),
+				 errhint("Pass options such as '{\"dimensions\": 256}'.")));
+#define GET(k) (json_object_object_get_ex(o, (k), &v) && !json_object_is_type(v, json_type_null) ? v : NULL)
+	if ((v = GET("dimensions")) != NULL)
+	{
+		int64		d;
+
+		if (!is_number(v) || !JsonWholeNumber(v, &d) || d < 1 || d > 65535)
+			bad_embed_option("dimensions", "a whole number from 1 to 65535");
+	}
+	if ((v = GET("user")) != NULL && !json_object_is_type(v, json_type_string))
+		bad_embed_option("user", "a string");
+	if ((v = GET("encoding_format")) != NULL &&
+		(!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "float") != 0))
+		bad_embed_option("encoding_format", "\"float\" (pg_llm reads vectors as numbers)");
+	if (GET("input") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"input\" is not accepted here"),
+				 errhint("Pass the text to embed as the input argument.")));
+	if (GET("stream") != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"stream\" is not accepted here"),
+				 errhint("Embeddings are not streamed.")));
+#undef GET
+}
+
+/*
+ * The request of an embedding call: its options, checked, and its n
+ * inputs (UTF-8, none NULL) as the "input" array.  With no inputs it only
+ * checks the options (a statement does that before anything is sent).
+ */
+LlmRequest *
+RequestForEmbedding(const char *const *inputs, int n, const char *options_json)
+{
+	LlmRequest *req;
+	json_object *arr;
+	int			i;
+
+	if (options_json)
+	{
+		req = request_from_text(options_json, "options");
+		check_embed_options(req->obj);
+		json_object_object_del(req->obj, "model");
+		json_object_object_del(req->obj, "encoding_format");
+	}
+	else
+		req = request_new(json_object_new_object());
+	arr = json_object_new_array_ext(Max(n, 1));
+	json_object_object_add(req->obj, "input", arr);
+	for (i = 0; i < n; i++)
+		json_object_array_add(arr, json_object_new_string(inputs[i]));
+	return req;
+}
+
+/* The number of inputs of an embedding request. */
+int
+RequestInputCount(LlmRequest *req)
+{
+	json_object *arr = JsonGetArray(req->obj, "input");
+
+	return arr ? (int) json_object_array_length(arr) : 0;
+}
+
+/* The dimensions an embedding request asks for, or 0. */
+int
+RequestDimensions(LlmRequest *req)
+{
+	int64		d = 0;
+
+	if (JsonGetInt64(req->obj, "dimensions", &d) && d > 0 && d <= PG_INT32_MAX)
+		return (int) d;
+	return 0;
+}
+
 /* The "model" a request names itself, if any. */
 const char *
 RequestModel(LlmRequest *req)

@@ -20,5 +20,9 @@ extern LlmRequest *RequestFromPrompt(const char *prompt, const char *system,
 extern LlmRequest *RequestFromJson(const char *request_json);
 extern const char *RequestModel(LlmRequest *req);
 extern int64 RequestMaxTokens(LlmRequest *req);
+extern LlmRequest *RequestForEmbedding(const char *const *inputs, int n,
+									   const char *options_json);
+extern int	RequestInputCount(LlmRequest *req);
+extern int	RequestDimensions(LlmRequest *req);
 
 #endif							/* PG_LLM_REQUEST_H */

@@ -53,6 +53,7 @@ typedef struct LlmUsageRecord
 	TimestampTz ts;
 	uint8		mode;			/* LlmMode */
 	uint8		outcome;		/* LlmOutcome */
+	uint8		task;			/* LlmTask */
 	bool		fallback;
 	bool		has_tokens;
 	bool		has_cost;
@@ -62,6 +63,7 @@ typedef struct LlmUsageRecord
 	int32		output_tokens;
 	int32		latency_ms;
 	int32		ttft_ms;		/* -1: not a stream */
+	int32		inputs;			/* inputs of an embedding request; 0: chat */
 	double		cost_usd;
 	char		provider[LLM_USAGE_NAME_LEN];
 	char		model[LLM_USAGE_NAME_LEN];

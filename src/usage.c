@@ -51,6 +51,7 @@ bool		llm_track_usage = true;
 
 static const char *const mode_names[] = {"sync", "stream", "many", "queue", "batch_api"};
 static const char *const outcome_names[] = {"ok", "error", "cancelled", "retry"};
+static const char *const task_names[] = {"chat", "embed"};
 
 /* The UTC calendar month of a timestamp, as year * 12 + month - 1. */
 static int
@@ -80,13 +81,17 @@ copy_name(char *dst, const char *src)
 	dst[n] = '\0';
 }
 
-/* The cost of tokens on a route, or -1 when the route has no prices. */
+/*
+ * The cost of tokens on a route, or -1 when the route has no prices for
+ * them: input tokens alone (embeddings) need the input price only.
+ */
 static double
 route_cost(const LlmRoute *route, int64 in, int64 out)
 {
-	if (route == NULL || !route->has_price)
+	if (route == NULL || !route->has_input_price || (out > 0 && !route->has_price))
 		return -1;
-	return in * route->input_usd_per_mtok / 1e6 + out * route->output_usd_per_mtok / 1e6;
+	return in * route->input_usd_per_mtok / 1e6 +
+		(out > 0 ? out * route->output_usd_per_mtok / 1e6 : 0);
 }
 
 /* What a call costs: through a batch API, the route's batch share. */
@@ -559,6 +564,8 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	rec.ts = call->started;
 	rec.mode = (uint8) call->mode;
 	rec.outcome = (uint8) outcome;
+	rec.task = (uint8) call->task;
+	rec.inputs = call->task == LLM_TASK_EMBED ? call->ninputs : 0;
 	rec.fallback = call->fallback;
 	rec.http_status = (int16) call->http_status;
 	rec.attempts = (int16) Min(call->attempts, PG_INT16_MAX);
@@ -605,7 +612,9 @@ UsageReserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 
 	call->roleid = roleid;
 	call->estimated_input_tokens = request_bytes / 4 + 1;
-	call->estimated_output_tokens = max_tokens > 0 ? max_tokens : 256;
+	/* an embedding has no output tokens */
+	call->estimated_output_tokens = call->task == LLM_TASK_EMBED ? 0 :
+		max_tokens > 0 ? max_tokens : 256;
 	if (ConfigBudget(roleid, &usd_limit, &calls_limit, &max_queued) &&
 		(usd_limit >= 0 || calls_limit >= 0))
 		budget_check(call, usd_limit, calls_limit);
@@ -624,7 +633,8 @@ UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 
 	call->roleid = roleid;
 	call->estimated_input_tokens = request_bytes / 4 + 1;
-	call->estimated_output_tokens = max_tokens > 0 ? max_tokens : 256;
+	call->estimated_output_tokens = call->task == LLM_TASK_EMBED ? 0 :
+		max_tokens > 0 ? max_tokens : 256;
 	cost = route ? call_cost(call, route, call->estimated_input_tokens,
 							 call->estimated_output_tokens) : -1;
 	call->budget_month = month_of(GetCurrentTimestamp());
@@ -664,7 +674,7 @@ LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype)
 											  typlen, typbyval, typalign));
 }
 
-#define USAGE_COLUMNS 15
+#define USAGE_COLUMNS 17
 #define USAGE_FLUSH_CHUNK 5000
 
 /* Take up to cap of this database's records out of shared memory. */
@@ -702,7 +712,8 @@ insert_records(const LlmUsageRecord *batch, int n)
 	static SPIPlanPtr plan = NULL;
 	static const Oid elemtypes[USAGE_COLUMNS] = {
 		TIMESTAMPTZOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		INT2OID, INT2OID, BOOLOID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID
+		INT2OID, INT2OID, BOOLOID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID,
+		TEXTOID, INT4OID
 	};
 	Datum		args[USAGE_COLUMNS];
 	Datum	   *cols[USAGE_COLUMNS];
@@ -719,11 +730,12 @@ insert_records(const LlmUsageRecord *batch, int n)
 			argtypes[c] = get_array_type(elemtypes[c]);
 		p = SPI_prepare("INSERT INTO llm.usage (ts, role_oid, mode, outcome, provider, model, "
 						"upstream_model, http_status, attempts, fallback, input_tokens, "
-						"output_tokens, latency_ms, ttft_ms, cost_usd) "
+						"output_tokens, latency_ms, ttft_ms, cost_usd, task, inputs) "
 						"SELECT u.ts, u.r, u.mo, u.oc, u.p, u.m, u.um, u.hs, u.at, u.fb, u.it, "
-						"u.ot, u.lat, u.ttft, u.cost::pg_catalog.numeric "
-						"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) "
-						"AS u(ts, r, mo, oc, p, m, um, hs, at, fb, it, ot, lat, ttft, cost)",
+						"u.ot, u.lat, u.ttft, u.cost::pg_catalog.numeric, u.task, u.inputs "
+						"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
+						"$16, $17) "
+						"AS u(ts, r, mo, oc, p, m, um, hs, at, fb, it, ot, lat, ttft, cost, task, inputs)",
 						USAGE_COLUMNS, argtypes);
 		if (p == NULL)
 			elog(ERROR, "could not prepare the usage insert: %s", SPI_result_code_string(SPI_result));
@@ -761,6 +773,9 @@ insert_records(const LlmUsageRecord *batch, int n)
 		nulls[13][i] = (r->ttft_ms < 0);
 		cols[14][i] = Float8GetDatum(r->cost_usd);
 		nulls[14][i] = !r->has_cost;
+		cols[15][i] = CStringGetTextDatum(task_names[r->task]);
+		cols[16][i] = Int32GetDatum(r->inputs);
+		nulls[16][i] = (r->task != LLM_TASK_EMBED);
 	}
 	for (c = 0; c < USAGE_COLUMNS; c++)
 		args[c] = LlmMakeArray(cols[c], nulls[c], n, elemtypes[c]);

@@ -17,10 +17,14 @@ CREATE TABLE llm.usage (
     output_tokens   integer,
     latency_ms      integer NOT NULL,
     ttft_ms         integer,
-    cost_usd        numeric(14, 8)
+    cost_usd        numeric(14, 8),
+    task            text NOT NULL DEFAULT 'chat',
+    inputs          integer
 );
 CREATE INDEX usage_ts ON llm.usage USING brin (ts);
-COMMENT ON TABLE llm.usage IS 'One row per call: mode (sync, stream, many, queue, batch_api), provider, model, outcome, HTTP status, attempts, fallback, tokens, latency, time to first chunk, cost; each role sees its own rows';
+COMMENT ON TABLE llm.usage IS 'One row per call: mode (sync, stream, many, queue, batch_api), task (chat, embed), provider, model, outcome, HTTP status, attempts, fallback, tokens, latency, time to first chunk, cost; each role sees its own rows';
+COMMENT ON COLUMN llm.usage.task IS 'What the request asked for: chat (a reply) or embed (embeddings)';
+COMMENT ON COLUMN llm.usage.inputs IS 'The number of inputs of an embedding request (NULL for chat)';
 ALTER TABLE llm.usage ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_usage ON llm.usage FOR SELECT
     USING (role_oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
@@ -33,21 +37,22 @@ $$;
 COMMENT ON FUNCTION llm.prune_usage(interval) IS 'Delete usage rows older than the given age';
 
 CREATE VIEW llm.usage_summary AS
-    SELECT u.mode, u.provider, u.model, u.upstream_model,
+    SELECT u.mode, u.task, u.provider, u.model, u.upstream_model,
            count(*) AS calls,
            count(*) FILTER (WHERE u.outcome = 'ok') AS ok,
            count(*) FILTER (WHERE u.outcome <> 'ok') AS not_ok,
            count(*) FILTER (WHERE u.fallback) AS served_by_fallback,
            coalesce(sum(u.input_tokens), 0) AS input_tokens,
            coalesce(sum(u.output_tokens), 0) AS output_tokens,
+           coalesce(sum(u.inputs), 0) AS embedded_inputs,
            round(sum(u.cost_usd), 6) AS cost_usd,
            round(avg(u.latency_ms)) AS avg_latency_ms,
            round(avg(u.ttft_ms)) AS avg_ttft_ms,
            min(u.ts) AS first_call, max(u.ts) AS last_call
     FROM llm.usage u
-    GROUP BY GROUPING SETS ((u.mode, u.provider, u.model, u.upstream_model), (u.mode), ())
-    ORDER BY u.mode NULLS LAST, u.provider NULLS FIRST, u.model NULLS FIRST;
-COMMENT ON VIEW llm.usage_summary IS 'The migration inventory: calls by mode, and per provider and model, with tokens and cost; rows with NULL provider are subtotals per mode, and the last row the total';
+    GROUP BY GROUPING SETS ((u.mode, u.task, u.provider, u.model, u.upstream_model), (u.mode), ())
+    ORDER BY u.mode NULLS LAST, u.task NULLS FIRST, u.provider NULLS FIRST, u.model NULLS FIRST;
+COMMENT ON VIEW llm.usage_summary IS 'The migration inventory: calls by mode, and per task (chat or embed), provider and model, with tokens, embedded inputs and cost; rows with NULL provider are subtotals per mode, and the last row the total';
 
 CREATE FUNCTION llm.cost_report(since timestamptz DEFAULT date_trunc('month', now()),
                                 until timestamptz DEFAULT now())
@@ -70,10 +75,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     priced AS (
         SELECT used.*, m.provider, m.upstream_model, m.batch_price_factor,
                used.input_tokens * m.input_usd_per_mtok / 1e6
-                   + used.output_tokens * m.output_usd_per_mtok / 1e6 AS there
+                   + used.output_tokens * coalesce(m.output_usd_per_mtok, 0) / 1e6 AS there
         FROM used
         LEFT JOIN llm.model m ON m.name = used.model
-             AND m.input_usd_per_mtok IS NOT NULL AND m.output_usd_per_mtok IS NOT NULL)
+             AND m.input_usd_per_mtok IS NOT NULL
+             -- an embedding model (no output tokens) needs an input price only
+             AND (m.output_usd_per_mtok IS NOT NULL OR used.output_tokens = 0))
     SELECT p.model, p.served_by, p.calls, p.input_tokens, p.output_tokens,
            round(p.cost_usd, 6), p.provider, p.upstream_model, round(p.there, 6),
            CASE WHEN p.cost_usd > 0 THEN round(100 * (p.cost_usd - p.there) / p.cost_usd, 1) END,

@@ -1,0 +1,129 @@
+-- Embeddings: llm.embed (one vector) and llm.embed_many (many inputs
+-- packed into each request, requests concurrent), against the mock's
+-- /v1/embeddings; every bad input a clear error of its own; usage per
+-- request with its inputs, priced at the input price.  The pgvector
+-- columns, the HNSW index and the queue are in embed_vector.sql.
+SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset
+\setenv MOCK_PORT :mock_port
+-- an embedding model: a price for input tokens is all it needs
+SELECT llm.add_model('emb', 'mock', 'text-embedding-3-small', input_usd_per_mtok => 20);
+
+-- one vector; the dimensions asked for are the dimensions returned
+SELECT array_length(llm.embed('the cat sat on the mat', 'emb'), 1) AS default_dims;
+SELECT llm.embed('the cat sat on the mat', 'emb', '{"dimensions": 4}');
+SELECT array_length(llm.embed('hello', 'emb', '{"dimensions": 256}'), 1) AS dims;
+-- the same text gives the same vector, of length 1
+SELECT llm.embed('same text', 'emb', '{"dimensions": 16}') = llm.embed('same text', 'emb', '{"dimensions": 16}') AS same,
+       round(sqrt((SELECT sum(x * x) FROM unnest(llm.embed('same text', 'emb', '{"dimensions": 16}')) x))::numeric, 4) AS norm;
+-- what went over the wire: an array of inputs, the dimensions, the user,
+-- the upstream model and float vectors
+SELECT llm.embed('wire check', 'emb', '{"dimensions": 3, "user": "analyst-7"}') IS NOT NULL AS embedded;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_requests | python3 -c 'import json,sys; r=json.load(sys.stdin)[-1]; print(r["path"], json.dumps(r["body"], sort_keys=True))'
+
+-- NULL gives NULL; an empty input, bad options and models without
+-- embeddings are refused before anything is sent
+SELECT llm.embed(NULL, 'emb') IS NULL AS null_gives_null;
+SELECT llm.embed('', 'emb');
+SELECT llm.embed('x', 'emb', '{"dimensions": 0}');
+SELECT llm.embed('x', 'emb', '{"dimensions": "256"}');
+SELECT llm.embed('x', 'emb', '{"encoding_format": "base64"}');
+SELECT llm.embed('x', 'emb', '{"input": ["y"]}');
+SELECT llm.embed('x', 'emb', '{"user": 7}');
+SELECT llm.embed('x', 'emb', '[1, 2]');
+SELECT llm.embed('x');
+SET llm.default_embedding_model = 'emb';
+SELECT array_length(llm.embed('x', options => '{"dimensions": 5}'), 1) AS default_model_dims;
+RESET llm.default_embedding_model;
+-- Anthropic has no embeddings: a model routed only there is refused...
+SELECT llm.add_model('claude-emb', 'claude', 'claude-x');
+SELECT llm.embed('x', 'claude-emb');
+SELECT * FROM llm.embed_many(ARRAY['x'], 'claude-emb');
+-- ...and in a chain, its route is passed over
+SELECT llm.add_model('mixed-emb', 'claude', 'claude-x', priority => 1);
+SELECT llm.add_model('mixed-emb', 'mock', 'text-embedding-3-small', priority => 2);
+SELECT array_length(llm.embed('x', 'mixed-emb', '{"dimensions": 3}'), 1) AS served_by_mock;
+SELECT llm.drop_model('claude-emb');
+SELECT llm.drop_model('mixed-emb');
+
+-- what the provider answers wrong is a clear error, nothing written wrong
+SELECT llm.embed('x', 'mock?fault=non_numeric', '{"dimensions": 3}');
+SELECT llm.embed('x', 'mock?fault=wrong_dims', '{"dimensions": 3}');
+SELECT llm.embed('x', 'mock?fault=fewer_vectors', '{"dimensions": 3}');
+SELECT llm.embed('x', 'mock?max_input_tokens=0', '{"dimensions": 3}');
+SELECT llm.embed('x', 'mock?fail=401');
+-- a retryable failure is retried; an unreadable 2xx too
+SET llm.max_retries = 2;
+SELECT array_length(llm.embed('flaky', 'mock?fail=503&times=1', '{"dimensions": 3}'), 1) AS retried;
+SELECT array_length(llm.embed('garbled', 'mock?fault=malformed&times=1', '{"dimensions": 3}'), 1) AS retried;
+RESET llm.max_retries;
+
+-- embed_many: one row per input; NULL and empty inputs are not sent
+SELECT ord, embedding, error
+FROM llm.embed_many(ARRAY['the cat', NULL, '', 'sat on the mat'], 'emb', '{"dimensions": 3}') ORDER BY ord;
+-- each vector is the one llm.embed gives for its input
+SELECT bool_and(m.embedding = llm.embed(t.body, 'emb', '{"dimensions": 8}')) AS same_as_embed, count(*)
+FROM unnest(ARRAY['alpha beta', 'gamma', 'delta epsilon zeta']) WITH ORDINALITY AS t(body, ord)
+JOIN llm.embed_many(ARRAY['alpha beta', 'gamma', 'delta epsilon zeta'], 'emb', '{"dimensions": 8}') m
+  ON m.ord = t.ord;
+-- 250 inputs in requests of up to 100 inputs: three requests
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT count(*) AS rows, count(DISTINCT ord) AS ords, count(*) FILTER (WHERE array_length(embedding, 1) = 4) AS vectors
+FROM llm.embed_many(ARRAY(SELECT 'text ' || g FROM generate_series(1, 250) g), 'emb', '{"dimensions": 4}');
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; s=json.load(sys.stdin)["embeddings"]; print("requests", s["requests"], "inputs", s["inputs"])'
+-- llm.embed_inputs_per_request, and the token estimate, make smaller requests
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SET llm.embed_inputs_per_request = 7;
+SELECT count(*) FROM llm.embed_many(ARRAY(SELECT 'text ' || g FROM generate_series(1, 50) g), 'emb', '{"dimensions": 2}');
+RESET llm.embed_inputs_per_request;
+SET llm.embed_tokens_per_request = 100;
+SELECT count(*) FROM llm.embed_many(ARRAY(SELECT repeat('word ', 50) || g FROM generate_series(1, 10) g), 'emb', '{"dimensions": 2}');
+RESET llm.embed_tokens_per_request;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; s=json.load(sys.stdin)["embeddings"]; print("requests", s["requests"], "inputs", s["inputs"])'
+-- an input over the model's limit: the provider refuses the whole
+-- request; it is split in half until the input at fault fails alone, and
+-- the others are embedded
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT ord, array_length(embedding, 1) AS dims, error
+FROM llm.embed_many(ARRAY['one', 'two', 'three', 'four five six seven', 'eight', 'nine'],
+                    'mock?max_input_tokens=3', '{"dimensions": 2}') ORDER BY ord;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; s=json.load(sys.stdin)["embeddings"]; print("requests", s["requests"], "inputs embedded", s["inputs"])'
+-- fewer vectors than inputs, out of order (matched by index), a
+-- non-numeric element, a vector of other dimensions: the input at fault
+-- fails alone, the others keep their vectors
+SELECT ord, array_length(embedding, 1) AS dims, error
+FROM llm.embed_many(ARRAY['a', 'b', 'c'], 'mock?fault=fewer_vectors&when=b', '{"dimensions": 2}') ORDER BY ord;
+SELECT bool_and(m.embedding = llm.embed(t.body, 'mock', '{"dimensions": 5}')) AS matched_by_index, count(*)
+FROM unnest(ARRAY['first', 'second', 'third']) WITH ORDINALITY AS t(body, ord)
+JOIN llm.embed_many(ARRAY['first', 'second', 'third'], 'mock?fault=shuffled', '{"dimensions": 5}') m
+  ON m.ord = t.ord;
+SELECT ord, array_length(embedding, 1) AS dims, error
+FROM llm.embed_many(ARRAY['a', 'b', 'c'], 'mock?fault=non_numeric&when=a', '{"dimensions": 2}') ORDER BY ord;
+SELECT ord, array_length(embedding, 1) AS dims, error
+FROM llm.embed_many(ARRAY['a', 'b', 'c'], 'mock?fault=wrong_dims&when=c', '{"dimensions": 2}') ORDER BY ord;
+-- a request that fails for good fails its inputs
+SELECT ord, embedding, error FROM llm.embed_many(ARRAY['a', 'b'], 'mock?fail=401') ORDER BY ord;
+-- what fails the statement: bad arguments, a model without embeddings
+SELECT * FROM llm.embed_many(NULL, 'emb');
+SELECT * FROM llm.embed_many(ARRAY[['a', 'b'], ['c', 'd']], 'emb');
+SELECT * FROM llm.embed_many(ARRAY['a'], 'emb', '{"dimensions": -1}');
+SELECT count(*) FROM llm.embed_many('{}', 'emb');
+SET statement_timeout = '300ms';
+SELECT count(*) FROM llm.embed_many(ARRAY['slow'], 'mock?latency=5000');
+RESET statement_timeout;
+
+-- usage: one row per request, with its inputs and input tokens, priced at
+-- the input price; task embed; the inventory and the cost report count them
+SELECT pg_sleep(0.2);
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
+DELETE FROM llm.usage;
+SELECT llm.embed('one two three', 'emb', '{"dimensions": 2}') IS NOT NULL AS embedded;
+SELECT count(*) FROM llm.embed_many(ARRAY['four five', 'six', 'seven eight nine ten'], 'emb', '{"dimensions": 2}');
+SELECT wait_until('SELECT count(*) >= 2 FROM llm.usage', 'written');
+SELECT mode, task, outcome, provider, model, upstream_model, http_status, inputs,
+       input_tokens, output_tokens, cost_usd
+FROM llm.usage ORDER BY mode;
+SELECT mode, task, provider, model, calls, input_tokens, output_tokens, embedded_inputs, cost_usd
+FROM llm.usage_summary;
+SELECT model, calls, input_tokens, output_tokens, cost_usd, priced_on, cost_there_usd
+FROM llm.cost_report() WHERE model = 'emb';
+SELECT llm.drop_model('emb');
