@@ -131,16 +131,37 @@ function fnv1a(s) {
 	return h >>> 0;
 }
 
-/* Add the pseudo-random vector of a word (xorshift32 seeded by its hash,
- * elements in [-1, 1)) to v. */
-function addWord(v, word) {
+/* Word vectors already made, by dimensions and word (a benchmark's texts
+ * repeat most of their words); emptied when it holds WORDS_KEPT. */
+const WORDS_KEPT = 20000;
+const wordCache = new Map();
+
+/* The pseudo-random vector of a word: xorshift32 seeded by its hash,
+ * elements in [-1, 1). */
+function wordVector(word, dims) {
+	const key = dims + ' ' + word;
+	let w = wordCache.get(key);
+	if (w !== undefined)
+		return w;
+	w = new Float64Array(dims);
 	let s = fnv1a(word) || 1;
-	for (let i = 0; i < v.length; i++) {
+	for (let i = 0; i < dims; i++) {
 		s ^= s << 13;
 		s ^= s >>> 17;
 		s ^= s << 5;
-		v[i] += (s >>> 0) / 2147483648 - 1;
+		w[i] = (s >>> 0) / 2147483648 - 1;
 	}
+	if (wordCache.size >= WORDS_KEPT)
+		wordCache.clear();
+	wordCache.set(key, w);
+	return w;
+}
+
+/* Add the vector of a word to v. */
+function addWord(v, word) {
+	const w = wordVector(word, v.length);
+	for (let i = 0; i < v.length; i++)
+		v[i] += w[i];
 }
 
 /* The vector of a text, of length 1, as a Float64Array of dims elements. */
@@ -160,12 +181,20 @@ function vectorOf(text, dims) {
 	return v;
 }
 
-/* A vector as JSON numbers with six decimals (short, and exact as float4
- * would keep it anyway). */
+/* The text of every number of [-1, 1] with five decimals, by
+ * round(x * 1e5) + 1e5: formatting a reply is a table lookup a number
+ * (number-to-text conversion made the mock, not the client, the
+ * bottleneck of a benchmark). */
+const SCALE = 100000;
+const NUMBER_TEXT = new Array(2 * SCALE + 1);
+for (let i = 0; i <= 2 * SCALE; i++)
+	NUMBER_TEXT[i] = String((i - SCALE) / SCALE);
+
+/* A vector (elements within [-1, 1]) as JSON numbers with five decimals. */
 function floatsJson(v) {
 	const parts = new Array(v.length);
 	for (let i = 0; i < v.length; i++)
-		parts[i] = Math.round(v[i] * 1e6) / 1e6;
+		parts[i] = NUMBER_TEXT[Math.round(v[i] * SCALE) + SCALE];
 	return '[' + parts.join(',') + ']';
 }
 
