@@ -1,4 +1,7 @@
 -- Synchronous calls against the local mock provider (OpenAI protocol).
+-- the mock reads its directives from the model name (mock?fail=500):
+-- such names have no route, so they go unchanged to the primary provider
+SET llm.pass_through = on;
 SELECT llm.chat('hello there', 'mock');
 SELECT llm.chat('Is this review positive? sentiment: great product, fast delivery', 'mock');
 

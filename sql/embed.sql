@@ -3,6 +3,9 @@
 -- /v1/embeddings; every bad input a clear error of its own; usage per
 -- request with its inputs, priced at the input price.  The pgvector
 -- columns, the HNSW index and the queue are in embed_vector.sql.
+-- the mock reads its directives from the model name (mock?fail=500):
+-- such names have no route, so they go unchanged to the primary provider
+SET llm.pass_through = on;
 SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset
 \setenv MOCK_PORT :mock_port
 -- an embedding model: a price for input tokens is all it needs

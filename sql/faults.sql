@@ -1,5 +1,8 @@
 -- Faults from the provider: each gives a clear error with an SQLSTATE and
 -- leaves the backend healthy for the next call.
+-- the mock reads its directives from the model name (mock?fail=500):
+-- such names have no route, so they go unchanged to the primary provider
+SET llm.pass_through = on;
 \set VERBOSITY default
 \set ON_ERROR_STOP 0
 SET llm.max_retries = 1;

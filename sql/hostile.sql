@@ -2,6 +2,9 @@
 -- operators where pg_llm might resolve names, and targets, numbers and
 -- keys that cannot work.  Nothing planted may ever run: every planted
 -- object records who ran it in mal.ran, which must stay empty.
+-- the mock reads its directives from the model name (mock?fail=500):
+-- such names have no route, so they go unchanged to the primary provider
+SET llm.pass_through = on;
 -- needs the queue worker: pg_llm preloaded, with a worker for this database
 SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
        AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))

@@ -1,6 +1,9 @@
 -- Jobs: a column kept filled with a model's analysis of each row, by the
 -- queue worker (the test instance preloads pg_llm and runs a worker for
 -- this database).
+-- the mock reads its directives from the model name (mock?fail=500):
+-- such names have no route, so they go unchanged to the primary provider
+SET llm.pass_through = on;
 -- needs the queue worker: pg_llm preloaded, with a worker for this database
 SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
        AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))

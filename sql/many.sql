@@ -1,5 +1,8 @@
 -- llm.chat_many: many calls from one statement, run concurrently; one row
 -- per prompt, as each completes.
+-- the mock reads its directives from the model name (mock?fail=500):
+-- such names have no route, so they go unchanged to the primary provider
+SET llm.pass_through = on;
 SELECT ord, content, error
 FROM llm.chat_many(ARRAY['one', 'two', 'three'], 'mock') ORDER BY ord;
 -- a NULL or empty prompt, and a prompt that fails for good, give error

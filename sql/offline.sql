@@ -1,5 +1,8 @@
 -- Bad input: every case gets a clear error with an SQLSTATE, and nothing
 -- is sent to a provider.
+-- the mock reads its directives from the model name (mock?fail=500):
+-- such names have no route, so they go unchanged to the primary provider
+SET llm.pass_through = on;
 \set VERBOSITY default
 \set SHOW_CONTEXT never
 

@@ -1,5 +1,8 @@
 -- Keys stay secret from every role but the extension owner, and only
 -- administrators change providers.
+-- the mock reads its directives from the model name (mock?fail=500):
+-- such names have no route, so they go unchanged to the primary provider
+SET llm.pass_through = on;
 CREATE ROLE analyst LOGIN;
 GRANT USAGE ON SCHEMA llm TO analyst;
 GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),

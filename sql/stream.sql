@@ -1,4 +1,7 @@
 -- llm.chat_stream: the reply as rows, one per chunk, in order.
+-- the mock reads its directives from the model name (mock?fail=500):
+-- such names have no route, so they go unchanged to the primary provider
+SET llm.pass_through = on;
 SELECT llm.chat_stream('one two three', 'mock');
 SELECT string_agg(c, '') FROM llm.chat_stream('the whole reply joined', 'mock') c;
 -- both protocols

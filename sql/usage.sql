@@ -3,6 +3,9 @@
 -- cost report and budgets.
 -- earlier tests' calls are written first, then cleared
 -- needs the queue worker: pg_llm preloaded, with a worker for this database
+-- the mock reads its directives from the model name (mock?fail=500):
+-- such names have no route, so they go unchanged to the primary provider
+SET llm.pass_through = on;
 SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
        AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
        AS worker_here \gset

@@ -22,6 +22,7 @@
 
 #include "access/xact.h"
 #include "common/pg_prng.h"
+#include "utils/resowner.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -674,10 +675,50 @@ run_chain(LlmCall *call, bool stream)
 			case LLM_NEXT_ROUTE:
 				break;
 			case LLM_NEXT_GIVE_UP:
+				call->error = f.message;
 				UsageRecord(call, LLM_OUTCOME_ERROR);
 				LlmRaiseFailure(&f, call->attempts, call->route_no);
 		}
 	}
+}
+
+/*
+ * Run fn(arg) in a subtransaction, for a call whose failure must not end
+ * the statement (on_error "null").  An error it raises is returned,
+ * copied into the caller's memory context, with the subtransaction
+ * rolled back; NULL when it ran through.  A cancel, statement_timeout or
+ * shutdown is raised again: those end the statement whatever on_error
+ * says.
+ */
+ErrorData *
+LlmTry(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+	if (edata && ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_OPERATOR_INTERVENTION)
+		ReThrowError(edata);
+	return edata;
 }
 
 /* A whole call: the reply is in call->reply when this returns. */

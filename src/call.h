@@ -76,6 +76,9 @@ typedef struct LlmCall
 	TimestampTz first_byte;
 	LlmReply	reply;			/* of an embedding call: its usage only */
 	LlmEmbedReply embed;		/* the vectors of an embedding call */
+	const char *prompt;			/* UTF-8, for the prompt check; or NULL */
+	size_t		request_bytes;	/* the request's text, for the estimates */
+	char	   *error;			/* why it failed, for its usage row */
 
 	/* where the call is in its chain (CallDecide) */
 	ListCell   *route_cell;
@@ -84,6 +87,7 @@ typedef struct LlmCall
 
 	/* accounting (usage.c) */
 	Oid			roleid;			/* the role the call runs and is billed for */
+	bool		accounted;		/* UsageBegin ran: a record is due */
 	bool		usage_recorded;
 	bool		usage_counted;
 	int			budget_month;	/* non-zero while a reservation is held */
@@ -133,6 +137,7 @@ extern long LlmRetryDelayMs(double retry_after_s, int n);
 extern void LlmSleepMs(long ms);
 extern LlmNoReturn void LlmRaiseFailure(const LlmFailure *f, int attempts, int routes);
 extern char *LlmFailureText(const LlmFailure *f);
+extern ErrorData *LlmTry(void (*fn) (void *arg), void *arg);
 extern const char *LlmResolveModel(const char *model, LlmRequest *req);
 extern char *LlmToServerEncoding(const char *utf8, size_t len);
 extern char *LlmToUtf8(const char *text);

@@ -61,8 +61,12 @@ ChatCheckPrompt(const char *prompt)
 }
 
 /*
- * The request of llm.chat and llm.chat_stream, from (prompt, model,
- * system, options).  Shared with stream.c.
+ * The call of llm.chat and llm.chat_stream, from (prompt, model, system,
+ * options), with its route chain: a bad option or a model with no route
+ * raises here, whatever on_error says (every row would fail alike, and
+ * nothing has been sent).  The prompt is checked and the budget reserved
+ * by ChatCallBegin.  Shared with stream.c.  The prompt must not be NULL
+ * (a NULL prompt gives NULL without a call).
  */
 LlmCall *
 ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
@@ -74,25 +78,62 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 	LlmRequest *req;
 	LlmCall    *call;
 
-	ChatCheckPrompt(prompt);
+	Assert(prompt != NULL);
 	req = RequestFromPrompt(prompt, system, options);
 	call = LlmCallCreate(req, LlmResolveModel(model, NULL), mode);
-	UsageBegin(call, GetUserId(),
-			   strlen(prompt) + (system ? strlen(system) : 0) + (options ? strlen(options) : 0),
-			   RequestMaxTokens(req));
+	call->prompt = prompt;
+	call->request_bytes = strlen(prompt) + (system ? strlen(system) : 0) +
+		(options ? strlen(options) : 0);
 	return call;
 }
 
 /*
- * llm.chat(prompt, model, system, options) returns text: the reply.
- * A reply without text (tool calls, a refusal, no choices) is an error
- * here; llm.chat_completion() shows those.
+ * The part of a call that a row's data can make fail: the prompt's
+ * check, and the budget's.  From here on, on_error "null" applies.
  */
-Datum
-pg_llm_chat(PG_FUNCTION_ARGS)
+void
+ChatCallBegin(LlmCall *call)
 {
-	LlmCall    *call = ChatCallFromArgs(fcinfo, LLM_MODE_SYNC);
+	if (call->prompt)
+		ChatCheckPrompt(call->prompt);
+	UsageBegin(call, GetUserId(), call->request_bytes, RequestMaxTokens(call->req));
+}
 
+/*
+ * A call with on_error "null" failed: its usage row (if it was accounted
+ * and not yet recorded) says why, and a WARNING names the error.  The
+ * caller returns NULL.
+ */
+void
+ChatCallFailed(LlmCall *call, ErrorData *edata)
+{
+	if (call->accounted && !call->usage_recorded)
+	{
+		call->error = edata->message;
+		UsageRecord(call, LLM_OUTCOME_ERROR);
+	}
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("%s", edata->message),
+			 errdetail("%s%sThe call returns NULL (on_error is \"null\").",
+					   edata->detail ? edata->detail : "", edata->detail ? " " : ""),
+			 edata->hint ? errhint("%s", edata->hint) : 0));
+}
+
+/* The reply of llm.chat, run inside LlmTry when on_error is "null". */
+typedef struct ChatRun
+{
+	LlmCall    *call;
+	text	   *result;
+} ChatRun;
+
+static void
+chat_run(void *arg)
+{
+	ChatRun    *run = (ChatRun *) arg;
+	LlmCall    *call = run->call;
+
+	ChatCallBegin(call);
 	LlmCallRun(call);
 	if (call->reply.nchoices == 0)
 		ereport(ERROR,
@@ -106,14 +147,59 @@ pg_llm_chat(PG_FUNCTION_ARGS)
 				 errdetail("The finish reason is \"%s\".",
 						   call->reply.finish_reason ? call->reply.finish_reason : "unknown"),
 				 errhint("Tool calls and refusals carry no text; look at the whole response with llm.chat_completion().")));
-	PG_RETURN_TEXT_P(cstring_to_text(LlmToServerEncoding(call->reply.content,
-														 strlen(call->reply.content))));
+	run->result = cstring_to_text(LlmToServerEncoding(call->reply.content,
+													  strlen(call->reply.content)));
+}
+
+/*
+ * llm.chat(prompt, model, system, options) returns text: the reply.
+ * A reply without text (tool calls, a refusal, no choices) is an error
+ * here; llm.chat_completion() shows those.  A NULL prompt gives NULL.
+ */
+Datum
+pg_llm_chat(PG_FUNCTION_ARGS)
+{
+	ChatRun		run;
+	ErrorData  *edata;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	run.call = ChatCallFromArgs(fcinfo, LLM_MODE_SYNC);
+	run.result = NULL;
+	if (!RequestOnErrorNull(run.call->req))
+		chat_run(&run);
+	else if ((edata = LlmTry(chat_run, &run)) != NULL)
+	{
+		ChatCallFailed(run.call, edata);
+		PG_RETURN_NULL();
+	}
+	PG_RETURN_TEXT_P(run.result);
+}
+
+/* The response of llm.chat_completion, run like chat_run. */
+typedef struct CompletionRun
+{
+	LlmCall    *call;
+	Datum		result;
+} CompletionRun;
+
+static void
+completion_run(void *arg)
+{
+	CompletionRun *run = (CompletionRun *) arg;
+	LlmCall    *call = run->call;
+	char	   *json;
+
+	ChatCallBegin(call);
+	LlmCallRun(call);
+	json = LlmToServerEncoding(call->reply.response_json, strlen(call->reply.response_json));
+	run->result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
 }
 
 /*
  * llm.chat_completion(request jsonb, model text) returns jsonb: the
  * normalized response, in the OpenAI shape whichever protocol served it,
- * with "provider" added.
+ * with "provider" added.  A NULL request gives NULL.
  */
 Datum
 pg_llm_chat_completion(PG_FUNCTION_ARGS)
@@ -121,19 +207,22 @@ pg_llm_chat_completion(PG_FUNCTION_ARGS)
 	char	   *request = arg_jsonb_utf8(fcinfo, 0);
 	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	LlmRequest *req;
-	LlmCall    *call;
-	char	   *json;
+	CompletionRun run;
+	ErrorData  *edata;
 
 	if (request == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("request must not be null"),
-				 errhint("Pass a request such as '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'.")));
+		PG_RETURN_NULL();
 	req = RequestFromJson(request);
-	call = LlmCallCreate(req, LlmResolveModel(model, req), LLM_MODE_SYNC);
-	call->want_response_json = true;
-	UsageBegin(call, GetUserId(), strlen(request), RequestMaxTokens(req));
-	LlmCallRun(call);
-	json = LlmToServerEncoding(call->reply.response_json, strlen(call->reply.response_json));
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+	run.call = LlmCallCreate(req, LlmResolveModel(model, req), LLM_MODE_SYNC);
+	run.call->want_response_json = true;
+	run.call->request_bytes = strlen(request);
+	run.result = (Datum) 0;
+	if (!RequestOnErrorNull(req))
+		completion_run(&run);
+	else if ((edata = LlmTry(completion_run, &run)) != NULL)
+	{
+		ChatCallFailed(run.call, edata);
+		PG_RETURN_NULL();
+	}
+	PG_RETURN_DATUM(run.result);
 }

@@ -2,7 +2,8 @@
  *
  * chat.h
  *	  What the SQL call functions share (chat.c): the arguments of
- *	  llm.chat / llm.chat_stream as a call, and the prompt rule.
+ *	  llm.chat / llm.chat_stream as a call, the prompt rule, and what a
+ *	  call with on_error "null" does when it fails.
  *
  *-------------------------------------------------------------------------
  */
@@ -16,6 +17,8 @@
 #include "call.h"
 
 extern LlmCall *ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode);
+extern void ChatCallBegin(LlmCall *call);
+extern void ChatCallFailed(LlmCall *call, ErrorData *edata);
 extern void ChatCheckPrompt(const char *prompt);
 extern pgsocket LlmClientSocket(void);
 

@@ -34,9 +34,12 @@
 #include "utils/syscache.h"
 
 #include "config.h"
+#include "names.h"
 #include "pg_llm.h"
 #include "provider.h"
 #include "runas.h"
+
+bool		llm_pass_through = false;
 
 #define CONFIG_NTABLES 5
 
@@ -186,7 +189,8 @@ config_load_rows(void *arg)
 					 "(p.options->>'quota_cooldown')::int4, "
 					 "COALESCE(p.options->>'batch_api', CASE p.protocol WHEN 'anthropic' THEN 'anthropic' ELSE 'openai' END), "
 					 "(p.options->>'batch_timeout_ms')::int4, "
-					 "COALESCE(p.options->>'batch_url', '/v1/chat/completions') "
+					 "COALESCE(p.options->>'batch_url', '/v1/chat/completions'), "
+					 "COALESCE((p.options->>'pass_through')::pg_catalog.bool, false) "
 					 "FROM llm.provider p LEFT JOIN llm._provider_secret s ON s.provider = p.name "
 					 "ORDER BY p.priority, p.name", true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -228,6 +232,7 @@ config_load_rows(void *arg)
 		p->batch_api = col_str(tup, td, 22);
 		p->batch_timeout_ms = col_int(tup, td, 23);
 		p->batch_url = col_str(tup, td, 24);
+		p->pass_through = strcmp(SPI_getvalue(tup, td, 25), "t") == 0;
 		if (!isnull)
 		{
 			deconstruct_array(DatumGetArrayTypeP(hdrs), TEXTOID, -1, false, TYPALIGN_INT,
@@ -438,10 +443,95 @@ primary_provider(void)
 }
 
 /*
+ * The provider that takes names with no route: an enabled provider with
+ * the option pass_through (the primary if it has it, else the first by
+ * priority); else, with llm.pass_through on, the primary.  NULL: none.
+ */
+static LlmProvider *
+pass_through_provider(LlmProvider *primary)
+{
+	ListCell   *lc;
+
+	if (primary && primary->pass_through)
+		return primary;
+	foreach(lc, config_providers)
+	{
+		LlmProvider *p = lfirst(lc);
+
+		if (p->enabled && p->pass_through)
+			return p;
+	}
+	/*
+	 * The worker sends what was checked when it was enqueued (under the
+	 * enqueuing session's settings), so it passes names through too.
+	 */
+	if (llm_pass_through || LlmAmBackgroundWorker())
+		return primary;
+	return NULL;
+}
+
+/*
+ * Raise the error of a model name with no route and no pass-through: the
+ * hint names the aliases it is likely a typo of (case included), or the
+ * provider its name starts with, and how to route it.
+ */
+static void
+unknown_model(const char *model)
+{
+	const char **names = palloc(sizeof(char *) * (list_length(config_models) + 1));
+	int			n = 0;
+	ListCell   *lc;
+	char	   *near;
+	StringInfoData hint;
+	const LlmProvider *named = NULL;
+
+	foreach(lc, config_models)
+	{
+		LlmRoute   *r = lfirst(lc);
+
+		/* config_models is sorted by name: one entry a name */
+		if (n == 0 || strcmp(names[n - 1], r->model) != 0)
+			names[n++] = r->model;
+	}
+	near = NamesSuggest(model, names, n);
+	foreach(lc, config_providers)
+	{
+		LlmProvider *p = lfirst(lc);
+
+		if (strlen(p->name) >= 3 && pg_strncasecmp(model, p->name, strlen(p->name)) == 0 &&
+			(named == NULL || strlen(p->name) > strlen(named->name)))
+			named = p;
+	}
+	initStringInfo(&hint);
+	if (near)
+	{
+		bool		case_only = false;
+		int			i;
+
+		for (i = 0; i < n; i++)
+			if (pg_strcasecmp(model, names[i]) == 0)
+				case_only = true;
+		appendStringInfo(&hint, "Did you mean %s?%s ", near,
+						 case_only ? " Model names are case-sensitive." : "");
+	}
+	appendStringInfo(&hint, "An administrator can route it with llm.add_model(%s, %s)",
+					 quote_literal_cstr(model),
+					 named ? quote_literal_cstr(named->name) : "provider");
+	appendStringInfoString(&hint, "; SET llm.pass_through = on sends names without a route unchanged to the primary provider.");
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("model \"%s\" does not exist", model),
+			 errdetail("No row of llm.model has that name, and pass-through is off: pg_llm sends no request it cannot route and price."),
+			 errhint("%s", hint.data)));
+}
+
+/*
  * The fallback chain for a model name, copied into the caller's memory
  * context: the rows of llm.model with that name whose provider is
  * enabled, those of the primary provider first, then by priority.  A name
- * with no row passes through unchanged to the primary provider.
+ * with no row is an error naming the nearest ones, unless a provider
+ * takes such names (its option pass_through) or llm.pass_through is on:
+ * then it goes unchanged to that provider, or the primary.
  */
 List *
 ConfigRoutes(const char *model)
@@ -478,12 +568,17 @@ ConfigRoutes(const char *model)
 				 errhint("Enable one of its providers with llm.alter_provider(name, enabled => true).")));
 	if (routes == NIL)
 	{
+		LlmProvider *taker;
+
 		if (primary == NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("no enabled provider is configured"),
 					 errhint("An administrator can add one with llm.create_provider().")));
-		routes = list_make1(route_copy(NULL, primary, model, model));
+		taker = pass_through_provider(primary);
+		if (taker == NULL)
+			unknown_model(model);
+		routes = list_make1(route_copy(NULL, taker, model, model));
 	}
 	return routes;
 }

@@ -41,6 +41,7 @@ typedef struct LlmProvider
 	char	   *batch_api;		/* inline, openai, anthropic or none */
 	int			batch_timeout_ms;	/* one inline batch request; -1: default */
 	char	   *batch_url;		/* the url of a batch line (and endpoint of a batch) */
+	bool		pass_through;	/* takes model names that have no route */
 	List	   *headers;		/* extra "Name: value" strings (secret) */
 } LlmProvider;
 
@@ -56,6 +57,8 @@ typedef struct LlmRoute
 	double		output_usd_per_mtok;
 	double		batch_price_factor; /* share of the prices a batch request costs */
 } LlmRoute;
+
+extern bool llm_pass_through;
 
 extern void ConfigRegisterInvalidation(void);
 extern List *ConfigRoutes(const char *model);

@@ -24,6 +24,7 @@
 struct LlmRequest
 {
 	json_object *obj;			/* the OpenAI-shaped request */
+	bool		on_error_null;	/* option on_error "null" */
 };
 
 /*

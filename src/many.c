@@ -12,7 +12,8 @@
  *	  call has the synchronous path's retries and fallback chain and waits
  *	  its turn under the cluster's limits and cooldowns without holding
  *	  up the others.  A prompt that fails for good gives a row with its
- *	  error; a NULL or empty prompt gives a row with an error too.  A
+ *	  error; an empty prompt gives a row with an error too, and a NULL
+ *	  prompt a row with neither reply nor error (nothing is sent).  A
  *	  cancel, statement_timeout, an exhausted budget or a bad argument end
  *	  the statement: the transfers in flight are closed at once.
  *
@@ -144,7 +145,10 @@ many_fail(ManyRun *run, ManyItem *it, const char *error, LlmOutcome outcome)
 
 	it->error = pstrdup(error);
 	if (it->call)
+	{
+		it->call->error = it->error;
 		UsageRecord(it->call, outcome);
+	}
 	MemoryContextSwitchTo(old);
 	many_finish(run, it);
 }
@@ -160,10 +164,15 @@ many_setup(ManyRun *run, ManyItem *it)
 	MemoryContext old;
 	LlmRequest *req;
 
-	if (it->prompt == NULL || it->prompt[0] == '\0')
+	if (it->prompt == NULL)
 	{
-		many_fail(run, it, it->prompt == NULL ? "prompt must not be null" : "prompt must not be empty",
-				  LLM_OUTCOME_ERROR);
+		/* NULL in, NULL out: a row with neither reply nor error */
+		many_finish(run, it);
+		return;
+	}
+	if (it->prompt[0] == '\0')
+	{
+		many_fail(run, it, "prompt must not be empty", LLM_OUTCOME_ERROR);
 		return;
 	}
 	it->ctx = AllocSetContextCreate(run->ctx, "pg_llm chat_many call", ALLOCSET_SMALL_SIZES);

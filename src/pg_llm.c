@@ -49,6 +49,11 @@ define_settings(void)
 							   "Model used when a call names none.",
 							   NULL, &llm_default_model, "",
 							   PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("llm.pass_through",
+							 "Send model names that have no row in llm.model unchanged to the primary provider.",
+							 "Off: such a name is an error naming the nearest aliases, and nothing is sent.",
+							 &llm_pass_through, false,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.connect_timeout",
 							"Time allowed to connect to a provider.",
 							"Providers can override it with the connect_timeout_ms option.",

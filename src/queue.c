@@ -342,6 +342,8 @@ check_via(const char *via, const char *model)
 	List	   *routes;
 	const LlmRoute *first;
 
+	/* the model must have a route (or pass through) now, not in the worker */
+	routes = ConfigRoutes(model);
 	if (strcmp(via, "realtime") == 0)
 		return;
 	if (strcmp(via, "batch_api") != 0)
@@ -349,7 +351,6 @@ check_via(const char *via, const char *model)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("via must be \"realtime\" or \"batch_api\""),
 				 errhint("batch_api sends the item through its provider's batch API, at the batch price.")));
-	routes = ConfigRoutes(model);
 	first = linitial(routes);
 	if (strcmp(first->provider->batch_api, "none") == 0)
 		ereport(ERROR,
@@ -400,6 +401,9 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	EnqueueInsert e;
 	int			i;
 
+	/* a NULL prompt queues nothing: NULL in, NULL out */
+	if (prompt == NULL)
+		PG_RETURN_NULL();
 	ChatCheckPrompt(prompt);
 	model = (char *) LlmResolveModel(model, NULL);
 	check_via(via, model);

@@ -4,8 +4,11 @@
  *	  Chat requests in the OpenAI shape: built from a prompt and options
  *	  (llm.chat, llm.chat_stream, the queue) or from a caller's whole
  *	  request (llm.chat_completion), with every option whose meaning
- *	  pg_llm knows checked before anything is sent.  Unknown keys pass
- *	  through to the provider unchanged.
+ *	  pg_llm knows checked before anything is sent.  A key one typo away
+ *	  from a known one is refused ("temprature"); keys far from every
+ *	  known name pass through to the provider unchanged (a server's own
+ *	  extras), and so do the keys of "extra_body".  pg_llm's own options
+ *	  (on_error) are taken out of the request.
  *
  *	  Every json-c object is owned by an LlmRequest, freed by a memory
  *	  context callback.  This file must not include utils/builtins.h (see
@@ -20,6 +23,51 @@
 #include "utils/memutils.h"
 
 #include "llm_json.h"
+#include "names.h"
+
+/*
+ * Every key a request may carry that pg_llm knows: the OpenAI chat
+ * completion names, pg_llm's own options, and the extras of
+ * OpenAI-compatible servers (vLLM, OpenRouter, Ollama, Mistral, DeepSeek)
+ * that are near one of those (top_k is one step from top_p).  A key
+ * within a typo of one of these, but not one of them, is refused.  The
+ * README lists them; keep the two in step.
+ */
+static const char *const known_keys[] = {
+	/* OpenAI chat completions */
+	"model", "messages", "temperature", "top_p", "n", "stream", "stream_options",
+	"stop", "max_tokens", "max_completion_tokens", "presence_penalty",
+	"frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "user", "seed",
+	"response_format", "tools", "tool_choice", "parallel_tool_calls", "functions",
+	"function_call", "service_tier", "store", "metadata", "reasoning_effort",
+	"modalities", "audio", "prediction", "web_search_options", "verbosity",
+	"prompt_cache_key", "safety_identifier",
+	/* pg_llm's own */
+	"on_error", "extra_body",
+	/* extras of compatible servers */
+	"top_k", "top_a", "min_p", "min_tokens", "best_of", "repetition_penalty",
+	"length_penalty", "stop_token_ids", "ignore_eos", "thinking", "reasoning",
+	"include_reasoning", "guided_json", "guided_regex", "guided_choice",
+	"guided_grammar", "chat_template_kwargs", "safe_prompt", "random_seed",
+	"keep_alive", "provider", "models", "route", "transforms"
+};
+
+/*
+ * Refuse a key that is a typo of a known one; any other key passes.
+ */
+static void
+check_key(const char *key)
+{
+	char	   *near = NamesSuggest(key, known_keys, lengthof(known_keys));
+
+	if (near)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown option \"%s\"", key),
+				 errdetail("It is one typo away from a known option, so it was not sent: a provider would reject it, or ignore it."),
+				 errhint("Did you mean %s? A provider's own key that pg_llm should not check goes into \"extra_body\": {\"extra_body\": {\"%s\": ...}}.",
+						 near, key)));
+}
 
 static void
 bad_option(const char *key, const char *what)
@@ -136,6 +184,14 @@ check_options(json_object *o, bool whole_request)
 				 errhint("Pass a request such as '{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'.") :
 				 errhint("Pass options such as '{\"temperature\": 0, \"max_tokens\": 100}'.")));
 
+	{
+		json_object_object_foreach(o, key, val)
+		{
+			(void) val;
+			check_key(key);
+		}
+	}
+
 #define GET(k) (json_object_object_get_ex(o, (k), &v) && !json_object_is_type(v, json_type_null) ? v : NULL)
 	check_number("temperature", GET("temperature"), 0, 2, "a number from 0 to 2");
 	check_number("top_p", GET("top_p"), 0, 1, "a number from 0 to 1");
@@ -195,6 +251,57 @@ check_options(json_object *o, bool whole_request)
 				 errmsg("option \"messages\" is not accepted by llm.chat"),
 				 errhint("Use llm.chat_completion() to send a whole conversation.")));
 #undef GET
+}
+
+/*
+ * Take pg_llm's own options out of a checked request (they are not the
+ * provider's), and merge the keys of "extra_body" into it unchecked.
+ */
+static void
+take_own_options(LlmRequest *req)
+{
+	json_object *o = req->obj;
+	json_object *v;
+
+	if (json_object_object_get_ex(o, "on_error", &v))
+	{
+		const char *mode = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+
+		if (mode == NULL || (strcmp(mode, "raise") != 0 && strcmp(mode, "null") != 0))
+			bad_option("on_error", "\"raise\" (the default: a failed call raises its error) or \"null\" (it returns NULL with a WARNING)");
+		req->on_error_null = (strcmp(mode, "null") == 0);
+		json_object_object_del(o, "on_error");
+	}
+	if (json_object_object_get_ex(o, "extra_body", &v))
+	{
+		json_object *extra = json_object_get(v);
+
+		json_object_object_del(o, "extra_body");
+		if (!json_object_is_type(extra, json_type_object))
+		{
+			json_object_put(extra);
+			bad_option("extra_body", "an object of keys sent to the provider as they are");
+		}
+		{
+			json_object_object_foreach(extra, key, val)
+			{
+				if (strcmp(key, "messages") == 0 || strcmp(key, "model") == 0 ||
+					strcmp(key, "stream") == 0 || strcmp(key, "stream_options") == 0 ||
+					json_object_object_get_ex(o, key, NULL))
+				{
+					char	   *k = pstrdup(key);
+
+					json_object_put(extra);
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("option \"%s\" cannot be given in extra_body", k),
+							 errhint("extra_body is for a provider's own keys; give pg_llm's options, messages and model where they belong, once.")));
+				}
+				json_object_object_add(o, key, json_object_get(val));
+			}
+		}
+		json_object_put(extra);
+	}
 }
 
 /* Put the request's json-c object when its memory context goes away. */
@@ -263,6 +370,7 @@ RequestFromPrompt(const char *prompt, const char *system, const char *options_js
 	{
 		req = request_from_text(options_json, "options");
 		check_options(req->obj, false);
+		take_own_options(req);
 		json_object_object_del(req->obj, "model");
 	}
 	else
@@ -283,6 +391,7 @@ RequestFromJson(const char *request_json)
 	LlmRequest *req = request_from_text(request_json, "request");
 
 	check_options(req->obj, true);
+	take_own_options(req);
 	return req;
 }
 
@@ -392,6 +501,13 @@ const char *
 RequestModel(LlmRequest *req)
 {
 	return JsonGetString(req->obj, "model");
+}
+
+/* Does a failed call of this request return NULL (on_error "null")? */
+bool
+RequestOnErrorNull(LlmRequest *req)
+{
+	return req->on_error_null;
 }
 
 /* max_tokens (or max_completion_tokens) of a request, or 0. */

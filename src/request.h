@@ -24,5 +24,6 @@ extern LlmRequest *RequestForEmbedding(const char *const *inputs, int n,
 									   const char *options_json);
 extern int	RequestInputCount(LlmRequest *req);
 extern int	RequestDimensions(LlmRequest *req);
+extern bool RequestOnErrorNull(LlmRequest *req);
 
 #endif							/* PG_LLM_REQUEST_H */

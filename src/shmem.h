@@ -44,6 +44,7 @@ typedef struct LlmWorkerSlot
 
 /* One call's usage, waiting in shared memory for its database's writer. */
 #define LLM_USAGE_NAME_LEN 64
+#define LLM_USAGE_ERROR_LEN 128
 
 typedef struct LlmUsageRecord
 {
@@ -68,6 +69,7 @@ typedef struct LlmUsageRecord
 	char		provider[LLM_USAGE_NAME_LEN];
 	char		model[LLM_USAGE_NAME_LEN];
 	char		upstream[LLM_USAGE_NAME_LEN];
+	char		error[LLM_USAGE_ERROR_LEN];	/* why it failed, or "" */
 } LlmUsageRecord;
 
 /*

@@ -18,6 +18,11 @@
  *	  stream cut short after that raises an error after the rows already
  *	  returned, never a silently short reply.
  *
+ *	  A NULL prompt gives one NULL row (a row of the query stays a row).
+ *	  With on_error "null", a stream that fails gives a NULL row after the
+ *	  rows already returned (none, if it failed before its first) and a
+ *	  WARNING naming the error, and the query goes on.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -55,6 +60,8 @@ typedef struct StreamState
 	int			next_piece;		/* next of dec.pieces to return */
 	bool		checked_type;	/* the Content-Type has been looked at */
 	bool		released;
+	bool		null_row;		/* the next row is NULL, and the last */
+	bool		done;			/* no row is left */
 	LlmOutcome	outcome;		/* recorded when the stream is released */
 } StreamState;
 
@@ -69,7 +76,7 @@ stream_release(StreamState *st)
 	if (st->released)
 		return;
 	st->released = true;
-	if (st->call && !st->call->usage_recorded)
+	if (st->call && st->call->accounted && !st->call->usage_recorded)
 	{
 		st->call->reply.has_usage = st->dec.has_usage;
 		st->call->reply.input_tokens = st->dec.input_tokens;
@@ -193,6 +200,7 @@ stream_fail(StreamState *st, int sqlstate, const char *what, const char *detail)
 	int64		rows = st->rows;
 
 	st->outcome = LLM_OUTCOME_ERROR;
+	st->call->error = psprintf("stream from provider \"%s\" %s", pname, what);
 	stream_release(st);
 	ereport(ERROR,
 			(errcode(sqlstate),
@@ -346,6 +354,51 @@ stream_next(StreamState *st)
 	}
 }
 
+/* Open the stream (its prompt and budget checked first). */
+static void
+stream_open(void *arg)
+{
+	StreamState *st = (StreamState *) arg;
+
+	ChatCallBegin(st->call);
+	LlmCallOpenStream(st->call);
+	HttpSetOwnerRef(st->call->xfer, &st->call->xfer);
+	st->dec.ops = st->call->route->provider->ops;
+}
+
+/* The next chunk, run inside LlmTry when on_error is "null". */
+typedef struct StreamNext
+{
+	StreamState *st;
+	char	   *piece;
+} StreamNext;
+
+static void
+stream_next_try(void *arg)
+{
+	StreamNext *n = (StreamNext *) arg;
+
+	n->piece = stream_next(n->st);
+}
+
+/*
+ * A stream with on_error "null" failed: release it, record why, warn, and
+ * end it with a NULL row.
+ */
+static void
+stream_failed(StreamState *st, ErrorData *edata)
+{
+	if (st->call->accounted && !st->call->usage_recorded)
+	{
+		if (st->call->error == NULL)
+			st->call->error = edata->message;
+		st->outcome = LLM_OUTCOME_ERROR;
+	}
+	stream_release(st);
+	ChatCallFailed(st->call, edata);
+	st->null_row = true;
+}
+
 /*
  * llm.chat_stream(prompt, model, system, options) returns setof text.
  */
@@ -366,32 +419,70 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 		st = palloc0(sizeof(StreamState));
 		st->ctx = funcctx->multi_call_memory_ctx;
 		st->outcome = LLM_OUTCOME_CANCELLED;
-		st->call = ChatCallFromArgs(fcinfo, LLM_MODE_STREAM);
-
-		/* registered after the call's own, so it runs first on errors */
-		st->reset_cb.func = stream_reset_cb;
-		st->reset_cb.arg = st;
-		MemoryContextRegisterResetCallback(st->ctx, &st->reset_cb);
-		if (rsinfo && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext)
-		{
-			st->econtext = rsinfo->econtext;
-			RegisterExprContextCallback(rsinfo->econtext, stream_shutdown_cb,
-										PointerGetDatum(st));
-		}
-
-		SseInit(&st->parser, (size_t) llm_max_response_size_kb * 1024,
-				stream_event_cb, st);
-		st->parser_live = true;
-		LlmCallOpenStream(st->call);
-		HttpSetOwnerRef(st->call->xfer, &st->call->xfer);
-		st->dec.ops = st->call->route->provider->ops;
 		funcctx->user_fctx = st;
-		MemoryContextSwitchTo(old);
+		if (PG_ARGISNULL(0))
+		{
+			/* a NULL prompt: one NULL row, and nothing sent */
+			st->null_row = true;
+			st->released = true;
+			MemoryContextSwitchTo(old);
+		}
+		else
+		{
+			ErrorData  *edata;
+
+			st->call = ChatCallFromArgs(fcinfo, LLM_MODE_STREAM);
+
+			/* registered after the call's own, so it runs first on errors */
+			st->reset_cb.func = stream_reset_cb;
+			st->reset_cb.arg = st;
+			MemoryContextRegisterResetCallback(st->ctx, &st->reset_cb);
+			if (rsinfo && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext)
+			{
+				st->econtext = rsinfo->econtext;
+				RegisterExprContextCallback(rsinfo->econtext, stream_shutdown_cb,
+											PointerGetDatum(st));
+			}
+
+			SseInit(&st->parser, (size_t) llm_max_response_size_kb * 1024,
+					stream_event_cb, st);
+			st->parser_live = true;
+			if (!RequestOnErrorNull(st->call->req))
+				stream_open(st);
+			else if ((edata = LlmTry(stream_open, st)) != NULL)
+				stream_failed(st, edata);
+			MemoryContextSwitchTo(old);
+		}
 	}
 
 	funcctx = SRF_PERCALL_SETUP();
 	st = (StreamState *) funcctx->user_fctx;
-	piece = stream_next(st);
+	if (st->null_row)
+	{
+		st->null_row = false;
+		st->done = true;
+		SRF_RETURN_NEXT_NULL(funcctx);
+	}
+	if (st->done)
+		piece = NULL;
+	else if (!RequestOnErrorNull(st->call->req))
+		piece = stream_next(st);
+	else
+	{
+		StreamNext	n;
+		ErrorData  *edata;
+
+		n.st = st;
+		n.piece = NULL;
+		if ((edata = LlmTry(stream_next_try, &n)) != NULL)
+		{
+			stream_failed(st, edata);
+			st->null_row = false;
+			st->done = true;
+			SRF_RETURN_NEXT_NULL(funcctx);
+		}
+		piece = n.piece;
+	}
 	if (piece == NULL)
 	{
 		stream_release(st);

@@ -585,6 +585,13 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	copy_name(rec.provider, route ? route->provider->name : NULL);
 	copy_name(rec.model, call->model);
 	copy_name(rec.upstream, route ? route->upstream_model : NULL);
+	if (outcome != LLM_OUTCOME_OK && call->error)
+	{
+		int			n = pg_mbcliplen(call->error, strlen(call->error), LLM_USAGE_ERROR_LEN - 1);
+
+		memcpy(rec.error, call->error, n);
+		rec.error[n] = '\0';
+	}
 	usage_put(&rec);
 }
 
@@ -651,6 +658,7 @@ UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 	MemoryContextCallback *cb;
 
 	UsageReserve(call, roleid, request_bytes, max_tokens);
+	call->accounted = true;
 	cb = palloc0(sizeof(MemoryContextCallback));
 	cb->func = usage_reset_cb;
 	cb->arg = call;
@@ -674,7 +682,7 @@ LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype)
 											  typlen, typbyval, typalign));
 }
 
-#define USAGE_COLUMNS 17
+#define USAGE_COLUMNS 18
 #define USAGE_FLUSH_CHUNK 5000
 
 /* Take up to cap of this database's records out of shared memory. */
@@ -713,7 +721,7 @@ insert_records(const LlmUsageRecord *batch, int n)
 	static const Oid elemtypes[USAGE_COLUMNS] = {
 		TIMESTAMPTZOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		INT2OID, INT2OID, BOOLOID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID,
-		TEXTOID, INT4OID
+		TEXTOID, INT4OID, TEXTOID
 	};
 	Datum		args[USAGE_COLUMNS];
 	Datum	   *cols[USAGE_COLUMNS];
@@ -730,12 +738,12 @@ insert_records(const LlmUsageRecord *batch, int n)
 			argtypes[c] = get_array_type(elemtypes[c]);
 		p = SPI_prepare("INSERT INTO llm.usage (ts, role_oid, mode, outcome, provider, model, "
 						"upstream_model, http_status, attempts, fallback, input_tokens, "
-						"output_tokens, latency_ms, ttft_ms, cost_usd, task, inputs) "
+						"output_tokens, latency_ms, ttft_ms, cost_usd, task, inputs, error) "
 						"SELECT u.ts, u.r, u.mo, u.oc, u.p, u.m, u.um, u.hs, u.at, u.fb, u.it, "
-						"u.ot, u.lat, u.ttft, u.cost::pg_catalog.numeric, u.task, u.inputs "
+						"u.ot, u.lat, u.ttft, u.cost::pg_catalog.numeric, u.task, u.inputs, u.err "
 						"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-						"$16, $17) "
-						"AS u(ts, r, mo, oc, p, m, um, hs, at, fb, it, ot, lat, ttft, cost, task, inputs)",
+						"$16, $17, $18) "
+						"AS u(ts, r, mo, oc, p, m, um, hs, at, fb, it, ot, lat, ttft, cost, task, inputs, err)",
 						USAGE_COLUMNS, argtypes);
 		if (p == NULL)
 			elog(ERROR, "could not prepare the usage insert: %s", SPI_result_code_string(SPI_result));
@@ -776,6 +784,8 @@ insert_records(const LlmUsageRecord *batch, int n)
 		cols[15][i] = CStringGetTextDatum(task_names[r->task]);
 		cols[16][i] = Int32GetDatum(r->inputs);
 		nulls[16][i] = (r->task != LLM_TASK_EMBED);
+		cols[17][i] = CStringGetTextDatum(r->error);
+		nulls[17][i] = (r->error[0] == '\0');
 	}
 	for (c = 0; c < USAGE_COLUMNS; c++)
 		args[c] = LlmMakeArray(cols[c], nulls[c], n, elemtypes[c]);

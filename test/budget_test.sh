@@ -7,7 +7,7 @@ start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'postgres'"
 start_mock
 psql -X -q -v ON_ERROR_STOP=1 <<SQL >/dev/null
 CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock');
+SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock', options => '{"pass_through": true}');
 SELECT llm.add_model('m', 'mock', 'mock?latency=20', input_usd_per_mtok => 1000, output_usd_per_mtok => 1000);
 CREATE ROLE spender LOGIN;
 CREATE ROLE payer LOGIN;

@@ -41,7 +41,7 @@ wait_for() {
 q >/dev/null <<SQL
 CREATE EXTENSION pg_cron;
 CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock');
+SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock', options => '{"pass_through": true}');
 CREATE TABLE reviews (id int PRIMARY KEY, body text, sentiment text);
 INSERT INTO reviews (id, body)
 SELECT g, CASE WHEN g % 2 = 0 THEN 'great, love it' ELSE 'awful and broken' END

@@ -23,6 +23,11 @@ SELECT llm.create_provider('local', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1',
                            api_key => 'sk-mock');
 SELECT llm.add_model('cheap', 'local', 'mock-small',
                      input_usd_per_mtok => 0.15, output_usd_per_mtok => 0.60);
+-- the local provider reads its pacing from the upstream model name
+SELECT llm.add_model('cheap-drip', 'local', 'mock?chunk_delay=80',
+                     input_usd_per_mtok => 0.15, output_usd_per_mtok => 0.60);
+SELECT llm.add_model('cheap-50ms', 'local', 'mock?latency=50',
+                     input_usd_per_mtok => 0.15, output_usd_per_mtok => 0.60);
 SQL
 
 log "enriching a table with llm.chat"
@@ -46,7 +51,7 @@ log "streaming a reply row by row (each line is printed as it arrives)"
 run <<'SQL'
 \set FETCH_COUNT 1
 SELECT llm.chat_stream('pg_llm streams this reply to the client one chunk per row while it is generated',
-                       'mock?chunk_delay=80') AS chunk;
+                       'cheap-drip') AS chunk;
 SQL
 log "draining a queue of 2,000 tickets with the background worker (50 ms per call, 50 in flight)"
 run <<'SQL'
@@ -56,7 +61,7 @@ SELECT g, CASE g % 3 WHEN 0 THEN 'The app crashes on login, terrible'
                      WHEN 1 THEN 'Love the new dashboard, works great'
                      ELSE 'How do I export my data?' END
 FROM generate_series(1, 2000) g;
-SELECT count(llm.enqueue('Triage the sentiment of this ticket: ' || body, 'mock?latency=50',
+SELECT count(llm.enqueue('Triage the sentiment of this ticket: ' || body, 'cheap-50ms',
                          target_table => 'tickets', target_column => 'triage',
                          target_key => jsonb_build_object('id', id))) AS enqueued
 FROM tickets;

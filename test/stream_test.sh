@@ -13,7 +13,7 @@ cc -O2 -Wall -I"$(pg_config --includedir)" -o "$PG_LLM_ROOT/test/stream_client" 
 CLIENT="$PG_LLM_ROOT/test/stream_client"
 psql -X -q -v ON_ERROR_STOP=1 <<SQL >/dev/null
 CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock');
+SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock', options => '{"pass_through": true}');
 SELECT llm.create_provider('claude', 'anthropic', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock');
 SELECT llm.add_model('drip-claude', 'claude', 'claude?chunk_delay=150');
 SELECT llm.use_provider('mock');

@@ -13,7 +13,7 @@ start_mock
 M="http://127.0.0.1:$MOCK_PORT"
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', '$M/v1', api_key => 'sk-mock');
+SELECT llm.create_provider('mock', 'openai', '$M/v1', api_key => 'sk-mock', options => '{"pass_through": true}');
 SELECT llm.create_provider('limited', 'openai', '$M/limited/v1', api_key => 'sk-mock',
                            options => '{"rpm_limit": 600}');
 SELECT llm.add_model('limited', 'limited', 'mock');

@@ -15,7 +15,7 @@ start_postgres
 start_mock
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock');
+SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock', options => '{"pass_through": true}');
 SELECT llm.create_provider('nowhere', 'openai', 'http://no-such-host.invalid/v1', api_key => 'sk-x',
                            options => '{"max_retries": 1}');
 SELECT llm.add_model('lost', 'nowhere', 'm');

@@ -19,12 +19,14 @@ CREATE TABLE llm.usage (
     ttft_ms         integer,
     cost_usd        numeric(14, 8),
     task            text NOT NULL DEFAULT 'chat',
-    inputs          integer
+    inputs          integer,
+    error           text
 );
 CREATE INDEX usage_ts ON llm.usage USING brin (ts);
 COMMENT ON TABLE llm.usage IS 'One row per call: mode (sync, stream, many, queue, batch_api), task (chat, embed), provider, model, outcome, HTTP status, attempts, fallback, tokens, latency, time to first chunk, cost; each role sees its own rows';
 COMMENT ON COLUMN llm.usage.task IS 'What the request asked for: chat (a reply) or embed (embeddings)';
 COMMENT ON COLUMN llm.usage.inputs IS 'The number of inputs of an embedding request (NULL for chat)';
+COMMENT ON COLUMN llm.usage.error IS 'Why a call that did not succeed failed (the error''s message, cut at 127 bytes); NULL for a call that succeeded';
 ALTER TABLE llm.usage ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_usage ON llm.usage FOR SELECT
     USING (role_oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));

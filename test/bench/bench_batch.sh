@@ -39,7 +39,7 @@ psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE EXTENSION pg_llm;
 SELECT llm.create_provider('relay', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock',
                            options => '{"batch_api": "inline"}');
-SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock');
+SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock', options => '{"pass_through": true}');
 SELECT llm.create_provider('claude', 'anthropic', 'http://127.0.0.1:$MOCK_PORT/anthropic/v1', api_key => 'sk-mock');
 SELECT llm.add_model('inl', 'relay', 'deepseek-chat', input_usd_per_mtok => 0.27, output_usd_per_mtok => 1.1);
 SELECT llm.add_model('oai', 'mock', 'gpt-4o-mini', input_usd_per_mtok => 0.15, output_usd_per_mtok => 0.6);

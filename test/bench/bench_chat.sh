@@ -99,7 +99,7 @@ PSQL=(psql -X -q -At -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -c "CREATE EXTENSION pg_llm" ||
   { log "CREATE EXTENSION pg_llm failed${PG_CONF[0]+}${PG_CONF[0]-; if the library must be preloaded, try --preload}"; exit 1; }
 "${PSQL[@]}" <<SQL
-SELECT llm.create_provider('mock', 'openai', '$MOCK/v1', api_key => 'sk-mock');
+SELECT llm.create_provider('mock', 'openai', '$MOCK/v1', api_key => 'sk-mock', options => '{"pass_through": true}');
 -- the same statement without the HTTP call: the executor's own share
 -- (a one-expression SQL function is inlined, so this is the floor)
 CREATE FUNCTION public.bench_echo(prompt text, model text) RETURNS text

@@ -139,7 +139,7 @@ MOCK="http://127.0.0.1:$MOCK_PORT"
 PSQL=(psql -X -q -At -v ON_ERROR_STOP=1)
 "${PSQL[@]}" >/dev/null <<SQL
 CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', '$MOCK/v1', api_key => 'sk-mock') IS NOT NULL;
+SELECT llm.create_provider('mock', 'openai', '$MOCK/v1', api_key => 'sk-mock', options => '{"pass_through": true}') IS NOT NULL;
 CREATE TABLE bench_docs (id int PRIMARY KEY, body text NOT NULL, summary text);
 SQL
 log "instance ready: synchronous_commit=$(psql -X -At -c 'SHOW synchronous_commit'), fsync=$(psql -X -At -c 'SHOW fsync')"

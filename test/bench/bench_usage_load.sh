@@ -23,7 +23,7 @@ start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'postgres'"
 start_mock
 psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
 CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock');
+SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock', options => '{"pass_through": true}');
 SQL
 scratch_dir
 echo "SELECT llm.chat('load', 'mock');" > "$SCRATCH/chat.sql"

@@ -65,7 +65,7 @@ MOCK="http://127.0.0.1:$MOCK_PORT"
 URL="$MOCK/v1/chat/completions"
 PSQL=(psql -X -q -At -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -c "CREATE EXTENSION pg_llm" \
-  -c "SELECT llm.create_provider('mock', 'openai', '$MOCK/v1', api_key => 'sk-mock')" >/dev/null
+  -c "SELECT llm.create_provider('mock', 'openai', '$MOCK/v1', api_key => 'sk-mock', options => '{\"pass_through\": true}')" >/dev/null
 # warm the mock's JIT up, so that its first requests do not count
 "$BENCH_DIR/raw_curl" "$URL" 0 3000 >/dev/null
 

@@ -106,7 +106,7 @@ fi
 psql -X -q -v ON_ERROR_STOP=1 <<SQL >/dev/null
 CREATE EXTENSION pg_llm;
 SELECT llm.create_provider('traced', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock',
-  options => '{"headers": {"x-mock-trace": "1"}}');
+  options => '{"headers": {"x-mock-trace": "1"}, "pass_through": true}');
 SELECT llm.use_provider('traced');
 SQL
 

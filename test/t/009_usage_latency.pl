@@ -20,7 +20,7 @@ ok(wait_workers($node, 1, 30), 'the queue worker runs');
 $node->safe_psql('postgres', 'CREATE DATABASE other');
 $node->safe_psql('other',
 	"CREATE EXTENSION pg_llm; "
-	  . "SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$port/v1', api_key => 'sk-mock');");
+	  . "SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$port/v1', api_key => 'sk-mock', options => '{\"pass_through\": true}');");
 
 # let the worker fall into its nap
 usleep(1_500_000);

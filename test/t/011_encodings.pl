@@ -35,7 +35,7 @@ for my $db ('latin1', 'ascii')
 {
 	$node->safe_psql($db, qq{
 CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$port/v1', api_key => 'sk-mock');
+SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$port/v1', api_key => 'sk-mock', options => '{"pass_through": true}');
 CREATE TABLE notes (id int PRIMARY KEY, note text);
 INSERT INTO notes SELECT g, NULL FROM generate_series(1, 40) g;
 });

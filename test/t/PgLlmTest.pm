@@ -97,7 +97,7 @@ sub llm_node
 	$node->start;
 	$node->safe_psql('postgres',
 		"CREATE EXTENSION pg_llm; "
-		  . "SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$port/v1', api_key => 'sk-mock');"
+		  . "SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$port/v1', api_key => 'sk-mock', options => '{\"pass_through\": true}');"
 	);
 	return $node;
 }

@@ -11,7 +11,7 @@
 SET client_min_messages = warning;
 CREATE EXTENSION pg_llm;
 RESET client_min_messages;
-SELECT llm.create_provider('mock', 'openai', :'openai_url', api_key => 'sk-mock') IS NULL AS created;
+SELECT llm.create_provider('mock', 'openai', :'openai_url', api_key => 'sk-mock', options => '{"pass_through": true}') IS NULL AS created;
 SELECT llm.create_provider('claude', 'anthropic', :'anthropic_url', api_key => 'sk-mock') IS NULL AS created;
 SELECT llm.add_model('c-truncate', 'claude', 'claude?fault=truncate') IS NULL AS added;
 SELECT llm.add_model('c-error', 'claude', 'claude?fault=error_event') IS NULL AS added;

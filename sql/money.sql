@@ -1,0 +1,119 @@
+-- Money is never spent silently: a model name without a route, an option
+-- one typo away from a known one, a NULL prompt, a failed row among paid
+-- ones, an enqueue run twice.  Each case shows what the mock received
+-- (its request counter, reset before and read after).
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset
+\setenv MOCK_PORT :mock_port
+SELECT replace(base_url, '/v1', '/deepseek/v1') AS deepseek_url FROM llm.provider WHERE name = 'mock' \gset
+SELECT llm.add_model('cheap', 'mock', 'mock?reply=cheap', input_usd_per_mtok => 0.1, output_usd_per_mtok => 0.2);
+SELECT llm.add_model('echo', 'mock', 'mock?echo=request');
+-- fails (HTTP 400, not retried) for the prompts that contain "poison"
+SELECT llm.add_model('picky', 'mock', 'mock?fail=400&when=poison&message=bad+row',
+                     input_usd_per_mtok => 0.1, output_usd_per_mtok => 0.2);
+-- streams half its reply, then drops the connection
+SELECT llm.add_model('stream-cut', 'mock', 'mock?fault=truncate');
+SELECT llm.create_provider('deepseek', 'openai', :'deepseek_url', api_key => 'sk-mock');
+
+-- 1. a name with no row in llm.model is refused before anything is sent,
+-- with the aliases it is likely a typo of (case too)
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SHOW llm.pass_through;
+SELECT llm.chat('hello', 'chaep');
+SELECT llm.chat('hello', 'Cheap');
+-- a provider's model that was never routed: the hint names the provider
+SELECT llm.chat('hello', 'deepseek-chat');
+SELECT llm.chat('hello', 'nothing-like-it');
+SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "hi"}]}', 'chaep');
+SELECT llm.chat_completion('{"model": "chaep", "messages": [{"role": "user", "content": "hi"}]}');
+SELECT * FROM llm.chat_stream('hello', 'chaep');
+SELECT * FROM llm.chat_many(ARRAY['a', 'b'], 'chaep');
+SELECT llm.enqueue('hello', 'chaep');
+SET llm.default_model = 'chaep';
+SELECT llm.chat('hello');
+RESET llm.default_model;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
+-- the alias itself is served, and priced
+SELECT llm.chat('hello', 'cheap');
+-- pass-through on purpose: llm.pass_through sends the name to the primary;
+-- a provider with the option pass_through takes such names itself
+SET llm.pass_through = on;
+SELECT llm.chat('hello', 'mock?reply=passed%20through');
+RESET llm.pass_through;
+SELECT llm.alter_provider('deepseek', options => '{"pass_through": "yes"}');
+SELECT llm.alter_provider('deepseek', options => '{"pass_through": true}');
+SELECT llm.chat('hello', 'mock?reply=taken%20by%20deepseek');
+SELECT llm.alter_provider('deepseek', options => '{}');
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
+
+-- 2. an option key one typo away from a known one is refused; keys far
+-- from every known name pass through, and extra_body sends keys unchecked
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT llm.chat('x', 'cheap', options => '{"temprature": 0}');
+SELECT llm.chat('x', 'cheap', options => '{"max_token": 5}');
+SELECT llm.chat('x', 'cheap', options => '{"Temperature": 0}');
+SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "hi"}], "respone_format": {"type": "json_object"}}', 'cheap');
+SELECT llm.enqueue('x', 'cheap', options => '{"top_q": 0.5}');
+SELECT * FROM llm.chat_many(ARRAY['a'], 'cheap', options => '{"sead": 1}');
+SELECT llm.chat('x', 'cheap', options => '{"extra_body": 3}');
+SELECT llm.chat('x', 'cheap', options => '{"extra_body": {"temperature": 1}, "temperature": 0}');
+SELECT llm.chat('x', 'cheap', options => '{"on_error": "ignore"}');
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
+SELECT llm.chat('x', 'echo', options => '{"top_k": 40, "my_server_flag": true, "extra_body": {"top_q": 0.5}, "on_error": "raise"}')::jsonb
+       - 'model' - 'messages' AS sent;
+
+-- 3. a NULL prompt gives NULL, and nothing is sent
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT llm.chat(NULL, 'cheap') IS NULL AS chat,
+       llm.chat_completion(NULL, 'cheap') IS NULL AS chat_completion,
+       llm.enqueue(NULL, 'cheap') IS NULL AS enqueue;
+SELECT c IS NULL AS null_row FROM llm.chat_stream(NULL, 'cheap') c;
+SELECT ord, content, error FROM llm.chat_many(ARRAY['one', NULL], 'cheap') ORDER BY ord;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
+
+-- one bad row among paid ones: without on_error the statement fails and
+-- every paid reply is rolled back; with on_error "null" the bad row gets
+-- NULL and a WARNING, and the paid replies are kept
+CREATE TABLE reviews_m (id int PRIMARY KEY, body text, sentiment text);
+INSERT INTO reviews_m VALUES (1, 'great'), (2, 'awful'), (3, NULL), (4, 'poison'), (5, 'fine');
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+UPDATE reviews_m SET sentiment = llm.chat('Classify: ' || body, 'picky');
+SELECT count(sentiment) AS labels_kept FROM reviews_m;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+UPDATE reviews_m SET sentiment = llm.chat('Classify: ' || body, 'picky', options => '{"on_error": "null"}');
+SELECT id, sentiment FROM reviews_m ORDER BY id;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
+-- the same for chat_completion and chat_stream (a NULL row, after any rows)
+SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "poison"}], "on_error": "null"}', 'picky') IS NULL AS chat_completion;
+SELECT c FROM llm.chat_stream('poison', 'picky', options => '{"on_error": "null"}') c;
+SELECT string_agg(coalesce(c, '<NULL>'), '|') AS rows FROM llm.chat_stream('one two poison', 'stream-cut', options => '{"on_error": "null"}') c;
+SELECT llm.chat('', 'picky', options => '{"on_error": "null"}') IS NULL AS empty_prompt;
+-- a bad argument still raises: every row would fail alike
+SELECT llm.chat('poison', 'picky', options => '{"on_error": "null", "temperature": 9}');
+-- and so does a cancel
+SELECT llm.add_model('slow', 'mock', 'mock?latency=5000');
+SET statement_timeout = '300ms';
+SELECT llm.chat('x', 'slow', options => '{"on_error": "null"}');
+RESET statement_timeout;
+DROP TABLE reviews_m;
+
+-- needs the queue worker: pg_llm preloaded, with a worker for this database
+SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
+       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
+       AS worker_here \gset
+\if :worker_here
+\else
+\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
+\quit
+\endif
+
+-- the usage rows of the failed calls say why
+SELECT wait_until('SELECT count(*) >= 5 FROM llm.usage WHERE model IN (''picky'', ''stream-cut'') AND outcome = ''error''', 'written');
+SELECT mode, model, outcome, http_status, error FROM llm.usage
+WHERE model IN ('picky', 'stream-cut') AND outcome <> 'ok' ORDER BY mode, error;
+
+SELECT llm.drop_provider('deepseek');
+SELECT llm.drop_model('cheap'), llm.drop_model('echo'), llm.drop_model('picky'), llm.drop_model('slow'),
+       llm.drop_model('stream-cut');
