@@ -21,7 +21,7 @@ GRANT USAGE ON SCHEMA llm TO mallory;
 GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
                           llm.chat_completion(jsonb, text),
                           llm.chat_stream(text, text, text, jsonb),
-                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text) TO mallory;
+                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO mallory;
 -- databases created before PostgreSQL 15 (and upgraded) let PUBLIC create
 -- in public
 GRANT CREATE ON SCHEMA public TO PUBLIC;
@@ -279,7 +279,7 @@ FROM llm.queue WHERE target_table = 'typed'::regclass ORDER BY target_column, id
 -- 9. the items of a role dropped after enqueueing fail; they are not sent
 CREATE ROLE transient;
 GRANT USAGE ON SCHEMA llm TO transient;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text) TO transient;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO transient;
 -- hold the worker off while the role goes away
 BEGIN;
 LOCK TABLE llm.queue IN SHARE ROW EXCLUSIVE MODE;
@@ -287,7 +287,7 @@ SET LOCAL ROLE transient;
 SELECT llm.enqueue('orphan', 'mock') > 0 AS queued;
 RESET ROLE;
 REVOKE ALL ON SCHEMA llm FROM transient;
-REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text) FROM transient;
+REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) FROM transient;
 DROP ROLE transient;
 COMMIT;
 SELECT public.hostile_wait();

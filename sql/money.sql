@@ -114,6 +114,56 @@ SELECT wait_until('SELECT count(*) >= 5 FROM llm.usage WHERE model IN (''picky''
 SELECT mode, model, outcome, http_status, error FROM llm.usage
 WHERE model IN ('picky', 'stream-cut') AND outcome <> 'ok' ORDER BY mode, error;
 
+-- 4. an enqueue run again before the first has drained pays nothing more:
+-- the same request for the same row returns the waiting item's id
+CREATE TABLE tickets_m (id int PRIMARY KEY, body text, label text);
+INSERT INTO tickets_m SELECT g, 'ticket ' || g FROM generate_series(1, 20) g;
+SELECT llm.add_model('triage', 'mock', 'mock', input_usd_per_mtok => 0.1, output_usd_per_mtok => 0.2);
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+BEGIN;
+CREATE TEMP TABLE first_run AS
+SELECT id, llm.enqueue('Triage: ' || body, 'triage', target_table => 'tickets_m', target_column => 'label',
+                       target_key => jsonb_build_object('id', id)) AS item
+FROM tickets_m;
+SELECT count(*) FILTER (WHERE f.item = llm.enqueue('Triage: ' || t.body, 'triage', target_table => 'tickets_m',
+                                                   target_column => 'label', target_key => jsonb_build_object('id', t.id)))
+       AS same_items
+FROM tickets_m t JOIN first_run f USING (id);
+SELECT count(*) AS queued FROM llm.queue WHERE target_table = 'tickets_m'::regclass;
+-- another request for a row is queued; add queues the same one again;
+-- replace removes the row's pending items first
+SELECT llm.enqueue('Triage: ticket 1', 'triage', system => 'Be brief.', target_table => 'tickets_m',
+                   target_column => 'label', target_key => '{"id": 1}') <> item AS other_request_queued
+FROM first_run WHERE id = 1;
+SELECT llm.enqueue('Triage: ticket 2', 'triage', target_table => 'tickets_m', target_column => 'label',
+                   target_key => '{"id": 2}', if_queued => 'add') <> item AS added
+FROM first_run WHERE id = 2;
+SELECT llm.enqueue('Triage again: ticket 3', 'triage', target_table => 'tickets_m', target_column => 'label',
+                   target_key => '{"id": 3}', if_queued => 'replace') <> item AS replaced
+FROM first_run WHERE id = 3;
+SELECT count(*) AS queued, count(*) FILTER (WHERE target_key = '{"id": 3}') AS for_row_3
+FROM llm.queue WHERE target_table = 'tickets_m'::regclass;
+SELECT llm.enqueue('x', 'triage', target_table => 'tickets_m', target_column => 'label',
+                   target_key => '{"id": 3}', if_queued => 'twice');
+ROLLBACK;
+-- the way it is paid for: twice the same statement, one added, one replaced
+BEGIN;
+SELECT count(llm.enqueue('Triage: ' || body, 'triage', target_table => 'tickets_m', target_column => 'label',
+                         target_key => jsonb_build_object('id', id))) FROM tickets_m;
+SELECT count(llm.enqueue('Triage: ' || body, 'triage', target_table => 'tickets_m', target_column => 'label',
+                         target_key => jsonb_build_object('id', id))) FROM tickets_m;
+SELECT llm.enqueue('Triage: ticket 2', 'triage', target_table => 'tickets_m', target_column => 'label',
+                   target_key => '{"id": 2}', if_queued => 'add') IS NOT NULL AS added;
+SELECT llm.enqueue('Triage again: ticket 3', 'triage', target_table => 'tickets_m', target_column => 'label',
+                   target_key => '{"id": 3}', if_queued => 'replace') IS NOT NULL AS replaced;
+SELECT status, count(*) FROM llm.queue WHERE target_table = 'tickets_m'::regclass GROUP BY status;
+COMMIT;
+SELECT wait_queue();
+-- 21 requests: the 20 rows once, and the one added on purpose
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
+SELECT id, label FROM tickets_m WHERE id <= 3 ORDER BY id;
+DROP TABLE tickets_m;
+
 SELECT llm.drop_provider('deepseek');
-SELECT llm.drop_model('cheap'), llm.drop_model('echo'), llm.drop_model('picky'), llm.drop_model('slow'),
+SELECT llm.drop_model('triage'), llm.drop_model('cheap'), llm.drop_model('echo'), llm.drop_model('picky'), llm.drop_model('slow'),
        llm.drop_model('stream-cut');

@@ -366,7 +366,55 @@ typedef struct EnqueueInsert
 	Datum		values[9];
 	char		nulls[9];
 	int64		id;
+	bool		found;			/* find_queued found the same request */
 } EnqueueInsert;
+
+/*
+ * The caller's item with the same target (table, column, key) and the same
+ * request (prompt, model, system prompt, options, via) that is still
+ * pending, running or submitted: its id in e->id, e->found.  Jobs' items
+ * are the jobs' own (they supersede their rows' items themselves).
+ */
+static void
+find_queued(void *arg)
+{
+	EnqueueInsert *e = (EnqueueInsert *) arg;
+	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID};
+	bool		isnull;
+
+	if (RunSql("SELECT q.id FROM llm.queue q "
+			   "WHERE q.target_table = $5 AND q.target_key = $7 AND q.job IS NULL "
+			   "AND q.status IN ('pending', 'running', 'submitted') "
+			   "AND q.target_column = $6::pg_catalog.name AND q.enqueued_by = $8 "
+			   "AND q.prompt = $1 AND q.model = $2 AND q.system IS NOT DISTINCT FROM $3 "
+			   "AND q.options IS NOT DISTINCT FROM $4 AND q.via = $9 "
+			   "ORDER BY q.id LIMIT 1",
+			   9, types, e->values, e->nulls, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for queued items");
+	e->found = SPI_processed > 0;
+	if (e->found)
+		e->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Remove the caller's pending items for the same target (whatever their
+ * request): a newer one replaces them, as a job's trigger does for its
+ * rows.  Items already sent (running, submitted) are not called back.
+ */
+static void
+drop_queued(void *arg)
+{
+	EnqueueInsert *e = (EnqueueInsert *) arg;
+	Oid			types[4] = {OIDOID, TEXTOID, JSONBOID, OIDOID};
+	Datum		values[4] = {e->values[4], e->values[5], e->values[6], e->values[7]};
+
+	if (RunSql("DELETE FROM llm.queue q "
+			   "WHERE q.target_table = $1 AND q.target_key = $3 AND q.job IS NULL "
+			   "AND q.status = 'pending' AND q.target_column = $2::pg_catalog.name "
+			   "AND q.enqueued_by = $4",
+			   4, types, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not replace queued items");
+}
 
 static void
 insert_item(void *arg)
@@ -385,7 +433,7 @@ insert_item(void *arg)
 
 /*
  * llm.enqueue(prompt, model, system, target_table, target_column,
- *			   target_key, options) returns bigint
+ *			   target_key, options, via, if_queued) returns bigint
  */
 Datum
 pg_llm_enqueue(PG_FUNCTION_ARGS)
@@ -397,6 +445,8 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	bool		has_key = !PG_ARGISNULL(5);
 	const char *via = (PG_NARGS() > 7 && !PG_ARGISNULL(7)) ?
 		text_to_cstring(PG_GETARG_TEXT_PP(7)) : "realtime";
+	const char *if_queued = (PG_NARGS() > 8 && !PG_ARGISNULL(8)) ?
+		text_to_cstring(PG_GETARG_TEXT_PP(8)) : "skip";
 	Oid			caller = GetUserId();
 	EnqueueInsert e;
 	int			i;
@@ -405,6 +455,12 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	if (prompt == NULL)
 		PG_RETURN_NULL();
 	ChatCheckPrompt(prompt);
+	if (strcmp(if_queued, "skip") != 0 && strcmp(if_queued, "add") != 0 &&
+		strcmp(if_queued, "replace") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("if_queued must be \"skip\", \"add\" or \"replace\""),
+				 errhint("skip (the default) returns the id of the same request already waiting for the same target; add queues it again; replace removes the target's pending items first.")));
 	model = (char *) LlmResolveModel(model, NULL);
 	check_via(via, model);
 
@@ -422,7 +478,6 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 					 errhint("Give all three to write the reply back into a row, or none.")));
 		check_target(PG_GETARG_OID(3), NameStr(*PG_GETARG_NAME(4)), PG_GETARG_JSONB_P(5));
 	}
-	check_queue_cap(caller);
 
 	memset(e.nulls, ' ', sizeof(e.nulls));
 	e.values[0] = CStringGetTextDatum(prompt);
@@ -439,6 +494,21 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 		if ((i == 2 && PG_ARGISNULL(2)) || (i == 3 && PG_ARGISNULL(6)) ||
 			(i == 4 && !has_table) || (i == 5 && !has_column) || (i == 6 && !has_key))
 			e.nulls[i] = 'n';
+
+	/*
+	 * The same request already waiting for the same target is not paid
+	 * for twice (an enqueue run again before the first has drained).
+	 */
+	if (has_table && strcmp(if_queued, "skip") == 0)
+	{
+		e.found = false;
+		RunAsOwner(find_queued, &e);
+		if (e.found)
+			PG_RETURN_INT64(e.id);
+	}
+	else if (has_table && strcmp(if_queued, "replace") == 0)
+		RunAsOwner(drop_queued, &e);
+	check_queue_cap(caller);
 	RunAsOwner(insert_item, &e);
 
 	if (!xact_cb_registered)

@@ -33,6 +33,10 @@ CREATE INDEX queue_batch_ready ON llm.queue (model, next_attempt_at, id)
     WHERE status = 'pending' AND via = 'batch_api';
 CREATE INDEX queue_batch ON llm.queue (batch_id) WHERE status = 'submitted';
 CREATE INDEX queue_leased ON llm.queue (lease_until) WHERE status = 'running';
+-- the items still waiting for a target row, outside jobs: an enqueue of the
+-- same request for the same row is not paid for twice (if_queued)
+CREATE INDEX queue_target ON llm.queue (target_table, target_key)
+    WHERE job IS NULL AND target_table IS NOT NULL AND status IN ('pending', 'running', 'submitted');
 -- a job's items by target row (a newer item supersedes an older one's
 -- reply; a row already queued is not queued again), with their status
 -- for llm.job_status
@@ -54,11 +58,12 @@ CREATE FUNCTION llm.enqueue(
     target_column name DEFAULT NULL,
     target_key jsonb DEFAULT NULL,
     options jsonb DEFAULT NULL,
-    via text DEFAULT 'realtime')
+    via text DEFAULT 'realtime',
+    if_queued text DEFAULT 'skip')
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'pg_llm_enqueue'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text) IS 'Queue a prompt for the background worker; with target_table, target_column and target_key (a JSON object of the row''s key columns) the reply is written into that row, with the rights of the role that enqueued it; via => ''batch_api'' sends it through its provider''s batch API';
+COMMENT ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) IS 'Queue a prompt for the background worker; with target_table, target_column and target_key (a JSON object of the row''s key columns) the reply is written into that row, with the rights of the role that enqueued it; via => ''batch_api'' sends it through its provider''s batch API; if_queued: skip (the default: the same request already waiting for the same target is not queued again, its id is returned), add, or replace (the target''s pending items are removed first); a NULL prompt queues nothing and returns NULL';
 
 CREATE VIEW llm.queue_status AS
     SELECT s.status,

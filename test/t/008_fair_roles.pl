@@ -22,7 +22,7 @@ q1($node, q{
 CREATE ROLE busy;
 CREATE ROLE quick;
 GRANT USAGE ON SCHEMA llm TO busy, quick;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text) TO busy, quick;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO busy, quick;
 });
 
 # one transaction: the slow backlog first, then the quick items
