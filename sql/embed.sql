@@ -33,6 +33,14 @@ SELECT llm.embed('x', 'emb', '{"encoding_format": "base64"}');
 SELECT llm.embed('x', 'emb', '{"input": ["y"]}');
 SELECT llm.embed('x', 'emb', '{"user": 7}');
 SELECT llm.embed('x', 'emb', '[1, 2]');
+-- a key one typo from a known one is refused; a provider's own keys go in
+-- extra_body, but not the input
+SELECT llm.embed('x', 'emb', '{"dimension": 3}');
+SELECT array_length(llm.embed('x', 'emb', '{"dimensions": 3, "extra_body": {"normalize": true}}'), 1) AS extra_body_dims;
+SELECT llm.embed('x', 'emb', '{"extra_body": {"input": "y"}}');
+-- on_error "null": a failed call is a WARNING and NULL
+SELECT llm.embed('x', 'mock?fail=401', '{"on_error": "null"}') IS NULL AS null_on_error;
+SELECT llm.embed('', 'emb', '{"on_error": "null"}') IS NULL AS null_on_error;
 SELECT llm.embed('x');
 SET llm.default_embedding_model = 'emb';
 SELECT array_length(llm.embed('x', options => '{"dimensions": 5}'), 1) AS default_model_dims;

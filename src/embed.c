@@ -29,7 +29,9 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "common/shortest_dec.h"
 #include "funcapi.h"
 #include "lib/ilist.h"
 #include "libpq/libpq.h"
@@ -39,7 +41,9 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/syscache.h"
 
 #include "call.h"
 #include "chat.h"
@@ -123,11 +127,11 @@ EmbedCheckInput(const char *input)
 
 /*
  * An embedding call of n inputs to a model, on the routes that can serve
- * it, with its budget reserved and its usage record promised.
+ * it.  Its budget is reserved, and its usage record promised, by
+ * UsageBegin(call, role, request_bytes, 0).
  */
 LlmCall *
-EmbedCallCreate(LlmRequest *req, const char *model, int ninputs, LlmMode mode,
-				Oid roleid, size_t request_bytes)
+EmbedCallCreate(LlmRequest *req, const char *model, int ninputs, LlmMode mode)
 {
 	LlmCall    *call = LlmCallCreate(req, model, mode);
 
@@ -135,7 +139,6 @@ EmbedCallCreate(LlmRequest *req, const char *model, int ninputs, LlmMode mode,
 	call->ninputs = ninputs;
 	call->routes = EmbedRoutes(model);
 	call->route_cell = list_head(call->routes);
-	UsageBegin(call, roleid, request_bytes, 0);
 	return call;
 }
 
@@ -173,29 +176,24 @@ vector_error(const LlmCall *call, const LlmVector *v)
 					call->route->provider->name, v->error);
 }
 
-/*
- * llm.embed(input text, model text, options jsonb) returns real[]: the
- * embedding of one input; NULL for a NULL input.
- */
-Datum
-pg_llm_embed(PG_FUNCTION_ARGS)
+/* The vector of llm.embed, run inside LlmTry when on_error is "null". */
+typedef struct EmbedOne
 {
-	char	   *input;
-	char	   *options;
-	const char *model;
-	LlmRequest *req;
 	LlmCall    *call;
+	const char *input;
+	size_t		request_bytes;
+	Datum		result;
+} EmbedOne;
+
+static void
+embed_one(void *arg)
+{
+	EmbedOne   *run = (EmbedOne *) arg;
+	LlmCall    *call = run->call;
 	LlmVector  *v;
 
-	if (PG_ARGISNULL(0))
-		PG_RETURN_NULL();
-	input = LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	EmbedCheckInput(input);
-	options = arg_jsonb_utf8(fcinfo, 2);
-	model = EmbedResolveModel(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
-	req = RequestForEmbedding((const char *const *) &input, 1, options);
-	call = EmbedCallCreate(req, model, 1, LLM_MODE_SYNC, GetUserId(),
-						   strlen(input) + (options ? strlen(options) : 0));
+	EmbedCheckInput(run->input);
+	UsageBegin(call, GetUserId(), run->request_bytes, 0);
 	LlmCallRun(call);
 	v = &call->embed.vectors[0];
 	if (v->error)
@@ -205,7 +203,178 @@ pg_llm_embed(PG_FUNCTION_ARGS)
 				 errdetail("%s", v->error),
 				 errhint("Check that model \"%s\" is an embedding model of the provider, and that the provider follows the OpenAI embeddings API.",
 						 call->route->upstream_model)));
-	PG_RETURN_DATUM(vector_datum(v));
+	run->result = vector_datum(v);
+}
+
+/*
+ * llm.embed(input text, model text, options jsonb) returns real[]: the
+ * embedding of one input; NULL for a NULL input.  Bad options and a model
+ * without embeddings raise whatever on_error says; from the input's check
+ * on, on_error "null" makes a failure a WARNING and NULL.
+ */
+Datum
+pg_llm_embed(PG_FUNCTION_ARGS)
+{
+	char	   *options;
+	const char *model;
+	LlmRequest *req;
+	EmbedOne	run;
+	ErrorData  *edata;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_NULL();
+	run.input = LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	options = arg_jsonb_utf8(fcinfo, 2);
+	model = EmbedResolveModel(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
+	req = RequestForEmbedding(&run.input, 1, options);
+	run.call = EmbedCallCreate(req, model, 1, LLM_MODE_SYNC);
+	run.request_bytes = strlen(run.input) + (options ? strlen(options) : 0);
+	run.result = (Datum) 0;
+	if (!RequestOnErrorNull(req))
+		embed_one(&run);
+	else if ((edata = LlmTry(embed_one, &run)) != NULL)
+	{
+		ChatCallFailed(run.call, edata);
+		PG_RETURN_NULL();
+	}
+	PG_RETURN_DATUM(run.result);
+}
+
+/* ---- vectors as text, for the columns they are written into ---- */
+
+/*
+ * A vector as text, "[v1,v2,...]", each element in the shortest form that
+ * reads back as the same real (as float4out writes it): what the queue
+ * keeps as an embedding item's reply, and what pgvector's types read.
+ */
+char *
+EmbedVectorText(const float4 *values, int dim)
+{
+	StringInfoData buf;
+	int			k;
+
+	initStringInfo(&buf);
+	enlargeStringInfo(&buf, dim * (FLOAT_SHORTEST_DECIMAL_LEN + 1) + 2);
+	buf.data[buf.len++] = '[';
+	for (k = 0; k < dim; k++)
+	{
+		if (k > 0)
+			buf.data[buf.len++] = ',';
+		buf.len += float_to_shortest_decimal_bufn(values[k], buf.data + buf.len);
+	}
+	buf.data[buf.len++] = ']';
+	buf.data[buf.len] = '\0';
+	return buf.data;
+}
+
+/* The name of a type (its base type's, for a domain). */
+static char *
+type_name(Oid typid)
+{
+	HeapTuple	tup = SearchSysCache1(TYPEOID, ObjectIdGetDatum(typid));
+	char	   *name;
+
+	if (!HeapTupleIsValid(tup))
+		return pstrdup("");
+	name = pstrdup(NameStr(((Form_pg_type) GETSTRUCT(tup))->typname));
+	ReleaseSysCache(tup);
+	return name;
+}
+
+/*
+ * How a column of a type takes a vector: an array of numbers ("{...}"),
+ * pgvector's sparsevec ("{i:v,...}/n"), pgvector's vector and halfvec and
+ * the text and JSON types ("[...]"), or not at all.  pgvector is known by
+ * its types' names, not linked to.
+ */
+EmbedColumnKind
+EmbedColumnKindOf(Oid typid)
+{
+	Oid			base = getBaseType(typid);
+	Oid			elem = get_element_type(base);
+	char		category;
+	bool		preferred;
+	char	   *name;
+
+	if (OidIsValid(elem))
+	{
+		get_type_category_preferred(getBaseType(elem), &category, &preferred);
+		return category == TYPCATEGORY_NUMERIC ? EMBED_COLUMN_ARRAY : EMBED_COLUMN_NONE;
+	}
+	name = type_name(base);
+	if (strcmp(name, "sparsevec") == 0)
+		return EMBED_COLUMN_SPARSE;
+	if (strcmp(name, "vector") == 0 || strcmp(name, "halfvec") == 0)
+		return EMBED_COLUMN_BRACKETS;
+	get_type_category_preferred(base, &category, &preferred);
+	if (category == TYPCATEGORY_STRING || base == JSONOID || base == JSONBOID)
+		return EMBED_COLUMN_BRACKETS;
+	return EMBED_COLUMN_NONE;
+}
+
+/*
+ * The dimensions a column of pgvector's types holds (its typmod), or -1
+ * when it does not say (no typmod, or another type).
+ */
+int
+EmbedColumnDimensions(Oid typid, int32 typmod)
+{
+	Oid			base = getBaseType(typid);
+	char	   *name;
+
+	if (typmod <= 0 || OidIsValid(get_element_type(base)))
+		return -1;
+	name = type_name(base);
+	if (strcmp(name, "vector") == 0 || strcmp(name, "halfvec") == 0 ||
+		strcmp(name, "sparsevec") == 0)
+		return typmod;
+	return -1;
+}
+
+/*
+ * An embedding item's reply ("[v1,...]", as EmbedVectorText writes it) in
+ * the syntax of a column's type, for the type's input function to read:
+ * "{v1,...}" for arrays, "{i:v,...}/n" (the non-zero elements, 1-based)
+ * for sparsevec, as it is otherwise.
+ */
+char *
+EmbedTextForColumn(const char *vector, Oid typid)
+{
+	EmbedColumnKind kind = EmbedColumnKindOf(typid);
+	size_t		len = strlen(vector);
+	StringInfoData buf;
+	const char *p;
+	int			i;
+
+	if (len < 2 || vector[0] != '[' || vector[len - 1] != ']' || kind == EMBED_COLUMN_BRACKETS ||
+		kind == EMBED_COLUMN_NONE)
+		return pstrdup(vector);
+	initStringInfo(&buf);
+	if (kind == EMBED_COLUMN_ARRAY)
+	{
+		appendStringInfoChar(&buf, '{');
+		appendBinaryStringInfo(&buf, vector + 1, len - 2);
+		appendStringInfoChar(&buf, '}');
+		return buf.data;
+	}
+	/* sparsevec: the elements that are not zero, with their places */
+	appendStringInfoChar(&buf, '{');
+	p = vector + 1;
+	for (i = 1; *p && *p != ']'; i++)
+	{
+		const char *end = strpbrk(p, ",]");
+		char	   *num;
+
+		if (end == NULL)
+			end = p + strlen(p);
+		num = pnstrdup(p, end - p);
+		if (strtod(num, NULL) != 0)
+			appendStringInfo(&buf, "%s%d:%s", buf.len > 1 ? "," : "", i, num);
+		pfree(num);
+		p = *end == ',' ? end + 1 : end;
+	}
+	appendStringInfo(&buf, "}/%d", i - 1);
+	return buf.data;
 }
 
 /* ---- embed_many ---- */
@@ -327,7 +496,8 @@ pack_new(EmbedRun *run, const int *ords, int n)
 		bytes += strlen(texts[i]);
 	}
 	p->call = EmbedCallCreate(RequestForEmbedding(texts, n, run->options), run->model, n,
-							  LLM_MODE_MANY, GetUserId(), bytes);
+							  LLM_MODE_MANY);
+	UsageBegin(p->call, GetUserId(), bytes, 0);
 	MemoryContextSwitchTo(old);
 	return p;
 }
@@ -361,6 +531,7 @@ pack_fail(EmbedRun *run, EmbedPack *p, const char *error)
 	MemoryContext old = MemoryContextSwitchTo(p->ctx);
 
 	p->error = pstrdup(error);
+	p->call->error = p->error;
 	UsageRecord(p->call, LLM_OUTCOME_ERROR);
 	MemoryContextSwitchTo(old);
 	pack_finish(run, p);
@@ -468,6 +639,7 @@ pack_judge(EmbedRun *run, EmbedPack *p)
 				EmbedPack  *a;
 				EmbedPack  *b;
 
+				p->call->error = LlmFailureText(&f);
 				UsageRecord(p->call, LLM_OUTCOME_ERROR);
 				MemoryContextSwitchTo(old);
 				a = pack_new(run, p->ords, half);

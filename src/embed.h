@@ -20,10 +20,23 @@ extern int	llm_embed_inputs_per_request;
 extern int	llm_embed_tokens_per_request;
 extern char *llm_default_embedding_model;
 
+/* How a column's type takes a vector (EmbedColumnKindOf). */
+typedef enum EmbedColumnKind
+{
+	EMBED_COLUMN_NONE,			/* it cannot */
+	EMBED_COLUMN_ARRAY,			/* an array of numbers: {v1,...} */
+	EMBED_COLUMN_SPARSE,		/* pgvector's sparsevec: {i:v,...}/n */
+	EMBED_COLUMN_BRACKETS		/* vector, halfvec, text, json: [v1,...] */
+} EmbedColumnKind;
+
 extern const char *EmbedResolveModel(const char *model);
 extern List *EmbedRoutes(const char *model);
 extern void EmbedCheckInput(const char *input);
 extern LlmCall *EmbedCallCreate(LlmRequest *req, const char *model, int ninputs,
-								LlmMode mode, Oid roleid, size_t request_bytes);
+								LlmMode mode);
+extern char *EmbedVectorText(const float4 *values, int dim);
+extern EmbedColumnKind EmbedColumnKindOf(Oid typid);
+extern int	EmbedColumnDimensions(Oid typid, int32 typmod);
+extern char *EmbedTextForColumn(const char *vector, Oid typid);
 
 #endif							/* PG_LLM_EMBED_H */

@@ -53,12 +53,23 @@ static const char *const known_keys[] = {
 };
 
 /*
+ * Every key an embedding request may carry that pg_llm knows: OpenAI's
+ * embeddings names, pg_llm's own options, and the extras of compatible
+ * servers near them (vLLM's truncate_prompt_tokens, Ollama's keep_alive).
+ */
+static const char *const embed_known_keys[] = {
+	"model", "input", "dimensions", "encoding_format", "user",
+	"on_error", "extra_body",
+	"truncate_prompt_tokens", "keep_alive", "normalize", "input_type", "truncate"
+};
+
+/*
  * Refuse a key that is a typo of a known one; any other key passes.
  */
 static void
-check_key(const char *key)
+check_key_of(const char *key, const char *const *known, int nknown)
 {
-	char	   *near = NamesSuggest(key, known_keys, lengthof(known_keys));
+	char	   *near = NamesSuggest(key, known, nknown);
 
 	if (near)
 		ereport(ERROR,
@@ -67,6 +78,12 @@ check_key(const char *key)
 				 errdetail("It is one typo away from a known option, so it was not sent: a provider would reject it, or ignore it."),
 				 errhint("Did you mean %s? A provider's own key that pg_llm should not check goes into \"extra_body\": {\"extra_body\": {\"%s\": ...}}.",
 						 near, key)));
+}
+
+static void
+check_key(const char *key)
+{
+	check_key_of(key, known_keys, lengthof(known_keys));
 }
 
 static void
@@ -422,6 +439,13 @@ check_embed_options(json_object *o)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("options must be a JSON object"),
 				 errhint("Pass options such as '{\"dimensions\": 256}'.")));
+	{
+		json_object_object_foreach(o, key, val)
+		{
+			(void) val;
+			check_key_of(key, embed_known_keys, lengthof(embed_known_keys));
+		}
+	}
 #define GET(k) (json_object_object_get_ex(o, (k), &v) && !json_object_is_type(v, json_type_null) ? v : NULL)
 	if ((v = GET("dimensions")) != NULL)
 	{
@@ -435,11 +459,6 @@ check_embed_options(json_object *o)
 	if ((v = GET("encoding_format")) != NULL &&
 		(!json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "float") != 0))
 		bad_embed_option("encoding_format", "\"float\" (pg_llm reads vectors as numbers)");
-	if (GET("input") != NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("option \"input\" is not accepted here"),
-				 errhint("Pass the text to embed as the input argument.")));
 	if (GET("stream") != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -464,7 +483,14 @@ RequestForEmbedding(const char *const *inputs, int n, const char *options_json)
 	{
 		req = request_from_text(options_json, "options");
 		check_embed_options(req->obj);
+		take_own_options(req);
+		if (json_object_object_get_ex(req->obj, "input", NULL))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"input\" is not accepted here"),
+					 errhint("Pass the text to embed as the input argument.")));
 		json_object_object_del(req->obj, "model");
+		/* the provider's encoding is always float: the vectors are read as numbers */
 		json_object_object_del(req->obj, "encoding_format");
 	}
 	else
