@@ -8,7 +8,7 @@ OBJS = src/pg_llm.o src/config.o src/runas.o src/http.o src/call.o src/chat.o sr
 	src/provider_openai.o src/provider_anthropic.o \
 	src/utf8.o src/shmem.o src/queue.o src/worker.o src/lease.o src/writeback.o \
 	src/usage.o src/target.o src/ratelimit.o src/batch.o src/batch_json.o src/embed.o \
-	src/names.o
+	src/names.o src/jsonschema.o src/schema.o src/shape.o
 PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 
 # The install script is built from its parts (sql/install/), one concern
@@ -26,7 +26,7 @@ DATA = sql/versions/$(EXTENSION)--0.1.0.sql sql/versions/$(EXTENSION)--0.2.0.sql
 # pg_regress scripts, one topic per file (the top of sql/); they need the
 # local mock provider: test/regress.sh starts it, and so does
 # "make installcheck" (test/installcheck.sh) when MOCK_PORT is not set
-REGRESS = setup offline chat anthropic faults stream many traffic queue batch usage embed jobs money security hostile teardown
+REGRESS = setup offline chat anthropic shape faults stream many traffic queue batch usage embed jobs money security hostile teardown
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Isrc -DPG_LLM_VERSION=\"$(EXTVERSION)\" \

@@ -729,6 +729,16 @@ LlmCallRun(LlmCall *call)
 	UsageRecord(call, LLM_OUTCOME_OK);
 }
 
+/*
+ * A whole call whose usage the caller records: its reply is still to be
+ * validated (a failure along the chain is recorded and raised here).
+ */
+void
+LlmCallSend(LlmCall *call)
+{
+	run_chain(call, false);
+}
+
 /* Open a stream: a 2xx transfer is in call->xfer when this returns. */
 void
 LlmCallOpenStream(LlmCall *call)

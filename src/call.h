@@ -101,7 +101,8 @@ typedef enum LlmOutcome
 	LLM_OUTCOME_OK,
 	LLM_OUTCOME_ERROR,
 	LLM_OUTCOME_CANCELLED,
-	LLM_OUTCOME_RETRY
+	LLM_OUTCOME_RETRY,
+	LLM_OUTCOME_INVALID			/* paid, but the answer broke its schema */
 } LlmOutcome;
 
 /* What LlmCallStep says of an attempt of a call run alongside others. */
@@ -123,6 +124,7 @@ typedef enum LlmNext
 
 extern LlmCall *LlmCallCreate(LlmRequest *req, const char *model, LlmMode mode);
 extern void LlmCallRun(LlmCall *call);
+extern void LlmCallSend(LlmCall *call);
 extern void LlmCallOpenStream(LlmCall *call);
 extern const LlmRoute *LlmCallRoute(LlmCall *call);
 extern struct HttpTransfer *LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream);

@@ -80,6 +80,12 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 
 	Assert(prompt != NULL);
 	req = RequestFromPrompt(prompt, system, options);
+	if (mode == LLM_MODE_STREAM && RequestHasSchema(req))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"json_schema\" is not accepted by llm.chat_stream"),
+				 errdetail("An answer is validated whole, and a stream hands it out before it is."),
+				 errhint("Use llm.chat() with json_schema.")));
 	call = LlmCallCreate(req, LlmResolveModel(model, NULL), mode);
 	call->prompt = prompt;
 	call->request_bytes = strlen(prompt) + (system ? strlen(system) : 0) +
@@ -134,6 +140,15 @@ chat_run(void *arg)
 	LlmCall    *call = run->call;
 
 	ChatCallBegin(call);
+	if (RequestHasSchema(call->req))
+	{
+		LlmShapeResult res;
+
+		/* the validated answer, as JSON text */
+		(void) ShapeRun(call, &res);
+		run->result = cstring_to_text(LlmToServerEncoding(res.json, strlen(res.json)));
+		return;
+	}
 	LlmCallRun(call);
 	if (call->reply.nchoices == 0)
 		ereport(ERROR,
@@ -155,6 +170,7 @@ chat_run(void *arg)
  * llm.chat(prompt, model, system, options) returns text: the reply.
  * A reply without text (tool calls, a refusal, no choices) is an error
  * here; llm.chat_completion() shows those.  A NULL prompt gives NULL.
+ * With json_schema, the reply is the validated answer as JSON text.
  */
 Datum
 pg_llm_chat(PG_FUNCTION_ARGS)
@@ -191,6 +207,17 @@ completion_run(void *arg)
 	char	   *json;
 
 	ChatCallBegin(call);
+	if (RequestHasSchema(call->req))
+	{
+		LlmShapeResult res;
+
+		/* the answer as the first choice's content, however it was asked for */
+		call = ShapeRun(call, &res);
+		json = SchemaNormalizedResponse(call->reply.response_json, res.json);
+		json = LlmToServerEncoding(json, strlen(json));
+		run->result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
+		return;
+	}
 	LlmCallRun(call);
 	json = LlmToServerEncoding(call->reply.response_json, strlen(call->reply.response_json));
 	run->result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json));

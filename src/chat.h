@@ -15,11 +15,13 @@
 #include "fmgr.h"
 
 #include "call.h"
+#include "schema.h"
 
 extern LlmCall *ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode);
 extern void ChatCallBegin(LlmCall *call);
 extern void ChatCallFailed(LlmCall *call, ErrorData *edata);
 extern void ChatCheckPrompt(const char *prompt);
 extern pgsocket LlmClientSocket(void);
+extern LlmCall *ShapeRun(LlmCall *call, LlmShapeResult *res);
 
 #endif							/* PG_LLM_CHAT_H */

@@ -190,7 +190,8 @@ config_load_rows(void *arg)
 					 "COALESCE(p.options->>'batch_api', CASE p.protocol WHEN 'anthropic' THEN 'anthropic' ELSE 'openai' END), "
 					 "(p.options->>'batch_timeout_ms')::int4, "
 					 "COALESCE(p.options->>'batch_url', '/v1/chat/completions'), "
-					 "COALESCE((p.options->>'pass_through')::pg_catalog.bool, false) "
+					 "COALESCE((p.options->>'pass_through')::pg_catalog.bool, false), "
+					 "p.options->>'structured_output' "
 					 "FROM llm.provider p LEFT JOIN llm._provider_secret s ON s.provider = p.name "
 					 "ORDER BY p.priority, p.name", true, 0);
 	if (rc != SPI_OK_SELECT)
@@ -233,6 +234,7 @@ config_load_rows(void *arg)
 		p->batch_timeout_ms = col_int(tup, td, 23);
 		p->batch_url = col_str(tup, td, 24);
 		p->pass_through = strcmp(SPI_getvalue(tup, td, 25), "t") == 0;
+		p->structured_output = col_str(tup, td, 26);
 		if (!isnull)
 		{
 			deconstruct_array(DatumGetArrayTypeP(hdrs), TEXTOID, -1, false, TYPALIGN_INT,
@@ -402,6 +404,7 @@ route_copy(const LlmRoute *src, const LlmProvider *p, const char *model, const c
 	pc->anthropic_version = pstrdup(p->anthropic_version);
 	pc->batch_api = pstrdup(p->batch_api);
 	pc->batch_url = pstrdup(p->batch_url);
+	pc->structured_output = p->structured_output ? pstrdup(p->structured_output) : NULL;
 	pc->headers = NIL;
 	foreach(lc, p->headers)
 		pc->headers = lappend(pc->headers, pstrdup(lfirst(lc)));

@@ -43,6 +43,7 @@ typedef struct LlmProvider
 	char	   *batch_url;		/* the url of a batch line (and endpoint of a batch) */
 	bool		pass_through;	/* takes model names that have no route */
 	List	   *headers;		/* extra "Name: value" strings (secret) */
+	char	   *structured_output;	/* json_schema, tool or prompt; NULL: by protocol */
 } LlmProvider;
 
 /* One step of a model's fallback chain. */

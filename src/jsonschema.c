@@ -27,6 +27,12 @@
 
 #include "jsonschema.h"
 
+#if defined(__GNUC__) || defined(__clang__)
+#define JS_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define JS_PRINTF(f, a)
+#endif
+
 #ifndef JSON_SCHEMA_MALLOC
 #define JSON_SCHEMA_MALLOC malloc
 #endif
@@ -106,6 +112,8 @@ struct JsonSchema
 /* ----------------------------------------------------------------------
  * Small helpers
  * ---------------------------------------------------------------------- */
+
+static void set_error(JsonSchemaError *err, const char *path, const char *rule, const char *fmt,...) JS_PRINTF(4, 5);
 
 static void
 set_error(JsonSchemaError *err, const char *path, const char *rule, const char *fmt,...)
@@ -260,11 +268,13 @@ json_equal(json_object *a, json_object *b, int depth)
 
 				if (json_object_object_length(a) != json_object_object_length(b))
 					return false;
-				json_object_object_foreach(a, key, av)
 				{
-					if (!json_object_object_get_ex(b, key, &bv) ||
-						!json_equal(av, bv, depth + 1))
-						return false;
+					json_object_object_foreach(a, key, av)
+					{
+						if (!json_object_object_get_ex(b, key, &bv) ||
+							!json_equal(av, bv, depth + 1))
+							return false;
+					}
 				}
 				return true;
 			}
@@ -298,6 +308,8 @@ typedef struct CompileCtx
 } CompileCtx;
 
 /* Append "/seg" to the schema path; returns the old length to restore. */
+static size_t path_push(char *path, size_t size, const char *fmt,...) JS_PRINTF(3, 4);
+
 static size_t
 path_push(char *path, size_t size, const char *fmt,...)
 {
@@ -312,6 +324,8 @@ path_push(char *path, size_t size, const char *fmt,...)
 	}
 	return len;
 }
+
+static bool schema_error(CompileCtx *c, const char *rule, const char *fmt,...) JS_PRINTF(3, 4);
 
 static bool
 schema_error(CompileCtx *c, const char *rule, const char *fmt,...)
@@ -375,14 +389,37 @@ prop_cmp(const void *a, const void *b)
 
 static SNode *compile_node(CompileCtx *c, json_object *js, int depth);
 
-/* A subschema under key (and, for arrays and objects, an item name). */
+/*
+ * A subschema of the keyword being compiled (whose name is on the path
+ * already), under a member name or index when sub is given, written as a
+ * JSON pointer token (~ as ~0, / as ~1).
+ */
 static SNode *
-compile_child(CompileCtx *c, json_object *js, int depth, const char *key, const char *sub)
+compile_child(CompileCtx *c, json_object *js, int depth, const char *sub)
 {
-	size_t		old = sub ? path_push(c->path, sizeof(c->path), "/%s/%s", key, sub) :
-		path_push(c->path, sizeof(c->path), "/%s", key);
-	SNode	   *n = compile_node(c, js, depth + 1);
+	size_t		old = strlen(c->path);
+	SNode	   *n;
 
+	if (sub)
+	{
+		char		tok[128];
+		size_t		o = 0;
+		const char *p;
+
+		for (p = sub; *p && o + 3 < sizeof(tok); p++)
+		{
+			if (*p == '~' || *p == '/')
+			{
+				tok[o++] = '~';
+				tok[o++] = (*p == '~') ? '0' : '1';
+			}
+			else
+				tok[o++] = *p;
+		}
+		tok[o] = '\0';
+		path_push(c->path, sizeof(c->path), "/%s", tok);
+	}
+	n = compile_node(c, js, depth + 1);
 	if (n)
 		c->path[old] = '\0';
 	return n;
@@ -403,15 +440,17 @@ compile_defs(CompileCtx *c, json_object *defs, int depth)
 	s->defs = JSON_SCHEMA_MALLOC(sizeof(SNode *) * (n ? n : 1));
 	if (s->def_names == NULL || s->defs == NULL)
 		return schema_error(c, "limit", "out of memory");
-	json_object_object_foreach(defs, key, val)
 	{
-		SNode	   *d = compile_child(c, val, depth, "$defs", key);
+		json_object_object_foreach(defs, key, val)
+		{
+			SNode	   *d = compile_child(c, val, depth, key);
 
-		if (d == NULL)
-			return false;
-		s->def_names[i] = key;
-		s->defs[i] = d;
-		s->ndefs = ++i;
+			if (d == NULL)
+				return false;
+			s->def_names[i] = key;
+			s->defs[i] = d;
+			s->ndefs = ++i;
+		}
 	}
 	return true;
 }
@@ -467,15 +506,17 @@ compile_keyword(CompileCtx *c, SNode *node, const char *key, json_object *v, int
 		node->props = JSON_SCHEMA_MALLOC(sizeof(SProp) * (n ? n : 1));
 		if (node->props == NULL)
 			return schema_error(c, "limit", "out of memory");
-		json_object_object_foreach(v, pname, pval)
 		{
-			SNode	   *p = compile_child(c, pval, depth, "properties", pname);
+			json_object_object_foreach(v, pname, pval)
+			{
+				SNode	   *p = compile_child(c, pval, depth, pname);
 
-			if (p == NULL)
-				return false;
-			node->props[i].name = pname;
-			node->props[i].node = p;
-			node->nprops = ++i;
+				if (p == NULL)
+					return false;
+				node->props[i].name = pname;
+				node->props[i].node = p;
+				node->nprops = ++i;
+			}
 		}
 		qsort(node->props, node->nprops, sizeof(SProp), prop_cmp);
 		return true;
@@ -516,7 +557,7 @@ compile_keyword(CompileCtx *c, SNode *node, const char *key, json_object *v, int
 			return true;
 		}
 		node->addl = 2;
-		node->addl_node = compile_child(c, v, depth, key, NULL);
+		node->addl_node = compile_child(c, v, depth, NULL);
 		return node->addl_node != NULL;
 	}
 	if (strcmp(key, "enum") == 0)
@@ -534,7 +575,7 @@ compile_keyword(CompileCtx *c, SNode *node, const char *key, json_object *v, int
 	}
 	if (strcmp(key, "items") == 0)
 	{
-		node->items = compile_child(c, v, depth, key, NULL);
+		node->items = compile_child(c, v, depth, NULL);
 		return node->items != NULL;
 	}
 	if (strcmp(key, "minItems") == 0 || strcmp(key, "maxItems") == 0 ||
@@ -608,7 +649,7 @@ compile_keyword(CompileCtx *c, SNode *node, const char *key, json_object *v, int
 			SNode	   *a;
 
 			snprintf(idx, sizeof(idx), "%d", (int) i);
-			a = compile_child(c, json_object_array_get_idx(v, i), depth, "anyOf", idx);
+			a = compile_child(c, json_object_array_get_idx(v, i), depth, idx);
 			if (a == NULL)
 				return false;
 			node->any[i] = a;
@@ -671,13 +712,15 @@ compile_node(CompileCtx *c, json_object *js, int depth)
 	}
 	if (depth == 0)
 		c->s->root = node;
-	json_object_object_foreach(js, key, val)
 	{
-		size_t		old = path_push(c->path, sizeof(c->path), "/%s", key);
+		json_object_object_foreach(js, key, val)
+		{
+			size_t		old = path_push(c->path, sizeof(c->path), "/%s", key);
 
-		if (!compile_keyword(c, node, key, val, depth))
-			return NULL;
-		c->path[old] = '\0';
+			if (!compile_keyword(c, node, key, val, depth))
+				return NULL;
+			c->path[old] = '\0';
+		}
 	}
 	return node;
 }
@@ -970,6 +1013,8 @@ vpath_pop(ValidateCtx *v, size_t old)
 	v->path[old] = '\0';
 }
 
+static int invalid(ValidateCtx *v, const char *rule, const char *fmt,...) JS_PRINTF(3, 4);
+
 static int
 invalid(ValidateCtx *v, const char *rule, const char *fmt,...)
 {
@@ -985,6 +1030,8 @@ invalid(ValidateCtx *v, const char *rule, const char *fmt,...)
 	}
 	return JSON_SCHEMA_INVALID;
 }
+
+static int limit(ValidateCtx *v, const char *fmt,...) JS_PRINTF(2, 3);
 
 static int
 limit(ValidateCtx *v, const char *fmt,...)
@@ -1055,23 +1102,25 @@ validate_object(ValidateCtx *v, const SNode *n, json_object *inst)
 	for (i = 0; i < n->nrequired; i++)
 		if (!json_object_object_get_ex(inst, n->required[i], &dummy))
 			return invalid(v, "required", "required property \"%.100s\" is missing", n->required[i]);
-	json_object_object_foreach(inst, key, val)
 	{
-		const SNode *child = find_prop(n, key);
-		size_t		old;
-		int			r;
+		json_object_object_foreach(inst, key, val)
+		{
+			const SNode *child = find_prop(n, key);
+			size_t		old;
+			int			r;
 
-		if (child == NULL && n->addl == 0)
-			return invalid(v, "additionalProperties", "property \"%.100s\" is not allowed", key);
-		if (child == NULL && n->addl == 2)
-			child = n->addl_node;
-		if (child == NULL)
-			continue;
-		old = vpath_key(v, key);
-		r = validate_node(v, child, val);
-		if (r != JSON_SCHEMA_VALID)
-			return r;
-		vpath_pop(v, old);
+			if (child == NULL && n->addl == 0)
+				return invalid(v, "additionalProperties", "property \"%.100s\" is not allowed", key);
+			if (child == NULL && n->addl == 2)
+				child = n->addl_node;
+			if (child == NULL)
+				continue;
+			old = vpath_key(v, key);
+			r = validate_node(v, child, val);
+			if (r != JSON_SCHEMA_VALID)
+				return r;
+			vpath_pop(v, old);
+		}
 	}
 	return JSON_SCHEMA_VALID;
 }
@@ -1095,7 +1144,7 @@ validate_node(ValidateCtx *v, const SNode *n, json_object *inst)
 	{
 		types_text(n->types, b, sizeof(b));
 		v->nesting--;
-		return invalid(v, "type", "expected %s, got %s", b, instance_type_name(inst));
+		return invalid(v, "type", "the value is %s, not of type %s", instance_type_name(inst), b);
 	}
 	if (n->has_const && !json_equal(n->constv, inst, 0))
 	{

@@ -20,11 +20,14 @@
 /* Deepest nesting accepted in JSON from callers and providers. */
 #define LLM_JSON_MAX_DEPTH 256
 
+struct JsonSchema;
+
 /* The request object (request.c), read by the provider adapters. */
 struct LlmRequest
 {
 	json_object *obj;			/* the OpenAI-shaped request */
 	bool		on_error_null;	/* option on_error "null" */
+	struct JsonSchema *schema;	/* its json_schema, compiled (schema.c), or NULL */
 };
 
 /*

@@ -38,6 +38,7 @@ int			llm_max_retries = 2;
 int			llm_max_retry_after = 60;
 int			llm_max_response_size_kb = 16384;
 int			llm_anthropic_max_tokens = 4096;
+int			llm_validation_retries = 1;
 
 void		_PG_init(void);
 
@@ -95,6 +96,11 @@ define_settings(void)
 							 "Budgets are enforced either way.",
 							 &llm_track_usage, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.validation_retries",
+							"Times an answer that breaks its json_schema is asked for again, with the validation error.",
+							"Each time is a call of its own, paid and recorded in llm.usage with the outcome invalid.",
+							&llm_validation_retries, 1, 0, 10,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.many_concurrency",
 							"Calls llm.chat_many keeps in flight at once.",
 							"SET LOCAL it for one statement.",

@@ -30,5 +30,6 @@ extern int	llm_max_response_size_kb;
 extern int	llm_anthropic_max_tokens;
 extern bool llm_track_usage;
 extern int	llm_many_concurrency;
+extern int	llm_validation_retries;
 
 #endif							/* PG_LLM_H */

@@ -14,6 +14,7 @@
 
 #include "llm_json.h"
 #include "provider.h"
+#include "schema.h"
 
 /* Every protocol pg_llm speaks; a new one is a new line here. */
 static const LlmProviderOps *const protocols[] = {
@@ -42,7 +43,7 @@ ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream)
 	JsonGuard  *g;
 	char	   *text;
 
-	body = route->provider->ops->build_body(req, route, stream);
+	body = route->provider->ops->build_body(SchemaRouteRequest(req, route), route, stream);
 	g = JsonGuardNew(body);
 	text = JsonToPstr(body);
 	JsonGuardRelease(g);
@@ -247,7 +248,8 @@ ProviderParseEmbedReply(const LlmRoute *route, LlmRequest *req, const char *body
 char *
 ProviderBatchLine(LlmRequest *req, const LlmRoute *route, const char *custom_id)
 {
-	json_object *line = route->provider->ops->batch_line(req, route, custom_id);
+	json_object *line = route->provider->ops->batch_line(SchemaRouteRequest(req, route),
+														 route, custom_id);
 	JsonGuard  *g = JsonGuardNew(line);
 	char	   *text = JsonToPstr(line);
 

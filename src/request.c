@@ -24,6 +24,7 @@
 
 #include "llm_json.h"
 #include "names.h"
+#include "schema.h"
 
 /*
  * Every key a request may carry that pg_llm knows: the OpenAI chat
@@ -43,7 +44,7 @@ static const char *const known_keys[] = {
 	"modalities", "audio", "prediction", "web_search_options", "verbosity",
 	"prompt_cache_key", "safety_identifier",
 	/* pg_llm's own */
-	"on_error", "extra_body",
+	"on_error", "extra_body", "json_schema",
 	/* extras of compatible servers */
 	"top_k", "top_a", "min_p", "min_tokens", "best_of", "repetition_penalty",
 	"length_penalty", "stop_token_ids", "ignore_eos", "thinking", "reasoning",
@@ -387,6 +388,7 @@ RequestFromPrompt(const char *prompt, const char *system, const char *options_js
 	{
 		req = request_from_text(options_json, "options");
 		check_options(req->obj, false);
+		RequestCompileSchema(req);
 		take_own_options(req);
 		json_object_object_del(req->obj, "model");
 	}
@@ -408,6 +410,7 @@ RequestFromJson(const char *request_json)
 	LlmRequest *req = request_from_text(request_json, "request");
 
 	check_options(req->obj, true);
+	RequestCompileSchema(req);
 	take_own_options(req);
 	return req;
 }

@@ -50,7 +50,7 @@
 bool		llm_track_usage = true;
 
 static const char *const mode_names[] = {"sync", "stream", "many", "queue", "batch_api"};
-static const char *const outcome_names[] = {"ok", "error", "cancelled", "retry"};
+static const char *const outcome_names[] = {"ok", "error", "cancelled", "retry", "invalid"};
 static const char *const task_names[] = {"chat", "embed"};
 
 /* The UTC calendar month of a timestamp, as year * 12 + month - 1. */

@@ -24,6 +24,27 @@ AS 'MODULE_PATHNAME', 'pg_llm_chat_many'
 LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1000;
 COMMENT ON FUNCTION llm.chat_many(text[], text, text, jsonb) IS 'Send many prompts at once (up to llm.many_concurrency in flight), each with retries and fallback; one row per prompt as it completes: its place in the array, the reply, or the error of a prompt that failed for good';
 
+-- Answers with a shape: a label, a record, a yes or no, validated
+CREATE FUNCTION llm.classify(input text, labels text[], model text DEFAULT NULL,
+                             instructions text DEFAULT NULL, options jsonb DEFAULT NULL)
+RETURNS text
+AS 'MODULE_PATHNAME', 'pg_llm_classify'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION llm.classify(text, text[], text, text, jsonb) IS 'Classify the input: the answer is always one of labels (asked for with the provider''s structured output and validated); a NULL input gives NULL';
+
+CREATE FUNCTION llm.extract(input text, schema jsonb, model text DEFAULT NULL,
+                            instructions text DEFAULT NULL, options jsonb DEFAULT NULL)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'pg_llm_extract'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION llm.extract(text, jsonb, text, text, jsonb) IS 'Extract a JSON object valid against schema (a JSON schema with "type": "object" at its root) from the input; a NULL input gives NULL';
+
+CREATE FUNCTION llm.is_true(input text, question text, model text DEFAULT NULL, options jsonb DEFAULT NULL)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'pg_llm_is_true'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION llm.is_true(text, text, text, jsonb) IS 'Answer a yes-or-no question about the input as a boolean; a NULL input gives NULL';
+
 -- Traffic control per provider, held in shared memory for the cluster
 CREATE FUNCTION llm._provider_status(
     OUT provider text, OUT enabled boolean,

@@ -126,6 +126,12 @@ BEGIN
                     USING ERRCODE = 'invalid_parameter_value',
                           HINT = 'It is the "url" of each line of a batch, and the "endpoint" of an OpenAI batch.';
             END IF;
+        ELSIF k = 'structured_output' THEN
+            IF v NOT IN ('"json_schema"', '"tool"', '"prompt"') THEN
+                RAISE EXCEPTION 'provider option "structured_output" must be "json_schema", "tool" or "prompt"'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'How a schema is asked for: json_schema: response_format (the openai default); tool: a forced tool (the anthropic default); prompt: in the system prompt, for servers with neither. The answer is validated either way.';
+            END IF;
         ELSIF k = 'max_tokens_param' THEN
             IF v NOT IN ('"max_tokens"', '"max_completion_tokens"') THEN
                 RAISE EXCEPTION 'provider option "max_tokens_param" must be "max_tokens" or "max_completion_tokens"'
@@ -156,7 +162,7 @@ BEGIN
         ELSE
             RAISE EXCEPTION 'unknown provider option "%"', k
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers, rpm_limit, tpm_limit, quota_cooldown, batch_api, batch_timeout_ms, batch_url, pass_through.';
+                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers, rpm_limit, tpm_limit, quota_cooldown, batch_api, batch_timeout_ms, batch_url, pass_through, structured_output.';
         END IF;
     END LOOP;
     RETURN options;

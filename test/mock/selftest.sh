@@ -205,6 +205,28 @@ call oa '{"model":"m","temperature":2.5,"messages":[{"role":"user","content":"x"
 expect "openai: temperature 2.5 rejected" "$CODE" 400
 call oa '{"model":"m","temperature":1.5,"messages":[{"role":"user","content":"x"}]}'
 expect "openai: temperature 1.5 accepted" "$CODE" 200
+
+# structured output: the documented request shapes, valid answers, and
+# almost-valid ones on shape=KIND
+S='{"type":"object","properties":{"label":{"type":"string","enum":["good","bad"]},"n":{"type":"integer"}},"required":["label","n"],"additionalProperties":false}'
+call oa '{"model":"m","messages":[{"role":"user","content":"this is bad, n: 3"}],"response_format":{"type":"json_schema","json_schema":{"name":"answer","strict":true,"schema":'"$S"'}}}'
+expect "openai: json_schema answer valid" "$CODE/$(jv "$T/b" 'b.choices[0].message.content')" '200/{"label":"bad","n":3}'
+call oa '{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"answer","strict":true,"schema":{"type":"object","properties":{"a":{"type":"string"}}}}}}'
+expect "openai: strict schema with an open object refused" "$CODE/$(jv "$T/b" 'b.error.code')" "400/invalid_json_schema"
+call oa '{"model":"m","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"an answer","schema":{}}}}'
+expect "openai: json_schema name checked" "$CODE" 400
+call oa '{"model":"m","messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}],"tool_choice":{"type":"function","function":{"name":"g"}}}'
+expect "openai: tool_choice names a missing tool" "$CODE" 400
+call oa '{"model":"m?shape=label","messages":[{"role":"user","content":"good"}],"tools":[{"type":"function","function":{"name":"answer","parameters":'"$S"'}}],"tool_choice":{"type":"function","function":{"name":"answer"}}}'
+expect "openai: forced tool, shape=label" "$CODE/$(jv "$T/b" 'b.choices[0].message.tool_calls[0].function.arguments')" '200/{"label":"not-a-label","n":1}'
+call oa '{"model":"m?shape=label","messages":[{"role":"user","content":"good"},{"role":"assistant","content":"{}"},{"role":"user","content":"again"}],"tools":[{"type":"function","function":{"name":"answer","parameters":'"$S"'}}],"tool_choice":{"type":"function","function":{"name":"answer"}}}'
+expect "openai: forced tool, asked again: valid" "$CODE/$(jv "$T/b" 'b.choices[0].message.tool_calls[0].function.arguments')" '200/{"label":"good","n":1}'
+call an '{"model":"m?shape=missing","max_tokens":50,"messages":[{"role":"user","content":"n: 4"}],"tools":[{"name":"answer","input_schema":'"$S"'}],"tool_choice":{"type":"tool","name":"answer"}}'
+expect "anthropic: forced tool, shape=missing" "$CODE/$(jv "$T/b" 'JSON.stringify(b.content[0].input) + "/" + b.stop_reason')" '200/{"n":4}/tool_use'
+call an '{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_object"}}'
+expect "anthropic: response_format refused" "$CODE/$(jv "$T/b" 'b.error.message')" "400/response_format: Extra inputs are not permitted"
+call an '{"model":"m","max_tokens":50,"messages":[{"role":"user","content":"x"}],"tools":[{"name":"f","input_schema":{"type":"object"}}],"tool_choice":{"type":"tool","name":"g"}}'
+expect "anthropic: tool_choice names a missing tool" "$CODE" 400
 call an '{"model":"m","messages":[{"role":"user","content":"x"}]}'
 expect "anthropic: missing max_tokens" "$CODE/$(jv "$T/b" 'b.error.message')" "400/max_tokens: Field required"
 call an '{"model":"m","max_tokens":5,"messages":[{"role":"system","content":"s"},{"role":"user","content":"x"}]}'
@@ -244,7 +266,7 @@ expect "anthropic stream: types repeat names" "$("$NODE" -e '
 	console.log(ev.every((e) => JSON.parse(e.data).type === e.event) + "," + md.delta.stop_reason + "," + md.usage.output_tokens + "," + JSON.parse(ev[0].data).message.usage.input_tokens);
 ' "$(sse "$T/b" json)")" "true,end_turn,4,3"
 
-call an '{"model":"claude-s","max_tokens":50,"stream":true,"tools":[{"name":"f","input_schema":{}}],"messages":[{"role":"user","content":"call tool"}]}' -N
+call an '{"model":"claude-s","max_tokens":50,"stream":true,"tools":[{"name":"f","input_schema":{"type":"object"}}],"messages":[{"role":"user","content":"call tool"}]}' -N
 expect "anthropic stream: tool_use json" "$("$NODE" -e '
 	const ev = JSON.parse(process.argv[1]).map((e) => JSON.parse(e.data));
 	const j = ev.filter((e) => e.type === "content_block_delta").map((e) => e.delta.partial_json).join("");

@@ -368,6 +368,15 @@ function contentWords(c) {
 	return n;
 }
 
+/* The text of the first user message. */
+function firstUserText(messages) {
+	if (Array.isArray(messages))
+		for (const m of messages)
+			if (m && m.role === 'user')
+				return contentText(m.content);
+	return '';
+}
+
 /* The prompt: the text of the last user message. */
 function lastUserText(messages) {
 	if (!Array.isArray(messages))
@@ -590,7 +599,12 @@ const DIRECTIVES = {
 		return n;
 	},
 	max_input_tokens: nonNegInt,
+	shape: (v) => { if (!SHAPE_FAULTS.has(v)) throw 'invalid mock directive value shape=' + v; return v; },
+	shape_times: nonNegInt,
 };
+
+/* Almost-valid answers to a structured-output request (shape=KIND). */
+const SHAPE_FAULTS = new Set(['missing', 'label', 'type', 'extra', 'prose']);
 
 /* Keys of the ratelimit= directive: counts, and Go-style durations. */
 const RL_COUNTS = new Set(['limit', 'remaining', 'tokens_limit', 'tokens_remaining']);
@@ -708,6 +722,9 @@ function validateOpenAI(b) {
 		return { message: 'you must provide a model parameter', param: null, code: null };
 	if (!Array.isArray(b.messages))
 		return { message: "Missing required parameter: 'messages'.", param: 'messages', code: 'missing_required_parameter' };
+	const so = validateOpenAIShape(b);
+	if (so)
+		return so;
 	const t = b.temperature;
 	if (t !== undefined && t !== null) {
 		if (typeof t !== 'number')
@@ -737,6 +754,9 @@ function validateAnthropic(b) {
 	for (const m of b.messages)
 		if (m && m.role === 'system')
 			return { message: 'messages: Unexpected role "system". The Messages API accepts a top-level `system` parameter, not "system" as an input message role.' };
+	const so = validateAnthropicShape(b);
+	if (so)
+		return so;
 	const t = b.temperature;
 	if (t !== undefined) {
 		if (typeof t !== 'number')
@@ -747,6 +767,289 @@ function validateAnthropic(b) {
 			return { message: 'temperature: Input should be greater than or equal to 0' };
 	}
 	return null;
+}
+
+/* ------------------------------------------------------------------ */
+/* Structured output: request shapes and answers                       */
+/* ------------------------------------------------------------------ */
+
+const NAME_RE = /^[a-zA-Z0-9_-]{1,64}$/;
+const isObj = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+
+/* Strict mode's rules (OpenAI): every object schema closed, with all of
+ * its properties required.  Returns the path of a breach, or null. */
+function strictBreach(schema, path) {
+	if (!isObj(schema))
+		return null;
+	if (schema.type === 'object' || isObj(schema.properties)) {
+		if (schema.additionalProperties !== false)
+			return path + ": 'additionalProperties' is required to be supplied and to be false";
+		const props = isObj(schema.properties) ? Object.keys(schema.properties) : [];
+		const req = Array.isArray(schema.required) ? schema.required : [];
+		for (const k of props)
+			if (!req.includes(k))
+				return path + ": 'required' is required to be supplied and to be an array including every key in properties. Missing '" + k + "'";
+		for (const k of props) {
+			const b = strictBreach(schema.properties[k], path + ', properties.' + k);
+			if (b)
+				return b;
+		}
+	}
+	for (const k of ['items', 'additionalProperties']) {
+		const b = strictBreach(schema[k], path + ', ' + k);
+		if (b)
+			return b;
+	}
+	for (const list of [schema.anyOf, isObj(schema.$defs) ? Object.values(schema.$defs) : null])
+		if (Array.isArray(list))
+			for (const sub of list) {
+				const b = strictBreach(sub, path);
+				if (b)
+					return b;
+			}
+	return null;
+}
+
+/* OpenAI's response_format json_schema and function tools, as documented;
+ * returns null or {message, param, code}. */
+function validateOpenAIShape(b) {
+	const rf = b.response_format;
+	if (rf !== undefined && rf !== null) {
+		if (!isObj(rf) || !['text', 'json_object', 'json_schema'].includes(rf.type))
+			return { message: "Invalid value for 'response_format.type'.", param: 'response_format.type', code: 'invalid_value' };
+		if (rf.type === 'json_schema') {
+			const js = rf.json_schema;
+			if (!isObj(js))
+				return { message: "Missing required parameter: 'response_format.json_schema'.", param: 'response_format.json_schema', code: 'missing_required_parameter' };
+			if (typeof js.name !== 'string' || !NAME_RE.test(js.name))
+				return { message: "Invalid 'response_format.json_schema.name': string does not match pattern. Expected a string that matches the pattern '^[a-zA-Z0-9_-]+$'.", param: 'response_format.json_schema.name', code: 'invalid_value' };
+			if (js.schema !== undefined && !isObj(js.schema))
+				return { message: "Invalid type for 'response_format.json_schema.schema': expected an object.", param: 'response_format.json_schema.schema', code: 'invalid_type' };
+			if (js.strict !== undefined && js.strict !== null && typeof js.strict !== 'boolean')
+				return { message: "Invalid type for 'response_format.json_schema.strict': expected a boolean.", param: 'response_format.json_schema.strict', code: 'invalid_type' };
+			if (js.strict === true) {
+				if (!isObj(js.schema) || js.schema.type !== 'object')
+					return { message: "Invalid schema for response_format '" + js.name + "': schema must be a JSON Schema of 'type: \"object\"'.", param: 'response_format', code: 'invalid_json_schema' };
+				const breach = strictBreach(js.schema, 'context=()');
+				if (breach)
+					return { message: "Invalid schema for response_format '" + js.name + "': In " + breach + '.', param: 'response_format', code: 'invalid_json_schema' };
+			}
+		}
+	}
+	const names = [];
+	if (b.tools !== undefined) {
+		if (!Array.isArray(b.tools))
+			return { message: "Invalid type for 'tools': expected an array.", param: 'tools', code: 'invalid_type' };
+		for (let i = 0; i < b.tools.length; i++) {
+			const t = b.tools[i];
+			if (!isObj(t) || t.type !== 'function' || !isObj(t.function) ||
+				typeof t.function.name !== 'string' || !NAME_RE.test(t.function.name))
+				return { message: "Invalid 'tools[" + i + "]': expected {\"type\": \"function\", \"function\": {\"name\": ...}}.", param: 'tools[' + i + ']', code: 'invalid_value' };
+			if (t.function.parameters !== undefined && !isObj(t.function.parameters))
+				return { message: "Invalid type for 'tools[" + i + "].function.parameters': expected an object.", param: 'tools[' + i + '].function.parameters', code: 'invalid_type' };
+			names.push(t.function.name);
+		}
+	}
+	const tc = b.tool_choice;
+	if (tc !== undefined && tc !== null) {
+		if (typeof tc === 'string') {
+			if (!['none', 'auto', 'required'].includes(tc))
+				return { message: "Invalid value for 'tool_choice'.", param: 'tool_choice', code: 'invalid_value' };
+		} else if (!isObj(tc) || tc.type !== 'function' || !isObj(tc.function) || typeof tc.function.name !== 'string')
+			return { message: "Invalid 'tool_choice': expected {\"type\": \"function\", \"function\": {\"name\": ...}}.", param: 'tool_choice', code: 'invalid_value' };
+		else if (!names.includes(tc.function.name))
+			return { message: "Invalid value for 'tool_choice': tool '" + tc.function.name + "' not found in 'tools'.", param: 'tool_choice', code: 'invalid_value' };
+		if (names.length === 0)
+			return { message: "Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are specified.", param: 'tool_choice', code: null };
+	}
+	return null;
+}
+
+/* Anthropic's tools and tool_choice, as documented (no response_format:
+ * the Messages API refuses fields it does not know); null or {message}. */
+function validateAnthropicShape(b) {
+	if (b.response_format !== undefined)
+		return { message: 'response_format: Extra inputs are not permitted' };
+	const names = [];
+	if (b.tools !== undefined) {
+		if (!Array.isArray(b.tools))
+			return { message: 'tools: Input should be a valid list' };
+		for (let i = 0; i < b.tools.length; i++) {
+			const t = b.tools[i];
+			if (!isObj(t) || typeof t.name !== 'string' || !/^[a-zA-Z0-9_-]{1,128}$/.test(t.name))
+				return { message: 'tools.' + i + '.name: String should match pattern \'^[a-zA-Z0-9_-]{1,128}$\'' };
+			if (!isObj(t.input_schema))
+				return { message: 'tools.' + i + '.input_schema: Field required' };
+			if (t.input_schema.type !== 'object')
+				return { message: 'tools.' + i + '.input_schema.type: Input should be \'object\'' };
+			if (t.function !== undefined || t.parameters !== undefined)
+				return { message: 'tools.' + i + '.function: Extra inputs are not permitted' };
+			names.push(t.name);
+		}
+	}
+	const tc = b.tool_choice;
+	if (tc !== undefined) {
+		if (!isObj(tc) || !['auto', 'any', 'tool', 'none'].includes(tc.type))
+			return { message: "tool_choice: Input tag does not match any of the expected tags: 'auto', 'any', 'tool', 'none'" };
+		if (tc.type === 'tool') {
+			if (typeof tc.name !== 'string')
+				return { message: 'tool_choice.tool.name: Field required' };
+			if (!names.includes(tc.name))
+				return { message: 'tool_choice: tool `' + tc.name + '` not found in `tools`' };
+		}
+	}
+	return null;
+}
+
+/* The schema of a structured-output request and how the answer goes back:
+ * { schema, tool } (tool: the forced tool's name), or null. */
+function structuredRequest(proto, b) {
+	const tc = b.tool_choice;
+	let forced = null;
+	if (proto === ANTHROPIC && isObj(tc) && tc.type === 'tool')
+		forced = tc.name;
+	else if (proto === OPENAI && isObj(tc) && tc.type === 'function' && isObj(tc.function))
+		forced = tc.function.name;
+	if (forced !== null && Array.isArray(b.tools))
+		for (const t of b.tools) {
+			const name = proto === ANTHROPIC ? t.name : t.function && t.function.name;
+			const schema = proto === ANTHROPIC ? t.input_schema : t.function && t.function.parameters;
+			if (name === forced && isObj(schema))
+				return { schema, tool: forced };
+		}
+	const rf = b.response_format;
+	if (proto === OPENAI && isObj(rf) && rf.type === 'json_schema' && isObj(rf.json_schema) &&
+		isObj(rf.json_schema.schema) && (isObj(rf.json_schema.schema.properties) || rf.json_schema.schema.$ref))
+		return { schema: rf.json_schema.schema, tool: null };
+	/* the constrained prompt: the schema is the last line of the instruction */
+	const m = /matches this JSON Schema[^\n]*\n(\{.*\})\s*$/s.exec(systemText(proto, b));
+	if (m) {
+		try {
+			return { schema: JSON.parse(m[1]), tool: null };
+		} catch (e) {
+			return null;
+		}
+	}
+	return null;
+}
+
+/* A value of the prompt for a key: "key: value" or "key=value". */
+function promptValue(prompt, key) {
+	if (!key)
+		return undefined;
+	const esc = key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+	const m = new RegExp('\\b' + esc + '\\s*[:=]\\s*([^,;\\n]+)', 'i').exec(prompt);
+	return m ? m[1].trim() : undefined;
+}
+
+/* A deterministic answer valid against a schema of the subset pg_llm
+ * validates: enums pick the label the prompt names (or its sentiment),
+ * strings and numbers come from "key: value" in the prompt, booleans say
+ * no when the prompt has a negation. */
+function sample(schema, root, prompt, key, depth) {
+	if (!isObj(schema) || depth > 12)
+		return null;
+	if (typeof schema.$ref === 'string') {
+		const ref = schema.$ref === '#' ? root
+			: schema.$ref.startsWith('#/$defs/') && isObj(root.$defs) ? root.$defs[schema.$ref.slice(8).replace(/~1/g, '/').replace(/~0/g, '~')] : null;
+		return sample(ref, root, prompt, key, depth + 1);
+	}
+	if (Array.isArray(schema.anyOf) && schema.anyOf.length > 0)
+		return sample(schema.anyOf[0], root, prompt, key, depth + 1);
+	if (schema.const !== undefined)
+		return schema.const;
+	if (Array.isArray(schema.enum) && schema.enum.length > 0) {
+		const low = prompt.toLowerCase();
+		for (const v of schema.enum)
+			if (typeof v === 'string' && v !== '' && new RegExp('\\b' + v.toLowerCase().replace(/[.*+?^${}()|[\]\\]/g, '\\$&') + '\\b').test(low))
+				return v;
+		const s = sentimentOf(prompt);
+		return schema.enum.includes(s) ? s : schema.enum[0];
+	}
+	let type = schema.type;
+	if (Array.isArray(type))
+		type = type.find((t) => t !== 'null') || 'null';
+	if (type === undefined)
+		type = isObj(schema.properties) ? 'object' : schema.items ? 'array' : 'string';
+	const given = promptValue(prompt, key);
+	switch (type) {
+		case 'object': {
+			const o = {};
+			if (isObj(schema.properties))
+				for (const k of Object.keys(schema.properties))
+					o[k] = sample(schema.properties[k], root, prompt, k, depth + 1);
+			return o;
+		}
+		case 'array': {
+			const n = Math.min(Math.max(schema.minItems || 0, 1), schema.maxItems === undefined ? 1 : schema.maxItems);
+			const a = [];
+			for (let i = 0; i < n; i++)
+				a.push(sample(schema.items, root, prompt, key, depth + 1));
+			return a;
+		}
+		case 'number':
+		case 'integer': {
+			let v = given !== undefined && !isNaN(parseFloat(given)) ? parseFloat(given) : 1;
+			if (typeof schema.minimum === 'number' && v < schema.minimum)
+				v = schema.minimum;
+			if (typeof schema.maximum === 'number' && v > schema.maximum)
+				v = schema.maximum;
+			return type === 'integer' ? Math.round(v) : v;
+		}
+		case 'boolean':
+			if (given !== undefined)
+				return /^(true|yes)$/i.test(given);
+			return !/\b(no|not|never|false|isn't|doesn't)\b/i.test(prompt);
+		case 'null':
+			return null;
+		default: {
+			let v = given !== undefined ? given : 'x';
+			while (typeof schema.minLength === 'number' && v.length < schema.minLength)
+				v += 'x';
+			if (typeof schema.maxLength === 'number')
+				v = v.slice(0, schema.maxLength);
+			return v;
+		}
+	}
+}
+
+/* Spoil a valid answer the way shape=KIND says: a required field gone, a
+ * label not in its enum, a string where a number goes, a field too many.
+ * Returns the spoiled object (prose is handled by the caller). */
+function spoil(kind, schema, root, obj) {
+	const resolve = (s) => (isObj(s) && typeof s.$ref === 'string' && isObj(root.$defs) &&
+		s.$ref.startsWith('#/$defs/') ? root.$defs[s.$ref.slice(8)] : s);
+	schema = resolve(schema);
+	const props = isObj(schema) && isObj(schema.properties) ? schema.properties : {};
+	const keys = Object.keys(props);
+	if (kind === 'missing') {
+		const req = Array.isArray(schema.required) && schema.required.length ? schema.required : keys;
+		if (req.length)
+			delete obj[req[0]];
+	} else if (kind === 'label') {
+		const k = keys.find((x) => Array.isArray(resolve(props[x]).enum)) || keys[0];
+		if (k !== undefined)
+			obj[k] = 'not-a-label';
+	} else if (kind === 'type') {
+		const k = keys.find((x) => ['number', 'integer', 'boolean'].includes(resolve(props[x]).type));
+		if (k !== undefined)
+			obj[k] = String(obj[k]);
+		else if (keys.length)
+			obj[keys[0]] = 12.5;
+	} else if (kind === 'extra')
+		obj.unexpected_field = true;
+	return obj;
+}
+
+/* The assistant messages already in the conversation: how often the
+ * question was asked before (pg_llm asks again after a bad answer). */
+function priorAnswers(messages) {
+	let n = 0;
+	if (Array.isArray(messages))
+		for (const m of messages)
+			if (m && m.role === 'assistant')
+				n++;
+	return n;
 }
 
 /* ------------------------------------------------------------------ */
@@ -761,6 +1064,33 @@ function computeReply(ctx) {
 	const proto = ctx.proto;
 	const prompt = ctx.prompt;
 	const r = { kind: 'text', text: '', finish: 'stop', inTok: inputTokens(proto, b), outTok: 0 };
+
+	/* structured output: a valid answer, or on shape=KIND an almost-valid
+	 * one for the first shape_times asks (default 1) of a conversation */
+	const sr = d.reply === undefined && d.echo === undefined ? structuredRequest(proto, b) : null;
+	if (sr !== null) {
+		/* the question is the first user message: a retry adds others */
+		const asked = firstUserText(b.messages);
+		let obj = sample(sr.schema, sr.schema, asked, null, 0);
+		const bad = d.shape !== undefined && ctx.shapeActive !== false &&
+			priorAnswers(b.messages) < (d.shape_times === undefined ? 1 : d.shape_times);
+		if (bad && d.shape !== 'prose')
+			obj = spoil(d.shape, sr.schema, sr.schema, obj);
+		if (bad && d.shape === 'prose')
+			r.text = 'Sure! I think the answer is the second one, but it depends on the details.';
+		else if (sr.tool !== null) {
+			r.kind = 'tool';
+			r.name = sr.tool;
+			r.input = obj;
+			r.args = JSON.stringify(obj);
+			r.finish = 'tool_calls';
+			r.outTok = Math.max(1, countWords(r.args));
+			return r;
+		} else
+			r.text = JSON.stringify(obj);
+		r.outTok = Math.max(1, countWords(r.text));
+		return r;
+	}
 
 	const tool = firstToolName(proto, b.tools);
 	if (tool !== null && /call tool/i.test(prompt) && d.reply === undefined) {
@@ -1356,6 +1686,7 @@ function handleProtocol(proto, req, res, path, raw, t) {
 	const active = countKey(model, ctx.prompt, d);
 	if (active && d.fault)
 		ctx.faults = new Set(d.fault);
+	ctx.shapeActive = active;
 
 	const latency = d && d.latency !== undefined ? d.latency : cfg.latency;
 	later(res, latency, () => respond(ctx, active));
@@ -1481,6 +1812,7 @@ function answerLine(proto, body) {
 	ctx.prompt = lastUserText(body.messages);
 	const d = pm.d;
 	const active = countKey(model, ctx.prompt, d);
+	ctx.shapeActive = active;
 	if (active && d.fail !== undefined)
 		return { id, status: d.fail, text: failureBody(ctx) };
 	if (active && d.fault) {
