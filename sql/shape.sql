@@ -75,6 +75,9 @@ SELECT llm.classify('bad', ARRAY['positive', 'negative'], 'shape-prose-once') AS
 -- clear error naming the provider, the model, the path and the rule
 SELECT llm.add_model('shape-prose', 'claude', 'shape-an?shape=prose&shape_times=9');
 SELECT llm.classify('anything', ARRAY['a', 'b'], 'shape-prose');
+-- with on_error "null": NULL and a WARNING instead
+SELECT llm.classify('anything', ARRAY['a', 'b'], 'shape-prose', options => '{"on_error": "null"}') IS NULL AS classify_null,
+       llm.extract('x', '{"type": "object"}', 'shape-prose', options => '{"on_error": "null"}') IS NULL AS extract_null;
 SELECT llm.add_model('shape-stubborn', 'mock', 'shape-oa?shape=label&shape_times=9');
 SET llm.validation_retries = 3;
 SELECT llm.classify('anything', ARRAY['a', 'b'], 'shape-stubborn');
@@ -85,8 +88,9 @@ SELECT llm.extract('order_id: D-4', '{"type": "object", "properties": {"order_id
 RESET llm.validation_retries;
 
 -- every answer was paid: each one asked again is its own usage row, "invalid"
-SELECT wait_until('SELECT count(*) >= 25 FROM llm.usage', 'written');
+SELECT wait_until('SELECT count(*) >= 29 FROM llm.usage', 'written');
 SELECT model, outcome, count(*) FROM llm.usage WHERE model LIKE 'shape-%' GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT DISTINCT error FROM llm.usage WHERE model = 'shape-stubborn';
 
 -- a NULL input gives NULL; bad input is refused; neither sends anything
 TRUNCATE llm.usage;
