@@ -87,8 +87,21 @@ SELECT llm.extract('order_id: D-4', '{"type": "object", "properties": {"order_id
          "required": ["order_id", "n"]}', 'shape-missing');
 RESET llm.validation_retries;
 
+-- llm.chat_many with json_schema: each answer validated, an invalid one asked
+-- again on its own while the others go on; one that stays invalid is its
+-- row's error
+SELECT ord, content::jsonb, error
+FROM llm.chat_many(ARRAY['order_id: E-1, amount: 1', 'order_id: E-2, amount: 2', NULL], 'shape-missing',
+                   options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
+                                "amount": {"type": "number"}}, "required": ["order_id", "amount"]}}')
+ORDER BY ord;
+SELECT ord, content, error
+FROM llm.chat_many(ARRAY['a', 'b'], 'shape-stubborn',
+                   options => '{"json_schema": {"type": "object", "properties": {"label": {"enum": ["a", "b"]}}, "required": ["label"]}}')
+ORDER BY ord;
+
 -- every answer was paid: each one asked again is its own usage row, "invalid"
-SELECT wait_until('SELECT count(*) >= 29 FROM llm.usage', 'written');
+SELECT wait_until('SELECT count(*) >= 37 FROM llm.usage', 'written');
 SELECT model, outcome, count(*) FROM llm.usage WHERE model LIKE 'shape-%' GROUP BY 1, 2 ORDER BY 1, 2;
 SELECT DISTINCT error FROM llm.usage WHERE model = 'shape-stubborn';
 

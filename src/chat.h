@@ -23,5 +23,8 @@ extern void ChatCallFailed(LlmCall *call, ErrorData *edata);
 extern void ChatCheckPrompt(const char *prompt);
 extern pgsocket LlmClientSocket(void);
 extern LlmCall *ShapeRun(LlmCall *call, LlmShapeResult *res);
+extern bool ShapeJudge(LlmCall *call, LlmShapeResult *res);
+extern LlmCall *ShapeAskAgain(LlmCall *call, const LlmShapeResult *res);
+extern char *ShapeFailureDetail(LlmCall *call, int asked, const LlmShapeResult *res);
 
 #endif							/* PG_LLM_CHAT_H */

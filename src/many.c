@@ -71,6 +71,7 @@ typedef struct ManyItem
 	TimestampTz not_before;
 	char	   *content;		/* UTF-8 */
 	char	   *error;			/* server encoding */
+	int			asked;			/* answers judged against json_schema */
 	int			next_finished;	/* the queue of finished items */
 } ManyItem;
 
@@ -179,6 +180,7 @@ many_setup(ManyRun *run, ManyItem *it)
 	old = MemoryContextSwitchTo(it->ctx);
 	req = RequestFromPrompt(it->prompt, run->system, run->options);
 	it->call = LlmCallCreate(req, run->model, LLM_MODE_MANY);
+	it->call->want_response_json = RequestHasSchema(req);
 	UsageBegin(it->call, GetUserId(),
 			   strlen(it->prompt) + (run->system ? strlen(run->system) : 0) +
 			   (run->options ? strlen(run->options) : 0),
@@ -209,6 +211,38 @@ many_send(ManyRun *run, ManyItem *it)
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * A reply to a request with json_schema: the validated answer is the
+ * item's content; an invalid one is asked for again (a new call, sent as
+ * soon as the item's turn comes), up to llm.validation_retries times,
+ * then the item fails with where and why.
+ */
+static void
+many_shaped(ManyRun *run, ManyItem *it)
+{
+	LlmShapeResult res;
+
+	it->asked++;
+	if (ShapeJudge(it->call, &res))
+	{
+		it->content = res.json;
+		many_finish(run, it);
+		return;
+	}
+	if (it->asked > llm_validation_retries)
+	{
+		many_fail(run, it, psprintf("answer of provider \"%s\" does not match the JSON schema: %s",
+									it->call->route->provider->name,
+									ShapeFailureDetail(it->call, it->asked, &res)),
+				  LLM_OUTCOME_INVALID);
+		return;
+	}
+	it->call = ShapeAskAgain(it->call, &res);
+	it->state = MANY_READY;
+	it->not_before = 0;
+	run->any_waiting = true;
+}
+
 /* A transfer of an item finished: done, again later, or failed. */
 static void
 many_judge(ManyRun *run, ManyItem *it)
@@ -224,7 +258,9 @@ many_judge(ManyRun *run, ManyItem *it)
 	switch (step)
 	{
 		case LLM_STEP_DONE:
-			if (it->call->reply.content == NULL)
+			if (RequestHasSchema(it->call->req))
+				many_shaped(run, it);
+			else if (it->call->reply.content == NULL)
 				many_fail(run, it, psprintf("provider \"%s\" returned no text",
 											it->call->route->provider->name), LLM_OUTCOME_ERROR);
 			else

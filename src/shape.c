@@ -53,37 +53,64 @@ ShapeRun(LlmCall *call, LlmShapeResult *res)
 
 	for (;;)
 	{
-		LlmCall    *next;
-		LlmRequest *req;
-
 		call->want_response_json = true;
 		LlmCallSend(call);
 		asked++;
-		SchemaCheckReply(call->req, &call->reply, res);
-		if (res->valid)
-		{
-			UsageRecord(call, LLM_OUTCOME_OK);
+		if (ShapeJudge(call, res))
 			return call;
-		}
-		call->error = psprintf("answer does not match the JSON schema at %s, rule \"%s\": %s",
-							   res->path, res->rule, LlmToServerEncoding(res->message, strlen(res->message)));
-		UsageRecord(call, LLM_OUTCOME_INVALID);
 		if (asked > llm_validation_retries)
 			ereport(ERROR,
 					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
 					 errmsg("answer of provider \"%s\" does not match the JSON schema",
 							call->route->provider->name),
-					 errdetail("Model \"%s\" (\"%s\" upstream) was asked %d time%s; its last answer breaks the schema at %s, rule \"%s\": %s.",
-							   call->model, call->route->upstream_model, asked, asked > 1 ? "s" : "",
-							   res->path, res->rule, LlmToServerEncoding(res->message, strlen(res->message))),
+					 errdetail("%s", ShapeFailureDetail(call, asked, res)),
 					 errhint("Describe the shape in the instructions, use a model that follows structured output (the provider option structured_output says how it is asked for), or raise llm.validation_retries.")));
-		req = SchemaRetryRequest(call->req, res);
-		next = LlmCallCreate(req, call->model, call->mode);
-		next->want_response_json = true;
-		UsageBegin(next, call->roleid, call->estimated_input_tokens * 4 + strlen(res->said),
-				   RequestMaxTokens(req));
-		call = next;
+		call = ShapeAskAgain(call, res);
 	}
+}
+
+/*
+ * Validate the answer of a call that was served, and record it: "ok"
+ * (true) or "invalid" with what broke the schema (false).
+ */
+bool
+ShapeJudge(LlmCall *call, LlmShapeResult *res)
+{
+	SchemaCheckReply(call->req, &call->reply, res);
+	if (res->valid)
+	{
+		UsageRecord(call, LLM_OUTCOME_OK);
+		return true;
+	}
+	call->error = psprintf("answer does not match the JSON schema at %s, rule \"%s\": %s",
+						   res->path, res->rule, LlmToServerEncoding(res->message, strlen(res->message)));
+	UsageRecord(call, LLM_OUTCOME_INVALID);
+	return false;
+}
+
+/* Where and why the last answer broke the schema, for an errdetail. */
+char *
+ShapeFailureDetail(LlmCall *call, int asked, const LlmShapeResult *res)
+{
+	return psprintf("Model \"%s\" (\"%s\" upstream) was asked %d time%s; its last answer breaks the schema at %s, rule \"%s\": %s.",
+					call->model, call->route->upstream_model, asked, asked > 1 ? "s" : "",
+					res->path, res->rule, LlmToServerEncoding(res->message, strlen(res->message)));
+}
+
+/*
+ * The call that asks again after an invalid answer: the conversation, the
+ * answer, what was wrong; accounted like the first (its own usage row).
+ */
+LlmCall *
+ShapeAskAgain(LlmCall *call, const LlmShapeResult *res)
+{
+	LlmRequest *req = SchemaRetryRequest(call->req, res);
+	LlmCall    *next = LlmCallCreate(req, call->model, call->mode);
+
+	next->want_response_json = true;
+	next->request_bytes = call->request_bytes + strlen(res->said) + 200;
+	UsageBegin(next, call->roleid, next->request_bytes, RequestMaxTokens(req));
+	return next;
 }
 
 /* A text argument in UTF-8, or NULL. */
