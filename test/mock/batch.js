@@ -35,6 +35,7 @@ const PURPOSES = new Set(['assistants', 'batch', 'fine-tune', 'vision', 'user_da
 const ENDPOINTS = new Set(['/v1/responses', '/v1/chat/completions', '/v1/embeddings',
 	'/v1/completions', '/v1/moderations', '/v1/images/generations', '/v1/images/edits', '/v1/videos']);
 const CHAT_URLS = new Set(['/v1/chat/completions', '/chat/completions']);
+const EMBED_URLS = new Set(['/v1/embeddings', '/embeddings']);
 const CUSTOM_ID_RE = /^[a-zA-Z0-9_-]{1,64}$/;
 const EXPIRED_MESSAGE = 'This request could not be executed before the completion window expired.';
 
@@ -312,7 +313,7 @@ function pump(b, proto, body, line) {
 		return;
 	const stop = Math.min(b.done + SLICE, b.until);
 	for (let i = b.done; i < stop; i++) {
-		const a = core.answerLine(proto, body(i));
+		const a = core.answerLine(proto, body(i), b.endpoint);
 		b.ok[i] = a.status === 200 ? 1 : 2;
 		if (a.status === 200) {
 			b.inTok += a.inTok;
@@ -404,8 +405,8 @@ function inlineProblem(lines) {
 		seen.add(l.custom_id);
 		if (l.method !== 'POST')
 			return 'Invalid ' + at + ".method': only POST is supported.";
-		if (!CHAT_URLS.has(l.url))
-			return 'Invalid ' + at + ".url': expected /v1/chat/completions or /chat/completions.";
+		if (!CHAT_URLS.has(l.url) && !EMBED_URLS.has(l.url))
+			return 'Invalid ' + at + ".url': expected /v1/chat/completions, /chat/completions, /v1/embeddings or /embeddings.";
 		const b = l.body;
 		if (b === null || typeof b !== 'object' || Array.isArray(b))
 			return 'Missing required parameter: ' + at + ".body'.";
@@ -442,7 +443,7 @@ function inlineBatch(x, lines) {
 		const out = [];
 		let failed = 0;
 		for (const l of lines) {
-			const a = core.answerLine(core.OPENAI, l.body);
+			const a = core.answerLine(core.OPENAI, l.body, l.url);
 			if (a.status !== 200)
 				failed++;
 			out.push(oaOutputLine(l.custom_id, a));
@@ -618,9 +619,9 @@ function oaCreateProblem(o) {
 	if (typeof o.endpoint !== 'string' || !ENDPOINTS.has(o.endpoint))
 		return [400, "Invalid value for 'endpoint': expected one of " + [...ENDPOINTS].join(', ') + '.',
 			'endpoint', 'invalid_value'];
-	if (o.endpoint !== '/v1/chat/completions')
-		return [400, "The mock supports only the endpoint '/v1/chat/completions', not '" + o.endpoint + "'.",
-			'endpoint', 'unsupported_value'];
+	if (o.endpoint !== '/v1/chat/completions' && o.endpoint !== '/v1/embeddings')
+		return [400, "The mock supports only the endpoints '/v1/chat/completions' and '/v1/embeddings', not '" +
+			o.endpoint + "'.", 'endpoint', 'unsupported_value'];
 	if (o.completion_window !== '24h')
 		return [400, "Invalid value for 'completion_window': only '24h' is supported.",
 			'completion_window', 'invalid_value'];

@@ -629,7 +629,7 @@ for (let i = 0; i < n; i++) {
 if (v === "stream") lines[1].body.stream = true;
 if (v === "dup") lines[2].custom_id = "doc_0";
 if (v === "method") lines[1].method = "GET";
-if (v === "url") lines[1].url = "/v1/embeddings";
+if (v === "url") lines[1].url = "/v1/completions";
 if (v === "models") lines[2].body.model = "other-model";
 if (v === "notobj") lines[1] = "a string";
 process.stdout.write(JSON.stringify(v === "notarray" ? { input_file_content: "x" } : v === "empty" ? { input_file_content: [] } : { input_file_content: lines }));
@@ -747,7 +747,7 @@ req oa POST "/v1/batches/$B6/cancel"
 expect "batches: cancel a completed batch 400" "$CODE" 400
 for bad in '{"endpoint":"/v1/chat/completions","completion_window":"24h"}' \
 	'{"input_file_id":"'$FILE6'","endpoint":"/v1/nope","completion_window":"24h"}' \
-	'{"input_file_id":"'$FILE6'","endpoint":"/v1/embeddings","completion_window":"24h"}' \
+	'{"input_file_id":"'$FILE6'","endpoint":"/v1/completions","completion_window":"24h"}' \
 	'{"input_file_id":"'$FILE6'","endpoint":"/v1/chat/completions","completion_window":"1h"}' \
 	'{"input_file_id":"'$FILE6'","endpoint":"/v1/chat/completions","completion_window":"24h","metadata":{"a":1}}' \
 	"{\"input_file_id\":\"$FILE6\",\"endpoint\":\"/v1/chat/completions\",\"completion_window\":\"24h\",\"metadata\":$("$NODE" -e 'const o = {}; for (let i = 0; i < 17; i++) o["k" + i] = "v"; console.log(JSON.stringify(o))')}"; do
@@ -997,6 +997,24 @@ req oa POST /v1/embeddings '{"model":"e?fail=503&times=1","input":["t"],"dimensi
 expect "embeddings: then served" "$CODE" 200
 req none POST /v1/embeddings '{"model":"e","input":["t"]}'
 expect "embeddings: the key is checked" "$CODE" 401
+# embedding lines in batches: the inline relay's and the OpenAI Batch API's
+req oa POST /v1/batches '{"input_file_content":[{"custom_id":"e1","method":"POST","url":"/v1/embeddings","body":{"model":"e","input":"the cat","dimensions":3}},{"custom_id":"e2","method":"POST","url":"/embeddings","body":{"model":"e?max_input_tokens=2","input":"far too long","dimensions":3}}]}'
+expect "batches: inline embedding lines" "$CODE/$(jv "$T/b" '(() => { const m = {}; for (const r of b.results) m[r.custom_id] = r; return [m.e1.response.status_code, m.e1.response.body.data[0].embedding.length, m.e1.response.body.usage.prompt_tokens, m.e2.response.status_code, /maximum context length is 2 tokens/.test(m.e2.response.body.error.message)].join("|"); })()')" \
+	"200/200|3|2|400|true"
+{
+	printf '%s\n' '{"custom_id":"x1","method":"POST","url":"/v1/embeddings","body":{"model":"e","input":"the cat sat","dimensions":4}}'
+	printf '%s\n' '{"custom_id":"x2","method":"POST","url":"/v1/embeddings","body":{"model":"e?fail=500&when=dog","input":"a dog","dimensions":4}}'
+	printf '%s\n' '{"custom_id":"x3","method":"POST","url":"/v1/embeddings","body":{"model":"e","input":["two","inputs"],"dimensions":4}}'
+} >"$T/emb.jsonl"
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/emb.jsonl"
+req oa POST /v1/batches '{"input_file_id":"'"$(jv "$T/b" 'b.id')"'","endpoint":"/v1/embeddings","completion_window":"24h"}'
+expect "batches: endpoint /v1/embeddings" "$CODE/$(jv "$T/b" 'b.endpoint')" "200//v1/embeddings"
+EB=$(jv "$T/b" 'b.id')
+poll_status oa "$EB" completed
+expect "batches: embedding batch completed" "$(jv "$T/b" 'JSON.stringify(b.request_counts) + "|" + b.usage.input_tokens + "|" + b.usage.output_tokens')" '{"total":3,"completed":2,"failed":1}|5|0'
+req oa GET "/v1/files/$(jv "$T/b" 'b.output_file_id')/content"
+cp "$T/b" "$T/eout.jsonl"
+expect "batches: embedding output lines" "$(jl "$T/eout.jsonl" 'L.map((l) => l.custom_id + ":" + l.response.body.data.map((d) => d.index + "/" + d.embedding.length).join(";")).sort().join(" ")')" "x1:0/4 x3:0/4;1/4"
 curl -sS "$BASE/_stats" >"$T/stats"
 expect "_stats: embeddings" "$(jv "$T/stats" 'JSON.stringify(b.embeddings) + "," + b.requests')" '{"requests":24,"inputs":23},0'
 curl -sS -o /dev/null -X POST "$BASE/_reset"

@@ -1788,13 +1788,16 @@ const LINE_BODY_FAULTS = new Set(['empty_choices', 'null_content']);
 const LINE_FAIL_FAULTS = new Set(['reset', 'hang', 'malformed', 'html', 'notjson', 'truncate']);
 
 /*
- * Answer the body of one request inside a batch as the chat route would
- * answer it non-streaming, without a socket.  Returns { id, status, text,
- * inTok, outTok } (text = the JSON answer body) or, for a transport fault,
+ * Answer the body of one request inside a batch as the chat route (or,
+ * when url ends with /embeddings, the embeddings route) would answer it
+ * non-streaming, without a socket.  Returns { id, status, text, inTok,
+ * outTok } (text = the JSON answer body) or, for a transport fault,
  * { id, status: 0, fault }.  latency, retry headers and stream faults are
  * ignored; the per-key counts (times=) are shared with the chat routes.
  */
-function answerLine(proto, body) {
+function answerLine(proto, body, url) {
+	if (typeof url === 'string' && url.endsWith('/embeddings'))
+		return answerEmbeddingLine(body);
 	const id = ++idCounter;
 	const ctx = { proto, req: null, res: null, id, body, model: '', d: null, faults: NO_FAULTS,
 		prompt: '', stream: false, includeUsage: false, created: Math.floor(Date.now() / 1000),
@@ -1827,6 +1830,39 @@ function answerLine(proto, body) {
 			text: errorBody(proto, bad.message, 'invalid_request_error', bad.param, bad.code) };
 	const r = computeReply(ctx);
 	return { id, status: 200, text: replyBody(ctx, r), inTok: r.inTok, outTok: r.outTok };
+}
+
+/* answerLine() for an embedding request: the embeddings route's answer,
+ * with its fail=, transport faults and the embedding faults. */
+function answerEmbeddingLine(body) {
+	const id = ++idCounter;
+	const ctx = { proto: OPENAI, d: null };
+	const fail = (message) => ({ id, status: 400,
+		text: errorBody(OPENAI, message, 'invalid_request_error') });
+	if (body === null || typeof body !== 'object' || Array.isArray(body))
+		return fail('the request body must be a JSON object');
+	const model = typeof body.model === 'string' ? body.model : '';
+	const pm = parseModel(model);
+	if (pm.error)
+		return fail(pm.error);
+	const d = pm.d;
+	ctx.d = d;
+	const active = countKey(model, embeddings.keyText(body), d);
+	let faults = NO_FAULTS;
+	if (active && d.fail !== undefined)
+		return { id, status: d.fail, text: failureBody(ctx) };
+	if (active && d.fault) {
+		for (const k of d.fault)
+			if (LINE_FAIL_FAULTS.has(k))
+				return { id, status: 0, fault: k };
+		faults = new Set(d.fault);
+	}
+	const bad = embeddings.validate(body, pm.name, d);
+	if (bad)
+		return { id, status: 400,
+			text: errorBody(OPENAI, bad.message, 'invalid_request_error', bad.param, bad.code) };
+	return { id, status: 200, text: embeddings.replyText(body, pm.name, d, faults),
+		inTok: embeddings.tokenCount(body), outTok: 0 };
 }
 
 /* Remember a protocol request for GET /_requests, keys redacted. */
