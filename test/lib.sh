@@ -20,7 +20,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 PG_LLM_PACKAGES=(build-essential pkg-config postgresql-15 postgresql-server-dev-15
   libcurl4-openssl-dev libjson-c-dev libkrb5-dev libipc-run-perl
   postgresql-15-cron python3 python3-requests curl clang
-  libclang-rt-14-dev valgrind)
+  libclang-rt-14-dev valgrind json-schema-test-suite)
 
 # Install missing Debian packages when running as root.
 ensure_packages() {
