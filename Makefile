@@ -6,7 +6,7 @@ MODULE_big = pg_llm
 OBJS = src/pg_llm.o src/config.o src/runas.o src/http.o src/call.o src/chat.o src/many.o \
 	src/stream.o src/sse.o src/json.o src/request.o src/provider.o \
 	src/provider_openai.o src/provider_anthropic.o \
-	src/utf8.o src/shmem.o src/queue.o src/worker.o src/lease.o src/writeback.o \
+	src/utf8.o src/shmem.o src/queue.o src/jobs.o src/worker.o src/lease.o src/writeback.o \
 	src/usage.o src/target.o src/ratelimit.o src/batch.o src/batch_json.o src/embed.o \
 	src/names.o src/jsonschema.o src/schema.o src/shape.o
 PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"

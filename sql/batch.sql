@@ -30,10 +30,12 @@ SELECT llm.enqueue('x', 'b-cheap', via => NULL) > 0 AS realtime_when_null;
 SELECT via FROM llm.queue WHERE prompt = 'x';
 ROLLBACK;
 SELECT llm.enqueue('x', 'b-nobatch', via => 'batch_api');
+\set SHOW_CONTEXT never
 SELECT llm.create_job('b-job', 'pg_class', '{oid}', '{relname}', 'reloptions', model => 'b-nobatch',
                       via => 'batch_api');
 SELECT llm.create_job('b-job', 'pg_class', '{oid}', '{relname}', 'reloptions', model => 'b-cheap',
                       via => 'nightly');
+\set SHOW_CONTEXT errors
 DELETE FROM llm.queue;
 
 -- needs the queue worker: pg_llm preloaded, with a worker for this database

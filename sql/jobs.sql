@@ -51,6 +51,7 @@ SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'sentimen
 -- nothing is left behind by a refused definition
 SELECT count(*) AS jobs FROM llm.job;
 SELECT count(*) AS functions FROM pg_proc WHERE proname LIKE '\_job\_s\_%';
+SELECT count(*) AS triggers FROM pg_trigger WHERE tgname LIKE 'llm\_job\_s\_%';
 SELECT count(*) AS items FROM llm.queue;
 
 -- a job writing into the source table; it tracks inserts and changes
@@ -62,8 +63,11 @@ SELECT llm.create_job('sentiment', 'jobs_reviews', '{id}', 'Classify: {body}', '
 SELECT name, owner, source_table, key_columns, prompt_template, input_columns, result_table,
        result_column, model, system, options, track_changes
 FROM llm.job;
-SELECT tgname, pg_get_triggerdef(oid) FROM pg_trigger
-WHERE tgrelid = 'jobs_reviews'::regclass ORDER BY tgname;
+-- every job's triggers call the extension's one trigger function, with the
+-- job's id
+SELECT tgname, replace(pg_get_triggerdef(oid), format('(%L)', (SELECT id FROM llm.job WHERE name = 'sentiment')::text),
+                       '(<the job''s id>)') AS definition
+FROM pg_trigger WHERE tgrelid = 'jobs_reviews'::regclass ORDER BY tgname;
 
 -- the backfill: queued in one statement, visible to the worker at commit,
 -- and not queued twice
@@ -208,23 +212,31 @@ COMMIT;
 SELECT wait_queue();
 SELECT * FROM jobs_owned ORDER BY id;
 SELECT target_key, prompt, status, enqueued_by::regrole FROM llm.queue WHERE job = 'owned' ORDER BY id;
--- another role sees, runs and drops none of it, and cannot call its parts
+-- another role sees, runs and drops none of it, and can neither store a
+-- job directly nor use the jobs' trigger function
+SELECT id AS owned_id FROM llm.job WHERE name = 'owned' \gset
 SET ROLE job_other;
 SELECT name FROM llm.job;
 SELECT job FROM llm.job_status;
 SELECT llm.run_job('owned');
 SELECT llm.drop_job('owned');
-SELECT llm._job_owned_sink(ARRAY['x'], ARRAY['{"id": 1}'::jsonb], false);
-SELECT llm._job_owned_run();
 INSERT INTO llm.job (name, owner, source_table, key_columns, prompt_template, result_column, model)
-VALUES ('mine', 'job_owner', 'jobs_owned', '{id}', '{body}', 'summary', 'mock');
+VALUES ('mine', 'job_other', 'jobs_owned', '{id}', '{body}', 'summary', 'mock');
+INSERT INTO llm.job (id, name, owner, source_table, key_columns, prompt_template, result_column, model)
+VALUES (-1, 'mine', 'job_other', 'jobs_owned', '{id}', '{body}', 'summary', 'mock');
+SELECT llm._job_trigger();
 RESET ROLE;
 CREATE TABLE jobs_other (id int PRIMARY KEY, body text, summary text);
 ALTER TABLE jobs_other OWNER TO job_other;
 SET ROLE job_other;
 CREATE TRIGGER steal AFTER INSERT ON jobs_other REFERENCING NEW TABLE AS new_rows
-    FOR EACH STATEMENT EXECUTE FUNCTION llm._job_owned_trigger();
+    FOR EACH STATEMENT EXECUTE FUNCTION llm._job_trigger(:'owned_id');
 RESET ROLE;
+-- (and a trigger put there by someone who may refuses to run on another table)
+CREATE TRIGGER steal AFTER INSERT ON jobs_other REFERENCING NEW TABLE AS new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION llm._job_trigger(:'owned_id');
+INSERT INTO jobs_other VALUES (1, 'not the job''s', NULL);
+DROP TRIGGER steal ON jobs_other;
 -- the owner runs it; so may a superuser, and the job still runs as its owner
 SET ROLE job_owner;
 SELECT name, owner FROM llm.job;
@@ -265,7 +277,7 @@ FROM llm.queue WHERE job = 'sentiment';
 SELECT job FROM llm.job_status;
 TRUNCATE llm.job;
 SELECT llm.drop_job('summary'), llm.drop_job('short'), llm.drop_job('refused');
-SELECT count(*) AS functions_left FROM pg_proc WHERE proname ~ '^_job_.*_(trigger|run|sink)$';
+SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgfoid = 'llm._job_trigger()'::regprocedure;
 SELECT tgname FROM pg_trigger WHERE tgrelid IN ('jobs_tickets'::regclass, 'jobs_owned'::regclass);
 
 DROP TABLE jobs_events, jobs_reviews, jobs_tickets, jobs_ticket_summary, jobs_ticket_bad, jobs_ticket_strict, jobs_ticket_one, jobs_notes,

@@ -86,7 +86,7 @@ SELECT llm.enqueue('old input', 'mock?latency=1500', target_table => 'docs', tar
                    target_key => '{"id": 5}') AS old_id \gset
 SELECT llm.enqueue('new input', 'mock', target_table => 'docs', target_column => 'summary',
                    target_key => '{"id": 5}') AS new_id \gset
-UPDATE llm.queue SET job = 'test-job' WHERE id IN (:old_id, :new_id);
+UPDATE llm.queue SET job = 'test-job', job_id = -1 WHERE id IN (:old_id, :new_id);
 COMMIT;
 SELECT wait_queue();
 SELECT summary FROM docs WHERE id = 5;

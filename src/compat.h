@@ -119,4 +119,16 @@ InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
 #include "storage/fd.h"
 #endif
 
+/*
+ * pg_namespace_aclcheck() became object_aclcheck(NamespaceRelationId, ...)
+ * in 16.
+ */
+#include "utils/acl.h"
+#if PG_VERSION_NUM >= 160000
+#include "catalog/pg_namespace.h"
+#define LlmNamespaceAclCheck(nsp, role, mode) object_aclcheck(NamespaceRelationId, (nsp), (role), (mode))
+#else
+#define LlmNamespaceAclCheck(nsp, role, mode) pg_namespace_aclcheck((nsp), (role), (mode))
+#endif
+
 #endif							/* PG_LLM_COMPAT_H */

@@ -33,6 +33,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "storage/proc.h"
 #include "utils/syscache.h"
 
@@ -50,6 +51,7 @@
 PG_FUNCTION_INFO_V1(pg_llm_enqueue);
 PG_FUNCTION_INFO_V1(pg_llm_worker_status);
 PG_FUNCTION_INFO_V1(pg_llm_usage_buffer_status);
+PG_FUNCTION_INFO_V1(pg_llm_job_check_request);
 
 /*
  * llm.usage_buffer_status(): records waiting in shared memory, records
@@ -87,6 +89,20 @@ queue_xact_cb(XactEvent event, void *arg)
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
 		wake_at_commit = wake_batches_at_commit = false;
+}
+
+/* Wake this database's workers when the transaction commits. */
+static void
+wake_workers_at_commit(const char *via)
+{
+	if (!xact_cb_registered)
+	{
+		RegisterXactCallback(queue_xact_cb, NULL);
+		xact_cb_registered = true;
+	}
+	wake_at_commit = true;
+	if (strcmp(via, "batch_api") == 0)
+		wake_batches_at_commit = true;
 }
 
 /*
@@ -145,6 +161,7 @@ typedef struct RowProbe
 	char	   *sql;
 	TargetArgs *args;
 	Datum	   *values;
+	bool		lock;			/* FOR KEY SHARE: not read-only */
 	bool		found;
 } RowProbe;
 
@@ -153,34 +170,27 @@ probe_row(void *arg)
 {
 	RowProbe   *p = (RowProbe *) arg;
 
-	if (RunSql(p->sql, p->args->nargs, p->args->types, p->values, NULL, true, 1) != SPI_OK_SELECT)
+	if (RunSql(p->sql, p->args->nargs, p->args->types, p->values, NULL, !p->lock, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for the target row");
 	p->found = SPI_processed > 0;
 }
 
 /*
- * Check a write-back target for the calling role: a permanent table, a
- * column that exists and can hold a value, a key of columns that identify
- * one row and whose values fit their types, the rights to update the
- * column and read the keys, and the row itself, visible to the caller.
+ * The table-level checks of a write-back target, for a role: a permanent
+ * table (not a view, not another session's temporary table) in a schema
+ * the role may use, and a column that exists and can be written (not
+ * generated, not an identity column GENERATED ALWAYS) with a type that
+ * can hold a reply.  Returns the column's number.
  */
-static void
-check_target(Oid relid, const char *column, Jsonb *key)
+static AttrNumber
+check_target_table(Relation rel, const char *relname, const char *column, Oid role)
 {
-	Relation	rel;
+	Oid			relid = RelationGetRelid(rel);
+	Oid			nsp = RelationGetNamespace(rel);
 	AttrNumber	attnum;
 	Oid			atttype;
-	Bitmapset  *keys = NULL;
-	Oid			role = GetUserId();
-	char	   *relname;
-	TargetArgs	args;
-	StringInfoData sql;
-	Datum		values[TARGET_MAX_ARGS];
-	RowProbe	probe;
-	int			k;
+	Form_pg_attribute a;
 
-	rel = relation_open(relid, AccessShareLock);
-	relname = TargetRelationName(rel);
 	if (rel->rd_rel->relkind != RELKIND_RELATION &&
 		rel->rd_rel->relkind != RELKIND_PARTITIONED_TABLE)
 		ereport(ERROR,
@@ -193,6 +203,13 @@ check_target(Oid relid, const char *column, Jsonb *key)
 				 errmsg("target %s is a temporary table", quote_identifier(RelationGetRelationName(rel))),
 				 errdetail("The worker runs in a session of its own and cannot reach another session's temporary tables."),
 				 errhint("Write replies into a permanent (or unlogged) table.")));
+	if (LlmNamespaceAclCheck(nsp, role, ACL_USAGE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for schema %s", quote_identifier(get_namespace_name(nsp))),
+				 errdetail("Role \"%s\" has no USAGE on the schema of target %s.",
+						   GetUserNameFromId(role, false), relname),
+				 errhint("The worker writes replies back with the rights of the role that enqueued them.")));
 
 	attnum = get_attnum(relid, column);
 	if (attnum == InvalidAttrNumber || attnum < 0)
@@ -206,18 +223,28 @@ check_target(Oid relid, const char *column, Jsonb *key)
 				(errcode(ERRCODE_DATATYPE_MISMATCH),
 				 errmsg("column \"%s\" of table %s cannot take a reply", column, relname),
 				 errdetail("Its type is %s.", format_type_be(atttype))));
-	if (TupleDescAttr(RelationGetDescr(rel), attnum - 1)->attgenerated)
+	a = TupleDescAttr(RelationGetDescr(rel), attnum - 1);
+	if (a->attgenerated || a->attidentity == ATTRIBUTE_IDENTITY_ALWAYS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("column \"%s\" of table %s is generated", column, relname),
+				 a->attidentity == ATTRIBUTE_IDENTITY_ALWAYS ?
+				 errdetail("It is an identity column GENERATED ALWAYS, which UPDATE cannot set.") : 0,
 				 errhint("Write replies into a column that can be updated.")));
+	return attnum;
+}
 
-	/* the key: its columns, their values as their types, one row */
-	TargetArgsInit(&args);
-	initStringInfo(&sql);
-	appendStringInfo(&sql, "SELECT 1 FROM %s AS t WHERE ", relname);
-	TargetKeyClause(rel, relname, key, &args, &sql, &keys, "$");
-	k = -1;
+/*
+ * The key-level checks: the role may read the key columns and update the
+ * column, and the key columns identify one row.
+ */
+static void
+check_target_keys(Relation rel, const char *relname, AttrNumber attnum, const char *column,
+				  Bitmapset *keys, Oid role)
+{
+	Oid			relid = RelationGetRelid(rel);
+	int			k = -1;
+
 	while ((k = bms_next_member(keys, k)) >= 0)
 	{
 		if (pg_class_aclcheck(relid, role, ACL_SELECT) != ACLCHECK_OK &&
@@ -240,6 +267,42 @@ check_target(Oid relid, const char *column, Jsonb *key)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied to update column \"%s\" of table %s", column, relname),
 				 errhint("The worker writes replies back with the rights of the role that enqueued them.")));
+}
+
+/*
+ * Check a write-back target for the calling role: the table and the
+ * column, a key of columns that identify one row and whose values fit
+ * their types, the rights to update the column and read the keys, and the
+ * row itself, which the caller must see and may update (row-level
+ * security: the row is looked for with FOR KEY SHARE, which applies the
+ * UPDATE policies too).  A table that others inherit from is looked at
+ * alone (ONLY), as the write-back writes it.
+ */
+static void
+check_target(Oid relid, const char *column, Jsonb *key)
+{
+	Relation	rel;
+	AttrNumber	attnum;
+	Bitmapset  *keys = NULL;
+	Oid			role = GetUserId();
+	char	   *relname;
+	TargetArgs	args;
+	StringInfoData sql;
+	Datum		values[TARGET_MAX_ARGS];
+	RowProbe	probe;
+	bool		policies;
+
+	rel = relation_open(relid, AccessShareLock);
+	relname = TargetRelationName(rel);
+	attnum = check_target_table(rel, relname, column, role);
+
+	/* the key: its columns, their values as their types, one row */
+	TargetArgsInit(&args);
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "SELECT 1 FROM %s%s AS t WHERE ",
+					 rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "", relname);
+	TargetKeyClause(rel, relname, key, &args, &sql, &keys, "$");
+	check_target_keys(rel, relname, attnum, column, keys, role);
 
 	/* the key's values must read as their columns' types */
 	PG_TRY();
@@ -258,36 +321,61 @@ check_target(Oid relid, const char *column, Jsonb *key)
 	}
 	PG_END_TRY();
 
-	/* and the row must be there, for the caller */
-	probe.sql = psprintf("/* %s */ %s LIMIT 1", args.signature.data, sql.data);
+	/* and the row must be there, for the caller, to read and to update */
+	policies = check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED;
+	probe.sql = psprintf("/* %s */ %s LIMIT 1%s", args.signature.data, sql.data,
+						 policies ? " FOR KEY SHARE" : "");
 	probe.args = &args;
 	probe.values = values;
+	probe.lock = policies;
 	probe.found = false;
-	RunAs(role, false, probe_row, &probe);
+	RunAs(role, true, probe_row, &probe);
 	if (!probe.found)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("target row %s of table %s does not exist", JsonbToCString(NULL, &key->root, 0), relname),
+				 policies ?
+				 errdetail("Or row-level security hides it from role \"%s\", for reading or for updating.",
+						   GetUserNameFromId(role, false)) :
 				 errdetail("Or row-level security hides it from role \"%s\".", GetUserNameFromId(role, false)),
 				 errhint("Insert the row first: the worker updates it with the reply.")));
 	relation_close(rel, AccessShareLock);
 }
 
-/* The count of a role's pending and running items (as the owner). */
+/*
+ * The cap on a role's queued items (llm.set_budget's max_queued), held at
+ * the one place items enter the queue (llm.enqueue and every job).  For a
+ * role with a cap, each transaction that queues locks the role's budget
+ * row (so that two sessions cannot both fill the last places) and counts
+ * the role's pending and running items once, then counts along.
+ */
+#define CAP_ROLES 8
+static LocalTransactionId cap_xact = InvalidLocalTransactionId;
+static int	cap_nroles = 0;
+static Oid	cap_role[CAP_ROLES];
+static int64 cap_queued[CAP_ROLES];
+
 typedef struct QueuedCount
 {
 	Oid			role;
+	bool		count;
 	int64		n;
 } QueuedCount;
 
+/* Lock the role's budget row, and count its items if asked (as the owner). */
 static void
-count_queued(void *arg)
+lock_and_count(void *arg)
 {
 	QueuedCount *c = (QueuedCount *) arg;
 	Oid			types[1] = {OIDOID};
 	Datum		values[1] = {ObjectIdGetDatum(c->role)};
 	bool		isnull;
 
+	if (RunSql("SELECT 1 FROM llm.budget WHERE role_oid = $1 FOR NO KEY UPDATE",
+			   1, types, values, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock the budget of role %u", c->role);
+	if (!c->count)
+		return;
 	if (RunSql("SELECT pg_catalog.count(*) FROM llm.queue "
 			   "WHERE enqueued_by = $1 AND status IN ('pending', 'running')",
 			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
@@ -295,41 +383,79 @@ count_queued(void *arg)
 	c->n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
+/* The slot of a role counted in this transaction, or -1. */
+static int
+cap_slot(Oid role)
+{
+	int			i;
+
+	if (cap_xact != LlmMyLocalXid())
+	{
+		cap_xact = LlmMyLocalXid();
+		cap_nroles = 0;
+	}
+	for (i = 0; i < cap_nroles; i++)
+		if (cap_role[i] == role)
+			return i;
+	return -1;
+}
+
 /*
- * A role with a cap on its queued items (llm.set_budget's max_queued)
- * may not enqueue beyond it.  The role's pending and running items are
- * counted once per transaction, then counted along.
+ * How many more items a role may queue now (-1: no cap); *max_queued is
+ * its cap.
  */
+static int64
+queue_room(Oid role, int64 *max_queued)
+{
+	double		usd;
+	int64		calls;
+	QueuedCount c;
+	int			i;
+
+	if (!ConfigBudget(role, &usd, &calls, max_queued) || *max_queued < 0)
+		return -1;
+	i = cap_slot(role);
+	c.role = role;
+	c.count = (i < 0);
+	c.n = 0;
+	RunAsOwner(lock_and_count, &c);
+	if (i < 0)
+	{
+		if (cap_nroles == CAP_ROLES)
+			cap_nroles--;		/* the last one is counted again when needed */
+		i = cap_nroles++;
+		cap_role[i] = role;
+		cap_queued[i] = c.n;
+	}
+	return Max(*max_queued - cap_queued[i], 0);
+}
+
+/* Items of a role queued (n > 0) or removed (n < 0) in this transaction. */
+static void
+queue_counted(Oid role, int64 n)
+{
+	int			i = cap_slot(role);
+
+	if (i >= 0)
+		cap_queued[i] = Max(cap_queued[i] + n, 0);
+}
+
+/* llm.enqueue's item: refused when the role's queue is full. */
 static void
 check_queue_cap(Oid role)
 {
-	static LocalTransactionId counted_in = InvalidLocalTransactionId;
-	static Oid	counted_for = InvalidOid;
-	static int64 queued = 0;
-	double		usd;
-	int64		calls;
 	int64		max_queued;
+	int64		room = queue_room(role, &max_queued);
 
-	if (!ConfigBudget(role, &usd, &calls, &max_queued) || max_queued < 0)
-		return;
-	if (counted_in != LlmMyLocalXid() || counted_for != role)
-	{
-		QueuedCount c;
-
-		c.role = role;
-		RunAsOwner(count_queued, &c);
-		queued = c.n;
-		counted_in = LlmMyLocalXid();
-		counted_for = role;
-	}
-	if (queued + 1 > max_queued)
+	if (room == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("role \"%s\" may have at most " INT64_FORMAT " items queued",
 						GetUserNameFromId(role, false), max_queued),
-				 errdetail("It has " INT64_FORMAT " pending or running.", queued),
+				 errdetail("It has " INT64_FORMAT " pending or running.", cap_queued[cap_slot(role)]),
 				 errhint("Wait for the queue to drain, or an administrator can raise the cap with llm.set_budget(role, ..., max_queued => ...).")));
-	queued++;
+	if (room > 0)
+		queue_counted(role, 1);
 }
 
 /*
@@ -510,16 +636,187 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 		RunAsOwner(drop_queued, &e);
 	check_queue_cap(caller);
 	RunAsOwner(insert_item, &e);
-
-	if (!xact_cb_registered)
-	{
-		RegisterXactCallback(queue_xact_cb, NULL);
-		xact_cb_registered = true;
-	}
-	wake_at_commit = true;
-	if (strcmp(via, "batch_api") == 0)
-		wake_batches_at_commit = true;
+	wake_workers_at_commit(via);
 	PG_RETURN_INT64(e.id);
+}
+
+/* A job's items, inserted as the extension owner (RunAs). */
+typedef struct JobInsert
+{
+	const QueueJob *job;
+	Datum		prompts;
+	Datum		keys;
+	bool		supersede;
+	int64		room;			/* -1: no cap */
+	int64		deleted;
+	int64		candidates;		/* rows that would be queued without a cap */
+	int64		inserted;
+} JobInsert;
+
+static void
+job_delete_superseded(void *arg)
+{
+	JobInsert  *ji = (JobInsert *) arg;
+	Oid			types[3] = {INT8OID, OIDOID, JSONBARRAYOID};
+	Datum		values[3];
+
+	values[0] = Int64GetDatum(ji->job->id);
+	values[1] = ObjectIdGetDatum(ji->job->target);
+	values[2] = ji->keys;
+	/* planned at each call: see job_insert */
+	if (SPI_execute_with_args("DELETE FROM llm.queue q USING pg_catalog.unnest($3) AS k(key) "
+							  "WHERE q.job_id = $1 AND q.status = 'pending' AND q.target_table = $2 "
+							  "AND q.target_key OPERATOR(pg_catalog.=) k.key",
+							  3, types, values, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not replace the pending items of job %s", ji->job->name);
+	ji->deleted = (int64) SPI_processed;
+}
+
+static void
+job_insert(void *arg)
+{
+	JobInsert  *ji = (JobInsert *) arg;
+	const QueueJob *job = ji->job;
+	Oid			types[13] = {TEXTARRAYOID, JSONBARRAYOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
+		OIDOID, TEXTOID, INT8OID, TEXTOID, BOOLOID, INT8OID};
+	Datum		values[13];
+	char		nulls[13];
+	bool		isnull;
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = ji->prompts;
+	values[1] = ji->keys;
+	values[2] = CStringGetTextDatum(job->model);
+	values[3] = job->system ? CStringGetTextDatum(job->system) : (Datum) 0;
+	nulls[3] = job->system ? ' ' : 'n';
+	values[4] = job->options ? DirectFunctionCall1(jsonb_in, CStringGetDatum(job->options)) : (Datum) 0;
+	nulls[4] = job->options ? ' ' : 'n';
+	values[5] = ObjectIdGetDatum(job->target);
+	values[6] = CStringGetTextDatum(job->column);
+	values[7] = ObjectIdGetDatum(job->owner);
+	values[8] = CStringGetTextDatum(job->name);
+	values[9] = Int64GetDatum(job->id);
+	values[10] = CStringGetTextDatum(job->via);
+	values[11] = BoolGetDatum(ji->supersede);
+	values[12] = Int64GetDatum(ji->room);
+	nulls[12] = ji->room < 0 ? 'n' : ' ';
+
+	/*
+	 * Planned at each call: a plan kept from the first chunks of a run,
+	 * when the queue held none of the job's items, would check each key of
+	 * the later chunks against all of them one by one.  A row with a
+	 * pending, running or submitted item of the job is not queued again
+	 * by run_job (the triggers replaced theirs already).
+	 */
+	if (SPI_execute_with_args("WITH c AS (SELECT u.prompt, u.key, u.o "
+							  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY AS u(prompt, key, o) "
+							  "WHERE u.prompt OPERATOR(pg_catalog.<>) '' AND u.key IS NOT NULL "
+							  "AND ($12 OR NOT EXISTS (SELECT 1 FROM llm.queue q WHERE q.job_id = $10 "
+							  "AND q.status IN ('pending', 'running', 'submitted') "
+							  "AND q.target_key OPERATOR(pg_catalog.=) u.key))), "
+							  "i AS (INSERT INTO llm.queue (prompt, model, system, options, target_table, "
+							  "target_column, target_key, enqueued_by, job, job_id, via) "
+							  "SELECT c.prompt, $3, $4, $5, $6, $7, c.key, $8, $9, $10, $11 "
+							  "FROM c ORDER BY c.o LIMIT $13 RETURNING 1) "
+							  "SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.count(*) FROM i)",
+							  13, types, values, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not queue the items of job %s", job->name);
+	ji->candidates = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	ji->inserted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+}
+
+/*
+ * Queue a job's items: the one way a job's rows enter the queue (its
+ * triggers and llm.run_job, in src/jobs.c, after reading the rows as the
+ * job's owner).  prompts (text[]) and keys (jsonb[]) are n rows of the
+ * job's target; an empty prompt is not queued.  With supersede (the
+ * triggers), a pending item of the same row is replaced; otherwise
+ * (run_job) a row with an item not yet answered is skipped.  The target is
+ * checked for the job's owner as llm.enqueue checks it, and the owner's
+ * cap on queued items holds: the rows past it are not queued, with a
+ * warning, and *full is set.  Returns the number of items queued.
+ */
+int64
+QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n, bool supersede, bool *full)
+{
+	JobInsert	ji;
+	Relation	rel;
+	char	   *relname;
+	AttrNumber	attnum;
+	Bitmapset  *keycols = NULL;
+	ListCell   *lc;
+	int64		max_queued = -1;
+
+	*full = false;
+	if (n == 0)
+		return 0;
+
+	/* the target, as llm.enqueue checks it, for the owner */
+	rel = relation_open(job->target, AccessShareLock);
+	relname = TargetRelationName(rel);
+	attnum = check_target_table(rel, relname, job->column, job->owner);
+	foreach(lc, job->key_columns)
+	{
+		AttrNumber	k = get_attnum(job->target, (char *) lfirst(lc));
+
+		if (k <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("key column \"%s\" of table %s does not exist", (char *) lfirst(lc), relname),
+					 errhint("Drop job \"%s\" and create it again.", job->name)));
+		keycols = bms_add_member(keycols, k);
+	}
+	check_target_keys(rel, relname, attnum, job->column, keycols, job->owner);
+	relation_close(rel, AccessShareLock);
+
+	memset(&ji, 0, sizeof(ji));
+	ji.job = job;
+	ji.prompts = prompts;
+	ji.keys = keys;
+	ji.supersede = supersede;
+	if (supersede)
+	{
+		RunAsOwner(job_delete_superseded, &ji);
+		queue_counted(job->owner, -ji.deleted);
+	}
+	ji.room = queue_room(job->owner, &max_queued);
+	RunAsOwner(job_insert, &ji);
+	if (ji.room >= 0)
+	{
+		queue_counted(job->owner, ji.inserted);
+		if (ji.candidates > ji.inserted)
+		{
+			*full = true;
+			ereport(WARNING,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("role \"%s\" may have at most " INT64_FORMAT " items queued: rows of job \"%s\" were left unqueued",
+							GetUserNameFromId(job->owner, false), max_queued, job->name),
+					 errhint("llm.run_job('%s') queues them once the queue has room, or an administrator can raise the cap with llm.set_budget(role, ..., max_queued => ...).",
+							 job->name)));
+		}
+	}
+	if (ji.inserted > 0)
+		wake_workers_at_commit(job->via);
+	return ji.inserted;
+}
+
+/*
+ * llm._job_check_request(model, system, options, via) returns text: a
+ * job's model (resolved; llm.default_model if NULL), system prompt,
+ * options and way of sending, checked as llm.enqueue checks an item's.
+ */
+Datum
+pg_llm_job_check_request(PG_FUNCTION_ARGS)
+{
+	const char *model = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const char *via = PG_ARGISNULL(3) ? "realtime" : text_to_cstring(PG_GETARG_TEXT_PP(3));
+
+	model = LlmResolveModel(model, NULL);
+	check_via(via, model);
+	(void) RequestFromPrompt("pg_llm job check",
+							 PG_ARGISNULL(1) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(1))),
+							 PG_ARGISNULL(2) ? NULL : LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(2)->root, 0)));
+	PG_RETURN_TEXT_P(cstring_to_text(model));
 }
 
 /*

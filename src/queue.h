@@ -10,12 +10,32 @@
 
 #include "postgres.h"
 
+#include "nodes/pg_list.h"
+
 extern char *llm_worker_databases;
 extern int	llm_batch_size;
 extern int	llm_worker_concurrency;
 extern int	llm_max_attempts;
 extern int	llm_lease_time;
 extern int	llm_worker_naptime;
+
+/* A job, as its items are queued (QueueAddJobItems). */
+typedef struct QueueJob
+{
+	int64		id;
+	const char *name;
+	Oid			owner;			/* the role the items are queued for */
+	Oid			target;			/* the table written back, and its column */
+	const char *column;
+	List	   *key_columns;	/* char *, the columns of the items' keys */
+	const char *model;
+	const char *system;			/* or NULL */
+	const char *options;		/* JSON text, or NULL */
+	const char *via;
+} QueueJob;
+
+extern int64 QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n,
+							  bool supersede, bool *full);
 
 extern void WorkerRegister(void);
 extern void WorkerDefineSettings(void);

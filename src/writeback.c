@@ -53,10 +53,11 @@
  * A job's item whose row has a newer item of the same job (its input
  * changed while this one was being answered) is done, but its reply is
  * not written back: the newer one's will be, whatever the order in which
- * the two arrive.
+ * the two arrive.  The same job is the same id: another role's job of the
+ * same name is another job.
  */
 #define SUPERSEDED_SQL \
-	"(q.job IS NOT NULL AND EXISTS (SELECT 1 FROM llm.queue n WHERE n.job = q.job " \
+	"(q.job_id IS NOT NULL AND EXISTS (SELECT 1 FROM llm.queue n WHERE n.job_id = q.job_id " \
 	"AND n.target_table = q.target_table AND n.target_key = q.target_key AND n.id > q.id " \
 	"AND n.status <> 'failed'))"
 
@@ -129,6 +130,7 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 	StringInfoData group;
 	Jsonb	   *key;
 	int			k;
+	const char *only;
 
 	memset(wb, 0, sizeof(Writeback));
 	TargetArgsInit(&wb->args);
@@ -149,6 +151,12 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
 				 errmsg("the target %s is no longer a table", wb->relname)));
 
+	if (LlmNamespaceAclCheck(RelationGetNamespace(rel), it->role, ACL_USAGE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("the role that enqueued the item has no USAGE on the schema of table %s",
+						wb->relname)));
+
 	att = get_attnum(it->target_table, it->target_column);
 	if (att <= 0)
 		ereport(ERROR,
@@ -158,9 +166,14 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 	wb->colname = pstrdup(it->target_column);
 	TargetAddArgument(&wb->args, a->atttypid, a->atttypmod, reply_for_type(reply, a->atttypid));
 
+	/*
+	 * Only the table's own row: a table that others inherit from may have
+	 * rows of the same key in its children, which are not the target.
+	 */
+	only = rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "";
 	initStringInfo(&sql);
-	appendStringInfo(&sql, "UPDATE %s AS t SET %s = $1 WHERE ",
-					 wb->relname, quote_identifier(it->target_column));
+	appendStringInfo(&sql, "UPDATE %s%s AS t SET %s = $1 WHERE ",
+					 only, wb->relname, quote_identifier(it->target_column));
 	key = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(it->target_key)));
 	TargetKeyClause(rel, wb->relname, key, &wb->args, &sql, NULL, "$");
 
@@ -170,8 +183,8 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 	 * by one.
 	 */
 	initStringInfo(&group);
-	appendStringInfo(&group, "UPDATE %s AS t SET %s = v.a1 FROM unnest(",
-					 wb->relname, quote_identifier(it->target_column));
+	appendStringInfo(&group, "UPDATE %s%s AS t SET %s = v.a1 FROM unnest(",
+					 only, wb->relname, quote_identifier(it->target_column));
 	for (k = 0; k < wb->args.nargs; k++)
 	{
 		if (!OidIsValid(get_array_type(wb->args.types[k])))
@@ -233,6 +246,13 @@ writeback_run(void *arg)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("the target row no longer exists, or the role that enqueued the item can no longer see it")));
+	/* a key identifies one row; anything else is rolled back */
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_CARDINALITY_VIOLATION),
+				 errmsg("the target key matched " UINT64_FORMAT " rows of table %s", (uint64) SPI_processed,
+						wb->relname),
+				 errdetail("A reply is written into one row; nothing was written.")));
 }
 
 /*

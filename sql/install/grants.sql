@@ -2,5 +2,3 @@
 -- and EXECUTE on the call functions to the roles that may call models.
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM PUBLIC;
 REVOKE ALL ON ALL TABLES IN SCHEMA llm FROM PUBLIC;
--- a catalog-only check that create_job runs with its caller's rights
-GRANT EXECUTE ON FUNCTION llm._key_identifies_row(regclass, text[]) TO PUBLIC;

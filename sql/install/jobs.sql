@@ -18,16 +18,20 @@ COMMENT ON FUNCTION llm._key_identifies_row(regclass, text[]) IS 'Whether some c
 -- rows, and the queue worker does the calls.  The README's "Jobs
 -- reference" describes the behaviour; the comments below say how.
 --
--- For each job three functions are generated (members of the extension):
--- llm._job_<name>_trigger() and llm._job_<name>_run(), owned by the job's
--- owner and SECURITY DEFINER (so they run as the owner), and
--- llm._job_<name>_sink(text[], jsonb[], boolean), owned by the extension
--- owner and executable by the job's owner only, which inserts the items
--- into llm.queue set-based.  The privilege on the sink is what proves, to
--- the extension owner's code, that a call comes from the job's owner.
+-- A job is its row of llm.job, known by its id: its items carry the id
+-- (llm.queue.job_id), its triggers pass it to llm._job_trigger(), and
+-- nothing else is made for it.  Everything that runs a job (llm.run_job,
+-- the triggers) is the extension's own code (src/jobs.c): it reads the job
+-- as the extension owner, runs the job's SQL (llm._job_sql) as the job's
+-- owner in a security-restricted operation with search_path pinned, and
+-- queues the rows through the one function that puts items into the
+-- queue, with the owner's cap on queued items and the checks of the
+-- target.  A job's owner owns nothing of it, so there is nothing of hers
+-- that anyone else could be made to run.
 
 CREATE TABLE llm.job (
-    name            text PRIMARY KEY
+    id              bigserial PRIMARY KEY,
+    name            text NOT NULL UNIQUE
                     CHECK (name ~ '^[A-Za-z0-9_.-]{1,40}$'),
     owner           regrole NOT NULL DEFAULT (pg_catalog.quote_ident(CURRENT_USER)::regrole),
     source_table    regclass NOT NULL,
@@ -45,6 +49,7 @@ CREATE TABLE llm.job (
     last_run_at     timestamptz
 );
 COMMENT ON TABLE llm.job IS 'Analysis jobs: which rows of a table to send to a model with which prompt template, and the column the reply goes to; each role sees and drops the jobs of the roles it belongs to';
+COMMENT ON COLUMN llm.job.id IS 'The job''s identity: its items and triggers refer to it (a name can be used again once the job is dropped)';
 COMMENT ON COLUMN llm.job.owner IS 'The role the job runs as: its triggers and run_job read and write as this role, and its queue items are enqueued by it';
 COMMENT ON COLUMN llm.job.input_columns IS 'The columns the prompt template refers to (derived from it)';
 COMMENT ON COLUMN llm.job.result_table IS 'Where the result column is; NULL: the source table';
@@ -52,9 +57,12 @@ COMMENT ON COLUMN llm.job.model IS 'The model, resolved when the job was created
 COMMENT ON COLUMN llm.job.via IS 'How its items are sent: realtime calls, or the provider''s batch API';
 COMMENT ON COLUMN llm.job.last_run_at IS 'When llm.run_job last ran the job (the start of its transaction)';
 SELECT pg_catalog.pg_extension_config_dump('llm.job', '');
+SELECT pg_catalog.pg_extension_config_dump('llm.job_id_seq', '');
 
--- A role creates jobs as itself, and sees and drops those of the roles
--- whose rights it has; nobody updates a job (drop and create it).
+-- A role creates jobs with llm.create_job, as itself, and sees and drops
+-- those of the roles whose rights it has; nobody updates a job (drop and
+-- create it).  Rows inserted by anyone but a superuser (a restore) or
+-- llm.create_job are refused by llm._job_prepare.
 ALTER TABLE llm.job ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_jobs ON llm.job FOR SELECT
     USING (pg_catalog.pg_has_role(owner::oid, 'USAGE'));
@@ -70,11 +78,11 @@ COMMENT ON POLICY drop_own_jobs ON llm.job IS 'A role drops the jobs of the role
 -- twice) and for the triggers (a newer input replaces a pending item).  A
 -- hash index: keys of any length, and it is small.
 CREATE INDEX queue_job_key ON llm.queue USING hash (target_key)
-    WHERE job IS NOT NULL AND status IN ('pending', 'running');
+    WHERE job_id IS NOT NULL AND status IN ('pending', 'running');
 COMMENT ON INDEX llm.queue_job_key IS 'The pending and running items of jobs, by target row';
 -- The finished items of jobs by time, for llm.job_status.
-CREATE INDEX queue_job_finished ON llm.queue (job, status, finished_at)
-    WHERE job IS NOT NULL AND finished_at IS NOT NULL;
+CREATE INDEX queue_job_finished ON llm.queue (job_id, status, finished_at)
+    WHERE job_id IS NOT NULL AND finished_at IS NOT NULL;
 COMMENT ON INDEX llm.queue_job_finished IS 'The finished items of jobs, by time';
 
 -- Split a prompt template into its literal parts and its placeholders:
@@ -194,20 +202,30 @@ END;
 $$;
 COMMENT ON FUNCTION llm._job_column(regclass, text, text) IS 'A column of a table, or an error listing the table''s columns';
 
--- Before a job is stored: derive its input columns from the template,
--- check what does not depend on privileges (so that a restore of llm.job
--- passes too), and resolve and check the model and the options with
--- llm.enqueue's own checks.
+-- Before a job is stored: refuse it unless llm.create_job (which runs as
+-- the extension owner) or a superuser (a restore) stores it; derive its
+-- input columns from the template, check what does not depend on
+-- privileges or indexes (so that a restore of llm.job passes too), and
+-- resolve and check the model and the options with llm.enqueue's own
+-- checks.  It runs as the role that inserts (not SECURITY DEFINER), so
+-- that it sees who that is.
 CREATE FUNCTION llm._job_prepare() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t record;
     c text;
     inputs name[] := '{}';
     target regclass;
     a pg_attribute;
-    probe bigint;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles r WHERE r.rolname = current_user AND r.rolsuper)
+       AND NOT EXISTS (SELECT 1 FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner
+                       WHERE n.nspname = 'llm' AND r.rolname = current_user) THEN
+        RAISE EXCEPTION 'jobs are created with llm.create_job()'
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'A row inserted into llm.job directly would skip the checks of llm.create_job.',
+                  HINT = 'Call llm.create_job(name, source_table, key_columns, prompt_template, result_column, ...).';
+    END IF;
     IF NEW.name IS NULL OR NEW.name !~ '^[A-Za-z0-9_.-]{1,40}$' THEN
         RAISE EXCEPTION 'invalid job name %', coalesce(quote_literal(NEW.name), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -291,7 +309,7 @@ BEGIN
             USING ERRCODE = 'datatype_mismatch',
                   DETAIL = format('Its type is %s.', format_type(a.atttypid, a.atttypmod));
     END IF;
-    IF a.attgenerated <> '' THEN
+    IF a.attgenerated <> '' OR a.attidentity = 'a' THEN
         RAISE EXCEPTION 'result column "%" of table % is generated', NEW.result_column, target
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -310,380 +328,218 @@ BEGIN
     IF NEW.options IS NOT NULL AND jsonb_typeof(NEW.options) <> 'object' THEN
         RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    probe := llm.enqueue('pg_llm job check', NEW.model, NEW.system, options => NEW.options, via => NEW.via);
-    SELECT q.model INTO NEW.model FROM llm.queue q WHERE q.id = probe;
-    DELETE FROM llm.queue q WHERE q.id = probe;
+    NEW.model := llm._job_check_request(NEW.model, NEW.system, NEW.options, NEW.via);
     RETURN NEW;
 END;
 $$;
 COMMENT ON FUNCTION llm._job_prepare() IS 'Trigger: derive a job''s input columns, check its columns, resolve and check its model and options';
 
--- Give a generated function exactly the privileges it must have: none for
--- PUBLIC or anyone else (whatever default privileges say), EXECUTE for
--- the grantee if one is given.
-CREATE FUNCTION llm._job_restrict(fn regprocedure, grantee regrole) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    g oid;
-BEGIN
-    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', fn);
-    FOR g IN SELECT DISTINCT a.grantee FROM pg_proc p, aclexplode(p.proacl) a
-             WHERE p.oid = fn AND a.grantee <> p.proowner AND a.grantee <> 0 LOOP
-        EXECUTE format('REVOKE ALL ON FUNCTION %s FROM %I', fn, (SELECT rolname FROM pg_roles WHERE oid = g));
-    END LOOP;
-    IF grantee IS NOT NULL THEN
-        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', fn, (SELECT rolname FROM pg_roles WHERE oid = grantee));
-    END IF;
-END;
-$$;
-COMMENT ON FUNCTION llm._job_restrict(regprocedure, regrole) IS 'Revoke every privilege on a generated function, then grant EXECUTE to one role';
-
--- The loop of a job's generated functions that sends rows to the sink in
--- chunks of 10,000, over a FROM clause whose row alias is s (and x for the
--- result table's row).
-CREATE FUNCTION llm._job_loop_sql(j llm.job, from_clause text, supersede boolean) RETURNS text
+-- A table in a FROM clause of a job's SQL: only its own rows for a table
+-- that other tables may inherit from (their rows are not the job's, and
+-- their keys would name rows the write-back cannot reach); a partitioned
+-- table is read whole.
+CREATE FUNCTION llm._job_only(rel regclass) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT format($f$
-    FOR r IN SELECT %1$s AS prompt, jsonb_build_object(%2$s) AS key
-             FROM %3$s
-             WHERE %4$s.%5$I IS NULL AND num_nulls(%6$s) = 0 AND num_nonnulls(%7$s) > 0 LOOP
-        prompts := array_append(prompts, r.prompt);
-        keys := array_append(keys, r.key);
-        IF cardinality(prompts) >= 10000 THEN
-            n := n + llm.%8$I(prompts, keys, %9$s);
-            prompts := '{}';
-            keys := '{}';
-        END IF;
-    END LOOP;
-    IF cardinality(prompts) > 0 OR NOT %9$s THEN
-        n := n + llm.%8$I(prompts, keys, %9$s);
-    END IF;$f$,
-        llm._job_prompt_sql(j.prompt_template, 's'),
-        llm._job_list(j.key_columns, '%1$L, s.%1$I', ', '),
-        from_clause,
-        CASE WHEN j.result_table IS NULL THEN 's' ELSE 'x' END, j.result_column,
-        llm._job_list(j.key_columns, 's.%1$I', ', '),
-        llm._job_list(j.input_columns, 's.%1$I', ', '),
-        '_job_' || j.name || '_sink',
-        CASE WHEN supersede THEN 'true' ELSE 'false' END);
+    SELECT CASE WHEN c.relkind = 'p' THEN '' ELSE 'ONLY ' END || rel::text
+    FROM pg_class c WHERE c.oid = rel;
 $$;
-COMMENT ON FUNCTION llm._job_loop_sql(llm.job, text, boolean) IS 'The loop of a job''s generated functions that queues rows in chunks';
+COMMENT ON FUNCTION llm._job_only(regclass) IS 'A table as a job''s SQL reads it: ONLY its own rows, unless it is partitioned';
 
 -- The statement of a job with a result table that adds the key rows the
 -- result table lacks, for the rows (alias s) of a FROM clause.
 CREATE FUNCTION llm._job_add_keys_sql(j llm.job, from_clause text) RETURNS text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT format($f$
-    INSERT INTO %1$s AS x (%2$s)
-    SELECT %3$s FROM %4$s
-    WHERE num_nulls(%3$s) = 0 AND num_nonnulls(%5$s) > 0
-      AND NOT EXISTS (SELECT 1 FROM %1$s AS x WHERE %6$s)
-    ON CONFLICT DO NOTHING;$f$,
+    SELECT format($f$INSERT INTO %1$s AS x (%2$s)
+SELECT %3$s FROM %4$s
+WHERE num_nulls(%3$s) = 0 AND num_nonnulls(%5$s) > 0
+  AND NOT EXISTS (SELECT 1 FROM %6$s AS x WHERE %7$s)
+ON CONFLICT DO NOTHING$f$,
         j.result_table, llm._job_list(j.key_columns, '%1$I', ', '),
         llm._job_list(j.key_columns, 's.%1$I', ', '),
         from_clause,
         llm._job_list(j.input_columns, 's.%1$I', ', '),
+        llm._job_only(j.result_table),
         llm._job_list(j.key_columns, 'x.%1$I = s.%1$I', ' AND '));
 $$;
 COMMENT ON FUNCTION llm._job_add_keys_sql(llm.job, text) IS 'The statement that adds missing key rows to a job''s result table';
 
--- After a job is stored: generate its functions.  The trigger and run
--- functions are owned by the job's owner and run as it; the sink is the
--- extension owner's, executable by the job's owner only.
-CREATE FUNCTION llm._job_install() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+-- The SQL of a job, which src/jobs.c runs as the job's owner (in a
+-- security-restricted operation, search_path pinned) for llm.run_job and
+-- the job's triggers; s is the source row, x the result table's row.
+-- statements, by position:
+--   1  why the owner may not run the job now (NULL: it may), and whether
+--      row-level security applies to it on the source and on the target
+--   2  run_job: add the key rows the result table lacks
+--   3  run_job: the rows to queue (prompt, key)
+--   4  insert trigger: add the key rows the result table lacks (new_rows)
+--   5  insert trigger: the rows to queue
+--   6  row trigger, changed input, result table: the result is reset
+--   7  row trigger, inserted row, result table: whether it has a result
+--   8  row trigger, result table: add the key row
+--   9  row trigger: the row to queue (an empty prompt only replaces a
+--      pending item)
+--  10  the alias of the row written back in 3 and 5
+-- The row triggers' statements take the row's values as parameters, in
+-- the order of row_columns.
+CREATE FUNCTION llm._job_sql(j llm.job, OUT statements text[], OUT row_columns name[])
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    owner_name name := (SELECT rolname FROM pg_roles WHERE oid = NEW.owner);
-    src text := NEW.source_table::text;
-    sep boolean := NEW.result_table IS NOT NULL;
-    tgt text := coalesce(NEW.result_table, NEW.source_table)::text;
-    trigger_fn text := '_job_' || NEW.name || '_trigger';
-    run_fn text := '_job_' || NEW.name || '_run';
-    sink_fn text := '_job_' || NEW.name || '_sink';
-    key_join text := llm._job_list(NEW.key_columns, 'x.%1$I = s.%1$I', ' AND ');
+    sep boolean := j.result_table IS NOT NULL;
+    tgt regclass := coalesce(j.result_table, j.source_table);
+    src_only text := llm._job_only(j.source_table);
+    tgt_only text := llm._job_only(coalesce(j.result_table, j.source_table));
+    res text := CASE WHEN j.result_table IS NULL THEN 's' ELSE 'x' END || '.' || quote_ident(j.result_column);
+    keys_s text := llm._job_list(j.key_columns, 's.%1$I', ', ');
+    inputs_s text := llm._job_list(j.input_columns, 's.%1$I', ', ');
+    key_json text := format('jsonb_build_object(%s)', llm._job_list(j.key_columns, '%1$L, s.%1$I', ', '));
+    key_join text := llm._job_list(j.key_columns, 'x.%1$I = s.%1$I', ' AND ');
+    prompt text := llm._job_prompt_sql(j.prompt_template, 's');
+    join_x text := CASE WHEN j.result_table IS NULL THEN ''
+                        ELSE format(' JOIN %s AS x ON (%s)', llm._job_only(j.result_table), key_join) END;
+    owner_name text := j.owner::text;
+    params text;
     may_write text;
-    denied text;
-    body text;
-    fn text;
 BEGIN
+    row_columns := j.key_columns
+        || ARRAY(SELECT c FROM unnest(j.input_columns) AS c WHERE NOT c = ANY (j.key_columns));
+    IF NOT sep THEN
+        row_columns := row_columns || j.result_column;
+    END IF;
+    params := format('(SELECT %s) AS s',
+                     (SELECT string_agg(format('$%s AS %I', o, c), ', ' ORDER BY o)
+                      FROM unnest(row_columns) WITH ORDINALITY AS u(c, o)));
+    -- the write-back reads the key and updates the result; with a result
+    -- table the job also adds its key rows
+    may_write := llm._job_list(j.key_columns, format('has_column_privilege(%s::oid, %%1$L, ''SELECT'')', tgt::oid), ' AND ')
+        || CASE WHEN sep THEN ' AND ' || llm._job_list(j.key_columns,
+                   format('has_column_privilege(%s::oid, %%1$L, ''INSERT'')', tgt::oid), ' AND ') ELSE '' END
+        || format(' AND has_column_privilege(%s::oid, %L, ''UPDATE'')', tgt::oid, j.result_column);
+    statements[1] := format($f$SELECT CASE
+    WHEN NOT has_schema_privilege(%1$s::oid, 'USAGE') THEN %2$L
+    WHEN NOT (%3$s) THEN %4$L
+    WHEN NOT has_schema_privilege(%5$s::oid, 'USAGE') THEN %6$L
+    WHEN NOT (%7$s) THEN %8$L END AS denied,
+    row_security_active(%9$s::oid) AS source_rls, row_security_active(%10$s::oid) AS target_rls$f$,
+        (SELECT c.relnamespace FROM pg_class c WHERE c.oid = j.source_table),
+        format('role %s has no USAGE on schema %s', owner_name,
+               (SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = j.source_table)),
+        llm._job_list(j.key_columns || j.input_columns,
+                      format('has_column_privilege(%s::oid, %%1$L, ''SELECT'')', j.source_table::oid), ' AND '),
+        format('role %s may not read the columns of %s that the job reads', owner_name, j.source_table),
+        (SELECT c.relnamespace FROM pg_class c WHERE c.oid = tgt),
+        format('role %s has no USAGE on schema %s', owner_name,
+               (SELECT quote_ident(n.nspname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.oid = tgt)),
+        may_write,
+        CASE WHEN sep
+             THEN format('role %s may not write the result table %s (INSERT on the key columns, UPDATE on %I)',
+                         owner_name, tgt, j.result_column)
+             ELSE format('role %s may not write the results into %s (UPDATE on %I)', owner_name, tgt, j.result_column) END,
+        j.source_table::oid, tgt::oid);
     IF sep THEN
-        -- the owner may still add key rows and write the result
-        may_write := format('(%s AND has_column_privilege(%s::oid, %L, %L))',
-            llm._job_list(NEW.key_columns,
-                          format('has_column_privilege(%s::oid, %%1$L, %L)', NEW.result_table::oid, 'INSERT'),
-                          ' AND '),
-            NEW.result_table::oid, NEW.result_column, 'UPDATE');
-        denied := format($f$
-        IF NOT %s THEN
-            RAISE WARNING USING MESSAGE = %L, HINT = %L;
-            RETURN NULL;
-        END IF;$f$, may_write,
-            format('pg_llm job "%s": role %s may not write the result table %s; rows not queued', NEW.name, owner_name, tgt),
-            'Grant it INSERT on the key columns and UPDATE on the result column, or drop the job.');
+        statements[2] := llm._job_add_keys_sql(j, src_only || ' AS s');
     END IF;
-
-    -- the run function: the backfill, as the owner
-    body := format($f$
-#variable_conflict use_column
-DECLARE
-    r record;
-    prompts text[] := '{}';
-    keys jsonb[] := '{}';
-    n bigint := 0;
-BEGIN
-    -- one run of a job at a time
-    PERFORM pg_advisory_xact_lock(hashtext(%L));
-%s
-%s
-    RETURN n;
-END;$f$,
-        'pg_llm job ' || NEW.name,
-        CASE WHEN sep THEN llm._job_add_keys_sql(NEW, src || ' AS s') ELSE '' END,
-        llm._job_loop_sql(NEW, CASE WHEN sep THEN format('%s AS s JOIN %s AS x ON (%s)', src, tgt, key_join)
-                                    ELSE src || ' AS s' END, false));
-    EXECUTE format('CREATE FUNCTION llm.%I() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER '
-                   'SET search_path = pg_catalog, pg_temp AS %L', run_fn, body);
-
-    -- the trigger function: rows inserted (a statement at a time, from the
-    -- transition table) and rows whose input changed (a row at a time)
-    body := format($f$
-#variable_conflict use_column
-DECLARE
-    r record;
-    prompts text[] := '{}';
-    keys jsonb[] := '{}';
-    n bigint := 0;
-BEGIN
-    IF TG_RELID <> %s::oid AND NOT EXISTS (
-           SELECT 1 FROM pg_partition_ancestors(TG_RELID) a WHERE a.relid = %s::oid) THEN
-        RAISE EXCEPTION USING MESSAGE = %L, ERRCODE = 'object_not_in_prerequisite_state';
+    statements[3] := format('SELECT %s AS prompt, %s AS key FROM %s AS s%s '
+                            'WHERE %s IS NULL AND num_nulls(%s) = 0 AND num_nonnulls(%s) > 0',
+                            prompt, key_json, src_only, join_x, res, keys_s, inputs_s);
+    IF sep THEN
+        statements[4] := llm._job_add_keys_sql(j, 'new_rows AS s');
     END IF;
-    IF TG_LEVEL = 'STATEMENT' THEN%s
-%s
-%s
-        RETURN NULL;
+    statements[5] := format('SELECT %s AS prompt, %s AS key FROM new_rows AS s%s '
+                            'WHERE %s IS NULL AND num_nulls(%s) = 0 AND num_nonnulls(%s) > 0',
+                            prompt, key_json, join_x, res, keys_s, inputs_s);
+    IF sep THEN
+        statements[6] := format('UPDATE %s AS x SET %I = NULL FROM %s WHERE %s AND x.%I IS NOT NULL',
+                                tgt_only, j.result_column, params, key_join, j.result_column);
+        statements[7] := format('SELECT EXISTS (SELECT 1 FROM %s AS x, %s WHERE %s AND x.%I IS NOT NULL)',
+                                tgt_only, params, key_join, j.result_column);
+        statements[8] := llm._job_add_keys_sql(j, params);
     END IF;
-%s
-END;$f$,
-        NEW.source_table::oid, NEW.source_table::oid,
-        format('the trigger function of pg_llm job "%s" fired on another table than %s', NEW.name, src),
-        coalesce(denied, ''),
-        CASE WHEN sep THEN llm._job_add_keys_sql(NEW, 'new_rows AS s') ELSE '' END,
-        llm._job_loop_sql(NEW, CASE WHEN sep THEN format('new_rows AS s JOIN %s AS x ON (%s)', tgt, key_join)
-                                    ELSE 'new_rows AS s' END, true),
-        CASE WHEN NOT sep THEN format($g$
-    IF TG_WHEN = 'BEFORE' THEN
-        -- an input changed: the result is no longer current, unless this
-        -- statement set it too
-        IF record_image_eq(ROW(NEW.%1$I), ROW(OLD.%1$I)) THEN
-            NEW.%1$I := NULL;
-        END IF;
-        RETURN NEW;
-    END IF;
-    -- queue the new input; a pending item for the old input is replaced
-    -- (an empty prompt only removes it)
-    PERFORM llm.%2$I(ARRAY[CASE WHEN NEW.%1$I IS NULL AND num_nulls(%3$s) = 0 AND num_nonnulls(%4$s) > 0
-                               THEN %5$s ELSE '' END],
-                    ARRAY[jsonb_build_object(%6$s)], true);
-    RETURN NULL;$g$,
-            NEW.result_column, sink_fn,
-            llm._job_list(NEW.key_columns, 'NEW.%1$I', ', '),
-            llm._job_list(NEW.input_columns, 'NEW.%1$I', ', '),
-            llm._job_prompt_sql(NEW.prompt_template, 'NEW'),
-            llm._job_list(NEW.key_columns, '%1$L, NEW.%1$I', ', '))
-        ELSE format($g$
-    IF num_nulls(%1$s) > 0 THEN
-        RETURN NULL;
-    END IF;%2$s
-    IF TG_OP = 'UPDATE' THEN
-        -- an input changed: the result is no longer current
-        UPDATE %3$s AS x SET %5$I = NULL WHERE %6$s AND x.%5$I IS NOT NULL;
-    ELSIF EXISTS (SELECT 1 FROM %3$s AS x WHERE %6$s AND x.%5$I IS NOT NULL) THEN
-        -- inserted (into a partition) with a result already there
-        RETURN NULL;
-    END IF;
-    IF num_nonnulls(%8$s) > 0 THEN
-        INSERT INTO %3$s AS x (%4$s) VALUES (%1$s) ON CONFLICT DO NOTHING;
-    END IF;
-    -- a pending item for the old input is replaced (an empty prompt only
-    -- removes it)
-    PERFORM llm.%7$I(ARRAY[CASE WHEN num_nonnulls(%8$s) > 0 THEN %9$s ELSE '' END],
-                    ARRAY[jsonb_build_object(%10$s)], true);
-    RETURN NULL;$g$,
-            llm._job_list(NEW.key_columns, 'NEW.%1$I', ', '), denied,
-            tgt, llm._job_list(NEW.key_columns, '%1$I', ', '), NEW.result_column,
-            llm._job_list(NEW.key_columns, 'x.%1$I = NEW.%1$I', ' AND '),
-            sink_fn, llm._job_list(NEW.input_columns, 'NEW.%1$I', ', '),
-            llm._job_prompt_sql(NEW.prompt_template, 'NEW'),
-            llm._job_list(NEW.key_columns, '%1$L, NEW.%1$I', ', '))
-        END);
-    EXECUTE format('CREATE FUNCTION llm.%I() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER '
-                   'SET search_path = pg_catalog, pg_temp AS %L', trigger_fn, body);
-
-    -- the sink: inserts the items as the extension owner
-    EXECUTE format('CREATE FUNCTION llm.%I(prompts text[], keys jsonb[], supersede boolean) RETURNS bigint '
-                   'LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp '
-                   'AS %L', sink_fn, format('SELECT llm._job_sink(%L, prompts, keys, supersede)', NEW.name));
-
-    FOREACH fn IN ARRAY ARRAY[run_fn, trigger_fn] LOOP
-        EXECUTE format('ALTER FUNCTION llm.%I() OWNER TO %I', fn, owner_name);
-        PERFORM llm._job_restrict(format('llm.%I()', fn)::regprocedure, NULL);
-    END LOOP;
-    PERFORM llm._job_restrict(format('llm.%I(text[], jsonb[], boolean)', sink_fn)::regprocedure, NEW.owner);
-    EXECUTE format('COMMENT ON FUNCTION llm.%I() IS %L', run_fn,
-                   format('The backfill of pg_llm job "%s", as its owner (called by llm.run_job)', NEW.name));
-    EXECUTE format('COMMENT ON FUNCTION llm.%I() IS %L', trigger_fn,
-                   format('Trigger: queue the inserted and changed rows of %s for pg_llm job "%s", as its owner', src, NEW.name));
-    EXECUTE format('COMMENT ON FUNCTION llm.%I(text[], jsonb[], boolean) IS %L', sink_fn,
-                   format('Queue prompts for pg_llm job "%s" (executable by its owner only)', NEW.name));
-    -- members of the extension: dropped with it, and not dumped (a restore
-    -- of llm.job generates them again)
-    EXECUTE format('ALTER EXTENSION pg_llm ADD FUNCTION llm.%I()', run_fn);
-    EXECUTE format('ALTER EXTENSION pg_llm ADD FUNCTION llm.%I()', trigger_fn);
-    EXECUTE format('ALTER EXTENSION pg_llm ADD FUNCTION llm.%I(text[], jsonb[], boolean)', sink_fn);
-    RETURN NULL;
+    statements[9] := format('SELECT CASE WHEN %snum_nonnulls(%s) > 0 THEN %s ELSE %L END AS prompt, %s AS key '
+                            'FROM %s WHERE num_nulls(%s) = 0',
+                            CASE WHEN sep THEN '' ELSE res || ' IS NULL AND ' END,
+                            inputs_s, prompt, '', key_json, params, keys_s);
+    statements[10] := CASE WHEN sep THEN 'x' ELSE 's' END;
 END;
 $$;
-COMMENT ON FUNCTION llm._job_install() IS 'Trigger: generate a new job''s trigger, run and sink functions';
+COMMENT ON FUNCTION llm._job_sql(llm.job) IS 'The statements a job runs as its owner (for llm.run_job and its triggers), and the columns its row triggers pass';
 
--- After a job is deleted: drop its triggers and functions.
-CREATE FUNCTION llm._job_uninstall() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    fn regprocedure;
-    tg record;
-BEGIN
-    FOREACH fn IN ARRAY ARRAY[
-            to_regprocedure(format('llm.%I()', '_job_' || OLD.name || '_trigger')),
-            to_regprocedure(format('llm.%I()', '_job_' || OLD.name || '_run')),
-            to_regprocedure(format('llm.%I(text[], jsonb[], boolean)', '_job_' || OLD.name || '_sink'))] LOOP
-        CONTINUE WHEN fn IS NULL;
-        FOR tg IN SELECT t.tgname, t.tgrelid::regclass AS rel FROM pg_trigger t
-                  WHERE t.tgfoid = fn AND t.tgparentid = 0 LOOP
-            EXECUTE format('DROP TRIGGER %I ON %s', tg.tgname, tg.rel);
-        END LOOP;
-        IF EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass AND d.objid = fn
-                   AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e') THEN
-            EXECUTE format('ALTER EXTENSION pg_llm DROP FUNCTION %s', fn);
-        END IF;
-        EXECUTE format('DROP FUNCTION %s', fn);
-    END LOOP;
-    IF current_setting('pg_llm_job.cancel', true) = OLD.name THEN
-        DELETE FROM llm.queue q WHERE q.job = OLD.name AND q.status IN ('pending', 'submitted');
-    END IF;
-    RETURN NULL;
-END;
-$$;
-COMMENT ON FUNCTION llm._job_uninstall() IS 'Trigger: drop a deleted job''s triggers and functions (and, for llm.drop_job(name, cancel => true), its unanswered items)';
-
-CREATE FUNCTION llm._job_no_truncate() RETURNS trigger
+-- The triggers of a job with track_changes on its source table, calling
+-- the extension's trigger function with the job's id (created by the
+-- extension owner: nobody else may execute llm._job_trigger()).
+CREATE FUNCTION llm._job_triggers(j llm.job) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RAISE EXCEPTION 'llm.job cannot be truncated' USING HINT = 'Drop jobs with llm.drop_job().';
-END;
-$$;
-COMMENT ON FUNCTION llm._job_no_truncate() IS 'Trigger: refuse TRUNCATE of llm.job, which would leave the jobs'' triggers behind';
-
-CREATE TRIGGER prepare BEFORE INSERT ON llm.job
-    FOR EACH ROW EXECUTE FUNCTION llm._job_prepare();
-CREATE TRIGGER install AFTER INSERT ON llm.job
-    FOR EACH ROW EXECUTE FUNCTION llm._job_install();
-CREATE TRIGGER uninstall AFTER DELETE ON llm.job
-    FOR EACH ROW EXECUTE FUNCTION llm._job_uninstall();
-CREATE TRIGGER no_truncate BEFORE TRUNCATE ON llm.job
-    FOR EACH STATEMENT EXECUTE FUNCTION llm._job_no_truncate();
-
--- Insert a job's items into the queue, with the job's target, model and
--- owner.  Only the job's sink, which only its owner may call, calls this.
--- supersede (the triggers): a pending item of the same row is replaced;
--- otherwise (run_job) a row with a pending or running item is skipped.
--- Empty prompts are not queued.  The first time in a transaction, a call
--- of llm.enqueue (whose item is removed at once) makes the workers wake up
--- at commit.
-CREATE FUNCTION llm._job_sink(job_name text, prompts text[], keys jsonb[], supersede boolean)
-RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    j llm.job;
-    n bigint;
-    wake bigint;
+    func text := format('llm._job_trigger(%L)', j.id::text);
+    trig text := 'llm_job_' || j.name;
+    inputs text;
+    changed text;
 BEGIN
-    SELECT * INTO j FROM llm.job WHERE llm.job.name = job_name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'job "%" does not exist', job_name USING ERRCODE = 'undefined_object';
+    SELECT string_agg(quote_ident(k), ', ' ORDER BY o),
+           format('NOT record_image_eq(ROW(%s), ROW(%s))',
+                  string_agg('OLD.' || quote_ident(k), ', ' ORDER BY o),
+                  string_agg('NEW.' || quote_ident(k), ', ' ORDER BY o))
+    INTO inputs, changed
+    FROM unnest(j.input_columns) WITH ORDINALITY AS u(k, o);
+    IF (SELECT relkind FROM pg_class WHERE oid = j.source_table) = 'p' THEN
+        -- a row trigger is cloned to every partition (also those attached
+        -- later), so rows inserted into a partition directly are seen too;
+        -- a statement trigger of the parent would miss them
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s FOR EACH ROW %s EXECUTE FUNCTION %s',
+                       trig || '_insert', j.source_table,
+                       CASE WHEN j.result_table IS NULL
+                            THEN format('WHEN (NEW.%I IS NULL)', j.result_column) ELSE '' END,
+                       func);
+    ELSE
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION %s',
+                       trig || '_insert', j.source_table, func);
     END IF;
-    -- planned at each call (EXECUTE): a plan kept from the first chunks of a
-    -- run, when the queue held none of the job's items, would check each
-    -- key of the later chunks against all of them one by one
-    IF supersede THEN
-        EXECUTE 'DELETE FROM llm.queue q USING unnest($2) AS k(key)
-                 WHERE q.job = $1 AND q.status = ''pending'' AND q.target_key = k.key'
-        USING j.name, keys;
+    IF j.result_table IS NULL THEN
+        EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) '
+                       'EXECUTE FUNCTION %s',
+                       trig || '_reset', inputs, j.source_table, changed, func);
     END IF;
-    EXECUTE 'INSERT INTO llm.queue (prompt, model, system, options, target_table, target_column,
-                                    target_key, enqueued_by, job, via)
-             SELECT u.prompt, $3, $4, $5, $6, $7, u.key, $8, $9, $10
-             FROM unnest($1, $2) AS u(prompt, key)
-             WHERE u.prompt <> '''' AND u.key IS NOT NULL
-               AND ($11 OR NOT EXISTS (SELECT 1 FROM llm.queue q
-                                        WHERE q.job = $9 AND q.status IN (''pending'', ''running'', ''submitted'')
-                                          AND q.target_key = u.key))'
-    USING prompts, keys, j.model, j.system, j.options, coalesce(j.result_table, j.source_table),
-          j.result_column, j.owner::oid, j.name, j.via, supersede;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF NOT supersede AND j.last_run_at IS DISTINCT FROM now() THEN
-        UPDATE llm.job SET last_run_at = now() WHERE llm.job.name = j.name;
-    END IF;
-    IF n > 0 AND current_setting('pg_llm_job.wakeup', true) IS DISTINCT FROM 'on' THEN
-        wake := llm.enqueue('pg_llm job wake-up', j.model, via => j.via);
-        DELETE FROM llm.queue q WHERE q.id = wake;
-        PERFORM set_config('pg_llm_job.wakeup', 'on', true);
-    END IF;
-    RETURN n;
+    EXECUTE format('CREATE TRIGGER %I AFTER UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) '
+                   'EXECUTE FUNCTION %s',
+                   trig || '_update', inputs, j.source_table, changed, func);
 END;
 $$;
-COMMENT ON FUNCTION llm._job_sink(text, text[], jsonb[], boolean) IS 'Insert a job''s items into the queue as its owner''s; called by the job''s own sink only';
+COMMENT ON FUNCTION llm._job_triggers(llm.job) IS 'Create the triggers of a job that tracks changes on its source table';
 
-CREATE FUNCTION llm.create_job(
-    name text,
-    source_table regclass,
-    key_columns text[],
-    prompt_template text,
-    result_column name DEFAULT NULL,
-    result_table regclass DEFAULT NULL,
-    model text DEFAULT NULL,
-    system text DEFAULT NULL,
-    options jsonb DEFAULT NULL,
-    track_changes boolean DEFAULT true,
-    via text DEFAULT 'realtime')
-RETURNS void
+-- The work of llm.create_job (src/jobs.c), run as the extension owner for
+-- the calling role: the definition (checked by llm._job_prepare, which
+-- also serves restores of llm.job), then what the calling role, which the
+-- job will run as, must be allowed to do, then the triggers.  Returns the
+-- job's id and a statement that src/jobs.c runs as the calling role (the
+-- key columns can be copied and compared across the two tables).
+CREATE FUNCTION llm._job_create(
+    caller oid, name text, source_table regclass, key_columns text[], prompt_template text,
+    result_column name, result_table regclass, model text, system text, options jsonb,
+    track_changes boolean, via text, OUT id bigint, OUT check_sql text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j llm.job;
     target regclass;
     c name;
-    trig text;
-    inputs text;
-    changed text;
-    func text;
+    nsp name;
+    caller_name text := caller::regrole::text;
 BEGIN
-    -- (this function runs as the caller, who may execute only the internal
-    -- functions of llm granted to PUBLIC, such as llm._key_identifies_row)
-    -- the definition (name, structure, template, model and options are
-    -- checked by llm._job_prepare, which also serves restores of llm.job)
     BEGIN
-        INSERT INTO llm.job AS jj (name, source_table, key_columns, prompt_template, result_table,
+        INSERT INTO llm.job AS jj (name, owner, source_table, key_columns, prompt_template, result_table,
                                    result_column, model, system, options, track_changes, via)
-        VALUES (create_job.name, create_job.source_table, create_job.key_columns::name[],
-                create_job.prompt_template, create_job.result_table, create_job.result_column,
-                create_job.model, create_job.system, create_job.options,
-                coalesce(create_job.track_changes, true), coalesce(create_job.via, 'realtime'))
+        VALUES (_job_create.name, caller::regrole, _job_create.source_table, _job_create.key_columns::name[],
+                _job_create.prompt_template, _job_create.result_table, _job_create.result_column,
+                _job_create.model, _job_create.system, _job_create.options,
+                coalesce(_job_create.track_changes, true), coalesce(_job_create.via, 'realtime'))
         RETURNING * INTO j;
     EXCEPTION WHEN unique_violation THEN
-        RAISE EXCEPTION 'job "%" already exists', create_job.name
+        RAISE EXCEPTION 'job "%" already exists', _job_create.name
             USING ERRCODE = 'duplicate_object',
-                  HINT = 'Drop it first with llm.drop_job(), or choose another name.';
+                  HINT = 'Job names are shared by all roles: drop it first with llm.drop_job(), or choose another name.';
     END;
+    id := j.id;
     target := coalesce(j.result_table, j.source_table);
 
     -- the key identifies one row, in the source and in the result table:
@@ -713,138 +569,131 @@ BEGIN
         END IF;
     END IF;
 
-    -- the creating role, which the job will run as, may do what the job does
+    -- the calling role, which the job will run as, may do what the job does
+    FOR nsp IN SELECT DISTINCT n.nspname FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
+               WHERE r.oid IN (j.source_table, target) ORDER BY 1 LOOP
+        IF NOT has_schema_privilege(caller, nsp, 'USAGE') THEN
+            RAISE EXCEPTION 'permission denied for schema %', quote_ident(nsp)
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = format('A job runs with the rights of the role that creates it; %s needs USAGE on the schema.', caller_name);
+        END IF;
+    END LOOP;
     FOREACH c IN ARRAY j.key_columns || j.input_columns LOOP
-        IF NOT has_column_privilege(j.source_table, c, 'SELECT') THEN
+        IF NOT has_column_privilege(caller, j.source_table, c, 'SELECT') THEN
             RAISE EXCEPTION 'permission denied to read column "%" of table %', c, j.source_table
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'A job runs with the rights of the role that creates it.';
         END IF;
     END LOOP;
     FOREACH c IN ARRAY j.key_columns LOOP
-        IF NOT has_column_privilege(target, c, 'SELECT') THEN
+        IF NOT has_column_privilege(caller, target, c, 'SELECT') THEN
             RAISE EXCEPTION 'permission denied to read column "%" of table %', c, target
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'A job runs with the rights of the role that creates it.';
         END IF;
-        IF j.result_table IS NOT NULL AND NOT has_column_privilege(target, c, 'INSERT') THEN
+        IF j.result_table IS NOT NULL AND NOT has_column_privilege(caller, target, c, 'INSERT') THEN
             RAISE EXCEPTION 'permission denied to insert into column "%" of table %', c, target
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'The job adds the key rows the result table lacks, with the rights of the role that creates it.';
         END IF;
     END LOOP;
-    IF NOT has_column_privilege(target, j.result_column, 'UPDATE') THEN
+    IF NOT has_column_privilege(caller, target, j.result_column, 'UPDATE') THEN
         RAISE EXCEPTION 'permission denied to update column "%" of table %', j.result_column, target
             USING ERRCODE = 'insufficient_privilege',
                   HINT = 'The worker writes replies back with the rights of the job''s owner, the role that creates it.';
     END IF;
     IF j.result_table IS NOT NULL THEN
-        -- the key columns can be copied and compared across the two tables
-        EXECUTE (SELECT format('EXPLAIN INSERT INTO %s AS x (%s) SELECT %s FROM %s AS s '
-                               'WHERE NOT EXISTS (SELECT 1 FROM %s AS x WHERE %s)',
-                               target, string_agg(quote_ident(k), ', ' ORDER BY o),
-                               string_agg('s.' || quote_ident(k), ', ' ORDER BY o), j.source_table, target,
-                               string_agg(format('x.%1$I = s.%1$I', k), ' AND ' ORDER BY o))
-                 FROM unnest(j.key_columns) WITH ORDINALITY AS u(k, o));
+        check_sql := (SELECT format('EXPLAIN INSERT INTO %s AS x (%s) SELECT %s FROM %s AS s '
+                                    'WHERE NOT EXISTS (SELECT 1 FROM %s AS x WHERE %s)',
+                                    target, string_agg(quote_ident(k), ', ' ORDER BY o),
+                                    string_agg('s.' || quote_ident(k), ', ' ORDER BY o), j.source_table, target,
+                                    string_agg(format('x.%1$I = s.%1$I', k), ' AND ' ORDER BY o))
+                      FROM unnest(j.key_columns) WITH ORDINALITY AS u(k, o));
     END IF;
 
     IF j.track_changes THEN
-        IF NOT has_table_privilege(j.source_table, 'TRIGGER') THEN
+        IF NOT has_table_privilege(caller, j.source_table, 'TRIGGER') THEN
             RAISE EXCEPTION 'permission denied to create triggers on table %', j.source_table
                 USING ERRCODE = 'insufficient_privilege',
                       HINT = 'track_changes puts triggers on the source table; create the job with track_changes => false and run it with llm.run_job().';
         END IF;
-        IF row_security_active(j.source_table) THEN
-            RAISE EXCEPTION 'table % has row-level security for role %', j.source_table, current_user
-                USING ERRCODE = 'feature_not_supported',
-                      DETAIL = 'The job''s trigger sees every row written, also those the job''s owner may not read.',
-                      HINT = 'Create the job with track_changes => false and run it with llm.run_job(): it reads only the rows its owner may read.';
-        END IF;
-        -- the triggers are created by the calling role, with its rights
-        func := format('llm.%I()', '_job_' || j.name || '_trigger');
-        trig := 'llm_job_' || j.name;
-        SELECT string_agg(quote_ident(k), ', ' ORDER BY o),
-               format('NOT record_image_eq(ROW(%s), ROW(%s))',
-                      string_agg('OLD.' || quote_ident(k), ', ' ORDER BY o),
-                      string_agg('NEW.' || quote_ident(k), ', ' ORDER BY o))
-        INTO inputs, changed
-        FROM unnest(j.input_columns) WITH ORDINALITY AS u(k, o);
-        IF (SELECT relkind FROM pg_class WHERE oid = j.source_table) = 'p' THEN
-            -- a row trigger is cloned to every partition (also those
-            -- attached later), so rows inserted into a partition directly
-            -- are seen too; a statement trigger of the parent would miss them
-            EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s FOR EACH ROW %s EXECUTE FUNCTION %s',
-                           trig || '_insert', j.source_table,
-                           CASE WHEN j.result_table IS NULL
-                                THEN format('WHEN (NEW.%I IS NULL)', j.result_column) ELSE '' END,
-                           func);
-        ELSE
-            EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
-                           'FOR EACH STATEMENT EXECUTE FUNCTION %s',
-                           trig || '_insert', j.source_table, func);
-        END IF;
-        IF j.result_table IS NULL THEN
-            EXECUTE format('CREATE TRIGGER %I BEFORE UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) '
-                           'EXECUTE FUNCTION %s',
-                           trig || '_reset', inputs,
-                           j.source_table, changed, func);
-        END IF;
-        EXECUTE format('CREATE TRIGGER %I AFTER UPDATE OF %s ON %s FOR EACH ROW WHEN (%s) '
-                       'EXECUTE FUNCTION %s',
-                       trig || '_update', inputs,
-                       j.source_table, changed, func);
+        PERFORM llm._job_triggers(j);
     END IF;
 END;
 $$;
+COMMENT ON FUNCTION llm._job_create(oid, text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text) IS 'The work of llm.create_job, run as the extension owner for the calling role';
+
+-- After a job is deleted: drop its triggers.
+CREATE FUNCTION llm._job_uninstall() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tg record;
+BEGIN
+    FOR tg IN SELECT t.tgname, t.tgrelid::regclass AS rel FROM pg_trigger t
+              WHERE t.tgfoid = 'llm._job_trigger()'::regprocedure AND t.tgparentid = 0
+                AND t.tgnargs = 1 AND t.tgargs = convert_to(OLD.id::text, 'UTF8') || '\x00'::bytea LOOP
+        EXECUTE format('DROP TRIGGER %I ON %s', tg.tgname, tg.rel);
+    END LOOP;
+    RETURN NULL;
+END;
+$$;
+COMMENT ON FUNCTION llm._job_uninstall() IS 'Trigger: drop a deleted job''s triggers';
+
+CREATE FUNCTION llm._job_no_truncate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RAISE EXCEPTION 'llm.job cannot be truncated' USING HINT = 'Drop jobs with llm.drop_job().';
+END;
+$$;
+COMMENT ON FUNCTION llm._job_no_truncate() IS 'Trigger: refuse TRUNCATE of llm.job, which would leave the jobs'' triggers behind';
+
+CREATE TRIGGER prepare BEFORE INSERT ON llm.job
+    FOR EACH ROW EXECUTE FUNCTION llm._job_prepare();
+CREATE TRIGGER uninstall AFTER DELETE ON llm.job
+    FOR EACH ROW EXECUTE FUNCTION llm._job_uninstall();
+CREATE TRIGGER no_truncate BEFORE TRUNCATE ON llm.job
+    FOR EACH STATEMENT EXECUTE FUNCTION llm._job_no_truncate();
+
+-- The model (resolved: llm.default_model if none is given), the system
+-- prompt, the options and the way of sending of a job, checked as
+-- llm.enqueue checks an item's.
+CREATE FUNCTION llm._job_check_request(model text, system text, options jsonb, via text) RETURNS text
+AS 'MODULE_PATHNAME', 'pg_llm_job_check_request'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm._job_check_request(text, text, jsonb, text) IS 'Check a job''s model, system prompt, options and via as llm.enqueue would; returns the resolved model';
+
+-- Every job's triggers call this, with the job's id: it runs the job's
+-- SQL as the job's owner (src/jobs.c).
+CREATE FUNCTION llm._job_trigger() RETURNS trigger
+AS 'MODULE_PATHNAME', 'pg_llm_job_trigger'
+LANGUAGE C;
+COMMENT ON FUNCTION llm._job_trigger() IS 'Trigger of every job (its argument: the job''s id): queue the inserted and changed rows of the job''s source table, as the job''s owner';
+
+CREATE FUNCTION llm.create_job(
+    name text,
+    source_table regclass,
+    key_columns text[],
+    prompt_template text,
+    result_column name DEFAULT NULL,
+    result_table regclass DEFAULT NULL,
+    model text DEFAULT NULL,
+    system text DEFAULT NULL,
+    options jsonb DEFAULT NULL,
+    track_changes boolean DEFAULT true,
+    via text DEFAULT 'realtime')
+RETURNS void
+AS 'MODULE_PATHNAME', 'pg_llm_create_job'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text) IS 'Define a job that sends each row of source_table, rendered through prompt_template ({column} placeholders), to a model and writes the reply into result_column (of result_table, keyed like the source, if given); with track_changes, inserted and changed rows are queued by triggers; via => ''batch_api'' sends its items through the provider''s batch API. The job runs as the role that creates it';
 
 CREATE FUNCTION llm.run_job(name text) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    j llm.job;
-    run_fn text;
-    n bigint;
-BEGIN
-    SELECT * INTO j FROM llm.job WHERE llm.job.name = run_job.name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'job "%" does not exist', run_job.name
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'See SELECT name FROM llm.job.';
-    END IF;
-    run_fn := format('llm.%I()', '_job_' || j.name || '_run');
-    IF to_regprocedure(run_fn) IS NULL THEN
-        RAISE EXCEPTION 'the functions of job "%" are missing', j.name
-            USING ERRCODE = 'object_not_in_prerequisite_state',
-                  HINT = 'Drop the job and create it again.';
-    END IF;
-    IF NOT has_function_privilege(run_fn, 'EXECUTE') THEN
-        RAISE EXCEPTION 'permission denied to run job "%"', j.name
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = format('A job runs as its owner, %s; only that role and its members may run it.', j.owner);
-    END IF;
-    EXECUTE format('SELECT %s', run_fn) INTO n;
-    RETURN n;
-END;
-$$;
-COMMENT ON FUNCTION llm.run_job(text) IS 'Queue every row of a job that has no result (NULL) and no pending or running item of the job; returns the number of rows queued. Runs as the job''s owner';
+AS 'MODULE_PATHNAME', 'pg_llm_run_job'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm.run_job(text) IS 'Queue every row of a job that has no result (NULL) and no pending or running item of the job; returns the number of rows queued. Runs as the job''s owner, whoever calls it';
 
 CREATE FUNCTION llm.drop_job(name text, cancel boolean DEFAULT false) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    -- the job's trigger (llm._job_uninstall) removes its unanswered items
-    -- when asked to, after row-level security let the caller drop the job
-    IF cancel THEN
-        PERFORM set_config('pg_llm_job.cancel', drop_job.name, true);
-    END IF;
-    DELETE FROM llm.job WHERE llm.job.name = drop_job.name;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'job "%" does not exist', drop_job.name
-            USING ERRCODE = 'undefined_object',
-                  HINT = 'See SELECT name FROM llm.job.';
-    END IF;
-    PERFORM set_config('pg_llm_job.cancel', '', true);
-END;
-$$;
+AS 'MODULE_PATHNAME', 'pg_llm_drop_job'
+LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION llm.drop_job(text, boolean) IS 'Remove a job and its triggers; its queue items stay, unless cancel: then its items not yet answered (pending, or waiting in a provider batch) go too, and a provider batch left without items is cancelled';
 
 CREATE VIEW llm.job_status AS
@@ -870,10 +719,10 @@ CREATE VIEW llm.job_status AS
                count(*) FILTER (WHERE q.status = 'submitted') AS submitted,
                count(*) FILTER (WHERE q.status = 'done') AS done,
                count(*) FILTER (WHERE q.status = 'failed') AS failed
-        FROM llm.queue q WHERE q.job = j.name) c
+        FROM llm.queue q WHERE q.job_id = j.id AND q.enqueued_by = j.owner::oid) c
     CROSS JOIN LATERAL (
         SELECT count(*) AS finished FROM llm.queue q
-        WHERE q.job = j.name AND q.status IN ('done', 'failed')
+        WHERE q.job_id = j.id AND q.enqueued_by = j.owner::oid AND q.status IN ('done', 'failed')
           AND q.finished_at >= coalesce(j.last_run_at, '-infinity')) f
     -- finished in the last minute, per second since the first of them
     -- started (at most 60 s)
@@ -881,18 +730,18 @@ CREATE VIEW llm.job_status AS
         SELECT coalesce(count(*) / greatest(1.0, least(60.0, extract(epoch FROM now() - min(q.started_at)))), 0)
                    AS per_second
         FROM llm.queue q
-        WHERE q.job = j.name AND q.status IN ('done', 'failed')
+        WHERE q.job_id = j.id AND q.enqueued_by = j.owner::oid AND q.status IN ('done', 'failed')
           AND q.finished_at > now() - interval '1 minute') m
     CROSS JOIN LATERAL (
         SELECT greatest(
                    (SELECT max(q.finished_at) FROM llm.queue q
-                    WHERE q.job = j.name AND q.status = 'done' AND q.finished_at IS NOT NULL),
+                    WHERE q.job_id = j.id AND q.enqueued_by = j.owner::oid AND q.status = 'done' AND q.finished_at IS NOT NULL),
                    (SELECT max(q.finished_at) FROM llm.queue q
-                    WHERE q.job = j.name AND q.status = 'failed' AND q.finished_at IS NOT NULL))
+                    WHERE q.job_id = j.id AND q.enqueued_by = j.owner::oid AND q.status = 'failed' AND q.finished_at IS NOT NULL))
                AS last_finished) l
     LEFT JOIN LATERAL (
         SELECT q.error AS last_error FROM llm.queue q
-        WHERE q.job = j.name AND q.status = 'failed' AND q.finished_at IS NOT NULL
+        WHERE q.job_id = j.id AND q.enqueued_by = j.owner::oid AND q.status = 'failed' AND q.finished_at IS NOT NULL
         ORDER BY q.finished_at DESC LIMIT 1) e ON true
     WHERE pg_catalog.pg_has_role(j.owner::oid, 'USAGE')
     ORDER BY j.name;

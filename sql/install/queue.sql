@@ -13,6 +13,7 @@ CREATE TABLE llm.queue (
     target_key      jsonb,
     enqueued_by     oid NOT NULL,
     job             text,
+    job_id          bigint,
     via             text NOT NULL DEFAULT 'realtime' CHECK (via IN ('realtime', 'batch_api')),
     batch_id        bigint,
     attempts        integer NOT NULL DEFAULT 0,
@@ -40,8 +41,10 @@ CREATE INDEX queue_target ON llm.queue (target_table, target_key)
 -- a job's items by target row (a newer item supersedes an older one's
 -- reply; a row already queued is not queued again), with their status
 -- for llm.job_status
-CREATE INDEX queue_job ON llm.queue (job, target_key, id) INCLUDE (status) WHERE job IS NOT NULL;
+CREATE INDEX queue_job ON llm.queue (job_id, target_key, id) INCLUDE (status) WHERE job_id IS NOT NULL;
 COMMENT ON TABLE llm.queue IS 'Prompts waiting for, or answered by, the pg_llm worker; each role sees its own items';
+COMMENT ON COLUMN llm.queue.job IS 'The name of the job that queued the item, when it was queued';
+COMMENT ON COLUMN llm.queue.job_id IS 'The job that queued the item (llm.job.id): a job''s items are known by it, never by the name';
 COMMENT ON COLUMN llm.queue.via IS 'realtime: a call of its own; batch_api: through its provider''s batch API (half the price, answered within the provider''s window)';
 COMMENT ON COLUMN llm.queue.batch_id IS 'The provider batch (llm.batches) that holds or held the item';
 COMMENT ON COLUMN llm.queue.leased_by IS 'The running worker that holds the item (a token of its life; a restarted server or worker has new ones)';
