@@ -493,6 +493,7 @@ typedef struct EnqueueInsert
 	char		nulls[9];
 	int64		id;
 	bool		found;			/* find_queued found the same request */
+	int64		dropped;		/* drop_queued removed so many */
 } EnqueueInsert;
 
 /*
@@ -540,6 +541,7 @@ drop_queued(void *arg)
 			   "AND q.enqueued_by = $4",
 			   4, types, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not replace queued items");
+	e->dropped = (int64) SPI_processed;
 }
 
 static void
@@ -633,7 +635,11 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 			PG_RETURN_INT64(e.id);
 	}
 	else if (has_table && strcmp(if_queued, "replace") == 0)
+	{
+		e.dropped = 0;
 		RunAsOwner(drop_queued, &e);
+		queue_counted(caller, -e.dropped);
+	}
 	check_queue_cap(caller);
 	RunAsOwner(insert_item, &e);
 	wake_workers_at_commit(via);

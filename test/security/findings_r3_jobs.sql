@@ -15,6 +15,8 @@ SET client_min_messages = error;
 CREATE EXTENSION pg_llm;
 SELECT llm.create_provider('mock', 'openai', :'openai_url', api_key => 'sk-mock') IS NULL AS created \g /dev/null
 SELECT llm.use_provider('mock') \g /dev/null
+-- the model the jobs name, known by name (model names are strict now)
+SELECT llm.add_model('mock', 'mock', 'mock') \g /dev/null
 
 -- the outcome of a statement: 'ok', or its error (with what else it says)
 CREATE FUNCTION try(query text) RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog AS $$
@@ -57,8 +59,16 @@ GRANT USAGE ON SCHEMA llm TO mallory, victim;
 GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
                           llm.chat_completion(jsonb, text),
                           llm.chat_stream(text, text, text, jsonb),
-                          llm.chat_many(text[], text, text, jsonb),
-                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text) TO mallory, victim;
+                          llm.chat_many(text[], text, text, jsonb) TO mallory, victim;
+-- llm.enqueue, whatever its arguments are in the version at hand
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE pronamespace = 'llm'::regnamespace AND proname = 'enqueue' LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO mallory, victim', f);
+    END LOOP;
+END $$;
 GRANT SELECT ON llm.queue, llm.usage, llm.provider, llm.model TO mallory, victim;
 GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text),
                           llm.run_job(text), llm.drop_job(text, boolean) TO mallory, victim;
