@@ -43,6 +43,7 @@
 #include "pg_llm.h"
 #include "queue.h"
 #include "request.h"
+#include "schema.h"
 #include "runas.h"
 #include "shmem.h"
 #include "target.h"
@@ -593,9 +594,14 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	check_via(via, model);
 
 	/* options are checked now, not when the worker gets to them */
-	(void) RequestFromPrompt(LlmToUtf8(prompt),
-							 PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2))),
-							 PG_ARGISNULL(6) ? NULL : LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(6)->root, 0)));
+	if (RequestHasSchema(RequestFromPrompt(LlmToUtf8(prompt),
+										   PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2))),
+										   PG_ARGISNULL(6) ? NULL : LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(6)->root, 0)))))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("option \"json_schema\" is not taken by the queue yet"),
+				 errdetail("The worker would not validate the reply."),
+				 errhint("Call llm.chat() or llm.chat_many() with json_schema, or llm.classify(), llm.extract() or llm.is_true().")));
 
 	if (has_table || has_column || has_key)
 	{
