@@ -3,12 +3,8 @@
 EXTENSION = pg_llm
 EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" pg_llm.control)
 MODULE_big = pg_llm
-OBJS = src/pg_llm.o src/config.o src/runas.o src/http.o src/call.o src/chat.o src/many.o \
-	src/stream.o src/sse.o src/json.o src/request.o src/provider.o \
-	src/provider_openai.o src/provider_anthropic.o \
-	src/utf8.o src/shmem.o src/queue.o src/jobs.o src/worker.o src/lease.o src/writeback.o \
-	src/usage.o src/target.o src/ratelimit.o src/batch.o src/batch_json.o src/embed.o \
-	src/names.o src/jsonschema.o src/schema.o src/shape.o
+# every C file of src/ and src/worker/ is part of the module
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c src/worker/*.c)))
 PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 
 # The install script is built from its parts (sql/install/), one concern
@@ -58,4 +54,4 @@ sql/versions/$(EXTENSION)--0.2.0--$(EXTVERSION).sql: $(UPGRADE_BEFORE) $(SQL_PAR
 	  cat $(UPGRADE_AFTER) sql/install/grants.sql; } > $@
 
 # every object is rebuilt when a header changes (structs are shared)
-$(OBJS): $(wildcard src/*.h)
+$(OBJS): $(wildcard src/*.h src/worker/*.h)

@@ -46,6 +46,7 @@
 #include "schema.h"
 #include "runas.h"
 #include "shmem.h"
+#include "slots.h"
 #include "target.h"
 #include "usage.h"
 
@@ -83,9 +84,9 @@ static void
 queue_xact_cb(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT && wake_batches_at_commit)
-		LlmWakeWorkersForBatches(MyDatabaseId);
+		SlotWake(MyDatabaseId, true);
 	else if (event == XACT_EVENT_COMMIT && wake_at_commit)
-		LlmWakeWorkers(MyDatabaseId);
+		SlotWake(MyDatabaseId, false);
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)

@@ -131,8 +131,5 @@ extern int	llm_usage_buffer;
 extern LlmSharedState *LlmShared;
 
 extern void LlmShmemRegister(void);
-extern void LlmWakeWorkers(Oid dboid);
-extern void LlmWakeWorkersForBatches(Oid dboid);
-extern void LlmWakeAllWriters(void);
 
 #endif							/* PG_LLM_SHMEM_H */

@@ -45,6 +45,7 @@
 #include "pg_llm.h"
 #include "runas.h"
 #include "shmem.h"
+#include "slots.h"
 #include "usage.h"
 
 bool		llm_track_usage = true;
@@ -484,6 +485,23 @@ shared_put(const LlmUsageRecord *rec, bool *full)
 	return first;
 }
 
+/* Wake the writer of every database with usage records waiting. */
+static void
+wake_all_writers(void)
+{
+	Oid			dbs[LLM_USAGE_DBS];
+	int			n = 0;
+	int			i;
+
+	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
+	for (i = 0; i < LLM_USAGE_DBS; i++)
+		if (LlmShared->usage_lists[i].count > 0)
+			dbs[n++] = LlmShared->usage_lists[i].dboid;
+	LWLockRelease(LlmShared->usage_lock);
+	for (i = 0; i < n; i++)
+		SlotWake(dbs[i], false);
+}
+
 /*
  * Put a record where its writer finds it, never losing it: when shared
  * memory is full the caller waits for the writers to make room (a cancel
@@ -508,7 +526,7 @@ usage_put(const LlmUsageRecord *rec)
 	for (;;)
 	{
 		if (shared_put(rec, &full))
-			LlmWakeWorkers(rec->dboid);
+			SlotWake(rec->dboid, false);
 		if (!full)
 			break;
 		if (!waited)
@@ -525,7 +543,7 @@ usage_put(const LlmUsageRecord *rec)
 			break;
 		}
 		/* the writers of every database with records may be asleep */
-		LlmWakeAllWriters();
+		wake_all_writers();
 		(void) ConditionVariableTimedSleep(&LlmShared->usage_room, 100, PG_WAIT_EXTENSION);
 	}
 	if (waited)

@@ -39,7 +39,7 @@ import sys
 LAYERS = {
     0: {"compat", "utf8", "sse", "json", "llm_json", "http", "runas", "target"},
     1: {"provider", "provider_openai", "provider_anthropic", "request"},
-    2: {"config", "ratelimit", "call", "usage", "shmem"},
+    2: {"config", "ratelimit", "call", "usage", "shmem", "slots"},
     3: {"chat", "stream", "many", "queue", "status"},
     4: {"worker", "lease", "writeback", "batch", "batch_json", "item",
         "realtime", "batch_store", "transport"},

@@ -27,7 +27,6 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -37,37 +36,13 @@
 #include "queue.h"
 #include "request.h"
 #include "runas.h"
-#include "shmem.h"
+#include "slots.h"
 #include "target.h"
 #include "usage.h"
-#include "worker.h"
-
-PG_FUNCTION_INFO_V1(pg_llm_lease_alive);
+#include "worker/item.h"
 
 /* The role the next claim starts after (round robin over roles). */
 static Oid	claim_after_role = InvalidOid;
-
-/*
- * llm._lease_alive(holder bigint) returns boolean: does a running worker
- * hold leases under this token?  Read by the reclaim, per running row.
- */
-Datum
-pg_llm_lease_alive(PG_FUNCTION_ARGS)
-{
-	int64		holder;
-	int			i;
-	bool		alive = false;
-
-	if (PG_ARGISNULL(0) || LlmShared == NULL)
-		PG_RETURN_BOOL(false);
-	holder = PG_GETARG_INT64(0);
-	LWLockAcquire(LlmShared->lock, LW_SHARED);
-	for (i = 0; i < LLM_MAX_WORKERS && !alive; i++)
-		alive = LlmShared->workers[i].in_use &&
-			LlmShared->workers[i].lease_holder == holder;
-	LWLockRelease(LlmShared->lock);
-	PG_RETURN_BOOL(alive);
-}
 
 /*
  * Claim up to n ready items of roles after `after` (InvalidOid: all),
@@ -75,17 +50,18 @@ pg_llm_lease_alive(PG_FUNCTION_ARGS)
  * number claimed; *last is the role of the last item taken.
  */
 static int
-claim_from(int n, Oid after, Oid *last)
+claim_from(ItemSet *set, int n, Oid after, Oid *last)
 {
 	Datum		values[4];
 	Oid			types[4] = {INT4OID, INT4OID, INT8OID, OIDOID};
 	uint64		i;
 	uint64		nclaimed;
 	SPITupleTable *tuptable;
+	ItemColumns cols;
 
 	values[0] = Int32GetDatum(n);
 	values[1] = Int32GetDatum(llm_lease_time);
-	values[2] = Int64GetDatum(WorkerLeaseHolder);
+	values[2] = Int64GetDatum(SlotLeaseHolder());
 	values[3] = ObjectIdGetDatum(after);
 
 	/*
@@ -122,33 +98,14 @@ claim_from(int n, Oid after, Oid *last)
 
 	tuptable = SPI_tuptable;
 	nclaimed = SPI_processed;
+	if (nclaimed > 0)
+		ItemColumnsFind(tuptable->tupdesc, &cols);
 	for (i = 0; i < nclaimed; i++)
 	{
-		HeapTuple	tup = tuptable->vals[i];
-		TupleDesc	td = tuptable->tupdesc;
-		WorkItem   *it = MemoryContextAllocZero(TopMemoryContext, sizeof(WorkItem));
-		MemoryContext old;
-		char	   *relid;
+		WorkItem   *it = ItemFromRow(set, tuptable->vals[i], tuptable->tupdesc, &cols);
 
-		it->ctx = AllocSetContextCreate(TopMemoryContext, "pg_llm queue item", ALLOCSET_SMALL_SIZES);
-		old = MemoryContextSwitchTo(it->ctx);
-		it->id = strtoll(SPI_getvalue(tup, td, 1), NULL, 10);
-		it->attempts = atoi(SPI_getvalue(tup, td, 2));
-		it->prompt = SPI_getvalue(tup, td, 3);
-		it->model = SPI_getvalue(tup, td, 4);
-		it->system = SPI_getvalue(tup, td, 5);
-		it->options = SPI_getvalue(tup, td, 6);
-		relid = SPI_getvalue(tup, td, 7);
-		it->target_table = relid ? atooid(relid) : InvalidOid;
-		it->target_column = SPI_getvalue(tup, td, 8);
-		it->target_key = SPI_getvalue(tup, td, 9);
-		it->role = atooid(SPI_getvalue(tup, td, 10));
-		MemoryContextSwitchTo(old);
 		if (it->role > *last)
 			*last = it->role;
-		it->state = ITEM_READY;
-		dlist_push_tail(&WorkerItems, &it->node);
-		WorkerNItems++;
 	}
 	return (int) nclaimed;
 }
@@ -159,16 +116,16 @@ claim_from(int n, Oid after, Oid *last)
  * Returns the number claimed.
  */
 int
-LeaseClaim(int n)
+LeaseClaim(ItemSet *set, int n)
 {
 	Oid			last = InvalidOid;
 	int			got;
 
-	WorkerXactBegin("pg_llm: claiming queue items");
-	got = claim_from(n, claim_after_role, &last);
+	ItemXactBegin("pg_llm: claiming queue items");
+	got = claim_from(set, n, claim_after_role, &last);
 	if (got < n && OidIsValid(claim_after_role))
-		got += claim_from(n - got, InvalidOid, &last);
-	WorkerXactEnd();
+		got += claim_from(set, n - got, InvalidOid, &last);
+	ItemXactEnd();
 	/* the next claim starts after the role this one ended with */
 	claim_after_role = (got >= n) ? last : InvalidOid;
 	return got;
@@ -211,12 +168,12 @@ item_setup(void *arg)
  * a bad item (options, model, budget, a role that is gone) fails alone.
  */
 void
-LeaseSetUp(void)
+LeaseSetUp(ItemSet *set)
 {
 	dlist_iter	iter;
 	bool		any = false;
 
-	dlist_foreach(iter, &WorkerItems)
+	dlist_foreach(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
@@ -226,39 +183,37 @@ LeaseSetUp(void)
 	if (!any)
 		return;
 
-	WorkerXactBegin("pg_llm: setting up queue items");
-	dlist_foreach(iter, &WorkerItems)
+	ItemXactBegin("pg_llm: setting up queue items");
+	dlist_foreach(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 		const char *error;
 
 		if (it->call != NULL || it->state != ITEM_READY)
 			continue;
-		error = WorkerItemSubxact(item_setup, it, it);
+		error = ItemSubxact(item_setup, it, it);
 		if (error)
 		{
-			it->error = (char *) error;
-			it->state = ITEM_FAILED;
-			WorkerItemFinished(it);
+			ItemFail(set, it, (char *) error);
 			elog(LOG, "pg_llm worker: queue item " INT64_FORMAT " cannot be sent: %s",
 				 it->id, it->error);
 		}
 	}
-	WorkerXactEnd();
+	ItemXactEnd();
 }
 
 /* The ids and lease tokens of the items held, as two arrays. */
 static int
-held_items(Datum *ids, Datum *atts, bool unfinished_only)
+held_items(ItemSet *set, Datum *ids, Datum *atts, bool unfinished_only)
 {
 	dlist_iter	iter;
 	int			n = 0;
 
-	dlist_foreach(iter, &WorkerItems)
+	dlist_foreach(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
-		if (unfinished_only && WritebackItemFinished(it))
+		if (unfinished_only && ItemFinished(it))
 			continue;
 		ids[n] = Int64GetDatum(it->id);
 		atts[n] = Int32GetDatum(it->attempts);
@@ -273,7 +228,7 @@ held_items(Datum *ids, Datum *atts, bool unfinished_only)
  * back from under it.  Allocates in the caller's (per-pass) context.
  */
 void
-LeaseRenew(void)
+LeaseRenew(ItemSet *set)
 {
 	Datum	   *ids;
 	Datum	   *atts;
@@ -281,12 +236,12 @@ LeaseRenew(void)
 	Oid			types[3] = {INT8ARRAYOID, INT4ARRAYOID, INT4OID};
 	Datum		values[3];
 
-	if (WorkerNItems == 0)
+	if (set->n == 0)
 		return;
-	ids = palloc(sizeof(Datum) * WorkerNItems);
-	atts = palloc(sizeof(Datum) * WorkerNItems);
-	n = held_items(ids, atts, false);
-	WorkerXactBegin("pg_llm: renewing leases");
+	ids = palloc(sizeof(Datum) * set->n);
+	atts = palloc(sizeof(Datum) * set->n);
+	n = held_items(set, ids, atts, false);
+	ItemXactBegin("pg_llm: renewing leases");
 	values[0] = LlmMakeArray(ids, NULL, n, INT8OID);
 	values[1] = LlmMakeArray(atts, NULL, n, INT4OID);
 	values[2] = Int32GetDatum(llm_lease_time);
@@ -295,7 +250,7 @@ LeaseRenew(void)
 					 "WHERE q.id = u.id AND q.attempts = u.a AND q.status = 'running'",
 					 3, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not renew leases");
-	WorkerXactEnd();
+	ItemXactEnd();
 }
 
 /*
@@ -309,7 +264,7 @@ LeaseReclaim(void)
 	Oid			types[1] = {INT4OID};
 	Datum		values[1];
 
-	WorkerXactBegin("pg_llm: reclaiming leases");
+	ItemXactBegin("pg_llm: reclaiming leases");
 	values[0] = Int32GetDatum(llm_max_attempts);
 
 	/*
@@ -328,7 +283,7 @@ LeaseReclaim(void)
 	if (SPI_processed > 0)
 		elog(LOG, "pg_llm worker: " UINT64_FORMAT " queue items whose worker is gone or whose lease expired were taken back",
 			 (uint64) SPI_processed);
-	WorkerXactEnd();
+	ItemXactEnd();
 }
 
 /*
@@ -337,7 +292,7 @@ LeaseReclaim(void)
  * claimed for is not counted.
  */
 void
-LeaseHandBack(void)
+LeaseHandBack(ItemSet *set)
 {
 	Datum	   *ids;
 	Datum	   *atts;
@@ -345,14 +300,14 @@ LeaseHandBack(void)
 	Oid			types[2] = {INT8ARRAYOID, INT4ARRAYOID};
 	Datum		values[2];
 
-	if (WorkerNItems == 0)
+	if (set->n == 0)
 		return;
-	ids = palloc(sizeof(Datum) * WorkerNItems);
-	atts = palloc(sizeof(Datum) * WorkerNItems);
-	n = held_items(ids, atts, true);
+	ids = palloc(sizeof(Datum) * set->n);
+	atts = palloc(sizeof(Datum) * set->n);
+	n = held_items(set, ids, atts, true);
 	if (n == 0)
 		return;
-	WorkerXactBegin("pg_llm: handing back leases");
+	ItemXactBegin("pg_llm: handing back leases");
 	values[0] = LlmMakeArray(ids, NULL, n, INT8OID);
 	values[1] = LlmMakeArray(atts, NULL, n, INT4OID);
 	if (RunSql("UPDATE llm.queue q SET status = 'pending', attempts = q.attempts - 1, "
@@ -362,5 +317,5 @@ LeaseHandBack(void)
 					 2, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not hand back queue items");
 	elog(LOG, "pg_llm worker: %d queue items handed back before stopping", (int) SPI_processed);
-	WorkerXactEnd();
+	ItemXactEnd();
 }

@@ -13,7 +13,7 @@
 #include "postgres.h"
 
 #include "llm_json.h"
-#include "batch.h"
+#include "worker/batch.h"
 
 /* A string member, copied, or NULL. */
 static char *

@@ -44,10 +44,10 @@
 
 #include "call.h"
 #include "runas.h"
-#include "shmem.h"
+#include "slots.h"
 #include "target.h"
 #include "usage.h"
-#include "worker.h"
+#include "worker/item.h"
 
 /*
  * A job's item whose row has a newer item of the same job (its input
@@ -81,13 +81,6 @@ typedef struct WritebackGroup
 	WorkItem  **items;
 	Writeback **wbs;
 } WritebackGroup;
-
-/* Is the item finished, waiting to be written? */
-bool
-WritebackItemFinished(const WorkItem *it)
-{
-	return it->state == ITEM_DONE || it->state == ITEM_FAILED || it->state == ITEM_RETRY_LATER;
-}
 
 /*
  * Reply text for a column: as it is for text and JSON types; for the
@@ -316,12 +309,10 @@ ascii_only(const char *s)
 
 /* An item whose reply could not be written: it fails, the reply kept. */
 static void
-writeback_failed(WorkItem *it, const char *msg, Datum *failed_ids, Datum *failed_errors,
-				 int *nfailed)
+writeback_failed(ItemSet *set, WorkItem *it, const char *msg, Datum *failed_ids,
+				 Datum *failed_errors, int *nfailed)
 {
-	it->state = ITEM_FAILED;
-	it->error = psprintf("the reply could not be written back: %s", msg);
-	WorkerReportError(it->error);
+	ItemFail(set, it, psprintf("the reply could not be written back: %s", msg));
 	failed_ids[*nfailed] = Int64GetDatum(it->id);
 	failed_errors[*nfailed] = CStringGetTextDatum(ascii_only(it->error));
 	(*nfailed)++;
@@ -394,15 +385,15 @@ write_step(void *arg)
  * that item alone.  Returns whether the step succeeded.
  */
 static bool
-guarded(WorkItem *it, void (*step) (void *), Writeback *wb,
+guarded(ItemSet *set, WorkItem *it, void (*step) (void *), Writeback *wb,
 		Datum *failed_ids, Datum *failed_errors, int *nfailed)
 {
 	ItemStep	s = {it, wb};
-	const char *msg = WorkerItemSubxact(step, &s, it);
+	const char *msg = ItemSubxact(step, &s, it);
 
 	if (msg == NULL)
 		return true;
-	writeback_failed(it, msg, failed_ids, failed_errors, nfailed);
+	writeback_failed(set, it, msg, failed_ids, failed_errors, nfailed);
 	return false;
 }
 
@@ -421,7 +412,7 @@ group_step(void *arg)
 static bool
 write_group(WritebackGroup *g)
 {
-	return WorkerItemSubxact(group_step, g, NULL) == NULL;
+	return ItemSubxact(group_step, g, NULL) == NULL;
 }
 
 /* Do the items of a group name distinct rows (their keys differ)? */
@@ -476,32 +467,29 @@ convert_step(void *arg)
 }
 
 static void
-convert_texts(void)
+convert_texts(ItemSet *set)
 {
 	bool		utf8 = (GetDatabaseEncoding() == PG_UTF8);
 	dlist_iter	iter;
 
-	dlist_foreach(iter, &WorkerItems)
+	dlist_foreach(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 		const char *msg;
 
-		if (!WritebackItemFinished(it))
+		if (!ItemFinished(it))
 			continue;
 		if (utf8)
 		{
 			convert_step(it);
 			continue;
 		}
-		msg = WorkerItemSubxact(convert_step, it, it);
+		msg = ItemSubxact(convert_step, it, it);
 		if (msg)
 		{
 			if (it->state == ITEM_DONE)
-			{
-				it->state = ITEM_FAILED;
-				it->error = psprintf("the reply cannot be stored in the database's encoding %s: %s",
-									 GetDatabaseEncodingName(), msg);
-			}
+				ItemFail(set, it, psprintf("the reply cannot be stored in the database's encoding %s: %s",
+										   GetDatabaseEncodingName(), msg));
 			it->db_text = ascii_only(it->error);
 		}
 	}
@@ -514,7 +502,7 @@ convert_texts(void)
  * done items whose reply must not be written back.
  */
 static void
-update_queue_rows(HTAB *superseded)
+update_queue_rows(ItemSet *set, HTAB *superseded)
 {
 	dlist_iter	iter;
 	int			n[3] = {0, 0, 0};
@@ -522,7 +510,7 @@ update_queue_rows(HTAB *superseded)
 	Datum	   *atts[3];
 	Datum	   *texts[3];
 	Datum	   *whens;
-	int			cap = WorkerNItems;
+	int			cap = set->n;
 	int			k;
 	static const char *const sql[3] = {
 		"UPDATE llm.queue q SET status = 'done', reply = u.t, error = NULL, lease_until = NULL, "
@@ -548,11 +536,11 @@ update_queue_rows(HTAB *superseded)
 		texts[k] = palloc(sizeof(Datum) * cap);
 	}
 	whens = palloc(sizeof(Datum) * cap);
-	dlist_foreach(iter, &WorkerItems)
+	dlist_foreach(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
-		if (!WritebackItemFinished(it))
+		if (!ItemFinished(it))
 			continue;
 		k = it->state == ITEM_DONE ? 0 : it->state == ITEM_FAILED ? 1 : 2;
 		ids[k][n[k]] = Int64GetDatum(it->id);
@@ -599,7 +587,7 @@ update_queue_rows(HTAB *superseded)
 			if (k == 0 && DatumGetBool(SPI_getbinval(tt->vals[i], tt->tupdesc, 2, &isnull)))
 				(void) hash_search(superseded, &id, HASH_ENTER, NULL);
 		}
-		dlist_foreach(iter, &WorkerItems)
+		dlist_foreach(iter, &set->items)
 		{
 			WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
@@ -636,35 +624,38 @@ fail_written_back(Datum *ids, Datum *errors, int n)
  * write-back fails only its own item.
  */
 static int
-count_finished(void)
+count_finished(ItemSet *set)
 {
 	dlist_iter	iter;
 	int			n = 0;
 
-	dlist_foreach(iter, &WorkerItems)
+	dlist_foreach(iter, &set->items)
 	{
-		if (WritebackItemFinished(dlist_container(WorkItem, node, iter.cur)))
+		if (ItemFinished(dlist_container(WorkItem, node, iter.cur)))
 			n++;
 	}
 	return n;
 }
 
 void
-WritebackFinished(void)
+WritebackSet(ItemSet *set)
 {
-	if (count_finished() == 0)
+	if (count_finished(set) == 0)
+	{
+		set->nfinished = 0;
 		return;
-	WorkerXactBegin("pg_llm: writing results");
-	WritebackFinishedInXact();
-	WorkerXactEnd();
+	}
+	ItemXactBegin("pg_llm: writing results");
+	WritebackSetInXact(set);
+	ItemXactEnd();
 }
 
 /* The same, in the caller's transaction (SPI connected). */
 void
-WritebackFinishedInXact(void)
+WritebackSetInXact(ItemSet *set)
 {
 	dlist_mutable_iter iter;
-	int			n = count_finished();
+	int			n = count_finished(set);
 	int			nfailed = 0;
 	HTAB	   *superseded;
 	HASHCTL		ctl;
@@ -674,14 +665,17 @@ WritebackFinishedInXact(void)
 	ListCell   *lc;
 
 	if (n == 0)
+	{
+		set->nfinished = 0;
 		return;
+	}
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(int64);
 	ctl.hcxt = CurrentMemoryContext;
 	superseded = hash_create("pg_llm superseded ids", 16, &ctl,
 							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	convert_texts();
-	update_queue_rows(superseded);
+	convert_texts(set);
+	update_queue_rows(set, superseded);
 	failed_ids = palloc(sizeof(Datum) * n);
 	failed_errors = palloc(sizeof(Datum) * n);
 
@@ -689,17 +683,17 @@ WritebackFinishedInXact(void)
 	 * Prepare each reply's write-back (an item whose target is gone fails
 	 * here), and group the items whose statement and role are the same.
 	 */
-	dlist_foreach_modify(iter, &WorkerItems)
+	dlist_foreach_modify(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 		Writeback  *wb;
 
-		if (!WritebackItemFinished(it) || !it->written || it->state != ITEM_DONE ||
+		if (!ItemFinished(it) || !it->written || it->state != ITEM_DONE ||
 			!OidIsValid(it->target_table) ||
 			hash_search(superseded, &it->id, HASH_FIND, NULL) != NULL)
 			continue;
 		wb = palloc(sizeof(Writeback));
-		if (guarded(it, prepare_step, wb, failed_ids, failed_errors, &nfailed))
+		if (guarded(set, it, prepare_step, wb, failed_ids, failed_errors, &nfailed))
 			groups = group_add(groups, it, wb);
 	}
 
@@ -712,26 +706,22 @@ WritebackFinishedInXact(void)
 		if (g->n >= 2 && g->group_sql && group_keys_distinct(g) && write_group(g))
 			continue;
 		for (i = 0; i < g->n; i++)
-			(void) guarded(g->items[i], write_step, g->wbs[i], failed_ids, failed_errors, &nfailed);
+			(void) guarded(set, g->items[i], write_step, g->wbs[i], failed_ids, failed_errors, &nfailed);
 	}
 	fail_written_back(failed_ids, failed_errors, nfailed);
 
-	dlist_foreach_modify(iter, &WorkerItems)
+	dlist_foreach_modify(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
-		if (!WritebackItemFinished(it))
+		if (!ItemFinished(it))
 			continue;
 		/* an item whose lease was lost was someone else's to finish */
-		if (LlmShared && WorkerSlot >= 0 && it->written)
-		{
-			if (it->state == ITEM_DONE)
-				pg_atomic_fetch_add_u64(&LlmShared->workers[WorkerSlot].completed, 1);
-			else if (it->state == ITEM_FAILED)
-				pg_atomic_fetch_add_u64(&LlmShared->workers[WorkerSlot].failed, 1);
-		}
-		WorkerItemFree(it);
+		if (it->written)
+			SlotCountWritten(it->state == ITEM_DONE, it->state == ITEM_FAILED);
+		ItemFree(set, it);
 	}
+	set->nfinished = 0;
 	/* the usage of these items rides in the same transaction */
 	if (UsagePending() > 0)
 		(void) UsageFlush();

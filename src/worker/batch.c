@@ -48,7 +48,6 @@
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
-#include "batch.h"
 #include "call.h"
 #include "config.h"
 #include "http.h"
@@ -58,9 +57,11 @@
 #include "ratelimit.h"
 #include "request.h"
 #include "runas.h"
+#include "slots.h"
 #include "target.h"
 #include "usage.h"
-#include "worker.h"
+#include "worker/batch.h"
+#include "worker/item.h"
 
 int			llm_batch_poll_interval = 60;
 
@@ -261,9 +262,9 @@ record_in_xact(BatchRun *b, const char *status)
 static void
 record(BatchRun *b, const char *status)
 {
-	WorkerXactBegin("pg_llm: recording a batch");
+	ItemXactBegin("pg_llm: recording a batch");
 	record_in_xact(b, status);
-	WorkerXactEnd();
+	ItemXactEnd();
 }
 
 /* Record the provider's status and counts of a polled batch. */
@@ -273,7 +274,7 @@ record_poll(BatchRun *b, const LlmBatchAnswer *a)
 	Oid			types[5] = {INT8OID, TEXTOID, INT4OID, INT4OID, INT4OID};
 	Datum		values[5];
 
-	WorkerXactBegin("pg_llm: recording a batch");
+	ItemXactBegin("pg_llm: recording a batch");
 	values[0] = Int64GetDatum(b->id);
 	values[1] = CStringGetTextDatum(a->status ? a->status : "");
 	values[2] = Int32GetDatum(a->succeeded);
@@ -283,7 +284,7 @@ record_poll(BatchRun *b, const LlmBatchAnswer *a)
 			   "polled_at = pg_catalog.now() WHERE id = $1",
 			   5, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update llm._batch");
-	WorkerXactEnd();
+	ItemXactEnd();
 }
 
 /* A new batch in memory for a row of llm._batch. */
@@ -436,7 +437,7 @@ form_batches(bool full_only)
 	int			nmodels;
 	char	  **models;
 
-	WorkerXactBegin("pg_llm: forming batches");
+	ItemXactBegin("pg_llm: forming batches");
 	if (SPI_execute("SELECT DISTINCT model FROM llm.queue "
 					"WHERE status = 'pending' AND via = 'batch_api' AND next_attempt_at <= pg_catalog.now() "
 					"LIMIT 100", true, 0) != SPI_OK_SELECT)
@@ -484,7 +485,7 @@ form_batches(bool full_only)
 			b->phase = BP_SEND;
 		}
 	}
-	WorkerXactEnd();
+	ItemXactEnd();
 }
 
 /* Form batches; an error is reported and the worker goes on. */
@@ -502,7 +503,7 @@ form_guarded(bool full_only)
 		FlushErrorState();
 		if (IsTransactionState())
 			AbortCurrentTransaction();
-		WorkerReportError(psprintf("forming batches: %s", edata->message));
+		SlotReportError(psprintf("forming batches: %s", edata->message));
 		elog(LOG, "pg_llm worker: forming batches: %s", edata->message);
 	}
 	PG_END_TRY();
@@ -514,7 +515,7 @@ resume_batches(void)
 {
 	uint64		i;
 
-	WorkerXactBegin("pg_llm: resuming batches");
+	ItemXactBegin("pg_llm: resuming batches");
 	if (SPI_execute("SELECT id, token, kind, model, provider, upstream_model, status, "
 					"provider_batch_id, input_file_id, output_file_id, error_file_id, results_url "
 					"FROM llm._batch WHERE status IN ('preparing', 'submitted') ORDER BY id",
@@ -559,7 +560,7 @@ resume_batches(void)
 		elog(LOG, "pg_llm worker: resuming %s batch " INT64_FORMAT " (%s)", b->kind, b->id,
 			 b->provider_batch_id ? b->provider_batch_id : "not yet created at the provider");
 	}
-	WorkerXactEnd();
+	ItemXactEnd();
 }
 
 /* ---- the items of a batch ---- */
@@ -685,12 +686,12 @@ BatchItemsLeft(int64 batch_id)
 	bool		isnull;
 	int64		n;
 
-	WorkerXactBegin("pg_llm: looking at a batch");
+	ItemXactBegin("pg_llm: looking at a batch");
 	if (RunSql("SELECT pg_catalog.count(*) FROM llm.queue WHERE batch_id = $1 AND status = 'submitted'",
 			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not count batch items");
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	WorkerXactEnd();
+	ItemXactEnd();
 	return n;
 }
 
@@ -738,7 +739,7 @@ BatchSplit(int64 batch_id, int64 *halves, char **tokens)
 	int64		n;
 	int			k;
 
-	WorkerXactBegin("pg_llm: splitting a batch");
+	ItemXactBegin("pg_llm: splitting a batch");
 	values[0] = Int64GetDatum(batch_id);
 	if (RunSql("SELECT pg_catalog.count(*) FROM llm.queue WHERE batch_id = $1 AND status = 'submitted'",
 			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
@@ -746,7 +747,7 @@ BatchSplit(int64 batch_id, int64 *halves, char **tokens)
 	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (n <= 1)
 	{
-		WorkerXactEnd();
+		ItemXactEnd();
 		return false;
 	}
 	for (k = 0; k < 2; k++)
@@ -785,7 +786,7 @@ BatchSplit(int64 batch_id, int64 *halves, char **tokens)
 		}
 		CommandCounterIncrement();
 	}
-	WorkerXactEnd();
+	ItemXactEnd();
 	return true;
 }
 
@@ -849,9 +850,12 @@ ingest_flush(BatchIngest *ing)
 	HASHCTL		ctl;
 	SPITupleTable *tt;
 	uint64		nrows;
+	ItemSet		set;
+	ItemColumns cols;
 
 	if (ing->n == 0)
 		return;
+	ItemSetInit(&set);
 	ids = palloc(sizeof(Datum) * ing->n);
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(int64) + sizeof(int);
@@ -865,53 +869,48 @@ ingest_flush(BatchIngest *ing)
 		ids[i] = Int64GetDatum(ing->results[i].item_id);
 	}
 
-	WorkerXactBegin("pg_llm: reading batch results");
+	ItemXactBegin("pg_llm: reading batch results");
 	values[0] = LlmMakeArray(ids, NULL, ing->n, INT8OID);
 	values[1] = Int64GetDatum(ing->batch_id);
 	if (RunSql("SELECT id, attempts, enqueued_by, target_table::pg_catalog.oid, target_column, target_key::text, "
 			   "pg_catalog.octet_length(prompt) + COALESCE(pg_catalog.octet_length(system), 0) "
-			   "  + COALESCE(pg_catalog.octet_length(options::text), 0), "
-			   "(options->>'max_tokens')::int8, "
-			   "(batch_id = $2 AND status = 'submitted') "
+			   "  + COALESCE(pg_catalog.octet_length(options::text), 0) AS request_bytes, "
+			   "(options->>'max_tokens')::int8 AS max_tokens, "
+			   "(batch_id = $2 AND status = 'submitted') AS waiting "
 			   "FROM llm.queue WHERE id = ANY ($1)",
 			   2, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read batch items");
 	tt = SPI_tuptable;
 	nrows = SPI_processed;
+	if (nrows > 0)
+		ItemColumnsFind(tt->tupdesc, &cols);
 	for (r = 0; r < nrows; r++)
 	{
 		HeapTuple	tup = tt->vals[r];
 		TupleDesc	td = tt->tupdesc;
-		int64		id = strtoll(SPI_getvalue(tup, td, 1), NULL, 10);
+		int64		id = strtoll(SPI_getvalue(tup, td, cols.id), NULL, 10);
 		int64	   *e = hash_search(byid, &id, HASH_FIND, NULL);
 		BatchResult *res;
 		WorkItem   *it;
 		MemoryContext old;
-		char	   *relid;
 		char	   *max_tokens;
 		LlmCall    *call;
 
 		/* an item answered twice, or no longer waiting in this batch */
-		if (e == NULL || strcmp(SPI_getvalue(tup, td, 9), "t") != 0)
+		if (e == NULL || strcmp(SPI_getvalue(tup, td, SPI_fnumber(td, "waiting")), "t") != 0)
 			continue;
 		res = &ing->results[*(int *) (e + 1)];
-		it = MemoryContextAllocZero(TopMemoryContext, sizeof(WorkItem));
-		it->ctx = AllocSetContextCreate(TopMemoryContext, "pg_llm batch item", ALLOCSET_SMALL_SIZES);
+		it = ItemFromRow(&set, tup, td, &cols);
 		old = MemoryContextSwitchTo(it->ctx);
-		it->id = id;
-		it->attempts = atoi(SPI_getvalue(tup, td, 2));
-		it->role = atooid(SPI_getvalue(tup, td, 3));
-		relid = SPI_getvalue(tup, td, 4);
-		it->target_table = relid ? atooid(relid) : InvalidOid;
-		it->target_column = SPI_getvalue(tup, td, 5);
-		it->target_key = SPI_getvalue(tup, td, 6);
-		it->state = res->state;
-		it->reply = res->content ? pstrdup(res->content) : NULL;
-		it->error = res->error ? pstrdup(res->error) : NULL;
-		it->next_attempt_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-														  backoff_ms(it->attempts));
-		if (it->state == ITEM_RETRY_LATER && it->attempts >= llm_max_attempts)
-			it->state = ITEM_FAILED;
+		if (res->state == ITEM_DONE)
+			ItemDone(&set, it, pstrdup(res->content));
+		else if (res->state == ITEM_FAILED ||
+				 (res->state == ITEM_RETRY_LATER && it->attempts >= llm_max_attempts))
+			ItemFail(&set, it, pstrdup(res->error));
+		else
+			ItemRetryLater(&set, it, pstrdup(res->error),
+						   TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   backoff_ms(it->attempts)));
 
 		/* its usage, at the batch price, settling its budget reservation */
 		call = palloc0(sizeof(LlmCall));
@@ -925,20 +924,18 @@ ingest_flush(BatchIngest *ing)
 		call->reply.has_usage = res->has_usage;
 		call->reply.input_tokens = res->input_tokens;
 		call->reply.output_tokens = res->output_tokens;
-		max_tokens = SPI_getvalue(tup, td, 8);
-		UsageResume(call, it->role, (size_t) strtoll(SPI_getvalue(tup, td, 7), NULL, 10),
+		max_tokens = SPI_getvalue(tup, td, SPI_fnumber(td, "max_tokens"));
+		UsageResume(call, it->role,
+					(size_t) strtoll(SPI_getvalue(tup, td, SPI_fnumber(td, "request_bytes")), NULL, 10),
 					max_tokens ? strtoll(max_tokens, NULL, 10) : 0);
 		UsageRecord(call, res->state == ITEM_DONE ? LLM_OUTCOME_OK :
 					res->state == ITEM_FAILED ? LLM_OUTCOME_ERROR : LLM_OUTCOME_RETRY);
 		MemoryContextSwitchTo(old);
-		dlist_push_tail(&WorkerItems, &it->node);
-		WorkerNItems++;
-		WorkerItemFinished(it);
 	}
 	hash_destroy(byid);
 	/* written back, their usage with them, in the same transaction */
-	WritebackFinishedInXact();
-	WorkerXactEnd();
+	WritebackSetInXact(&set);
+	ItemXactEnd();
 	ing->total += ing->n;
 	ing->n = 0;
 	MemoryContextReset(ing->ctx);
@@ -1140,7 +1137,7 @@ batch_send(BatchRun *b)
 	/* the body outlives the transaction: it is made in the batch's memory */
 	if (strcmp(b->kind, "inline") == 0)
 		initStringInfo(&body);
-	WorkerXactBegin("pg_llm: building a batch");
+	ItemXactBegin("pg_llm: building a batch");
 	if (strcmp(b->kind, "inline") == 0)
 	{
 		appendStringInfoString(&body, "{\"input_file_content\": [");
@@ -1168,7 +1165,7 @@ batch_send(BatchRun *b)
 		if (RunSql("UPDATE llm._batch SET requests = $2 WHERE id = $1", 2, t2, v2, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update llm._batch");
 	}
-	WorkerXactEnd();
+	ItemXactEnd();
 	if (nlines == 0)
 	{
 		MemoryContextSwitchTo(old);
@@ -1374,7 +1371,7 @@ static void
 batch_finish(BatchRun *b, const char *status, const char *error, bool fail_items)
 {
 	b->failure = error ? MemoryContextStrdup(b->ctx, error) : NULL;
-	WorkerXactBegin("pg_llm: finishing a batch");
+	ItemXactBegin("pg_llm: finishing a batch");
 	BatchReleaseItems(b->id, b->failure, fail_items);
 	if (b->answered[0] + b->answered[1] + b->answered[2] > 0)
 	{
@@ -1388,7 +1385,7 @@ batch_finish(BatchRun *b, const char *status, const char *error, bool fail_items
 			elog(ERROR, "could not update llm._batch");
 	}
 	record_in_xact(b, status);
-	WorkerXactEnd();
+	ItemXactEnd();
 	b->phase = BP_DONE;
 	batch_free(b);
 }
@@ -1463,7 +1460,7 @@ batch_failed(BatchRun *b)
 		why = psprintf("HTTP %ld with an answer pg_llm cannot read", status);
 	HttpRelease(t);
 	b->xfer = NULL;
-	WorkerReportError(psprintf("batch " INT64_FORMAT ": %s", b->id, why));
+	SlotReportError(psprintf("batch " INT64_FORMAT ": %s", b->id, why));
 	elog(LOG, "pg_llm worker: %s batch " INT64_FORMAT ": %s", b->kind, b->id, why);
 
 	if (b->provider_batch_id)
@@ -1680,7 +1677,7 @@ batch_step(BatchRun *b)
 		FlushErrorState();
 		if (IsTransactionState())
 			AbortCurrentTransaction();
-		WorkerReportError(psprintf("batch " INT64_FORMAT ": %s", b->id, edata->message));
+		SlotReportError(psprintf("batch " INT64_FORMAT ": %s", b->id, edata->message));
 		elog(LOG, "pg_llm worker: batch " INT64_FORMAT ": %s", b->id, edata->message);
 		b->next_poll = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												   (int64) llm_batch_poll_interval * 1000);
@@ -1774,7 +1771,7 @@ BatchTransferDone(HttpTransfer *t)
 		FlushErrorState();
 		if (IsTransactionState())
 			AbortCurrentTransaction();
-		WorkerReportError(psprintf("batch " INT64_FORMAT ": %s", b->id, edata->message));
+		SlotReportError(psprintf("batch " INT64_FORMAT ": %s", b->id, edata->message));
 		elog(LOG, "pg_llm worker: batch " INT64_FORMAT ": %s", b->id, edata->message);
 		if (b->xfer)
 		{

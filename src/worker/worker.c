@@ -41,15 +41,16 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include "batch.h"
 #include "call.h"
 #include "http.h"
 #include "pg_llm.h"
 #include "queue.h"
 #include "runas.h"
 #include "shmem.h"
+#include "slots.h"
 #include "usage.h"
-#include "worker.h"
+#include "worker/batch.h"
+#include "worker/item.h"
 
 PGDLLEXPORT void pg_llm_worker_main(Datum arg);
 
@@ -60,20 +61,12 @@ int			llm_max_attempts = 5;
 int			llm_lease_time = 600;
 int			llm_worker_naptime = 10000;
 
-dlist_head	WorkerItems = DLIST_STATIC_INIT(WorkerItems);
-int			WorkerNItems = 0;
-int			WorkerNInFlight = 0;
-int64		WorkerLeaseHolder = 0;
-int			WorkerSlot = -1;
-
-static uint64 finished_since_rate = 0;
-static TimestampTz rate_since = 0;
+/* the items this worker holds (claimed, in flight, finished) */
+static ItemSet items;
 
 /* finished items are written in groups (see the loop) */
 #define WRITE_GROUP 32
 #define WRITE_DELAY_MS 10
-static int	nfinished = 0;
-static TimestampTz first_finished_at = 0;
 
 /* how often leases of dead workers are looked for, at most */
 #define RECLAIM_INTERVAL_MS 5000
@@ -157,232 +150,35 @@ WorkerRegister(void)
 	}
 }
 
-/* ---- shared memory reports ---- */
-
-static void
-slot_release(int code, Datum arg)
-{
-	if (LlmShared && WorkerSlot >= 0)
-	{
-		LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
-		LlmShared->workers[WorkerSlot].in_use = false;
-		LlmShared->workers[WorkerSlot].latch = NULL;
-		LlmShared->workers[WorkerSlot].lease_holder = 0;
-		LWLockRelease(LlmShared->lock);
-	}
-}
-
-/*
- * Take a slot in shared memory (n < 0: a usage writer, any free slot) and
- * a lease token no worker had before.
- */
-static void
-slot_claim(int n)
-{
-	LlmWorkerSlot *w;
-
-	if (LlmShared == NULL || n >= LLM_MAX_WORKERS)
-		return;
-	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
-	if (n < 0)
-	{
-		/* a usage writer takes a free slot from the top */
-		for (n = LLM_MAX_WORKERS - 1; n >= 0; n--)
-			if (!LlmShared->workers[n].in_use)
-				break;
-		if (n < 0)
-		{
-			LWLockRelease(LlmShared->lock);
-			return;
-		}
-	}
-	WorkerSlot = n;
-	WorkerLeaseHolder = (int64) pg_atomic_fetch_add_u64(&LlmShared->next_lease_holder, 1);
-	w = &LlmShared->workers[n];
-	w->in_use = true;
-	w->usage_only = (DatumGetInt32(MyBgworkerEntry->bgw_main_arg) < 0);
-	w->pid = MyProcPid;
-	w->lease_holder = WorkerLeaseHolder;
-	w->dboid = MyDatabaseId;
-	w->latch = MyLatch;
-	w->started_at = GetCurrentTimestamp();
-	w->in_flight = 0;
-	w->claimed = 0;
-	w->rate = 0;
-	w->last_error[0] = '\0';
-	LWLockRelease(LlmShared->lock);
-	on_shmem_exit(slot_release, (Datum) 0);
-}
-
-/* Note an error for llm.worker_status (the newest wins). */
-void
-WorkerReportError(const char *msg)
-{
-	LlmWorkerSlot *w;
-
-	if (LlmShared == NULL || WorkerSlot < 0)
-		return;
-	w = &LlmShared->workers[WorkerSlot];
-	strlcpy(w->last_error, msg, LLM_ERROR_LEN);
-	w->last_error_at = GetCurrentTimestamp();
-}
-
-static void
-report_counts(void)
-{
-	LlmWorkerSlot *w;
-	TimestampTz now = GetCurrentTimestamp();
-	long		ms;
-
-	if (LlmShared == NULL || WorkerSlot < 0)
-		return;
-	w = &LlmShared->workers[WorkerSlot];
-	w->in_flight = WorkerNInFlight;
-	w->claimed = WorkerNItems;
-	ms = TimestampDifferenceMilliseconds(rate_since, now);
-	if (ms >= 1000)
-	{
-		double		r = finished_since_rate * 1000.0 / ms;
-
-		w->rate = (w->rate == 0) ? r : 0.5 * w->rate + 0.5 * r;
-		finished_since_rate = 0;
-		rate_since = now;
-	}
-}
+/* ---- reports ---- */
 
 /* Show what the worker is doing in pg_stat_activity, when it changes. */
-static int	last_inflight = -1;
-static int	last_items = -1;
-
 static void
 report_activity(void)
 {
+	static int	last_inflight = -1;
+	static int	last_items = -1;
+	static uint64 last_xacts = 0;
 	char		buf[128];
 
-	if (WorkerNInFlight == last_inflight && WorkerNItems == last_items)
+	/* a transaction showed its own activity: show the loop's state again */
+	if (ItemXactCount() != last_xacts)
+	{
+		last_xacts = ItemXactCount();
+		last_inflight = -1;
+	}
+	if (items.in_flight == last_inflight && items.n == last_items)
 		return;
-	last_inflight = WorkerNInFlight;
-	last_items = WorkerNItems;
-	if (WorkerNInFlight == 0 && WorkerNItems == 0)
+	last_inflight = items.in_flight;
+	last_items = items.n;
+	if (items.in_flight == 0 && items.n == 0)
 	{
 		pgstat_report_activity(STATE_IDLE, NULL);
 		return;
 	}
 	snprintf(buf, sizeof(buf), "pg_llm: %d requests in flight, %d items claimed",
-			 WorkerNInFlight, WorkerNItems);
+			 items.in_flight, items.n);
 	pgstat_report_activity(STATE_RUNNING, buf);
-}
-
-/* ---- plans and transactions ---- */
-
-/* the memory context current before the transaction, current again after it */
-static MemoryContext xact_caller_ctx = NULL;
-
-void
-WorkerXactBegin(const char *activity)
-{
-	xact_caller_ctx = CurrentMemoryContext;
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, activity);
-}
-
-/*
- * Commit, and report the transaction's table statistics (autovacuum); the
- * caller's memory context is current again.
- */
-void
-WorkerXactEnd(void)
-{
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	if (xact_caller_ctx)
-		MemoryContextSwitchTo(xact_caller_ctx);
-	xact_caller_ctx = NULL;
-	(void) pgstat_report_stat(false);
-	last_inflight = -1;			/* show the loop's own state again */
-}
-
-/*
- * In the PG_CATCH of an item's subtransaction: roll the subtransaction
- * back and return the error's message (UTF-8), copied into the item's
- * memory.  The rollback leaves the transaction's context current, so the
- * item's is made current again.
- */
-char *
-WorkerCatchItemError(WorkItem *it)
-{
-	ErrorData  *edata;
-
-	MemoryContextSwitchTo(it->ctx);
-	edata = CopyErrorData();
-	FlushErrorState();
-	RollbackAndReleaseCurrentSubTransaction();
-	MemoryContextSwitchTo(it->ctx);
-	return LlmToUtf8(edata->message);
-}
-
-/*
- * Run fn(arg) in a subtransaction, so that an error in it fails only what
- * it was doing.  Returns NULL when it went through, else the error's
- * message: with an item, copied into the item's memory (UTF-8); without
- * one, the error is dropped and an empty message returned.  The caller's
- * memory context and resource owner are current again either way.
- */
-const char *
-WorkerItemSubxact(void (*fn) (void *), void *arg, WorkItem *it)
-{
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	const char *volatile msg = NULL;
-
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		fn(arg);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		if (it)
-			msg = WorkerCatchItemError(it);
-		else
-		{
-			MemoryContextSwitchTo(oldcxt);
-			FlushErrorState();
-			RollbackAndReleaseCurrentSubTransaction();
-			msg = "";
-		}
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(oldcxt);
-	CurrentResourceOwner = oldowner;
-	return msg;
-}
-
-/* An item is finished: it waits to be written with the next group. */
-void
-WorkerItemFinished(WorkItem *it)
-{
-	if (it->state == ITEM_FAILED && it->error)
-		WorkerReportError(it->error);
-	if (nfinished++ == 0)
-		first_finished_at = GetCurrentTimestamp();
-}
-
-/* Forget an item. */
-void
-WorkerItemFree(WorkItem *it)
-{
-	dlist_delete(&it->node);
-	WorkerNItems--;
-	finished_since_rate++;
-	MemoryContextDelete(it->ctx);
-	pfree(it);
 }
 
 /* ---- sending and judging ---- */
@@ -395,7 +191,7 @@ WorkerItemFree(WorkItem *it)
  * the worker goes on.
  */
 static void
-item_send(WorkItem *it)
+item_send(ItemSet *set, WorkItem *it)
 {
 	MemoryContext old = MemoryContextSwitchTo(it->ctx);
 
@@ -406,20 +202,18 @@ item_send(WorkItem *it)
 
 		if (LlmCallTurn(it->call, &not_before, &f))
 		{
-			it->xfer = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
-			it->xfer->user = it;
-			it->xfer->user_kind = WORK_ITEM;
-			it->state = ITEM_IN_FLIGHT;
-			WorkerNInFlight++;
+			HttpTransfer *t = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
+
+			t->user = it;
+			t->user_kind = WORK_ITEM;
+			ItemSent(set, it, t);
 		}
 		else if (not_before)
 			it->not_before = not_before;
 		else
 		{
-			it->error = LlmFailureText(&f);
-			it->state = ITEM_FAILED;
+			ItemFail(set, it, LlmFailureText(&f));
 			UsageRecord(it->call, LLM_OUTCOME_ERROR);
-			WorkerItemFinished(it);
 		}
 	}
 	PG_CATCH();
@@ -429,10 +223,8 @@ item_send(WorkItem *it)
 		MemoryContextSwitchTo(it->ctx);
 		edata = CopyErrorData();
 		FlushErrorState();
-		it->error = LlmToUtf8(edata->message);
-		it->state = ITEM_FAILED;
+		ItemFail(set, it, LlmToUtf8(edata->message));
 		UsageRecord(it->call, LLM_OUTCOME_ERROR);
-		WorkerItemFinished(it);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
@@ -449,7 +241,7 @@ item_send(WorkItem *it)
  * item alone.
  */
 static void
-item_judge(WorkItem *it)
+item_judge(ItemSet *set, WorkItem *it)
 {
 	MemoryContext old = MemoryContextSwitchTo(it->ctx);
 	LlmFailure	f;
@@ -474,39 +266,27 @@ item_judge(WorkItem *it)
 		step = LLM_STEP_FAILED;
 	}
 	PG_END_TRY();
-	HttpRelease(it->xfer);
-	it->xfer = NULL;
-	WorkerNInFlight--;
+	ItemAnswered(set, it);
 
 	switch (step)
 	{
 		case LLM_STEP_DONE:
 			if (it->call->reply.content == NULL)
-			{
-				it->state = ITEM_FAILED;
-				it->error = psprintf("provider \"%s\" returned no text", it->call->route->provider->name);
-			}
+				ItemFail(set, it, psprintf("provider \"%s\" returned no text",
+										   it->call->route->provider->name));
 			else
-			{
-				it->state = ITEM_DONE;
-				it->reply = it->call->reply.content;
-			}
+				ItemDone(set, it, it->call->reply.content);
 			break;
 		case LLM_STEP_AGAIN:
-			it->error = LlmFailureText(&f);
-			it->state = ITEM_READY;
-			it->not_before = not_before;
-			if (LlmShared && WorkerSlot >= 0)
-				pg_atomic_fetch_add_u64(&LlmShared->workers[WorkerSlot].retried, 1);
+			ItemWait(it, not_before, LlmFailureText(&f));
+			SlotCountRetried();
 			break;
 		case LLM_STEP_FAILED:
-			it->error = LlmFailureText(&f);
-			it->state = ITEM_FAILED;
+			ItemFail(set, it, LlmFailureText(&f));
 			break;
 		case LLM_STEP_SPENT:
-			it->error = LlmFailureText(&f);
 			if (it->attempts >= llm_max_attempts)
-				it->state = ITEM_FAILED;
+				ItemFail(set, it, LlmFailureText(&f));
 			else
 			{
 				/*
@@ -517,8 +297,7 @@ item_judge(WorkItem *it)
 				TimestampTz backoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 																  Min(1000L << Min(it->attempts, 10), 300000L));
 
-				it->state = ITEM_RETRY_LATER;
-				it->next_attempt_at = Max(backoff, not_before);
+				ItemRetryLater(set, it, LlmFailureText(&f), Max(backoff, not_before));
 			}
 			break;
 	}
@@ -528,8 +307,6 @@ item_judge(WorkItem *it)
 		UsageRecord(it->call, LLM_OUTCOME_ERROR);
 	else if (it->state == ITEM_RETRY_LATER)
 		UsageRecord(it->call, LLM_OUTCOME_RETRY);
-	if (it->state != ITEM_READY)
-		WorkerItemFinished(it);
 	MemoryContextSwitchTo(old);
 }
 
@@ -565,7 +342,7 @@ item_sendable(const WorkItem *it, TimestampTz now, TimestampTz *next_due)
  * the next retry is due (0: none).
  */
 static TimestampTz
-fill_slots(TimestampTz now)
+fill_slots(ItemSet *set, TimestampTz now)
 {
 	RoleLoad	roles[MAX_ROLES_TRACKED];
 	int			nroles = 0;
@@ -573,7 +350,7 @@ fill_slots(TimestampTz now)
 	dlist_iter	iter;
 	TimestampTz next_due = 0;
 
-	dlist_foreach(iter, &WorkerItems)
+	dlist_foreach(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 		int			r;
@@ -591,13 +368,13 @@ fill_slots(TimestampTz now)
 	}
 	many = nroles > 1;
 
-	while (WorkerNInFlight < llm_worker_concurrency)
+	while (set->in_flight < llm_worker_concurrency)
 	{
 		WorkItem   *best = NULL;
 		int			best_load = INT_MAX;
 		int			best_r = -1;
 
-		dlist_foreach(iter, &WorkerItems)
+		dlist_foreach(iter, &set->items)
 		{
 			WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 			int			r;
@@ -624,7 +401,7 @@ fill_slots(TimestampTz now)
 		}
 		if (best == NULL)
 			break;
-		item_send(best);
+		item_send(set, best);
 		if (best_r >= 0 && best->state == ITEM_IN_FLIGHT)
 			roles[best_r].in_flight++;
 	}
@@ -645,7 +422,7 @@ queue_exists(void)
 	char	   *version = NULL;
 	bool		ok;
 
-	WorkerXactBegin("pg_llm: looking for llm.queue");
+	ItemXactBegin("pg_llm: looking for llm.queue");
 	if (SPI_execute("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'pg_llm'",
 					true, 1) == SPI_OK_SELECT && SPI_processed == 1)
 		version = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -656,7 +433,7 @@ queue_exists(void)
 		said = true;
 	}
 	ok = version != NULL && strcmp(version, PG_LLM_VERSION) == 0;
-	WorkerXactEnd();
+	ItemXactEnd();
 	return ok;
 }
 
@@ -672,9 +449,9 @@ flush_usage(bool force)
 	if (!force && !TimestampDifferenceExceeds(last, now, 200) && UsagePending() < 500)
 		return;
 	last = now;
-	WorkerXactBegin("pg_llm: writing usage");
+	ItemXactBegin("pg_llm: writing usage");
 	(void) UsageFlush();
-	WorkerXactEnd();
+	ItemXactEnd();
 }
 
 /* SIGHUP and the end of the loop on SIGTERM. */
@@ -703,10 +480,10 @@ usage_writer_loop(void)
 		handle_signals();
 		if (UsagePending() > 0)
 		{
-			WorkerXactBegin("pg_llm: writing usage");
+			ItemXactBegin("pg_llm: writing usage");
 			if (UsageFlush() > 0)
 				last_work = GetCurrentTimestamp();
-			WorkerXactEnd();
+			ItemXactEnd();
 		}
 		if (TimestampDifferenceExceeds(last_work, GetCurrentTimestamp(), 60000))
 			break;
@@ -726,19 +503,11 @@ worker_stop(void)
 {
 	dlist_mutable_iter iter;
 
-	dlist_foreach_modify(iter, &WorkerItems)
-	{
-		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
-
-		if (it->xfer)
-		{
-			HttpRelease(it->xfer);
-			it->xfer = NULL;
-		}
-	}
+	dlist_foreach_modify(iter, &items.items)
+		ItemAnswered(&items, dlist_container(WorkItem, node, iter.cur));
 	BatchStop();
-	WritebackFinished();
-	LeaseHandBack();
+	WritebackSet(&items);
+	LeaseHandBack(&items);
 	flush_usage(true);
 
 	/*
@@ -766,9 +535,9 @@ pg_llm_worker_main(Datum arg)
 	/* no name in the worker's SQL may resolve through a path others write */
 	SetConfigOption("search_path", LLM_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 
-	slot_claim(DatumGetInt32(arg));
+	SlotClaim(DatumGetInt32(arg), DatumGetInt32(arg) < 0);
+	ItemSetInit(&items);
 	loop_ctx = AllocSetContextCreate(TopMemoryContext, "pg_llm worker loop", ALLOCSET_DEFAULT_SIZES);
-	rate_since = GetCurrentTimestamp();
 	elog(LOG, "pg_llm worker started for database \"%s\"", MyBgworkerEntry->bgw_extra);
 
 	if (DatumGetInt32(arg) < 0)
@@ -811,7 +580,7 @@ pg_llm_worker_main(Datum arg)
 		/* leases: renew every third of the lease, take back dead holders' */
 		if (TimestampDifferenceExceeds(last_renew, now, llm_lease_time * 333))
 		{
-			LeaseRenew();
+			LeaseRenew(&items);
 			last_renew = now;
 		}
 		if (TimestampDifferenceExceeds(last_reclaim, now,
@@ -823,7 +592,7 @@ pg_llm_worker_main(Datum arg)
 		}
 
 		/* claim the next batch before this one runs dry */
-		dlist_foreach(iter, &WorkerItems)
+		dlist_foreach(iter, &items.items)
 		{
 			WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
@@ -831,42 +600,38 @@ pg_llm_worker_main(Datum arg)
 				ready++;
 		}
 		if (!drained && (ready < llm_batch_size / 2 + 1 ||
-						 ready + WorkerNInFlight < llm_worker_concurrency))
+						 ready + items.in_flight < llm_worker_concurrency))
 		{
-			drained = (LeaseClaim(llm_batch_size) < llm_batch_size);
-			LeaseSetUp();
+			drained = (LeaseClaim(&items, llm_batch_size) < llm_batch_size);
+			LeaseSetUp(&items);
 		}
 
-		next_due = fill_slots(now);
+		next_due = fill_slots(&items, now);
 
 		/* provider batches: form, send, poll what is due */
-		BatchTick(LlmShared && WorkerSlot >= 0 &&
-				  pg_atomic_exchange_u32(&LlmShared->workers[WorkerSlot].batch_wake, 0) != 0);
-		report_counts();
+		BatchTick(SlotTakeBatchWake());
+		SlotReportCounts(items.in_flight, items.n);
 
 		/*
 		 * Write finished items in groups: when a group is big enough, when
 		 * the oldest has waited WRITE_DELAY_MS, or when nothing else runs.
 		 */
-		if (nfinished > 0 &&
-			(nfinished >= WRITE_GROUP || WorkerNInFlight == 0 ||
-			 TimestampDifferenceExceeds(first_finished_at, now, WRITE_DELAY_MS)))
-		{
-			WritebackFinished();
-			nfinished = 0;
-		}
+		if (items.nfinished > 0 &&
+			(items.nfinished >= WRITE_GROUP || items.in_flight == 0 ||
+			 TimestampDifferenceExceeds(items.first_finished_at, now, WRITE_DELAY_MS)))
+			WritebackSet(&items);
 
 		/*
 		 * Wait for replies, a wake-up, the next due retry or write; do not
 		 * wait at all while there are free slots and the queue may hold more.
 		 */
-		if (!drained && WorkerNInFlight < llm_worker_concurrency)
+		if (!drained && items.in_flight < llm_worker_concurrency)
 			timeout = 0;
 		else
-			timeout = WorkerNInFlight > 0 ? 1000 : llm_worker_naptime;
+			timeout = items.in_flight > 0 ? 1000 : llm_worker_naptime;
 		if (next_due)
 			timeout = Min(timeout, Max(TimestampDifferenceMilliseconds(now, next_due), 1));
-		if (nfinished > 0)
+		if (items.nfinished > 0)
 			timeout = Min(timeout, WRITE_DELAY_MS);
 		if (UsagePending() > 0)
 			timeout = Min(timeout, 200);
@@ -889,7 +654,7 @@ pg_llm_worker_main(Datum arg)
 				if (t->user && t->user_kind == WORK_BATCH)
 					BatchTransferDone(t);
 				else if (t->user)
-					item_judge((WorkItem *) t->user);
+					item_judge(&items, (WorkItem *) t->user);
 				else
 					HttpRelease(t);
 			}

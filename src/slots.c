@@ -1,0 +1,225 @@
+/*-------------------------------------------------------------------------
+ *
+ * slots.c
+ *	  pg_llm's background processes in shared memory: each queue worker
+ *	  and usage writer takes a slot when it starts and gives it back when
+ *	  it exits.  A slot holds the process's latch (an enqueue's commit
+ *	  and a usage record set it), the token its queue leases carry, and
+ *	  what it reports about itself for llm.worker_status.
+ *
+ *	  This process's slot is this file's alone; other files see it only
+ *	  through the functions below.  Nothing here knows about items,
+ *	  batches or usage records.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "postmaster/bgworker.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+
+#include "shmem.h"
+#include "slots.h"
+
+PG_FUNCTION_INFO_V1(pg_llm_lease_alive);
+
+/* this process's slot (-1: none) and the token of its leases */
+static int	my_slot = -1;
+static int64 my_lease_holder = 0;
+
+/* items finished since the rate was last computed, and since when */
+static uint64 finished_since_rate = 0;
+static TimestampTz rate_since = 0;
+
+/* Give the slot back when the process exits. */
+static void
+slot_release(int code, Datum arg)
+{
+	if (LlmShared && my_slot >= 0)
+	{
+		LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
+		LlmShared->workers[my_slot].in_use = false;
+		LlmShared->workers[my_slot].latch = NULL;
+		LlmShared->workers[my_slot].lease_holder = 0;
+		LWLockRelease(LlmShared->lock);
+	}
+}
+
+/*
+ * Take slot n (n < 0: a usage writer, any free slot) and a lease token
+ * no worker had before.  Without shared memory, or with no slot free,
+ * the process runs without one.
+ */
+void
+SlotClaim(int n, bool usage_only)
+{
+	LlmWorkerSlot *w;
+
+	rate_since = GetCurrentTimestamp();
+	if (LlmShared == NULL || n >= LLM_MAX_WORKERS)
+		return;
+	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
+	if (n < 0)
+	{
+		/* a usage writer takes a free slot from the top */
+		for (n = LLM_MAX_WORKERS - 1; n >= 0; n--)
+			if (!LlmShared->workers[n].in_use)
+				break;
+		if (n < 0)
+		{
+			LWLockRelease(LlmShared->lock);
+			return;
+		}
+	}
+	my_slot = n;
+	my_lease_holder = (int64) pg_atomic_fetch_add_u64(&LlmShared->next_lease_holder, 1);
+	w = &LlmShared->workers[n];
+	w->in_use = true;
+	w->usage_only = usage_only;
+	w->pid = MyProcPid;
+	w->lease_holder = my_lease_holder;
+	w->dboid = MyDatabaseId;
+	w->latch = MyLatch;
+	w->started_at = GetCurrentTimestamp();
+	w->in_flight = 0;
+	w->claimed = 0;
+	w->rate = 0;
+	w->last_error[0] = '\0';
+	LWLockRelease(LlmShared->lock);
+	on_shmem_exit(slot_release, (Datum) 0);
+}
+
+/* The token this process's queue leases carry (0: no slot). */
+int64
+SlotLeaseHolder(void)
+{
+	return my_lease_holder;
+}
+
+/* Note an error for llm.worker_status (the newest wins). */
+void
+SlotReportError(const char *msg)
+{
+	LlmWorkerSlot *w;
+
+	if (LlmShared == NULL || my_slot < 0)
+		return;
+	w = &LlmShared->workers[my_slot];
+	strlcpy(w->last_error, msg, LLM_ERROR_LEN);
+	w->last_error_at = GetCurrentTimestamp();
+}
+
+/* Items that are done with (written, or someone else's), for the rate. */
+void
+SlotCountFinished(int n)
+{
+	finished_since_rate += n;
+}
+
+/*
+ * Report the requests in flight and the items held, and, at most once a
+ * second, the rate of finished items (smoothed).
+ */
+void
+SlotReportCounts(int in_flight, int claimed)
+{
+	LlmWorkerSlot *w;
+	TimestampTz now = GetCurrentTimestamp();
+	long		ms;
+
+	if (LlmShared == NULL || my_slot < 0)
+		return;
+	w = &LlmShared->workers[my_slot];
+	w->in_flight = in_flight;
+	w->claimed = claimed;
+	ms = TimestampDifferenceMilliseconds(rate_since, now);
+	if (ms >= 1000)
+	{
+		double		r = finished_since_rate * 1000.0 / ms;
+
+		w->rate = (w->rate == 0) ? r : 0.5 * w->rate + 0.5 * r;
+		finished_since_rate = 0;
+		rate_since = now;
+	}
+}
+
+/* An item written: done, or failed for good (neither: back to pending). */
+void
+SlotCountWritten(bool done, bool failed)
+{
+	if (LlmShared == NULL || my_slot < 0)
+		return;
+	if (done)
+		pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].completed, 1);
+	else if (failed)
+		pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].failed, 1);
+}
+
+/* An attempt that will be tried again. */
+void
+SlotCountRetried(void)
+{
+	if (LlmShared && my_slot >= 0)
+		pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].retried, 1);
+}
+
+/* Were items for provider batches enqueued since the last look? */
+bool
+SlotTakeBatchWake(void)
+{
+	return LlmShared && my_slot >= 0 &&
+		pg_atomic_exchange_u32(&LlmShared->workers[my_slot].batch_wake, 0) != 0;
+}
+
+/*
+ * Wake every process serving a database (after an enqueue commits, or
+ * when usage records wait).  With for_batches, the items go through
+ * provider batch APIs and the workers form batches at once (the other
+ * wake-ups do not).
+ */
+void
+SlotWake(Oid dboid, bool for_batches)
+{
+	int			i;
+
+	if (LlmShared == NULL)
+		return;
+	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	for (i = 0; i < LLM_MAX_WORKERS; i++)
+	{
+		LlmWorkerSlot *w = &LlmShared->workers[i];
+
+		if (w->in_use && w->dboid == dboid && w->latch)
+		{
+			if (for_batches)
+				pg_atomic_write_u32(&w->batch_wake, 1);
+			SetLatch(w->latch);
+		}
+	}
+	LWLockRelease(LlmShared->lock);
+}
+
+/*
+ * llm._lease_alive(holder bigint) returns boolean: does a running worker
+ * hold leases under this token?  Read by the reclaim, per running row.
+ */
+Datum
+pg_llm_lease_alive(PG_FUNCTION_ARGS)
+{
+	int64		holder;
+	int			i;
+	bool		alive = false;
+
+	if (PG_ARGISNULL(0) || LlmShared == NULL)
+		PG_RETURN_BOOL(false);
+	holder = PG_GETARG_INT64(0);
+	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	for (i = 0; i < LLM_MAX_WORKERS && !alive; i++)
+		alive = LlmShared->workers[i].in_use &&
+			LlmShared->workers[i].lease_holder == holder;
+	LWLockRelease(LlmShared->lock);
+	PG_RETURN_BOOL(alive);
+}

@@ -1,0 +1,31 @@
+/*-------------------------------------------------------------------------
+ *
+ * slots.h
+ *	  pg_llm's background processes in shared memory (slots.c): a slot
+ *	  each for the queue workers and the usage writers, with the latch
+ *	  that wakes them, the lease token of a queue worker, and what each
+ *	  reports for llm.worker_status.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_SLOTS_H
+#define PG_LLM_SLOTS_H
+
+#include "postgres.h"
+
+#include "utils/timestamp.h"
+
+/* this process's slot */
+extern void SlotClaim(int n, bool usage_only);
+extern int64 SlotLeaseHolder(void);
+extern void SlotReportError(const char *msg);
+extern void SlotReportCounts(int in_flight, int claimed);
+extern void SlotCountFinished(int n);
+extern void SlotCountWritten(bool done, bool failed);
+extern void SlotCountRetried(void);
+extern bool SlotTakeBatchWake(void);
+
+/* any process */
+extern void SlotWake(Oid dboid, bool for_batches);
+
+#endif							/* PG_LLM_SLOTS_H */

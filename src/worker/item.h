@@ -1,0 +1,126 @@
+/*-------------------------------------------------------------------------
+ *
+ * item.h
+ *	  The queue worker's items and the files that hold, claim and write
+ *	  them (src/worker/):
+ *
+ *	  item.c	  an item and its states, the set of items passed by
+ *				  pointer, the one constructor (claims, batch results);
+ *				  the worker's transactions and the per-item
+ *				  subtransaction
+ *	  lease.c	  claiming items into a set, renewing, reclaiming and
+ *				  handing back leases
+ *	  writeback.c writing a set's finished items: the queue row and the
+ *				  reply into its target, as the role that enqueued it
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_WORKER_ITEM_H
+#define PG_LLM_WORKER_ITEM_H
+
+#include "postgres.h"
+
+#include "access/htup.h"
+#include "access/tupdesc.h"
+#include "lib/ilist.h"
+#include "utils/timestamp.h"
+
+#include "call.h"
+
+struct HttpTransfer;
+
+typedef enum ItemState
+{
+	ITEM_READY,					/* claimed, waiting for a slot (or its time) */
+	ITEM_IN_FLIGHT,
+	ITEM_DONE,					/* reply in hand, to be written */
+	ITEM_RETRY_LATER,			/* back to pending, next_attempt_at set */
+	ITEM_FAILED					/* failed for good */
+} ItemState;
+
+/* One queue item, with everything its calls need. */
+typedef struct WorkItem
+{
+	dlist_node	node;
+	int64		id;
+	int			attempts;		/* as claimed: our lease's token */
+	Oid			role;			/* who enqueued it, and is billed */
+	MemoryContext ctx;
+	ItemState	state;
+
+	/* the row as claimed (server encoding); NULL when not read */
+	char	   *prompt;
+	char	   *model;
+	char	   *system;
+	char	   *options;
+	Oid			target_table;	/* InvalidOid: no write-back */
+	char	   *target_column;
+	char	   *target_key;		/* jsonb text */
+
+	LlmCall    *call;			/* NULL until set up */
+	TimestampTz not_before;
+	struct HttpTransfer *xfer;
+	char	   *reply;			/* UTF-8 */
+	char	   *error;			/* UTF-8 */
+	char	   *db_text;		/* reply or error in the server encoding */
+	TimestampTz next_attempt_at;
+	bool		written;		/* its queue row was ours and is updated */
+} WorkItem;
+
+/*
+ * Items held together: the worker's claimed items, or a chunk of a
+ * batch's results on their way to being written.
+ */
+typedef struct ItemSet
+{
+	dlist_head	items;
+	int			n;				/* items held */
+	int			in_flight;		/* of them, requests on the wire */
+	int			nfinished;		/* finished since the last write-back */
+	TimestampTz first_finished_at;
+} ItemSet;
+
+/* Where an item's columns are in a query's result (-1: not there). */
+typedef struct ItemColumns
+{
+	int			id;
+	int			attempts;
+	int			role;
+	int			prompt;
+	int			model;
+	int			system;
+	int			options;
+	int			table;
+	int			column;
+	int			key;
+} ItemColumns;
+
+/* item.c */
+extern void ItemSetInit(ItemSet *set);
+extern void ItemColumnsFind(TupleDesc td, ItemColumns *cols);
+extern WorkItem *ItemFromRow(ItemSet *set, HeapTuple tup, TupleDesc td, const ItemColumns *cols);
+extern void ItemSent(ItemSet *set, WorkItem *it, struct HttpTransfer *t);
+extern void ItemAnswered(ItemSet *set, WorkItem *it);
+extern void ItemWait(WorkItem *it, TimestampTz not_before, char *error);
+extern void ItemDone(ItemSet *set, WorkItem *it, char *reply);
+extern void ItemFail(ItemSet *set, WorkItem *it, char *error);
+extern void ItemRetryLater(ItemSet *set, WorkItem *it, char *error, TimestampTz when);
+extern bool ItemFinished(const WorkItem *it);
+extern void ItemFree(ItemSet *set, WorkItem *it);
+extern void ItemXactBegin(const char *activity);
+extern void ItemXactEnd(void);
+extern uint64 ItemXactCount(void);
+extern const char *ItemSubxact(void (*fn) (void *), void *arg, WorkItem *it);
+
+/* lease.c */
+extern int	LeaseClaim(ItemSet *set, int n);
+extern void LeaseSetUp(ItemSet *set);
+extern void LeaseRenew(ItemSet *set);
+extern void LeaseReclaim(void);
+extern void LeaseHandBack(ItemSet *set);
+
+/* writeback.c */
+extern void WritebackSet(ItemSet *set);
+extern void WritebackSetInXact(ItemSet *set);
+
+#endif							/* PG_LLM_WORKER_ITEM_H */
