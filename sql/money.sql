@@ -164,6 +164,52 @@ SELECT wait_queue();
 SELECT id, label FROM tickets_m WHERE id <= 3 ORDER BY id;
 DROP TABLE tickets_m;
 
+-- 5. a key the provider refuses twice: nothing more is sent with it, calls
+-- fail at once, until the key changes
+SELECT base_url AS mock_url FROM llm.provider WHERE name = 'mock' \gset
+SELECT llm.create_provider('badkey', 'openai', :'mock_url', api_key => 'sk-wrong');
+SELECT llm.add_model('wrongkey', 'badkey', 'mock');
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+\set VERBOSITY terse
+SELECT llm.chat('one', 'wrongkey');
+SELECT llm.chat('two', 'wrongkey');
+SELECT llm.chat('three', 'wrongkey');
+SELECT llm.chat('four', 'wrongkey', options => '{"on_error": "null"}') IS NULL AS four;
+SELECT ord, error ~ '^provider "badkey" refused its key: It answered HTTP 401 at ' AS refused
+FROM llm.chat_many(ARRAY['five', 'six'], 'wrongkey') ORDER BY ord;
+\set VERBOSITY default
+SELECT provider, cooldown_until > now() AS paused,
+       cooldown_reason ~ '^authentication failed at .* \(HTTP 401\): fix the key with llm.alter_provider$' AS says_why
+FROM llm.provider_status WHERE provider = 'badkey';
+-- two requests, not six
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
+SELECT llm.alter_provider('badkey', api_key => 'sk-mock');
+SELECT llm.chat('seven', 'wrongkey');
+SELECT cooldown_reason FROM llm.provider_status WHERE provider = 'badkey';
+
+-- 6. a host that cannot be reached: after two failed attempts its circuit
+-- is open for the whole cluster, and the fallback route serves at once
+SELECT llm.create_provider('dead', 'openai', 'http://127.0.0.1:1/v1', api_key => 'sk-x',
+                           options => '{"max_retries": 2}');
+SELECT llm.add_model('resilient', 'dead', 'm', priority => 1);
+SELECT llm.add_model('resilient', 'relay', 'mock?reply=from%20the%20fallback', priority => 2);
+SELECT llm.chat('call ' || g, 'resilient') FROM generate_series(1, 5) g;
+SELECT provider, cooldown_until > now() AS down,
+       cooldown_reason ~ '^down since .*: Failed to connect' AS says_why
+FROM llm.provider_status WHERE provider = 'dead';
+-- the last route down fails at once, with the host's last error
+SELECT llm.add_model('deadonly', 'dead', 'm');
+\set VERBOSITY terse
+SELECT llm.chat('x', 'deadonly');
+\set VERBOSITY default
+-- attempts on the dead host: the first call's two, none after (without
+-- the circuit each call made three before its fallback: 20 in all)
+SELECT wait_until('SELECT count(*) >= 5 FROM llm.usage WHERE model = ''resilient''', 'written');
+SELECT count(*) AS calls, sum(attempts) AS attempts, count(*) FILTER (WHERE fallback) AS by_fallback
+FROM llm.usage WHERE model = 'resilient';
+SELECT llm.drop_provider('dead');
+SELECT llm.drop_provider('badkey');
+
 SELECT llm.drop_provider('deepseek');
 SELECT llm.drop_model('triage'), llm.drop_model('cheap'), llm.drop_model('echo'), llm.drop_model('picky'), llm.drop_model('slow'),
        llm.drop_model('stream-cut');

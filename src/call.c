@@ -515,10 +515,35 @@ LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f)
 
 		if (turn == LLM_TURN_GO)
 			return true;
-		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED) && has_next)
+		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED || turn == LLM_TURN_DOWN) &&
+			has_next)
 		{
 			(void) next_route(call);
 			continue;
+		}
+
+		/*
+		 * A refused key, or a host down on the last route: a call that
+		 * someone waits for (chat_many) fails at once, without a request;
+		 * a queue item waits for the key to change, the recheck or the
+		 * probe.
+		 */
+		if ((turn == LLM_TURN_AUTH || turn == LLM_TURN_DOWN) &&
+			call->mode != LLM_MODE_QUEUE && call->mode != LLM_MODE_BATCH_API)
+		{
+			memset(f, 0, sizeof(LlmFailure));
+			f->sqlstate = turn == LLM_TURN_AUTH ? ERRCODE_EXTERNAL_ROUTINE_EXCEPTION :
+				ERRCODE_CONNECTION_FAILURE;
+			f->provider = pstrdup(route->provider->name);
+			f->message = why;
+			f->detail = pstrdup(RateLimitDetail());
+			f->hint = turn == LLM_TURN_AUTH ?
+				psprintf("Fix the key with llm.alter_provider('%s', api_key => '...'); calls go out again at once.",
+						 route->provider->name) :
+				psprintf("Check that the server at the base_url of provider \"%s\" is running and reachable, or add a fallback route with llm.add_model().",
+						 route->provider->name);
+			f->retry_after_s = -1;
+			return false;
 		}
 		if (turn == LLM_TURN_DISABLED)
 		{
@@ -670,6 +695,13 @@ run_chain(LlmCall *call, bool stream)
 		switch (LlmCallDecide(call, v, &f, &delay))
 		{
 			case LLM_NEXT_RETRY:
+				/* its host is down now, and no route is left: this failure stands */
+				if (lnext(call->routes, call->route_cell) == NULL && RateLimitDown(route))
+				{
+					call->error = f.message;
+					UsageRecord(call, LLM_OUTCOME_ERROR);
+					LlmRaiseFailure(&f, call->attempts, call->route_no);
+				}
 				LlmSleepMs(delay);
 				break;
 			case LLM_NEXT_ROUTE:

@@ -847,6 +847,8 @@ collect_finished(void)
 			t->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
 			t->unresolved = (msg->data.result == CURLE_COULDNT_RESOLVE_HOST ||
 							 msg->data.result == CURLE_COULDNT_RESOLVE_PROXY);
+			t->unreachable = (t->unresolved || t->timed_out ||
+							  msg->data.result == CURLE_COULDNT_CONNECT);
 			if (t->errbuf[0] == '\0')
 				strlcpy(t->errbuf, curl_easy_strerror(msg->data.result),
 						sizeof(t->errbuf));

@@ -57,6 +57,7 @@ typedef struct HttpTransfer
 	bool		headers_done;	/* the final response's headers are in */
 	bool		timed_out;		/* transport error was a timeout */
 	bool		unresolved;		/* transport error: the host name did not resolve */
+	bool		unreachable;	/* no answer: refused, unresolved or timed out */
 	char		errbuf[256];	/* libcurl's words for a transport error */
 
 	/* body bytes; for streams, [consumed, len) is not yet read */

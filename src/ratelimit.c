@@ -24,6 +24,16 @@
  *	  - a route out of quota (insufficient_quota, billing_error, 402) is
  *		disabled for the provider's quota_cooldown: calls go to the next
  *		route of their model.
+ *	  - a key the provider refused (401 or 403, twice in a row, so that
+ *		one odd answer does not count): nothing more is sent to
+ *		it, the callers fail at once (the worker's items wait), until the
+ *		key changes (another key is another endpoint) or a recheck after
+ *		AUTH_RECHECK_MS gets through.
+ *	  - a host that cannot be reached (connection refused, a name that
+ *		does not resolve, a timeout) twice in a row is down: calls go to
+ *		their next route at once, or fail at once on their last one,
+ *		until one probe after a short interval (5 s, doubling up to 60 s)
+ *		gets an answer.
  *	  - counts of the last minute (requests, tokens, 429s) and of the
  *		callers waiting, for llm.provider_status.
  *
@@ -53,6 +63,11 @@
 #define COOLDOWN_FIRST_MS 1000
 #define COOLDOWN_MAX_MS 60000
 #define BURST_USEC 1000000		/* one second's worth above the steady rate */
+#define AUTH_AFTER 2			/* 401s or 403s in a row: the key is refused */
+#define AUTH_RECHECK_MS 30000	/* a refused key is tried again after this */
+#define DOWN_AFTER 2			/* transport failures in a row: the host is down */
+#define DOWN_FIRST_MS 5000
+#define DOWN_MAX_MS 60000
 
 typedef struct RateEndpoint
 {
@@ -75,6 +90,17 @@ typedef struct RateEndpoint
 	int64		tokens[60];
 	int32		limited[60];	/* 429s */
 	TimestampTz last_429;
+	/* a key refused: since when, with which status, and the next recheck */
+	int			auth_failures;	/* in a row */
+	TimestampTz auth_failed_at;
+	int			auth_status;
+	TimestampTz auth_recheck_at;
+	/* a host that cannot be reached */
+	int			transport_failures; /* in a row */
+	TimestampTz down_since;
+	TimestampTz down_until;		/* the next probe */
+	int			down_ms;		/* the interval before it */
+	char		down_error[LIMIT_REASON_LEN];
 } RateEndpoint;
 
 typedef struct RateShared
@@ -84,6 +110,9 @@ typedef struct RateShared
 } RateShared;
 
 static RateShared *limits = NULL;
+
+/* what RateLimitAsk said of a refused key or a host down, for errors */
+static char *last_detail = NULL;
 
 Size
 RateLimitShmemSize(void)
@@ -229,9 +258,11 @@ RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms
 	int64		wait_tok;
 	int64		wait;
 	LlmTurn		turn = LLM_TURN_GO;
+	char	   *detail = NULL;
 
 	*until = now;
 	*why = NULL;
+	last_detail = NULL;
 	if (limits == NULL)
 		return LLM_TURN_GO;
 	key = endpoint_key(p);
@@ -249,6 +280,38 @@ RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms
 		*why = psprintf("provider \"%s\" is out of quota", p->name);
 		LWLockRelease(limits->lock);
 		return LLM_TURN_DISABLED;
+	}
+	if (e->auth_failed_at != 0)
+	{
+		if (e->auth_recheck_at > now)
+		{
+			*until = e->auth_recheck_at;
+			*why = psprintf("provider \"%s\" refused its key", p->name);
+			detail = psprintf("It answered HTTP %d at %s; pg_llm sends nothing more with this key until it changes, or a recheck at %s gets through.",
+							  e->auth_status, pstrdup(timestamptz_to_str(e->auth_failed_at)),
+							  pstrdup(timestamptz_to_str(e->auth_recheck_at)));
+			LWLockRelease(limits->lock);
+			last_detail = detail;
+			return LLM_TURN_AUTH;
+		}
+		/* this call is the recheck; the others wait for its answer */
+		e->auth_recheck_at = TimestampTzPlusMilliseconds(now, AUTH_RECHECK_MS);
+	}
+	if (e->down_ms > 0)
+	{
+		if (e->down_until > now)
+		{
+			*until = e->down_until;
+			*why = psprintf("provider \"%s\" is down", p->name);
+			detail = psprintf("It could not be reached since %s (%s); no request is sent to it until a probe at %s gets an answer.",
+							  pstrdup(timestamptz_to_str(e->down_since)), e->down_error,
+							  pstrdup(timestamptz_to_str(e->down_until)));
+			LWLockRelease(limits->lock);
+			last_detail = detail;
+			return LLM_TURN_DOWN;
+		}
+		/* this call is the probe; the others wait for its answer */
+		e->down_until = TimestampTzPlusMilliseconds(now, e->down_ms);
 	}
 	if (e->cooldown_until > now)
 	{
@@ -306,6 +369,43 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, const LlmFailure *f
 		LWLockRelease(limits->lock);
 		return;
 	}
+	/* a host that answered is up; one that could not be reached twice is down */
+	if (t && t->outcome == HTTP_TRANSPORT_ERROR && t->unreachable)
+	{
+		if (++e->transport_failures >= DOWN_AFTER)
+		{
+			if (e->down_ms == 0)
+				e->down_since = now;
+			e->down_ms = e->down_ms > 0 ? Min(e->down_ms * 2, DOWN_MAX_MS) : DOWN_FIRST_MS;
+			e->down_until = TimestampTzPlusMilliseconds(now, e->down_ms);
+			snprintf(e->down_error, LIMIT_REASON_LEN, "%s", t->errbuf[0] ? t->errbuf :
+					 t->timed_out ? "timed out" : "could not connect");
+		}
+	}
+	else if (t && t->outcome != HTTP_REFUSED)
+	{
+		/* it answered, if only to reset the connection */
+		e->transport_failures = 0;
+		e->down_ms = 0;
+		e->down_until = 0;
+		e->down_since = 0;
+	}
+	/* a key refused, or accepted again */
+	if (status == 401 || status == 403)
+	{
+		if (++e->auth_failures >= AUTH_AFTER)
+		{
+			e->auth_failed_at = now;
+			e->auth_status = (int) status;
+			e->auth_recheck_at = TimestampTzPlusMilliseconds(now, AUTH_RECHECK_MS);
+		}
+	}
+	else if (status >= 200 && status < 300)
+	{
+		e->auth_failures = 0;
+		e->auth_failed_at = 0;
+	}
+
 	if (f && f->quota)
 	{
 		int			secs = p->quota_cooldown > 0 ? p->quota_cooldown : 600;
@@ -361,6 +461,31 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, const LlmFailure *f
 		count(e, now, 0, used_tokens - estimated_tokens, 0);
 	}
 	LWLockRelease(limits->lock);
+}
+
+/* The detail of the last refused key or host down RateLimitAsk met. */
+const char *
+RateLimitDetail(void)
+{
+	return last_detail ? last_detail : "";
+}
+
+/* Is a route's host down (no request goes to it before its probe)? */
+bool
+RateLimitDown(const LlmRoute *route)
+{
+	RateEndpoint *e;
+	bool		down = false;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (limits == NULL)
+		return false;
+	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
+	e = endpoint(route->provider, endpoint_key(route->provider), now);
+	if (e)
+		down = e->down_ms > 0 && e->down_until > now;
+	LWLockRelease(limits->lock);
+	return down;
 }
 
 /* One more (or one less) caller waiting on a route. */
@@ -423,8 +548,22 @@ LlmRouteWaitTurn(LlmCall *call, const LlmRoute *route)
 
 		if (turn == LLM_TURN_GO)
 			return true;
-		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED) && !last)
+		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED || turn == LLM_TURN_DOWN) && !last)
 			return false;
+		if (turn == LLM_TURN_AUTH)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("%s", why),
+					 errdetail("%s", RateLimitDetail()),
+					 errhint("Fix the key with llm.alter_provider('%s', api_key => '...') or api_key_env => '...'; calls go out again at once.",
+							 route->provider->name)));
+		if (turn == LLM_TURN_DOWN)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("%s", why),
+					 errdetail("%s", RateLimitDetail()),
+					 errhint("Check that the server at the base_url of provider \"%s\" is running and reachable, or add a fallback route with llm.add_model().",
+							 route->provider->name)));
 		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 		if (turn == LLM_TURN_DISABLED)
 			ereport(ERROR,
@@ -485,6 +624,11 @@ pg_llm_clear_cooldown(PG_FUNCTION_ARGS)
 				limits->endpoints[i].cooldown_until = 0;
 				limits->endpoints[i].cooldown_ms = 0;
 				limits->endpoints[i].disabled_until = 0;
+				limits->endpoints[i].auth_failed_at = 0;
+				limits->endpoints[i].auth_failures = 0;
+				limits->endpoints[i].down_ms = 0;
+				limits->endpoints[i].down_until = 0;
+				limits->endpoints[i].transport_failures = 0;
 			}
 		LWLockRelease(limits->lock);
 	}
@@ -557,11 +701,27 @@ pg_llm_provider_status(PG_FUNCTION_ARGS)
 		values[4] = Int32GetDatum(p->tpm_limit);
 		nulls[4] = p->tpm_limit <= 0;
 		values[5] = Int64GetDatum(Max(tokens, 0));
-		values[6] = TimestampTzGetDatum(have ? Max(copy.cooldown_until, copy.disabled_until) : 0);
-		nulls[6] = !have || (copy.cooldown_until <= now && copy.disabled_until <= now);
-		values[7] = CStringGetTextDatum(!have ? "" : copy.disabled_until > now ? "out of quota" :
-										copy.cooldown_reason);
-		nulls[7] = nulls[6];
+		if (have && copy.auth_failed_at != 0)
+		{
+			/* a refused key comes first: nothing goes out until it is fixed */
+			values[6] = TimestampTzGetDatum(copy.auth_recheck_at);
+			values[7] = CStringGetTextDatum(psprintf("authentication failed at %s (HTTP %d): fix the key with llm.alter_provider",
+													 timestamptz_to_str(copy.auth_failed_at), copy.auth_status));
+		}
+		else if (have && copy.down_ms > 0)
+		{
+			values[6] = TimestampTzGetDatum(copy.down_until);
+			values[7] = CStringGetTextDatum(psprintf("down since %s: %s; the next probe at the time shown",
+													 timestamptz_to_str(copy.down_since), copy.down_error));
+		}
+		else
+		{
+			values[6] = TimestampTzGetDatum(have ? Max(copy.cooldown_until, copy.disabled_until) : 0);
+			nulls[6] = !have || (copy.cooldown_until <= now && copy.disabled_until <= now);
+			values[7] = CStringGetTextDatum(!have ? "" : copy.disabled_until > now ? "out of quota" :
+											copy.cooldown_reason);
+			nulls[7] = nulls[6];
+		}
 		values[8] = Int32GetDatum(have ? copy.waiting : 0);
 		values[9] = Int64GetDatum(limited);
 		values[10] = TimestampTzGetDatum(have ? copy.last_429 : 0);

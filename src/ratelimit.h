@@ -27,7 +27,9 @@ typedef enum LlmTurn
 	LLM_TURN_WAIT,				/* over a limit: ask again at *until */
 	LLM_TURN_TOO_LONG,			/* a turn later than the caller can wait */
 	LLM_TURN_COOLDOWN,			/* the provider asked for quiet until *until */
-	LLM_TURN_DISABLED			/* out of quota until *until */
+	LLM_TURN_DISABLED,			/* out of quota until *until */
+	LLM_TURN_AUTH,				/* the key was refused; rechecked at *until */
+	LLM_TURN_DOWN				/* the host cannot be reached; probed at *until */
 } LlmTurn;
 
 extern Size RateLimitShmemSize(void);
@@ -38,5 +40,7 @@ extern void RateLimitAfter(const LlmRoute *route, const struct HttpTransfer *t,
 					   const LlmFailure *f, int64 estimated_tokens, int64 used_tokens);
 extern void RateLimitWaiting(const LlmRoute *route, int delta);
 extern bool LlmRouteWaitTurn(LlmCall *call, const LlmRoute *route);
+extern const char *RateLimitDetail(void);
+extern bool RateLimitDown(const LlmRoute *route);
 
 #endif							/* PG_LLM_RATELIMIT_H */
