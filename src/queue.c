@@ -34,6 +34,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/rls.h"
+#include "utils/snapmgr.h"
 #include "storage/proc.h"
 #include "utils/syscache.h"
 
@@ -378,11 +379,37 @@ lock_and_count(void *arg)
 		elog(ERROR, "could not lock the budget of role %u", c->role);
 	if (!c->count)
 		return;
-	if (RunSql("SELECT pg_catalog.count(*) FROM llm.queue "
-			   "WHERE enqueued_by = $1 AND status IN ('pending', 'running')",
-			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not count queued items");
+
+	/*
+	 * Counted with the latest snapshot, taken after the lock: the items of
+	 * a session that held the lock before and has committed are seen,
+	 * whatever this transaction's isolation level.
+	 */
+	PushActiveSnapshot(GetLatestSnapshot());
+	PG_TRY();
+	{
+		if (RunSql("SELECT pg_catalog.count(*) FROM llm.queue "
+				   "WHERE enqueued_by = $1 AND status IN ('pending', 'running')",
+				   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not count queued items");
+	}
+	PG_FINALLY();
+	{
+		PopActiveSnapshot();
+	}
+	PG_END_TRY();
 	c->n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * A subtransaction rolled back may have taken the lock, and items, with
+ * it: the roles are counted again, under the lock taken again.
+ */
+static void
+cap_subxact_cb(SubXactEvent event, SubTransactionId mySubid, SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		cap_nroles = 0;
 }
 
 /* The slot of a role counted in this transaction, or -1. */
@@ -414,8 +441,15 @@ queue_room(Oid role, int64 *max_queued)
 	QueuedCount c;
 	int			i;
 
+	static bool registered = false;
+
 	if (!ConfigBudget(role, &usd, &calls, max_queued) || *max_queued < 0)
 		return -1;
+	if (!registered)
+	{
+		RegisterSubXactCallback(cap_subxact_cb, NULL);
+		registered = true;
+	}
 	i = cap_slot(role);
 	c.role = role;
 	c.count = (i < 0);
