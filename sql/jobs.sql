@@ -48,6 +48,10 @@ SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'sentimen
                       options => '{"temperature": 9}');
 SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'sentiment', model => 'mock',
                       options => '[1]');
+-- (the queue does not take json_schema yet: a job's items would be
+-- written back unvalidated)
+SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'sentiment', model => 'mock',
+                      options => '{"json_schema": {"type": "object"}}');
 -- nothing is left behind by a refused definition
 SELECT count(*) AS jobs FROM llm.job;
 SELECT count(*) AS functions FROM pg_proc WHERE proname LIKE '\_job\_s\_%';

@@ -596,6 +596,25 @@ insert_item(void *arg)
 }
 
 /*
+ * The request of a queued item (llm.enqueue's, or every item of a job),
+ * checked when it is queued: its options, and nothing the worker would not
+ * honour (json_schema: the worker does not validate replies yet, and an
+ * item must never be written back unvalidated).
+ */
+static void
+check_queued_request(const char *prompt, const char *system, const char *options)
+{
+	if (RequestHasSchema(RequestFromPrompt(LlmToUtf8(prompt),
+										   system ? LlmToUtf8(system) : NULL,
+										   options ? LlmToUtf8(options) : NULL)))
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("option \"json_schema\" is not taken by the queue yet"),
+				 errdetail("The worker would not validate the reply."),
+				 errhint("Call llm.chat() or llm.chat_many() with json_schema, or llm.classify(), llm.extract() or llm.is_true().")));
+}
+
+/*
  * llm.enqueue(prompt, model, system, target_table, target_column,
  *			   target_key, options, via, if_queued) returns bigint
  */
@@ -629,14 +648,9 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	check_via(via, model);
 
 	/* options are checked now, not when the worker gets to them */
-	if (RequestHasSchema(RequestFromPrompt(LlmToUtf8(prompt),
-										   PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2))),
-										   PG_ARGISNULL(6) ? NULL : LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(6)->root, 0)))))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("option \"json_schema\" is not taken by the queue yet"),
-				 errdetail("The worker would not validate the reply."),
-				 errhint("Call llm.chat() or llm.chat_many() with json_schema, or llm.classify(), llm.extract() or llm.is_true().")));
+	check_queued_request(prompt,
+						 PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
+						 PG_ARGISNULL(6) ? NULL : JsonbToCString(NULL, &PG_GETARG_JSONB_P(6)->root, 0));
 
 	if (has_table || has_column || has_key)
 	{
@@ -860,9 +874,9 @@ pg_llm_job_check_request(PG_FUNCTION_ARGS)
 
 	model = LlmResolveModel(model, NULL);
 	check_via(via, model);
-	(void) RequestFromPrompt("pg_llm job check",
-							 PG_ARGISNULL(1) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(1))),
-							 PG_ARGISNULL(2) ? NULL : LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(2)->root, 0)));
+	check_queued_request("pg_llm job check",
+						 PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
+						 PG_ARGISNULL(2) ? NULL : JsonbToCString(NULL, &PG_GETARG_JSONB_P(2)->root, 0));
 	PG_RETURN_TEXT_P(cstring_to_text(model));
 }
 
