@@ -86,12 +86,14 @@ NamesSuggest(const char *name, const char *const *known, int n)
 	int			count = 0;
 	StringInfoData buf;
 
+	/* a known name (the common case) costs no distance at all */
+	for (i = 0; i < n; i++)
+		if (strcmp(name, known[i]) == 0)
+			return NULL;
 	for (i = 0; i < n; i++)
 	{
 		int			dist;
 
-		if (strcmp(name, known[i]) == 0)
-			return NULL;
 		dist = NamesDistance(name, known[i]);
 		if (dist <= NamesMaxDistance(known[i]) && dist < best)
 			best = dist;
