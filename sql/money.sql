@@ -210,6 +210,21 @@ FROM llm.usage WHERE model = 'resilient';
 SELECT llm.drop_provider('dead');
 SELECT llm.drop_provider('badkey');
 
+-- 8. misconfiguration is said at once: a key's variable the server does not
+-- have, and a database no worker serves (once a session)
+SELECT llm.create_provider('envless', 'openai', 'http://127.0.0.1:1/v1', api_key_env => 'PG_LLM_NO_SUCH_VARIABLE');
+SELECT llm.alter_provider('envless', api_key_env => 'PG_LLM_STILL_NO_SUCH_VARIABLE');
+SELECT llm.drop_provider('envless');
+SELECT current_database() AS regress_db \gset
+CREATE DATABASE money_unserved;
+\c money_unserved
+CREATE EXTENSION pg_llm;
+SELECT llm.create_provider('mock', 'openai', :'mock_url', api_key => 'sk-mock', options => '{"pass_through": true}');
+SELECT llm.enqueue('x', 'mock') IS NOT NULL AS queued;
+SELECT llm.enqueue('y', 'mock') IS NOT NULL AS queued_again;
+\c :regress_db
+DROP DATABASE money_unserved;
+
 SELECT llm.drop_provider('deepseek');
 SELECT llm.drop_model('triage'), llm.drop_model('cheap'), llm.drop_model('echo'), llm.drop_model('picky'), llm.drop_model('slow'),
        llm.drop_model('stream-cut');

@@ -610,6 +610,22 @@ ConfigProviderKey(const LlmProvider *p)
 	return v;
 }
 
+PG_FUNCTION_INFO_V1(pg_llm_key_env_set);
+
+/*
+ * llm._key_env_set(name): is the server environment variable that a
+ * provider's api_key_env names set (to something)?  Its value is never
+ * returned.
+ */
+Datum
+pg_llm_key_env_set(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const char *v = getenv(name);
+
+	PG_RETURN_BOOL(v != NULL && v[0] != '\0');
+}
+
 /* Replace every occurrence of a secret (of 4 bytes or more) in a text. */
 static char *
 redact_one(const char *text, const char *secret)

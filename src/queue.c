@@ -37,6 +37,8 @@
 #include "utils/snapmgr.h"
 #include "storage/proc.h"
 #include "utils/syscache.h"
+#include "utils/varlena.h"
+#include "commands/dbcommands.h"
 
 #include "call.h"
 #include "chat.h"
@@ -522,6 +524,51 @@ check_via(const char *via, const char *model)
 						 first->provider->name)));
 }
 
+/* Is this database in llm.database (a worker drains its queue)? */
+static bool
+database_listed(void)
+{
+	char	   *raw = pstrdup(llm_worker_databases ? llm_worker_databases : "");
+	char	   *me = get_database_name(MyDatabaseId);
+	List	   *names = NIL;
+	ListCell   *lc;
+
+	if (me == NULL || !SplitIdentifierString(raw, ',', &names))
+		return true;			/* the worker's own complaint is in the log */
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), me) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * An item nobody will ever send is refused; one that waits for a worker
+ * the configuration does not start is warned about (once a session),
+ * naming the setting to change.
+ */
+static void
+check_served(void)
+{
+	static bool warned = false;
+
+	if (LlmShared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no pg_llm worker can send queued items: pg_llm is not in shared_preload_libraries"),
+				 errdetail("An item enqueued now would stay pending forever."),
+				 errhint("Add pg_llm to shared_preload_libraries and this database to llm.database, then restart the server; or call llm.chat() directly.")));
+	if (!warned && !database_listed())
+	{
+		warned = true;
+		ereport(WARNING,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("no pg_llm worker serves database \"%s\"", get_database_name(MyDatabaseId)),
+				 errdetail("llm.database is \"%s\": the items enqueued here stay pending until a worker serves this database.",
+						   llm_worker_databases ? llm_worker_databases : ""),
+				 errhint("Add \"%s\" to llm.database and restart the server.", get_database_name(MyDatabaseId))));
+	}
+}
+
 /* The INSERT of a queue item, run as the extension owner (RunAs). */
 typedef struct EnqueueInsert
 {
@@ -644,6 +691,7 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("if_queued must be \"skip\", \"add\" or \"replace\""),
 				 errhint("skip (the default) returns the id of the same request already waiting for the same target; add queues it again; replace removes the target's pending items first.")));
+	check_served();
 	model = (char *) LlmResolveModel(model, NULL);
 	check_via(via, model);
 

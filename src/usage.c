@@ -677,6 +677,20 @@ UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 
 	UsageReserve(call, roleid, request_bytes, max_tokens);
 	call->accounted = true;
+	if (LlmShared == NULL && llm_track_usage && !LlmAmBackgroundWorker())
+	{
+		static bool warned = false;
+
+		if (!warned)
+		{
+			warned = true;
+			ereport(WARNING,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("calls of this session are not recorded in llm.usage: pg_llm is not in shared_preload_libraries"),
+					 errdetail("The provider charges for them all the same; cost reports and budgets cannot count them."),
+					 errhint("Add pg_llm to shared_preload_libraries and restart the server.")));
+		}
+	}
 	cb = palloc0(sizeof(MemoryContextCallback));
 	cb->func = usage_reset_cb;
 	cb->arg = call;

@@ -52,6 +52,7 @@ suite traffic bash "$PG_LLM_ROOT/test/traffic_test.sh"
 [ -f "$PG_LLM_ROOT/test/cron_test.sh" ] && suite cron bash "$PG_LLM_ROOT/test/cron_test.sh"
 suite clients bash "$PG_LLM_ROOT/test/clients/run.sh"
 suite unknown_host bash "$PG_LLM_ROOT/test/unknown_host.sh"
+suite misconfig bash "$PG_LLM_ROOT/test/misconfig_test.sh"
 suite security bash "$PG_LLM_ROOT/test/security/before_after.sh"
 suite memcheck bash "$PG_LLM_ROOT/test/memcheck.sh"
 # PostgreSQL 18 built from Debian's source package (cached between runs);

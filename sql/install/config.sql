@@ -265,6 +265,26 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 $$;
 COMMENT ON FUNCTION llm._header_names(jsonb) IS 'The names of the extra headers in provider options';
 
+CREATE FUNCTION llm._key_env_set(name text) RETURNS boolean
+AS 'MODULE_PATHNAME', 'pg_llm_key_env_set'
+LANGUAGE C STRICT STABLE;
+COMMENT ON FUNCTION llm._key_env_set(text) IS 'Whether a server environment variable is set (its value is never shown), for the warning of create_provider and alter_provider';
+
+-- An api_key_env naming a variable the server does not have: every call
+-- to the provider would fail, so say so now.
+CREATE FUNCTION llm._warn_key_env(provider text, api_key_env text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF coalesce(api_key_env, '') <> '' AND NOT llm._key_env_set(api_key_env) THEN
+        RAISE WARNING 'environment variable "%" for the key of provider "%" is not set in the server', api_key_env, provider
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  DETAIL = 'Calls to the provider fail until it is set.',
+                  HINT = 'Set it in the environment of the PostgreSQL server and restart it, or give the key with llm.alter_provider(name, api_key => ...).';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION llm._warn_key_env(text, text) IS 'Warn when a provider''s api_key_env names a variable the server does not have';
+
 CREATE FUNCTION llm.create_provider(
     name text,
     protocol text,
@@ -297,6 +317,7 @@ BEGIN
         INSERT INTO llm._provider_secret (provider, api_key, headers)
         VALUES (name, nullif(api_key, ''), opts -> 'headers');
     END IF;
+    PERFORM llm._warn_key_env(name, api_key_env);
 END;
 $$;
 COMMENT ON FUNCTION llm.create_provider(text, text, text, text, text, jsonb) IS 'Add an LLM endpoint: protocol openai or anthropic, base_url with the version prefix, the key as a value or the name of a server environment variable; the values of extra headers are kept secret like the key';
@@ -345,6 +366,7 @@ BEGIN
         UPDATE llm.provider p SET has_api_key = (api_key <> ''), api_key_env = NULL
         WHERE p.name = alter_provider.name;
     ELSIF api_key_env IS NOT NULL THEN
+        PERFORM llm._warn_key_env(name, api_key_env);
         UPDATE llm._provider_secret s SET api_key = NULL WHERE s.provider = alter_provider.name;
         UPDATE llm.provider p SET has_api_key = false, api_key_env = nullif(alter_provider.api_key_env, '')
         WHERE p.name = alter_provider.name;
