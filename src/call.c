@@ -165,6 +165,7 @@ LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 	}
 	spec.max_response = (size_t) llm_max_response_size_kb * 1024;
 	spec.xact_bound = (call->mode != LLM_MODE_QUEUE);
+	spec.transport = &p->transport;
 
 	call->attempts++;
 	call->route = route;
@@ -222,11 +223,153 @@ status_hint(long status, const LlmRoute *route, bool quota)
 		case 400:
 		case 422:
 			return pstrdup("Check the options of the call against what the provider accepts.");
+		case 407:
+			return psprintf("A proxy between the database server and provider \"%s\" wants credentials: put them in the proxy URL (http://user:password@host:port) of the provider's proxy option; they are kept secret like the key.", pname);
 		default:
 			if (status == 429 || status >= 500)
 				return pstrdup("The provider is rate-limiting or overloaded; try again later, raise llm.max_retries, or add a fallback route with llm.add_model().");
 			return NULL;
 	}
+}
+
+/* The host of a base_url, for messages. */
+static char *
+url_host(const char *url)
+{
+	const char *h = strstr(url, "://");
+	size_t		n;
+
+	h = h ? h + 3 : url;
+	if (strchr(h, '@') && strchr(h, '@') < h + strcspn(h, "/"))
+		h = strchr(h, '@') + 1;
+	n = h[0] == '[' ? strcspn(h, "]") + 1 : strcspn(h, ":/");
+	return pnstrdup(h, n);
+}
+
+/*
+ * Where a provider's proxy comes from, for hints: its option, or a
+ * variable of the server's environment.
+ */
+static char *
+proxy_origin(const LlmProvider *p)
+{
+	const char *source;
+	const char *proxy = HttpProxyFor(&p->transport, p->base_url, &source);
+
+	if (proxy == NULL)
+		return pstrdup("no proxy");
+	if (strcmp(source, "option") == 0)
+		return psprintf("the proxy %s of its proxy option", HttpUrlWithoutCredentials(proxy));
+	return psprintf("the proxy %s of the server's environment variable %s",
+					HttpUrlWithoutCredentials(proxy), source);
+}
+
+/*
+ * A failure below HTTP: say what it was (the TLS check that failed, the
+ * proxy that refused) and what to do.  Timeouts and connections that
+ * could not be made are retried; a certificate that is refused, a proxy
+ * that refuses or a CA file that cannot be read will be the same at the
+ * next attempt, so the call goes on to its next route at once, if any.
+ */
+static LlmVerdict
+transport_failure(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
+{
+	const LlmProvider *p = route->provider;
+	const char *name = p->name;
+	f->sqlstate = ERRCODE_CONNECTION_FAILURE;
+	f->detail = psprintf("%s.", ConfigRedactSecret(t->errbuf, p));
+	switch (t->cause)
+	{
+		case HTTP_CAUSE_TIMEOUT:
+			f->message = psprintf("request to provider \"%s\" timed out", name);
+			f->hint = pstrdup(stream ? "Raise llm.stream_idle_timeout (or the provider's stream_idle_timeout option)." :
+							  "Raise llm.timeout (or the provider's timeout_ms option), or ask for a shorter reply.");
+			return LLM_VERDICT_RETRY;
+		case HTTP_CAUSE_DNS:
+			f->message = psprintf("could not reach provider \"%s\"", name);
+			f->hint = psprintf("The host name in the base_url of provider \"%s\" does not resolve: check its spelling, and the DNS of the database server.", name);
+			return LLM_VERDICT_RETRY;
+		case HTTP_CAUSE_PROXY_DNS:
+		case HTTP_CAUSE_PROXY_CONNECT:
+			f->message = psprintf("could not reach the proxy of provider \"%s\"", name);
+			f->hint = psprintf("Provider \"%s\" goes through %s: check that it runs and that its host name resolves, or send the provider direct with its no_proxy option (\"*\").",
+							   name, proxy_origin(p));
+			return LLM_VERDICT_RETRY;
+		case HTTP_CAUSE_PROXY_REFUSED:
+			f->message = psprintf("the proxy of provider \"%s\" refused the connection", name);
+			if (t->proxy_status > 0)
+				f->detail = psprintf("It answered HTTP %ld to CONNECT %s (%s).", t->proxy_status,
+									 url_host(p->base_url), ConfigRedactSecret(t->errbuf, p));
+			f->hint = t->proxy_status == 407 ?
+				psprintf("The proxy wants credentials: put them in the proxy URL (http://user:password@host:port) of the proxy option of provider \"%s\"; they are kept secret like the key.", name) :
+				psprintf("Provider \"%s\" goes through %s, which does not let the database server reach this host and port: ask its administrators to allow them.",
+						 name, proxy_origin(p));
+			f->route_unusable = true;
+			return LLM_VERDICT_FAIL;
+		case HTTP_CAUSE_TLS_UNKNOWN_CA:
+			f->message = psprintf("the certificate of provider \"%s\" is not signed by a trusted CA", name);
+			f->hint = p->transport.ca_file ?
+				psprintf("Provider \"%s\" trusts only the CAs in its ca_file (%s): add the CA that signed the server's certificate to it. Certificate checks cannot be turned off.",
+						 name, p->transport.ca_file) :
+				psprintf("If the server uses a private CA, give its PEM bundle with llm.alter_provider('%s', options => '{\"ca_file\": \"/path/to/ca.pem\"}'). Certificate checks cannot be turned off.",
+						 name);
+			f->route_unusable = true;
+			return LLM_VERDICT_FAIL;
+		case HTTP_CAUSE_TLS_HOSTNAME:
+			f->message = psprintf("the certificate of provider \"%s\" is not valid for host \"%s\"",
+								  name, url_host(p->base_url));
+			f->hint = psprintf("Use the host name the server's certificate names in the base_url of provider \"%s\" (not another name or an IP address it does not list), or have the server present a certificate for this name.",
+							   name);
+			f->route_unusable = true;
+			return LLM_VERDICT_FAIL;
+		case HTTP_CAUSE_TLS_EXPIRED:
+		case HTTP_CAUSE_TLS_NOT_YET_VALID:
+			f->message = t->cause == HTTP_CAUSE_TLS_EXPIRED ?
+				psprintf("the certificate of provider \"%s\" has expired", name) :
+				psprintf("the certificate of provider \"%s\" is not valid yet", name);
+			f->hint = pstrdup("The server at the base_url must present a current certificate; if it does, check the clock of the database server.");
+			f->route_unusable = true;
+			return LLM_VERDICT_FAIL;
+		case HTTP_CAUSE_TLS_VERIFY:
+			f->message = psprintf("the certificate of provider \"%s\" was refused", name);
+			f->hint = pstrdup("Certificate checks cannot be turned off: the server must present a certificate valid for its host name and signed by a trusted CA (see the ca_file option).");
+			f->route_unusable = true;
+			return LLM_VERDICT_FAIL;
+		case HTTP_CAUSE_TLS_CA_FILE:
+			f->sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
+			f->message = psprintf("could not load the ca_file of provider \"%s\"", name);
+			f->hint = psprintf("The ca_file option (%s) must name a PEM bundle that the operating-system user of the database server can read.",
+							   p->transport.ca_file ? p->transport.ca_file : "not set");
+			f->route_unusable = true;
+			return LLM_VERDICT_FAIL;
+		case HTTP_CAUSE_TLS_CLIENT_CERT:
+			f->sqlstate = ERRCODE_INVALID_PARAMETER_VALUE;
+			f->message = psprintf("could not use the client certificate of provider \"%s\"", name);
+			f->hint = pstrdup("client_cert and client_key must be PEM, as the path of a file the database server can read or as the PEM text; the key unencrypted and the pair's own.");
+			f->route_unusable = true;
+			return LLM_VERDICT_FAIL;
+		case HTTP_CAUSE_TLS_HANDSHAKE:
+			f->message = psprintf("the TLS handshake with provider \"%s\" failed", name);
+			f->hint = p->transport.client_cert ?
+				psprintf("Check that the server at the base_url of provider \"%s\" speaks HTTPS on that port and accepts its client certificate.", name) :
+				psprintf("Check that the server at the base_url of provider \"%s\" speaks HTTPS on that port; a server that wants a client certificate gets one from the client_cert and client_key options.", name);
+			return LLM_VERDICT_RETRY;
+		case HTTP_CAUSE_DESCRIPTORS:
+			f->message = psprintf("could not reach provider \"%s\"", name);
+			f->hint = pstrdup("The server process has no file descriptor left: lower llm.many_concurrency or llm.worker_concurrency, or raise the server's limit on open files (LimitNOFILE in its systemd unit, or ulimit -n before pg_ctl start).");
+			return LLM_VERDICT_RETRY;
+		case HTTP_CAUSE_CONNECT:
+		case HTTP_CAUSE_NONE:
+			break;
+	}
+	f->message = t->timed_out ?
+		psprintf("request to provider \"%s\" timed out", name) :
+		psprintf("could not reach provider \"%s\"", name);
+	f->detail = psprintf("%s.", ConfigRedactSecret(t->errbuf, p));
+	f->hint = t->via_proxy ?
+		psprintf("Provider \"%s\" goes through %s; check that the proxy can reach the server at its base_url.", name, proxy_origin(p)) :
+		psprintf("Check that the server at the base_url of provider \"%s\" is running and reachable.", name);
+	return LLM_VERDICT_RETRY;
 }
 
 /*
@@ -264,18 +407,7 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 			f->hint = pstrdup("Ask for a shorter reply (max_tokens), or raise llm.max_response_size.");
 			return LLM_VERDICT_FAIL;
 		case HTTP_TRANSPORT_ERROR:
-			f->sqlstate = ERRCODE_CONNECTION_FAILURE;
-			f->message = t->timed_out ?
-				psprintf("request to provider \"%s\" timed out", p->name) :
-				psprintf("could not reach provider \"%s\"", p->name);
-			f->detail = psprintf("%s.", t->errbuf);
-			f->hint = t->timed_out ?
-				pstrdup(stream ? "Raise llm.stream_idle_timeout (or the provider's stream_idle_timeout option)." :
-						"Raise llm.timeout (or the provider's timeout_ms option), or ask for a shorter reply.") :
-				t->unresolved ?
-				psprintf("The host name in the base_url of provider \"%s\" does not resolve: check its spelling, and the DNS of the database server.", p->name) :
-				psprintf("Check that the server at the base_url of provider \"%s\" is running and reachable.", p->name);
-			return LLM_VERDICT_RETRY;
+			return transport_failure(route, t, stream, f);
 		case HTTP_COMPLETE:
 			break;
 	}
@@ -319,6 +451,11 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 		f->detail = psprintf("The response body is not a JSON error object: %s",
 							 body_excerpt(t, p));
 	f->hint = status_hint(t->status, route, quota);
+	/* nginx's answer to a client without the certificate it wants */
+	if (t->status == 400 && t->data &&
+		strstr(t->data + t->consumed, "No required SSL certificate was sent") != NULL)
+		f->hint = psprintf("The server wants a client certificate: give one with the client_cert and client_key options of provider \"%s\".",
+						   p->name);
 	f->quota = quota;
 	return retryable ? LLM_VERDICT_RETRY : LLM_VERDICT_FAIL;
 }
@@ -447,7 +584,7 @@ LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms)
 	long		delay;
 
 	*delay_ms = 0;
-	if (v == LLM_VERDICT_FAIL && !(f->quota && has_next))
+	if (v == LLM_VERDICT_FAIL && !((f->quota || f->route_unusable) && has_next))
 		return LLM_NEXT_GIVE_UP;
 
 	/*
@@ -455,7 +592,7 @@ LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms)
 	 * (it is now cooling down for the whole cluster), hands the call to
 	 * the next route at once.
 	 */
-	if (has_next && (f->quota || f->status == 429 ||
+	if (has_next && (f->quota || f->route_unusable || f->status == 429 ||
 					 ((f->status == 503 || f->status == 529) && f->retry_after_s > 0)))
 		return next_route(call);
 

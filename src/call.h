@@ -56,6 +56,7 @@ typedef struct LlmFailure
 	char	   *hint;
 	double		retry_after_s;	/* -1 when not given */
 	bool		quota;			/* the account is out of credit */
+	bool		route_unusable; /* the route cannot serve as configured (TLS, proxy) */
 } LlmFailure;
 
 typedef struct LlmCall

@@ -26,6 +26,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "catalog/pg_type.h"
+#include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
@@ -33,7 +34,9 @@
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 
+#include "compat.h"
 #include "config.h"
+#include "http.h"
 #include "names.h"
 #include "pg_llm.h"
 #include "provider.h"
@@ -166,6 +169,50 @@ config_check_version(void)
 				 errhint("Run ALTER EXTENSION pg_llm UPDATE in this database.")));
 }
 
+/*
+ * The transport options of the providers just loaded: proxy (its
+ * credentials kept with the key), no_proxy, ca_file, client_cert,
+ * client_key (kept with the key), http_version.
+ */
+static void
+config_load_transport(void)
+{
+	uint64		i;
+	int			rc;
+	TupleDesc	td;
+
+	rc = SPI_execute("SELECT p.name, s.transport->>'proxy', p.options->>'no_proxy', "
+					 "p.options->>'ca_file', p.options->>'client_cert', "
+					 "s.transport->>'client_key', p.options->>'http_version' "
+					 "FROM llm.provider p LEFT JOIN llm._provider_secret s ON s.provider = p.name",
+					 true, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read llm.provider: %s", SPI_result_code_string(rc));
+	td = SPI_tuptable->tupdesc;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		char	   *name = SPI_getvalue(tup, td, 1);
+		ListCell   *lc;
+
+		foreach(lc, config_providers)
+		{
+			LlmProvider *p = lfirst(lc);
+			char	   *hv;
+
+			if (strcmp(p->name, name) != 0)
+				continue;
+			p->transport.proxy = col_str(tup, td, 2);
+			p->transport.no_proxy = col_str(tup, td, 3);
+			p->transport.ca_file = col_str(tup, td, 4);
+			p->transport.client_cert = col_str(tup, td, 5);
+			p->transport.client_key = col_str(tup, td, 6);
+			hv = SPI_getvalue(tup, td, 7);
+			p->transport.http_version = hv == NULL ? 0 : strcmp(hv, "1.1") == 0 ? 11 : 2;
+		}
+	}
+}
+
 /* Load providers, models, the primary and the budgets (as the owner). */
 static void
 config_load_rows(void *arg)
@@ -245,6 +292,8 @@ config_load_rows(void *arg)
 		config_providers = lappend(config_providers, p);
 		MemoryContextSwitchTo(old);
 	}
+
+	config_load_transport();
 
 	rc = SPI_execute("SELECT name, provider, upstream_model, "
 					 "input_usd_per_mtok::pg_catalog.float8, output_usd_per_mtok::pg_catalog.float8, "
@@ -405,6 +454,11 @@ route_copy(const LlmRoute *src, const LlmProvider *p, const char *model, const c
 	pc->batch_api = pstrdup(p->batch_api);
 	pc->batch_url = pstrdup(p->batch_url);
 	pc->structured_output = p->structured_output ? pstrdup(p->structured_output) : NULL;
+	pc->transport.proxy = p->transport.proxy ? pstrdup(p->transport.proxy) : NULL;
+	pc->transport.no_proxy = p->transport.no_proxy ? pstrdup(p->transport.no_proxy) : NULL;
+	pc->transport.ca_file = p->transport.ca_file ? pstrdup(p->transport.ca_file) : NULL;
+	pc->transport.client_cert = p->transport.client_cert ? pstrdup(p->transport.client_cert) : NULL;
+	pc->transport.client_key = p->transport.client_key ? pstrdup(p->transport.client_key) : NULL;
 	pc->headers = NIL;
 	foreach(lc, p->headers)
 		pc->headers = lappend(pc->headers, pstrdup(lfirst(lc)));
@@ -671,5 +725,65 @@ ConfigRedactSecret(const char *text, const LlmProvider *p)
 		if (colon)
 			out = redact_one(out, colon + 2);
 	}
+	/* the credentials of a proxy, and a client key given as text */
+	if (p->transport.proxy)
+	{
+		const char *at = strrchr(p->transport.proxy, '@');
+		const char *start = strstr(p->transport.proxy, "://");
+
+		start = start ? start + 3 : p->transport.proxy;
+		if (at && at > start)
+		{
+			char	   *userinfo = pnstrdup(start, at - start);
+			char	   *colon = strchr(userinfo, ':');
+
+			out = redact_one(out, userinfo);
+			if (colon)
+			{
+				out = redact_one(out, colon + 1);
+				*colon = '\0';
+				out = redact_one(out, userinfo);
+			}
+		}
+	}
+	if (p->transport.client_key)
+		out = redact_one(out, p->transport.client_key);
 	return out;
+}
+
+PG_FUNCTION_INFO_V1(pg_llm_provider_transport);
+
+/*
+ * llm._provider_transport(): per provider, the proxy its requests go
+ * through now, credentials removed (NULL: direct), and where that proxy
+ * was configured: its proxy option, or a variable of the server's
+ * environment (as this backend sees it, and so every process of the
+ * server).  For llm.provider_status.
+ */
+Datum
+pg_llm_provider_transport(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	foreach(lc, ConfigProviders())
+	{
+		LlmProvider *p = lfirst(lc);
+		const char *source;
+		const char *proxy = HttpProxyFor(&p->transport, p->base_url, &source);
+		Datum		values[3];
+		bool		nulls[3] = {false, true, true};
+
+		values[0] = CStringGetTextDatum(p->name);
+		if (proxy)
+		{
+			values[1] = CStringGetTextDatum(HttpUrlWithoutCredentials(proxy));
+			values[2] = CStringGetTextDatum(strcmp(source, "option") == 0 ? "option" :
+											psprintf("environment (%s)", source));
+			nulls[1] = nulls[2] = false;
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
 }

@@ -13,6 +13,8 @@
 
 #include "nodes/pg_list.h"
 
+#include "http.h"
+
 struct LlmProviderOps;
 
 typedef struct LlmProvider
@@ -44,6 +46,7 @@ typedef struct LlmProvider
 	bool		pass_through;	/* takes model names that have no route */
 	List	   *headers;		/* extra "Name: value" strings (secret) */
 	char	   *structured_output;	/* json_schema, tool or prompt; NULL: by protocol */
+	HttpTransport transport;	/* proxy, CA file, client certificate, HTTP version */
 } LlmProvider;
 
 /* One step of a model's fallback chain. */

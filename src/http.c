@@ -16,11 +16,25 @@
  *	  Callbacks from curl only copy bytes into malloc'd buffers and return
  *	  curl's own abort codes: no palloc, no ereport, no longjmp there.
  *
+ *	  Transport: every TLS connection of the process checks certificates
+ *	  against one CA store, loaded once (libcurl's CA cache, which needs
+ *	  the CA file alone, without the CA directory), and resumes TLS
+ *	  sessions from a share handle; requests to a server that speaks
+ *	  HTTP/2 wait for its first connection and are multiplexed over it
+ *	  (CURLOPT_PIPEWAIT).  The proxy of the server's environment is read
+ *	  once per process and handed to curl like a provider's own, so that
+ *	  curl looks nothing up per request.  Certificate checks are never
+ *	  turned off.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #ifdef __linux__
@@ -31,6 +45,7 @@
 #include "access/xact.h"
 #include "miscadmin.h"
 #include "pgstat.h"
+#include "storage/fd.h"
 #include "storage/latch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -41,6 +56,10 @@
 #define HTTP_USER_AGENT "pg_llm/" PG_LLM_VERSION
 #define HTTP_MAX_SOCKETS 256
 #define HTTP_EASY_POOL 64
+#define HTTP_MIN_CONNECTS 128	/* connections kept alive, at least */
+#define HTTP_CA_CACHE_S 3600	/* a CA store is read again after this long */
+#define HTTP_FDS_PER_REQUEST 2	/* a socket, and the resolver's while connecting */
+#define HTTP_FD_HEADROOM 64		/* for everything else the process opens */
 
 typedef struct WatchedSocket
 {
@@ -49,6 +68,9 @@ typedef struct WatchedSocket
 } WatchedSocket;
 
 static CURLM *multi = NULL;
+static CURLSH *share = NULL;	/* TLS sessions (and DNS) of the process */
+static char *default_ca_file = NULL;	/* libcurl's built-in CA bundle */
+static int	reserved_in_flight = 0; /* HttpReserve's largest request so far */
 static WaitEventSet *wait_set = NULL;
 static bool sockets_changed = true;
 static WatchedSocket sockets[HTTP_MAX_SOCKETS];
@@ -57,6 +79,8 @@ static int64 timer_deadline_us = -1;	/* monotonic; -1: no timer */
 static pgsocket client_socket = PGINVALID_SOCKET;	/* see HttpWatchClient */
 static bool client_writable = false;
 static HttpTransfer *transfers = NULL;	/* all live transfers */
+static HttpTransfer *done_head = NULL;	/* finished, not yet handed out */
+static HttpTransfer *done_tail = NULL;
 static int	ntransfers = 0;
 static CURL *easy_pool[HTTP_EASY_POOL];
 
@@ -69,7 +93,36 @@ static CURL *easy_pool[HTTP_EASY_POOL];
  * socket table whenever it changes.
  */
 static int	curl_epfd = -1;
+static pgsocket epoll_client = PGINVALID_SOCKET;	/* the client socket in it */
+static uint32 epoll_client_events = 0;
 #endif
+
+/*
+ * The proxy variables of the server's environment, read once per process
+ * (curl would read them at every request): what libcurl itself honours,
+ * with its precedence.  NULL when unset or empty.
+ */
+typedef struct EnvProxy
+{
+	const char *name;
+	char	   *value;
+} EnvProxy;
+
+enum
+{
+	ENV_HTTP_PROXY,				/* only the lower-case name, as curl does */
+	ENV_HTTPS_PROXY,
+	ENV_HTTPS_PROXY_UC,
+	ENV_ALL_PROXY,
+	ENV_ALL_PROXY_UC,
+	ENV_NO_PROXY,
+	ENV_NO_PROXY_UC,
+	ENV_NPROXY
+};
+static EnvProxy env_proxy[ENV_NPROXY] = {
+	{"http_proxy"}, {"https_proxy"}, {"HTTPS_PROXY"}, {"all_proxy"}, {"ALL_PROXY"},
+	{"no_proxy"}, {"NO_PROXY"}
+};
 static int	neasy_pool = 0;
 
 /* Monotonic microseconds, for curl's timer. */
@@ -430,7 +483,12 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 }
 
 static void collect_finished(void);
+static void push_done(HttpTransfer *t);
+static void unlink_done(HttpTransfer *t);
+static void rebuild_wait_set(void);
 static bool http_set_body(HttpTransfer *t, CURL *e, const HttpRequestSpec *spec);
+static void http_set_transport(HttpTransfer *t, CURL *e, const char *url,
+							   const HttpTransport *tr);
 
 /* Release every transaction-bound transfer when a transaction ends. */
 static void
@@ -445,19 +503,59 @@ http_xact_cb(XactEvent event, void *arg)
 	}
 }
 
+/* Read the proxy variables of the environment, once per process. */
+static void
+read_env_proxies(void)
+{
+	int			i;
+
+	for (i = 0; i < ENV_NPROXY; i++)
+	{
+		const char *v = getenv(env_proxy[i].name);
+
+		env_proxy[i].value = (v && v[0]) ? strdup(v) : NULL;
+	}
+}
+
 /*
- * Create the multi handle on first use.  Errors here are raised normally:
- * nothing is allocated yet that could leak.
+ * Create the multi handle, the share handle and the wait set on first
+ * use.  Errors here are raised normally: nothing is allocated yet that
+ * could leak.
  */
 void
 HttpInit(void)
 {
+	CURL	   *probe;
+
 	if (multi != NULL)
 		return;
 	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
 				 errmsg("could not initialize libcurl")));
+	read_env_proxies();
+
+	/*
+	 * libcurl's built-in CA bundle.  Naming it (and no CA directory)
+	 * lets libcurl keep the store it builds from it for every later
+	 * connection instead of reading the bundle at each handshake.
+	 */
+	probe = curl_easy_init();
+	if (probe)
+	{
+		char	   *ca = NULL;
+
+		if (curl_easy_getinfo(probe, CURLINFO_CAINFO, &ca) == CURLE_OK && ca && ca[0])
+			default_ca_file = strdup(ca);
+		curl_easy_cleanup(probe);
+	}
+
+	share = curl_share_init();
+	if (share)
+	{
+		curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+		curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	}
 	multi = curl_multi_init();
 	if (multi == NULL)
 		ereport(ERROR,
@@ -465,11 +563,108 @@ HttpInit(void)
 				 errmsg("could not create a libcurl multi handle")));
 	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
 	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 128L);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, (long) HTTP_MIN_CONNECTS);
+	curl_multi_setopt(multi, CURLMOPT_PIPELINING, (long) CURLPIPE_MULTIPLEX);
 #ifdef HTTP_USE_EPOLL
 	curl_epfd = epoll_create1(EPOLL_CLOEXEC);
 #endif
 	RegisterXactCallback(http_xact_cb, NULL);
+	rebuild_wait_set();
+}
+
+/* Descriptors open in this process now. */
+static long
+count_open_fds(long limit)
+{
+	DIR		   *dir = opendir("/proc/self/fd");
+	long		n = 0;
+	long		fd;
+
+	if (dir)
+	{
+		struct dirent *de;
+
+		while ((de = readdir(dir)) != NULL)
+			if (de->d_name[0] != '.')
+				n++;
+		closedir(dir);
+		return n - 1;			/* the directory's own */
+	}
+	for (fd = 0; fd < Min(limit, 65536); fd++)
+		if (fcntl((int) fd, F_GETFD) != -1)
+			n++;
+	return n;
+}
+
+/*
+ * Make room for in_flight requests at once (llm.chat_many, the worker):
+ * each holds a socket, and a new connection briefly two more (libcurl's
+ * resolver), beside the files PostgreSQL keeps open (up to max_safe_fds).
+ * When the soft limit on open files is too low, it is raised toward the
+ * hard one, as far as needed.  When even that is not enough: an error at
+ * elevel ERROR, naming what to raise; at a lower elevel the message is
+ * logged and the number of requests that fit is returned.  The connection
+ * cache grows to hold that many connections between requests.
+ */
+int
+HttpReserve(int in_flight, const char *setting, int elevel)
+{
+	struct rlimit rl;
+	long		need;
+	long		open_now;
+	long		fit;
+
+	HttpInit();
+	need = (long) in_flight * HTTP_FDS_PER_REQUEST + HTTP_FD_HEADROOM;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return in_flight;
+	/* the usual case costs one system call */
+	if (rl.rlim_cur == RLIM_INFINITY ||
+		(long) rl.rlim_cur >= need + max_safe_fds + HTTP_FD_HEADROOM)
+		goto fits;
+
+	open_now = count_open_fds((long) rl.rlim_cur);
+	if (open_now + need > (long) rl.rlim_cur)
+	{
+		struct rlimit raised = rl;
+		rlim_t		want = (rlim_t) (open_now + need + max_safe_fds);
+
+		if (rl.rlim_max != RLIM_INFINITY && want > rl.rlim_max)
+			want = rl.rlim_max;
+		if (want > rl.rlim_cur)
+		{
+			raised.rlim_cur = want;
+			if (setrlimit(RLIMIT_NOFILE, &raised) == 0)
+			{
+				elog(DEBUG1, "pg_llm: raised the limit on open files from %ld to %ld for %s = %d",
+					 (long) rl.rlim_cur, (long) want, setting, in_flight);
+				rl.rlim_cur = want;
+			}
+		}
+	}
+	if (open_now + need > (long) rl.rlim_cur)
+	{
+		fit = ((long) rl.rlim_cur - open_now - HTTP_FD_HEADROOM) / HTTP_FDS_PER_REQUEST;
+		ereport(elevel,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("%s = %d needs more file descriptors than this process may open",
+						setting, in_flight),
+				 errdetail("%d requests in flight need up to %ld descriptors; %ld are open, the limit is %ld and its hard limit %ld, so %ld requests fit.",
+						   in_flight, need, open_now, (long) rl.rlim_cur,
+						   rl.rlim_max == RLIM_INFINITY ? -1L : (long) rl.rlim_max,
+						   Max(fit, 0)),
+				 errhint("Lower %s, or raise the PostgreSQL server's limit on open files (LimitNOFILE in its systemd unit, or ulimit -n before pg_ctl start).",
+						 setting)));
+		in_flight = (int) Max(fit, 1);
+	}
+fits:
+	if (in_flight > reserved_in_flight)
+	{
+		reserved_in_flight = in_flight;
+		curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS,
+						  (long) Max(HTTP_MIN_CONNECTS, in_flight + 16));
+	}
+	return in_flight;
 }
 
 /* An easy handle from the pool (reset to defaults) or a new one. */
@@ -514,8 +709,21 @@ link_transfer(HttpTransfer *t)
  * the transfer comes back already finished with outcome HTTP_REFUSED or
  * HTTP_TRANSPORT_ERROR, so that callers have one path for every failure.
  */
+static HttpTransfer *http_start(const HttpRequestSpec *spec);
+
 HttpTransfer *
 HttpStart(const HttpRequestSpec *spec)
+{
+	HttpTransfer *t = http_start(spec);
+
+	/* one that could not even start is handed out like any finished one */
+	if (t->outcome != HTTP_RUNNING)
+		push_done(t);
+	return t;
+}
+
+static HttpTransfer *
+http_start(const HttpRequestSpec *spec)
 {
 	HttpTransfer *t;
 	CURL	   *e;
@@ -603,6 +811,7 @@ HttpStart(const HttpRequestSpec *spec)
 		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, Max(spec->low_speed_limit, 1L));
 	}
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	http_set_transport(t, e, spec->url, spec->transport);
 
 	mrc = curl_multi_add_handle(multi, e);
 	if (mrc != CURLM_OK)
@@ -621,6 +830,302 @@ HttpStart(const HttpRequestSpec *spec)
 		collect_finished();
 	}
 	return t;
+}
+
+/* A PEM text (rather than the path of a PEM file)? */
+static bool
+is_pem(const char *v)
+{
+	return strncmp(v, "-----BEGIN", 10) == 0;
+}
+
+/*
+ * How a request reaches its provider: proxy, CA store, client
+ * certificate, HTTP version.  Every option is set explicitly, so that
+ * libcurl reads no environment variable and no CA directory per request.
+ * Peer and host verification stay on whatever is configured.
+ */
+static void
+http_set_transport(HttpTransfer *t, CURL *e, const char *url, const HttpTransport *tr)
+{
+	static const HttpTransport defaults;
+	const char *source;
+	const char *proxy;
+	const char *ca_file;
+	bool		https = pg_strncasecmp(url, "https://", 8) == 0;
+
+	if (tr == NULL)
+		tr = &defaults;
+
+	/* shared TLS sessions; the connections live in the multi handle */
+	if (share)
+		curl_easy_setopt(e, CURLOPT_SHARE, share);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+	curl_easy_setopt(e, CURLOPT_CA_CACHE_TIMEOUT, (long) HTTP_CA_CACHE_S);
+	ca_file = tr->ca_file ? tr->ca_file : default_ca_file;
+	if (ca_file)
+	{
+		curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
+		curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+		curl_easy_setopt(e, CURLOPT_PROXY_CAINFO, ca_file);
+		curl_easy_setopt(e, CURLOPT_PROXY_CAPATH, NULL);
+	}
+	if (tr->client_cert)
+	{
+		if (is_pem(tr->client_cert))
+		{
+			struct curl_blob blob = {(void *) tr->client_cert, strlen(tr->client_cert), CURL_BLOB_COPY};
+
+			curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &blob);
+		}
+		else
+			curl_easy_setopt(e, CURLOPT_SSLCERT, tr->client_cert);
+		curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+	}
+	if (tr->client_key)
+	{
+		if (is_pem(tr->client_key))
+		{
+			struct curl_blob blob = {(void *) tr->client_key, strlen(tr->client_key), CURL_BLOB_COPY};
+
+			curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &blob);
+		}
+		else
+			curl_easy_setopt(e, CURLOPT_SSLKEY, tr->client_key);
+		curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+	}
+
+	/*
+	 * HTTP/2: over TLS when the server offers it (ALPN), or, when asked
+	 * for, over plain HTTP with prior knowledge.  A request waits for a
+	 * connection being made to the same server rather than opening one of
+	 * its own, and is multiplexed over it when the server speaks HTTP/2.
+	 */
+	if (tr->http_version == 11)
+		curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
+	else if (tr->http_version == 2 && !https)
+		curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE);
+	else
+		curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
+
+	/*
+	 * Only where HTTP/2 is known at the handshake (ALPN) or from the
+	 * start: over plain HTTP/1.1, libcurl learns whether a connection can
+	 * be shared only from its first response, and every other request
+	 * would wait that long.
+	 */
+	if ((https && tr->http_version != 11) || (!https && tr->http_version == 2))
+		curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
+
+	/* the proxy: the provider's, else the environment's; "" is none */
+	proxy = HttpProxyFor(tr, url, &source);
+	t->via_proxy = (proxy != NULL);
+	curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : "");
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+}
+
+/* An IPv4 or IPv6 address (text) within an address or CIDR block (text)? */
+static bool
+ip_in_block(const char *host, bool v6, const char *block, size_t blen)
+{
+	char		buf[128];
+	char	   *slash;
+	int			bits;
+	unsigned char a[16];
+	unsigned char b[16];
+	int			i;
+
+	if (blen >= sizeof(buf))
+		return false;
+	memcpy(buf, block, blen);
+	buf[blen] = '\0';
+	slash = strchr(buf, '/');
+	bits = v6 ? 128 : 32;
+	if (slash)
+	{
+		*slash = '\0';
+		bits = atoi(slash + 1);
+		if (bits <= 0 || bits > (v6 ? 128 : 32))
+			bits = v6 ? 128 : 32;
+	}
+	if (inet_pton(v6 ? AF_INET6 : AF_INET, host, a) != 1 ||
+		inet_pton(v6 ? AF_INET6 : AF_INET, buf, b) != 1)
+		return false;
+	for (i = 0; bits > 0; i++, bits -= 8)
+	{
+		unsigned char mask = bits >= 8 ? 0xff : (unsigned char) (0xff << (8 - bits));
+
+		if ((a[i] & mask) != (b[i] & mask))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Does a no_proxy list name this host?  The rules are libcurl's: "*"
+ * alone names every host; otherwise entries separated by commas or
+ * spaces, a host name matching itself and its subdomains (a leading dot
+ * ignored), an IP address or CIDR block matching the addresses in it.
+ */
+static bool
+no_proxy_matches(const char *no_proxy, const char *url)
+{
+	CURLU	   *u;
+	char	   *host = NULL;
+	char		name[256];
+	size_t		namelen;
+	bool		v4 = false;
+	bool		v6 = false;
+	bool		match = false;
+	const char *p;
+	unsigned char addr[16];
+
+	if (no_proxy == NULL || no_proxy[0] == '\0')
+		return false;
+	if (strcmp(no_proxy, "*") == 0)
+		return true;
+	u = curl_url();
+	if (u == NULL)
+		return false;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK || host == NULL)
+	{
+		curl_url_cleanup(u);
+		return false;
+	}
+	strlcpy(name, host, sizeof(name));
+	curl_free(host);
+	curl_url_cleanup(u);
+	namelen = strlen(name);
+	if (name[0] == '[' && namelen > 2)
+	{
+		memmove(name, name + 1, namelen - 2);
+		name[namelen - 2] = '\0';
+		v6 = true;
+	}
+	else if (inet_pton(AF_INET, name, addr) == 1)
+		v4 = true;
+	else if (namelen > 0 && name[namelen - 1] == '.')
+		name[--namelen] = '\0';
+	namelen = strlen(name);
+
+	for (p = no_proxy; *p && !match;)
+	{
+		const char *token;
+		size_t		tlen;
+
+		while (*p == ' ' || *p == ',')
+			p++;
+		token = p;
+		while (*p && *p != ' ' && *p != ',')
+			p++;
+		tlen = p - token;
+		if (tlen == 0)
+			continue;
+		if (v4 || v6)
+			match = ip_in_block(name, v6, token, tlen);
+		else
+		{
+			if (token[tlen - 1] == '.')
+				tlen--;
+			if (tlen > 0 && token[0] == '.')
+				token++, tlen--;
+			if (tlen == namelen)
+				match = pg_strncasecmp(token, name, namelen) == 0;
+			else if (tlen > 0 && tlen < namelen && name[namelen - tlen - 1] == '.')
+				match = pg_strncasecmp(token, name + namelen - tlen, tlen) == 0;
+		}
+	}
+	return match;
+}
+
+/* The value of the first of these environment variables that is set. */
+static const char *
+env_first(int a, int b, int c, int d, const char **source)
+{
+	int			which[4] = {a, b, c, d};
+	int			i;
+
+	for (i = 0; i < 4; i++)
+		if (which[i] >= 0 && env_proxy[which[i]].value)
+		{
+			*source = env_proxy[which[i]].name;
+			return env_proxy[which[i]].value;
+		}
+	return NULL;
+}
+
+/*
+ * The proxy a request to url goes through (NULL: none), and where it was
+ * configured (*source: "option" or the environment variable's name).
+ * The provider's proxy option wins; without it, the proxy variables of
+ * the server's environment count as libcurl would read them (for http
+ * URLs only the lower-case http_proxy).  The provider's no_proxy, else
+ * the environment's, sends the hosts it names direct.  The URL may hold
+ * credentials: it is for libcurl, never for display.
+ */
+const char *
+HttpProxyFor(const HttpTransport *tr, const char *url, const char **source)
+{
+	const char *proxy;
+	const char *no_proxy;
+	const char *nsource;
+
+	*source = NULL;
+	if (multi == NULL)
+		HttpInit();
+	if (tr && tr->proxy)
+	{
+		proxy = tr->proxy;
+		*source = "option";
+	}
+	else if (pg_strncasecmp(url, "https://", 8) == 0)
+		proxy = env_first(ENV_HTTPS_PROXY, ENV_HTTPS_PROXY_UC, ENV_ALL_PROXY, ENV_ALL_PROXY_UC, source);
+	else
+		proxy = env_first(ENV_HTTP_PROXY, ENV_ALL_PROXY, ENV_ALL_PROXY_UC, -1, source);
+	if (proxy == NULL)
+		return NULL;
+	no_proxy = (tr && tr->no_proxy) ? tr->no_proxy :
+		env_first(ENV_NO_PROXY, ENV_NO_PROXY_UC, -1, -1, &nsource);
+	if (no_proxy_matches(no_proxy, url))
+	{
+		*source = NULL;
+		return NULL;
+	}
+	return proxy;
+}
+
+/*
+ * A URL without its user name and password, for display (palloc'd); a
+ * proxy written without a scheme gets libcurl's http://.
+ */
+char *
+HttpUrlWithoutCredentials(const char *url)
+{
+	CURLU	   *u = curl_url();
+	char	   *out = NULL;
+	char	   *result;
+
+	if (u == NULL)
+		return pstrdup("(unreadable)");
+	if (curl_url_set(u, CURLUPART_URL, url,
+					 CURLU_NON_SUPPORT_SCHEME | CURLU_GUESS_SCHEME) != CURLUE_OK ||
+		curl_url_set(u, CURLUPART_USER, NULL, 0) != CURLUE_OK ||
+		curl_url_set(u, CURLUPART_PASSWORD, NULL, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_URL, &out, CURLU_NON_SUPPORT_SCHEME) != CURLUE_OK)
+	{
+		curl_url_cleanup(u);
+		return pstrdup("(unreadable)");
+	}
+	result = pstrdup(out);
+	curl_free(out);
+	curl_url_cleanup(u);
+	/* curl adds a "/" path to a URL that had none */
+	if (strlen(result) > 1 && result[strlen(result) - 1] == '/' &&
+		url[strlen(url) - 1] != '/')
+		result[strlen(result) - 1] = '\0';
+	return result;
 }
 
 /* Bytes for curl from a request body file. */
@@ -736,6 +1241,7 @@ HttpRelease(HttpTransfer *t)
 	if (t->response_file)
 		fclose(t->response_file);
 	free(t->data);
+	unlink_done(t);
 	if (t->owner_ref)
 		*t->owner_ref = NULL;
 	if (t->prev)
@@ -815,6 +1321,131 @@ HttpInFlight(void)
 	return n;
 }
 
+/* A transfer has finished: queue it for HttpNextDone. */
+static void
+push_done(HttpTransfer *t)
+{
+	if (t->on_done_list || t->reported)
+		return;
+	t->on_done_list = true;
+	t->done_next = NULL;
+	t->done_prev = done_tail;
+	if (done_tail)
+		done_tail->done_next = t;
+	else
+		done_head = t;
+	done_tail = t;
+}
+
+/* Take a transfer off the queue of finished ones. */
+static void
+unlink_done(HttpTransfer *t)
+{
+	if (!t->on_done_list)
+		return;
+	if (t->done_prev)
+		t->done_prev->done_next = t->done_next;
+	else
+		done_head = t->done_next;
+	if (t->done_next)
+		t->done_next->done_prev = t->done_prev;
+	else
+		done_tail = t->done_prev;
+	t->done_next = t->done_prev = NULL;
+	t->on_done_list = false;
+}
+
+/*
+ * OpenSSL's verification results that pg_llm names (X509_V_ERR_*; the
+ * numbers are part of OpenSSL's ABI).
+ */
+#define X509_ERR_UNSPECIFIED 1
+#define X509_ERR_UNABLE_TO_GET_ISSUER_CERT 2
+#define X509_ERR_CERT_NOT_YET_VALID 9
+#define X509_ERR_CERT_HAS_EXPIRED 10
+#define X509_ERR_DEPTH_ZERO_SELF_SIGNED_CERT 18
+#define X509_ERR_SELF_SIGNED_CERT_IN_CHAIN 19
+#define X509_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY 20
+#define X509_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE 21
+#define X509_ERR_HOSTNAME_MISMATCH 62
+
+/*
+ * Why a transfer failed below HTTP, from libcurl's code and what it
+ * knows of the TLS verification and the proxy.
+ */
+static HttpCause
+classify(CURL *e, CURLcode rc, HttpTransfer *t)
+{
+	long		verify = 0;
+	long		connectcode = 0;
+	long		oserr = 0;
+	bool		via_proxy = t->via_proxy;
+
+	(void) curl_easy_getinfo(e, CURLINFO_HTTP_CONNECTCODE, &connectcode);
+	(void) curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &oserr);
+	if (oserr == EMFILE || oserr == ENFILE)
+		return HTTP_CAUSE_DESCRIPTORS;
+	switch (rc)
+	{
+		case CURLE_OPERATION_TIMEDOUT:
+			return HTTP_CAUSE_TIMEOUT;
+		case CURLE_COULDNT_RESOLVE_HOST:
+			return HTTP_CAUSE_DNS;
+		case CURLE_COULDNT_RESOLVE_PROXY:
+			return HTTP_CAUSE_PROXY_DNS;
+		case CURLE_COULDNT_CONNECT:
+			return via_proxy ? HTTP_CAUSE_PROXY_CONNECT : HTTP_CAUSE_CONNECT;
+		case CURLE_PEER_FAILED_VERIFICATION:
+			(void) curl_easy_getinfo(e, CURLINFO_SSL_VERIFYRESULT, &verify);
+			switch (verify)
+			{
+				case X509_ERR_CERT_HAS_EXPIRED:
+					return HTTP_CAUSE_TLS_EXPIRED;
+				case X509_ERR_CERT_NOT_YET_VALID:
+					return HTTP_CAUSE_TLS_NOT_YET_VALID;
+				case X509_ERR_UNABLE_TO_GET_ISSUER_CERT:
+				case X509_ERR_DEPTH_ZERO_SELF_SIGNED_CERT:
+				case X509_ERR_SELF_SIGNED_CERT_IN_CHAIN:
+				case X509_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY:
+				case X509_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE:
+					return HTTP_CAUSE_TLS_UNKNOWN_CA;
+				case X509_ERR_HOSTNAME_MISMATCH:
+				case X509_ERR_UNSPECIFIED:
+				case 0:
+
+					/*
+					 * The chain verified and libcurl's own check of the
+					 * name failed (it records that as "unspecified").
+					 */
+					if (strstr(t->errbuf, "host name") != NULL ||
+						verify == X509_ERR_HOSTNAME_MISMATCH)
+						return HTTP_CAUSE_TLS_HOSTNAME;
+					return HTTP_CAUSE_TLS_VERIFY;
+				default:
+					return HTTP_CAUSE_TLS_VERIFY;
+			}
+		case CURLE_SSL_CACERT_BADFILE:
+			return HTTP_CAUSE_TLS_CA_FILE;
+		case CURLE_SSL_CERTPROBLEM:
+			return HTTP_CAUSE_TLS_CLIENT_CERT;
+		case CURLE_SSL_CONNECT_ERROR:
+			/* a proxy over TLS whose certificate failed is named by the proxy code */
+			return HTTP_CAUSE_TLS_HANDSHAKE;
+#if LIBCURL_VERSION_NUM >= 0x074900
+		case CURLE_PROXY:
+			return HTTP_CAUSE_PROXY_REFUSED;
+#endif
+		default:
+			break;
+	}
+	if (connectcode >= 300)
+	{
+		t->proxy_status = connectcode;
+		return HTTP_CAUSE_PROXY_REFUSED;
+	}
+	return HTTP_CAUSE_NONE;
+}
+
 /* Collect finished transfers from curl and record how they ended. */
 static void
 collect_finished(void)
@@ -847,15 +1478,61 @@ collect_finished(void)
 			t->timed_out = (msg->data.result == CURLE_OPERATION_TIMEDOUT);
 			t->unresolved = (msg->data.result == CURLE_COULDNT_RESOLVE_HOST ||
 							 msg->data.result == CURLE_COULDNT_RESOLVE_PROXY);
+			t->cause = classify(e, msg->data.result, t);
+			/* a process out of descriptors says nothing of the host */
 			t->unreachable = (t->unresolved || t->timed_out ||
-							  msg->data.result == CURLE_COULDNT_CONNECT);
+							  msg->data.result == CURLE_COULDNT_CONNECT) &&
+				t->cause != HTTP_CAUSE_DESCRIPTORS;
 			if (t->errbuf[0] == '\0')
 				strlcpy(t->errbuf, curl_easy_strerror(msg->data.result),
 						sizeof(t->errbuf));
 		}
 		curl_multi_remove_handle(multi, e);
 		t->attached = false;
+		push_done(t);
 	}
+}
+
+/* What went wrong below HTTP, in a few words, or NULL when nothing is known. */
+const char *
+HttpCauseText(const HttpTransfer *t)
+{
+	switch (t->cause)
+	{
+		case HTTP_CAUSE_NONE:
+			return NULL;
+		case HTTP_CAUSE_TIMEOUT:
+			return "timed out";
+		case HTTP_CAUSE_DNS:
+			return "the host name does not resolve";
+		case HTTP_CAUSE_CONNECT:
+			return "no connection to the server";
+		case HTTP_CAUSE_PROXY_DNS:
+			return "the proxy's host name does not resolve";
+		case HTTP_CAUSE_PROXY_CONNECT:
+			return "no connection to the proxy";
+		case HTTP_CAUSE_PROXY_REFUSED:
+			return "the proxy refused the connection";
+		case HTTP_CAUSE_TLS_UNKNOWN_CA:
+			return "the server's certificate is not signed by a trusted CA";
+		case HTTP_CAUSE_TLS_HOSTNAME:
+			return "the server's certificate is for another host name";
+		case HTTP_CAUSE_TLS_EXPIRED:
+			return "the server's certificate has expired";
+		case HTTP_CAUSE_TLS_NOT_YET_VALID:
+			return "the server's certificate is not valid yet";
+		case HTTP_CAUSE_TLS_VERIFY:
+			return "the server's certificate was refused";
+		case HTTP_CAUSE_TLS_CA_FILE:
+			return "the CA file cannot be read";
+		case HTTP_CAUSE_TLS_CLIENT_CERT:
+			return "the client certificate or key cannot be used";
+		case HTTP_CAUSE_TLS_HANDSHAKE:
+			return "the TLS handshake failed";
+		case HTTP_CAUSE_DESCRIPTORS:
+			return "the process has no file descriptor left";
+	}
+	return NULL;
 }
 
 /*
@@ -885,7 +1562,9 @@ check_idle(void)
 			t->attached = false;
 			t->outcome = HTTP_TRANSPORT_ERROR;
 			t->timed_out = true;
+			t->cause = HTTP_CAUSE_TIMEOUT;
 			snprintf(t->errbuf, sizeof(t->errbuf), "Nothing was received for %ld ms", t->idle_timeout_ms);
+			push_done(t);
 		}
 		else if (next < 0 || (deadline - now + 999) / 1000 < next)
 			next = (long) ((deadline - now + 999) / 1000);
@@ -893,7 +1572,12 @@ check_idle(void)
 	return next;
 }
 
-/* Rebuild the wait set from the latch, postmaster death and curl's sockets. */
+/*
+ * Build the wait set: the latch, postmaster death and, on Linux, the epoll
+ * set of curl's sockets and the client's, which is all it ever holds (it
+ * is built once per process).  Elsewhere it is rebuilt from the socket
+ * table and the client socket whenever they change.
+ */
 static void
 rebuild_wait_set(void)
 {
@@ -903,6 +1587,17 @@ rebuild_wait_set(void)
 		FreeWaitEventSet(wait_set);
 	wait_set = NULL;
 	wait_set = LlmCreateWaitEventSet(nsockets + 4);
+	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	if (IsUnderPostmaster)
+		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+#ifdef HTTP_USE_EPOLL
+	if (curl_epfd >= 0)
+	{
+		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, curl_epfd, NULL, NULL);
+		sockets_changed = false;
+		return;
+	}
+#endif
 	if (client_socket != PGINVALID_SOCKET)
 	{
 		uint32		ev = LlmWaitClientClosed | (client_writable ? WL_SOCKET_WRITEABLE : 0);
@@ -910,13 +1605,6 @@ rebuild_wait_set(void)
 		if (ev != 0)
 			AddWaitEventToSet(wait_set, ev, client_socket, NULL, NULL);
 	}
-	AddWaitEventToSet(wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	if (IsUnderPostmaster)
-		AddWaitEventToSet(wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-#ifdef HTTP_USE_EPOLL
-	if (curl_epfd >= 0)
-		AddWaitEventToSet(wait_set, WL_SOCKET_READABLE, curl_epfd, NULL, NULL);
-#endif
 	for (i = 0; i < nsockets; i++)
 	{
 		uint32		ev = 0;
@@ -989,13 +1677,24 @@ HttpPoll(long timeout_ms)
 #ifdef HTTP_USE_EPOLL
 		else if (curl_epfd >= 0 && we->fd == curl_epfd)
 		{
-			struct epoll_event ready[64];
+			struct epoll_event ready[256];
 			int			nready = epoll_wait(curl_epfd, ready, lengthof(ready), 0);
 			int			j;
 
 			for (j = 0; j < nready; j++)
 			{
 				int			mask = 0;
+
+				if (ready[j].data.fd == epoll_client && epoll_client != PGINVALID_SOCKET)
+				{
+					/* the client hung up: as a failed send would say */
+					if (ready[j].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+					{
+						ClientConnectionLost = true;
+						InterruptPending = true;
+					}
+					continue;
+				}
 
 				if (ready[j].events & (EPOLLIN | EPOLLHUP | EPOLLERR))
 					mask |= CURL_CSELECT_IN;
@@ -1042,6 +1741,47 @@ HttpPoll(long timeout_ms)
 void
 HttpWatchClient(pgsocket sock, bool writable)
 {
+#ifdef HTTP_USE_EPOLL
+	if (curl_epfd >= 0)
+	{
+		struct epoll_event ev;
+		uint32		want;
+
+		/*
+		 * The client socket sits in the epoll set of curl's sockets.  It
+		 * stays there between calls, watched for a hang-up only (a client
+		 * that is gone is gone whoever waits), so that a call costs no
+		 * epoll_ctl at all; only the writable watch of a stream is
+		 * switched on and off.
+		 */
+		client_socket = sock;
+		client_writable = writable;
+		if (sock == PGINVALID_SOCKET)
+		{
+			if (epoll_client == PGINVALID_SOCKET || !(epoll_client_events & EPOLLOUT))
+				return;
+			sock = epoll_client;
+			writable = false;
+		}
+		want = (LlmWaitClientClosed != 0 ? EPOLLRDHUP : 0) | (writable ? EPOLLOUT : 0);
+		if (sock == epoll_client && want == epoll_client_events)
+			return;
+		if (epoll_client != PGINVALID_SOCKET && sock != epoll_client)
+		{
+			(void) epoll_ctl(curl_epfd, EPOLL_CTL_DEL, epoll_client, NULL);
+			epoll_client = PGINVALID_SOCKET;
+		}
+		memset(&ev, 0, sizeof(ev));
+		ev.data.fd = sock;
+		ev.events = want ? want : EPOLLONESHOT;
+		if (epoll_client == sock)
+			(void) epoll_ctl(curl_epfd, EPOLL_CTL_MOD, sock, &ev);
+		else if (epoll_ctl(curl_epfd, EPOLL_CTL_ADD, sock, &ev) == 0)
+			epoll_client = sock;
+		epoll_client_events = want;
+		return;
+	}
+#endif
 	if (sock == client_socket && writable == client_writable)
 		return;
 	client_socket = sock;
@@ -1109,13 +1849,11 @@ HttpConsume(HttpTransfer *t, size_t n)
 HttpTransfer *
 HttpNextDone(void)
 {
-	HttpTransfer *t;
+	HttpTransfer *t = done_head;
 
-	for (t = transfers; t; t = t->next)
-		if (t->outcome != HTTP_RUNNING && !t->reported)
-		{
-			t->reported = true;
-			return t;
-		}
-	return NULL;
+	if (t == NULL)
+		return NULL;
+	unlink_done(t);
+	t->reported = true;
+	return t;
 }

@@ -16,6 +16,43 @@
 #include "postgres.h"
 #include "nodes/pg_list.h"
 
+/*
+ * How a provider is reached: the transport options of llm.provider.
+ * Every field may be NULL (or 0), which means the default: the proxy of
+ * the server's environment, libcurl's CA bundle, no client certificate,
+ * HTTP/2 where the server offers it over TLS.
+ */
+typedef struct HttpTransport
+{
+	const char *proxy;			/* http, https, socks5(h) URL; may hold credentials */
+	const char *no_proxy;		/* hosts reached directly, curl's syntax */
+	const char *ca_file;		/* PEM bundle of the CAs trusted instead of the default */
+	const char *client_cert;	/* PEM file path or PEM text */
+	const char *client_key;		/* PEM file path or PEM text (secret) */
+	int			http_version;	/* 0: default; 11: HTTP/1.1 only; 2: HTTP/2 */
+} HttpTransport;
+
+/* Why a transfer failed below HTTP, when pg_llm can tell. */
+typedef enum HttpCause
+{
+	HTTP_CAUSE_NONE,
+	HTTP_CAUSE_TIMEOUT,
+	HTTP_CAUSE_DNS,				/* the provider's host name did not resolve */
+	HTTP_CAUSE_CONNECT,			/* no connection to the provider */
+	HTTP_CAUSE_PROXY_DNS,		/* the proxy's host name did not resolve */
+	HTTP_CAUSE_PROXY_CONNECT,	/* no connection to the proxy */
+	HTTP_CAUSE_PROXY_REFUSED,	/* the proxy answered CONNECT with an error */
+	HTTP_CAUSE_TLS_UNKNOWN_CA,	/* certificate not signed by a trusted CA */
+	HTTP_CAUSE_TLS_HOSTNAME,	/* certificate for another host name */
+	HTTP_CAUSE_TLS_EXPIRED,		/* certificate expired */
+	HTTP_CAUSE_TLS_NOT_YET_VALID,	/* certificate not valid yet */
+	HTTP_CAUSE_TLS_VERIFY,		/* certificate refused for another reason */
+	HTTP_CAUSE_TLS_CA_FILE,		/* the CA file cannot be read */
+	HTTP_CAUSE_TLS_CLIENT_CERT, /* the client certificate or key cannot be used */
+	HTTP_CAUSE_TLS_HANDSHAKE,	/* the TLS handshake failed otherwise */
+	HTTP_CAUSE_DESCRIPTORS		/* the process is out of file descriptors */
+} HttpCause;
+
 /* What a caller asks for. */
 typedef struct HttpRequestSpec
 {
@@ -38,6 +75,7 @@ typedef struct HttpRequestSpec
 	long		idle_timeout_ms;	/* no byte for this long fails it; 0: none */
 	size_t		max_response;	/* cap on buffered body bytes */
 	bool		xact_bound;		/* released at the end of the transaction */
+	const HttpTransport *transport; /* NULL: every default */
 } HttpRequestSpec;
 
 typedef enum HttpOutcome
@@ -58,6 +96,9 @@ typedef struct HttpTransfer
 	bool		timed_out;		/* transport error was a timeout */
 	bool		unresolved;		/* transport error: the host name did not resolve */
 	bool		unreachable;	/* no answer: refused, unresolved or timed out */
+	HttpCause	cause;			/* transport error: why, when known */
+	bool		via_proxy;		/* sent through a proxy */
+	long		proxy_status;	/* the proxy's answer to CONNECT (HTTP_CAUSE_PROXY_REFUSED) */
 	char		errbuf[256];	/* libcurl's words for a transport error */
 
 	/* body bytes; for streams, [consumed, len) is not yet read */
@@ -94,6 +135,9 @@ typedef struct HttpTransfer
 	struct HttpTransfer **owner_ref;
 	struct HttpTransfer *next;
 	struct HttpTransfer *prev;
+	struct HttpTransfer *done_next; /* finished, not yet handed out */
+	struct HttpTransfer *done_prev;
+	bool		on_done_list;
 	void	   *user;			/* caller's pointer, e.g. a queue item */
 	int			user_kind;		/* what user points to (the caller's own codes) */
 } HttpTransfer;
@@ -112,5 +156,10 @@ extern void HttpConsume(HttpTransfer *t, size_t n);
 extern int	HttpInFlight(void);
 extern bool HttpSameOrigin(const char *a, const char *b);
 extern HttpTransfer *HttpNextDone(void);
+extern int	HttpReserve(int in_flight, const char *setting, int elevel);
+extern const char *HttpProxyFor(const HttpTransport *tr, const char *url,
+								const char **source);
+extern char *HttpUrlWithoutCredentials(const char *url);
+extern const char *HttpCauseText(const HttpTransfer *t);
 
 #endif							/* PG_LLM_HTTP_H */

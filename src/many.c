@@ -452,7 +452,8 @@ many_start(FunctionCallInfo fcinfo, MemoryContext ctx)
 	run->n = n;
 	run->items = palloc0(sizeof(ManyItem) * Max(n, 1));
 	run->finished_head = run->finished_tail = -1;
-	run->concurrency = llm_many_concurrency;
+	/* room for that many sockets, or a clear error now */
+	run->concurrency = HttpReserve(llm_many_concurrency, "llm.many_concurrency", ERROR);
 	run->system = PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2)));
 	run->options = PG_ARGISNULL(3) ? NULL :
 		LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(3)->root, 0));

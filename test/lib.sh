@@ -20,7 +20,7 @@ log() { printf '==> %s\n' "$*" >&2; }
 PG_LLM_PACKAGES=(build-essential pkg-config postgresql-15 postgresql-server-dev-15
   libcurl4-openssl-dev libjson-c-dev libkrb5-dev libipc-run-perl
   postgresql-15-cron python3 python3-requests curl clang
-  libclang-rt-14-dev valgrind json-schema-test-suite)
+  libclang-rt-14-dev valgrind json-schema-test-suite openssl nginx-light tinyproxy)
 
 # Install missing Debian packages when running as root.
 ensure_packages() {
@@ -93,6 +93,32 @@ scratch_dir() {
   PG_LLM_DIRS+=("$SCRATCH")
 }
 
+# The proxy variables a server must not inherit from the machine running
+# the tests: nothing in a suite depends on them (test/transport_test.sh
+# sets them itself where it tests them).
+PG_LLM_PROXY_VARS=(http_proxy https_proxy HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY)
+
+# pg_ctl start for the instance in PGDATA_DIR, with the proxy variables
+# removed from its environment and NAME=VALUE arguments added to it; the
+# limit on open files is PG_LLM_NOFILE_SOFT and PG_LLM_NOFILE_HARD when
+# set (as a server started by systemd gets LimitNOFILE).
+pg_ctl_start() {
+  local unset=() v
+  for v in "${PG_LLM_PROXY_VARS[@]}"; do unset+=(-u "$v"); done
+  (
+    if [ -n "${PG_LLM_NOFILE_HARD:-}" ]; then ulimit -Hn "$PG_LLM_NOFILE_HARD"; fi
+    if [ -n "${PG_LLM_NOFILE_SOFT:-}" ]; then ulimit -Sn "$PG_LLM_NOFILE_SOFT"; fi
+    as_pg env "${unset[@]}" "$@" pg_ctl -D "$PGDATA_DIR" -l "$(dirname "$PGDATA_DIR")/server.log" -w start >/dev/null
+  )
+}
+
+# Restart the instance of start_postgres; NAME=VALUE arguments go into
+# the server's environment.
+restart_postgres() {
+  as_pg pg_ctl -D "$PGDATA_DIR" -m fast -w stop >/dev/null
+  pg_ctl_start "$@"
+}
+
 # Start a private PostgreSQL instance; extra settings come as arguments.
 # Exports PGHOST, PGPORT, PGUSER and PGDATABASE for psql and pg_regress.
 start_postgres() {
@@ -112,7 +138,7 @@ start_postgres() {
     local s
     for s in "$@"; do echo "$s"; done
   } >> "$PGDATA_DIR/postgresql.conf"
-  as_pg pg_ctl -D "$PGDATA_DIR" -l "$dir/server.log" -w start >/dev/null
+  pg_ctl_start
   export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres PGDATABASE=postgres
   export PG_LLM_SERVER_LOG="$dir/server.log"
 }
@@ -135,4 +161,214 @@ start_mock() {
   MOCK_PORT=$(cat "$dir/port")
   export MOCK_PORT
   log "mock provider on port $MOCK_PORT"
+}
+
+# Certificates for the TLS tests and benchmarks, made with openssl in a
+# scratch directory (left in CERTS): a private CA (ca.pem), a server
+# certificate for localhost and 127.0.0.1 (server.pem, server.key), one
+# for another host name (wrong.pem, wrong.key), an expired one
+# (expired.pem, expired.key), a client certificate for mutual TLS
+# (client.pem, client.key), and a second CA that signed none of them
+# (other_ca.pem).  EC P-256 keys throughout, as most public endpoints
+# use.  Nothing here reads or changes the machine's own CA store.
+make_certs() {
+  local d
+  scratch_dir
+  d=$SCRATCH
+  CERTS=$d
+  (
+    cd "$d"
+    key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+    key ca.key
+    openssl req -x509 -new -key ca.key -days 3650 -subj '/CN=pg_llm test CA' \
+      -addext 'basicConstraints=critical,CA:true' -addext 'keyUsage=critical,keyCertSign,cRLSign' \
+      -out ca.pem 2>/dev/null
+    key other_ca.key
+    openssl req -x509 -new -key other_ca.key -days 3650 -subj '/CN=pg_llm other CA' \
+      -addext 'basicConstraints=critical,CA:true' -addext 'keyUsage=critical,keyCertSign,cRLSign' \
+      -out other_ca.pem 2>/dev/null
+    # signed with openssl ca, which can date a certificate in the past
+    mkdir -p ca.db
+    : > ca.db/index.txt
+    echo 1000 > ca.db/serial
+    cat > ca.cnf <<CNF
+[ ca ]
+default_ca = test_ca
+[ test_ca ]
+dir = $d
+database = \$dir/ca.db/index.txt
+serial = \$dir/ca.db/serial
+new_certs_dir = \$dir/ca.db
+certificate = \$dir/ca.pem
+private_key = \$dir/ca.key
+default_md = sha256
+policy = any
+unique_subject = no
+copy_extensions = copy
+[ any ]
+commonName = supplied
+CNF
+    cert() {  # name subject-cn san extended-key-usage [startdate enddate]
+      key "$1.key"
+      openssl req -new -key "$1.key" -subj "/CN=$2" -addext "subjectAltName=$3" \
+        -addext "extendedKeyUsage=$4" -out "$1.csr" 2>/dev/null
+      if [ $# -ge 6 ]; then
+        openssl ca -batch -config ca.cnf -in "$1.csr" -out "$1.pem" -notext \
+          -startdate "$5" -enddate "$6" >/dev/null 2>&1
+      else
+        openssl ca -batch -config ca.cnf -in "$1.csr" -out "$1.pem" -notext -days 3650 >/dev/null 2>&1
+      fi
+    }
+    cert server localhost 'DNS:localhost,IP:127.0.0.1' serverAuth
+    cert wrong wrong.example 'DNS:wrong.example' serverAuth
+    cert expired localhost 'DNS:localhost,IP:127.0.0.1' serverAuth 20200101000000Z 20200102000000Z
+    cert client pg_llm-client 'DNS:pg_llm-client' clientAuth
+    # the private keys belong to the server's user, as the server wants them
+    chmod 600 ./*.key
+  )
+  [ -s "$d/expired.pem" ] && [ -s "$d/client.pem" ] || { log "could not make the test certificates"; return 1; }
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$d"; fi
+}
+
+# nginx (Debian's nginx-light) as the TLS and HTTP/2 terminator in front
+# of the mock (MOCK_PORT), with the certificates of make_certs.  Exports
+# the ports it listens on (all on 127.0.0.1):
+#   NGINX_H2     TLS, HTTP/2 or HTTP/1.1 by ALPN (server.pem)
+#   NGINX_H1     TLS, HTTP/1.1 only
+#   NGINX_MTLS   TLS that wants a client certificate signed by ca.pem
+#   NGINX_WRONG  TLS with the certificate of another host name
+#   NGINX_EXPIRED TLS with an expired certificate
+#   NGINX_PLAIN  plain HTTP/1.1
+#   NGINX_H2C    plain HTTP/2 with prior knowledge (h2c)
+#   NGINX_NORESUME TLS (HTTP/2 or 1.1) without session resumption: every
+#                connection is a full handshake with the certificate checked
+#   NGINX_FROM2  TLS (HTTP/2 or 1.1) and NGINX_FROM2_PLAIN (plain HTTP/1.1)
+#                answering only connections from 127.0.0.2 (the egress
+#                proxy binds there): a request that bypasses the proxy gets 403
+# GET /_nginx_status (stub_status) on any of them counts the connections
+# accepted ("accepts").  With NGINX_ACCESS_LOG=1, $NGINX_DIR/access.log
+# has a line a request: the port, "r" for a resumed TLS session (else
+# "."), the HTTP version and the client's address.  Extra nginx
+# http-level directives may come as arguments.
+start_nginx() {
+  local d p
+  scratch_dir
+  d=$SCRATCH
+  NGINX_DIR=$d
+  for p in H2 H1 MTLS WRONG EXPIRED PLAIN H2C NORESUME FROM2 FROM2_PLAIN; do
+    printf -v "NGINX_$p" '%s' "$(free_port)"
+    export "NGINX_$p"
+  done
+  mkdir -p "$d/tmp"
+  local extra
+  extra=$(printf '%s\n' "$@")
+  local loc="
+        location = /_nginx_status { stub_status; }
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 3600s;
+            proxy_send_timeout 3600s;
+        }"
+  cat > "$d/nginx.conf" <<CONF
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+error_log $d/error.log warn;
+pid $d/nginx.pid;
+events { worker_connections 16384; multi_accept on; }
+http {
+    log_format tls '\$server_port \$ssl_session_reused \$server_protocol \$remote_addr';
+    $([ "${NGINX_ACCESS_LOG:-0}" = 1 ] && echo "access_log $d/access.log tls;" || echo "access_log off;")
+    client_body_temp_path $d/tmp/body;
+    proxy_temp_path $d/tmp/proxy;
+    client_max_body_size 0;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    http2_max_requests 1000000;
+    http2_max_concurrent_streams 128;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:tls:10m;
+    ssl_certificate $CERTS/server.pem;
+    ssl_certificate_key $CERTS/server.key;
+    upstream mock { server 127.0.0.1:$MOCK_PORT; keepalive 1024; keepalive_requests 1000000; }
+    $extra
+    server { listen 127.0.0.1:$NGINX_H2 backlog=4096 ssl http2; $loc }
+    server { listen 127.0.0.1:$NGINX_H1 backlog=4096 ssl; $loc }
+    server { listen 127.0.0.1:$NGINX_PLAIN backlog=4096; $loc }
+    server { listen 127.0.0.1:$NGINX_H2C backlog=4096 http2; $loc }
+    server { listen 127.0.0.1:$NGINX_MTLS backlog=4096 ssl http2;
+             ssl_client_certificate $CERTS/ca.pem; ssl_verify_client on; $loc }
+    server { listen 127.0.0.1:$NGINX_WRONG backlog=4096 ssl;
+             ssl_certificate $CERTS/wrong.pem; ssl_certificate_key $CERTS/wrong.key; $loc }
+    server { listen 127.0.0.1:$NGINX_EXPIRED backlog=4096 ssl;
+             ssl_certificate $CERTS/expired.pem; ssl_certificate_key $CERTS/expired.key; $loc }
+    server { listen 127.0.0.1:$NGINX_NORESUME backlog=4096 ssl http2;
+             ssl_session_cache off; ssl_session_tickets off; $loc }
+    server { listen 127.0.0.1:$NGINX_FROM2 backlog=4096 ssl http2; allow 127.0.0.2; deny all; $loc }
+    server { listen 127.0.0.1:$NGINX_FROM2_PLAIN backlog=4096; allow 127.0.0.2; deny all; $loc }
+}
+CONF
+  nginx -t -q -p "$d" -c "$d/nginx.conf" 2>"$d/test.log" ||
+    { log "nginx refused its configuration"; cat "$d/test.log" >&2; return 1; }
+  nginx -p "$d" -c "$d/nginx.conf" > "$d/nginx.log" 2>&1 &
+  PG_LLM_PIDS+=($!)
+  NGINX_PID=$!
+  local i
+  for i in $(seq 1 100); do
+    curl -s -o /dev/null --cacert "$CERTS/ca.pem" "https://127.0.0.1:$NGINX_H2/_nginx_status" && break
+    sleep 0.05
+  done
+  curl -sf -o /dev/null --cacert "$CERTS/ca.pem" "https://127.0.0.1:$NGINX_H2/_nginx_status" ||
+    { log "nginx did not start"; cat "$d/error.log" "$d/nginx.log" >&2; return 1; }
+  log "nginx on ports $NGINX_H2 (h2), $NGINX_H1 (http/1.1), $NGINX_PLAIN (plain)"
+}
+
+# Connections nginx has accepted so far (its stub_status), the request
+# that asks included.
+nginx_accepts() {
+  curl -s "http://127.0.0.1:$NGINX_PLAIN/_nginx_status" | awk 'NR == 3 {print $1}'
+}
+
+# tinyproxy as an egress proxy on 127.0.0.1 whose outgoing connections
+# come from 127.0.0.2 (see NGINX_FROM2).  $1: a name for it; $2: "user:password"
+# for Basic authentication, or empty; further arguments are extra
+# configuration lines.  Exports TINYPROXY_PORT and TINYPROXY_LOG.
+start_tinyproxy() {
+  local name=$1 auth=$2 d port
+  shift 2
+  scratch_dir
+  d=$SCRATCH
+  port=$(free_port)
+  {
+    echo "Port $port"
+    echo "Listen 127.0.0.1"
+    echo "Bind 127.0.0.2"
+    echo "Timeout 600"
+    echo "MaxClients 2000"
+    echo "Allow 127.0.0.1"
+    echo "LogLevel Connect"
+    echo "LogFile \"$d/tinyproxy.log\""
+    echo "PidFile \"$d/tinyproxy.pid\""
+    [ -n "$auth" ] && echo "BasicAuth ${auth%%:*} ${auth#*:}"
+    [ "$(id -u)" -eq 0 ] && { echo "User postgres"; echo "Group postgres"; }
+    local l
+    for l in "$@"; do echo "$l"; done
+  } > "$d/tinyproxy.conf"
+  if [ "$(id -u)" -eq 0 ]; then chown -R postgres: "$d"; fi
+  tinyproxy -d -c "$d/tinyproxy.conf" > "$d/stdout.log" 2>&1 &
+  PG_LLM_PIDS+=($!)
+  local i
+  for i in $(seq 1 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 0.2).close()" 2>/dev/null && break
+    sleep 0.05
+  done
+  TINYPROXY_PORT=$port
+  TINYPROXY_LOG=$d/tinyproxy.log
+  export TINYPROXY_PORT TINYPROXY_LOG
+  log "tinyproxy $name on port $port"
 }

@@ -60,6 +60,13 @@ CREATE FUNCTION llm.clear_cooldown(provider text) RETURNS void
 AS 'MODULE_PATHNAME', 'pg_llm_clear_cooldown'
 LANGUAGE C STRICT VOLATILE;
 COMMENT ON FUNCTION llm.clear_cooldown(text) IS 'End a provider''s cooldown, and its time out of quota, now, for the whole cluster (after adding credit, say)';
+CREATE FUNCTION llm._provider_transport(OUT provider text, OUT proxy text, OUT proxy_source text)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'pg_llm_provider_transport'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm._provider_transport() IS 'Per provider: the proxy its requests go through, credentials removed (NULL: direct), and where it is configured: its proxy option or the server''s environment (the view llm.provider_status shows it)';
 CREATE VIEW llm.provider_status AS
-    SELECT * FROM llm._provider_status() ORDER BY provider;
-COMMENT ON VIEW llm.provider_status IS 'Per provider, cluster-wide: rpm and tpm limits with the requests and tokens of the last minute, the cooldown (until and why), the callers waiting for their turn, and the 429s of the last minute: what to look at when calls get slow';
+    SELECT s.*, t.proxy, t.proxy_source
+    FROM llm._provider_status() s LEFT JOIN llm._provider_transport() t ON t.provider = s.provider
+    ORDER BY s.provider;
+COMMENT ON VIEW llm.provider_status IS 'Per provider, cluster-wide: rpm and tpm limits with the requests and tokens of the last minute, the cooldown (until and why), the callers waiting for their turn, the 429s of the last minute, and the proxy its requests go through (from its option or the server''s environment): what to look at when calls get slow';

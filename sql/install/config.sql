@@ -33,9 +33,11 @@ CREATE TABLE llm._provider_secret (
     provider    text PRIMARY KEY REFERENCES llm.provider (name)
                 ON UPDATE CASCADE ON DELETE CASCADE,
     api_key     text,
-    headers     jsonb
+    headers     jsonb,
+    transport   jsonb
 );
 COMMENT ON TABLE llm._provider_secret IS 'API keys of providers and the values of their extra headers; never granted to anyone';
+COMMENT ON COLUMN llm._provider_secret.transport IS 'The secret transport options: the proxy URL with its credentials, and client_key';
 
 CREATE TABLE llm.model (
     name                text NOT NULL CHECK (name <> ''),
@@ -147,6 +149,43 @@ BEGIN
                 RAISE EXCEPTION 'provider option "%" must be true or false', k
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
+        ELSIF k = 'proxy' THEN
+            IF jsonb_typeof(v) <> 'string'
+               OR v #>> '{}' !~* '^(https?|socks5h?)://[^/[:space:][:cntrl:]]+/?$' THEN
+                RAISE EXCEPTION 'provider option "proxy" must be an http, https or socks5 URL such as "http://proxy.internal:3128"'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Credentials go in the URL (http://user:password@host:port) and are kept secret like the key; socks5h:// lets the proxy resolve host names.';
+            END IF;
+        ELSIF k = 'no_proxy' THEN
+            IF jsonb_typeof(v) <> 'string' OR v #>> '{}' !~ '^[A-Za-z0-9.,:*/\[\]_ -]*$' THEN
+                RAISE EXCEPTION 'provider option "no_proxy" must be a list of host names, domains, IP addresses or CIDR blocks separated by commas, or "*"'
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        ELSIF k = 'ca_file' THEN
+            IF jsonb_typeof(v) <> 'string' OR v #>> '{}' !~ '^/' OR v #>> '{}' ~ '[[:cntrl:]]' THEN
+                RAISE EXCEPTION 'provider option "ca_file" must be the absolute path of a PEM file'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'The file holds the CA certificates to trust for this provider (and its proxy) instead of the system''s; the database server''s operating-system user must be able to read it.';
+            END IF;
+        ELSIF k IN ('client_cert', 'client_key') THEN
+            IF jsonb_typeof(v) <> 'string'
+               OR NOT (v #>> '{}' ~ '^/[^[:cntrl:]]*$'
+                       OR v #>> '{}' ~ '^-----BEGIN [A-Z0-9 ]+-----'
+                       OR (k = 'client_key' AND v = '"[secret]"')) THEN
+                RAISE EXCEPTION 'provider option "%" must be the absolute path of a PEM file or the PEM text itself', k
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'client_cert and client_key are the certificate and unencrypted key pg_llm presents to a server that asks for one (mutual TLS); the key is kept secret like the API key.';
+            END IF;
+        ELSIF k = 'http_version' THEN
+            IF v NOT IN ('"1.1"', '"2"') THEN
+                RAISE EXCEPTION 'provider option "http_version" must be "1.1" or "2"'
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Leave it out for the default: HTTP/2 over https when the server offers it, HTTP/1.1 otherwise.';
+            END IF;
+        ELSIF k ~* '(verify|insecure|skip.*(tls|ssl|cert)|(tls|ssl|cert).*(skip|off|disable))' THEN
+            RAISE EXCEPTION 'certificate checks cannot be turned off (provider option "%")', k
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'For a server whose certificate is signed by a private CA, give the CA''s PEM bundle as the ca_file option.';
         ELSIF k = 'headers' THEN
             IF jsonb_typeof(v) <> 'object' OR EXISTS (
                    SELECT 1 FROM jsonb_each(v) h
@@ -162,9 +201,14 @@ BEGIN
         ELSE
             RAISE EXCEPTION 'unknown provider option "%"', k
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers, rpm_limit, tpm_limit, quota_cooldown, batch_api, batch_timeout_ms, batch_url, pass_through, structured_output.';
+                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers, rpm_limit, tpm_limit, quota_cooldown, batch_api, batch_timeout_ms, batch_url, pass_through, structured_output, proxy, no_proxy, ca_file, client_cert, client_key, http_version.';
         END IF;
     END LOOP;
+    IF options ? 'client_key' AND NOT options ? 'client_cert' THEN
+        RAISE EXCEPTION 'provider option "client_key" needs "client_cert"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the certificate the key belongs to as client_cert (a PEM file may hold both, then client_key can be left out).';
+    END IF;
     RETURN options;
 END;
 $$;
@@ -257,6 +301,52 @@ END;
 $$;
 COMMENT ON FUNCTION llm._check_key(text, text) IS 'Check a key (never shown) and the name of a key''s environment variable';
 
+-- The transport options that are secret (the proxy URL with its
+-- credentials, client_key) are kept with the key; llm.provider.options
+-- shows them masked: "[secret]" for the key and for the proxy's
+-- credentials.  Options given back masked keep the stored secret.
+CREATE FUNCTION llm._transport_masked(options jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE WHEN options ? 'proxy' THEN
+               jsonb_set(options, '{proxy}', to_jsonb(pg_catalog.regexp_replace(
+                   options ->> 'proxy', '^([A-Za-z0-9]+://)[^@/]*@', '\1[secret]@')))
+           ELSE options END
+           || CASE WHEN options ? 'client_key' THEN '{"client_key": "[secret]"}'::jsonb
+                   ELSE '{}'::jsonb END;
+$$;
+COMMENT ON FUNCTION llm._transport_masked(jsonb) IS 'Provider options with the proxy''s credentials and the client key masked, as llm.provider shows them';
+
+CREATE FUNCTION llm._transport_secret(name text, options jsonb, stored jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    proxy text := options ->> 'proxy';
+    key text := options ->> 'client_key';
+    secret jsonb := '{}';
+BEGIN
+    -- the masked form given back keeps what is stored
+    IF proxy IS NOT NULL AND stored ->> 'proxy' IS NOT NULL
+       AND proxy = llm._transport_masked(jsonb_build_object('proxy', stored ->> 'proxy')) ->> 'proxy' THEN
+        proxy := stored ->> 'proxy';
+    END IF;
+    IF key = '[secret]' THEN
+        key := stored ->> 'client_key';
+    END IF;
+    IF proxy ~ '^[A-Za-z0-9]+://\[secret\]@' OR (options ->> 'client_key' = '[secret]' AND key IS NULL) THEN
+        RAISE EXCEPTION '"[secret]" stands for a secret of provider "%" that is not stored', name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Give the proxy''s credentials and the client key themselves.';
+    END IF;
+    IF proxy IS NOT NULL THEN
+        secret := secret || jsonb_build_object('proxy', proxy);
+    END IF;
+    IF key IS NOT NULL THEN
+        secret := secret || jsonb_build_object('client_key', key);
+    END IF;
+    RETURN nullif(secret, '{}');
+END;
+$$;
+COMMENT ON FUNCTION llm._transport_secret(text, jsonb, jsonb) IS 'The secret transport options of provider options (the proxy URL, client_key), a masked value standing for the one stored';
+
 -- The names of the extra headers of checked options (their values are
 -- kept with the key).
 CREATE FUNCTION llm._header_names(options jsonb) RETURNS text[]
@@ -312,10 +402,10 @@ BEGIN
     INSERT INTO llm.provider (name, protocol, base_url, api_key_env, has_api_key, options, headers)
     VALUES (name, llm._check_protocol(protocol), llm._check_base_url(base_url),
             nullif(api_key_env, ''), coalesce(api_key, '') <> '',
-            opts - 'headers', llm._header_names(opts));
-    IF coalesce(api_key, '') <> '' OR opts ? 'headers' THEN
-        INSERT INTO llm._provider_secret (provider, api_key, headers)
-        VALUES (name, nullif(api_key, ''), opts -> 'headers');
+            llm._transport_masked(opts - 'headers'), llm._header_names(opts));
+    IF coalesce(api_key, '') <> '' OR opts ? 'headers' OR opts ?| ARRAY['proxy', 'client_key'] THEN
+        INSERT INTO llm._provider_secret (provider, api_key, headers, transport)
+        VALUES (name, nullif(api_key, ''), opts -> 'headers', llm._transport_secret(name, opts, NULL));
     END IF;
     PERFORM llm._warn_key_env(name, api_key_env);
 END;
@@ -345,18 +435,19 @@ BEGIN
                         ELSE llm._check_protocol(alter_provider.protocol) END,
         base_url = CASE WHEN alter_provider.base_url IS NULL THEN p.base_url
                         ELSE llm._check_base_url(alter_provider.base_url) END,
-        options = CASE WHEN opts IS NULL THEN p.options ELSE opts - 'headers' END,
+        options = CASE WHEN opts IS NULL THEN p.options ELSE llm._transport_masked(opts - 'headers') END,
         headers = CASE WHEN opts IS NULL THEN p.headers ELSE llm._header_names(opts) END,
         enabled = coalesce(alter_provider.enabled, p.enabled),
         priority = coalesce(alter_provider.priority, p.priority),
         updated_at = now()
     WHERE p.name = alter_provider.name;
     PERFORM llm._check_batch_api(p.protocol, p.options) FROM llm.provider p WHERE p.name = alter_provider.name;
-    -- new options replace the old ones, their headers included
+    -- new options replace the old ones, their headers and secrets included
     IF opts IS NOT NULL THEN
-        INSERT INTO llm._provider_secret AS s (provider, headers)
-        VALUES (alter_provider.name, opts -> 'headers')
-        ON CONFLICT (provider) DO UPDATE SET headers = EXCLUDED.headers;
+        INSERT INTO llm._provider_secret AS s (provider, headers, transport)
+        VALUES (alter_provider.name, opts -> 'headers', llm._transport_secret(alter_provider.name, opts,
+                (SELECT o.transport FROM llm._provider_secret o WHERE o.provider = alter_provider.name)))
+        ON CONFLICT (provider) DO UPDATE SET headers = EXCLUDED.headers, transport = EXCLUDED.transport;
     END IF;
     -- a new key of either kind replaces the old one; '' removes it
     IF api_key IS NOT NULL THEN
@@ -372,7 +463,8 @@ BEGIN
         WHERE p.name = alter_provider.name;
     END IF;
     DELETE FROM llm._provider_secret s
-    WHERE s.provider = alter_provider.name AND s.api_key IS NULL AND s.headers IS NULL;
+    WHERE s.provider = alter_provider.name AND s.api_key IS NULL AND s.headers IS NULL
+      AND s.transport IS NULL;
 END;
 $$;
 COMMENT ON FUNCTION llm.alter_provider(text, text, text, text, text, jsonb, boolean, integer) IS 'Change a provider; NULL arguments leave a setting as it is, api_key => '''' removes the key, and options given replace the old ones (extra headers included)';

@@ -177,6 +177,7 @@ start_request(BatchRun *b, HttpRequestSpec *spec, long timeout_ms)
 	spec->timeout_ms = timeout_ms;
 	spec->max_response = (size_t) llm_max_response_size_kb * 1024;
 	spec->xact_bound = false;
+	spec->transport = &p->transport;
 	b->xfer = HttpStart(spec);
 	b->xfer->user = b;
 	b->xfer->user_kind = WORK_BATCH;
@@ -208,7 +209,12 @@ transfer_problem(BatchRun *b)
 	LlmErrorBody eb;
 
 	if (t->outcome == HTTP_TRANSPORT_ERROR)
-		return psprintf("%s%s", t->timed_out ? "timed out: " : "", t->errbuf);
+	{
+		const char *cause = HttpCauseText(t);
+
+		return psprintf("%s%s%s", cause ? cause : "", cause ? ": " : "",
+						ConfigRedactSecret(t->errbuf, b->route->provider));
+	}
 	if (t->outcome == HTTP_TOO_BIG)
 		return pstrdup("the answer exceeds llm.max_response_size");
 	ProviderParseError(t->data, t->len, &eb);
@@ -476,7 +482,7 @@ form_batches(bool full_only)
 			int64		id;
 			BatchRun   *b;
 
-			if (strcmp(kind, "inline") == 0 && inline_batches() >= llm_worker_concurrency)
+			if (strcmp(kind, "inline") == 0 && inline_batches() >= WorkerConcurrency)
 				break;
 			id = attach_items(models[i], route, kind, n, full_only, &token);
 			if (id == 0)

@@ -63,6 +63,7 @@ int			llm_worker_naptime = 10000;
 
 /* the items this worker holds (claimed, in flight, finished) */
 static ItemSet items;
+int			WorkerConcurrency = 50; /* llm.worker_concurrency, as far as it fits */
 
 /* finished items are written in groups (see the loop) */
 #define WRITE_GROUP 32
@@ -72,6 +73,17 @@ static ItemSet items;
 #define RECLAIM_INTERVAL_MS 5000
 
 /* ---- settings ---- */
+
+/*
+ * Descriptors for llm.worker_concurrency requests in flight: the limit on
+ * open files is raised as far as needed; when it cannot be, a warning
+ * says what to raise and the worker keeps as many in flight as fit.
+ */
+static void
+reserve_descriptors(void)
+{
+	WorkerConcurrency = HttpReserve(llm_worker_concurrency, "llm.worker_concurrency", WARNING);
+}
 
 /* Settings read only by the postmaster; defined only while preloading. */
 void
@@ -93,7 +105,8 @@ WorkerDefineSettings(void)
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.worker_concurrency",
 							"Requests a queue worker keeps in flight at once.",
-							NULL, &llm_worker_concurrency, 50, 1, 200,
+							"Each takes a file descriptor; the worker raises its limit on open files as far as the hard limit allows, and keeps fewer in flight when even that is too low.",
+							&llm_worker_concurrency, 50, 1, 1000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.max_attempts",
 							"Claims of a queue item before it fails for good.",
@@ -368,7 +381,7 @@ fill_slots(ItemSet *set, TimestampTz now)
 	}
 	many = nroles > 1;
 
-	while (set->in_flight < llm_worker_concurrency)
+	while (set->in_flight < WorkerConcurrency)
 	{
 		WorkItem   *best = NULL;
 		int			best_load = INT_MAX;
@@ -462,6 +475,7 @@ handle_signals(void)
 	{
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
+		reserve_descriptors();
 	}
 }
 
@@ -547,6 +561,8 @@ pg_llm_worker_main(Datum arg)
 		proc_exit(0);
 	}
 
+	reserve_descriptors();
+
 	/* wait for CREATE EXTENSION (or ALTER EXTENSION UPDATE) */
 	while (!queue_exists())
 	{
@@ -600,7 +616,7 @@ pg_llm_worker_main(Datum arg)
 				ready++;
 		}
 		if (!drained && (ready < llm_batch_size / 2 + 1 ||
-						 ready + items.in_flight < llm_worker_concurrency))
+						 ready + items.in_flight < WorkerConcurrency))
 		{
 			drained = (LeaseClaim(&items, llm_batch_size) < llm_batch_size);
 			LeaseSetUp(&items);
@@ -625,7 +641,7 @@ pg_llm_worker_main(Datum arg)
 		 * Wait for replies, a wake-up, the next due retry or write; do not
 		 * wait at all while there are free slots and the queue may hold more.
 		 */
-		if (!drained && items.in_flight < llm_worker_concurrency)
+		if (!drained && items.in_flight < WorkerConcurrency)
 			timeout = 0;
 		else
 			timeout = items.in_flight > 0 ? 1000 : llm_worker_naptime;

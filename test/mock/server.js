@@ -2050,7 +2050,9 @@ server.on('error', (err) => {
 	process.exit(1);
 });
 
-server.listen(cfg.port, '127.0.0.1', () => {
+/* a backlog of 4096 (Node's default is 511): a client opening a thousand
+ * connections at once must not see SYNs dropped and retried a second later */
+server.listen(cfg.port, '127.0.0.1', 4096, () => {
 	const port = server.address().port;
 	if (cfg.portFile) {
 		writeAtomic(cfg.portFile + '.pid', process.pid + '\n');
