@@ -639,3 +639,106 @@ SchemaLabelsSchema(const char *labels_json)
 	return psprintf("{\"type\": \"object\", \"properties\": {\"label\": {\"type\": \"string\", \"enum\": %s}}, "
 					"\"required\": [\"label\"], \"additionalProperties\": false}", labels_json);
 }
+
+/* ----------------------------------------------------------------------
+ * Answers written into columns
+ * ---------------------------------------------------------------------- */
+
+/* A JSON value as a column's input text: a string unquoted, others JSON. */
+static char *
+value_text(json_object *v)
+{
+	if (json_object_is_type(v, json_type_string))
+		return pnstrdup(json_object_get_string(v), json_object_get_string_len(v));
+	return pstrdup(json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+}
+
+/*
+ * A validated answer (an object, JSON text) as the text of one column:
+ * the whole object for a json or jsonb column; for any other column, the
+ * value of an object's only property (a label into an enum or text
+ * column, a yes or no into a boolean, an amount into a numeric), else the
+ * whole object as JSON text.  *isnull for a JSON null written as SQL NULL.
+ */
+char *
+SchemaAnswerForColumn(const char *json, bool json_column, bool *isnull)
+{
+	json_object *obj;
+	JsonGuard  *g;
+	char	   *out;
+
+	*isnull = false;
+	if (json_column || (obj = JsonParse(json, strlen(json), NULL)) == NULL)
+		return pstrdup(json);
+	g = JsonGuardNew(obj);
+	out = NULL;
+	if (json_object_is_type(obj, json_type_object) && json_object_object_length(obj) == 1)
+	{
+		json_object_object_foreach(obj, key, val)
+		{
+			(void) key;
+			if (val == NULL)
+				*isnull = true;
+			else
+				out = value_text(val);
+		}
+	}
+	else
+		out = pstrdup(json);
+	JsonGuardRelease(g);
+	return out;
+}
+
+/*
+ * The members of a validated answer, for a write-back spread over the
+ * columns of the same names: each with its value as JSON text (for json
+ * and jsonb columns) and as input text (strings unquoted); a JSON null
+ * has both NULL.
+ */
+List *
+SchemaAnswerMembers(const char *json)
+{
+	json_object *obj = JsonParse(json, strlen(json), NULL);
+	JsonGuard  *g;
+	List	   *out = NIL;
+
+	if (obj == NULL)
+		return NIL;
+	g = JsonGuardNew(obj);
+	if (json_object_is_type(obj, json_type_object))
+	{
+		json_object_object_foreach(obj, key, val)
+		{
+			LlmAnswerMember *m = palloc0(sizeof(LlmAnswerMember));
+
+			m->name = pstrdup(key);
+			if (val != NULL)
+			{
+				m->json = pstrdup(json_object_to_json_string_ext(val, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE));
+				m->text = value_text(val);
+			}
+			out = lappend(out, m);
+		}
+	}
+	JsonGuardRelease(g);
+	return out;
+}
+
+/* The names of the properties of a request's schema (the root object's). */
+List *
+SchemaPropertyNames(LlmRequest *req)
+{
+	json_object *props = JsonGetObject(JsonGetObject(req->obj, "json_schema"), "properties");
+	List	   *out = NIL;
+
+	if (props == NULL)
+		return NIL;
+	{
+		json_object_object_foreach(props, key, val)
+		{
+			(void) val;
+			out = lappend(out, pstrdup(key));
+		}
+	}
+	return out;
+}

@@ -18,6 +18,8 @@
 
 #include "postgres.h"
 
+#include "nodes/pg_list.h"
+
 #include "config.h"
 #include "provider.h"
 #include "request.h"
@@ -37,6 +39,14 @@ typedef struct LlmShapeResult
 } LlmShapeResult;
 
 extern void RequestCompileSchema(LlmRequest *req);
+/* One member of an answer, for a write-back spread over columns. */
+typedef struct LlmAnswerMember
+{
+	char	   *name;
+	char	   *json;			/* the value as JSON text; NULL for null */
+	char	   *text;			/* a string unquoted, others as JSON; NULL for null */
+} LlmAnswerMember;
+
 extern bool RequestHasSchema(LlmRequest *req);
 extern void RequestSetSchema(LlmRequest *req, const char *schema_json, bool need_object,
 							 const char *what);
@@ -47,5 +57,8 @@ extern char *SchemaNormalizedResponse(const char *response_json, const char *ans
 extern char *SchemaMemberText(const char *json, const char *key);
 extern char *SchemaLabelsSchema(const char *labels_json);
 extern const char *SchemaStructuredOutput(const LlmProvider *p);
+extern char *SchemaAnswerForColumn(const char *json, bool json_column, bool *isnull);
+extern List *SchemaAnswerMembers(const char *json);
+extern List *SchemaPropertyNames(LlmRequest *req);
 
 #endif							/* PG_LLM_SCHEMA_H */
