@@ -48,10 +48,9 @@ SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'sentimen
                       options => '{"temperature": 9}');
 SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'sentiment', model => 'mock',
                       options => '[1]');
--- (the queue does not take json_schema yet: a job's items would be
--- written back unvalidated)
+-- (a json_schema the worker could not validate against)
 SELECT llm.create_job('s', 'jobs_reviews', '{id}', 'Classify: {body}', 'sentiment', model => 'mock',
-                      options => '{"json_schema": {"type": "object"}}');
+                      options => '{"json_schema": {"type": "object", "properties": {"d": {"format": "date"}}}}');
 -- nothing is left behind by a refused definition
 SELECT count(*) AS jobs FROM llm.job;
 SELECT count(*) AS functions FROM pg_proc WHERE proname LIKE '\_job\_s\_%';

@@ -141,8 +141,6 @@ SELECT llm.chat('x', 'shape-oa', options => '{"json_schema": {"type": "object"},
 SELECT * FROM llm.chat_stream('x', 'shape-oa', options => '{"json_schema": {"type": "object"}}');
 SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "x"}], "json_schema": {"type": "object", "minProperties": 1}}', 'shape-oa');
 SELECT llm.alter_provider('plain', options => '{"structured_output": "grammar"}');
--- the queue does not take json_schema yet: refused, never queued unvalidated
-SELECT llm.enqueue('x', 'shape-oa', options => '{"json_schema": {"type": "object"}}');
 -- nothing of that was sent
 SELECT pg_sleep(0.3);
 SELECT count(*) AS sent FROM llm.usage;

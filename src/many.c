@@ -180,7 +180,6 @@ many_setup(ManyRun *run, ManyItem *it)
 	old = MemoryContextSwitchTo(it->ctx);
 	req = RequestFromPrompt(it->prompt, run->system, run->options);
 	it->call = LlmCallCreate(req, run->model, LLM_MODE_MANY);
-	it->call->want_response_json = RequestHasSchema(req);
 	UsageBegin(it->call, GetUserId(),
 			   strlen(it->prompt) + (run->system ? strlen(run->system) : 0) +
 			   (run->options ? strlen(run->options) : 0),

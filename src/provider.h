@@ -37,6 +37,8 @@ typedef struct LlmReply
 	int64		output_tokens;
 	char	   *response_json;	/* normalized, OpenAI shape, with "provider";
 								 * only when asked for */
+	char	   *tool_name;		/* the first tool call of the first choice, */
+	char	   *tool_input;		/* and its arguments as JSON text; or NULL */
 } LlmReply;
 
 /* One input's vector in an embedding reply. */

@@ -454,6 +454,11 @@ anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 			if (calls == NULL)
 				calls = json_object_new_array();
 			json_object_object_get_ex(b, "input", &input);
+			if (reply->tool_name == NULL && JsonGetString(b, "name"))
+			{
+				reply->tool_name = pstrdup(JsonGetString(b, "name"));
+				reply->tool_input = pstrdup(input ? json_object_to_json_string_ext(input, JSON_C_TO_STRING_PLAIN) : "{}");
+			}
 			json_object_object_add(fn, "name", json_object_new_string(JsonGetString(b, "name") ? JsonGetString(b, "name") : ""));
 			json_object_object_add(fn, "arguments", json_object_new_string(input ? json_object_to_json_string_ext(input, JSON_C_TO_STRING_PLAIN) : "{}"));
 			json_object_object_add(call, "id", json_object_new_string(JsonGetString(b, "id") ? JsonGetString(b, "id") : ""));

@@ -108,6 +108,17 @@ openai_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 		if (msg)
 			json_object_object_get_ex(msg, "content", &content);
 		reply->content = JsonContentText(content);
+		{
+			json_object *calls = JsonGetArray(msg, "tool_calls");
+			json_object *fn = calls && json_object_array_length(calls) > 0 ?
+				JsonGetObject(json_object_array_get_idx(calls, 0), "function") : NULL;
+
+			if (JsonGetString(fn, "name") && JsonGetString(fn, "arguments"))
+			{
+				reply->tool_name = pstrdup(JsonGetString(fn, "name"));
+				reply->tool_input = pstrdup(JsonGetString(fn, "arguments"));
+			}
+		}
 		fr = JsonGetString(first, "finish_reason");
 		reply->finish_reason = fr ? pstrdup(fr) : NULL;
 	}

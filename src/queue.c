@@ -644,21 +644,15 @@ insert_item(void *arg)
 
 /*
  * The request of a queued item (llm.enqueue's, or every item of a job),
- * checked when it is queued: its options, and nothing the worker would not
- * honour (json_schema: the worker does not validate replies yet, and an
- * item must never be written back unvalidated).
+ * checked when it is queued: its options, json_schema included (a bad
+ * schema is refused now, not when the worker gets to it).
  */
 static void
 check_queued_request(const char *prompt, const char *system, const char *options)
 {
-	if (RequestHasSchema(RequestFromPrompt(LlmToUtf8(prompt),
-										   system ? LlmToUtf8(system) : NULL,
-										   options ? LlmToUtf8(options) : NULL)))
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("option \"json_schema\" is not taken by the queue yet"),
-				 errdetail("The worker would not validate the reply."),
-				 errhint("Call llm.chat() or llm.chat_many() with json_schema, or llm.classify(), llm.extract() or llm.is_true().")));
+	(void) RequestFromPrompt(LlmToUtf8(prompt),
+							 system ? LlmToUtf8(system) : NULL,
+							 options ? LlmToUtf8(options) : NULL);
 }
 
 /*

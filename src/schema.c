@@ -402,32 +402,15 @@ SchemaRouteRequest(LlmRequest *req, const LlmRoute *route)
  * ---------------------------------------------------------------------- */
 
 /*
- * The answer in a normalized response: the arguments of a call of our
- * tool, else the text of the first choice.
+ * The answer in a reply: the arguments of a call of our tool, else the
+ * text of the first choice.
  */
 static char *
-answer_text(json_object *resp)
+answer_text(const LlmReply *reply)
 {
-	json_object *choices = JsonGetArray(resp, "choices");
-	json_object *msg = choices && json_object_array_length(choices) > 0 ?
-		JsonGetObject(json_object_array_get_idx(choices, 0), "message") : NULL;
-	json_object *calls = JsonGetArray(msg, "tool_calls");
-	json_object *content = NULL;
-	size_t		i,
-				n = calls ? json_object_array_length(calls) : 0;
-
-	for (i = 0; i < n; i++)
-	{
-		json_object *fn = JsonGetObject(json_object_array_get_idx(calls, i), "function");
-		const char *name = JsonGetString(fn, "name");
-		const char *args = JsonGetString(fn, "arguments");
-
-		if (name && strcmp(name, LLM_SHAPE_NAME) == 0 && args)
-			return pstrdup(args);
-	}
-	if (msg && json_object_object_get_ex(msg, "content", &content))
-		return JsonContentText(content);
-	return NULL;
+	if (reply->tool_name && strcmp(reply->tool_name, LLM_SHAPE_NAME) == 0 && reply->tool_input)
+		return pstrdup(reply->tool_input);
+	return reply->content ? pstrdup(reply->content) : NULL;
 }
 
 /*
@@ -467,15 +450,13 @@ shape_invalid(LlmShapeResult *res, const char *path, const char *rule, const cha
 }
 
 /*
- * Read the answer out of a reply (call->reply with its response_json)
- * and validate it against the request's schema.
+ * Read the answer out of a reply and validate it against the request's
+ * schema.
  */
 void
 SchemaCheckReply(LlmRequest *req, const LlmReply *reply, LlmShapeResult *res)
 {
-	json_object *resp;
 	json_object *answer;
-	JsonGuard  *g;
 	JsonGuard  *ga;
 	char	   *text;
 	const char *why;
@@ -483,16 +464,7 @@ SchemaCheckReply(LlmRequest *req, const LlmReply *reply, LlmShapeResult *res)
 	int			r;
 
 	memset(res, 0, sizeof(LlmShapeResult));
-	resp = reply->response_json ?
-		JsonParse(reply->response_json, strlen(reply->response_json), NULL) : NULL;
-	if (resp == NULL)
-	{
-		shape_invalid(res, "$", "json", "the reply has no answer");
-		return;
-	}
-	g = JsonGuardNew(resp);
-	text = answer_text(resp);
-	JsonGuardRelease(g);
+	text = answer_text(reply);
 	if (text == NULL)
 	{
 		res->said = pstrdup("");
@@ -534,12 +506,19 @@ SchemaCheckReply(LlmRequest *req, const LlmReply *reply, LlmShapeResult *res)
 LlmRequest *
 SchemaRetryRequest(LlmRequest *req, const LlmShapeResult *res)
 {
+	return SchemaRetryRequestFor(req, res->said,
+								 psprintf("at %s, rule \"%s\": %s", res->path, res->rule, res->message));
+}
+
+/* The same, from an answer and its problem (UTF-8) kept in the queue. */
+LlmRequest *
+SchemaRetryRequestFor(LlmRequest *req, const char *said, const char *problem)
+{
 	LlmRequest *r = palloc0(sizeof(LlmRequest));
 	MemoryContextCallback *cb;
 	json_object *copy = NULL;
 	json_object *msgs;
 	json_object *m;
-	char	   *said = res->said && res->said[0] ? res->said : "(no answer)";
 
 	if (json_object_deep_copy(req->obj, &copy, NULL) != 0 || copy == NULL)
 		ereport(ERROR,
@@ -547,11 +526,14 @@ SchemaRetryRequest(LlmRequest *req, const LlmShapeResult *res)
 				 errmsg("out of memory")));
 	r->obj = copy;
 	r->schema = req->schema;
+	r->on_error_null = req->on_error_null;
 	cb = palloc0(sizeof(MemoryContextCallback));
 	cb->func = route_request_free_cb;
 	cb->arg = r;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 
+	if (said == NULL || said[0] == '\0')
+		said = "(no answer)";
 	if (strlen(said) > LLM_SHAPE_ECHO_BYTES)
 	{
 		int			cut = LLM_SHAPE_ECHO_BYTES;
@@ -568,10 +550,26 @@ SchemaRetryRequest(LlmRequest *req, const LlmShapeResult *res)
 	m = json_object_new_object();
 	json_object_object_add(m, "role", json_object_new_string("user"));
 	json_object_object_add(m, "content", json_object_new_string(
-																 psprintf("That answer does not match the JSON schema: at %s, rule \"%s\": %s. Answer again with only a JSON object that matches the schema.",
-																		  res->path, res->rule, res->message)));
+																 psprintf("That answer does not match the JSON schema: %s. Answer again with only a JSON object that matches the schema.",
+																		  problem)));
 	json_object_array_add(msgs, m);
 	return r;
+}
+
+/* Do options (JSON text, UTF-8) carry a json_schema? */
+bool
+SchemaOptionsHaveSchema(const char *options_json)
+{
+	json_object *o = JsonParse(options_json, strlen(options_json), NULL);
+	json_object *v = NULL;
+	bool		has;
+
+	if (o == NULL)
+		return false;
+	has = json_object_is_type(o, json_type_object) &&
+		json_object_object_get_ex(o, "json_schema", &v) && v != NULL;
+	json_object_put(o);
+	return has;
 }
 
 /*

@@ -53,6 +53,8 @@ extern void RequestSetSchema(LlmRequest *req, const char *schema_json, bool need
 extern LlmRequest *SchemaRouteRequest(LlmRequest *req, const LlmRoute *route);
 extern void SchemaCheckReply(LlmRequest *req, const LlmReply *reply, LlmShapeResult *res);
 extern LlmRequest *SchemaRetryRequest(LlmRequest *req, const LlmShapeResult *res);
+extern LlmRequest *SchemaRetryRequestFor(LlmRequest *req, const char *said, const char *problem);
+extern bool SchemaOptionsHaveSchema(const char *options_json);
 extern char *SchemaNormalizedResponse(const char *response_json, const char *answer_json);
 extern char *SchemaMemberText(const char *json, const char *key);
 extern char *SchemaLabelsSchema(const char *labels_json);

@@ -53,7 +53,6 @@ ShapeRun(LlmCall *call, LlmShapeResult *res)
 
 	for (;;)
 	{
-		call->want_response_json = true;
 		LlmCallSend(call);
 		asked++;
 		if (ShapeJudge(call, res))
@@ -107,7 +106,7 @@ ShapeAskAgain(LlmCall *call, const LlmShapeResult *res)
 	LlmRequest *req = SchemaRetryRequest(call->req, res);
 	LlmCall    *next = LlmCallCreate(req, call->model, call->mode);
 
-	next->want_response_json = true;
+	next->want_response_json = call->want_response_json;
 	next->request_bytes = call->request_bytes + strlen(res->said) + 200;
 	UsageBegin(next, call->roleid, next->request_bytes, RequestMaxTokens(req));
 	return next;

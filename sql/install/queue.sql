@@ -24,7 +24,8 @@ CREATE TABLE llm.queue (
     error           text,
     created_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
-    finished_at     timestamptz
+    finished_at     timestamptz,
+    invalid_answers integer NOT NULL DEFAULT 0
 );
 -- ready items by role, for claims that take turns between roles; ready
 -- batch items by model; the items a provider batch holds
@@ -47,6 +48,7 @@ COMMENT ON COLUMN llm.queue.job IS 'The name of the job that queued the item, wh
 COMMENT ON COLUMN llm.queue.job_id IS 'The job that queued the item (llm.job.id): a job''s items are known by it, never by the name';
 COMMENT ON COLUMN llm.queue.via IS 'realtime: a call of its own; batch_api: through its provider''s batch API (half the price, answered within the provider''s window)';
 COMMENT ON COLUMN llm.queue.batch_id IS 'The provider batch (llm.batches) that holds or held the item';
+COMMENT ON COLUMN llm.queue.invalid_answers IS 'Answers that broke the item''s json_schema; each was asked for again with the validation error (at most llm.validation_retries times), the last one kept in reply while the item waits';
 COMMENT ON COLUMN llm.queue.leased_by IS 'The running worker that holds the item (a token of its life; a restarted server or worker has new ones)';
 -- a role that may read the queue sees only the items it enqueued
 ALTER TABLE llm.queue ENABLE ROW LEVEL SECURITY;

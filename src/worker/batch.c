@@ -49,6 +49,7 @@
 #include "utils/timestamp.h"
 
 #include "call.h"
+#include "schema.h"
 #include "config.h"
 #include "http.h"
 #include "pg_llm.h"
@@ -804,6 +805,9 @@ typedef struct BatchResult
 	int64		item_id;
 	ItemState	state;			/* DONE, FAILED or RETRY_LATER */
 	char	   *content;		/* UTF-8 */
+	char	   *tool_name;		/* the answer of a forced tool (json_schema) */
+	char	   *tool_input;
+	char	   *finish_reason;
 	char	   *error;
 	long		status;
 	bool		has_usage;
@@ -882,7 +886,8 @@ ingest_flush(BatchIngest *ing)
 			   "pg_catalog.octet_length(prompt) + COALESCE(pg_catalog.octet_length(system), 0) "
 			   "  + COALESCE(pg_catalog.octet_length(options::text), 0) AS request_bytes, "
 			   "(options->>'max_tokens')::int8 AS max_tokens, "
-			   "(batch_id = $2 AND status = 'submitted') AS waiting "
+			   "(batch_id = $2 AND status = 'submitted') AS waiting, "
+			   "prompt, system, options::text AS options, invalid_answers "
 			   "FROM llm.queue WHERE id = ANY ($1)",
 			   2, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read batch items");
@@ -908,15 +913,6 @@ ingest_flush(BatchIngest *ing)
 		res = &ing->results[*(int *) (e + 1)];
 		it = ItemFromRow(&set, tup, td, &cols);
 		old = MemoryContextSwitchTo(it->ctx);
-		if (res->state == ITEM_DONE)
-			ItemDone(&set, it, pstrdup(res->content));
-		else if (res->state == ITEM_FAILED ||
-				 (res->state == ITEM_RETRY_LATER && it->attempts >= llm_max_attempts))
-			ItemFail(&set, it, pstrdup(res->error));
-		else
-			ItemRetryLater(&set, it, pstrdup(res->error),
-						   TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   backoff_ms(it->attempts)));
 
 		/* its usage, at the batch price, settling its budget reservation */
 		call = palloc0(sizeof(LlmCall));
@@ -934,6 +930,42 @@ ingest_flush(BatchIngest *ing)
 		UsageResume(call, it->role,
 					(size_t) strtoll(SPI_getvalue(tup, td, SPI_fnumber(td, "request_bytes")), NULL, 10),
 					max_tokens ? strtoll(max_tokens, NULL, 10) : 0);
+
+		if (res->state == ITEM_DONE && it->shaped)
+		{
+			/*
+			 * An answer with a json_schema: validated; an invalid one goes
+			 * back to the queue as a realtime item with the validation
+			 * error (one of its retries), its usage "invalid".
+			 */
+			LlmReply	reply;
+
+			memset(&reply, 0, sizeof(reply));
+			reply.content = res->content;
+			reply.tool_name = res->tool_name;
+			reply.tool_input = res->tool_input;
+			reply.finish_reason = res->finish_reason;
+			call->req = RequestFromPrompt(LlmToUtf8(it->prompt),
+										  it->system ? LlmToUtf8(it->system) : NULL,
+										  LlmToUtf8(it->options));
+			ItemJudgeAnswer(&set, it, call, &reply);
+			MemoryContextSwitchTo(old);
+			continue;
+		}
+		if (res->state == ITEM_DONE && res->content == NULL)
+		{
+			res->state = ITEM_FAILED;
+			res->error = psprintf("provider \"%s\" returned no text", ing->route->provider->name);
+		}
+		if (res->state == ITEM_DONE)
+			ItemDone(&set, it, pstrdup(res->content));
+		else if (res->state == ITEM_FAILED ||
+				 (res->state == ITEM_RETRY_LATER && it->attempts >= llm_max_attempts))
+			ItemFail(&set, it, pstrdup(res->error));
+		else
+			ItemRetryLater(&set, it, pstrdup(res->error),
+						   TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   backoff_ms(it->attempts)));
 		UsageRecord(call, res->state == ITEM_DONE ? LLM_OUTCOME_OK :
 					res->state == ITEM_FAILED ? LLM_OUTCOME_ERROR : LLM_OUTCOME_RETRY);
 		MemoryContextSwitchTo(old);
@@ -976,10 +1008,14 @@ BatchIngestLine(BatchIngest *ing, const char *line, size_t len)
 	res->has_usage = reply.has_usage;
 	res->input_tokens = reply.input_tokens;
 	res->output_tokens = reply.output_tokens;
-	if (ok && reply.content)
+	if (ok && (reply.content || reply.tool_input))
 	{
+		/* an answer in a tool call counts for items with a json_schema only */
 		res->state = ITEM_DONE;
 		res->content = reply.content;
+		res->tool_name = reply.tool_name;
+		res->tool_input = reply.tool_input;
+		res->finish_reason = reply.finish_reason;
 	}
 	else if (ok)
 	{

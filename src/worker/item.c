@@ -27,8 +27,12 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
+#include "call.h"
 #include "http.h"
+#include "pg_llm.h"
+#include "schema.h"
 #include "slots.h"
+#include "usage.h"
 #include "worker/item.h"
 
 /* An empty set. */
@@ -49,9 +53,10 @@ void
 ItemColumnsFind(TupleDesc td, ItemColumns *cols)
 {
 	const char *const names[] = {"id", "attempts", "enqueued_by", "prompt", "model", "system",
-	"options", "target_table", "target_column", "target_key"};
+	"options", "target_table", "target_column", "target_key", "reply", "error", "invalid_answers"};
 	int		   *fields[] = {&cols->id, &cols->attempts, &cols->role, &cols->prompt, &cols->model,
-	&cols->system, &cols->options, &cols->table, &cols->column, &cols->key};
+	&cols->system, &cols->options, &cols->table, &cols->column, &cols->key, &cols->reply,
+	&cols->error, &cols->invalid_answers};
 	int			i;
 
 	for (i = 0; i < lengthof(names); i++)
@@ -96,6 +101,12 @@ ItemFromRow(ItemSet *set, HeapTuple tup, TupleDesc td, const ItemColumns *cols)
 	it->target_table = relid ? atooid(relid) : InvalidOid;
 	it->target_column = column(tup, td, cols->column);
 	it->target_key = column(tup, td, cols->key);
+	it->shaped = it->options && SchemaOptionsHaveSchema(LlmToUtf8(it->options));
+	if (cols->invalid_answers > 0)
+		it->invalid_answers = atoi(SPI_getvalue(tup, td, cols->invalid_answers));
+	/* a pending item with a reply: the answer that broke its schema */
+	it->kept_answer = column(tup, td, cols->reply);
+	it->kept_problem = it->kept_answer ? column(tup, td, cols->error) : NULL;
 	MemoryContextSwitchTo(old);
 	it->state = ITEM_READY;
 	dlist_push_tail(&set->items, &it->node);
@@ -173,6 +184,50 @@ ItemRetryLater(ItemSet *set, WorkItem *it, char *error, TimestampTz when)
 	it->error = error;
 	it->next_attempt_at = when;
 	finished(set, it, ITEM_RETRY_LATER);
+}
+
+/*
+ * An item's answer broke its json_schema and it is asked again: back to
+ * the queue at once, as a realtime item, with the answer and what was
+ * wrong with it, which its next request shows the model.
+ */
+void
+ItemAskAgain(ItemSet *set, WorkItem *it, char *said, char *problem)
+{
+	it->said = said;
+	it->error = problem;
+	it->next_attempt_at = GetCurrentTimestamp();
+	finished(set, it, ITEM_RETRY_LATER);
+}
+
+/*
+ * A served item with a json_schema: its answer validated (the call's
+ * usage recorded, "ok" or "invalid"), then done with the valid answer,
+ * asked again, or failed when llm.validation_retries answers broke it.
+ */
+void
+ItemJudgeAnswer(ItemSet *set, WorkItem *it, LlmCall *call, const LlmReply *reply)
+{
+	LlmShapeResult res;
+	const char *provider = call->route ? call->route->provider->name : "?";
+
+	SchemaCheckReply(call->req, reply, &res);
+	if (res.valid)
+	{
+		UsageRecord(call, LLM_OUTCOME_OK);
+		ItemDone(set, it, res.json);
+		return;
+	}
+	call->error = psprintf("answer does not match the JSON schema at %s, rule \"%s\": %s",
+						   res.path, res.rule, res.message);
+	UsageRecord(call, LLM_OUTCOME_INVALID);
+	if (++it->invalid_answers > llm_validation_retries)
+		ItemFail(set, it, psprintf("answer of provider \"%s\" does not match the JSON schema: model \"%s\" was asked %d time%s; its last answer breaks the schema at %s, rule \"%s\": %s",
+								   provider, call->model, it->invalid_answers,
+								   it->invalid_answers > 1 ? "s" : "", res.path, res.rule, res.message));
+	else
+		ItemAskAgain(set, it, res.said,
+					 psprintf("at %s, rule \"%s\": %s", res.path, res.rule, res.message));
 }
 
 /* Is the item finished, waiting to be written? */

@@ -56,6 +56,10 @@ typedef struct WorkItem
 	Oid			target_table;	/* InvalidOid: no write-back */
 	char	   *target_column;
 	char	   *target_key;		/* jsonb text */
+	bool		shaped;			/* its options have a json_schema */
+	int			invalid_answers;	/* answers that broke it, so far */
+	char	   *kept_answer;	/* the last of them (server encoding), */
+	char	   *kept_problem;	/* and what was wrong with it */
 
 	LlmCall    *call;			/* NULL until set up */
 	TimestampTz not_before;
@@ -63,6 +67,9 @@ typedef struct WorkItem
 	char	   *reply;			/* UTF-8 */
 	char	   *error;			/* UTF-8 */
 	char	   *db_text;		/* reply or error in the server encoding */
+	char	   *said;			/* an answer that broke the json_schema, asked
+								 * again (UTF-8), and in the server encoding: */
+	char	   *said_db;
 	TimestampTz next_attempt_at;
 	bool		written;		/* its queue row was ours and is updated */
 } WorkItem;
@@ -93,6 +100,9 @@ typedef struct ItemColumns
 	int			table;
 	int			column;
 	int			key;
+	int			reply;
+	int			error;
+	int			invalid_answers;
 } ItemColumns;
 
 /* item.c */
@@ -105,6 +115,8 @@ extern void ItemWait(WorkItem *it, TimestampTz not_before, char *error);
 extern void ItemDone(ItemSet *set, WorkItem *it, char *reply);
 extern void ItemFail(ItemSet *set, WorkItem *it, char *error);
 extern void ItemRetryLater(ItemSet *set, WorkItem *it, char *error, TimestampTz when);
+extern void ItemAskAgain(ItemSet *set, WorkItem *it, char *said, char *problem);
+extern void ItemJudgeAnswer(ItemSet *set, WorkItem *it, LlmCall *call, const LlmReply *reply);
 extern bool ItemFinished(const WorkItem *it);
 extern void ItemFree(ItemSet *set, WorkItem *it);
 extern void ItemXactBegin(const char *activity);

@@ -33,6 +33,7 @@
 #include "utils/syscache.h"
 
 #include "call.h"
+#include "schema.h"
 #include "queue.h"
 #include "request.h"
 #include "runas.h"
@@ -92,7 +93,8 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last)
 					 " started_at = pg_catalog.now() "
 					 "FROM picked WHERE q.id = picked.id "
 					 "RETURNING q.id, q.attempts, q.prompt, q.model, q.system, q.options::text,"
-					 " q.target_table::pg_catalog.oid, q.target_column, q.target_key::text, q.enqueued_by",
+					 " q.target_table::pg_catalog.oid, q.target_column, q.target_key::text, q.enqueued_by,"
+					 " q.reply, q.error, q.invalid_answers",
 					 4, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queue items");
 
@@ -155,6 +157,10 @@ item_setup(void *arg)
 	req = RequestFromPrompt(LlmToUtf8(it->prompt),
 							it->system ? LlmToUtf8(it->system) : NULL,
 							it->options ? LlmToUtf8(it->options) : NULL);
+	/* asked again after an answer that broke its json_schema */
+	if (it->kept_answer && RequestHasSchema(req))
+		req = SchemaRetryRequestFor(req, LlmToUtf8(it->kept_answer),
+									LlmToUtf8(it->kept_problem ? it->kept_problem : "it broke the schema"));
 	it->call = LlmCallCreate(req, it->model, LLM_MODE_QUEUE);
 	UsageBegin(it->call, it->role,
 			   strlen(it->prompt) + (it->system ? strlen(it->system) : 0) +

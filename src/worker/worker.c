@@ -42,6 +42,7 @@
 #include "utils/varlena.h"
 
 #include "call.h"
+#include "schema.h"
 #include "http.h"
 #include "pg_llm.h"
 #include "queue.h"
@@ -284,7 +285,9 @@ item_judge(ItemSet *set, WorkItem *it)
 	switch (step)
 	{
 		case LLM_STEP_DONE:
-			if (it->call->reply.content == NULL)
+			if (RequestHasSchema(it->call->req))
+				ItemJudgeAnswer(set, it, it->call, &it->call->reply);
+			else if (it->call->reply.content == NULL)
 				ItemFail(set, it, psprintf("provider \"%s\" returned no text",
 										   it->call->route->provider->name));
 			else

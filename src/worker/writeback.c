@@ -43,6 +43,7 @@
 #include "utils/syscache.h"
 
 #include "call.h"
+#include "schema.h"
 #include "runas.h"
 #include "slots.h"
 #include "target.h"
@@ -108,6 +109,27 @@ reply_for_type(const char *reply, Oid typid)
 }
 
 /*
+ * A validated answer (an object) for a column: the whole object for a
+ * json or jsonb column; for any other, the value of its only property (a
+ * label into an enum, a yes or no into a boolean), else the object as
+ * JSON text; each through the column type's input function.
+ */
+static char *
+shaped_for_type(const char *reply, Oid typid, const char *relname)
+{
+	Oid			base = getBaseType(typid);
+	bool		isnull;
+	char	   *text = SchemaAnswerForColumn(reply, base == JSONOID || base == JSONBOID, &isnull);
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the answer's value is null, which is not written into table %s", relname),
+				 errhint("Write the answer into a json or jsonb column, or make its property non-null in the schema.")));
+	return text;
+}
+
+/*
  * Prepare the write-back of a reply (already in the server encoding):
  * the target table, column and key columns as they are now.  The table is
  * locked until the end of the transaction, so it cannot change or go away
@@ -157,7 +179,9 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 				 errmsg("column \"%s\" of table %s no longer exists", it->target_column, wb->relname)));
 	a = TupleDescAttr(RelationGetDescr(rel), att - 1);
 	wb->colname = pstrdup(it->target_column);
-	TargetAddArgument(&wb->args, a->atttypid, a->atttypmod, reply_for_type(reply, a->atttypid));
+	TargetAddArgument(&wb->args, a->atttypid, a->atttypmod,
+					  it->shaped ? shaped_for_type(reply, a->atttypid, wb->relname) :
+					  reply_for_type(reply, a->atttypid));
 
 	/*
 	 * Only the table's own row: a table that others inherit from may have
@@ -464,6 +488,8 @@ convert_step(void *arg)
 	const char *text = it->state == ITEM_DONE ? it->reply : (it->error ? it->error : "failed");
 
 	it->db_text = LlmToServerEncoding(text, strlen(text));
+	if (it->said && it->state == ITEM_RETRY_LATER)
+		it->said_db = LlmToServerEncoding(it->said, strlen(it->said));
 }
 
 static void
@@ -491,6 +517,8 @@ convert_texts(ItemSet *set)
 				ItemFail(set, it, psprintf("the reply cannot be stored in the database's encoding %s: %s",
 										   GetDatabaseEncodingName(), msg));
 			it->db_text = ascii_only(it->error);
+			if (it->said && it->said_db == NULL)
+				it->said_db = pstrdup("");
 		}
 	}
 }
@@ -523,11 +551,15 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 		"FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
 		"WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id",
 		"UPDATE llm.queue q SET status = 'pending', error = u.t, lease_until = NULL, "
-		"leased_by = NULL, next_attempt_at = u.w "
-		"FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[]) "
-		"AS u(id, a, t, w) WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id"
+		"leased_by = NULL, next_attempt_at = u.w, reply = u.s, "
+		"invalid_answers = q.invalid_answers + (u.s IS NOT NULL)::int, "
+		"via = CASE WHEN u.s IS NULL THEN q.via ELSE 'realtime' END "
+		"FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[], $5::text[]) "
+		"AS u(id, a, t, w, s) WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id"
 	};
-	Oid			types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
+	Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
+	Datum	   *saids;
+	bool	   *said_nulls;
 
 	for (k = 0; k < 3; k++)
 	{
@@ -536,6 +568,8 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 		texts[k] = palloc(sizeof(Datum) * cap);
 	}
 	whens = palloc(sizeof(Datum) * cap);
+	saids = palloc(sizeof(Datum) * cap);
+	said_nulls = palloc(sizeof(bool) * cap);
 	dlist_foreach(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
@@ -547,12 +581,16 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 		atts[k][n[k]] = Int32GetDatum(it->attempts);
 		texts[k][n[k]] = CStringGetTextDatum(it->db_text);
 		if (k == 2)
+		{
 			whens[n[k]] = TimestampTzGetDatum(it->next_attempt_at);
+			said_nulls[n[k]] = (it->said_db == NULL);
+			saids[n[k]] = it->said_db ? CStringGetTextDatum(it->said_db) : (Datum) 0;
+		}
 		n[k]++;
 	}
 	for (k = 0; k < 3; k++)
 	{
-		Datum		args[4];
+		Datum		args[5];
 		uint64		i;
 		SPITupleTable *tt;
 		uint64		nrows;
@@ -566,8 +604,11 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 		args[1] = LlmMakeArray(atts[k], NULL, n[k], INT4OID);
 		args[2] = LlmMakeArray(texts[k], NULL, n[k], TEXTOID);
 		if (k == 2)
+		{
 			args[3] = LlmMakeArray(whens, NULL, n[k], TIMESTAMPTZOID);
-		if (RunSql(sql[k], k == 2 ? 4 : 3, types, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+			args[4] = LlmMakeArray(saids, said_nulls, n[k], TEXTOID);
+		}
+		if (RunSql(sql[k], k == 2 ? 5 : 3, types, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not update llm.queue");
 
 		/* note which items were still ours, and which replies are superseded */

@@ -1,0 +1,105 @@
+-- Answers with a shape through the queue and a provider batch API: the
+-- worker validates every answer, asks again with the validation error,
+-- and writes the answer typed: a label into an enum column, a record into
+-- a jsonb column, a yes or no into a boolean.
+SELECT llm.add_model('sq-oa', 'mock', 'sq-oa');
+SELECT llm.add_model('sq-an', 'claude', 'sq-an');
+SELECT llm.add_model('sq-missing', 'mock', 'sq-oa?shape=missing');
+SELECT llm.add_model('sq-stubborn', 'claude', 'sq-an?shape=type&shape_times=9');
+SELECT llm.create_provider('sq-batch', 'openai', (SELECT base_url FROM llm.provider WHERE name = 'mock'),
+                           api_key => 'sk-mock', options => '{"batch_api": "inline"}');
+-- in a batch, the answers to prompts that say "bad" are a label not in the list
+SELECT llm.add_model('sq-batch', 'sq-batch', 'sq-batch?shape=label&when=bad');
+
+CREATE TYPE sq_mood AS ENUM ('positive', 'neutral', 'negative');
+CREATE TABLE sq_tickets (id int PRIMARY KEY, body text NOT NULL, mood sq_mood, record jsonb,
+                         refund boolean, amount numeric);
+INSERT INTO sq_tickets VALUES
+    (1, 'order_id: A-1, amount: 12.5. The app crashes, I want a refund'),
+    (2, 'order_id: A-2, amount: 3. Works great, love it'),
+    (3, 'order_id: A-3, amount: 7. How do I export? Not asking for money back, no refund');
+
+-- a schema is checked when the item is queued, before anything is sent
+SELECT llm.enqueue('x', 'sq-oa', options => '{"json_schema": {"type": "object", "properties": {"a": {"format": "date"}}}}');
+
+-- needs the queue worker: pg_llm preloaded, with a worker for this database
+SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
+       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
+       AS worker_here \gset
+\if :worker_here
+\else
+\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
+\quit
+\endif
+DELETE FROM llm.queue;
+TRUNCATE llm.usage;
+
+-- a label into an enum column (OpenAI structured output), a record into a
+-- jsonb column (Anthropic, a forced tool), a yes or no into a boolean, an
+-- amount into a numeric (a first answer without it asked again)
+SELECT count(llm.enqueue(body, 'sq-oa', target_table => 'sq_tickets', target_column => 'mood',
+                         target_key => jsonb_build_object('id', id),
+                         options => '{"json_schema": {"type": "object", "properties": {"label": {"type": "string",
+                                      "enum": ["positive", "neutral", "negative"]}}, "required": ["label"],
+                                      "additionalProperties": false}}')),
+       count(llm.enqueue(body, 'sq-an', target_table => 'sq_tickets', target_column => 'record',
+                         target_key => jsonb_build_object('id', id),
+                         options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
+                                      "amount": {"type": "number"}}, "required": ["order_id", "amount"]}}')),
+       count(llm.enqueue(body, 'sq-oa', target_table => 'sq_tickets', target_column => 'refund',
+                         target_key => jsonb_build_object('id', id),
+                         options => '{"json_schema": {"type": "object", "properties": {"answer": {"type": "boolean"}},
+                                      "required": ["answer"]}}')),
+       count(llm.enqueue(body, 'sq-missing', target_table => 'sq_tickets', target_column => 'amount',
+                         target_key => jsonb_build_object('id', id),
+                         options => '{"json_schema": {"type": "object", "properties": {"amount": {"type": "number"}},
+                                      "required": ["amount"]}}'))
+FROM sq_tickets;
+-- and one whose answers keep breaking the schema: it fails, saying where and why
+SELECT llm.enqueue('order_id: Z-9, amount: 1', 'sq-stubborn', target_table => 'sq_tickets', target_column => 'record',
+                   target_key => '{"id": 1}',
+                   options => '{"json_schema": {"type": "object", "properties": {"amount": {"type": "number"}},
+                                "required": ["amount"]}}') AS stubborn_id \gset
+SELECT wait_queue();
+SELECT id, mood, record, refund, amount FROM sq_tickets ORDER BY id;
+SELECT model, status, invalid_answers, count(*) FROM llm.queue GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+SELECT status, invalid_answers, error FROM llm.queue WHERE id = :stubborn_id;
+SELECT wait_until('SELECT count(*) >= 17 FROM llm.usage', 'written');
+SELECT model, outcome, count(*) FROM llm.usage GROUP BY 1, 2 ORDER BY 1, 2;
+
+-- a job with a schema: a label into an enum column for every row
+CREATE TABLE sq_notes (id int PRIMARY KEY, body text NOT NULL, mood sq_mood);
+INSERT INTO sq_notes VALUES (1, 'love it'), (2, 'crashes all the time'), (3, 'it arrived');
+SELECT llm.create_job('sq-job', 'sq_notes', '{id}', 'Review: {body}', 'mood', model => 'sq-oa',
+                      options => '{"json_schema": {"type": "object", "properties": {"label": {"type": "string",
+                                   "enum": ["positive", "neutral", "negative"]}}, "required": ["label"],
+                                   "additionalProperties": false}}');
+SELECT llm.run_job('sq-job');
+SELECT wait_queue();
+SELECT id, mood FROM sq_notes ORDER BY id;
+SELECT llm.drop_job('sq-job');
+DROP TABLE sq_notes;
+
+-- through a provider batch: every answer validated; an invalid one is sent
+-- again realtime with the validation error, and every row ends valid
+CREATE TABLE sq_reviews (id int PRIMARY KEY, body text NOT NULL, mood sq_mood);
+INSERT INTO sq_reviews SELECT g, CASE WHEN g % 20 = 0 THEN 'bad: ' ELSE '' END ||
+    (ARRAY['love it', 'crashes all the time', 'it arrived'])[1 + g % 3] || ' #' || g
+FROM generate_series(1, 60) g;
+DELETE FROM llm.queue;
+TRUNCATE llm.usage;
+SELECT count(llm.enqueue(body, 'sq-batch', target_table => 'sq_reviews', target_column => 'mood',
+                         target_key => jsonb_build_object('id', id), via => 'batch_api',
+                         options => '{"json_schema": {"type": "object", "properties": {"label": {"type": "string",
+                                      "enum": ["positive", "neutral", "negative"]}}, "required": ["label"],
+                                      "additionalProperties": false}}'))
+FROM sq_reviews;
+SELECT wait_queue();
+SELECT count(*) AS rows, count(mood) AS with_mood FROM sq_reviews;
+SELECT mood, count(*) FROM sq_reviews GROUP BY 1 ORDER BY 1;
+SELECT via, status, invalid_answers, count(*) FROM llm.queue GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
+SELECT wait_until('SELECT count(*) >= 63 FROM llm.usage', 'written');
+SELECT mode, outcome, count(*) FROM llm.usage GROUP BY 1, 2 ORDER BY 1, 2;
+DELETE FROM llm.queue;
+DROP TABLE sq_tickets, sq_reviews;
+DROP TYPE sq_mood;
