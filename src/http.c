@@ -1479,10 +1479,18 @@ collect_finished(void)
 			t->unresolved = (msg->data.result == CURLE_COULDNT_RESOLVE_HOST ||
 							 msg->data.result == CURLE_COULDNT_RESOLVE_PROXY);
 			t->cause = classify(e, msg->data.result, t);
+			t->unreachable = (t->unresolved || msg->data.result == CURLE_COULDNT_CONNECT);
+			if (t->timed_out)
+			{
+				/* a timeout counts when no connection was made: a slow reply is not a host down */
+				curl_off_t	connected = 0;
+
+				curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connected);
+				t->unreachable = (connected == 0);
+			}
 			/* a process out of descriptors says nothing of the host */
-			t->unreachable = (t->unresolved || t->timed_out ||
-							  msg->data.result == CURLE_COULDNT_CONNECT) &&
-				t->cause != HTTP_CAUSE_DESCRIPTORS;
+			if (t->cause == HTTP_CAUSE_DESCRIPTORS)
+				t->unreachable = false;
 			if (t->errbuf[0] == '\0')
 				strlcpy(t->errbuf, curl_easy_strerror(msg->data.result),
 						sizeof(t->errbuf));

@@ -95,7 +95,7 @@ typedef struct HttpTransfer
 	bool		headers_done;	/* the final response's headers are in */
 	bool		timed_out;		/* transport error was a timeout */
 	bool		unresolved;		/* transport error: the host name did not resolve */
-	bool		unreachable;	/* no answer: refused, unresolved or timed out */
+	bool		unreachable;	/* refused, unresolved, or timed out unconnected */
 	HttpCause	cause;			/* transport error: why, when known */
 	bool		via_proxy;		/* sent through a proxy */
 	long		proxy_status;	/* the proxy's answer to CONNECT (HTTP_CAUSE_PROXY_REFUSED) */
