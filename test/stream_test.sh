@@ -90,7 +90,9 @@ check "a disconnected client's backend stops within 3 s" $gone
 
 # A thousand streams cut off by LIMIT, errors and timeouts leave no sockets.
 fds() { ls "/proc/$1/fd" | wc -l; }
-coproc PSQL { psql -X -Atq 2>&1; }
+# (notices off: this instance does not preload pg_llm, and its once-a-session
+# warning about unrecorded usage would shift the lines read back)
+coproc PSQL { PGOPTIONS='-c client_min_messages=error' psql -X -Atq 2>&1; }
 echo "SELECT pg_backend_pid();" >&"${PSQL[1]}"
 read -r pid <&"${PSQL[0]}"
 echo "SELECT llm.chat('warm up', 'mock');" >&"${PSQL[1]}"
