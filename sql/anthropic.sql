@@ -39,7 +39,7 @@ FROM llm.chat_completion('{"messages": [{"role": "user", "content": "one two thr
 
 -- options the protocol cannot honour are refused before sending
 SELECT llm.chat('x', 'haiku', options => '{"temperature": 1.5}');
-SELECT llm.chat('x', 'haiku', options => '{"n": 2}');
+SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "x"}], "n": 2}', 'haiku');
 SELECT llm.chat('x', 'haiku', options => '{"presence_penalty": 0.5}');
 
 -- errors in Anthropic's shape: 529 overloaded is retried, then reported

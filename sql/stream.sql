@@ -43,8 +43,8 @@ SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHER
 -- a stream that fails before its first row is started again: no row was
 -- shown yet (the mock counts two requests for each)
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
-SELECT count(*) AS rows FROM llm.chat_stream('x', 'mock?fault=truncate&times=1&reply=') c;
-SELECT llm.add_model('c-error-first', 'claude', 'claude?fault=error_event&times=1&reply=');
+SELECT count(*) AS rows FROM llm.chat_stream('x', 'mock?fault=truncate&times=1&cut_after=0') c;
+SELECT llm.add_model('c-error-first', 'claude', 'claude?fault=error_event&times=1&cut_after=0');
 SELECT count(*) AS rows FROM llm.chat_stream('y', 'c-error-first') c;
 \! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("requests", json.load(sys.stdin)["requests"])'
 

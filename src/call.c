@@ -225,9 +225,16 @@ status_hint(long status, const LlmRoute *route, bool quota)
 			return pstrdup("Check the options of the call against what the provider accepts.");
 		case 407:
 			return psprintf("A proxy between the database server and provider \"%s\" wants credentials: put them in the proxy URL (http://user:password@host:port) of the provider's proxy option; they are kept secret like the key.", pname);
+		case 413:
+			return pstrdup("The request is larger than the provider accepts; send a shorter prompt.");
+		case 429:
+		case 529:
+			return pstrdup("The provider is rate-limiting or overloaded; try again later, raise llm.max_retries, or add a fallback route with llm.add_model().");
+		case 503:
+			return pstrdup("The provider is unavailable or overloaded; try again later, raise llm.max_retries, or add a fallback route with llm.add_model().");
 		default:
-			if (status == 429 || status >= 500)
-				return pstrdup("The provider is rate-limiting or overloaded; try again later, raise llm.max_retries, or add a fallback route with llm.add_model().");
+			if (status >= 500)
+				return pstrdup("The provider failed to serve the request; try again later, raise llm.max_retries, or add a fallback route with llm.add_model().");
 			return NULL;
 	}
 }
@@ -373,6 +380,40 @@ transport_failure(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailur
 }
 
 /*
+ * Text as a sentence: a full stop added unless it ends with one already
+ * (provider messages often do), so that details never read "provided..".
+ */
+char *
+LlmSentence(const char *text)
+{
+	size_t		n = strlen(text);
+
+	while (n > 0 && isspace((unsigned char) text[n - 1]))
+		n--;
+	if (n > 0 && (text[n - 1] == '.' || text[n - 1] == '!' || text[n - 1] == '?'))
+		return pnstrdup(text, n);
+	return psprintf("%.*s.", (int) n, text);
+}
+
+/*
+ * "The provider said: <message> (<code or type>)." for an error body,
+ * the key redacted; NULL when the body had no message.
+ */
+static char *
+error_said(const LlmErrorBody *eb, const LlmProvider *p)
+{
+	char	   *m;
+	const char *kind = eb->code ? eb->code : eb->type;
+
+	if (eb->message == NULL)
+		return NULL;
+	m = ConfigRedactSecret(LlmToServerEncoding(eb->message, strlen(eb->message)), p);
+	if (kind && strcmp(kind, m) != 0)
+		m = psprintf("%s (%s)", m, ConfigRedactSecret(LlmToServerEncoding(kind, strlen(kind)), p));
+	return psprintf("The provider said: %s", LlmSentence(m));
+}
+
+/*
  * Judge a finished attempt, filling *f on failure.  Everything needed
  * later is copied out so that the transfer can be released at once.
  */
@@ -428,10 +469,7 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 	}
 
 	ProviderParseError(t->data ? t->data + t->consumed : NULL, t->len - t->consumed, &eb);
-	if (t->status == 402 ||
-		(eb.code && strcmp(eb.code, "insufficient_quota") == 0) ||
-		(eb.type && (strcmp(eb.type, "insufficient_quota") == 0 ||
-					 strcmp(eb.type, "billing_error") == 0)))
+	if (t->status == 402 || ProtoErrorIsQuota(eb.type, eb.code))
 		quota = true;
 
 	retryable = !quota && (t->status == 408 || t->status == 409 ||
@@ -442,11 +480,7 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 	f->sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
 	f->message = psprintf("provider \"%s\" returned HTTP %ld", p->name, t->status);
 	if (eb.message)
-		f->detail = psprintf("The provider said: %s%s%s%s.",
-							 ConfigRedactSecret(LlmToServerEncoding(eb.message, strlen(eb.message)), p),
-							 eb.type || eb.code ? " (" : "",
-							 eb.code ? eb.code : (eb.type ? eb.type : ""),
-							 eb.type || eb.code ? ")" : "");
+		f->detail = error_said(&eb, p);
 	else
 		f->detail = psprintf("The response body is not a JSON error object: %s",
 							 body_excerpt(t, p));
@@ -552,6 +586,125 @@ LlmJudgeComplete(LlmCall *call, HttpTransfer *t, LlmFailure *f)
 	f->hint = pstrdup("Check that the base_url points at an OpenAI- or Anthropic-compatible API of the right protocol.");
 	f->retry_after_s = -1;
 	return LLM_VERDICT_RETRY;
+}
+
+/*
+ * An error event inside a stream that had returned no row yet: judged as
+ * the HTTP status its type or code stands for (an in-band
+ * authentication_error is a 401, an overloaded_error a 529), so that what
+ * a retry cannot mend (a bad key, a bad request, an exhausted account) is
+ * not sent again.  An error of an unknown kind is retried like a 5xx.
+ */
+LlmVerdict
+LlmJudgeStreamError(LlmCall *call, const LlmErrorBody *eb, const char *text, LlmFailure *f)
+{
+	const LlmRoute *route = call->route;
+	const LlmProvider *p = route->provider;
+	long		status = ProtoErrorStatus(eb->type, eb->code);
+	bool		quota = ProtoErrorIsQuota(eb->type, eb->code);
+	bool		retryable;
+
+	memset(f, 0, sizeof(LlmFailure));
+	f->provider = pstrdup(p->name);
+	f->sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+	f->status = status;
+	f->retry_after_s = -1;
+	f->quota = quota;
+	f->message = psprintf("stream from provider \"%s\" sent an error", p->name);
+	f->detail = error_said(eb, p);
+	if (f->detail == NULL)
+		f->detail = psprintf("The provider said: %s",
+							 LlmSentence(ConfigRedactSecret(LlmToServerEncoding(text, strlen(text)), p)));
+	f->hint = status ? status_hint(status, route, quota) : NULL;
+	retryable = !quota && (status == 0 || status == 408 || status == 409 ||
+						   status == 429 || status >= 500);
+	return retryable ? LLM_VERDICT_RETRY : LLM_VERDICT_FAIL;
+}
+
+/*
+ * What a reply read for its text amounts to, on every path that returns
+ * text (llm.chat, llm.chat_stream, llm.chat_many, the queue, batches):
+ * LLM_OUTCOME_OK when there is text to return (a reply cut at max_tokens
+ * included: its finish reason says so in llm.usage), else the failure in
+ * *f and the outcome to record:
+ *   - a refusal (OpenAI's refusal text, Anthropic's stop_reason
+ *     "refusal") or a content filter: LLM_OUTCOME_REFUSED, even after
+ *     text (a refusal can stop a reply half way);
+ *   - a tool call, a paused turn (Anthropic's pause_turn: the turn is not
+ *     finished) or no text at all: LLM_OUTCOME_ERROR.
+ * have_text says whether the reply had text (a stream's rows).
+ */
+LlmOutcome
+LlmJudgeText(const LlmCall *call, bool have_text, LlmFailure *f)
+{
+	const LlmReply *r = &call->reply;
+	const char *pname = call->route ? call->route->provider->name : "";
+	const char *reason = r->stop_reason ? r->stop_reason : r->finish_reason;
+	ProtoEnding ending = ProtoEndingOf(reason);
+
+	memset(f, 0, sizeof(LlmFailure));
+	f->provider = pstrdup(pname);
+	f->sqlstate = ERRCODE_EXTERNAL_ROUTINE_EXCEPTION;
+	f->status = call->http_status;
+	f->retry_after_s = -1;
+	if (r->refusal || ending == PROTO_END_REFUSED || ending == PROTO_END_FILTERED)
+	{
+		if (ending == PROTO_END_FILTERED && r->refusal == NULL)
+		{
+			f->message = psprintf("the reply of provider \"%s\" was stopped by its content filter", pname);
+			f->detail = psprintf("The finish reason is \"%s\".", reason);
+		}
+		else
+		{
+			f->message = psprintf("provider \"%s\" refused the request", pname);
+			f->detail = r->refusal ?
+				psprintf("It said: %s", LlmSentence(LlmToServerEncoding(r->refusal, strlen(r->refusal)))) :
+				psprintf("The stop reason is \"%s\".", reason);
+		}
+		f->hint = pstrdup("Change the prompt: the provider will not answer it as it is, and sending it again gets the same answer.");
+		return LLM_OUTCOME_REFUSED;
+	}
+	if (ending == PROTO_END_TOOL || (r->tool_calls && !have_text))
+	{
+		f->message = psprintf("provider \"%s\" returned a tool call, not text", pname);
+		f->detail = psprintf("The finish reason is \"%s\".", reason ? reason : "none");
+		f->hint = pstrdup("Tool calls are returned by llm.chat_completion(); llm.chat, llm.chat_stream, llm.chat_many and the queue return text.");
+		return LLM_OUTCOME_ERROR;
+	}
+	if (ending == PROTO_END_PAUSED)
+	{
+		f->message = psprintf("provider \"%s\" paused its turn before finishing", pname);
+		f->detail = psprintf("The stop reason is \"%s\": the reply is not finished.", reason);
+		f->hint = pstrdup("The provider pauses long turns of its server tools; call again with a narrower request.");
+		return LLM_OUTCOME_ERROR;
+	}
+	if (!have_text && r->nchoices == 0 && reason == NULL && call->mode != LLM_MODE_STREAM)
+	{
+		f->message = psprintf("provider \"%s\" returned no choices", pname);
+		f->hint = pstrdup("Look at the whole response with llm.chat_completion().");
+		return LLM_OUTCOME_ERROR;
+	}
+	if (!have_text)
+	{
+		f->message = psprintf("provider \"%s\" returned no text", pname);
+		f->detail = psprintf("The finish reason is \"%s\".", reason ? reason : "none");
+		f->hint = ending == PROTO_END_LENGTH ?
+			pstrdup("The reply reached its token limit before any text (reasoning tokens count toward it); raise max_tokens.") :
+			pstrdup("Look at the whole response with llm.chat_completion().");
+		return LLM_OUTCOME_ERROR;
+	}
+	return LLM_OUTCOME_OK;
+}
+
+/*
+ * Is a reply a refusal (or a content filter's stop)?  For the paths that
+ * read an answer of their own from the reply (a shape): a refusal is no
+ * answer, and asking again gets the same one.  *f is the error to raise.
+ */
+bool
+LlmReplyRefused(const LlmCall *call, LlmFailure *f)
+{
+	return LlmJudgeText(call, true, f) == LLM_OUTCOME_REFUSED;
 }
 
 /* Move a call on to the next route of its chain. */
@@ -890,12 +1043,28 @@ LlmTry(void (*fn) (void *arg), void *arg)
 	return edata;
 }
 
-/* A whole call: the reply is in call->reply when this returns. */
+/*
+ * A whole call: the reply is in call->reply when this returns.  With
+ * text, the caller wants the reply's text (llm.chat): a reply without it
+ * (a refusal, a tool call, a paused turn, nothing) is recorded as what it
+ * is and raised.  Without (llm.chat_completion), the whole reply is the
+ * answer; a refusal is still recorded as one.
+ */
 void
-LlmCallRun(LlmCall *call)
+LlmCallRun(LlmCall *call, bool text)
 {
+	LlmFailure	f;
+	LlmOutcome	outcome;
+
 	run_chain(call, false);
-	UsageRecord(call, LLM_OUTCOME_OK);
+	outcome = LlmJudgeText(call, call->reply.content != NULL && call->reply.content[0] != '\0', &f);
+	if (!text && outcome != LLM_OUTCOME_REFUSED)
+		outcome = LLM_OUTCOME_OK;
+	if (outcome != LLM_OUTCOME_OK)
+		call->error = f.message;
+	UsageRecord(call, outcome);
+	if (text && outcome != LLM_OUTCOME_OK)
+		LlmRaiseFailure(&f, 1, 1);
 }
 
 /*

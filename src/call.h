@@ -103,7 +103,8 @@ typedef enum LlmOutcome
 	LLM_OUTCOME_ERROR,
 	LLM_OUTCOME_CANCELLED,
 	LLM_OUTCOME_RETRY,
-	LLM_OUTCOME_INVALID			/* paid, but the answer broke its schema */
+	LLM_OUTCOME_INVALID,		/* paid, but the answer broke its schema */
+	LLM_OUTCOME_REFUSED			/* the provider refused or filtered the reply */
 } LlmOutcome;
 
 /* What LlmCallStep says of an attempt of a call run alongside others. */
@@ -124,12 +125,17 @@ typedef enum LlmNext
 } LlmNext;
 
 extern LlmCall *LlmCallCreate(LlmRequest *req, const char *model, LlmMode mode);
-extern void LlmCallRun(LlmCall *call);
+extern void LlmCallRun(LlmCall *call, bool text);
 extern void LlmCallSend(LlmCall *call);
 extern void LlmCallOpenStream(LlmCall *call);
 extern const LlmRoute *LlmCallRoute(LlmCall *call);
 extern struct HttpTransfer *LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream);
 extern LlmVerdict LlmJudgeComplete(LlmCall *call, struct HttpTransfer *t, LlmFailure *f);
+extern LlmVerdict LlmJudgeStreamError(LlmCall *call, const LlmErrorBody *eb, const char *text,
+									  LlmFailure *f);
+extern LlmOutcome LlmJudgeText(const LlmCall *call, bool have_text, LlmFailure *f);
+extern bool LlmReplyRefused(const LlmCall *call, LlmFailure *f);
+extern char *LlmSentence(const char *text);
 extern LlmNext LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms);
 extern bool LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f);
 extern LlmStep LlmCallStep(LlmCall *call, struct HttpTransfer *t, bool patient,

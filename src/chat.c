@@ -149,27 +149,17 @@ chat_run(void *arg)
 		run->result = cstring_to_text(LlmToServerEncoding(res.json, strlen(res.json)));
 		return;
 	}
-	LlmCallRun(call);
-	if (call->reply.nchoices == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("provider \"%s\" returned no choices", call->route->provider->name),
-				 errhint("Look at the whole response with llm.chat_completion().")));
-	if (call->reply.content == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("provider \"%s\" returned no text", call->route->provider->name),
-				 errdetail("The finish reason is \"%s\".",
-						   call->reply.finish_reason ? call->reply.finish_reason : "unknown"),
-				 errhint("Tool calls and refusals carry no text; look at the whole response with llm.chat_completion().")));
+	/* a reply that is not text (a refusal, a tool call, ...) raises */
+	LlmCallRun(call, true);
 	run->result = cstring_to_text(LlmToServerEncoding(call->reply.content,
 													  strlen(call->reply.content)));
 }
 
 /*
  * llm.chat(prompt, model, system, options) returns text: the reply.
- * A reply without text (tool calls, a refusal, no choices) is an error
- * here; llm.chat_completion() shows those.  A NULL prompt gives NULL.
+ * A reply without text (tool calls, a refusal, a paused turn, no choices)
+ * is an error here (LlmJudgeText); llm.chat_completion() shows those.  A
+ * NULL prompt gives NULL.
  * With json_schema, the reply is the validated answer as JSON text.
  */
 Datum
@@ -218,7 +208,7 @@ completion_run(void *arg)
 		run->result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
 		return;
 	}
-	LlmCallRun(call);
+	LlmCallRun(call, false);
 	json = LlmToServerEncoding(call->reply.response_json, strlen(call->reply.response_json));
 	run->result = DirectFunctionCall1(jsonb_in, CStringGetDatum(json));
 }

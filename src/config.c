@@ -297,7 +297,8 @@ config_load_rows(void *arg)
 
 	rc = SPI_execute("SELECT name, provider, upstream_model, "
 					 "input_usd_per_mtok::pg_catalog.float8, output_usd_per_mtok::pg_catalog.float8, "
-					 "batch_price_factor::pg_catalog.float8 "
+					 "batch_price_factor::pg_catalog.float8, cached_input_usd_per_mtok::pg_catalog.float8, "
+					 "priority_price_factor::pg_catalog.float8 "
 					 "FROM llm.model ORDER BY name, priority, provider", true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm.model: %s", SPI_result_code_string(rc));
@@ -309,6 +310,7 @@ config_load_rows(void *arg)
 		char	   *pname = SPI_getvalue(tup, td, 2);
 		char	   *in = SPI_getvalue(tup, td, 4);
 		char	   *out = SPI_getvalue(tup, td, 5);
+		char	   *cached = SPI_getvalue(tup, td, 7);
 		ListCell   *lc;
 
 		r->model = col_str(tup, td, 1);
@@ -321,6 +323,8 @@ config_load_rows(void *arg)
 		r->input_usd_per_mtok = in ? atof(in) : 0;
 		r->output_usd_per_mtok = out ? atof(out) : 0;
 		r->batch_price_factor = atof(SPI_getvalue(tup, td, 6));
+		r->cached_input_usd_per_mtok = cached ? atof(cached) : -1;
+		r->priority_price_factor = atof(SPI_getvalue(tup, td, 8));
 		if (r->provider)
 		{
 			MemoryContext old = MemoryContextSwitchTo(config_ctx);
@@ -468,6 +472,8 @@ route_copy(const LlmRoute *src, const LlmProvider *p, const char *model, const c
 	{
 		memset(r, 0, sizeof(LlmRoute));
 		r->batch_price_factor = 0.5;
+		r->cached_input_usd_per_mtok = -1;
+		r->priority_price_factor = 2;
 	}
 	r->provider = pc;
 	r->model = pstrdup(model);

@@ -59,7 +59,9 @@ typedef struct LlmRoute
 	bool		has_input_price;	/* enough to price an embedding */
 	double		input_usd_per_mtok;
 	double		output_usd_per_mtok;
+	double		cached_input_usd_per_mtok;	/* -1: the input price */
 	double		batch_price_factor; /* share of the prices a batch request costs */
+	double		priority_price_factor;	/* the prices' multiple at priority tier */
 } LlmRoute;
 
 extern bool llm_pass_through;

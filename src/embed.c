@@ -194,7 +194,7 @@ embed_one(void *arg)
 
 	EmbedCheckInput(run->input);
 	UsageBegin(call, GetUserId(), run->request_bytes, 0);
-	LlmCallRun(call);
+	LlmCallRun(call, false);
 	v = &call->embed.vectors[0];
 	if (v->error)
 		ereport(ERROR,

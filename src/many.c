@@ -220,8 +220,15 @@ static void
 many_shaped(ManyRun *run, ManyItem *it)
 {
 	LlmShapeResult res;
+	LlmFailure	f;
 
 	it->asked++;
+	if (LlmReplyRefused(it->call, &f))
+	{
+		/* not asked again: the same prompt gets the same refusal */
+		many_fail(run, it, LlmFailureText(&f), LLM_OUTCOME_REFUSED);
+		return;
+	}
 	if (ShapeJudge(it->call, &res))
 	{
 		it->content = res.json;
@@ -259,14 +266,19 @@ many_judge(ManyRun *run, ManyItem *it)
 		case LLM_STEP_DONE:
 			if (RequestHasSchema(it->call->req))
 				many_shaped(run, it);
-			else if (it->call->reply.content == NULL)
-				many_fail(run, it, psprintf("provider \"%s\" returned no text",
-											it->call->route->provider->name), LLM_OUTCOME_ERROR);
 			else
 			{
-				it->content = it->call->reply.content;
-				UsageRecord(it->call, LLM_OUTCOME_OK);
-				many_finish(run, it);
+				const char *content = it->call->reply.content;
+				LlmOutcome	outcome = LlmJudgeText(it->call, content && content[0] != '\0', &f);
+
+				if (outcome != LLM_OUTCOME_OK)
+					many_fail(run, it, LlmFailureText(&f), outcome);
+				else
+				{
+					it->content = it->call->reply.content;
+					UsageRecord(it->call, LLM_OUTCOME_OK);
+					many_finish(run, it);
+				}
 			}
 			break;
 		case LLM_STEP_AGAIN:

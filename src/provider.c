@@ -88,14 +88,11 @@ ProviderParseReply(const LlmRoute *route, const char *body, size_t len,
 	return ok;
 }
 
-/* A member as text whatever its JSON type (codes are strings or numbers). */
+/* A field of an error body as text, whatever its JSON type (codes are strings or numbers). */
 static char *
-member_text(json_object *obj, const char *key)
+field_text(json_object *v)
 {
-	json_object *v;
-
-	if (obj == NULL || !json_object_object_get_ex(obj, key, &v) ||
-		json_object_is_type(v, json_type_null))
+	if (v == NULL)
 		return NULL;
 	if (json_object_is_type(v, json_type_string))
 		return pstrdup(json_object_get_string(v));
@@ -103,16 +100,17 @@ member_text(json_object *obj, const char *key)
 }
 
 /*
- * Read an error body of any of the shapes in the wild: OpenAI's nested
- * {"error": {...}}, Anthropic's {"type": "error", "error": {...}}, vLLM's
- * flat {"object": "error", "message": ...}, or a bare {"error": "text"}.
+ * Read an error body of any of the shapes in the wild (ProtoErrorRead):
+ * OpenAI's nested {"error": {...}}, Anthropic's {"type": "error", "error":
+ * {...}}, vLLM's flat {"object": "error", "message": ...}, the
+ * {"error": "SyntaxError", "message": ...} of Express, Fastify and
+ * NestJS, FastAPI's {"detail": ...}, or a bare {"error": "text"}.
  * Anything else (HTML from a proxy, nothing at all) leaves the fields NULL.
  */
 void
 ProviderParseError(const char *body, size_t len, LlmErrorBody *err)
 {
 	json_object *root;
-	json_object *e;
 	JsonGuard  *g;
 
 	memset(err, 0, sizeof(LlmErrorBody));
@@ -120,22 +118,46 @@ ProviderParseError(const char *body, size_t len, LlmErrorBody *err)
 	if (root == NULL)
 		return;
 	g = JsonGuardNew(root);
-	e = JsonGetObject(root, "error");
-	if (e)
-	{
-		err->message = member_text(e, "message");
-		err->type = member_text(e, "type");
-		err->code = member_text(e, "code");
-	}
-	else if (JsonGetString(root, "error"))
-		err->message = member_text(root, "error");
-	else
-	{
-		err->message = member_text(root, "message");
-		err->type = member_text(root, "type");
-		err->code = member_text(root, "code");
-	}
+	ProviderReadError(root, err);
 	JsonGuardRelease(g);
+}
+
+/* The fields of an error object already parsed (an error inside a stream). */
+void
+ProviderReadError(json_object *root, LlmErrorBody *err)
+{
+	ProtoErrorFields e;
+
+	ProtoErrorRead(root, &e);
+	err->message = field_text(e.message);
+	err->type = field_text(e.type);
+	err->code = field_text(e.code);
+}
+
+/* A usage, as read by the protocol, into a reply. */
+void
+ProviderReplySetUsage(LlmReply *reply, const ProtoUsage *u)
+{
+	ProtoTokens t;
+
+	ProtoUsageTotals(u, &t);
+	reply->has_usage = ProtoUsageHasTokens(u);
+	reply->input_tokens = t.input;
+	reply->output_tokens = t.output;
+	reply->cached_input_tokens = t.cached_input;
+	reply->cache_write_tokens = t.cache_write;
+	reply->cache_write_1h_tokens = t.cache_write_1h;
+	reply->reasoning_tokens = t.reasoning;
+	strlcpy(reply->service_tier, u->service_tier, sizeof(reply->service_tier));
+}
+
+/* A decoder for a stream of a protocol, nothing read yet. */
+void
+ProviderDecoderInit(LlmStreamDecoder *dec, const LlmProviderOps *ops)
+{
+	memset(dec, 0, sizeof(LlmStreamDecoder));
+	dec->ops = ops;
+	ProtoUsageInit(&dec->usage, ops == &AnthropicProviderOps);
 }
 
 /*

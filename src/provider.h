@@ -22,6 +22,7 @@
 #include "nodes/pg_list.h"
 
 #include "config.h"
+#include "protocol.h"
 #include "request.h"
 
 struct json_object;
@@ -29,12 +30,20 @@ struct json_object;
 /* A 2xx reply, read. */
 typedef struct LlmReply
 {
-	char	   *content;		/* text of the first choice, or NULL */
+	char	   *content;		/* text of choice 0, or NULL */
 	int			nchoices;
-	char	   *finish_reason;
+	char	   *finish_reason;	/* in OpenAI's words */
+	char	   *stop_reason;	/* in the provider's own words */
+	char	   *refusal;		/* OpenAI's message.refusal, or NULL */
+	bool		tool_calls;		/* choice 0 calls tools */
 	bool		has_usage;
-	int64		input_tokens;
-	int64		output_tokens;
+	int64		input_tokens;	/* every input token, cached ones included */
+	int64		output_tokens;	/* every output token, reasoning included */
+	int64		cached_input_tokens;	/* read from the prompt cache */
+	int64		cache_write_tokens; /* written to it */
+	int64		cache_write_1h_tokens;	/* of which for an hour */
+	int64		reasoning_tokens;
+	char		service_tier[32];	/* the tier that served it, or "" */
 	char	   *response_json;	/* normalized, OpenAI shape, with "provider";
 								 * only when asked for */
 	char	   *tool_name;		/* the first tool call of the first choice, */
@@ -69,17 +78,22 @@ typedef struct LlmErrorBody
 	char	   *code;
 } LlmErrorBody;
 
-/* Streaming: one decoder per stream, fed one SSE event at a time. */
+/*
+ * Streaming: one decoder per stream, fed one SSE event at a time.  Only
+ * choice 0 is followed (chunks are matched by their choice index).
+ */
 typedef struct LlmStreamDecoder
 {
 	const struct LlmProviderOps *ops;
 	bool		finished;		/* the protocol's end marker seen */
 	bool		saw_finish_reason;	/* a finish_reason/stop_reason seen */
 	char	   *finish_reason;	/* in OpenAI's words */
+	char	   *stop_reason;	/* in the provider's own words */
 	char	   *error;			/* error event text, or NULL */
-	bool		has_usage;
-	int64		input_tokens;
-	int64		output_tokens;
+	LlmErrorBody error_body;	/* the error event's fields */
+	char	   *refusal;		/* OpenAI delta.refusal text so far, or NULL */
+	bool		tool_calls;		/* a tool call was streamed */
+	ProtoUsage	usage;			/* the last value of each count */
 	List	   *pieces;			/* text deltas not yet returned */
 } LlmStreamDecoder;
 
@@ -149,6 +163,9 @@ extern char *ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool st
 extern bool ProviderParseReply(const LlmRoute *route, const char *body, size_t len,
 							   bool want_json, LlmReply *reply, char **problem);
 extern void ProviderParseError(const char *body, size_t len, LlmErrorBody *err);
+extern void ProviderReadError(struct json_object *root, LlmErrorBody *err);
+extern void ProviderReplySetUsage(LlmReply *reply, const ProtoUsage *u);
+extern void ProviderDecoderInit(LlmStreamDecoder *dec, const struct LlmProviderOps *ops);
 extern void ProviderStreamEvent(LlmStreamDecoder *dec, const char *type,
 								const char *data, size_t len);
 extern char *ProviderBatchLine(LlmRequest *req, const LlmRoute *route, const char *custom_id);

@@ -216,6 +216,36 @@ translate_tool_choice(json_object *tc)
 	return out;
 }
 
+/*
+ * parallel_tool_calls: false becomes tool_choice.disable_parallel_tool_use
+ * (the model then calls at most one tool), with tool_choice "auto" when
+ * none was given.  It means nothing without tools or with tool_choice
+ * "none", which call no tool at all.
+ */
+static void
+parallel_tool_calls(json_object *src, json_object *body)
+{
+	json_object *v;
+	json_object *tc;
+	const char *type;
+
+	if (!json_object_object_get_ex(src, "parallel_tool_calls", &v) ||
+		!json_object_is_type(v, json_type_boolean) || json_object_get_boolean(v) ||
+		JsonGetArray(body, "tools") == NULL)
+		return;
+	tc = JsonGetObject(body, "tool_choice");
+	if (tc == NULL)
+	{
+		tc = json_object_new_object();
+		json_object_object_add(tc, "type", json_object_new_string("auto"));
+		json_object_object_add(body, "tool_choice", tc);
+	}
+	type = JsonGetString(tc, "type");
+	if (type && strcmp(type, "none") == 0)
+		return;
+	json_object_object_add(tc, "disable_parallel_tool_use", json_object_new_boolean(1));
+}
+
 /* The instruction that stands in for OpenAI's JSON modes. */
 static char *
 json_mode_instruction(json_object *rf)
@@ -259,7 +289,11 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 			continue;
 		if (strcmp(key, "n") == 0 || strcmp(key, "presence_penalty") == 0 ||
 			strcmp(key, "frequency_penalty") == 0 || strcmp(key, "logprobs") == 0 ||
-			strcmp(key, "top_logprobs") == 0 || strcmp(key, "logit_bias") == 0)
+			strcmp(key, "top_logprobs") == 0 || strcmp(key, "logit_bias") == 0 ||
+			strcmp(key, "reasoning_effort") == 0 || strcmp(key, "verbosity") == 0 ||
+			strcmp(key, "web_search_options") == 0 || strcmp(key, "modalities") == 0 ||
+			strcmp(key, "audio") == 0 || strcmp(key, "functions") == 0 ||
+			strcmp(key, "function_call") == 0)
 			unsupported(key);
 		if (strcmp(key, "temperature") == 0 && json_object_get_double(val) > 1.0)
 			ereport(ERROR,
@@ -360,48 +394,13 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 				json_object_object_add(body, "tool_choice", translate_tool_choice(val2));
 		}
 	}
+	parallel_tool_calls(src, body);
 	if (stream)
 		json_object_object_add(body, "stream", json_object_new_boolean(1));
 
 	/* hand the object to the caller: clear the guard without putting it */
 	g->obj = NULL;
 	return body;
-}
-
-/*
- * Input tokens of an Anthropic usage object: cached input tokens (written
- * or read) are input tokens too.
- */
-static bool
-input_tokens(json_object *usage, int64 *v)
-{
-	int64		c;
-
-	if (!JsonGetInt64(usage, "input_tokens", v))
-		return false;
-	if (JsonGetInt64(usage, "cache_creation_input_tokens", &c))
-		*v += c;
-	if (JsonGetInt64(usage, "cache_read_input_tokens", &c))
-		*v += c;
-	return true;
-}
-
-/* Anthropic stop_reason to OpenAI finish_reason. */
-static const char *
-finish_reason(const char *stop_reason)
-{
-	if (stop_reason == NULL)
-		return NULL;
-	if (strcmp(stop_reason, "end_turn") == 0 || strcmp(stop_reason, "stop_sequence") == 0)
-		return "stop";
-	if (strcmp(stop_reason, "max_tokens") == 0 ||
-		strcmp(stop_reason, "model_context_window_exceeded") == 0)
-		return "length";
-	if (strcmp(stop_reason, "tool_use") == 0)
-		return "tool_calls";
-	if (strcmp(stop_reason, "refusal") == 0)
-		return "content_filter";
-	return stop_reason;
 }
 
 /*
@@ -419,14 +418,15 @@ anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 	json_object *choice;
 	json_object *msg;
 	json_object *calls = NULL;
-	json_object *u;
+	json_object *uo;
 	JsonGuard  *g;
 	StringInfoData text;
 	bool		any_text = false;
 	size_t		i,
 				n;
-	int64		v;
 	const char *fr;
+	const char *sr;
+	ProtoUsage	u;
 
 	if (content == NULL)
 	{
@@ -470,18 +470,14 @@ anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 
 	reply->content = any_text ? text.data : NULL;
 	reply->nchoices = (any_text || calls) ? 1 : 0;
-	fr = finish_reason(JsonGetString(root, "stop_reason"));
+	reply->tool_calls = (calls != NULL);
+	sr = JsonGetString(root, "stop_reason");
+	reply->stop_reason = sr ? pstrdup(sr) : NULL;
+	fr = ProtoFinishReason(sr);
 	reply->finish_reason = fr ? pstrdup(fr) : NULL;
-	if (input_tokens(usage, &v))
-	{
-		reply->input_tokens = v;
-		reply->has_usage = true;
-	}
-	if (JsonGetInt64(usage, "output_tokens", &v))
-	{
-		reply->output_tokens = v;
-		reply->has_usage = true;
-	}
+	ProtoUsageInit(&u, true);
+	(void) ProtoUsageRead(usage, &u);
+	ProviderReplySetUsage(reply, &u);
 
 	if (!want_json)
 	{
@@ -514,12 +510,20 @@ anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 		json_object_put(calls);
 	if (reply->has_usage)
 	{
-		u = json_object_new_object();
-		json_object_object_add(u, "prompt_tokens", json_object_new_int64(reply->input_tokens));
-		json_object_object_add(u, "completion_tokens", json_object_new_int64(reply->output_tokens));
-		json_object_object_add(u, "total_tokens", json_object_new_int64(reply->input_tokens + reply->output_tokens));
-		json_object_object_add(out, "usage", u);
+		json_object *details = json_object_new_object();
+
+		uo = json_object_new_object();
+		json_object_object_add(uo, "prompt_tokens", json_object_new_int64(reply->input_tokens));
+		json_object_object_add(uo, "completion_tokens", json_object_new_int64(reply->output_tokens));
+		json_object_object_add(uo, "total_tokens", json_object_new_int64(reply->input_tokens + reply->output_tokens));
+		/* OpenAI's name for the input read from the cache; the writes too */
+		json_object_object_add(details, "cached_tokens", json_object_new_int64(reply->cached_input_tokens));
+		json_object_object_add(details, "cache_write_tokens", json_object_new_int64(reply->cache_write_tokens));
+		json_object_object_add(uo, "prompt_tokens_details", details);
+		json_object_object_add(out, "usage", uo);
 	}
+	if (reply->service_tier[0])
+		json_object_object_add(out, "service_tier", json_object_new_string(reply->service_tier));
 	json_object_object_add(out, "provider", json_object_new_string(route->provider->name));
 	reply->response_json = JsonToPstr(out);
 	JsonGuardRelease(g);
@@ -528,14 +532,15 @@ anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 
 /*
  * One Messages stream event, dispatched on the JSON "type" (which repeats
- * the SSE event name).  message_delta usage is cumulative, so the last one
- * wins; pings and unknown events are ignored.
+ * the SSE event name).  Usage arrives in message_start and again in every
+ * message_delta, cumulative (input, output and the cache counts; with
+ * server tools the real input count arrives only there): the last value
+ * of each count wins.  Pings and unknown events are ignored.
  */
 static void
 anthropic_stream_event(LlmStreamDecoder *dec, const char *type, json_object *root)
 {
 	const char *t = JsonGetString(root, "type");
-	int64		v;
 
 	if (t == NULL)
 		t = type ? type : "";
@@ -548,39 +553,37 @@ anthropic_stream_event(LlmStreamDecoder *dec, const char *type, json_object *roo
 		if (dt && strcmp(dt, "text_delta") == 0 && text && text[0] != '\0')
 			dec->pieces = lappend(dec->pieces, pstrdup(text));
 	}
-	else if (strcmp(t, "message_start") == 0)
+	else if (strcmp(t, "content_block_start") == 0)
 	{
-		json_object *usage = JsonGetObject(JsonGetObject(root, "message"), "usage");
+		const char *bt = JsonGetString(JsonGetObject(root, "content_block"), "type");
 
-		if (input_tokens(usage, &v))
-		{
-			dec->input_tokens = v;
-			dec->has_usage = true;
-		}
-		if (JsonGetInt64(usage, "output_tokens", &v))
-			dec->output_tokens = v;
+		if (bt && strcmp(bt, "tool_use") == 0)
+			dec->tool_calls = true;
 	}
+	else if (strcmp(t, "message_start") == 0)
+		(void) ProtoUsageRead(JsonGetObject(JsonGetObject(root, "message"), "usage"), &dec->usage);
 	else if (strcmp(t, "message_delta") == 0)
 	{
-		if (JsonGetInt64(JsonGetObject(root, "usage"), "output_tokens", &v))
-		{
-			dec->output_tokens = v;
-			dec->has_usage = true;
-		}
-		if (JsonGetString(JsonGetObject(root, "delta"), "stop_reason"))
+		const char *sr = JsonGetString(JsonGetObject(root, "delta"), "stop_reason");
+
+		(void) ProtoUsageRead(JsonGetObject(root, "usage"), &dec->usage);
+		if (sr)
 		{
 			dec->saw_finish_reason = true;
-			dec->finish_reason = pstrdup(finish_reason(JsonGetString(JsonGetObject(root, "delta"), "stop_reason")));
+			dec->stop_reason = pstrdup(sr);
+			dec->finish_reason = pstrdup(ProtoFinishReason(sr));
 		}
 	}
 	else if (strcmp(t, "message_stop") == 0)
 		dec->finished = true;
 	else if (strcmp(t, "error") == 0)
 	{
-		json_object *err = JsonGetObject(root, "error");
-		const char *m = JsonGetString(err, "message");
-		const char *et = JsonGetString(err, "type");
+		const char *et;
+		const char *m;
 
+		ProviderReadError(root, &dec->error_body);
+		et = dec->error_body.type;
+		m = dec->error_body.message;
 		dec->error = psprintf("%s%s%s", et ? et : "", et ? ": " : "", m ? m : "error event");
 	}
 }

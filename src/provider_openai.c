@@ -58,29 +58,19 @@ openai_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 	return body;
 }
 
-/* Read a usage object (either protocol's names) into counters. */
+/* The usage of a reply or chunk, with the service tier beside it. */
 static void
-read_usage(json_object *usage, bool *has, int64 *in, int64 *out)
+read_usage(json_object *root, ProtoUsage *u)
 {
-	int64		v;
-
-	if (usage == NULL)
-		return;
-	if (JsonGetInt64(usage, "prompt_tokens", &v))
-	{
-		*in = v;
-		*has = true;
-	}
-	if (JsonGetInt64(usage, "completion_tokens", &v))
-	{
-		*out = v;
-		*has = true;
-	}
+	(void) ProtoUsageRead(JsonGetObject(root, "usage"), u);
+	ProtoUsageSetTier(u, JsonGetString(root, "service_tier"));
 }
 
 /*
- * Read a chat.completion.  The normalized response is the provider's own
- * JSON with "provider" added; unknown fields are kept and ignored.
+ * Read a chat.completion.  The text is that of choice 0 (matched by its
+ * index); a refusal (message.refusal, with content null) and tool calls
+ * are noted.  The normalized response is the provider's own JSON with
+ * "provider" added; unknown fields are kept and ignored.
  */
 static bool
 openai_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
@@ -90,6 +80,7 @@ openai_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 	json_object *first;
 	json_object *msg;
 	json_object *content = NULL;
+	ProtoUsage	u;
 
 	if (choices == NULL)
 	{
@@ -97,19 +88,27 @@ openai_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 		return false;
 	}
 	reply->nchoices = (int) json_object_array_length(choices);
-	read_usage(JsonGetObject(root, "usage"), &reply->has_usage,
-			   &reply->input_tokens, &reply->output_tokens);
-	if (reply->nchoices > 0)
+	ProtoUsageInit(&u, false);
+	read_usage(root, &u);
+	ProviderReplySetUsage(reply, &u);
+	first = ProtoChoice(choices, 0);
+	if (first)
 	{
-		const char *fr;
+		const char *fr = JsonGetString(first, "finish_reason");
+		const char *refusal;
+		json_object *calls;
 
-		first = json_object_array_get_idx(choices, 0);
 		msg = JsonGetObject(first, "message");
 		if (msg)
 			json_object_object_get_ex(msg, "content", &content);
 		reply->content = JsonContentText(content);
+		refusal = JsonGetString(msg, "refusal");
+		if (refusal && refusal[0] != '\0')
+			reply->refusal = pstrdup(refusal);
+		calls = JsonGetArray(msg, "tool_calls");
+		reply->tool_calls = (calls && json_object_array_length(calls) > 0) ||
+			JsonGetObject(msg, "function_call") != NULL;
 		{
-			json_object *calls = JsonGetArray(msg, "tool_calls");
 			json_object *fn = calls && json_object_array_length(calls) > 0 ?
 				JsonGetObject(json_object_array_get_idx(calls, 0), "function") : NULL;
 
@@ -119,9 +118,11 @@ openai_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 				reply->tool_input = pstrdup(JsonGetString(fn, "arguments"));
 			}
 		}
-		fr = JsonGetString(first, "finish_reason");
 		reply->finish_reason = fr ? pstrdup(fr) : NULL;
+		reply->stop_reason = reply->finish_reason;
 	}
+	else
+		reply->nchoices = 0;
 	if (want_json)
 	{
 		json_object_object_add(root, "provider", json_object_new_string(route->provider->name));
@@ -131,37 +132,44 @@ openai_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 }
 
 /*
- * One chunk of a chat.completion.chunk stream: text deltas of the first
- * choice, the finish reason, the usage chunk, or an error object sent
- * after the 200.
+ * One chunk of a chat.completion.chunk stream: text deltas of choice 0
+ * (matched by index: with n > 1 the chunks of the choices come in turn),
+ * its refusal and tool-call deltas and finish reason, the usage chunk, or
+ * an error object sent after the 200.
  */
 static void
 openai_stream_event(LlmStreamDecoder *dec, const char *type, json_object *root)
 {
 	json_object *err = JsonGetObject(root, "error");
-	json_object *choices;
+	json_object *c;
 
 	if (err)
 	{
-		const char *m = JsonGetString(err, "message");
-
-		dec->error = pstrdup(m ? m : json_object_to_json_string(err));
+		ProviderReadError(root, &dec->error_body);
+		dec->error = dec->error_body.message ? dec->error_body.message :
+			pstrdup(json_object_to_json_string_ext(err, JSON_C_TO_STRING_PLAIN));
 		return;
 	}
-	read_usage(JsonGetObject(root, "usage"), &dec->has_usage,
-			   &dec->input_tokens, &dec->output_tokens);
-	choices = JsonGetArray(root, "choices");
-	if (choices && json_object_array_length(choices) > 0)
+	read_usage(root, &dec->usage);
+	c = ProtoChoice(JsonGetArray(root, "choices"), 0);
+	if (c)
 	{
-		json_object *c = json_object_array_get_idx(choices, 0);
-		const char *text = JsonGetString(JsonGetObject(c, "delta"), "content");
+		json_object *delta = JsonGetObject(c, "delta");
+		const char *text = JsonGetString(delta, "content");
+		const char *refusal = JsonGetString(delta, "refusal");
+		const char *fr = JsonGetString(c, "finish_reason");
 
 		if (text && text[0] != '\0')
 			dec->pieces = lappend(dec->pieces, pstrdup(text));
-		if (JsonGetString(c, "finish_reason"))
+		if (refusal && refusal[0] != '\0')
+			dec->refusal = dec->refusal ? psprintf("%s%s", dec->refusal, refusal) : pstrdup(refusal);
+		if (JsonGetArray(delta, "tool_calls") || JsonGetObject(delta, "function_call"))
+			dec->tool_calls = true;
+		if (fr)
 		{
 			dec->saw_finish_reason = true;
-			dec->finish_reason = pstrdup(JsonGetString(c, "finish_reason"));
+			dec->finish_reason = pstrdup(fr);
+			dec->stop_reason = dec->finish_reason;
 		}
 	}
 }

@@ -252,6 +252,8 @@ check_options(json_object *o, bool whole_request)
 			if (JsonGetString(JsonGetObject(json_object_array_get_idx(v, i), "function"), "name") == NULL)
 				bad_option("tools", "an array of {\"type\": \"function\", \"function\": {\"name\": ...}} objects");
 	}
+	if ((v = GET("parallel_tool_calls")) != NULL && !json_object_is_type(v, json_type_boolean))
+		bad_option("parallel_tool_calls", "true or false");
 	if ((v = GET("tool_choice")) != NULL &&
 		!json_object_is_type(v, json_type_string) &&
 		!json_object_is_type(v, json_type_object))
@@ -261,6 +263,13 @@ check_options(json_object *o, bool whole_request)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("option \"stream\" is not accepted here"),
 				 errhint("Use llm.chat_stream() to receive a reply as it is generated.")));
+	/* a call that returns one text would pay for the other choices and drop them */
+	if (!whole_request && (v = GET("n")) != NULL && json_object_get_int64(v) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"n\" above 1 is not accepted here"),
+				 errdetail("This call returns one reply: the provider would bill the other choices, and they would be dropped."),
+				 errhint("Use llm.chat_completion() to receive several choices.")));
 	if (whole_request)
 		check_messages(GET("messages"));
 	else if (GET("messages") != NULL)

@@ -50,11 +50,19 @@ LlmCall *
 ShapeRun(LlmCall *call, LlmShapeResult *res)
 {
 	int			asked = 0;
+	LlmFailure	refused;
 
 	for (;;)
 	{
 		LlmCallSend(call);
 		asked++;
+		if (LlmReplyRefused(call, &refused))
+		{
+			/* not asked again: the same prompt gets the same refusal */
+			call->error = refused.message;
+			UsageRecord(call, LLM_OUTCOME_REFUSED);
+			LlmRaiseFailure(&refused, 1, 1);
+		}
 		if (ShapeJudge(call, res))
 			return call;
 		if (asked > llm_validation_retries)

@@ -62,6 +62,9 @@ typedef struct LlmUsageRecord
 	int16		attempts;
 	int32		input_tokens;
 	int32		output_tokens;
+	int32		cached_input_tokens;	/* of the input, read from the cache */
+	int32		cache_write_tokens; /* of the input, written to the cache */
+	int32		reasoning_tokens;	/* of the output */
 	int32		latency_ms;
 	int32		ttft_ms;		/* -1: not a stream */
 	int32		inputs;			/* inputs of an embedding request; 0: chat */
@@ -70,6 +73,8 @@ typedef struct LlmUsageRecord
 	char		model[LLM_USAGE_NAME_LEN];
 	char		upstream[LLM_USAGE_NAME_LEN];
 	char		error[LLM_USAGE_ERROR_LEN];	/* why it failed, or "" */
+	char		finish_reason[32];	/* the provider's own word; "" none */
+	char		service_tier[32];	/* "" when not reported */
 } LlmUsageRecord;
 
 /*

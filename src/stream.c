@@ -59,11 +59,30 @@ typedef struct StreamState
 	int			body_retries;	/* streams started again before any row */
 	int			next_piece;		/* next of dec.pieces to return */
 	bool		checked_type;	/* the Content-Type has been looked at */
+	bool		whole_reply;	/* a JSON reply came instead: call->reply */
 	bool		released;
 	bool		null_row;		/* the next row is NULL, and the last */
 	bool		done;			/* no row is left */
 	LlmOutcome	outcome;		/* recorded when the stream is released */
 } StreamState;
+
+/*
+ * What the stream said so far, as the call's reply: its usage (the last
+ * value of each count), how it ended, a refusal, tool calls.
+ */
+static void
+stream_reply(StreamState *st)
+{
+	LlmReply   *r = &st->call->reply;
+
+	if (st->whole_reply)
+		return;
+	ProviderReplySetUsage(r, &st->dec.usage);
+	r->finish_reason = st->dec.finish_reason;
+	r->stop_reason = st->dec.stop_reason;
+	r->refusal = st->dec.refusal;
+	r->tool_calls = st->dec.tool_calls;
+}
 
 /*
  * Free the transfer and the parser.  Runs from the memory context reset
@@ -78,9 +97,7 @@ stream_release(StreamState *st)
 	st->released = true;
 	if (st->call && st->call->accounted && !st->call->usage_recorded)
 	{
-		st->call->reply.has_usage = st->dec.has_usage;
-		st->call->reply.input_tokens = st->dec.input_tokens;
-		st->call->reply.output_tokens = st->dec.output_tokens;
+		stream_reply(st);
 		UsageRecord(st->call, st->outcome);
 	}
 	if (st->call && st->call->xfer)
@@ -93,6 +110,7 @@ stream_release(StreamState *st)
 
 static void stream_fail(StreamState *st, int sqlstate, const char *what,
 						const char *detail);
+static void stream_raise(StreamState *st, const LlmFailure *f, LlmOutcome outcome);
 
 static void
 stream_reset_cb(void *arg)
@@ -124,16 +142,21 @@ stream_event_cb(void *arg, const SseEvent *ev)
  * the first row, never.  Returns true when a new stream is open.
  */
 static bool
-stream_retry(StreamState *st)
+stream_retry(StreamState *st, LlmVerdict v, const LlmFailure *failure)
 {
 	LlmFailure	f;
 	long		delay;
 
 	if (st->rows > 0)
 		return false;
-	memset(&f, 0, sizeof(f));
-	f.retry_after_s = -1;
-	switch (LlmCallDecide(st->call, LLM_VERDICT_RETRY, &f, &delay))
+	if (failure)
+		f = *failure;
+	else
+	{
+		memset(&f, 0, sizeof(f));
+		f.retry_after_s = -1;
+	}
+	switch (LlmCallDecide(st->call, v, &f, &delay))
 	{
 		case LLM_NEXT_RETRY:
 			LlmSleepMs(delay);
@@ -147,11 +170,11 @@ stream_retry(StreamState *st)
 	SseReset(&st->parser);
 	list_free_deep(st->dec.pieces);
 	st->next_piece = 0;
-	memset(&st->dec, 0, sizeof(st->dec));
 	LlmCallOpenStream(st->call);
 	HttpSetOwnerRef(st->call->xfer, &st->call->xfer);
-	st->dec.ops = st->call->route->provider->ops;
+	ProviderDecoderInit(&st->dec, st->call->route->provider->ops);
 	st->checked_type = false;
+	st->whole_reply = false;
 	return true;
 }
 
@@ -174,17 +197,22 @@ stream_not_sse(StreamState *st)
 						   false, &reply, &problem) &&
 		reply.content != NULL)
 	{
+		MemoryContext old = MemoryContextSwitchTo(st->ctx);
+
 		elog(LOG, "pg_llm: provider \"%s\" answered a stream request with a whole JSON reply; returned as one row",
 			 st->call->route->provider->name);
-		st->dec.pieces = list_make1(MemoryContextStrdup(st->ctx, reply.content));
+		/* the reply read again in the stream's memory: it outlives this row */
+		(void) ProviderParseReply(st->call->route, t->data + t->consumed, t->len - t->consumed,
+								  false, &st->call->reply, &problem);
+		MemoryContextSwitchTo(old);
+		st->whole_reply = true;
+		if (reply.content[0] != '\0')
+			st->dec.pieces = list_make1(MemoryContextStrdup(st->ctx, reply.content));
 		st->dec.finished = true;
-		st->dec.has_usage = reply.has_usage;
-		st->dec.input_tokens = reply.input_tokens;
-		st->dec.output_tokens = reply.output_tokens;
 		HttpConsume(t, t->len - t->consumed);
 		return;
 	}
-	if (stream_retry(st))
+	if (stream_retry(st, LLM_VERDICT_RETRY, NULL))
 		return;
 	stream_fail(st, ERRCODE_INVALID_JSON_TEXT, "is not an event stream",
 				psprintf("The provider answered with Content-Type \"%s\" instead of text/event-stream%s",
@@ -196,18 +224,62 @@ stream_not_sse(StreamState *st)
 static void
 stream_fail(StreamState *st, int sqlstate, const char *what, const char *detail)
 {
-	const char *pname = st->call->route->provider->name;
-	int64		rows = st->rows;
+	LlmFailure	f;
 
-	st->outcome = LLM_OUTCOME_ERROR;
-	st->call->error = psprintf("stream from provider \"%s\" %s", pname, what);
+	memset(&f, 0, sizeof(f));
+	f.sqlstate = sqlstate;
+	f.message = psprintf("stream from provider \"%s\" %s", st->call->route->provider->name, what);
+	f.detail = detail ? pstrdup(detail) : NULL;
+	stream_raise(st, &f, LLM_OUTCOME_ERROR);
+}
+
+/*
+ * Raise a failure of the stream, after the rows already returned: the
+ * detail says how many; the hint is the failure's own, or else that the
+ * rows are an incomplete reply.  The usage row records the outcome.
+ */
+static void
+stream_raise(StreamState *st, const LlmFailure *f, LlmOutcome outcome)
+{
+	int64		rows = st->rows;
+	const char *hint = f->hint;
+	char	   *message = pstrdup(f->message);
+	char	   *detail = f->detail ? pstrdup(f->detail) : NULL;
+	int			sqlstate = f->sqlstate;
+
+	hint = pstrdup(hint ? hint :
+				   "The rows already returned are an incomplete reply; call again to get a whole one.");
+	st->outcome = outcome;
+	st->call->error = message;
 	stream_release(st);
 	ereport(ERROR,
 			(errcode(sqlstate),
-			 errmsg("stream from provider \"%s\" %s", pname, what),
+			 errmsg("%s", message),
 			 errdetail("%s%s" INT64_FORMAT " chunk%s had been returned.",
 					   detail ? detail : "", detail ? " " : "", rows, rows == 1 ? "" : "s"),
-			 errhint("The rows already returned are an incomplete reply; call again to get a whole one.")));
+			 errhint("%s", hint)));
+}
+
+/*
+ * The stream ended as the protocol says it should: is what it said a
+ * reply (LlmJudgeText, as for every path)?  A refusal, a tool call, a
+ * paused turn or no text at all is raised after the rows already
+ * returned, and recorded as what it is.
+ */
+static void
+stream_ended(StreamState *st)
+{
+	LlmFailure	f;
+	LlmOutcome	outcome;
+
+	stream_reply(st);
+	outcome = LlmJudgeText(st->call, st->rows > 0, &f);
+	if (outcome != LLM_OUTCOME_OK)
+		stream_raise(st, &f, outcome);
+	st->outcome = LLM_OUTCOME_OK;
+	/* the last row should not wait for the end of the query */
+	if (st->rows > 0 && whereToSendOutput == DestRemote)
+		pq_flush_if_writable();
 }
 
 /*
@@ -262,21 +334,19 @@ stream_next(StreamState *st)
 		}
 		if (st->dec.error)
 		{
-			if (stream_retry(st))
+			LlmFailure	f;
+			LlmVerdict	v = LlmJudgeStreamError(st->call, &st->dec.error_body,
+												st->dec.error, &f);
+
+			if (stream_retry(st, v, &f))
 				continue;
-			stream_fail(st, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "sent an error",
-						psprintf("The provider said: %s.", st->dec.error));
+			if (st->rows > 0)
+				f.hint = NULL;
+			stream_raise(st, &f, LLM_OUTCOME_ERROR);
 		}
 		if (st->dec.finished)
 		{
-			if (st->rows == 0 && st->dec.finish_reason &&
-				strcmp(st->dec.finish_reason, "tool_calls") == 0)
-				stream_fail(st, ERRCODE_EXTERNAL_ROUTINE_EXCEPTION, "returned no text",
-							"The reply is a tool call.");
-			st->outcome = LLM_OUTCOME_OK;
-			/* the last row should not wait for the end of the query */
-			if (st->rows > 0 && whereToSendOutput == DestRemote)
-				pq_flush_if_writable();
+			stream_ended(st);
 			return NULL;
 		}
 		if (t == NULL)
@@ -291,14 +361,12 @@ stream_next(StreamState *st)
 				/* some llama.cpp forks end this way after a finish_reason */
 				elog(LOG, "pg_llm: stream from provider \"%s\" ended without its end marker after a finish reason; accepted as complete",
 					 st->call->route->provider->name);
-				st->outcome = LLM_OUTCOME_OK;
-				if (st->rows > 0 && whereToSendOutput == DestRemote)
-					pq_flush_if_writable();
+				stream_ended(st);
 				return NULL;
 			}
 			if (t->outcome == HTTP_TOO_BIG)
 				stream_fail(st, ERRCODE_PROGRAM_LIMIT_EXCEEDED, "exceeded llm.max_response_size", NULL);
-			if (stream_retry(st))
+			if (stream_retry(st, LLM_VERDICT_RETRY, NULL))
 				continue;
 			if (t->outcome == HTTP_TRANSPORT_ERROR)
 				stream_fail(st, ERRCODE_CONNECTION_FAILURE,
@@ -363,7 +431,7 @@ stream_open(void *arg)
 	ChatCallBegin(st->call);
 	LlmCallOpenStream(st->call);
 	HttpSetOwnerRef(st->call->xfer, &st->call->xfer);
-	st->dec.ops = st->call->route->provider->ops;
+	ProviderDecoderInit(&st->dec, st->call->route->provider->ops);
 }
 
 /* The next chunk, run inside LlmTry when on_error is "null". */

@@ -51,7 +51,7 @@
 bool		llm_track_usage = true;
 
 static const char *const mode_names[] = {"sync", "stream", "many", "queue", "batch_api"};
-static const char *const outcome_names[] = {"ok", "error", "cancelled", "retry", "invalid"};
+static const char *const outcome_names[] = {"ok", "error", "cancelled", "retry", "invalid", "refused"};
 static const char *const task_names[] = {"chat", "embed"};
 
 /* The UTC calendar month of a timestamp, as year * 12 + month - 1. */
@@ -83,6 +83,32 @@ copy_name(char *dst, const char *src)
 }
 
 /*
+ * Copy a provider's word (a finish reason, a service tier) into a fixed
+ * field: letters, digits, - and _ only, anything else makes it "?".
+ */
+static void
+copy_word(char *dst, const char *src, size_t size)
+{
+	size_t		n;
+
+	dst[0] = '\0';
+	if (src == NULL)
+		return;
+	for (n = 0; src[n] && n < size - 1; n++)
+	{
+		char		c = src[n];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			  (c >= '0' && c <= '9') || c == '-' || c == '_'))
+			break;
+		dst[n] = src[n];
+	}
+	dst[n] = '\0';
+	if (src[n] != '\0')
+		strlcpy(dst, "?", size);
+}
+
+/*
  * The cost of tokens on a route, or -1 when the route has no prices for
  * them: input tokens alone (embeddings) need the input price only.
  */
@@ -103,6 +129,40 @@ call_cost(const LlmCall *call, const LlmRoute *route, int64 in, int64 out)
 
 	if (c > 0 && call->mode == LLM_MODE_BATCH_API)
 		c *= route->batch_price_factor;
+	return c;
+}
+
+/*
+ * What a reply costs on its route, as the provider bills it: cached input
+ * at the route's cached-input price, cache writes at their premium
+ * (ProtoCost); through a batch API or at the flex tier (billed at batch
+ * rates) the route's batch share, at the priority tier its priority
+ * multiple.  -1 when the route has no prices for them (input tokens
+ * alone, embeddings, need the input price only).
+ */
+static double
+reply_cost(const LlmCall *call, const LlmRoute *route, const LlmReply *r)
+{
+	ProtoTokens t;
+	ProtoPrices p;
+	double		c;
+
+	if (route == NULL || !route->has_input_price || (r->output_tokens > 0 && !route->has_price))
+		return -1;
+	t.input = r->input_tokens;
+	t.output = r->output_tokens;
+	t.cached_input = Min(r->cached_input_tokens, r->input_tokens);
+	t.cache_write = Min(r->cache_write_tokens, r->input_tokens - t.cached_input);
+	t.cache_write_1h = Min(r->cache_write_1h_tokens, t.cache_write);
+	t.reasoning = r->reasoning_tokens;
+	p.input = route->input_usd_per_mtok;
+	p.output = route->output_usd_per_mtok;
+	p.cached_input = route->cached_input_usd_per_mtok;
+	c = ProtoCost(&t, &p);
+	if (call->mode == LLM_MODE_BATCH_API || strcmp(r->service_tier, "flex") == 0)
+		c *= route->batch_price_factor;
+	else if (strcmp(r->service_tier, "priority") == 0)
+		c *= route->priority_price_factor;
 	return c;
 }
 
@@ -568,8 +628,7 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 		return;
 	call->usage_recorded = true;
 	call->usage_counted = (outcome != LLM_OUTCOME_RETRY);
-	cost = call->reply.has_usage ?
-		call_cost(call, route, call->reply.input_tokens, call->reply.output_tokens) : -1;
+	cost = call->reply.has_usage ? reply_cost(call, route, &call->reply) : -1;
 	budget_release(call, cost);
 	if (!llm_track_usage || LlmShared == NULL)
 		return;
@@ -590,6 +649,9 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	rec.has_tokens = call->reply.has_usage;
 	rec.input_tokens = (int32) Min(call->reply.input_tokens, PG_INT32_MAX);
 	rec.output_tokens = (int32) Min(call->reply.output_tokens, PG_INT32_MAX);
+	rec.cached_input_tokens = (int32) Min(call->reply.cached_input_tokens, PG_INT32_MAX);
+	rec.cache_write_tokens = (int32) Min(call->reply.cache_write_tokens, PG_INT32_MAX);
+	rec.reasoning_tokens = (int32) Min(call->reply.reasoning_tokens, PG_INT32_MAX);
 	TimestampDifference(call->started, now, &secs, &usecs);
 	rec.latency_ms = (int32) (secs * 1000 + usecs / 1000);
 	rec.ttft_ms = -1;
@@ -610,6 +672,8 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 		memcpy(rec.error, call->error, n);
 		rec.error[n] = '\0';
 	}
+	copy_word(rec.finish_reason, call->reply.stop_reason, sizeof(rec.finish_reason));
+	copy_word(rec.service_tier, call->reply.service_tier, sizeof(rec.service_tier));
 	usage_put(&rec);
 }
 
@@ -714,7 +778,7 @@ LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype)
 											  typlen, typbyval, typalign));
 }
 
-#define USAGE_COLUMNS 18
+#define USAGE_COLUMNS 23
 #define USAGE_FLUSH_CHUNK 5000
 
 /* Take up to cap of this database's records out of shared memory. */
@@ -753,7 +817,7 @@ insert_records(const LlmUsageRecord *batch, int n)
 	static const Oid elemtypes[USAGE_COLUMNS] = {
 		TIMESTAMPTZOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		INT2OID, INT2OID, BOOLOID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID,
-		TEXTOID, INT4OID, TEXTOID
+		TEXTOID, INT4OID, TEXTOID, INT4OID, INT4OID, INT4OID, TEXTOID, TEXTOID
 	};
 	Datum		args[USAGE_COLUMNS];
 	Datum	   *cols[USAGE_COLUMNS];
@@ -770,12 +834,15 @@ insert_records(const LlmUsageRecord *batch, int n)
 			argtypes[c] = get_array_type(elemtypes[c]);
 		p = SPI_prepare("INSERT INTO llm.usage (ts, role_oid, mode, outcome, provider, model, "
 						"upstream_model, http_status, attempts, fallback, input_tokens, "
-						"output_tokens, latency_ms, ttft_ms, cost_usd, task, inputs, error) "
+						"output_tokens, latency_ms, ttft_ms, cost_usd, task, inputs, error, cached_input_tokens, "
+						"cache_write_tokens, reasoning_tokens, finish_reason, service_tier) "
 						"SELECT u.ts, u.r, u.mo, u.oc, u.p, u.m, u.um, u.hs, u.at, u.fb, u.it, "
-						"u.ot, u.lat, u.ttft, u.cost::pg_catalog.numeric, u.task, u.inputs, u.err "
+						"u.ot, u.lat, u.ttft, u.cost::pg_catalog.numeric, u.task, u.inputs, u.err, "
+						"u.ct, u.cw, u.rt, u.fr, u.st "
 						"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-						"$16, $17, $18) "
-						"AS u(ts, r, mo, oc, p, m, um, hs, at, fb, it, ot, lat, ttft, cost, task, inputs, err)",
+						"$16, $17, $18, $19, $20, $21, $22, $23) "
+						"AS u(ts, r, mo, oc, p, m, um, hs, at, fb, it, ot, lat, ttft, cost, task, inputs, err, "
+						"ct, cw, rt, fr, st)",
 						USAGE_COLUMNS, argtypes);
 		if (p == NULL)
 			elog(ERROR, "could not prepare the usage insert: %s", SPI_result_code_string(SPI_result));
@@ -818,6 +885,14 @@ insert_records(const LlmUsageRecord *batch, int n)
 		nulls[16][i] = (r->task != LLM_TASK_EMBED);
 		cols[17][i] = CStringGetTextDatum(r->error);
 		nulls[17][i] = (r->error[0] == '\0');
+		cols[18][i] = Int32GetDatum(r->cached_input_tokens);
+		cols[19][i] = Int32GetDatum(r->cache_write_tokens);
+		cols[20][i] = Int32GetDatum(r->reasoning_tokens);
+		nulls[18][i] = nulls[19][i] = nulls[20][i] = !r->has_tokens;
+		cols[21][i] = CStringGetTextDatum(r->finish_reason);
+		nulls[21][i] = (r->finish_reason[0] == '\0');
+		cols[22][i] = CStringGetTextDatum(r->service_tier);
+		nulls[22][i] = (r->service_tier[0] == '\0');
 	}
 	for (c = 0; c < USAGE_COLUMNS; c++)
 		args[c] = LlmMakeArray(cols[c], nulls[c], n, elemtypes[c]);

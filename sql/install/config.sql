@@ -48,10 +48,14 @@ CREATE TABLE llm.model (
     input_usd_per_mtok  numeric CHECK (input_usd_per_mtok >= 0),
     output_usd_per_mtok numeric CHECK (output_usd_per_mtok >= 0),
     batch_price_factor  numeric NOT NULL DEFAULT 0.5 CHECK (batch_price_factor >= 0),
+    cached_input_usd_per_mtok numeric CHECK (cached_input_usd_per_mtok >= 0),
+    priority_price_factor numeric NOT NULL DEFAULT 2 CHECK (priority_price_factor >= 0),
     PRIMARY KEY (name, provider)
 );
 COMMENT ON TABLE llm.model IS 'Model names SQL callers use, where each goes, and its price; several rows with one name form its fallback chain';
-COMMENT ON COLUMN llm.model.batch_price_factor IS 'The share of the prices a request through the provider''s batch API costs (0.5: half price)';
+COMMENT ON COLUMN llm.model.batch_price_factor IS 'The share of the prices a request through the provider''s batch API costs (0.5: half price); also the price of the flex service tier, which is billed at batch rates';
+COMMENT ON COLUMN llm.model.cached_input_usd_per_mtok IS 'The price per million input tokens read from the provider''s prompt cache; NULL: the input price';
+COMMENT ON COLUMN llm.model.priority_price_factor IS 'The multiple of the prices a call served at the priority service tier costs (2: twice)';
 
 CREATE TABLE llm._setting (
     key   text PRIMARY KEY,
@@ -486,7 +490,9 @@ CREATE FUNCTION llm.add_model(
     priority integer DEFAULT 100,
     input_usd_per_mtok numeric DEFAULT NULL,
     output_usd_per_mtok numeric DEFAULT NULL,
-    batch_price_factor numeric DEFAULT 0.5)
+    batch_price_factor numeric DEFAULT 0.5,
+    cached_input_usd_per_mtok numeric DEFAULT NULL,
+    priority_price_factor numeric DEFAULT 2)
 RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF coalesce(name, '') = '' THEN
@@ -496,19 +502,28 @@ BEGIN
     IF batch_price_factor < 0 THEN
         RAISE EXCEPTION 'batch_price_factor cannot be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF priority_price_factor < 0 THEN
+        RAISE EXCEPTION 'priority_price_factor cannot be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF cached_input_usd_per_mtok < 0 THEN
+        RAISE EXCEPTION 'cached_input_usd_per_mtok cannot be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
     PERFORM llm._provider_must_exist(provider);
     INSERT INTO llm.model AS m VALUES
         (name, provider, coalesce(nullif(upstream_model, ''), name), coalesce(priority, 100),
-         input_usd_per_mtok, output_usd_per_mtok, coalesce(batch_price_factor, 0.5))
+         input_usd_per_mtok, output_usd_per_mtok, coalesce(batch_price_factor, 0.5),
+         cached_input_usd_per_mtok, coalesce(priority_price_factor, 2))
     ON CONFLICT ON CONSTRAINT model_pkey DO UPDATE SET
         upstream_model = EXCLUDED.upstream_model,
         priority = EXCLUDED.priority,
         input_usd_per_mtok = EXCLUDED.input_usd_per_mtok,
         output_usd_per_mtok = EXCLUDED.output_usd_per_mtok,
-        batch_price_factor = EXCLUDED.batch_price_factor;
+        batch_price_factor = EXCLUDED.batch_price_factor,
+        cached_input_usd_per_mtok = EXCLUDED.cached_input_usd_per_mtok,
+        priority_price_factor = EXCLUDED.priority_price_factor;
 END;
 $$;
-COMMENT ON FUNCTION llm.add_model(text, text, text, integer, numeric, numeric, numeric) IS 'Route a model name to a provider (under an upstream name, with a priority in its fallback chain, prices per million tokens and the share of them a batch request costs); adding it again updates it';
+COMMENT ON FUNCTION llm.add_model(text, text, text, integer, numeric, numeric, numeric, numeric, numeric) IS 'Route a model name to a provider (under an upstream name, with a priority in its fallback chain, prices per million tokens, the share of them a batch request costs, the price of cached input tokens and the multiple a priority-tier call costs); adding it again updates it';
 
 CREATE FUNCTION llm.drop_model(name text, provider text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

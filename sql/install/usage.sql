@@ -20,13 +20,26 @@ CREATE TABLE llm.usage (
     cost_usd        numeric(14, 8),
     task            text NOT NULL DEFAULT 'chat',
     inputs          integer,
-    error           text
+    error           text,
+    cached_input_tokens integer,
+    cache_write_tokens integer,
+    reasoning_tokens integer,
+    finish_reason   text,
+    service_tier    text
 );
 CREATE INDEX usage_ts ON llm.usage USING brin (ts);
 COMMENT ON TABLE llm.usage IS 'One row per call: mode (sync, stream, many, queue, batch_api), task (chat, embed), provider, model, outcome, HTTP status, attempts, fallback, tokens, latency, time to first chunk, cost; each role sees its own rows';
 COMMENT ON COLUMN llm.usage.task IS 'What the request asked for: chat (a reply) or embed (embeddings)';
 COMMENT ON COLUMN llm.usage.inputs IS 'The number of inputs of an embedding request (NULL for chat)';
 COMMENT ON COLUMN llm.usage.error IS 'Why a call that did not succeed failed (the error''s message, cut at 127 bytes); NULL for a call that succeeded';
+COMMENT ON COLUMN llm.usage.outcome IS 'ok, error, cancelled, retry (the item goes back to the queue), invalid (paid, but the answer broke its schema), or refused (the provider refused the request or filtered its reply)';
+COMMENT ON COLUMN llm.usage.input_tokens IS 'Every input token the provider counted, those read from and written to its prompt cache included';
+COMMENT ON COLUMN llm.usage.output_tokens IS 'Every output token, reasoning tokens included';
+COMMENT ON COLUMN llm.usage.cached_input_tokens IS 'Of the input tokens, those read from the provider''s prompt cache (priced at the route''s cached_input_usd_per_mtok)';
+COMMENT ON COLUMN llm.usage.cache_write_tokens IS 'Of the input tokens, those written to the provider''s prompt cache (Anthropic bills them at 1.25 times the input price, 2 times for a one-hour cache)';
+COMMENT ON COLUMN llm.usage.reasoning_tokens IS 'Of the output tokens, those the model spent reasoning';
+COMMENT ON COLUMN llm.usage.finish_reason IS 'How the reply ended, in the provider''s own word (stop, length, content_filter, tool_calls; end_turn, max_tokens, stop_sequence, tool_use, pause_turn, refusal)';
+COMMENT ON COLUMN llm.usage.service_tier IS 'The service tier that served the call, as the provider reported it (default, flex, priority; standard, batch)';
 ALTER TABLE llm.usage ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_usage ON llm.usage FOR SELECT
     USING (role_oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
@@ -68,6 +81,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                count(*) AS calls,
                coalesce(sum(u.input_tokens), 0) AS input_tokens,
                coalesce(sum(u.output_tokens), 0) AS output_tokens,
+               coalesce(sum(u.cached_input_tokens), 0) AS cached_input_tokens,
+               coalesce(sum(u.cache_write_tokens), 0) AS cache_write_tokens,
                sum(u.cost_usd) AS cost_usd,
                count(*) FILTER (WHERE u.mode = 'batch_api') AS batch_calls,
                sum(u.cost_usd) FILTER (WHERE u.mode = 'batch_api') AS batch_cost_usd
@@ -76,7 +91,10 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
         GROUP BY u.model),
     priced AS (
         SELECT used.*, m.provider, m.upstream_model, m.batch_price_factor,
-               used.input_tokens * m.input_usd_per_mtok / 1e6
+               greatest(used.input_tokens - used.cached_input_tokens - used.cache_write_tokens, 0)
+                       * m.input_usd_per_mtok / 1e6
+                   + used.cached_input_tokens * coalesce(m.cached_input_usd_per_mtok, m.input_usd_per_mtok) / 1e6
+                   + used.cache_write_tokens * m.input_usd_per_mtok * 1.25 / 1e6
                    + used.output_tokens * coalesce(m.output_usd_per_mtok, 0) / 1e6 AS there
         FROM used
         LEFT JOIN llm.model m ON m.name = used.model

@@ -261,6 +261,7 @@ item_judge(ItemSet *set, WorkItem *it)
 	LlmFailure	f;
 	volatile LlmStep step = LLM_STEP_FAILED;
 	TimestampTz not_before = 0;
+	volatile LlmOutcome outcome = LLM_OUTCOME_ERROR;
 
 	memset(&f, 0, sizeof(f));
 	PG_TRY();
@@ -286,12 +287,27 @@ item_judge(ItemSet *set, WorkItem *it)
 	{
 		case LLM_STEP_DONE:
 			if (RequestHasSchema(it->call->req))
-				ItemJudgeAnswer(set, it, it->call, &it->call->reply);
-			else if (it->call->reply.content == NULL)
-				ItemFail(set, it, psprintf("provider \"%s\" returned no text",
-										   it->call->route->provider->name));
+			{
+				/* a refusal is no answer, and asking again gets the same */
+				if (LlmReplyRefused(it->call, &f))
+				{
+					outcome = LLM_OUTCOME_REFUSED;
+					ItemFail(set, it, LlmFailureText(&f));
+				}
+				else
+					ItemJudgeAnswer(set, it, it->call, &it->call->reply);
+			}
 			else
-				ItemDone(set, it, it->call->reply.content);
+			{
+				const char *content = it->call->reply.content;
+
+				/* a refusal, a tool call, a paused turn, no text: failed */
+				outcome = LlmJudgeText(it->call, content && content[0] != '\0', &f);
+				if (outcome != LLM_OUTCOME_OK)
+					ItemFail(set, it, LlmFailureText(&f));
+				else
+					ItemDone(set, it, it->call->reply.content);
+			}
 			break;
 		case LLM_STEP_AGAIN:
 			ItemWait(it, not_before, LlmFailureText(&f));
@@ -320,7 +336,7 @@ item_judge(ItemSet *set, WorkItem *it)
 	if (it->state == ITEM_DONE)
 		UsageRecord(it->call, LLM_OUTCOME_OK);
 	else if (it->state == ITEM_FAILED)
-		UsageRecord(it->call, LLM_OUTCOME_ERROR);
+		UsageRecord(it->call, outcome);
 	else if (it->state == ITEM_RETRY_LATER)
 		UsageRecord(it->call, LLM_OUTCOME_RETRY);
 	MemoryContextSwitchTo(old);

@@ -368,14 +368,48 @@ FROM llm.chat_stream('compat stream tiny: one character at a time', 'gpt') chunk
 -- case: chat_stream one character per chunk [anthropic]
 SELECT count(*) AS chunks, string_agg(chunk, '') AS reply
 FROM llm.chat_stream('compat stream tiny: one character at a time', 'haiku') chunk;
--- a streamed reply that is a tool call has no text: pg_llm returns no
--- rows and no error (llm.chat raises "returned no text" for the same reply)
+-- a streamed reply that is a tool call has no text: pg_llm raises "returned
+-- a tool call, not text", as llm.chat does for the same reply
 -- case: chat_stream of a tool call [openai]
 SELECT count(*) FROM llm.chat_stream('compat stream tool: call a tool', 'gpt',
     options => '{"tools": [{"type": "function", "function": {"name": "get_weather"}}]}');
 -- case: chat_stream of a tool call [anthropic]
 SELECT count(*) FROM llm.chat_stream('compat stream tool: call a tool', 'haiku',
     options => '{"tools": [{"type": "function", "function": {"name": "get_weather"}}]}');
+-- replies that end otherwise than with text, as aimock sends them: each
+-- is an error on every path, after the rows already streamed, and its
+-- usage row says what happened
+-- case: a refusal after part of a reply [anthropic]
+SELECT llm.chat('compat refusal: stop half way', 'haiku');
+SELECT llm.chat_stream('compat refusal: stop half way', 'haiku');
+-- case: a content filter after part of a reply [openai]
+SELECT llm.chat('compat filter: stop half way', 'gpt');
+SELECT llm.chat_stream('compat filter: stop half way', 'gpt');
+-- case: a paused turn [anthropic]
+SELECT llm.chat('compat pause: a long turn', 'haiku');
+SELECT llm.chat_stream('compat pause: a long turn', 'haiku');
+-- aimock's OpenRouter-shaped replies (under /api/v1) carry cached and
+-- reasoning tokens: booked in llm.usage, cached input at its own price
+-- case: cached and reasoning tokens [openrouter]
+SELECT llm.create_provider('openrouter', 'openai', 'http://127.0.0.1:' || :'aimock_port' || '/api/v1',
+                           api_key => :'aimock_key');
+SELECT llm.add_model('router', 'openrouter', 'openai/gpt-4o-mini', input_usd_per_mtok => 2.5,
+                     output_usd_per_mtok => 10, cached_input_usd_per_mtok => 1.25);
+SELECT llm.chat('compat cached: a long shared prompt', 'router');
+SELECT string_agg(chunk, '') FROM llm.chat_stream('compat cached: a long shared prompt', 'router') chunk;
+-- case: usage rows of replies that are not text [both]
+DO $$
+BEGIN
+    FOR i IN 1..100 LOOP
+        EXIT WHEN (SELECT count(*) FROM llm.usage WHERE model = 'router') >= 2
+              AND (SELECT count(*) FROM llm.usage WHERE finish_reason IN ('refusal', 'pause_turn', 'content_filter')) >= 6;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END;
+$$;
+SELECT model, mode, outcome, finish_reason, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, cost_usd
+FROM llm.usage WHERE model = 'router' OR finish_reason IN ('refusal', 'pause_turn', 'content_filter')
+ORDER BY model, finish_reason, mode;
 -- aimock speaks the OpenAI Batch API (files, batches, output files; no
 -- Anthropic Message Batches): items enqueued with via => 'batch_api' are
 -- uploaded as a JSONL file, sent as one batch, polled and written back

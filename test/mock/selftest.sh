@@ -281,6 +281,61 @@ expect "openai stream: tool_calls" "$("$NODE" -e '
 	console.log(ev[0].choices[0].delta.tool_calls[0].function.name + "," + args + "," + ev[ev.length - 1].choices[0].finish_reason);
 ' "$(sse "$T/b" json)")" 'f,{"q":"call tool"},tool_calls'
 
+# ---------------------------------------------------------------- protocol shapes
+# usage details, tiers, endings, refusals, choices, server-tool streams,
+# in-band errors and framework error bodies (test/mock/README.md, Replies)
+call oa '{"model":"gpt?cached=10&reasoning=4&tier=flex","messages":[{"role":"user","content":"a b"}]}'
+expect "openai usage details" "$(jv "$T/b" '[b.usage.prompt_tokens, b.usage.prompt_tokens_details.cached_tokens, b.usage.completion_tokens, b.usage.completion_tokens_details.reasoning_tokens, b.service_tier]')" '[12,10,7,4,"flex"]'
+call an '{"model":"c?cached=100&cache_write=30&cache_write_1h=10&tier=priority","max_tokens":50,"messages":[{"role":"user","content":"a b"}]}'
+expect "anthropic usage details" "$(jv "$T/b" '[b.usage.input_tokens, b.usage.cache_read_input_tokens, b.usage.cache_creation_input_tokens, b.usage.cache_creation.ephemeral_1h_input_tokens, b.usage.service_tier]')" '[2,100,30,10,"priority"]'
+call oa '{"model":"gpt?stop=content_filter","messages":[{"role":"user","content":"a b"}]}'
+expect "openai stop=" "$(jv "$T/b" 'b.choices[0].finish_reason')" 'content_filter'
+call an '{"model":"c?stop=pause_turn","max_tokens":50,"messages":[{"role":"user","content":"a b"}]}'
+expect "anthropic stop=" "$(jv "$T/b" 'b.stop_reason')" 'pause_turn'
+call oa '{"model":"gpt?refusal=No%20way.","messages":[{"role":"user","content":"a b"}]}'
+expect "openai refusal" "$(jv "$T/b" '[b.choices[0].message.content, b.choices[0].message.refusal]')" '[null,"No way."]'
+call oa '{"model":"gpt?refusal=No%20way.","stream":true,"messages":[{"role":"user","content":"a b"}]}' -N
+expect "openai refusal stream" "$("$NODE" -e '
+	const ev = JSON.parse(process.argv[1]).slice(0, -1).map((e) => JSON.parse(e.data));
+	console.log(ev.map((c) => c.choices[0].delta.refusal || "").join("") + "|" + ev.some((c) => c.choices[0].delta.content) + "|" + ev[ev.length - 1].choices[0].finish_reason);
+' "$(sse "$T/b" json)")" 'No way.|false|stop'
+call an '{"model":"c?refusal=1&reply=half%20a%20reply","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"a b"}]}' -N
+expect "anthropic refusal stream" "$(sse "$T/b" text)/$("$NODE" -e '
+	const ev = JSON.parse(process.argv[1]).map((e) => JSON.parse(e.data));
+	console.log(ev[ev.length - 2].delta.stop_reason);
+' "$(sse "$T/b" json)")" 'half a reply/refusal'
+call oa '{"model":"gpt?choices=2","messages":[{"role":"user","content":"a b"}]}'
+expect "openai choices=2 reply" "$(jv "$T/b" 'b.choices.map((c) => c.index + ":" + c.message.content)')" '["1:choice 1: echo: a b","0:echo: a b"]'
+call oa '{"model":"gpt?choices=2","stream":true,"messages":[{"role":"user","content":"a b"}]}' -N
+expect "openai choices=2 stream" "$("$NODE" -e '
+	const ev = JSON.parse(process.argv[1]).slice(0, -1).map((e) => JSON.parse(e.data));
+	const t = ["", ""];
+	for (const c of ev) t[c.choices[0].index] += c.choices[0].delta.content || "";
+	console.log(ev[0].choices[0].index + "|" + t.join("|"));
+' "$(sse "$T/b" json)")" '1|echo: a b|choice 1: echo: a b'
+call an '{"model":"c?web_search=1000","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"a b"}]}' -N
+expect "anthropic web_search stream usage" "$("$NODE" -e '
+	const ev = JSON.parse(process.argv[1]).map((e) => JSON.parse(e.data));
+	const d = ev.filter((e) => e.type === "message_delta");
+	console.log([ev[0].message.usage.input_tokens, d.length, d[0].usage.input_tokens, d[1].usage.input_tokens, d[1].usage.output_tokens, d[1].usage.server_tool_use.web_search_requests].join(","));
+' "$(sse "$T/b" json)")" '2,2,1002,1002,3,1'
+call oa '{"model":"gpt?fault=error_event&cut_after=0&error_type=invalid_request_error&error_code=invalid_api_key&message=bad%20key","stream":true,"messages":[{"role":"user","content":"a b"}]}' -N
+expect "openai in-band error" "$("$NODE" -e '
+	const ev = JSON.parse(process.argv[1]).map((e) => JSON.parse(e.data));
+	const e = ev[ev.length - 1].error;
+	console.log(ev.length + "," + e.type + "," + e.code + "," + e.message);
+' "$(sse "$T/b" json)")" '2,invalid_request_error,invalid_api_key,bad key'
+call an '{"model":"c?fault=error_event&cut_after=0&error_type=authentication_error","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"a b"}]}' -N
+expect "anthropic in-band error" "$(sse "$T/b" events)" 'message_start,content_block_start,ping,error'
+call oa '{"model":"gpt?fail=400&error_shape=express&message=Unexpected%20token","messages":[{"role":"user","content":"a b"}]}'
+expect "error_shape=express" "$CODE $(cat "$T/b")" '400 {"error":"SyntaxError","message":"Unexpected token"}'
+call oa '{"model":"gpt?fail=404&error_shape=fastify&message=no%20route","messages":[{"role":"user","content":"a b"}]}'
+expect "error_shape=fastify" "$CODE $(cat "$T/b")" '404 {"statusCode":404,"error":"Not Found","message":"no route"}'
+call an '{"model":"c?fail=401&error_shape=oauth&message=expired","max_tokens":5,"messages":[{"role":"user","content":"a b"}]}'
+expect "error_shape=oauth" "$CODE $(cat "$T/b")" '401 {"error":"invalid_token","error_description":"expired"}'
+call oa '{"model":"gpt?error_shape=soap","messages":[{"role":"user","content":"a b"}]}'
+expect "error_shape: unknown value" "$CODE" '400'
+
 # ---------------------------------------------------------------- fail, times, retry headers
 call oa '{"model":"gpt?fail=429&times=1&retry_after=1","messages":[{"role":"user","content":"retry me"}]}'
 expect "fail=429 times=1: first 429" "$CODE" 429

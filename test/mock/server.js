@@ -601,10 +601,42 @@ const DIRECTIVES = {
 	max_input_tokens: nonNegInt,
 	shape: (v) => { if (!SHAPE_FAULTS.has(v)) throw 'invalid mock directive value shape=' + v; return v; },
 	shape_times: nonNegInt,
+	stop: (v, k) => word(v, k),
+	refusal: (v) => v,
+	choices: (v, k) => {
+		const n = nonNegInt(v, k);
+		if (n < 1 || n > 8)
+			throw 'invalid mock directive value ' + k + '=' + v;
+		return n;
+	},
+	cached: nonNegInt,
+	cache_write: nonNegInt,
+	cache_write_1h: nonNegInt,
+	reasoning: nonNegInt,
+	tier: (v, k) => word(v, k),
+	web_search: nonNegInt,
+	cut_after: nonNegInt,
+	error_type: (v, k) => word(v, k),
+	error_code: (v, k) => word(v, k),
+	error_shape: (v, k) => {
+		if (!ERROR_SHAPES.has(v))
+			throw 'invalid mock directive value ' + k + '=' + v;
+		return v;
+	},
 };
 
 /* Almost-valid answers to a structured-output request (shape=KIND). */
 const SHAPE_FAULTS = new Set(['missing', 'label', 'type', 'extra', 'prose']);
+
+/* Shapes of error bodies of the web frameworks relays are built on. */
+const ERROR_SHAPES = new Set(['express', 'fastify', 'fastapi', 'fastapi_list', 'oauth']);
+
+/* Directive value that must be a short word (a finish reason, a type). */
+function word(v, name) {
+	if (!/^[A-Za-z0-9_.-]{1,64}$/.test(v))
+		throw 'invalid mock directive value ' + name + '=' + v;
+	return v;
+}
 
 /* Keys of the ratelimit= directive: counts, and Go-style durations. */
 const RL_COUNTS = new Set(['limit', 'remaining', 'tokens_limit', 'tokens_remaining']);
@@ -1056,6 +1088,21 @@ function priorAnswers(messages) {
 /* Reply computation                                                   */
 /* ------------------------------------------------------------------ */
 
+/* The text of each choice: choice i > 0 says "choice i: " first. */
+function choiceTexts(r) {
+	const t = [r.text];
+	for (let i = 1; i < r.nChoices; i++)
+		t.push(r.kind === 'tool' ? '' : 'choice ' + i + ': ' + r.text);
+	return t;
+}
+
+/* A reply with nothing said yet: one choice, no usage details. */
+function newReply(inTok) {
+	return { kind: 'text', text: '', finish: 'stop', inTok, outTok: 0,
+		nChoices: 1, reversed: false, cached: 0, cacheWrite: 0, cacheWrite1h: 0, reasoning: 0,
+		webSearch: 0 };
+}
+
 /* Decide what the assistant says: { kind: 'text', text, finish } or
  * { kind: 'tool', name, args, input }, plus usage numbers. */
 function computeReply(ctx) {
@@ -1063,7 +1110,20 @@ function computeReply(ctx) {
 	const d = ctx.d || {};
 	const proto = ctx.proto;
 	const prompt = ctx.prompt;
-	const r = { kind: 'text', text: '', finish: 'stop', inTok: inputTokens(proto, b), outTok: 0 };
+	const r = newReply(inputTokens(proto, b));
+	/* what usage details and endings the directives ask for */
+	r.stop = d.stop;
+	r.refusal = d.refusal;
+	r.cached = d.cached || 0;
+	r.cacheWrite = d.cache_write || 0;
+	r.cacheWrite1h = Math.min(d.cache_write_1h || 0, r.cacheWrite);
+	r.reasoning = d.reasoning || 0;
+	r.tier = d.tier;
+	r.webSearch = d.web_search || 0;
+	/* OpenAI: n choices (or choices=N whatever n says); Anthropic has one */
+	r.nChoices = proto === OPENAI
+		? Math.max(d.choices || 1, Number.isInteger(b.n) && b.n > 0 ? Math.min(b.n, 8) : 1) : 1;
+	r.reversed = d.choices !== undefined;
 
 	/* structured output: a valid answer, or on shape=KIND an almost-valid
 	 * one for the first shape_times asks (default 1) of a conversation */
@@ -1137,8 +1197,14 @@ function computeReply(ctx) {
 		(rf.type === 'json_object' || rf.type === 'json_schema'))
 		text = JSON.stringify({ answer: text });
 
+	if (r.refusal !== undefined && proto === OPENAI)
+		text = '';
 	r.text = text;
-	r.outTok = Math.max(1, countWords(text));
+	r.outTok = 0;
+	for (const t of choiceTexts(r))
+		r.outTok += Math.max(1, countWords(t));
+	if (r.refusal !== undefined && proto === OPENAI)
+		r.outTok = Math.max(1, countWords(r.refusal));
 	return r;
 }
 
@@ -1154,25 +1220,48 @@ function firstToolName(proto, tools) {
 	return typeof t.name === 'string' ? t.name : null;
 }
 
-/* Anthropic stop_reason for our finish reason. */
-function anthropicStop(finish) {
+/* Anthropic stop_reason for a reply (stop= and refusal= first). */
+function anthropicStop(r) {
+	if (r.stop !== undefined)
+		return r.stop;
+	if (r.refusal !== undefined)
+		return 'refusal';
+	const finish = r.finish;
 	return finish === 'length' ? 'max_tokens' : finish === 'tool_calls' ? 'tool_use' : 'end_turn';
 }
 
-/* OpenAI usage object. */
+/* OpenAI finish_reason for a reply (stop= first). */
+function openaiFinish(r) {
+	return r.stop !== undefined ? r.stop : r.finish;
+}
+
+/* OpenAI usage object: cached tokens are part of the prompt tokens,
+ * reasoning tokens part of the completion tokens. */
 function openaiUsage(r) {
+	const prompt = r.inTok + r.cached;
+	const completion = r.outTok + r.reasoning;
 	return {
-		prompt_tokens: r.inTok, completion_tokens: r.outTok, total_tokens: r.inTok + r.outTok,
-		prompt_tokens_details: { cached_tokens: 0, audio_tokens: 0 },
-		completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0,
+		prompt_tokens: prompt, completion_tokens: completion, total_tokens: prompt + completion,
+		prompt_tokens_details: { cached_tokens: r.cached, audio_tokens: 0 },
+		completion_tokens_details: { reasoning_tokens: r.reasoning, audio_tokens: 0,
 			accepted_prediction_tokens: 0, rejected_prediction_tokens: 0 },
 	};
 }
 
-/* Anthropic usage object. */
-function anthropicUsage(r) {
-	return { input_tokens: r.inTok, output_tokens: r.outTok,
-		cache_creation_input_tokens: 0, cache_read_input_tokens: 0, service_tier: 'standard' };
+/* Anthropic usage object: input_tokens excludes the tokens read from and
+ * written to the cache; web_search=N adds the N input tokens of the
+ * search results (they are counted only at the end of a stream). */
+function anthropicUsage(r, start) {
+	const u = { input_tokens: r.inTok + (start ? 0 : r.webSearch),
+		output_tokens: start ? 1 : r.outTok,
+		cache_creation_input_tokens: r.cacheWrite, cache_read_input_tokens: r.cached };
+	if (r.cacheWrite > 0)
+		u.cache_creation = { ephemeral_5m_input_tokens: r.cacheWrite - r.cacheWrite1h,
+			ephemeral_1h_input_tokens: r.cacheWrite1h };
+	if (r.webSearch > 0 && !start)
+		u.server_tool_use = { web_search_requests: 1 };
+	u.service_tier = r.tier !== undefined ? r.tier : 'standard';
+	return u;
 }
 
 /* Non-streaming response body (JSON text) for a computed reply. */
@@ -1186,32 +1275,44 @@ function replyBody(ctx, r) {
 			content = [{ type: 'tool_use', id: 'toolu_mock1', name: r.name, input: r.input }];
 		else
 			content = [{ type: 'text', text: r.text }];
+		if (r.kind === 'text' && r.text === '' && !f.has('empty_choices'))
+			content = [];
 		return JSON.stringify({
 			id: 'msg_mock' + ctx.id, type: 'message', role: 'assistant', model: ctx.model,
-			content, stop_reason: anthropicStop(r.finish), stop_sequence: null,
-			usage: anthropicUsage(r),
+			content, stop_reason: anthropicStop(r), stop_sequence: null,
+			usage: anthropicUsage(r, false),
 		});
 	}
 	let choices;
 	if (f.has('empty_choices'))
 		choices = [];
 	else {
-		const msg = { role: 'assistant', content: r.text, refusal: null, annotations: [] };
-		let finish = r.finish;
-		if (f.has('null_content')) {
-			msg.content = null;
-			finish = 'stop';
-		} else if (r.kind === 'tool') {
-			msg.content = null;
-			msg.tool_calls = [{ id: 'call_mock1', type: 'function',
-				function: { name: r.name, arguments: r.args } }];
+		choices = [];
+		const texts = choiceTexts(r);
+		for (let i = 0; i < r.nChoices; i++) {
+			const msg = { role: 'assistant', content: texts[i], refusal: null, annotations: [] };
+			let finish = openaiFinish(r);
+			if (f.has('null_content')) {
+				msg.content = null;
+				finish = 'stop';
+			} else if (r.refusal !== undefined) {
+				msg.content = null;
+				msg.refusal = r.refusal;
+			} else if (r.kind === 'tool') {
+				msg.content = null;
+				msg.tool_calls = [{ id: 'call_mock1', type: 'function',
+					function: { name: r.name, arguments: r.args } }];
+			}
+			choices.push({ index: i, message: msg, logprobs: null, finish_reason: finish });
 		}
-		choices = [{ index: 0, message: msg, logprobs: null, finish_reason: finish }];
+		if (r.reversed)
+			choices.reverse();
 	}
-	return JSON.stringify({
-		id: 'chatcmpl-mock' + ctx.id, object: 'chat.completion', created: ctx.created,
-		model: ctx.model, choices, usage: openaiUsage(r),
-	});
+	const out = { id: 'chatcmpl-mock' + ctx.id, object: 'chat.completion', created: ctx.created,
+		model: ctx.model, choices, usage: openaiUsage(r) };
+	if (r.tier !== undefined)
+		out.service_tier = r.tier;
+	return JSON.stringify(out);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1228,14 +1329,16 @@ function replyBody(ctx, r) {
 function openaiEvents(ctx, r) {
 	const iu = ctx.includeUsage;
 	const head = '{"id":"chatcmpl-mock' + ctx.id + '","object":"chat.completion.chunk","created":' +
-		ctx.created + ',"model":' + JSON.stringify(ctx.model) + ',"choices":';
+		ctx.created + ',"model":' + JSON.stringify(ctx.model) +
+		(r.tier !== undefined ? ',"service_tier":' + JSON.stringify(r.tier) : '') + ',"choices":';
 	const tail = iu ? ',"usage":null}\n\n' : '}\n\n';
 	const ev = [];
-	const chunk = (delta, finish, piece) => ev.push({
-		s: 'data: ' + head + '[{"index":0,"delta":' + JSON.stringify(delta) +
+	const chunkOf = (index, delta, finish, piece) => ev.push({
+		s: 'data: ' + head + '[{"index":' + index + ',"delta":' + JSON.stringify(delta) +
 			',"logprobs":null,"finish_reason":' + (finish ? '"' + finish + '"' : 'null') + '}]' + tail,
 		piece: !!piece,
 	});
+	const chunk = (delta, finish, piece) => chunkOf(0, delta, finish, piece);
 
 	if (ctx.faults.has('empty_choices'))
 		ev.push({ s: 'data: ' + head + '[]' + tail, piece: false });
@@ -1248,11 +1351,32 @@ function openaiEvents(ctx, r) {
 		for (const p of thirds(r.args))
 			chunk({ tool_calls: [{ index: 0, function: { arguments: p } }] }, null, true);
 		chunk({}, 'tool_calls');
+	} else if (r.refusal !== undefined) {
+		/* a refusal streams in delta.refusal, content stays null */
+		chunk({ role: 'assistant', content: null, refusal: '' }, null);
+		for (const p of pieces(r.refusal))
+			chunk({ refusal: p }, null, true);
+		chunk({}, openaiFinish(r));
+	} else if (r.nChoices > 1) {
+		/* the choices' chunks in turn, the last choice first */
+		const order = [];
+		for (let i = r.nChoices - 1; i >= 0; i--)
+			order.push(i);
+		const ps = choiceTexts(r).map(pieces);
+		for (const i of order)
+			chunkOf(i, { role: 'assistant', content: '' }, null);
+		const most = Math.max(...ps.map((x) => x.length));
+		for (let k = 0; k < most; k++)
+			for (const i of order)
+				if (k < ps[i].length)
+					chunkOf(i, { content: ps[i][k] }, null, i === 0);
+		for (const i of order)
+			chunkOf(i, {}, openaiFinish(r));
 	} else {
 		chunk({ role: 'assistant', content: '' }, null);
 		for (const p of pieces(r.text))
 			chunk({ content: p }, null, true);
-		chunk({}, r.finish);
+		chunk({}, openaiFinish(r));
 	}
 	if (iu)
 		ev.push({ s: 'data: ' + head + '[],"usage":' + JSON.stringify(openaiUsage(r)) + '}\n\n', piece: false });
@@ -1271,9 +1395,9 @@ function anthropicEvents(ctx, r) {
 	ev.push(anEvent('message_start', { type: 'message_start', message: {
 		id: 'msg_mock' + ctx.id, type: 'message', role: 'assistant', model: ctx.model,
 		content: [], stop_reason: null, stop_sequence: null,
-		usage: { input_tokens: r.inTok, output_tokens: 1, cache_creation_input_tokens: 0,
-			cache_read_input_tokens: 0, service_tier: 'standard' } } }));
-	const empty = ctx.faults.has('empty_choices') || ctx.faults.has('null_content');
+		usage: anthropicUsage(r, true) } }));
+	const empty = ctx.faults.has('empty_choices') || ctx.faults.has('null_content') ||
+		(r.kind === 'text' && r.text === '');
 	if (!empty) {
 		if (r.kind === 'tool') {
 			ev.push(anEvent('content_block_start', { type: 'content_block_start', index: 0,
@@ -1292,9 +1416,18 @@ function anthropicEvents(ctx, r) {
 		}
 		ev.push(anEvent('content_block_stop', { type: 'content_block_stop', index: 0 }));
 	}
+	/* message_delta usage is cumulative: with server tools (web_search=)
+	 * the input count grows, and a first message_delta comes before the
+	 * last; a client that adds them up counts twice */
+	const final = anthropicUsage(r, false);
+	if (r.webSearch > 0)
+		ev.push(anEvent('message_delta', { type: 'message_delta',
+			delta: { stop_reason: null, stop_sequence: null },
+			usage: Object.assign({}, final, { output_tokens: Math.max(1, r.outTok >> 1) }) }));
+	delete final.service_tier;
 	ev.push(anEvent('message_delta', { type: 'message_delta',
-		delta: { stop_reason: anthropicStop(r.finish), stop_sequence: null },
-		usage: { output_tokens: r.outTok } }));
+		delta: { stop_reason: anthropicStop(r), stop_sequence: null },
+		usage: final }));
 	ev.push(anEvent('message_stop', { type: 'message_stop' }, false, true));
 	return ev;
 }
@@ -1307,20 +1440,31 @@ function shapeEvents(ctx, ev) {
 		for (const e of ev)
 			if (e.piece)
 				total++;
-		const keep = Math.ceil(total / 2);
+		const d = ctx.d || {};
+		const keep = d.cut_after !== undefined ? Math.min(d.cut_after, total) : Math.ceil(total / 2);
 		let cut = 1;            /* no pieces at all: keep the first event */
 		let seen = 0;
-		for (let i = 0; i < ev.length && keep > 0; i++)
-			if (ev[i].piece && ++seen === keep) {
+		for (let i = 0; i < ev.length; i++) {
+			if (keep === 0 && ev[i].piece) {
+				cut = i;        /* cut_after=0: every event before the first piece */
+				break;
+			}
+			if (keep > 0 && ev[i].piece && ++seen === keep) {
 				cut = i + 1;
 				break;
 			}
+		}
 		ev = ev.slice(0, cut);
-		if (f.has('error_event'))
+		if (f.has('error_event')) {
 			ev.push({ s: ctx.proto === ANTHROPIC
-				? 'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
-				: 'data: {"error":{"message":"mock stream error","type":"server_error","param":null,"code":null}}\n\n',
+				? 'event: error\ndata: ' + JSON.stringify({ type: 'error', error: {
+					type: d.error_type || 'overloaded_error',
+					message: d.message !== undefined ? d.message : 'Overloaded' } }) + '\n\n'
+				: 'data: ' + JSON.stringify({ error: {
+					message: d.message !== undefined ? d.message : 'mock stream error',
+					type: d.error_type || 'server_error', param: null, code: d.error_code || null } }) + '\n\n',
 			piece: false });
+		}
 	} else if (f.has('no_done'))
 		ev = ev.filter((e) => !e.final);
 
@@ -1478,13 +1622,40 @@ function failureBody(ctx) {
 			? 'Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.'
 			: 'You exceeded your current quota, please check your plan and billing details.';
 	let body;
-	if (ctx.proto === ANTHROPIC)
+	if (d.error_shape !== undefined)
+		body = frameworkErrorBody(d.error_shape, status, message);
+	else if (ctx.proto === ANTHROPIC)
 		body = errorBody(ANTHROPIC, message, anthropicErrorType(status, quota));
 	else {
 		const k = openaiErrorKind(status, quota);
 		body = errorBody(OPENAI, message, k.type, null, k.code);
 	}
 	return body;
+}
+
+/* The reason phrases the web frameworks put in "error". */
+const REASONS = { 400: 'Bad Request', 401: 'Unauthorized', 403: 'Forbidden', 404: 'Not Found',
+	413: 'Payload Too Large', 422: 'Unprocessable Entity', 429: 'Too Many Requests',
+	500: 'Internal Server Error', 502: 'Bad Gateway', 503: 'Service Unavailable' };
+
+/* An error body shaped by a web framework (error_shape=): what relays
+ * built on Express, Fastify, NestJS or FastAPI answer, and OAuth proxies. */
+function frameworkErrorBody(shape, status, message) {
+	const reason = REASONS[status] || 'Error';
+	switch (shape) {
+		case 'express':
+			return JSON.stringify({ error: status === 400 ? 'SyntaxError'
+				: status === 413 ? 'PayloadTooLargeError' : 'Error', message });
+		case 'fastify':
+			return JSON.stringify({ statusCode: status, error: reason, message });
+		case 'fastapi':
+			return JSON.stringify({ detail: message });
+		case 'fastapi_list':
+			return JSON.stringify({ detail: [{ loc: ['body', 'model'], msg: message, type: 'value_error' }] });
+		case 'oauth':
+			return JSON.stringify({ error: 'invalid_token', error_description: message });
+	}
+	return JSON.stringify({ error: reason });
 }
 
 /* Add Retry-After, retry-after-ms and x-should-retry from the directives. */
@@ -1516,8 +1687,9 @@ const BIG_MARK = '\uE0B1';
 function sendBig(ctx) {
 	const res = ctx.res;
 	const n = ctx.d.bytes !== undefined ? ctx.d.bytes : 20000000;
-	const r = { kind: 'text', text: BIG_MARK, finish: 'stop',
-		inTok: inputTokens(ctx.proto, ctx.body), outTok: Math.max(1, Math.ceil(n / 8)) };
+	const r = newReply(inputTokens(ctx.proto, ctx.body));
+	r.text = BIG_MARK;
+	r.outTok = Math.max(1, Math.ceil(n / 8));
 	const queue = [];           /* strings, or numbers = filler byte counts */
 	let headers;
 	if (!ctx.stream) {
