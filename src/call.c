@@ -307,8 +307,8 @@ transport_failure(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailur
 			if (t->proxy_status > 0)
 				f->detail = psprintf("It answered HTTP %ld to CONNECT %s (%s).", t->proxy_status,
 									 url_host(p->base_url), ConfigRedactSecret(t->errbuf, p));
-			f->hint = t->proxy_status == 407 ?
-				psprintf("The proxy wants credentials: put them in the proxy URL (http://user:password@host:port) of the proxy option of provider \"%s\"; they are kept secret like the key.", name) :
+			f->hint = (t->proxy_status == 407 || t->proxy_status == 401) ?
+				psprintf("The proxy wants credentials, or refused those it was given: put them in the proxy URL (http://user:password@host:port) of the proxy option of provider \"%s\"; they are kept secret like the key.", name) :
 				psprintf("Provider \"%s\" goes through %s, which does not let the database server reach this host and port: ask its administrators to allow them.",
 						 name, proxy_origin(p));
 			f->route_unusable = true;

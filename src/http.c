@@ -910,12 +910,15 @@ http_set_transport(HttpTransfer *t, CURL *e, const char *url, const HttpTranspor
 		curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_2TLS);
 
 	/*
-	 * Only where HTTP/2 is known at the handshake (ALPN) or from the
-	 * start: over plain HTTP/1.1, libcurl learns whether a connection can
-	 * be shared only from its first response, and every other request
-	 * would wait that long.
+	 * Only over TLS, where the handshake (ALPN) says whether the server
+	 * speaks HTTP/2: over plain HTTP/1.1, libcurl learns whether a
+	 * connection can be shared only from its first response, and every
+	 * other request would wait that long; and libcurl 7.88 fails requests
+	 * that waited for a plain HTTP/2 connection made with prior knowledge
+	 * ("Error in the HTTP2 framing layer"), so those open connections of
+	 * their own until one is up.
 	 */
-	if ((https && tr->http_version != 11) || (!https && tr->http_version == 2))
+	if (https && tr->http_version != 11)
 		curl_easy_setopt(e, CURLOPT_PIPEWAIT, 1L);
 
 	/* the proxy: the provider's, else the environment's; "" is none */

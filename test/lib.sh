@@ -106,7 +106,12 @@ pg_ctl_start() {
   local unset=() v
   for v in "${PG_LLM_PROXY_VARS[@]}"; do unset+=(-u "$v"); done
   (
-    if [ -n "${PG_LLM_NOFILE_HARD:-}" ]; then ulimit -Hn "$PG_LLM_NOFILE_HARD"; fi
+    if [ -n "${PG_LLM_NOFILE_HARD:-}" ]; then
+      # the soft limit may not stay above the hard one
+      [ "$(ulimit -Sn)" != unlimited ] && [ "$(ulimit -Sn)" -le "$PG_LLM_NOFILE_HARD" ] ||
+        ulimit -Sn "$PG_LLM_NOFILE_HARD"
+      ulimit -Hn "$PG_LLM_NOFILE_HARD"
+    fi
     if [ -n "${PG_LLM_NOFILE_SOFT:-}" ]; then ulimit -Sn "$PG_LLM_NOFILE_SOFT"; fi
     as_pg env "${unset[@]}" "$@" pg_ctl -D "$PGDATA_DIR" -l "$(dirname "$PGDATA_DIR")/server.log" -w start >/dev/null
   )

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh Debian 12 machine (as root) and run every
 # test: unit tests of the pure-C parts, the mock provider's self-test, the
-# pg_regress suite, live streaming and budget checks, the compatibility
+# pg_regress suite, live streaming and budget checks, HTTPS, HTTP/2 and
+# proxies against nginx and tinyproxy, the compatibility
 # cases against a third-party mock, the TAP and isolation tests, pg_cron,
 # and the suite again with every backend under valgrind.  The last line
 # says how many tests passed and failed.
@@ -46,6 +47,7 @@ suite stream bash "$PG_LLM_ROOT/test/stream_test.sh"
 suite budget bash "$PG_LLM_ROOT/test/budget_test.sh"
 suite embed bash "$PG_LLM_ROOT/test/embed_test.sh"
 suite traffic bash "$PG_LLM_ROOT/test/traffic_test.sh"
+suite transport bash "$PG_LLM_ROOT/test/transport_test.sh"
 [ -f "$PG_LLM_ROOT/test/compat/run.sh" ] && suite compat bash "$PG_LLM_ROOT/test/compat/run.sh"
 [ -d "$PG_LLM_ROOT/test/t" ] && suite tap bash "$PG_LLM_ROOT/test/tap.sh"
 [ -f "$PG_LLM_ROOT/test/isolation.sh" ] && suite isolation bash "$PG_LLM_ROOT/test/isolation.sh"
