@@ -340,16 +340,26 @@ SchemaRouteRequest(LlmRequest *req, const LlmRoute *route)
 {
 	LlmRequest *r;
 	MemoryContextCallback *cb;
-	json_object *copy = NULL;
+	json_object *copy;
 	json_object *schema;
 	const char *how;
 
 	if (req->schema == NULL)
 		return req;
-	if (json_object_deep_copy(req->obj, &copy, NULL) != 0 || copy == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_OUT_OF_MEMORY),
-				 errmsg("out of memory")));
+
+	/*
+	 * A new object sharing the members of the caller's (the provider
+	 * adapter copies what it sends): only the prompt strategy changes one,
+	 * the messages, and copies them first.
+	 */
+	copy = json_object_new_object();
+	{
+		json_object_object_foreach(req->obj, key, val)
+		{
+			if (strcmp(key, "json_schema") != 0)
+				json_object_object_add(copy, key, json_object_get(val));
+		}
+	}
 	r = palloc0(sizeof(LlmRequest));
 	r->obj = copy;
 	cb = palloc0(sizeof(MemoryContextCallback));
@@ -358,7 +368,6 @@ SchemaRouteRequest(LlmRequest *req, const LlmRoute *route)
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 
 	schema = JsonGetObject(req->obj, "json_schema");
-	json_object_object_del(copy, "json_schema");
 	how = SchemaStructuredOutput(route->provider);
 	if (strcmp(how, "json_schema") == 0)
 	{
@@ -393,7 +402,16 @@ SchemaRouteRequest(LlmRequest *req, const LlmRoute *route)
 		json_object_object_add(copy, "tool_choice", choice);
 	}
 	else
+	{
+		json_object *msgs = NULL;
+
+		if (json_object_deep_copy(JsonGetArray(req->obj, "messages"), &msgs, NULL) != 0 || msgs == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_OUT_OF_MEMORY),
+					 errmsg("out of memory")));
+		json_object_object_add(copy, "messages", msgs);
 		append_system(copy, prompt_instruction(schema));
+	}
 	return r;
 }
 
@@ -492,7 +510,7 @@ SchemaCheckReply(LlmRequest *req, const LlmReply *reply, LlmShapeResult *res)
 	if (r == JSON_SCHEMA_VALID)
 	{
 		res->valid = true;
-		res->json = JsonToPstr(answer);
+		res->json = text;
 	}
 	else
 		shape_invalid(res, err.path, err.rule, err.message);

@@ -101,7 +101,9 @@ ItemFromRow(ItemSet *set, HeapTuple tup, TupleDesc td, const ItemColumns *cols)
 	it->target_table = relid ? atooid(relid) : InvalidOid;
 	it->target_column = column(tup, td, cols->column);
 	it->target_key = column(tup, td, cols->key);
-	it->shaped = it->options && SchemaOptionsHaveSchema(LlmToUtf8(it->options));
+	/* (a claimed item's is known for sure once its request is set up) */
+	it->shaped = it->options && strstr(it->options, "\"json_schema\"") != NULL &&
+		SchemaOptionsHaveSchema(LlmToUtf8(it->options));
 	if (cols->invalid_answers > 0)
 		it->invalid_answers = atoi(SPI_getvalue(tup, td, cols->invalid_answers));
 	/* a pending item with a reply: the answer that broke its schema */

@@ -157,8 +157,9 @@ item_setup(void *arg)
 	req = RequestFromPrompt(LlmToUtf8(it->prompt),
 							it->system ? LlmToUtf8(it->system) : NULL,
 							it->options ? LlmToUtf8(it->options) : NULL);
+	it->shaped = RequestHasSchema(req);
 	/* asked again after an answer that broke its json_schema */
-	if (it->kept_answer && RequestHasSchema(req))
+	if (it->kept_answer && it->shaped)
 		req = SchemaRetryRequestFor(req, LlmToUtf8(it->kept_answer),
 									LlmToUtf8(it->kept_problem ? it->kept_problem : "it broke the schema"));
 	it->call = LlmCallCreate(req, it->model, LLM_MODE_QUEUE);
