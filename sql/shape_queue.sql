@@ -21,6 +21,17 @@ INSERT INTO sq_tickets VALUES
 
 -- a schema is checked when the item is queued, before anything is sent
 SELECT llm.enqueue('x', 'sq-oa', options => '{"json_schema": {"type": "object", "properties": {"a": {"format": "date"}}}}');
+-- an answer spread over columns (a json_schema and no target_column): each
+-- property must name a column the caller may update
+CREATE TABLE sq_orders (id int PRIMARY KEY, mail text NOT NULL, order_id text, amount numeric(10, 2),
+                        lines jsonb, urgent boolean);
+INSERT INTO sq_orders VALUES (1, 'order_id: B-7, amount: 19.99 please hurry'), (2, 'order_id: B-8, amount: 5, no rush');
+SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}',
+                   options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
+                                "total": {"type": "number"}}}}');
+SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}',
+                   options => '{"json_schema": {"type": "object"}}');
+SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}');
 
 -- needs the queue worker: pg_llm preloaded, with a worker for this database
 SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
@@ -55,6 +66,13 @@ SELECT count(llm.enqueue(body, 'sq-oa', target_table => 'sq_tickets', target_col
                          options => '{"json_schema": {"type": "object", "properties": {"amount": {"type": "number"}},
                                       "required": ["amount"]}}'))
 FROM sq_tickets;
+-- a record spread over the columns of its names (Anthropic, a forced tool)
+SELECT count(llm.enqueue(mail, 'sq-an', target_table => 'sq_orders', target_key => jsonb_build_object('id', id),
+                         options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
+                                      "amount": {"type": "number"}, "lines": {"type": "array", "items": {"type": "string"}},
+                                      "urgent": {"type": ["boolean", "null"]}},
+                                      "required": ["order_id", "amount", "lines", "urgent"]}}'))
+FROM sq_orders;
 -- and one whose answers keep breaking the schema: it fails, saying where and why
 SELECT llm.enqueue('order_id: Z-9, amount: 1', 'sq-stubborn', target_table => 'sq_tickets', target_column => 'record',
                    target_key => '{"id": 1}',
@@ -62,9 +80,10 @@ SELECT llm.enqueue('order_id: Z-9, amount: 1', 'sq-stubborn', target_table => 's
                                 "required": ["amount"]}}') AS stubborn_id \gset
 SELECT wait_queue();
 SELECT id, mood, record, refund, amount FROM sq_tickets ORDER BY id;
+SELECT id, order_id, amount, lines, urgent FROM sq_orders ORDER BY id;
 SELECT model, status, invalid_answers, count(*) FROM llm.queue GROUP BY 1, 2, 3 ORDER BY 1, 2, 3;
 SELECT status, invalid_answers, error FROM llm.queue WHERE id = :stubborn_id;
-SELECT wait_until('SELECT count(*) >= 17 FROM llm.usage', 'written');
+SELECT wait_until('SELECT count(*) >= 19 FROM llm.usage', 'written');
 SELECT model, outcome, count(*) FROM llm.usage GROUP BY 1, 2 ORDER BY 1, 2;
 
 -- a job with a schema: a label into an enum column for every row
@@ -101,5 +120,5 @@ SELECT via, status, invalid_answers, count(*) FROM llm.queue GROUP BY 1, 2, 3 OR
 SELECT wait_until('SELECT count(*) >= 63 FROM llm.usage', 'written');
 SELECT mode, outcome, count(*) FROM llm.usage GROUP BY 1, 2 ORDER BY 1, 2;
 DELETE FROM llm.queue;
-DROP TABLE sq_tickets, sq_reviews;
+DROP TABLE sq_tickets, sq_reviews, sq_orders;
 DROP TYPE sq_mood;

@@ -572,8 +572,8 @@ check_served(void)
 /* The INSERT of a queue item, run as the extension owner (RunAs). */
 typedef struct EnqueueInsert
 {
-	Datum		values[9];
-	char		nulls[9];
+	Datum		values[10];
+	char		nulls[10];
 	int64		id;
 	bool		found;			/* find_queued found the same request */
 	int64		dropped;		/* drop_queued removed so many */
@@ -595,7 +595,7 @@ find_queued(void *arg)
 	if (RunSql("SELECT q.id FROM llm.queue q "
 			   "WHERE q.target_table = $5 AND q.target_key = $7 AND q.job IS NULL "
 			   "AND q.status IN ('pending', 'running', 'submitted') "
-			   "AND q.target_column = $6::pg_catalog.name AND q.enqueued_by = $8 "
+			   "AND q.target_column IS NOT DISTINCT FROM $6::pg_catalog.name AND q.enqueued_by = $8 "
 			   "AND q.prompt = $1 AND q.model = $2 AND q.system IS NOT DISTINCT FROM $3 "
 			   "AND q.options IS NOT DISTINCT FROM $4 AND q.via = $9 "
 			   "ORDER BY q.id LIMIT 1",
@@ -617,12 +617,13 @@ drop_queued(void *arg)
 	EnqueueInsert *e = (EnqueueInsert *) arg;
 	Oid			types[4] = {OIDOID, TEXTOID, JSONBOID, OIDOID};
 	Datum		values[4] = {e->values[4], e->values[5], e->values[6], e->values[7]};
+	char		nulls[4] = {e->nulls[4], e->nulls[5], e->nulls[6], e->nulls[7]};
 
 	if (RunSql("DELETE FROM llm.queue q "
 			   "WHERE q.target_table = $1 AND q.target_key = $3 AND q.job IS NULL "
-			   "AND q.status = 'pending' AND q.target_column = $2::pg_catalog.name "
+			   "AND q.status = 'pending' AND q.target_column IS NOT DISTINCT FROM $2::pg_catalog.name "
 			   "AND q.enqueued_by = $4",
-			   4, types, values, NULL, false, 0) != SPI_OK_DELETE)
+			   4, types, values, nulls, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not replace queued items");
 	e->dropped = (int64) SPI_processed;
 }
@@ -631,13 +632,13 @@ static void
 insert_item(void *arg)
 {
 	EnqueueInsert *e = (EnqueueInsert *) arg;
-	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID};
+	Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, BOOLOID};
 	bool		isnull;
 
 	if (RunSql("INSERT INTO llm.queue (prompt, model, system, options, "
-			   "target_table, target_column, target_key, enqueued_by, via) "
-			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
-			   9, types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+			   "target_table, target_column, target_key, enqueued_by, via, spread) "
+			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+			   10, types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into llm.queue");
 	e->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -647,12 +648,33 @@ insert_item(void *arg)
  * checked when it is queued: its options, json_schema included (a bad
  * schema is refused now, not when the worker gets to it).
  */
-static void
+static LlmRequest *
 check_queued_request(const char *prompt, const char *system, const char *options)
 {
-	(void) RequestFromPrompt(LlmToUtf8(prompt),
+	return RequestFromPrompt(LlmToUtf8(prompt),
 							 system ? LlmToUtf8(system) : NULL,
 							 options ? LlmToUtf8(options) : NULL);
+}
+
+/*
+ * A write-back spread over columns: an answer with a shape, each property
+ * of its schema a column of the target the caller may update, the row
+ * there (each checked as a target of its own).
+ */
+static void
+check_spread(LlmRequest *req, Oid relid, Jsonb *key)
+{
+	List	   *props;
+	ListCell   *lc;
+
+	props = SchemaPropertyNames(req);
+	if (props == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an answer spread over columns needs a json_schema with properties"),
+				 errhint("Name the columns to write as the properties of the schema, or give target_column.")));
+	foreach(lc, props)
+		check_target(relid, LlmToServerEncoding(lfirst(lc), strlen(lfirst(lc))), key);
 }
 
 /*
@@ -671,7 +693,9 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 		text_to_cstring(PG_GETARG_TEXT_PP(7)) : "realtime";
 	const char *if_queued = (PG_NARGS() > 8 && !PG_ARGISNULL(8)) ?
 		text_to_cstring(PG_GETARG_TEXT_PP(8)) : "skip";
+	bool		spread;
 	Oid			caller = GetUserId();
+	LlmRequest *req;
 	EnqueueInsert e;
 	int			i;
 
@@ -690,17 +714,24 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	check_via(via, model);
 
 	/* options are checked now, not when the worker gets to them */
-	check_queued_request(prompt,
-						 PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
-						 PG_ARGISNULL(6) ? NULL : JsonbToCString(NULL, &PG_GETARG_JSONB_P(6)->root, 0));
+	req = check_queued_request(prompt,
+							   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
+							   PG_ARGISNULL(6) ? NULL : JsonbToCString(NULL, &PG_GETARG_JSONB_P(6)->root, 0));
 
-	if (has_table || has_column || has_key)
+	/*
+	 * An answer with a shape and no target_column is spread over the
+	 * target's columns named by its properties.
+	 */
+	spread = has_table && has_key && !has_column && RequestHasSchema(req);
+	if (spread)
+		check_spread(req, PG_GETARG_OID(3), PG_GETARG_JSONB_P(5));
+	else if (has_table || has_column || has_key)
 	{
 		if (!(has_table && has_column && has_key))
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("target_table, target_column and target_key go together"),
-					 errhint("Give all three to write the reply back into a row, or none.")));
+					 errhint("Give all three to write the reply back into a row, or none (with a json_schema, target_column NULL spreads the answer's properties over the columns of the same names).")));
 		check_target(PG_GETARG_OID(3), NameStr(*PG_GETARG_NAME(4)), PG_GETARG_JSONB_P(5));
 	}
 
@@ -715,6 +746,8 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	e.values[7] = ObjectIdGetDatum(caller);
 	e.values[8] = CStringGetTextDatum(via);
 	e.nulls[8] = ' ';
+	e.values[9] = BoolGetDatum(spread);
+	e.nulls[9] = ' ';
 	for (i = 0; i < 7; i++)
 		if ((i == 2 && PG_ARGISNULL(2)) || (i == 3 && PG_ARGISNULL(6)) ||
 			(i == 4 && !has_table) || (i == 5 && !has_column) || (i == 6 && !has_key))

@@ -63,7 +63,7 @@ TargetGone(Oid relid, const char *column)
 	if (!HeapTupleIsValid(tup))
 		return pstrdup("the target table no longer exists; the prompt was not sent");
 	c = (Form_pg_class) GETSTRUCT(tup);
-	if (c->relpersistence == RELPERSISTENCE_TEMP || get_attnum(relid, column) <= 0)
+	if (c->relpersistence == RELPERSISTENCE_TEMP || (column && get_attnum(relid, column) <= 0))
 	{
 		name = quote_qualified_identifier(get_namespace_name(c->relnamespace), NameStr(c->relname));
 		if (c->relpersistence == RELPERSISTENCE_TEMP)

@@ -25,7 +25,8 @@ CREATE TABLE llm.queue (
     created_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
     finished_at     timestamptz,
-    invalid_answers integer NOT NULL DEFAULT 0
+    invalid_answers integer NOT NULL DEFAULT 0,
+    spread          boolean NOT NULL DEFAULT false
 );
 -- ready items by role, for claims that take turns between roles; ready
 -- batch items by model; the items a provider batch holds
@@ -48,6 +49,7 @@ COMMENT ON COLUMN llm.queue.job IS 'The name of the job that queued the item, wh
 COMMENT ON COLUMN llm.queue.job_id IS 'The job that queued the item (llm.job.id): a job''s items are known by it, never by the name';
 COMMENT ON COLUMN llm.queue.via IS 'realtime: a call of its own; batch_api: through its provider''s batch API (half the price, answered within the provider''s window)';
 COMMENT ON COLUMN llm.queue.batch_id IS 'The provider batch (llm.batches) that holds or held the item';
+COMMENT ON COLUMN llm.queue.spread IS 'The answer''s properties are written into the target''s columns of the same names (target_column is NULL)';
 COMMENT ON COLUMN llm.queue.invalid_answers IS 'Answers that broke the item''s json_schema; each was asked for again with the validation error (at most llm.validation_retries times), the last one kept in reply while the item waits';
 COMMENT ON COLUMN llm.queue.leased_by IS 'The running worker that holds the item (a token of its life; a restarted server or worker has new ones)';
 -- a role that may read the queue sees only the items it enqueued
@@ -68,7 +70,7 @@ CREATE FUNCTION llm.enqueue(
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'pg_llm_enqueue'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) IS 'Queue a prompt for the background worker; with target_table, target_column and target_key (a JSON object of the row''s key columns) the reply is written into that row, with the rights of the role that enqueued it; via => ''batch_api'' sends it through its provider''s batch API; if_queued: skip (the default: the same request already waiting for the same target is not queued again, its id is returned), add, or replace (the target''s pending items are removed first); a NULL prompt queues nothing and returns NULL';
+COMMENT ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) IS 'Queue a prompt for the background worker; with target_table, target_column and target_key (a JSON object of the row''s key columns) the reply is written into that row, with the rights of the role that enqueued it; via => ''batch_api'' sends it through its provider''s batch API; if_queued: skip (the default: the same request already waiting for the same target is not queued again, its id is returned), add, or replace (the target''s pending items are removed first); with a json_schema and target_column NULL, the answer''s properties are spread into the target''s columns of the same names; a NULL prompt queues nothing and returns NULL';
 
 CREATE VIEW llm.queue_status AS
     SELECT s.status,

@@ -887,7 +887,7 @@ ingest_flush(BatchIngest *ing)
 			   "  + COALESCE(pg_catalog.octet_length(options::text), 0) AS request_bytes, "
 			   "(options->>'max_tokens')::int8 AS max_tokens, "
 			   "(batch_id = $2 AND status = 'submitted') AS waiting, "
-			   "prompt, system, options::text AS options, invalid_answers "
+			   "prompt, system, options::text AS options, invalid_answers, spread "
 			   "FROM llm.queue WHERE id = ANY ($1)",
 			   2, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read batch items");

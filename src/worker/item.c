@@ -53,10 +53,10 @@ void
 ItemColumnsFind(TupleDesc td, ItemColumns *cols)
 {
 	const char *const names[] = {"id", "attempts", "enqueued_by", "prompt", "model", "system",
-	"options", "target_table", "target_column", "target_key", "reply", "error", "invalid_answers"};
+	"options", "target_table", "target_column", "target_key", "reply", "error", "invalid_answers", "spread"};
 	int		   *fields[] = {&cols->id, &cols->attempts, &cols->role, &cols->prompt, &cols->model,
 	&cols->system, &cols->options, &cols->table, &cols->column, &cols->key, &cols->reply,
-	&cols->error, &cols->invalid_answers};
+	&cols->error, &cols->invalid_answers, &cols->spread};
 	int			i;
 
 	for (i = 0; i < lengthof(names); i++)
@@ -104,6 +104,8 @@ ItemFromRow(ItemSet *set, HeapTuple tup, TupleDesc td, const ItemColumns *cols)
 	/* (a claimed item's is known for sure once its request is set up) */
 	it->shaped = it->options && strstr(it->options, "\"json_schema\"") != NULL &&
 		SchemaOptionsHaveSchema(LlmToUtf8(it->options));
+	if (cols->spread > 0)
+		it->spread = strcmp(SPI_getvalue(tup, td, cols->spread), "t") == 0;
 	if (cols->invalid_answers > 0)
 		it->invalid_answers = atoi(SPI_getvalue(tup, td, cols->invalid_answers));
 	/* a pending item with a reply: the answer that broke its schema */

@@ -57,6 +57,7 @@ typedef struct WorkItem
 	char	   *target_column;
 	char	   *target_key;		/* jsonb text */
 	bool		shaped;			/* its options have a json_schema */
+	bool		spread;			/* its answer goes into the columns of its names */
 	int			invalid_answers;	/* answers that broke it, so far */
 	char	   *kept_answer;	/* the last of them (server encoding), */
 	char	   *kept_problem;	/* and what was wrong with it */
@@ -103,6 +104,7 @@ typedef struct ItemColumns
 	int			reply;
 	int			error;
 	int			invalid_answers;
+	int			spread;
 } ItemColumns;
 
 /* item.c */

@@ -94,7 +94,7 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last)
 					 "FROM picked WHERE q.id = picked.id "
 					 "RETURNING q.id, q.attempts, q.prompt, q.model, q.system, q.options::text,"
 					 " q.target_table::pg_catalog.oid, q.target_column, q.target_key::text, q.enqueued_by,"
-					 " q.reply, q.error, q.invalid_answers",
+					 " q.reply, q.error, q.invalid_answers, q.spread",
 					 4, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queue items");
 

@@ -130,6 +130,59 @@ shaped_for_type(const char *reply, Oid typid, const char *relname)
 }
 
 /*
+ * The UPDATE of an answer spread over columns: each member of the answer
+ * into the column of the same name through its type's input function (a
+ * json or jsonb column takes the member's JSON, a JSON null is SQL NULL);
+ * a member with no column of that name is not written, a column with no
+ * member is left as it is.
+ */
+static void
+writeback_spread(WorkItem *it, const char *reply, Relation rel, Writeback *wb,
+				 const char *only, Jsonb *key, StringInfo sql)
+{
+	List	   *members = SchemaAnswerMembers(reply);
+	ListCell   *lc;
+	StringInfoData cols;
+	int			n = 0;
+
+	initStringInfo(&cols);
+	appendStringInfo(sql, "UPDATE %s%s AS t SET ", only, wb->relname);
+	foreach(lc, members)
+	{
+		LlmAnswerMember *m = lfirst(lc);
+		AttrNumber	att = get_attnum(it->target_table, m->name);
+		Form_pg_attribute a;
+		Oid			base;
+
+		if (att <= 0)
+			continue;
+		a = TupleDescAttr(RelationGetDescr(rel), att - 1);
+		if (a->attisdropped)
+			continue;
+		appendStringInfo(sql, "%s%s = ", n ? ", " : "", quote_identifier(m->name));
+		appendStringInfo(&cols, "%s%s", n ? ", " : "", m->name);
+		if (m->json == NULL)
+			appendStringInfoString(sql, "NULL");
+		else
+		{
+			base = getBaseType(a->atttypid);
+			TargetAddArgument(&wb->args, a->atttypid, a->atttypmod,
+							  (base == JSONOID || base == JSONBOID) ? m->json :
+							  reply_for_type(m->text, a->atttypid));
+			appendStringInfo(sql, "$%d", wb->args.nargs);
+		}
+		n++;
+	}
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("no property of the answer names a column of table %s", wb->relname)));
+	wb->colname = cols.data;
+	appendStringInfoString(sql, " WHERE ");
+	TargetKeyClause(rel, wb->relname, key, &wb->args, sql, NULL, "$");
+}
+
+/*
  * Prepare the write-back of a reply (already in the server encoding):
  * the target table, column and key columns as they are now.  The table is
  * locked until the end of the transaction, so it cannot change or go away
@@ -172,6 +225,23 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 				 errmsg("the role that enqueued the item has no USAGE on the schema of table %s",
 						wb->relname)));
 
+	/*
+	 * Only the table's own row: a table that others inherit from may have
+	 * rows of the same key in its children, which are not the target.
+	 */
+	only = rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "";
+	initStringInfo(&sql);
+	key = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(it->target_key)));
+	if (it->spread)
+	{
+		/* one row, many columns: written alone */
+		writeback_spread(it, reply, rel, wb, only, key, &sql);
+		relation_close(rel, NoLock);
+		wb->sql = psprintf("/* %s */ %s", wb->args.signature.data, sql.data);
+		wb->group_sql = NULL;
+		return;
+	}
+
 	att = get_attnum(it->target_table, it->target_column);
 	if (att <= 0)
 		ereport(ERROR,
@@ -182,16 +252,8 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 	TargetAddArgument(&wb->args, a->atttypid, a->atttypmod,
 					  it->shaped ? shaped_for_type(reply, a->atttypid, wb->relname) :
 					  reply_for_type(reply, a->atttypid));
-
-	/*
-	 * Only the table's own row: a table that others inherit from may have
-	 * rows of the same key in its children, which are not the target.
-	 */
-	only = rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "";
-	initStringInfo(&sql);
 	appendStringInfo(&sql, "UPDATE %s%s AS t SET %s = $1 WHERE ",
 					 only, wb->relname, quote_identifier(it->target_column));
-	key = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(it->target_key)));
 	TargetKeyClause(rel, wb->relname, key, &wb->args, &sql, NULL, "$");
 
 	/*
