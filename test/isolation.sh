@@ -28,6 +28,10 @@ start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = ''"
 # --use-existing leaves the database to us
 as_pg psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "CREATE DATABASE pg_llm_isolation" >/dev/null
 as_pg psql -X -q -v ON_ERROR_STOP=1 -d pg_llm_isolation -c "CREATE EXTENSION pg_llm" >/dev/null
+# no worker serves this database on purpose: its warning at enqueue is not
+# what the specs are about
+as_pg psql -X -q -v ON_ERROR_STOP=1 -d pg_llm_isolation \
+  -c "ALTER DATABASE pg_llm_isolation SET client_min_messages = error" >/dev/null
 
 # pg_isolation_regress wants specs/ and expected/ under its input
 # directory; lay them out in a scratch directory the postgres user owns

@@ -19,7 +19,7 @@ my $port = start_mock();
 my $node = llm_node('chaos', $port, conf => { 'llm.lease_time' => "'30s'" });
 # hangs end by the provider's timeout; retries come quickly
 q1($node, "SELECT llm.alter_provider('mock', options => "
-	  . "'{\"timeout_ms\": 2000, \"stream_idle_timeout\": 2, \"max_retries\": 3}')");
+	  . "'{\"timeout_ms\": 2000, \"stream_idle_timeout\": 2, \"max_retries\": 3, \"pass_through\": true}')");
 create_docs($node, $n);
 ok(wait_workers($node, 1, 30), 'the queue worker runs');
 
