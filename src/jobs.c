@@ -37,6 +37,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -81,6 +82,7 @@ typedef struct JobDef
 {
 	MemoryContext cxt;
 	char		xmin[16];
+	LocalTransactionId read_in;	/* the transaction that read it last */
 	QueueJob	q;
 	Oid			source;
 	bool		sep;			/* a result table of its own */
@@ -260,15 +262,29 @@ job_run_as_owner(JobDef *job, RunAsFunc fn, void *arg)
 	PG_END_TRY();
 }
 
-/* A job by its id, or NULL. */
+/*
+ * A job by its id, or NULL.  Read once a transaction: a job does not
+ * change, and while a transaction writes its source table (or runs it) the
+ * job cannot be dropped (drop_job drops the triggers, which waits for the
+ * table; run_job locks the job's row).
+ */
 static JobDef *
 job_load(int64 id)
 {
 	JobRead		r;
 
+	if (job_cache)
+	{
+		JobEntry   *entry = hash_search(job_cache, &id, HASH_FIND, NULL);
+
+		if (entry && entry->def && entry->def->read_in == LlmMyLocalXid())
+			return entry->def;
+	}
 	r.id = id;
 	r.job = NULL;
 	RunAsOwner(job_read, &r);
+	if (r.job)
+		r.job->read_in = LlmMyLocalXid();
 	return r.job;
 }
 
@@ -394,7 +410,7 @@ job_rights(JobDef *job)
  * when the owner's queue is full.
  */
 static int64
-job_queue_rows(JobDef *job, const char *sql, bool lock_target, bool supersede)
+job_queue_rows(JobDef *job, const char *sql, bool lock_target, bool supersede, bool *target_checked)
 {
 	SPIParseOpenOptions opts;
 	Portal		portal;
@@ -434,7 +450,7 @@ job_queue_rows(JobDef *job, const char *sql, bool lock_target, bool supersede)
 		total += QueueAddJobItems(&job->q,
 								  PointerGetDatum(construct_array(prompts, n, TEXTOID, -1, false, TYPALIGN_INT)),
 								  PointerGetDatum(construct_array(keys, n, JSONBOID, -1, false, TYPALIGN_INT)),
-								  n, supersede, &full);
+								  n, supersede, target_checked, &full);
 		SPI_freetuptable(tt);
 		pfree(prompts);
 		pfree(keys);
@@ -456,6 +472,7 @@ run_work(void *arg)
 	JobRun	   *r = (JobRun *) arg;
 	JobDef	   *job = r->job;
 	JobRights	rights = job_rights(job);
+	bool		target_checked = false;
 
 	if (rights.denied)
 		ereport(ERROR,
@@ -464,7 +481,7 @@ run_work(void *arg)
 				 errhint("A job runs with the rights of its owner: grant them again, or drop the job.")));
 	if (job->sep && SPI_execute(job->stmts[JOB_RUN_ADD_KEYS], false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not add the key rows of job %s", job->q.name);
-	r->n = job_queue_rows(job, job->stmts[JOB_RUN_SELECT], rights.target_rls, false);
+	r->n = job_queue_rows(job, job->stmts[JOB_RUN_SELECT], rights.target_rls, false, &target_checked);
 }
 
 /* The lock of a run, and its time (RunAs, as the extension owner). */
@@ -667,11 +684,25 @@ job_reset(TriggerData *td, JobDef *job)
 	return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_newtuple, desc, 1, &col, &nullv, &isnull));
 }
 
+/*
+ * What a job's trigger checked in this statement (in the trigger's
+ * fn_extra, which lives as long as the statement): a row trigger fires for
+ * every row, and PostgreSQL checks a statement's rights once too.
+ */
+typedef struct JobFireCache
+{
+	int64		id;
+	bool		rights_checked;
+	JobRights	rights;
+	bool		target_checked;
+} JobFireCache;
+
 /* A trigger's work, as the job's owner (RunAs, restricted). */
 typedef struct JobFire
 {
 	JobDef	   *job;
 	TriggerData *td;
+	JobFireCache *cache;
 } JobFire;
 
 static void
@@ -680,8 +711,18 @@ trigger_work(void *arg)
 	JobFire    *f = (JobFire *) arg;
 	JobDef	   *job = f->job;
 	TriggerData *td = f->td;
-	JobRights	rights = job_rights(job);
+	JobRights	rights;
 	bool		inserted = TRIGGER_FIRED_BY_INSERT(td->tg_event);
+
+	if (!f->cache->rights_checked)
+	{
+		rights = job_rights(job);
+		if (rights.denied)
+			rights.denied = MemoryContextStrdup(GetMemoryChunkContext(f->cache), rights.denied);
+		f->cache->rights = rights;
+		f->cache->rights_checked = true;
+	}
+	rights = f->cache->rights;
 
 	/*
 	 * A trigger reads rows no privilege check sees (the transition table,
@@ -707,7 +748,8 @@ trigger_work(void *arg)
 			elog(ERROR, "could not read the rows inserted");
 		if (job->sep && SPI_execute(job->stmts[JOB_STMT_ADD_KEYS], false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not add the key rows of job %s", job->q.name);
-		(void) job_queue_rows(job, job->stmts[JOB_STMT_SELECT], job->sep && rights.target_rls, true);
+		(void) job_queue_rows(job, job->stmts[JOB_STMT_SELECT], job->sep && rights.target_rls, true,
+							  &f->cache->target_checked);
 		return;
 	}
 	else
@@ -766,7 +808,7 @@ trigger_work(void *arg)
 		(void) QueueAddJobItems(&job->q,
 								PointerGetDatum(construct_array(&prompt, 1, TEXTOID, -1, false, TYPALIGN_INT)),
 								PointerGetDatum(construct_array(&key, 1, JSONBOID, -1, false, TYPALIGN_INT)),
-								1, true, &full);
+								1, true, &f->cache->target_checked, &full);
 	}
 }
 
@@ -845,6 +887,13 @@ pg_llm_job_trigger(PG_FUNCTION_ARGS)
 						td->tg_trigger->tgname, job->q.name)));
 	f.job = job;
 	f.td = td;
+	f.cache = (JobFireCache *) fcinfo->flinfo->fn_extra;
+	if (f.cache == NULL || f.cache->id != id)
+	{
+		f.cache = MemoryContextAllocZero(fcinfo->flinfo->fn_mcxt, sizeof(JobFireCache));
+		f.cache->id = id;
+		fcinfo->flinfo->fn_extra = f.cache;
+	}
 	job_run_as_owner(job, trigger_work, &f);
 	return PointerGetDatum(NULL);
 }

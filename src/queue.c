@@ -776,6 +776,22 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(e.id);
 }
 
+/*
+ * A statement kept for this process and planned again for its values at
+ * each execution (a plan for the queue as it was when the statement was
+ * first run would not do when it has grown since).
+ */
+static SPIPlanPtr
+custom_plan(const char *sql, int nargs, Oid *types)
+{
+	SPIPlanPtr	p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_CUSTOM_PLAN);
+
+	if (p == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+	SPI_keepplan(p);
+	return p;
+}
+
 /* A job's items, inserted as the extension owner (RunAs). */
 typedef struct JobInsert
 {
@@ -787,6 +803,7 @@ typedef struct JobInsert
 	int64		deleted;
 	int64		candidates;		/* rows that would be queued without a cap */
 	int64		inserted;
+	int64		max_queued;
 } JobInsert;
 
 static void
@@ -795,15 +812,18 @@ job_delete_superseded(void *arg)
 	JobInsert  *ji = (JobInsert *) arg;
 	Oid			types[3] = {INT8OID, OIDOID, JSONBARRAYOID};
 	Datum		values[3];
+	static SPIPlanPtr plan = NULL;
 
 	values[0] = Int64GetDatum(ji->job->id);
 	values[1] = ObjectIdGetDatum(ji->job->target);
 	values[2] = ji->keys;
-	/* planned at each call: see job_insert */
-	if (SPI_execute_with_args("DELETE FROM llm.queue q USING pg_catalog.unnest($3) AS k(key) "
-							  "WHERE q.job_id = $1 AND q.status = 'pending' AND q.target_table = $2 "
-							  "AND q.target_key OPERATOR(pg_catalog.=) k.key",
-							  3, types, values, NULL, false, 0) != SPI_OK_DELETE)
+
+	/* planned for its values at each call: see job_insert */
+	if (plan == NULL)
+		plan = custom_plan("DELETE FROM llm.queue q USING pg_catalog.unnest($3) AS k(key) "
+						   "WHERE q.job_id = $1 AND q.status = 'pending' AND q.target_table = $2 "
+						   "AND q.target_key OPERATOR(pg_catalog.=) k.key", 3, types);
+	if (SPI_execute_plan(plan, values, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not replace the pending items of job %s", ji->job->name);
 	ji->deleted = (int64) SPI_processed;
 }
@@ -818,6 +838,8 @@ job_insert(void *arg)
 	Datum		values[13];
 	char		nulls[13];
 	bool		isnull;
+	static SPIPlanPtr uncapped = NULL;
+	static SPIPlanPtr capped = NULL;
 
 	memset(nulls, ' ', sizeof(nulls));
 	values[0] = ji->prompts;
@@ -838,27 +860,67 @@ job_insert(void *arg)
 	nulls[12] = ji->room < 0 ? 'n' : ' ';
 
 	/*
-	 * Planned at each call: a plan kept from the first chunks of a run,
+	 * Planned for its values at each call (parsed once): one plan kept
+	 * from the first chunks of a run, or the first rows of a statement,
 	 * when the queue held none of the job's items, would check each key of
-	 * the later chunks against all of them one by one.  A row with a
+	 * the later ones against all of them one by one.  A row with a
 	 * pending, running or submitted item of the job is not queued again
 	 * by run_job (the triggers replaced theirs already).
 	 */
-	if (SPI_execute_with_args("WITH c AS (SELECT u.prompt, u.key, u.o "
-							  "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY AS u(prompt, key, o) "
-							  "WHERE u.prompt OPERATOR(pg_catalog.<>) '' AND u.key IS NOT NULL "
-							  "AND ($12 OR NOT EXISTS (SELECT 1 FROM llm.queue q WHERE q.job_id = $10 "
-							  "AND q.status IN ('pending', 'running', 'submitted') "
-							  "AND q.target_key OPERATOR(pg_catalog.=) u.key))), "
-							  "i AS (INSERT INTO llm.queue (prompt, model, system, options, target_table, "
-							  "target_column, target_key, enqueued_by, job, job_id, via) "
-							  "SELECT c.prompt, $3, $4, $5, $6, $7, c.key, $8, $9, $10, $11 "
-							  "FROM c ORDER BY c.o LIMIT $13 RETURNING 1) "
-							  "SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.count(*) FROM i)",
-							  13, types, values, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
+	if (ji->room < 0)
+	{
+		/* no cap: every row is queued */
+		if (uncapped == NULL)
+			uncapped = custom_plan("INSERT INTO llm.queue (prompt, model, system, options, target_table, "
+								   "target_column, target_key, enqueued_by, job, job_id, via) "
+								   "SELECT u.prompt, $3, $4, $5, $6, $7, u.key, $8, $9, $10, $11 "
+								   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(prompt, key) "
+								   "WHERE u.prompt OPERATOR(pg_catalog.<>) '' AND u.key IS NOT NULL "
+								   "AND ($12 OR NOT EXISTS (SELECT 1 FROM llm.queue q WHERE q.job_id = $10 "
+								   "AND q.status IN ('pending', 'running', 'submitted') "
+								   "AND q.target_key OPERATOR(pg_catalog.=) u.key))",
+								   12, types);
+		if (SPI_execute_plan(uncapped, values, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not queue the items of job %s", job->name);
+		ji->candidates = ji->inserted = (int64) SPI_processed;
+		return;
+	}
+	/* up to the cap, in the order of the rows; how many would have been */
+	if (capped == NULL)
+		capped = custom_plan("WITH c AS (SELECT u.prompt, u.key, u.o "
+							 "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY AS u(prompt, key, o) "
+							 "WHERE u.prompt OPERATOR(pg_catalog.<>) '' AND u.key IS NOT NULL "
+							 "AND ($12 OR NOT EXISTS (SELECT 1 FROM llm.queue q WHERE q.job_id = $10 "
+							 "AND q.status IN ('pending', 'running', 'submitted') "
+							 "AND q.target_key OPERATOR(pg_catalog.=) u.key))), "
+							 "i AS (INSERT INTO llm.queue (prompt, model, system, options, target_table, "
+							 "target_column, target_key, enqueued_by, job, job_id, via) "
+							 "SELECT c.prompt, $3, $4, $5, $6, $7, c.key, $8, $9, $10, $11 "
+							 "FROM c ORDER BY c.o LIMIT $13 RETURNING 1) "
+							 "SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.count(*) FROM i)",
+							 13, types);
+	if (SPI_execute_plan(capped, values, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not queue the items of job %s", job->name);
 	ji->candidates = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	ji->inserted = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+}
+
+/*
+ * Replace the pending items of the rows (the triggers), then queue the new
+ * ones up to the owner's cap, as the extension owner (RunAs).
+ */
+static void
+job_queue(void *arg)
+{
+	JobInsert  *ji = (JobInsert *) arg;
+
+	if (ji->supersede)
+	{
+		job_delete_superseded(ji);
+		queue_counted(ji->job->owner, -ji->deleted);
+	}
+	ji->room = queue_room(ji->job->owner, &ji->max_queued);
+	job_insert(ji);
 }
 
 /*
@@ -873,7 +935,8 @@ job_insert(void *arg)
  * warning, and *full is set.  Returns the number of items queued.
  */
 int64
-QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n, bool supersede, bool *full)
+QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n, bool supersede,
+				 bool *target_checked, bool *full)
 {
 	JobInsert	ji;
 	Relation	rel;
@@ -887,7 +950,13 @@ QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n, bool sup
 	if (n == 0)
 		return 0;
 
-	/* the target, as llm.enqueue checks it, for the owner */
+	/*
+	 * The target, as llm.enqueue checks it, for the owner: once a statement
+	 * (*target_checked: a job's row triggers come here for every row of a
+	 * statement).
+	 */
+	if (*target_checked)
+		goto checked;
 	rel = relation_open(job->target, AccessShareLock);
 	relname = TargetRelationName(rel);
 	attnum = check_target_table(rel, relname, job->column, job->owner);
@@ -904,19 +973,18 @@ QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n, bool sup
 	}
 	check_target_keys(rel, relname, attnum, job->column, keycols, job->owner);
 	relation_close(rel, AccessShareLock);
+	*target_checked = true;
+
+checked:
 
 	memset(&ji, 0, sizeof(ji));
 	ji.job = job;
 	ji.prompts = prompts;
 	ji.keys = keys;
 	ji.supersede = supersede;
-	if (supersede)
-	{
-		RunAsOwner(job_delete_superseded, &ji);
-		queue_counted(job->owner, -ji.deleted);
-	}
-	ji.room = queue_room(job->owner, &max_queued);
-	RunAsOwner(job_insert, &ji);
+	ji.max_queued = -1;
+	RunAsOwner(job_queue, &ji);
+	max_queued = ji.max_queued;
 	if (ji.room >= 0)
 	{
 		queue_counted(job->owner, ji.inserted);

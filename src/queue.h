@@ -36,7 +36,7 @@ typedef struct QueueJob
 } QueueJob;
 
 extern int64 QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n,
-							  bool supersede, bool *full);
+							  bool supersede, bool *target_checked, bool *full);
 
 extern void WorkerRegister(void);
 extern void WorkerDefineSettings(void);
