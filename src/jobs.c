@@ -695,6 +695,7 @@ typedef struct JobFireCache
 	bool		rights_checked;
 	JobRights	rights;
 	bool		target_checked;
+	bool		warned;
 } JobFireCache;
 
 /* A trigger's work, as the job's owner (RunAs, restricted). */
@@ -730,6 +731,10 @@ trigger_work(void *arg)
 	 */
 	if (rights.denied || rights.source_rls)
 	{
+		/* one warning a statement */
+		if (f->cache->warned)
+			return;
+		f->cache->warned = true;
 		ereport(WARNING,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("pg_llm job \"%s\": %s; rows not queued", job->q.name,
