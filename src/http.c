@@ -256,20 +256,6 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 	return n;
 }
 
-/* Does a header line start with this name (case-insensitive) and a colon? */
-static const char *
-header_value(const char *line, size_t len, const char *name)
-{
-	size_t		nlen = strlen(name);
-
-	if (len <= nlen || pg_strncasecmp(line, name, nlen) != 0 || line[nlen] != ':')
-		return NULL;
-	line += nlen + 1;
-	while (*line == ' ' || *line == '\t')
-		line++;
-	return line;
-}
-
 /*
  * Parse a Retry-After value: delay-seconds (integer or decimal) or an
  * HTTP-date.  Returns seconds from now, or -1.
@@ -418,6 +404,7 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	HttpTransfer *t = (HttpTransfer *) userdata;
 	size_t		n = size * nitems;
 	const char *v;
+	const char *colon;
 	char		tmp[64];
 
 	t->last_activity_us = monotonic_us();
@@ -441,44 +428,74 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 		if (t->status >= 200)
 			t->headers_done = true;
 	}
-	else if ((v = header_value(buf, n, "retry-after-ms")) != NULL)
+	else if ((colon = memchr(buf, ':', n)) != NULL)
 	{
-		copy_header_value(tmp, sizeof(tmp), v);
-		if (atof(tmp) >= 0)
-			t->retry_after_s = atof(tmp) / 1000.0;
-	}
-	else if ((v = header_value(buf, n, "retry-after")) != NULL)
-	{
-		/* retry-after-ms wins when both are sent */
-		if (t->retry_after_s < 0)
+		/*
+		 * One look at the name's length and first letter picks the few
+		 * names it can be (this runs for every header of every reply).
+		 */
+		size_t		nlen = colon - buf;
+
+#define NAME_IS(lit) (nlen == sizeof(lit) - 1 && pg_strncasecmp(buf, lit, sizeof(lit) - 1) == 0)
+		v = colon + 1;
+		while (*v == ' ' || *v == '\t')
+			v++;
+		switch (buf[0] | 0x20)
 		{
-			copy_header_value(tmp, sizeof(tmp), v);
-			t->retry_after_s = parse_retry_after(tmp);
+			case 'r':
+				if (NAME_IS("retry-after-ms"))
+				{
+					copy_header_value(tmp, sizeof(tmp), v);
+					if (atof(tmp) >= 0)
+						t->retry_after_s = atof(tmp) / 1000.0;
+				}
+				else if (NAME_IS("retry-after"))
+				{
+					/* retry-after-ms wins when both are sent */
+					if (t->retry_after_s < 0)
+					{
+						copy_header_value(tmp, sizeof(tmp), v);
+						t->retry_after_s = parse_retry_after(tmp);
+					}
+				}
+				else if (NAME_IS("request-id"))
+					copy_header_value(t->request_id, sizeof(t->request_id), v);
+				break;
+			case 'x':
+				if (NAME_IS("x-should-retry"))
+					t->should_retry = (pg_strncasecmp(v, "true", 4) == 0) ? 1 : 0;
+				else if (NAME_IS("x-ratelimit-remaining-requests"))
+					t->rl_remaining_requests = parse_count(v);
+				else if (NAME_IS("x-ratelimit-remaining-tokens"))
+					t->rl_remaining_tokens = parse_count(v);
+				else if (NAME_IS("x-ratelimit-reset-requests"))
+					t->rl_reset_requests_s = parse_go_duration(v);
+				else if (NAME_IS("x-ratelimit-reset-tokens"))
+					t->rl_reset_tokens_s = parse_go_duration(v);
+				else if (NAME_IS("x-request-id"))
+					copy_header_value(t->request_id, sizeof(t->request_id), v);
+				break;
+			case 'a':
+				if (NAME_IS("anthropic-ratelimit-requests-remaining"))
+					t->rl_remaining_requests = parse_count(v);
+				else if (NAME_IS("anthropic-ratelimit-tokens-remaining"))
+					t->rl_remaining_tokens = parse_count(v);
+				else if (NAME_IS("anthropic-ratelimit-requests-reset"))
+					t->rl_reset_requests_s = parse_rfc3339_from_now(v);
+				else if (NAME_IS("anthropic-ratelimit-tokens-reset"))
+					t->rl_reset_tokens_s = parse_rfc3339_from_now(v);
+				break;
+			case 'c':
+				if (NAME_IS("content-type"))
+					copy_header_value(t->content_type, sizeof(t->content_type), v);
+				break;
+			case 'l':
+				if (NAME_IS("location"))
+					copy_header_value(t->location, sizeof(t->location), v);
+				break;
 		}
+#undef NAME_IS
 	}
-	else if ((v = header_value(buf, n, "x-should-retry")) != NULL)
-		t->should_retry = (pg_strncasecmp(v, "true", 4) == 0) ? 1 : 0;
-	else if ((v = header_value(buf, n, "x-ratelimit-remaining-requests")) != NULL ||
-			 (v = header_value(buf, n, "anthropic-ratelimit-requests-remaining")) != NULL)
-		t->rl_remaining_requests = parse_count(v);
-	else if ((v = header_value(buf, n, "x-ratelimit-remaining-tokens")) != NULL ||
-			 (v = header_value(buf, n, "anthropic-ratelimit-tokens-remaining")) != NULL)
-		t->rl_remaining_tokens = parse_count(v);
-	else if ((v = header_value(buf, n, "x-ratelimit-reset-requests")) != NULL)
-		t->rl_reset_requests_s = parse_go_duration(v);
-	else if ((v = header_value(buf, n, "x-ratelimit-reset-tokens")) != NULL)
-		t->rl_reset_tokens_s = parse_go_duration(v);
-	else if ((v = header_value(buf, n, "anthropic-ratelimit-requests-reset")) != NULL)
-		t->rl_reset_requests_s = parse_rfc3339_from_now(v);
-	else if ((v = header_value(buf, n, "anthropic-ratelimit-tokens-reset")) != NULL)
-		t->rl_reset_tokens_s = parse_rfc3339_from_now(v);
-	else if ((v = header_value(buf, n, "content-type")) != NULL)
-		copy_header_value(t->content_type, sizeof(t->content_type), v);
-	else if ((v = header_value(buf, n, "location")) != NULL)
-		copy_header_value(t->location, sizeof(t->location), v);
-	else if ((v = header_value(buf, n, "x-request-id")) != NULL ||
-			 (v = header_value(buf, n, "request-id")) != NULL)
-		copy_header_value(t->request_id, sizeof(t->request_id), v);
 	return n;
 }
 

@@ -19,6 +19,7 @@
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
 
+#include "json_fast.h"
 #include "llm_json.h"
 
 /* Put a guarded object when its memory context goes away. */
@@ -77,6 +78,14 @@ JsonParse(const char *text, size_t len, const char **why)
 		if (why)
 			*why = reason;
 		return NULL;
+	}
+	/* most texts are read by the fast path; what it gives up on, here */
+	obj = JsonFastParse(text, len, LLM_JSON_MAX_DEPTH);
+	if (obj != NULL)
+	{
+		if (why)
+			*why = NULL;
+		return obj;
 	}
 	json_tokener_reset(tok);
 	obj = json_tokener_parse_ex(tok, text, (int) len);

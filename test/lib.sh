@@ -245,6 +245,9 @@ CNF
 #   NGINX_EXPIRED TLS with an expired certificate
 #   NGINX_PLAIN  plain HTTP/1.1
 #   NGINX_H2C    plain HTTP/2 with prior knowledge (h2c)
+#   NGINX_TLS12  TLS 1.2 only, HTTP/1.1 only: its sessions are made during
+#                the handshake and resumed as they are, so whether a new
+#                connection resumes one does not depend on timing
 #   NGINX_NORESUME TLS (HTTP/2 or 1.1) without session resumption: every
 #                connection is a full handshake with the certificate checked
 #   NGINX_FROM2  TLS (HTTP/2 or 1.1) and NGINX_FROM2_PLAIN (plain HTTP/1.1)
@@ -260,7 +263,7 @@ start_nginx() {
   scratch_dir
   d=$SCRATCH
   NGINX_DIR=$d
-  for p in H2 H1 MTLS WRONG EXPIRED PLAIN H2C NORESUME FROM2 FROM2_PLAIN; do
+  for p in H2 H1 TLS12 MTLS WRONG EXPIRED PLAIN H2C NORESUME FROM2 FROM2_PLAIN; do
     printf -v "NGINX_$p" '%s' "$(free_port)"
     export "NGINX_$p"
   done
@@ -304,6 +307,7 @@ http {
     $extra
     server { listen 127.0.0.1:$NGINX_H2 backlog=4096 ssl http2; $loc }
     server { listen 127.0.0.1:$NGINX_H1 backlog=4096 ssl; $loc }
+    server { listen 127.0.0.1:$NGINX_TLS12 backlog=4096 ssl; ssl_protocols TLSv1.2; $loc }
     server { listen 127.0.0.1:$NGINX_PLAIN backlog=4096; $loc }
     server { listen 127.0.0.1:$NGINX_H2C backlog=4096 http2; $loc }
     server { listen 127.0.0.1:$NGINX_MTLS backlog=4096 ssl http2;

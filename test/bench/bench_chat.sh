@@ -29,8 +29,15 @@
 # connection).  Finally a short concurrent load (test/mock/load.js) on the
 # same mock shows its own ceiling.
 #
+# With --tls, every client goes to the same mock through Debian's nginx
+# (nginx-light) terminating TLS (test/lib.sh: certificates made for the
+# run with openssl, EC P-256, TLS 1.3), each with that run's CA file:
+# pg_llm's ca_file option, raw_curl's CURLOPT_CAINFO, requests' verify;
+# pg_llm and raw libcurl speak HTTP/2 (ALPN), requests HTTP/1.1.  The
+# mock's connection counts are then nginx's connections to it.
+#
 # usage: test/bench/bench_chat.sh [--calls N] [--rounds R] [--warmup W]
-#                                 [--ceiling-requests M] [--no-build] [--preload]
+#                                 [--ceiling-requests M] [--no-build] [--preload] [--tls]
 #   --calls N             timed calls per client and round [5000]
 #   --rounds R            interleaved rounds; the median is reported [3]
 #   --warmup W            untimed calls before each measurement [200]
@@ -38,6 +45,7 @@
 #   --no-build            use the installed extension as it is
 #   --preload             start the instance with shared_preload_libraries = 'pg_llm'
 #                         (llm.chat() needs no preloading; this is for comparison)
+#   --tls                 through nginx over HTTPS (see above)
 #
 # Needs root (build_install, and initdb runs as postgres), cc, libcurl
 # headers, node and /usr/bin/python3 with python3-requests.  All traffic
@@ -49,6 +57,7 @@ ROUNDS=3
 WARMUP=200
 CEILING_REQUESTS=20000
 BUILD=1
+TLS=0
 PG_CONF=()
 
 usage() { sed -n '/^# usage:/,/^# stays on/p' "$0" | sed 's/^# \{0,1\}//'; }
@@ -64,6 +73,7 @@ while [ $# -gt 0 ]; do
     --ceiling-requests=*) CEILING_REQUESTS=${1#*=}; shift ;;
     --no-build) BUILD=0; shift ;;
     --preload) PG_CONF+=("shared_preload_libraries = 'pg_llm'"); shift ;;
+    --tls) TLS=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "bench_chat.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -94,12 +104,23 @@ RESULTS="$OUT/results.tsv"
 : > "$RESULTS"
 MOCK="http://127.0.0.1:$MOCK_PORT"
 URL="$MOCK/v1/chat/completions"
+BASE="$MOCK/v1"
+CA_ARG=()
+PROVIDER_OPTS='{"pass_through": true}'
+if [ "$TLS" = 1 ]; then
+  make_certs
+  start_nginx
+  BASE="https://localhost:$NGINX_H2/v1"
+  URL="$BASE/chat/completions"
+  CA_ARG=("$CERTS/ca.pem")
+  PROVIDER_OPTS="{\"pass_through\": true, \"ca_file\": \"$CERTS/ca.pem\"}"
+fi
 
 PSQL=(psql -X -q -At -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -c "CREATE EXTENSION pg_llm" ||
   { log "CREATE EXTENSION pg_llm failed${PG_CONF[0]+}${PG_CONF[0]-; if the library must be preloaded, try --preload}"; exit 1; }
 "${PSQL[@]}" <<SQL
-SELECT llm.create_provider('mock', 'openai', '$MOCK/v1', api_key => 'sk-mock', options => '{"pass_through": true}');
+SELECT llm.create_provider('mock', 'openai', '$BASE', api_key => 'sk-mock', options => '$PROVIDER_OPTS');
 -- the same statement without the HTTP call: the executor's own share
 -- (a one-expression SQL function is inlined, so this is the floor)
 CREATE FUNCTION public.bench_echo(prompt text, model text) RETURNS text
@@ -174,7 +195,7 @@ run_client() {
   local r=$1 name=$2 line
   shift 2
   mock_reset
-  line=$("$@" "$URL" "$CALLS" "$WARMUP" sk-mock "$MOCK_PID") || { log "$name round $r failed: $line"; exit 1; }
+  line=$("$@" "$URL" "$CALLS" "$WARMUP" sk-mock "$MOCK_PID" ${CA_ARG[@]+"${CA_ARG[@]}"}) || { log "$name round $r failed: $line"; exit 1; }
   field() { sed -n "s/.* $1=\([-0-9.]*\).*/\1/p" <<<" $line"; }
   record "$r" "$name" "$CALLS" "$(field seconds)" "$(field cpu_seconds)" "$(field mock_cpu_seconds)"
 }
@@ -182,7 +203,7 @@ run_client() {
 # the mock's JIT compiles its hot path during its first requests: warm it
 # up once, so that round 1 of pg_llm does not pay for it
 log "warming the mock up (3000 requests)"
-"$BENCH_DIR/raw_curl" "$URL" 0 3000 >/dev/null
+"$BENCH_DIR/raw_curl" "$URL" 0 3000 sk-mock -1 ${CA_ARG[@]+"${CA_ARG[@]}"} >/dev/null
 
 log "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for r in $(seq 1 "$ROUNDS"); do
@@ -209,7 +230,7 @@ if [ "$CEILING_REQUESTS" -gt 0 ] && [ -f "$PG_LLM_ROOT/test/mock/load.js" ]; the
 fi
 
 {
-  echo "pg_llm chat benchmark: $CALLS sequential calls per client, $ROUNDS interleaved rounds, warm-up $WARMUP, mock latency 0${PG_CONF[0]+, $PG_CONF}"
+  echo "pg_llm chat benchmark: $CALLS sequential calls per client, $ROUNDS interleaved rounds, warm-up $WARMUP, mock latency 0${PG_CONF[0]+, $PG_CONF}$([ "$TLS" = 1 ] && echo ", over HTTPS through nginx (HTTP/2 for pg_llm and raw libcurl)")"
   echo "host: $(nproc) CPUs, load average now $(cut -d' ' -f1-3 /proc/loadavg); $(psql -X -At -c 'SHOW server_version' | cut -d' ' -f1) PostgreSQL;" \
     "libcurl $(curl-config --version | cut -d" " -f2); python requests $("$PYTHON" -c 'import requests; print(requests.__version__)'); node $(node --version)"
 }

@@ -21,15 +21,17 @@
 #              instance (single-user mode needs the data directory).
 # Reports are printed and kept in test/bench/profile/ (git-ignored).
 #
-# usage: test/bench/profile_chat.sh [--calls N] [--no-build] [--preload]
+# usage: test/bench/profile_chat.sh [--calls N] [--no-build] [--preload] [--tls]
 #                                   [stat] [perf] [callgrind]
-# (--preload: shared_preload_libraries = 'pg_llm', as in bench_chat.sh)
+# (--preload: shared_preload_libraries = 'pg_llm', as in bench_chat.sh;
+# --tls: through nginx over HTTPS, HTTP/2 by ALPN, as bench_chat.sh --tls)
 # Needs root (attaching, build_install), linux-perf and valgrind.
 source "$(dirname "$0")/../lib.sh"
 
 CALLS=5000
 WARMUP=200
 BUILD=1
+TLS=0
 PG_CONF=()
 TOOLS=()
 while [ $# -gt 0 ]; do
@@ -38,6 +40,7 @@ while [ $# -gt 0 ]; do
     --calls=*) CALLS=${1#*=}; shift ;;
     --no-build) BUILD=0; shift ;;
     --preload) PG_CONF+=("shared_preload_libraries = 'pg_llm'"); shift ;;
+    --tls) TLS=1; shift ;;
     stat|perf|callgrind) TOOLS+=("$1"); shift ;;
     -h|--help) sed -n '2,/^# Needs root/p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "profile_chat.sh: unknown argument $1" >&2; exit 2 ;;
@@ -62,15 +65,25 @@ scratch_dir
 OUT=$SCRATCH
 chmod 777 "$OUT"
 MOCK="http://127.0.0.1:$MOCK_PORT"
-URL="$MOCK/v1/chat/completions"
+BASE="$MOCK/v1"
+OPTS='{"pass_through": true}'
+RAW_EXTRA=()
+if [ "$TLS" = 1 ]; then
+  make_certs
+  start_nginx
+  BASE="https://localhost:$NGINX_H2/v1"
+  OPTS="{\"pass_through\": true, \"ca_file\": \"$CERTS/ca.pem\"}"
+  RAW_EXTRA=(sk-mock -1 "$CERTS/ca.pem")
+fi
+URL="$BASE/chat/completions"
 PSQL=(psql -X -q -At -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -c "CREATE EXTENSION pg_llm" \
-  -c "SELECT llm.create_provider('mock', 'openai', '$MOCK/v1', api_key => 'sk-mock', options => '{\"pass_through\": true}')" >/dev/null
+  -c "SELECT llm.create_provider('mock', 'openai', '$BASE', api_key => 'sk-mock', options => '$OPTS')" >/dev/null
 # warm the mock's JIT up, so that its first requests do not count
-"$BENCH_DIR/raw_curl" "$URL" 0 3000 >/dev/null
+"$BENCH_DIR/raw_curl" "$URL" 0 3000 ${RAW_EXTRA[@]+"${RAW_EXTRA[@]}"} >/dev/null
 
 STMT="SELECT count(llm.chat('bench ' || g, 'mock')) FROM generate_series(1, $CALLS) g"
-SYSCALLS=(poll epoll_wait epoll_ctl epoll_create1 close sendto recvfrom)
+SYSCALLS=(poll epoll_wait epoll_ctl epoll_create1 close sendto recvfrom write read)
 
 # attached TOOL_CMD...: run STMT in a warmed-up session while TOOL_CMD
 # (with -p PID appended) is attached to its backend; the tool is stopped
@@ -140,9 +153,9 @@ for tool in "${ORDERED[@]}"; do
       "$(awk -v t="$ut" -v hz="$hz" 'BEGIN{print t/hz}')" "$(awk -v t="$st" -v hz="$hz" 'BEGIN{print t/hz}')" \
       > "$REPORTS/stat_summary.txt"
     log "perf stat: raw_curl, $CALLS calls (no warm-up: one connect and the process start included)"
-    line=$(perf stat -x, -e "$EV" -o "$REPORTS/stat_raw_curl.csv" "$BENCH_DIR/raw_curl" "$URL" "$CALLS" 0)
+    line=$(perf stat -x, -e "$EV" -o "$REPORTS/stat_raw_curl.csv" "$BENCH_DIR/raw_curl" "$URL" "$CALLS" 0 ${RAW_EXTRA[@]+"${RAW_EXTRA[@]}"})
     secs=$(sed -n 's/.* seconds=\([0-9.]*\).*/\1/p' <<<" $line")
-    /usr/bin/time -f '%U %S' -o "$OUT/time.txt" "$BENCH_DIR/raw_curl" "$URL" "$CALLS" 0 >/dev/null
+    /usr/bin/time -f '%U %S' -o "$OUT/time.txt" "$BENCH_DIR/raw_curl" "$URL" "$CALLS" 0 ${RAW_EXTRA[@]+"${RAW_EXTRA[@]}"} >/dev/null
     read -r us sy < "$OUT/time.txt"
     stat_summary "$REPORTS/stat_raw_curl.csv" raw_curl "$secs" "$us" "$sy" >> "$REPORTS/stat_summary.txt"
     echo "(user/system split: backend from /proc/PID/stat ticks, raw_curl from a second run under /usr/bin/time; both coarse)" \
@@ -187,7 +200,7 @@ for tool in "${ORDERED[@]}"; do
     grep -q ERROR "$OUT/single.out" && { log "single-user run failed"; cat "$OUT/single.out" >&2; exit 1; }
     log "callgrind: raw_curl, $WARMUP + $CALLS calls, collecting inside curl_easy_perform()"
     valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.raw_curl" \
-      --toggle-collect=curl_easy_perform "$BENCH_DIR/raw_curl" "$URL" "$CALLS" "$WARMUP" \
+      --toggle-collect=curl_easy_perform "$BENCH_DIR/raw_curl" "$URL" "$CALLS" "$WARMUP" ${RAW_EXTRA[@]+"${RAW_EXTRA[@]}"} \
       > /dev/null 2> "$OUT/valgrind.raw_curl.log"
     cp "$OUT/callgrind.pg_llm" "$OUT/callgrind.raw_curl" "$REPORTS/"
     /usr/bin/python3 "$BENCH_DIR/callgrind_report.py" $((CALLS + WARMUP)) \

@@ -11,7 +11,8 @@ where C is this process's CPU time (user + system, from
 /proc/self/schedstat) during the timed calls, and M the same for the
 process MOCK_PID (-1 when not given or unreadable).
 
-usage: /usr/bin/python3 py_requests.py URL CALLS [WARMUP [API_KEY [MOCK_PID]]]
+usage: /usr/bin/python3 py_requests.py URL CALLS [WARMUP [API_KEY [MOCK_PID [CA_FILE]]]]
+(CA_FILE: the PEM bundle to verify an https URL with)
 """
 import json
 import sys
@@ -51,15 +52,20 @@ def run(session, url, headers, n):
 
 def main():
     if len(sys.argv) < 3:
-        print("usage: py_requests.py URL CALLS [WARMUP [API_KEY [MOCK_PID]]]", file=sys.stderr)
+        print("usage: py_requests.py URL CALLS [WARMUP [API_KEY [MOCK_PID [CA_FILE]]]]", file=sys.stderr)
         return 2
     url = sys.argv[1]
     calls = int(sys.argv[2])
     warmup = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     key = sys.argv[4] if len(sys.argv) > 4 else "sk-mock"
     mock_pid = sys.argv[5] if len(sys.argv) > 5 else None
+    ca_file = sys.argv[6] if len(sys.argv) > 6 else None
     headers = {"Content-Type": "application/json", "Authorization": "Bearer " + key}
     with requests.Session() as s:
+        # nothing from the environment (a proxy, REQUESTS_CA_BUNDLE)
+        s.trust_env = False
+        if ca_file:
+            s.verify = ca_file
         if run(s, url, headers, warmup):
             print("py_requests: the warm-up failed", file=sys.stderr)
             return 1

@@ -7,8 +7,11 @@
  *	  Authorization headers, and reads the whole response into a buffer.
  *	  The response is not parsed (only the status is checked).
  *
- *	  usage: raw_curl URL CALLS [WARMUP [API_KEY [MOCK_PID]]]
- *	  URL is the full endpoint, e.g. http://127.0.0.1:PORT/v1/chat/completions.
+ *	  usage: raw_curl URL CALLS [WARMUP [API_KEY [MOCK_PID [CA_FILE]]]]
+ *	  URL is the full endpoint, e.g. http://127.0.0.1:PORT/v1/chat/completions;
+ *	  for an https URL, CA_FILE is the PEM bundle of the CAs to trust (as
+ *	  pg_llm's ca_file option; libcurl's defaults otherwise, HTTP/2 where
+ *	  the server offers it).
  *	  Warm-up calls are numbered 1..WARMUP, timed calls 1..CALLS, as in the
  *	  SQL statement.  Prints one line:
  *	    calls=N seconds=S errors=E cpu_seconds=C mock_cpu_seconds=M
@@ -137,11 +140,12 @@ main(int argc, char **argv)
 				m0,
 				m1;
 	long		mock_pid = -1;
+	const char *ca_file = NULL;
 	long		errors;
 
 	if (argc < 3)
 	{
-		fprintf(stderr, "usage: %s URL CALLS [WARMUP [API_KEY [MOCK_PID]]]\n", argv[0]);
+		fprintf(stderr, "usage: %s URL CALLS [WARMUP [API_KEY [MOCK_PID [CA_FILE]]]]\n", argv[0]);
 		return 2;
 	}
 	url = argv[1];
@@ -152,6 +156,8 @@ main(int argc, char **argv)
 		key = argv[4];
 	if (argc > 5)
 		mock_pid = atol(argv[5]);
+	if (argc > 6)
+		ca_file = argv[6];
 
 	curl_global_init(CURL_GLOBAL_ALL);
 	e = curl_easy_init();
@@ -165,6 +171,8 @@ main(int argc, char **argv)
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
+	if (ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, ca_file);
 
 	if (run(e, &b, warmup) > 0)
 	{
