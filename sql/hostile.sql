@@ -419,6 +419,27 @@ ROLLBACK;
 RESET ROLE;
 SELECT llm.set_budget('mallory', NULL, NULL, NULL);
 
+-- with row-level security on the result table, a row the owner may read
+-- but not update is not sent for (the triggers' rows, run_job's)
+SET ROLE mallory;
+ALTER TABLE mal.res ENABLE ROW LEVEL SECURITY;
+ALTER TABLE mal.res FORCE ROW LEVEL SECURITY;
+CREATE POLICY res_read ON mal.res FOR SELECT USING (true);
+CREATE POLICY res_add ON mal.res FOR INSERT WITH CHECK (true);
+CREATE POLICY res_update ON mal.res FOR UPDATE USING (id <> 20);
+BEGIN;
+INSERT INTO mal.src VALUES (20, 'twenty'), (21, 'twenty-one');
+UPDATE mal.src SET body = body || '!' WHERE id IN (20, 21);
+SELECT llm.run_job('mjob');
+SELECT target_key, prompt FROM llm.queue WHERE job = 'mjob' AND status = 'pending' ORDER BY id;
+ROLLBACK;
+DROP POLICY res_read ON mal.res;
+DROP POLICY res_add ON mal.res;
+DROP POLICY res_update ON mal.res;
+ALTER TABLE mal.res NO FORCE ROW LEVEL SECURITY;
+ALTER TABLE mal.res DISABLE ROW LEVEL SECURITY;
+RESET ROLE;
+
 -- an owner who may no longer read the source table, or whom row-level
 -- security put on it limits, gets none of its new rows
 REVOKE SELECT ON mal.src FROM mallory;

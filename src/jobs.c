@@ -68,7 +68,8 @@ PG_FUNCTION_INFO_V1(pg_llm_job_trigger);
 #define JOB_ROW_ADD_KEY 8
 #define JOB_ROW_SELECT 9
 #define JOB_TARGET_ALIAS 10
-#define JOB_NSTMTS 10
+#define JOB_ROW_MAY_UPDATE 11
+#define JOB_NSTMTS 11
 
 /* Rows queued at a time. */
 #define JOB_CHUNK 10000
@@ -800,6 +801,14 @@ trigger_work(void *arg)
 			}
 			if (job_exec(job, JOB_ROW_ADD_KEY, job->nrowcols, types, values, nulls, false) != SPI_OK_INSERT)
 				elog(ERROR, "could not add the key row of job %s", job->q.name);
+			/* a result row the owner may not update is not sent for */
+			if (rights.target_rls)
+			{
+				if (job_exec(job, JOB_ROW_MAY_UPDATE, job->nrowcols, types, values, nulls, false) != SPI_OK_SELECT)
+					elog(ERROR, "could not read the result row of job %s", job->q.name);
+				if (SPI_processed == 0)
+					return;
+			}
 		}
 		if (job_exec(job, JOB_ROW_SELECT, job->nrowcols, types, values, nulls, true) != SPI_OK_SELECT)
 			elog(ERROR, "could not render the prompt of job %s", job->q.name);

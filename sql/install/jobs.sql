@@ -379,6 +379,9 @@ COMMENT ON FUNCTION llm._job_add_keys_sql(llm.job, text) IS 'The statement that 
 --   9  row trigger: the row to queue (an empty prompt only replaces a
 --      pending item)
 --  10  the alias of the row written back in 3 and 5
+--  11  row trigger, result table with row-level security: whether the
+--      owner may update the result row (FOR KEY SHARE applies the UPDATE
+--      policies)
 -- The row triggers' statements take the row's values as parameters, in
 -- the order of row_columns.
 CREATE FUNCTION llm._job_sql(j llm.job, OUT statements text[], OUT row_columns name[])
@@ -461,6 +464,10 @@ BEGIN
                             CASE WHEN sep THEN '' ELSE res || ' IS NULL AND ' END,
                             inputs_s, prompt, '', key_json, params, keys_s);
     statements[10] := CASE WHEN sep THEN 'x' ELSE 's' END;
+    IF sep THEN
+        statements[11] := format('SELECT 1 FROM %s AS x, %s WHERE %s FOR KEY SHARE OF x',
+                                 tgt_only, params, key_join);
+    END IF;
 END;
 $$;
 COMMENT ON FUNCTION llm._job_sql(llm.job) IS 'The statements a job runs as its owner (for llm.run_job and its triggers), and the columns its row triggers pass';
