@@ -5,8 +5,8 @@
  *	  WaitEventSet that holds the process latch and curl's sockets, so that
  *	  every wait can be interrupted by a cancel, a timeout or a new item.
  *
- *	  This header does not include curl.h; http.c is the only file that
- *	  does.
+ *	  This header does not include curl.h; http.c and http_transport.c
+ *	  (through http_int.h) are the only files that do.
  *
  *-------------------------------------------------------------------------
  */

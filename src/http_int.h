@@ -1,0 +1,22 @@
+/*-------------------------------------------------------------------------
+ *
+ * http_int.h
+ *	  What http.c and http_transport.c, the two files that talk to
+ *	  libcurl, share.  Only they include it (it includes curl.h).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PG_LLM_HTTP_INT_H
+#define PG_LLM_HTTP_INT_H
+
+#include <curl/curl.h>
+
+#include "http.h"
+
+extern void HttpReadEnvironment(void);
+extern void HttpSetTransport(HttpTransfer *t, CURL *e, const char *url,
+							 const HttpTransport *tr, void *share,
+							 const char *default_ca_file);
+extern HttpCause HttpClassify(CURL *e, CURLcode rc, HttpTransfer *t);
+
+#endif							/* PG_LLM_HTTP_INT_H */
