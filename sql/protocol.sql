@@ -210,6 +210,31 @@ SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "x"}], "pa
 SELECT llm.chat('x', 'mock', options => '{"parallel_tool_calls": "no"}');
 SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "x"}], "reasoning_effort": "high"}', 'p-haiku');
 
+-- 9. provider batches: the same judgement of each answer and the same
+-- usage details, at the batch price (a relay's inline /batches)
+SELECT llm.create_provider('p-inline', 'openai', (SELECT base_url FROM llm.provider WHERE name = 'mock'),
+                           api_key => 'sk-mock', options => '{"batch_api": "inline"}');
+SELECT llm.add_model('p-b-cached', 'p-inline', 'mock?cached=1000&reasoning=50', input_usd_per_mtok => 2,
+                     output_usd_per_mtok => 4, cached_input_usd_per_mtok => 0.5);
+SELECT llm.add_model('p-b-flex', 'p-inline', 'mock?tier=flex', input_usd_per_mtok => 2, output_usd_per_mtok => 4);
+SELECT llm.add_model('p-b-refusal', 'p-inline', 'mock?refusal=I%20will%20not.');
+SELECT llm.add_model('p-b-filter', 'p-inline', 'mock?stop=content_filter');
+SELECT llm.add_model('p-b-tool', 'p-inline', 'mock?stop=tool_calls');
+SELECT llm.add_model('p-b-empty', 'p-inline', 'mock?reply=&stop=length');
+CREATE TABLE pt_batch (model text PRIMARY KEY, reply text);
+INSERT INTO pt_batch (model) VALUES ('p-b-cached'), ('p-b-flex'), ('p-b-refusal'), ('p-b-filter'), ('p-b-tool'), ('p-b-empty');
+SELECT count(llm.enqueue('two words', model, target_table => 'pt_batch', target_column => 'reply',
+                         target_key => jsonb_build_object('model', model), via => 'batch_api')) FROM pt_batch;
+SELECT wait_queue();
+SELECT b.model, b.reply, q.status, q.error
+FROM pt_batch b JOIN llm.queue q ON q.target_key->>'model' = b.model AND q.target_table = 'pt_batch'::regclass
+ORDER BY b.model;
+SELECT pt_usage_written('p-b-%', 6);
+SELECT model, mode, outcome, finish_reason, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens,
+       service_tier, cost_usd
+FROM llm.usage WHERE model LIKE 'p-b-%' ORDER BY model;
+
+DROP TABLE pt_batch;
 DROP TABLE pt_endings;
 DROP FUNCTION pt_try(text);
 DROP FUNCTION pt_usage_written(text, int);

@@ -17,6 +17,7 @@ extern int	llm_batch_size;
 extern int	llm_worker_concurrency;
 extern int	WorkerConcurrency;	/* llm.worker_concurrency, as far as descriptors allow */
 extern int	llm_max_attempts;
+extern int	llm_batch_max_expiries;
 extern int	llm_lease_time;
 extern int	llm_worker_naptime;
 

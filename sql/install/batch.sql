@@ -25,7 +25,8 @@ CREATE TABLE llm._batch (
     submitted_at      timestamptz,
     polled_at         timestamptz,
     finished_at       timestamptz,
-    error             text
+    error             text,
+    to_realtime       integer NOT NULL DEFAULT 0
 );
 CREATE INDEX batch_active ON llm._batch (id) WHERE status IN ('preparing', 'submitted');
 COMMENT ON TABLE llm._batch IS 'Each provider batch the worker sends: its items are in llm.queue with its id; see llm.batches';
@@ -33,8 +34,8 @@ COMMENT ON COLUMN llm._batch.token IS 'pg_llm''s own name for the batch, sent in
 
 CREATE VIEW llm.batches AS
     SELECT b.id, b.provider, b.kind, b.model, b.upstream_model, b.status, b.provider_batch_id,
-           b.provider_status, b.requests, b.succeeded, b.errored, b.expired,
+           b.provider_status, b.requests, b.succeeded, b.errored, b.expired, b.to_realtime,
            b.created_at, b.submitted_at, b.finished_at, b.error
     FROM llm._batch b
     ORDER BY b.id;
-COMMENT ON VIEW llm.batches IS 'Each provider batch: kind (inline, openai, anthropic), the provider''s batch id and status, request counts, when it was submitted and finished';
+COMMENT ON VIEW llm.batches IS 'Each provider batch: kind (inline, openai, anthropic), the provider''s batch id and status, what happened to its requests (succeeded: answered; errored: failed, or sent again after an error or with a batch the provider refused; expired: expired or cancelled before they ran, sent again; to_realtime: of those, sent realtime after their last allowed expiry), when it was submitted and finished';

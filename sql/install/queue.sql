@@ -25,6 +25,7 @@ CREATE TABLE llm.queue (
     created_at      timestamptz NOT NULL DEFAULT now(),
     started_at      timestamptz,
     finished_at     timestamptz,
+    batch_expiries  integer NOT NULL DEFAULT 0,
     invalid_answers integer NOT NULL DEFAULT 0,
     spread          boolean NOT NULL DEFAULT false
 );
@@ -50,6 +51,7 @@ COMMENT ON COLUMN llm.queue.job_id IS 'The job that queued the item (llm.job.id)
 COMMENT ON COLUMN llm.queue.via IS 'realtime: a call of its own; batch_api: through its provider''s batch API (half the price, answered within the provider''s window)';
 COMMENT ON COLUMN llm.queue.batch_id IS 'The provider batch (llm.batches) that holds or held the item';
 COMMENT ON COLUMN llm.queue.spread IS 'The answer''s properties are written into the target''s columns of the same names (target_column is NULL)';
+COMMENT ON COLUMN llm.queue.batch_expiries IS 'Provider batches that expired (or were cancelled) before the item ran; none uses an attempt, and the llm.batch_max_expiries-th sends the item realtime (via becomes realtime)';
 COMMENT ON COLUMN llm.queue.invalid_answers IS 'Answers that broke the item''s json_schema; each was asked for again with the validation error (at most llm.validation_retries times), the last one kept in reply while the item waits';
 COMMENT ON COLUMN llm.queue.leased_by IS 'The running worker that holds the item (a token of its life; a restarted server or worker has new ones)';
 -- a role that may read the queue sees only the items it enqueued

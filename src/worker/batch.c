@@ -112,7 +112,9 @@ typedef struct BatchRun
 	char	   *lookup_after;
 	char	   *failure;		/* the provider's reason it ended early */
 	int			tries;			/* lookups that failed in a row */
-	int			answered[3];	/* results read: done, failed, sent again */
+	/* what happened to its requests: answered, failed, sent again, expired */
+	int			answered[4];
+	int			to_realtime;	/* of the expired, sent realtime (their last expiry) */
 } BatchRun;
 
 static dlist_head batches = DLIST_STATIC_INIT(batches);
@@ -703,12 +705,72 @@ BatchItemsLeft(int64 batch_id)
 }
 
 /*
- * A batch is over: its items still waiting (expired, cancelled, never
- * answered) go back to the queue, to be sent again after a backoff, or
- * fail when they are out of attempts.  With fail_now (the provider
- * refused the request for what it is) they fail at once.  reason says why.
+ * Items of a batch that expired or were cancelled before they ran (ids;
+ * NIL: every item still waiting in it): not the request's fault, as a 429
+ * is not, so no attempt is used (the one their submission took is given
+ * back).  Each such expiry is counted in the item's batch_expiries; the
+ * llm.batch_max_expiries-th sends it realtime on its model's chain
+ * instead of in a batch again, which its row says (via, error).  Returns
+ * how many expired; *to_realtime, how many of them go realtime.
  */
-static void
+static int
+BatchExpireItems(int64 batch_id, List *ids, const char *reason, int *to_realtime)
+{
+	Oid			types[4] = {INT8OID, TEXTOID, INT4OID, INT8ARRAYOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	uint64		i;
+	int			n;
+
+	*to_realtime = 0;
+	values[0] = Int64GetDatum(batch_id);
+	values[1] = CStringGetTextDatum(reason ? reason : "its batch ended before it ran");
+	values[2] = Int32GetDatum(llm_batch_max_expiries);
+	if (ids == NIL)
+		nulls[3] = 'n';
+	else
+	{
+		Datum	   *idv = palloc(sizeof(Datum) * list_length(ids));
+		ListCell   *lc;
+		int			k = 0;
+
+		foreach(lc, ids)
+			idv[k++] = Int64GetDatum(*(int64 *) lfirst(lc));
+		values[3] = LlmMakeArray(idv, NULL, k, INT8OID);
+	}
+	if (RunSql("UPDATE llm.queue q SET status = 'pending', batch_id = NULL, started_at = NULL, "
+			   "lease_until = NULL, leased_by = NULL, next_attempt_at = pg_catalog.now(), "
+			   "attempts = GREATEST(q.attempts - 1, 0), "
+			   "batch_expiries = q.batch_expiries + 1, "
+			   "via = CASE WHEN q.batch_expiries + 1 >= $3 THEN 'realtime' ELSE q.via END, "
+			   "error = $2 || CASE WHEN q.batch_expiries + 1 >= $3 "
+			   "  THEN ' (expired in ' || (q.batch_expiries + 1)::text || ' batches: sent realtime)' "
+			   "  ELSE ' (expiry ' || (q.batch_expiries + 1)::text || ' of ' || $3::text || '; sent again in a batch)' END "
+			   "WHERE q.batch_id = $1 AND q.status = 'submitted' AND ($4 IS NULL OR q.id = ANY ($4)) "
+			   "RETURNING q.via = 'realtime'",
+			   4, types, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not update llm.queue");
+	n = (int) SPI_processed;
+	for (i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)))
+			(*to_realtime)++;
+	}
+	if (n > 0)
+		elog(LOG, "pg_llm worker: %d items of batch " INT64_FORMAT " expired before they ran (%d of them sent realtime): %s",
+			 n, batch_id, *to_realtime, reason ? reason : "not answered");
+	return n;
+}
+
+/*
+ * A batch is over: its items still waiting (never answered) go back to
+ * the queue, to be sent again after a backoff, or fail when they are out
+ * of attempts.  With fail_now (the provider refused the request for what
+ * it is) they fail at once.  reason says why.  Returns how many.
+ */
+static int
 BatchReleaseItems(int64 batch_id, const char *reason, bool fail_now)
 {
 	Oid			types[4] = {INT8OID, TEXTOID, INT4OID, BOOLOID};
@@ -731,6 +793,7 @@ BatchReleaseItems(int64 batch_id, const char *reason, bool fail_now)
 		elog(LOG, "pg_llm worker: " UINT64_FORMAT " items of batch " INT64_FORMAT " %s: %s",
 			 (uint64) SPI_processed, batch_id,
 			 fail_now ? "failed" : "went back to the queue", reason ? reason : "not answered");
+	return (int) SPI_processed;
 }
 
 /*
@@ -810,14 +873,14 @@ typedef struct BatchResult
 	char	   *finish_reason;
 	char	   *error;
 	long		status;
-	bool		has_usage;
-	int64		input_tokens;
-	int64		output_tokens;
+	bool		expired;		/* expired or cancelled before it ran */
+	LlmReply	reply;			/* its usage, how it ended */
 } BatchResult;
 
 typedef struct BatchIngest
 {
 	int		   *answered;		/* the batch's counts of results read */
+	int		   *to_realtime;	/* and of its items sent realtime */
 	int64		batch_id;
 	const LlmRoute *route;
 	const char *model;
@@ -834,6 +897,7 @@ BatchIngestStart(BatchRun *b, int chunk)
 	BatchIngest *ing = palloc0(sizeof(BatchIngest));
 
 	ing->answered = b->answered;
+	ing->to_realtime = &b->to_realtime;
 	ing->batch_id = b->id;
 	ing->route = b->route;
 	ing->model = b->model;
@@ -862,6 +926,7 @@ ingest_flush(BatchIngest *ing)
 	uint64		nrows;
 	ItemSet		set;
 	ItemColumns cols;
+	List	   *expired = NIL;
 
 	if (ing->n == 0)
 		return;
@@ -906,6 +971,8 @@ ingest_flush(BatchIngest *ing)
 		MemoryContext old;
 		char	   *max_tokens;
 		LlmCall    *call;
+		LlmFailure	f;
+		LlmOutcome	outcome = LLM_OUTCOME_OK;
 
 		/* an item answered twice, or no longer waiting in this batch */
 		if (e == NULL || strcmp(SPI_getvalue(tup, td, SPI_fnumber(td, "waiting")), "t") != 0)
@@ -923,14 +990,28 @@ ingest_flush(BatchIngest *ing)
 		call->attempts = 1;
 		call->started = GetCurrentTimestamp();
 		call->http_status = res->status;
-		call->reply.has_usage = res->has_usage;
-		call->reply.input_tokens = res->input_tokens;
-		call->reply.output_tokens = res->output_tokens;
+		call->reply = res->reply;
 		max_tokens = SPI_getvalue(tup, td, SPI_fnumber(td, "max_tokens"));
 		UsageResume(call, it->role,
 					(size_t) strtoll(SPI_getvalue(tup, td, SPI_fnumber(td, "request_bytes")), NULL, 10),
 					max_tokens ? strtoll(max_tokens, NULL, 10) : 0);
 
+		if (res->expired)
+		{
+			/* not sent back through the set: BatchExpireItems below */
+			UsageRecord(call, LLM_OUTCOME_RETRY);
+			MemoryContextSwitchTo(old);
+			expired = lappend(expired, &res->item_id);
+			continue;
+		}
+		if (res->state == ITEM_DONE && it->shaped && LlmReplyRefused(call, &f))
+		{
+			/* a refusal is no answer, and asking again gets the same */
+			ItemFail(&set, it, LlmFailureText(&f));
+			UsageRecord(call, LLM_OUTCOME_REFUSED);
+			MemoryContextSwitchTo(old);
+			continue;
+		}
 		if (res->state == ITEM_DONE && it->shaped)
 		{
 			/*
@@ -952,10 +1033,15 @@ ingest_flush(BatchIngest *ing)
 			MemoryContextSwitchTo(old);
 			continue;
 		}
-		if (res->state == ITEM_DONE && res->content == NULL)
+		if (res->state == ITEM_DONE)
 		{
-			res->state = ITEM_FAILED;
-			res->error = psprintf("provider \"%s\" returned no text", ing->route->provider->name);
+			/* a refusal, a tool call, a paused turn, no text: failed */
+			outcome = LlmJudgeText(call, res->content && res->content[0] != '\0', &f);
+			if (outcome != LLM_OUTCOME_OK)
+			{
+				res->state = ITEM_FAILED;
+				res->error = LlmFailureText(&f);
+			}
 		}
 		if (res->state == ITEM_DONE)
 			ItemDone(&set, it, pstrdup(res->content));
@@ -967,12 +1053,26 @@ ingest_flush(BatchIngest *ing)
 						   TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													   backoff_ms(it->attempts)));
 		UsageRecord(call, res->state == ITEM_DONE ? LLM_OUTCOME_OK :
-					res->state == ITEM_FAILED ? LLM_OUTCOME_ERROR : LLM_OUTCOME_RETRY);
+					res->state == ITEM_FAILED ? (outcome != LLM_OUTCOME_OK ? outcome : LLM_OUTCOME_ERROR) :
+					LLM_OUTCOME_RETRY);
 		MemoryContextSwitchTo(old);
 	}
 	hash_destroy(byid);
 	/* written back, their usage with them, in the same transaction */
 	WritebackSetInXact(&set);
+	if (expired != NIL)
+	{
+		dlist_mutable_iter iter;
+		int			realtime;
+
+		(void) BatchExpireItems(ing->batch_id, expired,
+								psprintf("in batch " INT64_FORMAT ": the provider's batch expired before the request ran",
+										 ing->batch_id), &realtime);
+		*ing->to_realtime += realtime;
+		/* the expired items were not finished through the set */
+		dlist_foreach_modify(iter, &set.items)
+			ItemFree(&set, dlist_container(WorkItem, node, iter.cur));
+	}
 	ItemXactEnd();
 	ing->total += ing->n;
 	ing->n = 0;
@@ -1005,24 +1105,27 @@ BatchIngestLine(BatchIngest *ing, const char *line, size_t len)
 	memset(res, 0, sizeof(BatchResult));
 	res->item_id = strtoll(custom_id + 1, NULL, 10);
 	res->status = status;
-	res->has_usage = reply.has_usage;
-	res->input_tokens = reply.input_tokens;
-	res->output_tokens = reply.output_tokens;
-	if (ok && (reply.content || reply.tool_input))
+	res->reply = reply;
+	if (ok)
 	{
-		/* an answer in a tool call counts for items with a json_schema only */
+		/*
+		 * An answer, judged when it is written (the item says whether it
+		 * wants text or a shape): a refusal, a tool call on a text item,
+		 * a paused turn or no text at all fails it then.
+		 */
 		res->state = ITEM_DONE;
 		res->content = reply.content;
 		res->tool_name = reply.tool_name;
 		res->tool_input = reply.tool_input;
 		res->finish_reason = reply.finish_reason;
 	}
-	else if (ok)
+	else if (expired)
 	{
-		res->state = ITEM_FAILED;
-		res->error = psprintf("provider \"%s\" returned no text", ing->route->provider->name);
+		/* expired or cancelled before it ran: BatchExpireItems */
+		res->state = ITEM_RETRY_LATER;
+		res->expired = true;
 	}
-	else if (expired || status == 0 || status == 429 || status >= 500 || status == 408 || status == 409)
+	else if (status == 0 || status == 429 || status >= 500 || status == 408 || status == 409)
 	{
 		/* not the request's fault (never run, or no HTTP answer): sent again */
 		res->state = ITEM_RETRY_LATER;
@@ -1034,7 +1137,8 @@ BatchIngestLine(BatchIngest *ing, const char *line, size_t len)
 		res->error = psprintf("provider \"%s\" answered the batch request with an error: %s",
 							  ing->route->provider->name, problem);
 	}
-	ing->answered[res->state == ITEM_DONE ? 0 : res->state == ITEM_FAILED ? 1 : 2]++;
+	ing->answered[res->state == ITEM_DONE ? 0 : res->state == ITEM_FAILED ? 1 :
+				  res->expired ? 3 : 2]++;
 	MemoryContextSwitchTo(old);
 	if (ing->n >= ing->cap)
 		ingest_flush(ing);
@@ -1412,18 +1516,38 @@ next_download(BatchRun *b)
 static void
 batch_finish(BatchRun *b, const char *status, const char *error, bool fail_items)
 {
+	int			released;
+	int			expired = 0;
+	int			realtime = 0;
+
 	b->failure = error ? MemoryContextStrdup(b->ctx, error) : NULL;
 	ItemXactBegin("pg_llm: finishing a batch");
-	BatchReleaseItems(b->id, b->failure, fail_items);
-	if (b->answered[0] + b->answered[1] + b->answered[2] > 0)
+	if (b->failure == NULL && !fail_items &&
+		(strcmp(status, "ended") == 0 || strcmp(status, "cancelled") == 0))
 	{
-		/* the counts of what was read, which the provider may not give */
-		Oid			types[4] = {INT8OID, INT4OID, INT4OID, INT4OID};
-		Datum		values[4] = {Int64GetDatum(b->id), Int32GetDatum(b->answered[0]),
-		Int32GetDatum(b->answered[1]), Int32GetDatum(b->answered[2])};
+		/* ended without an answer for them: expired (or cancelled) */
+		expired = BatchExpireItems(b->id, NIL, psprintf("batch " INT64_FORMAT " ended before the request ran", b->id),
+								   &realtime);
+		released = 0;
+	}
+	else
+		released = BatchReleaseItems(b->id, b->failure, fail_items);
+	if (b->answered[0] + b->answered[1] + b->answered[2] + b->answered[3] + released + expired > 0)
+	{
+		/*
+		 * What happened to its requests, which the provider's counts do
+		 * not say: answered; errored (failed, sent again after an error,
+		 * or with the batch the provider refused); expired or cancelled
+		 * before they ran, and of those the ones sent realtime.
+		 */
+		Oid			types[5] = {INT8OID, INT4OID, INT4OID, INT4OID, INT4OID};
+		Datum		values[5] = {Int64GetDatum(b->id), Int32GetDatum(b->answered[0]),
+			Int32GetDatum(b->answered[1] + b->answered[2] + released),
+			Int32GetDatum(b->answered[3] + expired),
+		Int32GetDatum(b->to_realtime + realtime)};
 
-		if (RunSql("UPDATE llm._batch SET succeeded = $2, errored = $3, expired = $4 WHERE id = $1",
-				   4, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+		if (RunSql("UPDATE llm._batch SET succeeded = $2, errored = $3, expired = $4, to_realtime = $5 "
+				   "WHERE id = $1", 5, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update llm._batch");
 	}
 	record_in_xact(b, status);

@@ -59,6 +59,7 @@ char	   *llm_worker_databases = NULL;
 int			llm_batch_size = 50;
 int			llm_worker_concurrency = 50;
 int			llm_max_attempts = 5;
+int			llm_batch_max_expiries = 3;
 int			llm_lease_time = 600;
 int			llm_worker_naptime = 10000;
 
@@ -112,6 +113,11 @@ WorkerDefineSettings(void)
 	DefineCustomIntVariable("llm.max_attempts",
 							"Claims of a queue item before it fails for good.",
 							NULL, &llm_max_attempts, 5, 1, 1000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.batch_max_expiries",
+							"Times a queue item's provider batch may expire before it ran, before the item is sent realtime.",
+							"An expiry (or cancellation) is not the request's fault and uses none of llm.max_attempts.",
+							&llm_batch_max_expiries, 3, 1, 1000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.lease_time",
 							"How long a claimed queue item is reserved for its worker.",

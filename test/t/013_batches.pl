@@ -2,7 +2,8 @@
 # protocols: each end to end with write-back and usage at the batch price;
 # requests the provider refuses fail alone; a relay's inline batch that
 # times out is split in half down to single requests; expired requests are
-# sent again; kill -9 after a submission never submits twice (Anthropic and
+# sent again without using an attempt, and realtime after three expiries;
+# kill -9 after a submission never submits twice (Anthropic and
 # OpenAI, and OpenAI's lookup by our token when the crash came between the
 # provider's answer and our record of it); purging the items of a batch or
 # dropping a job cancels the provider batch; a role's rights and budget
@@ -211,7 +212,35 @@ ok(wait_finished(60), 'expiry: the expired requests went out again');
 check_rows(50, 0, 'expiry');
 is(q1($node, "SELECT string_agg(requests || ':' || succeeded || ':' || expired, ' ' ORDER BY id) FROM llm.batches"),
 	'50:40:10 10:10:0', 'expiry: 10 of 50 expired and were sent in a second batch');
-is(q1($node, "SELECT count(*) FROM llm.queue WHERE attempts = 2"), 10, 'expiry: each of them on its second attempt');
+is(q1($node, "SELECT count(*) FILTER (WHERE batch_expiries = 1) || '/' || count(*) FILTER (WHERE attempts = 1) "
+	  . "|| '/' || count(*) FILTER (WHERE via = 'batch_api') FROM llm.queue"),
+	'10/50/50', 'expiry: counted in the 10 items, none of them using an attempt, all still batch items');
+
+# ---- expiries use no attempt; the llm.batch_max_expiries-th (3) sends
+# the item realtime on its chain (Anthropic: results of type "expired") ----
+reset_docs();
+q1($node, "DELETE FROM llm._batch");
+$node->append_conf('postgresql.conf', "llm.max_attempts = 2\n");
+$node->reload;
+ok(poll_until($node, "SHOW llm.max_attempts", '2', 10), 'expiries: llm.max_attempts is 2');
+mock_config({ complete_after_ms => 200, expire_fraction => 1 });
+$before = mock_stats($port);
+is(enqueue_batch('ant', 'id <= 10'), 10, 'expiries: 10 items enqueued, every batch of them to expire');
+ok(wait_finished(120), 'expiries: the items finished');
+check_rows(10, 0, 'expiries');
+is(q1($node, "SELECT string_agg(DISTINCT via || ' ' || batch_expiries || ' ' || attempts || ' ' || (error IS NULL)::text, ', ') "
+	  . "FROM llm.queue"), 'realtime 3 1 true', 'expiries: each item expired in 3 batches and was sent realtime, on its first attempt');
+is(q1($node, "SELECT string_agg(requests || ':' || succeeded || ':' || errored || ':' || expired || ':' || to_realtime, ' ' ORDER BY id) "
+	  . "FROM llm.batches"), '10:0:0:10:0 10:0:0:10:0 10:0:0:10:10', 'expiries: llm.batches counts the expired requests, and those sent realtime');
+$after = mock_stats($port);
+is($after->{batches}{anthropic} - $before->{batches}{anthropic}, 3, 'expiries: three batches');
+is($after->{requests} - $before->{requests}, 10, 'expiries: then one realtime call each');
+ok(poll_until($node, "SELECT count(*) FROM llm.usage u WHERE u.model = 'ant' AND u.mode = 'queue' AND u.outcome = 'ok'", 10, 10),
+	'expiries: the realtime calls are in llm.usage at the realtime price');
+mock_config({ expire_fraction => 0 });
+$node->append_conf('postgresql.conf', "llm.max_attempts = 5\n");
+$node->reload;
+ok(poll_until($node, "SHOW llm.max_attempts", '5', 10), 'expiries: llm.max_attempts is 5 again');
 
 # ---- cancelling: purge_queue and drop_job ----
 reset_docs();

@@ -11,3 +11,4 @@ COMMENT ON COLUMN llm.usage.cache_write_tokens IS 'Of the input tokens, those wr
 COMMENT ON COLUMN llm.usage.reasoning_tokens IS 'Of the output tokens, those the model spent reasoning';
 COMMENT ON COLUMN llm.usage.finish_reason IS 'How the reply ended, in the provider''s own word (stop, length, content_filter, tool_calls; end_turn, max_tokens, stop_sequence, tool_use, pause_turn, refusal)';
 COMMENT ON COLUMN llm.usage.service_tier IS 'The service tier that served the call, as the provider reported it (default, flex, priority; standard, batch)';
+COMMENT ON COLUMN llm.queue.batch_expiries IS 'Provider batches that expired (or were cancelled) before the item ran; none uses an attempt, and the llm.batch_max_expiries-th sends the item realtime (via becomes realtime)';

@@ -12,3 +12,9 @@ ALTER TABLE llm.usage
     ADD COLUMN finish_reason text,
     ADD COLUMN service_tier text;
 DROP FUNCTION llm.add_model(text, text, text, integer, numeric, numeric, numeric);
+-- provider batches that expire: counted per item (no attempt used), the
+-- item sent realtime after llm.batch_max_expiries of them, and counted in
+-- llm.batches
+ALTER TABLE llm.queue ADD COLUMN batch_expiries integer NOT NULL DEFAULT 0;
+ALTER TABLE llm._batch ADD COLUMN to_realtime integer NOT NULL DEFAULT 0;
+DROP VIEW llm.batches;
