@@ -116,6 +116,8 @@ SELECT llm.chat_stream('x', 'mock?refusal=I%20cannot%20help%20with%20that.');
 SELECT ord, content, error FROM llm.chat_many(ARRAY['x'], 'mock?refusal=I%20cannot%20help%20with%20that.');
 SELECT r->'choices'->0->'message' AS message
 FROM llm.chat_completion('{"messages": [{"role": "user", "content": "x"}]}', 'mock?refusal=No.') r;
+-- a refusal is quoted with a key the provider echoed redacted, and cut
+SELECT llm.chat('x', 'mock?refusal=Not%20with%20key%20sk-mock' || repeat('%20no', 300));
 -- an answer with a shape is not asked again after a refusal (the mock
 -- counts one request): the same prompt gets the same refusal
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
@@ -160,7 +162,7 @@ ORDER BY e.reason;
 SELECT pt_usage_written('a-%', 28);
 SELECT model, mode, outcome, finish_reason, count(*)
 FROM llm.usage WHERE model LIKE 'a-%' OR model LIKE 'mock?stop=%'
-   OR model LIKE 'mock?refusal=%' OR model LIKE 'mock?reply=&stop=%'
+   OR (model LIKE 'mock?refusal=%' AND model NOT LIKE 'mock?refusal=Not%') OR model LIKE 'mock?reply=&stop=%'
 GROUP BY 1, 2, 3, 4 ORDER BY 1, 2;
 
 -- 6. an error event inside a stream, before its first row, is judged by

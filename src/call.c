@@ -622,6 +622,25 @@ LlmJudgeStreamError(LlmCall *call, const LlmErrorBody *eb, const char *text, Llm
 }
 
 /*
+ * A refusal's words for an error detail: in the server encoding, cut at
+ * 500 bytes (a character boundary), a secret the provider echoed redacted.
+ */
+static char *
+refusal_text(const LlmCall *call, const char *refusal)
+{
+	char	   *t = LlmToServerEncoding(refusal, strlen(refusal));
+	int			n = strlen(t);
+
+	if (n > 500)
+	{
+		/* outside a transaction the text is still UTF-8 (the worker) */
+		n = IsTransactionState() ? pg_mbcliplen(t, n, 500) : (int) Utf8ValidPrefix(t, 500);
+		t = psprintf("%.*s...", n, t);
+	}
+	return call->route ? ConfigRedactSecret(t, call->route->provider) : t;
+}
+
+/*
  * What a reply read for its text amounts to, on every path that returns
  * text (llm.chat, llm.chat_stream, llm.chat_many, the queue, batches):
  * LLM_OUTCOME_OK when there is text to return (a reply cut at max_tokens
@@ -658,7 +677,7 @@ LlmJudgeText(const LlmCall *call, bool have_text, LlmFailure *f)
 		{
 			f->message = psprintf("provider \"%s\" refused the request", pname);
 			f->detail = r->refusal ?
-				psprintf("It said: %s", LlmSentence(LlmToServerEncoding(r->refusal, strlen(r->refusal)))) :
+				psprintf("It said: %s", LlmSentence(refusal_text(call, r->refusal))) :
 				psprintf("The stop reason is \"%s\".", reason);
 		}
 		f->hint = pstrdup("Change the prompt: the provider will not answer it as it is, and sending it again gets the same answer.");
