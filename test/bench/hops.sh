@@ -20,7 +20,8 @@ find "$BUILD" \( -name "*.o" -o -name "*.so" -o -name "*.bc" \) -delete
 cp "$PG_LLM_ROOT/test/bench/trace/trace.c" "$BUILD/src/trace.c"
 log "building an instrumented pg_llm"
 # every object instrumented; trace.c's own functions are marked not to be
-objs="$(make -C "$BUILD" -s --no-print-directory --eval 'print-objs: ; @echo $(OBJS)' print-objs) src/trace.o"
+objs=" $(make -C "$BUILD" -s --no-print-directory --eval 'print-objs: ; @echo $(OBJS)' print-objs) "
+case $objs in *" src/trace.o "*) ;; *) objs="$objs src/trace.o" ;; esac
 make -C "$BUILD" -s -j2 COPT="-finstrument-functions -g" OBJS="$objs" \
   SHLIB_LINK="$(pkg-config --libs libcurl json-c) -ldl" >/dev/null
 make -C "$BUILD" -s install OBJS="$objs" >/dev/null
