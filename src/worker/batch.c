@@ -63,6 +63,7 @@
 #include "usage.h"
 #include "worker/batch.h"
 #include "worker/item.h"
+#include "worker/transport.h"
 
 int			llm_batch_poll_interval = 60;
 
@@ -183,7 +184,7 @@ start_request(BatchRun *b, HttpRequestSpec *spec, long timeout_ms)
 	spec->transport = &p->transport;
 	b->xfer = HttpStart(spec);
 	b->xfer->user = b;
-	b->xfer->user_kind = WORK_BATCH;
+	b->xfer->user_kind = TRANSPORT_BATCH;
 }
 
 /* The timeout of a provider's non-batch requests (uploads, polls). */
@@ -1858,10 +1859,11 @@ batch_step(BatchRun *b)
  * poll what is due, each request in its turn under the provider's limits
  * and cooldowns.  Each batch's errors are its own.
  */
-void
-BatchTick(bool woken)
+static void
+batch_tick(ItemSet *set, TimestampTz pass_start)
 {
 	TimestampTz now = GetCurrentTimestamp();
+	bool		woken = SlotTakeBatchWake();
 	dlist_mutable_iter iter;
 	bool		built_file = false;
 	bool		full_only;
@@ -1920,8 +1922,8 @@ BatchTick(bool woken)
 }
 
 /* A batch's transfer finished. */
-void
-BatchTransferDone(HttpTransfer *t)
+static void
+BatchTransferDone(ItemSet *set, HttpTransfer *t)
 {
 	BatchRun   *b = (BatchRun *) t->user;
 
@@ -1957,27 +1959,29 @@ BatchTransferDone(HttpTransfer *t)
 	PG_END_TRY();
 }
 
-/* Milliseconds until batch work is due. */
-long
-BatchTimeout(void)
+/*
+ * When batch work is due next: forming, or a batch's next request (a
+ * time of 0, "at once", is returned as the earliest time there is).
+ */
+static TimestampTz
+batch_next_due(ItemSet *set)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	TimestampTz next = next_form;
+	TimestampTz next = Max(next_form, 1);
 	dlist_iter	iter;
 
 	dlist_foreach(iter, &batches)
 	{
 		BatchRun   *b = dlist_container(BatchRun, node, iter.cur);
 
-		if (!b->xfer && b->next_poll < next)
-			next = b->next_poll;
+		if (!b->xfer && Max(b->next_poll, 1) < next)
+			next = Max(b->next_poll, 1);
 	}
-	return next <= now ? 0 : Max(1, TimestampDifferenceMilliseconds(now, next));
+	return next;
 }
 
 /* The worker stops: close the transfers; the batches are in llm._batch. */
-void
-BatchStop(void)
+static void
+batch_stop(ItemSet *set)
 {
 	dlist_mutable_iter iter;
 
@@ -1992,3 +1996,11 @@ BatchStop(void)
 		}
 	}
 }
+
+const WorkTransport BatchTransport = {
+	.name = "batch",
+	.tick = batch_tick,
+	.done = BatchTransferDone,
+	.next_due = batch_next_due,
+	.stop = batch_stop,
+};

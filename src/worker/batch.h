@@ -14,10 +14,6 @@
 
 struct HttpTransfer;
 
-/* What a transfer's user pointer is, in the worker */
-#define WORK_ITEM 0
-#define WORK_BATCH 1
-
 extern int	llm_batch_poll_interval;
 
 /* What pg_llm reads of a provider's answer about a batch or a file. */
@@ -45,11 +41,5 @@ extern char *BatchCreateBody(const char *input_file_id, const char *endpoint, co
 extern char *BatchFindToken(const char *body, size_t len, const char *token, char **after);
 extern void BatchEachResult(const char *body, size_t len,
 							void (*fn) (void *arg, const char *line, size_t len), void *arg);
-
-/* batch.c */
-extern void BatchTick(bool woken);
-extern void BatchTransferDone(struct HttpTransfer *t);
-extern long BatchTimeout(void);
-extern void BatchStop(void);
 
 #endif							/* PG_LLM_BATCH_H */

@@ -4,16 +4,16 @@
  *	  The queue worker's loop: one background worker per database listed
  *	  in llm.database drains llm.queue.
  *
- *	  The loop keeps the pipe full.  It claims items (lease.c), sends them
- *	  concurrently on the process's curl multi handle, outside any
- *	  transaction; when a request finishes its slot takes the next item at
- *	  once, and the next batch is claimed before the current one runs dry.
- *	  Free slots go to the role with the fewest requests in flight, so one
- *	  role's slow items do not hold every slot.  Finished items are written
- *	  in groups (writeback.c).  Waiting is on the latch and curl's sockets
- *	  together: an enqueue's commit wakes the worker; the nap is only a
- *	  fallback.  SIGTERM ends the loop after the finished items are written
- *	  and the unfinished ones handed back.
+ *	  The loop keeps the pipe full.  Each pass claims items before those it
+ *	  holds run dry (lease.c), lets each transport send what is due (the
+ *	  realtime one, realtime.c: one request an item, outside any
+ *	  transaction; the provider batch APIs, batch.c), writes finished
+ *	  items in groups (writeback.c), and waits on the latch and curl's
+ *	  sockets together, at most until the earliest work the transports
+ *	  have due: an enqueue's commit wakes the worker, the nap is only a
+ *	  fallback.  Each finished transfer goes back to the transport that
+ *	  started it.  SIGTERM ends the loop after the finished items are
+ *	  written and the unfinished ones handed back.
  *
  *	  Everything the worker runs in SQL runs under a pinned search_path
  *	  (set for the whole process, and again around every write-back), and
@@ -42,7 +42,6 @@
 #include "utils/varlena.h"
 
 #include "call.h"
-#include "schema.h"
 #include "http.h"
 #include "pg_llm.h"
 #include "queue.h"
@@ -52,6 +51,7 @@
 #include "usage.h"
 #include "worker/batch.h"
 #include "worker/item.h"
+#include "worker/transport.h"
 
 PGDLLEXPORT void pg_llm_worker_main(Datum arg);
 
@@ -66,6 +66,15 @@ int			llm_worker_naptime = 10000;
 /* the items this worker holds (claimed, in flight, finished) */
 static ItemSet items;
 int			WorkerConcurrency = 50; /* llm.worker_concurrency, as far as it fits */
+
+/* the transports, by the id their transfers carry */
+static const WorkTransport *const transports[TRANSPORTS] = {
+	[TRANSPORT_REALTIME] = &RealtimeTransport,
+	[TRANSPORT_BATCH] = &BatchTransport,
+};
+
+/* the last claim found fewer items than it asked for */
+static bool drained = false;
 
 /* finished items are written in groups (see the loop) */
 #define WRITE_GROUP 32
@@ -201,251 +210,6 @@ report_activity(void)
 	pgstat_report_activity(STATE_RUNNING, buf);
 }
 
-/* ---- sending and judging ---- */
-
-/*
- * Send an item's next attempt, when it is its route's turn under the
- * cluster's limits and cooldowns (else it waits, READY, until then).
- * Building the request can fail for this item alone (an option its
- * route's protocol refuses, a key's variable not set): the item fails,
- * the worker goes on.
- */
-static void
-item_send(ItemSet *set, WorkItem *it)
-{
-	MemoryContext old = MemoryContextSwitchTo(it->ctx);
-
-	PG_TRY();
-	{
-		LlmFailure	f;
-		TimestampTz not_before;
-
-		if (LlmCallTurn(it->call, &not_before, &f))
-		{
-			HttpTransfer *t = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
-
-			t->user = it;
-			t->user_kind = WORK_ITEM;
-			ItemSent(set, it, t);
-		}
-		else if (not_before)
-			it->not_before = not_before;
-		else
-		{
-			ItemFail(set, it, LlmFailureText(&f));
-			UsageRecord(it->call, LLM_OUTCOME_ERROR);
-		}
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(it->ctx);
-		edata = CopyErrorData();
-		FlushErrorState();
-		ItemFail(set, it, LlmToUtf8(edata->message));
-		UsageRecord(it->call, LLM_OUTCOME_ERROR);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(old);
-}
-
-/*
- * Decide what happens to an item after an attempt: done, another try
- * (after the delay the provider asked for, or backoff), the next route of
- * the chain, back to the queue for later, or failed.  The decision is the
- * call engine's (LlmCallStep), as for every call; only "back to the
- * queue" is the worker's own.  A 429 is the provider's pace, waited out
- * with the item kept, never a failed try.  Runs outside a transaction:
- * texts stay UTF-8 until they are written, and an error here fails the
- * item alone.
- */
-static void
-item_judge(ItemSet *set, WorkItem *it)
-{
-	MemoryContext old = MemoryContextSwitchTo(it->ctx);
-	LlmFailure	f;
-	volatile LlmStep step = LLM_STEP_FAILED;
-	TimestampTz not_before = 0;
-	volatile LlmOutcome outcome = LLM_OUTCOME_ERROR;
-
-	memset(&f, 0, sizeof(f));
-	PG_TRY();
-	{
-		step = LlmCallStep(it->call, it->xfer, true, &f, &not_before);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(it->ctx);
-		edata = CopyErrorData();
-		FlushErrorState();
-		memset(&f, 0, sizeof(f));
-		f.message = edata->message;
-		f.retry_after_s = -1;
-		step = LLM_STEP_FAILED;
-	}
-	PG_END_TRY();
-	ItemAnswered(set, it);
-
-	switch (step)
-	{
-		case LLM_STEP_DONE:
-			if (RequestHasSchema(it->call->req))
-			{
-				/* a refusal is no answer, and asking again gets the same */
-				if (LlmReplyRefused(it->call, &f))
-				{
-					outcome = LLM_OUTCOME_REFUSED;
-					ItemFail(set, it, LlmFailureText(&f));
-				}
-				else
-					ItemJudgeAnswer(set, it, it->call, &it->call->reply);
-			}
-			else
-			{
-				const char *content = it->call->reply.content;
-
-				/* a refusal, a tool call, a paused turn, no text: failed */
-				outcome = LlmJudgeText(it->call, content && content[0] != '\0', &f);
-				if (outcome != LLM_OUTCOME_OK)
-					ItemFail(set, it, LlmFailureText(&f));
-				else
-					ItemDone(set, it, it->call->reply.content);
-			}
-			break;
-		case LLM_STEP_AGAIN:
-			ItemWait(it, not_before, LlmFailureText(&f));
-			SlotCountRetried();
-			break;
-		case LLM_STEP_FAILED:
-			ItemFail(set, it, LlmFailureText(&f));
-			break;
-		case LLM_STEP_SPENT:
-			if (it->attempts >= llm_max_attempts)
-				ItemFail(set, it, LlmFailureText(&f));
-			else
-			{
-				/*
-				 * Back to the queue; a later claim starts the chain again,
-				 * no sooner than the provider asked (even when that is
-				 * more than a call waits for).
-				 */
-				TimestampTz backoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-																  Min(1000L << Min(it->attempts, 10), 300000L));
-
-				ItemRetryLater(set, it, LlmFailureText(&f), Max(backoff, not_before));
-			}
-			break;
-	}
-	if (it->state == ITEM_DONE)
-		UsageRecord(it->call, LLM_OUTCOME_OK);
-	else if (it->state == ITEM_FAILED)
-		UsageRecord(it->call, outcome);
-	else if (it->state == ITEM_RETRY_LATER)
-		UsageRecord(it->call, LLM_OUTCOME_RETRY);
-	MemoryContextSwitchTo(old);
-}
-
-/* ---- sharing the slots between roles ---- */
-
-#define MAX_ROLES_TRACKED 64
-
-typedef struct RoleLoad
-{
-	Oid			role;
-	int			in_flight;
-} RoleLoad;
-
-/* Is an item set up, ready and due? */
-static inline bool
-item_sendable(const WorkItem *it, TimestampTz now, TimestampTz *next_due)
-{
-	if (it->state != ITEM_READY || it->call == NULL)
-		return false;
-	if (it->not_before > now)
-	{
-		if (*next_due == 0 || it->not_before < *next_due)
-			*next_due = it->not_before;
-		return false;
-	}
-	return true;
-}
-
-/*
- * Fill the free slots.  With one role (the common case) items go in
- * claim order; with several, each free slot goes to the role with the
- * fewest requests in flight that has an item ready.  Returns the time
- * the next retry is due (0: none).
- */
-static TimestampTz
-fill_slots(ItemSet *set, TimestampTz now)
-{
-	RoleLoad	roles[MAX_ROLES_TRACKED];
-	int			nroles = 0;
-	bool		many = false;
-	dlist_iter	iter;
-	TimestampTz next_due = 0;
-
-	dlist_foreach(iter, &set->items)
-	{
-		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
-		int			r;
-
-		for (r = 0; r < nroles && roles[r].role != it->role; r++)
-			;
-		if (r == nroles && nroles < MAX_ROLES_TRACKED)
-		{
-			roles[nroles].role = it->role;
-			roles[nroles].in_flight = 0;
-			nroles++;
-		}
-		if (r < nroles && it->state == ITEM_IN_FLIGHT)
-			roles[r].in_flight++;
-	}
-	many = nroles > 1;
-
-	while (set->in_flight < WorkerConcurrency)
-	{
-		WorkItem   *best = NULL;
-		int			best_load = INT_MAX;
-		int			best_r = -1;
-
-		dlist_foreach(iter, &set->items)
-		{
-			WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
-			int			r;
-
-			if (!item_sendable(it, now, &next_due))
-				continue;
-			if (!many)
-			{
-				best = it;
-				break;
-			}
-			for (r = 0; r < nroles && roles[r].role != it->role; r++)
-				;
-			if (r < nroles && roles[r].in_flight < best_load)
-			{
-				best = it;
-				best_load = roles[r].in_flight;
-				best_r = r;
-				if (best_load == 0)
-					break;
-			}
-			else if (r == nroles && best == NULL)
-				best = it;
-		}
-		if (best == NULL)
-			break;
-		item_send(set, best);
-		if (best_r >= 0 && best->state == ITEM_IN_FLIGHT)
-			roles[best_r].in_flight++;
-	}
-	return next_due;
-}
-
 /* ---- the loop ---- */
 
 /*
@@ -540,11 +304,10 @@ usage_writer_loop(void)
 static void
 worker_stop(void)
 {
-	dlist_mutable_iter iter;
+	int			k;
 
-	dlist_foreach_modify(iter, &items.items)
-		ItemAnswered(&items, dlist_container(WorkItem, node, iter.cur));
-	BatchStop();
+	for (k = 0; k < TRANSPORTS; k++)
+		transports[k]->stop(&items);
 	WritebackSet(&items);
 	LeaseHandBack(&items);
 	flush_usage(true);
@@ -557,14 +320,136 @@ worker_stop(void)
 	proc_exit(1);
 }
 
+/* Leases: renew every third of the lease, take back dead holders'. */
+static void
+keep_leases(TimestampTz now)
+{
+	static TimestampTz last_renew = 0;
+	static TimestampTz last_reclaim = 0;
+
+	if (TimestampDifferenceExceeds(last_renew, now, llm_lease_time * 333))
+	{
+		LeaseRenew(&items);
+		last_renew = now;
+	}
+	if (TimestampDifferenceExceeds(last_reclaim, now,
+								   Min(llm_lease_time * 333, RECLAIM_INTERVAL_MS)))
+	{
+		LeaseReclaim();
+		last_reclaim = now;
+		drained = false;
+	}
+}
+
+/* Claim the next items before those held run dry, and set them up. */
+static void
+claim(void)
+{
+	dlist_iter	iter;
+	int			ready = 0;
+
+	dlist_foreach(iter, &items.items)
+	{
+		if (dlist_container(WorkItem, node, iter.cur)->state == ITEM_READY)
+			ready++;
+	}
+	if (!drained && (ready < llm_batch_size / 2 + 1 ||
+					 ready + items.in_flight < WorkerConcurrency))
+	{
+		drained = (LeaseClaim(&items, llm_batch_size) < llm_batch_size);
+		LeaseSetUp(&items);
+	}
+}
+
+/*
+ * How long to wait: not at all while there are free slots and the queue
+ * may hold more; else until a reply, a wake-up, or the earliest of the
+ * transports' next work, the next write of finished items, the usage and
+ * the reclaim.
+ */
+static long
+wait_time(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		timeout;
+	int			k;
+
+	if (!drained && items.in_flight < WorkerConcurrency)
+		return 0;
+	timeout = items.in_flight > 0 ? 1000 : llm_worker_naptime;
+	for (k = 0; k < TRANSPORTS; k++)
+	{
+		TimestampTz due = transports[k]->next_due(&items);
+
+		if (due)
+			timeout = Min(timeout, due <= now ? 0 : Max(TimestampDifferenceMilliseconds(now, due), 1));
+	}
+	if (items.nfinished > 0)
+		timeout = Min(timeout, WRITE_DELAY_MS);
+	if (UsagePending() > 0)
+		timeout = Min(timeout, 200);
+	return Min(timeout, RECLAIM_INTERVAL_MS);
+}
+
+/*
+ * The loop: claim, each transport's pass, write what is finished, wait
+ * for replies or a wake-up, hand each finished transfer to its transport,
+ * write the usage.
+ */
+static void
+worker_loop(void)
+{
+	MemoryContext loop_ctx = AllocSetContextCreate(TopMemoryContext, "pg_llm worker loop",
+												   ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		TimestampTz now;
+		HttpTransfer *t;
+		int			k;
+
+		/* everything a pass allocates outside an item goes with the pass */
+		MemoryContextReset(loop_ctx);
+		MemoryContextSwitchTo(loop_ctx);
+		now = GetCurrentTimestamp();
+
+		CHECK_FOR_INTERRUPTS();
+		handle_signals();
+		if (ShutdownRequestPending)
+			worker_stop();
+
+		keep_leases(now);
+		claim();
+		for (k = 0; k < TRANSPORTS; k++)
+			transports[k]->tick(&items, now);
+		SlotReportCounts(items.in_flight, items.n);
+
+		/*
+		 * Write finished items in groups: when a group is big enough, when
+		 * the oldest has waited WRITE_DELAY_MS, or when nothing else runs.
+		 */
+		if (items.nfinished > 0 &&
+			(items.nfinished >= WRITE_GROUP || items.in_flight == 0 ||
+			 TimestampDifferenceExceeds(items.first_finished_at, now, WRITE_DELAY_MS)))
+			WritebackSet(&items);
+
+		report_activity();
+		if (HttpPoll(wait_time()))
+			drained = false;	/* an enqueue committed, or a signal */
+		while ((t = HttpNextDone()) != NULL)
+		{
+			if (t->user && t->user_kind >= 0 && t->user_kind < TRANSPORTS)
+				transports[t->user_kind]->done(&items, t);
+			else
+				HttpRelease(t);
+		}
+		flush_usage(false);
+	}
+}
+
 void
 pg_llm_worker_main(Datum arg)
 {
-	TimestampTz last_reclaim = 0;
-	TimestampTz last_renew = 0;
-	bool		drained = false;
-	MemoryContext loop_ctx;
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
@@ -576,7 +461,6 @@ pg_llm_worker_main(Datum arg)
 
 	SlotClaim(DatumGetInt32(arg), DatumGetInt32(arg) < 0);
 	ItemSetInit(&items);
-	loop_ctx = AllocSetContextCreate(TopMemoryContext, "pg_llm worker loop", ALLOCSET_DEFAULT_SIZES);
 	elog(LOG, "pg_llm worker started for database \"%s\"", MyBgworkerEntry->bgw_extra);
 
 	if (DatumGetInt32(arg) < 0)
@@ -599,107 +483,5 @@ pg_llm_worker_main(Datum arg)
 		if (ShutdownRequestPending)
 			proc_exit(1);
 	}
-
-	for (;;)
-	{
-		TimestampTz now;
-		TimestampTz next_due;
-		dlist_iter	iter;
-		long		timeout;
-		int			ready = 0;
-
-		/* everything a pass allocates outside an item goes with the pass */
-		MemoryContextReset(loop_ctx);
-		MemoryContextSwitchTo(loop_ctx);
-		now = GetCurrentTimestamp();
-
-		CHECK_FOR_INTERRUPTS();
-		handle_signals();
-		if (ShutdownRequestPending)
-			worker_stop();
-
-		/* leases: renew every third of the lease, take back dead holders' */
-		if (TimestampDifferenceExceeds(last_renew, now, llm_lease_time * 333))
-		{
-			LeaseRenew(&items);
-			last_renew = now;
-		}
-		if (TimestampDifferenceExceeds(last_reclaim, now,
-									   Min(llm_lease_time * 333, RECLAIM_INTERVAL_MS)))
-		{
-			LeaseReclaim();
-			last_reclaim = now;
-			drained = false;
-		}
-
-		/* claim the next batch before this one runs dry */
-		dlist_foreach(iter, &items.items)
-		{
-			WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
-
-			if (it->state == ITEM_READY)
-				ready++;
-		}
-		if (!drained && (ready < llm_batch_size / 2 + 1 ||
-						 ready + items.in_flight < WorkerConcurrency))
-		{
-			drained = (LeaseClaim(&items, llm_batch_size) < llm_batch_size);
-			LeaseSetUp(&items);
-		}
-
-		next_due = fill_slots(&items, now);
-
-		/* provider batches: form, send, poll what is due */
-		BatchTick(SlotTakeBatchWake());
-		SlotReportCounts(items.in_flight, items.n);
-
-		/*
-		 * Write finished items in groups: when a group is big enough, when
-		 * the oldest has waited WRITE_DELAY_MS, or when nothing else runs.
-		 */
-		if (items.nfinished > 0 &&
-			(items.nfinished >= WRITE_GROUP || items.in_flight == 0 ||
-			 TimestampDifferenceExceeds(items.first_finished_at, now, WRITE_DELAY_MS)))
-			WritebackSet(&items);
-
-		/*
-		 * Wait for replies, a wake-up, the next due retry or write; do not
-		 * wait at all while there are free slots and the queue may hold more.
-		 */
-		if (!drained && items.in_flight < WorkerConcurrency)
-			timeout = 0;
-		else
-			timeout = items.in_flight > 0 ? 1000 : llm_worker_naptime;
-		if (next_due)
-			timeout = Min(timeout, Max(TimestampDifferenceMilliseconds(now, next_due), 1));
-		if (items.nfinished > 0)
-			timeout = Min(timeout, WRITE_DELAY_MS);
-		if (UsagePending() > 0)
-			timeout = Min(timeout, 200);
-		timeout = Min(timeout, RECLAIM_INTERVAL_MS);
-		{
-			long		bt = BatchTimeout();
-
-			if (bt >= 0)
-				timeout = Min(timeout, bt);
-		}
-		report_activity();
-		if (HttpPoll(timeout))
-			drained = false;	/* an enqueue committed, or a signal */
-
-		{
-			HttpTransfer *t;
-
-			while ((t = HttpNextDone()) != NULL)
-			{
-				if (t->user && t->user_kind == WORK_BATCH)
-					BatchTransferDone(t);
-				else if (t->user)
-					item_judge(&items, (WorkItem *) t->user);
-				else
-					HttpRelease(t);
-			}
-		}
-		flush_usage(false);
-	}
+	worker_loop();
 }

@@ -36,7 +36,7 @@ ITEM_ROOTS = {
     # 0.2.0 to 0.3.0 before the worker wing
     "LeaseClaim", "LeaseSetUp", "fill_slots", "item_judge", "WritebackFinished",
     # the worker wing
-    "ItemsClaim", "ItemsSetUp", "RealtimeTick", "RealtimeDone", "WritebackSet",
+    "claim", "realtime_tick", "realtime_done", "WritebackSet",
     # both
     "HttpPoll", "HttpNextDone",
 }

@@ -37,10 +37,11 @@ import sys
 
 # The layer of each file, by its name (without directory and extension).
 LAYERS = {
-    0: {"compat", "utf8", "sse", "json", "llm_json", "http", "runas", "target"},
+    0: {"compat", "utf8", "sse", "json", "llm_json", "http", "runas", "target", "names",
+        "jsonschema"},
     1: {"provider", "provider_openai", "provider_anthropic", "request"},
-    2: {"config", "ratelimit", "call", "usage", "shmem", "slots"},
-    3: {"chat", "stream", "many", "queue", "status"},
+    2: {"config", "ratelimit", "call", "usage", "shmem", "slots", "schema"},
+    3: {"chat", "stream", "many", "queue", "status", "shape", "embed", "jobs"},
     4: {"worker", "lease", "writeback", "batch", "batch_json", "item",
         "realtime", "batch_store", "transport"},
     5: {"pg_llm"},

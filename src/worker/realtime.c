@@ -1,0 +1,319 @@
+/*-------------------------------------------------------------------------
+ *
+ * realtime.c
+ *	  The realtime transport: each claimed item is one request of its
+ *	  own, sent concurrently on the process's curl multi handle, outside
+ *	  any transaction.
+ *
+ *	  A pass fills the free slots (llm.worker_concurrency): with one role
+ *	  the items go in claim order; with several, each free slot goes to
+ *	  the role with the fewest requests in flight, so one role's slow
+ *	  items do not hold every slot.  An item is sent when it is its
+ *	  route's turn under the cluster's limits and cooldowns, else it
+ *	  waits.  When a request ends, the call engine judges it (LlmCallStep,
+ *	  as for every call): the item is done, tried again, failed, or goes
+ *	  back to the queue for later.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "call.h"
+#include "http.h"
+#include "queue.h"
+#include "request.h"
+#include "schema.h"
+#include "slots.h"
+#include "usage.h"
+#include "worker/item.h"
+#include "worker/transport.h"
+
+/* the earliest time an item waiting for its turn is due (0: none) */
+static TimestampTz next_due = 0;
+
+/*
+ * Send an item's next attempt, when it is its route's turn under the
+ * cluster's limits and cooldowns (else it waits, READY, until then).
+ * Building the request can fail for this item alone (an option its
+ * route's protocol refuses, a key's variable not set): the item fails,
+ * the worker goes on.
+ */
+static void
+item_send(ItemSet *set, WorkItem *it)
+{
+	MemoryContext old = MemoryContextSwitchTo(it->ctx);
+
+	PG_TRY();
+	{
+		LlmFailure	f;
+		TimestampTz not_before;
+
+		if (LlmCallTurn(it->call, &not_before, &f))
+		{
+			HttpTransfer *t = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
+
+			t->user = it;
+			t->user_kind = TRANSPORT_REALTIME;
+			ItemSent(set, it, t);
+		}
+		else if (not_before)
+			it->not_before = not_before;
+		else
+		{
+			ItemFail(set, it, LlmFailureText(&f));
+			UsageRecord(it->call, LLM_OUTCOME_ERROR);
+		}
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(it->ctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		ItemFail(set, it, LlmToUtf8(edata->message));
+		UsageRecord(it->call, LLM_OUTCOME_ERROR);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Decide what happens to an item after an attempt: done, another try
+ * (after the delay the provider asked for, or backoff), the next route of
+ * the chain, back to the queue for later, or failed.  The decision is the
+ * call engine's (LlmCallStep), as for every call; only "back to the
+ * queue" is the worker's own.  A 429 is the provider's pace, waited out
+ * with the item kept, never a failed try.  Runs outside a transaction:
+ * texts stay UTF-8 until they are written, and an error here fails the
+ * item alone.
+ */
+static void
+item_judge(ItemSet *set, WorkItem *it)
+{
+	MemoryContext old = MemoryContextSwitchTo(it->ctx);
+	LlmFailure	f;
+	volatile LlmStep step = LLM_STEP_FAILED;
+	TimestampTz not_before = 0;
+	volatile LlmOutcome outcome = LLM_OUTCOME_ERROR;
+
+	memset(&f, 0, sizeof(f));
+	PG_TRY();
+	{
+		step = LlmCallStep(it->call, it->xfer, true, &f, &not_before);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(it->ctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		memset(&f, 0, sizeof(f));
+		f.message = edata->message;
+		f.retry_after_s = -1;
+		step = LLM_STEP_FAILED;
+	}
+	PG_END_TRY();
+	ItemAnswered(set, it);
+
+	switch (step)
+	{
+		case LLM_STEP_DONE:
+			if (RequestHasSchema(it->call->req))
+			{
+				/* a refusal is no answer, and asking again gets the same */
+				if (LlmReplyRefused(it->call, &f))
+				{
+					outcome = LLM_OUTCOME_REFUSED;
+					ItemFail(set, it, LlmFailureText(&f));
+				}
+				else
+					ItemJudgeAnswer(set, it, it->call, &it->call->reply);
+			}
+			else
+			{
+				const char *content = it->call->reply.content;
+
+				/* a refusal, a tool call, a paused turn, no text: failed */
+				outcome = LlmJudgeText(it->call, content && content[0] != '\0', &f);
+				if (outcome != LLM_OUTCOME_OK)
+					ItemFail(set, it, LlmFailureText(&f));
+				else
+					ItemDone(set, it, it->call->reply.content);
+			}
+			break;
+		case LLM_STEP_AGAIN:
+			ItemWait(it, not_before, LlmFailureText(&f));
+			SlotCountRetried();
+			break;
+		case LLM_STEP_FAILED:
+			ItemFail(set, it, LlmFailureText(&f));
+			break;
+		case LLM_STEP_SPENT:
+			if (it->attempts >= llm_max_attempts)
+				ItemFail(set, it, LlmFailureText(&f));
+			else
+			{
+				/*
+				 * Back to the queue; a later claim starts the chain again,
+				 * no sooner than the provider asked (even when that is
+				 * more than a call waits for).
+				 */
+				TimestampTz backoff = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																  Min(1000L << Min(it->attempts, 10), 300000L));
+
+				ItemRetryLater(set, it, LlmFailureText(&f), Max(backoff, not_before));
+			}
+			break;
+	}
+	if (it->state == ITEM_DONE)
+		UsageRecord(it->call, LLM_OUTCOME_OK);
+	else if (it->state == ITEM_FAILED)
+		UsageRecord(it->call, outcome);
+	else if (it->state == ITEM_RETRY_LATER)
+		UsageRecord(it->call, LLM_OUTCOME_RETRY);
+	MemoryContextSwitchTo(old);
+}
+
+/* ---- sharing the slots between roles ---- */
+
+#define MAX_ROLES_TRACKED 64
+
+typedef struct RoleLoad
+{
+	Oid			role;
+	int			in_flight;
+} RoleLoad;
+
+/* Is an item set up, ready and due? */
+static inline bool
+item_sendable(const WorkItem *it, TimestampTz now, TimestampTz *next_due)
+{
+	if (it->state != ITEM_READY || it->call == NULL)
+		return false;
+	if (it->not_before > now)
+	{
+		if (*next_due == 0 || it->not_before < *next_due)
+			*next_due = it->not_before;
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Fill the free slots.  With one role (the common case) items go in
+ * claim order; with several, each free slot goes to the role with the
+ * fewest requests in flight that has an item ready.  Returns the time
+ * the next retry is due (0: none).
+ */
+static TimestampTz
+fill_slots(ItemSet *set, TimestampTz now)
+{
+	RoleLoad	roles[MAX_ROLES_TRACKED];
+	int			nroles = 0;
+	bool		many = false;
+	dlist_iter	iter;
+	TimestampTz due = 0;
+
+	dlist_foreach(iter, &set->items)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+		int			r;
+
+		for (r = 0; r < nroles && roles[r].role != it->role; r++)
+			;
+		if (r == nroles && nroles < MAX_ROLES_TRACKED)
+		{
+			roles[nroles].role = it->role;
+			roles[nroles].in_flight = 0;
+			nroles++;
+		}
+		if (r < nroles && it->state == ITEM_IN_FLIGHT)
+			roles[r].in_flight++;
+	}
+	many = nroles > 1;
+
+	while (set->in_flight < WorkerConcurrency)
+	{
+		WorkItem   *best = NULL;
+		int			best_load = INT_MAX;
+		int			best_r = -1;
+
+		dlist_foreach(iter, &set->items)
+		{
+			WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+			int			r;
+
+			if (!item_sendable(it, now, &due))
+				continue;
+			if (!many)
+			{
+				best = it;
+				break;
+			}
+			for (r = 0; r < nroles && roles[r].role != it->role; r++)
+				;
+			if (r < nroles && roles[r].in_flight < best_load)
+			{
+				best = it;
+				best_load = roles[r].in_flight;
+				best_r = r;
+				if (best_load == 0)
+					break;
+			}
+			else if (r == nroles && best == NULL)
+				best = it;
+		}
+		if (best == NULL)
+			break;
+		item_send(set, best);
+		if (best_r >= 0 && best->state == ITEM_IN_FLIGHT)
+			roles[best_r].in_flight++;
+	}
+	return due;
+}
+
+/* One pass: fill the free slots. */
+static void
+realtime_tick(ItemSet *set, TimestampTz now)
+{
+	next_due = fill_slots(set, now);
+}
+
+/* A request ended: judge it. */
+static void
+realtime_done(ItemSet *set, HttpTransfer *t)
+{
+	item_judge(set, (WorkItem *) t->user);
+}
+
+/* When the first item waiting for its turn is due. */
+static TimestampTz
+realtime_next_due(ItemSet *set)
+{
+	return next_due;
+}
+
+/* The worker stops: the requests in flight are dropped (handed back). */
+static void
+realtime_stop(ItemSet *set)
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &set->items)
+		ItemAnswered(set, dlist_container(WorkItem, node, iter.cur));
+}
+
+const WorkTransport RealtimeTransport = {
+	.name = "realtime",
+	.tick = realtime_tick,
+	.done = realtime_done,
+	.next_due = realtime_next_due,
+	.stop = realtime_stop,
+};
