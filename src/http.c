@@ -82,6 +82,7 @@ static HttpTransfer *transfers = NULL;	/* all live transfers */
 static HttpTransfer *done_head = NULL;	/* finished, not yet handed out */
 static HttpTransfer *done_tail = NULL;
 static int	ntransfers = 0;
+static int	nidle_watched = 0;	/* live transfers with an idle timeout */
 static CURL *easy_pool[HTTP_EASY_POOL];
 static int	neasy_pool = 0;
 
@@ -718,6 +719,8 @@ http_start(const HttpRequestSpec *spec)
 	t->rl_reset_requests_s = t->rl_reset_tokens_s = -1;
 	t->max_response = spec->max_response;
 	t->idle_timeout_ms = spec->idle_timeout_ms;
+	if (t->idle_timeout_ms > 0)
+		nidle_watched++;
 	t->last_activity_us = monotonic_us();
 	t->xact_bound = spec->xact_bound;
 	t->outcome = HTTP_RUNNING;
@@ -920,6 +923,8 @@ HttpRelease(HttpTransfer *t)
 		fclose(t->response_file);
 	free(t->data);
 	unlink_done(t);
+	if (t->idle_timeout_ms > 0)
+		nidle_watched--;
 	if (t->owner_ref)
 		*t->owner_ref = NULL;
 	if (t->prev)
@@ -1060,9 +1065,13 @@ static long
 check_idle(void)
 {
 	HttpTransfer *t;
-	int64		now = monotonic_us();
+	int64		now;
 	long		next = -1;
 
+	/* streams have an idle timeout; a thousand plain requests do not */
+	if (nidle_watched == 0)
+		return -1;
+	now = monotonic_us();
 	for (t = transfers; t; t = t->next)
 	{
 		int64		deadline;
