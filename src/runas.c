@@ -18,10 +18,14 @@
  */
 #include "postgres.h"
 
+#include "commands/prepare.h"
+#include "commands/sequence.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lock.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/portal.h"
 
 #include "config.h"
 #include "runas.h"
@@ -52,11 +56,35 @@ RunAsRestoreSettings(int nestlevel)
 }
 
 /*
+ * Forget the session-level state that code run for a role left in a
+ * background process (the queue worker), which a security-restricted
+ * operation does not forbid: session advisory locks (a lock the worker
+ * kept would block the role's victims for good), prepared statements,
+ * open cursors (after the code ended well; an error's rollback closes
+ * them) and the sequence values currval and lastval read.  Settings are
+ * undone by the GUC nesting level; temporary objects, cursors WITH HOLD,
+ * SET ROLE and LISTEN are refused inside the operation itself.  The
+ * worker holds none of these of its own.
+ */
+static void
+forget_session_state(bool ended_well)
+{
+	LockReleaseSession(USER_LOCKMETHOD);
+	DropAllPreparedStatements();
+	if (ended_well)
+	{
+		PortalHashTableDeleteAll();
+		ResetSequenceCaches();
+	}
+}
+
+/*
  * Run fn(arg) connected to SPI, as role, with search_path pinned.  With
  * restricted, the code also runs as a security-restricted operation (no
  * SET ROLE, no temporary objects), as for code run on a role's behalf
- * from a background process.  The caller's identity and settings come
- * back however fn ends.
+ * from a background process, and in a background process the session
+ * state the code left is forgotten afterwards.  The caller's identity and
+ * settings come back however fn ends.
  */
 void
 RunAs(Oid role, bool restricted, RunAsFunc fn, void *arg)
@@ -64,6 +92,7 @@ RunAs(Oid role, bool restricted, RunAsFunc fn, void *arg)
 	Oid			save_user;
 	int			save_sec;
 	int			nestlevel;
+	bool		forget = restricted && IsBackgroundWorker;
 
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
@@ -76,12 +105,19 @@ RunAs(Oid role, bool restricted, RunAsFunc fn, void *arg)
 		fn(arg);
 		SPI_finish();
 	}
-	PG_FINALLY();
+	PG_CATCH();
 	{
 		RunAsRestoreSettings(nestlevel);
 		SetUserIdAndSecContext(save_user, save_sec);
+		if (forget)
+			forget_session_state(false);
+		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	RunAsRestoreSettings(nestlevel);
+	SetUserIdAndSecContext(save_user, save_sec);
+	if (forget)
+		forget_session_state(true);
 }
 
 typedef struct PlanEntry

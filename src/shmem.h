@@ -89,6 +89,8 @@ typedef struct LlmUsageList
 	int32		head;
 	int32		tail;
 	int32		count;
+	TimestampTz taken_at;		/* when a writer last took its records, or
+								 * when it had records again */
 } LlmUsageList;
 
 /* A role's spending this month in one database, for budgets. */

@@ -10,8 +10,10 @@
  *	  started on demand) moves them into llm.usage in its own
  *	  transactions.  A crash loses at most the records not yet written:
  *	  the writer runs at least every 200 ms while records wait, and the ring
- *	  holds llm.usage_buffer records (when it is full, new records are
- *	  counted as dropped in llm.usage_buffer_status).
+ *	  holds llm.usage_buffer records.  When it is full (or a database holds
+ *	  three quarters of it), a backend keeps its records and hands them
+ *	  over later; a database whose queue worker is held up gets a usage
+ *	  writer of its own, so calls never wait on a stalled worker.
  *
  *	  Budgets are checked before a call is sent, under one lock for the
  *	  whole cluster: the call reserves its estimated cost, and the record
@@ -33,6 +35,7 @@
 #include "pgtime.h"
 #include "postmaster/bgworker.h"
 #include "storage/condition_variable.h"
+#include "storage/ipc.h"
 #include "utils/builtins.h"
 #include "utils/array.h"
 #include "utils/datetime.h"
@@ -167,6 +170,7 @@ reply_cost(const LlmCall *call, const LlmRoute *route, const LlmReply *r)
 }
 
 static LlmUsageList *usage_list(Oid dboid, bool create);
+static void usage_hand_over(bool wait);
 
 /* ---- budgets ---- */
 
@@ -387,9 +391,14 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
 
 /* ---- records ---- */
 
-/* Make sure a writer serves this database: start one if none runs. */
+/*
+ * Make sure a writer serves this database: start one if none runs.  With
+ * stalled (the database's records have not been taken for a while: its
+ * queue worker is held up), a usage writer is started even beside the
+ * queue worker, so that calls never wait on a worker busy elsewhere.
+ */
 static void
-ensure_writer(void)
+ensure_writer(bool stalled)
 {
 	static TimestampTz last_check = 0;
 	int			i;
@@ -406,7 +415,8 @@ ensure_writer(void)
 	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
 	for (i = 0; i < LLM_MAX_WORKERS; i++)
 	{
-		if (LlmShared->workers[i].in_use && LlmShared->workers[i].dboid == MyDatabaseId)
+		if (LlmShared->workers[i].in_use && LlmShared->workers[i].dboid == MyDatabaseId &&
+			(!stalled || LlmShared->workers[i].usage_only))
 		{
 			LWLockRelease(LlmShared->lock);
 			return;
@@ -512,20 +522,31 @@ usage_list(Oid dboid, bool create)
 /*
  * Put a record in shared memory for its database's writer.  Returns true
  * when the database had no record waiting before (the writer must be
- * woken), false otherwise; *full when there was no room.
+ * woken), false otherwise; *full when there was no room for it: none
+ * free, or its database holds three quarters of the slots already (a
+ * database whose writer is held up never takes the others' room);
+ * *stalled when its records have not been taken for a second.
  */
+#define USAGE_STALLED_MS 1000
+
 static bool
-shared_put(const LlmUsageRecord *rec, bool *full)
+shared_put(const LlmUsageRecord *rec, bool *full, bool *stalled)
 {
 	LlmUsageList *l;
 	int32		k;
 	bool		first = false;
+	TimestampTz now = GetCurrentTimestamp();
 
 	*full = false;
+	*stalled = false;
 	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
 	l = LlmShared->usage_free >= 0 ? usage_list(rec->dboid, true) : NULL;
-	if (l == NULL)
+	if (l == NULL || l->count >= LlmShared->usage_slots - LlmShared->usage_slots / 4)
 	{
+		if (l == NULL)
+			l = usage_list(rec->dboid, false);
+		*stalled = l != NULL && l->count > 0 &&
+			TimestampDifferenceExceeds(l->taken_at, now, USAGE_STALLED_MS);
 		LWLockRelease(LlmShared->usage_lock);
 		*full = true;
 		return false;
@@ -541,6 +562,8 @@ shared_put(const LlmUsageRecord *rec, bool *full)
 		l->head = k;
 	l->tail = k;
 	first = (l->count++ == 0);
+	if (first)
+		l->taken_at = now;
 	LWLockRelease(LlmShared->usage_lock);
 	return first;
 }
@@ -563,51 +586,137 @@ wake_all_writers(void)
 }
 
 /*
- * Put a record where its writer finds it, never losing it: when shared
- * memory is full the caller waits for the writers to make room (a cancel
- * ends the wait).  Only a caller that cannot be interrupted (a call being
- * cleaned up after an error) gives up after USAGE_WAIT_MAX_MS, counting
- * the record as dropped.
+ * Records this backend could not hand over yet (shared memory had no room
+ * for them), oldest first.  A caller waits for room while its database's
+ * writer takes records (a writer held up elsewhere gets a usage writer
+ * beside it); a cancel ends the wait at once, and a call cleaned up after
+ * an error does not wait at all.  Either way the record is not lost: it
+ * waits here, in the order it was made, and is handed over with the next
+ * record, at the next call, or when the session ends.
  */
-#define USAGE_WAIT_MAX_MS 10000
+#define USAGE_EXIT_WAIT_MS 10000
 
+static LlmUsageRecord *kept = NULL;
+static int	nkept = 0;
+static int	kept_start = 0;
+static int	kept_cap = 0;
+static bool kept_exit_registered = false;
+
+static void
+usage_exit_cb(int code, Datum arg)
+{
+	int			waited = 0;
+
+	if (LlmShared == NULL || nkept == 0)
+		return;
+	for (;;)
+	{
+		usage_hand_over(false);
+		if (nkept == 0 || waited >= USAGE_EXIT_WAIT_MS)
+			break;
+		wake_all_writers();
+		pg_usleep(10000L);
+		waited += 10;
+	}
+	if (nkept > 0)
+		pg_atomic_fetch_add_u64(&LlmShared->usage_dropped, nkept);
+	nkept = 0;
+}
+
+static void
+keep(const LlmUsageRecord *rec)
+{
+	if (kept_start + nkept == kept_cap)
+	{
+		if (kept_start > 0)
+		{
+			memmove(kept, kept + kept_start, sizeof(LlmUsageRecord) * nkept);
+			kept_start = 0;
+		}
+		if (nkept == kept_cap)
+		{
+			int			cap = Max(kept_cap * 2, 64);
+
+			kept = kept ? repalloc(kept, sizeof(LlmUsageRecord) * cap) :
+				MemoryContextAlloc(TopMemoryContext, sizeof(LlmUsageRecord) * cap);
+			kept_cap = cap;
+		}
+	}
+	kept[kept_start + nkept++] = *rec;
+	if (!kept_exit_registered)
+	{
+		before_shmem_exit(usage_exit_cb, (Datum) 0);
+		kept_exit_registered = true;
+	}
+}
+
+/*
+ * Hand the kept records over to shared memory, oldest first, as far as
+ * there is room; with wait, wait for room when it can be interrupted (a
+ * cancel ends the wait; the records stay kept).  A database whose records
+ * are not taken gets a usage writer of its own.
+ */
+static void
+usage_hand_over(bool wait)
+{
+	bool		waited = false;
+	bool		woken = false;
+
+	while (nkept > 0)
+	{
+		bool		full = false;
+		bool		stalled = false;
+
+		while (nkept > 0)
+		{
+			const LlmUsageRecord *rec = &kept[kept_start];
+
+			if (shared_put(rec, &full, &stalled) && !woken)
+			{
+				SlotWake(rec->dboid, false);
+				woken = true;
+			}
+			if (full)
+				break;
+			kept_start++;
+			nkept--;
+		}
+		if (nkept == 0)
+		{
+			kept_start = 0;
+			break;
+		}
+		if (stalled && !LlmAmBackgroundWorker())
+			ensure_writer(true);
+		if (!wait || !INTERRUPTS_CAN_BE_PROCESSED())
+			break;
+		if (!waited)
+		{
+			waited = true;
+			pg_atomic_fetch_add_u64(&LlmShared->usage_waits, 1);
+			ConditionVariablePrepareToSleep(&LlmShared->usage_room);
+		}
+		/* the writers of every database with records may be asleep */
+		wake_all_writers();
+		/* a cancel or timeout ends the wait here, within 100 ms */
+		(void) ConditionVariableTimedSleep(&LlmShared->usage_room, 100, PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (waited)
+		ConditionVariableCancelSleep();
+}
+
+/* Put a record where its writer finds it (see usage_hand_over). */
 static void
 usage_put(const LlmUsageRecord *rec)
 {
-	bool		full;
-	bool		waited = false;
-	TimestampTz start = 0;
-
 	if (keeps_own_records() && rec->dboid == MyDatabaseId)
 	{
 		local_put(rec);
 		return;
 	}
-	for (;;)
-	{
-		if (shared_put(rec, &full))
-			SlotWake(rec->dboid, false);
-		if (!full)
-			break;
-		if (!waited)
-		{
-			waited = true;
-			start = GetCurrentTimestamp();
-			pg_atomic_fetch_add_u64(&LlmShared->usage_waits, 1);
-			ConditionVariablePrepareToSleep(&LlmShared->usage_room);
-		}
-		if (!INTERRUPTS_CAN_BE_PROCESSED() &&
-			TimestampDifferenceExceeds(start, GetCurrentTimestamp(), USAGE_WAIT_MAX_MS))
-		{
-			pg_atomic_fetch_add_u64(&LlmShared->usage_dropped, 1);
-			break;
-		}
-		/* the writers of every database with records may be asleep */
-		wake_all_writers();
-		(void) ConditionVariableTimedSleep(&LlmShared->usage_room, 100, PG_WAIT_EXTENSION);
-	}
-	if (waited)
-		ConditionVariableCancelSleep();
+	keep(rec);
+	usage_hand_over(true);
 }
 
 /*
@@ -760,7 +869,10 @@ UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 	cb->arg = call;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 	if (llm_track_usage && LlmShared != NULL && !LlmAmBackgroundWorker())
-		ensure_writer();
+	{
+		usage_hand_over(false);
+		ensure_writer(false);
+	}
 }
 
 /* A one-dimensional array of n values of a type. */
@@ -790,6 +902,8 @@ shared_take(LlmUsageRecord *out, int cap)
 
 	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
 	l = usage_list(MyDatabaseId, false);
+	if (l)
+		l->taken_at = GetCurrentTimestamp();
 	while (l && l->head >= 0 && n < cap)
 	{
 		int32		k = l->head;

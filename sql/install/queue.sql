@@ -27,7 +27,8 @@ CREATE TABLE llm.queue (
     finished_at     timestamptz,
     batch_expiries  integer NOT NULL DEFAULT 0,
     invalid_answers integer NOT NULL DEFAULT 0,
-    spread          boolean NOT NULL DEFAULT false
+    spread          boolean NOT NULL DEFAULT false,
+    answered        boolean NOT NULL DEFAULT false
 );
 -- ready items by role, for claims that take turns between roles; ready
 -- batch items by model; the items a provider batch holds
@@ -53,6 +54,7 @@ COMMENT ON COLUMN llm.queue.batch_id IS 'The provider batch (llm.batches) that h
 COMMENT ON COLUMN llm.queue.spread IS 'The answer''s properties are written into the target''s columns of the same names (target_column is NULL)';
 COMMENT ON COLUMN llm.queue.batch_expiries IS 'Provider batches that expired (or were cancelled) before the item ran; none uses an attempt, and the llm.batch_max_expiries-th sends the item realtime (via becomes realtime)';
 COMMENT ON COLUMN llm.queue.invalid_answers IS 'Answers that broke the item''s json_schema; each was asked for again with the validation error (at most llm.validation_retries times), the last one kept in reply while the item waits';
+COMMENT ON COLUMN llm.queue.answered IS 'reply is the item''s paid answer: what is left is its write-back (put off after llm.writeback_timeout, or failed and given to llm.retry), done without a new call';
 COMMENT ON COLUMN llm.queue.leased_by IS 'The running worker that holds the item (a token of its life; a restarted server or worker has new ones)';
 -- a role that may read the queue sees only the items it enqueued
 ALTER TABLE llm.queue ENABLE ROW LEVEL SECURITY;

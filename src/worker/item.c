@@ -53,10 +53,10 @@ void
 ItemColumnsFind(TupleDesc td, ItemColumns *cols)
 {
 	const char *const names[] = {"id", "attempts", "enqueued_by", "prompt", "model", "system",
-	"options", "target_table", "target_column", "target_key", "reply", "error", "invalid_answers", "spread"};
+	"options", "target_table", "target_column", "target_key", "reply", "error", "invalid_answers", "spread", "answered"};
 	int		   *fields[] = {&cols->id, &cols->attempts, &cols->role, &cols->prompt, &cols->model,
 	&cols->system, &cols->options, &cols->table, &cols->column, &cols->key, &cols->reply,
-	&cols->error, &cols->invalid_answers, &cols->spread};
+	&cols->error, &cols->invalid_answers, &cols->spread, &cols->answered};
 	int			i;
 
 	for (i = 0; i < lengthof(names); i++)
@@ -108,8 +108,17 @@ ItemFromRow(ItemSet *set, HeapTuple tup, TupleDesc td, const ItemColumns *cols)
 		it->spread = strcmp(SPI_getvalue(tup, td, cols->spread), "t") == 0;
 	if (cols->invalid_answers > 0)
 		it->invalid_answers = atoi(SPI_getvalue(tup, td, cols->invalid_answers));
-	/* a pending item with a reply: the answer that broke its schema */
+	/*
+	 * A pending item with a reply: its paid answer whose write-back is
+	 * left (answered), or else the answer that broke its schema.
+	 */
 	it->kept_answer = column(tup, td, cols->reply);
+	if (cols->answered > 0 && it->kept_answer)
+	{
+		char	   *a = column(tup, td, cols->answered);
+
+		it->answered = a && a[0] == 't';
+	}
 	it->kept_problem = it->kept_answer ? column(tup, td, cols->error) : NULL;
 	MemoryContextSwitchTo(old);
 	it->state = ITEM_READY;
@@ -255,6 +264,9 @@ ItemFree(ItemSet *set, WorkItem *it)
 
 /* ---- the worker's transactions ---- */
 
+/* the error code of the last subtransaction that failed */
+static int	subxact_code = 0;
+
 /* the memory context current before the transaction, current again after it */
 static MemoryContext xact_caller_ctx = NULL;
 
@@ -334,6 +346,7 @@ ItemSubxact(void (*fn) (void *), void *arg, WorkItem *it)
 		 * again before its text is converted.
 		 */
 		MemoryContextSwitchTo(it ? it->ctx : oldcxt);
+		subxact_code = geterrcode();
 		edata = it ? CopyErrorData() : NULL;
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
@@ -349,4 +362,11 @@ ItemSubxact(void (*fn) (void *), void *arg, WorkItem *it)
 	MemoryContextSwitchTo(oldcxt);
 	CurrentResourceOwner = oldowner;
 	return msg;
+}
+
+/* The SQLSTATE of the error the last failed ItemSubxact caught. */
+int
+ItemSubxactCode(void)
+{
+	return subxact_code;
 }

@@ -61,6 +61,12 @@ typedef struct WorkItem
 	int			invalid_answers;	/* answers that broke it, so far */
 	char	   *kept_answer;	/* the last of them (server encoding), */
 	char	   *kept_problem;	/* and what was wrong with it */
+	bool		answered;		/* kept_answer is its paid reply: only its
+								 * write-back is left (no call is made) */
+	bool		stalled;		/* its write-back was put off (a lock or
+								 * trigger outlasted llm.writeback_timeout) */
+	bool		untried;		/* put off without being tried (another of
+								 * its role's write-backs stalled) */
 
 	LlmCall    *call;			/* NULL until set up */
 	TimestampTz not_before;
@@ -105,6 +111,7 @@ typedef struct ItemColumns
 	int			error;
 	int			invalid_answers;
 	int			spread;
+	int			answered;
 } ItemColumns;
 
 /* item.c */
@@ -125,6 +132,7 @@ extern void ItemXactBegin(const char *activity);
 extern void ItemXactEnd(void);
 extern uint64 ItemXactCount(void);
 extern const char *ItemSubxact(void (*fn) (void *), void *arg, WorkItem *it);
+extern int	ItemSubxactCode(void);
 
 /* lease.c */
 extern int	LeaseClaim(ItemSet *set, int n);
@@ -134,6 +142,7 @@ extern void LeaseReclaim(void);
 extern void LeaseHandBack(ItemSet *set);
 
 /* writeback.c */
+extern int	llm_writeback_timeout;
 extern void WritebackSet(ItemSet *set);
 extern void WritebackSetInXact(ItemSet *set);
 

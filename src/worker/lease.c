@@ -94,7 +94,7 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last)
 					 "FROM picked WHERE q.id = picked.id "
 					 "RETURNING q.id, q.attempts, q.prompt, q.model, q.system, q.options::text,"
 					 " q.target_table::pg_catalog.oid, q.target_column, q.target_key::text, q.enqueued_by,"
-					 " q.reply, q.error, q.invalid_answers, q.spread",
+					 " q.reply, q.error, q.invalid_answers, q.spread, q.answered",
 					 4, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queue items");
 
@@ -133,6 +133,9 @@ LeaseClaim(ItemSet *set, int n)
 	return got;
 }
 
+/* the set whose items are being set up */
+static ItemSet *setup_set = NULL;
+
 /* Make a claimed row into a call; errors are the item's own. */
 static void
 item_setup(void *arg)
@@ -153,6 +156,16 @@ item_setup(void *arg)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("%s", gone)));
+	}
+	/*
+	 * A paid reply whose write-back was put off or failed (llm.retry): it
+	 * is written back as it is, and the provider is not asked again.
+	 */
+	if (it->answered)
+	{
+		ItemDone(setup_set, it, LlmToUtf8(it->kept_answer));
+		MemoryContextSwitchTo(old);
+		return;
 	}
 	req = RequestFromPrompt(LlmToUtf8(it->prompt),
 							it->system ? LlmToUtf8(it->system) : NULL,
@@ -191,6 +204,7 @@ LeaseSetUp(ItemSet *set)
 		return;
 
 	ItemXactBegin("pg_llm: setting up queue items");
+	setup_set = set;
 	dlist_foreach(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);

@@ -137,6 +137,11 @@ WorkerDefineSettings(void)
 							"Longest sleep of an idle queue worker; an enqueue's commit wakes it at once.",
 							NULL, &llm_worker_naptime, 10000, 10, 3600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.writeback_timeout",
+							"Longest time a queue worker waits for one reply's write-back (locks, triggers, checks).",
+							"A write-back held up longer (a lock on the target row or table held in an idle transaction, a slow trigger) is put off and tried again later without a new call, then failed with its reply kept; the role's other write-backs wait meanwhile, other roles' do not. 0 waits without limit.",
+							&llm_writeback_timeout, 10000, 0, 3600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.batch_poll_interval",
 							"How often a queue worker asks providers about its submitted batches, and forms new ones.",
 							"Items enqueued with via => 'batch_api' also form a batch when their enqueue wakes the worker.",

@@ -41,9 +41,11 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
+#include "utils/timeout.h"
 
 #include "call.h"
 #include "schema.h"
+#include "queue.h"
 #include "runas.h"
 #include "slots.h"
 #include "target.h"
@@ -61,6 +63,9 @@
 	"(q.job_id IS NOT NULL AND EXISTS (SELECT 1 FROM llm.queue n WHERE n.job_id = q.job_id " \
 	"AND n.target_table = q.target_table AND n.target_key = q.target_key AND n.id > q.id " \
 	"AND n.status <> 'failed'))"
+
+/* llm.writeback_timeout: how long one write-back may take (ms) */
+int			llm_writeback_timeout = 10000;
 
 /* A write-back, ready to run as the item's role. */
 typedef struct Writeback
@@ -411,11 +416,16 @@ group_add(List *groups, WorkItem *it, Writeback *wb)
 	ListCell   *lc;
 	WritebackGroup *g = NULL;
 
-	foreach(lc, groups)
+	/*
+	 * An item back for its write-back alone (the last one was held up, or
+	 * llm.retry) is written on its own: a group held up by one of its rows
+	 * does not hold the others up again.
+	 */
+	foreach(lc, it->answered ? NIL : groups)
 	{
 		WritebackGroup *c = lfirst(lc);
 
-		if (c->role == it->role && strcmp(c->wbs[0]->sql, wb->sql) == 0)
+		if (c->role == it->role && !c->items[0]->answered && strcmp(c->wbs[0]->sql, wb->sql) == 0)
 		{
 			g = c;
 			break;
@@ -466,23 +476,6 @@ write_step(void *arg)
 	RunAs(s->it->role, true, writeback_run, s->wb);
 }
 
-/*
- * Run a step of one item's write-back in a subtransaction: an error fails
- * that item alone.  Returns whether the step succeeded.
- */
-static bool
-guarded(ItemSet *set, WorkItem *it, void (*step) (void *), Writeback *wb,
-		Datum *failed_ids, Datum *failed_errors, int *nfailed)
-{
-	ItemStep	s = {it, wb};
-	const char *msg = ItemSubxact(step, &s, it);
-
-	if (msg == NULL)
-		return true;
-	writeback_failed(set, it, msg, failed_ids, failed_errors, nfailed);
-	return false;
-}
-
 static void
 group_step(void *arg)
 {
@@ -492,13 +485,172 @@ group_step(void *arg)
 }
 
 /*
- * Write a group at once, in a subtransaction; false (nothing written)
- * when any of it fails, and the items are then written one by one.
+ * Everything a write-back runs that a role can hold up (a lock on its
+ * table or row, taken in an idle transaction; a trigger that sleeps) runs
+ * under llm.writeback_timeout: a timer of the worker's own, which nothing
+ * the role's code SETs can turn off, and whose cancel is an error of the
+ * step alone.  A cancel the timer raised just as the step ended is
+ * dropped, so that it never reaches the worker's own work.
+ */
+typedef struct TimedStep
+{
+	void		(*fn) (void *);
+	void	   *arg;
+} TimedStep;
+
+static void
+timer_off(void)
+{
+	if (get_timeout_active(STATEMENT_TIMEOUT))
+		disable_timeout(STATEMENT_TIMEOUT, false);
+	if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+		QueryCancelPending = false;
+}
+
+static void
+timed_step(void *arg)
+{
+	TimedStep  *t = (TimedStep *) arg;
+
+	if (llm_writeback_timeout > 0)
+		enable_timeout_after(STATEMENT_TIMEOUT, llm_writeback_timeout);
+	PG_TRY();
+	{
+		t->fn(t->arg);
+	}
+	PG_FINALLY();
+	{
+		timer_off();
+	}
+	PG_END_TRY();
+}
+
+/* Run fn(arg) in a subtransaction under the timeout (see ItemSubxact). */
+static const char *
+timed_subxact(void (*fn) (void *), void *arg, WorkItem *it)
+{
+	TimedStep	t = {fn, arg};
+
+	return ItemSubxact(timed_step, &t, it);
+}
+
+/* Was the last failed step held up (timeout, lock wait, deadlock)? */
+static bool
+held_up(void)
+{
+	int			code = ItemSubxactCode();
+
+	return code == ERRCODE_QUERY_CANCELED || code == ERRCODE_LOCK_NOT_AVAILABLE ||
+		code == ERRCODE_T_R_DEADLOCK_DETECTED;
+}
+
+/*
+ * What one pass of write-backs decided besides done and failed: the
+ * items whose write-back is put off (back to pending with their reply,
+ * only their write-back left), and the roles one of whose write-backs was
+ * held up (their other items in this pass are put off untried, so that
+ * one role's stall costs the others at most one timeout a pass).
+ */
+typedef struct PassState
+{
+	Datum	   *failed_ids;
+	Datum	   *failed_errors;
+	int			nfailed;
+	Datum	   *put_off_ids;
+	Datum	   *put_off_errors;
+	Datum	   *put_off_when;
+	Datum	   *put_off_untried;
+	int			nput_off;
+	Oid		   *stalled_roles;
+	int			nstalled;
+} PassState;
+
+static bool
+role_stalled(PassState *ps, Oid role)
+{
+	int			i;
+
+	for (i = 0; i < ps->nstalled; i++)
+		if (ps->stalled_roles[i] == role)
+			return true;
+	return false;
+}
+
+/*
+ * An item whose write-back was held up (tried) or not tried because its
+ * role's was: back to pending with its reply, its write-back alone left;
+ * one tried and held up llm.max_attempts times fails, its reply kept.
+ */
+static void
+writeback_put_off(ItemSet *set, WorkItem *it, bool tried, PassState *ps)
+{
+	TimestampTz when;
+
+	if (tried && !role_stalled(ps, it->role))
+		ps->stalled_roles[ps->nstalled++] = it->role;
+	if (tried && it->attempts >= llm_max_attempts)
+	{
+		ItemFail(set, it, psprintf("the reply could not be written back: it was held up longer than llm.writeback_timeout (%d ms) %d times, by a lock on the target row or table or by a slow trigger; the reply is kept, and llm.retry writes it back",
+								   llm_writeback_timeout, it->attempts));
+		ps->failed_ids[ps->nfailed] = Int64GetDatum(it->id);
+		ps->failed_errors[ps->nfailed] = CStringGetTextDatum(ascii_only(it->error));
+		ps->nfailed++;
+		return;
+	}
+	it->stalled = true;
+	it->untried = !tried;
+	when = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+									   tried ? Min(1000L << Min(it->attempts, 10), 300000L) : 1000L);
+	ps->put_off_ids[ps->nput_off] = Int64GetDatum(it->id);
+	ps->put_off_errors[ps->nput_off] =
+		CStringGetTextDatum(psprintf(tried ?
+									 "the reply's write-back was held up longer than llm.writeback_timeout (%d ms), by a lock on the target row or table or by a slow trigger; it is tried again, without a new call" :
+									 "the reply's write-back waits: another write-back of the same role was held up longer than llm.writeback_timeout (%d ms); it is tried again, without a new call",
+									 llm_writeback_timeout));
+	ps->put_off_when[ps->nput_off] = TimestampTzGetDatum(when);
+	ps->put_off_untried[ps->nput_off] = Int32GetDatum(tried ? 0 : 1);
+	ps->nput_off++;
+}
+
+/*
+ * Run a step of one item's write-back in a subtransaction under the
+ * timeout: an error fails that item alone, a hold-up puts it off.
+ * Returns whether the step succeeded.
  */
 static bool
-write_group(WritebackGroup *g)
+guarded(ItemSet *set, WorkItem *it, void (*step) (void *), Writeback *wb, PassState *ps)
 {
-	return ItemSubxact(group_step, g, NULL) == NULL;
+	ItemStep	s = {it, wb};
+	const char *msg;
+
+	if (role_stalled(ps, it->role))
+	{
+		writeback_put_off(set, it, false, ps);
+		return false;
+	}
+	msg = timed_subxact(step, &s, it);
+	if (msg == NULL)
+		return true;
+	if (held_up())
+		writeback_put_off(set, it, true, ps);
+	else
+		writeback_failed(set, it, msg, ps->failed_ids, ps->failed_errors, &ps->nfailed);
+	return false;
+}
+
+/*
+ * Write a group at once, in a subtransaction under the timeout; false
+ * (nothing written) when any of it fails, and the items are then written
+ * one by one; *held when it was held up.
+ */
+static bool
+write_group(WritebackGroup *g, bool *held)
+{
+	*held = false;
+	if (timed_subxact(group_step, g, NULL) == NULL)
+		return true;
+	*held = held_up();
+	return false;
 }
 
 /* Do the items of a group name distinct rows (their keys differ)? */
@@ -603,7 +755,7 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 	int			cap = set->n;
 	int			k;
 	static const char *const sql[3] = {
-		"UPDATE llm.queue q SET status = 'done', reply = u.t, error = NULL, lease_until = NULL, "
+		"UPDATE llm.queue q SET status = 'done', reply = u.t, error = NULL, answered = true, lease_until = NULL, "
 		"leased_by = NULL, finished_at = pg_catalog.now() "
 		"FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
 		"WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id, "
@@ -722,6 +874,33 @@ fail_written_back(Datum *ids, Datum *errors, int n)
 }
 
 /*
+ * Put off the write-backs that were held up: back to pending with their
+ * reply and answered, so that the next claim writes them back without a
+ * call; an item put off untried gets its attempt back.
+ */
+static void
+put_off_written_back(PassState *ps)
+{
+	Oid			types[4] = {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, INT4ARRAYOID};
+	Datum		args[4];
+
+	if (ps->nput_off == 0)
+		return;
+	args[0] = LlmMakeArray(ps->put_off_ids, NULL, ps->nput_off, INT8OID);
+	args[1] = LlmMakeArray(ps->put_off_errors, NULL, ps->nput_off, TEXTOID);
+	args[2] = LlmMakeArray(ps->put_off_when, NULL, ps->nput_off, TIMESTAMPTZOID);
+	args[3] = LlmMakeArray(ps->put_off_untried, NULL, ps->nput_off, INT4OID);
+	if (RunSql("UPDATE llm.queue q SET status = 'pending', error = u.t, next_attempt_at = u.w, "
+			   "finished_at = NULL, via = 'realtime', attempts = q.attempts - u.n "
+			   "FROM unnest($1::int8[], $2::text[], $3::timestamptz[], $4::int4[]) AS u(id, t, w, n) "
+			   "WHERE q.id = u.id AND q.status = 'done' AND q.answered",
+			   4, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update llm.queue");
+	elog(LOG, "pg_llm worker: %d write-backs put off: held up longer than llm.writeback_timeout (%d ms)",
+		 ps->nput_off, llm_writeback_timeout);
+}
+
+/*
  * Write every finished item in one transaction: the queue rows, then each
  * reply into its target, each in a subtransaction, so that a failing
  * write-back fails only its own item.
@@ -759,11 +938,9 @@ WritebackSetInXact(ItemSet *set)
 {
 	dlist_mutable_iter iter;
 	int			n = count_finished(set);
-	int			nfailed = 0;
 	HTAB	   *superseded;
 	HASHCTL		ctl;
-	Datum	   *failed_ids;
-	Datum	   *failed_errors;
+	PassState	ps;
 	List	   *groups = NIL;
 	ListCell   *lc;
 
@@ -779,8 +956,14 @@ WritebackSetInXact(ItemSet *set)
 							 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	convert_texts(set);
 	update_queue_rows(set, superseded);
-	failed_ids = palloc(sizeof(Datum) * n);
-	failed_errors = palloc(sizeof(Datum) * n);
+	memset(&ps, 0, sizeof(ps));
+	ps.failed_ids = palloc(sizeof(Datum) * n);
+	ps.failed_errors = palloc(sizeof(Datum) * n);
+	ps.put_off_ids = palloc(sizeof(Datum) * n);
+	ps.put_off_errors = palloc(sizeof(Datum) * n);
+	ps.put_off_when = palloc(sizeof(Datum) * n);
+	ps.put_off_untried = palloc(sizeof(Datum) * n);
+	ps.stalled_roles = palloc(sizeof(Oid) * n);
 
 	/*
 	 * Prepare each reply's write-back (an item whose target is gone fails
@@ -796,22 +979,34 @@ WritebackSetInXact(ItemSet *set)
 			hash_search(superseded, &it->id, HASH_FIND, NULL) != NULL)
 			continue;
 		wb = palloc(sizeof(Writeback));
-		if (guarded(set, it, prepare_step, wb, failed_ids, failed_errors, &nfailed))
+		if (guarded(set, it, prepare_step, wb, &ps))
 			groups = group_add(groups, it, wb);
 	}
 
-	/* each group at once, or (when that fails) one item at a time */
+	/*
+	 * Each group at once, or (when that fails) one item at a time.  A group
+	 * held up is put off whole, untried: its items come back each on its
+	 * own, and the one held up again is found.
+	 */
 	foreach(lc, groups)
 	{
 		WritebackGroup *g = lfirst(lc);
 		int			i;
+		bool		held = false;
 
-		if (g->n >= 2 && g->group_sql && group_keys_distinct(g) && write_group(g))
-			continue;
+		if (!role_stalled(&ps, g->role) && g->n >= 2 && g->group_sql &&
+			group_keys_distinct(g))
+		{
+			if (write_group(g, &held))
+				continue;
+			if (held)
+				ps.stalled_roles[ps.nstalled++] = g->role;
+		}
 		for (i = 0; i < g->n; i++)
-			(void) guarded(set, g->items[i], write_step, g->wbs[i], failed_ids, failed_errors, &nfailed);
+			(void) guarded(set, g->items[i], write_step, g->wbs[i], &ps);
 	}
-	fail_written_back(failed_ids, failed_errors, nfailed);
+	fail_written_back(ps.failed_ids, ps.failed_errors, ps.nfailed);
+	put_off_written_back(&ps);
 
 	dlist_foreach_modify(iter, &set->items)
 	{
@@ -820,7 +1015,7 @@ WritebackSetInXact(ItemSet *set)
 		if (!ItemFinished(it))
 			continue;
 		/* an item whose lease was lost was someone else's to finish */
-		if (it->written)
+		if (it->written && !it->stalled)
 			SlotCountWritten(it->state == ITEM_DONE, it->state == ITEM_FAILED);
 		ItemFree(set, it);
 	}

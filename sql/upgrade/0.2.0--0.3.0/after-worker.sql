@@ -1,0 +1,5 @@
+-- Items answered before the update: their replies were paid for.
+UPDATE llm.queue SET answered = true
+ WHERE reply IS NOT NULL
+   AND (status = 'done' OR (status = 'failed' AND error LIKE 'the reply could not be written back%'));
+COMMENT ON COLUMN llm.queue.answered IS 'reply is the item''s paid answer: what is left is its write-back (put off after llm.writeback_timeout, or failed and given to llm.retry), done without a new call';
