@@ -32,6 +32,23 @@ SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"i
 SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}',
                    options => '{"json_schema": {"type": "object"}}');
 SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}');
+-- a role may spread an answer only over columns it may update itself
+CREATE ROLE sq_tenant;
+GRANT USAGE ON SCHEMA llm TO sq_tenant;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO sq_tenant;
+GRANT SELECT (id, order_id), UPDATE (order_id) ON sq_orders TO sq_tenant;
+SET ROLE sq_tenant;
+SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}',
+                   options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
+                                "amount": {"type": "number"}}}}');
+SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}',
+                   options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}') > 0 AS queued;
+RESET ROLE;
+DELETE FROM llm.queue;
+REVOKE ALL ON sq_orders FROM sq_tenant;
+REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) FROM sq_tenant;
+REVOKE ALL ON SCHEMA llm FROM sq_tenant;
+DROP ROLE sq_tenant;
 
 -- needs the queue worker: pg_llm preloaded, with a worker for this database
 SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
