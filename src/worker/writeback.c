@@ -761,8 +761,9 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 		"WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id, "
 		SUPERSEDED_SQL,
 		"UPDATE llm.queue q SET status = 'failed', error = u.t, lease_until = NULL, "
-		"leased_by = NULL, finished_at = pg_catalog.now() "
-		"FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
+		"leased_by = NULL, finished_at = pg_catalog.now(), "
+		"invalid_answers = GREATEST(q.invalid_answers, u.n) "
+		"FROM unnest($1::int8[], $2::int4[], $3::text[], $4::int4[]) AS u(id, a, t, n) "
 		"WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id",
 		"UPDATE llm.queue q SET status = 'pending', error = u.t, lease_until = NULL, "
 		"leased_by = NULL, next_attempt_at = u.w, reply = u.s, "
@@ -774,6 +775,8 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 	Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
 	Datum	   *saids;
 	bool	   *said_nulls;
+	Datum	   *invs;
+	Oid			failed_types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
 
 	for (k = 0; k < 3; k++)
 	{
@@ -783,6 +786,7 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 	}
 	whens = palloc(sizeof(Datum) * cap);
 	saids = palloc(sizeof(Datum) * cap);
+	invs = palloc(sizeof(Datum) * cap);
 	said_nulls = palloc(sizeof(bool) * cap);
 	dlist_foreach(iter, &set->items)
 	{
@@ -794,6 +798,8 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 		ids[k][n[k]] = Int64GetDatum(it->id);
 		atts[k][n[k]] = Int32GetDatum(it->attempts);
 		texts[k][n[k]] = CStringGetTextDatum(it->db_text);
+		if (k == 1)
+			invs[n[k]] = Int32GetDatum(it->invalid_answers);
 		if (k == 2)
 		{
 			whens[n[k]] = TimestampTzGetDatum(it->next_attempt_at);
@@ -817,12 +823,15 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 		args[0] = LlmMakeArray(ids[k], NULL, n[k], INT8OID);
 		args[1] = LlmMakeArray(atts[k], NULL, n[k], INT4OID);
 		args[2] = LlmMakeArray(texts[k], NULL, n[k], TEXTOID);
+		if (k == 1)
+			args[3] = LlmMakeArray(invs, NULL, n[k], INT4OID);
 		if (k == 2)
 		{
 			args[3] = LlmMakeArray(whens, NULL, n[k], TIMESTAMPTZOID);
 			args[4] = LlmMakeArray(saids, said_nulls, n[k], TEXTOID);
 		}
-		if (RunSql(sql[k], k == 2 ? 5 : 3, types, args, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+		if (RunSql(sql[k], k == 0 ? 3 : k == 1 ? 4 : 5, k == 1 ? failed_types : types, args, NULL,
+				   false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not update llm.queue");
 
 		/* note which items were still ours, and which replies are superseded */
