@@ -313,7 +313,7 @@ function pump(b, proto, body, line) {
 		return;
 	const stop = Math.min(b.done + SLICE, b.until);
 	for (let i = b.done; i < stop; i++) {
-		const a = core.answerLine(proto, body(i), b.endpoint);
+		const a = core.answerLine(proto, body(i), b.endpoint, b.headers);
 		b.ok[i] = a.status === 200 ? 1 : 2;
 		if (a.status === 200) {
 			b.inTok += a.inTok;
@@ -443,7 +443,7 @@ function inlineBatch(x, lines) {
 		const out = [];
 		let failed = 0;
 		for (const l of lines) {
-			const a = core.answerLine(core.OPENAI, l.body, l.url);
+			const a = core.answerLine(core.OPENAI, l.body, l.url, x.req.headers);
 			if (a.status !== 200)
 				failed++;
 			out.push(oaOutputLine(l.custom_id, a));
@@ -734,6 +734,7 @@ function oaCreate(x, o) {
 	const k = knobs();
 	const seq = core.nextId();
 	const b = {
+		headers: x.req.headers,
 		id: 'batch_mock' + seq, seq, endpoint: o.endpoint,
 		input_file_id: o.input_file_id, completion_window: '24h', metadata: o.metadata || null,
 		created: now, k, n, model: scan.model, buf, starts: scan.starts, ends: scan.ends, cids: scan.cids,
@@ -1000,6 +1001,7 @@ function anCreate(x, prefix) {
 	const seq = core.nextId();
 	const id = 'msgbatch_mock' + seq;
 	const b = {
+		headers: x.req.headers,
 		id, seq, created: now, k, n, reqs: rs, cids: rs.map((r) => r.custom_id),
 		expired: expiredCount(n, k.expire), stop: 0, until: 0, done: 0, doneAt: null,
 		ok: new Uint8Array(n), results: new Array(n), inTok: 0, outTok: 0, dropped: false,

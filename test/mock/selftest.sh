@@ -1075,6 +1075,26 @@ expect "_stats: embeddings" "$(jv "$T/stats" 'JSON.stringify(b.embeddings) + ","
 curl -sS -o /dev/null -X POST "$BASE/_reset"
 expect "POST /_reset clears the embedding counters" "$(jv <(curl -sS "$BASE/_stats") 'JSON.stringify(b.embeddings)')" '{"requests":0,"inputs":0}'
 
+# ------------------------------------------------ provider numbers and text
+call oa '{"model":"m?usage=%7B%22prompt_tokens%22%3A1e15%2C%22prompt_tokens%22%3A-1%7D","messages":[{"role":"user","content":"x"}]}'
+expect_match "usage=JSON spliced verbatim" "$T/b" '"usage":{"prompt_tokens":1e15,"prompt_tokens":-1}'
+call oa '{"model":"m?usage=none","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"a"}]}' -N
+expect "usage=none: no usage chunk" "$(grep -c '"usage":{' "$T/b")" 0
+call an '{"model":"m?usage=%7B%22output_tokens%22%3A-5%7D","max_tokens":5,"messages":[{"role":"user","content":"x"}]}'
+expect_match "usage=JSON (anthropic)" "$T/b" '"usage":{"output_tokens":-5}'
+call oa '{"model":"m?fail=400&echo_key=1&message=was+KEY&error_code=KEY&error_type=t&error_param=p","messages":[{"role":"user","content":"x"}]}'
+expect "echo_key=1 and error_* fields" "$CODE/$(jv "$T/b" 'b.error.message + "|" + b.error.code + "|" + b.error.type + "|" + b.error.param')" "400/was $KEY|$KEY|t|p"
+call oa '{"model":"m?fail=400&message_bytes=100000","messages":[{"role":"user","content":"x"}]}'
+expect "message_bytes=N" "$(jv "$T/b" 'b.error.message.length')" 100000
+call oa '{"model":"m?fail=502&body=plain+KEY&echo_key=1","messages":[{"role":"user","content":"x"}]}'
+expect "body=TEXT" "$CODE/$(header content-type)/$(cat "$T/b")" "502/text/plain/plain $KEY"
+call oa '{"model":"m?fail=999","messages":[{"role":"user","content":"x"}]}'
+expect "fail=999" "$CODE" 999
+call oa '{"model":"m?header_bytes=2000&header=retry-after:inf&header=x-a:b","messages":[{"role":"user","content":"x"}]}'
+expect "header_bytes=N and header=NAME:VALUE" "$(header x-mock-filler | wc -c)/$(header retry-after)/$(header x-a)" "2001/inf/b"
+call oa '{"model":"m?fault=error_event&message=m+KEY&echo_key=1&error_code=KEY","stream":true,"messages":[{"role":"user","content":"a b c"}]}' -N
+expect "error_event with message and error_code" "$("$NODE" -e 'const e = JSON.parse(process.argv[1]); const x = JSON.parse(e[e.length - 1].data).error; console.log(x.message + "|" + x.code)' "$(sse "$T/b" json)")" "m $KEY|$KEY"
+
 # ---------------------------------------------------------------- shutdown
 curl -sS --max-time 20 -o /dev/null -H "Authorization: Bearer $KEY" \
 	--data-binary '{"model":"m?fault=hang","messages":[{"role":"user","content":"x"}]}' "$BASE/v1/chat/completions" 2>/dev/null &

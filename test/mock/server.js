@@ -13,7 +13,8 @@
  * nothing but Node's standard library.  It must stay cheap per request: a
  * benchmark drives thousands of small requests per second through it, so
  * the hot path does one JSON.parse, one JSON.stringify and no logging
- * (unless --verbose).  It never echoes a received API key.
+ * (unless --verbose).  It never echoes a received API key, unless a
+ * request asks for it (echo_key=1, to play a provider that does).
  *
  * The reference for every route and directive is test/mock/README.md.
  */
@@ -551,7 +552,18 @@ function jsonHeaders(ctx) {
 		h['x-request-id'] = 'req_mock' + ctx.id;
 	if (ctx.rl)
 		Object.assign(h, ctx.rl);
+	addFiller(h, ctx);
 	return h;
+}
+
+/* header_bytes=N: one more header whose value is N bytes long; header=
+ * NAME:VALUE: that header, as it is. */
+function addFiller(h, ctx) {
+	if (ctx.d && ctx.d.header_bytes !== undefined)
+		h['x-mock-filler'] = 'f'.repeat(ctx.d.header_bytes);
+	if (ctx.d && ctx.d.header)
+		for (const [k, v] of ctx.d.header)
+			h[k] = v;
 }
 
 /* ------------------------------------------------------------------ */
@@ -573,10 +585,26 @@ const DIRECTIVES = {
 	echo: (v) => { if (v !== 'request') throw 'invalid mock directive value echo=' + v; return v; },
 	fail: (v) => {
 		const n = nonNegInt(v, 'fail');
-		if (n < 200 || n > 599)
+		if (n < 200 || n > 999)
 			throw 'invalid mock directive value fail=' + v;
 		return n;
 	},
+	error_param: (v) => v,
+	message_bytes: nonNegInt,
+	body: (v) => v,
+	usage: (v) => {
+		if (/[\x00-\x1f\x7f]/.test(v) || v === '')
+			throw 'invalid mock directive value usage=' + v;
+		return v;
+	},
+	header_bytes: nonNegInt,
+	header: (v) => {
+		const c = v.indexOf(':');
+		if (c < 1 || !/^[A-Za-z0-9-]+$/.test(v.slice(0, c)) || /[\x00-\x1f\x7f]/.test(v))
+			throw 'invalid mock directive value header=' + v;
+		return [[v.slice(0, c), v.slice(c + 1)]];
+	},
+	echo_key: (v) => { if (v !== '1') throw 'invalid mock directive value echo_key=' + v; return v; },
 	quota: (v) => v === '1' || v === 'true',
 	retry_after: headerValue,
 	retry_after_ms: headerValue,
@@ -718,9 +746,9 @@ function parseModel(model) {
 			return { error: 'unknown mock directive ' + k };
 		try {
 			const val = f(v, k);
-			/* fault= may repeat (or list kinds with commas): they add up */
-			if (k === 'fault')
-				d.fault = (d.fault || []).concat(val);
+			/* fault= and header= may repeat (fault= may list kinds with commas): they add up */
+			if (k === 'fault' || k === 'header')
+				d[k] = (d[k] || []).concat(val);
 			else
 				d[k] = val;
 		} catch (e) {
@@ -1264,8 +1292,33 @@ function anthropicUsage(r, start) {
 	return u;
 }
 
+/* The usage= directive: 'none' drops the usage object, any other value is
+ * spliced in verbatim (absurd, negative or duplicate-key numbers). */
+const USAGE_MARK = '\uE0C1usage';
+
+/* Put the usage= directive's text where USAGE_MARK stands in JSON text. */
+function spliceUsage(ctx, text) {
+	const u = ctx.d ? ctx.d.usage : undefined;
+	if (u === undefined || u === 'none')
+		return text;
+	return text.split(JSON.stringify(USAGE_MARK)).join(keyed(ctx, u));
+}
+
+/* The usage value to put in an object: the computed one, the mark of a
+ * usage= text, or undefined (dropped by JSON.stringify) for usage=none. */
+function usageValue(ctx, computed) {
+	const u = ctx.d ? ctx.d.usage : undefined;
+	if (u === undefined)
+		return computed;
+	return u === 'none' ? undefined : USAGE_MARK;
+}
+
 /* Non-streaming response body (JSON text) for a computed reply. */
 function replyBody(ctx, r) {
+	return spliceUsage(ctx, replyBodyOf(ctx, r));
+}
+
+function replyBodyOf(ctx, r) {
 	const f = ctx.faults;
 	if (ctx.proto === ANTHROPIC) {
 		let content;
@@ -1280,7 +1333,7 @@ function replyBody(ctx, r) {
 		return JSON.stringify({
 			id: 'msg_mock' + ctx.id, type: 'message', role: 'assistant', model: ctx.model,
 			content, stop_reason: anthropicStop(r), stop_sequence: null,
-			usage: anthropicUsage(r, false),
+			usage: usageValue(ctx, anthropicUsage(r, false)),
 		});
 	}
 	let choices;
@@ -1309,7 +1362,7 @@ function replyBody(ctx, r) {
 			choices.reverse();
 	}
 	const out = { id: 'chatcmpl-mock' + ctx.id, object: 'chat.completion', created: ctx.created,
-		model: ctx.model, choices, usage: openaiUsage(r) };
+		model: ctx.model, choices, usage: usageValue(ctx, openaiUsage(r)) };
 	if (r.tier !== undefined)
 		out.service_tier = r.tier;
 	return JSON.stringify(out);
@@ -1378,15 +1431,17 @@ function openaiEvents(ctx, r) {
 			chunk({ content: p }, null, true);
 		chunk({}, openaiFinish(r));
 	}
-	if (iu)
-		ev.push({ s: 'data: ' + head + '[],"usage":' + JSON.stringify(openaiUsage(r)) + '}\n\n', piece: false });
+	const u = usageValue(ctx, openaiUsage(r));
+	if (iu && u !== undefined)
+		ev.push({ s: spliceUsage(ctx, 'data: ' + head + '[],"usage":' + JSON.stringify(u) + '}\n\n'), piece: false });
 	ev.push({ s: 'data: [DONE]\n\n', piece: false, final: true });
 	return ev;
 }
 
-/* One Anthropic SSE event. */
-function anEvent(name, obj, piece, final) {
-	return { s: 'event: ' + name + '\ndata: ' + JSON.stringify(obj) + '\n\n', piece: !!piece, final: !!final };
+/* One Anthropic SSE event (with ctx: the usage= text spliced in). */
+function anEvent(name, obj, piece, final, ctx) {
+	const s = 'event: ' + name + '\ndata: ' + JSON.stringify(obj) + '\n\n';
+	return { s: ctx ? spliceUsage(ctx, s) : s, piece: !!piece, final: !!final };
 }
 
 /* Anthropic events for a reply. */
@@ -1395,7 +1450,7 @@ function anthropicEvents(ctx, r) {
 	ev.push(anEvent('message_start', { type: 'message_start', message: {
 		id: 'msg_mock' + ctx.id, type: 'message', role: 'assistant', model: ctx.model,
 		content: [], stop_reason: null, stop_sequence: null,
-		usage: anthropicUsage(r, true) } }));
+		usage: usageValue(ctx, anthropicUsage(r, true)) } }, false, false, ctx));
 	const empty = ctx.faults.has('empty_choices') || ctx.faults.has('null_content') ||
 		(r.kind === 'text' && r.text === '');
 	if (!empty) {
@@ -1427,7 +1482,7 @@ function anthropicEvents(ctx, r) {
 	delete final.service_tier;
 	ev.push(anEvent('message_delta', { type: 'message_delta',
 		delta: { stop_reason: anthropicStop(r), stop_sequence: null },
-		usage: final }));
+		usage: usageValue(ctx, final) }, false, false, ctx));
 	ev.push(anEvent('message_stop', { type: 'message_stop' }, false, true));
 	return ev;
 }
@@ -1456,13 +1511,13 @@ function shapeEvents(ctx, ev) {
 		}
 		ev = ev.slice(0, cut);
 		if (f.has('error_event')) {
+			const field = (v, dflt) => (v !== undefined ? keyed(ctx, v) : dflt);
 			ev.push({ s: ctx.proto === ANTHROPIC
 				? 'event: error\ndata: ' + JSON.stringify({ type: 'error', error: {
-					type: d.error_type || 'overloaded_error',
-					message: d.message !== undefined ? d.message : 'Overloaded' } }) + '\n\n'
-				: 'data: ' + JSON.stringify({ error: {
-					message: d.message !== undefined ? d.message : 'mock stream error',
-					type: d.error_type || 'server_error', param: null, code: d.error_code || null } }) + '\n\n',
+					type: field(d.error_type, 'overloaded_error'), message: errorMessage(ctx, 'Overloaded') } }) + '\n\n'
+				: 'data: ' + JSON.stringify({ error: { message: errorMessage(ctx, 'mock stream error'),
+					type: field(d.error_type, 'server_error'), param: field(d.error_param, null),
+					code: field(d.error_code, null) } }) + '\n\n',
 			piece: false });
 		}
 	} else if (f.has('no_done'))
@@ -1499,6 +1554,7 @@ function streamHeaders(ctx) {
 		h['x-request-id'] = 'req_mock' + ctx.id;
 	if (ctx.rl)
 		Object.assign(h, ctx.rl);
+	addFiller(h, ctx);
 	return h;
 }
 
@@ -1608,6 +1664,11 @@ function writeSplit(res, buf, delay) {
 function sendFailure(ctx) {
 	const h = jsonHeaders(ctx);
 	addRetryHeaders(h, ctx.d);
+	if (ctx.d.body !== undefined) {
+		h['Content-Type'] = 'text/plain';
+		sendRaw(ctx.res, ctx.d.fail, h, keyed(ctx, ctx.d.body));
+		return;
+	}
 	sendRaw(ctx.res, ctx.d.fail, h, failureBody(ctx));
 }
 
@@ -1616,7 +1677,7 @@ function failureBody(ctx) {
 	const d = ctx.d;
 	const status = d.fail;
 	const quota = d.quota && status === 429;
-	let message = d.message !== undefined ? d.message : 'mock error ' + status;
+	let message = errorMessage(ctx, 'mock error ' + status);
 	if (quota)
 		message = ctx.proto === ANTHROPIC
 			? 'Your credit balance is too low to access the Anthropic API. Please go to Plans & Billing to upgrade or purchase credits.'
@@ -1625,10 +1686,14 @@ function failureBody(ctx) {
 	if (d.error_shape !== undefined)
 		body = frameworkErrorBody(d.error_shape, status, message);
 	else if (ctx.proto === ANTHROPIC)
-		body = errorBody(ANTHROPIC, message, anthropicErrorType(status, quota));
+		body = errorBody(ANTHROPIC, message, d.error_type !== undefined ? keyed(ctx, d.error_type)
+			: anthropicErrorType(status, quota));
 	else {
 		const k = openaiErrorKind(status, quota);
-		body = errorBody(OPENAI, message, k.type, null, k.code);
+		body = errorBody(OPENAI, message,
+			d.error_type !== undefined ? keyed(ctx, d.error_type) : k.type,
+			d.error_param !== undefined ? keyed(ctx, d.error_param) : null,
+			d.error_code !== undefined ? keyed(ctx, d.error_code) : k.code);
 	}
 	return body;
 }
@@ -1656,6 +1721,27 @@ function frameworkErrorBody(shape, status, message) {
 			return JSON.stringify({ error: 'invalid_token', error_description: message });
 	}
 	return JSON.stringify({ error: reason });
+}
+
+/* The error message of a fail= or error_event answer: message= (or the
+ * default), padded with 'x' to message_bytes=N, with the key if asked. */
+function errorMessage(ctx, dflt) {
+	const d = ctx.d || {};
+	let m = keyed(ctx, d.message !== undefined ? d.message : dflt);
+	if (d.message_bytes !== undefined && Buffer.byteLength(m) < d.message_bytes)
+		m += 'x'.repeat(d.message_bytes - Buffer.byteLength(m));
+	return m;
+}
+
+/* With echo_key=1, every KEY in a text becomes the key the request carried
+ * (a provider that echoes it); otherwise the text as it is. */
+function keyed(ctx, text) {
+	if (!ctx.d || ctx.d.echo_key === undefined || typeof text !== 'string' || !ctx.req)
+		return text;
+	const h = ctx.req.headers;
+	const key = h['x-api-key'] !== undefined ? h['x-api-key']
+		: String(h.authorization || '').replace(/^Bearer /, '');
+	return text.split('KEY').join(key);
 }
 
 /* Add Retry-After, retry-after-ms and x-should-retry from the directives. */
@@ -1966,12 +2052,13 @@ const LINE_FAIL_FAULTS = new Set(['reset', 'hang', 'malformed', 'html', 'notjson
  * outTok } (text = the JSON answer body) or, for a transport fault,
  * { id, status: 0, fault }.  latency, retry headers and stream faults are
  * ignored; the per-key counts (times=) are shared with the chat routes.
+ * headers: those of the batch's request (echo_key=1 reads the key there).
  */
-function answerLine(proto, body, url) {
+function answerLine(proto, body, url, headers) {
 	if (typeof url === 'string' && url.endsWith('/embeddings'))
 		return answerEmbeddingLine(body);
 	const id = ++idCounter;
-	const ctx = { proto, req: null, res: null, id, body, model: '', d: null, faults: NO_FAULTS,
+	const ctx = { proto, req: headers ? { headers } : null, res: null, id, body, model: '', d: null, faults: NO_FAULTS,
 		prompt: '', stream: false, includeUsage: false, created: Math.floor(Date.now() / 1000),
 		rl: null };
 	const fail = (message) => ({ id, status: 400,
