@@ -33,6 +33,7 @@
 #include "chat.h"
 #include "http.h"
 #include "ratelimit.h"
+#include "redact.h"
 #include "pg_llm.h"
 #include "usage.h"
 #include "utf8.h"
@@ -86,6 +87,27 @@ LlmToUtf8(const char *text)
 }
 
 /*
+ * The text of a text datum in UTF-8, and its length: the datum's own bytes
+ * (not terminated, not copied) when the server encoding is UTF-8, else a
+ * converted copy.  A long prompt is then held once, not once per step.
+ */
+char *
+LlmTextToUtf8(text *t, size_t *len)
+{
+	char	   *s = VARDATA_ANY(t);
+	char	   *u;
+
+	*len = VARSIZE_ANY_EXHDR(t);
+	if (!IsTransactionState() || GetDatabaseEncoding() == PG_UTF8 ||
+		GetDatabaseEncoding() == PG_SQL_ASCII)
+		return s;
+	u = pg_server_to_any(s, (int) *len, PG_UTF8);
+	if (u != s)
+		*len = strlen(u);
+	return u;
+}
+
+/*
  * UTF-8 from the wire to the server encoding.  Invalid sequences become
  * U+FFFD (as WHATWG decoders do) rather than failing a whole batch over
  * one stray byte from a provider.  Outside a transaction the repaired
@@ -126,6 +148,7 @@ LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 	HttpRequestSpec spec;
 	List	   *headers = NIL;
 	bool		embed = (call->task == LLM_TASK_EMBED);
+	size_t		body_len;
 	char	   *body;
 	size_t		blen = strlen(p->base_url);
 	ListCell   *lc;
@@ -133,7 +156,6 @@ LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 	/* embedding calls are routed only to protocols with embeddings */
 	if (embed && p->ops->embed_path == NULL)
 		elog(ERROR, "embedding call routed to provider \"%s\", whose protocol has no embeddings", p->name);
-	body = embed ? ProviderEmbedBody(call->req, route) : ProviderRequestBody(call->req, route, stream);
 	while (blen > 0 && p->base_url[blen - 1] == '/')
 		blen--;
 
@@ -148,8 +170,6 @@ LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 		headers = lappend(headers, lfirst(lc));
 
 	spec.headers = headers;
-	spec.body = body;
-	spec.body_len = strlen(body);
 	spec.connect_timeout_ms = pick(p->connect_timeout_ms, llm_connect_timeout_ms);
 	if (stream)
 	{
@@ -167,20 +187,49 @@ LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 	spec.xact_bound = (call->mode != LLM_MODE_QUEUE);
 	spec.transport = &p->transport;
 
+	/*
+	 * Last, so that nothing fails between the body's malloc and HttpStart:
+	 * a chat body is malloc'd for the transfer to send without a copy.
+	 */
+	if (embed)
+	{
+		body = ProviderEmbedBody(call->req, route);
+		body_len = strlen(body);
+		RequestCheckSize(body_len);
+	}
+	else
+	{
+		body = ProviderRequestBody(call->req, route, stream, &body_len);
+		if (body_len > (size_t) llm_max_request_size_kb * 1024)
+		{
+			free(body);
+			RequestCheckSize(body_len);
+		}
+		spec.body_owned = true;
+	}
+	spec.body = body;
+	spec.body_len = body_len;
+
 	call->attempts++;
 	call->route = route;
+	call->http_status = 0;
+	call->delivered_bytes = 0;
+	call->rl_unsent = false;	/* the turn held is used */
 	return HttpStart(&spec);
 }
 
 /*
  * The first bytes of a body, for an error detail: on one line, white space
- * folded, the key redacted.
+ * folded, the secrets redacted before it is cut (a key straddling the cut
+ * leaves no beginning behind), shown as RedactProviderText shows text.
  */
+#define EXCERPT_BYTES 200
+
 static char *
 body_excerpt(const HttpTransfer *t, const LlmProvider *p)
 {
-	size_t		n = Min(t->len - t->consumed, 200);
-	char	   *s = LlmToServerEncoding(t->data ? t->data + t->consumed : "", n);
+	size_t		n = Min(t->len - t->consumed, 4096);
+	char	   *s = ConfigRedactSecret(pnstrdup(t->data ? t->data + t->consumed : "", n), p);
 	char	   *r = s;
 	char	   *w = s;
 	bool		space = false;
@@ -200,7 +249,20 @@ body_excerpt(const HttpTransfer *t, const LlmProvider *p)
 	while (w > s && w[-1] == ' ')
 		w--;
 	*w = '\0';
-	return ConfigRedactSecret(s, p);
+	if (w - s > EXCERPT_BYTES)
+	{
+		size_t		cut = EXCERPT_BYTES;
+		char	   *mark;
+
+		/* not inside a redacted secret's mark, nor inside a UTF-8 character */
+		for (mark = strstr(s, "[redacted]"); mark; mark = strstr(mark + 1, "[redacted]"))
+			if ((size_t) (mark - s) < cut && (size_t) (mark - s) + 10 > cut)
+				cut = (mark - s) + 10;
+		while (cut > 0 && ((unsigned char) s[cut] & 0xC0) == 0x80)
+			cut--;
+		s[cut] = '\0';
+	}
+	return RedactProviderCString(s, p);
 }
 
 /* The hint for an HTTP status from a provider. */
@@ -233,8 +295,11 @@ status_hint(long status, const LlmRoute *route, bool quota)
 		case 503:
 			return pstrdup("The provider is unavailable or overloaded; try again later, raise llm.max_retries, or add a fallback route with llm.add_model().");
 		default:
-			if (status >= 500)
+			if (status >= 500 && status <= 599)
 				return pstrdup("The provider failed to serve the request; try again later, raise llm.max_retries, or add a fallback route with llm.add_model().");
+			if (status < 100 || status > 599)
+				return psprintf("HTTP %ld is not a status HTTP defines: check that the base_url of provider \"%s\" points at an LLM API, not at something else answering on that port.",
+								status, pname);
 			return NULL;
 	}
 }
@@ -284,7 +349,7 @@ transport_failure(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailur
 	const LlmProvider *p = route->provider;
 	const char *name = p->name;
 	f->sqlstate = ERRCODE_CONNECTION_FAILURE;
-	f->detail = psprintf("%s.", ConfigRedactSecret(t->errbuf, p));
+	f->detail = psprintf("%s.", RedactProviderCString(t->errbuf, p));
 	switch (t->cause)
 	{
 		case HTTP_CAUSE_TIMEOUT:
@@ -306,7 +371,7 @@ transport_failure(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailur
 			f->message = psprintf("the proxy of provider \"%s\" refused the connection", name);
 			if (t->proxy_status > 0)
 				f->detail = psprintf("It answered HTTP %ld to CONNECT %s (%s).", t->proxy_status,
-									 url_host(p->base_url), ConfigRedactSecret(t->errbuf, p));
+									 url_host(p->base_url), RedactProviderCString(t->errbuf, p));
 			f->hint = (t->proxy_status == 407 || t->proxy_status == 401) ?
 				psprintf("The proxy wants credentials, or refused those it was given: put them in the proxy URL (http://user:password@host:port) of the proxy option of provider \"%s\"; they are kept secret like the key.", name) :
 				psprintf("Provider \"%s\" goes through %s, which does not let the database server reach this host and port: ask its administrators to allow them.",
@@ -372,7 +437,7 @@ transport_failure(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailur
 	f->message = t->timed_out ?
 		psprintf("request to provider \"%s\" timed out", name) :
 		psprintf("could not reach provider \"%s\"", name);
-	f->detail = psprintf("%s.", ConfigRedactSecret(t->errbuf, p));
+	f->detail = psprintf("%s.", RedactProviderCString(t->errbuf, p));
 	f->hint = t->via_proxy ?
 		psprintf("Provider \"%s\" goes through %s; check that the proxy can reach the server at its base_url.", name, proxy_origin(p)) :
 		psprintf("Check that the server at the base_url of provider \"%s\" is running and reachable.", name);
@@ -407,9 +472,15 @@ error_said(const LlmErrorBody *eb, const LlmProvider *p)
 
 	if (eb->message == NULL)
 		return NULL;
-	m = ConfigRedactSecret(LlmToServerEncoding(eb->message, strlen(eb->message)), p);
-	if (kind && strcmp(kind, m) != 0)
-		m = psprintf("%s (%s)", m, ConfigRedactSecret(LlmToServerEncoding(kind, strlen(kind)), p));
+	/* the provider's words as RedactProviderText shows them: redacted, escaped, bounded */
+	m = RedactProviderCString(eb->message, p);
+	if (kind)
+	{
+		char	   *k = RedactProviderCString(kind, p);
+
+		if (strcmp(k, m) != 0)
+			m = psprintf("%s (%s)", m, k);
+	}
 	return psprintf("The provider said: %s", LlmSentence(m));
 }
 
@@ -448,6 +519,15 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 			f->hint = pstrdup("Ask for a shorter reply (max_tokens), or raise llm.max_response_size.");
 			return LLM_VERDICT_FAIL;
 		case HTTP_TRANSPORT_ERROR:
+			if (t->headers_too_big)
+			{
+				f->sqlstate = ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+				f->message = psprintf("response from provider \"%s\" has headers too large to read", p->name);
+				f->detail = psprintf("%s.", t->errbuf);
+				f->hint = psprintf("Check what answers at the base_url of provider \"%s\" (a proxy or a server that is not an LLM API?).",
+								   p->name);
+				return LLM_VERDICT_FAIL;
+			}
 			return transport_failure(route, t, stream, f);
 		case HTTP_COMPLETE:
 			break;
@@ -461,7 +541,7 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 		f->message = psprintf("provider \"%s\" answered with a redirect (HTTP %ld), which pg_llm does not follow",
 							  p->name, t->status);
 		f->detail = t->location[0] ?
-			psprintf("It points to %s.", ConfigRedactSecret(t->location, p)) :
+			psprintf("It points to %s.", RedactProviderCString(t->location, p)) :
 			pstrdup("It gives no Location.");
 		f->hint = psprintf("Set the provider's base_url to the final address: llm.alter_provider('%s', base_url => ...).",
 						   p->name);
@@ -473,7 +553,7 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 		quota = true;
 
 	retryable = !quota && (t->status == 408 || t->status == 409 ||
-						   t->status == 429 || t->status >= 500);
+						   t->status == 429 || (t->status >= 500 && t->status <= 599));
 	if (t->should_retry >= 0)
 		retryable = (t->should_retry == 1);
 
@@ -520,7 +600,7 @@ LlmRetryDelayMs(double retry_after_s, int n)
 
 	if (retry_after_s > 0)
 	{
-		if (retry_after_s > llm_max_retry_after)
+		if (!(retry_after_s <= llm_max_retry_after))	/* NaN too */
 			return -1;
 		return (long) (retry_after_s * 1000.0);
 	}
@@ -571,6 +651,7 @@ LlmJudgeComplete(LlmCall *call, HttpTransfer *t, LlmFailure *f)
 		if (ProviderParseEmbedReply(route, call->req, t->data, t->len, &call->embed, &problem))
 		{
 			call->reply.has_usage = call->embed.has_usage;
+			call->reply.usage_invalid = call->embed.usage_invalid;
 			call->reply.input_tokens = call->embed.input_tokens;
 			return LLM_VERDICT_OK;
 		}
@@ -614,7 +695,7 @@ LlmJudgeStreamError(LlmCall *call, const LlmErrorBody *eb, const char *text, Llm
 	f->detail = error_said(eb, p);
 	if (f->detail == NULL)
 		f->detail = psprintf("The provider said: %s",
-							 LlmSentence(ConfigRedactSecret(LlmToServerEncoding(text, strlen(text)), p)));
+							 LlmSentence(RedactProviderCString(text, p)));
 	f->hint = status ? status_hint(status, route, quota) : NULL;
 	retryable = !quota && (status == 0 || status == 408 || status == 409 ||
 						   status == 429 || status >= 500);
@@ -629,15 +710,19 @@ static char *
 refusal_text(const LlmCall *call, const char *refusal)
 {
 	char	   *t = LlmToServerEncoding(refusal, strlen(refusal));
-	int			n = strlen(t);
+	int			n;
 
+	/* redacted before it is cut: a secret across the cut leaves nothing */
+	if (call->route)
+		t = ConfigRedactSecret(t, call->route->provider);
+	n = strlen(t);
 	if (n > 500)
 	{
 		/* outside a transaction the text is still UTF-8 (the worker) */
 		n = IsTransactionState() ? pg_mbcliplen(t, n, 500) : (int) Utf8ValidPrefix(t, 500);
 		t = psprintf("%.*s...", n, t);
 	}
-	return call->route ? ConfigRedactSecret(t, call->route->provider) : t;
+	return t;
 }
 
 /*
@@ -658,8 +743,10 @@ LlmJudgeText(const LlmCall *call, bool have_text, LlmFailure *f)
 {
 	const LlmReply *r = &call->reply;
 	const char *pname = call->route ? call->route->provider->name : "";
-	const char *reason = r->stop_reason ? r->stop_reason : r->finish_reason;
-	ProtoEnding ending = ProtoEndingOf(reason);
+	const char *raw = r->stop_reason ? r->stop_reason : r->finish_reason;
+	ProtoEnding ending = ProtoEndingOf(raw);
+	/* the reason as shown: the provider's word, redacted, escaped, bounded */
+	const char *reason = RedactProviderCString(raw, call->route ? call->route->provider : NULL);
 
 	memset(f, 0, sizeof(LlmFailure));
 	f->provider = pstrdup(pname);
@@ -790,15 +877,43 @@ LlmCallRoute(LlmCall *call)
 
 /*
  * Tell the cluster's traffic control how an attempt went: cooldowns,
- * quota, rate-limit headers, and the tokens really used.
+ * quota, rate-limit headers, and the tokens really used (a stream that
+ * opened settles when it ends, in UsageRecord).
  */
 void
 LlmCallAfterAttempt(LlmCall *call, HttpTransfer *t, LlmVerdict v, const LlmFailure *f)
 {
-	RateLimitAfter(call->route, t, v == LLM_VERDICT_OK ? NULL : f,
-			   call->estimated_input_tokens + call->estimated_output_tokens,
-			   v == LLM_VERDICT_OK && call->reply.has_usage ?
-			   call->reply.input_tokens + call->reply.output_tokens : -1);
+	RateLimitAfter(call->route, t, v == LLM_VERDICT_OK ? NULL : f);
+	if (v == LLM_VERDICT_OK && call->mode == LLM_MODE_STREAM)
+		return;
+	LlmCallSettleTurn(call, v == LLM_VERDICT_OK ? UsageTokensUsed(call) : 0);
+}
+
+/* A call took a turn on a route (RateLimitAsk): it holds it until settled. */
+void
+LlmCallHoldTurn(LlmCall *call, const LlmRoute *route, int64 charged)
+{
+	LlmCallSettleTurn(call, 0);
+	call->rl_route = route;
+	call->rl_charged = charged;
+	call->rl_unsent = true;
+}
+
+/*
+ * Settle the turn a call holds, if any, with the tokens it used: what it
+ * did not use goes back to the route's limits, and so does a turn never
+ * used to send.  Raises no error (it runs when a cancelled call's memory
+ * goes away).
+ */
+void
+LlmCallSettleTurn(LlmCall *call, int64 used)
+{
+	if (call->rl_route == NULL)
+		return;
+	RateLimitSettle(call->rl_route, call->rl_charged, used, call->rl_unsent);
+	call->rl_route = NULL;
+	call->rl_charged = 0;
+	call->rl_unsent = false;
 }
 
 /*
@@ -811,19 +926,23 @@ LlmCallAfterAttempt(LlmCall *call, HttpTransfer *t, LlmVerdict v, const LlmFailu
 bool
 LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f)
 {
-	int64		tokens = call->estimated_input_tokens + call->estimated_output_tokens;
-
 	*not_before = 0;
+	LlmCallSettleTurn(call, 0);
 	for (;;)
 	{
 		const LlmRoute *route = LlmCallRoute(call);
 		TimestampTz until;
 		char	   *why;
-		LlmTurn		turn = RateLimitAsk(route, tokens, false, 0, &until, &why);
+		int64		charged;
+		LlmTurn		turn = RateLimitAsk(route, UsageEstimatedTokens(call, route), false, 0,
+										&until, &why, &charged);
 		bool		has_next = lnext(call->routes, call->route_cell) != NULL;
 
 		if (turn == LLM_TURN_GO)
+		{
+			LlmCallHoldTurn(call, route, charged);
 			return true;
+		}
 		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED || turn == LLM_TURN_DOWN) &&
 			has_next)
 		{
@@ -871,6 +990,20 @@ LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f)
 }
 
 /*
+ * The time a provider's wait ends, from now: at most llm.max_cooldown
+ * (a provider's number never holds an item or a call longer).
+ */
+static TimestampTz
+wait_ends(TimestampTz now, double secs)
+{
+	double		ms = secs * 1000.0;
+
+	if (!(ms > 0))
+		ms = 0;
+	return TimestampTzPlusMilliseconds(now, (int64) Min(ms, (double) llm_max_cooldown * 1000.0));
+}
+
+/*
  * After a finished non-streaming attempt of a call run alongside others:
  * judge it, tell the traffic control, and decide what comes next.
  * LLM_STEP_DONE: the reply is in call->reply.  LLM_STEP_AGAIN: send again
@@ -897,8 +1030,7 @@ LlmCallStep(LlmCall *call, HttpTransfer *t, bool patient, LlmFailure *f, Timesta
 	if (patient && v == LLM_VERDICT_RETRY && f->status == 429 && !f->quota &&
 		lnext(call->routes, call->route_cell) == NULL)
 	{
-		*not_before = TimestampTzPlusMilliseconds(now, f->retry_after_s > 0 ?
-												  (long) (f->retry_after_s * 1000) : 1000);
+		*not_before = wait_ends(now, f->retry_after_s > 0 ? f->retry_after_s : 1);
 		return LLM_STEP_AGAIN;
 	}
 	switch (LlmCallDecide(call, v, f, &delay))
@@ -914,7 +1046,7 @@ LlmCallStep(LlmCall *call, HttpTransfer *t, bool patient, LlmFailure *f, Timesta
 	if (v == LLM_VERDICT_FAIL)
 		return LLM_STEP_FAILED;
 	if (f->retry_after_s > 0)
-		*not_before = TimestampTzPlusMilliseconds(now, (long) (f->retry_after_s * 1000));
+		*not_before = wait_ends(now, f->retry_after_s);
 	return LLM_STEP_SPENT;
 }
 

@@ -94,7 +94,16 @@ typedef struct LlmCall
 	int			budget_month;	/* non-zero while a reservation is held */
 	double		reserved_usd;
 	int64		estimated_input_tokens;
-	int64		estimated_output_tokens;
+	int64		estimated_output_tokens;	/* on a route without a default */
+	int64		max_tokens;		/* the request's, or 0 */
+	int64		choices;		/* replies asked for ("n") */
+	int64		delivered_bytes;	/* reply text received (streams) */
+	bool		cut_short;		/* a stream that ended before its last event */
+
+	/* the turn held under the route's rate limits (ratelimit.c) */
+	const LlmRoute *rl_route;	/* NULL: none held */
+	int64		rl_charged;		/* tokens it was charged */
+	bool		rl_unsent;		/* taken, not yet used to send */
 } LlmCall;
 
 typedef enum LlmOutcome
@@ -142,6 +151,8 @@ extern LlmStep LlmCallStep(LlmCall *call, struct HttpTransfer *t, bool patient,
 						   LlmFailure *f, TimestampTz *not_before);
 extern void LlmCallAfterAttempt(LlmCall *call, struct HttpTransfer *t, LlmVerdict v,
 								const LlmFailure *f);
+extern void LlmCallHoldTurn(LlmCall *call, const LlmRoute *route, int64 charged);
+extern void LlmCallSettleTurn(LlmCall *call, int64 used);
 extern long LlmRetryDelayMs(double retry_after_s, int n);
 extern void LlmSleepMs(long ms);
 extern LlmNoReturn void LlmRaiseFailure(const LlmFailure *f, int attempts, int routes);
@@ -150,5 +161,6 @@ extern ErrorData *LlmTry(void (*fn) (void *arg), void *arg);
 extern const char *LlmResolveModel(const char *model, LlmRequest *req);
 extern char *LlmToServerEncoding(const char *utf8, size_t len);
 extern char *LlmToUtf8(const char *text);
+extern char *LlmTextToUtf8(text *t, size_t *len);
 
 #endif							/* PG_LLM_CALL_H */

@@ -15,18 +15,23 @@
 #include "call.h"
 #include "chat.h"
 #include "pg_llm.h"
+#include "redact.h"
 #include "usage.h"
 
 PG_FUNCTION_INFO_V1(pg_llm_chat);
 PG_FUNCTION_INFO_V1(pg_llm_chat_completion);
 
-/* A text argument as a C string in UTF-8, or NULL. */
+/*
+ * A text argument in UTF-8 with its length, without a copy when the
+ * server encoding is UTF-8 (see LlmTextToUtf8), or NULL.
+ */
 static char *
-arg_utf8(FunctionCallInfo fcinfo, int n)
+arg_text_utf8(FunctionCallInfo fcinfo, int n, size_t *len)
 {
+	*len = 0;
 	if (PG_ARGISNULL(n))
 		return NULL;
-	return LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(n)));
+	return LlmTextToUtf8(PG_GETARG_TEXT_PP(n), len);
 }
 
 /* A jsonb argument as JSON text in UTF-8, or NULL. */
@@ -71,15 +76,17 @@ ChatCheckPrompt(const char *prompt)
 LlmCall *
 ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 {
-	char	   *prompt = arg_utf8(fcinfo, 0);
+	size_t		prompt_len;
+	size_t		system_len;
+	char	   *prompt = arg_text_utf8(fcinfo, 0, &prompt_len);
 	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
-	char	   *system = arg_utf8(fcinfo, 2);
+	char	   *system = arg_text_utf8(fcinfo, 2, &system_len);
 	char	   *options = arg_jsonb_utf8(fcinfo, 3);
 	LlmRequest *req;
 	LlmCall    *call;
 
 	Assert(prompt != NULL);
-	req = RequestFromPrompt(prompt, system, options);
+	req = RequestFromPromptText(prompt, prompt_len, system, system_len, options);
 	if (mode == LLM_MODE_STREAM && RequestHasSchema(req))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -87,9 +94,8 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 				 errdetail("An answer is validated whole, and a stream hands it out before it is."),
 				 errhint("Use llm.chat() with json_schema.")));
 	call = LlmCallCreate(req, LlmResolveModel(model, NULL), mode);
-	call->prompt = prompt;
-	call->request_bytes = strlen(prompt) + (system ? strlen(system) : 0) +
-		(options ? strlen(options) : 0);
+	call->prompt = prompt_len == 0 ? "" : prompt;	/* checked by its first byte */
+	call->request_bytes = prompt_len + system_len + (options ? strlen(options) : 0);
 	return call;
 }
 

@@ -687,8 +687,8 @@ pg_llm_key_env_set(PG_FUNCTION_ARGS)
 }
 
 /* Replace every occurrence of a secret (of 4 bytes or more) in a text. */
-static char *
-redact_one(const char *text, const char *secret)
+char *
+ConfigRedactOne(const char *text, const char *secret)
 {
 	StringInfoData buf;
 	const char *s;
@@ -710,28 +710,30 @@ redact_one(const char *text, const char *secret)
 }
 
 /*
- * Replace every occurrence of the provider's key, and of the values of its
- * secret headers, in a text.
+ * The secrets of a provider that no text may show: its key, and the
+ * values of its secret headers (every secret a provider gains belongs
+ * here: ConfigRedactSecret and RedactProviderText read this list).  Only
+ * those of 4 bytes or more are listed.
  */
-char *
-ConfigRedactSecret(const char *text, const LlmProvider *p)
+List *
+ConfigSecrets(const LlmProvider *p)
 {
-	char	   *out;
+	List	   *out = NIL;
+	const char *key = p->api_key ? p->api_key :
+		(p->api_key_env ? getenv(p->api_key_env) : NULL);
 	ListCell   *lc;
 
-	if (text == NULL)
-		return NULL;
-	out = redact_one(text, p->api_key ? p->api_key :
-					 (p->api_key_env ? getenv(p->api_key_env) : NULL));
+	if (key && strlen(key) >= 4)
+		out = lappend(out, (void *) key);
 	foreach(lc, p->headers)
 	{
 		const char *h = lfirst(lc);
 		const char *colon = strchr(h, ':');
 
-		if (colon)
-			out = redact_one(out, colon + 2);
+		if (colon && strlen(colon + 2) >= 4)
+			out = lappend(out, (void *) (colon + 2));
 	}
-	/* the credentials of a proxy, and a client key given as text */
+	/* the credentials of a proxy (user:password, and each), a client key given as text */
 	if (p->transport.proxy)
 	{
 		const char *at = strrchr(p->transport.proxy, '@');
@@ -743,17 +745,43 @@ ConfigRedactSecret(const char *text, const LlmProvider *p)
 			char	   *userinfo = pnstrdup(start, at - start);
 			char	   *colon = strchr(userinfo, ':');
 
-			out = redact_one(out, userinfo);
+			out = lappend(out, userinfo);
 			if (colon)
 			{
-				out = redact_one(out, colon + 1);
-				*colon = '\0';
-				out = redact_one(out, userinfo);
+				out = lappend(out, pstrdup(colon + 1));
+				out = lappend(out, pnstrdup(userinfo, colon - userinfo));
 			}
 		}
 	}
 	if (p->transport.client_key)
-		out = redact_one(out, p->transport.client_key);
+		out = lappend(out, (void *) p->transport.client_key);
+	/* only those long enough to be found and not mistaken */
+	{
+		List	   *kept = NIL;
+		ListCell   *lc2;
+
+		foreach(lc2, out)
+			if (strlen((char *) lfirst(lc2)) >= 4)
+				kept = lappend(kept, lfirst(lc2));
+		return kept;
+	}
+}
+
+/*
+ * Replace every occurrence of the provider's key, and of the values of its
+ * secret headers, in a text.
+ */
+char *
+ConfigRedactSecret(const char *text, const LlmProvider *p)
+{
+	char	   *out;
+	ListCell   *lc;
+
+	if (text == NULL)
+		return NULL;
+	out = pstrdup(text);
+	foreach(lc, ConfigSecrets(p))
+		out = ConfigRedactOne(out, lfirst(lc));
 	return out;
 }
 

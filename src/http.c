@@ -36,6 +36,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <math.h>
 #include <sys/stat.h>
 #include <time.h>
 #ifdef __linux__
@@ -231,8 +232,42 @@ write_cb(char *ptr, size_t size, size_t nmemb, void *userdata)
 }
 
 /*
+ * The longest wait any header of a provider is read as (a year): what a
+ * caller does with it is capped again by the settings, but no number from
+ * a header ever reaches a timestamp sum unbounded ("inf", "1e300").
+ */
+#define HTTP_MAX_WAIT_S (365.0 * 86400.0)
+
+/* A wait in seconds read from a header: -1 unless finite and not negative. */
+static double
+sane_wait(double secs)
+{
+	if (!isfinite(secs) || secs < 0)
+		return -1;
+	return Min(secs, HTTP_MAX_WAIT_S);
+}
+
+/*
+ * A decimal number of a header (digits, a point, an exponent): strtod
+ * alone would also take "inf", "nan" and hexadecimal.  *end is set after
+ * it; false when there is none.
+ */
+static bool
+parse_decimal(const char *v, double *d, char **end)
+{
+	const char *p = v;
+
+	while (*p == ' ' || *p == '\t')
+		p++;
+	if (!isdigit((unsigned char) *p) && !(*p == '.' && isdigit((unsigned char) p[1])))
+		return false;
+	*d = strtod(p, end);
+	return *end != p && isfinite(*d);
+}
+
+/*
  * Parse a Retry-After value: delay-seconds (integer or decimal) or an
- * HTTP-date.  Returns seconds from now, or -1.
+ * HTTP-date.  Returns seconds from now (at most HTTP_MAX_WAIT_S), or -1.
  */
 static double
 parse_retry_after(const char *v)
@@ -241,20 +276,19 @@ parse_retry_after(const char *v)
 	double		secs;
 	time_t		when;
 
-	secs = strtod(v, &end);
-	if (end != v)
+	if (parse_decimal(v, &secs, &end))
 	{
 		while (*end == ' ' || *end == '\r' || *end == '\n')
 			end++;
-		if (*end == '\0' && secs >= 0)
-			return secs;
+		if (*end == '\0')
+			return sane_wait(secs);
 	}
 	when = curl_getdate(v, NULL);
 	if (when != -1)
 	{
 		double		d = difftime(when, time(NULL));
 
-		return d < 0 ? 0 : d;
+		return d < 0 ? 0 : sane_wait(d);
 	}
 	return -1;
 }
@@ -274,9 +308,9 @@ parse_go_duration(const char *v)
 	while (*v && *v != '\r' && *v != '\n')
 	{
 		char	   *end;
-		double		n = strtod(v, &end);
+		double		n;
 
-		if (end == v || n < 0)
+		if (!parse_decimal(v, &n, &end))
 			return -1;
 		v = end;
 		if (strncmp(v, "ms", 2) == 0)
@@ -297,7 +331,7 @@ parse_go_duration(const char *v)
 			return -1;
 		any = true;
 	}
-	return any ? total : -1;
+	return any ? sane_wait(total) : -1;
 }
 
 /*
@@ -343,7 +377,7 @@ parse_rfc3339_from_now(const char *v)
 	if (when == (time_t) -1)
 		return -1;
 	delta = difftime(when, time(NULL)) + s - off;
-	return delta < 0 ? 0 : delta;
+	return delta < 0 ? 0 : sane_wait(delta);
 }
 
 /* A whole number header value, or -1. */
@@ -382,6 +416,12 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 	char		tmp[64];
 
 	t->last_activity_us = monotonic_us();
+	t->header_bytes += n;
+	if (t->header_bytes > HTTP_MAX_HEADERS)
+	{
+		t->headers_too_big = true;
+		return 0;				/* curl stops with a write error */
+	}
 	if (n >= 5 && strncmp(buf, "HTTP/", 5) == 0)
 	{
 		const char *sp = memchr(buf, ' ', n);
@@ -419,9 +459,12 @@ header_cb(char *buf, size_t size, size_t nitems, void *userdata)
 			case 'r':
 				if (NAME_IS("retry-after-ms"))
 				{
+					double		ms;
+					char	   *end;
+
 					copy_header_value(tmp, sizeof(tmp), v);
-					if (atof(tmp) >= 0)
-						t->retry_after_s = atof(tmp) / 1000.0;
+					if (parse_decimal(tmp, &ms, &end))
+						t->retry_after_s = sane_wait(ms / 1000.0);
 				}
 				else if (NAME_IS("retry-after"))
 				{
@@ -710,9 +753,15 @@ http_start(const HttpRequestSpec *spec)
 
 	t = calloc(1, sizeof(HttpTransfer));
 	if (t == NULL)
+	{
+		if (spec->body_owned)
+			free((char *) spec->body);
 		ereport(ERROR,
 				(errcode(ERRCODE_OUT_OF_MEMORY),
 				 errmsg("out of memory")));
+	}
+	if (spec->body_owned)
+		t->owned_body = (char *) spec->body;
 	t->retry_after_s = -1;
 	t->should_retry = -1;
 	t->rl_remaining_requests = t->rl_remaining_tokens = -1;
@@ -886,7 +935,10 @@ http_set_body(HttpTransfer *t, CURL *e, const HttpRequestSpec *spec)
 		return true;
 	}
 	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) spec->body_len);
-	curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, spec->body ? spec->body : "");
+	if (t->owned_body)
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, t->owned_body);	/* no copy: ours */
+	else
+		curl_easy_setopt(e, CURLOPT_COPYPOSTFIELDS, spec->body ? spec->body : "");
 	return true;
 }
 
@@ -921,6 +973,7 @@ HttpRelease(HttpTransfer *t)
 		fclose(t->body_file);
 	if (t->response_file)
 		fclose(t->response_file);
+	free(t->owned_body);
 	free(t->data);
 	unlink_done(t);
 	if (t->idle_timeout_ms > 0)
@@ -1045,6 +1098,13 @@ collect_finished(void)
 			/* a process out of descriptors says nothing of the host */
 			if (t->cause == HTTP_CAUSE_DESCRIPTORS)
 				t->unreachable = false;
+			/* libcurl says "out of memory" of a header line over 100 kB */
+			if (msg->data.result == CURLE_OUT_OF_MEMORY && t->errbuf[0] == '\0')
+				t->headers_too_big = true;
+			if (t->headers_too_big)
+				snprintf(t->errbuf, sizeof(t->errbuf),
+						 "The response headers are larger than pg_llm reads (a header line over 100 kB, or %d kB in all)",
+						 HTTP_MAX_HEADERS / 1024);
 			if (t->errbuf[0] == '\0')
 				strlcpy(t->errbuf, curl_easy_strerror(msg->data.result),
 						sizeof(t->errbuf));

@@ -52,6 +52,8 @@ typedef enum HttpCause
 	HTTP_CAUSE_TLS_HANDSHAKE,	/* the TLS handshake failed otherwise */
 	HTTP_CAUSE_DESCRIPTORS		/* the process is out of file descriptors */
 } HttpCause;
+/* The most bytes of response headers read (libcurl refuses a line > 100 kB). */
+#define HTTP_MAX_HEADERS (256 * 1024)
 
 /* What a caller asks for. */
 typedef struct HttpRequestSpec
@@ -61,6 +63,7 @@ typedef struct HttpRequestSpec
 	List	   *headers;		/* "Name: value" strings */
 	const char *body;
 	size_t		body_len;
+	bool		body_owned;		/* body is malloc'd: the transfer takes it over */
 	const char *body_path;		/* POST this file's bytes instead of body */
 	/* a multipart/form-data POST: fields "name=value" and one file part */
 	List	   *form_fields;
@@ -99,6 +102,8 @@ typedef struct HttpTransfer
 	HttpCause	cause;			/* transport error: why, when known */
 	bool		via_proxy;		/* sent through a proxy */
 	long		proxy_status;	/* the proxy's answer to CONNECT (HTTP_CAUSE_PROXY_REFUSED) */
+	bool		headers_too_big;	/* transport error: headers over HTTP_MAX_HEADERS */
+	size_t		header_bytes;	/* of the response so far */
 	char		errbuf[256];	/* libcurl's words for a transport error */
 
 	/* body bytes; for streams, [consumed, len) is not yet read */
@@ -125,6 +130,7 @@ typedef struct HttpTransfer
 	/* bookkeeping (http.c) */
 	void	   *easy;
 	void	   *mime;
+	char	   *owned_body;		/* sent without a copy, freed with the transfer */
 	FILE	   *body_file;
 	FILE	   *response_file;
 	size_t		response_bytes; /* written to response_file */

@@ -15,6 +15,8 @@
 
 #include <json-c/json.h>
 
+#include "nodes/pg_list.h"
+
 #include "request.h"
 
 /* Deepest nesting accepted in JSON from callers and providers. */
@@ -22,12 +24,27 @@
 
 struct JsonSchema;
 
-/* The request object (request.c), read by the provider adapters. */
+/*
+ * The request object (request.c), read by the provider adapters.  Long
+ * texts (a prompt, a system prompt) are not copied into json-c: each
+ * stands in the object as a placeholder string, and the body sent is
+ * written with the texts spliced in (RequestSerialize), so that a request
+ * costs its caller's text and one body, not five copies of the text.
+ */
+typedef struct RequestPart
+{
+	const char *data;			/* UTF-8, not necessarily terminated */
+	size_t		len;
+	size_t		wire_len;		/* escaped for a JSON string */
+} RequestPart;
+
 struct LlmRequest
 {
 	json_object *obj;			/* the OpenAI-shaped request */
 	bool		on_error_null;	/* option on_error "null" */
 	struct JsonSchema *schema;	/* its json_schema, compiled (schema.c), or NULL */
+	List	   *parts;			/* RequestPart *, index = placeholder number */
+	uint64		nonce;			/* in every placeholder: no text can forge one */
 };
 
 /*
@@ -51,5 +68,9 @@ extern json_object *JsonGetArray(json_object *obj, const char *key);
 extern bool JsonWholeNumber(json_object *v, int64 *val);
 extern bool JsonGetInt64(json_object *obj, const char *key, int64 *val);
 extern char *JsonContentText(json_object *content);
+extern bool JsonUsageSane(const char *text, size_t len, int64 max);
+extern size_t JsonEscapedLength(const char *s, size_t len);
+extern char *JsonEscapeInto(char *out, const char *s, size_t len);
+extern char *RequestSerialize(LlmRequest *req, json_object *obj, bool use_malloc, size_t *len);
 
 #endif							/* PG_LLM_JSON_H */

@@ -64,7 +64,8 @@ typedef struct ManyItem
 {
 	int			ord;			/* 1-based place in the array */
 	ManyState	state;
-	char	   *prompt;			/* UTF-8; NULL for a NULL element */
+	char	   *prompt;			/* UTF-8, not terminated; NULL for a NULL element */
+	size_t		prompt_len;
 	MemoryContext ctx;			/* the call's memory until its row is out */
 	LlmCall    *call;
 	HttpTransfer *xfer;
@@ -171,17 +172,18 @@ many_setup(ManyRun *run, ManyItem *it)
 		many_finish(run, it);
 		return;
 	}
-	if (it->prompt[0] == '\0')
+	if (it->prompt_len == 0)
 	{
 		many_fail(run, it, "prompt must not be empty", LLM_OUTCOME_ERROR);
 		return;
 	}
 	it->ctx = AllocSetContextCreate(run->ctx, "pg_llm chat_many call", ALLOCSET_SMALL_SIZES);
 	old = MemoryContextSwitchTo(it->ctx);
-	req = RequestFromPrompt(it->prompt, run->system, run->options);
+	req = RequestFromPromptText(it->prompt, it->prompt_len, run->system,
+								run->system ? strlen(run->system) : 0, run->options);
 	it->call = LlmCallCreate(req, run->model, LLM_MODE_MANY);
 	UsageBegin(it->call, GetUserId(),
-			   strlen(it->prompt) + (run->system ? strlen(run->system) : 0) +
+			   it->prompt_len + (run->system ? strlen(run->system) : 0) +
 			   (run->options ? strlen(run->options) : 0),
 			   RequestMaxTokens(req));
 	MemoryContextSwitchTo(old);
@@ -478,7 +480,10 @@ many_start(FunctionCallInfo fcinfo, MemoryContext ctx)
 	{
 		run->items[i].ord = i + 1;
 		run->items[i].state = MANY_NEW;
-		run->items[i].prompt = elem_nulls[i] ? NULL : LlmToUtf8(TextDatumGetCString(elems[i]));
+		if (elem_nulls[i])
+			continue;
+		/* the array's own text, not a copy (in UTF-8 already, unless converted) */
+		run->items[i].prompt = LlmTextToUtf8(DatumGetTextPP(elems[i]), &run->items[i].prompt_len);
 	}
 	return run;
 }

@@ -14,6 +14,7 @@
 
 #include <limits.h>
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "utils/guc.h"
@@ -36,11 +37,37 @@ int			llm_low_speed_limit = 1;
 int			llm_stream_idle_timeout = 60;
 int			llm_max_retries = 2;
 int			llm_max_retry_after = 60;
+int			llm_max_cooldown = 600;
 int			llm_max_response_size_kb = 16384;
+int			llm_max_request_size_kb = 32768;
 int			llm_anthropic_max_tokens = 4096;
 int			llm_validation_retries = 1;
 
 void		_PG_init(void);
+
+/*
+ * llm.max_response_size: a role that is not a superuser may lower it, not
+ * raise it above the value its session started with (postgresql.conf,
+ * ALTER SYSTEM, ALTER DATABASE or ROLE ... SET): a response is held in a
+ * backend's memory, and a plain role must not choose how much.
+ */
+static bool
+check_max_response_size(int *newval, void **extra, GucSource source)
+{
+	const char *reset;
+	int			ceiling;
+
+	if (source < PGC_S_CLIENT || source == PGC_S_TEST || !IsTransactionState())
+		return true;
+	reset = GetConfigOptionResetString("llm.max_response_size");
+	ceiling = reset ? atoi(reset) : 16384;
+	if (*newval <= ceiling || superuser())
+		return true;
+	GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
+	GUC_check_errmsg("permission denied to raise llm.max_response_size above %d kB", ceiling);
+	GUC_check_errhint("Only a superuser can raise it above the server's setting; any role can lower it.");
+	return false;
+}
 
 /* Define the settings every session has, preloaded or not. */
 static void
@@ -87,10 +114,21 @@ define_settings(void)
 							"Longest Retry-After a call waits for; a provider asking for more is given up at once.",
 							NULL, &llm_max_retry_after, 60, 0, 3600,
 							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.max_cooldown",
+							"Longest a provider's Retry-After or rate-limit reset stops every sender.",
+							"A provider asking for more is left alone this long, then tried again.",
+							&llm_max_cooldown, 600, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("llm.max_response_size",
 							"Largest response body accepted from a provider.",
-							NULL, &llm_max_response_size_kb, 16384, 1, INT_MAX / 1024,
-							PGC_USERSET, GUC_UNIT_KB, NULL, NULL, NULL);
+							"A role that is not a superuser may only lower it.",
+							&llm_max_response_size_kb, 16384, 1, INT_MAX / 1024,
+							PGC_USERSET, GUC_UNIT_KB, check_max_response_size, NULL, NULL);
+	DefineCustomIntVariable("llm.max_request_size",
+							"Largest request sent to a provider: the prompt, the system prompt and the options as JSON.",
+							"A larger call or enqueue is refused before anything is sent or queued.",
+							&llm_max_request_size_kb, 32768, 1, INT_MAX / 1024,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomBoolVariable("llm.track_usage",
 							 "Record every call in llm.usage.",
 							 "Budgets are enforced either way.",

@@ -35,9 +35,13 @@ ProviderLookup(const char *protocol)
 }
 
 
-/* The body to send on a route, as palloc'd text. */
+/*
+ * The body to send on a route, with the request's long texts spliced in
+ * (RequestSerialize), as malloc'd text for the transfer to take over;
+ * *len is its length.
+ */
 char *
-ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream)
+ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream, size_t *len)
 {
 	json_object *body;
 	JsonGuard  *g;
@@ -45,8 +49,13 @@ ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream)
 
 	body = route->provider->ops->build_body(SchemaRouteRequest(req, route), route, stream);
 	g = JsonGuardNew(body);
-	text = JsonToPstr(body);
+	text = RequestSerialize(req, body, true, len);
 	JsonGuardRelease(g);
+	if (text == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Failed on a request of %zu bytes.", *len)));
 	return text;
 }
 
@@ -85,6 +94,8 @@ ProviderParseReply(const LlmRoute *route, const char *body, size_t len,
 	g = JsonGuardNew(root);
 	ok = route->provider->ops->parse_reply(root, route, want_json, reply, problem);
 	JsonGuardRelease(g);
+	if (ok && !JsonUsageSane(body, len, LLM_MAX_USAGE_TOKENS))
+		reply->usage_invalid = true;
 	return ok;
 }
 
@@ -173,10 +184,13 @@ ProviderStreamEvent(LlmStreamDecoder *dec, const char *type, const char *data, s
 
 	if (dec->ops->raw_event && dec->ops->raw_event(dec, type, data, len))
 		return;
+	if (!JsonUsageSane(data, len, LLM_MAX_USAGE_TOKENS))
+		dec->usage_invalid = true;
 	root = JsonParseOrNull(data, len);
 	if (root == NULL)
 	{
-		dec->error = psprintf("a stream event is not JSON: %.80s", data);
+		/* whole: what shows it redacts first, then cuts (redact.c) */
+		dec->error = psprintf("a stream event is not JSON: %.*s", (int) Min(len, 8192), data);
 		return;
 	}
 
@@ -241,6 +255,8 @@ ProviderParseEmbedReply(const LlmRoute *route, LlmRequest *req, const char *body
 	JsonGuardRelease(g);
 	if (!ok)
 		return false;
+	if (!JsonUsageSane(body, len, LLM_MAX_USAGE_TOKENS))
+		reply->usage_invalid = true;
 
 	for (i = 0; i < reply->n; i++)
 		if (reply->vectors[i].dim > 0 || reply->vectors[i].error)
@@ -273,7 +289,8 @@ ProviderBatchLine(LlmRequest *req, const LlmRoute *route, const char *custom_id)
 	json_object *line = route->provider->ops->batch_line(SchemaRouteRequest(req, route),
 														 route, custom_id);
 	JsonGuard  *g = JsonGuardNew(line);
-	char	   *text = JsonToPstr(line);
+	size_t		len;
+	char	   *text = RequestSerialize(req, line, false, &len);
 
 	JsonGuardRelease(g);
 	return text;
@@ -306,5 +323,7 @@ ProviderBatchResult(const LlmRoute *route, const char *line, size_t len,
 	ok = route->provider->ops->batch_result(root, route, &id, status, expired, reply, problem);
 	*custom_id = id ? pstrdup(id) : NULL;
 	JsonGuardRelease(g);
+	if (!JsonUsageSane(line, len, LLM_MAX_USAGE_TOKENS))
+		reply->usage_invalid = true;
 	return ok;
 }

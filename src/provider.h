@@ -27,6 +27,12 @@
 
 struct json_object;
 
+/*
+ * The most tokens one call is believed to use, in or out: a usage number
+ * above it (or negative, or not whole, or given twice) is not billed by.
+ */
+#define LLM_MAX_USAGE_TOKENS INT64CONST(1000000000)
+
 /* A 2xx reply, read. */
 typedef struct LlmReply
 {
@@ -44,6 +50,7 @@ typedef struct LlmReply
 	int64		cache_write_1h_tokens;	/* of which for an hour */
 	int64		reasoning_tokens;
 	char		service_tier[32];	/* the tier that served it, or "" */
+	bool		usage_invalid;	/* the provider's numbers cannot be billed by */
 	char	   *response_json;	/* normalized, OpenAI shape, with "provider";
 								 * only when asked for */
 	char	   *tool_name;		/* the first tool call of the first choice, */
@@ -67,6 +74,7 @@ typedef struct LlmEmbedReply
 	int			n;				/* inputs of the request */
 	LlmVector  *vectors;		/* n of them, in the order of the inputs */
 	bool		has_usage;
+	bool		usage_invalid;	/* see LlmReply */
 	int64		input_tokens;
 } LlmEmbedReply;
 
@@ -94,6 +102,7 @@ typedef struct LlmStreamDecoder
 	char	   *refusal;		/* OpenAI delta.refusal text so far, or NULL */
 	bool		tool_calls;		/* a tool call was streamed */
 	ProtoUsage	usage;			/* the last value of each count */
+	bool		usage_invalid;	/* see LlmReply */
 	List	   *pieces;			/* text deltas not yet returned */
 } LlmStreamDecoder;
 
@@ -159,7 +168,8 @@ extern const LlmProviderOps OpenAIProviderOps;
 extern const LlmProviderOps AnthropicProviderOps;
 
 extern const LlmProviderOps *ProviderLookup(const char *protocol);
-extern char *ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream);
+extern char *ProviderRequestBody(LlmRequest *req, const LlmRoute *route, bool stream,
+								 size_t *len);
 extern bool ProviderParseReply(const LlmRoute *route, const char *body, size_t len,
 							   bool want_json, LlmReply *reply, char **problem);
 extern void ProviderParseError(const char *body, size_t len, LlmErrorBody *err);

@@ -646,14 +646,15 @@ insert_item(void *arg)
 /*
  * The request of a queued item (llm.enqueue's, or every item of a job),
  * checked when it is queued: its options, json_schema included (a bad
- * schema is refused now, not when the worker gets to it).
+ * schema is refused now, not when the worker gets to it), and its size.
+ * The prompt (of prompt_len bytes, not necessarily terminated), system
+ * and options are UTF-8.
  */
 static LlmRequest *
-check_queued_request(const char *prompt, const char *system, const char *options)
+check_queued_request(const char *prompt, size_t prompt_len, const char *system,
+					 const char *options)
 {
-	return RequestFromPrompt(LlmToUtf8(prompt),
-							 system ? LlmToUtf8(system) : NULL,
-							 options ? LlmToUtf8(options) : NULL);
+	return RequestFromPromptText(prompt, prompt_len, system, system ? strlen(system) : 0, options);
 }
 
 /*
@@ -684,7 +685,9 @@ check_spread(LlmRequest *req, Oid relid, Jsonb *key)
 Datum
 pg_llm_enqueue(PG_FUNCTION_ARGS)
 {
-	char	   *prompt = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *prompt;
+	size_t		prompt_len = 0;
+	char	   *system;
 	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	bool		has_table = !PG_ARGISNULL(3);
 	bool		has_column = !PG_ARGISNULL(4);
@@ -700,9 +703,11 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	int			i;
 
 	/* a NULL prompt queues nothing: NULL in, NULL out */
-	if (prompt == NULL)
+	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
-	ChatCheckPrompt(prompt);
+	/* the prompt's own bytes, not a copy: a long one is refused or queued as it is */
+	prompt = LlmTextToUtf8(PG_GETARG_TEXT_PP(0), &prompt_len);
+	ChatCheckPrompt(prompt_len == 0 ? "" : "-");
 	if (strcmp(if_queued, "skip") != 0 && strcmp(if_queued, "add") != 0 &&
 		strcmp(if_queued, "replace") != 0)
 		ereport(ERROR,
@@ -713,10 +718,10 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	model = (char *) LlmResolveModel(model, NULL);
 	check_via(via, model);
 
-	/* options are checked now, not when the worker gets to them */
-	req = check_queued_request(prompt,
-							   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
-							   PG_ARGISNULL(6) ? NULL : JsonbToCString(NULL, &PG_GETARG_JSONB_P(6)->root, 0));
+	/* options and size are checked now, not when the worker gets to them */
+	system = PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2)));
+	req = check_queued_request(prompt, prompt_len, system,
+							   PG_ARGISNULL(6) ? NULL : LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(6)->root, 0)));
 
 	/*
 	 * An answer with a shape and no target_column is spread over the
@@ -736,7 +741,7 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	}
 
 	memset(e.nulls, ' ', sizeof(e.nulls));
-	e.values[0] = CStringGetTextDatum(prompt);
+	e.values[0] = PG_GETARG_DATUM(0);
 	e.values[1] = CStringGetTextDatum(model);
 	e.values[2] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
 	e.values[3] = PG_ARGISNULL(6) ? (Datum) 0 : PG_GETARG_DATUM(6);
@@ -1017,9 +1022,9 @@ pg_llm_job_check_request(PG_FUNCTION_ARGS)
 
 	model = LlmResolveModel(model, NULL);
 	check_via(via, model);
-	check_queued_request("pg_llm job check",
-						 PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)),
-						 PG_ARGISNULL(2) ? NULL : JsonbToCString(NULL, &PG_GETARG_JSONB_P(2)->root, 0));
+	check_queued_request("pg_llm job check", strlen("pg_llm job check"),
+						 PG_ARGISNULL(1) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(1))),
+						 PG_ARGISNULL(2) ? NULL : LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(2)->root, 0)));
 	PG_RETURN_TEXT_P(cstring_to_text(model));
 }
 

@@ -13,10 +13,17 @@
  *		spread evenly over the minute), with a burst of one second's worth.
  *		A caller that can wait takes its turn at once and sleeps until it
  *		comes (callers are served in order, without polling); the worker
- *		and chat_many only look, and come back when a turn is free.  The
- *		token estimate is corrected by the reply's usage.
+ *		and chat_many only look, and come back when a turn is free.  One
+ *		call counts for at most one minute of a limit.  Whatever way a call
+ *		ends (a reply, an error, a cancel, a timeout, a stream cut short),
+ *		what it took is settled: a turn it never used is given back, and
+ *		its token estimate is replaced by the tokens it used.  A limit that
+ *		is changed applies at once to the turns already taken, and
+ *		llm.clear_cooldown() gives every turn back.
  *	  - a cooldown: a 429, 503 or 529 with Retry-After (or retry-after-ms)
- *		stops every sender until then; a 429 without one starts a short
+ *		stops every sender until then (at most llm.max_cooldown: a
+ *		provider's number never stops the cluster for longer); a 429
+ *		without one starts a short
  *		cooldown that doubles on repeats (1 s to 60 s) and ends with the
  *		next success.  Rate-limit headers that say nothing remains
  *		(x-ratelimit-remaining-*, anthropic-ratelimit-*-remaining) pace
@@ -57,6 +64,7 @@
 #include "ratelimit.h"
 #include "pg_llm.h"
 #include "shmem.h"
+#include "usage.h"
 
 #define LIMIT_ENDPOINTS 256
 #define LIMIT_REASON_LEN 128
@@ -184,15 +192,43 @@ endpoint(const LlmProvider *p, uint64 key, TimestampTz now)
 	return free_e;
 }
 
+/*
+ * The turns already taken under a limit that changed, at the new limit's
+ * pace: the same number of turns ahead, each as long as the new limit
+ * makes it (none when there was no limit).
+ */
+static void
+rescale(TimestampTz *tat, int old_limit, int new_limit, TimestampTz now)
+{
+	if (*tat <= now || old_limit == new_limit || new_limit <= 0)
+		return;
+	if (old_limit <= 0)
+		*tat = now;
+	else
+		*tat = now + (TimestampTz) ((double) (*tat - now) * old_limit / new_limit);
+}
+
 /* Note the configured limits and who uses the endpoint. */
 static void
 endpoint_touch(RateEndpoint *e, const LlmProvider *p, TimestampTz now)
 {
+	int			rpm = Max(p->rpm_limit, 0);
+	int			tpm = Max(p->tpm_limit, 0);
+
 	strlcpy(e->name, p->name, NAMEDATALEN);
 	e->dboid = MyDatabaseId;
 	e->last_used = now;
-	e->rpm_limit = Max(p->rpm_limit, 0);
-	e->tpm_limit = Max(p->tpm_limit, 0);
+	rescale(&e->req_tat, e->rpm_limit, rpm, now);
+	rescale(&e->tok_tat, e->tpm_limit, tpm, now);
+	e->rpm_limit = rpm;
+	e->tpm_limit = tpm;
+}
+
+/* What one call may count for under a limit: at most one minute of it. */
+static int64
+capped(int64 cost, int per_minute)
+{
+	return per_minute > 0 ? Min(Max(cost, 0), (int64) per_minute) : Max(cost, 0);
 }
 
 /* Add to the last minute's counts. */
@@ -229,6 +265,7 @@ gcra(TimestampTz *tat, int per_minute, int64 cost, TimestampTz now, bool take)
 
 	if (per_minute <= 0 || cost <= 0)
 		return 0;
+	cost = capped(cost, per_minute);
 	interval = 60.0 * USECS_PER_SEC / per_minute;
 	start = Max(*tat, now);
 	wait = Max((int64) 0, (start - BURST_USEC) - now);
@@ -248,7 +285,7 @@ gcra(TimestampTz *tat, int per_minute, int64 cost, TimestampTz now, bool take)
  */
 LlmTurn
 RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms,
-		 TimestampTz *until, char **why)
+			 TimestampTz *until, char **why, int64 *charged)
 {
 	const LlmProvider *p = route->provider;
 	uint64		key;
@@ -263,6 +300,7 @@ RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms
 	*until = now;
 	*why = NULL;
 	last_detail = NULL;
+	*charged = 0;
 	if (limits == NULL)
 		return LLM_TURN_GO;
 	key = endpoint_key(p);
@@ -340,20 +378,67 @@ RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms
 	{
 		(void) gcra(&e->req_tat, e->rpm_limit, 1, now, true);
 		(void) gcra(&e->tok_tat, e->tpm_limit, tokens, now, true);
-		count(e, now, 1, tokens, 0);
+		*charged = capped(tokens, e->tpm_limit);
+		count(e, now, 1, *charged, 0);
 	}
 	LWLockRelease(limits->lock);
 	return turn;
 }
 
 /*
- * After an attempt on a route: a cooldown for a 429 (or a 503/529 with a
- * wait), a disabled route for an exhausted quota, the pace the rate-limit
- * headers ask for, and the token estimate corrected by the reply.
+ * Settle a turn a call took on a route: it was charged `charged` tokens
+ * (RateLimitAsk) and used `used` (at most one minute of the limit counts);
+ * the difference goes back, or is added.  A turn never used to send (the
+ * call was cancelled while it waited, or failed before sending) gives its
+ * request back too.
  */
 void
-RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, const LlmFailure *f,
-		   int64 estimated_tokens, int64 used_tokens)
+RateLimitSettle(const LlmRoute *route, int64 charged, int64 used, bool unsent)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	RateEndpoint *e;
+
+	if (limits == NULL)
+		return;
+	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
+	e = endpoint(route->provider, endpoint_key(route->provider), now);
+	if (e)
+	{
+		if (e->tpm_limit > 0)
+		{
+			int64		back = charged - capped(used, e->tpm_limit);
+
+			e->tok_tat -= (TimestampTz) (60.0 * USECS_PER_SEC / e->tpm_limit * back);
+			count(e, now, 0, -back, 0);
+		}
+		if (unsent && e->rpm_limit > 0)
+		{
+			e->req_tat -= (TimestampTz) (60.0 * USECS_PER_SEC / e->rpm_limit);
+			count(e, now, -1, 0, 0);
+		}
+	}
+	LWLockRelease(limits->lock);
+}
+
+/* The longest a provider's number keeps a cooldown: llm.max_cooldown. */
+static int64
+cooldown_ms(double secs)
+{
+	double		ms = secs * 1000.0;
+
+	if (!(ms > 0))				/* NaN too */
+		return 0;
+	return (int64) Min(ceil(ms), (double) llm_max_cooldown * 1000.0);
+}
+
+/*
+ * After an attempt on a route: a cooldown for a 429 (or a 503/529 with a
+ * wait), a disabled route for an exhausted quota, and the pace the
+ * rate-limit headers ask for.  Every wait a provider's header asks for is
+ * capped at llm.max_cooldown.
+ */
+void
+RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, const LlmFailure *f)
 {
 	const LlmProvider *p = route->provider;
 	TimestampTz now = GetCurrentTimestamp();
@@ -414,19 +499,25 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, const LlmFailure *f
 	}
 	else if (status == 429 || ((status == 503 || status == 529) && t->retry_after_s > 0))
 	{
-		long		ms;
+		int64		ms;
 
 		if (t->retry_after_s > 0)
 		{
-			ms = (long) ceil(t->retry_after_s * 1000.0);
-			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "HTTP %ld with a wait of %.3g s", status,
-					 t->retry_after_s);
+			ms = cooldown_ms(t->retry_after_s);
+			if (ms < t->retry_after_s * 1000.0)
+				snprintf(e->cooldown_reason, LIMIT_REASON_LEN,
+						 "HTTP %ld with a wait of %.3g s, held to llm.max_cooldown (%d s)", status,
+						 t->retry_after_s, llm_max_cooldown);
+			else
+				snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "HTTP %ld with a wait of %.3g s", status,
+						 t->retry_after_s);
 		}
 		else
 		{
 			ms = e->cooldown_ms > 0 ? Min(e->cooldown_ms * 2, COOLDOWN_MAX_MS) : COOLDOWN_FIRST_MS;
 			e->cooldown_ms = (int) ms;
-			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "HTTP %ld without a wait, %ld ms", status, ms);
+			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "HTTP %ld without a wait, %lld ms", status,
+					 (long long) ms);
 		}
 		e->cooldown_until = Max(e->cooldown_until, TimestampTzPlusMilliseconds(now, ms));
 		if (status == 429)
@@ -442,23 +533,15 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, const LlmFailure *f
 		if (t->rl_remaining_requests == 0 && t->rl_reset_requests_s > 0)
 		{
 			e->cooldown_until = Max(e->cooldown_until,
-									TimestampTzPlusMilliseconds(now, (int64) ceil(t->rl_reset_requests_s * 1000)));
+									TimestampTzPlusMilliseconds(now, cooldown_ms(t->rl_reset_requests_s)));
 			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "no requests remain until the provider's reset");
 		}
 		if (t->rl_remaining_tokens == 0 && t->rl_reset_tokens_s > 0)
 		{
 			e->cooldown_until = Max(e->cooldown_until,
-									TimestampTzPlusMilliseconds(now, (int64) ceil(t->rl_reset_tokens_s * 1000)));
+									TimestampTzPlusMilliseconds(now, cooldown_ms(t->rl_reset_tokens_s)));
 			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "no tokens remain until the provider's reset");
 		}
-	}
-	/* the tokens the call really used replace its estimate */
-	if (used_tokens >= 0 && e->tpm_limit > 0)
-	{
-		double		interval = 60.0 * USECS_PER_SEC / e->tpm_limit;
-
-		e->tok_tat += (TimestampTz) (interval * (used_tokens - estimated_tokens));
-		count(e, now, 0, used_tokens - estimated_tokens, 0);
 	}
 	LWLockRelease(limits->lock);
 }
@@ -535,17 +618,21 @@ sleep_waiting(const LlmRoute *route, long ms)
 bool
 LlmRouteWaitTurn(LlmCall *call, const LlmRoute *route)
 {
-	int64		tokens = call->estimated_input_tokens + call->estimated_output_tokens;
+	int64		tokens = UsageEstimatedTokens(call, route);
 
+	LlmCallSettleTurn(call, 0);
 	for (;;)
 	{
 		TimestampTz until;
 		char	   *why;
 		long		wait_ms;
 		long		limit_ms = max_wait_ms(route);
-		LlmTurn		turn = RateLimitAsk(route, tokens, true, limit_ms, &until, &why);
+		int64		charged;
+		LlmTurn		turn = RateLimitAsk(route, tokens, true, limit_ms, &until, &why, &charged);
 		bool		last = lnext(call->routes, call->route_cell) == NULL;
 
+		if (turn == LLM_TURN_GO || turn == LLM_TURN_RESERVED)
+			LlmCallHoldTurn(call, route, charged);
 		if (turn == LLM_TURN_GO)
 			return true;
 		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED || turn == LLM_TURN_DOWN) && !last)
@@ -596,7 +683,8 @@ PG_FUNCTION_INFO_V1(pg_llm_clear_cooldown);
 
 /*
  * llm.clear_cooldown(provider): end a provider's cooldown and its time out
- * of quota now (credit was added, the relay is back), for every backend.
+ * of quota now (credit was added, the relay is back), and give back every
+ * turn taken under its rpm and tpm limits, for every backend.
  */
 Datum
 pg_llm_clear_cooldown(PG_FUNCTION_ARGS)
@@ -629,6 +717,9 @@ pg_llm_clear_cooldown(PG_FUNCTION_ARGS)
 				limits->endpoints[i].down_ms = 0;
 				limits->endpoints[i].down_until = 0;
 				limits->endpoints[i].transport_failures = 0;
+				/* every turn taken is given back: the limits start afresh */
+				limits->endpoints[i].req_tat = 0;
+				limits->endpoints[i].tok_tat = 0;
 			}
 		LWLockRelease(limits->lock);
 	}
@@ -697,7 +788,7 @@ pg_llm_provider_status(PG_FUNCTION_ARGS)
 		values[1] = BoolGetDatum(p->enabled);
 		values[2] = Int32GetDatum(p->rpm_limit);
 		nulls[2] = p->rpm_limit <= 0;
-		values[3] = Int64GetDatum(requests);
+		values[3] = Int64GetDatum(Max(requests, 0));
 		values[4] = Int32GetDatum(p->tpm_limit);
 		nulls[4] = p->tpm_limit <= 0;
 		values[5] = Int64GetDatum(Max(tokens, 0));

@@ -35,9 +35,11 @@ typedef enum LlmTurn
 extern Size RateLimitShmemSize(void);
 extern void RateLimitShmemInit(bool found);
 extern LlmTurn RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve,
-						long max_wait_ms, TimestampTz *until, char **why);
+							long max_wait_ms, TimestampTz *until, char **why,
+							int64 *charged);
 extern void RateLimitAfter(const LlmRoute *route, const struct HttpTransfer *t,
-					   const LlmFailure *f, int64 estimated_tokens, int64 used_tokens);
+						   const LlmFailure *f);
+extern void RateLimitSettle(const LlmRoute *route, int64 charged, int64 used, bool unsent);
 extern void RateLimitWaiting(const LlmRoute *route, int delta);
 extern bool LlmRouteWaitTurn(LlmCall *call, const LlmRoute *route);
 extern const char *RateLimitDetail(void);

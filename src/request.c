@@ -20,6 +20,7 @@
 
 #include <math.h>
 
+#include "common/pg_prng.h"
 #include "utils/memutils.h"
 
 #include "llm_json.h"
@@ -86,6 +87,10 @@ check_key(const char *key)
 {
 	check_key_of(key, known_keys, lengthof(known_keys));
 }
+#include "pg_llm.h"
+
+/* Texts at least this long are held outside json-c (see llm_json.h). */
+#define PART_MIN_BYTES (64 * 1024)
 
 static void
 bad_option(const char *key, const char *what)
@@ -350,10 +355,146 @@ request_new(json_object *obj)
 	MemoryContextCallback *cb = palloc0(sizeof(MemoryContextCallback));
 
 	req->obj = obj;
+	req->nonce = pg_prng_uint64(&pg_global_prng_state);
 	cb->func = request_free_cb;
 	cb->arg = req;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
 	return req;
+}
+
+/* The placeholder of part number i, as a C string. */
+static char *
+placeholder(LlmRequest *req, int i)
+{
+	return psprintf("\001pg_llm:%016llx:%d\001", (unsigned long long) req->nonce, i);
+}
+
+/*
+ * A JSON string of a text of the request: short ones in json-c, long ones
+ * a placeholder for a part that points at the caller's text (which must
+ * outlive the request; every caller's does: its arguments, its item).
+ */
+static json_object *
+text_value(LlmRequest *req, const char *s, size_t len)
+{
+	RequestPart *part;
+
+	if (len < PART_MIN_BYTES)
+		return json_object_new_string_len(s, (int) len);
+	part = palloc(sizeof(RequestPart));
+	part->data = s;
+	part->len = len;
+	part->wire_len = JsonEscapedLength(s, len);
+	req->parts = lappend(req->parts, part);
+	return json_object_new_string(placeholder(req, list_length(req->parts) - 1));
+}
+
+/*
+ * Serialized JSON with the request's parts spliced in for their
+ * placeholders (json-c writes \001 as \u0001): with out NULL, only the
+ * length is counted.
+ */
+static size_t
+splice_parts(LlmRequest *req, const char *skel, size_t skel_len, char *out)
+{
+	char	   *prefix = psprintf("\\u0001pg_llm:%016llx:", (unsigned long long) req->nonce);
+	size_t		plen = strlen(prefix);
+	const char *p = skel;
+	const char *end = skel + skel_len;
+	size_t		total = 0;
+
+	for (;;)
+	{
+		const char *hit = req->parts ? strstr(p, prefix) : NULL;
+		char	   *num_end;
+		long		i;
+		const char *tok_end;
+
+		if (hit == NULL)
+		{
+			if (out)
+				memcpy(out + total, p, end - p);
+			total += end - p;
+			break;
+		}
+		i = strtol(hit + plen, &num_end, 10);
+		if (i < 0 || i >= list_length(req->parts) || strncmp(num_end, "\\u0001", 6) != 0)
+		{
+			/* not ours after all: copied as it is */
+			if (out)
+				memcpy(out + total, p, hit + 1 - p);
+			total += hit + 1 - p;
+			p = hit + 1;
+			continue;
+		}
+		tok_end = num_end + 6;
+		if (out)
+			memcpy(out + total, p, hit - p);
+		total += hit - p;
+		{
+			RequestPart *part = list_nth(req->parts, (int) i);
+
+			if (out)
+				(void) JsonEscapeInto(out + total, part->data, part->len);
+			total += part->wire_len;
+		}
+		p = tok_end;
+	}
+	pfree(prefix);
+	return total;
+}
+
+/*
+ * A JSON object of a request (the request itself, or a body built from
+ * it) as text, with the request's long texts spliced in: one buffer of
+ * the exact size, palloc'd, or malloc'd with use_malloc (for a transfer
+ * that takes it over; NULL when malloc fails).  *len is its length.
+ */
+char *
+RequestSerialize(LlmRequest *req, json_object *obj, bool use_malloc, size_t *len)
+{
+	size_t		skel_len;
+	const char *skel = json_object_to_json_string_length(obj,
+														 JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+														 &skel_len);
+	size_t		n = splice_parts(req, skel, skel_len, NULL);
+	char	   *out = use_malloc ? malloc(n + 1) : palloc(n + 1);
+
+	if (out == NULL)
+		return NULL;
+	(void) splice_parts(req, skel, skel_len, out);
+	out[n] = '\0';
+	*len = n;
+	return out;
+}
+
+/* The size of a request as JSON, its long texts included. */
+size_t
+RequestWireSize(LlmRequest *req)
+{
+	size_t		skel_len;
+	const char *skel = json_object_to_json_string_length(req->obj,
+														 JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE,
+														 &skel_len);
+
+	return splice_parts(req, skel, skel_len, NULL);
+}
+
+/*
+ * Refuse a request larger than llm.max_request_size, before anything is
+ * sent or queued (a call, an enqueue, a queue item the worker sets up, a
+ * batch line).
+ */
+void
+RequestCheckSize(size_t bytes)
+{
+	if (bytes > (size_t) llm_max_request_size_kb * 1024)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("request of %zu bytes exceeds llm.max_request_size", bytes),
+				 errdetail("The limit is %d kB (the prompt, the system prompt and the options as JSON); nothing was sent.",
+						   llm_max_request_size_kb),
+				 errhint("Send a shorter prompt, or ask an administrator to raise llm.max_request_size.")));
 }
 
 /* Parse caller JSON (already UTF-8) into a guarded request object. */
@@ -374,25 +515,32 @@ request_from_text(const char *text, const char *what)
 
 /* Add a {role, content} message. */
 static void
-add_message(json_object *msgs, const char *role, const char *content)
+add_message(LlmRequest *req, json_object *msgs, const char *role, const char *content, size_t len)
 {
 	json_object *m = json_object_new_object();
 
 	json_object_object_add(m, "role", json_object_new_string(role));
-	json_object_object_add(m, "content", json_object_new_string(content));
+	json_object_object_add(m, "content", text_value(req, content, len));
 	json_object_array_add(msgs, m);
 }
 
 /*
  * The request of llm.chat: options, then the system prompt and the user
- * prompt as messages.  All text is UTF-8 already.
+ * prompt as messages.  All text is UTF-8 already; the prompt and system
+ * are given with their lengths (they need not be terminated) and must
+ * outlive the request.  A request larger than llm.max_request_size is
+ * refused here, on every path.
  */
 LlmRequest *
-RequestFromPrompt(const char *prompt, const char *system, const char *options_json)
+RequestFromPromptText(const char *prompt, size_t prompt_len, const char *system,
+					  size_t system_len, const char *options_json)
 {
 	LlmRequest *req;
 	json_object *msgs;
 
+	/* the texts alone already too large: refused before any work */
+	RequestCheckSize(prompt_len + (system ? system_len : 0) +
+					 (options_json ? strlen(options_json) : 0));
 	if (options_json)
 	{
 		req = request_from_text(options_json, "options");
@@ -407,17 +555,28 @@ RequestFromPrompt(const char *prompt, const char *system, const char *options_js
 	msgs = json_object_new_array();
 	json_object_object_add(req->obj, "messages", msgs);
 	if (system)
-		add_message(msgs, "system", system);
-	add_message(msgs, "user", prompt);
+		add_message(req, msgs, "system", system, system_len);
+	add_message(req, msgs, "user", prompt, prompt_len);
+	RequestCheckSize(RequestWireSize(req));
 	return req;
+}
+
+/* RequestFromPromptText of terminated strings. */
+LlmRequest *
+RequestFromPrompt(const char *prompt, const char *system, const char *options_json)
+{
+	return RequestFromPromptText(prompt, strlen(prompt), system,
+								 system ? strlen(system) : 0, options_json);
 }
 
 /* The request of llm.chat_completion: a whole OpenAI-style request. */
 LlmRequest *
 RequestFromJson(const char *request_json)
 {
-	LlmRequest *req = request_from_text(request_json, "request");
+	LlmRequest *req;
 
+	RequestCheckSize(strlen(request_json));
+	req = request_from_text(request_json, "request");
 	check_options(req->obj, true);
 	RequestCompileSchema(req);
 	take_own_options(req);
@@ -511,6 +670,8 @@ RequestForEmbedding(const char *const *inputs, int n, const char *options_json)
 	json_object_object_add(req->obj, "input", arr);
 	for (i = 0; i < n; i++)
 		json_object_array_add(arr, json_object_new_string(inputs[i]));
+	if (n > 0)
+		RequestCheckSize(RequestWireSize(req));
 	return req;
 }
 
@@ -546,6 +707,20 @@ bool
 RequestOnErrorNull(LlmRequest *req)
 {
 	return req->on_error_null;
+}
+
+/*
+ * The replies a request asks for ("n", 1 to 128): each is as long as
+ * max_tokens allows, so the output a request may cost is n times that.
+ */
+int64
+RequestChoices(LlmRequest *req)
+{
+	int64		v = 1;
+
+	if (!JsonGetInt64(req->obj, "n", &v) || v < 1)
+		return 1;
+	return v;
 }
 
 /* max_tokens (or max_completion_tokens) of a request, or 0. */

@@ -17,6 +17,11 @@ typedef struct LlmRequest LlmRequest;
 
 extern LlmRequest *RequestFromPrompt(const char *prompt, const char *system,
 									 const char *options_json);
+extern LlmRequest *RequestFromPromptText(const char *prompt, size_t prompt_len,
+										 const char *system, size_t system_len,
+										 const char *options_json);
+extern size_t RequestWireSize(LlmRequest *req);
+extern void RequestCheckSize(size_t bytes);
 extern LlmRequest *RequestFromJson(const char *request_json);
 extern const char *RequestModel(LlmRequest *req);
 extern int64 RequestMaxTokens(LlmRequest *req);
@@ -25,5 +30,6 @@ extern LlmRequest *RequestForEmbedding(const char *const *inputs, int n,
 extern int	RequestInputCount(LlmRequest *req);
 extern int	RequestDimensions(LlmRequest *req);
 extern bool RequestOnErrorNull(LlmRequest *req);
+extern int64 RequestChoices(LlmRequest *req);
 
 #endif							/* PG_LLM_REQUEST_H */

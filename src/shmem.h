@@ -57,6 +57,8 @@ typedef struct LlmUsageRecord
 	uint8		task;			/* LlmTask */
 	bool		fallback;
 	bool		has_tokens;
+	bool		has_details;	/* cached, cache write, reasoning: the provider's */
+	bool		estimated;		/* counted by pg_llm, not the provider */
 	bool		has_cost;
 	int16		http_status;
 	int16		attempts;

@@ -41,6 +41,7 @@
 #include "http.h"
 #include "pg_llm.h"
 #include "provider.h"
+#include "redact.h"
 #include "sse.h"
 #include "usage.h"
 
@@ -78,6 +79,7 @@ stream_reply(StreamState *st)
 	if (st->whole_reply)
 		return;
 	ProviderReplySetUsage(r, &st->dec.usage);
+	r->usage_invalid = st->dec.usage_invalid;
 	r->finish_reason = st->dec.finish_reason;
 	r->stop_reason = st->dec.stop_reason;
 	r->refusal = st->dec.refusal;
@@ -97,7 +99,17 @@ stream_release(StreamState *st)
 	st->released = true;
 	if (st->call && st->call->accounted && !st->call->usage_recorded)
 	{
+		ListCell   *lc;
+		int			i = 0;
+
 		stream_reply(st);
+		st->call->cut_short = !st->dec.finished && !st->dec.saw_finish_reason;
+		/* text received but not returned (LIMIT stopped it) was paid for too */
+		foreach(lc, st->dec.pieces)
+		{
+			if (i++ >= st->next_piece)
+				st->call->delivered_bytes += strlen((char *) lfirst(lc));
+		}
 		UsageRecord(st->call, st->outcome);
 	}
 	if (st->call && st->call->xfer)
@@ -216,7 +228,7 @@ stream_not_sse(StreamState *st)
 		return;
 	stream_fail(st, ERRCODE_INVALID_JSON_TEXT, "is not an event stream",
 				psprintf("The provider answered with Content-Type \"%s\" instead of text/event-stream%s",
-						 t->content_type[0] ? t->content_type : "(none)",
+						 t->content_type[0] ? RedactProviderCString(t->content_type, st->call->route->provider) : "(none)",
 						 problem ? psprintf(" (%s)", problem) : "."));
 }
 
@@ -371,11 +383,11 @@ stream_next(StreamState *st)
 			if (t->outcome == HTTP_TRANSPORT_ERROR)
 				stream_fail(st, ERRCODE_CONNECTION_FAILURE,
 							t->timed_out ? "went quiet for longer than llm.stream_idle_timeout" : "was cut off",
-							psprintf("%s.", t->errbuf));
+							psprintf("%s.", RedactProviderCString(t->errbuf, st->call->route->provider)));
 			if (st->rows == 0 && pg_strncasecmp(t->content_type, "text/event-stream", 17) != 0)
 				stream_fail(st, ERRCODE_INVALID_JSON_TEXT, "is not an event stream",
 							psprintf("The provider answered with Content-Type \"%s\" instead of text/event-stream.",
-									 t->content_type[0] ? t->content_type : "(none)"));
+									 t->content_type[0] ? RedactProviderCString(t->content_type, st->call->route->provider) : "(none)"));
 			stream_fail(st, ERRCODE_CONNECTION_FAILURE, "ended before its end marker",
 						"The connection closed cleanly but the reply was not finished.");
 		}
@@ -563,6 +575,7 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 	if (st->rows == 0)
 		st->call->first_byte = GetCurrentTimestamp();
 	st->rows++;
+	st->call->delivered_bytes += strlen(piece);
 	{
 		text	   *row = cstring_to_text(LlmToServerEncoding(piece, strlen(piece)));
 

@@ -25,6 +25,8 @@
  */
 #include "postgres.h"
 
+#include <math.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/dbcommands.h"
@@ -120,8 +122,49 @@ route_cost(const LlmRoute *route, int64 in, int64 out)
 {
 	if (route == NULL || !route->has_input_price || (out > 0 && !route->has_price))
 		return -1;
-	return in * route->input_usd_per_mtok / 1e6 +
-		(out > 0 ? out * route->output_usd_per_mtok / 1e6 : 0);
+	return (double) in * route->input_usd_per_mtok / 1e6 +
+		(out > 0 ? (double) out * route->output_usd_per_mtok / 1e6 : 0);
+}
+
+/* Output tokens assumed for a reply whose request sets no max_tokens. */
+#define DEFAULT_OUTPUT_ESTIMATE 256
+
+/*
+ * The most output a call may cost on a route: its max_tokens (or, on an
+ * Anthropic route, the max_tokens pg_llm sends when the call gives none)
+ * for each of the replies it asks for ("n"); none for an embedding.  A
+ * request without max_tokens on an OpenAI route has no bound the provider
+ * announces: a guess of DEFAULT_OUTPUT_ESTIMATE tokens a reply stands in,
+ * and the record settles the difference.
+ */
+int64
+UsageOutputTokens(const LlmCall *call, const LlmRoute *route)
+{
+	int64		per = call->max_tokens;
+	int64		n = Max(call->choices, 1);
+
+	if (call->task == LLM_TASK_EMBED)
+		return 0;
+	if (per <= 0 && route && route->provider->ops == &AnthropicProviderOps)
+		per = route->provider->default_max_tokens > 0 ?
+			route->provider->default_max_tokens : llm_anthropic_max_tokens;
+	if (per <= 0)
+		per = DEFAULT_OUTPUT_ESTIMATE;
+	return per * n;
+}
+
+/* Input and most output of a call on a route, for the rate limits. */
+int64
+UsageEstimatedTokens(const LlmCall *call, const LlmRoute *route)
+{
+	return call->estimated_input_tokens + UsageOutputTokens(call, route);
+}
+
+/* Tokens counted from text, as pg_llm estimates them (4 bytes a token). */
+static int64
+tokens_of_bytes(int64 bytes)
+{
+	return bytes > 0 ? (bytes + 3) / 4 : 0;
 }
 
 /* What a call costs: through a batch API, the route's batch share. */
@@ -228,8 +271,10 @@ spent_query(void *arg)
 	Datum		values[1] = {ObjectIdGetDatum(q->roleid)};
 	bool		isnull;
 
-	if (RunSql("SELECT COALESCE(pg_catalog.sum(cost_usd), 0)::pg_catalog.float8, pg_catalog.count(*) "
-			   "FROM llm.usage WHERE role_oid = $1 AND outcome <> 'retry' "
+	/* an attempt sent again later (outcome retry) is paid, not a call */
+	if (RunSql("SELECT COALESCE(pg_catalog.sum(cost_usd), 0)::pg_catalog.float8, "
+			   "pg_catalog.count(*) FILTER (WHERE outcome <> 'retry') "
+			   "FROM llm.usage WHERE role_oid = $1 "
 			   "AND ts >= pg_catalog.date_trunc('month', pg_catalog.now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
 			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm.usage");
@@ -262,10 +307,11 @@ budget_load(Oid roleid, double *spent, int64 *calls)
 		{
 			LlmUsageRecord *r = &LlmShared->usage[k];
 
-			if (r->roleid == roleid && r->outcome != LLM_OUTCOME_RETRY && month_of(r->ts) == month)
+			if (r->roleid == roleid && month_of(r->ts) == month)
 			{
 				*spent += r->has_cost ? r->cost_usd : 0;
-				(*calls)++;
+				if (r->outcome != LLM_OUTCOME_RETRY)
+					(*calls)++;
 			}
 		}
 	}
@@ -319,15 +365,16 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
 				 errhint("Add pg_llm to shared_preload_libraries and restart the server.")));
 
 	/*
-	 * The estimate: the request's text as tokens, and max_tokens (or 256)
-	 * out, on the dearest route the call may take.  A budget in USD cannot
-	 * be kept on a route without prices: such a call is refused.
+	 * The estimate: the request's text as tokens, and the most output the
+	 * request may cost (UsageOutputTokens: max_tokens times n), on the
+	 * dearest route the call may take.  A budget in USD cannot be kept on a
+	 * route without prices: such a call is refused.
 	 */
 	foreach(lc, call->routes)
 	{
 		const LlmRoute *r = lfirst(lc);
 		double		cost = call_cost(call, r, call->estimated_input_tokens,
-									 call->estimated_output_tokens);
+									 UsageOutputTokens(call, r));
 
 		if (usd_limit >= 0 && cost < 0)
 			ereport(ERROR,
@@ -720,8 +767,63 @@ usage_put(const LlmUsageRecord *rec)
 }
 
 /*
+ * The tokens a call is billed for.  The provider's usage when it sent
+ * numbers fit to bill by; otherwise, when a 2xx answer began (a reply
+ * without usage, a stream cut short by LIMIT, a cancel, a dead client or a
+ * timeout), what is known: the input pg_llm estimated when it reserved,
+ * and the output received, counted from its text (*estimated).  A call
+ * that got no 2xx answer used nothing the provider bills: no tokens.
+ * Provider numbers that cannot be billed by are named in the server log.
+ */
+static bool
+billed_tokens(LlmCall *call, int64 *in, int64 *out, bool *estimated, bool quiet)
+{
+	LlmReply   *r = &call->reply;
+	bool		answered = call->http_status >= 200 && call->http_status < 300;
+
+	*in = *out = 0;
+	*estimated = false;
+	if (r->has_usage && !r->usage_invalid &&
+		r->input_tokens >= 0 && r->input_tokens <= LLM_MAX_USAGE_TOKENS &&
+		r->output_tokens >= 0 && r->output_tokens <= LLM_MAX_USAGE_TOKENS)
+	{
+		*in = r->input_tokens;
+		*out = r->output_tokens;
+		return true;
+	}
+	if ((r->has_usage || r->usage_invalid) && !quiet)
+		ereport(LOG,
+				(errmsg("pg_llm: provider \"%s\" reported usage numbers pg_llm does not bill by",
+						call->route ? call->route->provider->name : "?"),
+				 errdetail("A usage number was negative, not whole, above %lld, or given twice; the call is counted from its text and its row marked estimated.",
+						   (long long) LLM_MAX_USAGE_TOKENS)));
+	if (!answered)
+		return false;
+	*in = call->estimated_input_tokens;
+	*out = tokens_of_bytes(call->delivered_bytes > 0 ? call->delivered_bytes :
+						   r->content ? (int64) strlen(r->content) : 0);
+	*estimated = true;
+	return true;
+}
+
+/* The tokens a finished attempt used, as billed_tokens() counts them. */
+int64
+UsageTokensUsed(LlmCall *call)
+{
+	int64		in;
+	int64		out;
+	bool		estimated;
+
+	if (!billed_tokens(call, &in, &out, &estimated, true))
+		return 0;
+	return in + out;
+}
+
+/*
  * Record a call's usage (once) and settle its budget reservation.  Safe to
  * call from a memory context callback during abort: it raises no error.
+ * On a priced route the cost is never unknown: what billed_tokens() finds,
+ * or zero when the provider answered with no 2xx.
  */
 void
 UsageRecord(LlmCall *call, LlmOutcome outcome)
@@ -731,13 +833,30 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	long		secs;
 	int			usecs;
 	double		cost;
+	int64		in;
+	int64		out;
+	bool		estimated;
+	bool		has_tokens;
 	const LlmRoute *route = call->route;
 
 	if (call->usage_recorded)
 		return;
 	call->usage_recorded = true;
 	call->usage_counted = (outcome != LLM_OUTCOME_RETRY);
-	cost = call->reply.has_usage ? reply_cost(call, route, &call->reply) : -1;
+	has_tokens = billed_tokens(call, &in, &out, &estimated, false);
+	if (has_tokens && !estimated && call->cut_short &&
+		tokens_of_bytes(call->delivered_bytes) > out)
+	{
+		/* cut before the provider's last count (Anthropic's first says 1) */
+		out = tokens_of_bytes(call->delivered_bytes);
+		estimated = true;
+	}
+	/* the provider's own numbers priced as it bills them; pg_llm's count plainly */
+	cost = has_tokens && !estimated ? reply_cost(call, route, &call->reply) :
+		call_cost(call, route, in, out);
+	if (cost >= 0 && !isfinite(cost))
+		cost = -1;				/* prices that make no number */
+	LlmCallSettleTurn(call, has_tokens ? in + out : 0);
 	budget_release(call, cost);
 	if (!llm_track_usage || LlmShared == NULL)
 		return;
@@ -753,21 +872,26 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	rec.task = (uint8) call->task;
 	rec.inputs = call->task == LLM_TASK_EMBED ? call->ninputs : 0;
 	rec.fallback = call->fallback;
-	rec.http_status = (int16) call->http_status;
+	rec.http_status = (int16) Max(Min(call->http_status, PG_INT16_MAX), 0);
 	rec.attempts = (int16) Min(call->attempts, PG_INT16_MAX);
-	rec.has_tokens = call->reply.has_usage;
-	rec.input_tokens = (int32) Min(call->reply.input_tokens, PG_INT32_MAX);
-	rec.output_tokens = (int32) Min(call->reply.output_tokens, PG_INT32_MAX);
-	rec.cached_input_tokens = (int32) Min(call->reply.cached_input_tokens, PG_INT32_MAX);
-	rec.cache_write_tokens = (int32) Min(call->reply.cache_write_tokens, PG_INT32_MAX);
-	rec.reasoning_tokens = (int32) Min(call->reply.reasoning_tokens, PG_INT32_MAX);
+	rec.has_tokens = has_tokens;
+	rec.estimated = estimated;
+	rec.input_tokens = (int32) Min(in, PG_INT32_MAX);
+	rec.output_tokens = (int32) Min(out, PG_INT32_MAX);
+	if (has_tokens && !estimated)
+	{
+		rec.has_details = true;
+		rec.cached_input_tokens = (int32) Min(call->reply.cached_input_tokens, PG_INT32_MAX);
+		rec.cache_write_tokens = (int32) Min(call->reply.cache_write_tokens, PG_INT32_MAX);
+		rec.reasoning_tokens = (int32) Min(call->reply.reasoning_tokens, PG_INT32_MAX);
+	}
 	TimestampDifference(call->started, now, &secs, &usecs);
-	rec.latency_ms = (int32) (secs * 1000 + usecs / 1000);
+	rec.latency_ms = (int32) Min(secs * 1000 + usecs / 1000, PG_INT32_MAX);
 	rec.ttft_ms = -1;
 	if (call->mode == LLM_MODE_STREAM && call->first_byte)
 	{
 		TimestampDifference(call->started, call->first_byte, &secs, &usecs);
-		rec.ttft_ms = (int32) (secs * 1000 + usecs / 1000);
+		rec.ttft_ms = (int32) Min(secs * 1000 + usecs / 1000, PG_INT32_MAX);
 	}
 	rec.has_cost = cost >= 0;
 	rec.cost_usd = cost >= 0 ? cost : 0;
@@ -809,10 +933,10 @@ UsageReserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 	int64		max_queued;
 
 	call->roleid = roleid;
+	call->max_tokens = max_tokens;
+	call->choices = call->req ? RequestChoices(call->req) : 1;
 	call->estimated_input_tokens = request_bytes / 4 + 1;
-	/* an embedding has no output tokens */
-	call->estimated_output_tokens = call->task == LLM_TASK_EMBED ? 0 :
-		max_tokens > 0 ? max_tokens : 256;
+	call->estimated_output_tokens = UsageOutputTokens(call, NULL);
 	if (ConfigBudget(roleid, &usd_limit, &calls_limit, &max_queued) &&
 		(usd_limit >= 0 || calls_limit >= 0))
 		budget_check(call, usd_limit, calls_limit);
@@ -824,15 +948,16 @@ UsageReserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
  * settles it.  Reservations lost with a restart settle at zero.
  */
 void
-UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
+UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens, int64 choices)
 {
 	const LlmRoute *route = call->routes ? linitial(call->routes) : call->route;
 	double		cost;
 
 	call->roleid = roleid;
+	call->max_tokens = max_tokens;
+	call->choices = Max(choices, 1);
 	call->estimated_input_tokens = request_bytes / 4 + 1;
-	call->estimated_output_tokens = call->task == LLM_TASK_EMBED ? 0 :
-		max_tokens > 0 ? max_tokens : 256;
+	call->estimated_output_tokens = UsageOutputTokens(call, route);
 	cost = route ? call_cost(call, route, call->estimated_input_tokens,
 							 call->estimated_output_tokens) : -1;
 	call->budget_month = month_of(GetCurrentTimestamp());
@@ -890,7 +1015,7 @@ LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype)
 											  typlen, typbyval, typalign));
 }
 
-#define USAGE_COLUMNS 23
+#define USAGE_COLUMNS 24
 #define USAGE_FLUSH_CHUNK 5000
 
 /* Take up to cap of this database's records out of shared memory. */
@@ -931,7 +1056,7 @@ insert_records(const LlmUsageRecord *batch, int n)
 	static const Oid elemtypes[USAGE_COLUMNS] = {
 		TIMESTAMPTZOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		INT2OID, INT2OID, BOOLOID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID,
-		TEXTOID, INT4OID, TEXTOID, INT4OID, INT4OID, INT4OID, TEXTOID, TEXTOID
+		TEXTOID, INT4OID, TEXTOID, INT4OID, INT4OID, INT4OID, TEXTOID, TEXTOID, BOOLOID
 	};
 	Datum		args[USAGE_COLUMNS];
 	Datum	   *cols[USAGE_COLUMNS];
@@ -949,14 +1074,14 @@ insert_records(const LlmUsageRecord *batch, int n)
 		p = SPI_prepare("INSERT INTO llm.usage (ts, role_oid, mode, outcome, provider, model, "
 						"upstream_model, http_status, attempts, fallback, input_tokens, "
 						"output_tokens, latency_ms, ttft_ms, cost_usd, task, inputs, error, cached_input_tokens, "
-						"cache_write_tokens, reasoning_tokens, finish_reason, service_tier) "
+						"cache_write_tokens, reasoning_tokens, finish_reason, service_tier, estimated) "
 						"SELECT u.ts, u.r, u.mo, u.oc, u.p, u.m, u.um, u.hs, u.at, u.fb, u.it, "
-						"u.ot, u.lat, u.ttft, u.cost::pg_catalog.numeric, u.task, u.inputs, u.err, "
-						"u.ct, u.cw, u.rt, u.fr, u.st "
+						"u.ot, u.lat, u.ttft, pg_catalog.round(u.cost::pg_catalog.numeric, 8), u.task, u.inputs, u.err, "
+						"u.ct, u.cw, u.rt, u.fr, u.st, u.est "
 						"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-						"$16, $17, $18, $19, $20, $21, $22, $23) "
+						"$16, $17, $18, $19, $20, $21, $22, $23, $24) "
 						"AS u(ts, r, mo, oc, p, m, um, hs, at, fb, it, ot, lat, ttft, cost, task, inputs, err, "
-						"ct, cw, rt, fr, st)",
+						"ct, cw, rt, fr, st, est)",
 						USAGE_COLUMNS, argtypes);
 		if (p == NULL)
 			elog(ERROR, "could not prepare the usage insert: %s", SPI_result_code_string(SPI_result));
@@ -1002,11 +1127,12 @@ insert_records(const LlmUsageRecord *batch, int n)
 		cols[18][i] = Int32GetDatum(r->cached_input_tokens);
 		cols[19][i] = Int32GetDatum(r->cache_write_tokens);
 		cols[20][i] = Int32GetDatum(r->reasoning_tokens);
-		nulls[18][i] = nulls[19][i] = nulls[20][i] = !r->has_tokens;
+		nulls[18][i] = nulls[19][i] = nulls[20][i] = !r->has_details;
 		cols[21][i] = CStringGetTextDatum(r->finish_reason);
 		nulls[21][i] = (r->finish_reason[0] == '\0');
 		cols[22][i] = CStringGetTextDatum(r->service_tier);
 		nulls[22][i] = (r->service_tier[0] == '\0');
+		cols[23][i] = BoolGetDatum(r->estimated);
 	}
 	for (c = 0; c < USAGE_COLUMNS; c++)
 		args[c] = LlmMakeArray(cols[c], nulls[c], n, elemtypes[c]);
@@ -1020,10 +1146,68 @@ insert_records(const LlmUsageRecord *batch, int n)
 }
 
 /*
+ * Insert records in a subtransaction of their own, so that no record can
+ * fail the others nor the caller's transaction (the worker writes its
+ * items' results in it): a statement that fails is split in halves, and a
+ * record that fails alone is written again without its numbers (tokens
+ * and cost NULL, marked estimated); one that fails even so is dropped,
+ * counted in llm.usage_buffer_status and named in the server log.
+ */
+static void
+insert_guarded(LlmUsageRecord *batch, int n)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	ErrorData  *volatile edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		insert_records(batch, n);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	if (edata == NULL)
+		return;
+	if (n > 1)
+	{
+		insert_guarded(batch, n / 2);
+		insert_guarded(batch + n / 2, n - n / 2);
+	}
+	else if (batch->has_tokens || batch->has_cost)
+	{
+		ereport(LOG,
+				(errmsg("pg_llm: a usage record could not be written: %s", edata->message),
+				 errdetail("It is written without its tokens and cost.")));
+		batch->has_tokens = batch->has_cost = false;
+		batch->estimated = true;
+		insert_guarded(batch, 1);
+	}
+	else
+	{
+		ereport(LOG,
+				(errmsg("pg_llm: a usage record could not be written: %s", edata->message),
+				 errdetail("It is dropped and counted in llm.usage_buffer_status().")));
+		pg_atomic_fetch_add_u64(&LlmShared->usage_dropped, 1);
+	}
+	FreeErrorData(edata);
+}
+
+/*
  * Move this database's waiting records (this process's own, and those in
  * shared memory) into llm.usage, inside the caller's transaction (a
  * worker's own), in statements of up to USAGE_FLUSH_CHUNK rows, until
- * none waits.  Returns the number written.
+ * none waits.  Returns the number written.  A record that cannot be
+ * written never fails the others or the caller (insert_guarded).
  */
 int
 UsageFlush(void)
@@ -1039,7 +1223,7 @@ UsageFlush(void)
 		int			i;
 
 		for (i = 0; i < nlocal; i += USAGE_FLUSH_CHUNK)
-			insert_records(local_records + i, Min(USAGE_FLUSH_CHUNK, nlocal - i));
+			insert_guarded(local_records + i, Min(USAGE_FLUSH_CHUNK, nlocal - i));
 		total += nlocal;
 		nlocal = 0;
 	}
@@ -1048,7 +1232,7 @@ UsageFlush(void)
 	batch = palloc(sizeof(LlmUsageRecord) * USAGE_FLUSH_CHUNK);
 	while ((n = shared_take(batch, USAGE_FLUSH_CHUNK)) > 0)
 	{
-		insert_records(batch, n);
+		insert_guarded(batch, n);
 		total += n;
 	}
 	pfree(batch);

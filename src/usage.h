@@ -14,8 +14,12 @@
 
 extern void UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens);
 extern void UsageReserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens);
-extern void UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens);
+extern void UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens,
+						int64 choices);
 extern void UsageRecord(LlmCall *call, LlmOutcome outcome);
+extern int64 UsageOutputTokens(const LlmCall *call, const LlmRoute *route);
+extern int64 UsageEstimatedTokens(const LlmCall *call, const LlmRoute *route);
+extern int64 UsageTokensUsed(LlmCall *call);
 extern int	UsageFlush(void);
 extern uint32 UsagePending(void);
 extern uint32 UsagePendingAll(void);

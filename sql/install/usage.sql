@@ -17,7 +17,7 @@ CREATE TABLE llm.usage (
     output_tokens   integer,
     latency_ms      integer NOT NULL,
     ttft_ms         integer,
-    cost_usd        numeric(14, 8),
+    cost_usd        numeric,
     task            text NOT NULL DEFAULT 'chat',
     inputs          integer,
     error           text,
@@ -25,7 +25,8 @@ CREATE TABLE llm.usage (
     cache_write_tokens integer,
     reasoning_tokens integer,
     finish_reason   text,
-    service_tier    text
+    service_tier    text,
+    estimated       boolean NOT NULL DEFAULT false
 );
 CREATE INDEX usage_ts ON llm.usage USING brin (ts);
 COMMENT ON TABLE llm.usage IS 'One row per call: mode (sync, stream, many, queue, batch_api), task (chat, embed), provider, model, outcome, HTTP status, attempts, fallback, tokens, latency, time to first chunk, cost; each role sees its own rows';
@@ -40,6 +41,8 @@ COMMENT ON COLUMN llm.usage.cache_write_tokens IS 'Of the input tokens, those wr
 COMMENT ON COLUMN llm.usage.reasoning_tokens IS 'Of the output tokens, those the model spent reasoning';
 COMMENT ON COLUMN llm.usage.finish_reason IS 'How the reply ended, in the provider''s own word (stop, length, content_filter, tool_calls; end_turn, max_tokens, stop_sequence, tool_use, pause_turn, refusal)';
 COMMENT ON COLUMN llm.usage.service_tier IS 'The service tier that served the call, as the provider reported it (default, flex, priority; standard, batch)';
+COMMENT ON COLUMN llm.usage.cost_usd IS 'What the call cost at its route''s prices; NULL only on a route without prices';
+COMMENT ON COLUMN llm.usage.estimated IS 'The tokens and cost are pg_llm''s count, not the provider''s: the reply had no usage (or numbers pg_llm does not bill by), or the stream was cut short; the input as estimated when the call was reserved, the output counted from the text received';
 ALTER TABLE llm.usage ENABLE ROW LEVEL SECURITY;
 CREATE POLICY own_usage ON llm.usage FOR SELECT
     USING (role_oid = (SELECT r.oid FROM pg_catalog.pg_roles r WHERE r.rolname = current_user));
@@ -157,9 +160,9 @@ COMMENT ON FUNCTION llm.set_budget(regrole, numeric, bigint, bigint) IS 'Set a r
 CREATE VIEW llm.budgets AS
     SELECT b.role_oid::regrole AS role, b.usd_per_month, b.calls_per_month, b.max_queued,
            coalesce(round(sum(u.cost_usd), 6), 0) AS spent_usd,
-           count(u.ts) AS calls
+           count(u.ts) FILTER (WHERE u.outcome <> 'retry') AS calls
     FROM llm.budget b
-    LEFT JOIN llm.usage u ON u.role_oid = b.role_oid AND u.outcome <> 'retry'
+    LEFT JOIN llm.usage u ON u.role_oid = b.role_oid
          AND u.ts >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
     GROUP BY b.role_oid, b.usd_per_month, b.calls_per_month, b.max_queued;
 COMMENT ON VIEW llm.budgets IS 'Each budget and what its role spent this month (written usage rows)';

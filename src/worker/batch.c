@@ -56,6 +56,7 @@
 #include "provider.h"
 #include "queue.h"
 #include "ratelimit.h"
+#include "redact.h"
 #include "request.h"
 #include "runas.h"
 #include "slots.h"
@@ -217,13 +218,16 @@ transfer_problem(BatchRun *b)
 		const char *cause = HttpCauseText(t);
 
 		return psprintf("%s%s%s", cause ? cause : "", cause ? ": " : "",
-						ConfigRedactSecret(t->errbuf, b->route->provider));
+						RedactProviderCString(t->errbuf, b->route->provider));
 	}
 	if (t->outcome == HTTP_TOO_BIG)
 		return pstrdup("the answer exceeds llm.max_response_size");
 	ProviderParseError(t->data, t->len, &eb);
-	return psprintf("HTTP %ld%s%s", t->status, eb.message ? ": " : "",
-					eb.message ? ConfigRedactSecret(eb.message, b->route->provider) : "");
+	return psprintf("HTTP %ld%s%s%s%s%s", t->status, eb.message ? ": " : "",
+					eb.message ? RedactProviderCString(eb.message, b->route->provider) : "",
+					eb.code || eb.type ? " (" : "",
+					eb.code || eb.type ? RedactProviderCString(eb.code ? eb.code : eb.type, b->route->provider) : "",
+					eb.code || eb.type ? ")" : "");
 }
 
 /* Is a failed transfer worth trying again later (not the request's fault)? */
@@ -231,7 +235,7 @@ static bool
 transfer_retryable(HttpTransfer *t)
 {
 	return t->outcome == HTTP_TRANSPORT_ERROR || t->status == 408 || t->status == 409 ||
-		t->status == 429 || t->status >= 500;
+		t->status == 429 || (t->status >= 500 && t->status <= 599);
 }
 
 /* ---- the batch row ---- */
@@ -286,7 +290,7 @@ record_poll(BatchRun *b, const LlmBatchAnswer *a)
 
 	ItemXactBegin("pg_llm: recording a batch");
 	values[0] = Int64GetDatum(b->id);
-	values[1] = CStringGetTextDatum(a->status ? a->status : "");
+	values[1] = CStringGetTextDatum(a->status ? RedactProviderCString(a->status, b->route->provider) : "");
 	values[2] = Int32GetDatum(a->succeeded);
 	values[3] = Int32GetDatum(a->errored);
 	values[4] = Int32GetDatum(a->expired);
@@ -610,6 +614,7 @@ BatchBuildLine(const LlmRoute *route, const char *model, const char *id, const c
 			memset(&call, 0, sizeof(call));
 			call.mode = LLM_MODE_BATCH_API;
 			call.model = (char *) model;
+			call.req = req;
 			call.routes = list_make1((void *) route);
 			UsageReserve(&call, role, strlen(prompt) + (system ? strlen(system) : 0) +
 						 (options ? strlen(options) : 0), RequestMaxTokens(req));
@@ -863,6 +868,16 @@ BatchSplit(int64 batch_id, int64 *halves, char **tokens)
 
 /* ---- reading results ---- */
 
+/*
+ * A count among an item's options (max_tokens, n) as SQL, whatever the
+ * JSON holds there: NULL when it is not a number, else held to 0 .. 2^31-1
+ * (a cast that fails here would fail the whole chunk's results).
+ */
+#define COUNT_OF(j) \
+	"CASE WHEN pg_catalog.jsonb_typeof(" j ") = 'number' THEN " \
+	"LEAST(GREATEST((" j ")::text::pg_catalog.numeric, 0), 2147483647)" \
+	"::pg_catalog.int8 END"
+
 /* One result, read, waiting to be written. */
 typedef struct BatchResult
 {
@@ -951,8 +966,9 @@ ingest_flush(BatchIngest *ing)
 	if (RunSql("SELECT id, attempts, enqueued_by, target_table::pg_catalog.oid, target_column, target_key::text, "
 			   "pg_catalog.octet_length(prompt) + COALESCE(pg_catalog.octet_length(system), 0) "
 			   "  + COALESCE(pg_catalog.octet_length(options::text), 0) AS request_bytes, "
-			   "(options->>'max_tokens')::int8 AS max_tokens, "
+			   COUNT_OF("COALESCE(options->'max_tokens', options->'max_completion_tokens')") " AS max_tokens, "
 			   "(batch_id = $2 AND status = 'submitted') AS waiting, "
+			   COUNT_OF("options->'n'") " AS choices, "
 			   "prompt, system, options::text AS options, invalid_answers, spread "
 			   "FROM llm.queue WHERE id = ANY ($1)",
 			   2, types, values, NULL, true, 0) != SPI_OK_SELECT)
@@ -971,6 +987,7 @@ ingest_flush(BatchIngest *ing)
 		WorkItem   *it;
 		MemoryContext old;
 		char	   *max_tokens;
+		char	   *choices;
 		LlmCall    *call;
 		LlmFailure	f;
 		LlmOutcome	outcome = LLM_OUTCOME_OK;
@@ -993,9 +1010,11 @@ ingest_flush(BatchIngest *ing)
 		call->http_status = res->status;
 		call->reply = res->reply;
 		max_tokens = SPI_getvalue(tup, td, SPI_fnumber(td, "max_tokens"));
+		choices = SPI_getvalue(tup, td, SPI_fnumber(td, "choices"));
 		UsageResume(call, it->role,
 					(size_t) strtoll(SPI_getvalue(tup, td, SPI_fnumber(td, "request_bytes")), NULL, 10),
-					max_tokens ? strtoll(max_tokens, NULL, 10) : 0);
+					max_tokens ? strtoll(max_tokens, NULL, 10) : 0,
+					choices ? strtoll(choices, NULL, 10) : 1);
 
 		if (res->expired)
 		{
@@ -1095,6 +1114,9 @@ BatchIngestLine(BatchIngest *ing, const char *line, size_t len)
 	BatchResult *res;
 
 	ok = ProviderBatchResult(ing->route, line, len, &custom_id, &status, &expired, &reply, &problem);
+	/* a request's error is the provider's text: shown only redacted */
+	if (problem)
+		problem = RedactProviderCString(problem, ing->route->provider);
 	if (custom_id == NULL || custom_id[0] != 'q')
 	{
 		MemoryContextSwitchTo(old);
@@ -1763,7 +1785,7 @@ batch_advance(BatchRun *b)
 					b->results_url = pstrdup(a->results_url);
 				if (a->ended)
 				{
-					b->failure = a->failure ? pstrdup(a->failure) : NULL;
+					b->failure = a->failure ? RedactProviderCString(a->failure, b->route->provider) : NULL;
 					record(b, NULL);
 					b->download_step = 0;
 					next_download(b);
@@ -1901,6 +1923,7 @@ batch_tick(ItemSet *set, TimestampTz pass_start)
 		BatchRun   *b = dlist_container(BatchRun, node, iter.cur);
 		TimestampTz until = 0;
 		char	   *why = NULL;
+		int64		charged;
 
 		if (b->xfer || b->next_poll > now)
 			continue;
@@ -1911,7 +1934,7 @@ batch_tick(ItemSet *set, TimestampTz pass_start)
 				continue;
 			built_file = true;
 		}
-		if (RateLimitAsk(b->route, 0, false, 0, &until, &why) != LLM_TURN_GO)
+		if (RateLimitAsk(b->route, 0, false, 0, &until, &why, &charged) != LLM_TURN_GO)
 		{
 			/* the provider's pace, or its cooldown: its turn comes later */
 			b->next_poll = until > now ? until : TimestampTzPlusMilliseconds(now, 1000);
@@ -1927,7 +1950,7 @@ BatchTransferDone(ItemSet *set, HttpTransfer *t)
 {
 	BatchRun   *b = (BatchRun *) t->user;
 
-	RateLimitAfter(b->route, t, NULL, 0, 0);
+	RateLimitAfter(b->route, t, NULL);
 	PG_TRY();
 	{
 		batch_advance(b);

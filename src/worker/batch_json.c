@@ -30,7 +30,8 @@ get_int(json_object *obj, const char *key)
 {
 	int64		v = 0;
 
-	return JsonGetInt64(obj, key, &v) ? (int) v : 0;
+	/* a provider's count, held to what a count can be */
+	return JsonGetInt64(obj, key, &v) ? (int) Max(Min(v, PG_INT32_MAX), 0) : 0;
 }
 
 /*

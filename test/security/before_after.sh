@@ -86,7 +86,7 @@ for f in "${files[@]}"; do
   printf '\n%s\n\n| finding | %s | working tree |\n|---|---|---|\n' "$name" "$before"
   while IFS='|' read -r fname verdict detail; do
     fname=$(echo "$fname" | sed 's/^ *//; s/ *$//')
-    was=$(grep -F "$fname |" "$work/$name.before.txt" | head -1 | cut -d'|' -f2- | sed 's/^ *//; s/ | /: /')
+    was=$(grep -F "$fname |" "$work/$name.before.txt" | head -1 | cut -d'|' -f2- | sed 's/^ *//; s/ | /: /' || true)
     now="$(echo "$verdict" | sed 's/^ *//; s/ *$//'): $(echo "$detail" | sed 's/^ *//')"
     printf '| %s | %s | %s |\n' "$fname" "${was:-no answer}" "$now"
     case "$now" in

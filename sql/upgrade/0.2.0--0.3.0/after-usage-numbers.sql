@@ -1,0 +1,2 @@
+COMMENT ON COLUMN llm.usage.cost_usd IS 'What the call cost at its route''s prices; NULL only on a route without prices';
+COMMENT ON COLUMN llm.usage.estimated IS 'The tokens and cost are pg_llm''s count, not the provider''s: the reply had no usage (or numbers pg_llm does not bill by), or the stream was cut short; the input as estimated when the call was reserved, the output counted from the text received';
