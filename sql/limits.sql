@@ -145,12 +145,12 @@ DELETE FROM llm.queue WHERE prompt LIKE 'item %' OR prompt = 'absurd item';
 -- a budget: the reservation is the most a request may cost, n included
 CREATE ROLE limits_n;
 GRANT USAGE ON SCHEMA llm TO limits_n;
-GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb) TO limits_n;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_completion(jsonb, text) TO limits_n;
 SELECT llm.add_model('dearer', 'mock', 'm', input_usd_per_mtok => 1, output_usd_per_mtok => 10);
 SELECT llm.set_budget('limits_n', 0.01);
 SET ROLE limits_n;
 SELECT llm.chat('hi', 'dearer', options => '{"max_tokens": 500}');
-SELECT llm.chat('hi', 'dearer', options => '{"max_tokens": 500, "n": 128}');
+SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 500, "n": 128}', 'dearer');
 RESET ROLE;
 SELECT llm.set_budget('limits_n', NULL, NULL);
 

@@ -306,7 +306,7 @@ FROM llm.usage u WHERE u.role_oid = 'nouser'::regrole;
 -- BAD 8: n multiplies the output a request may cost
 SELECT llm.set_budget('many_n', 0.01) \g /dev/null
 SET ROLE many_n;
-SELECT try($$SELECT llm.chat('hi', 'dear', options => '{"max_tokens": 500, "n": 128}')$$) AS r \gset
+SELECT try($$SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 500, "n": 128}', 'dear')$$) AS r \gset
 RESET ROLE;
 SELECT 'max_tokens 500 with n 128 against a 0.01 USD budget',
        CASE WHEN :'r' LIKE '%budget%' THEN 'safe' ELSE 'UNSAFE' END,
