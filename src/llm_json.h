@@ -42,6 +42,7 @@ struct LlmRequest
 {
 	json_object *obj;			/* the OpenAI-shaped request */
 	bool		on_error_null;	/* option on_error "null" */
+	int			cache;			/* option cache: 1, 0, or -1 (not given) */
 	struct JsonSchema *schema;	/* its json_schema, compiled (schema.c), or NULL */
 	List	   *parts;			/* RequestPart *, index = placeholder number */
 	uint64		nonce;			/* in every placeholder: no text can forge one */

@@ -26,6 +26,7 @@
 #include "llm_json.h"
 #include "names.h"
 #include "schema.h"
+#include "tokens.h"
 
 /*
  * Every key a request may carry that pg_llm knows: the OpenAI chat
@@ -45,7 +46,7 @@ static const char *const known_keys[] = {
 	"modalities", "audio", "prediction", "web_search_options", "verbosity",
 	"prompt_cache_key", "safety_identifier",
 	/* pg_llm's own */
-	"on_error", "extra_body", "json_schema",
+	"on_error", "extra_body", "json_schema", "cache",
 	/* extras of compatible servers */
 	"top_k", "top_a", "min_p", "min_tokens", "best_of", "repetition_penalty",
 	"length_penalty", "stop_token_ids", "ignore_eos", "thinking", "reasoning",
@@ -304,6 +305,13 @@ take_own_options(LlmRequest *req)
 		req->on_error_null = (strcmp(mode, "null") == 0);
 		json_object_object_del(o, "on_error");
 	}
+	if (json_object_object_get_ex(o, "cache", &v))
+	{
+		if (!json_object_is_type(v, json_type_boolean))
+			bad_option("cache", "true (serve the reply from the response cache, and keep it there) or false (neither), overriding llm.cache");
+		req->cache = json_object_get_boolean(v) ? 1 : 0;
+		json_object_object_del(o, "cache");
+	}
 	if (json_object_object_get_ex(o, "extra_body", &v))
 	{
 		json_object *extra = json_object_get(v);
@@ -356,6 +364,7 @@ request_new(json_object *obj)
 
 	req->obj = obj;
 	req->nonce = pg_prng_uint64(&pg_global_prng_state);
+	req->cache = -1;
 	cb->func = request_free_cb;
 	cb->arg = req;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
@@ -702,6 +711,13 @@ RequestModel(LlmRequest *req)
 	return JsonGetString(req->obj, "model");
 }
 
+/* The option cache: 1 (true), 0 (false), or -1 when not given. */
+int
+RequestCacheOption(LlmRequest *req)
+{
+	return req->cache;
+}
+
 /* Does a failed call of this request return NULL (on_error "null")? */
 bool
 RequestOnErrorNull(LlmRequest *req)
@@ -734,3 +750,99 @@ RequestMaxTokens(LlmRequest *req)
 		return v;
 	return 0;
 }
+
+/* The estimated tokens of a JSON value as the provider would read it. */
+static int64
+json_tokens(json_object *v)
+{
+	const char *s;
+
+	if (v == NULL || json_object_is_type(v, json_type_null))
+		return 0;
+	s = json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+	return TokensEstimate(s, strlen(s));
+}
+
+/*
+ * The estimated tokens of a JSON string of a request: the text of the
+ * part it stands for when it is a long text's placeholder.
+ */
+static int64
+string_tokens(LlmRequest *req, json_object *v)
+{
+	const char *s = json_object_get_string(v);
+	size_t		len = json_object_get_string_len(v);
+
+	if (req->parts && len > 2 && s[0] == '\001' && s[len - 1] == '\001')
+	{
+		ListCell   *lc;
+		int			i = 0;
+
+		foreach(lc, req->parts)
+		{
+			char	   *ph = placeholder(req, i++);
+
+			if (strcmp(ph, s) == 0)
+			{
+				RequestPart *part = lfirst(lc);
+
+				return TokensEstimate(part->data, part->len);
+			}
+		}
+	}
+	return TokensEstimate(s, len);
+}
+
+/*
+ * The input tokens of a request, estimated without a tokenizer
+ * (tokens.c): each message's text and its framing, and what else the
+ * provider reads (tools, a response format, a JSON schema); each input of
+ * an embedding request.  The one estimate behind budgets, rate limits and
+ * llm.estimate().
+ */
+int64
+RequestEstimateTokens(LlmRequest *req)
+{
+	json_object *msgs = JsonGetArray(req->obj, "messages");
+	json_object *inputs = JsonGetArray(req->obj, "input");
+	int64		n = 0;
+	size_t		i;
+
+	if (inputs)
+	{
+		for (i = 0; i < json_object_array_length(inputs); i++)
+		{
+			json_object *in = json_object_array_get_idx(inputs, i);
+
+			if (json_object_is_type(in, json_type_string))
+				n += string_tokens(req, in);
+			else
+				n += json_tokens(in);
+		}
+		return n;
+	}
+	if (msgs)
+	{
+		for (i = 0; i < json_object_array_length(msgs); i++)
+		{
+			json_object *m = json_object_array_get_idx(msgs, i);
+			json_object *content = NULL;
+			char	   *text;
+
+			n += TOKENS_PER_MESSAGE;
+			if (!json_object_object_get_ex(m, "content", &content))
+				continue;
+			if (json_object_is_type(content, json_type_string))
+				n += string_tokens(req, content);
+			else if ((text = JsonContentText(content)) != NULL)
+				n += TokensEstimate(text, strlen(text));
+			n += json_tokens(JsonGetArray(m, "tool_calls"));
+		}
+		n += TOKENS_PER_REQUEST;
+	}
+	n += json_tokens(JsonGetArray(req->obj, "tools"));
+	n += json_tokens(JsonGetObject(req->obj, "response_format"));
+	n += json_tokens(JsonGetObject(req->obj, "json_schema"));
+	return n;
+}
+

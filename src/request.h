@@ -31,5 +31,7 @@ extern int	RequestInputCount(LlmRequest *req);
 extern int	RequestDimensions(LlmRequest *req);
 extern bool RequestOnErrorNull(LlmRequest *req);
 extern int64 RequestChoices(LlmRequest *req);
+extern int	RequestCacheOption(LlmRequest *req);
+extern int64 RequestEstimateTokens(LlmRequest *req);
 
 #endif							/* PG_LLM_REQUEST_H */

@@ -51,6 +51,7 @@
 #include "runas.h"
 #include "shmem.h"
 #include "slots.h"
+#include "tokens.h"
 #include "usage.h"
 
 bool		llm_track_usage = true;
@@ -921,6 +922,18 @@ usage_reset_cb(void *arg)
 }
 
 /*
+ * The input tokens a call is expected to use, before it is sent: its
+ * request's estimated without a tokenizer (RequestEstimateTokens), or a
+ * quarter of its bytes when the request is not at hand.  The one estimate
+ * behind budget and rate-limit reservations and llm.estimate().
+ */
+int64
+UsageInputTokens(const LlmCall *call, size_t request_bytes)
+{
+	return call->req ? RequestEstimateTokens(call->req) : (int64) (request_bytes / 4 + 1);
+}
+
+/*
  * Check and reserve the budget of the role a call runs for (its estimated
  * cost), without tying its record to memory: a request of a provider
  * batch, whose record is made when its result arrives.
@@ -935,7 +948,7 @@ UsageReserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 	call->roleid = roleid;
 	call->max_tokens = max_tokens;
 	call->choices = call->req ? RequestChoices(call->req) : 1;
-	call->estimated_input_tokens = request_bytes / 4 + 1;
+	call->estimated_input_tokens = UsageInputTokens(call, request_bytes);
 	call->estimated_output_tokens = UsageOutputTokens(call, NULL);
 	if (ConfigBudget(roleid, &usd_limit, &calls_limit, &max_queued) &&
 		(usd_limit >= 0 || calls_limit >= 0))
@@ -956,7 +969,7 @@ UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens, i
 	call->roleid = roleid;
 	call->max_tokens = max_tokens;
 	call->choices = Max(choices, 1);
-	call->estimated_input_tokens = request_bytes / 4 + 1;
+	call->estimated_input_tokens = UsageInputTokens(call, request_bytes);
 	call->estimated_output_tokens = UsageOutputTokens(call, route);
 	cost = route ? call_cost(call, route, call->estimated_input_tokens,
 							 call->estimated_output_tokens) : -1;
@@ -1267,4 +1280,69 @@ UsagePendingAll(void)
 	n = LlmShared->usage_slots - LlmShared->usage_nfree;
 	LWLockRelease(LlmShared->usage_lock);
 	return n;
+}
+
+/* What tokens cost on a route (-1: it has no prices for them). */
+double
+UsageRouteCost(const LlmRoute *route, int64 in, int64 cached_in, int64 out)
+{
+	double		c = route_cost(route, in - cached_in, out);
+
+	if (c >= 0 && cached_in > 0)
+		c += cached_in * (route->cached_input_usd_per_mtok >= 0 ?
+						  route->cached_input_usd_per_mtok : route->input_usd_per_mtok) / 1e6;
+	return c;
+}
+
+/*
+ * What a role may still spend this month: *usd_left (-1: no limit in
+ * USD) and *calls_left (-1: no limit on calls), after what it spent and
+ * what its calls under way reserved.  False when it has no budget.
+ */
+bool
+UsageBudgetLeft(Oid roleid, double *usd_left, int64 *calls_left)
+{
+	double		usd_limit;
+	int64		calls_limit;
+	int64		max_queued;
+	double		spent = 0;
+	int64		calls = 0;
+	double		reserved_usd = 0;
+	int64		reserved_calls = 0;
+	bool		loaded = false;
+
+	if (!ConfigBudget(roleid, &usd_limit, &calls_limit, &max_queued) ||
+		(usd_limit < 0 && calls_limit < 0))
+		return false;
+	if (LlmShared != NULL)
+	{
+		int			month = month_of(GetCurrentTimestamp());
+		LlmBudgetEntry *b;
+
+		LWLockAcquire(LlmShared->lock, LW_SHARED);
+		b = budget_entry(roleid, month, false);
+		if (b && b->loaded && b->month == month)
+		{
+			loaded = true;
+			spent = b->spent_usd;
+			calls = b->calls;
+			reserved_usd = b->reserved_usd;
+			reserved_calls = b->reserved_calls;
+		}
+		LWLockRelease(LlmShared->lock);
+		if (!loaded)
+			budget_load(roleid, &spent, &calls);
+	}
+	else
+	{
+		SpentQuery	q;
+
+		q.roleid = roleid;
+		RunAsOwner(spent_query, &q);
+		spent = q.spent;
+		calls = q.calls;
+	}
+	*usd_left = usd_limit >= 0 ? Max(usd_limit - spent - reserved_usd, 0) : -1;
+	*calls_left = calls_limit >= 0 ? Max(calls_limit - calls - reserved_calls, 0) : -1;
+	return true;
 }

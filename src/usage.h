@@ -16,6 +16,9 @@ extern void UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 ma
 extern void UsageReserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens);
 extern void UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens,
 						int64 choices);
+extern int64 UsageInputTokens(const LlmCall *call, size_t request_bytes);
+extern double UsageRouteCost(const LlmRoute *route, int64 in, int64 cached_in, int64 out);
+extern bool UsageBudgetLeft(Oid roleid, double *usd_left, int64 *calls_left);
 extern void UsageRecord(LlmCall *call, LlmOutcome outcome);
 extern int64 UsageOutputTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageEstimatedTokens(const LlmCall *call, const LlmRoute *route);

@@ -148,7 +148,7 @@ BEGIN
                 RAISE EXCEPTION 'provider option "anthropic_version" must be a version string such as "2023-06-01"'
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
-        ELSIF k IN ('stream_usage', 'pass_through') THEN
+        ELSIF k IN ('stream_usage', 'pass_through', 'count_tokens') THEN
             IF jsonb_typeof(v) <> 'boolean' THEN
                 RAISE EXCEPTION 'provider option "%" must be true or false', k
                     USING ERRCODE = 'invalid_parameter_value';
@@ -205,7 +205,7 @@ BEGIN
         ELSE
             RAISE EXCEPTION 'unknown provider option "%"', k
                 USING ERRCODE = 'invalid_parameter_value',
-                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers, rpm_limit, tpm_limit, quota_cooldown, batch_api, batch_timeout_ms, batch_url, pass_through, structured_output, proxy, no_proxy, ca_file, client_cert, client_key, http_version.';
+                      HINT = 'Known options: connect_timeout_ms, timeout_ms, low_speed_time, low_speed_limit, stream_idle_timeout, max_retries, default_max_tokens, max_tokens_param, anthropic_version, stream_usage, headers, rpm_limit, tpm_limit, quota_cooldown, batch_api, batch_timeout_ms, batch_url, pass_through, count_tokens, structured_output, proxy, no_proxy, ca_file, client_cert, client_key, http_version.';
         END IF;
     END LOOP;
     IF options ? 'client_key' AND NOT options ? 'client_cert' THEN

@@ -108,6 +108,7 @@ const state = {
 	rpmHead: 0,             /* ... from this index on */
 	embedRequests: 0,       /* embedding requests since start/reset */
 	embedInputs: 0,         /* inputs of the embedding requests answered 200 */
+	countRequests: 0,       /* count_tokens requests since start/reset */
 };
 /* The last ARRIVALS_KEEP arrivals, a ring indexed by count % ARRIVALS_KEEP:
  * preallocated, so that recording one allocates nothing. */
@@ -125,6 +126,17 @@ const sockets = new Set();  /* every open socket, destroyed at shutdown */
  * object is a group of knobs. */
 const KNOBS = {
 	rpm: knobInt,
+	/* how input tokens are counted: "words" (the default: one token a
+	 * word), or "o200k": OpenAI's o200k_base vocabulary (gpt-tokenizer,
+	 * installed by npm in test/mock), each message's text plus 3 tokens of
+	 * framing a message and 3 a request, as OpenAI bills chat requests */
+	token_count: (v, k) => {
+		if (v !== 'words' && v !== 'o200k')
+			throw k + ' must be "words" or "o200k"';
+		if (v === 'o200k')
+			loadTokenizer();
+		return v;
+	},
 	batch: {
 		complete_after_ms: knobInt,
 		expire_fraction: (v, k) => {
@@ -156,7 +168,7 @@ function knobInt(v, k) {
 
 /* The built-in defaults of every knob. */
 function defaultSettings() {
-	return { rpm: 0, batch: { complete_after_ms: 0, expire_fraction: 0, inline_max: 0,
+	return { rpm: 0, token_count: 'words', batch: { complete_after_ms: 0, expire_fraction: 0, inline_max: 0,
 		inline_latency_ms: 0, results_host: null, shuffle: true } };
 }
 
@@ -403,8 +415,53 @@ function systemText(proto, body) {
 	return s;
 }
 
-/* Input tokens: words of every message content plus the system prompt. */
+/* The o200k_base tokenizer, loaded on first use. */
+var o200k = null;  /* var: --config may load it before this line runs */
+function loadTokenizer() {
+	if (!o200k) {
+		try {
+			o200k = require('gpt-tokenizer/encoding/o200k_base');
+		} catch (e) {
+			throw 'token_count "o200k" needs gpt-tokenizer: run npm install in test/mock';
+		}
+	}
+	return o200k;
+}
+
+/* The text of a message content (a string or text parts). */
+function contentAll(c) {
+	if (typeof c === 'string')
+		return c;
+	if (!Array.isArray(c))
+		return '';
+	let s = '';
+	for (const p of c)
+		if (p && typeof p === 'object')
+			s += typeof p.text === 'string' ? p.text : p.content !== undefined ? contentAll(p.content) : '';
+	return s;
+}
+
+/* Input tokens as OpenAI's o200k_base counts them: each message's text
+ * and 3 tokens of framing, 3 for the request, and tools as JSON. */
+function realTokens(proto, body) {
+	const t = loadTokenizer();
+	let n = 3;
+	if (Array.isArray(body.messages))
+		for (const m of body.messages)
+			if (m)
+				n += 3 + t.countTokens(contentAll(m.content));
+	if (proto === ANTHROPIC && body.system !== undefined)
+		n += 3 + t.countTokens(contentAll(body.system));
+	if (Array.isArray(body.tools))
+		n += t.countTokens(JSON.stringify(body.tools));
+	return n;
+}
+
+/* Input tokens: words of every message content plus the system prompt,
+ * or the o200k_base count (the knob token_count). */
 function inputTokens(proto, body) {
+	if (settings.token_count === 'o200k')
+		return realTokens(proto, body);
 	let n = 0;
 	if (Array.isArray(body.messages))
 		for (const m of body.messages)
@@ -2157,6 +2214,12 @@ function onRequest(req, res) {
 			res.statusCode + ' ' + (Date.now() - t0) + 'ms\n'));
 	}
 
+	if (path.endsWith('/messages/count_tokens') && req.method === 'POST') {
+		const chunks = [];
+		req.on('data', (c) => chunks.push(c));
+		req.on('end', () => countTokens(req, res, Buffer.concat(chunks)));
+		return;
+	}
 	if (proto !== null && req.method === 'POST') {
 		const t = nowUs();
 		const chunks = [];
@@ -2169,6 +2232,45 @@ function onRequest(req, res) {
 		onControl(req, res, path);
 	else if (!batchApi.route(req, res, path, q < 0 ? '' : url.slice(q + 1)))
 		notFound(req, res, path);
+}
+
+/* The members Anthropic's count_tokens accepts: the input of a Messages
+ * request, without max_tokens and the sampling options. */
+const COUNT_KEYS = new Set(['model', 'messages', 'system', 'tools', 'tool_choice',
+	'thinking', 'mcp_servers']);
+
+/* POST /v1/messages/count_tokens: {"input_tokens": N}, counted as the
+ * usage of a Messages reply to the same request counts them. */
+function countTokens(req, res, raw) {
+	state.countRequests++;
+	const ctx = { proto: ANTHROPIC, req, res, id: ++idCounter, rl: null };
+	let body = null;
+	try {
+		body = JSON.parse(raw.toString('utf8'));
+	} catch (e) {
+		/* below */
+	}
+	logRequest(req.url, req.headers, body);
+	const authErr = checkAuth(ANTHROPIC, req.headers);
+	if (authErr) {
+		sendRaw(res, authErr.status, jsonHeaders(ctx), authErr.body);
+		return;
+	}
+	if (body === null || typeof body !== 'object' || Array.isArray(body)) {
+		sendProtoError(ctx, 400, 'There was an issue with the JSON body of your request.', 'invalid_request_error');
+		return;
+	}
+	for (const k of Object.keys(body))
+		if (!COUNT_KEYS.has(k)) {
+			sendProtoError(ctx, 400, k + ': Extra inputs are not permitted', 'invalid_request_error');
+			return;
+		}
+	if (typeof body.model !== 'string' || !Array.isArray(body.messages) || body.messages.length === 0) {
+		sendProtoError(ctx, 400, 'messages: Field required', 'invalid_request_error');
+		return;
+	}
+	sendRaw(res, 200, { 'Content-Type': 'application/json' },
+		JSON.stringify({ input_tokens: inputTokens(ANTHROPIC, body) }));
 }
 
 /* Answer 404 with an OpenAI-shaped error. */
@@ -2246,6 +2348,7 @@ function resetAll() {
 	state.rpmTimes = [];
 	state.rpmHead = 0;
 	state.embedRequests = 0;
+	state.countRequests = 0;
 	state.embedInputs = 0;
 	settings = JSON.parse(JSON.stringify(baseSettings));
 	batchApi.reset();
@@ -2258,7 +2361,8 @@ function statsObject() {
 		connections: state.connections, open_connections: sockets.size,
 		batches: b.batches, batch_requests: b.batch_requests, files: b.files, cancels: b.cancels,
 		results_hosts: b.results_hosts,
-		embeddings: { requests: state.embedRequests, inputs: state.embedInputs } };
+		embeddings: { requests: state.embedRequests, inputs: state.embedInputs },
+		count_tokens: state.countRequests };
 }
 
 /* Write a file atomically: a temporary file renamed into place. */
