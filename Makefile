@@ -13,7 +13,7 @@ PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 # sql/ holds the pg_regress scripts only.
 SQL_PARTS = sql/install/config.sql sql/install/calls.sql sql/install/queue.sql \
 	sql/install/batch.sql sql/install/usage.sql sql/install/jobs.sql sql/install/embed.sql \
-	sql/install/estimate.sql sql/install/grants.sql
+	sql/install/estimate.sql sql/install/cache.sql sql/install/grants.sql
 DATA_built = sql/versions/$(EXTENSION)--$(EXTVERSION).sql sql/versions/$(EXTENSION)--0.2.0--$(EXTVERSION).sql
 # released versions and the upgrade scripts between them, frozen as shipped
 DATA = sql/versions/$(EXTENSION)--0.1.0.sql sql/versions/$(EXTENSION)--0.2.0.sql \
@@ -22,7 +22,7 @@ DATA = sql/versions/$(EXTENSION)--0.1.0.sql sql/versions/$(EXTENSION)--0.2.0.sql
 # pg_regress scripts, one topic per file (the top of sql/); they need the
 # local mock provider: test/regress.sh starts it, and so does
 # "make installcheck" (test/installcheck.sh) when MOCK_PORT is not set
-REGRESS = setup offline chat anthropic shape faults stream many traffic transport queue batch shape_queue usage protocol embed jobs estimate money limits security hostile teardown
+REGRESS = setup offline chat anthropic shape faults stream many traffic transport queue batch shape_queue usage protocol embed jobs estimate cache money limits security hostile teardown
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Isrc -DPG_LLM_VERSION=\"$(EXTVERSION)\" \

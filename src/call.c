@@ -29,6 +29,7 @@
 #include "storage/latch.h"
 #include "utils/timestamp.h"
 
+#include "cache.h"
 #include "call.h"
 #include "chat.h"
 #include "http.h"
@@ -1206,13 +1207,42 @@ LlmCallRun(LlmCall *call, bool text)
 {
 	LlmFailure	f;
 	LlmOutcome	outcome;
+	CacheKind	kind = text ? CACHE_TEXT : CACHE_RESPONSE;
 
-	run_chain(call, false);
+	/* served by the response cache, or by an identical call in flight */
+	for (;;)
+	{
+		CacheResult c = CacheCheck(call, kind, false);
+
+		if (c == CACHE_HIT)
+		{
+			UsageRecord(call, LLM_OUTCOME_CACHE);
+			return;
+		}
+		if (c != CACHE_WAIT)
+			break;
+		CacheWaitLatch(100);
+	}
+	PG_TRY();
+	{
+		run_chain(call, false);
+	}
+	PG_CATCH();
+	{
+		CacheAbandon(call);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
 	outcome = LlmJudgeText(call, call->reply.content != NULL && call->reply.content[0] != '\0', &f);
 	if (!text && outcome != LLM_OUTCOME_REFUSED)
 		outcome = LLM_OUTCOME_OK;
 	if (outcome != LLM_OUTCOME_OK)
 		call->error = f.message;
+	/* only a good reply is kept: never an error, a refusal or a cut one */
+	if (outcome == LLM_OUTCOME_OK)
+		CacheKeep(call, text ? call->reply.content : call->reply.response_json);
+	else
+		CacheAbandon(call);
 	UsageRecord(call, outcome);
 	if (text && outcome != LLM_OUTCOME_OK)
 		LlmRaiseFailure(&f, 1, 1);

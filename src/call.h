@@ -104,6 +104,9 @@ typedef struct LlmCall
 	const LlmRoute *rl_route;	/* NULL: none held */
 	int64		rl_charged;		/* tokens it was charged */
 	bool		rl_unsent;		/* taken, not yet used to send */
+
+	/* the response cache (cache.c), or NULL */
+	struct CacheCall *cache;
 } LlmCall;
 
 typedef enum LlmOutcome
@@ -113,7 +116,8 @@ typedef enum LlmOutcome
 	LLM_OUTCOME_CANCELLED,
 	LLM_OUTCOME_RETRY,
 	LLM_OUTCOME_INVALID,		/* paid, but the answer broke its schema */
-	LLM_OUTCOME_REFUSED			/* the provider refused or filtered the reply */
+	LLM_OUTCOME_REFUSED,		/* the provider refused or filtered the reply */
+	LLM_OUTCOME_CACHE			/* served from the response cache, unpaid */
 } LlmOutcome;
 
 /* What LlmCallStep says of an attempt of a call run alongside others. */

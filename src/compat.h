@@ -131,4 +131,11 @@ InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
 #define LlmNamespaceAclCheck(nsp, role, mode) pg_namespace_aclcheck((nsp), (role), (mode))
 #endif
 
+/* pg_cryptohash_final() takes the digest's length from 15 on. */
+#if PG_VERSION_NUM >= 150000
+#define LlmCryptohashFinal(ctx, dest, len) pg_cryptohash_final((ctx), (dest), (len))
+#else
+#define LlmCryptohashFinal(ctx, dest, len) pg_cryptohash_final((ctx), (dest))
+#endif
+
 #endif							/* PG_LLM_COMPAT_H */

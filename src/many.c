@@ -39,6 +39,7 @@
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 
+#include "cache.h"
 #include "call.h"
 #include "chat.h"
 #include "config.h"
@@ -73,6 +74,7 @@ typedef struct ManyItem
 	char	   *content;		/* UTF-8 */
 	char	   *error;			/* server encoding */
 	int			asked;			/* answers judged against json_schema */
+	bool		cache_wait;		/* an identical call is in flight */
 	int			next_finished;	/* the queue of finished items */
 } ManyItem;
 
@@ -149,10 +151,45 @@ many_fail(ManyRun *run, ManyItem *it, const char *error, LlmOutcome outcome)
 	if (it->call)
 	{
 		it->call->error = it->error;
+		CacheAbandon(it->call);
 		UsageRecord(it->call, outcome);
 	}
 	MemoryContextSwitchTo(old);
 	many_finish(run, it);
+}
+
+/*
+ * Serve a READY item from the response cache, or from an identical call
+ * in flight (in this statement or another session): its row is then
+ * finished.  While that call is with its provider the item waits
+ * (cache_wait), looked at again every CACHE_POLL_MS (the other call's
+ * end sets our latch, which ends the wait on the providers early).
+ */
+#define CACHE_POLL_MS 5
+
+static void
+many_cached(ManyRun *run, ManyItem *it)
+{
+	MemoryContext old = MemoryContextSwitchTo(it->ctx);
+
+	switch (CacheCheck(it->call, CACHE_TEXT, false))
+	{
+		case CACHE_HIT:
+			it->cache_wait = false;
+			it->content = it->call->reply.content;
+			UsageRecord(it->call, LLM_OUTCOME_CACHE);
+			many_finish(run, it);
+			break;
+		case CACHE_WAIT:
+			it->cache_wait = true;
+			it->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CACHE_POLL_MS);
+			run->any_waiting = true;
+			break;
+		default:
+			it->cache_wait = false;
+			break;
+	}
+	MemoryContextSwitchTo(old);
 }
 
 /*
@@ -188,16 +225,20 @@ many_setup(ManyRun *run, ManyItem *it)
 			   RequestMaxTokens(req));
 	MemoryContextSwitchTo(old);
 	it->state = MANY_READY;
+	many_cached(run, it);
 }
 
 /* Send an item when it is its route's turn; else it waits, READY. */
 static void
 many_send(ManyRun *run, ManyItem *it)
 {
-	MemoryContext old = MemoryContextSwitchTo(it->ctx);
+	MemoryContext old;
 	LlmFailure	f;
 	TimestampTz not_before;
 
+	if (it->cache_wait && (many_cached(run, it), it->state != MANY_READY || it->cache_wait))
+		return;
+	old = MemoryContextSwitchTo(it->ctx);
 	if (LlmCallTurn(it->call, &not_before, &f))
 	{
 		it->xfer = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
@@ -278,6 +319,7 @@ many_judge(ManyRun *run, ManyItem *it)
 				else
 				{
 					it->content = it->call->reply.content;
+					CacheKeep(it->call, it->content);
 					UsageRecord(it->call, LLM_OUTCOME_OK);
 					many_finish(run, it);
 				}
@@ -343,7 +385,8 @@ many_fill(ManyRun *run)
 		many_setup(run, it);
 		if (it->state == MANY_READY)
 		{
-			many_send(run, it);
+			if (!it->cache_wait)
+				many_send(run, it);
 			if (it->state == MANY_READY)
 			{
 				run->any_waiting = true;

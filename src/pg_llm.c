@@ -19,6 +19,7 @@
 #include "miscadmin.h"
 #include "utils/guc.h"
 
+#include "cache.h"
 #include "config.h"
 #include "embed.h"
 #include "http.h"
@@ -169,6 +170,7 @@ void
 _PG_init(void)
 {
 	define_settings();
+	CacheDefineSettings();
 	WorkerDefineSettings();
 	ConfigRegisterInvalidation();
 
@@ -186,6 +188,7 @@ _PG_init(void)
 		if (!IsBinaryUpgrade)
 		{
 			LlmShmemRegister();
+			CacheShmemRegister();
 			WorkerRegister();
 		}
 	}

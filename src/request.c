@@ -21,6 +21,7 @@
 #include <math.h>
 
 #include "common/pg_prng.h"
+#include "lib/stringinfo.h"
 #include "utils/memutils.h"
 
 #include "llm_json.h"
@@ -846,3 +847,147 @@ RequestEstimateTokens(LlmRequest *req)
 	return n;
 }
 
+/*
+ * Options that do not change the reply: left out of a request's cache key
+ * (who asks, what the provider stores or bills, how it caches prompts).
+ */
+static const char *const cache_neutral_keys[] = {
+	"user", "metadata", "store", "safety_identifier", "prompt_cache_key",
+	"service_tier", "stream_options"
+};
+
+/* Write a JSON value with every object's keys sorted, for cache keys. */
+static void
+canonical_json(json_object *v, StringInfo buf, bool top)
+{
+	if (v != NULL && json_object_is_type(v, json_type_object))
+	{
+		int			n = json_object_object_length(v);
+		const char **keys = palloc(sizeof(char *) * Max(n, 1));
+		int			k = 0;
+		int			i;
+
+		{
+			json_object_object_foreach(v, key, val)
+			{
+				int			j;
+				bool		skip = false;
+
+				(void) val;
+				if (top)
+					for (j = 0; j < lengthof(cache_neutral_keys); j++)
+						if (strcmp(key, cache_neutral_keys[j]) == 0)
+							skip = true;
+				if (!skip)
+					keys[k++] = key;
+			}
+		}
+		/* insertion sort: requests have few keys */
+		for (i = 1; i < k; i++)
+		{
+			const char *t = keys[i];
+			int			j = i - 1;
+
+			while (j >= 0 && strcmp(keys[j], t) > 0)
+			{
+				keys[j + 1] = keys[j];
+				j--;
+			}
+			keys[j + 1] = t;
+		}
+		appendStringInfoChar(buf, '{');
+		for (i = 0; i < k; i++)
+		{
+			json_object *val = NULL;
+			json_object *name = json_object_new_string(keys[i]);
+
+			if (i > 0)
+				appendStringInfoChar(buf, ',');
+			appendStringInfoString(buf, json_object_to_json_string_ext(name, JSON_C_TO_STRING_PLAIN));
+			json_object_put(name);
+			appendStringInfoChar(buf, ':');
+			json_object_object_get_ex(v, keys[i], &val);
+			canonical_json(val, buf, false);
+		}
+		appendStringInfoChar(buf, '}');
+		pfree(keys);
+	}
+	else if (v != NULL && json_object_is_type(v, json_type_array))
+	{
+		size_t		i;
+
+		appendStringInfoChar(buf, '[');
+		for (i = 0; i < json_object_array_length(v); i++)
+		{
+			if (i > 0)
+				appendStringInfoChar(buf, ',');
+			canonical_json(json_object_array_get_idx(v, i), buf, false);
+		}
+		appendStringInfoChar(buf, ']');
+	}
+	else if (v != NULL && json_object_is_type(v, json_type_double))
+	{
+		/* 0, 0.0 and 0e0 are one number */
+		double		d = json_object_get_double(v);
+
+		if (isfinite(d) && d == floor(d) && fabs(d) < 1e15)
+			appendStringInfo(buf, INT64_FORMAT, (int64) d);
+		else
+			appendStringInfo(buf, "%.17g", d);
+	}
+	else
+		appendStringInfoString(buf, v == NULL ? "null" :
+							   json_object_to_json_string_ext(v, JSON_C_TO_STRING_PLAIN));
+}
+
+/*
+ * The request as the response cache keys it: its JSON with sorted keys,
+ * without "model" (the route says where it goes) and the options that do
+ * not change the reply.
+ */
+char *
+RequestCacheText(LlmRequest *req)
+{
+	StringInfoData buf;
+	json_object *model = NULL;
+
+	initStringInfo(&buf);
+	if (json_object_object_get_ex(req->obj, "model", &model))
+	{
+		json_object_get(model);
+		json_object_object_del(req->obj, "model");
+	}
+	PG_TRY();
+	{
+		canonical_json(req->obj, &buf, true);
+	}
+	PG_FINALLY();
+	{
+		if (model)
+			json_object_object_add(req->obj, "model", model);
+	}
+	PG_END_TRY();
+	if (req->parts)
+	{
+		/* the long texts themselves, not their placeholders */
+		size_t		n = splice_parts(req, buf.data, buf.len, NULL);
+		char	   *out = palloc(n + 1);
+
+		(void) splice_parts(req, buf.data, buf.len, out);
+		out[n] = '\0';
+		pfree(buf.data);
+		return out;
+	}
+	return buf.data;
+}
+
+/* Does the request ask for a deterministic reply (temperature 0)? */
+bool
+RequestDeterministic(LlmRequest *req)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(req->obj, "temperature", &v) &&
+		(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)) &&
+		json_object_get_double(v) == 0;
+}

@@ -32,6 +32,8 @@ extern int	RequestDimensions(LlmRequest *req);
 extern bool RequestOnErrorNull(LlmRequest *req);
 extern int64 RequestChoices(LlmRequest *req);
 extern int	RequestCacheOption(LlmRequest *req);
+extern char *RequestCacheText(LlmRequest *req);
+extern bool RequestDeterministic(LlmRequest *req);
 extern int64 RequestEstimateTokens(LlmRequest *req);
 
 #endif							/* PG_LLM_REQUEST_H */

@@ -57,7 +57,7 @@
 bool		llm_track_usage = true;
 
 static const char *const mode_names[] = {"sync", "stream", "many", "queue", "batch_api"};
-static const char *const outcome_names[] = {"ok", "error", "cancelled", "retry", "invalid", "refused"};
+static const char *const outcome_names[] = {"ok", "error", "cancelled", "retry", "invalid", "refused", "cache"};
 static const char *const task_names[] = {"chat", "embed"};
 
 /* The UTC calendar month of a timestamp, as year * 12 + month - 1. */
@@ -855,9 +855,12 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	/* the provider's own numbers priced as it bills them; pg_llm's count plainly */
 	cost = has_tokens && !estimated ? reply_cost(call, route, &call->reply) :
 		call_cost(call, route, in, out);
+	/* a reply from the response cache costs nothing */
+	if (outcome == LLM_OUTCOME_CACHE)
+		cost = 0;
 	if (cost >= 0 && !isfinite(cost))
 		cost = -1;				/* prices that make no number */
-	LlmCallSettleTurn(call, has_tokens ? in + out : 0);
+	LlmCallSettleTurn(call, has_tokens && outcome != LLM_OUTCOME_CACHE ? in + out : 0);
 	budget_release(call, cost);
 	if (!llm_track_usage || LlmShared == NULL)
 		return;

@@ -50,11 +50,13 @@ CREATE TABLE llm.model (
     batch_price_factor  numeric NOT NULL DEFAULT 0.5 CHECK (batch_price_factor >= 0),
     cached_input_usd_per_mtok numeric CHECK (cached_input_usd_per_mtok >= 0),
     priority_price_factor numeric NOT NULL DEFAULT 2 CHECK (priority_price_factor >= 0),
+    cache_ttl           interval CHECK (cache_ttl >= interval '0'),
     PRIMARY KEY (name, provider)
 );
 COMMENT ON TABLE llm.model IS 'Model names SQL callers use, where each goes, and its price; several rows with one name form its fallback chain';
 COMMENT ON COLUMN llm.model.batch_price_factor IS 'The share of the prices a request through the provider''s batch API costs (0.5: half price); also the price of the flex service tier, which is billed at batch rates';
 COMMENT ON COLUMN llm.model.cached_input_usd_per_mtok IS 'The price per million input tokens read from the provider''s prompt cache; NULL: the input price';
+COMMENT ON COLUMN llm.model.cache_ttl IS 'How long the response cache serves a reply of this route (0: until it is pruned for room); NULL: llm.cache_ttl';
 COMMENT ON COLUMN llm.model.priority_price_factor IS 'The multiple of the prices a call served at the priority service tier costs (2: twice)';
 
 CREATE TABLE llm._setting (

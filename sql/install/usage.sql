@@ -33,7 +33,7 @@ COMMENT ON TABLE llm.usage IS 'One row per call: mode (sync, stream, many, queue
 COMMENT ON COLUMN llm.usage.task IS 'What the request asked for: chat (a reply) or embed (embeddings)';
 COMMENT ON COLUMN llm.usage.inputs IS 'The number of inputs of an embedding request (NULL for chat)';
 COMMENT ON COLUMN llm.usage.error IS 'Why a call that did not succeed failed (the error''s message, cut at 127 bytes); NULL for a call that succeeded';
-COMMENT ON COLUMN llm.usage.outcome IS 'ok, error, cancelled, retry (the item goes back to the queue), invalid (paid, but the answer broke its schema), or refused (the provider refused the request or filtered its reply)';
+COMMENT ON COLUMN llm.usage.outcome IS 'ok, error, cancelled, retry (the item goes back to the queue), invalid (paid, but the answer broke its schema), refused (the provider refused the request or filtered its reply), or cache (served by the response cache, or by an identical call in flight: no request, no cost)';
 COMMENT ON COLUMN llm.usage.input_tokens IS 'Every input token the provider counted, those read from and written to its prompt cache included';
 COMMENT ON COLUMN llm.usage.output_tokens IS 'Every output token, reasoning tokens included';
 COMMENT ON COLUMN llm.usage.cached_input_tokens IS 'Of the input tokens, those read from the provider''s prompt cache (priced at the route''s cached_input_usd_per_mtok)';
@@ -77,7 +77,8 @@ CREATE FUNCTION llm.cost_report(since timestamptz DEFAULT date_trunc('month', no
 RETURNS TABLE (model text, served_by text, calls bigint, input_tokens bigint,
                output_tokens bigint, cost_usd numeric, priced_on text,
                priced_upstream text, cost_there_usd numeric, savings_pct numeric,
-               batch_calls bigint, batch_cost_usd numeric, cost_there_batch_usd numeric)
+               batch_calls bigint, batch_cost_usd numeric, cost_there_batch_usd numeric,
+               cache_calls bigint, cache_saved_usd numeric)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     WITH used AS (
         SELECT u.model, string_agg(DISTINCT u.provider, ', ') AS served_by,
@@ -90,8 +91,23 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                count(*) FILTER (WHERE u.mode = 'batch_api') AS batch_calls,
                sum(u.cost_usd) FILTER (WHERE u.mode = 'batch_api') AS batch_cost_usd
         FROM llm.usage u
-        WHERE u.ts >= since AND u.ts < until AND u.outcome <> 'retry'
+        WHERE u.ts >= since AND u.ts < until AND u.outcome NOT IN ('retry', 'cache')
         GROUP BY u.model),
+    -- replies served by the response cache: unpaid, worth what their
+    -- tokens cost on the route that first answered them
+    hits AS (
+        SELECT u.model, count(*) AS calls,
+               sum(coalesce(u.input_tokens, 0) * m.input_usd_per_mtok / 1e6
+                   + coalesce(u.output_tokens, 0) * coalesce(m.output_usd_per_mtok, 0) / 1e6) AS saved
+        FROM llm.usage u
+        LEFT JOIN llm.model m ON m.name = u.model AND m.provider = u.provider
+        WHERE u.ts >= since AND u.ts < until AND u.outcome = 'cache'
+        GROUP BY u.model),
+    models AS (
+        SELECT used.* FROM used
+        UNION ALL
+        SELECT h.model, NULL, 0, 0, 0, 0, 0, 0, 0, NULL FROM hits h
+        WHERE NOT EXISTS (SELECT 1 FROM used WHERE used.model = h.model)),
     priced AS (
         SELECT used.*, m.provider, m.upstream_model, m.batch_price_factor,
                greatest(used.input_tokens - used.cached_input_tokens - used.cache_write_tokens, 0)
@@ -99,7 +115,7 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
                    + used.cached_input_tokens * coalesce(m.cached_input_usd_per_mtok, m.input_usd_per_mtok) / 1e6
                    + used.cache_write_tokens * m.input_usd_per_mtok * 1.25 / 1e6
                    + used.output_tokens * coalesce(m.output_usd_per_mtok, 0) / 1e6 AS there
-        FROM used
+        FROM models used
         LEFT JOIN llm.model m ON m.name = used.model
              AND m.input_usd_per_mtok IS NOT NULL
              -- an embedding model (no output tokens) needs an input price only
@@ -107,11 +123,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
     SELECT p.model, p.served_by, p.calls, p.input_tokens, p.output_tokens,
            round(p.cost_usd, 6), p.provider, p.upstream_model, round(p.there, 6),
            CASE WHEN p.cost_usd > 0 THEN round(100 * (p.cost_usd - p.there) / p.cost_usd, 1) END,
-           p.batch_calls, round(p.batch_cost_usd, 6), round(p.there * p.batch_price_factor, 6)
-    FROM priced p
+           p.batch_calls, round(p.batch_cost_usd, 6), round(p.there * p.batch_price_factor, 6),
+           coalesce(h.calls, 0), round(h.saved, 6)
+    FROM priced p LEFT JOIN hits h ON h.model = p.model
     ORDER BY p.model, 9 NULLS LAST;
 $$;
-COMMENT ON FUNCTION llm.cost_report(timestamptz, timestamptz) IS 'The tokens each model used in a period, priced on every provider that serves the model (its llm.model rows with prices), with the savings in percent against what was paid; batch_calls and batch_cost_usd are the part sent through batch APIs, cost_there_batch_usd what all the tokens would cost there through its batch API';
+COMMENT ON FUNCTION llm.cost_report(timestamptz, timestamptz) IS 'The tokens each model used in a period, priced on every provider that serves the model (its llm.model rows with prices), with the savings in percent against what was paid; batch_calls and batch_cost_usd are the part sent through batch APIs, cost_there_batch_usd what all the tokens would cost there through its batch API; cache_calls the calls the response cache served, and cache_saved_usd what they would have cost on the route that first answered them';
 
 CREATE FUNCTION llm.usage_buffer_status(OUT pending integer, OUT dropped bigint, OUT waited bigint)
 AS 'MODULE_PATHNAME', 'pg_llm_usage_buffer_status'

@@ -1,0 +1,166 @@
+-- The response cache: what is kept and served (llm.cache, the option
+-- cache), what never is (errors, refusals, cut replies, another role's,
+-- another upstream model's, expired ones), the table's bound, TRUNCATE,
+-- chat_many's identical prompts coalesced, and what cost_report says the
+-- cache saved.  Each case counts what the mock received.
+\set VERBOSITY default
+\set SHOW_CONTEXT never
+SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset
+\setenv MOCK_PORT :mock_port
+SELECT llm.add_model('kc', 'mock', 'mock', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+SELECT llm.add_model('kc-fail', 'mock', 'mock?fail=400&message=bad+request');
+SELECT llm.add_model('kc-refuse', 'mock', 'mock?refusal=I+cannot+help');
+SELECT llm.add_model('kc-cut', 'mock', 'mock?stop=length');
+TRUNCATE llm.cache;
+SHOW llm.cache;
+
+-- 1. deterministic (the default): a request with temperature 0 is sent
+-- once, then served; the hit is a usage row with outcome cache and cost 0
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT llm.chat('What is 2 + 2?', 'kc', NULL, '{"temperature": 0}');
+SELECT llm.chat('What is 2 + 2?', 'kc', NULL, '{"temperature": 0}');
+SELECT llm.chat('What is 2 + 2?', 'kc', NULL, '{"temperature": 0.0, "user": "someone else"}');
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+-- another system prompt, other options: another request
+SELECT llm.chat('What is 2 + 2?', 'kc', 'Be brief.', '{"temperature": 0}') IS NOT NULL;
+SELECT llm.chat('What is 2 + 2?', 'kc', NULL, '{"temperature": 0, "max_tokens": 50}') IS NOT NULL;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+-- without temperature 0 nothing is cached, unless the call asks
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT count(llm.chat('Tell me a story', 'kc')) FROM generate_series(1, 2);
+SELECT count(llm.chat('Tell me a story', 'kc', NULL, '{"cache": true}')) FROM generate_series(1, 2);
+SELECT count(llm.chat('What is 3 + 3?', 'kc', NULL, '{"temperature": 0, "cache": false}')) FROM generate_series(1, 2);
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+-- llm.cache = off and on
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SET llm.cache = off;
+SELECT count(llm.chat('What is 4 + 4?', 'kc', NULL, '{"temperature": 0}')) FROM generate_series(1, 2);
+SET llm.cache = on;
+SELECT count(llm.chat('Tell me a poem', 'kc')) FROM generate_series(1, 2);
+RESET llm.cache;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+-- chat_completion keeps the whole response, apart from llm.chat's text
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "What is 2 + 2?"}], "temperature": 0}', 'kc')->'choices'->0->'message'->>'content';
+SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "What is 2 + 2?"}], "temperature": 0}', 'kc')->'choices'->0->'message'->>'content';
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+SELECT model, kind, provider, upstream_model, finish_reason, input_tokens, output_tokens, cost_usd, expires_at > now() AS expires
+FROM llm.cache ORDER BY created_at, kind;
+
+-- 2. never kept: an error, a refusal, a reply cut at max_tokens
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT llm.chat('x', 'kc-fail', NULL, '{"temperature": 0, "on_error": "null"}');
+SELECT llm.chat('x', 'kc-fail', NULL, '{"temperature": 0, "on_error": "null"}');
+SELECT llm.chat('x', 'kc-refuse', NULL, '{"temperature": 0, "on_error": "null"}');
+SELECT llm.chat('x', 'kc-refuse', NULL, '{"temperature": 0, "on_error": "null"}');
+SELECT count(llm.chat('x', 'kc-cut', NULL, '{"temperature": 0}')) FROM generate_series(1, 2);
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+SELECT count(*) FROM llm.cache WHERE model <> 'kc';
+
+-- 3. a route whose upstream model changed is not served its old replies
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT llm.chat('What is 5 + 5?', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
+SELECT llm.add_model('kc', 'mock', 'mock?reply=upgraded', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+SELECT llm.chat('What is 5 + 5?', 'kc', NULL, '{"temperature": 0}');
+SELECT llm.add_model('kc', 'mock', 'mock', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+
+-- 4. time to live: the setting, or the route's own
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SET llm.cache_ttl = '1s';
+SELECT llm.chat('What is 6 + 6?', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
+SELECT pg_sleep(1.2);
+SELECT llm.chat('What is 6 + 6?', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
+RESET llm.cache_ttl;
+UPDATE llm.model SET cache_ttl = '0' WHERE name = 'kc';
+SELECT llm.chat('What is 7 + 7?', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
+SELECT reply, expires_at FROM llm.cache WHERE reply = 'echo: What is 7 + 7?';
+UPDATE llm.model SET cache_ttl = NULL WHERE name = 'kc';
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+
+-- 5. TRUNCATE: the next call misses, the one after hits
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+TRUNCATE llm.cache;
+SELECT count(llm.chat('What is 2 + 2?', 'kc', NULL, '{"temperature": 0}')) FROM generate_series(1, 3);
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+
+-- 6. the size bound: the oldest replies go first
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SET llm.cache_max_rows = 3;
+SELECT count(llm.chat('Number ' || g, 'kc', NULL, '{"temperature": 0}')) FROM generate_series(1, 8) g;
+SELECT count(*) <= 3 AS bounded FROM llm.cache;
+SELECT llm.prune_cache(1);
+SELECT count(*) FROM llm.cache;
+RESET llm.cache_max_rows;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+
+-- 7. chat_many: 20 identical prompts are one provider call
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+TRUNCATE llm.cache;
+SELECT count(*), count(DISTINCT content), count(error)
+FROM llm.chat_many(array_fill('What is 8 + 8?'::text, ARRAY[20]), 'kc', NULL, '{"temperature": 0}');
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+SELECT count(*), count(DISTINCT content)
+FROM llm.chat_many(array_fill('What is 8 + 8?'::text, ARRAY[5]) || ARRAY['What is 9 + 9?'], 'kc', NULL, '{"temperature": 0}');
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+
+-- 8. roles: a role is never served another role's reply, and sees only
+-- its own rows; an administrator may share the cache
+CREATE ROLE kc_alice;
+CREATE ROLE kc_bob;
+GRANT USAGE ON SCHEMA llm TO kc_alice, kc_bob;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb) TO kc_alice, kc_bob;
+GRANT SELECT ON llm.cache TO kc_alice, kc_bob;
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SET ROLE kc_alice;
+SELECT llm.chat('The secret plan', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
+SELECT count(*) FROM llm.cache;
+SET ROLE kc_bob;
+SELECT llm.chat('The secret plan', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
+SELECT count(*) FROM llm.cache;
+SET llm.cache_scope = shared;
+RESET ROLE;
+SET llm.cache_scope = shared;
+SET ROLE kc_alice;
+SELECT llm.chat('A shared question', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
+SET ROLE kc_bob;
+SELECT llm.chat('A shared question', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
+RESET ROLE;
+RESET llm.cache_scope;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+
+-- 9. the usage rows and what cost_report says the cache saved
+SELECT wait_until($$SELECT count(*) = 63 FROM llm.usage WHERE model = 'kc'$$, 'recorded');
+SELECT outcome, count(*) > 0 AS some, bool_and(cost_usd = 0) AS free, bool_and(attempts = 0) AS unsent,
+       bool_and(input_tokens > 0) AS tokens
+FROM llm.usage WHERE model = 'kc' GROUP BY outcome ORDER BY outcome;
+SELECT model, calls, cache_calls, cache_saved_usd > 0 AS saved,
+       cache_saved_usd = (SELECT round(sum(input_tokens * 1 / 1e6 + output_tokens * 2 / 1e6), 6)
+                          FROM llm.usage WHERE model = 'kc' AND outcome = 'cache') AS priced_right
+FROM llm.cost_report() WHERE model = 'kc';
+
+-- 10. bad input is refused
+SELECT llm.chat('x', 'kc', NULL, '{"cache": "yes"}');
+SELECT llm.chat('x', 'kc', NULL, '{"cache": 1}');
+SELECT llm.chat('x', 'kc', NULL, '{"cache": null}');
+SELECT * FROM llm.chat_many(ARRAY['x'], 'kc', NULL, '{"cache": "on"}');
+SET llm.cache_ttl = -1;
+SET llm.cache = sometimes;
+UPDATE llm.model SET cache_ttl = '-1 hour' WHERE name = 'kc';
+SET ROLE kc_alice;
+SET llm.cache_scope = shared;
+SET llm.cache_max_rows = 10;
+TRUNCATE llm.cache;
+RESET ROLE;
+SELECT llm.prune_cache(-1);
+
+REVOKE ALL ON llm.cache FROM kc_alice, kc_bob;
+REVOKE ALL ON FUNCTION llm.chat(text, text, text, jsonb) FROM kc_alice, kc_bob;
+REVOKE USAGE ON SCHEMA llm FROM kc_alice, kc_bob;
+DROP ROLE kc_alice;
+DROP ROLE kc_bob;
+SELECT llm.drop_model('kc');
+SELECT llm.drop_model('kc-fail');
+SELECT llm.drop_model('kc-refuse');
+SELECT llm.drop_model('kc-cut');
+TRUNCATE llm.cache;
