@@ -506,11 +506,12 @@ lookup_query(void *arg)
 
 	values[0] = keys_array(q->cc);
 	q->route_no = -1;
+	/* not read-only: a new snapshot sees replies other sessions committed since */
 	if (RunSql("SELECT c.key, c.reply, c.finish_reason, c.input_tokens, c.output_tokens, "
 			   "c.cached_input_tokens, c.reasoning_tokens FROM llm.cache c "
 			   "WHERE c.key OPERATOR(pg_catalog.=) ANY ($1) "
 			   "AND (c.expires_at IS NULL OR c.expires_at OPERATOR(pg_catalog.>) pg_catalog.statement_timestamp())",
-			   1, types, values, NULL, true, 0) != SPI_OK_SELECT)
+			   1, types, values, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm.cache");
 	for (i = 0; i < SPI_processed; i++)
 	{
