@@ -13,7 +13,8 @@ PGFILEDESC = "pg_llm - LLM gateway inside PostgreSQL"
 # sql/ holds the pg_regress scripts only.
 SQL_PARTS = sql/install/config.sql sql/install/calls.sql sql/install/queue.sql \
 	sql/install/batch.sql sql/install/usage.sql sql/install/jobs.sql sql/install/embed.sql \
-	sql/install/estimate.sql sql/install/cache.sql sql/install/grants.sql
+	sql/install/estimate.sql sql/install/cache.sql \
+	sql/install/citus.sql sql/install/grants.sql
 DATA_built = sql/versions/$(EXTENSION)--$(EXTVERSION).sql sql/versions/$(EXTENSION)--0.2.0--$(EXTVERSION).sql
 # released versions and the upgrade scripts between them, frozen as shipped
 DATA = sql/versions/$(EXTENSION)--0.1.0.sql sql/versions/$(EXTENSION)--0.2.0.sql \

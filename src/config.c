@@ -35,6 +35,7 @@
 #include "utils/syscache.h"
 
 #include "compat.h"
+#include "citus.h"
 #include "config.h"
 #include "http.h"
 #include "names.h"
@@ -605,6 +606,8 @@ ConfigRoutes(const char *model)
 	bool		any_row = false;
 	LlmProvider *primary;
 
+	/* a call that Citus pushed down to a worker node that cannot make it */
+	CitusGuard(CITUS_USE_CALL, NULL);
 	config_load();
 	primary = primary_provider();
 

@@ -20,6 +20,7 @@
 #include "utils/guc.h"
 
 #include "cache.h"
+#include "citus.h"
 #include "config.h"
 #include "embed.h"
 #include "http.h"
@@ -173,6 +174,8 @@ _PG_init(void)
 	CacheDefineSettings();
 	WorkerDefineSettings();
 	ConfigRegisterInvalidation();
+	CitusPlanInit();
+	CitusKeysInit();
 
 	/*
 	 * The worker and shared memory need preloading; calls do not.  Settings

@@ -42,6 +42,7 @@
 
 #include "call.h"
 #include "chat.h"
+#include "citus.h"
 #include "config.h"
 #include "pg_llm.h"
 #include "queue.h"
@@ -328,6 +329,12 @@ check_target(Oid relid, const char *column, Jsonb *key)
 
 	/* and the row must be there, for the caller, to read and to update */
 	policies = check_enable_rls(relid, InvalidOid, true) == RLS_ENABLED;
+	/* in a Citus table: looked up a chunk of keys at a time */
+	if (!policies && CitusKeyDefer(rel, relname, key, &args, role))
+	{
+		relation_close(rel, AccessShareLock);
+		return;
+	}
 	probe.sql = psprintf("/* %s */ %s LIMIT 1%s", args.signature.data, sql.data,
 						 policies ? " FOR KEY SHARE" : "");
 	probe.args = &args;
@@ -551,6 +558,8 @@ check_served(void)
 {
 	static bool warned = false;
 
+	/* an enqueue that Citus pushed down to a worker node */
+	CitusGuard(CITUS_USE_ENQUEUE, "llm.enqueue");
 	if (LlmShared == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -95,8 +95,8 @@ TargetAddArgument(TargetArgs *args, Oid typid, int32 typmod, char *text)
 }
 
 /* The equality operator of a type, schema-qualified for OPERATOR(). */
-static char *
-equality_operator(Oid typid, const char *column)
+char *
+TargetEqualityOperator(Oid typid, const char *column)
 {
 	TypeCacheEntry *tc = lookup_type_cache(typid, TYPECACHE_EQ_OPR);
 	HeapTuple	tup;
@@ -189,7 +189,7 @@ TargetKeyClause(Relation rel, const char *relname, Jsonb *key, TargetArgs *args,
 		(void) JsonbIteratorNext(&it, &v, true);
 		TargetAddArgument(args, base, -1, key_text(&v, name));
 		appendStringInfo(sql, "%st.%s %s %s%d", first ? "" : " AND ", quote_identifier(name),
-						 equality_operator(base, name), param, args->nargs);
+						 TargetEqualityOperator(base, name), param, args->nargs);
 		if (keycols)
 			*keycols = bms_add_member(*keycols, att);
 		first = false;

@@ -56,6 +56,8 @@ suite transport bash "$PG_LLM_ROOT/test/transport_test.sh"
 suite clients bash "$PG_LLM_ROOT/test/clients/run.sh"
 suite unknown_host bash "$PG_LLM_ROOT/test/unknown_host.sh"
 suite misconfig bash "$PG_LLM_ROOT/test/misconfig_test.sh"
+# Citus 13 built from the vendored source (cached between runs)
+suite citus bash "$PG_LLM_ROOT/test/citus_test.sh"
 suite security bash "$PG_LLM_ROOT/test/security/before_after.sh"
 suite memcheck bash "$PG_LLM_ROOT/test/memcheck.sh"
 # PostgreSQL 18 built from Debian's source package (cached between runs);

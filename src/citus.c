@@ -1,0 +1,220 @@
+/*-------------------------------------------------------------------------
+ *
+ * citus.c
+ *	  What pg_llm needs to know about Citus, read from Citus's catalogs
+ *	  without linking Citus: whether this database is part of a Citus
+ *	  cluster, whether this node is its coordinator or a worker, which
+ *	  tables are Citus tables, and whether this backend runs a query on a
+ *	  shard that another node sent.
+ *
+ *	  A call or an enqueue that Citus pushed down to a worker node with a
+ *	  query on a shard raises one clear error that names the form that
+ *	  works, instead of whatever the worker's own state made of it (no
+ *	  provider configured, a distributed query from a query on a shard,
+ *	  an item in a queue nobody drains).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/heapam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
+#include "miscadmin.h"
+#include "utils/fmgroids.h"
+#include "storage/proc.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#include "citus.h"
+#include "compat.h"
+
+/* The prefixes of application_name that Citus gives its own connections. */
+static const char *const citus_backend_prefixes[] = {
+	"citus_internal gpid=",		/* tasks: queries on shards */
+	"citus_run_command gpid=",	/* run_command_on_shards and friends */
+	"citus_rebalancer gpid="
+};
+
+/* Per transaction: this node's group (-2: not read yet in it). */
+static LocalTransactionId group_xact = InvalidLocalTransactionId;
+static int32 group_id = -2;
+
+/* Is Citus installed in this database (its catalog tables are there)? */
+bool
+CitusPresent(void)
+{
+	return OidIsValid(get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE));
+}
+
+/*
+ * This node's group in the Citus cluster: 0 for the coordinator, above 0
+ * for a worker node, -1 when this database has no Citus.  Read once a
+ * transaction (citus_add_node gives a worker its group).
+ */
+int32
+CitusGroupId(void)
+{
+	Oid			relid;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tup;
+
+	if (!IsTransactionState())
+		return -1;
+	if (group_xact == LlmMyLocalXid() && group_id != -2)
+		return group_id;
+	group_xact = LlmMyLocalXid();
+	group_id = -1;
+	relid = get_relname_relid("pg_dist_local_group", PG_CATALOG_NAMESPACE);
+	if (!OidIsValid(relid))
+		return group_id;
+	rel = table_open(relid, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	tup = heap_getnext(scan, ForwardScanDirection);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, 1, RelationGetDescr(rel), &isnull);
+
+		group_id = isnull ? 0 : DatumGetInt32(d);
+	}
+	else
+		group_id = 0;
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return group_id;
+}
+
+/* Is this node a Citus worker node? */
+bool
+CitusIsWorkerNode(void)
+{
+	return CitusGroupId() > 0;
+}
+
+/*
+ * Does this backend run work that another Citus node sent it: a task (a
+ * query on a shard), a run_command_on_* command, a rebalancer's step?
+ * Citus names such connections with a prefix of application_name.
+ */
+bool
+CitusInShardQuery(void)
+{
+	int			i;
+
+	if (application_name == NULL || application_name[0] != 'c')
+		return false;
+	for (i = 0; i < lengthof(citus_backend_prefixes); i++)
+		if (strncmp(application_name, citus_backend_prefixes[i],
+					strlen(citus_backend_prefixes[i])) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * What a table is to Citus, from pg_dist_partition: distributed (by hash,
+ * or a single shard), a reference table, a Citus local table, or not a
+ * Citus table (CITUS_NOT_CITUS).
+ */
+char
+CitusTableKind(Oid relid)
+{
+	Oid			partition;
+	Oid			index;
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tup;
+	char		kind = CITUS_NOT_CITUS;
+
+	partition = get_relname_relid("pg_dist_partition", PG_CATALOG_NAMESPACE);
+	if (!OidIsValid(partition))
+		return CITUS_NOT_CITUS;
+	index = get_relname_relid("pg_dist_partition_logical_relid_index", PG_CATALOG_NAMESPACE);
+	rel = table_open(partition, AccessShareLock);
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_OIDEQ, ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, index, OidIsValid(index), NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		TupleDesc	td = RelationGetDescr(rel);
+		bool		isnull;
+		char		method = DatumGetChar(heap_getattr(tup, 2, td, &isnull));
+		int32		colocation = DatumGetInt32(heap_getattr(tup, 4, td, &isnull));
+		char		repmodel = DatumGetChar(heap_getattr(tup, 5, td, &isnull));
+
+		if (method != 'n')
+			kind = CITUS_DISTRIBUTED;
+		else if (repmodel == 't')
+			kind = CITUS_REFERENCE;
+		else if (colocation != 0)
+			kind = CITUS_DISTRIBUTED;	/* a single shard (schema-based) */
+		else
+			kind = CITUS_LOCAL;
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return kind;
+}
+
+/* The words for a kind of Citus table, for messages. */
+const char *
+CitusTableKindName(char kind)
+{
+	switch (kind)
+	{
+		case CITUS_DISTRIBUTED:
+			return "distributed table";
+		case CITUS_REFERENCE:
+			return "reference table";
+		case CITUS_LOCAL:
+			return "Citus local table";
+	}
+	return "table";
+}
+
+/*
+ * May this node call providers from queries on shards?  Only when it
+ * holds the coordinator's configuration and takes its turns and budgets
+ * from the coordinator (llm.citus_sync); the coordinator always may.
+ */
+bool
+CitusCallsOnWorkers(void)
+{
+	return false;
+}
+
+/*
+ * Called first by every call (when it looks up its model's routes) and
+ * every enqueue: in a query on a shard that a Citus coordinator sent to
+ * this worker node, say what happened and what works, once, instead of
+ * the error the worker's own state would give.  function names the
+ * enqueue function.
+ */
+void
+CitusGuard(CitusUse use, const char *function)
+{
+	if (!CitusInShardQuery() || !IsTransactionState() || !CitusIsWorkerNode())
+		return;
+	if (use == CITUS_USE_ENQUEUE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s cannot run on a Citus worker node", function),
+				 errdetail("Citus sent it to this worker node with a query on a shard; queue items are kept, sent and written back by the coordinator."),
+				 errhint("Run the statement on the coordinator with pg_llm in its shared_preload_libraries, which keeps %s there; or read the rows into a temporary table first and enqueue from it.",
+						 function)));
+	if (!CitusCallsOnWorkers())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pg_llm cannot call providers from this Citus worker node"),
+				 errdetail("Citus sent the call to this worker node with a query on a shard, and this node does not have the coordinator's providers, models, keys and budgets."),
+				 errhint("Run the statement on the coordinator with pg_llm in its shared_preload_libraries, which keeps the calls there; or read the rows into a temporary table first and call from it.")));
+}
