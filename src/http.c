@@ -747,7 +747,6 @@ http_start(const HttpRequestSpec *spec)
 	CURL	   *e;
 	struct curl_slist *hl = NULL;
 	ListCell   *lc;
-	CURLMcode	mrc;
 
 	HttpInit();
 
@@ -839,23 +838,45 @@ http_start(const HttpRequestSpec *spec)
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	HttpSetTransport(t, e, spec->url, spec->transport, share, default_ca_file);
 
-	mrc = curl_multi_add_handle(multi, e);
+	/* to libcurl now, or when the origin's gate lets it (http_gate.c) */
+	{
+		int			version = spec->transport ? spec->transport->http_version : 0;
+		bool		https = pg_strncasecmp(spec->url, "https://", 8) == 0;
+
+		HttpGateStart(t, spec->url, (https && version != 11) || (!https && version == 2));
+	}
+	return t;
+}
+
+/*
+ * Give a set-up transfer to libcurl and start it now (connect or send)
+ * rather than at the next wait.
+ */
+void
+HttpAttach(HttpTransfer *t)
+{
+	CURLMcode	mrc;
+	int			running;
+
+	mrc = curl_multi_add_handle(multi, (CURL *) t->easy);
 	if (mrc != CURLM_OK)
 	{
 		t->outcome = HTTP_TRANSPORT_ERROR;
 		strlcpy(t->errbuf, curl_multi_strerror(mrc), sizeof(t->errbuf));
-		return t;
+		HttpGateDone(t);
+		push_done(t);
+		return;
 	}
 	t->attached = true;
+	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	collect_finished();
+}
 
-	/* start it now (connect or send) rather than at the next wait */
-	{
-		int			running;
-
-		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
-		collect_finished();
-	}
-	return t;
+/* Every live transfer, for the gate. */
+HttpTransfer *
+HttpTransfers(void)
+{
+	return transfers;
 }
 
 /* Bytes for curl from a request body file. */
@@ -959,6 +980,7 @@ HttpRelease(HttpTransfer *t)
 {
 	if (t == NULL)
 		return;
+	HttpGateDone(t);
 	if (t->easy)
 	{
 		if (t->attached)
@@ -1074,10 +1096,14 @@ collect_finished(void)
 		{
 			long		code = 0;
 
+			long		version = 0;
+
 			curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
 			t->status = code;
 			t->headers_done = true;
 			t->outcome = HTTP_COMPLETE;
+			if (t->gate && curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version) == CURLE_OK)
+				HttpGateLearn(t, version);
 		}
 		else if (t->outcome != HTTP_TOO_BIG)
 		{
@@ -1111,6 +1137,7 @@ collect_finished(void)
 		}
 		curl_multi_remove_handle(multi, e);
 		t->attached = false;
+		HttpGateDone(t);
 		push_done(t);
 	}
 }
@@ -1144,6 +1171,7 @@ check_idle(void)
 			if (t->attached)
 				curl_multi_remove_handle(multi, (CURL *) t->easy);
 			t->attached = false;
+			HttpGateDone(t);
 			t->outcome = HTTP_TRANSPORT_ERROR;
 			t->timed_out = true;
 			t->cause = HTTP_CAUSE_TIMEOUT;
@@ -1307,6 +1335,7 @@ HttpPoll(long timeout_ms)
 		curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	}
 	collect_finished();
+	HttpGatePump();
 	(void) check_idle();
 	CHECK_FOR_INTERRUPTS();
 	return latch;

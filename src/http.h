@@ -144,6 +144,11 @@ typedef struct HttpTransfer
 	struct HttpTransfer *done_next; /* finished, not yet handed out */
 	struct HttpTransfer *done_prev;
 	bool		on_done_list;
+	void	   *gate;			/* its origin's gate (http_gate.c), or NULL */
+	struct HttpTransfer *hold_next; /* held by the gate, in order */
+	bool		held;			/* held by the gate: not given to libcurl yet */
+	bool		gate_counted;	/* counted as running by the gate */
+	bool		gate_opener;	/* opening a connection for the gate */
 	void	   *user;			/* caller's pointer, e.g. a queue item */
 	int			user_kind;		/* what user points to (the caller's own codes) */
 } HttpTransfer;

@@ -19,4 +19,14 @@ extern void HttpSetTransport(HttpTransfer *t, CURL *e, const char *url,
 							 const char *default_ca_file);
 extern HttpCause HttpClassify(CURL *e, CURLcode rc, HttpTransfer *t);
 
+/* http.c, for the gate */
+extern void HttpAttach(HttpTransfer *t);
+extern HttpTransfer *HttpTransfers(void);
+
+/* http_gate.c */
+extern void HttpGateStart(HttpTransfer *t, const char *url, bool may_multiplex);
+extern void HttpGateDone(HttpTransfer *t);
+extern void HttpGateLearn(HttpTransfer *t, long http_version);
+extern void HttpGatePump(void);
+
 #endif							/* PG_LLM_HTTP_INT_H */

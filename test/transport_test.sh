@@ -331,6 +331,18 @@ SQL
 conns=$(curl -s "$M/_stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["connections"])')
 check "llm.many_concurrency = 1000 with a soft limit of 1024 files: 1000 of 1000 in flight at once ($out; $conns connections)" \
   $(yes_if '[ "$out" = 1000 ] && [ "$conns" -ge 990 ]')
+# a thousand at once to an HTTP/2 server: on a few connections, not one
+# each (libcurl alone opened 900: the gate in http_gate.c)
+q "SELECT llm.add_model('tls-slow', 'tls', 'mock?latency=500')" >/dev/null
+a=$(nginx_accepts)
+out=$(psql -X -Atq -v ON_ERROR_STOP=1 2>&1 <<SQL
+SET llm.many_concurrency = 1000;
+SELECT count(*) FROM llm.chat_many(ARRAY(SELECT 'h' || g FROM generate_series(1, 1000) g), 'tls-slow') WHERE error IS NULL;
+SQL
+)
+c=$(( $(nginx_accepts) - a - 1 ))
+check "1000 requests at once to an HTTP/2 server: $out served over $c connections (nginx allows 128 streams a connection)" \
+  $(yes_if '[ "$out" = 1000 ] && [ "$c" -ge 8 ] && [ "$c" -le 16 ]')
 q "ALTER SYSTEM SET llm.worker_concurrency = 1000" >/dev/null
 q "ALTER SYSTEM SET llm.batch_size = 500" >/dev/null
 restart_postgres

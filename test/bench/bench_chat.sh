@@ -34,7 +34,7 @@
 # run with openssl, EC P-256, TLS 1.3), each with that run's CA file:
 # pg_llm's ca_file option, raw_curl's CURLOPT_CAINFO, requests' verify;
 # pg_llm and raw libcurl speak HTTP/2 (ALPN), requests HTTP/1.1.  The
-# mock's connection counts are then nginx's connections to it.
+# connection counts are then the clients' connections to nginx.
 #
 # usage: test/bench/bench_chat.sh [--calls N] [--rounds R] [--warmup W]
 #                                 [--ceiling-requests M] [--no-build] [--preload] [--tls]
@@ -133,10 +133,18 @@ reply=$("${PSQL[@]}" -c "SELECT llm.chat('bench 1', 'mock')")
 # Mock counters: reset before a measurement, read after it.  The request
 # for /_stats comes on a connection of its own, which the mock has already
 # counted when it answers: it is subtracted.
-mock_reset() { curl -sf -X POST "$MOCK/_reset" >/dev/null; }
+# With --tls the connections counted are the clients' to nginx (its
+# stub_status, whose own request is subtracted), not nginx's to the mock.
+mock_reset() {
+  curl -sf -X POST "$MOCK/_reset" >/dev/null
+  if [ "$TLS" = 1 ]; then NGINX_A0=$(nginx_accepts); fi
+}
 mock_stats() {
-  curl -sf "$MOCK/_stats" | "$PYTHON" -c \
-    'import json,sys; s=json.load(sys.stdin); print(s["requests"], s["connections"] - 1)'
+  local line
+  line=$(curl -sf "$MOCK/_stats" | "$PYTHON" -c \
+    'import json,sys; s=json.load(sys.stdin); print(s["requests"], s["connections"] - 1)')
+  if [ "$TLS" = 1 ]; then line="${line% *} $(( $(nginx_accepts) - NGINX_A0 - 1 ))"; fi
+  echo "$line"
 }
 
 # record ROUND CLIENT CALLS SECONDS [CLIENT_CPU MOCK_CPU]: one line of
