@@ -43,6 +43,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/snapmgr.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
@@ -141,6 +142,7 @@ typedef struct HeldFlight
 {
 	int			index;
 	uint64		generation;
+	bool		kept;			/* its reply's row is written */
 } HeldFlight;
 
 static HeldFlight held[CACHE_FLIGHTS];
@@ -278,8 +280,9 @@ flight_free(int index, uint64 generation)
 
 /*
  * Free the flights this process leads: at the end of a transaction, those
- * whose reply is kept (its row is committed, or gone with a rollback) and
- * those whose call belongs to the transaction; at exit, all.
+ * whose reply's row it wrote (committed now, or gone with a rollback) and
+ * those whose call belongs to the transaction (a session's; the worker's
+ * calls run between its transactions); at exit, all.
  */
 static void
 free_held(bool all)
@@ -298,7 +301,8 @@ free_held(bool all)
 			held[i] = held[--nheld];
 			continue;
 		}
-		if (all || f->state == FLIGHT_DONE || f->xact_bound)
+		if (all || (f->state == FLIGHT_DONE && (held[i].kept || f->xact_bound)) ||
+			(f->state == FLIGHT_CALLING && f->xact_bound))
 		{
 			f->state = FLIGHT_FREE;
 			wake_waiters(f);
@@ -536,7 +540,7 @@ lookup_query(void *arg)
 		TupleDesc	td = SPI_tuptable->tupdesc;
 		MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 
-		q->reply = SPI_getvalue(tup, td, 2);
+		q->reply = LlmToUtf8(SPI_getvalue(tup, td, 2));
 		q->finish = SPI_getvalue(tup, td, 3);
 		MemoryContextSwitchTo(old);
 		q->input_tokens = col_int64(tup, td, 4);
@@ -570,6 +574,7 @@ serve(LlmCall *call, CacheCall *cc, int route_no, const char *reply, size_t len,
 	call->route = cc->routes[route_no];
 	call->fallback = route_no > 0;
 	call->http_status = 0;
+	cc->kept = true;			/* nothing new to keep */
 }
 
 /*
@@ -591,6 +596,38 @@ table_lookup(LlmCall *call, CacheCall *cc)
 	serve(call, cc, q.route_no, q.reply, strlen(q.reply), q.finish, q.input_tokens,
 		  q.output_tokens, q.cached_input_tokens, q.reasoning_tokens);
 	return true;
+}
+
+/*
+ * The table looked up in a transaction of its own: for a call of the
+ * worker (which runs its calls between transactions) whose identical
+ * request in flight ended, and whose reply may now be committed.
+ */
+static bool
+lookup_in_own_xact(LlmCall *call, CacheCall *cc)
+{
+	MemoryContext old = CurrentMemoryContext;
+	bool		hit = false;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	MemoryContextSwitchTo(old);
+	PG_TRY();
+	{
+		hit = table_lookup(call, cc);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(old);
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(old);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(old);
+	return hit;
 }
 
 /*
@@ -643,6 +680,8 @@ CacheCheck(LlmCall *call, CacheKind kind, bool stream)
 		/* its flight ended: the reply is in the table, or nowhere */
 		LWLockRelease(Cache->lock);
 		cc->waiting = false;
+		if (!IsTransactionState() && lookup_in_own_xact(call, cc))
+			return CACHE_HIT;
 		return CacheCheck(call, kind, stream);
 	}
 	if (i >= 0)
@@ -708,6 +747,7 @@ CacheCheck(LlmCall *call, CacheKind kind, bool stream)
 		cc->generation = Cache->flights[i].generation;
 		held[nheld].index = i;
 		held[nheld].generation = cc->generation;
+		held[nheld].kept = false;
 		nheld++;
 	}
 	LWLockRelease(Cache->lock);
@@ -786,7 +826,7 @@ store_query(void *arg)
 	values[4] = CStringGetTextDatum(route->provider->name);
 	values[5] = CStringGetTextDatum(route->upstream_model);
 	values[6] = CStringGetTextDatum(q->cc->kind == CACHE_TEXT ? "text" : "response");
-	values[7] = CStringGetTextDatum(q->reply);
+	values[7] = CStringGetTextDatum(LlmToServerEncoding(q->reply, strlen(q->reply)));
 	values[8] = finish ? CStringGetTextDatum(finish) : (Datum) 0;
 	nulls[8] = finish ? ' ' : 'n';
 	values[9] = Int32GetDatum((int32) Min(r->input_tokens, PG_INT32_MAX));
@@ -826,9 +866,12 @@ store_query(void *arg)
 /*
  * A call's reply arrived and is good: keep it (reply_text is the text of
  * a CACHE_TEXT call, the response JSON of a CACHE_RESPONSE one, UTF-8)
- * in llm.cache and in the flight the call leads, which wakes its
- * waiters.  A reply cut at max_tokens is not kept.  Outside a
- * transaction, or in a read-only one, only the flight gets it.
+ * in the flight the call leads, which wakes its waiters, and in
+ * llm.cache.  A reply cut at max_tokens is not kept.  Outside a
+ * transaction (the worker between its transactions) only the flight gets
+ * it: the worker calls again in the transaction that writes the item's
+ * result, which writes the row.  In a read-only transaction, or on a
+ * standby, no row is written.
  */
 void
 CacheKeep(LlmCall *call, const char *reply_text)
@@ -839,7 +882,7 @@ CacheKeep(LlmCall *call, const char *reply_text)
 	int			route_no;
 	size_t		len;
 
-	if (cc == NULL)
+	if (cc == NULL || cc->kept)
 		return;
 	if (reply_text == NULL || ProtoEndingOf(finish) == PROTO_END_LENGTH)
 	{
@@ -854,9 +897,39 @@ CacheKeep(LlmCall *call, const char *reply_text)
 		CacheAbandon(call);
 		return;
 	}
+	if (cc->flight >= 0 && Cache != NULL)
+	{
+		len = strlen(reply_text);
+		LWLockAcquire(Cache->lock, LW_EXCLUSIVE);
+		{
+			CacheFlight *f = &Cache->flights[cc->flight];
+
+			if (f->generation == cc->generation && f->state == FLIGHT_CALLING)
+			{
+				if (len < CACHE_FLIGHT_REPLY)
+				{
+					memcpy(f->reply, reply_text, len);
+					f->reply_len = (int32) len;
+					f->route_no = route_no;
+					f->input_tokens = (int32) Min(r->input_tokens, PG_INT32_MAX);
+					f->output_tokens = (int32) Min(r->output_tokens, PG_INT32_MAX);
+					f->cached_input_tokens = (int32) Min(r->cached_input_tokens, PG_INT32_MAX);
+					f->reasoning_tokens = (int32) Min(r->reasoning_tokens, PG_INT32_MAX);
+					strlcpy(f->finish, finish ? finish : "", sizeof(f->finish));
+					f->state = FLIGHT_DONE;
+					f->since = GetCurrentTimestamp();
+				}
+				else
+					f->state = FLIGHT_FREE;
+				wake_waiters(f);
+			}
+		}
+		LWLockRelease(Cache->lock);
+	}
 	if (IsTransactionState() && !XactReadOnly && !RecoveryInProgress())
 	{
 		StoreQuery	q;
+		int			h;
 
 		q.call = call;
 		q.cc = cc;
@@ -873,35 +946,11 @@ CacheKeep(LlmCall *call, const char *reply_text)
 		}
 		PG_END_TRY();
 		cc->kept = true;
+		/* the flight goes with this transaction's end (free_held) */
+		for (h = 0; h < nheld; h++)
+			if (cc->flight >= 0 && held[h].index == cc->flight &&
+				held[h].generation == cc->generation)
+				held[h].kept = true;
+		cc->flight = -1;
 	}
-	if (cc->flight < 0 || Cache == NULL)
-		return;
-	len = strlen(reply_text);
-	LWLockAcquire(Cache->lock, LW_EXCLUSIVE);
-	{
-		CacheFlight *f = &Cache->flights[cc->flight];
-
-		if (f->generation == cc->generation && f->state == FLIGHT_CALLING)
-		{
-			if (len < CACHE_FLIGHT_REPLY)
-			{
-				memcpy(f->reply, reply_text, len);
-				f->reply_len = (int32) len;
-				f->route_no = route_no;
-				f->input_tokens = (int32) Min(r->input_tokens, PG_INT32_MAX);
-				f->output_tokens = (int32) Min(r->output_tokens, PG_INT32_MAX);
-				f->cached_input_tokens = (int32) Min(r->cached_input_tokens, PG_INT32_MAX);
-				f->reasoning_tokens = (int32) Min(r->reasoning_tokens, PG_INT32_MAX);
-				strlcpy(f->finish, finish ? finish : "", sizeof(f->finish));
-				f->state = FLIGHT_DONE;
-				f->since = GetCurrentTimestamp();
-			}
-			else
-				f->state = FLIGHT_FREE;
-			wake_waiters(f);
-		}
-	}
-	LWLockRelease(Cache->lock);
-	/* freed with the transaction that kept its row (free_held) */
-	cc->flight = -1;
 }

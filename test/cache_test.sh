@@ -110,5 +110,43 @@ n=$(mock_requests)
 check "900 calls of 10 prompts while the cache was truncated 5 times: $answered answered, no error ($rc), $n provider calls (10 to 180: misses only)" \
   $([ $rc = 0 ] && [ "$answered" = 900 ] && [ "$n" -ge 10 ] && [ "$n" -le 180 ] && echo 1 || echo 0)
 
+# 5. the worker: 200 queued items with one prompt, and sessions asking
+# the same at once, make one provider call; every row gets its answer;
+# then the same items queued again are answered from the table
+reset_mock
+psql -X -q -c "TRUNCATE llm.cache" -c "INSERT INTO answers SELECT g, 'Is the sea salty?' FROM generate_series(1, 200) g" >/dev/null
+psql -X -q -c "SELECT count(llm.enqueue(q, 'slow', options => '{\"temperature\": 0}', target_table => 'answers', target_column => 'a', target_key => jsonb_build_object('id', id))) FROM answers" >/dev/null &
+qpid=$!
+pids=()
+for s in 1 2 3; do
+  psql -X -Atq -c "SELECT llm.chat('Is the sea salty?', 'slow', NULL, '{\"temperature\": 0}') IS NOT NULL" > "$SCRATCH/w$s.out" 2>&1 &
+  pids+=($!)
+done
+wait $qpid "${pids[@]}"
+for i in $(seq 1 200); do
+  [ "$(psql -X -Atq -c "SELECT count(*) FROM answers WHERE a IS NULL")" = 0 ] && break
+  sleep 0.1
+done
+filled=$(psql -X -Atq -c "SELECT count(*) FROM answers WHERE a IS NOT NULL")
+n=$(mock_requests)
+check "200 queue items and 3 sessions with one prompt: $filled rows answered, $n provider call" \
+  $([ "$filled" = 200 ] && [ "$n" = 1 ] && echo 1 || echo 0)
+wait_usage "count(*) FILTER (WHERE mode = 'queue' AND model = 'slow') >= 200" || true
+hits=$(psql -X -Atq -c "SELECT count(*) FROM llm.usage WHERE mode = 'queue' AND model = 'slow' AND outcome = 'cache'")
+rows=$(psql -X -Atq -c "SELECT count(*) FROM llm.cache WHERE model = 'slow'")
+check "queue usage: $hits cache hits (199 or 200), the reply kept in $rows row of llm.cache" \
+  $([ "$hits" -ge 199 ] && [ "$rows" = 1 ] && echo 1 || echo 0)
+reset_mock
+psql -X -q -c "UPDATE answers SET a = NULL" \
+  -c "SELECT count(llm.enqueue(q, 'slow', options => '{\"temperature\": 0}', target_table => 'answers', target_column => 'a', target_key => jsonb_build_object('id', id), if_queued => 'add')) FROM answers" >/dev/null
+for i in $(seq 1 200); do
+  [ "$(psql -X -Atq -c "SELECT count(*) FROM answers WHERE a IS NULL")" = 0 ] && break
+  sleep 0.1
+done
+filled=$(psql -X -Atq -c "SELECT count(*) FROM answers WHERE a IS NOT NULL")
+n=$(mock_requests)
+check "queued again: $filled rows answered from llm.cache, $n provider calls" \
+  $([ "$filled" = 200 ] && [ "$n" = 0 ] && echo 1 || echo 0)
+
 echo "cache: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -65,6 +65,8 @@ typedef struct WorkItem
 								 * write-back is left (no call is made) */
 	bool		stalled;		/* its write-back was put off (a lock or
 								 * trigger outlasted llm.writeback_timeout) */
+	bool		cache_wait;		/* an identical request is in flight: its
+								 * reply is awaited (cache.c) */
 	bool		untried;		/* put off without being tried (another of
 								 * its role's write-backs stalled) */
 

@@ -32,6 +32,7 @@
 #include "utils/memutils.h"
 #include "utils/syscache.h"
 
+#include "cache.h"
 #include "call.h"
 #include "schema.h"
 #include "queue.h"
@@ -180,6 +181,19 @@ item_setup(void *arg)
 			   strlen(it->prompt) + (it->system ? strlen(it->system) : 0) +
 			   (it->options ? strlen(it->options) : 0),
 			   RequestMaxTokens(req));
+	/* the response cache, or an identical request in flight, may answer it */
+	switch (CacheCheck(it->call, CACHE_TEXT, false))
+	{
+		case CACHE_HIT:
+			ItemDone(setup_set, it, it->call->reply.content);
+			UsageRecord(it->call, LLM_OUTCOME_CACHE);
+			break;
+		case CACHE_WAIT:
+			it->cache_wait = true;
+			break;
+		default:
+			break;
+	}
 	MemoryContextSwitchTo(old);
 }
 

@@ -23,6 +23,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "cache.h"
 #include "call.h"
 #include "http.h"
 #include "queue.h"
@@ -32,6 +33,9 @@
 #include "usage.h"
 #include "worker/item.h"
 #include "worker/transport.h"
+
+/* how often an item whose identical request is in flight looks at it */
+#define CACHE_POLL_MS 5
 
 /* the earliest time an item waiting for its turn is due (0: none) */
 static TimestampTz next_due = 0;
@@ -52,8 +56,18 @@ item_send(ItemSet *set, WorkItem *it)
 	{
 		LlmFailure	f;
 		TimestampTz not_before;
+		CacheResult c = it->cache_wait ? CacheCheck(it->call, CACHE_TEXT, false) : CACHE_OFF;
 
-		if (LlmCallTurn(it->call, &not_before, &f))
+		it->cache_wait = (c == CACHE_WAIT);
+		if (c == CACHE_HIT)
+		{
+			/* the identical request in flight got its reply */
+			ItemDone(set, it, it->call->reply.content);
+			UsageRecord(it->call, LLM_OUTCOME_CACHE);
+		}
+		else if (c == CACHE_WAIT)
+			it->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CACHE_POLL_MS);
+		else if (LlmCallTurn(it->call, &not_before, &f))
 		{
 			HttpTransfer *t = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
 
@@ -81,6 +95,25 @@ item_send(ItemSet *set, WorkItem *it)
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Serve the items of this worker that wait for an identical request now
+ * answered, at once: their flight is freed when the reply's row is
+ * written, which this worker may do before it looks at them again.
+ */
+static void
+serve_waiters(ItemSet *set)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &set->items)
+	{
+		WorkItem   *w = dlist_container(WorkItem, node, iter.cur);
+
+		if (w->state == ITEM_READY && w->cache_wait)
+			item_send(set, w);
+	}
 }
 
 /*
@@ -145,7 +178,12 @@ item_judge(ItemSet *set, WorkItem *it)
 				if (outcome != LLM_OUTCOME_OK)
 					ItemFail(set, it, LlmFailureText(&f));
 				else
+				{
 					ItemDone(set, it, it->call->reply.content);
+					/* its waiters have it now; the row comes with the write-back */
+					CacheKeep(it->call, it->call->reply.content);
+					serve_waiters(set);
+				}
 			}
 			break;
 		case LLM_STEP_AGAIN:
@@ -172,6 +210,8 @@ item_judge(ItemSet *set, WorkItem *it)
 			}
 			break;
 	}
+	if (it->state != ITEM_DONE && it->state != ITEM_READY)
+		CacheAbandon(it->call);
 	if (it->state == ITEM_DONE)
 		UsageRecord(it->call, LLM_OUTCOME_OK);
 	else if (it->state == ITEM_FAILED)

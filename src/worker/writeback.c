@@ -43,6 +43,7 @@
 #include "utils/syscache.h"
 #include "utils/timeout.h"
 
+#include "cache.h"
 #include "call.h"
 #include "schema.h"
 #include "queue.h"
@@ -928,6 +929,15 @@ count_finished(ItemSet *set)
 	return n;
 }
 
+/* Keep an item's reply in llm.cache (ItemSubxact). */
+static void
+cache_keep_step(void *arg)
+{
+	WorkItem   *it = (WorkItem *) arg;
+
+	CacheKeep(it->call, it->reply);
+}
+
 void
 WritebackSet(ItemSet *set)
 {
@@ -1023,6 +1033,15 @@ WritebackSetInXact(ItemSet *set)
 
 		if (!ItemFinished(it))
 			continue;
+		/* a reply for the response cache: its row, in this transaction */
+		if (it->state == ITEM_DONE && it->call && it->call->cache)
+		{
+			const char *error = ItemSubxact(cache_keep_step, it, it);
+
+			if (error)
+				elog(LOG, "pg_llm worker: the reply of queue item " INT64_FORMAT " was not cached: %s",
+					 it->id, error);
+		}
 		/* an item whose lease was lost was someone else's to finish */
 		if (it->written && !it->stalled)
 			SlotCountWritten(it->state == ITEM_DONE, it->state == ITEM_FAILED);
