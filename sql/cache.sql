@@ -47,6 +47,21 @@ SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "What is 2
 SELECT model, kind, provider, upstream_model, finish_reason, input_tokens, output_tokens, cost_usd, expires_at > now() AS expires
 FROM llm.cache ORDER BY created_at, kind;
 
+-- streams are cached only when asked; a stream's kept reply serves
+-- llm.chat too, and a hit is one row
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT string_agg(c, '') FROM llm.chat_stream('Stream me', 'kc', NULL, '{"temperature": 0}') c;
+SELECT string_agg(c, '') FROM llm.chat_stream('Stream me', 'kc', NULL, '{"temperature": 0}') c;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+SELECT count(*), string_agg(c, '|') FROM llm.chat_stream('Stream me', 'kc', NULL, '{"temperature": 0, "cache": true}') c;
+SELECT count(*), string_agg(c, '|') FROM llm.chat_stream('Stream me', 'kc', NULL, '{"temperature": 0, "cache": true}') c;
+SELECT llm.chat('Stream me', 'kc', NULL, '{"temperature": 0}');
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+-- a stream cut short is not kept
+SELECT llm.add_model('kc-stream-cut', 'mock', 'mock?fault=truncate');
+SELECT count(*) FROM llm.chat_stream('Cut me', 'kc-stream-cut', NULL, '{"cache": true, "on_error": "null"}') c;
+SELECT count(*) FROM llm.cache WHERE model = 'kc-stream-cut';
+
 -- 2. never kept: an error, a refusal, a reply cut at max_tokens
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
 SELECT llm.chat('x', 'kc-fail', NULL, '{"temperature": 0, "on_error": "null"}');
@@ -130,7 +145,7 @@ RESET llm.cache_scope;
 \! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
 
 -- 9. the usage rows and what cost_report says the cache saved
-SELECT wait_until($$SELECT count(*) = 63 FROM llm.usage WHERE model = 'kc'$$, 'recorded');
+SELECT wait_until($$SELECT count(*) = 68 FROM llm.usage WHERE model = 'kc'$$, 'recorded');
 SELECT outcome, count(*) > 0 AS some, bool_and(cost_usd = 0) AS free, bool_and(attempts = 0) AS unsent,
        bool_and(input_tokens > 0) AS tokens
 FROM llm.usage WHERE model = 'kc' GROUP BY outcome ORDER BY outcome;
@@ -163,4 +178,5 @@ SELECT llm.drop_model('kc');
 SELECT llm.drop_model('kc-fail');
 SELECT llm.drop_model('kc-refuse');
 SELECT llm.drop_model('kc-cut');
+SELECT llm.drop_model('kc-stream-cut');
 TRUNCATE llm.cache;

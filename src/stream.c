@@ -36,6 +36,7 @@
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 
+#include "cache.h"
 #include "call.h"
 #include "chat.h"
 #include "http.h"
@@ -65,6 +66,8 @@ typedef struct StreamState
 	bool		null_row;		/* the next row is NULL, and the last */
 	bool		done;			/* no row is left */
 	LlmOutcome	outcome;		/* recorded when the stream is released */
+	bool		hit;			/* served by the response cache: one row */
+	StringInfoData text;		/* the reply so far, for the cache (UTF-8) */
 } StreamState;
 
 /*
@@ -97,6 +100,8 @@ stream_release(StreamState *st)
 	if (st->released)
 		return;
 	st->released = true;
+	if (st->call && st->outcome != LLM_OUTCOME_OK && st->outcome != LLM_OUTCOME_CACHE)
+		CacheAbandon(st->call);
 	if (st->call && st->call->accounted && !st->call->usage_recorded)
 	{
 		ListCell   *lc;
@@ -289,6 +294,9 @@ stream_ended(StreamState *st)
 	if (outcome != LLM_OUTCOME_OK)
 		stream_raise(st, &f, outcome);
 	st->outcome = LLM_OUTCOME_OK;
+	/* a whole reply asked to be cached is kept (not one cut short) */
+	if (st->call->cache && st->text.data)
+		CacheKeep(st->call, st->text.data);
 	/* the last row should not wait for the end of the query */
 	if (st->rows > 0 && whereToSendOutput == DestRemote)
 		pq_flush_if_writable();
@@ -441,6 +449,28 @@ stream_open(void *arg)
 	StreamState *st = (StreamState *) arg;
 
 	ChatCallBegin(st->call);
+	/* streams are cached only when the call asks (option cache) */
+	for (;;)
+	{
+		CacheResult c = CacheCheck(st->call, CACHE_TEXT, true);
+
+		if (c == CACHE_HIT)
+		{
+			/* the whole reply as one row; the stream says nothing more */
+			st->hit = true;
+			st->whole_reply = true;
+			st->dec.finished = true;
+			st->outcome = LLM_OUTCOME_CACHE;
+			return;
+		}
+		if (c != CACHE_WAIT)
+		{
+			if (c == CACHE_MISS)
+				initStringInfo(&st->text);
+			break;
+		}
+		CacheWaitLatch(100);
+	}
 	LlmCallOpenStream(st->call);
 	HttpSetOwnerRef(st->call->xfer, &st->call->xfer);
 	ProviderDecoderInit(&st->dec, st->call->route->provider->ops);
@@ -545,6 +575,12 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 	}
 	if (st->done)
 		piece = NULL;
+	else if (st->hit)
+	{
+		piece = st->rows == 0 ? pstrdup(st->call->reply.content) : NULL;
+		if (piece == NULL)
+			st->done = true;
+	}
 	else if (!RequestOnErrorNull(st->call->req))
 		piece = stream_next(st);
 	else
@@ -576,6 +612,13 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 		st->call->first_byte = GetCurrentTimestamp();
 	st->rows++;
 	st->call->delivered_bytes += strlen(piece);
+	if (st->text.data)
+	{
+		MemoryContext old = MemoryContextSwitchTo(st->ctx);
+
+		appendStringInfoString(&st->text, piece);
+		MemoryContextSwitchTo(old);
+	}
 	{
 		text	   *row = cstring_to_text(LlmToServerEncoding(piece, strlen(piece)));
 
