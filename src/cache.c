@@ -36,6 +36,7 @@
 #include "common/cryptohash.h"
 #include "common/sha2.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/ipc.h"
@@ -953,4 +954,43 @@ CacheKeep(LlmCall *call, const char *reply_text)
 				held[h].kept = true;
 		cc->flight = -1;
 	}
+}
+
+PG_FUNCTION_INFO_V1(pg_llm_cache_status);
+
+/*
+ * llm.cache_status(): the flights in shared memory (identical requests in
+ * flight: calling, and answered but not yet in the table) and the calls
+ * a flight has served since the server started; NULLs without preloading.
+ */
+Datum
+pg_llm_cache_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+	int			calling = 0;
+	int			done = 0;
+	int			i;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	if (Cache == NULL)
+		nulls[0] = nulls[1] = nulls[2] = true;
+	else
+	{
+		LWLockAcquire(Cache->lock, LW_SHARED);
+		for (i = 0; i < CACHE_FLIGHTS; i++)
+		{
+			if (Cache->flights[i].state == FLIGHT_CALLING)
+				calling++;
+			else if (Cache->flights[i].state == FLIGHT_DONE)
+				done++;
+		}
+		LWLockRelease(Cache->lock);
+		values[0] = Int32GetDatum(calling);
+		values[1] = Int32GetDatum(done);
+		values[2] = Int64GetDatum((int64) pg_atomic_read_u64(&Cache->coalesced));
+	}
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }

@@ -53,6 +53,9 @@ n=$(mock_requests)
 check "and they made $n provider call (1)" $([ "$n" = 1 ] && echo 1 || echo 0)
 wait_usage "count(*) FILTER (WHERE model = 'slow') = 1000" || true
 read -r ok hits cost < <(psql -X -Atq -F ' ' -c "SELECT count(*) FILTER (WHERE outcome = 'ok'), count(*) FILTER (WHERE outcome = 'cache'), sum(cost_usd) FILTER (WHERE outcome = 'cache') FROM llm.usage WHERE model = 'slow'")
+coalesced=$(psql -X -Atq -c "SELECT coalesced FROM llm.cache_status()")
+check "llm.cache_status() counts $coalesced calls served by a flight (some of the 999)" \
+  $([ "$coalesced" -ge 1 ] && [ "$coalesced" -le 999 ] && echo 1 || echo 0)
 check "usage: $ok paid call, $hits cache hits at cost $cost" $([ "$ok" = 1 ] && [ "$hits" = 999 ] && [ "$cost" = 0.00000000 ] && echo 1 || echo 0)
 
 # 2. the same with sync calls: ten sessions, ten calls each, a new prompt

@@ -52,3 +52,9 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION llm.prune_cache(bigint) IS 'Delete the expired replies of llm.cache and the oldest beyond max_rows (default llm.cache_max_rows); returns the number deleted. Calls that keep replies run it as they go';
+
+CREATE FUNCTION llm.cache_status(OUT flights_calling integer, OUT flights_answered integer,
+                                 OUT coalesced bigint)
+AS 'MODULE_PATHNAME', 'pg_llm_cache_status'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm.cache_status() IS 'Identical requests in flight at once, sent once: the flights in shared memory whose first call is with its provider, those answered whose reply is not yet in llm.cache, and the calls served by a flight since the server started (NULL without preloading)';
