@@ -166,7 +166,15 @@ SET ROLE kc_alice;
 SET llm.cache_scope = shared;
 SET llm.cache_max_rows = 10;
 TRUNCATE llm.cache;
+-- nobody but the extension plants a reply for others to be served
+INSERT INTO llm.cache (key, role_oid, scope, model, provider, upstream_model, kind, reply)
+VALUES ('\x00', 0, 'shared', 'kc', 'mock', 'mock', 'text', 'planted');
+UPDATE llm.cache SET reply = 'planted';
+DELETE FROM llm.cache;
+SELECT llm.prune_cache();
 RESET ROLE;
+-- embeddings are not cached: the option is refused there
+SELECT llm.embed('x', 'kc', '{"cache": true}');
 SELECT llm.prune_cache(-1);
 
 REVOKE ALL ON llm.cache FROM kc_alice, kc_bob;

@@ -670,6 +670,12 @@ RequestForEmbedding(const char *const *inputs, int n, const char *options_json)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("option \"input\" is not accepted here"),
 					 errhint("Pass the text to embed as the input argument.")));
+		if (req->cache >= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"cache\" is not accepted by embedding calls"),
+					 errdetail("The response cache keeps chat replies only."),
+					 errhint("Leave the option out.")));
 		json_object_object_del(req->obj, "model");
 		/* the provider's encoding is always float: the vectors are read as numbers */
 		json_object_object_del(req->obj, "encoding_format");
