@@ -486,6 +486,17 @@ error_said(const LlmErrorBody *eb, const LlmProvider *p)
 }
 
 /*
+ * Is an HTTP status worth trying again, the request not being at fault?
+ * The one rule for every call mode, the worker, and provider batches
+ * (their requests and each result).
+ */
+bool
+LlmRetryableStatus(long status)
+{
+	return status == 408 || status == 409 || status == 429 || (status >= 500 && status <= 599);
+}
+
+/*
  * Judge a finished attempt, filling *f on failure.  Everything needed
  * later is copied out so that the transfer can be released at once.
  */
@@ -553,8 +564,7 @@ judge(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailure *f)
 	if (t->status == 402 || ProtoErrorIsQuota(eb.type, eb.code))
 		quota = true;
 
-	retryable = !quota && (t->status == 408 || t->status == 409 ||
-						   t->status == 429 || (t->status >= 500 && t->status <= 599));
+	retryable = !quota && LlmRetryableStatus(t->status);
 	if (t->should_retry >= 0)
 		retryable = (t->should_retry == 1);
 
@@ -698,8 +708,7 @@ LlmJudgeStreamError(LlmCall *call, const LlmErrorBody *eb, const char *text, Llm
 		f->detail = psprintf("The provider said: %s",
 							 LlmSentence(RedactProviderCString(text, p)));
 	f->hint = status ? status_hint(status, route, quota) : NULL;
-	retryable = !quota && (status == 0 || status == 408 || status == 409 ||
-						   status == 429 || status >= 500);
+	retryable = !quota && (status == 0 || LlmRetryableStatus(status));
 	return retryable ? LLM_VERDICT_RETRY : LLM_VERDICT_FAIL;
 }
 

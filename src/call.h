@@ -157,6 +157,7 @@ extern void LlmCallAfterAttempt(LlmCall *call, struct HttpTransfer *t, LlmVerdic
 								const LlmFailure *f);
 extern void LlmCallHoldTurn(LlmCall *call, const LlmRoute *route, int64 charged);
 extern void LlmCallSettleTurn(LlmCall *call, int64 used);
+extern bool LlmRetryableStatus(long status);
 extern long LlmRetryDelayMs(double retry_after_s, int n);
 extern void LlmSleepMs(long ms);
 extern LlmNoReturn void LlmRaiseFailure(const LlmFailure *f, int attempts, int routes);

@@ -235,7 +235,7 @@ config_load_rows(void *arg)
 					 "      FROM pg_catalog.jsonb_each_text(s.headers) AS h ORDER BY h.key), "
 					 "(p.options->>'rpm_limit')::int4, (p.options->>'tpm_limit')::int4, "
 					 "(p.options->>'quota_cooldown')::int4, "
-					 "COALESCE(p.options->>'batch_api', CASE p.protocol WHEN 'anthropic' THEN 'anthropic' ELSE 'openai' END), "
+					 "p.options->>'batch_api', "
 					 "(p.options->>'batch_timeout_ms')::int4, "
 					 "COALESCE(p.options->>'batch_url', '/v1/chat/completions'), "
 					 "COALESCE((p.options->>'pass_through')::pg_catalog.bool, false), "
@@ -278,7 +278,12 @@ config_load_rows(void *arg)
 		p->rpm_limit = Max(col_int(tup, td, 19), 0);
 		p->tpm_limit = Max(col_int(tup, td, 20), 0);
 		p->quota_cooldown = col_int(tup, td, 21);
+		/* the batch API it names, or its protocol's default (NULL: none) */
 		p->batch_api = col_str(tup, td, 22);
+		p->batch = (p->batch_api && strcmp(p->batch_api, "none") == 0) ? NULL :
+			ProviderBatchKind(p->ops, p->batch_api);
+		if (p->batch_api == NULL)
+			p->batch_api = MemoryContextStrdup(config_ctx, p->batch ? p->batch->name : "none");
 		p->batch_timeout_ms = col_int(tup, td, 23);
 		p->batch_url = col_str(tup, td, 24);
 		p->pass_through = strcmp(SPI_getvalue(tup, td, 25), "t") == 0;

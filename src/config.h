@@ -16,6 +16,7 @@
 #include "http.h"
 
 struct LlmProviderOps;
+struct LlmBatchOps;
 
 typedef struct LlmProvider
 {
@@ -41,6 +42,7 @@ typedef struct LlmProvider
 	int			tpm_limit;		/* tokens a minute, cluster-wide; 0: none */
 	int			quota_cooldown; /* seconds a route out of quota is left alone */
 	char	   *batch_api;		/* inline, openai, anthropic or none */
+	const struct LlmBatchOps *batch;	/* that batch API; NULL: none */
 	int			batch_timeout_ms;	/* one inline batch request; -1: default */
 	char	   *batch_url;		/* the url of a batch line (and endpoint of a batch) */
 	bool		pass_through;	/* takes model names that have no route */

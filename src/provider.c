@@ -282,12 +282,31 @@ ProviderParseEmbedReply(const LlmRoute *route, LlmRequest *req, const char *body
 	return true;
 }
 
+/*
+ * The batch kind of a protocol named by the provider option batch_api
+ * (NULL: the protocol's default), or NULL when it has no such kind.
+ */
+const LlmBatchOps *
+ProviderBatchKind(const LlmProviderOps *ops, const char *name)
+{
+	int			i;
+
+	if (ops->batch_kinds == NULL)
+		return NULL;
+	if (name == NULL)
+		return ops->batch_kinds[0];
+	for (i = 0; ops->batch_kinds[i]; i++)
+		if (strcmp(ops->batch_kinds[i]->name, name) == 0)
+			return ops->batch_kinds[i];
+	return NULL;
+}
+
 /* One request of a batch as a line of JSON text (palloc'd). */
 char *
-ProviderBatchLine(LlmRequest *req, const LlmRoute *route, const char *custom_id)
+ProviderBatchLine(const LlmBatchOps *kind, LlmRequest *req, const LlmRoute *route,
+				  const char *custom_id)
 {
-	json_object *line = route->provider->ops->batch_line(SchemaRouteRequest(req, route),
-														 route, custom_id);
+	json_object *line = kind->request_line(SchemaRouteRequest(req, route), route, custom_id);
 	JsonGuard  *g = JsonGuardNew(line);
 	size_t		len;
 	char	   *text = RequestSerialize(req, line, false, &len);
@@ -297,11 +316,54 @@ ProviderBatchLine(LlmRequest *req, const LlmRoute *route, const char *custom_id)
 }
 
 /*
+ * A 2xx answer of a step of a batch, read by its kind into *ev (which
+ * holds copies: nothing of the parsed answer is kept).
+ */
+void
+ProviderBatchAnswer(const LlmBatchOps *kind, LlmBatchStep step, const LlmBatchState *b,
+					const char *body, size_t len, LlmBatchEvent *ev)
+{
+	json_object *root = parse_object(body ? body : "", len);
+	JsonGuard  *g = root ? JsonGuardNew(root) : NULL;
+
+	memset(ev, 0, sizeof(LlmBatchEvent));
+	kind->read_answer(step, b, root, ev);
+	if (g)
+		JsonGuardRelease(g);
+}
+
+/* Each result of an inline batch's answer, as JSON text, to fn. */
+void
+ProviderBatchEachResult(const LlmBatchOps *kind, const char *body, size_t len,
+						void (*fn) (void *arg, const char *line, size_t len), void *arg)
+{
+	json_object *root = parse_object(body, len);
+	JsonGuard  *g;
+	json_object *results;
+	size_t		i,
+				n;
+
+	if (root == NULL)
+		return;
+	g = JsonGuardNew(root);
+	results = kind->answer_results ? kind->answer_results(root) : NULL;
+	n = results ? json_object_array_length(results) : 0;
+	for (i = 0; i < n; i++)
+	{
+		const char *line = json_object_to_json_string_ext(json_object_array_get_idx(results, i),
+														  JSON_C_TO_STRING_PLAIN);
+
+		fn(arg, line, strlen(line));
+	}
+	JsonGuardRelease(g);
+}
+
+/*
  * One line of a batch's results: false, with *problem, when it cannot be
  * read at all (then *custom_id may be NULL).
  */
 bool
-ProviderBatchResult(const LlmRoute *route, const char *line, size_t len,
+ProviderBatchResult(const LlmBatchOps *kind, const LlmRoute *route, const char *line, size_t len,
 					char **custom_id, long *status, bool *expired,
 					LlmReply *reply, char **problem)
 {
@@ -320,7 +382,7 @@ ProviderBatchResult(const LlmRoute *route, const char *line, size_t len,
 		return false;
 	}
 	g = JsonGuardNew(root);
-	ok = route->provider->ops->batch_result(root, route, &id, status, expired, reply, problem);
+	ok = kind->result_line(root, route, &id, status, expired, reply, problem);
 	*custom_id = id ? pstrdup(id) : NULL;
 	JsonGuardRelease(g);
 	if (!JsonUsageSane(line, len, LLM_MAX_USAGE_TOKENS))

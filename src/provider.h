@@ -6,7 +6,8 @@
  *	  provider_anthropic.c) exports one LlmProviderOps, config.c stores the
  *	  right one in every provider, and the call engine, the stream and the
  *	  worker go through it.  Adding a protocol is one new file and one line
- *	  in provider.c.
+ *	  in provider.c; adding a batch API to a protocol, one LlmBatchOps in
+ *	  its file.
  *
  *	  The callbacks take json-c objects as "struct json_object", so this
  *	  header can be included next to utils/builtins.h (whose json_object()
@@ -106,6 +107,138 @@ typedef struct LlmStreamDecoder
 	List	   *pieces;			/* text deltas not yet returned */
 } LlmStreamDecoder;
 
+/*
+ * The half of a protocol that speaks to its provider's batch API, for the
+ * worker's batch transport (src/worker/batch.c), which owns the state
+ * machine and all the I/O.  A batch goes through steps, each one request:
+ * the requests file up (UPLOAD, when the kind uploads a file), the batch
+ * created (CREATE; an inline kind's answer holds the results), polled
+ * (POLL) until it has ended, its results files down (RESULTS, the first,
+ * the second...), or cancelled (CANCEL); after a crash, a batch whose
+ * creation was not recorded is looked for (LOOKUP, a page at a time).
+ * The kind builds each request and reads each 2xx answer into an event;
+ * it sends nothing and writes nothing.
+ */
+typedef enum LlmBatchStep
+{
+	LLM_BATCH_UPLOAD,
+	LLM_BATCH_CREATE,
+	LLM_BATCH_POLL,
+	LLM_BATCH_LOOKUP,
+	LLM_BATCH_RESULTS,
+	LLM_BATCH_CANCEL
+} LlmBatchStep;
+
+/* What a kind knows of a batch when it builds a request. */
+typedef struct LlmBatchState
+{
+	const LlmProvider *provider;
+	int64		id;				/* ours (llm._batch.id) */
+	const char *token;			/* ours, for the provider's metadata */
+	const char *input_file_id;	/* the uploaded requests file */
+	const char *batch_id;		/* the provider's id of the batch */
+	const char *output_file_id;
+	const char *error_file_id;
+	const char *results_url;
+	const char *lookup_after;	/* the page of the lookup to ask for */
+	int			results_step;	/* which results file: 0, 1, ... */
+} LlmBatchState;
+
+/* How long a request of a batch may take. */
+typedef enum LlmBatchTimeout
+{
+	LLM_BATCH_TIMEOUT_CALL,		/* a call's (the provider's timeout_ms) */
+	LLM_BATCH_TIMEOUT_TRANSFER, /* a file's: the call's, at least 10 minutes */
+	LLM_BATCH_TIMEOUT_SYNC		/* an inline batch's: batch_timeout_ms */
+} LlmBatchTimeout;
+
+/* A request of a batch API, described; the transport sends it. */
+typedef struct LlmBatchRequest
+{
+	const char *path;			/* under the provider's base_url, or */
+	const char *url;			/* a whole URL on the provider's origin */
+	bool		get;			/* a GET; otherwise a POST */
+	const char *body;			/* a JSON body */
+	bool		send_file;		/* the requests file (or body) as a JSON body */
+	bool		upload_file;	/* the requests file as a form upload */
+	const char *upload_name;	/* its file name */
+	bool		to_file;		/* the answer into a file (results) */
+	LlmBatchTimeout timeout;
+} LlmBatchRequest;
+
+/* What a 2xx answer says (the event the transport applies). */
+typedef enum LlmBatchEventKind
+{
+	LLM_BATCH_UNREADABLE,		/* nothing pg_llm can read */
+	LLM_BATCH_UPLOADED,			/* id: the requests file's */
+	LLM_BATCH_CREATED,			/* id: the batch's */
+	LLM_BATCH_ANSWERED,			/* the results are in the answer (inline) */
+	LLM_BATCH_RUNNING,			/* a poll: not ended yet */
+	LLM_BATCH_ENDED,			/* a poll: ended; where its results are */
+	LLM_BATCH_FOUND,			/* a lookup: id, the batch's */
+	LLM_BATCH_NOT_FOUND,		/* a lookup page without it (lookup_after: more) */
+	LLM_BATCH_RESULTS_IN,		/* a results file is in */
+	LLM_BATCH_CANCELLED
+} LlmBatchEventKind;
+
+typedef struct LlmBatchEvent
+{
+	LlmBatchEventKind kind;
+	char	   *id;
+	char	   *status;			/* the provider's word for its state */
+	bool		cancelling;
+	char	   *failure;		/* why it ended without running, if it did */
+	char	   *output_file_id;
+	char	   *error_file_id;
+	char	   *results_url;
+	char	   *lookup_after;
+	int			succeeded;		/* the provider's counts */
+	int			errored;
+	int			expired;
+} LlmBatchEvent;
+
+typedef struct LlmBatchOps
+{
+	const char *name;			/* its value of the provider option batch_api */
+	int			max_requests;	/* in a batch; 0: llm.batch_size */
+	size_t		max_bytes;		/* of the requests */
+	bool		inline_results; /* CREATE answers with the results (then a
+								 * batch that times out is split) */
+	bool		can_lookup;		/* a creation not recorded can be found */
+
+	/* the requests: head, each line (separated), tail */
+	const char *requests_head;
+	const char *requests_separator;
+	const char *requests_tail;
+
+	/*
+	 * The request of a step (for a batch in the state b); false when the
+	 * step has nothing to ask (no more results files).
+	 */
+	bool		(*request) (LlmBatchStep step, const LlmBatchState *b, LlmBatchRequest *req);
+
+	/* a 2xx answer of a step, read (the caller has parsed it; NULL: not JSON) */
+	void		(*read_answer) (LlmBatchStep step, const LlmBatchState *b,
+								struct json_object *root, LlmBatchEvent *ev);
+
+	/* one request of a batch, with our id for it; the caller puts it */
+	struct json_object *(*request_line) (LlmRequest *req, const LlmRoute *route,
+										 const char *custom_id);
+
+	/*
+	 * One result of a batch: its custom_id, and either the reply (*status
+	 * 200-299, in reply) or what went wrong (*status the HTTP status, 0
+	 * when the request was not run, *expired when it ran out of time or
+	 * was cancelled and can be sent again; *problem says it).
+	 */
+	bool		(*result_line) (struct json_object *line, const LlmRoute *route,
+								const char **custom_id, long *status, bool *expired,
+								LlmReply *reply, char **problem);
+
+	/* the results of an inline answer, each as a JSON object (inline kinds) */
+	struct json_object *(*answer_results) (struct json_object *root);
+} LlmBatchOps;
+
 typedef struct LlmProviderOps
 {
 	const char *name;			/* the protocol's name in llm.provider */
@@ -132,22 +265,12 @@ typedef struct LlmProviderOps
 	void		(*stream_event) (LlmStreamDecoder *dec, const char *type,
 								 struct json_object *root);
 
-	/* provider batch APIs: the batch kind used when none is configured */
-	const char *default_batch_api;
-
-	/* one request of a batch, with our id for it; the caller puts it */
-	struct json_object *(*batch_line) (LlmRequest *req, const LlmRoute *route,
-									   const char *custom_id);
-
 	/*
-	 * One result of a batch: its custom_id, and either the reply (*status
-	 * 200-299, in reply) or what went wrong (*status the HTTP status, 0
-	 * when the request was not run, *expired when it ran out of time or
-	 * was cancelled and can be sent again; *problem says it).
+	 * Provider batch APIs: the kinds the protocol offers (the provider
+	 * option batch_api names one), NULL-terminated, the default first;
+	 * NULL when it has none.
 	 */
-	bool		(*batch_result) (struct json_object *line, const LlmRoute *route,
-								 const char **custom_id, long *status, bool *expired,
-								 LlmReply *reply, char **problem);
+	const struct LlmBatchOps *const *batch_kinds;
 
 	/*
 	 * Embeddings: the path appended to base_url (NULL: the protocol has no
@@ -178,12 +301,20 @@ extern void ProviderReplySetUsage(LlmReply *reply, const ProtoUsage *u);
 extern void ProviderDecoderInit(LlmStreamDecoder *dec, const struct LlmProviderOps *ops);
 extern void ProviderStreamEvent(LlmStreamDecoder *dec, const char *type,
 								const char *data, size_t len);
-extern char *ProviderBatchLine(LlmRequest *req, const LlmRoute *route, const char *custom_id);
+extern const LlmBatchOps *ProviderBatchKind(const LlmProviderOps *ops, const char *name);
+extern char *ProviderBatchLine(const LlmBatchOps *kind, LlmRequest *req, const LlmRoute *route,
+							   const char *custom_id);
+extern void ProviderBatchAnswer(const LlmBatchOps *kind, LlmBatchStep step, const LlmBatchState *b,
+								const char *body, size_t len, LlmBatchEvent *ev);
+extern void ProviderBatchEachResult(const LlmBatchOps *kind, const char *body, size_t len,
+									void (*fn) (void *arg, const char *line, size_t len),
+									void *arg);
 extern char *ProviderEmbedBody(LlmRequest *req, const LlmRoute *route);
 extern bool ProviderParseEmbedReply(const LlmRoute *route, LlmRequest *req,
 									const char *body, size_t len,
 									LlmEmbedReply *reply, char **problem);
-extern bool ProviderBatchResult(const LlmRoute *route, const char *line, size_t len,
+extern bool ProviderBatchResult(const LlmBatchOps *kind, const LlmRoute *route,
+								const char *line, size_t len,
 								char **custom_id, long *status, bool *expired,
 								LlmReply *reply, char **problem);
 

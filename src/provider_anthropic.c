@@ -16,6 +16,7 @@
 
 #include "lib/stringinfo.h"
 
+#include "http.h"
 #include "llm_json.h"
 #include "pg_llm.h"
 #include "provider.h"
@@ -664,6 +665,130 @@ anthropic_batch_result(json_object *line, const LlmRoute *route, const char **cu
 	return false;
 }
 
+/* ---- provider batch API: Message Batches ---- */
+
+/* A string member, copied, or NULL. */
+static char *
+copy_string(json_object *obj, const char *key)
+{
+	const char *v = JsonGetString(obj, key);
+
+	return v ? pstrdup(v) : NULL;
+}
+
+/* An integer member, or 0. */
+static int
+get_int(json_object *obj, const char *key)
+{
+	int64		v = 0;
+
+	/* a provider's count, held to what a count can be */
+	return JsonGetInt64(obj, key, &v) ? (int) Max(Min(v, PG_INT32_MAX), 0) : 0;
+}
+
+/*
+ * The requests of Message Batches: the batch created with its requests
+ * in the body (POST /messages/batches), polled (GET
+ * /messages/batches/{id}), its results downloaded, cancelled (POST
+ * /messages/batches/{id}/cancel).  The key goes only to the provider's
+ * own origin: a results_url elsewhere is read from the documented
+ * endpoint under the base URL instead.
+ */
+static bool
+anthropic_batch_request(LlmBatchStep step, const LlmBatchState *b, LlmBatchRequest *req)
+{
+	memset(req, 0, sizeof(LlmBatchRequest));
+	req->timeout = LLM_BATCH_TIMEOUT_CALL;
+	switch (step)
+	{
+		case LLM_BATCH_CREATE:
+			req->path = "/messages/batches";
+			req->send_file = true;
+			req->timeout = LLM_BATCH_TIMEOUT_TRANSFER;
+			return true;
+		case LLM_BATCH_POLL:
+			req->get = true;
+			req->path = psprintf("/messages/batches/%s", b->batch_id);
+			return true;
+		case LLM_BATCH_RESULTS:
+			if (b->results_step > 0 || b->results_url == NULL)
+				return false;
+			req->get = true;
+			req->to_file = true;
+			req->timeout = LLM_BATCH_TIMEOUT_TRANSFER;
+			if (HttpSameOrigin(b->results_url, b->provider->base_url))
+				req->url = b->results_url;
+			else
+			{
+				elog(LOG, "pg_llm worker: batch " INT64_FORMAT ": results_url is not on provider \"%s\"'s origin; "
+					 "reading the results from its base URL", b->id, b->provider->name);
+				req->path = psprintf("/messages/batches/%s/results", b->batch_id);
+			}
+			return true;
+		case LLM_BATCH_CANCEL:
+			req->path = psprintf("/messages/batches/%s/cancel", b->batch_id);
+			req->body = "{}";
+			return true;
+		case LLM_BATCH_UPLOAD:
+		case LLM_BATCH_LOOKUP:
+			break;
+	}
+	return false;
+}
+
+/*
+ * The answer of a step: the message_batch created, or polled
+ * (processing_status in_progress, canceling, ended; its request counts
+ * and results_url).
+ */
+static void
+anthropic_batch_read(LlmBatchStep step, const LlmBatchState *b, json_object *root, LlmBatchEvent *ev)
+{
+	const char *ps;
+	json_object *counts;
+
+	ev->kind = LLM_BATCH_UNREADABLE;
+	if (root == NULL)
+		return;
+	if (step == LLM_BATCH_CREATE)
+	{
+		ev->id = copy_string(root, "id");
+		if (ev->id)
+			ev->kind = LLM_BATCH_CREATED;
+		return;
+	}
+	if (step != LLM_BATCH_POLL)
+		return;
+	ev->kind = LLM_BATCH_RUNNING;
+	ps = JsonGetString(root, "processing_status");
+	ev->status = ps ? pstrdup(ps) : NULL;
+	if (ps && strcmp(ps, "ended") == 0)
+		ev->kind = LLM_BATCH_ENDED;
+	ev->cancelling = ps && strcmp(ps, "canceling") == 0;
+	ev->results_url = copy_string(root, "results_url");
+	counts = JsonGetObject(root, "request_counts");
+	ev->succeeded = get_int(counts, "succeeded");
+	ev->errored = get_int(counts, "errored");
+	ev->expired = get_int(counts, "expired") + get_int(counts, "canceled");
+}
+
+static const LlmBatchOps AnthropicBatchOps = {
+	.name = "anthropic",
+	.max_requests = 100000,
+	.max_bytes = (size_t) 256 * 1024 * 1024,
+	.inline_results = false,
+	.can_lookup = false,
+	.requests_head = "{\"requests\": [",
+	.requests_separator = ",",
+	.requests_tail = "]}",
+	.request = anthropic_batch_request,
+	.read_answer = anthropic_batch_read,
+	.request_line = anthropic_batch_line,
+	.result_line = anthropic_batch_result,
+};
+
+static const LlmBatchOps *const anthropic_batch_kinds[] = {&AnthropicBatchOps, NULL};
+
 const LlmProviderOps AnthropicProviderOps = {
 	.name = "anthropic",
 	.chat_path = "/messages",
@@ -673,7 +798,5 @@ const LlmProviderOps AnthropicProviderOps = {
 	.parse_reply = anthropic_parse_reply,
 	.raw_event = anthropic_raw_event,
 	.stream_event = anthropic_stream_event,
-	.default_batch_api = "anthropic",
-	.batch_line = anthropic_batch_line,
-	.batch_result = anthropic_batch_result,
+	.batch_kinds = anthropic_batch_kinds,
 };

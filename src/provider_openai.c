@@ -388,6 +388,261 @@ openai_parse_embed_reply(json_object *root, const LlmRoute *route,
 	return true;
 }
 
+/* ---- provider batch APIs: the OpenAI Batch API and a relay's inline batches ---- */
+
+/* A string member, copied, or NULL. */
+static char *
+copy_string(json_object *obj, const char *key)
+{
+	const char *v = JsonGetString(obj, key);
+
+	return v ? pstrdup(v) : NULL;
+}
+
+/* An integer member, or 0. */
+static int
+get_int(json_object *obj, const char *key)
+{
+	int64		v = 0;
+
+	/* a provider's count, held to what a count can be */
+	return JsonGetInt64(obj, key, &v) ? (int) Max(Min(v, PG_INT32_MAX), 0) : 0;
+}
+
+/*
+ * The body that creates an OpenAI batch from an uploaded file, with our
+ * token in its metadata (to find it again after a crash).
+ */
+static char *
+openai_batch_create_body(const LlmBatchState *b)
+{
+	json_object *o = json_object_new_object();
+	json_object *meta = json_object_new_object();
+	char	   *body;
+
+	json_object_object_add(o, "input_file_id", json_object_new_string(b->input_file_id));
+	json_object_object_add(o, "endpoint", json_object_new_string(b->provider->batch_url));
+	json_object_object_add(o, "completion_window", json_object_new_string("24h"));
+	json_object_object_add(meta, "pg_llm_token", json_object_new_string(b->token));
+	json_object_object_add(o, "metadata", meta);
+	body = pstrdup(json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+	json_object_put(o);
+	return body;
+}
+
+/*
+ * The requests of the Batch API: the JSONL file uploaded (POST /files,
+ * purpose batch), the batch created from it (POST /batches), polled (GET
+ * /batches/{id}), its output then its error file downloaded (GET
+ * /files/{id}/content; results_step counts the files there are),
+ * cancelled (POST /batches/{id}/cancel), and after a crash looked for a
+ * page of GET /batches at a time.
+ */
+static bool
+openai_batch_request(LlmBatchStep step, const LlmBatchState *b, LlmBatchRequest *req)
+{
+	memset(req, 0, sizeof(LlmBatchRequest));
+	req->timeout = LLM_BATCH_TIMEOUT_CALL;
+	switch (step)
+	{
+		case LLM_BATCH_UPLOAD:
+			req->path = "/files";
+			req->upload_file = true;
+			req->upload_name = psprintf("%s.jsonl", b->token);
+			req->timeout = LLM_BATCH_TIMEOUT_TRANSFER;
+			return true;
+		case LLM_BATCH_CREATE:
+			req->path = "/batches";
+			req->body = openai_batch_create_body(b);
+			return true;
+		case LLM_BATCH_POLL:
+			req->get = true;
+			req->path = psprintf("/batches/%s", b->batch_id);
+			return true;
+		case LLM_BATCH_LOOKUP:
+			req->get = true;
+			req->path = b->lookup_after ?
+				psprintf("/batches?limit=100&after=%s", b->lookup_after) : "/batches?limit=100";
+			return true;
+		case LLM_BATCH_RESULTS:
+			{
+				/* the files there are: the output file, then the error file */
+				const char *files[2];
+				int			n = 0;
+
+				if (b->output_file_id)
+					files[n++] = b->output_file_id;
+				if (b->error_file_id)
+					files[n++] = b->error_file_id;
+				if (b->results_step >= n)
+					return false;
+				req->get = true;
+				req->path = psprintf("/files/%s/content", files[b->results_step]);
+				req->to_file = true;
+				req->timeout = LLM_BATCH_TIMEOUT_TRANSFER;
+				return true;
+			}
+		case LLM_BATCH_CANCEL:
+			req->path = psprintf("/batches/%s/cancel", b->batch_id);
+			req->body = "{}";
+			return true;
+	}
+	return false;
+}
+
+/* A Batch object: its status, counts, files, and why it failed. */
+static void
+openai_read_batch(json_object *root, LlmBatchEvent *ev)
+{
+	const char *s = JsonGetString(root, "status");
+	json_object *counts = JsonGetObject(root, "request_counts");
+
+	/* validating ... completed, failed, expired, cancelled */
+	ev->kind = LLM_BATCH_RUNNING;
+	ev->status = s ? pstrdup(s) : NULL;
+	if (s && (strcmp(s, "completed") == 0 || strcmp(s, "failed") == 0 ||
+			  strcmp(s, "expired") == 0 || strcmp(s, "cancelled") == 0))
+		ev->kind = LLM_BATCH_ENDED;
+	ev->cancelling = s && strcmp(s, "cancelling") == 0;
+	ev->output_file_id = copy_string(root, "output_file_id");
+	ev->error_file_id = copy_string(root, "error_file_id");
+	ev->succeeded = get_int(counts, "completed");
+	ev->errored = get_int(counts, "failed");
+	if (s && strcmp(s, "failed") == 0)
+	{
+		/* {"errors": {"data": [{"code", "message", "line"}]}} */
+		json_object *data = JsonGetArray(JsonGetObject(root, "errors"), "data");
+		json_object *first = data && json_object_array_length(data) > 0 ?
+			json_object_array_get_idx(data, 0) : NULL;
+		const char *m = JsonGetString(first, "message");
+		const char *c = JsonGetString(first, "code");
+
+		ev->failure = psprintf("%s%s%s", m ? m : "the batch failed", c ? " " : "",
+							   c ? psprintf("(%s)", c) : "");
+	}
+}
+
+/*
+ * A page of GET /batches: the batch whose metadata carries our token, or
+ * where the next page starts when there are more.
+ */
+static void
+openai_read_lookup(json_object *root, const LlmBatchState *b, LlmBatchEvent *ev)
+{
+	json_object *data = JsonGetArray(root, "data");
+	size_t		n = data ? json_object_array_length(data) : 0;
+	size_t		i;
+	json_object *more;
+
+	ev->kind = LLM_BATCH_NOT_FOUND;
+	for (i = 0; i < n; i++)
+	{
+		json_object *batch = json_object_array_get_idx(data, i);
+		const char *t = JsonGetString(JsonGetObject(batch, "metadata"), "pg_llm_token");
+
+		if (t && strcmp(t, b->token) == 0)
+		{
+			ev->kind = LLM_BATCH_FOUND;
+			ev->id = copy_string(batch, "id");
+			return;
+		}
+	}
+	if (n > 0 && json_object_object_get_ex(root, "has_more", &more) && json_object_get_boolean(more))
+		ev->lookup_after = copy_string(json_object_array_get_idx(data, n - 1), "id");
+}
+
+/* The answer of a step of the Batch API. */
+static void
+openai_batch_read(LlmBatchStep step, const LlmBatchState *b, json_object *root, LlmBatchEvent *ev)
+{
+	ev->kind = LLM_BATCH_UNREADABLE;
+	if (root == NULL)
+		return;
+	switch (step)
+	{
+		case LLM_BATCH_UPLOAD:
+		case LLM_BATCH_CREATE:
+			/* the File, or the Batch, by its id */
+			ev->id = copy_string(root, "id");
+			if (ev->id)
+				ev->kind = step == LLM_BATCH_UPLOAD ? LLM_BATCH_UPLOADED : LLM_BATCH_CREATED;
+			break;
+		case LLM_BATCH_POLL:
+			openai_read_batch(root, ev);
+			break;
+		case LLM_BATCH_LOOKUP:
+			openai_read_lookup(root, b, ev);
+			break;
+		case LLM_BATCH_RESULTS:
+		case LLM_BATCH_CANCEL:
+			break;
+	}
+}
+
+/*
+ * A relay's synchronous POST /batches {"input_file_content": [...]}: up
+ * to llm.batch_size requests, their results in the answer.
+ */
+static bool
+inline_batch_request(LlmBatchStep step, const LlmBatchState *b, LlmBatchRequest *req)
+{
+	memset(req, 0, sizeof(LlmBatchRequest));
+	if (step != LLM_BATCH_CREATE)
+		return false;
+	req->path = "/batches";
+	req->send_file = true;
+	req->timeout = LLM_BATCH_TIMEOUT_SYNC;
+	return true;
+}
+
+/* The answer of an inline batch: its results, or nothing pg_llm can read. */
+static void
+inline_batch_read(LlmBatchStep step, const LlmBatchState *b, json_object *root, LlmBatchEvent *ev)
+{
+	ev->kind = root && JsonGetArray(root, "results") ? LLM_BATCH_ANSWERED : LLM_BATCH_UNREADABLE;
+}
+
+/* The results array of an inline answer. */
+static json_object *
+inline_answer_results(json_object *root)
+{
+	return JsonGetArray(root, "results");
+}
+
+static const LlmBatchOps OpenAIBatchOps = {
+	.name = "openai",
+	.max_requests = 50000,
+	.max_bytes = (size_t) 200 * 1024 * 1024,
+	.inline_results = false,
+	.can_lookup = true,
+	.requests_head = "",
+	.requests_separator = "\n",
+	.requests_tail = "\n",
+	.request = openai_batch_request,
+	.read_answer = openai_batch_read,
+	.request_line = openai_batch_line,
+	.result_line = openai_batch_result,
+};
+
+static const LlmBatchOps InlineBatchOps = {
+	.name = "inline",
+	.max_requests = 0,
+	.max_bytes = (size_t) 200 * 1024 * 1024,
+	.inline_results = true,
+	.can_lookup = false,
+	.requests_head = "{\"input_file_content\": [",
+	.requests_separator = ",",
+	.requests_tail = "]}",
+	.request = inline_batch_request,
+	.read_answer = inline_batch_read,
+	.request_line = openai_batch_line,
+	.result_line = openai_batch_result,
+	.answer_results = inline_answer_results,
+};
+
+/* The Batch API first: it is the default. */
+static const LlmBatchOps *const openai_batch_kinds[] = {&OpenAIBatchOps, &InlineBatchOps, NULL};
+
 const LlmProviderOps OpenAIProviderOps = {
 	.name = "openai",
 	.chat_path = "/chat/completions",
@@ -397,9 +652,7 @@ const LlmProviderOps OpenAIProviderOps = {
 	.parse_reply = openai_parse_reply,
 	.raw_event = openai_raw_event,
 	.stream_event = openai_stream_event,
-	.default_batch_api = "openai",
-	.batch_line = openai_batch_line,
-	.batch_result = openai_batch_result,
+	.batch_kinds = openai_batch_kinds,
 	.embed_path = "/embeddings",
 	.build_embed_body = openai_build_embed_body,
 	.parse_embed_reply = openai_parse_embed_reply,

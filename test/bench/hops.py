@@ -19,7 +19,10 @@ hops (they are not traced).
   (ANSWER_ROOTS), with everything it calls: one line each, and the
   largest.
 
-For each: hops; the hops between files (caller and callee in different
+For each: hops; the hops above the ground floor (those whose caller is
+not in a file of shape.py's layer 0: a call into utf8.c, json.c, http.c,
+runas.c... is a hop, what it calls inside is not: a reader follows the
+path, not the helpers' insides); the hops between files (caller and callee in different
 files); the hops from the worker wing (the caller in src/worker/, or in
 the worker family's files before it: what the wing itself calls); the
 files touched; and the hops "back up" (into a file that is already on
@@ -29,6 +32,9 @@ functions of src/*.c count (not PostgreSQL's inline functions).
 import os
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import shape  # noqa: E402  (the layers of src/)
 
 # The loop's calls that serve one queued item, by name (the names of
 # several versions of the code; those that do not exist are not used).
@@ -42,7 +48,7 @@ ITEM_ROOTS = {
 }
 LOOPS = {"pg_llm_worker_main", "worker_loop", "worker_pass"}
 # The function that takes a finished batch transfer.
-ANSWER_ROOTS = {"BatchTransferDone", "BatchDone"}
+ANSWER_ROOTS = {"BatchTransferDone", "batch_done"}
 BATCH_SCENARIOS = ("inline", "openai", "anthropic")
 # The worker family before it became src/worker/.
 WING_BEFORE = {"worker.c", "lease.c", "writeback.c", "batch.c", "batch_json.c"}
@@ -93,6 +99,12 @@ def read(trace, syms):
                     stack.pop()
 
 
+def ground(f):
+    """Is a file on the ground floor (shape.py's layer 0)?"""
+    mod = os.path.splitext(os.path.basename(f))[0]
+    return mod in shape.LAYERS[0]
+
+
 def in_wing(f):
     """Is a file one of the worker wing's (the worker family before it)?"""
     return f.startswith("worker/") or f in WING_BEFORE
@@ -117,10 +129,11 @@ class Count:
             self.back.add((caller, callee))
 
     def line(self, label):
+        above = sum(1 for (a, b) in self.edges if not ground(a[1]))
         cross = sum(1 for (a, b) in self.edges if a[1] != b[1])
         wing = sum(1 for (a, b) in self.edges if in_wing(a[1]))
-        return "%-26s hops %3d  between files %3d  from the wing %3d  files %2d  back up %2d" % (
-            label, len(self.edges), cross, wing, len(self.files), len(self.back))
+        return "%-26s hops %3d  above the ground floor %3d  between files %3d  from the wing %3d  files %2d  back up %2d" % (
+            label, len(self.edges), above, cross, wing, len(self.files), len(self.back))
 
 
 def main():

@@ -38,7 +38,7 @@ import sys
 # The layer of each file, by its name (without directory and extension).
 LAYERS = {
     0: {"compat", "utf8", "sse", "json", "llm_json", "http", "runas", "target", "names",
-        "jsonschema"},
+        "jsonschema", "protocol", "json_fast", "http_transport"},
     1: {"provider", "provider_openai", "provider_anthropic", "request"},
     2: {"config", "ratelimit", "call", "usage", "shmem", "slots", "schema"},
     3: {"chat", "stream", "many", "queue", "status", "shape", "embed", "jobs"},
