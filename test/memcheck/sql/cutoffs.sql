@@ -54,6 +54,8 @@ SELECT count(*) FROM (SELECT llm.chat_stream('x', 'mock?fault=big&bytes=200000')
 RESET llm.max_response_size;
 -- errors before the first row
 SELECT llm.chat_stream('x', 'mock?fail=401');
+-- (a refused key stops the provider's calls until it changes: set it free)
+SELECT FROM llm.clear_cooldown('mock');
 SELECT llm.chat_stream('x', 'mock?fault=html');
 SELECT llm.chat_stream('x', 'mock', options => '{"temperature": 5}');
 SELECT llm.chat_stream('x', 'mock', options => '{"stream": true}');
@@ -75,6 +77,7 @@ BEGIN
         PERFORM llm.chat_stream('one two three four five six', m);
       EXCEPTION WHEN OTHERS THEN
         n := n + 1;
+        PERFORM llm.clear_cooldown('mock');
       END;
     END LOOP;
   END LOOP;
@@ -163,6 +166,7 @@ BEGIN
         PERFORM llm.chat('x', m);
       EXCEPTION WHEN OTHERS THEN
         n := n + 1;
+        PERFORM llm.clear_cooldown('mock');
       END;
     END LOOP;
   END LOOP;
