@@ -994,6 +994,18 @@ LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f)
 			f->quota = true;
 			return false;
 		}
+		/*
+		 * A queue item waits: for a refused key, the worker is told why
+		 * (it hands the item back, to be set up again with the new key).
+		 */
+		if (turn == LLM_TURN_AUTH)
+		{
+			memset(f, 0, sizeof(LlmFailure));
+			f->sqlstate = ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION;
+			f->provider = pstrdup(route->provider->name);
+			f->message = why;
+			f->retry_after_s = -1;
+		}
 		*not_before = until;
 		return false;
 	}

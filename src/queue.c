@@ -55,6 +55,7 @@
 #include "usage.h"
 
 PG_FUNCTION_INFO_V1(pg_llm_enqueue);
+PG_FUNCTION_INFO_V1(pg_llm_retry);
 PG_FUNCTION_INFO_V1(pg_llm_worker_status);
 PG_FUNCTION_INFO_V1(pg_llm_usage_buffer_status);
 PG_FUNCTION_INFO_V1(pg_llm_job_check_request);
@@ -1081,4 +1082,142 @@ pg_llm_worker_status(PG_FUNCTION_ARGS)
 	}
 	LWLockRelease(LlmShared->lock);
 	PG_RETURN_VOID();
+}
+
+/* ---- llm.retry ---- */
+
+typedef struct RetryArgs
+{
+	Oid			role;
+	Datum		ids;			/* int8[] or (Datum) 0 */
+	int64		job_id;			/* 0: any */
+	char	   *error_like;		/* NULL: any */
+	bool		count_only;
+	int64		n;
+	int64		batch;			/* of them, items through a provider batch */
+} RetryArgs;
+
+/*
+ * Count, or put back, a role's failed items (as the owner).  An item
+ * whose reply was paid for (answered: it failed at its write-back) keeps
+ * its reply, and the worker writes it back without a new call; the others
+ * start again from their first attempt.
+ */
+static void
+retry_run(void *arg)
+{
+	RetryArgs  *r = (RetryArgs *) arg;
+	Oid			types[4] = {OIDOID, INT8ARRAYOID, INT8OID, TEXTOID};
+	Datum		values[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+
+#define RETRY_WHERE \
+	"q.status = 'failed' AND q.enqueued_by = $1 AND ($2 IS NULL OR q.id = ANY ($2)) " \
+	"AND ($3 IS NULL OR q.job_id = $3) AND ($4 IS NULL OR q.error LIKE $4)"
+
+	values[0] = ObjectIdGetDatum(r->role);
+	values[1] = r->ids;
+	nulls[1] = r->ids ? ' ' : 'n';
+	values[2] = Int64GetDatum(r->job_id);
+	nulls[2] = r->job_id ? ' ' : 'n';
+	values[3] = r->error_like ? CStringGetTextDatum(r->error_like) : (Datum) 0;
+	nulls[3] = r->error_like ? ' ' : 'n';
+	if (r->count_only)
+	{
+		if (RunSql("SELECT pg_catalog.count(*) FROM llm.queue q WHERE " RETRY_WHERE,
+				   4, types, values, nulls, true, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not count failed items");
+		r->n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		return;
+	}
+	if (RunSql("UPDATE llm.queue q SET status = 'pending', attempts = 0, next_attempt_at = pg_catalog.now(), "
+			   "lease_until = NULL, leased_by = NULL, started_at = NULL, finished_at = NULL, error = NULL, "
+			   "reply = CASE WHEN q.answered THEN q.reply END, invalid_answers = 0, batch_expiries = 0, "
+			   "batch_id = NULL, via = CASE WHEN q.answered THEN 'realtime' ELSE q.via END "
+			   "WHERE " RETRY_WHERE " RETURNING q.via = 'batch_api'",
+			   4, types, values, nulls, false, 0) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not put failed items back");
+	r->n = SPI_processed;
+	r->batch = 0;
+	for (uint64 i = 0; i < SPI_processed; i++)
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull)))
+			r->batch++;
+}
+
+/* The id of the caller's job of that name (as the owner). */
+static void
+retry_find_job(void *arg)
+{
+	RetryArgs  *r = (RetryArgs *) arg;
+	Oid			types[2] = {TEXTOID, OIDOID};
+	Datum		values[2] = {CStringGetTextDatum(r->error_like), ObjectIdGetDatum(r->role)};
+	bool		isnull;
+
+	if (RunSql("SELECT id FROM llm.job WHERE name = $1 AND owner::pg_catalog.oid = $2",
+			   2, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read llm.job");
+	r->job_id = SPI_processed == 1 ?
+		DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) : 0;
+}
+
+/*
+ * llm.retry(ids, job, error_like): the caller's failed items (all, or
+ * those with the ids, of the job, whose error is like the pattern) back
+ * to pending.  A reply that was paid for and failed at its write-back (a
+ * trigger's unqualified name, a column too short) is written back from
+ * the kept reply once the cause is fixed, without calling the provider
+ * again; the others are sent again (they enter the queue as an enqueue's
+ * items do: the role's cap on queued items holds).  Returns the number
+ * of items put back.
+ */
+Datum
+pg_llm_retry(PG_FUNCTION_ARGS)
+{
+	RetryArgs	r;
+	int64		max_queued;
+	int64		room;
+
+	memset(&r, 0, sizeof(r));
+	r.role = GetUserId();
+	r.ids = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
+	if (!PG_ARGISNULL(1))
+	{
+		char	   *job = text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+		r.error_like = job;
+		RunAsOwner(retry_find_job, &r);
+		if (r.job_id == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("job \"%s\" does not exist", job),
+					 errdetail("Only the jobs of role \"%s\" are looked at.", GetUserNameFromId(r.role, false)),
+					 errhint("llm.job_status lists your jobs; the items of a dropped job are retried by their ids.")));
+	}
+	r.error_like = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
+
+	/* the items put back enter the queue: the role's cap holds */
+	room = queue_room(r.role, &max_queued);
+	if (room >= 0)
+	{
+		r.count_only = true;
+		RunAsOwner(retry_run, &r);
+		if (r.n > room)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("role \"%s\" may have at most " INT64_FORMAT " items queued",
+							GetUserNameFromId(r.role, false), max_queued),
+					 errdetail(INT64_FORMAT " failed items would be put back; there is room for " INT64_FORMAT ".",
+							   r.n, room),
+					 errhint("Retry fewer items (by ids, job or error_like), or wait for the queue to drain.")));
+		r.count_only = false;
+	}
+	RunAsOwner(retry_run, &r);
+	if (room >= 0)
+		queue_counted(r.role, r.n);
+	if (r.n > r.batch)
+		wake_workers_at_commit("realtime");
+	if (r.batch > 0)
+		wake_workers_at_commit("batch_api");
+	PG_RETURN_INT64(r.n);
 }

@@ -914,6 +914,21 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	usage_put(&rec);
 }
 
+/*
+ * A call that sent nothing and is given up (a queue item handed back
+ * before its request): its budget reservation is released, and there is
+ * no usage to record.
+ */
+void
+UsageForget(LlmCall *call)
+{
+	if (call->usage_recorded)
+		return;
+	call->usage_recorded = true;
+	call->usage_counted = false;
+	budget_release(call, -1);
+}
+
 /* A call's memory going away unrecorded: it was cut short. */
 static void
 usage_reset_cb(void *arg)

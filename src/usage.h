@@ -23,6 +23,7 @@ extern void UsageRecord(LlmCall *call, LlmOutcome outcome);
 extern int64 UsageOutputTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageEstimatedTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageTokensUsed(LlmCall *call);
+extern void UsageForget(LlmCall *call);
 extern int	UsageFlush(void);
 extern uint32 UsagePending(void);
 extern uint32 UsagePendingAll(void);

@@ -76,6 +76,12 @@ AS 'MODULE_PATHNAME', 'pg_llm_enqueue'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) IS 'Queue a prompt for the background worker; with target_table, target_column and target_key (a JSON object of the row''s key columns) the reply is written into that row, with the rights of the role that enqueued it; via => ''batch_api'' sends it through its provider''s batch API; if_queued: skip (the default: the same request already waiting for the same target is not queued again, its id is returned), add, or replace (the target''s pending items are removed first); with a json_schema and target_column NULL, the answer''s properties are spread into the target''s columns of the same names; a NULL prompt queues nothing and returns NULL';
 
+CREATE FUNCTION llm.retry(ids bigint[] DEFAULT NULL, job text DEFAULT NULL, error_like text DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'pg_llm_retry'
+LANGUAGE C VOLATILE PARALLEL UNSAFE;
+COMMENT ON FUNCTION llm.retry(bigint[], text, text) IS 'Put the caller''s failed items (all, or those with the ids, of the job, or whose error is LIKE error_like) back to pending; an item that failed at its write-back with its reply kept is written back from that reply without a new call, the others are sent again; returns the number put back';
+
 CREATE VIEW llm.queue_status AS
     SELECT s.status,
            count(q.id) AS items,

@@ -67,6 +67,8 @@ typedef struct WorkItem
 								 * trigger outlasted llm.writeback_timeout) */
 	bool		cache_wait;		/* an identical request is in flight: its
 								 * reply is awaited (cache.c) */
+	int			probe;			/* 1 + its provider's slot in the key probes
+								 * while its request is in flight, else 0 */
 	bool		untried;		/* put off without being tried (another of
 								 * its role's write-backs stalled) */
 
@@ -138,6 +140,7 @@ extern int	ItemSubxactCode(void);
 
 /* lease.c */
 extern int	LeaseClaim(ItemSet *set, int n);
+extern int	LeaseClaimOthers(ItemSet *set, int n);
 extern void LeaseSetUp(ItemSet *set);
 extern void LeaseRenew(ItemSet *set);
 extern void LeaseReclaim(void);

@@ -28,6 +28,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/syscache.h"
@@ -52,10 +53,10 @@ static Oid	claim_after_role = InvalidOid;
  * number claimed; *last is the role of the last item taken.
  */
 static int
-claim_from(ItemSet *set, int n, Oid after, Oid *last)
+claim_from(ItemSet *set, int n, Oid after, Oid *last, Datum except)
 {
-	Datum		values[4];
-	Oid			types[4] = {INT4OID, INT4OID, INT8OID, OIDOID};
+	Datum		values[5];
+	Oid			types[5] = {INT4OID, INT4OID, INT8OID, OIDOID, OIDARRAYOID};
 	uint64		i;
 	uint64		nclaimed;
 	SPITupleTable *tuptable;
@@ -65,6 +66,7 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last)
 	values[1] = Int32GetDatum(llm_lease_time);
 	values[2] = Int64GetDatum(SlotLeaseHolder());
 	values[3] = ObjectIdGetDatum(after);
+	values[4] = except;
 
 	/*
 	 * The roles with ready items, found by skipping through the ready
@@ -88,7 +90,7 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last)
 					 "          WHERE q.enqueued_by = roles.r AND q.status = 'pending' AND q.via = 'realtime'"
 					 "            AND q.next_attempt_at <= pg_catalog.now()"
 					 "          ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED) x) c"
-					 "  WHERE roles.r IS NOT NULL ORDER BY c.rn, roles.r LIMIT $1)"
+					 "  WHERE roles.r IS NOT NULL AND roles.r <> ALL ($5) ORDER BY c.rn, roles.r LIMIT $1)"
 					 "UPDATE llm.queue q SET status = 'running', attempts = q.attempts + 1,"
 					 " leased_by = $3, lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2),"
 					 " started_at = pg_catalog.now() "
@@ -96,7 +98,7 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last)
 					 "RETURNING q.id, q.attempts, q.prompt, q.model, q.system, q.options::text,"
 					 " q.target_table::pg_catalog.oid, q.target_column, q.target_key::text, q.enqueued_by,"
 					 " q.reply, q.error, q.invalid_answers, q.spread, q.answered",
-					 4, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+					 5, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queue items");
 
 	tuptable = SPI_tuptable;
@@ -124,10 +126,12 @@ LeaseClaim(ItemSet *set, int n)
 	Oid			last = InvalidOid;
 	int			got;
 
+	Datum		none = PointerGetDatum(construct_empty_array(OIDOID));
+
 	ItemXactBegin("pg_llm: claiming queue items");
-	got = claim_from(set, n, claim_after_role, &last);
+	got = claim_from(set, n, claim_after_role, &last, none);
 	if (got < n && OidIsValid(claim_after_role))
-		got += claim_from(set, n - got, InvalidOid, &last);
+		got += claim_from(set, n - got, InvalidOid, &last, none);
 	ItemXactEnd();
 	/* the next claim starts after the role this one ended with */
 	claim_after_role = (got >= n) ? last : InvalidOid;
@@ -136,6 +140,43 @@ LeaseClaim(ItemSet *set, int n)
 
 /* the set whose items are being set up */
 static ItemSet *setup_set = NULL;
+
+/*
+ * Claim up to n ready items of the roles that have none waiting among the
+ * items held: a role whose items arrive while another's backlog fills the
+ * worker gets its items in hand at once, and the next free slot (which
+ * goes to the role with the fewest requests in flight).  Returns the
+ * number claimed.
+ */
+int
+LeaseClaimOthers(ItemSet *set, int n)
+{
+	dlist_iter	iter;
+	Datum	   *roles = palloc(sizeof(Datum) * Max(set->n, 1));
+	int			nroles = 0;
+	Oid			last = InvalidOid;
+	int			got;
+	int			i;
+
+	dlist_foreach(iter, &set->items)
+	{
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+		if (it->state != ITEM_READY)
+			continue;
+		for (i = 0; i < nroles && DatumGetObjectId(roles[i]) != it->role; i++)
+			;
+		if (i == nroles)
+			roles[nroles++] = ObjectIdGetDatum(it->role);
+	}
+	if (nroles == 0)
+		return 0;
+	ItemXactBegin("pg_llm: claiming queue items of other roles");
+	got = claim_from(set, n, InvalidOid, &last,
+					 PointerGetDatum(construct_array(roles, nroles, OIDOID, sizeof(Oid), true, TYPALIGN_INT)));
+	ItemXactEnd();
+	return got;
+}
 
 /* Make a claimed row into a call; errors are the item's own. */
 static void

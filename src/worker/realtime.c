@@ -37,6 +37,53 @@
 /* how often an item whose identical request is in flight looks at it */
 #define CACHE_POLL_MS 5
 
+/*
+ * How long an item whose provider refused its key stays in the queue
+ * before it is looked at again (no request is sent while the key is
+ * refused; a changed key lets it go).
+ */
+#define KEY_WAIT_MS 2000
+
+/*
+ * Providers whose key has not answered yet in this worker get one request
+ * at a time: a wrong key costs one refused request, not a slot's worth
+ * (the traffic control then stops every request with it).  A key is known
+ * good from its first answer that is not a 401 or 403, or when that answer
+ * takes longer than a refusal would.
+ */
+#define PROBED_MAX 64
+
+typedef struct KeyProbe
+{
+	char		provider[NAMEDATALEN];
+	bool		good;
+	int			in_flight;
+	TimestampTz sent_at;		/* the probe's request; one that takes
+								 * longer than PROBE_WAIT_MS is no refusal */
+} KeyProbe;
+
+#define PROBE_WAIT_MS 2000
+
+static KeyProbe probes[PROBED_MAX];
+static int	nprobes = 0;
+
+static KeyProbe *
+key_probe(LlmCall *call)
+{
+	const char *name = LlmCallRoute(call)->provider->name;
+	int			i;
+
+	for (i = 0; i < nprobes; i++)
+		if (strcmp(probes[i].provider, name) == 0)
+			return &probes[i];
+	if (nprobes == PROBED_MAX)
+		return NULL;			/* too many to keep: no probing */
+	strlcpy(probes[nprobes].provider, name, NAMEDATALEN);
+	probes[nprobes].good = false;
+	probes[nprobes].in_flight = 0;
+	return &probes[nprobes++];
+}
+
 /* the earliest time an item waiting for its turn is due (0: none) */
 static TimestampTz next_due = 0;
 
@@ -70,10 +117,33 @@ item_send(ItemSet *set, WorkItem *it)
 		else if (LlmCallTurn(it->call, &not_before, &f))
 		{
 			HttpTransfer *t = LlmSendAttempt(it->call, LlmCallRoute(it->call), false);
+			KeyProbe   *kp = key_probe(it->call);
 
+			if (kp)
+			{
+				if (kp->in_flight++ == 0)
+					kp->sent_at = GetCurrentTimestamp();
+				it->probe = kp - probes + 1;
+			}
 			t->user = it;
 			t->user_kind = TRANSPORT_REALTIME;
 			ItemSent(set, it, t);
+		}
+		else if (not_before && f.sqlstate == ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION)
+		{
+			/*
+			 * The provider refused its key: nothing is sent while it does.
+			 * The item goes back to the queue untried (its attempt given
+			 * back, nothing recorded) and is set up anew when claimed
+			 * again, with the key as it is then: once an administrator
+			 * changes it, the item goes out by itself.
+			 */
+			UsageForget(it->call);
+			it->untried = true;
+			ItemRetryLater(set, it,
+						   psprintf("%s; the item waits: fix the key with llm.alter_provider('%s', api_key => '...') and it is sent by itself",
+									f.message, f.provider),
+						   TimestampTzPlusMilliseconds(GetCurrentTimestamp(), KEY_WAIT_MS));
 		}
 		else if (not_before)
 			it->not_before = not_before;
@@ -154,6 +224,14 @@ item_judge(ItemSet *set, WorkItem *it)
 	}
 	PG_END_TRY();
 	ItemAnswered(set, it);
+	if (it->probe > 0)
+	{
+		KeyProbe   *kp = &probes[it->probe - 1];
+
+		kp->in_flight--;
+		kp->good = !(it->call->http_status == 401 || it->call->http_status == 403);
+		it->probe = 0;
+	}
 
 	switch (step)
 	{
@@ -191,7 +269,20 @@ item_judge(ItemSet *set, WorkItem *it)
 			SlotCountRetried();
 			break;
 		case LLM_STEP_FAILED:
-			ItemFail(set, it, LlmFailureText(&f));
+
+			/*
+			 * A key refused (401) or not allowed (403): the key's fault
+			 * more than the item's.  The item waits in the queue for the
+			 * key to change (the traffic control stops sending with a key
+			 * refused twice), up to its attempts.
+			 */
+			if ((f.status == 401 || f.status == 403) && it->attempts < llm_max_attempts)
+				ItemRetryLater(set, it,
+							   psprintf("%s; the item waits: fix the key with llm.alter_provider('%s', api_key => '...') and it is sent again by itself",
+										LlmFailureText(&f), f.provider ? f.provider : "?"),
+							   TimestampTzPlusMilliseconds(GetCurrentTimestamp(), KEY_WAIT_MS));
+			else
+				ItemFail(set, it, LlmFailureText(&f));
 			break;
 		case LLM_STEP_SPENT:
 			if (it->attempts >= llm_max_attempts)
@@ -237,6 +328,20 @@ item_sendable(const WorkItem *it, TimestampTz now, TimestampTz *next_due)
 {
 	if (it->state != ITEM_READY || it->call == NULL)
 		return false;
+	/* a key not known good: one request at a time */
+	{
+		KeyProbe   *kp = key_probe(it->call);
+
+		if (kp && !kp->good && kp->in_flight > 0 &&
+			!TimestampDifferenceExceeds(kp->sent_at, now, PROBE_WAIT_MS))
+		{
+			TimestampTz due = TimestampTzPlusMilliseconds(kp->sent_at, PROBE_WAIT_MS);
+
+			if (*next_due == 0 || due < *next_due)
+				*next_due = due;
+			return false;
+		}
+	}
 	if (it->not_before > now)
 	{
 		if (*next_due == 0 || it->not_before < *next_due)

@@ -76,6 +76,9 @@ static const WorkTransport *const transports[TRANSPORTS] = {
 /* the last claim found fewer items than it asked for */
 static bool drained = false;
 
+/* other roles' items are to be looked for (a wake-up, or a second passed) */
+static bool others_due = false;
+
 /* finished items are written in groups (see the loop) */
 #define WRITE_GROUP 32
 #define WRITE_DELAY_MS 10
@@ -331,6 +334,7 @@ keep_leases(TimestampTz now)
 {
 	static TimestampTz last_renew = 0;
 	static TimestampTz last_reclaim = 0;
+	static TimestampTz last_others = 0;
 
 	if (TimestampDifferenceExceeds(last_renew, now, llm_lease_time * 333))
 	{
@@ -343,6 +347,11 @@ keep_leases(TimestampTz now)
 		LeaseReclaim();
 		last_reclaim = now;
 		drained = false;
+	}
+	if (TimestampDifferenceExceeds(last_others, now, 1000))
+	{
+		others_due = true;
+		last_others = now;
 	}
 }
 
@@ -363,6 +372,19 @@ claim(void)
 	{
 		drained = (LeaseClaim(&items, llm_batch_size) < llm_batch_size);
 		LeaseSetUp(&items);
+		others_due = false;
+	}
+	else if (others_due && ready > 0)
+	{
+		/*
+		 * Enough items held, but perhaps all of a few roles: the others'
+		 * ready items are claimed too (after a wake-up, and each second),
+		 * so that they get the next free slot, not the one after the
+		 * backlog.
+		 */
+		if (LeaseClaimOthers(&items, llm_batch_size) > 0)
+			LeaseSetUp(&items);
+		others_due = false;
 	}
 }
 
@@ -440,7 +462,10 @@ worker_loop(void)
 
 		report_activity();
 		if (HttpPoll(wait_time()))
+		{
 			drained = false;	/* an enqueue committed, or a signal */
+			others_due = true;
+		}
 		while ((t = HttpNextDone()) != NULL)
 		{
 			if (t->user && t->user_kind >= 0 && t->user_kind < TRANSPORTS)

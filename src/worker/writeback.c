@@ -635,7 +635,20 @@ guarded(ItemSet *set, WorkItem *it, void (*step) (void *), Writeback *wb, PassSt
 	if (held_up())
 		writeback_put_off(set, it, true, ps);
 	else
+	{
+		int			code = ItemSubxactCode();
+
+		/*
+		 * A name the role's code (a trigger, a default, a check) did not
+		 * find: most often an unqualified one, which the pinned path does
+		 * not reach.
+		 */
+		if (step == write_step &&
+			(code == ERRCODE_UNDEFINED_TABLE || code == ERRCODE_UNDEFINED_FUNCTION ||
+			 code == ERRCODE_UNDEFINED_OBJECT || code == ERRCODE_UNDEFINED_SCHEMA))
+			msg = psprintf("%s (write-backs run with search_path = pg_catalog, pg_temp: qualify the names in the target table's triggers, defaults and checks with their schema, then llm.retry writes the kept reply back)", msg);
 		writeback_failed(set, it, msg, ps->failed_ids, ps->failed_errors, &ps->nfailed);
+	}
 	return false;
 }
 
@@ -767,17 +780,19 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 		"FROM unnest($1::int8[], $2::int4[], $3::text[], $4::int4[]) AS u(id, a, t, n) "
 		"WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id",
 		"UPDATE llm.queue q SET status = 'pending', error = u.t, lease_until = NULL, "
-		"leased_by = NULL, next_attempt_at = u.w, reply = u.s, "
+		"leased_by = NULL, next_attempt_at = u.w, reply = u.s, attempts = q.attempts - u.n, "
 		"invalid_answers = q.invalid_answers + (u.s IS NOT NULL)::int, "
 		"via = CASE WHEN u.s IS NULL THEN q.via ELSE 'realtime' END "
-		"FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[], $5::text[]) "
-		"AS u(id, a, t, w, s) WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id"
+		"FROM unnest($1::int8[], $2::int4[], $3::text[], $4::timestamptz[], $5::text[], $6::int4[]) "
+		"AS u(id, a, t, w, s, n) WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id"
 	};
-	Oid			types[5] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID};
+	Oid			types[6] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID, TEXTARRAYOID,
+	INT4ARRAYOID};
 	Datum	   *saids;
 	bool	   *said_nulls;
 	Datum	   *invs;
 	Oid			failed_types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
+	Datum	   *untried;
 
 	for (k = 0; k < 3; k++)
 	{
@@ -789,6 +804,7 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 	saids = palloc(sizeof(Datum) * cap);
 	invs = palloc(sizeof(Datum) * cap);
 	said_nulls = palloc(sizeof(bool) * cap);
+	untried = palloc(sizeof(Datum) * cap);
 	dlist_foreach(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
@@ -806,12 +822,14 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 			whens[n[k]] = TimestampTzGetDatum(it->next_attempt_at);
 			said_nulls[n[k]] = (it->said_db == NULL);
 			saids[n[k]] = it->said_db ? CStringGetTextDatum(it->said_db) : (Datum) 0;
+			/* an item handed back unsent gets its attempt back */
+			untried[n[k]] = Int32GetDatum(it->untried ? 1 : 0);
 		}
 		n[k]++;
 	}
 	for (k = 0; k < 3; k++)
 	{
-		Datum		args[5];
+		Datum		args[6];
 		uint64		i;
 		SPITupleTable *tt;
 		uint64		nrows;
@@ -830,8 +848,9 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 		{
 			args[3] = LlmMakeArray(whens, NULL, n[k], TIMESTAMPTZOID);
 			args[4] = LlmMakeArray(saids, said_nulls, n[k], TEXTOID);
+			args[5] = LlmMakeArray(untried, NULL, n[k], INT4OID);
 		}
-		if (RunSql(sql[k], k == 0 ? 3 : k == 1 ? 4 : 5, k == 1 ? failed_types : types, args, NULL,
+		if (RunSql(sql[k], k == 0 ? 3 : k == 1 ? 4 : 6, k == 1 ? failed_types : types, args, NULL,
 				   false, 0) != SPI_OK_UPDATE_RETURNING)
 			elog(ERROR, "could not update llm.queue");
 
