@@ -21,7 +21,7 @@ GRANT USAGE ON SCHEMA llm TO mallory;
 GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
                           llm.chat_completion(jsonb, text),
                           llm.chat_stream(text, text, text, jsonb),
-                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO mallory;
+                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO mallory;
 -- databases created before PostgreSQL 15 (and upgraded) let PUBLIC create
 -- in public
 GRANT CREATE ON SCHEMA public TO PUBLIC;
@@ -282,7 +282,7 @@ FROM llm.queue WHERE target_table = 'typed'::regclass ORDER BY target_column, id
 -- 9. the items of a role dropped after enqueueing fail; they are not sent
 CREATE ROLE transient;
 GRANT USAGE ON SCHEMA llm TO transient;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO transient;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO transient;
 -- hold the worker off while the role goes away
 BEGIN;
 LOCK TABLE llm.queue IN SHARE ROW EXCLUSIVE MODE;
@@ -290,7 +290,7 @@ SET LOCAL ROLE transient;
 SELECT llm.enqueue('orphan', 'mock') > 0 AS queued;
 RESET ROLE;
 REVOKE ALL ON SCHEMA llm FROM transient;
-REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) FROM transient;
+REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) FROM transient;
 DROP ROLE transient;
 COMMIT;
 SELECT public.hostile_wait();
@@ -346,7 +346,7 @@ SELECT tableoid::regclass, id, note FROM parent ORDER BY 1, 3;
 -- 12. jobs: nothing of a job is its owner's, and whoever runs it (here a
 -- superuser, as pg_cron or a maintenance script), its work runs as its
 -- owner, in a security-restricted operation with search_path pinned
-GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text),
+GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text),
                           llm.run_job(text), llm.drop_job(text, boolean) TO mallory;
 GRANT SELECT ON llm.job, llm.job_status, llm.queue TO mallory;
 -- (the grant of 0.2.0, which jobs no longer need)
@@ -457,7 +457,7 @@ SELECT count(*) AS queued FROM llm.queue WHERE prompt LIKE '%not for mallory%';
 -- sees nothing of the victim's items, and replaces and cancels none of them
 CREATE ROLE hostile_victim;
 GRANT USAGE ON SCHEMA llm TO hostile_victim;
-GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text),
+GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text),
                           llm.run_job(text), llm.drop_job(text, boolean) TO hostile_victim;
 CREATE TABLE vdocs (id int PRIMARY KEY, body text, score int);
 ALTER TABLE vdocs OWNER TO hostile_victim;

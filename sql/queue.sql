@@ -96,7 +96,7 @@ SELECT prompt, status, reply FROM llm.queue WHERE id IN (:old_id, :new_id) ORDER
 CREATE ROLE alice;
 CREATE ROLE bob;
 GRANT USAGE ON SCHEMA llm TO alice, bob;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO alice, bob;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO alice, bob;
 GRANT SELECT ON llm.queue TO alice, bob;
 CREATE TABLE alice_notes (id int PRIMARY KEY, body text, summary text);
 ALTER TABLE alice_notes OWNER TO alice;
@@ -133,7 +133,7 @@ SELECT llm.purge_queue('0 seconds') > 0 AS purged;
 
 DROP TABLE alice_notes;
 REVOKE ALL ON llm.queue FROM alice, bob;
-REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) FROM alice, bob;
+REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) FROM alice, bob;
 REVOKE ALL ON SCHEMA llm FROM alice, bob;
 DROP ROLE alice;
 DROP ROLE bob;

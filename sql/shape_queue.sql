@@ -35,7 +35,7 @@ SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"i
 -- a role may spread an answer only over columns it may update itself
 CREATE ROLE sq_tenant;
 GRANT USAGE ON SCHEMA llm TO sq_tenant;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO sq_tenant;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO sq_tenant;
 GRANT SELECT (id, order_id), UPDATE (order_id) ON sq_orders TO sq_tenant;
 SET ROLE sq_tenant;
 SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}',
@@ -46,7 +46,7 @@ SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"i
 RESET ROLE;
 DELETE FROM llm.queue;
 REVOKE ALL ON sq_orders FROM sq_tenant;
-REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) FROM sq_tenant;
+REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) FROM sq_tenant;
 REVOKE ALL ON SCHEMA llm FROM sq_tenant;
 DROP ROLE sq_tenant;
 

@@ -53,7 +53,7 @@ FROM llm.cost_report();
 -- budgets: a role over its budget cannot call; nothing is sent
 CREATE ROLE budgeted;
 GRANT USAGE ON SCHEMA llm TO budgeted;
-GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO budgeted;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO budgeted;
 GRANT SELECT ON llm.usage TO budgeted;
 SELECT llm.set_budget('budgeted', NULL, 2);
 SET ROLE budgeted;

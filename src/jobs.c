@@ -49,6 +49,7 @@
 #include "utils/rls.h"
 
 #include "pg_llm.h"
+#include "call.h"
 #include "queue.h"
 #include "runas.h"
 
@@ -174,7 +175,7 @@ job_read(void *arg)
 	if (RunSql("SELECT j.xmin::pg_catalog.text, j.name, j.owner::pg_catalog.oid, j.source_table::pg_catalog.oid, "
 			   "coalesce(j.result_table, j.source_table)::pg_catalog.oid, j.result_table IS NOT NULL, "
 			   "j.result_column::pg_catalog.text, j.key_columns::pg_catalog.text[], j.model, j.system, "
-			   "j.options::pg_catalog.text, j.via FROM llm.job j WHERE j.id = $1",
+			   "j.options::pg_catalog.text, j.via, j.provider FROM llm.job j WHERE j.id = $1",
 			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm.job");
 	if (SPI_processed == 0)
@@ -228,6 +229,7 @@ job_read(void *arg)
 	job->q.system = value_or_null(tup, td, 10, cxt);
 	job->q.options = value_or_null(tup, td, 11, cxt);
 	job->q.via = value_or_null(tup, td, 12, cxt);
+	job->q.provider = value_or_null(tup, td, 13, cxt);
 
 	/* its statements */
 	if (RunSql("SELECT s.statements, s.row_columns::pg_catalog.text[] "
@@ -574,7 +576,7 @@ pg_llm_drop_job(PG_FUNCTION_ARGS)
 }
 
 /* llm.create_job's work (RunAs, as the extension owner). */
-#define CREATE_NARGS 12
+#define CREATE_NARGS 13
 typedef struct JobCreate
 {
 	Datum		values[CREATE_NARGS];
@@ -588,11 +590,11 @@ create_work(void *arg)
 {
 	JobCreate  *c = (JobCreate *) arg;
 	Oid			types[CREATE_NARGS] = {OIDOID, TEXTOID, REGCLASSOID, TEXTARRAYOID, TEXTOID, NAMEOID,
-		REGCLASSOID, TEXTOID, TEXTOID, JSONBOID, BOOLOID, TEXTOID};
+		REGCLASSOID, TEXTOID, TEXTOID, JSONBOID, BOOLOID, TEXTOID, TEXTOID};
 	bool		isnull;
 
 	if (SPI_execute_with_args("SELECT c.id, c.check_sql FROM llm._job_create($1, $2, $3, $4, $5, $6, "
-							  "$7, $8, $9, $10, $11, $12) c",
+							  "$7, $8, $9, $10, $11, $12, $13) c",
 							  CREATE_NARGS, types, c->values, c->nulls, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not create the job");
@@ -612,7 +614,7 @@ run_check(void *arg)
 /*
  * llm.create_job(name, source_table, key_columns, prompt_template,
  * result_column, result_table, model, system, options, track_changes,
- * via) returns void.  The job belongs to the calling role and runs with
+ * via, provider) returns void.  The job belongs to the calling role and runs with
  * its rights: what it must be allowed to do is checked for it
  * (llm._job_create, as the extension owner, which also stores the job and
  * creates its triggers), and what only its own rights can show is run as
@@ -634,6 +636,11 @@ pg_llm_create_job(PG_FUNCTION_ARGS)
 		c.values[i + 1] = PG_ARGISNULL(i) ? (Datum) 0 : PG_GETARG_DATUM(i);
 	}
 	c.check_sql = NULL;
+	/* a provider named is one of the model's routes */
+	if (!PG_ARGISNULL(11))
+		(void) QueueRoutesOn(PG_ARGISNULL(6) ? LlmResolveModel(NULL, NULL) :
+							 text_to_cstring(PG_GETARG_TEXT_PP(6)),
+							 text_to_cstring(PG_GETARG_TEXT_PP(11)));
 	RunAsOwner(create_work, &c);
 	if (c.check_sql)
 		RunAs(caller, true, run_check, c.check_sql);

@@ -582,8 +582,8 @@ check_served(void)
 /* The INSERT of a queue item, run as the extension owner (RunAs). */
 typedef struct EnqueueInsert
 {
-	Datum		values[10];
-	char		nulls[10];
+	Datum		values[11];
+	char		nulls[11];
 	int64		id;
 	bool		found;			/* find_queued found the same request */
 	int64		dropped;		/* drop_queued removed so many */
@@ -599,7 +599,8 @@ static void
 find_queued(void *arg)
 {
 	EnqueueInsert *e = (EnqueueInsert *) arg;
-	Oid			types[9] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID};
+	Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
+	BOOLOID, TEXTOID};
 	bool		isnull;
 
 	if (RunSql("SELECT q.id FROM llm.queue q "
@@ -608,8 +609,9 @@ find_queued(void *arg)
 			   "AND q.target_column IS NOT DISTINCT FROM $6::pg_catalog.name AND q.enqueued_by = $8 "
 			   "AND q.prompt = $1 AND q.model = $2 AND q.system IS NOT DISTINCT FROM $3 "
 			   "AND q.options IS NOT DISTINCT FROM $4 AND q.via = $9 "
+			   "AND q.provider IS NOT DISTINCT FROM $11 "
 			   "ORDER BY q.id LIMIT 1",
-			   9, types, e->values, e->nulls, true, 1) != SPI_OK_SELECT)
+			   11, types, e->values, e->nulls, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for queued items");
 	e->found = SPI_processed > 0;
 	if (e->found)
@@ -642,13 +644,14 @@ static void
 insert_item(void *arg)
 {
 	EnqueueInsert *e = (EnqueueInsert *) arg;
-	Oid			types[10] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, BOOLOID};
+	Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
+	BOOLOID, TEXTOID};
 	bool		isnull;
 
 	if (RunSql("INSERT INTO llm.queue (prompt, model, system, options, "
-			   "target_table, target_column, target_key, enqueued_by, via, spread) "
-			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
-			   10, types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+			   "target_table, target_column, target_key, enqueued_by, via, spread, provider) "
+			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+			   11, types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into llm.queue");
 	e->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -704,8 +707,10 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	bool		has_key = !PG_ARGISNULL(5);
 	const char *via = (PG_NARGS() > 7 && !PG_ARGISNULL(7)) ?
 		text_to_cstring(PG_GETARG_TEXT_PP(7)) : "realtime";
-	const char *if_queued = (PG_NARGS() > 8 && !PG_ARGISNULL(8)) ?
-		text_to_cstring(PG_GETARG_TEXT_PP(8)) : "skip";
+	const char *provider = (PG_NARGS() > 9 && !PG_ARGISNULL(8)) ?
+		text_to_cstring(PG_GETARG_TEXT_PP(8)) : NULL;
+	const char *if_queued = (PG_NARGS() > 9 && !PG_ARGISNULL(9)) ?
+		text_to_cstring(PG_GETARG_TEXT_PP(9)) : "skip";
 	bool		spread;
 	Oid			caller = GetUserId();
 	LlmRequest *req;
@@ -727,6 +732,8 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	check_served();
 	model = (char *) LlmResolveModel(model, NULL);
 	check_via(via, model);
+	if (provider)
+		(void) QueueRoutesOn(model, provider);
 
 	/* options and size are checked now, not when the worker gets to them */
 	system = PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2)));
@@ -763,6 +770,8 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	e.nulls[8] = ' ';
 	e.values[9] = BoolGetDatum(spread);
 	e.nulls[9] = ' ';
+	e.values[10] = provider ? CStringGetTextDatum(provider) : (Datum) 0;
+	e.nulls[10] = provider ? ' ' : 'n';
 	for (i = 0; i < 7; i++)
 		if ((i == 2 && PG_ARGISNULL(2)) || (i == 3 && PG_ARGISNULL(6)) ||
 			(i == 4 && !has_table) || (i == 5 && !has_column) || (i == 6 && !has_key))
@@ -848,10 +857,10 @@ job_insert(void *arg)
 {
 	JobInsert  *ji = (JobInsert *) arg;
 	const QueueJob *job = ji->job;
-	Oid			types[13] = {TEXTARRAYOID, JSONBARRAYOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
-		OIDOID, TEXTOID, INT8OID, TEXTOID, BOOLOID, INT8OID};
-	Datum		values[13];
-	char		nulls[13];
+	Oid			types[14] = {TEXTARRAYOID, JSONBARRAYOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
+		OIDOID, TEXTOID, INT8OID, TEXTOID, BOOLOID, INT8OID, TEXTOID};
+	Datum		values[14];
+	char		nulls[14];
 	bool		isnull;
 	static SPIPlanPtr uncapped = NULL;
 	static SPIPlanPtr capped = NULL;
@@ -873,6 +882,8 @@ job_insert(void *arg)
 	values[11] = BoolGetDatum(ji->supersede);
 	values[12] = Int64GetDatum(ji->room);
 	nulls[12] = ji->room < 0 ? 'n' : ' ';
+	values[13] = job->provider ? CStringGetTextDatum(job->provider) : (Datum) 0;
+	nulls[13] = job->provider ? ' ' : 'n';
 
 	/*
 	 * Planned for its values at each call (parsed once): one plan kept
@@ -887,14 +898,14 @@ job_insert(void *arg)
 		/* no cap: every row is queued */
 		if (uncapped == NULL)
 			uncapped = custom_plan("INSERT INTO llm.queue (prompt, model, system, options, target_table, "
-								   "target_column, target_key, enqueued_by, job, job_id, via) "
-								   "SELECT u.prompt, $3, $4, $5, $6, $7, u.key, $8, $9, $10, $11 "
+								   "target_column, target_key, enqueued_by, job, job_id, via, provider) "
+								   "SELECT u.prompt, $3, $4, $5, $6, $7, u.key, $8, $9, $10, $11, $14 "
 								   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(prompt, key) "
 								   "WHERE u.prompt OPERATOR(pg_catalog.<>) '' AND u.key IS NOT NULL "
 								   "AND ($12 OR NOT EXISTS (SELECT 1 FROM llm.queue q WHERE q.job_id = $10 "
 								   "AND q.status IN ('pending', 'running', 'submitted') "
 								   "AND q.target_key OPERATOR(pg_catalog.=) u.key))",
-								   12, types);
+								   14, types);
 		if (SPI_execute_plan(uncapped, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not queue the items of job %s", job->name);
 		ji->candidates = ji->inserted = (int64) SPI_processed;
@@ -909,11 +920,11 @@ job_insert(void *arg)
 							 "AND q.status IN ('pending', 'running', 'submitted') "
 							 "AND q.target_key OPERATOR(pg_catalog.=) u.key))), "
 							 "i AS (INSERT INTO llm.queue (prompt, model, system, options, target_table, "
-							 "target_column, target_key, enqueued_by, job, job_id, via) "
-							 "SELECT c.prompt, $3, $4, $5, $6, $7, c.key, $8, $9, $10, $11 "
+							 "target_column, target_key, enqueued_by, job, job_id, via, provider) "
+							 "SELECT c.prompt, $3, $4, $5, $6, $7, c.key, $8, $9, $10, $11, $14 "
 							 "FROM c ORDER BY c.o LIMIT $13 RETURNING 1) "
 							 "SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.count(*) FROM i)",
-							 13, types);
+							 14, types);
 	if (SPI_execute_plan(capped, values, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not queue the items of job %s", job->name);
 	ji->candidates = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -1220,4 +1231,32 @@ pg_llm_retry(PG_FUNCTION_ARGS)
 	if (r.batch > 0)
 		wake_workers_at_commit("batch_api");
 	PG_RETURN_INT64(r.n);
+}
+
+/*
+ * The routes of a model on one provider (provider => of llm.enqueue and
+ * llm.create_job, and the worker for the items that name one); an error
+ * when the model has none there.
+ */
+List *
+QueueRoutesOn(const char *model, const char *provider)
+{
+	List	   *routes = NIL;
+	ListCell   *lc;
+
+	foreach(lc, ConfigRoutes(model))
+	{
+		LlmRoute   *r = lfirst(lc);
+
+		if (strcmp(r->provider->name, provider) == 0)
+			routes = lappend(routes, r);
+	}
+	if (routes == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("model \"%s\" has no route on provider \"%s\"", model, provider),
+				 errdetail("provider => sends the items through one of the model's routes in llm.model."),
+				 errhint("An administrator can add one with llm.add_model('%s', '%s', upstream_model => '...'), or leave provider out to use the model's routes in order.",
+						 model, provider)));
+	return routes;
 }

@@ -34,7 +34,10 @@ typedef struct QueueJob
 	const char *system;			/* or NULL */
 	const char *options;		/* JSON text, or NULL */
 	const char *via;
+	const char *provider;		/* where its items go, or NULL: the routes */
 } QueueJob;
+
+extern List *QueueRoutesOn(const char *model, const char *provider);
 
 extern int64 QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n,
 							  bool supersede, bool *target_checked, bool *full);

@@ -13,7 +13,7 @@ CREATE ROLE spender LOGIN;
 CREATE ROLE payer LOGIN;
 GRANT USAGE ON SCHEMA llm TO spender, payer;
 GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
-                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO spender, payer;
+                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO spender, payer;
 SELECT llm.set_budget('spender', NULL, 25);
 SQL
 pass=0

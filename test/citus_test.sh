@@ -48,7 +48,7 @@ INSERT INTO kb SELECT 'k' || g, 'article ' || g FROM generate_series(1, 5) g;
 CREATE ROLE analyst LOGIN;
 GRANT USAGE ON SCHEMA llm TO analyst;
 GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
-    llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO analyst;
+    llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO analyst;
 GRANT SELECT, UPDATE ON tickets, kb TO analyst;
 SQL
 check "CREATE EXTENSION pg_llm on the coordinator reaches every worker node" \

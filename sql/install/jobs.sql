@@ -46,7 +46,8 @@ CREATE TABLE llm.job (
     track_changes   boolean NOT NULL DEFAULT true,
     via             text NOT NULL DEFAULT 'realtime' CHECK (via IN ('realtime', 'batch_api')),
     created_at      timestamptz NOT NULL DEFAULT now(),
-    last_run_at     timestamptz
+    last_run_at     timestamptz,
+    provider        text
 );
 COMMENT ON TABLE llm.job IS 'Analysis jobs: which rows of a table to send to a model with which prompt template, and the column the reply goes to; each role sees and drops the jobs of the roles it belongs to';
 COMMENT ON COLUMN llm.job.id IS 'The job''s identity: its items and triggers refer to it (a name can be used again once the job is dropped)';
@@ -55,6 +56,7 @@ COMMENT ON COLUMN llm.job.input_columns IS 'The columns the prompt template refe
 COMMENT ON COLUMN llm.job.result_table IS 'Where the result column is; NULL: the source table';
 COMMENT ON COLUMN llm.job.model IS 'The model, resolved when the job was created (llm.default_model if none was given)';
 COMMENT ON COLUMN llm.job.via IS 'How its items are sent: realtime calls, or the provider''s batch API';
+COMMENT ON COLUMN llm.job.provider IS 'The provider its items go to (one of the model''s routes), batch or realtime; NULL: the model''s routes in order';
 COMMENT ON COLUMN llm.job.last_run_at IS 'When llm.run_job last ran the job (the start of its transaction)';
 SELECT pg_catalog.pg_extension_config_dump('llm.job', '');
 SELECT pg_catalog.pg_extension_config_dump('llm.job_id_seq', '');
@@ -524,7 +526,7 @@ COMMENT ON FUNCTION llm._job_triggers(llm.job) IS 'Create the triggers of a job 
 CREATE FUNCTION llm._job_create(
     caller oid, name text, source_table regclass, key_columns text[], prompt_template text,
     result_column name, result_table regclass, model text, system text, options jsonb,
-    track_changes boolean, via text, OUT id bigint, OUT check_sql text)
+    track_changes boolean, via text, provider text, OUT id bigint, OUT check_sql text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j llm.job;
@@ -535,11 +537,12 @@ DECLARE
 BEGIN
     BEGIN
         INSERT INTO llm.job AS jj (name, owner, source_table, key_columns, prompt_template, result_table,
-                                   result_column, model, system, options, track_changes, via)
+                                   result_column, model, system, options, track_changes, via, provider)
         VALUES (_job_create.name, caller::regrole, _job_create.source_table, _job_create.key_columns::name[],
                 _job_create.prompt_template, _job_create.result_table, _job_create.result_column,
                 _job_create.model, _job_create.system, _job_create.options,
-                coalesce(_job_create.track_changes, true), coalesce(_job_create.via, 'realtime'))
+                coalesce(_job_create.track_changes, true), coalesce(_job_create.via, 'realtime'),
+                _job_create.provider)
         RETURNING * INTO j;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'job "%" already exists', _job_create.name
@@ -628,7 +631,7 @@ BEGIN
     END IF;
 END;
 $$;
-COMMENT ON FUNCTION llm._job_create(oid, text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text) IS 'The work of llm.create_job, run as the extension owner for the calling role';
+COMMENT ON FUNCTION llm._job_create(oid, text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text) IS 'The work of llm.create_job, run as the extension owner for the calling role';
 
 -- After a job is deleted: drop its triggers.
 CREATE FUNCTION llm._job_uninstall() RETURNS trigger
@@ -687,11 +690,12 @@ CREATE FUNCTION llm.create_job(
     system text DEFAULT NULL,
     options jsonb DEFAULT NULL,
     track_changes boolean DEFAULT true,
-    via text DEFAULT 'realtime')
+    via text DEFAULT 'realtime',
+    provider text DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'pg_llm_create_job'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text) IS 'Define a job that sends each row of source_table, rendered through prompt_template ({column} placeholders), to a model and writes the reply into result_column (of result_table, keyed like the source, if given); with track_changes, inserted and changed rows are queued by triggers; via => ''batch_api'' sends its items through the provider''s batch API. The job runs as the role that creates it';
+COMMENT ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text) IS 'Define a job that sends each row of source_table, rendered through prompt_template ({column} placeholders), to a model and writes the reply into result_column (of result_table, keyed like the source, if given); with track_changes, inserted and changed rows are queued by triggers; via => ''batch_api'' sends its items through the provider''s batch API; provider names the provider (one of the model''s routes) its items go to. The job runs as the role that creates it';
 
 CREATE FUNCTION llm.run_job(name text) RETURNS bigint
 AS 'MODULE_PATHNAME', 'pg_llm_run_job'

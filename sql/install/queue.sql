@@ -28,7 +28,8 @@ CREATE TABLE llm.queue (
     batch_expiries  integer NOT NULL DEFAULT 0,
     invalid_answers integer NOT NULL DEFAULT 0,
     spread          boolean NOT NULL DEFAULT false,
-    answered        boolean NOT NULL DEFAULT false
+    answered        boolean NOT NULL DEFAULT false,
+    provider        text
 );
 -- ready items by role, for claims that take turns between roles; ready
 -- batch items by model; the items a provider batch holds
@@ -54,6 +55,7 @@ COMMENT ON COLUMN llm.queue.batch_id IS 'The provider batch (llm.batches) that h
 COMMENT ON COLUMN llm.queue.spread IS 'The answer''s properties are written into the target''s columns of the same names (target_column is NULL)';
 COMMENT ON COLUMN llm.queue.batch_expiries IS 'Provider batches that expired (or were cancelled) before the item ran; none uses an attempt, and the llm.batch_max_expiries-th sends the item realtime (via becomes realtime)';
 COMMENT ON COLUMN llm.queue.invalid_answers IS 'Answers that broke the item''s json_schema; each was asked for again with the validation error (at most llm.validation_retries times), the last one kept in reply while the item waits';
+COMMENT ON COLUMN llm.queue.provider IS 'The provider the item is sent to (enqueue''s or the job''s provider =>): its route of the model, batch or realtime; NULL: the model''s routes in order (a batch goes to the first)';
 COMMENT ON COLUMN llm.queue.answered IS 'reply is the item''s paid answer: what is left is its write-back (put off after llm.writeback_timeout, or failed and given to llm.retry), done without a new call';
 COMMENT ON COLUMN llm.queue.leased_by IS 'The running worker that holds the item (a token of its life; a restarted server or worker has new ones)';
 -- a role that may read the queue sees only the items it enqueued
@@ -70,11 +72,12 @@ CREATE FUNCTION llm.enqueue(
     target_key jsonb DEFAULT NULL,
     options jsonb DEFAULT NULL,
     via text DEFAULT 'realtime',
+    provider text DEFAULT NULL,
     if_queued text DEFAULT 'skip')
 RETURNS bigint
 AS 'MODULE_PATHNAME', 'pg_llm_enqueue'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
-COMMENT ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) IS 'Queue a prompt for the background worker; with target_table, target_column and target_key (a JSON object of the row''s key columns) the reply is written into that row, with the rights of the role that enqueued it; via => ''batch_api'' sends it through its provider''s batch API; if_queued: skip (the default: the same request already waiting for the same target is not queued again, its id is returned), add, or replace (the target''s pending items are removed first); with a json_schema and target_column NULL, the answer''s properties are spread into the target''s columns of the same names; a NULL prompt queues nothing and returns NULL';
+COMMENT ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) IS 'Queue a prompt for the background worker; with target_table, target_column and target_key (a JSON object of the row''s key columns) the reply is written into that row, with the rights of the role that enqueued it; via => ''batch_api'' sends it through its provider''s batch API; provider names the provider (one of the model''s routes) it goes to, batch or realtime (llm.queue.provider shows it; else the model''s routes in order, a batch to the first); if_queued: skip (the default: the same request already waiting for the same target is not queued again, its id is returned), add, or replace (the target''s pending items are removed first); with a json_schema and target_column NULL, the answer''s properties are spread into the target''s columns of the same names; a NULL prompt queues nothing and returns NULL';
 
 CREATE FUNCTION llm.retry(ids bigint[] DEFAULT NULL, job text DEFAULT NULL, error_like text DEFAULT NULL)
 RETURNS bigint

@@ -679,19 +679,39 @@ form_batches(bool full_only)
 	int			i;
 	int			nmodels;
 	char	  **models;
+	char	  **providers;		/* named at enqueue, or NULL */
 
 	ItemXactBegin("pg_llm: forming batches");
-	models = BatchStoreReadyModels(&nmodels);
+	models = BatchStoreReadyModels(&nmodels, &providers);
 	for (i = 0; i < nmodels; i++)
 	{
-		const LlmRoute *route = linitial(ConfigRoutes(models[i]));
-		const LlmBatchOps *kind = route->provider->batch;
+		const LlmRoute *route = NULL;
+		const LlmBatchOps *kind;
 		int			n;
+		ListCell   *lc;
 
+		/*
+		 * The batch goes to the provider its items were enqueued for, else
+		 * to the model's first route.
+		 */
+		foreach(lc, ConfigRoutes(models[i]))
+		{
+			LlmRoute   *r = lfirst(lc);
+
+			if (providers[i] == NULL || strcmp(r->provider->name, providers[i]) == 0)
+			{
+				route = r;
+				break;
+			}
+		}
+		kind = route ? route->provider->batch : NULL;
 		if (kind == NULL)
 		{
-			/* its provider has no batch API: it goes realtime */
-			BatchStoreToRealtime(models[i]);
+			/*
+			 * Its provider has no batch API (or the model no longer has a
+			 * route there, which the realtime path says): it goes realtime.
+			 */
+			BatchStoreToRealtime(models[i], providers[i]);
 			continue;
 		}
 		n = kind->max_requests > 0 ? kind->max_requests : llm_batch_size;
@@ -702,7 +722,7 @@ form_batches(bool full_only)
 
 			if (kind->inline_results && inline_batches() >= WorkerConcurrency)
 				break;
-			id = BatchStoreForm(models[i], route, kind, n, full_only, &token);
+			id = BatchStoreForm(models[i], providers[i], route, kind, n, full_only, &token);
 			if (id == 0)
 				break;
 			batch_new(id, token, kind->name, models[i], route->provider->name,

@@ -57,9 +57,10 @@ enum BatchStoredColumn
 
 /* batch_store.c: forming */
 extern int64 BatchBackoffMs(int n);
-extern char **BatchStoreReadyModels(int *n);
-extern void BatchStoreToRealtime(const char *model);
-extern int64 BatchStoreForm(const char *model, const LlmRoute *route, const LlmBatchOps *kind,
+extern char **BatchStoreReadyModels(int *n, char ***providers);
+extern void BatchStoreToRealtime(const char *model, const char *provider);
+extern int64 BatchStoreForm(const char *model, const char *provider, const LlmRoute *route,
+							const LlmBatchOps *kind,
 							int n, bool full_only, char **token);
 extern List *BatchStoreUnfinished(void);
 

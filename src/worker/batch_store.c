@@ -65,13 +65,14 @@ BatchBackoffMs(int n)
 /* ---- forming ---- */
 
 /*
- * Attach up to n ready batch items of a model to a new batch row, in the
- * caller's transaction; returns the batch's id (0: no item was ready, or
- * with full_only fewer than n).
+ * Attach up to n ready batch items of a model, enqueued for provider (or
+ * NULL: for none), to a new batch row, in the caller's transaction;
+ * returns the batch's id (0: no item was ready, or with full_only fewer
+ * than n).
  */
 int64
-BatchStoreForm(const char *model, const LlmRoute *route, const LlmBatchOps *kind, int n,
-			   bool full_only, char **token)
+BatchStoreForm(const char *model, const char *provider, const LlmRoute *route,
+			   const LlmBatchOps *kind, int n, bool full_only, char **token)
 {
 	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
 	Datum		values[6];
@@ -90,15 +91,17 @@ BatchStoreForm(const char *model, const LlmRoute *route, const LlmBatchOps *kind
 	 */
 	values[0] = CStringGetTextDatum(model);
 	values[1] = Int32GetDatum(n);
+	values[2] = provider ? CStringGetTextDatum(provider) : (Datum) 0;
 	{
-		Oid			t[2] = {TEXTOID, INT4OID};
+		Oid			t[3] = {TEXTOID, INT4OID, TEXTOID};
+		char		nulls[3] = {' ', ' ', provider ? ' ' : 'n'};
 
 		if (RunSql("SELECT pg_catalog.array_agg(s.id), pg_catalog.count(*) FROM ("
 				   "  SELECT q.id FROM llm.queue q "
 				   "  WHERE q.status = 'pending' AND q.via = 'batch_api' AND q.model = $1 "
-				   "    AND q.next_attempt_at <= pg_catalog.now() "
+				   "    AND q.provider IS NOT DISTINCT FROM $3 AND q.next_attempt_at <= pg_catalog.now() "
 				   "  ORDER BY q.next_attempt_at, q.id LIMIT $2 FOR UPDATE SKIP LOCKED) s",
-				   2, t, values, NULL, false, 0) != SPI_OK_SELECT)
+				   3, t, values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not form a batch");
 	}
 	attached = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -130,40 +133,49 @@ BatchStoreForm(const char *model, const LlmRoute *route, const LlmBatchOps *kind
 }
 
 /*
- * The models with batch items ready (up to 100 a pass), in the caller's
+ * The models with batch items ready (up to 100 a pass), with the provider
+ * the items were enqueued for (NULL: none) in *providers, in the caller's
  * transaction; *n is their number.
  */
 char **
-BatchStoreReadyModels(int *n)
+BatchStoreReadyModels(int *n, char ***providers)
 {
 	char	  **models;
 	int			i;
 
-	if (SPI_execute("SELECT DISTINCT model FROM llm.queue "
+	if (SPI_execute("SELECT DISTINCT model, provider FROM llm.queue "
 					"WHERE status = 'pending' AND via = 'batch_api' AND next_attempt_at <= pg_catalog.now() "
 					"LIMIT 100", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for batch items");
 	*n = (int) SPI_processed;
 	models = palloc(sizeof(char *) * Max(*n, 1));
+	*providers = palloc(sizeof(char *) * Max(*n, 1));
 	for (i = 0; i < *n; i++)
+	{
 		models[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
+		(*providers)[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+	}
 	return models;
 }
 
 /*
- * The batch items of a model whose provider has no batch API go
- * realtime, in the caller's transaction.
+ * The batch items of a model (enqueued for provider, or NULL: for none)
+ * whose provider has no batch API go realtime, in the caller's
+ * transaction.
  */
 void
-BatchStoreToRealtime(const char *model)
+BatchStoreToRealtime(const char *model, const char *provider)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		values[1];
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		values[2];
+	char		nulls[2] = {' ', provider ? ' ' : 'n'};
 
 	values[0] = CStringGetTextDatum(model);
+	values[1] = provider ? CStringGetTextDatum(provider) : (Datum) 0;
 	(void) RunSql("UPDATE llm.queue SET via = 'realtime' "
-				  "WHERE status = 'pending' AND via = 'batch_api' AND model = $1",
-				  1, types, values, NULL, false, 0);
+				  "WHERE status = 'pending' AND via = 'batch_api' AND model = $1 "
+				  "AND provider IS NOT DISTINCT FROM $2",
+				  2, types, values, nulls, false, 0);
 }
 
 /*

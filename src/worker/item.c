@@ -53,10 +53,10 @@ void
 ItemColumnsFind(TupleDesc td, ItemColumns *cols)
 {
 	const char *const names[] = {"id", "attempts", "enqueued_by", "prompt", "model", "system",
-	"options", "target_table", "target_column", "target_key", "reply", "error", "invalid_answers", "spread", "answered"};
+	"options", "target_table", "target_column", "target_key", "reply", "error", "invalid_answers", "spread", "answered", "provider"};
 	int		   *fields[] = {&cols->id, &cols->attempts, &cols->role, &cols->prompt, &cols->model,
 	&cols->system, &cols->options, &cols->table, &cols->column, &cols->key, &cols->reply,
-	&cols->error, &cols->invalid_answers, &cols->spread, &cols->answered};
+	&cols->error, &cols->invalid_answers, &cols->spread, &cols->answered, &cols->provider};
 	int			i;
 
 	for (i = 0; i < lengthof(names); i++)
@@ -120,6 +120,7 @@ ItemFromRow(ItemSet *set, HeapTuple tup, TupleDesc td, const ItemColumns *cols)
 		it->answered = a && a[0] == 't';
 	}
 	it->kept_problem = it->kept_answer ? column(tup, td, cols->error) : NULL;
+	it->provider = column(tup, td, cols->provider);
 	MemoryContextSwitchTo(old);
 	it->state = ITEM_READY;
 	dlist_push_tail(&set->items, &it->node);

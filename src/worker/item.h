@@ -67,6 +67,8 @@ typedef struct WorkItem
 								 * trigger outlasted llm.writeback_timeout) */
 	bool		cache_wait;		/* an identical request is in flight: its
 								 * reply is awaited (cache.c) */
+	char	   *provider;		/* the provider it was enqueued for, or NULL:
+								 * the model's routes */
 	int			probe;			/* 1 + its provider's slot in the key probes
 								 * while its request is in flight, else 0 */
 	bool		untried;		/* put off without being tried (another of
@@ -116,6 +118,7 @@ typedef struct ItemColumns
 	int			invalid_answers;
 	int			spread;
 	int			answered;
+	int			provider;
 } ItemColumns;
 
 /* item.c */

@@ -97,7 +97,7 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last, Datum except)
 					 "FROM picked WHERE q.id = picked.id "
 					 "RETURNING q.id, q.attempts, q.prompt, q.model, q.system, q.options::text,"
 					 " q.target_table::pg_catalog.oid, q.target_column, q.target_key::text, q.enqueued_by,"
-					 " q.reply, q.error, q.invalid_answers, q.spread, q.answered",
+					 " q.reply, q.error, q.invalid_answers, q.spread, q.answered, q.provider",
 					 5, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queue items");
 
@@ -218,6 +218,12 @@ item_setup(void *arg)
 		req = SchemaRetryRequestFor(req, LlmToUtf8(it->kept_answer),
 									LlmToUtf8(it->kept_problem ? it->kept_problem : "it broke the schema"));
 	it->call = LlmCallCreate(req, it->model, LLM_MODE_QUEUE);
+	/* enqueued for one provider: its routes of the model only */
+	if (it->provider)
+	{
+		it->call->routes = QueueRoutesOn(it->model, it->provider);
+		it->call->route_cell = list_head(it->call->routes);
+	}
 	UsageBegin(it->call, it->role,
 			   strlen(it->prompt) + (it->system ? strlen(it->system) : 0) +
 			   (it->options ? strlen(it->options) : 0),

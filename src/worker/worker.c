@@ -449,7 +449,6 @@ worker_loop(void)
 		claim();
 		for (k = 0; k < TRANSPORTS; k++)
 			transports[k]->tick(&items, now);
-		SlotReportCounts(items.in_flight, items.n);
 
 		/*
 		 * Write finished items in groups: when a group is big enough, when
@@ -460,6 +459,8 @@ worker_loop(void)
 			 TimestampDifferenceExceeds(items.first_finished_at, now, WRITE_DELAY_MS)))
 			WritebackSet(&items);
 
+		/* what llm.workers shows, as it is before the wait (not as it was) */
+		SlotReportCounts(items.in_flight, items.n);
 		report_activity();
 		if (HttpPoll(wait_time()))
 		{

@@ -112,7 +112,7 @@ SELECT llm.create_provider('nowhere', 'openai', 'http://127.0.0.1:1/v1');
 SELECT llm.add_model('m', 'nowhere', 'm');
 CREATE ROLE analyst;
 GRANT USAGE ON SCHEMA llm TO analyst;
-GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text),
+GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text),
                           llm.run_job(text), llm.drop_job(text, boolean) TO analyst;
 GRANT SELECT, INSERT, DELETE ON llm.job TO analyst;
 GRANT CREATE ON SCHEMA public TO analyst;

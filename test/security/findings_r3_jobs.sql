@@ -60,18 +60,17 @@ GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
                           llm.chat_completion(jsonb, text),
                           llm.chat_stream(text, text, text, jsonb),
                           llm.chat_many(text[], text, text, jsonb) TO mallory, victim;
--- llm.enqueue, whatever its arguments are in the version at hand
+-- llm.enqueue and llm.create_job, whatever their arguments are in the version at hand
 DO $$
 DECLARE
     f regprocedure;
 BEGIN
-    FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE pronamespace = 'llm'::regnamespace AND proname = 'enqueue' LOOP
+    FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE pronamespace = 'llm'::regnamespace AND proname IN ('enqueue', 'create_job') LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO mallory, victim', f);
     END LOOP;
 END $$;
 GRANT SELECT ON llm.queue, llm.usage, llm.provider, llm.model TO mallory, victim;
-GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text),
-                          llm.run_job(text), llm.drop_job(text, boolean) TO mallory, victim;
+GRANT EXECUTE ON FUNCTION llm.run_job(text), llm.drop_job(text, boolean) TO mallory, victim;
 GRANT SELECT, INSERT, DELETE ON llm.job TO mallory, victim;
 GRANT SELECT ON llm.job_status TO mallory, victim;
 -- every planted function records who ran it here

@@ -19,13 +19,15 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $port = start_mock();
-my $node = llm_node('fair_roles', $port, conf => { 'llm.lease_time' => "'60s'" });
+# a long nap: an idle worker sleeps until an enqueue wakes it
+my $node = llm_node('fair_roles', $port,
+	conf => { 'llm.lease_time' => "'60s'", 'llm.worker_naptime' => "'60s'" });
 ok(wait_workers($node, 1, 30), 'the queue worker runs');
 q1($node, q{
 CREATE ROLE busy;
 CREATE ROLE quick;
 GRANT USAGE ON SCHEMA llm TO busy, quick;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO busy, quick;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO busy, quick;
 });
 
 # the slow backlog first, every slot taken
@@ -50,6 +52,8 @@ cmp_ok($slow_before, '<=', 50,
 	"the quick items got the first free slots: at most one wave of slow items ($slow_before) finished before them");
 ok(wait_drained($node, 60), 'the backlog drains too');
 is(q1($node, "SELECT count(*) FROM llm.queue WHERE status = 'done'"), '133', 'everything is done');
+ok(poll_until($node, "SELECT claimed || '/' || in_flight FROM $QUEUE_WORKERS", '0/0', 5),
+	'llm.workers shows nothing claimed once the queue has drained (not the count before the last write)');
 
 $node->stop;
 stop_mock();

@@ -272,7 +272,7 @@ mock_config({ complete_after_ms => 0 });
 q1($node, q{
 CREATE ROLE analyst LOGIN;
 GRANT USAGE ON SCHEMA llm TO analyst;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text) TO analyst;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO analyst;
 GRANT SELECT, UPDATE (summary) ON docs TO analyst;
 });
 # the right to write the target is checked again when the results come

@@ -34,7 +34,7 @@ q1($node, q{
 CREATE ROLE mallory LOGIN;
 CREATE ROLE victim LOGIN;
 GRANT USAGE ON SCHEMA llm TO mallory, victim;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text),
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text),
                           llm.chat(text, text, text, jsonb),
                           llm.chat_many(text[], text, text, jsonb) TO mallory, victim;
 CREATE TABLE mal_t (id int PRIMARY KEY, answer text);

@@ -28,7 +28,7 @@ q1($node, q{
 CREATE ROLE alice;
 CREATE ROLE bob;
 GRANT USAGE ON SCHEMA llm TO alice, bob;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text),
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text),
                           llm.retry(bigint[], text, text) TO alice, bob;
 GRANT SELECT ON llm.queue TO alice, bob;
 CREATE TABLE audit (id int, at timestamptz DEFAULT now());
