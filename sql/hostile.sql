@@ -484,6 +484,25 @@ SELECT enqueued_by::regrole, status, count(*) FROM llm.queue WHERE job = 'same-n
 GROUP BY 1, 2 ORDER BY 1, 2;
 ROLLBACK;
 
+-- llm.retry puts back only the caller's own failed items: another role's
+-- ids reach nothing, and neither does a retry of everything (review 3,
+-- the worker); a provider the model has no route on is refused before
+-- anything is queued
+GRANT EXECUTE ON FUNCTION llm.retry(bigint[], text, text) TO mallory;
+INSERT INTO llm.queue (prompt, model, enqueued_by, status, error, reply, answered)
+VALUES ('paid for', 'mock', 'hostile_victim'::regrole, 'failed', 'the reply could not be written back: x',
+        'a reply', true)
+RETURNING id AS victim_item \gset
+SET ROLE mallory;
+SELECT llm.retry(ARRAY[:victim_item]::bigint[]) AS retried_by_id;
+SELECT llm.retry() AS retried_all;
+SELECT llm.retry(job => 'vjob') AS retried_by_job;
+SELECT llm.enqueue('x', 'mock', provider => 'nowhere');
+RESET ROLE;
+SELECT status, reply, answered FROM llm.queue WHERE id = :victim_item;
+DELETE FROM llm.queue WHERE id = :victim_item;
+REVOKE ALL ON FUNCTION llm.retry(bigint[], text, text) FROM mallory;
+
 -- nothing planted ran during any of this either
 SELECT who, what FROM mal.ran;
 
