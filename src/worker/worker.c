@@ -23,8 +23,11 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "lib/ilist.h"
 #include "miscadmin.h"
@@ -152,39 +155,196 @@ WorkerDefineSettings(void)
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }
 
-/* Register one worker per listed database; called while preloading. */
-void
-WorkerRegister(void)
+/* The databases llm.database lists (at most LLM_MAX_WORKERS). */
+static List *
+listed_databases(int elevel)
 {
 	char	   *raw = pstrdup(llm_worker_databases ? llm_worker_databases : "");
 	List	   *names = NIL;
-	ListCell   *lc;
-	int			n = 0;
 
 	if (!SplitIdentifierString(raw, ',', &names))
-		ereport(ERROR,
+	{
+		ereport(elevel,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid list syntax in \"llm.database\""),
 				 errhint("List database names separated by commas, such as 'app, reports'.")));
-	foreach(lc, names)
-	{
-		BackgroundWorker bgw;
-
-		if (n >= LLM_MAX_WORKERS)
-			break;
-		memset(&bgw, 0, sizeof(bgw));
-		bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-		bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-		bgw.bgw_restart_time = 5;
-		strlcpy(bgw.bgw_library_name, "pg_llm", BGW_MAXLEN);
-		strlcpy(bgw.bgw_function_name, "pg_llm_worker_main", BGW_MAXLEN);
-		snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_llm worker for %s", (char *) lfirst(lc));
-		strlcpy(bgw.bgw_type, "pg_llm worker", BGW_MAXLEN);
-		strlcpy(bgw.bgw_extra, (char *) lfirst(lc), BGW_EXTRALEN);
-		bgw.bgw_main_arg = Int32GetDatum(n);
-		RegisterBackgroundWorker(&bgw);
-		n++;
+		return NIL;
 	}
+	if (list_length(names) > LLM_MAX_WORKERS)
+		names = list_truncate(names, LLM_MAX_WORKERS);
+	return names;
+}
+
+/*
+ * Register the launcher, which starts one worker per listed database as
+ * soon as the database exists (and again after a worker ends); called
+ * while preloading.
+ */
+void
+WorkerRegister(void)
+{
+	BackgroundWorker bgw;
+
+	if (listed_databases(ERROR) == NIL)
+		return;
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = 5;
+	strlcpy(bgw.bgw_library_name, "pg_llm", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "pg_llm_launcher_main", BGW_MAXLEN);
+	strlcpy(bgw.bgw_name, "pg_llm launcher", BGW_MAXLEN);
+	strlcpy(bgw.bgw_type, "pg_llm launcher", BGW_MAXLEN);
+	RegisterBackgroundWorker(&bgw);
+}
+
+/* ---- the launcher ---- */
+
+/* how long a database's worker that ended waits to be started again */
+#define WORKER_RESTART_MS 5000
+
+typedef struct LaunchedDb
+{
+	char	   *name;
+	BackgroundWorkerHandle *handle;
+	TimestampTz not_before;
+	bool		said_missing;
+} LaunchedDb;
+
+/* Does a database of that name exist?  (The launcher has no database.) */
+static bool
+database_exists(const char *name)
+{
+	bool		found;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	found = OidIsValid(get_database_oid(name, true));
+	CommitTransactionCommand();
+	return found;
+}
+
+/* Is slot n held by a live worker (one a previous launcher started)? */
+static bool
+slot_alive(int n)
+{
+	bool		alive;
+
+	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	alive = LlmShared->workers[n].in_use && !LlmShared->workers[n].usage_only &&
+		kill(LlmShared->workers[n].pid, 0) == 0;
+	LWLockRelease(LlmShared->lock);
+	return alive;
+}
+
+/* Start the worker of database n (slot n). */
+static void
+launch(LaunchedDb *db, int n)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(bgw.bgw_library_name, "pg_llm", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "pg_llm_worker_main", BGW_MAXLEN);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_llm worker for %s", db->name);
+	strlcpy(bgw.bgw_type, "pg_llm worker", BGW_MAXLEN);
+	strlcpy(bgw.bgw_extra, db->name, BGW_EXTRALEN);
+	bgw.bgw_main_arg = Int32GetDatum(n);
+	bgw.bgw_notify_pid = MyProcPid;
+	if (!RegisterDynamicBackgroundWorker(&bgw, &db->handle))
+	{
+		db->handle = NULL;
+		db->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_RESTART_MS);
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start the pg_llm worker for database \"%s\"", db->name),
+				 errhint("Raise max_worker_processes.")));
+	}
+}
+
+/*
+ * The launcher: one worker per database of llm.database, started when the
+ * database exists.  A database that does not exist (yet) is said once in
+ * the log and looked for again every few seconds: its worker starts once
+ * it is created, with no restart loop in between.  A worker that ends (a
+ * terminate, an error) is started again after WORKER_RESTART_MS; at
+ * shutdown nothing is.
+ */
+PGDLLEXPORT void pg_llm_launcher_main(Datum arg);
+
+void
+pg_llm_launcher_main(Datum arg)
+{
+	List	   *names;
+	LaunchedDb *dbs;
+	int			ndbs;
+	int			i;
+	ListCell   *lc;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	pgstat_report_appname("pg_llm launcher");
+
+	names = listed_databases(LOG);
+	ndbs = list_length(names);
+	dbs = palloc0(sizeof(LaunchedDb) * Max(ndbs, 1));
+	i = 0;
+	foreach(lc, names)
+		dbs[i++].name = pstrdup((char *) lfirst(lc));
+
+	while (!ShutdownRequestPending)
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		for (i = 0; i < ndbs; i++)
+		{
+			LaunchedDb *db = &dbs[i];
+			pid_t		pid;
+
+			if (db->handle)
+			{
+				if (GetBackgroundWorkerPid(db->handle, &pid) != BGWH_STOPPED)
+					continue;
+				pfree(db->handle);
+				db->handle = NULL;
+				db->not_before = TimestampTzPlusMilliseconds(now, WORKER_RESTART_MS);
+				continue;
+			}
+			if (now < db->not_before || slot_alive(i))
+				continue;
+			if (!database_exists(db->name))
+			{
+				if (!db->said_missing)
+					ereport(LOG,
+							(errmsg("pg_llm launcher: database \"%s\" named in llm.database does not exist; its worker starts when it is created",
+									db->name),
+							 errhint("Create the database, or remove it from llm.database.")));
+				db->said_missing = true;
+				db->not_before = TimestampTzPlusMilliseconds(now, WORKER_RESTART_MS);
+				continue;
+			}
+			if (db->said_missing)
+				elog(LOG, "pg_llm launcher: database \"%s\" exists now; starting its worker", db->name);
+			db->said_missing = false;
+			launch(db, i);
+		}
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	/* 1: one terminated is started again (at shutdown nothing is) */
+	proc_exit(1);
 }
 
 /* ---- reports ---- */
