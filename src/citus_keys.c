@@ -41,6 +41,7 @@
 #include "utils/snapmgr.h"
 
 #include "citus.h"
+#include "compat.h"
 #include "runas.h"
 #include "target.h"
 
@@ -366,15 +367,15 @@ flush_all(int level)
 /* ---- when: a chunk full (above), the statement's end, the commit ---- */
 
 static void
-keys_run(QueryDesc *qd, ScanDirection dir, uint64 count, bool execute_once)
+keys_run(LLM_EXECUTOR_RUN_PARAMS)
 {
 	exec_depth++;
 	PG_TRY();
 	{
 		if (prev_run)
-			prev_run(qd, dir, count, execute_once);
+			prev_run(LLM_EXECUTOR_RUN_ARGS);
 		else
-			standard_ExecutorRun(qd, dir, count, execute_once);
+			standard_ExecutorRun(LLM_EXECUTOR_RUN_ARGS);
 	}
 	PG_FINALLY();
 	{

@@ -313,7 +313,7 @@ rewrite_level(RewriteState *ps, Query *q)
 	inner->distinctClause = NIL;
 	inner->windowClause = NIL;
 	inner->limitCount = NULL;
-	inner->limitOption = LIMIT_OPTION_DEFAULT;
+	inner->limitOption = LLM_LIMIT_OPTION_NONE;
 	inner->limitOffset = (Node *) makeConst(INT8OID, -1, InvalidOid, 8, Int64GetDatum(0), false,
 											FLOAT8PASSBYVAL);
 	inner->hasAggs = false;

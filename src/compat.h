@@ -138,4 +138,24 @@ InitMaterializedSRF(FunctionCallInfo fcinfo, bits32 flags)
 #define LlmCryptohashFinal(ctx, dest, len) pg_cryptohash_final((ctx), (dest))
 #endif
 
+/*
+ * ExecutorRun and its hook lost the execute_once argument in 18: a hook is
+ * declared with LLM_EXECUTOR_RUN_PARAMS and passes LLM_EXECUTOR_RUN_ARGS on.
+ */
+#if PG_VERSION_NUM >= 180000
+#define LLM_EXECUTOR_RUN_PARAMS QueryDesc *queryDesc, ScanDirection direction, uint64 count
+#define LLM_EXECUTOR_RUN_ARGS queryDesc, direction, count
+#else
+#define LLM_EXECUTOR_RUN_PARAMS QueryDesc *queryDesc, ScanDirection direction, uint64 count, \
+	bool execute_once
+#define LLM_EXECUTOR_RUN_ARGS queryDesc, direction, count, execute_once
+#endif
+
+/* A query's LIMIT kind when it has none: LIMIT_OPTION_DEFAULT went in 18. */
+#if PG_VERSION_NUM >= 180000
+#define LLM_LIMIT_OPTION_NONE LIMIT_OPTION_COUNT
+#else
+#define LLM_LIMIT_OPTION_NONE LIMIT_OPTION_DEFAULT
+#endif
+
 #endif							/* PG_LLM_COMPAT_H */

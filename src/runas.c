@@ -27,6 +27,7 @@
 #include "utils/hsearch.h"
 #include "utils/portal.h"
 
+#include "compat.h"
 #include "config.h"
 #include "runas.h"
 
@@ -92,7 +93,7 @@ RunAs(Oid role, bool restricted, RunAsFunc fn, void *arg)
 	Oid			save_user;
 	int			save_sec;
 	int			nestlevel;
-	bool		forget = restricted && IsBackgroundWorker;
+	bool		forget = restricted && LlmAmBackgroundWorker();
 
 	GetUserIdAndSecContext(&save_user, &save_sec);
 	SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
