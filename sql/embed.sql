@@ -137,4 +137,60 @@ SELECT mode, task, provider, model, calls, input_tokens, output_tokens, embedded
 FROM llm.usage_summary;
 SELECT model, calls, input_tokens, output_tokens, cost_usd, priced_on, cost_there_usd
 FROM llm.cost_report() WHERE model = 'emb';
+
+-- the queue: llm.enqueue_embedding, and the worker packs the items of a
+-- role, model and options into requests of many inputs, writing each
+-- vector through its column type's input function (pgvector's columns in
+-- embed_vector.sql)
+CREATE TABLE eq_docs (id int PRIMARY KEY, body text, v4 real[], v8 float8[], vt text, vj jsonb, n int);
+INSERT INTO eq_docs SELECT g, 'queued document ' || g FROM generate_series(1, 30) g;
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+DELETE FROM llm.usage;
+SELECT count(llm.enqueue_embedding(body, 'emb', 'eq_docs', c, jsonb_build_object('id', id), '{"dimensions": 4}'))
+FROM eq_docs, unnest(ARRAY['v4', 'v8', 'vt', 'vj']) AS c;
+SELECT wait_queue();
+SELECT count(*) AS rows, bool_and(v4 = llm.embed(body, 'emb', '{"dimensions": 4}')) AS real_array_right,
+       bool_and(v8::real[] = v4) AS float8_array_right,
+       bool_and(vt = '[' || array_to_string(v4, ',') || ']') AS text_right,
+       bool_and(jsonb_array_length(vj) = 4) AS jsonb_right
+FROM eq_docs;
+-- 120 items in 2 requests of up to 100 inputs (the llm.embed checks above are
+-- requests of their own)
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; s=json.load(sys.stdin)["embeddings"]; print("requests", s["requests"] - 30, "inputs", s["inputs"] - 30)'
+SELECT wait_until('SELECT count(*) >= 2 FROM llm.usage WHERE mode = ''queue''', 'written');
+SELECT mode, task, outcome, inputs, input_tokens, cost_usd FROM llm.usage WHERE mode = 'queue' ORDER BY inputs DESC;
+-- the same input for the same target, still waiting, is not queued twice
+BEGIN;
+SELECT llm.enqueue_embedding('twice', 'emb', 'eq_docs', 'v4', '{"id": 1}', '{"dimensions": 4}') AS first \gset
+SELECT llm.enqueue_embedding('twice', 'emb', 'eq_docs', 'v4', '{"id": 1}', '{"dimensions": 4}') = :first AS same_item;
+ROLLBACK;
+-- an input over the model's limit: its request is split down to it, it
+-- fails alone; fewer vectors than inputs: the one without fails alone
+UPDATE eq_docs SET v4 = NULL;
+SELECT count(llm.enqueue_embedding(CASE WHEN id = 3 THEN 'this one is far too long' ELSE 'short ' || id END,
+                                   'mock?max_input_tokens=3', 'eq_docs', 'v4', jsonb_build_object('id', id),
+                                   '{"dimensions": 4}'))
+FROM eq_docs WHERE id <= 8;
+SELECT count(llm.enqueue_embedding('other ' || id, 'mock?fault=fewer_vectors&when=other+12', 'eq_docs', 'v4',
+                                   jsonb_build_object('id', id), '{"dimensions": 4}'))
+FROM eq_docs WHERE id BETWEEN 10 AND 14;
+SELECT wait_queue();
+SELECT target_key, status, error FROM llm.queue
+WHERE target_table = 'eq_docs'::regclass AND status = 'failed' ORDER BY id;
+SELECT count(*) FILTER (WHERE v4 IS NOT NULL) AS written, count(*) FILTER (WHERE id IN (3, 12) AND v4 IS NULL) AS left_null
+FROM eq_docs WHERE id <= 14 AND id <> 9;
+-- what enqueue_embedding refuses before anything is queued
+SELECT llm.enqueue_embedding(NULL, 'emb') IS NULL AS null_gives_null;
+SELECT llm.enqueue_embedding('', 'emb');
+SELECT llm.enqueue_embedding('x', 'emb', 'eq_docs', 'n', '{"id": 1}');
+SELECT llm.enqueue_embedding('x', 'emb', 'eq_docs', 'v4', NULL);
+SELECT llm.enqueue_embedding('x', 'emb', 'eq_docs', 'v4', '{"id": 999}');
+SELECT llm.enqueue_embedding('x', 'emb', 'eq_docs', 'v4', '{"id": 1}', '{"dimension": 4}');
+SELECT llm.enqueue_embedding('x', 'emb', via => 'batch_api');
+SELECT llm.enqueue_embedding('x', 'emb', via => 'carrier pigeon');
+SELECT llm.add_model('claude-emb', 'claude', 'claude-x');
+SELECT llm.enqueue_embedding('x', 'claude-emb');
+SELECT llm.drop_model('claude-emb');
+SELECT llm.enqueue_embedding('x');
+DROP TABLE eq_docs;
 SELECT llm.drop_model('emb');

@@ -346,7 +346,7 @@ SELECT tableoid::regclass, id, note FROM parent ORDER BY 1, 3;
 -- 12. jobs: nothing of a job is its owner's, and whoever runs it (here a
 -- superuser, as pg_cron or a maintenance script), its work runs as its
 -- owner, in a security-restricted operation with search_path pinned
-GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text),
+GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text, text),
                           llm.run_job(text), llm.drop_job(text, boolean) TO mallory;
 GRANT SELECT ON llm.job, llm.job_status, llm.queue TO mallory;
 -- (the grant of 0.2.0, which jobs no longer need)
@@ -457,7 +457,7 @@ SELECT count(*) AS queued FROM llm.queue WHERE prompt LIKE '%not for mallory%';
 -- sees nothing of the victim's items, and replaces and cancels none of them
 CREATE ROLE hostile_victim;
 GRANT USAGE ON SCHEMA llm TO hostile_victim;
-GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text),
+GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text, text),
                           llm.run_job(text), llm.drop_job(text, boolean) TO hostile_victim;
 CREATE TABLE vdocs (id int PRIMARY KEY, body text, score int);
 ALTER TABLE vdocs OWNER TO hostile_victim;

@@ -193,7 +193,7 @@ CREATE ROLE job_writer;
 CREATE ROLE job_other;
 GRANT USAGE ON SCHEMA llm TO job_owner, job_other;
 GRANT EXECUTE ON FUNCTION
-    llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text),
+    llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text, text),
     llm.run_job(text), llm.drop_job(text, boolean) TO job_owner, job_other;
 GRANT SELECT, INSERT, DELETE ON llm.job TO job_owner, job_other;
 GRANT SELECT ON llm.job_status TO job_owner, job_other;

@@ -250,21 +250,29 @@ pg_llm_embed(PG_FUNCTION_ARGS)
 char *
 EmbedVectorText(const float4 *values, int dim)
 {
-	StringInfoData buf;
+	static char *scratch = NULL;
+	static size_t scratch_len = 0;
+	size_t		need = (size_t) dim * (FLOAT_SHORTEST_DECIMAL_LEN + 1) + 3;
+	size_t		len = 0;
 	int			k;
 
-	initStringInfo(&buf);
-	enlargeStringInfo(&buf, dim * (FLOAT_SHORTEST_DECIMAL_LEN + 1) + 2);
-	buf.data[buf.len++] = '[';
+	/* written into a buffer of the longest size, then copied exactly */
+	if (need > scratch_len)
+	{
+		if (scratch)
+			pfree(scratch);
+		scratch = MemoryContextAlloc(TopMemoryContext, need);
+		scratch_len = need;
+	}
+	scratch[len++] = '[';
 	for (k = 0; k < dim; k++)
 	{
 		if (k > 0)
-			buf.data[buf.len++] = ',';
-		buf.len += float_to_shortest_decimal_bufn(values[k], buf.data + buf.len);
+			scratch[len++] = ',';
+		len += float_to_shortest_decimal_bufn(values[k], scratch + len);
 	}
-	buf.data[buf.len++] = ']';
-	buf.data[buf.len] = '\0';
-	return buf.data;
+	scratch[len++] = ']';
+	return pnstrdup(scratch, len);
 }
 
 /* The name of a type (its base type's, for a domain). */

@@ -48,6 +48,7 @@
 #include "utils/rel.h"
 #include "utils/rls.h"
 
+#include "embed.h"
 #include "pg_llm.h"
 #include "call.h"
 #include "queue.h"
@@ -70,7 +71,8 @@ PG_FUNCTION_INFO_V1(pg_llm_job_trigger);
 #define JOB_ROW_SELECT 9
 #define JOB_TARGET_ALIAS 10
 #define JOB_ROW_MAY_UPDATE 11
-#define JOB_NSTMTS 11
+#define JOB_ROW_INPUT 12
+#define JOB_NSTMTS 12
 
 /* Rows queued at a time. */
 #define JOB_CHUNK 10000
@@ -175,7 +177,7 @@ job_read(void *arg)
 	if (RunSql("SELECT j.xmin::pg_catalog.text, j.name, j.owner::pg_catalog.oid, j.source_table::pg_catalog.oid, "
 			   "coalesce(j.result_table, j.source_table)::pg_catalog.oid, j.result_table IS NOT NULL, "
 			   "j.result_column::pg_catalog.text, j.key_columns::pg_catalog.text[], j.model, j.system, "
-			   "j.options::pg_catalog.text, j.via, j.provider FROM llm.job j WHERE j.id = $1",
+			   "j.options::pg_catalog.text, j.via, j.provider, j.task FROM llm.job j WHERE j.id = $1",
 			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm.job");
 	if (SPI_processed == 0)
@@ -230,6 +232,7 @@ job_read(void *arg)
 	job->q.options = value_or_null(tup, td, 11, cxt);
 	job->q.via = value_or_null(tup, td, 12, cxt);
 	job->q.provider = value_or_null(tup, td, 13, cxt);
+	job->q.embed = strcmp(SPI_getvalue(tup, td, 14), "embed") == 0;
 
 	/* its statements */
 	if (RunSql("SELECT s.statements, s.row_columns::pg_catalog.text[] "
@@ -576,7 +579,7 @@ pg_llm_drop_job(PG_FUNCTION_ARGS)
 }
 
 /* llm.create_job's work (RunAs, as the extension owner). */
-#define CREATE_NARGS 13
+#define CREATE_NARGS 14
 typedef struct JobCreate
 {
 	Datum		values[CREATE_NARGS];
@@ -590,11 +593,11 @@ create_work(void *arg)
 {
 	JobCreate  *c = (JobCreate *) arg;
 	Oid			types[CREATE_NARGS] = {OIDOID, TEXTOID, REGCLASSOID, TEXTARRAYOID, TEXTOID, NAMEOID,
-		REGCLASSOID, TEXTOID, TEXTOID, JSONBOID, BOOLOID, TEXTOID, TEXTOID};
+		REGCLASSOID, TEXTOID, TEXTOID, JSONBOID, BOOLOID, TEXTOID, TEXTOID, TEXTOID};
 	bool		isnull;
 
 	if (SPI_execute_with_args("SELECT c.id, c.check_sql FROM llm._job_create($1, $2, $3, $4, $5, $6, "
-							  "$7, $8, $9, $10, $11, $12, $13) c",
+							  "$7, $8, $9, $10, $11, $12, $13, $14) c",
 							  CREATE_NARGS, types, c->values, c->nulls, false, 1) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not create the job");
@@ -614,7 +617,7 @@ run_check(void *arg)
 /*
  * llm.create_job(name, source_table, key_columns, prompt_template,
  * result_column, result_table, model, system, options, track_changes,
- * via, provider) returns void.  The job belongs to the calling role and runs with
+ * via, task, provider) returns void.  The job belongs to the calling role and runs with
  * its rights: what it must be allowed to do is checked for it
  * (llm._job_create, as the extension owner, which also stores the job and
  * creates its triggers), and what only its own rights can show is run as
@@ -637,10 +640,15 @@ pg_llm_create_job(PG_FUNCTION_ARGS)
 	}
 	c.check_sql = NULL;
 	/* a provider named is one of the model's routes */
-	if (!PG_ARGISNULL(11))
-		(void) QueueRoutesOn(PG_ARGISNULL(6) ? LlmResolveModel(NULL, NULL) :
-							 text_to_cstring(PG_GETARG_TEXT_PP(6)),
-							 text_to_cstring(PG_GETARG_TEXT_PP(11)));
+	if (!PG_ARGISNULL(12))
+	{
+		bool		embed = !PG_ARGISNULL(11) &&
+			strcmp(text_to_cstring(PG_GETARG_TEXT_PP(11)), "embed") == 0;
+
+		(void) QueueRoutesOn(!PG_ARGISNULL(6) ? text_to_cstring(PG_GETARG_TEXT_PP(6)) :
+							 embed ? EmbedResolveModel(NULL) : LlmResolveModel(NULL, NULL),
+							 text_to_cstring(PG_GETARG_TEXT_PP(12)));
+	}
 	RunAsOwner(create_work, &c);
 	if (c.check_sql)
 		RunAs(caller, true, run_check, c.check_sql);
@@ -712,7 +720,86 @@ typedef struct JobFire
 	JobDef	   *job;
 	TriggerData *td;
 	JobFireCache *cache;
+	bool		current;		/* JobInputCurrent: the input did not change */
 } JobFire;
+
+/*
+ * The values of a row that a job's row statements take, in the order of
+ * the job's row columns.
+ */
+static void
+row_params(JobDef *job, Relation rel, HeapTuple tup, Oid **types, Datum **values, char **nulls)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			i;
+
+	*types = palloc(sizeof(Oid) * job->nrowcols);
+	*values = palloc(sizeof(Datum) * job->nrowcols);
+	*nulls = palloc(job->nrowcols);
+	for (i = 0; i < job->nrowcols; i++)
+	{
+		AttrNumber	att = get_attnum(RelationGetRelid(rel), job->rowcols[i]);
+		bool		isnull;
+
+		if (att <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of table %s, which job \"%s\" reads, no longer exists",
+							job->rowcols[i], RelationGetRelationName(rel), job->q.name),
+					 errhint("Drop the job and create it again.")));
+		(*types)[i] = TupleDescAttr(desc, att - 1)->atttypid;
+		(*values)[i] = heap_getattr(tup, att, desc, &isnull);
+		(*nulls)[i] = isnull ? 'n' : ' ';
+	}
+}
+
+/*
+ * An embedding job's row that an UPDATE changed: is its rendered input
+ * still the one its latest item was queued with (the hash kept with the
+ * item)?  Then its vector is current, or on its way, and the update costs
+ * nothing: the result is not reset and nothing is queued.  Run as the
+ * job's owner (RunAs, restricted); the queue is read as the extension's
+ * owner.
+ */
+static void
+input_current_work(void *arg)
+{
+	JobFire    *f = (JobFire *) arg;
+	JobDef	   *job = f->job;
+	Oid		   *types;
+	Datum	   *values;
+	char	   *nulls;
+	Datum		prompt;
+	Datum		key;
+	bool		isnull;
+
+	f->current = false;
+	row_params(job, f->td->tg_relation, f->td->tg_newtuple, &types, &values, &nulls);
+	if (job_exec(job, JOB_ROW_INPUT, job->nrowcols, types, values, nulls, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not render the input of job %s", job->q.name);
+	if (SPI_processed == 0)
+		return;					/* a key column is NULL */
+	prompt = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (isnull)
+		return;
+	key = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+	f->current = QueueJobInputCurrent(&job->q, TextDatumGetCString(prompt), key);
+}
+
+/* Does an UPDATE leave an embedding job's row as it was (see above)? */
+static bool
+job_input_current(JobDef *job, TriggerData *td)
+{
+	JobFire		f;
+
+	if (!job->q.embed || !TRIGGER_FIRED_BY_UPDATE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event))
+		return false;
+	memset(&f, 0, sizeof(f));
+	f.job = job;
+	f.td = td;
+	job_run_as_owner(job, input_current_work, &f);
+	return f.current;
+}
 
 static void
 trigger_work(void *arg)
@@ -768,31 +855,16 @@ trigger_work(void *arg)
 	else
 	{
 		Relation	rel = td->tg_relation;
-		TupleDesc	desc = RelationGetDescr(rel);
 		HeapTuple	tup = inserted ? td->tg_trigtuple : td->tg_newtuple;
-		Oid		   *types = palloc(sizeof(Oid) * job->nrowcols);
-		Datum	   *values = palloc(sizeof(Datum) * job->nrowcols);
-		char	   *nulls = palloc(job->nrowcols);
+		Oid		   *types;
+		Datum	   *values;
+		char	   *nulls;
 		Datum		prompt;
 		Datum		key;
 		bool		isnull;
 		bool		full;
-		int			i;
 
-		for (i = 0; i < job->nrowcols; i++)
-		{
-			AttrNumber	att = get_attnum(RelationGetRelid(rel), job->rowcols[i]);
-
-			if (att <= 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_COLUMN),
-						 errmsg("column \"%s\" of table %s, which job \"%s\" reads, no longer exists",
-								job->rowcols[i], RelationGetRelationName(rel), job->q.name),
-						 errhint("Drop the job and create it again.")));
-			types[i] = TupleDescAttr(desc, att - 1)->atttypid;
-			values[i] = heap_getattr(tup, att, desc, &isnull);
-			nulls[i] = isnull ? 'n' : ' ';
-		}
+		row_params(job, rel, tup, &types, &values, &nulls);
 		if (job->sep)
 		{
 			if (!inserted &&
@@ -897,6 +969,8 @@ pg_llm_job_trigger(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 					 errmsg("trigger \"%s\" of pg_llm job \"%s\" fires at the wrong time",
 							td->tg_trigger->tgname, job->q.name)));
+		if (job_input_current(job, td))
+			return PointerGetDatum(td->tg_newtuple);
 		return job_reset(td, job);
 	}
 	if (TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) ||
@@ -906,6 +980,8 @@ pg_llm_job_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" of pg_llm job \"%s\" fires at the wrong time",
 						td->tg_trigger->tgname, job->q.name)));
+	if (job_input_current(job, td))
+		return PointerGetDatum(NULL);
 	f.job = job;
 	f.td = td;
 	f.cache = (JobFireCache *) fcinfo->flinfo->fn_extra;

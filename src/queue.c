@@ -44,6 +44,7 @@
 #include "chat.h"
 #include "citus.h"
 #include "config.h"
+#include "embed.h"
 #include "pg_llm.h"
 #include "queue.h"
 #include "request.h"
@@ -56,6 +57,8 @@
 
 PG_FUNCTION_INFO_V1(pg_llm_enqueue);
 PG_FUNCTION_INFO_V1(pg_llm_retry);
+PG_FUNCTION_INFO_V1(pg_llm_enqueue_embedding);
+PG_FUNCTION_INFO_V1(pg_llm_job_check_embedding);
 PG_FUNCTION_INFO_V1(pg_llm_worker_status);
 PG_FUNCTION_INFO_V1(pg_llm_usage_buffer_status);
 PG_FUNCTION_INFO_V1(pg_llm_job_check_request);
@@ -582,8 +585,8 @@ check_served(void)
 /* The INSERT of a queue item, run as the extension owner (RunAs). */
 typedef struct EnqueueInsert
 {
-	Datum		values[11];
-	char		nulls[11];
+	Datum		values[12];
+	char		nulls[12];
 	int64		id;
 	bool		found;			/* find_queued found the same request */
 	int64		dropped;		/* drop_queued removed so many */
@@ -599,8 +602,8 @@ static void
 find_queued(void *arg)
 {
 	EnqueueInsert *e = (EnqueueInsert *) arg;
-	Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
-	BOOLOID, TEXTOID};
+	Oid			types[12] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
+	BOOLOID, TEXTOID, TEXTOID};
 	bool		isnull;
 
 	if (RunSql("SELECT q.id FROM llm.queue q "
@@ -609,9 +612,9 @@ find_queued(void *arg)
 			   "AND q.target_column IS NOT DISTINCT FROM $6::pg_catalog.name AND q.enqueued_by = $8 "
 			   "AND q.prompt = $1 AND q.model = $2 AND q.system IS NOT DISTINCT FROM $3 "
 			   "AND q.options IS NOT DISTINCT FROM $4 AND q.via = $9 "
-			   "AND q.provider IS NOT DISTINCT FROM $11 "
+			   "AND q.provider IS NOT DISTINCT FROM $11 AND q.task = $12 "
 			   "ORDER BY q.id LIMIT 1",
-			   11, types, e->values, e->nulls, true, 1) != SPI_OK_SELECT)
+			   12, types, e->values, e->nulls, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for queued items");
 	e->found = SPI_processed > 0;
 	if (e->found)
@@ -644,14 +647,14 @@ static void
 insert_item(void *arg)
 {
 	EnqueueInsert *e = (EnqueueInsert *) arg;
-	Oid			types[11] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
-	BOOLOID, TEXTOID};
+	Oid			types[12] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
+	BOOLOID, TEXTOID, TEXTOID};
 	bool		isnull;
 
 	if (RunSql("INSERT INTO llm.queue (prompt, model, system, options, "
-			   "target_table, target_column, target_key, enqueued_by, via, spread, provider) "
-			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-			   11, types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+			   "target_table, target_column, target_key, enqueued_by, via, spread, provider, task) "
+			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+			   12, types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into llm.queue");
 	e->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
@@ -772,6 +775,8 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 	e.nulls[9] = ' ';
 	e.values[10] = provider ? CStringGetTextDatum(provider) : (Datum) 0;
 	e.nulls[10] = provider ? ' ' : 'n';
+	e.values[11] = CStringGetTextDatum("chat");
+	e.nulls[11] = ' ';
 	for (i = 0; i < 7; i++)
 		if ((i == 2 && PG_ARGISNULL(2)) || (i == 3 && PG_ARGISNULL(6)) ||
 			(i == 4 && !has_table) || (i == 5 && !has_column) || (i == 6 && !has_key))
@@ -857,10 +862,10 @@ job_insert(void *arg)
 {
 	JobInsert  *ji = (JobInsert *) arg;
 	const QueueJob *job = ji->job;
-	Oid			types[14] = {TEXTARRAYOID, JSONBARRAYOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
-		OIDOID, TEXTOID, INT8OID, TEXTOID, BOOLOID, INT8OID, TEXTOID};
-	Datum		values[14];
-	char		nulls[14];
+	Oid			types[15] = {TEXTARRAYOID, JSONBARRAYOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
+		OIDOID, TEXTOID, INT8OID, TEXTOID, BOOLOID, INT8OID, TEXTOID, TEXTOID};
+	Datum		values[15];
+	char		nulls[15];
 	bool		isnull;
 	static SPIPlanPtr uncapped = NULL;
 	static SPIPlanPtr capped = NULL;
@@ -884,6 +889,7 @@ job_insert(void *arg)
 	nulls[12] = ji->room < 0 ? 'n' : ' ';
 	values[13] = job->provider ? CStringGetTextDatum(job->provider) : (Datum) 0;
 	nulls[13] = job->provider ? ' ' : 'n';
+	values[14] = CStringGetTextDatum(job->embed ? "embed" : "chat");
 
 	/*
 	 * Planned for its values at each call (parsed once): one plan kept
@@ -898,14 +904,16 @@ job_insert(void *arg)
 		/* no cap: every row is queued */
 		if (uncapped == NULL)
 			uncapped = custom_plan("INSERT INTO llm.queue (prompt, model, system, options, target_table, "
-								   "target_column, target_key, enqueued_by, job, job_id, via, provider) "
-								   "SELECT u.prompt, $3, $4, $5, $6, $7, u.key, $8, $9, $10, $11, $14 "
+								   "target_column, target_key, enqueued_by, job, job_id, via, provider, task, input_hash) "
+								   "SELECT u.prompt, $3, $4, $5, $6, $7, u.key, $8, $9, $10, $11, $14, $15, "
+								   "CASE WHEN $15 OPERATOR(pg_catalog.=) 'embed' "
+								   "THEN pg_catalog.hashtextextended(u.prompt, 0) END "
 								   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(prompt, key) "
 								   "WHERE u.prompt OPERATOR(pg_catalog.<>) '' AND u.key IS NOT NULL "
 								   "AND ($12 OR NOT EXISTS (SELECT 1 FROM llm.queue q WHERE q.job_id = $10 "
 								   "AND q.status IN ('pending', 'running', 'submitted') "
 								   "AND q.target_key OPERATOR(pg_catalog.=) u.key))",
-								   14, types);
+								   15, types);
 		if (SPI_execute_plan(uncapped, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not queue the items of job %s", job->name);
 		ji->candidates = ji->inserted = (int64) SPI_processed;
@@ -920,11 +928,13 @@ job_insert(void *arg)
 							 "AND q.status IN ('pending', 'running', 'submitted') "
 							 "AND q.target_key OPERATOR(pg_catalog.=) u.key))), "
 							 "i AS (INSERT INTO llm.queue (prompt, model, system, options, target_table, "
-							 "target_column, target_key, enqueued_by, job, job_id, via, provider) "
-							 "SELECT c.prompt, $3, $4, $5, $6, $7, c.key, $8, $9, $10, $11, $14 "
+							 "target_column, target_key, enqueued_by, job, job_id, via, provider, task, input_hash) "
+							 "SELECT c.prompt, $3, $4, $5, $6, $7, c.key, $8, $9, $10, $11, $14, $15, "
+							 "CASE WHEN $15 OPERATOR(pg_catalog.=) 'embed' "
+							 "THEN pg_catalog.hashtextextended(c.prompt, 0) END "
 							 "FROM c ORDER BY c.o LIMIT $13 RETURNING 1) "
 							 "SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.count(*) FROM i)",
-							 14, types);
+							 15, types);
 	if (SPI_execute_plan(capped, values, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not queue the items of job %s", job->name);
 	ji->candidates = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -1030,6 +1040,89 @@ checked:
 	return ji.inserted;
 }
 
+static void check_vector_column(Oid relid, const char *column, int dims);
+static void check_embed_via(const char *via, const char *model);
+
+/* The lookup of QueueJobInputCurrent, as the extension owner (RunAs). */
+typedef struct InputCurrent
+{
+	const QueueJob *job;
+	const char *input;
+	Datum		key;
+	bool		current;
+} InputCurrent;
+
+static void
+input_current(void *arg)
+{
+	InputCurrent *c = (InputCurrent *) arg;
+	Oid			types[4] = {INT8OID, JSONBOID, TEXTOID, OIDOID};
+	Datum		values[4];
+	bool		isnull;
+	Datum		v;
+
+	values[0] = Int64GetDatum(c->job->id);
+	values[1] = c->key;
+	values[2] = CStringGetTextDatum(c->input);
+	values[3] = ObjectIdGetDatum(c->job->target);
+	if (RunSql("SELECT q.status OPERATOR(pg_catalog.<>) 'failed' "
+			   "AND q.input_hash OPERATOR(pg_catalog.=) pg_catalog.hashtextextended($3, 0) "
+			   "FROM llm.queue q WHERE q.job_id = $1 AND q.target_key OPERATOR(pg_catalog.=) $2 "
+			   "AND q.target_table = $4 ORDER BY q.id DESC LIMIT 1",
+			   4, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the items of job %s", c->job->name);
+	c->current = false;
+	if (SPI_processed == 1)
+	{
+		v = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		c->current = !isnull && DatumGetBool(v);
+	}
+}
+
+/*
+ * Is a row's rendered input (UTF-8 or not: it is hashed as the queue keeps
+ * it) the one the job's latest item for the row was queued with, and that
+ * item not failed?  The hash kept with an embedding job's items tells.
+ */
+bool
+QueueJobInputCurrent(const QueueJob *job, const char *input, Datum key)
+{
+	InputCurrent c;
+
+	if (!job->embed || input[0] == '\0')
+		return false;
+	c.job = job;
+	c.input = input;
+	c.key = key;
+	c.current = false;
+	RunAsOwner(input_current, &c);
+	return c.current;
+}
+
+/*
+ * llm._job_check_embedding(model, options, via, target, result_column)
+ * returns text: an embedding job's model (resolved;
+ * llm.default_embedding_model if NULL), options, way of sending and
+ * result column, checked as llm.enqueue_embedding checks an item's.
+ */
+Datum
+pg_llm_job_check_embedding(PG_FUNCTION_ARGS)
+{
+	const char *model = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const char *options = PG_ARGISNULL(1) ? NULL :
+		LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(1)->root, 0));
+	const char *via = PG_ARGISNULL(2) ? "realtime" : text_to_cstring(PG_GETARG_TEXT_PP(2));
+	LlmRequest *req;
+
+	model = EmbedResolveModel(model);
+	req = RequestForEmbedding(NULL, 0, options);
+	(void) EmbedRoutes(model);
+	check_embed_via(via, model);
+	if (!PG_ARGISNULL(3) && !PG_ARGISNULL(4))
+		check_vector_column(PG_GETARG_OID(3), NameStr(*PG_GETARG_NAME(4)), RequestDimensions(req));
+	PG_RETURN_TEXT_P(cstring_to_text(model));
+}
+
 /*
  * llm._job_check_request(model, system, options, via) returns text: a
  * job's model (resolved; llm.default_model if NULL), system prompt,
@@ -1047,6 +1140,156 @@ pg_llm_job_check_request(PG_FUNCTION_ARGS)
 						 PG_ARGISNULL(1) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(1))),
 						 PG_ARGISNULL(2) ? NULL : LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(2)->root, 0)));
 	PG_RETURN_TEXT_P(cstring_to_text(model));
+}
+
+/*
+ * An embedding's write-back target: a column whose type can take a vector
+ * (arrays of numbers, pgvector's types, text and JSON), and, when the
+ * options ask for dimensions and the column's type fixes them, the same
+ * dimensions: a vector that cannot fit is not paid for.
+ */
+static void
+check_vector_column(Oid relid, const char *column, int dims)
+{
+	AttrNumber	attnum = get_attnum(relid, column);
+	Oid			typid;
+	int32		typmod;
+	Oid			collation;
+	int			column_dims;
+	char	   *relname = quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+													 get_rel_name(relid));
+
+	if (attnum <= 0)
+		return;					/* check_target says so */
+	get_atttypetypmodcoll(relid, attnum, &typid, &typmod, &collation);
+	if (EmbedColumnKindOf(typid) == EMBED_COLUMN_NONE)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of table %s cannot take a vector", column, relname),
+				 errdetail("Its type is %s.", format_type_with_typemod(typid, typmod)),
+				 errhint("Embeddings are written into real[], float8[] or numeric[] columns, pgvector's vector, halfvec or sparsevec, or text and JSON.")));
+	column_dims = EmbedColumnDimensions(typid, typmod);
+	if (dims > 0 && column_dims > 0 && dims != column_dims)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("column \"%s\" of table %s holds vectors of %d dimensions, but the options ask for %d",
+						column, relname, column_dims, dims),
+				 errhint("Ask for {\"dimensions\": %d}, or write into a column of %d dimensions.",
+						 column_dims, dims)));
+}
+
+/*
+ * How an embedding item is sent: realtime, or through the batch API of
+ * the first route of its model that has embeddings, which must have one
+ * that takes embedding requests.
+ */
+static void
+check_embed_via(const char *via, const char *model)
+{
+	const LlmRoute *first;
+
+	if (strcmp(via, "realtime") == 0)
+		return;
+	if (strcmp(via, "batch_api") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("via must be \"realtime\" or \"batch_api\""),
+				 errhint("batch_api sends the item through its provider's batch API, at the batch price.")));
+	first = linitial(EmbedRoutes(model));
+	if (strcmp(first->provider->batch_api, "inline") != 0 &&
+		strcmp(first->provider->batch_api, "openai") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("provider \"%s\" of model \"%s\" has no batch API for embeddings",
+						first->provider->name, model),
+				 errhint("An administrator can set one with llm.alter_provider('%s', options => '{\"batch_api\": \"openai\"}') (or \"inline\"); or enqueue with via => 'realtime'.",
+						 first->provider->name)));
+	/* the worker's batch forming sends chat requests only, so far */
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("embeddings are not sent through provider batch APIs yet"),
+			 errhint("Enqueue with via => 'realtime': the worker packs many inputs into each request.")));
+}
+
+/*
+ * llm.enqueue_embedding(input, model, target_table, target_column,
+ *						 target_key, options, via) returns bigint: an
+ * embedding item for the worker, which packs the pending items of a model
+ * into requests of many inputs and writes each vector into its target
+ * through the column type's input function.  A NULL input is not queued
+ * (NULL is returned).
+ */
+Datum
+pg_llm_enqueue_embedding(PG_FUNCTION_ARGS)
+{
+	char	   *input = PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	const char *model;
+	bool		has_table = !PG_ARGISNULL(2);
+	bool		has_column = !PG_ARGISNULL(3);
+	bool		has_key = !PG_ARGISNULL(4);
+	char	   *options = PG_ARGISNULL(5) ? NULL :
+		LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(5)->root, 0));
+	const char *via = PG_ARGISNULL(6) ? "realtime" : text_to_cstring(PG_GETARG_TEXT_PP(6));
+	Oid			caller = GetUserId();
+	LlmRequest *req;
+	EnqueueInsert e;
+
+	if (input == NULL)
+		PG_RETURN_NULL();
+	EmbedCheckInput(input);
+	check_served();
+	model = EmbedResolveModel(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
+
+	/* options, routes and the target are checked now, not by the worker */
+	req = RequestForEmbedding(NULL, 0, options);
+	(void) EmbedRoutes(model);
+	check_embed_via(via, model);
+	if (has_table || has_column || has_key)
+	{
+		if (!(has_table && has_column && has_key))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("target_table, target_column and target_key go together"),
+					 errhint("Give all three to write the vector into a row, or none.")));
+		check_target(PG_GETARG_OID(2), NameStr(*PG_GETARG_NAME(3)), PG_GETARG_JSONB_P(4));
+		check_vector_column(PG_GETARG_OID(2), NameStr(*PG_GETARG_NAME(3)), RequestDimensions(req));
+	}
+
+	memset(e.nulls, 'n', sizeof(e.nulls));
+	e.values[0] = CStringGetTextDatum(input);
+	e.nulls[0] = ' ';
+	e.values[1] = CStringGetTextDatum(model);
+	e.nulls[1] = ' ';
+	if (!PG_ARGISNULL(5))
+	{
+		e.values[3] = PG_GETARG_DATUM(5);
+		e.nulls[3] = ' ';
+	}
+	if (has_table)
+	{
+		e.values[4] = PG_GETARG_DATUM(2);
+		e.values[5] = CStringGetTextDatum(NameStr(*PG_GETARG_NAME(3)));
+		e.values[6] = PG_GETARG_DATUM(4);
+		e.nulls[4] = e.nulls[5] = e.nulls[6] = ' ';
+	}
+	e.values[7] = ObjectIdGetDatum(caller);
+	e.values[8] = CStringGetTextDatum(via);
+	e.values[9] = BoolGetDatum(false);
+	e.values[11] = CStringGetTextDatum("embed");
+	e.nulls[7] = e.nulls[8] = e.nulls[9] = e.nulls[11] = ' ';
+
+	/* the same input already waiting for the same target is not paid twice */
+	if (has_table)
+	{
+		e.found = false;
+		RunAsOwner(find_queued, &e);
+		if (e.found)
+			PG_RETURN_INT64(e.id);
+	}
+	check_queue_cap(caller);
+	RunAsOwner(insert_item, &e);
+	wake_workers_at_commit(via);
+	PG_RETURN_INT64(e.id);
 }
 
 /*

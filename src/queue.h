@@ -35,12 +35,14 @@ typedef struct QueueJob
 	const char *options;		/* JSON text, or NULL */
 	const char *via;
 	const char *provider;		/* where its items go, or NULL: the routes */
+	bool		embed;			/* task embed: its items are embeddings */
 } QueueJob;
 
 extern List *QueueRoutesOn(const char *model, const char *provider);
 
 extern int64 QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n,
 							  bool supersede, bool *target_checked, bool *full);
+extern bool QueueJobInputCurrent(const QueueJob *job, const char *input, Datum key);
 
 extern void WorkerRegister(void);
 extern void WorkerDefineSettings(void);

@@ -511,6 +511,16 @@ BEGIN
         RAISE EXCEPTION 'cached_input_usd_per_mtok cannot be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM llm._provider_must_exist(provider);
+    -- a protocol without embeddings cannot serve a model used for them
+    IF (SELECT p.protocol FROM llm.provider p WHERE p.name = add_model.provider) = 'anthropic'
+       AND (EXISTS (SELECT 1 FROM llm.job j WHERE j.model = add_model.name AND j.task = 'embed')
+            OR EXISTS (SELECT 1 FROM llm.queue q WHERE q.model = add_model.name AND q.task = 'embed'
+                       AND q.status IN ('pending', 'running', 'submitted'))) THEN
+        RAISE EXCEPTION 'model "%" is used for embeddings, which provider "%" cannot serve', name, provider
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('Provider "%s" speaks the anthropic protocol, which has no embeddings endpoint; an embedding job or queued embeddings use the model.', provider),
+                  HINT = 'Route the model to an OpenAI-compatible provider, or give the chat model a name of its own.';
+    END IF;
     INSERT INTO llm.model AS m VALUES
         (name, provider, coalesce(nullif(upstream_model, ''), name), coalesce(priority, 100),
          input_usd_per_mtok, output_usd_per_mtok, coalesce(batch_price_factor, 0.5),

@@ -47,7 +47,8 @@ CREATE TABLE llm.job (
     via             text NOT NULL DEFAULT 'realtime' CHECK (via IN ('realtime', 'batch_api')),
     created_at      timestamptz NOT NULL DEFAULT now(),
     last_run_at     timestamptz,
-    provider        text
+    provider        text,
+    task            text NOT NULL DEFAULT 'chat' CHECK (task IN ('chat', 'embed'))
 );
 COMMENT ON TABLE llm.job IS 'Analysis jobs: which rows of a table to send to a model with which prompt template, and the column the reply goes to; each role sees and drops the jobs of the roles it belongs to';
 COMMENT ON COLUMN llm.job.id IS 'The job''s identity: its items and triggers refer to it (a name can be used again once the job is dropped)';
@@ -57,6 +58,7 @@ COMMENT ON COLUMN llm.job.result_table IS 'Where the result column is; NULL: the
 COMMENT ON COLUMN llm.job.model IS 'The model, resolved when the job was created (llm.default_model if none was given)';
 COMMENT ON COLUMN llm.job.via IS 'How its items are sent: realtime calls, or the provider''s batch API';
 COMMENT ON COLUMN llm.job.provider IS 'The provider its items go to (one of the model''s routes), batch or realtime; NULL: the model''s routes in order';
+COMMENT ON COLUMN llm.job.task IS 'chat: the rendered prompt is answered; embed: it is embedded, and its vector written into the result column (a row whose rendered input did not change is not embedded again)';
 COMMENT ON COLUMN llm.job.last_run_at IS 'When llm.run_job last ran the job (the start of its transaction)';
 SELECT pg_catalog.pg_extension_config_dump('llm.job', '');
 SELECT pg_catalog.pg_extension_config_dump('llm.job_id_seq', '');
@@ -325,12 +327,27 @@ BEGIN
                   HINT = 'A job cannot write into a column its prompt reads: each reply would queue the row again.';
     END IF;
 
-    -- the model, the system prompt and the options, as llm.enqueue checks
-    -- them; the model is resolved now (llm.default_model if none is given)
+    -- the model, the system prompt and the options, as llm.enqueue (or
+    -- llm.enqueue_embedding) checks them; the model is resolved now
+    -- (llm.default_model, or llm.default_embedding_model, if none is given)
     IF NEW.options IS NOT NULL AND jsonb_typeof(NEW.options) <> 'object' THEN
         RAISE EXCEPTION 'options must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    NEW.model := llm._job_check_request(NEW.model, NEW.system, NEW.options, NEW.via);
+    IF NEW.task IS NULL OR NEW.task NOT IN ('chat', 'embed') THEN
+        RAISE EXCEPTION 'task must be "chat" or "embed"'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'chat sends the rendered prompt to a model; embed writes its embedding into the result column.';
+    END IF;
+    IF NEW.task = 'embed' THEN
+        IF NEW.system IS NOT NULL THEN
+            RAISE EXCEPTION 'an embedding job has no system prompt'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'The prompt template renders the text to embed; leave system out.';
+        END IF;
+        NEW.model := llm._job_check_embedding(NEW.model, NEW.options, NEW.via, target, NEW.result_column);
+    ELSE
+        NEW.model := llm._job_check_request(NEW.model, NEW.system, NEW.options, NEW.via);
+    END IF;
     RETURN NEW;
 END;
 $$;
@@ -384,6 +401,8 @@ COMMENT ON FUNCTION llm._job_add_keys_sql(llm.job, text) IS 'The statement that 
 --  11  row trigger, result table with row-level security: whether the
 --      owner may update the result row (FOR KEY SHARE applies the UPDATE
 --      policies)
+--  12  row trigger of an embedding job: the row's rendered input and key,
+--      whatever its result (to tell whether the input really changed)
 -- The row triggers' statements take the row's values as parameters, in
 -- the order of row_columns.
 CREATE FUNCTION llm._job_sql(j llm.job, OUT statements text[], OUT row_columns name[])
@@ -470,6 +489,9 @@ BEGIN
         statements[11] := format('SELECT 1 FROM %s AS x, %s WHERE %s FOR KEY SHARE OF x',
                                  tgt_only, params, key_join);
     END IF;
+    statements[12] := format('SELECT CASE WHEN num_nonnulls(%s) > 0 THEN %s ELSE %L END AS prompt, %s AS key '
+                             'FROM %s WHERE num_nulls(%s) = 0',
+                             inputs_s, prompt, '', key_json, params, keys_s);
 END;
 $$;
 COMMENT ON FUNCTION llm._job_sql(llm.job) IS 'The statements a job runs as its owner (for llm.run_job and its triggers), and the columns its row triggers pass';
@@ -526,7 +548,7 @@ COMMENT ON FUNCTION llm._job_triggers(llm.job) IS 'Create the triggers of a job 
 CREATE FUNCTION llm._job_create(
     caller oid, name text, source_table regclass, key_columns text[], prompt_template text,
     result_column name, result_table regclass, model text, system text, options jsonb,
-    track_changes boolean, via text, provider text, OUT id bigint, OUT check_sql text)
+    track_changes boolean, via text, task text, provider text, OUT id bigint, OUT check_sql text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     j llm.job;
@@ -537,12 +559,12 @@ DECLARE
 BEGIN
     BEGIN
         INSERT INTO llm.job AS jj (name, owner, source_table, key_columns, prompt_template, result_table,
-                                   result_column, model, system, options, track_changes, via, provider)
+                                   result_column, model, system, options, track_changes, via, task, provider)
         VALUES (_job_create.name, caller::regrole, _job_create.source_table, _job_create.key_columns::name[],
                 _job_create.prompt_template, _job_create.result_table, _job_create.result_column,
                 _job_create.model, _job_create.system, _job_create.options,
                 coalesce(_job_create.track_changes, true), coalesce(_job_create.via, 'realtime'),
-                _job_create.provider)
+                coalesce(_job_create.task, 'chat'), _job_create.provider)
         RETURNING * INTO j;
     EXCEPTION WHEN unique_violation THEN
         RAISE EXCEPTION 'job "%" already exists', _job_create.name
@@ -631,7 +653,7 @@ BEGIN
     END IF;
 END;
 $$;
-COMMENT ON FUNCTION llm._job_create(oid, text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text) IS 'The work of llm.create_job, run as the extension owner for the calling role';
+COMMENT ON FUNCTION llm._job_create(oid, text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text, text) IS 'The work of llm.create_job, run as the extension owner for the calling role';
 
 -- After a job is deleted: drop its triggers.
 CREATE FUNCTION llm._job_uninstall() RETURNS trigger
@@ -672,6 +694,15 @@ AS 'MODULE_PATHNAME', 'pg_llm_job_check_request'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION llm._job_check_request(text, text, jsonb, text) IS 'Check a job''s model, system prompt, options and via as llm.enqueue would; returns the resolved model';
 
+-- The model (resolved: llm.default_embedding_model if none is given), the
+-- options and the way of sending of an embedding job, and its result
+-- column, checked as llm.enqueue_embedding checks an item's.
+CREATE FUNCTION llm._job_check_embedding(model text, options jsonb, via text, target regclass,
+                                         result_column name) RETURNS text
+AS 'MODULE_PATHNAME', 'pg_llm_job_check_embedding'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION llm._job_check_embedding(text, jsonb, text, regclass, name) IS 'Check an embedding job''s model, options, via and result column as llm.enqueue_embedding would; returns the resolved model';
+
 -- Every job's triggers call this, with the job's id: it runs the job's
 -- SQL as the job's owner (src/jobs.c).
 CREATE FUNCTION llm._job_trigger() RETURNS trigger
@@ -691,11 +722,12 @@ CREATE FUNCTION llm.create_job(
     options jsonb DEFAULT NULL,
     track_changes boolean DEFAULT true,
     via text DEFAULT 'realtime',
+    task text DEFAULT 'chat',
     provider text DEFAULT NULL)
 RETURNS void
 AS 'MODULE_PATHNAME', 'pg_llm_create_job'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text) IS 'Define a job that sends each row of source_table, rendered through prompt_template ({column} placeholders), to a model and writes the reply into result_column (of result_table, keyed like the source, if given); with track_changes, inserted and changed rows are queued by triggers; via => ''batch_api'' sends its items through the provider''s batch API; provider names the provider (one of the model''s routes) its items go to. The job runs as the role that creates it';
+COMMENT ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text, text) IS 'Define a job that sends each row of source_table, rendered through prompt_template ({column} placeholders), to a model and writes the reply into result_column (of result_table, keyed like the source, if given); with track_changes, inserted and changed rows are queued by triggers; via => ''batch_api'' sends its items through the provider''s batch API; task => ''embed'' writes the rendered text''s embedding instead, and embeds a changed row again only when its rendered text changed; provider names the provider (one of the model''s routes) its items go to. The job runs as the role that creates it';
 
 CREATE FUNCTION llm.run_job(name text) RETURNS bigint
 AS 'MODULE_PATHNAME', 'pg_llm_run_job'

@@ -29,12 +29,16 @@ CREATE TABLE llm.queue (
     invalid_answers integer NOT NULL DEFAULT 0,
     spread          boolean NOT NULL DEFAULT false,
     answered        boolean NOT NULL DEFAULT false,
-    provider        text
+    provider        text,
+    task            text NOT NULL DEFAULT 'chat' CHECK (task IN ('chat', 'embed')),
+    input_hash      bigint
 );
 -- ready items by role, for claims that take turns between roles; ready
 -- batch items by model; the items a provider batch holds
 CREATE INDEX queue_ready ON llm.queue (enqueued_by, next_attempt_at, id)
-    WHERE status = 'pending' AND via = 'realtime';
+    WHERE status = 'pending' AND via = 'realtime' AND task = 'chat';
+CREATE INDEX queue_embed_ready ON llm.queue (enqueued_by, next_attempt_at, id)
+    WHERE status = 'pending' AND via = 'realtime' AND task = 'embed';
 CREATE INDEX queue_batch_ready ON llm.queue (model, next_attempt_at, id)
     WHERE status = 'pending' AND via = 'batch_api';
 CREATE INDEX queue_batch ON llm.queue (batch_id) WHERE status = 'submitted';
@@ -57,6 +61,8 @@ COMMENT ON COLUMN llm.queue.batch_expiries IS 'Provider batches that expired (or
 COMMENT ON COLUMN llm.queue.invalid_answers IS 'Answers that broke the item''s json_schema; each was asked for again with the validation error (at most llm.validation_retries times), the last one kept in reply while the item waits';
 COMMENT ON COLUMN llm.queue.provider IS 'The provider the item is sent to (enqueue''s or the job''s provider =>): its route of the model, batch or realtime; NULL: the model''s routes in order (a batch goes to the first)';
 COMMENT ON COLUMN llm.queue.answered IS 'reply is the item''s paid answer: what is left is its write-back (put off after llm.writeback_timeout, or failed and given to llm.retry), done without a new call';
+COMMENT ON COLUMN llm.queue.task IS 'chat: the prompt is answered; embed: the prompt is the input of an embedding, and the reply its vector ([v1,...])';
+COMMENT ON COLUMN llm.queue.input_hash IS 'Of a job''s embedding item: the hash of its input, so that a row whose rendered input did not change is not embedded again';
 COMMENT ON COLUMN llm.queue.leased_by IS 'The running worker that holds the item (a token of its life; a restarted server or worker has new ones)';
 -- a role that may read the queue sees only the items it enqueued
 ALTER TABLE llm.queue ENABLE ROW LEVEL SECURITY;

@@ -53,10 +53,11 @@ void
 ItemColumnsFind(TupleDesc td, ItemColumns *cols)
 {
 	const char *const names[] = {"id", "attempts", "enqueued_by", "prompt", "model", "system",
-	"options", "target_table", "target_column", "target_key", "reply", "error", "invalid_answers", "spread", "answered", "provider"};
+	"options", "target_table", "target_column", "target_key", "reply", "error", "invalid_answers", "spread", "answered",
+	"provider", "task"};
 	int		   *fields[] = {&cols->id, &cols->attempts, &cols->role, &cols->prompt, &cols->model,
 	&cols->system, &cols->options, &cols->table, &cols->column, &cols->key, &cols->reply,
-	&cols->error, &cols->invalid_answers, &cols->spread, &cols->answered, &cols->provider};
+	&cols->error, &cols->invalid_answers, &cols->spread, &cols->answered, &cols->provider, &cols->task};
 	int			i;
 
 	for (i = 0; i < lengthof(names); i++)
@@ -106,6 +107,8 @@ ItemFromRow(ItemSet *set, HeapTuple tup, TupleDesc td, const ItemColumns *cols)
 		SchemaOptionsHaveSchema(LlmToUtf8(it->options));
 	if (cols->spread > 0)
 		it->spread = strcmp(SPI_getvalue(tup, td, cols->spread), "t") == 0;
+	if (cols->task > 0)
+		it->embed = strcmp(SPI_getvalue(tup, td, cols->task), "embed") == 0;
 	if (cols->invalid_answers > 0)
 		it->invalid_answers = atoi(SPI_getvalue(tup, td, cols->invalid_answers));
 	/*

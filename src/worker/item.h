@@ -73,6 +73,10 @@ typedef struct WorkItem
 								 * while its request is in flight, else 0 */
 	bool		untried;		/* put off without being tried (another of
 								 * its role's write-backs stalled) */
+	bool		embed;			/* an embedding: its reply is a vector, sent
+								 * packed with others (embedding.c) */
+	bool		set_up;			/* LeaseSetUp has seen it */
+	bool		packed;			/* an embedding in a request's pack */
 
 	LlmCall    *call;			/* NULL until set up */
 	TimestampTz not_before;
@@ -119,6 +123,7 @@ typedef struct ItemColumns
 	int			spread;
 	int			answered;
 	int			provider;
+	int			task;
 } ItemColumns;
 
 /* item.c */
@@ -144,6 +149,7 @@ extern int	ItemSubxactCode(void);
 /* lease.c */
 extern int	LeaseClaim(ItemSet *set, int n);
 extern int	LeaseClaimOthers(ItemSet *set, int n);
+extern int	LeaseClaimEmbeddings(ItemSet *set, int n);
 extern void LeaseSetUp(ItemSet *set);
 extern void LeaseRenew(ItemSet *set);
 extern void LeaseReclaim(void);

@@ -44,17 +44,21 @@
 #include "usage.h"
 #include "worker/item.h"
 
-/* The role the next claim starts after (round robin over roles). */
-static Oid	claim_after_role = InvalidOid;
+/* The role the next claim starts after (round robin over roles), by task. */
+static Oid	claim_after_role[2] = {InvalidOid, InvalidOid};
 
 /*
- * Claim up to n ready items of roles after `after` (InvalidOid: all),
- * round robin over the roles, and keep them as work items.  Returns the
- * number claimed; *last is the role of the last item taken.
+ * Claim up to n ready items of a task (chat, or embed) of roles after
+ * `after` (InvalidOid: all) and not in `except`, round robin over the
+ * roles, and keep them as work items.  Returns the number claimed; *last
+ * is the role of the last item taken.  Each task has its own index of
+ * ready items, so that a backlog of one never slows the claims of the
+ * other.
  */
 static int
-claim_from(ItemSet *set, int n, Oid after, Oid *last, Datum except)
+claim_from(ItemSet *set, int n, Oid after, Oid *last, Datum except, bool embed)
 {
+	const char *task = embed ? "'embed'" : "'chat'";
 	Datum		values[5];
 	Oid			types[5] = {INT4OID, INT4OID, INT8OID, OIDOID, OIDARRAYOID};
 	uint64		i;
@@ -74,31 +78,39 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last, Datum except)
 	 * another worker holds); then the first of every role, the second of
 	 * every role, and so on, up to n.
 	 */
-	if (RunSql("WITH RECURSIVE roles(r, k) AS ("
-					 "  (SELECT q.enqueued_by, 1 FROM llm.queue q"
-					 "    WHERE q.status = 'pending' AND q.via = 'realtime' AND q.next_attempt_at <= pg_catalog.now()"
-					 "      AND q.enqueued_by > $4 ORDER BY q.enqueued_by LIMIT 1)"
-					 "  UNION ALL"
-					 "  SELECT (SELECT q.enqueued_by FROM llm.queue q"
-					 "           WHERE q.status = 'pending' AND q.via = 'realtime' AND q.next_attempt_at <= pg_catalog.now()"
-					 "             AND q.enqueued_by > roles.r ORDER BY q.enqueued_by LIMIT 1), roles.k + 1"
-					 "  FROM roles WHERE roles.r IS NOT NULL AND roles.k < $1),"
-					 " picked AS ("
-					 "  SELECT c.id FROM roles CROSS JOIN LATERAL ("
-					 "    SELECT x.id, pg_catalog.row_number() OVER (ORDER BY x.next_attempt_at, x.id) AS rn"
-					 "    FROM (SELECT q.id, q.next_attempt_at FROM llm.queue q"
-					 "          WHERE q.enqueued_by = roles.r AND q.status = 'pending' AND q.via = 'realtime'"
-					 "            AND q.next_attempt_at <= pg_catalog.now()"
-					 "          ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED) x) c"
-					 "  WHERE roles.r IS NOT NULL AND roles.r <> ALL ($5) ORDER BY c.rn, roles.r LIMIT $1)"
-					 "UPDATE llm.queue q SET status = 'running', attempts = q.attempts + 1,"
-					 " leased_by = $3, lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2),"
-					 " started_at = pg_catalog.now() "
-					 "FROM picked WHERE q.id = picked.id "
-					 "RETURNING q.id, q.attempts, q.prompt, q.model, q.system, q.options::text,"
-					 " q.target_table::pg_catalog.oid, q.target_column, q.target_key::text, q.enqueued_by,"
-					 " q.reply, q.error, q.invalid_answers, q.spread, q.answered, q.provider",
-					 5, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
+	/*
+	 * (The task is written into the statement, not passed: each task's
+	 * ready items have an index of their own, which only a constant can
+	 * match.)
+	 */
+	if (RunSql(psprintf("WITH RECURSIVE roles(r, k) AS ("
+						"  (SELECT q.enqueued_by, 1 FROM llm.queue q"
+						"    WHERE q.status = 'pending' AND q.via = 'realtime' AND q.task = %s"
+						"      AND q.next_attempt_at <= pg_catalog.now()"
+						"      AND q.enqueued_by > $4 ORDER BY q.enqueued_by LIMIT 1)"
+						"  UNION ALL"
+						"  SELECT (SELECT q.enqueued_by FROM llm.queue q"
+						"           WHERE q.status = 'pending' AND q.via = 'realtime' AND q.task = %s"
+						"             AND q.next_attempt_at <= pg_catalog.now()"
+						"             AND q.enqueued_by > roles.r ORDER BY q.enqueued_by LIMIT 1), roles.k + 1"
+						"  FROM roles WHERE roles.r IS NOT NULL AND roles.k < $1),"
+						" picked AS ("
+						"  SELECT c.id FROM roles CROSS JOIN LATERAL ("
+						"    SELECT x.id, pg_catalog.row_number() OVER (ORDER BY x.next_attempt_at, x.id) AS rn"
+						"    FROM (SELECT q.id, q.next_attempt_at FROM llm.queue q"
+						"          WHERE q.enqueued_by = roles.r AND q.status = 'pending' AND q.via = 'realtime'"
+						"            AND q.task = %s AND q.next_attempt_at <= pg_catalog.now()"
+						"          ORDER BY q.next_attempt_at, q.id LIMIT $1 FOR UPDATE SKIP LOCKED) x) c"
+						"  WHERE roles.r IS NOT NULL AND roles.r <> ALL ($5) ORDER BY c.rn, roles.r LIMIT $1)"
+						"UPDATE llm.queue q SET status = 'running', attempts = q.attempts + 1,"
+						" leased_by = $3, lease_until = pg_catalog.now() + pg_catalog.make_interval(secs => $2),"
+						" started_at = pg_catalog.now() "
+						"FROM picked WHERE q.id = picked.id "
+						"RETURNING q.id, q.attempts, q.prompt, q.model, q.system, q.options::text,"
+						" q.target_table::pg_catalog.oid, q.target_column, q.target_key::text, q.enqueued_by,"
+						" q.reply, q.error, q.invalid_answers, q.spread, q.answered, q.provider, q.task",
+						task, task, task),
+			   5, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queue items");
 
 	tuptable = SPI_tuptable;
@@ -115,6 +127,25 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last, Datum except)
 	return (int) nclaimed;
 }
 
+/* A claim of one task's items, in a transaction of its own. */
+static int
+claim_task(ItemSet *set, int n, bool embed)
+{
+	Oid			last = InvalidOid;
+	Oid		   *after = &claim_after_role[embed ? 1 : 0];
+	Datum		none = PointerGetDatum(construct_empty_array(OIDOID));
+	int			got;
+
+	ItemXactBegin(embed ? "pg_llm: claiming embedding items" : "pg_llm: claiming queue items");
+	got = claim_from(set, n, *after, &last, none, embed);
+	if (got < n && OidIsValid(*after))
+		got += claim_from(set, n - got, InvalidOid, &last, none, embed);
+	ItemXactEnd();
+	/* the next claim starts after the role this one ended with */
+	*after = (got >= n) ? last : InvalidOid;
+	return got;
+}
+
 /*
  * Claim up to n ready items, fairly between roles, in a transaction of
  * its own that commits the attempts before any item is looked at.
@@ -123,19 +154,17 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last, Datum except)
 int
 LeaseClaim(ItemSet *set, int n)
 {
-	Oid			last = InvalidOid;
-	int			got;
+	return claim_task(set, n, false);
+}
 
-	Datum		none = PointerGetDatum(construct_empty_array(OIDOID));
-
-	ItemXactBegin("pg_llm: claiming queue items");
-	got = claim_from(set, n, claim_after_role, &last, none);
-	if (got < n && OidIsValid(claim_after_role))
-		got += claim_from(set, n - got, InvalidOid, &last, none);
-	ItemXactEnd();
-	/* the next claim starts after the role this one ended with */
-	claim_after_role = (got >= n) ? last : InvalidOid;
-	return got;
+/*
+ * Claim up to n ready embedding items (realtime), fairly between roles as
+ * LeaseClaim does; the embedding transport packs them into requests.
+ */
+int
+LeaseClaimEmbeddings(ItemSet *set, int n)
+{
+	return claim_task(set, n, true);
 }
 
 /* the set whose items are being set up */
@@ -162,7 +191,7 @@ LeaseClaimOthers(ItemSet *set, int n)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
-		if (it->state != ITEM_READY)
+		if (it->state != ITEM_READY || it->embed)
 			continue;
 		for (i = 0; i < nroles && DatumGetObjectId(roles[i]) != it->role; i++)
 			;
@@ -173,7 +202,8 @@ LeaseClaimOthers(ItemSet *set, int n)
 		return 0;
 	ItemXactBegin("pg_llm: claiming queue items of other roles");
 	got = claim_from(set, n, InvalidOid, &last,
-					 PointerGetDatum(construct_array(roles, nroles, OIDOID, sizeof(Oid), true, TYPALIGN_INT)));
+					 PointerGetDatum(construct_array(roles, nroles, OIDOID, sizeof(Oid), true, TYPALIGN_INT)),
+					 false);
 	ItemXactEnd();
 	return got;
 }
@@ -206,6 +236,12 @@ item_setup(void *arg)
 	if (it->answered)
 	{
 		ItemDone(setup_set, it, LlmToUtf8(it->kept_answer));
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	/* an embedding is sent with others: its request is its pack's */
+	if (it->embed)
+	{
 		MemoryContextSwitchTo(old);
 		return;
 	}
@@ -258,7 +294,7 @@ LeaseSetUp(ItemSet *set)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
-		if (it->call == NULL && it->state == ITEM_READY)
+		if (!it->set_up && it->state == ITEM_READY)
 			any = true;
 	}
 	if (!any)
@@ -271,8 +307,9 @@ LeaseSetUp(ItemSet *set)
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 		const char *error;
 
-		if (it->call != NULL || it->state != ITEM_READY)
+		if (it->set_up || it->state != ITEM_READY)
 			continue;
+		it->set_up = true;
 		error = ItemSubxact(item_setup, it, it);
 		if (error)
 		{

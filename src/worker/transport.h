@@ -9,6 +9,8 @@
  *				  llm.worker_concurrency allows, fairly between roles
  *	  batch.c	  items enqueued with via => 'batch_api', through their
  *				  provider's batch API
+ *	  embedding.c embedding items (realtime), many packed into each
+ *				  request
  *
  *	  A transport starts its transfers on the process's curl multi handle
  *	  with its id in the transfer's user_kind; the loop hands each
@@ -30,7 +32,8 @@ struct HttpTransfer;
 /* The transports, by the id their transfers carry in user_kind. */
 #define TRANSPORT_REALTIME 0
 #define TRANSPORT_BATCH 1
-#define TRANSPORTS 2
+#define TRANSPORT_EMBEDDING 2
+#define TRANSPORTS 3
 
 typedef struct WorkTransport
 {
@@ -54,5 +57,8 @@ extern const WorkTransport RealtimeTransport;
 
 /* batch.c */
 extern const WorkTransport BatchTransport;
+
+/* embedding.c */
+extern const WorkTransport EmbeddingTransport;
 
 #endif							/* PG_LLM_WORKER_TRANSPORT_H */

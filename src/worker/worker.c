@@ -47,6 +47,7 @@
 #include "call.h"
 #include "http.h"
 #include "pg_llm.h"
+#include "embed.h"
 #include "queue.h"
 #include "runas.h"
 #include "shmem.h"
@@ -74,6 +75,7 @@ int			WorkerConcurrency = 50; /* llm.worker_concurrency, as far as it fits */
 static const WorkTransport *const transports[TRANSPORTS] = {
 	[TRANSPORT_REALTIME] = &RealtimeTransport,
 	[TRANSPORT_BATCH] = &BatchTransport,
+	[TRANSPORT_EMBEDDING] = &EmbeddingTransport,
 };
 
 /* the last claim found fewer items than it asked for */
@@ -81,6 +83,13 @@ static bool drained = false;
 
 /* other roles' items are to be looked for (a wake-up, or a second passed) */
 static bool others_due = false;
+
+/* the same for embedding items, and whether a claim of them is wanted */
+static bool embed_drained = false;
+static bool embed_wanted = false;
+
+/* embedding items claimed at once, at most */
+#define EMBED_CLAIM_MAX 10000
 
 /* finished items are written in groups (see the loop) */
 #define WRITE_GROUP 32
@@ -507,6 +516,7 @@ keep_leases(TimestampTz now)
 		LeaseReclaim();
 		last_reclaim = now;
 		drained = false;
+		embed_drained = false;
 	}
 	if (TimestampDifferenceExceeds(last_others, now, 1000))
 	{
@@ -521,10 +531,17 @@ claim(void)
 {
 	dlist_iter	iter;
 	int			ready = 0;
+	int			held_embed = 0;
+	int			slots = WorkerConcurrency - items.in_flight;
+	int			want;
 
 	dlist_foreach(iter, &items.items)
 	{
-		if (dlist_container(WorkItem, node, iter.cur)->state == ITEM_READY)
+		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+		if (it->embed && (it->state == ITEM_READY || it->state == ITEM_IN_FLIGHT))
+			held_embed++;
+		else if (it->state == ITEM_READY)
 			ready++;
 	}
 	if (!drained && (ready < llm_batch_size / 2 + 1 ||
@@ -546,6 +563,21 @@ claim(void)
 			LeaseSetUp(&items);
 		others_due = false;
 	}
+
+	/*
+	 * Embeddings: enough items to fill every request slot, many inputs a
+	 * request, in one claim, when a slot is free; no more than that are
+	 * held unfinished (the memory a worker needs does not grow with the
+	 * queue).
+	 */
+	want = Min(WorkerConcurrency * llm_embed_inputs_per_request - held_embed, EMBED_CLAIM_MAX);
+	embed_wanted = !embed_drained && slots > 0 && want > 0;
+	if (embed_wanted)
+	{
+		embed_drained = (LeaseClaimEmbeddings(&items, want) < want);
+		embed_wanted = !embed_drained;
+		LeaseSetUp(&items);
+	}
 }
 
 /*
@@ -561,7 +593,7 @@ wait_time(void)
 	long		timeout;
 	int			k;
 
-	if (!drained && items.in_flight < WorkerConcurrency)
+	if ((!drained || embed_wanted) && items.in_flight < WorkerConcurrency)
 		return 0;
 	timeout = items.in_flight > 0 ? 1000 : llm_worker_naptime;
 	for (k = 0; k < TRANSPORTS; k++)
@@ -626,6 +658,7 @@ worker_loop(void)
 		{
 			drained = false;	/* an enqueue committed, or a signal */
 			others_due = true;
+			embed_drained = false;
 		}
 		while ((t = HttpNextDone()) != NULL)
 		{

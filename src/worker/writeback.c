@@ -45,6 +45,7 @@
 
 #include "cache.h"
 #include "call.h"
+#include "embed.h"
 #include "schema.h"
 #include "queue.h"
 #include "runas.h"
@@ -256,6 +257,7 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 	a = TupleDescAttr(RelationGetDescr(rel), att - 1);
 	wb->colname = pstrdup(it->target_column);
 	TargetAddArgument(&wb->args, a->atttypid, a->atttypmod,
+					  it->embed ? EmbedTextForColumn(reply, a->atttypid) :
 					  it->shaped ? shaped_for_type(reply, a->atttypid, wb->relname) :
 					  reply_for_type(reply, a->atttypid));
 	appendStringInfo(&sql, "UPDATE %s%s AS t SET %s = $1 WHERE ",
@@ -564,6 +566,9 @@ typedef struct PassState
 	int			nput_off;
 	Oid		   *stalled_roles;
 	int			nstalled;
+	Datum	   *kept_ids;		/* embeddings whose vector must be kept */
+	Datum	   *kept_replies;
+	int			nkept;
 } PassState;
 
 static bool
@@ -614,6 +619,41 @@ writeback_put_off(ItemSet *set, WorkItem *it, bool tried, PassState *ps)
 }
 
 /*
+ * An embedding whose vector was not written into its target: the queue
+ * row keeps the vector after all (it was paid for).  A written one is not
+ * kept: the queue row of a done embedding with a target has no reply
+ * (update_queue_rows), which spares each row a compressed copy of its
+ * vector.
+ */
+static void
+keep_vector(WorkItem *it, PassState *ps)
+{
+	if (!it->embed || !OidIsValid(it->target_table) || it->db_text == NULL)
+		return;
+	ps->kept_ids[ps->nkept] = Int64GetDatum(it->id);
+	ps->kept_replies[ps->nkept] = CStringGetTextDatum(it->db_text);
+	ps->nkept++;
+}
+
+/* Write the vectors of the embeddings that keep them (keep_vector). */
+static void
+keep_vectors_written(PassState *ps)
+{
+	Oid			types[2] = {INT8ARRAYOID, TEXTARRAYOID};
+	Datum		args[2];
+
+	if (ps->nkept == 0)
+		return;
+	args[0] = LlmMakeArray(ps->kept_ids, NULL, ps->nkept, INT8OID);
+	args[1] = LlmMakeArray(ps->kept_replies, NULL, ps->nkept, TEXTOID);
+	if (RunSql("UPDATE llm.queue q SET reply = u.r "
+			   "FROM unnest($1::int8[], $2::text[]) AS u(id, r) "
+			   "WHERE q.id = u.id AND q.reply IS NULL",
+			   2, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update llm.queue");
+}
+
+/*
  * Run a step of one item's write-back in a subtransaction under the
  * timeout: an error fails that item alone, a hold-up puts it off.
  * Returns whether the step succeeded.
@@ -627,6 +667,7 @@ guarded(ItemSet *set, WorkItem *it, void (*step) (void *), Writeback *wb, PassSt
 	if (role_stalled(ps, it->role))
 	{
 		writeback_put_off(set, it, false, ps);
+		keep_vector(it, ps);
 		return false;
 	}
 	msg = timed_subxact(step, &s, it);
@@ -649,6 +690,7 @@ guarded(ItemSet *set, WorkItem *it, void (*step) (void *), Writeback *wb, PassSt
 			msg = psprintf("%s (write-backs run with search_path = pg_catalog, pg_temp: qualify the names in the target table's triggers, defaults and checks with their schema, then llm.retry writes the kept reply back)", msg);
 		writeback_failed(set, it, msg, ps->failed_ids, ps->failed_errors, &ps->nfailed);
 	}
+	keep_vector(it, ps);
 	return false;
 }
 
@@ -715,6 +757,12 @@ convert_step(void *arg)
 	WorkItem   *it = (WorkItem *) arg;
 	const char *text = it->state == ITEM_DONE ? it->reply : (it->error ? it->error : "failed");
 
+	/* a vector's text is ASCII, the same in every server encoding */
+	if (it->embed && it->state == ITEM_DONE)
+	{
+		it->db_text = it->reply;
+		return;
+	}
 	it->db_text = LlmToServerEncoding(text, strlen(text));
 	if (it->said && it->state == ITEM_RETRY_LATER)
 		it->said_db = LlmToServerEncoding(it->said, strlen(it->said));
@@ -769,7 +817,8 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 	int			cap = set->n;
 	int			k;
 	static const char *const sql[3] = {
-		"UPDATE llm.queue q SET status = 'done', reply = u.t, error = NULL, answered = true, lease_until = NULL, "
+		"UPDATE llm.queue q SET status = 'done', error = NULL, answered = true, lease_until = NULL, "
+		"reply = CASE WHEN q.task = 'embed' AND q.target_table IS NOT NULL THEN NULL ELSE u.t END, "
 		"leased_by = NULL, finished_at = pg_catalog.now() "
 		"FROM unnest($1::int8[], $2::int4[], $3::text[]) AS u(id, a, t) "
 		"WHERE q.id = u.id AND q.attempts = u.a AND q.status IN ('running', 'submitted') RETURNING q.id, "
@@ -1002,6 +1051,8 @@ WritebackSetInXact(ItemSet *set)
 	ps.put_off_when = palloc(sizeof(Datum) * n);
 	ps.put_off_untried = palloc(sizeof(Datum) * n);
 	ps.stalled_roles = palloc(sizeof(Oid) * n);
+	ps.kept_ids = palloc(sizeof(Datum) * n);
+	ps.kept_replies = palloc(sizeof(Datum) * n);
 
 	/*
 	 * Prepare each reply's write-back (an item whose target is gone fails
@@ -1045,6 +1096,7 @@ WritebackSetInXact(ItemSet *set)
 	}
 	fail_written_back(ps.failed_ids, ps.failed_errors, ps.nfailed);
 	put_off_written_back(&ps);
+	keep_vectors_written(&ps);
 
 	dlist_foreach_modify(iter, &set->items)
 	{

@@ -3,3 +3,16 @@
 ALTER TABLE llm.usage ADD COLUMN task text NOT NULL DEFAULT 'chat',
                       ADD COLUMN inputs integer;
 DROP VIEW llm.usage_summary;
+-- the queue's embedding items, and the hash of a job item's input; the
+-- ready chat items and the ready embedding items are claimed each through
+-- an index of their own
+ALTER TABLE llm.queue ADD COLUMN task text NOT NULL DEFAULT 'chat' CHECK (task IN ('chat', 'embed')),
+                      ADD COLUMN input_hash bigint;
+DROP INDEX llm.queue_ready;
+CREATE INDEX queue_ready ON llm.queue (enqueued_by, next_attempt_at, id)
+    WHERE status = 'pending' AND via = 'realtime' AND task = 'chat';
+CREATE INDEX queue_embed_ready ON llm.queue (enqueued_by, next_attempt_at, id)
+    WHERE status = 'pending' AND via = 'realtime' AND task = 'embed';
+-- embedding jobs: llm.job says which task a job does, and create_job
+-- takes it (create_job of 0.2.0 is dropped by before-worker.sql)
+ALTER TABLE llm.job ADD COLUMN task text NOT NULL DEFAULT 'chat' CHECK (task IN ('chat', 'embed'));
