@@ -31,7 +31,6 @@
 
 #include "cache.h"
 #include "call.h"
-#include "chat.h"
 #include "http.h"
 #include "ratelimit.h"
 #include "redact.h"
@@ -72,65 +71,6 @@ LlmResolveModel(const char *model, LlmRequest *req)
 				 errmsg("no model given"),
 				 errhint("Pass a model, or set llm.default_model.")));
 	return model;
-}
-
-/*
- * Text in the server encoding to UTF-8 for the wire.  Outside a
- * transaction (the worker between its transactions) no conversion can be
- * looked up, and the text is taken as it is.
- */
-char *
-LlmToUtf8(const char *text)
-{
-	if (!IsTransactionState())
-		return pstrdup(text);
-	return pg_server_to_any(text, strlen(text), PG_UTF8);
-}
-
-/*
- * The text of a text datum in UTF-8, and its length: the datum's own bytes
- * (not terminated, not copied) when the server encoding is UTF-8, else a
- * converted copy.  A long prompt is then held once, not once per step.
- */
-char *
-LlmTextToUtf8(text *t, size_t *len)
-{
-	char	   *s = VARDATA_ANY(t);
-	char	   *u;
-
-	*len = VARSIZE_ANY_EXHDR(t);
-	if (!IsTransactionState() || GetDatabaseEncoding() == PG_UTF8 ||
-		GetDatabaseEncoding() == PG_SQL_ASCII)
-		return s;
-	u = pg_server_to_any(s, (int) *len, PG_UTF8);
-	if (u != s)
-		*len = strlen(u);
-	return u;
-}
-
-/*
- * UTF-8 from the wire to the server encoding.  Invalid sequences become
- * U+FFFD (as WHATWG decoders do) rather than failing a whole batch over
- * one stray byte from a provider.  Outside a transaction the repaired
- * UTF-8 is returned: the worker keeps texts in UTF-8 until it writes them.
- */
-char *
-LlmToServerEncoding(const char *utf8, size_t len)
-{
-	char	   *fixed;
-	size_t		n;
-
-	if (Utf8ValidPrefix(utf8, len) == len)
-		fixed = pnstrdup(utf8, len);
-	else
-	{
-		fixed = palloc(len * 3 + 1);
-		n = Utf8Repair(utf8, len, fixed);
-		fixed[n] = '\0';
-	}
-	if (!IsTransactionState())
-		return fixed;
-	return pg_any_to_server(fixed, strlen(fixed), PG_UTF8);
 }
 
 /* A setting overridden per provider (-1: not overridden). */
@@ -893,37 +833,10 @@ LlmCallRoute(LlmCall *call)
 void
 LlmCallAfterAttempt(LlmCall *call, HttpTransfer *t, LlmVerdict v, const LlmFailure *f)
 {
-	RateLimitAfter(call->route, t, v == LLM_VERDICT_OK ? NULL : f);
+	RateLimitAfter(call->route, t, v != LLM_VERDICT_OK && f->quota);
 	if (v == LLM_VERDICT_OK && call->mode == LLM_MODE_STREAM)
 		return;
-	LlmCallSettleTurn(call, v == LLM_VERDICT_OK ? UsageTokensUsed(call) : 0);
-}
-
-/* A call took a turn on a route (RateLimitAsk): it holds it until settled. */
-void
-LlmCallHoldTurn(LlmCall *call, const LlmRoute *route, int64 charged)
-{
-	LlmCallSettleTurn(call, 0);
-	call->rl_route = route;
-	call->rl_charged = charged;
-	call->rl_unsent = true;
-}
-
-/*
- * Settle the turn a call holds, if any, with the tokens it used: what it
- * did not use goes back to the route's limits, and so does a turn never
- * used to send.  Raises no error (it runs when a cancelled call's memory
- * goes away).
- */
-void
-LlmCallSettleTurn(LlmCall *call, int64 used)
-{
-	if (call->rl_route == NULL)
-		return;
-	RateLimitSettle(call->rl_route, call->rl_charged, used, call->rl_unsent);
-	call->rl_route = NULL;
-	call->rl_charged = 0;
-	call->rl_unsent = false;
+	UsageSettleTurn(call, v == LLM_VERDICT_OK ? UsageTokensUsed(call) : 0);
 }
 
 /*
@@ -937,7 +850,7 @@ bool
 LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f)
 {
 	*not_before = 0;
-	LlmCallSettleTurn(call, 0);
+	UsageSettleTurn(call, 0);
 	for (;;)
 	{
 		const LlmRoute *route = LlmCallRoute(call);
@@ -950,7 +863,7 @@ LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f)
 
 		if (turn == LLM_TURN_GO)
 		{
-			LlmCallHoldTurn(call, route, charged);
+			UsageHoldTurn(call, route, charged);
 			return true;
 		}
 		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED || turn == LLM_TURN_DOWN) &&
@@ -1025,6 +938,100 @@ wait_ends(TimestampTz now, double secs)
 	return TimestampTzPlusMilliseconds(now, (int64) Min(ms, (double) llm_max_cooldown * 1000.0));
 }
 
+/* The longest a call waits for its turn: its timeout (0: statement's). */
+static long
+max_wait_ms(const LlmRoute *route)
+{
+	return route->provider->timeout_ms >= 0 ? route->provider->timeout_ms : llm_timeout_ms;
+}
+
+/* Sleep (interruptibly), counted among the route's waiting callers. */
+static void
+sleep_waiting(const LlmRoute *route, long ms)
+{
+	RateLimitWaiting(route, 1);
+	PG_TRY();
+	{
+		LlmSleepMs(ms);
+	}
+	PG_FINALLY();
+	{
+		RateLimitWaiting(route, -1);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Wait (interruptibly) until a synchronous call may be sent on a route:
+ * the blocking twin of LlmCallTurn.
+ * Returns false when the route is cooling down or out of quota and the
+ * call has another route to go to; raises an error when the wait would
+ * be longer than the call's timeout, or the last route is out of quota.
+ */
+static bool
+route_wait_turn(LlmCall *call, const LlmRoute *route)
+{
+	int64		tokens = UsageEstimatedTokens(call, route);
+
+	UsageSettleTurn(call, 0);
+	for (;;)
+	{
+		TimestampTz until;
+		char	   *why;
+		long		wait_ms;
+		long		limit_ms = max_wait_ms(route);
+		int64		charged;
+		LlmTurn		turn = RateLimitAsk(route, tokens, true, limit_ms, &until, &why, &charged);
+		bool		last = lnext(call->routes, call->route_cell) == NULL;
+
+		if (turn == LLM_TURN_GO || turn == LLM_TURN_RESERVED)
+			UsageHoldTurn(call, route, charged);
+		if (turn == LLM_TURN_GO)
+			return true;
+		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED || turn == LLM_TURN_DOWN) && !last)
+			return false;
+		if (turn == LLM_TURN_AUTH)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("%s", why),
+					 errdetail("%s", RateLimitDetail()),
+					 errhint("Fix the key with llm.alter_provider('%s', api_key => '...') or api_key_env => '...'; calls go out again at once.",
+							 route->provider->name)));
+		if (turn == LLM_TURN_DOWN)
+			ereport(ERROR,
+					(errcode(ERRCODE_CONNECTION_FAILURE),
+					 errmsg("%s", why),
+					 errdetail("%s", RateLimitDetail()),
+					 errhint("Check that the server at the base_url of provider \"%s\" is running and reachable, or add a fallback route with llm.add_model().",
+							 route->provider->name)));
+		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
+		if (turn == LLM_TURN_DISABLED)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("%s", why),
+					 errdetail("It answered that the account has no credit; pg_llm leaves it alone for its quota_cooldown (%d s).",
+							   route->provider->quota_cooldown > 0 ? route->provider->quota_cooldown : 600),
+					 errhint("Add credit, or route the model to another provider with llm.add_model().")));
+		if (turn == LLM_TURN_COOLDOWN && wait_ms > llm_max_retry_after * 1000L)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("%s", why),
+					 errdetail("The cooldown ends later than llm.max_retry_after (%d s) lets a call wait.",
+							   llm_max_retry_after),
+					 errhint("Try again later, raise llm.max_retry_after, or add a fallback route with llm.add_model().")));
+		if (turn == LLM_TURN_TOO_LONG ||
+			(turn == LLM_TURN_COOLDOWN && limit_ms > 0 && wait_ms > limit_ms))
+			ereport(ERROR,
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("%s: the call would wait %.1f s for its turn, longer than its timeout", why,
+							wait_ms / 1000.0),
+					 errhint("Raise llm.timeout (or the provider's timeout_ms), raise the limit, or add a fallback route with llm.add_model().")));
+		sleep_waiting(route, wait_ms);
+		if (turn == LLM_TURN_RESERVED)
+			return true;
+	}
+}
+
 /*
  * After a finished non-streaming attempt of a call run alongside others:
  * judge it, tell the traffic control, and decide what comes next.
@@ -1095,7 +1102,7 @@ attempt(LlmCall *call, const LlmRoute *route, bool stream, LlmFailure *f,
 	PG_TRY();
 	{
 		t = LlmSendAttempt(call, route, stream);
-		HttpWatchClient(LlmClientSocket(), false);
+		HttpWatchClient(HttpClientSocket(), false);
 		if (stream)
 		{
 			HttpWaitHeaders(t);
@@ -1146,7 +1153,7 @@ run_chain(LlmCall *call, bool stream)
 		const LlmRoute *route = LlmCallRoute(call);
 
 		/* the route's turn under the cluster's limits and cooldowns */
-		if (!LlmRouteWaitTurn(call, route))
+		if (!route_wait_turn(call, route))
 		{
 			(void) next_route(call);
 			continue;

@@ -17,6 +17,7 @@
 
 #include "compat.h"
 #include "config.h"
+#include "encoding.h"
 #include "provider.h"
 #include "request.h"
 
@@ -155,8 +156,6 @@ extern LlmStep LlmCallStep(LlmCall *call, struct HttpTransfer *t, bool patient,
 						   LlmFailure *f, TimestampTz *not_before);
 extern void LlmCallAfterAttempt(LlmCall *call, struct HttpTransfer *t, LlmVerdict v,
 								const LlmFailure *f);
-extern void LlmCallHoldTurn(LlmCall *call, const LlmRoute *route, int64 charged);
-extern void LlmCallSettleTurn(LlmCall *call, int64 used);
 extern bool LlmRetryableStatus(long status);
 extern long LlmRetryDelayMs(double retry_after_s, int n);
 extern void LlmSleepMs(long ms);
@@ -164,8 +163,5 @@ extern LlmNoReturn void LlmRaiseFailure(const LlmFailure *f, int attempts, int r
 extern char *LlmFailureText(const LlmFailure *f);
 extern ErrorData *LlmTry(void (*fn) (void *arg), void *arg);
 extern const char *LlmResolveModel(const char *model, LlmRequest *req);
-extern char *LlmToServerEncoding(const char *utf8, size_t len);
-extern char *LlmToUtf8(const char *text);
-extern char *LlmTextToUtf8(text *t, size_t *len);
 
 #endif							/* PG_LLM_CALL_H */

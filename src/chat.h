@@ -21,7 +21,6 @@ extern LlmCall *ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode);
 extern void ChatCallBegin(LlmCall *call);
 extern void ChatCallFailed(LlmCall *call, ErrorData *edata);
 extern void ChatCheckPrompt(const char *prompt);
-extern pgsocket LlmClientSocket(void);
 extern LlmCall *ShapeRun(LlmCall *call, LlmShapeResult *res);
 extern bool ShapeJudge(LlmCall *call, LlmShapeResult *res);
 extern LlmCall *ShapeAskAgain(LlmCall *call, const LlmShapeResult *res);

@@ -108,27 +108,6 @@ pg_llm_config_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* The owner of schema llm, that is, of the extension's objects. */
-static Oid
-schema_owner(Oid nsp)
-{
-	HeapTuple	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for namespace %u", nsp);
-	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
-/* The owner of schema llm, who owns the configuration and the queue. */
-Oid
-ConfigOwner(void)
-{
-	return schema_owner(get_namespace_oid("llm", false));
-}
-
 /* Column i of the current SPI row as a string in config_ctx, or NULL. */
 static char *
 col_str(HeapTuple tup, TupleDesc td, int i)
@@ -428,7 +407,7 @@ config_load(void)
 	config_valid = true;
 	PG_TRY();
 	{
-		RunAs(schema_owner(nsp), false, config_load_rows, NULL);
+		RunAsOwner(config_load_rows, NULL);
 	}
 	PG_CATCH();
 	{

@@ -74,7 +74,6 @@ extern const char *ConfigProviderKey(const LlmProvider *provider);
 extern char *ConfigRedactSecret(const char *text, const LlmProvider *provider);
 extern char *ConfigRedactOne(const char *text, const char *secret);
 extern List *ConfigSecrets(const LlmProvider *provider);
-extern Oid	ConfigOwner(void);
 extern List *ConfigProviders(void);
 extern bool ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month,
 						 int64 *max_queued);

@@ -791,7 +791,7 @@ run_next(EmbedRun *run, EmbedRow *row)
 		timeout = 1000;
 		if (next_due)
 			timeout = Min(timeout, Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due), 1));
-		HttpWatchClient(LlmClientSocket(), false);
+		HttpWatchClient(HttpClientSocket(), false);
 		(void) HttpPoll(run->in_flight > 0 || next_due ? timeout : 0);
 		while ((t = HttpNextDone()) != NULL)
 		{

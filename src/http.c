@@ -45,10 +45,13 @@
 #endif
 
 #include "access/xact.h"
+#include "libpq/libpq-be.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/fd.h"
 #include "storage/latch.h"
+#include "tcop/dest.h"
+#include "tcop/tcopprot.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -1339,6 +1342,19 @@ HttpPoll(long timeout_ms)
 	(void) check_idle();
 	CHECK_FOR_INTERRUPTS();
 	return latch;
+}
+
+/*
+ * The socket of this backend's client, watched while waiting on providers
+ * (HttpWatchClient), or PGINVALID_SOCKET for a background process or a
+ * client that is not a frontend connection.
+ */
+pgsocket
+HttpClientSocket(void)
+{
+	if (whereToSendOutput != DestRemote || MyProcPort == NULL)
+		return PGINVALID_SOCKET;
+	return MyProcPort->sock;
 }
 
 /*

@@ -162,6 +162,7 @@ extern bool HttpPoll(long timeout_ms);
 extern void HttpWaitDone(HttpTransfer *t);
 extern void HttpWaitHeaders(HttpTransfer *t);
 extern void HttpWaitData(HttpTransfer *t);
+extern pgsocket HttpClientSocket(void);
 extern void HttpWatchClient(pgsocket sock, bool writable);
 extern void HttpConsume(HttpTransfer *t, size_t n);
 extern int	HttpInFlight(void);

@@ -433,7 +433,7 @@ many_next(ManyRun *run)
 		timeout = 1000;
 		if (next_due)
 			timeout = Min(timeout, Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due), 1));
-		HttpWatchClient(LlmClientSocket(), false);
+		HttpWatchClient(HttpClientSocket(), false);
 		(void) HttpPoll(run->in_flight > 0 || next_due ? timeout : 0);
 		while ((t = HttpNextDone()) != NULL)
 		{

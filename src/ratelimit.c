@@ -58,7 +58,6 @@
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
-#include "call.h"
 #include "config.h"
 #include "http.h"
 #include "ratelimit.h"
@@ -438,7 +437,7 @@ cooldown_ms(double secs)
  * capped at llm.max_cooldown.
  */
 void
-RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, const LlmFailure *f)
+RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, bool quota)
 {
 	const LlmProvider *p = route->provider;
 	TimestampTz now = GetCurrentTimestamp();
@@ -491,7 +490,7 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, const LlmFailure *f
 		e->auth_failed_at = 0;
 	}
 
-	if (f && f->quota)
+	if (quota)
 	{
 		int			secs = p->quota_cooldown > 0 ? p->quota_cooldown : 600;
 
@@ -584,99 +583,6 @@ RateLimitWaiting(const LlmRoute *route, int delta)
 	if (e)
 		e->waiting = Max(0, e->waiting + delta);
 	LWLockRelease(limits->lock);
-}
-
-/* The longest a call waits for its turn: its timeout (0: statement's). */
-static long
-max_wait_ms(const LlmRoute *route)
-{
-	return route->provider->timeout_ms >= 0 ? route->provider->timeout_ms : llm_timeout_ms;
-}
-
-/* Sleep (interruptibly), counted among the route's waiting callers. */
-static void
-sleep_waiting(const LlmRoute *route, long ms)
-{
-	RateLimitWaiting(route, 1);
-	PG_TRY();
-	{
-		LlmSleepMs(ms);
-	}
-	PG_FINALLY();
-	{
-		RateLimitWaiting(route, -1);
-	}
-	PG_END_TRY();
-}
-
-/*
- * Wait (interruptibly) until a synchronous call may be sent on a route.
- * Returns false when the route is cooling down or out of quota and the
- * call has another route to go to; raises an error when the wait would
- * be longer than the call's timeout, or the last route is out of quota.
- */
-bool
-LlmRouteWaitTurn(LlmCall *call, const LlmRoute *route)
-{
-	int64		tokens = UsageEstimatedTokens(call, route);
-
-	LlmCallSettleTurn(call, 0);
-	for (;;)
-	{
-		TimestampTz until;
-		char	   *why;
-		long		wait_ms;
-		long		limit_ms = max_wait_ms(route);
-		int64		charged;
-		LlmTurn		turn = RateLimitAsk(route, tokens, true, limit_ms, &until, &why, &charged);
-		bool		last = lnext(call->routes, call->route_cell) == NULL;
-
-		if (turn == LLM_TURN_GO || turn == LLM_TURN_RESERVED)
-			LlmCallHoldTurn(call, route, charged);
-		if (turn == LLM_TURN_GO)
-			return true;
-		if ((turn == LLM_TURN_COOLDOWN || turn == LLM_TURN_DISABLED || turn == LLM_TURN_DOWN) && !last)
-			return false;
-		if (turn == LLM_TURN_AUTH)
-			ereport(ERROR,
-					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-					 errmsg("%s", why),
-					 errdetail("%s", RateLimitDetail()),
-					 errhint("Fix the key with llm.alter_provider('%s', api_key => '...') or api_key_env => '...'; calls go out again at once.",
-							 route->provider->name)));
-		if (turn == LLM_TURN_DOWN)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONNECTION_FAILURE),
-					 errmsg("%s", why),
-					 errdetail("%s", RateLimitDetail()),
-					 errhint("Check that the server at the base_url of provider \"%s\" is running and reachable, or add a fallback route with llm.add_model().",
-							 route->provider->name)));
-		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
-		if (turn == LLM_TURN_DISABLED)
-			ereport(ERROR,
-					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-					 errmsg("%s", why),
-					 errdetail("It answered that the account has no credit; pg_llm leaves it alone for its quota_cooldown (%d s).",
-							   route->provider->quota_cooldown > 0 ? route->provider->quota_cooldown : 600),
-					 errhint("Add credit, or route the model to another provider with llm.add_model().")));
-		if (turn == LLM_TURN_COOLDOWN && wait_ms > llm_max_retry_after * 1000L)
-			ereport(ERROR,
-					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-					 errmsg("%s", why),
-					 errdetail("The cooldown ends later than llm.max_retry_after (%d s) lets a call wait.",
-							   llm_max_retry_after),
-					 errhint("Try again later, raise llm.max_retry_after, or add a fallback route with llm.add_model().")));
-		if (turn == LLM_TURN_TOO_LONG ||
-			(turn == LLM_TURN_COOLDOWN && limit_ms > 0 && wait_ms > limit_ms))
-			ereport(ERROR,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("%s: the call would wait %.1f s for its turn, longer than its timeout", why,
-							wait_ms / 1000.0),
-					 errhint("Raise llm.timeout (or the provider's timeout_ms), raise the limit, or add a fallback route with llm.add_model().")));
-		sleep_waiting(route, wait_ms);
-		if (turn == LLM_TURN_RESERVED)
-			return true;
-	}
 }
 
 PG_FUNCTION_INFO_V1(pg_llm_clear_cooldown);

@@ -16,7 +16,7 @@
 #include "fmgr.h"
 #include "utils/timestamp.h"
 
-#include "call.h"
+#include "config.h"
 
 struct HttpTransfer;
 
@@ -37,11 +37,9 @@ extern void RateLimitShmemInit(bool found);
 extern LlmTurn RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve,
 							long max_wait_ms, TimestampTz *until, char **why,
 							int64 *charged);
-extern void RateLimitAfter(const LlmRoute *route, const struct HttpTransfer *t,
-						   const LlmFailure *f);
+extern void RateLimitAfter(const LlmRoute *route, const struct HttpTransfer *t, bool quota);
 extern void RateLimitSettle(const LlmRoute *route, int64 charged, int64 used, bool unsent);
 extern void RateLimitWaiting(const LlmRoute *route, int delta);
-extern bool LlmRouteWaitTurn(LlmCall *call, const LlmRoute *route);
 extern const char *RateLimitDetail(void);
 extern bool RateLimitDown(const LlmRoute *route);
 

@@ -29,8 +29,8 @@
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 
-#include "call.h"
 #include "config.h"
+#include "encoding.h"
 #include "redact.h"
 #include "utf8.h"
 

@@ -18,6 +18,9 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
 #include "commands/prepare.h"
 #include "commands/sequence.h"
 #include "executor/spi.h"
@@ -26,9 +29,9 @@
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/portal.h"
+#include "utils/syscache.h"
 
 #include "compat.h"
-#include "config.h"
 #include "runas.h"
 
 /*
@@ -181,9 +184,27 @@ RunSql(const char *sql, int nargs, Oid *types, Datum *values, const char *nulls,
 	return SPI_execute_with_args(sql, nargs, types, values, nulls, read_only, count);
 }
 
+/*
+ * The owner of schema llm, who owns the extension's objects: the
+ * configuration and the queue.
+ */
+Oid
+RunAsOwnerOid(void)
+{
+	Oid			nsp = get_namespace_oid("llm", false);
+	HeapTuple	tup = SearchSysCache1(NAMESPACEOID, ObjectIdGetDatum(nsp));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for namespace %u", nsp);
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
 /* Run fn(arg) as the owner of schema llm (see RunAs). */
 void
 RunAsOwner(RunAsFunc fn, void *arg)
 {
-	RunAs(ConfigOwner(), false, fn, arg);
+	RunAs(RunAsOwnerOid(), false, fn, arg);
 }

@@ -19,6 +19,7 @@
 typedef void (*RunAsFunc) (void *arg);
 
 extern void RunAs(Oid role, bool restricted, RunAsFunc fn, void *arg);
+extern Oid	RunAsOwnerOid(void);
 extern void RunAsOwner(RunAsFunc fn, void *arg);
 extern int	RunAsPinSearchPath(void);
 extern void RunAsRestoreSettings(int nestlevel);

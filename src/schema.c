@@ -31,7 +31,7 @@
 #include "miscadmin.h"
 #include "regex/regex.h"
 
-#include "call.h"
+#include "encoding.h"
 #include "jsonschema.h"
 #include "llm_json.h"
 #include "schema.h"

@@ -410,7 +410,7 @@ stream_next(StreamState *st)
 			 * the stream now: nobody reads the rest, and the provider
 			 * bills for it.
 			 */
-			pgsocket	client = LlmClientSocket();
+			pgsocket	client = HttpClientSocket();
 
 			if (st->rows > 0 && whereToSendOutput == DestRemote)
 			{
@@ -625,17 +625,4 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 		pfree(piece);			/* the stream's context outlives every row */
 		SRF_RETURN_NEXT(funcctx, PointerGetDatum(row));
 	}
-}
-
-/*
- * The socket of this backend's client, watched while waiting on providers
- * (HttpWatchClient), or PGINVALID_SOCKET for a background process or a
- * client that is not a frontend connection.
- */
-pgsocket
-LlmClientSocket(void)
-{
-	if (whereToSendOutput != DestRemote || MyProcPort == NULL)
-		return PGINVALID_SOCKET;
-	return MyProcPort->sock;
 }

@@ -48,6 +48,7 @@
 #include "call.h"
 #include "config.h"
 #include "pg_llm.h"
+#include "ratelimit.h"
 #include "runas.h"
 #include "shmem.h"
 #include "slots.h"
@@ -820,6 +821,35 @@ UsageTokensUsed(LlmCall *call)
 	return in + out;
 }
 
+/* ---- the turn a call holds under its route's limits ---- */
+
+/* A call took a turn on a route (RateLimitAsk): it holds it until settled. */
+void
+UsageHoldTurn(LlmCall *call, const LlmRoute *route, int64 charged)
+{
+	UsageSettleTurn(call, 0);
+	call->rl_route = route;
+	call->rl_charged = charged;
+	call->rl_unsent = true;
+}
+
+/*
+ * Settle the turn a call holds, if any, with the tokens it used: what it
+ * did not use goes back to the route's limits, and so does a turn never
+ * used to send.  Raises no error (it runs when a cancelled call's memory
+ * goes away).
+ */
+void
+UsageSettleTurn(LlmCall *call, int64 used)
+{
+	if (call->rl_route == NULL)
+		return;
+	RateLimitSettle(call->rl_route, call->rl_charged, used, call->rl_unsent);
+	call->rl_route = NULL;
+	call->rl_charged = 0;
+	call->rl_unsent = false;
+}
+
 /*
  * Record a call's usage (once) and settle its budget reservation.  Safe to
  * call from a memory context callback during abort: it raises no error.
@@ -860,7 +890,7 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 		cost = 0;
 	if (cost >= 0 && !isfinite(cost))
 		cost = -1;				/* prices that make no number */
-	LlmCallSettleTurn(call, has_tokens && outcome != LLM_OUTCOME_CACHE ? in + out : 0);
+	UsageSettleTurn(call, has_tokens && outcome != LLM_OUTCOME_CACHE ? in + out : 0);
 	budget_release(call, cost);
 	if (!llm_track_usage || LlmShared == NULL)
 		return;

@@ -24,6 +24,8 @@ extern int64 UsageOutputTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageEstimatedTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageTokensUsed(LlmCall *call);
 extern void UsageForget(LlmCall *call);
+extern void UsageHoldTurn(LlmCall *call, const LlmRoute *route, int64 charged);
+extern void UsageSettleTurn(LlmCall *call, int64 used);
 extern int	UsageFlush(void);
 extern uint32 UsagePending(void);
 extern uint32 UsagePendingAll(void);

@@ -605,7 +605,7 @@ batch_done(ItemSet *set, HttpTransfer *t)
 	BatchRun   *b = (BatchRun *) t->user;
 	HttpTransfer *volatile answer = t;
 
-	RateLimitAfter(b->row.route, t, NULL);
+	RateLimitAfter(b->row.route, t, false);
 	b->xfer = NULL;
 	PG_TRY();
 	{

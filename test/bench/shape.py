@@ -38,17 +38,19 @@ import sys
 # The layer of each file, by its name (without directory and extension).
 LAYERS = {
     0: {"compat", "utf8", "sse", "json", "llm_json", "http", "runas", "target", "names",
-        "jsonschema", "protocol", "json_fast", "http_transport"},
+        "jsonschema", "protocol", "json_fast", "http_transport", "http_gate", "http_int",
+        "tokens", "citus", "citus_keys", "citus_plan", "encoding"},
     1: {"provider", "provider_openai", "provider_anthropic", "request"},
-    2: {"config", "ratelimit", "call", "usage", "shmem", "slots", "schema"},
-    3: {"chat", "stream", "many", "queue", "status", "shape", "embed", "jobs"},
+    2: {"config", "ratelimit", "call", "usage", "shmem", "slots", "schema", "redact", "cache",
+        "count"},
+    3: {"chat", "stream", "many", "queue", "status", "shape", "embed", "jobs", "estimate"},
     4: {"worker", "lease", "writeback", "batch", "batch_json", "item",
         "realtime", "batch_store", "transport"},
     5: {"pg_llm"},
 }
 LAYER_NAMES = ["ground", "protocols", "call engine", "SQL entry points", "worker", "entry"]
 # Headers owned by a .c of another name.
-HEADER_OWNER = {"llm_json": "json"}
+HEADER_OWNER = {"llm_json": "json", "http_int": "http"}
 # The files the issue calls the newest (their density against the rest).
 NEWEST = {"batch", "batch_json", "batch_store", "provider_anthropic", "config"}
 

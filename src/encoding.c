@@ -1,0 +1,79 @@
+/*-------------------------------------------------------------------------
+ *
+ * encoding.c
+ *	  Texts between the database's encoding and UTF-8, the encoding of
+ *	  every provider: prompts on their way out, replies on their way in
+ *	  (invalid UTF-8 from a provider repaired, never an error).  Outside a
+ *	  transaction (the worker between its transactions) no conversion can
+ *	  be looked up: texts stay UTF-8 until they are written.
+ *
+ *	  The ground floor: it calls nothing of pg_llm's above it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "mb/pg_wchar.h"
+
+#include "encoding.h"
+#include "utf8.h"
+
+/*
+ * Text in the server encoding to UTF-8 for the wire.  Outside a
+ * transaction (the worker between its transactions) no conversion can be
+ * looked up, and the text is taken as it is.
+ */
+char *
+LlmToUtf8(const char *text)
+{
+	if (!IsTransactionState())
+		return pstrdup(text);
+	return pg_server_to_any(text, strlen(text), PG_UTF8);
+}
+
+/*
+ * The text of a text datum in UTF-8, and its length: the datum's own bytes
+ * (not terminated, not copied) when the server encoding is UTF-8, else a
+ * converted copy.  A long prompt is then held once, not once per step.
+ */
+char *
+LlmTextToUtf8(text *t, size_t *len)
+{
+	char	   *s = VARDATA_ANY(t);
+	char	   *u;
+
+	*len = VARSIZE_ANY_EXHDR(t);
+	if (!IsTransactionState() || GetDatabaseEncoding() == PG_UTF8 ||
+		GetDatabaseEncoding() == PG_SQL_ASCII)
+		return s;
+	u = pg_server_to_any(s, (int) *len, PG_UTF8);
+	if (u != s)
+		*len = strlen(u);
+	return u;
+}
+
+/*
+ * UTF-8 from the wire to the server encoding.  Invalid sequences become
+ * U+FFFD (as WHATWG decoders do) rather than failing a whole batch over
+ * one stray byte from a provider.  Outside a transaction the repaired
+ * UTF-8 is returned: the worker keeps texts in UTF-8 until it writes them.
+ */
+char *
+LlmToServerEncoding(const char *utf8, size_t len)
+{
+	char	   *fixed;
+	size_t		n;
+
+	if (Utf8ValidPrefix(utf8, len) == len)
+		fixed = pnstrdup(utf8, len);
+	else
+	{
+		fixed = palloc(len * 3 + 1);
+		n = Utf8Repair(utf8, len, fixed);
+		fixed[n] = '\0';
+	}
+	if (!IsTransactionState())
+		return fixed;
+	return pg_any_to_server(fixed, strlen(fixed), PG_UTF8);
+}
