@@ -23,7 +23,7 @@ DATA = sql/versions/$(EXTENSION)--0.1.0.sql sql/versions/$(EXTENSION)--0.2.0.sql
 # pg_regress scripts, one topic per file (the top of sql/); they need the
 # local mock provider: test/regress.sh starts it, and so does
 # "make installcheck" (test/installcheck.sh) when MOCK_PORT is not set
-REGRESS = setup offline chat anthropic shape faults stream many traffic transport queue batch shape_queue usage protocol embed jobs estimate cache money limits security hostile teardown
+REGRESS = setup offline chat anthropic shape faults stream many traffic transport queue batch shape_queue usage protocol embed jobs estimate cache money limits security hostile report teardown
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Isrc -DPG_LLM_VERSION=\"$(EXTVERSION)\" \

@@ -73,7 +73,10 @@ SELECT wait_until('SELECT count(*) = 120 FROM llm.usage WHERE mode = ''batch_api
 SELECT model, outcome, count(*), sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens,
        sum(cost_usd) AS cost_usd
 FROM llm.usage WHERE mode = 'batch_api' GROUP BY 1, 2 ORDER BY 1, 2;
-SELECT model, calls, cost_usd, cost_there_usd, batch_calls, batch_cost_usd, cost_there_batch_usd
+-- against the same route at realtime prices, all of the saving is the
+-- batch price's
+SELECT model, calls, paid_usd, baseline_provider, baseline_usd, saved_usd, saved_batch_usd,
+       saved_provider_usd, batch_calls
 FROM llm.cost_report() WHERE model = 'b-cheap';
 
 -- items whose provider has no batch API any more when they are sent go

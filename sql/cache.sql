@@ -149,9 +149,10 @@ SELECT wait_until($$SELECT count(*) = 68 FROM llm.usage WHERE model = 'kc'$$, 'r
 SELECT outcome, count(*) > 0 AS some, bool_and(cost_usd = 0) AS free, bool_and(attempts = 0) AS unsent,
        bool_and(input_tokens > 0) AS tokens
 FROM llm.usage WHERE model = 'kc' GROUP BY outcome ORDER BY outcome;
-SELECT model, calls, cache_calls, cache_saved_usd > 0 AS saved,
-       cache_saved_usd = (SELECT round(sum(input_tokens * 1 / 1e6 + output_tokens * 2 / 1e6), 6)
-                          FROM llm.usage WHERE model = 'kc' AND outcome = 'cache') AS priced_right
+SELECT model, calls, cache_calls, saved_cache_usd > 0 AS saved,
+       saved_cache_usd = (SELECT round(sum(input_tokens * 1 / 1e6 + output_tokens * 2 / 1e6), 6)
+                          FROM llm.usage WHERE model = 'kc' AND outcome = 'cache') AS priced_right,
+       saved_usd = saved_cache_usd AS all_from_the_cache
 FROM llm.cost_report() WHERE model = 'kc';
 
 -- 10. bad input is refused

@@ -135,7 +135,7 @@ SELECT mode, task, outcome, provider, model, upstream_model, http_status, inputs
 FROM llm.usage ORDER BY mode;
 SELECT mode, task, provider, model, calls, input_tokens, output_tokens, embedded_inputs, cost_usd
 FROM llm.usage_summary;
-SELECT model, calls, input_tokens, output_tokens, cost_usd, priced_on, cost_there_usd
+SELECT model, calls, input_tokens, output_tokens, paid_usd, baseline_provider, baseline_usd
 FROM llm.cost_report() WHERE model = 'emb';
 
 -- the queue: llm.enqueue_embedding, and the worker packs the items of a

@@ -174,17 +174,21 @@ SELECT target_key, prompt FROM llm.queue WHERE job = 'label' ORDER BY id;
 SELECT llm.drop_job('label');
 SELECT count(*) AS triggers_left FROM pg_trigger WHERE tgname LIKE 'llm\_job\_label\_%';
 
--- failed items are counted, with the last error; run_job sends their rows again
+-- failed items are counted, with the last error, and not as done; run_job
+-- sends their rows again, and a row's newer item takes the place of its
+-- old failure
 CREATE TABLE jobs_notes (id int PRIMARY KEY, body text, verdict text);
 INSERT INTO jobs_notes SELECT g, 'note ' || g FROM generate_series(1, 3) g;
 SELECT llm.create_job('refused', 'jobs_notes', '{id}', 'Judge: {body}', 'verdict',
                       model => 'mock?fail=400', track_changes => false);
 SELECT llm.run_job('refused');
 SELECT wait_queue();
-SELECT job, pending, running, done, failed, percent_done, last_error FROM llm.job_status WHERE job = 'refused';
+SELECT job, pending, running, done, failed, percent_done, percent_failed, last_error FROM llm.job_status WHERE job = 'refused';
 SELECT llm.run_job('refused');
 SELECT wait_queue();
-SELECT job, done, failed FROM llm.job_status WHERE job = 'refused';
+SELECT job, done, failed, percent_failed FROM llm.job_status WHERE job = 'refused';
+SELECT count(*) AS failed_items_kept FROM llm.queue q JOIN llm.job j ON j.id = q.job_id
+WHERE j.name = 'refused' AND q.status = 'failed';
 
 -- a job runs as the role that created it; the roles that write its source
 -- table need nothing from llm

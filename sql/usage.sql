@@ -46,9 +46,16 @@ FROM llm.usage WHERE provider = 'mock' AND model = 'priced' AND input_tokens IS 
 -- the inventory
 SELECT mode, provider, model, calls, ok, not_ok, input_tokens, output_tokens, cost_usd
 FROM llm.usage_summary;
--- the same tokens on every provider that serves the model
-SELECT model, served_by, calls, input_tokens, output_tokens, cost_usd, priced_on, cost_there_usd, savings_pct
+-- what was paid against the same tokens on the dearest route of each
+-- model (claude's prices), on the route that served them (mock: nothing
+-- saved), and on a cheaper one (relay: a loss)
+SELECT model, served_by, baseline_provider, calls, input_tokens, output_tokens, paid_usd, baseline_usd,
+       saved_usd, saved_pct, saved_provider_usd, level
 FROM llm.cost_report();
+SELECT model, baseline_provider, paid_usd, baseline_usd, saved_usd, saved_pct
+FROM llm.cost_report('mock') WHERE level = 'total';
+SELECT model, baseline_provider, paid_usd, baseline_usd, saved_usd, saved_pct
+FROM llm.cost_report('relay') WHERE level = 'total';
 
 -- budgets: a role over its budget cannot call; nothing is sent
 CREATE ROLE budgeted;

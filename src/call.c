@@ -45,6 +45,7 @@ LlmCallCreate(LlmRequest *req, const char *model, LlmMode mode)
 	LlmCall    *call = palloc0(sizeof(LlmCall));
 
 	call->req = req;
+	call->tag = RequestTag(req);
 	call->model = pstrdup(model);
 	call->mode = mode;
 	call->routes = ConfigRoutes(model);

@@ -81,6 +81,8 @@ typedef struct LlmCall
 	const char *prompt;			/* UTF-8, for the prompt check; or NULL */
 	size_t		request_bytes;	/* the request's text, for the estimates */
 	char	   *error;			/* why it failed, for its usage row */
+	const char *tag;			/* the option tag, for its usage row; or NULL */
+	int64		job_id;			/* the job of its queue item; 0: none */
 
 	/* where the call is in its chain (CallDecide) */
 	ListCell   *route_cell;

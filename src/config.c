@@ -648,6 +648,12 @@ ConfigProviderKey(const LlmProvider *p)
 	if (p->api_key_env == NULL)
 		return NULL;
 	v = getenv(p->api_key_env);
+	if ((v == NULL || v[0] == '\0') && ConfigLooksLikeKey(p->api_key_env))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("the api_key_env of provider \"%s\" looks like a key, not the name of an environment variable", p->name),
+				 errdetail("It is not shown."),
+				 errhint("Give the key with llm.alter_provider('%s', api_key => '...'), or put it in an environment variable of the server and give that variable's name as api_key_env.", p->name)));
 	if (v == NULL || v[0] == '\0')
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -655,6 +661,80 @@ ConfigProviderKey(const LlmProvider *p)
 						p->api_key_env, p->name),
 				 errhint("Set it in the environment of the PostgreSQL server and restart it, or store a key with llm.alter_provider(name, api_key => ...).")));
 	return v;
+}
+
+/*
+ * Does a text given as the name of an environment variable look like a
+ * key pasted there by mistake?  A known key prefix (sk-, sk_, xai-, gsk_,
+ * AKIA, AIza, ...), or a run of 20 letters and digits with a digit in it
+ * (a variable's name is words joined by "_"), or 20 characters or more
+ * with some a name never has (base64's "/", "+", "=").  Such a text is
+ * never shown: it is refused, or named "a key", without its value.
+ */
+bool
+ConfigLooksLikeKey(const char *s)
+{
+	static const char *const prefixes[] = {
+		"sk-", "sk_", "pk_", "rk_", "gsk_", "xai-", "ghp_", "gho_", "github_pat_", "hf_",
+		"r8_", "AKIA", "ASIA", "AIza", "nvapi-", "pplx-", "csk-", "bearer ", "key-"
+	};
+	size_t		len = strlen(s);
+	int			i;
+	int			run = 0;
+	bool		run_digit = false;
+	bool		odd = false;
+
+	for (i = 0; i < lengthof(prefixes); i++)
+		if (pg_strncasecmp(s, prefixes[i], strlen(prefixes[i])) == 0 && len > strlen(prefixes[i]) + 8)
+			return true;
+	for (i = 0; i < (int) len; i++)
+	{
+		unsigned char c = (unsigned char) s[i];
+
+		bool		digit = (c >= '0' && c <= '9');
+
+		if (digit || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
+		{
+			if (run == 0)
+				run_digit = false;
+			run++;
+			run_digit |= digit;
+			if (run >= 20 && run_digit)
+				return true;
+		}
+		else
+		{
+			run = 0;
+			if (c != '_')
+				odd = true;
+		}
+	}
+	return odd && len >= 20;
+}
+
+PG_FUNCTION_INFO_V1(pg_llm_check_key_env);
+
+/*
+ * llm._check_key_env(name): refuse an api_key_env that looks like a key,
+ * without showing it, and without the statement that carried it in the
+ * server log (an error logs its statement: log_min_error_statement).
+ */
+Datum
+pg_llm_check_key_env(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+
+	if (PG_ARGISNULL(0))
+		PG_RETURN_VOID();
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (ConfigLooksLikeKey(name))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("api_key_env must be the name of an environment variable, not a key"),
+				 errdetail("The value given looks like a key: it is not shown, and the statement is not written to the server log."),
+				 errhint("Give the key itself as api_key => '...' (stored where only the extension's owner can read it), or put it in an environment variable of the server and give that variable's name."),
+				 errhidestmt(true)));
+	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(pg_llm_key_env_set);

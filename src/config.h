@@ -73,6 +73,7 @@ extern List *ConfigRoutes(const char *model);
 extern const char *ConfigProviderKey(const LlmProvider *provider);
 extern char *ConfigRedactSecret(const char *text, const LlmProvider *provider);
 extern char *ConfigRedactOne(const char *text, const char *secret);
+extern bool ConfigLooksLikeKey(const char *s);
 extern List *ConfigSecrets(const LlmProvider *provider);
 extern List *ConfigProviders(void);
 extern bool ConfigBudget(Oid roleid, double *usd_per_month, int64 *calls_per_month,

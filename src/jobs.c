@@ -531,6 +531,11 @@ pg_llm_run_job(PG_FUNCTION_ARGS)
 		job_does_not_exist(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	r.n = 0;
 	job_run_as_owner(r.job, run_work, &r);
+	/* in the server log, so that a run that queued nothing shows */
+	ereport(LOG,
+			(errmsg("pg_llm: run of job \"%s\" queued " INT64_FORMAT " %s",
+					r.job->q.name, r.n, r.n == 1 ? "row" : "rows"),
+			 errhidestmt(true)));
 	PG_RETURN_INT64(r.n);
 }
 

@@ -43,6 +43,7 @@ struct LlmRequest
 	json_object *obj;			/* the OpenAI-shaped request */
 	bool		on_error_null;	/* option on_error "null" */
 	int			cache;			/* option cache: 1, 0, or -1 (not given) */
+	char	   *tag;			/* option tag, recorded in llm.usage; or NULL */
 	struct JsonSchema *schema;	/* its json_schema, compiled (schema.c), or NULL */
 	List	   *parts;			/* RequestPart *, index = placeholder number */
 	uint64		nonce;			/* in every placeholder: no text can forge one */
@@ -69,6 +70,7 @@ extern json_object *JsonGetArray(json_object *obj, const char *key);
 extern bool JsonWholeNumber(json_object *v, int64 *val);
 extern bool JsonGetInt64(json_object *obj, const char *key, int64 *val);
 extern char *JsonContentText(json_object *content);
+extern char *RequestCheckTag(json_object *v);
 extern bool JsonUsageSane(const char *text, size_t len, int64 max);
 extern size_t JsonEscapedLength(const char *s, size_t len);
 extern char *JsonEscapeInto(char *out, const char *s, size_t len);

@@ -16,6 +16,9 @@
 #include <ctype.h>
 
 #include "lib/stringinfo.h"
+#include "tcop/tcopprot.h"
+#include "utils/elog.h"
+#include "utils/memutils.h"
 
 #include "names.h"
 
@@ -114,4 +117,127 @@ NamesSuggest(const char *name, const char *const *known, int n)
 		shown++;
 	}
 	return buf.data;
+}
+
+/*
+ * Quoting hints.  target_table, source_table and result_table are
+ * regclass: an SQL name inside a string, folded to lower case unless
+ * quoted, so that target_table => 'SupportTickets' looks for
+ * supporttickets and PostgreSQL's input function says only that this
+ * relation does not exist, before any function of pg_llm runs.  A log
+ * hook adds the hint to that error when the statement calls pg_llm and
+ * has the name with its capitals as a string: quote it as in SQL.  The
+ * hook reads only the error and the statement's text (no catalog: the
+ * transaction has failed).
+ */
+static emit_log_hook_type prev_emit_log_hook = NULL;
+
+/* The single-quoted literal of a statement equal to name but for case. */
+static char *
+literal_with_capitals(const char *query, const char *name)
+{
+	const char *p = query;
+	size_t		nlen = strlen(name);
+
+	while ((p = strchr(p, '\'')) != NULL)
+	{
+		const char *start = ++p;
+		const char *end = strchr(start, '\'');
+		bool		upper = false;
+		const char *c;
+
+		if (end == NULL)
+			return NULL;
+		p = end + 1;
+		if ((size_t) (end - start) != nlen || memchr(start, '"', end - start) != NULL)
+			continue;
+		for (c = start; c < end; c++)
+			if (*c >= 'A' && *c <= 'Z')
+				upper = true;
+		if (upper && pg_strncasecmp(start, name, nlen) == 0)
+			return pnstrdup(start, nlen);
+	}
+	return NULL;
+}
+
+static void
+quoting_hint_hook(ErrorData *edata)
+{
+	if (edata->elevel == ERROR && edata->sqlerrcode == ERRCODE_UNDEFINED_TABLE &&
+		edata->hint == NULL && edata->message_id != NULL &&
+		(strcmp(edata->message_id, "relation \"%s\" does not exist") == 0 ||
+		 strcmp(edata->message_id, "relation \"%s.%s\" does not exist") == 0) &&
+		debug_query_string != NULL && strstr(debug_query_string, "llm.") != NULL &&
+		edata->message != NULL)
+	{
+		const char *q1 = strchr(edata->message, '"');
+		const char *q2 = q1 ? strrchr(q1 + 1, '"') : NULL;
+
+		if (q2 != NULL && q2 - q1 - 1 < NAMEDATALEN * 2 + 2)
+		{
+			MemoryContext old = MemoryContextSwitchTo(ErrorContext);
+			char	   *missing = pnstrdup(q1 + 1, q2 - q1 - 1);
+			char	   *lit = literal_with_capitals(debug_query_string, missing);
+
+			if (lit)
+			{
+				StringInfoData quoted;
+				char	   *part;
+				char	   *save = NULL;
+
+				/* each part of the name with capitals in double quotes */
+				initStringInfo(&quoted);
+				for (part = strtok_r(lit, ".", &save); part; part = strtok_r(NULL, ".", &save))
+				{
+					const char *c;
+					bool		upper = false;
+
+					for (c = part; *c; c++)
+						upper |= (*c >= 'A' && *c <= 'Z');
+					appendStringInfo(&quoted, quoted.len ? (upper ? ".\"%s\"" : ".%s") : (upper ? "\"%s\"" : "%s"), part);
+				}
+				edata->hint = psprintf("A table name with capitals is quoted inside the string, as in SQL: '%s'. "
+									   "target_table, source_table and result_table are SQL names; target_column and the keys of target_key are taken as they are written.",
+									   quoted.data);
+			}
+			MemoryContextSwitchTo(old);
+		}
+	}
+	if (prev_emit_log_hook)
+		prev_emit_log_hook(edata);
+}
+
+/* Install the quoting hints; called from _PG_init. */
+void
+NamesInstallHints(void)
+{
+	prev_emit_log_hook = emit_log_hook;
+	emit_log_hook = quoting_hint_hook;
+}
+
+/*
+ * The hint for a column name that a table does not have, taken as it is
+ * written (target_column, target_key's keys): the column of the same name
+ * but for case, or the name without the SQL quotes put around it; NULL
+ * when there is neither.
+ */
+char *
+NamesColumnHint(const char *given, const char *const *columns, int n, const char *what)
+{
+	size_t		len = strlen(given);
+	int			i;
+
+	if (len > 2 && given[0] == '"' && given[len - 1] == '"')
+	{
+		char	   *bare = pnstrdup(given + 1, len - 2);
+
+		for (i = 0; i < n; i++)
+			if (strcmp(columns[i], bare) == 0)
+				return psprintf("%s is the column's name as it is, without SQL quotes: '%s'.", what, bare);
+	}
+	for (i = 0; i < n; i++)
+		if (pg_strcasecmp(columns[i], given) == 0)
+			return psprintf("%s is the column's name as it is written, case included (not an SQL name folded to lower case): did you mean \"%s\"?",
+							what, columns[i]);
+	return NULL;
 }

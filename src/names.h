@@ -17,5 +17,8 @@
 extern int	NamesDistance(const char *a, const char *b);
 extern int	NamesMaxDistance(const char *known);
 extern char *NamesSuggest(const char *name, const char *const *known, int n);
+extern void NamesInstallHints(void);
+extern char *NamesColumnHint(const char *given, const char *const *columns, int n,
+							 const char *what);
 
 #endif							/* PG_LLM_NAMES_H */

@@ -24,6 +24,7 @@
 #include "config.h"
 #include "embed.h"
 #include "http.h"
+#include "names.h"
 #include "pg_llm.h"
 #include "usage.h"
 #include "queue.h"
@@ -176,6 +177,7 @@ _PG_init(void)
 	ConfigRegisterInvalidation();
 	CitusPlanInit();
 	CitusKeysInit();
+	NamesInstallHints();
 
 	/*
 	 * The worker and shared memory need preloading; calls do not.  Settings

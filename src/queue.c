@@ -223,10 +223,15 @@ check_target_table(Relation rel, const char *relname, const char *column, Oid ro
 
 	attnum = get_attnum(relid, column);
 	if (attnum == InvalidAttrNumber || attnum < 0)
+	{
+		char	   *hint = TargetColumnHint(rel, column, "target_column");
+
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_COLUMN),
 				 errmsg("column \"%s\" of table %s does not exist", column, relname),
+				 hint ? errhint("%s", hint) :
 				 errhint("target_column names the column the reply is written into.")));
+	}
 	atttype = get_atttype(relid, attnum);
 	if (!storable_type(atttype))
 		ereport(ERROR,

@@ -20,7 +20,9 @@
 
 #include <math.h>
 
+#include "access/xact.h"
 #include "common/pg_prng.h"
+#include "mb/pg_wchar.h"
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
 
@@ -47,7 +49,7 @@ static const char *const known_keys[] = {
 	"modalities", "audio", "prediction", "web_search_options", "verbosity",
 	"prompt_cache_key", "safety_identifier",
 	/* pg_llm's own */
-	"on_error", "extra_body", "json_schema", "cache",
+	"on_error", "extra_body", "json_schema", "cache", "tag",
 	/* extras of compatible servers */
 	"top_k", "top_a", "min_p", "min_tokens", "best_of", "repetition_penalty",
 	"length_penalty", "stop_token_ids", "ignore_eos", "thinking", "reasoning",
@@ -63,7 +65,7 @@ static const char *const known_keys[] = {
  */
 static const char *const embed_known_keys[] = {
 	"model", "input", "dimensions", "encoding_format", "user",
-	"on_error", "extra_body",
+	"on_error", "extra_body", "tag",
 	"truncate_prompt_tokens", "keep_alive", "normalize", "input_type", "truncate"
 };
 
@@ -305,6 +307,11 @@ take_own_options(LlmRequest *req)
 			bad_option("on_error", "\"raise\" (the default: a failed call raises its error) or \"null\" (it returns NULL with a WARNING)");
 		req->on_error_null = (strcmp(mode, "null") == 0);
 		json_object_object_del(o, "on_error");
+	}
+	if (json_object_object_get_ex(o, "tag", &v))
+	{
+		req->tag = RequestCheckTag(v);
+		json_object_object_del(o, "tag");
 	}
 	if (json_object_object_get_ex(o, "cache", &v))
 	{
@@ -716,6 +723,47 @@ const char *
 RequestModel(LlmRequest *req)
 {
 	return JsonGetString(req->obj, "model");
+}
+
+/*
+ * The option tag: a label of the caller's, recorded in llm.usage (and so
+ * in usage_summary and cost_report) and never sent.  A string of 1 to
+ * LLM_USAGE_TAG_LEN - 1 bytes without control characters, or null (no
+ * tag).  Returns it, palloc'd, or NULL.
+ */
+char *
+RequestCheckTag(json_object *v)
+{
+	const char *t;
+	size_t		len;
+	size_t		i;
+
+	if (v == NULL || json_object_is_type(v, json_type_null))
+		return NULL;
+	if (!json_object_is_type(v, json_type_string))
+		bad_option("tag", "a string: a label of yours recorded with the call in llm.usage, such as \"nightly-triage\"");
+	t = json_object_get_string(v);
+	len = strlen(t);
+	if (len == 0 || len >= LLM_USAGE_TAG_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid option \"tag\""),
+				 errdetail("A tag is 1 to %d bytes long; this one has %zu.", LLM_USAGE_TAG_LEN - 1, len),
+				 errhint("Use a short label, such as \"nightly-triage\"; llm.usage keeps it with each call.")));
+	for (i = 0; i < len; i++)
+		if ((unsigned char) t[i] < 0x20 || t[i] == 0x7f)
+			bad_option("tag", "a label without control characters");
+	/* llm.usage must be able to hold it: refused now, not lost later */
+	if (GetDatabaseEncoding() != PG_UTF8 && IsTransactionState())
+		(void) pg_any_to_server(t, (int) len, PG_UTF8);
+	return pstrdup(t);
+}
+
+/* The option tag of a request, or NULL. */
+const char *
+RequestTag(LlmRequest *req)
+{
+	return req ? req->tag : NULL;
 }
 
 /* The option cache: 1 (true), 0 (false), or -1 when not given. */

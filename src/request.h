@@ -15,6 +15,9 @@
 /* Opaque outside request.c and the provider adapters. */
 typedef struct LlmRequest LlmRequest;
 
+/* The longest option tag, its terminating NUL included (llm.usage.tag). */
+#define LLM_USAGE_TAG_LEN 64
+
 extern LlmRequest *RequestFromPrompt(const char *prompt, const char *system,
 									 const char *options_json);
 extern LlmRequest *RequestFromPromptText(const char *prompt, size_t prompt_len,
@@ -32,6 +35,7 @@ extern int	RequestDimensions(LlmRequest *req);
 extern bool RequestOnErrorNull(LlmRequest *req);
 extern int64 RequestChoices(LlmRequest *req);
 extern int	RequestCacheOption(LlmRequest *req);
+extern const char *RequestTag(LlmRequest *req);
 extern char *RequestCacheText(LlmRequest *req);
 extern bool RequestDeterministic(LlmRequest *req);
 extern int64 RequestEstimateTokens(LlmRequest *req);

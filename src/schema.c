@@ -545,6 +545,8 @@ SchemaRetryRequestFor(LlmRequest *req, const char *said, const char *problem)
 	r->obj = copy;
 	r->schema = req->schema;
 	r->on_error_null = req->on_error_null;
+	r->cache = req->cache;
+	r->tag = req->tag;
 	cb = palloc0(sizeof(MemoryContextCallback));
 	cb->func = route_request_free_cb;
 	cb->arg = r;

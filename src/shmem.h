@@ -19,6 +19,8 @@
 #include "storage/lwlock.h"
 #include "utils/timestamp.h"
 
+#include "request.h"
+
 #define LLM_MAX_WORKERS 32
 #define LLM_ERROR_LEN 256
 
@@ -71,6 +73,8 @@ typedef struct LlmUsageRecord
 	int32		ttft_ms;		/* -1: not a stream */
 	int32		inputs;			/* inputs of an embedding request; 0: chat */
 	double		cost_usd;
+	int64		job_id;			/* the job of a queue item; 0: none */
+	char		tag[LLM_USAGE_TAG_LEN];	/* the option tag; "" none */
 	char		provider[LLM_USAGE_NAME_LEN];
 	char		model[LLM_USAGE_NAME_LEN];
 	char		upstream[LLM_USAGE_NAME_LEN];

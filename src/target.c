@@ -27,6 +27,7 @@
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
+#include "names.h"
 #include "target.h"
 
 /* Start an empty set of arguments. */
@@ -146,6 +147,29 @@ key_text(JsonbValue *v, const char *column)
 }
 
 /*
+ * The hint for a column a target does not have (target_column, a key of
+ * target_key): the column of that name but for case or SQL quotes, or
+ * NULL.
+ */
+char *
+TargetColumnHint(Relation rel, const char *given, const char *what)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	const char **names = palloc(sizeof(char *) * Max(desc->natts, 1));
+	int			n = 0;
+	int			i;
+
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute a = TupleDescAttr(desc, i);
+
+		if (!a->attisdropped)
+			names[n++] = NameStr(a->attname);
+	}
+	return NamesColumnHint(given, names, n, what);
+}
+
+/*
  * Append to sql the condition that finds the row of a key (a JSON object
  * of key column names and values): "t.k1 OPERATOR(..) $n AND ...", with
  * the values added to args (param is what comes before each argument's
@@ -180,10 +204,15 @@ TargetKeyClause(Relation rel, const char *relname, Jsonb *key, TargetArgs *args,
 		name = pnstrdup(v.val.string.val, v.val.string.len);
 		att = get_attnum(RelationGetRelid(rel), name);
 		if (att <= 0)
+		{
+			char	   *hint = TargetColumnHint(rel, name, "A key of target_key");
+
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("key column \"%s\" of table %s does not exist", name, relname),
+					 hint ? errhint("%s", hint) :
 					 errhint("target_key names the target row's key columns, such as '{\"id\": 17}'.")));
+		}
 		a = TupleDescAttr(desc, att - 1);
 		base = getBaseType(a->atttypid);
 		(void) JsonbIteratorNext(&it, &v, true);

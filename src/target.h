@@ -36,6 +36,7 @@ extern void TargetKeyClause(Relation rel, const char *relname, Jsonb *key,
 extern char *TargetEqualityOperator(Oid typid, const char *column);
 extern void TargetValues(TargetArgs *args, Datum *values, int from);
 extern char *TargetRelationName(Relation rel);
+extern char *TargetColumnHint(Relation rel, const char *given, const char *what);
 extern char *TargetGone(Oid relid, const char *column);
 
 #endif							/* PG_LLM_TARGET_H */

@@ -941,6 +941,9 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	}
 	copy_word(rec.finish_reason, call->reply.stop_reason, sizeof(rec.finish_reason));
 	copy_word(rec.service_tier, call->reply.service_tier, sizeof(rec.service_tier));
+	rec.job_id = call->job_id;
+	if (call->tag)
+		strlcpy(rec.tag, call->tag, sizeof(rec.tag));
 	usage_put(&rec);
 }
 
@@ -1076,7 +1079,7 @@ LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype)
 											  typlen, typbyval, typalign));
 }
 
-#define USAGE_COLUMNS 24
+#define USAGE_COLUMNS 26
 #define USAGE_FLUSH_CHUNK 5000
 
 /* Take up to cap of this database's records out of shared memory. */
@@ -1117,7 +1120,8 @@ insert_records(const LlmUsageRecord *batch, int n)
 	static const Oid elemtypes[USAGE_COLUMNS] = {
 		TIMESTAMPTZOID, OIDOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
 		INT2OID, INT2OID, BOOLOID, INT4OID, INT4OID, INT4OID, INT4OID, FLOAT8OID,
-		TEXTOID, INT4OID, TEXTOID, INT4OID, INT4OID, INT4OID, TEXTOID, TEXTOID, BOOLOID
+		TEXTOID, INT4OID, TEXTOID, INT4OID, INT4OID, INT4OID, TEXTOID, TEXTOID, BOOLOID,
+		INT8OID, TEXTOID
 	};
 	Datum		args[USAGE_COLUMNS];
 	Datum	   *cols[USAGE_COLUMNS];
@@ -1135,14 +1139,15 @@ insert_records(const LlmUsageRecord *batch, int n)
 		p = SPI_prepare("INSERT INTO llm.usage (ts, role_oid, mode, outcome, provider, model, "
 						"upstream_model, http_status, attempts, fallback, input_tokens, "
 						"output_tokens, latency_ms, ttft_ms, cost_usd, task, inputs, error, cached_input_tokens, "
-						"cache_write_tokens, reasoning_tokens, finish_reason, service_tier, estimated) "
+						"cache_write_tokens, reasoning_tokens, finish_reason, service_tier, estimated, job_id, job, tag) "
 						"SELECT u.ts, u.r, u.mo, u.oc, u.p, u.m, u.um, u.hs, u.at, u.fb, u.it, "
 						"u.ot, u.lat, u.ttft, pg_catalog.round(u.cost::pg_catalog.numeric, 8), u.task, u.inputs, u.err, "
-						"u.ct, u.cw, u.rt, u.fr, u.st, u.est "
+						"u.ct, u.cw, u.rt, u.fr, u.st, u.est, u.job, "
+						"(SELECT j.name FROM llm.job j WHERE j.id = u.job), u.tag "
 						"FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, "
-						"$16, $17, $18, $19, $20, $21, $22, $23, $24) "
+						"$16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26) "
 						"AS u(ts, r, mo, oc, p, m, um, hs, at, fb, it, ot, lat, ttft, cost, task, inputs, err, "
-						"ct, cw, rt, fr, st, est)",
+						"ct, cw, rt, fr, st, est, job, tag)",
 						USAGE_COLUMNS, argtypes);
 		if (p == NULL)
 			elog(ERROR, "could not prepare the usage insert: %s", SPI_result_code_string(SPI_result));
@@ -1194,6 +1199,11 @@ insert_records(const LlmUsageRecord *batch, int n)
 		cols[22][i] = CStringGetTextDatum(r->service_tier);
 		nulls[22][i] = (r->service_tier[0] == '\0');
 		cols[23][i] = BoolGetDatum(r->estimated);
+		cols[24][i] = Int64GetDatum(r->job_id);
+		nulls[24][i] = (r->job_id == 0);
+		/* the tag is UTF-8, checked at the call to convert */
+		cols[25][i] = CStringGetTextDatum(pg_any_to_server(r->tag, strlen(r->tag), PG_UTF8));
+		nulls[25][i] = (r->tag[0] == '\0');
 	}
 	for (c = 0; c < USAGE_COLUMNS; c++)
 		args[c] = LlmMakeArray(cols[c], nulls[c], n, elemtypes[c]);
@@ -1243,6 +1253,14 @@ insert_guarded(LlmUsageRecord *batch, int n)
 	{
 		insert_guarded(batch, n / 2);
 		insert_guarded(batch + n / 2, n - n / 2);
+	}
+	else if (batch->tag[0] != '\0')
+	{
+		ereport(LOG,
+				(errmsg("pg_llm: a usage record could not be written: %s", edata->message),
+				 errdetail("It is written without its tag.")));
+		batch->tag[0] = '\0';
+		insert_guarded(batch, 1);
 	}
 	else if (batch->has_tokens || batch->has_cost)
 	{

@@ -4,13 +4,17 @@
 # triggers, and cron.schedule(..., $$SELECT llm.run_job(...)$$).  Each run
 # queues only the rows without a result, and the worker fills them in.
 # pg_cron 1.5 and later take '2 seconds'; older ones run at most once a
-# minute, so the test then takes about two minutes.
+# minute, so the test then takes about two minutes.  pg_cron runs the
+# commands in background workers (cron.use_background_workers, as the
+# README's recipe says: no connection over TCP, no password), and the
+# scheduled command's tag carries the rows each run queued, which pg_cron
+# keeps as return_message.
 # The last line is "cron: N passed, M failed"; the exit status is non-zero
 # on any failure.
 source "$(dirname "$0")/lib.sh"
 
 start_postgres "shared_preload_libraries = 'pg_cron,pg_llm'" "cron.database_name = 'postgres'" \
-  "llm.database = 'postgres'" "llm.worker_naptime = '200ms'"
+  "cron.use_background_workers = on" "llm.database = 'postgres'" "llm.worker_naptime = '200ms'"
 start_mock
 
 passed=0
@@ -58,7 +62,8 @@ else
 fi
 log "pg_cron $version: schedule '$schedule'"
 check "the backfill is scheduled" t \
-  "$(q -c "SELECT cron.schedule('sentiment-backfill', '$schedule', \$\$SELECT llm.run_job('sentiment')\$\$) > 0")"
+  "$(q -c "SELECT cron.schedule('sentiment-backfill', '$schedule',
+                               \$\$SELECT FROM generate_series(1, llm.run_job('sentiment'))\$\$) > 0")"
 
 # the first run queues the 40 rows; the worker answers them
 if wait_for $timeout "SELECT count(*) = 40 FROM reviews WHERE sentiment IS NOT NULL"; then
@@ -75,6 +80,15 @@ check "pg_cron reports the run as succeeded" t \
   "$(q -c "SELECT bool_and(status = 'succeeded') AND count(*) > 0 FROM cron.job_run_details d
            JOIN cron.job j USING (jobid) WHERE j.jobname = 'sentiment-backfill' AND d.status <> 'running'")"
 
+# what each run queued, in pg_cron's return_message: the first run all 40
+# rows, the runs while they were answered none
+check "the first run says it queued 40 rows" "SELECT 40" \
+  "$(q -c "SELECT d.return_message FROM cron.job_run_details d JOIN cron.job j USING (jobid)
+           WHERE j.jobname = 'sentiment-backfill' AND d.status = 'succeeded' ORDER BY d.runid LIMIT 1")"
+wait_for $timeout "SELECT count(*) > 0 FROM cron.job_run_details WHERE return_message = 'SELECT 0'" || true
+check "a run that queued nothing says so" t \
+  "$(q -c "SELECT count(*) > 0 FROM cron.job_run_details WHERE return_message = 'SELECT 0'")"
+
 # new rows (the job has no triggers) are picked up by the next run, and
 # rows that have a result are not sent again
 runs=$(q -c "SELECT count(*) FROM cron.job_run_details d JOIN cron.job j USING (jobid)
@@ -82,6 +96,8 @@ runs=$(q -c "SELECT count(*) FROM cron.job_run_details d JOIN cron.job j USING (
 q -c "INSERT INTO reviews (id, body) SELECT g, 'love it' FROM generate_series(41, 50) g"
 if wait_for $timeout "SELECT count(*) = 50 FROM reviews WHERE sentiment IS NOT NULL"; then :; fi
 check "the next run fills the new rows" 50 "$(q -c "SELECT count(*) FROM reviews WHERE sentiment IS NOT NULL")"
+check "the run that found them says it queued 10 rows" t \
+  "$(q -c "SELECT count(*) = 1 FROM cron.job_run_details WHERE return_message = 'SELECT 10'")"
 check "it ran again" t \
   "$(q -c "SELECT count(*) > $runs FROM cron.job_run_details d JOIN cron.job j USING (jobid)
            WHERE j.jobname = 'sentiment-backfill'")"

@@ -35,7 +35,13 @@ COMMENT ON COLUMN llm._batch.token IS 'pg_llm''s own name for the batch, sent in
 CREATE VIEW llm.batches AS
     SELECT b.id, b.provider, b.kind, b.model, b.upstream_model, b.status, b.provider_batch_id,
            b.provider_status, b.requests, b.succeeded, b.errored, b.expired, b.to_realtime,
-           b.created_at, b.submitted_at, b.finished_at, b.error
+           b.created_at, b.submitted_at, b.polled_at,
+           -- a submitted batch is polled every llm.batch_poll_interval
+           CASE WHEN b.status = 'submitted'
+                THEN coalesce(b.polled_at, b.submitted_at)
+                     + coalesce(nullif(current_setting('llm.batch_poll_interval', true), ''), '60s')::interval
+           END AS next_poll_at,
+           b.finished_at, b.error
     FROM llm._batch b
     ORDER BY b.id;
-COMMENT ON VIEW llm.batches IS 'Each provider batch: kind (inline, openai, anthropic), the provider''s batch id and status, what happened to its requests (succeeded: answered; errored: failed, or sent again after an error or with a batch the provider refused; expired: expired or cancelled before they ran, sent again; to_realtime: of those, sent realtime after their last allowed expiry), when it was submitted and finished';
+COMMENT ON VIEW llm.batches IS 'Each provider batch: kind (inline, openai, anthropic), the provider''s batch id and status, what happened to its requests (succeeded: answered; errored: failed, or sent again after an error or with a batch the provider refused; expired: expired or cancelled before they ran, sent again; to_realtime: of those, sent realtime after their last allowed expiry), when it was submitted, last polled and finished, and for a submitted batch when the worker polls it next (its last poll plus llm.batch_poll_interval)';

@@ -234,10 +234,23 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Percent-encode any such character the URL needs (%20 for a space).';
     END IF;
+    -- the paths pg_llm adds itself, given in the URL as well: every call
+    -- would go to .../chat/completions/chat/completions and get a 404
+    IF rtrim(base_url, '/') ~* '/(chat/completions|completions|messages|embeddings|responses|batches|files)$' THEN
+        RAISE WARNING 'base_url ends with "/%", which pg_llm adds to it itself',
+                      substring(rtrim(base_url, '/') from '(?i)/(chat/completions|completions|messages|embeddings|responses|batches|files)$')
+            USING DETAIL = 'The OpenAI protocol posts to base_url/chat/completions, the Anthropic protocol to base_url/messages.',
+                  HINT = 'Give the URL up to its version prefix, such as https://api.openai.com/v1.';
+    END IF;
+    IF base_url ~* '/(v[0-9]+[a-z0-9]*)/\1(/|$)' THEN
+        RAISE WARNING 'base_url repeats its version prefix'
+            USING DETAIL = format('The base_url given was %L.', base_url),
+                  HINT = 'Give the version prefix once, such as https://api.openai.com/v1.';
+    END IF;
     RETURN rtrim(base_url, '/');
 END;
 $$;
-COMMENT ON FUNCTION llm._check_base_url(text) IS 'Check a base_url (http or https, no white space or control characters) and drop its trailing slashes';
+COMMENT ON FUNCTION llm._check_base_url(text) IS 'Check a base_url (http or https, no white space or control characters; a warning for one that ends with a path pg_llm adds itself or repeats its version prefix) and drop its trailing slashes';
 
 CREATE FUNCTION llm._check_protocol(protocol text) RETURNS text
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -285,9 +298,16 @@ COMMENT ON FUNCTION llm._provider_must_exist(text) IS 'Raise an error naming a p
 -- something that can go into a request header: no control characters
 -- (a CR or LF would start a header of the caller's choosing).  The value
 -- of a key is never shown, not even in this error.
+CREATE FUNCTION llm._check_key_env(api_key_env text) RETURNS void
+AS 'MODULE_PATHNAME', 'pg_llm_check_key_env'
+LANGUAGE C IMMUTABLE;
+COMMENT ON FUNCTION llm._check_key_env(text) IS 'Refuse an api_key_env that looks like a key, without showing it or logging its statement';
+
 CREATE FUNCTION llm._check_key(api_key text, api_key_env text) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    -- a key pasted as the variable's name is refused without being shown
+    PERFORM llm._check_key_env(api_key_env);
     IF api_key IS NOT NULL AND api_key_env IS NOT NULL THEN
         RAISE EXCEPTION 'give api_key or api_key_env, not both'
             USING ERRCODE = 'invalid_parameter_value';

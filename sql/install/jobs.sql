@@ -739,34 +739,60 @@ AS 'MODULE_PATHNAME', 'pg_llm_drop_job'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION llm.drop_job(text, boolean) IS 'Remove a job and its triggers; its queue items stay, unless cancel: then its items not yet answered (pending, or waiting in a provider batch) go too, and a provider batch left without items is cancelled';
 
-CREATE VIEW llm.job_status AS
+CREATE VIEW llm.job_status WITH (security_barrier) AS
     SELECT j.name AS job,
            j.owner,
            j.source_table,
            coalesce(j.result_table, j.source_table)::text || '.' || quote_ident(j.result_column) AS result,
            c.pending, c.running, c.submitted, c.done, c.failed,
-           CASE WHEN f.finished + c.pending + c.running + c.submitted > 0
-                THEN round(100.0 * f.finished / (f.finished + c.pending + c.running + c.submitted), 1) END
+           CASE WHEN f.done + f.failed + c.pending + c.running + c.submitted > 0
+                THEN round(100.0 * f.done / (f.done + f.failed + c.pending + c.running + c.submitted), 1) END
                AS percent_done,
+           CASE WHEN f.done + f.failed + c.pending + c.running + c.submitted > 0
+                THEN round(100.0 * f.failed / (f.done + f.failed + c.pending + c.running + c.submitted), 1) END
+               AS percent_failed,
            round(m.per_second, 1) AS items_per_second,
            CASE WHEN c.pending + c.running > 0 AND m.per_second > 0
                 THEN make_interval(secs => round((c.pending + c.running) / m.per_second)) END AS eta,
+           round(k.cost_usd, 6) AS cost_usd,
+           -- what the items left would cost at what the answered ones did
+           CASE WHEN c.pending + c.running + c.submitted = 0 THEN 0
+                WHEN a.answered > 0 AND k.cost_usd IS NOT NULL
+                THEN round(k.cost_usd / a.answered * (c.pending + c.running + c.submitted), 6) END
+               AS cost_to_finish_usd,
            l.last_finished,
            e.last_error
     FROM llm.job j
-    -- each part is served by an index of llm.queue, so that the view stays
-    -- quick with a million items
+    CROSS JOIN llm._reader v
+    -- each part is served by an index of llm.queue (or of llm.usage), so
+    -- that the view stays quick with a million items
     CROSS JOIN LATERAL (
         SELECT count(*) FILTER (WHERE q.status = 'pending') AS pending,
                count(*) FILTER (WHERE q.status = 'running') AS running,
                count(*) FILTER (WHERE q.status = 'submitted') AS submitted,
                count(*) FILTER (WHERE q.status = 'done') AS done,
-               count(*) FILTER (WHERE q.status = 'failed') AS failed
+               -- a failure that a newer item of the row followed (a run,
+               -- a trigger) no longer counts
+               count(*) FILTER (WHERE q.status = 'failed'
+                                  AND NOT EXISTS (SELECT 1 FROM llm.queue n
+                                                  WHERE n.job_id = q.job_id AND n.target_key = q.target_key
+                                                    AND n.id > q.id)) AS failed
         FROM llm.queue q WHERE q.job_id = j.id AND q.enqueued_by = j.owner::oid) c
     CROSS JOIN LATERAL (
-        SELECT count(*) AS finished FROM llm.queue q
+        SELECT count(*) FILTER (WHERE q.status = 'done') AS done,
+               count(*) FILTER (WHERE q.status = 'failed'
+                                  AND NOT EXISTS (SELECT 1 FROM llm.queue n
+                                                  WHERE n.job_id = q.job_id AND n.target_key = q.target_key
+                                                    AND n.id > q.id)) AS failed
+        FROM llm.queue q
         WHERE q.job_id = j.id AND q.enqueued_by = j.owner::oid AND q.status IN ('done', 'failed')
           AND q.finished_at >= coalesce(j.last_run_at, '-infinity')) f
+    CROSS JOIN LATERAL (
+        SELECT count(*) AS answered FROM llm.queue q
+        WHERE q.job_id = j.id AND q.enqueued_by = j.owner::oid AND q.status IN ('done', 'failed')
+          AND q.finished_at IS NOT NULL) a
+    CROSS JOIN LATERAL (
+        SELECT sum(u.cost_usd) AS cost_usd FROM llm.usage u WHERE u.job_id = j.id) k
     -- finished in the last minute, per second since the first of them
     -- started (at most 60 s)
     CROSS JOIN LATERAL (
@@ -785,7 +811,9 @@ CREATE VIEW llm.job_status AS
     LEFT JOIN LATERAL (
         SELECT q.error AS last_error FROM llm.queue q
         WHERE q.job_id = j.id AND q.enqueued_by = j.owner::oid AND q.status = 'failed' AND q.finished_at IS NOT NULL
+          AND NOT EXISTS (SELECT 1 FROM llm.queue n
+                          WHERE n.job_id = q.job_id AND n.target_key = q.target_key AND n.id > q.id)
         ORDER BY q.finished_at DESC LIMIT 1) e ON true
-    WHERE pg_catalog.pg_has_role(j.owner::oid, 'USAGE')
+    WHERE v.all_roles OR j.owner::oid = ANY (v.roles)
     ORDER BY j.name;
-COMMENT ON VIEW llm.job_status IS 'Per job: queue items pending, running, submitted (in a provider batch), done and failed; percent of the work since the last run_job that is finished; items per second over the last minute; estimated time to finish; last finished item and last error. Watch it with \watch 1';
+COMMENT ON VIEW llm.job_status IS 'Per job (of the roles whose privileges the reader has; every job for administrators): queue items pending, running, submitted (in a provider batch), done and failed (a failure a newer item of the same row followed no longer counts); percent of the work since the last run_job that is done, and that failed; items per second over the last minute; estimated time to finish; what the job''s calls cost so far (llm.usage), and what the items left would cost at the same rate; last finished item and last error. Watch it with \watch 1';

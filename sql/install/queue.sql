@@ -1,5 +1,24 @@
 -- The queue: logged, with a primary key, so a crash loses nothing.
 
+-- Which roles' rows the reports show the role that reads them (the views
+-- llm.queue_status, llm.job_status, llm.usage_log and llm.usage_summary,
+-- and through them llm.cost_report): its own and those of the roles whose
+-- privileges it has; every role's to administrators (superusers, roles
+-- with BYPASSRLS, members of the extension's owner) and to members of
+-- pg_read_all_stats, who see every session's statements already.  A view
+-- is read with its owner's rights but current_user is its reader, so the
+-- views that read this one need grant nothing of it to anyone.
+CREATE VIEW llm._reader AS
+    SELECT coalesce((SELECT r.rolsuper OR r.rolbypassrls FROM pg_catalog.pg_roles r
+                     WHERE r.rolname = current_user), false)
+           OR pg_catalog.pg_has_role((SELECT e.extowner FROM pg_catalog.pg_extension e
+                                      WHERE e.extname = 'pg_llm'), 'USAGE')
+           OR pg_catalog.pg_has_role('pg_read_all_stats', 'USAGE') AS all_roles,
+           ARRAY(SELECT r.oid FROM pg_catalog.pg_roles r
+                 WHERE pg_catalog.pg_has_role(r.oid, 'USAGE')) AS roles;
+COMMENT ON VIEW llm._reader IS 'Whose rows the reports show the role reading them: all_roles, or the roles whose privileges it has';
+
+
 CREATE TABLE llm.queue (
     id              bigserial PRIMARY KEY,
     status          text NOT NULL DEFAULT 'pending'
@@ -91,16 +110,61 @@ AS 'MODULE_PATHNAME', 'pg_llm_retry'
 LANGUAGE C VOLATILE PARALLEL UNSAFE;
 COMMENT ON FUNCTION llm.retry(bigint[], text, text) IS 'Put the caller''s failed items (all, or those with the ids, of the job, or whose error is LIKE error_like) back to pending; an item that failed at its write-back with its reply kept is written back from that reply without a new call, the others are sent again; returns the number put back';
 
-CREATE VIEW llm.queue_status AS
-    SELECT s.status,
-           count(q.id) AS items,
-           min(q.created_at) AS oldest,
-           max(q.finished_at) AS last_finished
-    FROM (VALUES ('pending'), ('running'), ('submitted'), ('done'), ('failed')) AS s(status)
-    LEFT JOIN llm.queue q ON q.status = s.status
-    GROUP BY s.status
-    ORDER BY array_position(ARRAY['pending', 'running', 'submitted', 'done', 'failed'], s.status);
-COMMENT ON VIEW llm.queue_status IS 'Queue items by status';
+CREATE VIEW llm.queue_status WITH (security_barrier) AS
+    WITH q AS (
+        SELECT q.id, q.status, q.target_table, q.target_column, q.target_key, q.job_id,
+               q.created_at, q.started_at, q.finished_at
+        FROM llm.queue q, llm._reader v
+        WHERE v.all_roles OR q.enqueued_by = ANY (v.roles)),
+    -- a failed item that a newer item of the same target (or job row)
+    -- followed, llm.retry's or a job's, is no longer a failure
+    current AS (
+        SELECT q.id, q.status, q.created_at, q.started_at, q.finished_at FROM q
+        WHERE q.status <> 'failed' OR q.target_table IS NULL
+           OR NOT EXISTS (SELECT 1 FROM q n
+                          WHERE n.target_table = q.target_table AND n.target_key = q.target_key
+                            AND n.target_column IS NOT DISTINCT FROM q.target_column
+                            AND n.job_id IS NOT DISTINCT FROM q.job_id AND n.id > q.id)),
+    -- the work under way: the items queued since the oldest one still
+    -- waiting was queued
+    wave AS (
+        SELECT count(*) FILTER (WHERE c.status = 'done') AS done,
+               count(*) FILTER (WHERE c.status = 'failed') AS failed,
+               count(*) AS items
+        FROM current c
+        WHERE c.created_at >= (SELECT min(u.created_at) FROM q u
+                               WHERE u.status IN ('pending', 'running', 'submitted'))),
+    -- finished in the last minute, per second since the first of them
+    -- started (at most 60 s)
+    rate AS (
+        SELECT coalesce(count(*) / greatest(1.0, least(60.0, extract(epoch FROM now() - min(c.started_at)))), 0)
+                   AS per_second
+        FROM current c
+        WHERE c.status IN ('done', 'failed') AND c.finished_at > now() - interval '1 minute'),
+    counts AS (
+        SELECT s.status, s.ord, count(c.id) AS items, min(c.created_at) AS oldest,
+               max(c.finished_at) AS last_finished
+        FROM (VALUES ('pending', 1), ('running', 2), ('submitted', 3), ('done', 4), ('failed', 5)) AS s(status, ord)
+        LEFT JOIN current c ON c.status = s.status
+        GROUP BY s.status, s.ord)
+    SELECT x.status, x.items, x.oldest, x.last_finished, x.percent_done, x.percent_failed,
+           x.items_per_second, x.eta
+    FROM (
+        SELECT c.ord, c.status, c.items, c.oldest, c.last_finished,
+               NULL::numeric AS percent_done, NULL::numeric AS percent_failed,
+               NULL::numeric AS items_per_second, NULL::interval AS eta
+        FROM counts c
+        UNION ALL
+        SELECT 6, 'all', sum(c.items)::bigint, min(c.oldest) FILTER (WHERE c.ord <= 3), max(c.last_finished),
+               (SELECT round(100.0 * w.done / w.items, 1) FROM wave w WHERE w.items > 0),
+               (SELECT round(100.0 * w.failed / w.items, 1) FROM wave w WHERE w.items > 0),
+               (SELECT round(r.per_second, 1) FROM rate r),
+               (SELECT make_interval(secs => round(sum(c2.items) FILTER (WHERE c2.ord <= 2) / r.per_second))
+                FROM counts c2, rate r WHERE r.per_second > 0 GROUP BY r.per_second
+                HAVING sum(c2.items) FILTER (WHERE c2.ord <= 2) > 0)
+        FROM counts c) x
+    ORDER BY x.ord;
+COMMENT ON VIEW llm.queue_status IS 'Queue items by status (of the roles whose privileges the reader has; every role''s for administrators), the failed ones that a newer item of the same target followed left out; the row all: every item, and of the work under way (the items queued since the oldest one still waiting) the percent done and failed, the items finished per second over the last minute, and the time the pending and running items need at that rate';
 
 CREATE FUNCTION llm.worker_status(
     OUT pid integer, OUT database oid, OUT started_at timestamptz,

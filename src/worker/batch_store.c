@@ -849,7 +849,8 @@ ingest_flush(BatchIngest *ing)
 			   COUNT_OF("COALESCE(options->'max_tokens', options->'max_completion_tokens')") " AS max_tokens, "
 			   "(batch_id = $2 AND status = 'submitted') AS waiting, "
 			   COUNT_OF("options->'n'") " AS choices, "
-			   "prompt, system, options::text AS options, invalid_answers, spread "
+			   "prompt, system, options::text AS options, invalid_answers, spread, job_id, "
+			   "options->>'tag' AS tag "
 			   "FROM llm.queue WHERE id = ANY ($1)",
 			   2, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read batch items");
@@ -889,6 +890,8 @@ ingest_flush(BatchIngest *ing)
 		call->started = GetCurrentTimestamp();
 		call->http_status = res->status;
 		call->reply = res->reply;
+		call->job_id = it->job_id;
+		call->tag = it->tag ? LlmToUtf8(it->tag) : NULL;
 		max_tokens = SPI_getvalue(tup, td, SPI_fnumber(td, "max_tokens"));
 		choices = SPI_getvalue(tup, td, SPI_fnumber(td, "choices"));
 		UsageResume(call, it->role,

@@ -119,6 +119,9 @@ pack_takes(const EmbedPack *p, const WorkItem *it)
 {
 	if (p->role != it->role || strcmp(p->model, it->model) != 0)
 		return false;
+	/* a request's usage row names one job (llm.usage.job_id) */
+	if (p->n > 0 && p->items[0]->job_id != it->job_id)
+		return false;
 	if ((p->options == NULL) != (it->options == NULL))
 		return false;
 	return p->options == NULL || strcmp(p->options, it->options) == 0;
@@ -223,6 +226,7 @@ pack_setup(void *arg)
 	}
 	req = RequestForEmbedding(texts, p->n, p->options ? LlmToUtf8(p->options) : NULL);
 	p->call = EmbedCallCreate(req, p->model, p->n, LLM_MODE_QUEUE);
+	p->call->job_id = p->items[0]->job_id;
 	UsageBegin(p->call, p->role, bytes, 0);
 	MemoryContextSwitchTo(old);
 }

@@ -54,10 +54,11 @@ ItemColumnsFind(TupleDesc td, ItemColumns *cols)
 {
 	const char *const names[] = {"id", "attempts", "enqueued_by", "prompt", "model", "system",
 	"options", "target_table", "target_column", "target_key", "reply", "error", "invalid_answers", "spread", "answered",
-	"provider", "task"};
+	"provider", "task", "job_id", "tag"};
 	int		   *fields[] = {&cols->id, &cols->attempts, &cols->role, &cols->prompt, &cols->model,
 	&cols->system, &cols->options, &cols->table, &cols->column, &cols->key, &cols->reply,
-	&cols->error, &cols->invalid_answers, &cols->spread, &cols->answered, &cols->provider, &cols->task};
+	&cols->error, &cols->invalid_answers, &cols->spread, &cols->answered, &cols->provider, &cols->task,
+	&cols->job_id, &cols->tag};
 	int			i;
 
 	for (i = 0; i < lengthof(names); i++)
@@ -98,6 +99,13 @@ ItemFromRow(ItemSet *set, HeapTuple tup, TupleDesc td, const ItemColumns *cols)
 	it->model = column(tup, td, cols->model);
 	it->system = column(tup, td, cols->system);
 	it->options = column(tup, td, cols->options);
+	if (cols->job_id > 0)
+	{
+		char	   *job = column(tup, td, cols->job_id);
+
+		it->job_id = job ? strtoll(job, NULL, 10) : 0;
+	}
+	it->tag = column(tup, td, cols->tag);
 	relid = column(tup, td, cols->table);
 	it->target_table = relid ? atooid(relid) : InvalidOid;
 	it->target_column = column(tup, td, cols->column);

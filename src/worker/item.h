@@ -45,6 +45,8 @@ typedef struct WorkItem
 	int64		id;
 	int			attempts;		/* as claimed: our lease's token */
 	Oid			role;			/* who enqueued it, and is billed */
+	int64		job_id;			/* the job that queued it; 0: none */
+	char	   *tag;			/* its option tag (server encoding), or NULL */
 	MemoryContext ctx;
 	ItemState	state;
 
@@ -124,6 +126,8 @@ typedef struct ItemColumns
 	int			answered;
 	int			provider;
 	int			task;
+	int			job_id;
+	int			tag;
 } ItemColumns;
 
 /* item.c */

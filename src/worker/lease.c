@@ -108,7 +108,7 @@ claim_from(ItemSet *set, int n, Oid after, Oid *last, Datum except, bool embed)
 						"FROM picked WHERE q.id = picked.id "
 						"RETURNING q.id, q.attempts, q.prompt, q.model, q.system, q.options::text,"
 						" q.target_table::pg_catalog.oid, q.target_column, q.target_key::text, q.enqueued_by,"
-						" q.reply, q.error, q.invalid_answers, q.spread, q.answered, q.provider, q.task",
+						" q.reply, q.error, q.invalid_answers, q.spread, q.answered, q.provider, q.task, q.job_id",
 						task, task, task),
 			   5, types, values, NULL, false, 0) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim queue items");
@@ -254,6 +254,7 @@ item_setup(void *arg)
 		req = SchemaRetryRequestFor(req, LlmToUtf8(it->kept_answer),
 									LlmToUtf8(it->kept_problem ? it->kept_problem : "it broke the schema"));
 	it->call = LlmCallCreate(req, it->model, LLM_MODE_QUEUE);
+	it->call->job_id = it->job_id;
 	/* enqueued for one provider: its routes of the model only */
 	if (it->provider)
 	{

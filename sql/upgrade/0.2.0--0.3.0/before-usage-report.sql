@@ -1,0 +1,10 @@
+-- The bill: each call's job and tag in llm.usage; the reports read by
+-- analysts over their own rows (views with new columns: dropped here,
+-- defined again with the others).
+ALTER TABLE llm.usage ADD COLUMN job_id bigint, ADD COLUMN job text, ADD COLUMN tag text;
+CREATE INDEX usage_job ON llm.usage (job_id) WHERE job_id IS NOT NULL;
+DROP VIEW IF EXISTS llm.usage_summary;
+DROP VIEW IF EXISTS llm.queue_status;
+DROP VIEW IF EXISTS llm.job_status;
+DROP VIEW IF EXISTS llm.batches;
+DROP FUNCTION IF EXISTS llm.cost_report(timestamptz, timestamptz);
