@@ -25,6 +25,8 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/fmgroids.h"
 #include "storage/proc.h"
@@ -217,4 +219,59 @@ CitusGuard(CitusUse use, const char *function)
 				 errmsg("pg_llm cannot call providers from this Citus worker node"),
 				 errdetail("Citus sent the call to this worker node with a query on a shard, and this node does not have the coordinator's providers, models, keys and budgets."),
 				 errhint("Run the statement on the coordinator with pg_llm in its shared_preload_libraries, which keeps the calls there; or read the rows into a temporary table first and call from it.")));
+}
+
+/*
+ * The distribution column of a distributed table, or NULL (a table with
+ * one shard has none).  SPI, as the caller.
+ */
+char *
+CitusDistributionColumn(Oid relid)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		values[1] = {ObjectIdGetDatum(relid)};
+	char	   *name = NULL;
+	MemoryContext caller = CurrentMemoryContext;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT pg_catalog.column_to_column_name(p.logicalrelid, p.partkey) "
+							  "FROM pg_catalog.pg_dist_partition p "
+							  "WHERE p.logicalrelid = $1 AND p.partkey IS NOT NULL",
+							  1, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the distribution column of table %u", relid);
+	if (SPI_processed > 0)
+	{
+		char	   *v = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		if (v)
+			name = MemoryContextStrdup(caller, v);
+	}
+	SPI_finish();
+	return name;
+}
+
+/* The shard of a distributed table that a distribution column's value is in. */
+int64
+CitusShardOf(Oid relid, Oid type, Datum value)
+{
+	Oid			types[2] = {REGCLASSOID, type};
+	Datum		values[2] = {ObjectIdGetDatum(relid), value};
+	bool		isnull;
+	int64		shard = 0;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args("SELECT pg_catalog.get_shard_id_for_distribution_column($1, $2)",
+							  2, types, values, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not find the shard of a row of table %u", relid);
+	if (SPI_processed > 0)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!isnull)
+			shard = DatumGetInt64(d);
+	}
+	SPI_finish();
+	return shard;
 }

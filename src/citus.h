@@ -38,6 +38,8 @@ extern char CitusTableKind(Oid relid);
 extern const char *CitusTableKindName(char kind);
 extern void CitusGuard(CitusUse use, const char *function);
 extern bool CitusCallsOnWorkers(void);
+extern char *CitusDistributionColumn(Oid relid);
+extern int64 CitusShardOf(Oid relid, Oid type, Datum value);
 
 /* citus_plan.c */
 extern void CitusPlanInit(void);

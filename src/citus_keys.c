@@ -214,6 +214,7 @@ typedef struct Lookup
 {
 	KeyGroup   *g;
 	List	   *entries;
+	MemoryContext ctx;			/* the caller's: SPI's goes with SPI_finish */
 	HTAB	   *found;
 } Lookup;
 
@@ -272,7 +273,7 @@ lookup_run(void *arg)
 
 	ctl.keysize = sizeof(uint64);
 	ctl.entrysize = sizeof(uint64);
-	ctl.hcxt = CurrentMemoryContext;
+	ctl.hcxt = l->ctx;
 	l->found = hash_create("pg_llm target keys", Max(SPI_processed, 16), &ctl,
 						   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	for (i = 0; i < SPI_processed; i++)
@@ -307,6 +308,7 @@ flush_group(KeyGroup *g)
 		return;
 	l.g = g;
 	l.entries = g->entries;
+	l.ctx = CurrentMemoryContext;
 	g->entries = NIL;			/* checked once, whatever happens */
 	flushing = true;
 	/* a portal's end, or the commit, has no snapshot of its own */

@@ -115,7 +115,7 @@ check "the items are in the coordinator's queue, none in the workers'" \
 out=$(run -c "SELECT count(llm.enqueue(body, 'm', target_table => 'kb', target_column => 'summary',
                                         target_key => jsonb_build_object('code', code))) FROM kb")
 check "and FROM a reference table" $([ "$out" = 5 ] && echo 1 || echo 0)
-wait_for 30 "SELECT count(*) = 45 FROM llm.queue WHERE status = 'done'"
+wait_for 30 "SELECT count(*) = 45 FROM llm.queue WHERE status = 'done'" || true
 check "the worker drains them into the distributed and the reference table" \
   $([ "$(cq -c "SELECT count(*) FROM tickets WHERE reply = 'echo: ' || body")" = 40 ] &&
     [ "$(cq -c "SELECT count(*) FROM kb WHERE summary = 'echo: ' || body")" = 5 ] && echo 1 || echo 0)
@@ -171,6 +171,92 @@ SQL
 check "a cursor left open is checked before its transaction commits" \
   $(grep -q 'target row {"id": -3} of table public.tickets does not exist' <<<"$out" && echo 1 || echo 0)
 cq -qc "DELETE FROM llm.queue WHERE status = 'pending'"
+
+# ---- the worker's write-back into Citus tables ----
+# a session that holds locks (a transaction left open) until it is ended
+hold() {  # name, SQL run in an open transaction
+  cq -c "BEGIN" -c "$2" -c "SELECT pg_sleep(600) /* $1 */" >/dev/null 2>&1 &
+  wait_for 20 "SELECT count(*) = 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600) /* $1 */'" || true
+}
+holding() { [ "$(cq -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600) /* $1 */'")" = 1 ]; }
+unhold() { cq -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(600) /* $1 */'" >/dev/null; }
+enqueue_rows() {  # model, condition
+  cq -c "SELECT count(llm.enqueue(body, '$1', target_table => 'tickets', target_column => 'reply',
+                                   target_key => jsonb_build_object('id', id))) FROM tickets WHERE $2" >/dev/null
+}
+cq -qc "UPDATE tickets SET reply = NULL WHERE reply IS NOT NULL"
+mock_reset
+# no write-back is put off for being held up (llm.writeback_timeout) here
+cq -qc "ALTER SYSTEM SET llm.writeback_timeout = '10min'" -c "SELECT pg_reload_conf()" >/dev/null
+
+# a user's multi-shard UPDATE left open locks every shard of the table for
+# other multi-shard statements: the write-backs go shard by shard
+hold multishard "UPDATE tickets SET body = body WHERE id > 2400" || true
+enqueue_rows m "id <= 200"
+wait_for 60 "SELECT count(*) = 200 FROM tickets WHERE id <= 200 AND reply = 'echo: ' || body" || true
+out=$(run -c "SELECT count(*) FILTER (WHERE reply = 'echo: ' || body) FROM tickets WHERE id <= 200")
+check "write-backs go to the shards their rows are in: a user's open multi-shard UPDATE of other rows holds none up" \
+  $([ "$out" = 200 ] && holding multishard && echo 1 || echo 0)
+unhold multishard
+check "each of the 200 prompts sent once" $([ "$(mock_requests)" = 200 ] && [ "$(mock_most_per_prompt)" = 1 ] && echo 1 || echo 0)
+out=$(run -c "SELECT count(*) FROM llm.queue WHERE target_table = 'tickets'::regclass AND status = 'done' AND answered AND reply LIKE 'echo: %'")
+check "and every item is done with its reply kept" $([ "$out" -ge 200 ] && echo 1 || echo 0)
+
+# kill -9 while a write-back waits for a row: the reply was saved before
+# the write-back, so the crash writes it again and never asks again
+mock_reset
+hold rowlock "SELECT 1 FROM tickets WHERE id = 250 FOR UPDATE" || true
+enqueue_rows m "id BETWEEN 201 AND 260 AND id <> 250"
+wait_for 30 "SELECT count(*) = 59 FROM tickets WHERE id BETWEEN 201 AND 260 AND reply = 'echo: ' || body" || true
+enqueue_rows m "id = 250"
+wait_for 30 "SELECT count(*) = 1 FROM llm.queue WHERE target_key = '{\"id\": 250}' AND answered" || true
+saved=$(run -c "SELECT count(*) FROM llm.queue WHERE target_key = '{\"id\": 250}' AND answered AND reply = 'echo: ticket 250'")
+out="reply of row 250 saved while its write-back waits: $saved"
+check "a reply whose write-back waits for a row lock is saved before it is written back" $([ "$saved" = 1 ] && echo 1 || echo 0)
+wpid=$(run -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_llm worker' AND datname = 'postgres'" | head -1)
+[ -z "$wpid" ] && wpid=$(run -c "SELECT pid FROM llm.workers WHERE kind = 'queue worker' LIMIT 1")
+kill -9 "$wpid" || true
+sleep 2
+for i in $(seq 1 100); do cq -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2; done
+wait_for 60 "SELECT reply = 'echo: ticket 250' FROM tickets WHERE id = 250" || true
+out="row 250: $(run -c "SELECT reply FROM tickets WHERE id = 250"); requests $(mock_requests), most per prompt $(mock_most_per_prompt)"
+out+="; twice: $(curl -s "http://127.0.0.1:$MOCK_PORT/_stats" | python3 -c 'import json,sys; print([k for k, n in json.load(sys.stdin)["by_key"].items() if n > 1])')"
+check "after kill -9 (a crash restart) the row is written from the saved reply" \
+  $([ "$(cq -c "SELECT reply FROM tickets WHERE id = 250")" = "echo: ticket 250" ] && echo 1 || echo 0)
+check "and the provider was not asked again: each of the 60 prompts once" \
+  $([ "$(mock_requests)" = 60 ] && [ "$(mock_most_per_prompt)" = 1 ] && echo 1 || echo 0)
+cq -qc "ALTER SYSTEM RESET llm.writeback_timeout" -c "SELECT pg_reload_conf()" >/dev/null
+
+# the server's synchronous_commit = off does not reach the worker's commits:
+# an immediate stop after items are done loses none of them (items without
+# a target here: a transaction that also writes to Citus worker nodes is
+# flushed by Citus's commit anyway)
+cq -qc "ALTER SYSTEM SET synchronous_commit = off" -c "ALTER SYSTEM SET wal_writer_delay = '10s'" \
+   -c "ALTER SYSTEM SET wal_writer_flush_after = '1GB'" -c "SELECT pg_reload_conf()" >/dev/null
+mock_reset
+cq -c "SELECT count(llm.enqueue('sync ' || g, 'm')) FROM generate_series(1, 100) g" >/dev/null
+cq -qc "CHECKPOINT"
+# the last commits of a drain that just ended are the ones still in memory
+wait_for 60 "SELECT count(*) = 100 FROM llm.queue WHERE prompt LIKE 'sync %' AND status = 'done'" || true
+cq -c "SELECT substr(prompt, 6) FROM llm.queue WHERE prompt LIKE 'sync %' AND status = 'done' ORDER BY id" > "$SCRATCH/done_before"
+as_pg pg_ctl -D "$CITUS_DIR_COORD/data" -m immediate stop >/dev/null
+PGDATA_DIR="$CITUS_DIR_COORD/data" pg_ctl_start
+for i in $(seq 1 100); do cq -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2; done
+lost=$(run -c "SELECT count(*) FROM unnest('{$(paste -sd, "$SCRATCH/done_before")}'::int[]) d(n)
+              LEFT JOIN llm.queue q ON q.prompt = 'sync ' || d.n AND q.status = 'done' AND q.reply IS NOT NULL
+              WHERE q.id IS NULL")
+out="$(wc -l < "$SCRATCH/done_before") items done before the immediate stop, $lost of them lost"
+check "synchronous_commit = off in the server: no item the worker finished is lost by an immediate stop" \
+  $([ "$(wc -l < "$SCRATCH/done_before")" = 100 ] && [ "$lost" = 0 ] && echo 1 || echo 0)
+wait_for 60 "SELECT count(*) = 100 FROM llm.queue WHERE prompt LIKE 'sync %' AND status = 'done'" || true
+out=$(curl -s "http://127.0.0.1:$MOCK_PORT/_stats" | python3 -c '
+import json, sys
+done = set(l.strip() for l in open(sys.argv[1]) if l.strip())
+by = json.load(sys.stdin)["by_key"]
+print(sum(1 for k, n in by.items() if n > 1 and k.rsplit(" ", 1)[1] in done))' "$SCRATCH/done_before")
+check "and none of the items finished before the stop was sent again" $([ "$out" = 0 ] && echo 1 || echo 0)
+cq -qc "ALTER SYSTEM RESET synchronous_commit" -c "ALTER SYSTEM RESET wal_writer_delay" \
+   -c "ALTER SYSTEM RESET wal_writer_flush_after" -c "SELECT pg_reload_conf()" >/dev/null
 
 echo "citus: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

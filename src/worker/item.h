@@ -91,6 +91,8 @@ typedef struct WorkItem
 	char	   *said_db;
 	TimestampTz next_attempt_at;
 	bool		written;		/* its queue row was ours and is updated */
+	bool		saved_first;	/* a Citus target's reply, saved for a
+								 * write-back of its own (writeback.c) */
 } WorkItem;
 
 /*

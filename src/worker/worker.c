@@ -683,6 +683,15 @@ pg_llm_worker_main(Datum arg)
 	/* no name in the worker's SQL may resolve through a path others write */
 	SetConfigOption("search_path", LLM_SAFE_SEARCH_PATH, PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * Every commit of the worker is on disk before it goes on, whatever
+	 * the server's synchronous_commit: a reply marked done (or saved
+	 * before its write-back) must not be lost in a crash that keeps what
+	 * the provider charged for, or what another node (a Citus worker
+	 * node) already committed, and have the item sent again.
+	 */
+	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+
 	SlotClaim(DatumGetInt32(arg), DatumGetInt32(arg) < 0);
 	ItemSetInit(&items);
 	elog(LOG, "pg_llm worker started for database \"%s\"", MyBgworkerEntry->bgw_extra);

@@ -45,6 +45,7 @@
 
 #include "cache.h"
 #include "call.h"
+#include "citus.h"
 #include "embed.h"
 #include "schema.h"
 #include "queue.h"
@@ -66,6 +67,22 @@
 	"AND n.target_table = q.target_table AND n.target_key = q.target_key AND n.id > q.id " \
 	"AND n.status <> 'failed'))"
 
+/*
+ * A pass of WritebackSet that only saves fresh replies for Citus tables
+ * (save_first), in a transaction that writes nothing to Citus: the items
+ * of the pass are those.
+ */
+static bool save_pass = false;
+
+static bool fresh_citus(WorkItem *it);
+
+/* Is a finished item written by this pass? */
+static bool
+in_pass(WorkItem *it)
+{
+	return ItemFinished(it) && (!save_pass || fresh_citus(it));
+}
+
 /* llm.writeback_timeout: how long one write-back may take (ms) */
 int			llm_writeback_timeout = 10000;
 
@@ -77,6 +94,8 @@ typedef struct Writeback
 	TargetArgs	args;			/* $1 the reply, then the key columns */
 	char	   *relname;
 	char	   *colname;
+	bool		citus;			/* a Citus table: planned for its values */
+	int64		shard;			/* the Citus shard of the row, or 0 */
 } Writeback;
 
 /* Items with the same write-back statement and role, written at once. */
@@ -190,6 +209,56 @@ writeback_spread(WorkItem *it, const char *reply, Relation rel, Writeback *wb,
 }
 
 /*
+ * A row of a Citus distributed table: the shard it lives in, so that a
+ * group's rows are those of one shard, and a group's statement names its
+ * distribution column's values (Citus routes it to that shard alone, as
+ * it routes the one-row statement).  A user's open multi-shard UPDATE of
+ * the table, which holds every shard, then holds up only the write-backs
+ * of the rows it locks, and a group touches no shard but its own.
+ */
+static void
+citus_prune(WorkItem *it, Relation rel, Jsonb *key, Writeback *wb, StringInfo group)
+{
+	char		kind = CitusTableKind(RelationGetRelid(rel));
+	char	   *dist;
+	JsonbIterator *jit;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			k = 0;
+
+	if (kind == CITUS_NOT_CITUS)
+		return;
+	wb->citus = true;
+	dist = kind == CITUS_DISTRIBUTED ? CitusDistributionColumn(RelationGetRelid(rel)) : NULL;
+	if (dist == NULL)
+		return;
+	/* the distribution column among the key's columns ($2 on: the key) */
+	jit = JsonbIteratorInit(&key->root);
+	while ((tok = JsonbIteratorNext(&jit, &v, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		k++;
+		if (strlen(dist) == v.val.string.len && strncmp(dist, v.val.string.val, v.val.string.len) == 0)
+			break;
+	}
+	if (tok == WJB_DONE || k >= wb->args.nargs)
+		return;
+	{
+		Oid			input;
+		Oid			ioparam;
+		Datum		value;
+
+		getTypeInputInfo(wb->args.types[k], &input, &ioparam);
+		value = OidInputFunctionCall(input, wb->args.texts[k], ioparam, -1);
+		wb->shard = CitusShardOf(RelationGetRelid(rel), wb->args.types[k], value);
+	}
+	if (group->len > 0)
+		appendStringInfo(group, " AND t.%s %s ANY ($%d)", quote_identifier(dist),
+						 TargetEqualityOperator(wb->args.types[k], dist), k + 1);
+}
+
+/*
  * Prepare the write-back of a reply (already in the server encoding):
  * the target table, column and key columns as they are now.  The table is
  * locked until the end of the transaction, so it cannot change or go away
@@ -293,6 +362,7 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 	}
 	else
 		resetStringInfo(&group);
+	citus_prune(it, rel, key, wb, &group);
 	relation_close(rel, NoLock);
 
 	/* the argument types are part of the key of the saved plan */
@@ -327,7 +397,9 @@ writeback_run(void *arg)
 						wb->colname, wb->relname, edata->message)));
 	}
 	PG_END_TRY();
-	if (RunSql(wb->sql, wb->args.nargs, wb->args.types, values, NULL, false, 0) != SPI_OK_UPDATE)
+	if ((wb->citus ?
+		 SPI_execute_with_args(wb->sql, wb->args.nargs, wb->args.types, values, NULL, false, 0) :
+		 RunSql(wb->sql, wb->args.nargs, wb->args.types, values, NULL, false, 0)) != SPI_OK_UPDATE)
 		elog(ERROR, "could not write the reply back");
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -382,7 +454,10 @@ writeback_group_run(void *arg)
 													typlen, typbyval, typalign));
 		types[k] = get_array_type(first->types[k]);
 	}
-	if (RunSql(g->group_sql, nargs, types, values, NULL, false, 0) != SPI_OK_UPDATE)
+	/* a Citus table's statement is planned for its values (and so pruned) */
+	if ((g->wbs[0]->citus ?
+		 SPI_execute_with_args(g->group_sql, nargs, types, values, NULL, false, 0) :
+		 RunSql(g->group_sql, nargs, types, values, NULL, false, 0)) != SPI_OK_UPDATE)
 		elog(ERROR, "could not write the replies back");
 	if (SPI_processed != (uint64) g->n)
 		elog(ERROR, "the group updated " UINT64_FORMAT " rows of %d", (uint64) SPI_processed, g->n);
@@ -412,7 +487,22 @@ writeback_failed(ItemSet *set, WorkItem *it, const char *msg, Datum *failed_ids,
 	(*nfailed)++;
 }
 
-/* Add an item to the group of its statement and role (a new one if none). */
+/*
+ * Is an item written on its own: back for its write-back alone after the
+ * last one was held up or failed (llm.retry), which its error says?  An
+ * item back only because its reply was saved first (a Citus target) is
+ * grouped as a fresh one is.
+ */
+static bool
+alone(const WorkItem *it)
+{
+	return it->answered && it->kept_problem != NULL;
+}
+
+/*
+ * Add an item to the group of its statement, role and (Citus) shard (a
+ * new one if none).
+ */
 static List *
 group_add(List *groups, WorkItem *it, Writeback *wb)
 {
@@ -424,11 +514,12 @@ group_add(List *groups, WorkItem *it, Writeback *wb)
 	 * llm.retry) is written on its own: a group held up by one of its rows
 	 * does not hold the others up again.
 	 */
-	foreach(lc, it->answered ? NIL : groups)
+	foreach(lc, alone(it) ? NIL : groups)
 	{
 		WritebackGroup *c = lfirst(lc);
 
-		if (c->role == it->role && !c->items[0]->answered && strcmp(c->wbs[0]->sql, wb->sql) == 0)
+		if (c->role == it->role && !alone(c->items[0]) && c->wbs[0]->shard == wb->shard &&
+			strcmp(c->wbs[0]->sql, wb->sql) == 0)
 		{
 			g = c;
 			break;
@@ -779,7 +870,7 @@ convert_texts(ItemSet *set)
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 		const char *msg;
 
-		if (!ItemFinished(it))
+		if (!in_pass(it))
 			continue;
 		if (utf8)
 		{
@@ -858,7 +949,7 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
-		if (!ItemFinished(it))
+		if (!in_pass(it))
 			continue;
 		k = it->state == ITEM_DONE ? 0 : it->state == ITEM_FAILED ? 1 : 2;
 		ids[k][n[k]] = Int64GetDatum(it->id);
@@ -979,6 +1070,56 @@ put_off_written_back(PassState *ps)
 }
 
 /*
+ * A fresh reply for a Citus distributed or reference table is saved
+ * before it is written back.  Its write-back runs on worker nodes, which
+ * Citus commits before this node's transaction (one worker node: one
+ * phase): a crash between the two would leave the row written and the
+ * item unanswered, sent to the provider again.  So the reply is kept
+ * first, in this transaction, with the item pending and answered at the
+ * front of the queue; the next claim writes it back without a new call,
+ * in a transaction of its own, and a crash at any point can at most write
+ * the same reply again.
+ */
+static bool
+fresh_citus(WorkItem *it)
+{
+	char		kind;
+
+	if (it->state != ITEM_DONE || it->answered || !OidIsValid(it->target_table))
+		return false;			/* back for its write-back: written now */
+	kind = CitusTableKind(it->target_table);
+	return kind == CITUS_DISTRIBUTED || kind == CITUS_REFERENCE;
+}
+
+static bool
+save_first(WorkItem *it)
+{
+	if (!fresh_citus(it))
+		return false;
+	it->saved_first = true;
+	return true;
+}
+
+static void
+saved_for_writeback(Datum *ids, int n)
+{
+	Oid			types[1] = {INT8ARRAYOID};
+	Datum		args[1];
+
+	if (n == 0)
+		return;
+	args[0] = LlmMakeArray(ids, NULL, n, INT8OID);
+	/* the attempt the call used is not counted again by the write-back's claim */
+	if (RunSql("UPDATE llm.queue q SET status = 'pending', next_attempt_at = q.created_at, "
+			   "finished_at = NULL, via = 'realtime', attempts = q.attempts - 1 "
+			   "FROM unnest($1::int8[]) AS u(id) "
+			   "WHERE q.id = u.id AND q.status = 'done' AND q.answered",
+			   1, types, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not update llm.queue");
+	SlotWake(MyDatabaseId, false);
+}
+
+/*
  * Write every finished item in one transaction: the queue rows, then each
  * reply into its target, each in a subtransaction, so that a failing
  * write-back fails only its own item.
@@ -991,7 +1132,7 @@ count_finished(ItemSet *set)
 
 	dlist_foreach(iter, &set->items)
 	{
-		if (ItemFinished(dlist_container(WorkItem, node, iter.cur)))
+		if (in_pass(dlist_container(WorkItem, node, iter.cur)))
 			n++;
 	}
 	return n;
@@ -1015,6 +1156,40 @@ WritebackSet(ItemSet *set)
 		return;
 	}
 	ItemXactBegin("pg_llm: writing results");
+
+	/*
+	 * Fresh replies for Citus tables are saved first, in a transaction of
+	 * their own: one that also wrote to Citus (the write-back of replies
+	 * saved before) could wait on a row there, holding them unsaved.
+	 */
+	if (CitusPresent())
+	{
+		dlist_iter	iter;
+		bool		any = false;
+
+		dlist_foreach(iter, &set->items)
+		{
+			WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+			if (ItemFinished(it) && fresh_citus(it))
+				any = true;
+		}
+		if (any)
+		{
+			save_pass = true;
+			PG_TRY();
+			{
+				WritebackSetInXact(set);
+			}
+			PG_FINALLY();
+			{
+				save_pass = false;
+			}
+			PG_END_TRY();
+			ItemXactEnd();
+			ItemXactBegin("pg_llm: writing results");
+		}
+	}
 	WritebackSetInXact(set);
 	ItemXactEnd();
 }
@@ -1030,12 +1205,15 @@ WritebackSetInXact(ItemSet *set)
 	PassState	ps;
 	List	   *groups = NIL;
 	ListCell   *lc;
+	Datum	   *saved_ids;
+	int			nsaved = 0;
 
 	if (n == 0)
 	{
 		set->nfinished = 0;
 		return;
 	}
+	saved_ids = palloc(sizeof(Datum) * n);
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(int64);
 	ctl.hcxt = CurrentMemoryContext;
@@ -1063,10 +1241,15 @@ WritebackSetInXact(ItemSet *set)
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 		Writeback  *wb;
 
-		if (!ItemFinished(it) || !it->written || it->state != ITEM_DONE ||
+		if (!in_pass(it) || !it->written || it->state != ITEM_DONE ||
 			!OidIsValid(it->target_table) ||
 			hash_search(superseded, &it->id, HASH_FIND, NULL) != NULL)
 			continue;
+		if (save_first(it))
+		{
+			saved_ids[nsaved++] = Int64GetDatum(it->id);
+			continue;
+		}
 		wb = palloc(sizeof(Writeback));
 		if (guarded(set, it, prepare_step, wb, &ps))
 			groups = group_add(groups, it, wb);
@@ -1097,12 +1280,13 @@ WritebackSetInXact(ItemSet *set)
 	fail_written_back(ps.failed_ids, ps.failed_errors, ps.nfailed);
 	put_off_written_back(&ps);
 	keep_vectors_written(&ps);
+	saved_for_writeback(saved_ids, nsaved);
 
 	dlist_foreach_modify(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
 
-		if (!ItemFinished(it))
+		if (!in_pass(it))
 			continue;
 		/* a reply for the response cache: its row, in this transaction */
 		if (it->state == ITEM_DONE && it->call && it->call->cache)
@@ -1114,7 +1298,7 @@ WritebackSetInXact(ItemSet *set)
 					 it->id, error);
 		}
 		/* an item whose lease was lost was someone else's to finish */
-		if (it->written && !it->stalled)
+		if (it->written && !it->stalled && !it->saved_first)
 			SlotCountWritten(it->state == ITEM_DONE, it->state == ITEM_FAILED);
 		ItemFree(set, it);
 	}
