@@ -118,6 +118,20 @@ SELECT r->'choices'->0->'message' AS message
 FROM llm.chat_completion('{"messages": [{"role": "user", "content": "x"}]}', 'mock?refusal=No.') r;
 -- a refusal is quoted with a key the provider echoed redacted, and cut
 SELECT llm.chat('x', 'mock?refusal=Not%20with%20key%20sk-mock' || repeat('%20no', 300));
+-- and its control characters shown escaped, as every provider text's: a
+-- newline cannot start a line of its own in psql or the server log
+SELECT llm.chat('x', 'mock?refusal=Not%20now.%0AERROR:%20%20forged%0D%09%1B[0m');
+SELECT ord, error FROM llm.chat_many(ARRAY['x'], 'mock?refusal=Not%20now.%0AERROR:%20forged');
+CREATE TABLE pt_refused (id int PRIMARY KEY, reply text);
+INSERT INTO pt_refused VALUES (1);
+SELECT llm.enqueue('x', 'mock?refusal=Not%20now.%0AERROR:%20forged', target_table => 'pt_refused',
+                   target_column => 'reply', target_key => '{"id": 1}') IS NOT NULL AS queued;
+SELECT wait_queue();
+SELECT status, error FROM llm.queue WHERE target_table = 'pt_refused'::regclass;
+DROP TABLE pt_refused;
+-- so are an answer's words that a validation error quotes (a property name)
+SELECT llm.extract('x', '{"type": "object", "properties": {"a": {"type": "string"}}, "additionalProperties": false}',
+                   'mock?reply=%7B%22b%0AERROR:%20forged%22:%201%7D');
 -- an answer with a shape is not asked again after a refusal (the mock
 -- counts one request): the same prompt gets the same refusal
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null

@@ -654,26 +654,18 @@ LlmJudgeStreamError(LlmCall *call, const LlmErrorBody *eb, const char *text, Llm
 }
 
 /*
- * A refusal's words for an error detail: in the server encoding, cut at
- * 500 bytes (a character boundary), a secret the provider echoed redacted.
+ * A refusal's words for an error detail, shown as every provider text is
+ * (RedactProviderText: a secret the provider echoed redacted before the
+ * cut, control characters escaped, in the server encoding or UTF-8 in the
+ * worker), cut at 500 bytes on a character boundary.
  */
+#define REFUSAL_SHOWN_BYTES 500
+
 static char *
 refusal_text(const LlmCall *call, const char *refusal)
 {
-	char	   *t = LlmToServerEncoding(refusal, strlen(refusal));
-	int			n;
-
-	/* redacted before it is cut: a secret across the cut leaves nothing */
-	if (call->route)
-		t = ConfigRedactSecret(t, call->route->provider);
-	n = strlen(t);
-	if (n > 500)
-	{
-		/* outside a transaction the text is still UTF-8 (the worker) */
-		n = IsTransactionState() ? pg_mbcliplen(t, n, 500) : (int) Utf8ValidPrefix(t, 500);
-		t = psprintf("%.*s...", n, t);
-	}
-	return t;
+	return RedactProviderTextMax(refusal, strlen(refusal),
+								 call->route ? call->route->provider : NULL, REFUSAL_SHOWN_BYTES);
 }
 
 /*

@@ -21,6 +21,7 @@
 #include "http.h"
 #include "pg_llm.h"
 #include "provider.h"
+#include "redact.h"
 
 /* The members of a Messages request that count_tokens accepts. */
 static const char *const count_keys[] = {
@@ -144,8 +145,8 @@ CountTokensExact(LlmRequest *req, const LlmRoute *route)
 				 errmsg("provider \"%s\" could not count tokens", p->name),
 				 status > 0 ?
 				 errdetail("It answered HTTP %ld: %s", status,
-						   said ? ConfigRedactSecret(LlmToServerEncoding(said, Min(strlen(said), 500)), p) : "") :
-				 errdetail("%s", said ? ConfigRedactSecret(said, p) : ""),
+						   said ? RedactProviderTextMax(said, strlen(said), p, 500) : "") :
+				 errdetail("%s", said ? RedactProviderCString(said, p) : ""),
 				 errhint("Turn the provider's count_tokens option off to estimate its tokens instead.")));
 	}
 	return -1;					/* not reached */

@@ -48,11 +48,78 @@ secret_tail(const char *text, size_t len, const char *s)
 }
 
 /*
+ * Append one byte of UTF-8 text at s[*i] to out as it is shown: control
+ * characters escaped (\n, \r, \t, \xNN), a multi-byte character whole
+ * (*i moved to its last byte).
+ */
+static void
+append_shown(StringInfo out, const char *s, size_t n, size_t *i)
+{
+	unsigned char c = (unsigned char) s[*i];
+
+	if (c == '\n')
+		appendStringInfoString(out, "\\n");
+	else if (c == '\r')
+		appendStringInfoString(out, "\\r");
+	else if (c == '\t')
+		appendStringInfoString(out, "\\t");
+	else if (c < 0x20 || c == 0x7f)
+		appendStringInfo(out, "\\x%02x", c);
+	else if (c < 0x80)
+		appendStringInfoChar(out, (char) c);
+	else
+	{
+		/* a whole character at a time, so that a cut never splits one */
+		int			l = pg_utf_mblen((const unsigned char *) s + *i);
+
+		appendBinaryStringInfo(out, s + *i, Min((size_t) l, n - *i));
+		*i += l - 1;
+	}
+}
+
+/*
+ * A text a model or a provider wrote (UTF-8, terminated) with its control
+ * characters escaped as RedactProviderText escapes them, and left UTF-8:
+ * for the words of a validation error that quote an answer (a property
+ * name, a value), which are shown later like every provider text.
+ */
+char *
+EscapeProviderControls(const char *utf8)
+{
+	StringInfoData out;
+	size_t		n;
+	size_t		i;
+
+	if (utf8 == NULL)
+		return NULL;
+	n = strlen(utf8);
+	for (i = 0; i < n; i++)
+		if ((unsigned char) utf8[i] < 0x20 || utf8[i] == 0x7f)
+			break;
+	if (i == n)
+		return pstrdup(utf8);
+	initStringInfo(&out);
+	for (i = 0; i < n; i++)
+		append_shown(&out, utf8, n, &i);
+	return out.data;
+}
+
+/*
  * A provider's text of len bytes (not necessarily terminated), made fit
  * to show: see the file's header.  Returns palloc'd text; NULL for NULL.
  */
 char *
 RedactProviderText(const char *text, size_t len, const LlmProvider *p)
+{
+	return RedactProviderTextMax(text, len, p, LLM_PROVIDER_TEXT_MAX);
+}
+
+/*
+ * RedactProviderText cut at max bytes (at most LLM_PROVIDER_TEXT_MAX):
+ * for a text quoted inside a sentence of pg_llm's own (a refusal).
+ */
+char *
+RedactProviderTextMax(const char *text, size_t len, const LlmProvider *p, size_t max)
 {
 	List	   *secrets = p ? ConfigSecrets(p) : NIL;
 	size_t		longest = 0;
@@ -67,11 +134,12 @@ RedactProviderText(const char *text, size_t len, const LlmProvider *p)
 
 	if (text == NULL)
 		return NULL;
+	max = Min(max, (size_t) LLM_PROVIDER_TEXT_MAX);
 	foreach(lc, secrets)
 		longest = Max(longest, strlen((char *) lfirst(lc)));
 
 	/* enough to find a secret that straddles the cut, redacted first */
-	take = Min(len, (size_t) LLM_PROVIDER_TEXT_MAX * 4 + longest);
+	take = Min(len, max * 4 + longest);
 	s = pnstrdup(text, take);	/* a NUL inside ends it: shown up to there */
 	n = strlen(s);
 	foreach(lc, secrets)
@@ -102,32 +170,13 @@ RedactProviderText(const char *text, size_t len, const LlmProvider *p)
 	initStringInfo(&out);
 	for (i = 0; i < n; i++)
 	{
-		unsigned char c = (unsigned char) s[i];
-
-		if (out.len >= LLM_PROVIDER_TEXT_MAX)
+		if ((size_t) out.len >= max)
 		{
 			cut = true;
 			cut_at = i;
 			break;
 		}
-		if (c == '\n')
-			appendStringInfoString(&out, "\\n");
-		else if (c == '\r')
-			appendStringInfoString(&out, "\\r");
-		else if (c == '\t')
-			appendStringInfoString(&out, "\\t");
-		else if (c < 0x20 || c == 0x7f)
-			appendStringInfo(&out, "\\x%02x", c);
-		else if (c < 0x80)
-			appendStringInfoChar(&out, (char) c);
-		else
-		{
-			/* a whole character at a time, so that a cut never splits one */
-			int			l = pg_utf_mblen((const unsigned char *) s + i);
-
-			appendBinaryStringInfo(&out, s + i, Min((size_t) l, n - i));
-			i += l - 1;
-		}
+		append_shown(&out, s, n, &i);
 	}
 	if (cut || take < len)
 		appendStringInfo(&out, "... (%zu bytes more)",

@@ -34,6 +34,7 @@
 #include "encoding.h"
 #include "jsonschema.h"
 #include "llm_json.h"
+#include "redact.h"
 #include "schema.h"
 
 /* Largest json_schema accepted, as JSON text. */
@@ -458,13 +459,20 @@ unfence(char *s)
 	return s;
 }
 
+/*
+ * An answer that breaks the schema.  The path and the message quote the
+ * answer (a property name, a value the model wrote): their control
+ * characters are escaped as every provider text's is (redact.c), so that
+ * an answer cannot start a line of its own in an error, the server log or
+ * a row.
+ */
 static void
 shape_invalid(LlmShapeResult *res, const char *path, const char *rule, const char *message)
 {
 	res->valid = false;
-	res->path = pstrdup(path);
+	res->path = EscapeProviderControls(path);
 	res->rule = pstrdup(rule);
-	res->message = pstrdup(message);
+	res->message = EscapeProviderControls(message);
 }
 
 /*
