@@ -408,7 +408,7 @@ CREATE FUNCTION llm.create_provider(
     api_key text DEFAULT NULL,
     api_key_env text DEFAULT NULL,
     options jsonb DEFAULT '{}')
-RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     opts jsonb;
 BEGIN
@@ -434,9 +434,10 @@ BEGIN
         VALUES (name, nullif(api_key, ''), opts -> 'headers', llm._transport_secret(name, opts, NULL));
     END IF;
     PERFORM llm._warn_key_env(name, api_key_env);
+    RETURN name;
 END;
 $$;
-COMMENT ON FUNCTION llm.create_provider(text, text, text, text, text, jsonb) IS 'Add an LLM endpoint: protocol openai or anthropic, base_url with the version prefix, the key as a value or the name of a server environment variable; the values of extra headers are kept secret like the key';
+COMMENT ON FUNCTION llm.create_provider(text, text, text, text, text, jsonb) IS 'Add an LLM endpoint: protocol openai or anthropic, base_url with the version prefix, the key as a value or the name of a server environment variable; the values of extra headers are kept secret like the key. Returns its name';
 
 CREATE FUNCTION llm.alter_provider(
     name text,
@@ -515,7 +516,7 @@ CREATE FUNCTION llm.add_model(
     batch_price_factor numeric DEFAULT 0.5,
     cached_input_usd_per_mtok numeric DEFAULT NULL,
     priority_price_factor numeric DEFAULT 2)
-RETURNS void LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+RETURNS text LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     IF coalesce(name, '') = '' THEN
         RAISE EXCEPTION 'model name must not be empty'
@@ -553,9 +554,20 @@ BEGIN
         batch_price_factor = EXCLUDED.batch_price_factor,
         cached_input_usd_per_mtok = EXCLUDED.cached_input_usd_per_mtok,
         priority_price_factor = EXCLUDED.priority_price_factor;
+    -- the name's chain as calls now go through it: the primary provider
+    -- first, then by priority; a disabled provider is passed over
+    RETURN add_model.name || ': ' || (
+        SELECT string_agg(m.provider || '/' || m.upstream_model
+                          || CASE WHEN m.input_usd_per_mtok IS NULL THEN ' (no prices)' ELSE '' END
+                          || CASE WHEN NOT p.enabled THEN ' (disabled)' ELSE '' END,
+                          ', then '
+                          ORDER BY NOT p.enabled, m.provider IS DISTINCT FROM llm.current_provider(),
+                                   m.priority, m.provider)
+        FROM llm.model m JOIN llm.provider p ON p.name = m.provider
+        WHERE m.name = add_model.name);
 END;
 $$;
-COMMENT ON FUNCTION llm.add_model(text, text, text, integer, numeric, numeric, numeric, numeric, numeric) IS 'Route a model name to a provider (under an upstream name, with a priority in its fallback chain, prices per million tokens, the share of them a batch request costs, the price of cached input tokens and the multiple a priority-tier call costs); adding it again updates it';
+COMMENT ON FUNCTION llm.add_model(text, text, text, integer, numeric, numeric, numeric, numeric, numeric) IS 'Route a model name to a provider (under an upstream name, with a priority in its fallback chain, prices per million tokens, the share of them a batch request costs, the price of cached input tokens and the multiple a priority-tier call costs); adding it again updates it. Returns the name''s chain: provider/upstream model of each route in the order calls try them, those without prices said';
 
 CREATE FUNCTION llm.drop_model(name text, provider text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$

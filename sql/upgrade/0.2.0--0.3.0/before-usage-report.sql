@@ -8,3 +8,6 @@ DROP VIEW IF EXISTS llm.queue_status;
 DROP VIEW IF EXISTS llm.job_status;
 DROP VIEW IF EXISTS llm.batches;
 DROP FUNCTION IF EXISTS llm.cost_report(timestamptz, timestamptz);
+-- create_provider returns the name, add_model the chain
+DROP FUNCTION IF EXISTS llm.create_provider(text, text, text, text, text, jsonb);
+DROP FUNCTION IF EXISTS llm.add_model(text, text, text, integer, numeric, numeric, numeric, numeric, numeric);
