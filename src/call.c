@@ -278,6 +278,19 @@ proxy_origin(const LlmProvider *p)
 					HttpUrlWithoutCredentials(proxy), source);
 }
 
+/* The hint for a route whose host (or proxy) cannot be reached. */
+static char *
+down_hint(const LlmProvider *p)
+{
+	const char *source;
+
+	if (HttpProxyFor(&p->transport, p->base_url, &source) != NULL)
+		return psprintf("Provider \"%s\" goes through %s: check that it runs and that its host name resolves, send the provider direct with its no_proxy option (\"*\"), or add a fallback route with llm.add_model().",
+						p->name, proxy_origin(p));
+	return psprintf("Check that the server at the base_url of provider \"%s\" is running and reachable, or add a fallback route with llm.add_model().",
+					p->name);
+}
+
 /*
  * A failure below HTTP: say what it was (the TLS check that failed, the
  * proxy that refused) and what to do.  Timeouts and connections that
@@ -884,8 +897,7 @@ LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f)
 			f->hint = turn == LLM_TURN_AUTH ?
 				psprintf("Fix the key with llm.alter_provider('%s', api_key => '...'); calls go out again at once.",
 						 route->provider->name) :
-				psprintf("Check that the server at the base_url of provider \"%s\" is running and reachable, or add a fallback route with llm.add_model().",
-						 route->provider->name);
+				down_hint(route->provider);
 			f->retry_after_s = -1;
 			return false;
 		}
@@ -995,8 +1007,7 @@ route_wait_turn(LlmCall *call, const LlmRoute *route)
 					(errcode(ERRCODE_CONNECTION_FAILURE),
 					 errmsg("%s", why),
 					 errdetail("%s", RateLimitDetail()),
-					 errhint("Check that the server at the base_url of provider \"%s\" is running and reachable, or add a fallback route with llm.add_model().",
-							 route->provider->name)));
+					 errhint("%s", down_hint(route->provider))));
 		wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), until);
 		if (turn == LLM_TURN_DISABLED)
 			ereport(ERROR,

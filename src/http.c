@@ -1115,6 +1115,9 @@ collect_finished(void)
 			t->unresolved = (msg->data.result == CURLE_COULDNT_RESOLVE_HOST ||
 							 msg->data.result == CURLE_COULDNT_RESOLVE_PROXY);
 			t->cause = HttpClassify(e, msg->data.result, t);
+			/* what a proxy answered for itself is no status of the provider's */
+			if (t->cause == HTTP_CAUSE_PROXY_REFUSED)
+				t->status = 0;
 			t->unreachable = (t->unresolved || msg->data.result == CURLE_COULDNT_CONNECT);
 			if (t->timed_out)
 			{

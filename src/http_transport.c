@@ -165,6 +165,20 @@ HttpSetTransport(HttpTransfer *t, CURL *e, const char *url, const HttpTransport 
 	t->via_proxy = (proxy != NULL);
 	curl_easy_setopt(e, CURLOPT_PROXY, proxy ? proxy : "");
 	curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+
+	/*
+	 * Through an HTTP proxy every request goes in a tunnel (CONNECT),
+	 * plain-HTTP providers' too, and the proxy's answer to CONNECT is kept
+	 * from the response's headers: whatever the proxy says for itself (a
+	 * host it does not allow, credentials it wants) is then a failure
+	 * below HTTP that names the proxy, never a status the provider gave,
+	 * so a proxy's 403 cannot pass for the provider refusing its key.  A
+	 * proxy forwarding a plain request would answer with the same
+	 * statuses as the provider behind it.  SOCKS proxies have no answer
+	 * of their own and ignore both.
+	 */
+	curl_easy_setopt(e, CURLOPT_HTTPPROXYTUNNEL, proxy ? 1L : 0L);
+	curl_easy_setopt(e, CURLOPT_SUPPRESS_CONNECT_HEADERS, proxy ? 1L : 0L);
 }
 
 /* An IPv4 or IPv6 address (text) within an address or CIDR block (text)? */

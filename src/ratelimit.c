@@ -6,7 +6,12 @@
  *
  *	  An endpoint is its protocol, base_url and key (so two providers that
  *	  name the same relay with the same key share its limits, and every
- *	  database sees the same state).  For each, pg_llm keeps:
+ *	  database sees the same state).  The breakers (a key refused, a host
+ *	  down) are kept per path: the endpoint and the proxy it is reached
+ *	  through (the provider's proxy option, or the server environment's),
+ *	  so that a dead proxy, or a proxy's own refusal, says nothing of the
+ *	  same endpoint reached direct or through another proxy; a path
+ *	  without a proxy is its endpoint's own entry.  For each, pg_llm keeps:
  *
  *	  - rpm_limit and tpm_limit as two generic cell rate algorithms: each
  *		call takes the next free turn (a request, or its estimated tokens,
@@ -108,6 +113,7 @@ typedef struct RateEndpoint
 	TimestampTz down_until;		/* the next probe */
 	int			down_ms;		/* the interval before it */
 	char		down_error[LIMIT_REASON_LEN];
+	bool		proxied;		/* a path through a proxy: down is the proxy */
 } RateEndpoint;
 
 typedef struct RateShared
@@ -159,9 +165,30 @@ endpoint_key(const LlmProvider *p)
 	return h ? h : 1;
 }
 
-/* The entry of an endpoint (lock held exclusively), made if need be. */
+/*
+ * The key of a route's path, for its breakers: its endpoint's, and the
+ * proxy its requests go through (its credentials too: other credentials
+ * may be let through).  Without a proxy, the endpoint's key.
+ */
+static uint64
+path_key(const LlmProvider *p, uint64 ekey)
+{
+	const char *source;
+	const char *proxy = HttpProxyFor(&p->transport, p->base_url, &source);
+	uint64		h;
+
+	if (proxy == NULL)
+		return ekey;
+	h = hash_bytes_extended((const unsigned char *) proxy, strlen(proxy), ekey);
+	return (h == 0 || h == ekey) ? ekey + 1 : h;
+}
+
+/*
+ * The entry of an endpoint or a path (lock held exclusively), made if need
+ * be, never in place of keep (the entry the caller holds already).
+ */
 static RateEndpoint *
-endpoint(const LlmProvider *p, uint64 key, TimestampTz now)
+endpoint_keep(const LlmProvider *p, uint64 key, TimestampTz now, const RateEndpoint *keep)
 {
 	RateEndpoint *free_e = NULL;
 	RateEndpoint *oldest = NULL;
@@ -175,7 +202,7 @@ endpoint(const LlmProvider *p, uint64 key, TimestampTz now)
 			return e;
 		if (e->key == 0 && free_e == NULL)
 			free_e = e;
-		if (e->key != 0 && e->waiting == 0 &&
+		if (e->key != 0 && e->waiting == 0 && e != keep &&
 			(oldest == NULL || e->last_used < oldest->last_used))
 			oldest = e;
 	}
@@ -189,6 +216,52 @@ endpoint(const LlmProvider *p, uint64 key, TimestampTz now)
 	free_e->dboid = MyDatabaseId;
 	free_e->last_used = now;
 	return free_e;
+}
+
+static RateEndpoint *
+endpoint(const LlmProvider *p, uint64 key, TimestampTz now)
+{
+	return endpoint_keep(p, key, now, NULL);
+}
+
+/* The keys of a route's endpoint and path, taken before the lock. */
+typedef struct RateKeys
+{
+	uint64		endpoint;
+	uint64		path;
+} RateKeys;
+
+static RateKeys
+route_keys(const LlmProvider *p)
+{
+	RateKeys	k;
+
+	k.endpoint = endpoint_key(p);
+	k.path = path_key(p, k.endpoint);
+	return k;
+}
+
+/*
+ * A route's endpoint and its path (lock held exclusively): *path is
+ * *e itself when the route goes direct.  Either may be NULL when the
+ * table is full of callers waiting.
+ */
+static void
+endpoint_and_path(const LlmProvider *p, RateKeys k, TimestampTz now,
+				  RateEndpoint **e, RateEndpoint **path)
+{
+	uint64		ekey = k.endpoint;
+	uint64		pkey = k.path;
+
+	*e = endpoint(p, ekey, now);
+	*path = pkey == ekey ? *e : endpoint_keep(p, pkey, now, *e);
+	if (*path && *path != *e)
+	{
+		strlcpy((*path)->name, p->name, NAMEDATALEN);
+		(*path)->dboid = MyDatabaseId;
+		(*path)->last_used = now;
+		(*path)->proxied = true;
+	}
 }
 
 /*
@@ -287,9 +360,10 @@ RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms
 			 TimestampTz *until, char **why, int64 *charged)
 {
 	const LlmProvider *p = route->provider;
-	uint64		key;
+	RateKeys	keys;
 	TimestampTz now = GetCurrentTimestamp();
 	RateEndpoint *e;
+	RateEndpoint *path;
 	int64		wait_req;
 	int64		wait_tok;
 	int64		wait;
@@ -302,10 +376,10 @@ RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms
 	*charged = 0;
 	if (limits == NULL)
 		return LLM_TURN_GO;
-	key = endpoint_key(p);
+	keys = route_keys(p);
 	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
-	e = endpoint(p, key, now);
-	if (e == NULL)
+	endpoint_and_path(p, keys, now, &e, &path);
+	if (e == NULL || path == NULL)
 	{
 		LWLockRelease(limits->lock);
 		return LLM_TURN_GO;
@@ -318,37 +392,39 @@ RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms
 		LWLockRelease(limits->lock);
 		return LLM_TURN_DISABLED;
 	}
-	if (e->auth_failed_at != 0)
+	if (path->auth_failed_at != 0)
 	{
-		if (e->auth_recheck_at > now)
+		if (path->auth_recheck_at > now)
 		{
-			*until = e->auth_recheck_at;
+			*until = path->auth_recheck_at;
 			*why = psprintf("provider \"%s\" refused its key", p->name);
 			detail = psprintf("It answered HTTP %d at %s; pg_llm sends nothing more with this key until it changes, or a recheck at %s gets through.",
-							  e->auth_status, pstrdup(timestamptz_to_str(e->auth_failed_at)),
-							  pstrdup(timestamptz_to_str(e->auth_recheck_at)));
+							  path->auth_status, pstrdup(timestamptz_to_str(path->auth_failed_at)),
+							  pstrdup(timestamptz_to_str(path->auth_recheck_at)));
 			LWLockRelease(limits->lock);
 			last_detail = detail;
 			return LLM_TURN_AUTH;
 		}
 		/* this call is the recheck; the others wait for its answer */
-		e->auth_recheck_at = TimestampTzPlusMilliseconds(now, AUTH_RECHECK_MS);
+		path->auth_recheck_at = TimestampTzPlusMilliseconds(now, AUTH_RECHECK_MS);
 	}
-	if (e->down_ms > 0)
+	if (path->down_ms > 0)
 	{
-		if (e->down_until > now)
+		if (path->down_until > now)
 		{
-			*until = e->down_until;
-			*why = psprintf("provider \"%s\" is down", p->name);
+			*until = path->down_until;
+			*why = path->proxied ?
+				psprintf("the proxy of provider \"%s\" is down", p->name) :
+				psprintf("provider \"%s\" is down", p->name);
 			detail = psprintf("It could not be reached since %s (%s); no request is sent to it until a probe at %s gets an answer.",
-							  pstrdup(timestamptz_to_str(e->down_since)), e->down_error,
-							  pstrdup(timestamptz_to_str(e->down_until)));
+							  pstrdup(timestamptz_to_str(path->down_since)), path->down_error,
+							  pstrdup(timestamptz_to_str(path->down_until)));
 			LWLockRelease(limits->lock);
 			last_detail = detail;
 			return LLM_TURN_DOWN;
 		}
 		/* this call is the probe; the others wait for its answer */
-		e->down_until = TimestampTzPlusMilliseconds(now, e->down_ms);
+		path->down_until = TimestampTzPlusMilliseconds(now, path->down_ms);
 	}
 	if (e->cooldown_until > now)
 	{
@@ -442,13 +518,16 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, bool quota)
 	const LlmProvider *p = route->provider;
 	TimestampTz now = GetCurrentTimestamp();
 	RateEndpoint *e;
+	RateEndpoint *path;
+	RateKeys	keys;
 	long		status = t ? t->status : 0;
 
 	if (limits == NULL)
 		return;
+	keys = route_keys(p);
 	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
-	e = endpoint(p, endpoint_key(p), now);
-	if (e == NULL)
+	endpoint_and_path(p, keys, now, &e, &path);
+	if (e == NULL || path == NULL)
 	{
 		LWLockRelease(limits->lock);
 		return;
@@ -456,38 +535,38 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, bool quota)
 	/* a host that answered is up; one that could not be reached twice is down */
 	if (t && t->outcome == HTTP_TRANSPORT_ERROR && t->unreachable)
 	{
-		if (++e->transport_failures >= DOWN_AFTER)
+		if (++path->transport_failures >= DOWN_AFTER)
 		{
-			if (e->down_ms == 0)
-				e->down_since = now;
-			e->down_ms = e->down_ms > 0 ? Min(e->down_ms * 2, DOWN_MAX_MS) : DOWN_FIRST_MS;
-			e->down_until = TimestampTzPlusMilliseconds(now, e->down_ms);
-			snprintf(e->down_error, LIMIT_REASON_LEN, "%s", t->errbuf[0] ? t->errbuf :
+			if (path->down_ms == 0)
+				path->down_since = now;
+			path->down_ms = path->down_ms > 0 ? Min(path->down_ms * 2, DOWN_MAX_MS) : DOWN_FIRST_MS;
+			path->down_until = TimestampTzPlusMilliseconds(now, path->down_ms);
+			snprintf(path->down_error, LIMIT_REASON_LEN, "%s", t->errbuf[0] ? t->errbuf :
 					 t->timed_out ? "timed out" : "could not connect");
 		}
 	}
 	else if (t && t->outcome != HTTP_REFUSED)
 	{
 		/* it answered, if only to reset the connection */
-		e->transport_failures = 0;
-		e->down_ms = 0;
-		e->down_until = 0;
-		e->down_since = 0;
+		path->transport_failures = 0;
+		path->down_ms = 0;
+		path->down_until = 0;
+		path->down_since = 0;
 	}
 	/* a key refused, or accepted again */
 	if (status == 401 || status == 403)
 	{
-		if (++e->auth_failures >= AUTH_AFTER)
+		if (++path->auth_failures >= AUTH_AFTER)
 		{
-			e->auth_failed_at = now;
-			e->auth_status = (int) status;
-			e->auth_recheck_at = TimestampTzPlusMilliseconds(now, AUTH_RECHECK_MS);
+			path->auth_failed_at = now;
+			path->auth_status = (int) status;
+			path->auth_recheck_at = TimestampTzPlusMilliseconds(now, AUTH_RECHECK_MS);
 		}
 	}
 	else if (status >= 200 && status < 300)
 	{
-		e->auth_failures = 0;
-		e->auth_failed_at = 0;
+		path->auth_failures = 0;
+		path->auth_failed_at = 0;
 	}
 
 	if (quota)
@@ -560,12 +639,16 @@ RateLimitDown(const LlmRoute *route)
 	bool		down = false;
 	TimestampTz now = GetCurrentTimestamp();
 
+	RateEndpoint *path;
+	RateKeys	keys;
+
 	if (limits == NULL)
 		return false;
+	keys = route_keys(route->provider);
 	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
-	e = endpoint(route->provider, endpoint_key(route->provider), now);
-	if (e)
-		down = e->down_ms > 0 && e->down_until > now;
+	endpoint_and_path(route->provider, keys, now, &e, &path);
+	if (path)
+		down = path->down_ms > 0 && path->down_until > now;
 	LWLockRelease(limits->lock);
 	return down;
 }
@@ -602,7 +685,7 @@ pg_llm_clear_cooldown(PG_FUNCTION_ARGS)
 	foreach(lc, ConfigProviders())
 	{
 		const LlmProvider *p = lfirst(lc);
-		uint64		key;
+		RateKeys	keys;
 		int			i;
 
 		if (strcmp(p->name, name) != 0)
@@ -610,10 +693,12 @@ pg_llm_clear_cooldown(PG_FUNCTION_ARGS)
 		found = true;
 		if (limits == NULL)
 			break;
-		key = endpoint_key(p);
+		keys = route_keys(p);
 		LWLockAcquire(limits->lock, LW_EXCLUSIVE);
+		/* its endpoint, and its path when it goes through a proxy */
 		for (i = 0; i < LIMIT_ENDPOINTS; i++)
-			if (limits->endpoints[i].key == key)
+			if (limits->endpoints[i].key == keys.endpoint ||
+				limits->endpoints[i].key == keys.path)
 			{
 				limits->endpoints[i].cooldown_until = 0;
 				limits->endpoints[i].cooldown_ms = 0;
@@ -661,7 +746,9 @@ pg_llm_provider_status(PG_FUNCTION_ARGS)
 		Datum		values[11];
 		bool		nulls[11];
 		RateEndpoint copy;
+		RateEndpoint path;
 		bool		have = false;
+		bool		have_path = false;
 		int64		requests = 0;
 		int64		tokens = 0;
 		int64		limited = 0;
@@ -670,16 +757,22 @@ pg_llm_provider_status(PG_FUNCTION_ARGS)
 		memset(nulls, 0, sizeof(nulls));
 		if (limits)
 		{
-			uint64		key = endpoint_key(p);
+			RateKeys	keys = route_keys(p);
 
 			LWLockAcquire(limits->lock, LW_SHARED);
 			for (i = 0; i < LIMIT_ENDPOINTS; i++)
-				if (limits->endpoints[i].key == key)
+			{
+				if (limits->endpoints[i].key == keys.endpoint)
 				{
 					copy = limits->endpoints[i];
 					have = true;
-					break;
 				}
+				if (limits->endpoints[i].key == keys.path)
+				{
+					path = limits->endpoints[i];
+					have_path = true;
+				}
+			}
 			LWLockRelease(limits->lock);
 		}
 		if (have)
@@ -698,18 +791,19 @@ pg_llm_provider_status(PG_FUNCTION_ARGS)
 		values[4] = Int32GetDatum(p->tpm_limit);
 		nulls[4] = p->tpm_limit <= 0;
 		values[5] = Int64GetDatum(Max(tokens, 0));
-		if (have && copy.auth_failed_at != 0)
+		/* the breakers are the path's (the endpoint's own entry when direct) */
+		if (have_path && path.auth_failed_at != 0)
 		{
 			/* a refused key comes first: nothing goes out until it is fixed */
-			values[6] = TimestampTzGetDatum(copy.auth_recheck_at);
+			values[6] = TimestampTzGetDatum(path.auth_recheck_at);
 			values[7] = CStringGetTextDatum(psprintf("authentication failed at %s (HTTP %d): fix the key with llm.alter_provider",
-													 timestamptz_to_str(copy.auth_failed_at), copy.auth_status));
+													 timestamptz_to_str(path.auth_failed_at), path.auth_status));
 		}
-		else if (have && copy.down_ms > 0)
+		else if (have_path && path.down_ms > 0)
 		{
-			values[6] = TimestampTzGetDatum(copy.down_until);
+			values[6] = TimestampTzGetDatum(path.down_until);
 			values[7] = CStringGetTextDatum(psprintf("down since %s: %s; the next probe at the time shown",
-													 timestamptz_to_str(copy.down_since), copy.down_error));
+													 timestamptz_to_str(path.down_since), path.down_error));
 		}
 		else
 		{

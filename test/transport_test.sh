@@ -295,6 +295,66 @@ status=$(q "SELECT proxy || ' ' || proxy_source FROM llm.provider_status WHERE p
 check "the proxy's credentials are kept secret: llm.provider shows $(grep -o '"proxy": "[^"]*"' <<<"$shown"), llm.provider_status $status" \
   $(yes_if '[[ "$shown" == *"http://[secret]@127.0.0.1:$AUTH_PROXY"* ]] && [[ "$shown" != *Pr0xy* ]] && [ "$status" = "http://127.0.0.1:$AUTH_PROXY option" ]')
 
+# ---- 4b. the breakers are kept per path: a proxy's failures are the proxy's ----
+# Providers with the same base_url and key, one direct and the others
+# through a proxy: a proxy that is down, or that refuses (a destination it
+# does not allow, credentials it wants), must neither open the direct
+# provider's circuit nor count as the provider refusing its key.  What a
+# proxy says for itself is a transport error that names the proxy, over
+# HTTPS (CONNECT) and for a plain-HTTP provider alike (pg_llm tunnels
+# every request through an HTTP proxy).
+scratch_dir
+echo '^127\.0\.0\.1$' > "$SCRATCH/filter"
+start_tinyproxy filtering "" "Filter \"$SCRATCH/filter\""
+FILTER_PROXY=$TINYPROXY_PORT
+psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
+SELECT llm.create_provider('path-direct', 'openai', '$M/path/v1', api_key => 'sk-mock');
+SELECT llm.create_provider('path-dead', 'openai', '$M/path/v1', api_key => 'sk-mock',
+                           options => '{"proxy": "http://127.0.0.1:1", "max_retries": 0}');
+SELECT llm.create_provider('path-filtered', 'openai', '$M/path/v1', api_key => 'sk-mock',
+                           options => '{"proxy": "http://127.0.0.1:$FILTER_PROXY"}');
+SELECT llm.create_provider('path-noauth', 'openai', '$M/path/v1', api_key => 'sk-mock',
+                           options => '{"proxy": "http://127.0.0.1:$AUTH_PROXY"}');
+SELECT llm.create_provider('path-tls', 'openai', 'https://localhost:$NGINX_H2/path/v1', api_key => 'sk-mock',
+                           options => '{"ca_file": "$CA"}');
+SELECT llm.create_provider('path-tls-strict', 'openai', 'https://localhost:$NGINX_H2/path/v1', api_key => 'sk-mock',
+                           options => '{"ca_file": "$CA", "proxy": "http://127.0.0.1:$STRICT_PROXY"}');
+SELECT llm.add_model(name, name, 'mock') FROM llm.provider WHERE name LIKE 'path-%';
+SQL
+three_errors() {  # the errors of three calls, one a line
+  local i
+  for i in 1 2 3; do err "SELECT llm.chat('x$i', '$1')"; done
+}
+e=$(three_errors path-dead)
+check "a dead proxy, three calls: each names the proxy, the third its circuit ($(tail -1 <<<"$e" | cut -c1-90))" \
+  $(yes_if '[ "$(grep -c "^08006 could not reach the proxy of provider \"path-dead\"" <<<"$e")" = 2 ] &&
+            [[ "$(tail -1 <<<"$e")" == "08006 the proxy of provider \"path-dead\" is down | "*"goes through the proxy http://127.0.0.1:1 of its proxy option"* ]]')
+r=$(q "SELECT llm.chat('direct after a dead proxy', 'path-direct')" 2>&1 || true)
+check "the same base_url and key reached direct still serves: $r" $(yes_if '[ "$r" = "echo: direct after a dead proxy" ]')
+s=$(q "SELECT provider || ': ' || coalesce(cooldown_reason, '-') FROM llm.provider_status WHERE provider IN ('path-dead', 'path-direct') ORDER BY 1")
+check "llm.provider_status: the proxied path down, the direct one not ($(tr '\n' ';' <<<"$s" | cut -c1-150))" \
+  $(yes_if '[[ "$s" == "path-dead: down since "*$'"'"'\n'"'"'"path-direct: -" ]]')
+q "SELECT llm.clear_cooldown('path-direct')" >/dev/null
+e=$(three_errors path-filtered)
+check "a proxy that refuses a plain-HTTP provider's host: three transport errors naming the proxy ($(tail -1 <<<"$e" | cut -c1-110))" \
+  $(yes_if '[ "$(grep -c "^08006 the proxy of provider \"path-filtered\" refused the connection | It answered HTTP 403 to CONNECT 127.0.0.1" <<<"$e")" = 3 ]')
+e=$(three_errors path-noauth)
+check "a proxy that wants credentials, before a plain-HTTP provider: its 407 named as the proxy's ($(tail -1 <<<"$e" | cut -c1-110))" \
+  $(yes_if '[ "$(grep -c "^08006 the proxy of provider \"path-noauth\" refused the connection | It answered HTTP 407 .*| The proxy wants credentials" <<<"$e")" = 3 ]')
+r=$(q "SELECT llm.chat('direct after refusing proxies', 'path-direct')" 2>&1 || true)
+check "neither counts as the provider refusing its key: the direct provider serves ($r)" \
+  $(yes_if '[ "$r" = "echo: direct after refusing proxies" ]')
+e=$(three_errors path-tls-strict)
+check "over HTTPS, a proxy that refuses CONNECT: three transport errors naming the proxy ($(tail -1 <<<"$e" | cut -c1-110))" \
+  $(yes_if '[ "$(grep -c "^08006 the proxy of provider \"path-tls-strict\" refused the connection | It answered HTTP 403 to CONNECT localhost" <<<"$e")" = 3 ]')
+r=$(q "SELECT llm.chat('direct after CONNECT refused', 'path-tls')" 2>&1 || true)
+s=$(q "SELECT count(*) FROM llm.provider_status WHERE provider LIKE 'path-%' AND cooldown_reason LIKE 'authentication failed%'")
+check "the same HTTPS endpoint direct serves, and no path's key is taken for refused ($r; $s)" \
+  $(yes_if '[ "$r" = "echo: direct after CONNECT refused" ] && [ "$s" = 0 ]')
+q "SELECT llm.clear_cooldown('path-dead')" >/dev/null
+check "llm.clear_cooldown closes the proxied path's circuit" \
+  $(yes_if '[ -z "$(q "SELECT cooldown_reason FROM llm.provider_status WHERE provider = '"'"'path-dead'"'"'")" ]')
+
 # ---- 5. the proxy of the server's environment ----
 # Read once a process, for the providers without a proxy option, and shown.
 restart_postgres "https_proxy=http://pgllm:Pr0xy-Secret-77@127.0.0.1:$AUTH_PROXY" "no_proxy=example.invalid"
