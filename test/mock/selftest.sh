@@ -486,7 +486,7 @@ curl -sS -o /dev/null -H "Authorization: Bearer $KEY" --data-binary '{"model":"m
 	--next -sS -o /dev/null -H "Authorization: Bearer $KEY" --data-binary '{"model":"m","messages":[{"role":"user","content":"k"}]}' "$BASE/v1/chat/completions" \
 	--next -sS -o "$T/stats" "$BASE/_stats"
 expect "_stats after reset: keep-alive reuse" "$(jv "$T/stats" '(() => { const o = Object.assign({}, b); delete o.open_connections; return JSON.stringify(o); })()')" \
-	'{"requests":2,"by_key":{"m|k":2},"connections":1,"batches":{"inline":0,"openai":0,"anthropic":0},"batch_requests":0,"files":0,"cancels":0,"results_hosts":{},"embeddings":{"requests":0,"inputs":0}}'
+	'{"requests":2,"by_key":{"m|k":2},"connections":1,"batches":{"inline":0,"openai":0,"anthropic":0},"batch_requests":0,"files":0,"cancels":0,"results_hosts":{},"embeddings":{"requests":0,"inputs":0},"count_tokens":0}'
 expect "_stats: open_connections counts the live one" "$(jv "$T/stats" 'b.open_connections >= 1')" true
 
 # ---------------------------------------------------------------- helpers for the routes below
@@ -555,18 +555,34 @@ curl -sS -o /dev/null -X POST "$BASE/_reset"
 # ---------------------------------------------------------------- /_config
 curl -sS "$BASE/_config" >"$T/cfg"
 expect "GET /_config: defaults" "$(cat "$T/cfg")" \
-	'{"rpm":0,"batch":{"complete_after_ms":0,"expire_fraction":0,"inline_max":0,"inline_latency_ms":0,"results_host":null,"shuffle":true}}'
+	'{"rpm":0,"token_count":"words","batch":{"complete_after_ms":0,"expire_fraction":0,"inline_max":0,"inline_latency_ms":0,"results_host":null,"shuffle":true}}'
 CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"batch":{"inline_max":3,"nope":1}}' "$BASE/_config")
 expect "POST /_config: unknown key 400" "$CODE/$(jv "$T/b" 'b.error.message')" "400/unknown config key batch.nope"
 CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"batch":{"expire_fraction":1.5}}' "$BASE/_config")
 expect "POST /_config: bad value 400" "$CODE" 400
 CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"rpm":"x"}' "$BASE/_config")
 expect "POST /_config: bad type 400" "$CODE" 400
+CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"token_count":"bytes"}' "$BASE/_config")
+expect "POST /_config: token_count other than words or o200k 400" "$CODE/$(jv "$T/b" 'b.error.message')" \
+	'400/token_count must be "words" or "o200k"'
 CODE=$(curl -sS -o "$T/b" -w '%{http_code}' --data-binary '{"batch":{"inline_max":3},"rpm":7}' "$BASE/_config")
 expect "POST /_config: merges" "$CODE/$(cat "$T/b")" \
-	'200/{"rpm":7,"batch":{"complete_after_ms":0,"expire_fraction":0,"inline_max":3,"inline_latency_ms":0,"results_host":null,"shuffle":true}}'
+	'200/{"rpm":7,"token_count":"words","batch":{"complete_after_ms":0,"expire_fraction":0,"inline_max":3,"inline_latency_ms":0,"results_host":null,"shuffle":true}}'
 curl -sS -o /dev/null -X POST "$BASE/_reset"
 expect "POST /_reset restores the defaults" "$(curl -sS "$BASE/_config")" "$(cat "$T/cfg")"
+
+# ---------------------------------------------------------------- /v1/messages/count_tokens
+# the input a Messages reply to the same request would bill (words by
+# default: three in the message, two in the system prompt); the members
+# Anthropic does not accept there are refused; each request is counted
+req an POST /anthropic/v1/messages/count_tokens '{"model":"c","system":"be brief","messages":[{"role":"user","content":"one two three"}]}'
+expect "count_tokens: input_tokens" "$CODE/$(cat "$T/b")" '200/{"input_tokens":5}'
+req an POST /anthropic/v1/messages/count_tokens '{"model":"c","max_tokens":5,"messages":[{"role":"user","content":"x"}]}'
+expect "count_tokens: max_tokens refused" "$CODE/$(jv "$T/b" 'b.error.message')" '400/max_tokens: Extra inputs are not permitted'
+req none POST /anthropic/v1/messages/count_tokens '{"model":"c","messages":[{"role":"user","content":"x"}]}'
+expect "count_tokens: no key 401" "$CODE" 401
+expect "_stats: count_tokens" "$(curl -sS "$BASE/_stats" | "$NODE" -e 'console.log(JSON.parse(require("fs").readFileSync(0)).count_tokens)')" 3
+curl -sS -o /dev/null -X POST "$BASE/_reset"
 
 # ---------------------------------------------------------------- new faults
 call oa '{"model":"m?fault=redirect","messages":[{"role":"user","content":"x"}]}'
