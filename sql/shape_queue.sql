@@ -41,8 +41,12 @@ SET ROLE sq_tenant;
 SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}',
                    options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
                                 "amount": {"type": "number"}}}}');
+-- (queued in a transaction rolled back: an item committed here would be
+-- sent at once, and its usage row could land after the TRUNCATE below)
+BEGIN;
 SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}',
                    options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}') > 0 AS queued;
+ROLLBACK;
 RESET ROLE;
 DELETE FROM llm.queue;
 REVOKE ALL ON sq_orders FROM sq_tenant;
