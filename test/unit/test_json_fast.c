@@ -13,7 +13,8 @@
  *	  with bytes changed.
  *
  *	  usage: test_json_fast [--rounds N]
- *	  Last line: "N passed, M failed".
+ *	  Last line: "N passed, M failed", in test cases (each property of
+ *	  the random texts is one over all its rounds, see cases.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,6 +23,8 @@
 #include <json-c/json.h>
 
 #include "json_fast.h"
+
+#include "cases.h"
 
 #define DEPTH 256
 
@@ -38,16 +41,20 @@ rnd(unsigned n)
 	return (unsigned) (rng % n);
 }
 
+/* in the random rounds: a check is one of a property's rounds (cases.h) */
+static int	in_property = 0;
+
 static void
 check(int cond, const char *what, const char *text)
 {
-	if (cond)
+	if (in_property)
+		cond = UnitProperty(what, cond);
+	else if (cond)
 		passed++;
 	else
-	{
 		failed++;
+	if (!cond)
 		fprintf(stderr, "FAILED: %s: %.300s\n", what, text);
-	}
 }
 
 /* The tokener as JsonParse calls it; NULL when it refuses the text. */
@@ -303,6 +310,7 @@ main(int argc, char **argv)
 		compare(edges[i], strlen(edges[i]), 0, "an edge case");
 	nesting();
 
+	in_property = 1;
 	for (r = 0; r < rounds; r++)
 	{
 		char	   *out = NULL;
@@ -343,6 +351,8 @@ main(int argc, char **argv)
 		}
 		free(out);
 	}
+	in_property = 0;
+	UnitPropertiesEnd("random texts", rounds, &passed, &failed);
 	/* standard JSON is what the fast path is for: most random texts take it */
 	check(taken * 10 > random_texts * 9, "random standard texts take the fast path", "");
 	printf("fast path took %d of %d random texts\n", taken, random_texts);

@@ -18,8 +18,9 @@
  *
  * Patterns use POSIX extended regular expressions here; the extension
  * gives the validator PostgreSQL's regex engine instead.  It prints each
- * failure, then exactly one line "N passed, M failed", and exits 1 if
- * anything failed.
+ * failure, then exactly one line "N passed, M failed" counting test
+ * cases (a table row, a bound, and each property over all its rounds, see
+ * cases.h), and exits 1 if anything failed.
  *
  * test/unit/test_jsonschema.c
  *
@@ -35,6 +36,8 @@ static void *test_malloc(size_t size);
 
 #define JSON_SCHEMA_MALLOC test_malloc
 #include "jsonschema.c"
+
+#include "cases.h"
 
 static int	passed = 0;
 static int	failed = 0;
@@ -295,15 +298,20 @@ parse(const char *text)
 	return obj;
 }
 
+/* in run_property: a check is one of a property's rounds (cases.h) */
+static int	in_property = 0;
+
 static void
 check(int ok, const char *what, int n, const char *fmt, const char *a, const char *b)
 {
-	if (ok)
-	{
+	if (in_property)
+		ok = UnitProperty(what, ok);
+	else if (ok)
 		passed++;
+	else
+		failed++;
+	if (ok)
 		return;
-	}
-	failed++;
 	printf("FAIL %s #%d: ", what, n);
 	printf(fmt, a ? a : "(null)", b ? b : "(null)");
 	printf("\n");
@@ -749,6 +757,7 @@ run_property(int rounds)
 	int			compiled = 0;
 	int			verdicts[3] = {0, 0, 0};
 
+	in_property = 1;
 	for (i = 0; i < rounds; i++)
 	{
 		json_object *schema = random_schema(0);
@@ -817,9 +826,11 @@ run_property(int rounds)
 			json_object_put(fs);
 		}
 	}
+	in_property = 0;
 	check(regex_live == 0, "patterns released", 0, "%s%s", "compiled patterns left", "");
 	printf("property: %d rounds, %d schemas compiled, %d valid, %d invalid, %d limited\n",
 		   rounds, compiled, verdicts[0], verdicts[1], verdicts[2]);
+	UnitPropertiesEnd("rounds", rounds, &passed, &failed);
 }
 
 /* Write each table row as a seed for fuzz_jsonschema: schema NUL instance. */

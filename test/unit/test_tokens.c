@@ -2,13 +2,16 @@
  * Unit tests of the tokenizer-free token estimate (src/tokens.c): the
  * pieces it cuts text into and what each costs, on vectors whose counts
  * follow from the rules; random bytes (invalid UTF-8, cut characters) are
- * read without going past the end.  Last line: "N passed, M failed".
+ * read without going past the end.  Last line: "N passed, M failed", in
+ * test cases (the random rounds are one, see cases.h).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "tokens.h"
+
+#include "cases.h"
 
 static int passed = 0;
 static int failed = 0;
@@ -63,15 +66,12 @@ main(int argc, char **argv)
 		for (k = 0; k < len; k++)
 			buf[k] = (unsigned char) (rand() % 256);
 		n = TokensEstimate((const char *) buf, len);
-		if (n < 0 || n > (int64_t) len)
-		{
-			failed++;
+		if (!UnitProperty("random bytes: never negative, at most a token a byte",
+						  n >= 0 && n <= (int64_t) len))
 			printf("not ok - random text of %zu bytes: %lld tokens\n", len, (long long) n);
-		}
-		else
-			passed++;
 		free(buf);
 	}
+	UnitPropertiesEnd("random byte strings", rounds, &passed, &failed);
 	printf("%d passed, %d failed\n", passed, failed);
 	return failed ? 1 : 0;
 }
