@@ -850,12 +850,15 @@ LlmCallAfterAttempt(LlmCall *call, HttpTransfer *t, LlmVerdict v, const LlmFailu
  * it its route's turn?  A route cooling down or out of quota hands the
  * call to its next route; over a limit, or cooling down with no route
  * left, the call comes back at *not_before (false).  The last route out
- * of quota fails the call: false with f filled and *not_before 0.
+ * of quota fails the call: false with f filled and *not_before 0.  A
+ * call that only waits has f zeroed (no sqlstate), except for a refused
+ * key (the worker's item waits for it to change).
  */
 bool
 LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f)
 {
 	*not_before = 0;
+	memset(f, 0, sizeof(LlmFailure));
 	UsageSettleTurn(call, 0);
 	for (;;)
 	{
