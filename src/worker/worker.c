@@ -25,8 +25,12 @@
 
 #include <signal.h>
 
+#include "access/genam.h"
+#include "access/stratnum.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "lib/ilist.h"
@@ -38,8 +42,10 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
@@ -220,15 +226,33 @@ typedef struct LaunchedDb
 	bool		said_missing;
 } LaunchedDb;
 
-/* Does a database of that name exist?  (The launcher has no database.) */
+/*
+ * Does a database of that name exist?  The launcher has no database, so
+ * it reads pg_database as the postmaster's children do before they have
+ * one: through its index only once the shared catalogs' cache entries are
+ * built (get_database_oid would open the index and read pg_class, which
+ * a process without a database cannot: the launcher's first look at a
+ * cluster just started failed with FATAL, and its workers started 5 s
+ * late).
+ */
 static bool
 database_exists(const char *name)
 {
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
 	bool		found;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	found = OidIsValid(get_database_oid(name, true));
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_database_datname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum(name));
+	scan = systable_beginscan(rel, DatabaseNameIndexId, criticalSharedRelcachesBuilt,
+							  NULL, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
 	return found;
 }

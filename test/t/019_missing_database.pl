@@ -22,6 +22,13 @@ my @said = ($log =~ /database "later" named in llm.database does not exist; its 
 is(scalar @said, 1, 'the missing database is said once in the log, in 12 s');
 my @fatal = ($log =~ /FATAL:  database "later" does not exist/g);
 is(scalar @fatal, 0, 'no worker exits with a FATAL for it (none restarts every 5 s)');
+# the launcher has no database: it looks for one without reading pg_class,
+# also on a cluster just started (it failed there, and every worker came
+# 5 s late)
+my ($read) = $log =~ /^(.*cannot read pg_class without having selected a database.*)$/m;
+is($read, undef, 'the launcher reads pg_database without a database of its own');
+my ($exit) = $log =~ /^(.*background worker "pg_llm launcher" \(PID \d+\) exited.*)$/m;
+is($exit, undef, 'the launcher never exited');
 
 $node->safe_psql('postgres', 'CREATE DATABASE later');
 ok(wait_workers($node, 2, 30), 'once it is created, its worker starts');
