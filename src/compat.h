@@ -30,6 +30,15 @@
 #endif
 
 /*
+ * The varlena macros (VARDATA_ANY, VARSIZE_ANY_EXHDR ...) left postgres.h
+ * for varatt.h in 16; a file that uses them without a header that brings
+ * them includes this one.
+ */
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
+
+/*
  * Shared memory is requested from shmem_request_hook from 15 on; before,
  * straight from _PG_init while preloading.
  */

@@ -16,6 +16,7 @@
 #include "access/xact.h"
 #include "mb/pg_wchar.h"
 
+#include "compat.h"
 #include "encoding.h"
 #include "utf8.h"
 
