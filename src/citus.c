@@ -32,6 +32,7 @@
 #include "storage/proc.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/builtins.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
@@ -274,4 +275,42 @@ CitusShardOf(Oid relid, Oid type, Datum value)
 	}
 	SPI_finish();
 	return shard;
+}
+
+/*
+ * create_job's refusal of track_changes on a distributed or reference
+ * table, with the form that works.
+ */
+void
+CitusRefuseTracking(Oid relid, const char *job)
+{
+	char		kind = CitusTableKind(relid);
+
+	if (kind != CITUS_DISTRIBUTED && kind != CITUS_REFERENCE)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("track_changes cannot follow %s %s", CitusTableKindName(kind),
+					quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+											   get_rel_name(relid))),
+			 errdetail("Citus runs the triggers of such a table on the worker nodes, shard by shard, where there is no queue and no job."),
+			 errhint("Create the job with track_changes => false and run llm.run_job('%s') on the coordinator, on a schedule (pg_cron): it queues every row whose result is missing.",
+					 job)));
+}
+
+/*
+ * A job's trigger fired on a Citus worker node: its table was distributed
+ * after the job was made with track_changes (Citus copied the trigger onto
+ * the shards).
+ */
+void
+CitusGuardJobTrigger(const char *trigger)
+{
+	if (!IsTransactionState() || !CitusIsWorkerNode())
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("trigger \"%s\" of a pg_llm job cannot run on a Citus worker node", trigger),
+			 errdetail("Its table was distributed after the job was created with track_changes; a job's rows are queued on the coordinator."),
+			 errhint("Drop the job on the coordinator with llm.drop_job() (its triggers go with it) and create it again with track_changes => false, run by llm.run_job().")));
 }

@@ -40,6 +40,8 @@ extern void CitusGuard(CitusUse use, const char *function);
 extern bool CitusCallsOnWorkers(void);
 extern char *CitusDistributionColumn(Oid relid);
 extern int64 CitusShardOf(Oid relid, Oid type, Datum value);
+extern void CitusRefuseTracking(Oid relid, const char *job);
+extern void CitusGuardJobTrigger(const char *trigger);
 
 /* citus_plan.c */
 extern void CitusPlanInit(void);

@@ -51,6 +51,7 @@
 #include "embed.h"
 #include "pg_llm.h"
 #include "call.h"
+#include "citus.h"
 #include "queue.h"
 #include "runas.h"
 
@@ -654,6 +655,9 @@ pg_llm_create_job(PG_FUNCTION_ARGS)
 							 embed ? EmbedResolveModel(NULL) : LlmResolveModel(NULL, NULL),
 							 text_to_cstring(PG_GETARG_TEXT_PP(12)));
 	}
+	/* a distributed or reference table's triggers would run on the worker nodes */
+	if ((PG_ARGISNULL(9) || PG_GETARG_BOOL(9)) && !PG_ARGISNULL(1) && !PG_ARGISNULL(0))
+		CitusRefuseTracking(PG_GETARG_OID(1), text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	RunAsOwner(create_work, &c);
 	if (c.check_sql)
 		RunAs(caller, true, run_check, c.check_sql);
@@ -953,6 +957,8 @@ pg_llm_job_trigger(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("trigger \"%s\" must give llm._job_trigger() a job's id", td->tg_trigger->tgname)));
+	/* a job's trigger copied onto a shard of a Citus table: jobs live on the coordinator */
+	CitusGuardJobTrigger(td->tg_trigger->tgname);
 	job = job_load(id);
 	if (job == NULL)
 		ereport(ERROR,

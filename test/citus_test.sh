@@ -258,5 +258,59 @@ check "and none of the items finished before the stop was sent again" $([ "$out"
 cq -qc "ALTER SYSTEM RESET synchronous_commit" -c "ALTER SYSTEM RESET wal_writer_delay" \
    -c "ALTER SYSTEM RESET wal_writer_flush_after" -c "SELECT pg_reload_conf()" >/dev/null
 
+# ---- jobs over Citus tables ----
+cq -q >/dev/null <<'SQL'
+CREATE TABLE docs (id int PRIMARY KEY, body text, summary text);
+SELECT create_distributed_table('docs', 'id');
+INSERT INTO docs SELECT g, 'doc ' || g FROM generate_series(1, 50) g;
+SQL
+out=$(run -c "SELECT llm.create_job('dj', 'docs', '{id}', 'Summarize: {body}', result_column => 'summary', model => 'm')")
+check "create_job with track_changes on a distributed table: refused up front, with the form that works" \
+  $(grep -q 'ERROR:  track_changes cannot follow distributed table public.docs' <<<"$out" &&
+    grep -q "HINT:  Create the job with track_changes => false and run llm.run_job('dj') on the coordinator" <<<"$out" &&
+    [ "$(cq -c "SELECT count(*) FROM llm.job")" = 0 ] && echo 1 || echo 0)
+out=$(run -c "SELECT llm.create_job('kj', 'kb', '{code}', 'Summarize: {body}', result_column => 'summary', model => 'm')")
+check "and on a reference table" $(grep -q 'track_changes cannot follow reference table public.kb' <<<"$out" && echo 1 || echo 0)
+mock_reset
+out=$(run -c "SELECT llm.create_job('dj', 'docs', '{id}', 'Summarize: {body}', result_column => 'summary', model => 'm', track_changes => false)" \
+          -c "SELECT llm.run_job('dj')")
+check "track_changes => false and llm.run_job over a distributed table queue every row" \
+  $([ "$(tail -1 <<<"$out")" = 50 ] && echo 1 || echo 0)
+wait_for 60 "SELECT count(*) = 50 FROM docs WHERE summary = 'echo: Summarize: ' || body" || true
+out="written: $(run -c "SELECT count(*) FROM docs WHERE summary = 'echo: Summarize: ' || body"); requests $(mock_requests)"
+check "the job's replies are written into the distributed table, each prompt sent once" \
+  $([ "$(run -c "SELECT count(*) FROM docs WHERE summary = 'echo: Summarize: ' || body")" = 50 ] &&
+    [ "$(mock_requests)" = 50 ] && [ "$(mock_most_per_prompt)" = 1 ] && echo 1 || echo 0)
+out=$(run -c "INSERT INTO docs VALUES (51, 'doc 51')" -c "SELECT llm.run_job('dj')")
+check "run_job again queues only what is missing" $([ "$(tail -1 <<<"$out")" = 1 ] && echo 1 || echo 0)
+out=$(run -c "SELECT llm.drop_job('dj')")
+check "drop_job of a job on a distributed table" $([ "$(run -c "SELECT count(*) FROM llm.job")" = 0 ] && echo 1 || echo 0)
+
+# a job made with track_changes on a local table that is then distributed
+# (Citus copies the triggers onto the shards, with its unsafe triggers on)
+cq -q >/dev/null <<'SQL'
+CREATE TABLE notes (id int PRIMARY KEY, body text, summary text);
+INSERT INTO notes SELECT g, 'note ' || g FROM generate_series(1, 5) g;
+SELECT llm.create_job('nj', 'notes', '{id}', 'Summarize: {body}', result_column => 'summary', model => 'm');
+CREATE TABLE notes2 (LIKE notes INCLUDING ALL);
+SELECT llm.create_job('nj2', 'notes2', '{id}', 'Summarize: {body}', result_column => 'summary', model => 'm');
+SQL
+out=$(run -c "SET citus.enable_unsafe_triggers = on" -c "SELECT create_distributed_table('notes', 'id')")
+check "distributing a table whose job tracks changes: the copy of its rows fires the trigger on a worker node, which says so" \
+  $(grep -q 'ERROR:  trigger "llm_job_nj_insert_[0-9]*" of a pg_llm job cannot run on a Citus worker node' <<<"$out" && echo 1 || echo 0)
+run -c "SET citus.enable_unsafe_triggers = on" -c "SELECT create_distributed_table('notes2', 'id')" >/dev/null
+out=$(run -c "INSERT INTO notes2 VALUES (6, 'note 6')")
+check "an empty table distributed so: a write fires the trigger on a worker node's shard, one error that says what to do" \
+  $(grep -q 'of a pg_llm job cannot run on a Citus worker node' <<<"$out" &&
+    grep -q 'HINT:  Drop the job on the coordinator with llm.drop_job()' <<<"$out" && echo 1 || echo 0)
+out=$(run -c "SELECT llm.drop_job('nj2')" -c "SELECT llm.drop_job('nj')")
+check "drop_job removes its triggers from the table and its shards without settings typed by hand" \
+  $(! grep -q ERROR <<<"$out" &&
+    [ "$(run -c "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'llm_job_nj%'")" = 0 ] &&
+    [ "$(w1q -c "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'llm_job_nj%'")" = 0 ] &&
+    [ "$(w2q -c "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'llm_job_nj%'")" = 0 ] && echo 1 || echo 0)
+out=$(run -c "INSERT INTO notes2 VALUES (6, 'note 6')")
+check "and the table takes writes again" $([ "$out" = "INSERT 0 1" ] && echo 1 || echo 0)
+
 echo "citus: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

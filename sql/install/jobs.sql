@@ -660,11 +660,22 @@ CREATE FUNCTION llm._job_uninstall() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     tg record;
+    unsafe text;
 BEGIN
     FOR tg IN SELECT t.tgname, t.tgrelid::regclass AS rel FROM pg_trigger t
               WHERE t.tgfoid = 'llm._job_trigger()'::regprocedure AND t.tgparentid = 0
                 AND t.tgnargs = 1 AND t.tgargs = convert_to(OLD.id::text, 'UTF8') || '\x00'::bytea LOOP
+        -- a table distributed by Citus after its job was made: Citus drops
+        -- the trigger (on every shard) only with its unsafe triggers allowed
+        unsafe := NULL;
+        IF to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL THEN
+            unsafe := current_setting('citus.enable_unsafe_triggers', true);
+            PERFORM set_config('citus.enable_unsafe_triggers', 'on', true);
+        END IF;
         EXECUTE format('DROP TRIGGER %I ON %s', tg.tgname, tg.rel);
+        IF unsafe IS NOT NULL THEN
+            PERFORM set_config('citus.enable_unsafe_triggers', unsafe, true);
+        END IF;
     END LOOP;
     RETURN NULL;
 END;
