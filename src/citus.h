@@ -46,6 +46,11 @@ extern void CitusGuardJobTrigger(const char *trigger);
 /* citus_plan.c */
 extern void CitusPlanInit(void);
 
+/* citus_ddl.c */
+struct Query;
+extern void CitusCheckAddNode(struct Query *parse);
+extern void CitusDdlInit(void);
+
 /* citus_keys.c */
 struct TargetArgs;
 extern bool CitusKeyDefer(Relation rel, const char *relname, Jsonb *key,

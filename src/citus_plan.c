@@ -445,6 +445,9 @@ llm_planner(Query *parse, const char *query_string, int cursor_options, ParamLis
 		if (OidIsValid(ps.marker_seq) && !CitusIsWorkerNode() &&
 			OidIsValid(find_call(&ps, (Node *) parse, false, true)))
 			rewrite_query(&ps, parse);
+		/* a node added must have pg_llm, which Citus creates there */
+		if (OidIsValid(ps.llm_nsp))
+			CitusCheckAddNode(parse);
 	}
 	if (prev_planner_hook)
 		return prev_planner_hook(parse, query_string, cursor_options, params);

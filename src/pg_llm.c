@@ -177,6 +177,7 @@ _PG_init(void)
 	ConfigRegisterInvalidation();
 	CitusPlanInit();
 	CitusKeysInit();
+	CitusDdlInit();
 	NamesInstallHints();
 
 	/*

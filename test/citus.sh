@@ -70,6 +70,24 @@ citus_restart() {
   PGDATA_DIR="$d/data" pg_ctl_start
 }
 
+# A node whose installation lacks pg_llm (no control file, scripts or
+# library): a copy of the server's installation without them, started with
+# only citus preloaded.  Sets CITUS_<NAME> and CITUS_DIR_<NAME> as
+# citus_node does.
+citus_bare_node() {
+  local name=$1 root bin ver
+  scratch_dir
+  root=$SCRATCH
+  ver=$(basename "$(dirname "$(pg_config --bindir)")")
+  mkdir -p "$root/lib/postgresql" "$root/share/postgresql"
+  cp -a "$(dirname "$(pg_config --bindir)")" "$root/lib/postgresql/"
+  cp -a "$(pg_config --sharedir)" "$root/share/postgresql/"
+  rm -f "$root/lib/postgresql/$ver/lib/pg_llm.so" "$root/share/postgresql/$ver/extension/"pg_llm*
+  bin="$root/lib/postgresql/$ver/bin"
+  [ -x "$bin/postgres" ] || { log "could not copy the installation for a bare node"; return 1; }
+  PATH="$bin:$PATH" citus_node "$name" "shared_preload_libraries = 'citus'"
+}
+
 # The cluster: Citus built and installed, three nodes, the coordinator in
 # the metadata and the two workers added.
 start_citus_cluster() {

@@ -312,5 +312,57 @@ check "drop_job removes its triggers from the table and its shards without setti
 out=$(run -c "INSERT INTO notes2 VALUES (6, 'note 6')")
 check "and the table takes writes again" $([ "$out" = "INSERT 0 1" ] && echo 1 || echo 0)
 
+# ---- the extension's DDL on the cluster, and a node without the package ----
+out=$(run -c "ALTER EXTENSION pg_llm UPDATE")
+check "ALTER EXTENSION pg_llm UPDATE with the package on every node" $(! grep -q ERROR <<<"$out" && echo 1 || echo 0)
+citus_bare_node w3
+citus_psql "$CITUS_W3" -qc "CREATE EXTENSION citus" >/dev/null
+out=$(run -c "SELECT citus_add_node('127.0.0.1', $CITUS_W3)")
+check "citus_add_node of a node without pg_llm: refused first, naming the node, not Citus's missing control file" \
+  $(grep -q "ERROR:  Citus node 127.0.0.1:$CITUS_W3 does not have pg_llm 0.3.0 installed" <<<"$out" &&
+    grep -q 'HINT:  Install pg_llm 0.3.0 on that node' <<<"$out" &&
+    [ "$(run -c "SELECT count(*) FROM pg_dist_node WHERE nodeport = $CITUS_W3")" = 0 ] && echo 1 || echo 0)
+# a second database of the cluster, with the bare node among its workers
+for p in "$CITUS_COORD" "$CITUS_W1" "$CITUS_W3"; do
+  citus_psql "$p" -qc "CREATE DATABASE app2" >/dev/null
+  psql -X -q -h 127.0.0.1 -p "$p" -U postgres -d app2 -c "CREATE EXTENSION citus" >/dev/null
+done
+app2() { psql -X -At -h 127.0.0.1 -p "$CITUS_COORD" -U postgres -d app2 "$@" 2>&1 || true; }
+app2 -c "SELECT citus_set_coordinator_host('127.0.0.1', $CITUS_COORD)" \
+     -c "SELECT citus_add_node('127.0.0.1', $CITUS_W1)" -c "SELECT citus_add_node('127.0.0.1', $CITUS_W3)" >/dev/null
+out=$(app2 -c "CREATE EXTENSION pg_llm")
+check "CREATE EXTENSION pg_llm with a worker node that lacks the package: one error naming it and both ways out" \
+  $(grep -q "ERROR:  CREATE EXTENSION pg_llm needs pg_llm 0.3.0 on every Citus worker node: 127.0.0.1:$CITUS_W3 does not have it" <<<"$out" &&
+    grep -q 'citus.enable_ddl_propagation = off' <<<"$out" && ! grep -q 'control file' <<<"$out" &&
+    [ "$(app2 -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_llm'")" = 0 ] && echo 1 || echo 0)
+out=$(app2 <<SQL
+SET citus.enable_ddl_propagation = off;
+CREATE EXTENSION pg_llm;
+RESET citus.enable_ddl_propagation;
+SELECT llm.create_provider('mock', 'openai', 'http://127.0.0.1:$MOCK_PORT/v1', api_key => 'sk-mock');
+SELECT llm.add_model('m', 'mock', 'gpt-4o-mini');
+CREATE TABLE t2 (id int PRIMARY KEY, body text);
+SELECT create_distributed_table('t2', 'id');
+INSERT INTO t2 SELECT g, 'row ' || g FROM generate_series(1, 6) g;
+SELECT count(llm.chat(body, 'm')) FROM t2;
+SQL
+)
+check "pg_llm on the coordinator alone (the other way out): calls over a distributed table run there" \
+  $([ "$(tail -1 <<<"$out")" = 6 ] &&
+    [ "$(psql -X -At -h 127.0.0.1 -p "$CITUS_W1" -U postgres -d app2 -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_llm'")" = 0 ] && echo 1 || echo 0)
+out=$(app2 -c "ALTER EXTENSION pg_llm UPDATE")
+check "ALTER EXTENSION of a pg_llm kept on the coordinator asks nothing of the nodes" $(! grep -q ERROR <<<"$out" && echo 1 || echo 0)
+out=$(app2 -c "DROP EXTENSION pg_llm CASCADE")
+check "and DROP EXTENSION removes it" \
+  $([ "$(app2 -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_llm'")" = 0 ] && echo 1 || echo 0)
+out=$(run -c "DROP EXTENSION pg_llm CASCADE")
+check "DROP EXTENSION pg_llm on the coordinator drops it on every worker node" \
+  $([ "$(run -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_llm'")" = 0 ] &&
+    [ "$(w1q -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_llm'")" = 0 ] &&
+    [ "$(w2q -c "SELECT count(*) FROM pg_extension WHERE extname = 'pg_llm'")" = 0 ] && echo 1 || echo 0)
+out=$(run -c "SELECT citus_add_node('127.0.0.1', $CITUS_W3)")
+check "without pg_llm in the database, the bare node is added" \
+  $([ "$(run -c "SELECT count(*) FROM pg_dist_node WHERE nodeport = $CITUS_W3 AND isactive")" = 1 ] && echo 1 || echo 0)
+
 echo "citus: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]
