@@ -51,7 +51,6 @@
 
 #include "cache.h"
 #include "compat.h"
-#include "pg_llm.h"
 #include "protocol.h"
 #include "request.h"
 #include "runas.h"

@@ -18,12 +18,15 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include <math.h>
 
 #include "access/xact.h"
 #include "common/pg_prng.h"
 #include "utils/resowner.h"
 #include "mb/pg_wchar.h"
+#include "utils/guc.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -34,9 +37,12 @@
 #include "http.h"
 #include "ratelimit.h"
 #include "redact.h"
-#include "pg_llm.h"
 #include "usage.h"
 #include "utf8.h"
+
+char	   *llm_default_model = NULL;
+int			llm_max_retries = 2;
+int			llm_max_retry_after = 60;
 
 /* A new call in the current memory context. */
 LlmCall *
@@ -1298,4 +1304,23 @@ void
 LlmCallOpenStream(LlmCall *call)
 {
 	run_chain(call, true);
+}
+
+/* The settings of a call: its model when it names none, its retries. */
+void
+CallDefineSettings(void)
+{
+	DefineCustomStringVariable("llm.default_model",
+							   "Model used when a call names none.",
+							   NULL, &llm_default_model, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.max_retries",
+							"Retries of a retryable failure on one provider before the next route is tried.",
+							"Providers can override it with the max_retries option.",
+							&llm_max_retries, 2, 0, 100,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.max_retry_after",
+							"Longest Retry-After a call waits for; a provider asking for more is given up at once.",
+							NULL, &llm_max_retry_after, 60, 0, 3600,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
 }

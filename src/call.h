@@ -166,4 +166,9 @@ extern char *LlmFailureText(const LlmFailure *f);
 extern ErrorData *LlmTry(void (*fn) (void *arg), void *arg);
 extern const char *LlmResolveModel(const char *model, LlmRequest *req);
 
+extern char *llm_default_model;
+extern int	llm_max_retries;
+extern int	llm_max_retry_after;
+extern void CallDefineSettings(void);
+
 #endif							/* PG_LLM_CALL_H */

@@ -14,7 +14,6 @@
 
 #include "call.h"
 #include "chat.h"
-#include "pg_llm.h"
 #include "redact.h"
 #include "usage.h"
 

@@ -26,4 +26,8 @@ extern bool ShapeJudge(LlmCall *call, LlmShapeResult *res);
 extern LlmCall *ShapeAskAgain(LlmCall *call, const LlmShapeResult *res);
 extern char *ShapeFailureDetail(LlmCall *call, int asked, const LlmShapeResult *res);
 
+/* many.c */
+extern int	llm_many_concurrency;
+extern void ManyDefineSettings(void);
+
 #endif							/* PG_LLM_CHAT_H */

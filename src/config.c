@@ -23,6 +23,7 @@
 #include "catalog/pg_namespace.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
+#include "utils/guc.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "catalog/pg_type.h"
@@ -39,7 +40,6 @@
 #include "config.h"
 #include "http.h"
 #include "names.h"
-#include "pg_llm.h"
 #include "provider.h"
 #include "runas.h"
 
@@ -887,4 +887,15 @@ pg_llm_provider_transport(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/* The setting of model names without a route. */
+void
+ConfigDefineSettings(void)
+{
+	DefineCustomBoolVariable("llm.pass_through",
+							 "Send model names that have no row in llm.model unchanged to the primary provider.",
+							 "Off: such a name is an error naming the nearest aliases, and nothing is sent.",
+							 &llm_pass_through, false,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
 }

@@ -19,7 +19,6 @@
 #include "call.h"
 #include "count.h"
 #include "http.h"
-#include "pg_llm.h"
 #include "provider.h"
 #include "redact.h"
 

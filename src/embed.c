@@ -29,9 +29,12 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
 #include "common/shortest_dec.h"
+#include "utils/guc.h"
 #include "funcapi.h"
 #include "lib/ilist.h"
 #include "libpq/libpq.h"
@@ -50,7 +53,6 @@
 #include "config.h"
 #include "embed.h"
 #include "http.h"
-#include "pg_llm.h"
 #include "provider.h"
 #include "request.h"
 #include "usage.h"
@@ -907,4 +909,24 @@ pg_llm_embed_many(PG_FUNCTION_ARGS)
 	tuple = heap_form_tuple(funcctx->tuple_desc, values, nulls);
 	run->returned++;
 	SRF_RETURN_NEXT(funcctx, HeapTupleGetDatum(tuple));
+}
+
+/* The settings of embedding calls. */
+void
+EmbedDefineSettings(void)
+{
+	DefineCustomStringVariable("llm.default_embedding_model",
+							   "Model used when an embedding call names none.",
+							   NULL, &llm_default_embedding_model, "",
+							   PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.embed_inputs_per_request",
+							"Inputs packed into one embedding request.",
+							"Fewer when their estimated tokens would pass llm.embed_tokens_per_request.",
+							&llm_embed_inputs_per_request, 100, 1, 2048,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.embed_tokens_per_request",
+							"Estimated input tokens packed into one embedding request at most.",
+							"An input larger than this goes alone.",
+							&llm_embed_tokens_per_request, 300000, 1, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 }

@@ -39,4 +39,6 @@ extern EmbedColumnKind EmbedColumnKindOf(Oid typid);
 extern int	EmbedColumnDimensions(Oid typid, int32 typmod);
 extern char *EmbedTextForColumn(const char *vector, Oid typid);
 
+extern void EmbedDefineSettings(void);
+
 #endif							/* PG_LLM_EMBED_H */

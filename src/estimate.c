@@ -36,7 +36,6 @@
 #include "call.h"
 #include "config.h"
 #include "count.h"
-#include "pg_llm.h"
 #include "request.h"
 #include "runas.h"
 #include "tokens.h"

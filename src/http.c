@@ -32,6 +32,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include <curl/curl.h>
 #include <dirent.h>
 #include <fcntl.h>
@@ -46,6 +48,7 @@
 
 #include "access/xact.h"
 #include "libpq/libpq-be.h"
+#include "utils/guc.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/fd.h"
@@ -57,6 +60,37 @@
 
 #include "compat.h"
 #include "http_int.h"
+
+int			llm_connect_timeout_ms = 10000;
+int			llm_timeout_ms = 300000;
+int			llm_low_speed_time = 0;
+int			llm_low_speed_limit = 1;
+int			llm_stream_idle_timeout = 60;
+int			llm_max_response_size_kb = 16384;
+
+/*
+ * llm.max_response_size: a role that is not a superuser may lower it, not
+ * raise it above the value its session started with (postgresql.conf,
+ * ALTER SYSTEM, ALTER DATABASE or ROLE ... SET): a response is held in a
+ * backend's memory, and a plain role must not choose how much.
+ */
+static bool
+check_max_response_size(int *newval, void **extra, GucSource source)
+{
+	const char *reset;
+	int			ceiling;
+
+	if (source < PGC_S_CLIENT || source == PGC_S_TEST || !IsTransactionState())
+		return true;
+	reset = GetConfigOptionResetString("llm.max_response_size");
+	ceiling = reset ? atoi(reset) : 16384;
+	if (*newval <= ceiling || superuser())
+		return true;
+	GUC_check_errcode(ERRCODE_INSUFFICIENT_PRIVILEGE);
+	GUC_check_errmsg("permission denied to raise llm.max_response_size above %d kB", ceiling);
+	GUC_check_errhint("Only a superuser can raise it above the server's setting; any role can lower it.");
+	return false;
+}
 
 #define HTTP_USER_AGENT "pg_llm/" PG_LLM_VERSION
 #define HTTP_MAX_SOCKETS 256
@@ -1488,4 +1522,38 @@ HttpNextDone(void)
 	unlink_done(t);
 	t->reported = true;
 	return t;
+}
+
+/* How long a request to a provider may take and how much it may bring back: the llm.* settings of every request. */
+void
+HttpDefineSettings(void)
+{
+	DefineCustomIntVariable("llm.connect_timeout",
+							"Time allowed to connect to a provider.",
+							"Providers can override it with the connect_timeout_ms option.",
+							&llm_connect_timeout_ms, 10000, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.timeout",
+							"Total time allowed for one non-streaming request to a provider.",
+							"0 means no limit. Providers can override it with the timeout_ms option.",
+							&llm_timeout_ms, 300000, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.low_speed_time",
+							"A non-streaming request slower than llm.low_speed_limit for this long is aborted.",
+							"0 turns the check off.",
+							&llm_low_speed_time, 0, 0, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.low_speed_limit",
+							"Bytes per second below which a transfer counts as stalled.",
+							NULL, &llm_low_speed_limit, 1, 1, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.stream_idle_timeout",
+							"A stream that sends nothing (not even a keep-alive) for this long is aborted.",
+							NULL, &llm_stream_idle_timeout, 60, 1, INT_MAX,
+							PGC_USERSET, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("llm.max_response_size",
+							"Largest response body accepted from a provider.",
+							"A role that is not a superuser may only lower it.",
+							&llm_max_response_size_kb, 16384, 1, INT_MAX / 1024,
+							PGC_USERSET, GUC_UNIT_KB, check_max_response_size, NULL, NULL);
 }

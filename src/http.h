@@ -174,4 +174,13 @@ extern const char *HttpProxyFor(const HttpTransport *tr, const char *url,
 extern char *HttpUrlWithoutCredentials(const char *url);
 extern const char *HttpCauseText(const HttpTransfer *t);
 
+/* the llm.* settings of every request to a provider */
+extern int	llm_connect_timeout_ms;
+extern int	llm_timeout_ms;
+extern int	llm_low_speed_time;
+extern int	llm_low_speed_limit;
+extern int	llm_stream_idle_timeout;
+extern int	llm_max_response_size_kb;
+extern void HttpDefineSettings(void);
+
 #endif							/* PG_LLM_HTTP_H */

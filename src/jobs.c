@@ -49,7 +49,6 @@
 #include "utils/rls.h"
 
 #include "embed.h"
-#include "pg_llm.h"
 #include "call.h"
 #include "citus.h"
 #include "queue.h"

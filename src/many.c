@@ -29,6 +29,7 @@
 #include <limits.h>
 
 #include "catalog/pg_type.h"
+#include "utils/guc.h"
 #include "funcapi.h"
 #include "libpq/libpq.h"
 #include "miscadmin.h"
@@ -44,7 +45,6 @@
 #include "chat.h"
 #include "config.h"
 #include "http.h"
-#include "pg_llm.h"
 #include "request.h"
 #include "usage.h"
 
@@ -577,4 +577,15 @@ pg_llm_chat_many(PG_FUNCTION_ARGS)
 		SRF_RETURN_DONE(funcctx);
 	}
 	SRF_RETURN_NEXT(funcctx, many_row(funcctx, run, it));
+}
+
+/* The setting of llm.chat_many: its calls in flight. */
+void
+ManyDefineSettings(void)
+{
+	DefineCustomIntVariable("llm.many_concurrency",
+							"Calls llm.chat_many keeps in flight at once.",
+							"SET LOCAL it for one statement.",
+							&llm_many_concurrency, 50, 1, 1000,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 }

@@ -12,6 +12,9 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+#include "utils/guc.h"
+
 #include "llm_json.h"
 #include "provider.h"
 #include "schema.h"
@@ -388,4 +391,15 @@ ProviderBatchResult(const LlmBatchOps *kind, const LlmRoute *route, const char *
 	if (!JsonUsageSane(line, len, LLM_MAX_USAGE_TOKENS))
 		reply->usage_invalid = true;
 	return ok;
+}
+
+/* The settings of the protocols (the Anthropic default of max_tokens, which the Messages API requires). */
+void
+ProviderDefineSettings(void)
+{
+	DefineCustomIntVariable("llm.anthropic_max_tokens",
+							"max_tokens sent to anthropic providers when a call gives none.",
+							"The Messages API requires it; providers can override it with the default_max_tokens option.",
+							&llm_anthropic_max_tokens, 4096, 1, INT_MAX,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 }

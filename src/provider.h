@@ -22,11 +22,63 @@
 
 #include "nodes/pg_list.h"
 
-#include "config.h"
+#include "http.h"
 #include "protocol.h"
 #include "request.h"
 
 struct json_object;
+struct LlmProviderOps;
+struct LlmBatchOps;
+
+/* A provider, as llm.provider holds it (config.c reads it). */
+typedef struct LlmProvider
+{
+	char	   *name;
+	const struct LlmProviderOps *ops;	/* the protocol it speaks */
+	char	   *base_url;
+	bool		enabled;
+	int			priority;
+	char	   *api_key;		/* stored value, or NULL */
+	char	   *api_key_env;	/* server environment variable, or NULL */
+	/* per-provider overrides; -1 means "use the setting" */
+	int			connect_timeout_ms;
+	int			timeout_ms;
+	int			low_speed_time;
+	int			low_speed_limit;
+	int			stream_idle_timeout;
+	int			max_retries;
+	int			default_max_tokens;
+	char	   *max_tokens_param;	/* OpenAI: max_tokens or max_completion_tokens */
+	char	   *anthropic_version;
+	bool		stream_usage;	/* send stream_options.include_usage */
+	int			rpm_limit;		/* requests a minute, cluster-wide; 0: none */
+	int			tpm_limit;		/* tokens a minute, cluster-wide; 0: none */
+	int			quota_cooldown; /* seconds a route out of quota is left alone */
+	char	   *batch_api;		/* inline, openai, anthropic or none */
+	const struct LlmBatchOps *batch;	/* that batch API; NULL: none */
+	int			batch_timeout_ms;	/* one inline batch request; -1: default */
+	char	   *batch_url;		/* the url of a batch line (and endpoint of a batch) */
+	bool		pass_through;	/* takes model names that have no route */
+	List	   *headers;		/* extra "Name: value" strings (secret) */
+	char	   *structured_output;	/* json_schema, tool or prompt; NULL: by protocol */
+	HttpTransport transport;	/* proxy, CA file, client certificate, HTTP version */
+} LlmProvider;
+
+/* One step of a model's fallback chain. */
+typedef struct LlmRoute
+{
+	LlmProvider *provider;
+	char	   *model;			/* the name SQL asked for */
+	char	   *upstream_model; /* the name sent to the provider */
+	bool		has_price;		/* both prices are set */
+	bool		has_input_price;	/* enough to price an embedding */
+	double		input_usd_per_mtok;
+	double		output_usd_per_mtok;
+	double		cached_input_usd_per_mtok;	/* -1: the input price */
+	double		batch_price_factor; /* share of the prices a batch request costs */
+	double		priority_price_factor;	/* the prices' multiple at priority tier */
+} LlmRoute;
+
 
 /*
  * The most tokens one call is believed to use, in or out: a usage number
@@ -317,5 +369,8 @@ extern bool ProviderBatchResult(const LlmBatchOps *kind, const LlmRoute *route,
 								const char *line, size_t len,
 								char **custom_id, long *status, bool *expired,
 								LlmReply *reply, char **problem);
+
+extern int	llm_anthropic_max_tokens;
+extern void ProviderDefineSettings(void);
 
 #endif							/* PG_LLM_PROVIDER_H */

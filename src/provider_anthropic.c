@@ -18,8 +18,9 @@
 
 #include "http.h"
 #include "llm_json.h"
-#include "pg_llm.h"
 #include "provider.h"
+
+int			llm_anthropic_max_tokens = 4096;
 
 static void
 unsupported(const char *key)

@@ -16,7 +16,6 @@
 #include <math.h>
 
 #include "llm_json.h"
-#include "pg_llm.h"
 #include "provider.h"
 
 /*

@@ -45,7 +45,6 @@
 #include "citus.h"
 #include "config.h"
 #include "embed.h"
-#include "pg_llm.h"
 #include "queue.h"
 #include "request.h"
 #include "schema.h"
@@ -59,29 +58,7 @@ PG_FUNCTION_INFO_V1(pg_llm_enqueue);
 PG_FUNCTION_INFO_V1(pg_llm_retry);
 PG_FUNCTION_INFO_V1(pg_llm_enqueue_embedding);
 PG_FUNCTION_INFO_V1(pg_llm_job_check_embedding);
-PG_FUNCTION_INFO_V1(pg_llm_worker_status);
-PG_FUNCTION_INFO_V1(pg_llm_usage_buffer_status);
 PG_FUNCTION_INFO_V1(pg_llm_job_check_request);
-
-/*
- * llm.usage_buffer_status(): records waiting in shared memory, records
- * dropped (only a call being cleaned up after an error that found no room
- * for a long time drops its record), and records that waited for room.
- */
-Datum
-pg_llm_usage_buffer_status(PG_FUNCTION_ARGS)
-{
-	TupleDesc	tupdesc;
-	Datum		values[3];
-	bool		nulls[3] = {false, false, false};
-
-	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "return type must be a row type");
-	values[0] = Int32GetDatum((int32) UsagePendingAll());
-	values[1] = Int64GetDatum(LlmShared ? (int64) pg_atomic_read_u64(&LlmShared->usage_dropped) : 0);
-	values[2] = Int64GetDatum(LlmShared ? (int64) pg_atomic_read_u64(&LlmShared->usage_waits) : 0);
-	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
-}
 
 static bool wake_at_commit = false;
 static bool wake_batches_at_commit = false;
@@ -1295,52 +1272,6 @@ pg_llm_enqueue_embedding(PG_FUNCTION_ARGS)
 	RunAsOwner(insert_item, &e);
 	wake_workers_at_commit(via);
 	PG_RETURN_INT64(e.id);
-}
-
-/*
- * llm.worker_status(): one row per running queue worker, from shared
- * memory.
- */
-Datum
-pg_llm_worker_status(PG_FUNCTION_ARGS)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	int			i;
-
-	InitMaterializedSRF(fcinfo, 0);
-	if (LlmShared == NULL)
-		PG_RETURN_VOID();
-
-	LWLockAcquire(LlmShared->lock, LW_SHARED);
-	for (i = 0; i < LLM_MAX_WORKERS; i++)
-	{
-		LlmWorkerSlot *w = &LlmShared->workers[i];
-		Datum		values[11];
-		bool		nulls[11];
-
-		if (!w->in_use)
-			continue;
-		memset(nulls, 0, sizeof(nulls));
-		values[0] = Int32GetDatum(w->pid);
-		values[1] = ObjectIdGetDatum(w->dboid);
-		values[2] = TimestampTzGetDatum(w->started_at);
-		values[3] = Int32GetDatum(w->in_flight);
-		values[4] = Int32GetDatum(w->claimed);
-		values[5] = Int64GetDatum((int64) pg_atomic_read_u64(&w->completed));
-		values[6] = Int64GetDatum((int64) pg_atomic_read_u64(&w->failed));
-		values[7] = Float8GetDatum(w->rate);
-		if (w->last_error[0])
-		{
-			values[8] = CStringGetTextDatum(w->last_error);
-			values[9] = TimestampTzGetDatum(w->last_error_at);
-		}
-		else
-			nulls[8] = nulls[9] = true;
-		values[10] = CStringGetTextDatum(w->usage_only ? "usage writer" : "queue worker");
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
-	}
-	LWLockRelease(LlmShared->lock);
-	PG_RETURN_VOID();
 }
 
 /* ---- llm.retry ---- */

@@ -12,7 +12,6 @@
 
 #include "nodes/pg_list.h"
 
-extern char *llm_worker_databases;
 extern int	llm_batch_size;
 extern int	llm_worker_concurrency;
 extern int	WorkerConcurrency;	/* llm.worker_concurrency, as far as descriptors allow */
@@ -46,6 +45,5 @@ extern bool QueueJobInputCurrent(const QueueJob *job, const char *input, Datum k
 
 extern void WorkerRegister(void);
 extern void WorkerDefineSettings(void);
-extern void WorkerDefinePostmasterSettings(void);
 
 #endif							/* PG_LLM_QUEUE_H */

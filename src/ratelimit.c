@@ -56,19 +56,20 @@
 #include <math.h>
 
 #include "common/hashfn.h"
-#include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/timestamp.h"
 
 #include "config.h"
 #include "http.h"
 #include "ratelimit.h"
-#include "pg_llm.h"
 #include "shmem.h"
 #include "usage.h"
+
+int			llm_max_cooldown = 600;
 
 #define LIMIT_ENDPOINTS 256
 #define LIMIT_REASON_LEN 128
@@ -668,156 +669,126 @@ RateLimitWaiting(const LlmRoute *route, int delta)
 	LWLockRelease(limits->lock);
 }
 
-PG_FUNCTION_INFO_V1(pg_llm_clear_cooldown);
-
 /*
- * llm.clear_cooldown(provider): end a provider's cooldown and its time out
- * of quota now (credit was added, the relay is back), and give back every
- * turn taken under its rpm and tpm limits, for every backend.
+ * End a provider's cooldown, its time out of quota, a refused key and a
+ * host marked down now (credit was added, the relay is back), and give
+ * back every turn taken under its rpm and tpm limits, for every backend:
+ * its endpoint, and its path when it goes through a proxy.
  */
-Datum
-pg_llm_clear_cooldown(PG_FUNCTION_ARGS)
+void
+RateLimitClear(const LlmProvider *p)
 {
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	ListCell   *lc;
-	bool		found = false;
+	RateKeys	keys;
+	int			i;
 
-	foreach(lc, ConfigProviders())
-	{
-		const LlmProvider *p = lfirst(lc);
-		RateKeys	keys;
-		int			i;
-
-		if (strcmp(p->name, name) != 0)
-			continue;
-		found = true;
-		if (limits == NULL)
-			break;
-		keys = route_keys(p);
-		LWLockAcquire(limits->lock, LW_EXCLUSIVE);
-		/* its endpoint, and its path when it goes through a proxy */
-		for (i = 0; i < LIMIT_ENDPOINTS; i++)
-			if (limits->endpoints[i].key == keys.endpoint ||
-				limits->endpoints[i].key == keys.path)
-			{
-				limits->endpoints[i].cooldown_until = 0;
-				limits->endpoints[i].cooldown_ms = 0;
-				limits->endpoints[i].disabled_until = 0;
-				limits->endpoints[i].auth_failed_at = 0;
-				limits->endpoints[i].auth_failures = 0;
-				limits->endpoints[i].down_ms = 0;
-				limits->endpoints[i].down_until = 0;
-				limits->endpoints[i].transport_failures = 0;
-				/* every turn taken is given back: the limits start afresh */
-				limits->endpoints[i].req_tat = 0;
-				limits->endpoints[i].tok_tat = 0;
-			}
-		LWLockRelease(limits->lock);
-	}
-	if (!found)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("provider \"%s\" does not exist", name),
-				 errhint("See SELECT name FROM llm.provider.")));
-	PG_RETURN_VOID();
+	if (limits == NULL)
+		return;
+	keys = route_keys(p);
+	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
+	for (i = 0; i < LIMIT_ENDPOINTS; i++)
+		if (limits->endpoints[i].key == keys.endpoint ||
+			limits->endpoints[i].key == keys.path)
+		{
+			limits->endpoints[i].cooldown_until = 0;
+			limits->endpoints[i].cooldown_ms = 0;
+			limits->endpoints[i].disabled_until = 0;
+			limits->endpoints[i].auth_failed_at = 0;
+			limits->endpoints[i].auth_failures = 0;
+			limits->endpoints[i].down_ms = 0;
+			limits->endpoints[i].down_until = 0;
+			limits->endpoints[i].transport_failures = 0;
+			/* every turn taken is given back: the limits start afresh */
+			limits->endpoints[i].req_tat = 0;
+			limits->endpoints[i].tok_tat = 0;
+		}
+	LWLockRelease(limits->lock);
 }
 
-PG_FUNCTION_INFO_V1(pg_llm_provider_status);
-
 /*
- * llm.provider_status(): per provider of this database, its limits and
- * what the last minute held, its cooldown and why, and the callers
- * waiting.
+ * What the traffic control holds of a provider, for llm.provider_status:
+ * its endpoint's counts of the last minute, what holds its senders back
+ * and until when (the breakers are its path's, the endpoint's own entry
+ * when direct: a refused key first, then a host that is down; then the
+ * endpoint's cooldown or time out of quota), the callers waiting, the
+ * last 429.
  */
-Datum
-pg_llm_provider_status(PG_FUNCTION_ARGS)
+void
+RateLimitLook(const LlmProvider *p, RateLimitView *v)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	List	   *providers;
-	ListCell   *lc;
 	TimestampTz now = GetCurrentTimestamp();
 	int64		sec = now / USECS_PER_SEC;
+	RateEndpoint copy;
+	RateEndpoint path;
+	bool		have = false;
+	bool		have_path = false;
+	int			i;
 
-	InitMaterializedSRF(fcinfo, 0);
-	providers = ConfigProviders();
-	foreach(lc, providers)
+	memset(v, 0, sizeof(RateLimitView));
+	if (limits)
 	{
-		const LlmProvider *p = lfirst(lc);
-		Datum		values[11];
-		bool		nulls[11];
-		RateEndpoint copy;
-		RateEndpoint path;
-		bool		have = false;
-		bool		have_path = false;
-		int64		requests = 0;
-		int64		tokens = 0;
-		int64		limited = 0;
-		int			i;
+		RateKeys	keys = route_keys(p);
 
-		memset(nulls, 0, sizeof(nulls));
-		if (limits)
+		LWLockAcquire(limits->lock, LW_SHARED);
+		for (i = 0; i < LIMIT_ENDPOINTS; i++)
 		{
-			RateKeys	keys = route_keys(p);
-
-			LWLockAcquire(limits->lock, LW_SHARED);
-			for (i = 0; i < LIMIT_ENDPOINTS; i++)
+			if (limits->endpoints[i].key == keys.endpoint)
 			{
-				if (limits->endpoints[i].key == keys.endpoint)
-				{
-					copy = limits->endpoints[i];
-					have = true;
-				}
-				if (limits->endpoints[i].key == keys.path)
-				{
-					path = limits->endpoints[i];
-					have_path = true;
-				}
+				copy = limits->endpoints[i];
+				have = true;
 			}
-			LWLockRelease(limits->lock);
+			if (limits->endpoints[i].key == keys.path)
+			{
+				path = limits->endpoints[i];
+				have_path = true;
+			}
 		}
-		if (have)
-			for (i = 0; i < 60; i++)
-				if (copy.second[i] > sec - 60)
-				{
-					requests += copy.requests[i];
-					tokens += copy.tokens[i];
-					limited += copy.limited[i];
-				}
-		values[0] = CStringGetTextDatum(p->name);
-		values[1] = BoolGetDatum(p->enabled);
-		values[2] = Int32GetDatum(p->rpm_limit);
-		nulls[2] = p->rpm_limit <= 0;
-		values[3] = Int64GetDatum(Max(requests, 0));
-		values[4] = Int32GetDatum(p->tpm_limit);
-		nulls[4] = p->tpm_limit <= 0;
-		values[5] = Int64GetDatum(Max(tokens, 0));
-		/* the breakers are the path's (the endpoint's own entry when direct) */
-		if (have_path && path.auth_failed_at != 0)
-		{
-			/* a refused key comes first: nothing goes out until it is fixed */
-			values[6] = TimestampTzGetDatum(path.auth_recheck_at);
-			values[7] = CStringGetTextDatum(psprintf("authentication failed at %s (HTTP %d): fix the key with llm.alter_provider",
-													 timestamptz_to_str(path.auth_failed_at), path.auth_status));
-		}
-		else if (have_path && path.down_ms > 0)
-		{
-			values[6] = TimestampTzGetDatum(path.down_until);
-			values[7] = CStringGetTextDatum(psprintf("down since %s: %s; the next probe at the time shown",
-													 timestamptz_to_str(path.down_since), path.down_error));
-		}
-		else
-		{
-			values[6] = TimestampTzGetDatum(have ? Max(copy.cooldown_until, copy.disabled_until) : 0);
-			nulls[6] = !have || (copy.cooldown_until <= now && copy.disabled_until <= now);
-			values[7] = CStringGetTextDatum(!have ? "" : copy.disabled_until > now ? "out of quota" :
-											copy.cooldown_reason);
-			nulls[7] = nulls[6];
-		}
-		values[8] = Int32GetDatum(have ? copy.waiting : 0);
-		values[9] = Int64GetDatum(limited);
-		values[10] = TimestampTzGetDatum(have ? copy.last_429 : 0);
-		nulls[10] = !have || copy.last_429 == 0;
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+		LWLockRelease(limits->lock);
 	}
-	PG_RETURN_VOID();
+	if (have)
+		for (i = 0; i < 60; i++)
+			if (copy.second[i] > sec - 60)
+			{
+				v->requests += copy.requests[i];
+				v->tokens += copy.tokens[i];
+				v->limited += copy.limited[i];
+			}
+	v->requests = Max(v->requests, 0);
+	v->tokens = Max(v->tokens, 0);
+	if (have_path && path.auth_failed_at != 0)
+	{
+		/* a refused key comes first: nothing goes out until it is fixed */
+		v->held = true;
+		v->until = path.auth_recheck_at;
+		v->why = psprintf("authentication failed at %s (HTTP %d): fix the key with llm.alter_provider",
+						  timestamptz_to_str(path.auth_failed_at), path.auth_status);
+	}
+	else if (have_path && path.down_ms > 0)
+	{
+		v->held = true;
+		v->until = path.down_until;
+		v->why = psprintf("down since %s: %s; the next probe at the time shown",
+						  timestamptz_to_str(path.down_since), path.down_error);
+	}
+	else if (have && (copy.cooldown_until > now || copy.disabled_until > now))
+	{
+		v->held = true;
+		v->until = Max(copy.cooldown_until, copy.disabled_until);
+		v->why = pstrdup(copy.disabled_until > now ? "out of quota" : copy.cooldown_reason);
+	}
+	if (have)
+	{
+		v->waiting = copy.waiting;
+		v->last_429 = copy.last_429;
+	}
+}
+
+/* The setting of the traffic control: the longest cooldown. */
+void
+RateLimitDefineSettings(void)
+{
+	DefineCustomIntVariable("llm.max_cooldown",
+							"Longest a provider's Retry-After or rate-limit reset stops every sender.",
+							"A provider asking for more is left alone this long, then tried again.",
+							&llm_max_cooldown, 600, 1, 86400,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 }

@@ -43,4 +43,23 @@ extern void RateLimitWaiting(const LlmRoute *route, int delta);
 extern const char *RateLimitDetail(void);
 extern bool RateLimitDown(const LlmRoute *route);
 
+/* What llm.provider_status shows of an endpoint (RateLimitLook). */
+typedef struct RateLimitView
+{
+	int64		requests;		/* in the last minute */
+	int64		tokens;
+	int64		limited;		/* 429s */
+	bool		held;			/* something holds the senders back: */
+	TimestampTz until;			/* until then, */
+	char	   *why;			/* for this reason */
+	int			waiting;		/* callers waiting for a turn */
+	TimestampTz last_429;		/* 0: none */
+} RateLimitView;
+
+extern void RateLimitClear(const LlmProvider *p);
+extern void RateLimitLook(const LlmProvider *p, RateLimitView *v);
+
+extern int	llm_max_cooldown;
+extern void RateLimitDefineSettings(void);
+
 #endif							/* PG_LLM_RATELIMIT_H */

@@ -18,6 +18,8 @@
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include <math.h>
 
 #include "access/xact.h"
@@ -25,6 +27,7 @@
 #include "mb/pg_wchar.h"
 #include "lib/stringinfo.h"
 #include "utils/memutils.h"
+#include "utils/guc.h"
 
 #include "llm_json.h"
 #include "names.h"
@@ -91,7 +94,8 @@ check_key(const char *key)
 {
 	check_key_of(key, known_keys, lengthof(known_keys));
 }
-#include "pg_llm.h"
+
+int			llm_max_request_size_kb = 32768;
 
 /* Texts at least this long are held outside json-c (see llm_json.h). */
 #define PART_MIN_BYTES (64 * 1024)
@@ -1044,4 +1048,15 @@ RequestDeterministic(LlmRequest *req)
 	return json_object_object_get_ex(req->obj, "temperature", &v) &&
 		(json_object_is_type(v, json_type_int) || json_object_is_type(v, json_type_double)) &&
 		json_object_get_double(v) == 0;
+}
+
+/* The setting of requests: the largest one sent. */
+void
+RequestDefineSettings(void)
+{
+	DefineCustomIntVariable("llm.max_request_size",
+							"Largest request sent to a provider: the prompt, the system prompt and the options as JSON.",
+							"A larger call or enqueue is refused before anything is sent or queued.",
+							&llm_max_request_size_kb, 32768, 1, INT_MAX / 1024,
+							PGC_SUSET, GUC_UNIT_KB, NULL, NULL, NULL);
 }

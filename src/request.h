@@ -40,4 +40,7 @@ extern char *RequestCacheText(LlmRequest *req);
 extern bool RequestDeterministic(LlmRequest *req);
 extern int64 RequestEstimateTokens(LlmRequest *req);
 
+extern int	llm_max_request_size_kb;
+extern void RequestDefineSettings(void);
+
 #endif							/* PG_LLM_REQUEST_H */

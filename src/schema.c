@@ -28,6 +28,7 @@
 #include "catalog/pg_collation_d.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "utils/guc.h"
 #include "miscadmin.h"
 #include "regex/regex.h"
 
@@ -36,6 +37,8 @@
 #include "llm_json.h"
 #include "redact.h"
 #include "schema.h"
+
+int			llm_validation_retries = 1;
 
 /* Largest json_schema accepted, as JSON text. */
 #define LLM_SCHEMA_MAX_BYTES (256 * 1024)
@@ -767,4 +770,15 @@ SchemaPropertyNames(LlmRequest *req)
 		}
 	}
 	return out;
+}
+
+/* The setting of answers with a shape: how often an invalid one is asked for again. */
+void
+SchemaDefineSettings(void)
+{
+	DefineCustomIntVariable("llm.validation_retries",
+							"Times an answer that breaks its json_schema is asked for again, with the validation error.",
+							"Each time is a call of its own, paid and recorded in llm.usage with the outcome invalid.",
+							&llm_validation_retries, 1, 0, 10,
+							PGC_USERSET, 0, NULL, NULL, NULL);
 }

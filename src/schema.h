@@ -20,7 +20,6 @@
 
 #include "nodes/pg_list.h"
 
-#include "config.h"
 #include "provider.h"
 #include "request.h"
 
@@ -62,5 +61,8 @@ extern const char *SchemaStructuredOutput(const LlmProvider *p);
 extern char *SchemaAnswerForColumn(const char *json, bool json_column, bool *isnull);
 extern List *SchemaAnswerMembers(const char *json);
 extern List *SchemaPropertyNames(LlmRequest *req);
+
+extern int	llm_validation_retries;
+extern void SchemaDefineSettings(void);
 
 #endif							/* PG_LLM_SCHEMA_H */

@@ -27,7 +27,6 @@
 
 #include "call.h"
 #include "chat.h"
-#include "pg_llm.h"
 #include "schema.h"
 #include "usage.h"
 

@@ -20,11 +20,15 @@
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "utils/guc.h"
 
 #include "shmem.h"
 #include "slots.h"
 
 PG_FUNCTION_INFO_V1(pg_llm_lease_alive);
+
+/* llm.database: the databases with a queue worker */
+char	   *llm_worker_databases = NULL;
 
 /* this process's slot (-1: none) and the token of its leases */
 static int	my_slot = -1;
@@ -222,4 +226,57 @@ pg_llm_lease_alive(PG_FUNCTION_ARGS)
 			LlmShared->workers[i].lease_holder == holder;
 	LWLockRelease(LlmShared->lock);
 	PG_RETURN_BOOL(alive);
+}
+
+/*
+ * llm.database, read only by the postmaster (which registers a worker for
+ * each database it lists) and by the checks of llm.enqueue; defined only
+ * while preloading.
+ */
+void
+SlotsDefineSettings(void)
+{
+	DefineCustomStringVariable("llm.database",
+							   "Databases whose llm.queue a worker drains (comma-separated).",
+							   "Needs pg_llm in shared_preload_libraries; one worker per database.",
+							   &llm_worker_databases, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+/*
+ * The slots in use, copied for llm.worker_status; returns how many (at
+ * most LLM_MAX_WORKERS) were put into out.
+ */
+int
+SlotsLook(SlotView *out)
+{
+	int			i;
+	int			n = 0;
+
+	StaticAssertStmt(SLOTS_MAX == LLM_MAX_WORKERS, "SLOTS_MAX must be LLM_MAX_WORKERS");
+	if (LlmShared == NULL)
+		return 0;
+	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	for (i = 0; i < LLM_MAX_WORKERS; i++)
+	{
+		LlmWorkerSlot *w = &LlmShared->workers[i];
+		SlotView   *v = &out[n];
+
+		if (!w->in_use)
+			continue;
+		v->pid = w->pid;
+		v->dboid = w->dboid;
+		v->started_at = w->started_at;
+		v->in_flight = w->in_flight;
+		v->claimed = w->claimed;
+		v->completed = (int64) pg_atomic_read_u64(&w->completed);
+		v->failed = (int64) pg_atomic_read_u64(&w->failed);
+		v->rate = w->rate;
+		strlcpy(v->last_error, w->last_error, sizeof(v->last_error));
+		v->last_error_at = w->last_error_at;
+		v->usage_only = w->usage_only;
+		n++;
+	}
+	LWLockRelease(LlmShared->lock);
+	return n;
 }

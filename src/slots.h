@@ -25,7 +25,30 @@ extern void SlotCountWritten(bool done, bool failed);
 extern void SlotCountRetried(void);
 extern bool SlotTakeBatchWake(void);
 
+/* llm.database, defined while preloading */
+extern char *llm_worker_databases;
+extern void SlotsDefineSettings(void);
+
+/* What llm.worker_status shows of a slot in use (SlotsLook). */
+typedef struct SlotView
+{
+	int			pid;
+	Oid			dboid;
+	TimestampTz started_at;
+	int			in_flight;
+	int			claimed;
+	int64		completed;
+	int64		failed;
+	double		rate;
+	char		last_error[256];
+	TimestampTz last_error_at;
+	bool		usage_only;
+} SlotView;
+
+#define SLOTS_MAX 32			/* LLM_MAX_WORKERS, for a caller's array */
+
 /* any process */
 extern void SlotWake(Oid dboid, bool for_batches);
+extern int	SlotsLook(SlotView *out);
 
 #endif							/* PG_LLM_SLOTS_H */

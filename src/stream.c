@@ -40,7 +40,6 @@
 #include "call.h"
 #include "chat.h"
 #include "http.h"
-#include "pg_llm.h"
 #include "provider.h"
 #include "redact.h"
 #include "sse.h"

@@ -32,6 +32,7 @@
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
+#include "utils/guc.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "pgtime.h"
@@ -47,7 +48,6 @@
 
 #include "call.h"
 #include "config.h"
-#include "pg_llm.h"
 #include "ratelimit.h"
 #include "runas.h"
 #include "shmem.h"
@@ -1411,4 +1411,33 @@ UsageBudgetLeft(Oid roleid, double *usd_left, int64 *calls_left)
 	*usd_left = usd_limit >= 0 ? Max(usd_limit - spent - reserved_usd, 0) : -1;
 	*calls_left = calls_limit >= 0 ? Max(calls_limit - calls - reserved_calls, 0) : -1;
 	return true;
+}
+
+/* The settings of usage accounting; llm.usage_buffer only while preloading. */
+void
+UsageDefineSettings(void)
+{
+	DefineCustomBoolVariable("llm.track_usage",
+							 "Record every call in llm.usage.",
+							 "Budgets are enforced either way.",
+							 &llm_track_usage, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	/* read only by the postmaster: defined only while preloading */
+	if (process_shared_preload_libraries_in_progress)
+		DefineCustomIntVariable("llm.usage_buffer",
+								"Usage records shared memory holds until they are written to llm.usage.",
+								NULL, &llm_usage_buffer, 8192, 64, 1000000,
+								PGC_POSTMASTER, 0, NULL, NULL, NULL);
+}
+
+/*
+ * The usage buffer for llm.usage_buffer_status: records waiting in
+ * shared memory, records dropped, records that waited for room.
+ */
+void
+UsageBufferLook(uint32 *pending, int64 *dropped, int64 *waited)
+{
+	*pending = UsagePendingAll();
+	*dropped = LlmShared ? (int64) pg_atomic_read_u64(&LlmShared->usage_dropped) : 0;
+	*waited = LlmShared ? (int64) pg_atomic_read_u64(&LlmShared->usage_waits) : 0;
 }

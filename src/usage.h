@@ -29,6 +29,10 @@ extern void UsageSettleTurn(LlmCall *call, int64 used);
 extern int	UsageFlush(void);
 extern uint32 UsagePending(void);
 extern uint32 UsagePendingAll(void);
+extern void UsageBufferLook(uint32 *pending, int64 *dropped, int64 *waited);
 extern Datum LlmMakeArray(Datum *values, bool *nulls, int n, Oid elemtype);
+
+extern bool llm_track_usage;
+extern void UsageDefineSettings(void);
 
 #endif							/* PG_LLM_USAGE_H */

@@ -47,7 +47,6 @@
 #include "call.h"
 #include "config.h"
 #include "http.h"
-#include "pg_llm.h"
 #include "provider.h"
 #include "queue.h"
 #include "ratelimit.h"

@@ -29,7 +29,6 @@
 
 #include "call.h"
 #include "http.h"
-#include "pg_llm.h"
 #include "schema.h"
 #include "slots.h"
 #include "usage.h"

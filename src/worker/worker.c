@@ -52,7 +52,6 @@
 
 #include "call.h"
 #include "http.h"
-#include "pg_llm.h"
 #include "embed.h"
 #include "queue.h"
 #include "runas.h"
@@ -65,7 +64,6 @@
 
 PGDLLEXPORT void pg_llm_worker_main(Datum arg);
 
-char	   *llm_worker_databases = NULL;
 int			llm_batch_size = 50;
 int			llm_worker_concurrency = 50;
 int			llm_max_attempts = 5;
@@ -115,17 +113,6 @@ static void
 reserve_descriptors(void)
 {
 	WorkerConcurrency = HttpReserve(llm_worker_concurrency, "llm.worker_concurrency", WARNING);
-}
-
-/* Settings read only by the postmaster; defined only while preloading. */
-void
-WorkerDefinePostmasterSettings(void)
-{
-	DefineCustomStringVariable("llm.database",
-							   "Databases whose llm.queue a worker drains (comma-separated).",
-							   "Needs pg_llm in shared_preload_libraries; one worker per database.",
-							   &llm_worker_databases, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
 }
 
 void
