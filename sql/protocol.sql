@@ -191,11 +191,45 @@ SELECT llm.add_model('p-inband-bad', 'claude', 'claude?fault=error_event&reply=&
 SELECT llm.chat_stream('x', 'p-inband-bad');
 SELECT llm.add_model('p-inband-quota', 'claude', 'claude?fault=error_event&reply=&error_type=billing_error&message=Your%20credit%20balance%20is%20too%20low');
 SELECT llm.chat_stream('x', 'p-inband-quota');
+-- (an exhausted account left the provider alone, as a 402 does; the
+-- in-stream bad keys counted toward a refused key, as 401s do)
+SELECT cooldown_reason FROM llm.provider_status WHERE provider = 'claude';
+SELECT llm.clear_cooldown('claude'), llm.clear_cooldown('mock');
 SELECT llm.add_model('p-inband-busy', 'claude', 'claude?fault=error_event&cut_after=0&times=1&error_type=overloaded_error&message=Overloaded');
 SELECT llm.chat_stream('one', 'p-inband-busy');
 \set VERBOSITY terse
 -- each was sent once, except the overloaded one, sent again
 \! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,re,sys; d=json.load(sys.stdin)["by_key"]; [print(n, re.search("error_(?:code|type)=([a-z_]+)", k).group(1)) for k, n in sorted(d.items(), key=lambda kv: kv[0][::-1])]'
+
+-- an error event that stands for a 429 or a 529 (Anthropic's
+-- rate_limit_error and overloaded_error, OpenAI's in-band rate limit) cools
+-- the provider down for the cluster as the HTTP status does, before the
+-- stream's first row or after it; an in-stream exhausted account is out of
+-- quota as a 402 is.  Providers of their own (another path on the mock is
+-- another endpoint), without retries.
+SELECT llm.create_provider('p-cool-a', 'anthropic', (SELECT replace(base_url, '/anthropic/', '/cool/anthropic/') FROM llm.provider WHERE name = 'claude'),
+                           api_key => 'sk-mock', options => '{"max_retries": 0}');
+SELECT llm.create_provider('p-cool-o', 'openai', (SELECT replace(base_url, '/v1', '/cool/v1') FROM llm.provider WHERE name = 'mock'),
+                           api_key => 'sk-mock', options => '{"max_retries": 0}');
+SELECT llm.create_provider('p-cool-q', 'anthropic', (SELECT replace(base_url, '/anthropic/', '/quota/anthropic/') FROM llm.provider WHERE name = 'claude'),
+                           api_key => 'sk-mock', options => '{"max_retries": 0}');
+SELECT llm.add_model('p-cool-busy', 'p-cool-a', 'claude?fault=error_event&cut_after=0&error_type=overloaded_error&message=Overloaded');
+SELECT llm.add_model('p-cool-limited', 'p-cool-a', 'claude?fault=error_event&cut_after=2&error_type=rate_limit_error&message=Slow%20down');
+SELECT llm.add_model('p-cool-rpm', 'p-cool-o', 'mock?fault=error_event&cut_after=0&error_code=rate_limit_exceeded&error_type=requests&message=Rate%20limit%20reached');
+SELECT llm.add_model('p-cool-credit', 'p-cool-q', 'claude?fault=error_event&cut_after=0&error_type=billing_error&message=Your%20credit%20balance%20is%20too%20low');
+\set VERBOSITY terse
+SELECT llm.chat_stream('one', 'p-cool-busy');
+SELECT provider, cooldown_until > now() AS cooling, cooldown_reason FROM llm.provider_status WHERE provider = 'p-cool-a';
+SELECT llm.clear_cooldown('p-cool-a');
+SELECT llm.chat_stream('one two three four', 'p-cool-limited');
+SELECT provider, cooldown_until > now() AS cooling, cooldown_reason, rate_limited_last_minute
+FROM llm.provider_status WHERE provider = 'p-cool-a';
+SELECT llm.chat_stream('one', 'p-cool-rpm');
+SELECT provider, cooldown_until > now() AS cooling, cooldown_reason, rate_limited_last_minute
+FROM llm.provider_status WHERE provider = 'p-cool-o';
+SELECT llm.chat_stream('one', 'p-cool-credit');
+SELECT provider, cooldown_until > now() AS disabled, cooldown_reason FROM llm.provider_status WHERE provider = 'p-cool-q';
+SELECT llm.clear_cooldown(name) FROM llm.provider WHERE name LIKE 'p-cool-%';
 
 -- 7. error bodies of the web frameworks relays are built on: the message
 -- beside "error" is read

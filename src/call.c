@@ -813,8 +813,8 @@ LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms)
 	 * (it is now cooling down for the whole cluster), hands the call to
 	 * the next route at once.
 	 */
-	if (has_next && (f->quota || f->route_unusable || f->status == 429 ||
-					 ((f->status == 503 || f->status == 529) && f->retry_after_s > 0)))
+	if (has_next && (f->quota || f->route_unusable ||
+					 RateLimitCoolsDown(f->status, f->retry_after_s)))
 		return next_route(call);
 
 	delay = LlmRetryDelayMs(f->retry_after_s, call->tries);
@@ -849,6 +849,18 @@ LlmCallAfterAttempt(LlmCall *call, HttpTransfer *t, LlmVerdict v, const LlmFailu
 	if (v == LLM_VERDICT_OK && call->mode == LLM_MODE_STREAM)
 		return;
 	UsageSettleTurn(call, v == LLM_VERDICT_OK ? UsageTokensUsed(call) : 0);
+}
+
+/*
+ * Tell the cluster's traffic control of an error the provider sent inside
+ * a stream (judged by LlmJudgeStreamError), before or after its first
+ * row: an in-stream rate limit or overload cools the provider down as an
+ * HTTP 429 or 529 does, an in-stream refused key counts as a 401.
+ */
+void
+LlmCallAfterStreamError(LlmCall *call, const LlmFailure *f)
+{
+	RateLimitAfterInBand(call->route, f->status, f->quota);
 }
 
 /*

@@ -158,6 +158,7 @@ extern LlmStep LlmCallStep(LlmCall *call, struct HttpTransfer *t, bool patient,
 						   LlmFailure *f, TimestampTz *not_before);
 extern void LlmCallAfterAttempt(LlmCall *call, struct HttpTransfer *t, LlmVerdict v,
 								const LlmFailure *f);
+extern void LlmCallAfterStreamError(LlmCall *call, const LlmFailure *f);
 extern bool LlmRetryableStatus(long status);
 extern long LlmRetryDelayMs(double retry_after_s, int n);
 extern void LlmSleepMs(long ms);

@@ -27,10 +27,12 @@
  *		llm.clear_cooldown() gives every turn back.
  *	  - a cooldown: a 429, 503 or 529 with Retry-After (or retry-after-ms)
  *		stops every sender until then (at most llm.max_cooldown: a
- *		provider's number never stops the cluster for longer); a 429
- *		without one starts a short
- *		cooldown that doubles on repeats (1 s to 60 s) and ends with the
- *		next success.  Rate-limit headers that say nothing remains
+ *		provider's number never stops the cluster for longer); a 429 or
+ *		529 without one starts a short cooldown that doubles on repeats
+ *		(1 s to 60 s, at most llm.max_cooldown) and ends with the next
+ *		success.  An error event inside a stream that stands for a 429 or
+ *		a 529 (rate_limit_error, overloaded_error, rate_limit_exceeded)
+ *		counts as that status answered over HTTP.  Rate-limit headers that say nothing remains
  *		(x-ratelimit-remaining-*, anthropic-ratelimit-*-remaining) pace
  *		the senders until their reset, before a 429 happens.
  *	  - a route out of quota (insufficient_quota, billing_error, 402) is
@@ -508,8 +510,82 @@ cooldown_ms(double secs)
 }
 
 /*
- * After an attempt on a route: a cooldown for a 429 (or a 503/529 with a
- * wait), a disabled route for an exhausted quota, and the pace the
+ * Does a status (an HTTP answer, or an error a provider sent inside a 2xx
+ * answer, as the status its type stands for) cool a provider down for the
+ * whole cluster?  A 429 (rate-limited) and a 529 (overloaded) do, with a
+ * wait or without; a 503 when it says how long.  The call engine hands a
+ * call to its next route at once on the same rule.
+ */
+bool
+RateLimitCoolsDown(long status, double retry_after_s)
+{
+	return status == 429 || status == 529 || (status == 503 && retry_after_s > 0);
+}
+
+/*
+ * Start (or lengthen) an endpoint's cooldown (lock held): the provider's
+ * wait when it gave one, else a cooldown of 1 s that doubles on repeats up
+ * to 60 s and ends with the next success; either at most llm.max_cooldown.
+ * inband: the status an error event inside a stream stands for.
+ */
+static void
+cool_down(RateEndpoint *e, TimestampTz now, long status, double retry_after_s, bool inband)
+{
+	int64		ms;
+	const char *what = inband ? "an error in a stream standing for HTTP" : "HTTP";
+
+	if (retry_after_s > 0)
+	{
+		ms = cooldown_ms(retry_after_s);
+		if (ms < retry_after_s * 1000.0)
+			snprintf(e->cooldown_reason, LIMIT_REASON_LEN,
+					 "%s %ld with a wait of %.3g s, held to llm.max_cooldown (%d s)", what, status,
+					 retry_after_s, llm_max_cooldown);
+		else
+			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "%s %ld with a wait of %.3g s", what, status,
+					 retry_after_s);
+	}
+	else
+	{
+		ms = e->cooldown_ms > 0 ? Min(e->cooldown_ms * 2, COOLDOWN_MAX_MS) : COOLDOWN_FIRST_MS;
+		e->cooldown_ms = (int) ms;
+		/* a provider's silence never stops the cluster longer than its number could */
+		ms = Min(ms, (int64) llm_max_cooldown * 1000);
+		snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "%s %ld without a wait, %lld ms", what, status,
+				 (long long) ms);
+	}
+	e->cooldown_until = Max(e->cooldown_until, TimestampTzPlusMilliseconds(now, ms));
+	if (status == 429)
+	{
+		count(e, now, 0, 0, 1);
+		e->last_429 = now;
+	}
+}
+
+/* A key refused once more (401, 403): twice in a row stops it (lock held). */
+static void
+key_refused(RateEndpoint *path, TimestampTz now, long status)
+{
+	if (++path->auth_failures >= AUTH_AFTER)
+	{
+		path->auth_failed_at = now;
+		path->auth_status = (int) status;
+		path->auth_recheck_at = TimestampTzPlusMilliseconds(now, AUTH_RECHECK_MS);
+	}
+}
+
+/* A route out of quota: left alone for its quota_cooldown (lock held). */
+static void
+out_of_quota(RateEndpoint *e, const LlmProvider *p, TimestampTz now)
+{
+	int			secs = p->quota_cooldown > 0 ? p->quota_cooldown : 600;
+
+	e->disabled_until = TimestampTzPlusMilliseconds(now, (int64) secs * 1000);
+}
+
+/*
+ * After an attempt on a route: a cooldown for a 429 or a 529 (or a 503
+ * with a wait), a disabled route for an exhausted quota, and the pace the
  * rate-limit headers ask for.  Every wait a provider's header asks for is
  * capped at llm.max_cooldown.
  */
@@ -556,14 +632,7 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, bool quota)
 	}
 	/* a key refused, or accepted again */
 	if (status == 401 || status == 403)
-	{
-		if (++path->auth_failures >= AUTH_AFTER)
-		{
-			path->auth_failed_at = now;
-			path->auth_status = (int) status;
-			path->auth_recheck_at = TimestampTzPlusMilliseconds(now, AUTH_RECHECK_MS);
-		}
-	}
+		key_refused(path, now, status);
 	else if (status >= 200 && status < 300)
 	{
 		path->auth_failures = 0;
@@ -571,40 +640,9 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, bool quota)
 	}
 
 	if (quota)
-	{
-		int			secs = p->quota_cooldown > 0 ? p->quota_cooldown : 600;
-
-		e->disabled_until = TimestampTzPlusMilliseconds(now, (int64) secs * 1000);
-	}
-	else if (status == 429 || ((status == 503 || status == 529) && t->retry_after_s > 0))
-	{
-		int64		ms;
-
-		if (t->retry_after_s > 0)
-		{
-			ms = cooldown_ms(t->retry_after_s);
-			if (ms < t->retry_after_s * 1000.0)
-				snprintf(e->cooldown_reason, LIMIT_REASON_LEN,
-						 "HTTP %ld with a wait of %.3g s, held to llm.max_cooldown (%d s)", status,
-						 t->retry_after_s, llm_max_cooldown);
-			else
-				snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "HTTP %ld with a wait of %.3g s", status,
-						 t->retry_after_s);
-		}
-		else
-		{
-			ms = e->cooldown_ms > 0 ? Min(e->cooldown_ms * 2, COOLDOWN_MAX_MS) : COOLDOWN_FIRST_MS;
-			e->cooldown_ms = (int) ms;
-			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "HTTP %ld without a wait, %lld ms", status,
-					 (long long) ms);
-		}
-		e->cooldown_until = Max(e->cooldown_until, TimestampTzPlusMilliseconds(now, ms));
-		if (status == 429)
-		{
-			count(e, now, 0, 0, 1);
-			e->last_429 = now;
-		}
-	}
+		out_of_quota(e, p, now);
+	else if (RateLimitCoolsDown(status, t ? t->retry_after_s : -1))
+		cool_down(e, now, status, t->retry_after_s, false);
 	else if (t && t->status >= 200 && t->status < 300)
 	{
 		e->cooldown_ms = 0;
@@ -622,6 +660,43 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, bool quota)
 			snprintf(e->cooldown_reason, LIMIT_REASON_LEN, "no tokens remain until the provider's reset");
 		}
 	}
+	LWLockRelease(limits->lock);
+}
+
+/*
+ * An error a provider sent inside a 2xx answer (an error event of a
+ * stream, before or after its first text), as the status its type or code
+ * stands for (LlmJudgeStreamError): counted as the same status answered
+ * over HTTP would be.  An in-stream rate_limit_error or overloaded_error
+ * cools the provider down for the cluster (at most llm.max_cooldown), an
+ * in-stream authentication_error counts toward a refused key, an
+ * exhausted account disables the route.
+ */
+void
+RateLimitAfterInBand(const LlmRoute *route, long status, bool quota)
+{
+	const LlmProvider *p = route->provider;
+	TimestampTz now = GetCurrentTimestamp();
+	RateEndpoint *e;
+	RateEndpoint *path;
+	RateKeys	keys;
+
+	if (limits == NULL || (status == 0 && !quota))
+		return;
+	keys = route_keys(p);
+	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
+	endpoint_and_path(p, keys, now, &e, &path);
+	if (e == NULL || path == NULL)
+	{
+		LWLockRelease(limits->lock);
+		return;
+	}
+	if (status == 401 || status == 403)
+		key_refused(path, now, status);
+	if (quota)
+		out_of_quota(e, p, now);
+	else if (RateLimitCoolsDown(status, -1))
+		cool_down(e, now, status, -1, true);
 	LWLockRelease(limits->lock);
 }
 

@@ -38,6 +38,8 @@ extern LlmTurn RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve,
 							long max_wait_ms, TimestampTz *until, char **why,
 							int64 *charged);
 extern void RateLimitAfter(const LlmRoute *route, const struct HttpTransfer *t, bool quota);
+extern void RateLimitAfterInBand(const LlmRoute *route, long status, bool quota);
+extern bool RateLimitCoolsDown(long status, double retry_after_s);
 extern void RateLimitSettle(const LlmRoute *route, int64 charged, int64 used, bool unsent);
 extern void RateLimitWaiting(const LlmRoute *route, int delta);
 extern const char *RateLimitDetail(void);

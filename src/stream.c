@@ -357,6 +357,7 @@ stream_next(StreamState *st)
 			LlmVerdict	v = LlmJudgeStreamError(st->call, &st->dec.error_body,
 												st->dec.error, &f);
 
+			LlmCallAfterStreamError(st->call, &f);
 			if (stream_retry(st, v, &f))
 				continue;
 			if (st->rows > 0)
