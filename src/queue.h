@@ -15,6 +15,7 @@
 extern int	llm_batch_size;
 extern int	llm_worker_concurrency;
 extern int	WorkerConcurrency;	/* llm.worker_concurrency, as far as descriptors allow */
+extern int	WorkerSpare;		/* slots beyond it for roles with nothing in flight */
 extern int	llm_max_attempts;
 extern int	llm_batch_max_expiries;
 extern int	llm_lease_time;

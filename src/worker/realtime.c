@@ -421,6 +421,42 @@ fill_slots(ItemSet *set, TimestampTz now)
 		if (best_r >= 0 && best->state == ITEM_IN_FLIGHT)
 			roles[best_r].in_flight++;
 	}
+
+	/*
+	 * Every slot taken, by another role's slow requests perhaps: a role with
+	 * an item ready and nothing in flight does not wait for them to end.  It
+	 * gets one of a few spare slots (a tenth of llm.worker_concurrency, at
+	 * most 16), one request at a time, so that it is served within one of
+	 * its own calls' time however many requests the others have in flight.
+	 */
+	while (many && set->in_flight >= WorkerConcurrency &&
+		   set->in_flight < WorkerConcurrency + WorkerSpare)
+	{
+		WorkItem   *starved = NULL;
+		int			starved_r = -1;
+
+		dlist_foreach(iter, &set->items)
+		{
+			WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+			int			r;
+
+			if (!item_sendable(it, now, &due))
+				continue;
+			for (r = 0; r < nroles && roles[r].role != it->role; r++)
+				;
+			if (r < nroles && roles[r].in_flight == 0)
+			{
+				starved = it;
+				starved_r = r;
+				break;
+			}
+		}
+		if (starved == NULL)
+			break;
+		item_send(set, starved);
+		if (starved->state == ITEM_IN_FLIGHT)
+			roles[starved_r].in_flight++;
+	}
 	return due;
 }
 

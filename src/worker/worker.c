@@ -74,6 +74,7 @@ int			llm_worker_naptime = 10000;
 /* the items this worker holds (claimed, in flight, finished) */
 static ItemSet items;
 int			WorkerConcurrency = 50; /* llm.worker_concurrency, as far as it fits */
+int			WorkerSpare = 0;	/* beyond it, for roles with nothing in flight */
 
 /* the transports, by the id their transfers carry */
 static const WorkTransport *const transports[TRANSPORTS] = {
@@ -112,7 +113,12 @@ static bool embed_wanted = false;
 static void
 reserve_descriptors(void)
 {
+	int			spare = Min(16, Max(1, llm_worker_concurrency / 10));
+
 	WorkerConcurrency = HttpReserve(llm_worker_concurrency, "llm.worker_concurrency", WARNING);
+	/* a few more, as far as they fit, for roles starved of slots */
+	WorkerSpare = Max(0, HttpReserve(WorkerConcurrency + spare, "llm.worker_concurrency", DEBUG1) -
+					  WorkerConcurrency);
 }
 
 void
