@@ -209,6 +209,20 @@ SELECT count(*) AS calls, sum(attempts) AS attempts, count(*) FILTER (WHERE fall
 FROM llm.usage WHERE model = 'resilient';
 SELECT llm.drop_provider('dead');
 SELECT llm.drop_provider('badkey');
+-- a reply slower than the provider's timeout on a connection already open
+-- says nothing of the host: three at once (a worker's inline batches, a
+-- chat_many) leave its circuit closed, and the next call goes out
+-- (localhost: an endpoint of its own, apart from the mock's)
+SELECT llm.create_provider('slowpoke', 'openai', replace(:'mock_url', '127.0.0.1', 'localhost'),
+                           api_key => 'sk-mock', options => '{"max_retries": 0, "timeout_ms": 500}');
+SELECT llm.add_model('slowpoke-fast', 'slowpoke', 'mock');
+SELECT llm.add_model('slowpoke-slow', 'slowpoke', 'mock?latency=3000');
+SELECT count(*) FILTER (WHERE error IS NULL) AS answered FROM llm.chat_many(ARRAY['a', 'b', 'c'], 'slowpoke-fast');
+SELECT ord, error ~ '^request to provider "slowpoke" timed out: Operation timed out after' AS timed_out
+FROM llm.chat_many(ARRAY['c', 'd', 'e'], 'slowpoke-slow') ORDER BY ord;
+SELECT provider, cooldown_until, cooldown_reason FROM llm.provider_status WHERE provider = 'slowpoke';
+SELECT llm.chat('still up', 'slowpoke-fast');
+SELECT llm.drop_provider('slowpoke');
 
 -- 8. misconfiguration is said at once: a key's variable the server does not
 -- have, and a database no worker serves (once a session)

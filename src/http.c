@@ -1155,11 +1155,19 @@ collect_finished(void)
 			t->unreachable = (t->unresolved || msg->data.result == CURLE_COULDNT_CONNECT);
 			if (t->timed_out)
 			{
-				/* a timeout counts when no connection was made: a slow reply is not a host down */
+				/*
+				 * A timeout counts when no connection was made: a slow reply
+				 * is not a host down.  A request sent on a connection made
+				 * before (kept alive, or a stream of an HTTP/2 connection)
+				 * has no connect time of its own, but it got as far as its
+				 * transfer (pretransfer time).
+				 */
 				curl_off_t	connected = 0;
+				curl_off_t	pretransfer = 0;
 
 				curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connected);
-				t->unreachable = (connected == 0);
+				curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &pretransfer);
+				t->unreachable = (connected == 0 && pretransfer == 0);
 			}
 			/* a process out of descriptors says nothing of the host */
 			if (t->cause == HTTP_CAUSE_DESCRIPTORS)
