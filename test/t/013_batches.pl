@@ -206,7 +206,10 @@ reset_docs();
 q1($node, "DELETE FROM llm._batch");
 mock_config({ complete_after_ms => 500, expire_fraction => 0.2 });
 is(enqueue_batch('oai', 'id <= 50'), 50, 'expiry: 50 items enqueued');
-ok(poll_until($node, "SELECT count(*) FROM llm.batches", 1, 30), 'expiry: the first batch is created');
+# the mock takes its knobs when the provider batch is created: the
+# fraction is set back only once it is (a row in llm.batches comes before)
+ok(poll_until($node, "SELECT count(*) FROM llm.batches WHERE provider_batch_id IS NOT NULL", 1, 30),
+	'expiry: the first batch is created at the provider');
 mock_config({ expire_fraction => 0 });
 ok(wait_finished(60), 'expiry: the expired requests went out again');
 check_rows(50, 0, 'expiry');
