@@ -186,7 +186,11 @@ SELECT llm.enqueue_embedding('x', 'emb', 'eq_docs', 'n', '{"id": 1}');
 SELECT llm.enqueue_embedding('x', 'emb', 'eq_docs', 'v4', NULL);
 SELECT llm.enqueue_embedding('x', 'emb', 'eq_docs', 'v4', '{"id": 999}');
 SELECT llm.enqueue_embedding('x', 'emb', 'eq_docs', 'v4', '{"id": 1}', '{"dimension": 4}');
-SELECT llm.enqueue_embedding('x', 'emb', via => 'batch_api');
+SELECT llm.create_provider('e-nobatch', 'openai', (SELECT base_url FROM llm.provider WHERE name = 'mock'),
+                           api_key => 'sk-mock', options => '{"batch_api": "none"}');
+SELECT llm.add_model('emb-nobatch', 'e-nobatch', 'text-embedding-3-small');
+SELECT llm.enqueue_embedding('x', 'emb-nobatch', via => 'batch_api');
+SELECT llm.drop_provider('e-nobatch');
 SELECT llm.enqueue_embedding('x', 'emb', via => 'carrier pigeon');
 SELECT llm.add_model('claude-emb', 'claude', 'claude-x');
 SELECT llm.enqueue_embedding('x', 'claude-emb');

@@ -98,6 +98,33 @@ FROM llm.queue WHERE target_table = 'qdocs'::regclass AND target_key = '{"id": 1
 SELECT emb IS NULL AS nothing_written FROM qdocs WHERE id = 1;
 SELECT llm.enqueue_embedding('x', 'emb', 'qdocs', 'emb', '{"id": 1}', '{"dimensions": 32}');
 
+-- through a relay's inline /batches (via => 'batch_api'): one input a line
+-- (url /embeddings, from the relay's batch_url), each vector written into
+-- its row as realtime ones are; an input over the model's limit fails alone
+-- with the relay's words; usage one row a request at the batch price
+SELECT llm.create_provider('e-relay', 'openai', (SELECT base_url FROM llm.provider WHERE name = 'mock'),
+                           api_key => 'sk-mock',
+                           options => '{"batch_api": "inline", "batch_url": "/chat/completions"}');
+SELECT llm.add_model('emb-batch', 'e-relay', 'text-embedding-3-small?max_input_tokens=8', input_usd_per_mtok => 20);
+CREATE TABLE bdocs (id int PRIMARY KEY, body text NOT NULL, emb vector(64));
+INSERT INTO bdocs SELECT id, body FROM docs;
+INSERT INTO bdocs VALUES (11, 'this input is far too long for the little model to take in at once');
+SELECT count(llm.enqueue_embedding(body, 'emb-batch', 'bdocs', 'emb', jsonb_build_object('id', id),
+                                   '{"dimensions": 64}', via => 'batch_api'))
+FROM bdocs;
+SELECT wait_queue();
+SELECT count(*) FILTER (WHERE b.emb = d.emb) AS as_realtime, count(*) FILTER (WHERE b.emb IS NULL) AS not_written
+FROM bdocs b LEFT JOIN docs d USING (id);
+SELECT target_key, status, error FROM llm.queue WHERE target_table = 'bdocs'::regclass AND status <> 'done';
+SELECT kind, task, status, requests, succeeded, errored FROM llm.batches WHERE model = 'emb-batch';
+SELECT wait_until('SELECT count(*) = 11 FROM llm.usage WHERE model = ''emb-batch''', 'written');
+SELECT task, mode, outcome, count(*) AS requests, sum(inputs) AS inputs, sum(input_tokens) AS input_tokens,
+       sum(cost_usd) AS cost_usd, sum(cost_usd) = sum(input_tokens) * 20 / 1e6 * 0.5 AS at_half_price
+FROM llm.usage WHERE model = 'emb-batch' GROUP BY 1, 2, 3 ORDER BY 3;
+SELECT mode, embedded_inputs, calls FROM llm.usage_summary WHERE model = 'emb-batch' AND task = 'embed';
+DROP TABLE bdocs;
+SELECT llm.drop_provider('e-relay');
+
 -- a job keeps the column embedded: rows inserted and changed are embedded
 -- (task => 'embed'), an update that leaves the rendered input as it was
 -- costs nothing (the input's hash is kept with the item)

@@ -403,3 +403,73 @@ ProviderDefineSettings(void)
 							&llm_anthropic_max_tokens, 4096, 1, INT_MAX,
 							PGC_USERSET, 0, NULL, NULL, NULL);
 }
+
+/*
+ * The url of an embedding line of a batch (and the endpoint of an OpenAI
+ * batch of embeddings): the provider's batch_url with its chat endpoint
+ * made the embeddings endpoint ("/v1/chat/completions" gives
+ * "/v1/embeddings", a relay's "/chat/completions" gives "/embeddings");
+ * "/v1/embeddings" when batch_url names some other endpoint.
+ */
+char *
+ProviderEmbedBatchUrl(const LlmProvider *provider)
+{
+	const char *url = provider->batch_url ? provider->batch_url : "/v1/chat/completions";
+	const char *chat = "chat/completions";
+	size_t		len = strlen(url);
+	size_t		clen = strlen(chat);
+
+	if (len >= clen && strcmp(url + len - clen, chat) == 0)
+		return psprintf("%.*sembeddings", (int) (len - clen), url);
+	return pstrdup("/v1/embeddings");
+}
+
+/* One embedding request of a batch (one input) as a line of JSON text. */
+char *
+ProviderBatchEmbedLine(const LlmBatchOps *kind, LlmRequest *req, const LlmRoute *route,
+					   const char *custom_id)
+{
+	json_object *line = kind->embed_line(req, route, custom_id);
+	JsonGuard  *g = JsonGuardNew(line);
+	char	   *text = JsonToPstr(line);
+
+	JsonGuardRelease(g);
+	return text;
+}
+
+/*
+ * One line of a batch of embeddings' results, as ProviderBatchResult
+ * reads one of chat: its vector (or why it has none) in reply, one
+ * input's.
+ */
+bool
+ProviderBatchEmbedResult(const LlmBatchOps *kind, const LlmRoute *route, const char *line, size_t len,
+						 char **custom_id, long *status, bool *expired,
+						 LlmEmbedReply *reply, char **problem)
+{
+	json_object *root = parse_object(line, len);
+	JsonGuard  *g;
+	const char *id = NULL;
+	bool		ok;
+
+	*custom_id = NULL;
+	*status = 0;
+	*expired = false;
+	memset(reply, 0, sizeof(LlmEmbedReply));
+	reply->n = 1;
+	reply->vectors = palloc0(sizeof(LlmVector));
+	if (root == NULL)
+	{
+		*problem = pstrdup("A result line is not a JSON object.");
+		return false;
+	}
+	g = JsonGuardNew(root);
+	ok = kind->embed_result_line(root, route, &id, status, expired, reply, problem);
+	*custom_id = id ? pstrdup(id) : NULL;
+	JsonGuardRelease(g);
+	if (!JsonUsageSane(line, len, LLM_MAX_USAGE_TOKENS))
+		reply->usage_invalid = true;
+	if (ok && reply->vectors[0].error == NULL && reply->vectors[0].dim == 0)
+		reply->vectors[0].error = pstrdup("The reply has no vector for this input.");
+	return ok;
+}

@@ -187,6 +187,7 @@ typedef struct LlmBatchState
 	const LlmProvider *provider;
 	int64		id;				/* ours (llm._batch.id) */
 	const char *token;			/* ours, for the provider's metadata */
+	bool		embed;			/* its requests are embeddings */
 	const char *input_file_id;	/* the uploaded requests file */
 	const char *batch_id;		/* the provider's id of the batch */
 	const char *output_file_id;
@@ -289,6 +290,18 @@ typedef struct LlmBatchOps
 
 	/* the results of an inline answer, each as a JSON object (inline kinds) */
 	struct json_object *(*answer_results) (struct json_object *root);
+
+	/*
+	 * Embeddings (NULL: the kind takes no embedding requests): one input's
+	 * request, with our id for it (the caller puts it), and one result,
+	 * read as result_line reads a chat result but into reply's one vector
+	 * (reply->n is 1, allocated by the caller).
+	 */
+	struct json_object *(*embed_line) (LlmRequest *req, const LlmRoute *route,
+									   const char *custom_id);
+	bool		(*embed_result_line) (struct json_object *line, const LlmRoute *route,
+									  const char **custom_id, long *status, bool *expired,
+									  LlmEmbedReply *reply, char **problem);
 } LlmBatchOps;
 
 typedef struct LlmProviderOps
@@ -369,6 +382,13 @@ extern bool ProviderBatchResult(const LlmBatchOps *kind, const LlmRoute *route,
 								const char *line, size_t len,
 								char **custom_id, long *status, bool *expired,
 								LlmReply *reply, char **problem);
+extern char *ProviderBatchEmbedLine(const LlmBatchOps *kind, LlmRequest *req,
+									const LlmRoute *route, const char *custom_id);
+extern bool ProviderBatchEmbedResult(const LlmBatchOps *kind, const LlmRoute *route,
+									 const char *line, size_t len,
+									 char **custom_id, long *status, bool *expired,
+									 LlmEmbedReply *reply, char **problem);
+extern char *ProviderEmbedBatchUrl(const LlmProvider *provider);
 
 extern int	llm_anthropic_max_tokens;
 extern void ProviderDefineSettings(void);

@@ -214,11 +214,12 @@ openai_batch_line(LlmRequest *req, const LlmRoute *route, const char *custom_id)
  * One line of an OpenAI batch output or error file (or an inline batch's
  * results): {"custom_id", "response": {"status_code", "body"}, "error"}.
  * A request that was never run has "error" and no response; the expiry
- * of the batch's window is one of those, and can be sent again.
+ * of the batch's window is one of those, and can be sent again.  Returns
+ * the 2xx response's body, or NULL with *problem.
  */
-static bool
-openai_batch_result(json_object *line, const LlmRoute *route, const char **custom_id,
-					long *status, bool *expired, LlmReply *reply, char **problem)
+static json_object *
+openai_batch_envelope(json_object *line, const char **custom_id,
+					  long *status, bool *expired, char **problem)
 {
 	json_object *response = JsonGetObject(line, "response");
 	json_object *error = JsonGetObject(line, "error");
@@ -229,7 +230,7 @@ openai_batch_result(json_object *line, const LlmRoute *route, const char **custo
 	if (*custom_id == NULL)
 	{
 		*problem = pstrdup("A result line has no custom_id.");
-		return false;
+		return NULL;
 	}
 	if (response == NULL)
 	{
@@ -239,7 +240,7 @@ openai_batch_result(json_object *line, const LlmRoute *route, const char **custo
 		*expired = c && (strcmp(c, "batch_expired") == 0 || strcmp(c, "batch_cancelled") == 0);
 		*problem = psprintf("The request was not run: %s%s%s.", m ? m : "no reason given",
 							c ? " " : "", c ? psprintf("(%s)", c) : "");
-		return false;
+		return NULL;
 	}
 	(void) JsonGetInt64(response, "status_code", &code);
 	*status = (long) code;
@@ -251,13 +252,25 @@ openai_batch_result(json_object *line, const LlmRoute *route, const char **custo
 
 		*expired = (code == 0);
 		*problem = psprintf("HTTP %ld: %s", *status, m ? m : "no message");
-		return false;
+		return NULL;
 	}
 	if (body == NULL)
 	{
 		*problem = pstrdup("A result line has no response body.");
-		return false;
+		return NULL;
 	}
+	return body;
+}
+
+/* One result of a batch of chat requests. */
+static bool
+openai_batch_result(json_object *line, const LlmRoute *route, const char **custom_id,
+					long *status, bool *expired, LlmReply *reply, char **problem)
+{
+	json_object *body = openai_batch_envelope(line, custom_id, status, expired, problem);
+
+	if (body == NULL)
+		return false;
 	return openai_parse_reply(body, route, false, reply, problem);
 }
 
@@ -387,6 +400,34 @@ openai_parse_embed_reply(json_object *root, const LlmRoute *route,
 	return true;
 }
 
+/*
+ * One embedding request of a batch (one input): what would be sent to the
+ * embeddings endpoint, with the url of that endpoint for batch lines.
+ */
+static json_object *
+openai_batch_embed_line(LlmRequest *req, const LlmRoute *route, const char *custom_id)
+{
+	json_object *line = json_object_new_object();
+
+	json_object_object_add(line, "custom_id", json_object_new_string(custom_id));
+	json_object_object_add(line, "method", json_object_new_string("POST"));
+	json_object_object_add(line, "url", json_object_new_string(ProviderEmbedBatchUrl(route->provider)));
+	json_object_object_add(line, "body", openai_build_embed_body(req, route));
+	return line;
+}
+
+/* One result of a batch of embeddings: its one vector. */
+static bool
+openai_batch_embed_result(json_object *line, const LlmRoute *route, const char **custom_id,
+						  long *status, bool *expired, LlmEmbedReply *reply, char **problem)
+{
+	json_object *body = openai_batch_envelope(line, custom_id, status, expired, problem);
+
+	if (body == NULL)
+		return false;
+	return openai_parse_embed_reply(body, route, reply, problem);
+}
+
 /* ---- provider batch APIs: the OpenAI Batch API and a relay's inline batches ---- */
 
 /* A string member, copied, or NULL. */
@@ -420,7 +461,9 @@ openai_batch_create_body(const LlmBatchState *b)
 	char	   *body;
 
 	json_object_object_add(o, "input_file_id", json_object_new_string(b->input_file_id));
-	json_object_object_add(o, "endpoint", json_object_new_string(b->provider->batch_url));
+	json_object_object_add(o, "endpoint",
+						   json_object_new_string(b->embed ? ProviderEmbedBatchUrl(b->provider) :
+												  b->provider->batch_url));
 	json_object_object_add(o, "completion_window", json_object_new_string("24h"));
 	json_object_object_add(meta, "pg_llm_token", json_object_new_string(b->token));
 	json_object_object_add(o, "metadata", meta);
@@ -621,6 +664,8 @@ static const LlmBatchOps OpenAIBatchOps = {
 	.read_answer = openai_batch_read,
 	.request_line = openai_batch_line,
 	.result_line = openai_batch_result,
+	.embed_line = openai_batch_embed_line,
+	.embed_result_line = openai_batch_embed_result,
 };
 
 static const LlmBatchOps InlineBatchOps = {
@@ -637,6 +682,8 @@ static const LlmBatchOps InlineBatchOps = {
 	.request_line = openai_batch_line,
 	.result_line = openai_batch_result,
 	.answer_results = inline_answer_results,
+	.embed_line = openai_batch_embed_line,
+	.embed_result_line = openai_batch_embed_result,
 };
 
 /* The Batch API first: it is the default. */

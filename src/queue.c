@@ -1178,19 +1178,13 @@ check_embed_via(const char *via, const char *model)
 				 errmsg("via must be \"realtime\" or \"batch_api\""),
 				 errhint("batch_api sends the item through its provider's batch API, at the batch price.")));
 	first = linitial(EmbedRoutes(model));
-	if (strcmp(first->provider->batch_api, "inline") != 0 &&
-		strcmp(first->provider->batch_api, "openai") != 0)
+	if (first->provider->batch == NULL || first->provider->batch->embed_line == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("provider \"%s\" of model \"%s\" has no batch API for embeddings",
 						first->provider->name, model),
 				 errhint("An administrator can set one with llm.alter_provider('%s', options => '{\"batch_api\": \"openai\"}') (or \"inline\"); or enqueue with via => 'realtime'.",
 						 first->provider->name)));
-	/* the worker's batch forming sends chat requests only, so far */
-	ereport(ERROR,
-			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-			 errmsg("embeddings are not sent through provider batch APIs yet"),
-			 errhint("Enqueue with via => 'realtime': the worker packs many inputs into each request.")));
 }
 
 /*

@@ -26,10 +26,12 @@ CREATE TABLE llm._batch (
     polled_at         timestamptz,
     finished_at       timestamptz,
     error             text,
-    to_realtime       integer NOT NULL DEFAULT 0
+    to_realtime       integer NOT NULL DEFAULT 0,
+    task              text NOT NULL DEFAULT 'chat' CHECK (task IN ('chat', 'embed'))
 );
 CREATE INDEX batch_active ON llm._batch (id) WHERE status IN ('preparing', 'submitted');
 COMMENT ON TABLE llm._batch IS 'Each provider batch the worker sends: its items are in llm.queue with its id; see llm.batches';
+COMMENT ON COLUMN llm._batch.task IS 'chat, or embed: its requests are embeddings (endpoint /v1/embeddings), one input each';
 COMMENT ON COLUMN llm._batch.token IS 'pg_llm''s own name for the batch, sent in its metadata where the provider keeps it, to find it again after a crash';
 
 CREATE VIEW llm.batches AS
@@ -41,7 +43,7 @@ CREATE VIEW llm.batches AS
                 THEN coalesce(b.polled_at, b.submitted_at)
                      + coalesce(nullif(current_setting('llm.batch_poll_interval', true), ''), '60s')::interval
            END AS next_poll_at,
-           b.finished_at, b.error
+           b.finished_at, b.error, b.task
     FROM llm._batch b
     ORDER BY b.id;
-COMMENT ON VIEW llm.batches IS 'Each provider batch: kind (inline, openai, anthropic), the provider''s batch id and status, what happened to its requests (succeeded: answered; errored: failed, or sent again after an error or with a batch the provider refused; expired: expired or cancelled before they ran, sent again; to_realtime: of those, sent realtime after their last allowed expiry), when it was submitted, last polled and finished, and for a submitted batch when the worker polls it next (its last poll plus llm.batch_poll_interval)';
+COMMENT ON VIEW llm.batches IS 'Each provider batch: kind (inline, openai, anthropic), the provider''s batch id and status, what happened to its requests (succeeded: answered; errored: failed, or sent again after an error or with a batch the provider refused; expired: expired or cancelled before they ran, sent again; to_realtime: of those, sent realtime after their last allowed expiry), when it was submitted, last polled and finished, and for a submitted batch when the worker polls it next (its last poll plus llm.batch_poll_interval), and its task (chat, or embed: embeddings)';

@@ -103,10 +103,13 @@ static void send_step(BatchRun *b, LlmBatchStep step);
 
 /* ---- a batch in memory ---- */
 
-/* A new batch in memory for a row of llm._batch (the route: its model's). */
+/*
+ * A new batch in memory for a row of llm._batch (the route: its model's);
+ * embed: its requests are embeddings.
+ */
 static BatchRun *
 batch_new(int64 id, const char *token, const char *kind, const char *model,
-		  const char *provider, const char *upstream)
+		  const char *provider, const char *upstream, bool embed)
 {
 	MemoryContext ctx = AllocSetContextCreate(TopMemoryContext, "pg_llm batch", ALLOCSET_SMALL_SIZES);
 	MemoryContext old = MemoryContextSwitchTo(ctx);
@@ -118,6 +121,7 @@ batch_new(int64 id, const char *token, const char *kind, const char *model,
 	b->row.id = id;
 	b->row.token = pstrdup(token);
 	b->row.model = pstrdup(model);
+	b->row.embed = embed;
 	routes = ConfigRoutes(model);
 	foreach(lc, routes)
 	{
@@ -179,6 +183,7 @@ state_of(BatchRun *b)
 	s.provider = b->row.route->provider;
 	s.id = b->row.id;
 	s.token = b->row.token;
+	s.embed = b->row.embed;
 	s.input_file_id = b->row.input_file_id;
 	s.batch_id = b->row.provider_batch_id;
 	s.output_file_id = b->row.output_file_id;
@@ -377,7 +382,8 @@ split_batch(BatchRun *b, const char *why, bool refused)
 	for (k = 0; k < 2; k++)
 	{
 		BatchRun   *h = batch_new(halves[k], tokens[k], b->row.kind->name, b->row.model,
-								  b->row.route->provider->name, b->row.route->upstream_model);
+								  b->row.route->provider->name, b->row.route->upstream_model,
+								  b->row.embed);
 
 		h->build = true;
 		pfree(tokens[k]);
@@ -668,9 +674,11 @@ inline_batches(void)
 
 /*
  * The models with batch items ready, and their batches: one for each
- * model (an inline batch for each llm.batch_size items, as many as may be
- * in flight).  An item whose model's first route has no batch API is
- * sent realtime instead.  With full_only, only batches that are full.
+ * model and task (an inline batch for each llm.batch_size items, as many
+ * as may be in flight).  An item whose model's first route (for an
+ * embedding: the first with embeddings) has no batch API, or none that
+ * takes embeddings, is sent realtime instead.  With full_only, only
+ * batches that are full.
  */
 static void
 form_batches(bool full_only)
@@ -679,9 +687,10 @@ form_batches(bool full_only)
 	int			nmodels;
 	char	  **models;
 	char	  **providers;		/* named at enqueue, or NULL */
+	bool	   *embeds;			/* embeddings, or chat */
 
 	ItemXactBegin("pg_llm: forming batches");
-	models = BatchStoreReadyModels(&nmodels, &providers);
+	models = BatchStoreReadyModels(&nmodels, &providers, &embeds);
 	for (i = 0; i < nmodels; i++)
 	{
 		const LlmRoute *route = NULL;
@@ -697,6 +706,8 @@ form_batches(bool full_only)
 		{
 			LlmRoute   *r = lfirst(lc);
 
+			if (embeds[i] && r->provider->ops->embed_path == NULL)
+				continue;		/* no embeddings there */
 			if (providers[i] == NULL || strcmp(r->provider->name, providers[i]) == 0)
 			{
 				route = r;
@@ -704,13 +715,16 @@ form_batches(bool full_only)
 			}
 		}
 		kind = route ? route->provider->batch : NULL;
+		if (kind && embeds[i] && kind->embed_line == NULL)
+			kind = NULL;
 		if (kind == NULL)
 		{
 			/*
-			 * Its provider has no batch API (or the model no longer has a
-			 * route there, which the realtime path says): it goes realtime.
+			 * Its provider has no batch API for the task (or the model no
+			 * longer has a route there, which the realtime path says): it
+			 * goes realtime.
 			 */
-			BatchStoreToRealtime(models[i], providers[i]);
+			BatchStoreToRealtime(models[i], providers[i], embeds[i]);
 			continue;
 		}
 		n = kind->max_requests > 0 ? kind->max_requests : llm_batch_size;
@@ -721,11 +735,11 @@ form_batches(bool full_only)
 
 			if (kind->inline_results && inline_batches() >= WorkerConcurrency)
 				break;
-			id = BatchStoreForm(models[i], providers[i], route, kind, n, full_only, &token);
+			id = BatchStoreForm(models[i], providers[i], embeds[i], route, kind, n, full_only, &token);
 			if (id == 0)
 				break;
 			batch_new(id, token, kind->name, models[i], route->provider->name,
-					  route->upstream_model)->build = true;
+					  route->upstream_model, embeds[i])->build = true;
 		}
 	}
 	ItemXactEnd();
@@ -768,7 +782,8 @@ resume_batches(void)
 		PG_TRY();
 		{
 			b = batch_new(strtoll(r[BS_ID], NULL, 10), r[BS_TOKEN], r[BS_KIND],
-						  r[BS_MODEL], r[BS_PROVIDER], r[BS_UPSTREAM]);
+						  r[BS_MODEL], r[BS_PROVIDER], r[BS_UPSTREAM],
+						  strcmp(r[BS_TASK], "embed") == 0);
 		}
 		PG_CATCH();
 		{

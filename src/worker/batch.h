@@ -36,6 +36,7 @@ typedef struct BatchRow
 	char	   *token;			/* ours, in the provider's metadata */
 	const LlmBatchOps *kind;	/* its provider's batch API */
 	char	   *model;
+	bool		embed;			/* its requests are embeddings, one input each */
 	const LlmRoute *route;		/* its provider and upstream model */
 	char	   *status;			/* as read back (resumed batches) */
 	char	   *provider_batch_id;
@@ -52,15 +53,15 @@ typedef struct BatchRow
 enum BatchStoredColumn
 {
 	BS_ID, BS_TOKEN, BS_KIND, BS_MODEL, BS_PROVIDER, BS_UPSTREAM, BS_STATUS, BS_BATCH_ID,
-	BS_INPUT_FILE, BS_OUTPUT_FILE, BS_ERROR_FILE, BS_RESULTS_URL, BS_NCOLUMNS
+	BS_INPUT_FILE, BS_OUTPUT_FILE, BS_ERROR_FILE, BS_RESULTS_URL, BS_TASK, BS_NCOLUMNS
 };
 
 /* batch_store.c: forming */
 extern int64 BatchBackoffMs(int n);
-extern char **BatchStoreReadyModels(int *n, char ***providers);
-extern void BatchStoreToRealtime(const char *model, const char *provider);
-extern int64 BatchStoreForm(const char *model, const char *provider, const LlmRoute *route,
-							const LlmBatchOps *kind,
+extern char **BatchStoreReadyModels(int *n, char ***providers, bool **embeds);
+extern void BatchStoreToRealtime(const char *model, const char *provider, bool embed);
+extern int64 BatchStoreForm(const char *model, const char *provider, bool embed,
+							const LlmRoute *route, const LlmBatchOps *kind,
 							int n, bool full_only, char **token);
 extern List *BatchStoreUnfinished(void);
 

@@ -41,6 +41,7 @@
 
 #include "call.h"
 #include "config.h"
+#include "embed.h"
 #include "provider.h"
 #include "queue.h"
 #include "redact.h"
@@ -66,16 +67,16 @@ BatchBackoffMs(int n)
 
 /*
  * Attach up to n ready batch items of a model, enqueued for provider (or
- * NULL: for none), to a new batch row, in the caller's transaction;
- * returns the batch's id (0: no item was ready, or with full_only fewer
- * than n).
+ * NULL: for none), of one task (embed: embeddings; else chat), to a new
+ * batch row, in the caller's transaction; returns the batch's id (0: no
+ * item was ready, or with full_only fewer than n).
  */
 int64
-BatchStoreForm(const char *model, const char *provider, const LlmRoute *route,
+BatchStoreForm(const char *model, const char *provider, bool embed, const LlmRoute *route,
 			   const LlmBatchOps *kind, int n, bool full_only, char **token)
 {
-	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID};
-	Datum		values[6];
+	Oid			types[7] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID};
+	Datum		values[7];
 	uint64		r;
 	int64		id;
 	int64		attached;
@@ -92,16 +93,18 @@ BatchStoreForm(const char *model, const char *provider, const LlmRoute *route,
 	values[0] = CStringGetTextDatum(model);
 	values[1] = Int32GetDatum(n);
 	values[2] = provider ? CStringGetTextDatum(provider) : (Datum) 0;
+	values[3] = CStringGetTextDatum(embed ? "embed" : "chat");
 	{
-		Oid			t[3] = {TEXTOID, INT4OID, TEXTOID};
-		char		nulls[3] = {' ', ' ', provider ? ' ' : 'n'};
+		Oid			t[4] = {TEXTOID, INT4OID, TEXTOID, TEXTOID};
+		char		nulls[4] = {' ', ' ', provider ? ' ' : 'n', ' '};
 
 		if (RunSql("SELECT pg_catalog.array_agg(s.id), pg_catalog.count(*) FROM ("
 				   "  SELECT q.id FROM llm.queue q "
 				   "  WHERE q.status = 'pending' AND q.via = 'batch_api' AND q.model = $1 "
-				   "    AND q.provider IS NOT DISTINCT FROM $3 AND q.next_attempt_at <= pg_catalog.now() "
+				   "    AND q.provider IS NOT DISTINCT FROM $3 AND q.task = $4 "
+				   "    AND q.next_attempt_at <= pg_catalog.now() "
 				   "  ORDER BY q.next_attempt_at, q.id LIMIT $2 FOR UPDATE SKIP LOCKED) s",
-				   3, t, values, nulls, false, 0) != SPI_OK_SELECT)
+				   4, t, values, nulls, false, 0) != SPI_OK_SELECT)
 			elog(ERROR, "could not form a batch");
 	}
 	attached = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
@@ -115,9 +118,10 @@ BatchStoreForm(const char *model, const char *provider, const LlmRoute *route,
 	values[3] = CStringGetTextDatum(model);
 	values[4] = CStringGetTextDatum(route->upstream_model);
 	values[5] = Int32GetDatum((int32) attached);
-	if (RunSql("INSERT INTO llm._batch (token, provider, kind, model, upstream_model, requests) "
-			   "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
-			   6, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
+	values[6] = CStringGetTextDatum(embed ? "embed" : "chat");
+	if (RunSql("INSERT INTO llm._batch (token, provider, kind, model, upstream_model, requests, task) "
+			   "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+			   7, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
 		elog(ERROR, "could not form a batch");
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	{
@@ -134,48 +138,52 @@ BatchStoreForm(const char *model, const char *provider, const LlmRoute *route,
 
 /*
  * The models with batch items ready (up to 100 a pass), with the provider
- * the items were enqueued for (NULL: none) in *providers, in the caller's
- * transaction; *n is their number.
+ * the items were enqueued for (NULL: none) in *providers and whether they
+ * are embeddings in *embeds, in the caller's transaction; *n is their
+ * number.
  */
 char **
-BatchStoreReadyModels(int *n, char ***providers)
+BatchStoreReadyModels(int *n, char ***providers, bool **embeds)
 {
 	char	  **models;
 	int			i;
 
-	if (SPI_execute("SELECT DISTINCT model, provider FROM llm.queue "
+	if (SPI_execute("SELECT DISTINCT model, provider, task = 'embed' FROM llm.queue "
 					"WHERE status = 'pending' AND via = 'batch_api' AND next_attempt_at <= pg_catalog.now() "
 					"LIMIT 100", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for batch items");
 	*n = (int) SPI_processed;
 	models = palloc(sizeof(char *) * Max(*n, 1));
 	*providers = palloc(sizeof(char *) * Max(*n, 1));
+	*embeds = palloc(sizeof(bool) * Max(*n, 1));
 	for (i = 0; i < *n; i++)
 	{
 		models[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 		(*providers)[i] = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		(*embeds)[i] = strcmp(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 3), "t") == 0;
 	}
 	return models;
 }
 
 /*
  * The batch items of a model (enqueued for provider, or NULL: for none)
- * whose provider has no batch API go realtime, in the caller's
- * transaction.
+ * of a task whose provider has no batch API for it go realtime, in the
+ * caller's transaction.
  */
 void
-BatchStoreToRealtime(const char *model, const char *provider)
+BatchStoreToRealtime(const char *model, const char *provider, bool embed)
 {
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		values[2];
-	char		nulls[2] = {' ', provider ? ' ' : 'n'};
+	Oid			types[3] = {TEXTOID, TEXTOID, TEXTOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', provider ? ' ' : 'n', ' '};
 
 	values[0] = CStringGetTextDatum(model);
 	values[1] = provider ? CStringGetTextDatum(provider) : (Datum) 0;
+	values[2] = CStringGetTextDatum(embed ? "embed" : "chat");
 	(void) RunSql("UPDATE llm.queue SET via = 'realtime' "
 				  "WHERE status = 'pending' AND via = 'batch_api' AND model = $1 "
-				  "AND provider IS NOT DISTINCT FROM $2",
-				  2, types, values, nulls, false, 0);
+				  "AND provider IS NOT DISTINCT FROM $2 AND task = $3",
+				  3, types, values, nulls, false, 0);
 }
 
 /*
@@ -190,7 +198,7 @@ BatchStoreUnfinished(void)
 	uint64		i;
 
 	if (SPI_execute("SELECT id, token, kind, model, provider, upstream_model, status, "
-					"provider_batch_id, input_file_id, output_file_id, error_file_id, results_url "
+					"provider_batch_id, input_file_id, output_file_id, error_file_id, results_url, task "
 					"FROM llm._batch WHERE status IN ('preparing', 'submitted') ORDER BY id",
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm._batch");
@@ -216,8 +224,8 @@ BatchStoreUnfinished(void)
  * refuses, a budget), which hold no resource when they are raised.
  */
 static void
-BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model, const char *id,
-			   const char *prompt,
+BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model, bool embed,
+			   const char *id, const char *prompt,
 			   const char *system, const char *options, Oid role, char **line, char **error)
 {
 	MemoryContext old = CurrentMemoryContext;
@@ -234,8 +242,21 @@ BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model
 	}
 	PG_TRY();
 	{
-		LlmRequest *req = RequestFromPrompt(LlmToUtf8(prompt), system ? LlmToUtf8(system) : NULL,
-											options ? LlmToUtf8(options) : NULL);
+		LlmRequest *req;
+
+		if (embed)
+		{
+			/* an embedding: one input a request */
+			const char *input = LlmToUtf8(prompt);
+
+			if (kind->embed_line == NULL)
+				elog(ERROR, "batch API \"%s\" of provider \"%s\" takes no embedding requests",
+					 kind->name, route->provider->name);
+			req = RequestForEmbedding(&input, 1, options ? LlmToUtf8(options) : NULL);
+		}
+		else
+			req = RequestFromPrompt(LlmToUtf8(prompt), system ? LlmToUtf8(system) : NULL,
+									options ? LlmToUtf8(options) : NULL);
 
 		if (ConfigBudget(role, &usd, &calls, &max_queued) && (usd >= 0 || calls >= 0))
 		{
@@ -246,10 +267,16 @@ BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model
 			call.model = (char *) model;
 			call.req = req;
 			call.routes = list_make1((void *) route);
+			if (embed)
+			{
+				call.task = LLM_TASK_EMBED;
+				call.ninputs = 1;
+			}
 			UsageReserve(&call, role, strlen(prompt) + (system ? strlen(system) : 0) +
-						 (options ? strlen(options) : 0), RequestMaxTokens(req));
+						 (options ? strlen(options) : 0), embed ? 0 : RequestMaxTokens(req));
 		}
-		*line = ProviderBatchLine(kind, req, route, psprintf("q%s", id));
+		*line = embed ? ProviderBatchEmbedLine(kind, req, route, psprintf("q%s", id)) :
+			ProviderBatchLine(kind, req, route, psprintf("q%s", id));
 	}
 	PG_CATCH();
 	{
@@ -381,7 +408,8 @@ build_lines(BatchRow *b, StringInfo inline_body, FILE *out)
 			if (target)
 				error = TargetGone(atooid(target), SPI_getvalue(tup, td, 7));
 			if (error == NULL)
-				BatchBuildLine(b->kind, b->route, b->model, id, prompt, system, options, role, &line, &error);
+				BatchBuildLine(b->kind, b->route, b->model, b->embed, id, prompt, system, options, role,
+							   &line, &error);
 			if (error)
 			{
 				MemoryContextSwitchTo(lists_ctx);
@@ -514,8 +542,8 @@ BatchStoreSplit(int64 batch_id, int64 *halves, char **tokens)
 		tokens[k] = MemoryContextStrdup(TopMemoryContext,
 										psprintf("pg_llm_%u_%016llx", MyDatabaseId, (unsigned long long) r));
 		values[1] = CStringGetTextDatum(tokens[k]);
-		if (RunSql("INSERT INTO llm._batch (token, provider, kind, model, upstream_model, requests) "
-				   "SELECT $2, provider, kind, model, upstream_model, 0 FROM llm._batch WHERE id = $1 "
+		if (RunSql("INSERT INTO llm._batch (token, provider, kind, model, upstream_model, requests, task) "
+				   "SELECT $2, provider, kind, model, upstream_model, 0, task FROM llm._batch WHERE id = $1 "
 				   "RETURNING id", 2, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
 			SPI_processed != 1)
 			elog(ERROR, "could not split a batch");
@@ -761,7 +789,8 @@ typedef struct BatchResult
 {
 	int64		item_id;
 	ItemState	state;			/* DONE, FAILED or RETRY_LATER */
-	char	   *content;		/* UTF-8 */
+	char	   *content;		/* UTF-8; an embedding's: its vector as text */
+	int			dim;			/* an embedding's vector's dimensions */
 	char	   *tool_name;		/* the answer of a forced tool (json_schema) */
 	char	   *tool_input;
 	char	   *finish_reason;
@@ -779,6 +808,7 @@ typedef struct BatchIngest
 	const LlmBatchOps *kind;
 	const LlmRoute *route;
 	const char *model;
+	bool		embed;			/* a batch of embeddings */
 	MemoryContext ctx;			/* reset after each chunk */
 	BatchResult *results;
 	int			n;
@@ -797,6 +827,7 @@ BatchIngestStart(BatchRow *b, int chunk)
 	ing->kind = b->kind;
 	ing->route = b->route;
 	ing->model = b->model;
+	ing->embed = b->embed;
 	ing->cap = chunk;
 	ing->ctx = AllocSetContextCreate(CurrentMemoryContext, "pg_llm batch results", ALLOCSET_DEFAULT_SIZES);
 	ing->results = MemoryContextAlloc(ing->ctx, sizeof(BatchResult) * chunk);
@@ -850,7 +881,7 @@ ingest_flush(BatchIngest *ing)
 			   "(batch_id = $2 AND status = 'submitted') AS waiting, "
 			   COUNT_OF("options->'n'") " AS choices, "
 			   "prompt, system, options::text AS options, invalid_answers, spread, job_id, "
-			   "options->>'tag' AS tag "
+			   "options->>'tag' AS tag, task "
 			   "FROM llm.queue WHERE id = ANY ($1)",
 			   2, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read batch items");
@@ -892,12 +923,17 @@ ingest_flush(BatchIngest *ing)
 		call->reply = res->reply;
 		call->job_id = it->job_id;
 		call->tag = it->tag ? LlmToUtf8(it->tag) : NULL;
+		if (it->embed)
+		{
+			call->task = LLM_TASK_EMBED;
+			call->ninputs = 1;
+		}
 		max_tokens = SPI_getvalue(tup, td, SPI_fnumber(td, "max_tokens"));
 		choices = SPI_getvalue(tup, td, SPI_fnumber(td, "choices"));
 		UsageResume(call, it->role,
 					(size_t) strtoll(SPI_getvalue(tup, td, SPI_fnumber(td, "request_bytes")), NULL, 10),
-					max_tokens ? strtoll(max_tokens, NULL, 10) : 0,
-					choices ? strtoll(choices, NULL, 10) : 1);
+					(max_tokens && !it->embed) ? strtoll(max_tokens, NULL, 10) : 0,
+					(choices && !it->embed) ? strtoll(choices, NULL, 10) : 1);
 
 		if (res->expired)
 		{
@@ -906,6 +942,20 @@ ingest_flush(BatchIngest *ing)
 			MemoryContextSwitchTo(old);
 			expired = lappend(expired, &res->item_id);
 			continue;
+		}
+		if (res->state == ITEM_DONE && it->embed && it->options && strstr(it->options, "dimensions"))
+		{
+			/* a vector of other dimensions than asked for is not written */
+			int			want = RequestDimensions(RequestForEmbedding(NULL, 0, LlmToUtf8(it->options)));
+
+			if (want > 0 && res->dim != want)
+			{
+				res->state = ITEM_FAILED;
+				outcome = LLM_OUTCOME_ERROR;
+				res->error = psprintf("provider \"%s\" returned no usable vector for this input: "
+									  "The reply's vector has %d dimensions; %d were asked for.",
+									  ing->route->provider->name, res->dim, want);
+			}
 		}
 		if (res->state == ITEM_DONE && it->shaped && LlmReplyRefused(call, &f))
 		{
@@ -936,7 +986,7 @@ ingest_flush(BatchIngest *ing)
 			MemoryContextSwitchTo(old);
 			continue;
 		}
-		if (res->state == ITEM_DONE)
+		if (res->state == ITEM_DONE && !it->embed)
 		{
 			/* a refusal, a tool call, a paused turn, no text: failed */
 			outcome = LlmJudgeText(call, res->content && res->content[0] != '\0', &f);
@@ -993,10 +1043,36 @@ BatchIngestLine(BatchIngest *ing, const char *line, size_t len)
 	bool		expired;
 	LlmReply	reply;
 	char	   *problem = NULL;
+	char	   *embed_problem = NULL;
+	int			dim = 0;
 	bool		ok;
 	BatchResult *res;
 
-	ok = ProviderBatchResult(ing->kind, ing->route, line, len, &custom_id, &status, &expired, &reply, &problem);
+	if (ing->embed)
+	{
+		/* an embedding: its one vector, as text, or why it has none */
+		LlmEmbedReply er;
+
+		ok = ProviderBatchEmbedResult(ing->kind, ing->route, line, len, &custom_id, &status, &expired,
+									  &er, &problem);
+		memset(&reply, 0, sizeof(reply));
+		reply.has_usage = er.has_usage;
+		reply.usage_invalid = er.usage_invalid;
+		reply.input_tokens = er.input_tokens;
+		if (ok && er.vectors[0].error)
+		{
+			/* answered (and paid), but with nothing to write */
+			ok = false;
+			embed_problem = er.vectors[0].error;
+		}
+		else if (ok)
+		{
+			reply.content = EmbedVectorText(er.vectors[0].values, er.vectors[0].dim);
+			dim = er.vectors[0].dim;
+		}
+	}
+	else
+		ok = ProviderBatchResult(ing->kind, ing->route, line, len, &custom_id, &status, &expired, &reply, &problem);
 	/* a request's error is the provider's text: shown only redacted */
 	if (problem)
 		problem = RedactProviderCString(problem, ing->route->provider);
@@ -1012,7 +1088,16 @@ BatchIngestLine(BatchIngest *ing, const char *line, size_t len)
 	res->item_id = strtoll(custom_id + 1, NULL, 10);
 	res->status = status;
 	res->reply = reply;
-	if (ok)
+	res->dim = dim;
+	if (embed_problem)
+	{
+		/* the provider's text: shown redacted, as a request's error is */
+		res->state = ITEM_FAILED;
+		res->error = psprintf("provider \"%s\" returned no usable vector for this input: %s",
+							  ing->route->provider->name,
+							  RedactProviderCString(embed_problem, ing->route->provider));
+	}
+	else if (ok)
 	{
 		/*
 		 * An answer, judged when it is written (the item says whether it

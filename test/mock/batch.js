@@ -29,6 +29,7 @@ const FILE_MAX = 512 * MB;              /* any upload */
 const BATCH_FILE_MAX = 200 * MB;        /* an upload with purpose=batch */
 const JSON_BODY_MAX = 256 * MB;         /* a JSON request body of these routes */
 const OA_MAX_LINES = 50000;
+const OA_MAX_EMBED_INPUTS = 50000;      /* embedding inputs in a /v1/embeddings batch */
 const AN_MAX_REQUESTS = 100000;
 const ERRORS_KEEP = 1000;               /* validation errors kept per batch */
 const PURPOSES = new Set(['assistants', 'batch', 'fine-tune', 'vision', 'user_data', 'evals']);
@@ -658,6 +659,8 @@ function scanFile(buf, endpoint) {
 	const seen = new Set();
 	let model = null;
 	let name = null;
+	let inputs = 0;
+	let tooManyInputs = false;
 	const err = (code, message, param, line) => {
 		if (errors.length < ERRORS_KEEP)
 			errors.push({ code, message, param, line });
@@ -708,6 +711,15 @@ function scanFile(buf, endpoint) {
 		}
 		if (b.stream === true)
 			err('invalid_request', 'Streaming is not supported in batch mode.', 'body.stream', line);
+		if (endpoint === '/v1/embeddings') {
+			/* OpenAI: an embeddings batch holds at most 50,000 inputs in all */
+			inputs += Array.isArray(b.input) ? b.input.length : 1;
+			if (inputs > OA_MAX_EMBED_INPUTS && !tooManyInputs) {
+				tooManyInputs = true;
+				err('too_many_tasks', 'A /v1/embeddings batch holds at most ' + OA_MAX_EMBED_INPUTS +
+					' embedding inputs across all its requests.', 'body.input', line);
+			}
+		}
 		if (name === null) {
 			name = modelName(b.model);
 			model = typeof b.model === 'string' ? b.model : null;

@@ -1086,6 +1086,11 @@ expect "batches: embedding batch completed" "$(jv "$T/b" 'JSON.stringify(b.reque
 req oa GET "/v1/files/$(jv "$T/b" 'b.output_file_id')/content"
 cp "$T/b" "$T/eout.jsonl"
 expect "batches: embedding output lines" "$(jl "$T/eout.jsonl" 'L.map((l) => l.custom_id + ":" + l.response.body.data.map((d) => d.index + "/" + d.embedding.length).join(";")).sort().join(" ")')" "x1:0/4 x3:0/4;1/4"
+"$NODE" -e 'const inp = Array(2048).fill("x"); for (let i = 0; i < 25; i++) console.log(JSON.stringify({custom_id: "m" + i, method: "POST", url: "/v1/embeddings", body: {model: "e", input: inp}}))' >"$T/many.jsonl"
+req oa POST /v1/files "" -F purpose=batch -F "file=@$T/many.jsonl"
+req oa POST /v1/batches '{"input_file_id":"'"$(jv "$T/b" 'b.id')"'","endpoint":"/v1/embeddings","completion_window":"24h"}'
+poll_status oa "$(jv "$T/b" 'b.id')" failed
+expect "batches: more than 50,000 embedding inputs fails" "$(jv "$T/b" 'b.errors.data.map((e) => e.code + ":" + e.line).join()')" "too_many_tasks:25"
 curl -sS "$BASE/_stats" >"$T/stats"
 expect "_stats: embeddings" "$(jv "$T/stats" 'JSON.stringify(b.embeddings) + "," + b.requests')" '{"requests":24,"inputs":23},0'
 curl -sS -o /dev/null -X POST "$BASE/_reset"

@@ -5,3 +5,4 @@ COMMENT ON COLUMN llm.usage.inputs IS 'The number of inputs of an embedding requ
 COMMENT ON COLUMN llm.queue.task IS 'chat: the prompt is answered; embed: the prompt is the input of an embedding, and the reply its vector ([v1,...])';
 COMMENT ON COLUMN llm.queue.input_hash IS 'Of a job''s embedding item: the hash of its input, so that a row whose rendered input did not change is not embedded again';
 COMMENT ON COLUMN llm.job.task IS 'chat: the rendered prompt is answered; embed: it is embedded, and its vector written into the result column (a row whose rendered input did not change is not embedded again)';
+COMMENT ON COLUMN llm._batch.task IS 'chat, or embed: its requests are embeddings (endpoint /v1/embeddings), one input each';

@@ -16,3 +16,5 @@ CREATE INDEX queue_embed_ready ON llm.queue (enqueued_by, next_attempt_at, id)
 -- embedding jobs: llm.job says which task a job does, and create_job
 -- takes it (create_job of 0.2.0 is dropped by before-worker.sql)
 ALTER TABLE llm.job ADD COLUMN task text NOT NULL DEFAULT 'chat' CHECK (task IN ('chat', 'embed'));
+-- embeddings through provider batch APIs: a batch is of one task
+ALTER TABLE llm._batch ADD COLUMN task text NOT NULL DEFAULT 'chat' CHECK (task IN ('chat', 'embed'));
