@@ -23,11 +23,15 @@ Kinds of checks (margins are wide on purpose: the machine is shared):
 The first-row latency and the median per-row delay of every live check are
 printed at the end; they are measurements, not asserted.
 
-usage: matrix.py [GROUP ...]   (psql psycopg node jdbc libpq sql disconnect;
-                                default: all)
+The group readme runs the README's Python, JavaScript and Java snippets
+and its psql recipes as printed, in a database app.
+
+usage: matrix.py [GROUP ...]   (psql psycopg node jdbc libpq sql disconnect
+                                readme; default: all)
 """
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -661,9 +665,155 @@ def group_disconnect():
                env={"PGOPTIONS": "-c client_connection_check_interval=100ms"})
 
 
+# ----------------------------------------------------------- the README
+
+README = os.path.join(os.path.dirname(os.path.dirname(HERE)), "README.md")
+
+
+def readme_blocks(lang):
+    """The fenced blocks of README.md in a language, in order."""
+    out, cur = [], None
+    for line in open(README, encoding="utf-8"):
+        s = line.rstrip("\n")
+        if cur is None:
+            if s.strip() == "```" + lang:
+                cur = []
+        elif s.strip() == "```":
+            out.append("\n".join(cur) + "\n")
+            cur = None
+        else:
+            cur.append(s)
+    return out
+
+
+def run_raw(cmd, timeout=60, cwd=None, env=None, stdin_text=None):
+    """Run a program, recording when each piece of its output arrived."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.PIPE if stdin_text is not None else subprocess.DEVNULL,
+                         cwd=cwd, env=dict(os.environ, **(env or {})))
+    if stdin_text is not None:
+        p.stdin.write(stdin_text.encode())
+        p.stdin.close()
+    reads = []
+    timer = threading.Timer(timeout, p.kill)
+    timer.start()
+    try:
+        while True:
+            b = os.read(p.stdout.fileno(), 65536)
+            if not b:
+                break
+            reads.append((now_us(), b.decode("utf-8", "replace")))
+        rc = p.wait()
+        err = p.stderr.read().decode("utf-8", "replace")
+    finally:
+        timed_out = not timer.is_alive() and p.returncode is not None and p.returncode < 0
+        timer.cancel()
+    return reads, rc, err, timed_out
+
+
+def readme_check(label, cmd, live=True, **kw):
+    """A README snippet runs as printed, prints the reply as running text
+    and exits; with live, its first words reach its output while the
+    provider still streams (at least 500 ms before the last chunk)."""
+    reset()
+    t0 = now_us()
+    reads, rc, err, timed_out = run_raw(cmd, **kw)
+    tr, _ = trace_of_stream(now_us())
+    text = "".join(t for _, t in reads)
+    reply = " ".join(expected_texts(WORDS))
+    why = []
+    if rc != 0 or timed_out:
+        why.append("it exited with %s%s" % (rc, " (timed out: it does not end)" if timed_out else ""))
+    at = text.rfind(reply)
+    if at < 0:
+        why.append("its output has no %r" % reply)
+    if not why and live:
+        pieces = tr["t_us"] if tr else []
+        # when the output's last reply began to arrive
+        seen, first = 0, None
+        for t, chunk in reads:
+            seen += len(chunk)
+            if seen > at:
+                first = t
+                break
+        if len(pieces) != WORDS:
+            why.append("the trace has %d pieces, expected %d" % (len(pieces), WORDS))
+        elif first is None or first > pieces[-1] - SPAN_MIN_MS * 1000:
+            why.append("its first words arrived %s ms before the last chunk left the mock"
+                       % fmt((pieces[-1] - (first or pieces[-1])) / 1000))
+    report(not why, "README %s: runs as printed, prints the reply%s and ends (%d ms)"
+           % (label, " live" if live else "", (now_us() - t0) // 1000),
+           "; ".join(why) + "\noutput: %r\nstderr: %s" % (text[-2000:], err[-2000:]))
+
+
+def group_readme():
+    """The README's snippets, as printed, in a database app whose model
+    cheap streams w1 .. w8, 150 ms apart."""
+    psql = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1"]
+    setup = subprocess.run(psql + ["-d", "postgres", "-c", "CREATE DATABASE app"], capture_output=True, text=True)
+    setup = subprocess.run(psql + ["-d", "app"], capture_output=True, text=True, input="""
+        CREATE EXTENSION pg_llm;
+        SELECT llm.create_provider('readme', 'openai', '%s/v1', api_key => 'sk-mock',
+                                   options => '{"headers": {"x-mock-trace": "1"}}');
+        SELECT llm.add_model('cheap', 'readme', '%s');
+    """ % (MOCK, LIVE_MODEL))
+    if setup.returncode != 0:
+        report(False, "README: the database app is set up", setup.stderr)
+        return
+    env = {"PGDATABASE": "app"}
+    py = readme_blocks("python")
+    js = readme_blocks("js")
+    java = readme_blocks("java")
+    sqls = [b for b in readme_blocks("sql") if "llm.chat_stream" in b and "\\pset" in b]
+    report(len(py) >= 1 and len(js) >= 1 and len(java) >= 1 and len(sqls) >= 1,
+           "README: its Python, JavaScript and Java snippets and psql's running text are found "
+           "(%d, %d, %d, %d)" % (len(py), len(js), len(java), len(sqls)))
+    for k, b in enumerate(py):
+        f = os.path.join(WORK, "readme_%d.py" % k)
+        open(f, "w").write(b)
+        readme_check("python snippet %d (psycopg 3)" % (k + 1), [PY, f], env=env)
+    for k, b in enumerate(js):
+        # beside test/clients/node_modules, where pg and pg-query-stream are
+        f = os.path.join(HERE, ".readme_%d.js" % k)
+        open(f, "w").write(b)
+        try:
+            readme_check("js snippet %d (node)" % (k + 1), ["node", f], env=env, cwd=HERE)
+        finally:
+            os.unlink(f)
+    if JDBC_SKIP:
+        print("ok - README java snippets # skip %s" % JDBC_SKIP)
+    else:
+        for k, b in enumerate(java):
+            d = os.path.join(WORK, "readme_java_%d" % k)
+            os.makedirs(d, exist_ok=True)
+            open(os.path.join(d, "ReadmeSnippet.java"), "w").write(
+                "import java.sql.*;\n\npublic class ReadmeSnippet {\n"
+                "    public static void main(String[] args) throws Exception {\n"
+                "        try (Connection conn = DriverManager.getConnection(args[0], args[1], \"\")) {\n"
+                + b + "        }\n        System.out.flush();\n    }\n}\n")
+            jar = JDBC_CP.split(":")[-1]
+            c = subprocess.run(["javac", "-d", d, "-cp", jar, os.path.join(d, "ReadmeSnippet.java")],
+                               capture_output=True, text=True)
+            if c.returncode != 0:
+                report(False, "README java snippet %d compiles inside a main with conn" % (k + 1), c.stderr)
+                continue
+            url = "jdbc:postgresql://%s:%s/app" % (os.environ.get("PGHOST", "127.0.0.1"), os.environ["PGPORT"])
+            # System.out.print is buffered: the reply shows at the end
+            readme_check("java snippet %d (JDBC)" % (k + 1),
+                         ["java", "-cp", d + ":" + jar, "ReadmeSnippet", url, os.environ.get("PGUSER", "postgres")],
+                         live=False)
+    for k, b in enumerate(sqls):
+        readme_check("psql block %d (running text)" % (k + 1), psql + ["-d", "app", "-f", "-"], stdin_text=b)
+    # the one-line form the README gives beside the block
+    m = re.search(r"`(psql -At [^`]*)`", open(README, encoding="utf-8").read())
+    report(m is not None, "README: the psql one-liner is found")
+    if m:
+        readme_check("psql one-liner", ["bash", "-c", " ".join(m.group(1).split())], env=env)
+
+
 GROUPS = [("libpq", group_libpq), ("psql", group_psql), ("psycopg", group_psycopg),
           ("node", group_node), ("jdbc", group_jdbc), ("sql", group_sql),
-          ("disconnect", group_disconnect)]
+          ("disconnect", group_disconnect), ("readme", group_readme)]
 
 
 def main():

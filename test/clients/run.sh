@@ -17,6 +17,8 @@
 #   disconnect  a client killed mid-stream, with client_connection_check_
 #               interval 0 (the check named DISCONNECT-FIX: it needs the
 #               fix in src/stream.c) and 100ms
+#   readme      the README's Python, JavaScript and Java snippets and its
+#               psql recipes, as printed, in a database app
 #
 # Each check compares the time every row reached the client with the time
 # the mock provider sent its chunk (GET /_trace of test/mock/server.js,
@@ -26,7 +28,7 @@
 # a cancel.  matrix.py holds the checks; the other files are the clients.
 #
 # usage: test/clients/run.sh [GROUP ...]   (libpq psql psycopg node jdbc
-#                                           sql disconnect; default all)
+#                                           sql disconnect readme; default all)
 #
 # Does not build or install pg_llm: run it after `make install` (as
 # test/run_all.sh does).  As root it installs what its clients need:
