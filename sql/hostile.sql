@@ -22,6 +22,10 @@ GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
                           llm.chat_completion(jsonb, text),
                           llm.chat_stream(text, text, text, jsonb),
                           llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO mallory;
+-- the reports, over her own rows (the README's grants)
+GRANT SELECT ON llm.usage, llm.usage_log, llm.usage_summary, llm.queue_status, llm.model TO mallory;
+GRANT EXECUTE ON FUNCTION llm.usage_summary(text, timestamptz, timestamptz),
+                          llm.cost_report(text, timestamptz, timestamptz, text) TO mallory;
 -- databases created before PostgreSQL 15 (and upgraded) let PUBLIC create
 -- in public
 GRANT CREATE ON SCHEMA public TO PUBLIC;
@@ -134,6 +138,12 @@ SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "hi"}]}', 
 SELECT string_agg(c, '') FROM (SELECT llm.chat_stream('one two', 'mock') AS c) s;
 SELECT llm.enqueue('mine', 'mock', target_table => 'mal.mine', target_column => 'note',
                    target_key => '{"id": 1}') > 0 AS queued;
+SELECT count(*) > 0 AS read FROM llm.usage_summary;
+SELECT count(*) > 0 AS read FROM llm.usage_summary(by => 'Job, tag');
+SELECT count(*) > 0 AS read FROM llm.cost_report();
+SELECT count(*) > 0 AS read FROM llm.cost_report('mock', by => 'tag');
+SELECT count(*) > 0 AS read FROM llm.queue_status;
+SELECT count(*) >= 0 AS read FROM llm.usage_log;
 RESET search_path;
 RESET ROLE;
 -- (answered before mallory gets a budget in USD below, which the unpriced
@@ -153,6 +163,9 @@ SELECT llm.drop_model('hostile-model');
 SELECT llm.drop_provider('hostile-test');
 SELECT llm.enqueue('victim', 'mock', target_table => 'public.victim', target_column => 'note',
                    target_key => '{"id": 1}') > 0 AS queued;
+SELECT count(*) > 0 AS read FROM llm.cost_report(by => 'job');
+SELECT count(*) > 0 AS read FROM llm.usage_summary(by => 'tag');
+SELECT count(*) >= 0 AS read FROM llm.job_status;
 RESET search_path;
 SELECT public.hostile_wait();
 SELECT note FROM victim;
@@ -512,7 +525,7 @@ DROP SCHEMA hidden;
 REVOKE ALL ON SCHEMA llm FROM hostile_victim;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM hostile_victim;
 DROP ROLE hostile_victim;
-REVOKE ALL ON llm.job, llm.job_status, llm.queue FROM mallory;
+REVOKE ALL ON llm.job, llm.job_status, llm.queue, llm.usage, llm.usage_log, llm.usage_summary, llm.queue_status, llm.model FROM mallory;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 DROP FUNCTION public.make_interval(integer);
 DROP FUNCTION public.jsonb_populate_record(public.victim, jsonb);
