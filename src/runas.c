@@ -22,12 +22,14 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_namespace.h"
 #include "commands/prepare.h"
+#include "common/hashfn.h"
 #include "commands/sequence.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
+#include "utils/memutils.h"
 #include "utils/portal.h"
 #include "utils/syscache.h"
 
@@ -124,52 +126,68 @@ RunAs(Oid role, bool restricted, RunAsFunc fn, void *arg)
 		forget_session_state(true);
 }
 
+/*
+ * The saved plans, by a hash of their statement's whole text (the claim
+ * statement is longer than a kilobyte).  A statement whose hash another
+ * one has, and any beyond PLAN_CACHE_MAX, is planned each time: a caller
+ * that put values into its text would otherwise fill the cache.
+ */
+#define PLAN_CACHE_MAX 1024
+
 typedef struct PlanEntry
 {
-	char		sql[1024];
+	uint64		hash;
+	char	   *sql;			/* the whole text, in TopMemoryContext */
 	SPIPlanPtr	plan;
 } PlanEntry;
 
 static HTAB *plan_cache = NULL;
 
-/* A saved plan for a statement, prepared once per process. */
+/* A saved plan for a statement, prepared once per process (or NULL). */
 static SPIPlanPtr
 cached_plan(const char *sql, int nargs, Oid *types)
 {
 	PlanEntry  *e;
 	bool		found;
-	char		key[1024];
+	size_t		len = strlen(sql);
+	uint64		hash = hash_bytes_extended((const unsigned char *) sql, (int) len, 0);
 
 	if (plan_cache == NULL)
 	{
 		HASHCTL		ctl;
 
-		ctl.keysize = sizeof(key);
+		ctl.keysize = sizeof(uint64);
 		ctl.entrysize = sizeof(PlanEntry);
-		plan_cache = hash_create("pg_llm saved plans", 64, &ctl, HASH_ELEM | HASH_STRINGS);
+		plan_cache = hash_create("pg_llm saved plans", 64, &ctl, HASH_ELEM | HASH_BLOBS);
 	}
-	if (strlen(sql) >= sizeof(key))
+	e = hash_search(plan_cache, &hash, HASH_FIND, NULL);
+	if (e != NULL && e->plan != NULL)
+		return strcmp(e->sql, sql) == 0 ? e->plan : NULL;
+	if (e == NULL && hash_get_num_entries(plan_cache) >= PLAN_CACHE_MAX)
 		return NULL;
-	memset(key, 0, sizeof(key));
-	strlcpy(key, sql, sizeof(key));
-	e = hash_search(plan_cache, key, HASH_ENTER, &found);
-	if (!found || e->plan == NULL)
+	e = hash_search(plan_cache, &hash, HASH_ENTER, &found);
+	if (!found)
+	{
+		e->sql = NULL;
+		e->plan = NULL;
+	}
 	{
 		SPIPlanPtr	p;
 
-		e->plan = NULL;
 		/* one generic plan: these statements run thousands of times */
 		p = SPI_prepare_cursor(sql, nargs, types, CURSOR_OPT_GENERIC_PLAN);
 		if (p == NULL)
 			elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql, SPI_result_code_string(SPI_result));
 		SPI_keepplan(p);
+		if (e->sql == NULL)
+			e->sql = MemoryContextStrdup(TopMemoryContext, sql);
 		e->plan = p;
 	}
 	return e->plan;
 }
 
 /*
- * Run a statement with a saved plan (or a one-off one if it is long).  A
+ * Run a statement with a saved plan (or a one-off one, see cached_plan).  A
  * statement's text must say everything its plan depends on: the plans
  * are found by text, argument types included.
  */

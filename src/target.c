@@ -226,6 +226,39 @@ TargetKeyClause(Relation rel, const char *relname, Jsonb *key, TargetArgs *args,
 }
 
 /*
+ * The values of a key (a JSON object) as texts, in the order in which
+ * TargetKeyClause adds them as arguments, into texts (up to max); the
+ * key's column names, in that order, are appended to names: the shape of
+ * its clause.  Returns the number of columns.
+ */
+int
+TargetKeyTexts(Jsonb *key, char **texts, int max, StringInfo names)
+{
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			n = 0;
+
+	if (key == NULL || !JB_ROOT_IS_OBJECT(key))
+		return 0;
+	it = JsonbIteratorInit(&key->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *name;
+
+		if (tok != WJB_KEY)
+			continue;
+		name = pnstrdup(v.val.string.val, v.val.string.len);
+		appendStringInfo(names, "%s%s", n ? "," : "", quote_identifier(name));
+		(void) JsonbIteratorNext(&it, &v, true);
+		if (n < max)
+			texts[n] = key_text(&v, name);
+		n++;
+	}
+	return n;
+}
+
+/*
  * The values of the arguments from number `from` on, made by their types'
  * input functions with their typmods: a value that does not fit its type
  * raises the type's own error here.

@@ -33,6 +33,7 @@ extern void TargetAddArgument(TargetArgs *args, Oid typid, int32 typmod, char *t
 extern void TargetKeyClause(Relation rel, const char *relname, Jsonb *key,
 							TargetArgs *args, StringInfo sql, Bitmapset **keycols,
 							const char *param);
+extern int	TargetKeyTexts(Jsonb *key, char **texts, int max, StringInfo names);
 extern char *TargetEqualityOperator(Oid typid, const char *column);
 extern void TargetValues(TargetArgs *args, Datum *values, int from);
 extern char *TargetRelationName(Relation rel);

@@ -98,6 +98,8 @@ typedef struct Writeback
 	int64		shard;			/* the Citus shard of the row, or 0 */
 } Writeback;
 
+static void prepare_new(WorkItem *it, const char *reply, Writeback *wb, Jsonb *key);
+
 /* Items with the same write-back statement and role, written at once. */
 typedef struct WritebackGroup
 {
@@ -259,20 +261,103 @@ citus_prune(WorkItem *it, Relation rel, Jsonb *key, Writeback *wb, StringInfo gr
 }
 
 /*
+ * The write-backs prepared in this pass, by table, role, column and key
+ * columns: the items of a job (or of any one target) share everything
+ * but their values, which are all a later item needs.  NULL outside a
+ * pass.
+ */
+static HTAB *prepared = NULL;
+static MemoryContext prepared_ctx = NULL;
+
+typedef struct PreparedEntry
+{
+	char		key[NAMEDATALEN * 4];	/* table, role, column, key columns */
+	Writeback  *wb;				/* as prepared for the first item */
+} PreparedEntry;
+
+/* The reply's text for the column, as the item's kind of answer wants it. */
+static char *
+reply_for_column(WorkItem *it, const char *reply, Oid typid, const char *relname)
+{
+	return it->embed ? EmbedTextForColumn(reply, typid) :
+		it->shaped ? shaped_for_type(reply, typid, relname) :
+		reply_for_type(reply, typid);
+}
+
+/*
+ * The key of an item's write-back among those prepared in the pass, and
+ * its key's values (texts, up to TARGET_MAX_ARGS - 1); false when it has
+ * no place there (an answer spread over columns, a key too long).
+ */
+static bool
+prepared_key(WorkItem *it, Jsonb *key, char *out, char **texts, int *ntexts)
+{
+	StringInfoData names;
+
+	if (prepared == NULL || it->spread)
+		return false;
+	initStringInfo(&names);
+	*ntexts = TargetKeyTexts(key, texts, TARGET_MAX_ARGS - 1, &names);
+	if (*ntexts == 0 || *ntexts >= TARGET_MAX_ARGS)
+		return false;
+	if (snprintf(out, NAMEDATALEN * 4, "%u/%u/%s/%s", it->target_table, it->role,
+				 it->target_column, names.data) >= NAMEDATALEN * 4)
+		return false;
+	return true;
+}
+
+/*
  * Prepare the write-back of a reply (already in the server encoding):
  * the target table, column and key columns as they are now.  The table is
  * locked until the end of the transaction, so it cannot change or go away
- * before the UPDATE runs.
+ * before the UPDATE runs.  A later item of the same table, role, column
+ * and key columns in the pass takes the statements prepared for the
+ * first, with its own values.
  */
 static void
 writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
+{
+	char		pkey[NAMEDATALEN * 4];
+	char	   *texts[TARGET_MAX_ARGS];
+	int			ntexts = 0;
+	bool		keyed;
+	PreparedEntry *e;
+	bool		found;
+	Jsonb	   *jkey = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(it->target_key)));
+
+	keyed = prepared_key(it, jkey, pkey, texts, &ntexts);
+	if (keyed && (e = hash_search(prepared, pkey, HASH_FIND, NULL)) != NULL &&
+		e->wb->args.nargs == ntexts + 1)
+	{
+		int			k;
+
+		*wb = *e->wb;
+		wb->args.texts[0] = reply_for_column(it, reply, wb->args.types[0], wb->relname);
+		for (k = 0; k < ntexts; k++)
+			wb->args.texts[k + 1] = texts[k];
+		return;
+	}
+	prepare_new(it, reply, wb, jkey);
+	if (keyed && !wb->citus)
+	{
+		MemoryContext old = MemoryContextSwitchTo(prepared_ctx);
+
+		e = hash_search(prepared, pkey, HASH_ENTER, &found);
+		e->wb = palloc(sizeof(Writeback));
+		*e->wb = *wb;
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/* The same, for the first item of its table, role, column and key columns. */
+static void
+prepare_new(WorkItem *it, const char *reply, Writeback *wb, Jsonb *key)
 {
 	Relation	rel;
 	AttrNumber	att;
 	Form_pg_attribute a;
 	StringInfoData sql;
 	StringInfoData group;
-	Jsonb	   *key;
 	int			k;
 	const char *only;
 
@@ -307,7 +392,6 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 	 */
 	only = rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "";
 	initStringInfo(&sql);
-	key = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(it->target_key)));
 	if (it->spread)
 	{
 		/* one row, many columns: written alone */
@@ -326,9 +410,7 @@ writeback_prepare(WorkItem *it, const char *reply, Writeback *wb)
 	a = TupleDescAttr(RelationGetDescr(rel), att - 1);
 	wb->colname = pstrdup(it->target_column);
 	TargetAddArgument(&wb->args, a->atttypid, a->atttypmod,
-					  it->embed ? EmbedTextForColumn(reply, a->atttypid) :
-					  it->shaped ? shaped_for_type(reply, a->atttypid, wb->relname) :
-					  reply_for_type(reply, a->atttypid));
+					  reply_for_column(it, reply, a->atttypid, wb->relname));
 	appendStringInfo(&sql, "UPDATE %s%s AS t SET %s = $1 WHERE ",
 					 only, wb->relname, quote_identifier(it->target_column));
 	TargetKeyClause(rel, wb->relname, key, &wb->args, &sql, NULL, "$");
@@ -1214,6 +1296,14 @@ WritebackSetInXact(ItemSet *set)
 		return;
 	}
 	saved_ids = palloc(sizeof(Datum) * n);
+
+	/* the write-backs prepared in this pass (see writeback_prepare) */
+	ctl.keysize = NAMEDATALEN * 4;
+	ctl.entrysize = sizeof(PreparedEntry);
+	ctl.hcxt = prepared_ctx = CurrentMemoryContext;
+	prepared = hash_create("pg_llm prepared write-backs", 16, &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(int64);
 	ctl.hcxt = CurrentMemoryContext;
@@ -1254,6 +1344,7 @@ WritebackSetInXact(ItemSet *set)
 		if (guarded(set, it, prepare_step, wb, &ps))
 			groups = group_add(groups, it, wb);
 	}
+	prepared = NULL;
 
 	/*
 	 * Each group at once, or (when that fails) one item at a time.  A group
