@@ -126,6 +126,39 @@ SELECT wait_until('SELECT NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN ('
 SELECT prompt, status, error, reply IS NULL AS nothing_paid FROM llm.queue ORDER BY id;
 SELECT count(*) FROM bdocs WHERE id <= 2 AND summary = 'echo: ' || body;
 
+-- a request's input tokens are estimated as every call's are (tokens.c),
+-- when its budget is reserved and when its result settles it: a result
+-- without usage is booked at the estimate llm.estimate shows, and what was
+-- reserved is given back whole (nothing stays "under way")
+DELETE FROM llm.queue;
+SELECT llm.add_model('b-nousage', 'b-inline', 'mock?usage=none', input_usd_per_mtok => 1000, output_usd_per_mtok => 0);
+SELECT llm.set_budget(current_user::regrole, 100000);
+UPDATE bdocs SET summary = NULL WHERE id <= 20;
+SELECT count(llm.enqueue(format('{"id": %s, "tags": ["a", "b"], "n": {"x": 1.5, "y": [1, 2, 3]}}', id), 'b-nousage',
+                         target_table => 'bdocs', target_column => 'summary',
+                         target_key => jsonb_build_object('id', id), via => 'batch_api'))
+FROM bdocs WHERE id <= 20;
+SELECT wait_until('SELECT NOT EXISTS (SELECT 1 FROM llm.queue WHERE status IN (''pending'', ''running'', ''submitted''))',
+                  'drained');
+SELECT wait_until('SELECT count(*) = 20 FROM llm.usage WHERE model = ''b-nousage''', 'usage written');
+SELECT sum(u.input_tokens) = (SELECT input_tokens FROM llm.estimate(ARRAY(SELECT prompt FROM llm.queue ORDER BY id), 'b-nousage'))
+           AS booked_as_estimated,
+       bool_and(u.estimated) AS marked_estimated
+FROM llm.usage u WHERE u.model = 'b-nousage';
+SELECT llm.set_budget(current_user::regrole, 0.000001);
+DO $$
+DECLARE
+    d text;
+BEGIN
+    PERFORM llm.chat('x', 'b-cheap');
+EXCEPTION WHEN configuration_limit_exceeded THEN
+    GET STACKED DIAGNOSTICS d = PG_EXCEPTION_DETAIL;
+    RAISE NOTICE 'under way: %', substring(d from '\(([0-9.]+) USD under way\)');
+END;
+$$;
+SELECT llm.set_budget(current_user::regrole, NULL);
+SELECT llm.drop_model('b-nousage');
+
 DROP TABLE bdocs;
 DELETE FROM llm.queue;
 SELECT llm.drop_model('b-cheap'), llm.drop_model('b-poison'), llm.drop_model('b-nobatch');

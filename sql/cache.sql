@@ -178,6 +178,43 @@ RESET ROLE;
 SELECT llm.embed('x', 'kc', '{"cache": true}');
 SELECT llm.prune_cache(-1);
 
+-- 11. budgets: a hit is free.  It uses no call of a budget in calls (nor
+-- a rate-limit turn), and it is served when the budget is spent; only what
+-- goes to the provider is refused
+SELECT llm.add_model('kc-budget', 'mock', 'mock', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+CREATE ROLE kc_carol;
+GRANT USAGE ON SCHEMA llm TO kc_carol;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_many, llm.chat_stream, llm.enqueue TO kc_carol;
+SELECT llm.set_budget('kc_carol', NULL, 2);
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT requests_last_minute AS turns_before FROM llm.provider_status WHERE provider = 'mock' \gset
+SET ROLE kc_carol;
+SELECT llm.chat('Budget question one', 'kc-budget', NULL, '{"temperature": 0}');
+SELECT llm.chat('Budget question one', 'kc-budget', NULL, '{"temperature": 0}') FROM generate_series(1, 3);
+SELECT count(*), count(error) FROM llm.chat_many(array_fill('Budget question one'::text, ARRAY[5]), 'kc-budget', NULL, '{"temperature": 0}');
+SELECT llm.chat('Budget question two', 'kc-budget', NULL, '{"temperature": 0}');
+-- the budget is spent: a new question is refused before it is sent ...
+SELECT llm.chat('Budget question three', 'kc-budget', NULL, '{"temperature": 0}');
+SELECT * FROM llm.chat_many(ARRAY['Budget question three'], 'kc-budget', NULL, '{"temperature": 0}');
+-- ... and what the cache holds is still served, on every path
+SELECT llm.chat('Budget question one', 'kc-budget', NULL, '{"temperature": 0}');
+SELECT count(*), count(error) FROM llm.chat_many(array_fill('Budget question two'::text, ARRAY[3]), 'kc-budget', NULL, '{"temperature": 0}');
+SELECT string_agg(x, '') FROM llm.chat_stream('Budget question one', 'kc-budget', NULL, '{"temperature": 0, "cache": true}') x;
+SELECT llm.enqueue('Budget question two', 'kc-budget', options => '{"temperature": 0}') AS budget_item \gset
+RESET ROLE;
+SELECT wait_queue();
+SELECT status, reply, error FROM llm.queue WHERE id = :budget_item;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
+SELECT requests_last_minute - :turns_before AS turns FROM llm.provider_status WHERE provider = 'mock';
+SELECT wait_until($$SELECT count(*) = 16 FROM llm.usage WHERE model = 'kc-budget'$$, 'recorded');
+SELECT outcome, count(*) FROM llm.usage WHERE model = 'kc-budget' GROUP BY 1 ORDER BY 1;
+SELECT calls_per_month - calls AS calls_left FROM llm.budgets WHERE role = 'kc_carol'::regrole;
+SELECT llm.set_budget('kc_carol', NULL, NULL);
+REVOKE ALL ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_many, llm.chat_stream, llm.enqueue FROM kc_carol;
+REVOKE USAGE ON SCHEMA llm FROM kc_carol;
+DROP ROLE kc_carol;
+SELECT llm.drop_model('kc-budget');
+
 REVOKE ALL ON llm.cache FROM kc_alice, kc_bob;
 REVOKE ALL ON FUNCTION llm.chat(text, text, text, jsonb) FROM kc_alice, kc_bob;
 REVOKE USAGE ON SCHEMA llm FROM kc_alice, kc_bob;

@@ -131,6 +131,14 @@ SELECT llm.add_model('dear', 'mock', 'm', input_usd_per_mtok => 1000000000000, o
 SELECT llm.chat('one two three', 'dear');
 SELECT wait_usage(9);
 SELECT model, cost_usd FROM llm.usage WHERE model = 'dear';
+-- the output counted from the text is the one estimate's (tokens.c), not
+-- a quarter of its bytes: 40 one-letter words are 40 tokens, not 20
+SELECT llm.add_model('no-usage-words', 'mock', 'm?usage=none&reply=' || repeat('a%20', 39) || 'a',
+                     input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+SELECT length(llm.chat('x', 'no-usage-words')) AS bytes;
+SELECT count(*) AS rows FROM llm.chat_stream('x', 'no-usage-words');
+SELECT wait_until($$SELECT count(*) = 2 FROM llm.usage WHERE model = 'no-usage-words'$$, 'recorded');
+SELECT mode, output_tokens, estimated FROM llm.usage WHERE model = 'no-usage-words' ORDER BY mode;
 -- a queue item with absurd numbers does not fail the others' items
 TRUNCATE llm.usage;
 SELECT llm.enqueue('item ' || i, 'lim-priced') IS NOT NULL AS queued FROM generate_series(1, 3) i;

@@ -162,6 +162,7 @@ LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 	call->route = route;
 	call->http_status = 0;
 	call->delivered_bytes = 0;
+	call->delivered_tokens = 0;
 	call->rl_unsent = false;	/* the turn held is used */
 	return HttpStart(&spec);
 }
@@ -878,6 +879,8 @@ LlmCallTurn(LlmCall *call, TimestampTz *not_before, LlmFailure *f)
 	*not_before = 0;
 	memset(f, 0, sizeof(LlmFailure));
 	UsageSettleTurn(call, 0);
+	/* a budget spent is said here, not before the response cache was asked */
+	UsageBudgetGate(call);
 	for (;;)
 	{
 		const LlmRoute *route = LlmCallRoute(call);
@@ -1000,6 +1003,8 @@ route_wait_turn(LlmCall *call, const LlmRoute *route)
 	int64		tokens = UsageEstimatedTokens(call, route);
 
 	UsageSettleTurn(call, 0);
+	/* a budget spent is said here, not before the response cache was asked */
+	UsageBudgetGate(call);
 	for (;;)
 	{
 		TimestampTz until;

@@ -96,11 +96,21 @@ typedef struct LlmCall
 	bool		usage_counted;
 	int			budget_month;	/* non-zero while a reservation is held */
 	double		reserved_usd;
+	/*
+	 * The budget's refusal, found when the call was accounted and raised
+	 * only when it would be sent (UsageBudgetGate): a reply from the
+	 * response cache is free, and served with the budget spent.
+	 */
+	int			budget_sqlstate;	/* 0: none */
+	char	   *budget_message;
+	char	   *budget_detail;
+	char	   *budget_hint;
 	int64		estimated_input_tokens;
 	int64		estimated_output_tokens;	/* on a route without a default */
 	int64		max_tokens;		/* the request's, or 0 */
 	int64		choices;		/* replies asked for ("n") */
 	int64		delivered_bytes;	/* reply text received (streams) */
+	int64		delivered_tokens;	/* its tokens as tokens.c estimates them */
 	bool		cut_short;		/* a stream that ended before its last event */
 
 	/* the turn held under the route's rate limits (ratelimit.c) */

@@ -55,6 +55,7 @@
 #include "http.h"
 #include "provider.h"
 #include "request.h"
+#include "tokens.h"
 #include "usage.h"
 
 PG_FUNCTION_INFO_V1(pg_llm_embed);
@@ -472,11 +473,15 @@ run_shutdown_cb(Datum arg)
 	run_release((EmbedRun *) DatumGetPointer(arg));
 }
 
-/* The estimated tokens of an input: about four bytes a token. */
+/*
+ * The estimated tokens of an input, for packing requests under the
+ * provider's tokens per request: the one estimate of tokens.c (the pack's
+ * budget is reserved by the same).
+ */
 static int64
 input_tokens(const char *input)
 {
-	return (int64) strlen(input) / 4 + 1;
+	return (int64) TokensEstimate(input, strlen(input));
 }
 
 /*

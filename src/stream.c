@@ -43,6 +43,7 @@
 #include "provider.h"
 #include "redact.h"
 #include "sse.h"
+#include "tokens.h"
 #include "usage.h"
 
 PG_FUNCTION_INFO_V1(pg_llm_chat_stream);
@@ -68,6 +69,8 @@ typedef struct StreamState
 	bool		hit;			/* served by the response cache: one row */
 	StringInfoData text;		/* the reply so far, for the cache (UTF-8) */
 } StreamState;
+
+static void stream_delivered(StreamState *st, const char *piece);
 
 /*
  * What the stream said so far, as the call's reply: its usage (the last
@@ -112,7 +115,7 @@ stream_release(StreamState *st)
 		foreach(lc, st->dec.pieces)
 		{
 			if (i++ >= st->next_piece)
-				st->call->delivered_bytes += strlen((char *) lfirst(lc));
+				stream_delivered(st, (char *) lfirst(lc));
 		}
 		UsageRecord(st->call, st->outcome);
 	}
@@ -127,6 +130,20 @@ stream_release(StreamState *st)
 static void stream_fail(StreamState *st, int sqlstate, const char *what,
 						const char *detail);
 static void stream_raise(StreamState *st, const LlmFailure *f, LlmOutcome outcome);
+
+/*
+ * A piece of the reply received: its bytes, and its tokens as every
+ * estimate counts them (tokens.c), for the usage of a stream without the
+ * provider's count.
+ */
+static void
+stream_delivered(StreamState *st, const char *piece)
+{
+	size_t		n = strlen(piece);
+
+	st->call->delivered_bytes += n;
+	st->call->delivered_tokens += TokensEstimate(piece, n);
+}
 
 static void
 stream_reset_cb(void *arg)
@@ -611,7 +628,7 @@ pg_llm_chat_stream(PG_FUNCTION_ARGS)
 	if (st->rows == 0)
 		st->call->first_byte = GetCurrentTimestamp();
 	st->rows++;
-	st->call->delivered_bytes += strlen(piece);
+	stream_delivered(st, piece);
 	if (st->text.data)
 	{
 		MemoryContext old = MemoryContextSwitchTo(st->ctx);

@@ -162,11 +162,19 @@ UsageEstimatedTokens(const LlmCall *call, const LlmRoute *route)
 	return call->estimated_input_tokens + UsageOutputTokens(call, route);
 }
 
-/* Tokens counted from text, as pg_llm estimates them (4 bytes a token). */
+/*
+ * The output tokens of a reply's text as pg_llm counts them itself: the
+ * one estimate (tokens.c), of the text a stream delivered (summed piece
+ * by piece as they came) or of a whole reply.
+ */
 static int64
-tokens_of_bytes(int64 bytes)
+tokens_of_reply(const LlmCall *call)
 {
-	return bytes > 0 ? (bytes + 3) / 4 : 0;
+	if (call->delivered_bytes > 0)
+		return call->delivered_tokens;
+	if (call->reply.content)
+		return TokensEstimate(call->reply.content, strlen(call->reply.content));
+	return 0;
 }
 
 /* What a call costs: through a batch API, the route's batch share. */
@@ -273,9 +281,12 @@ spent_query(void *arg)
 	Datum		values[1] = {ObjectIdGetDatum(q->roleid)};
 	bool		isnull;
 
-	/* an attempt sent again later (outcome retry) is paid, not a call */
+	/*
+	 * An attempt sent again later (outcome retry) is paid, not a call; a
+	 * reply from the response cache is neither
+	 */
 	if (RunSql("SELECT COALESCE(pg_catalog.sum(cost_usd), 0)::pg_catalog.float8, "
-			   "pg_catalog.count(*) FILTER (WHERE outcome <> 'retry') "
+			   "pg_catalog.count(*) FILTER (WHERE outcome NOT IN ('retry', 'cache')) "
 			   "FROM llm.usage WHERE role_oid = $1 "
 			   "AND ts >= pg_catalog.date_trunc('month', pg_catalog.now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'",
 			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
@@ -312,7 +323,7 @@ budget_load(Oid roleid, double *spent, int64 *calls)
 			if (r->roleid == roleid && month_of(r->ts) == month)
 			{
 				*spent += r->has_cost ? r->cost_usd : 0;
-				if (r->outcome != LLM_OUTCOME_RETRY)
+				if (r->outcome != LLM_OUTCOME_RETRY && r->outcome != LLM_OUTCOME_CACHE)
 					(*calls)++;
 			}
 		}
@@ -345,11 +356,32 @@ budget_release(LlmCall *call, double actual_cost)
 }
 
 /*
- * Check the role's budget before a call is sent, and reserve the call's
- * estimated cost.  Raises the budget error when it would be exceeded.
+ * A refusal of the budget: raised at once, or with defer kept in the call
+ * for UsageBudgetGate (a reply from the response cache needs no budget).
  */
 static void
-budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
+budget_refuse(LlmCall *call, bool defer, int sqlstate, char *message, char *detail, char *hint)
+{
+	if (!defer)
+		ereport(ERROR,
+				(errcode(sqlstate),
+				 errmsg("%s", message),
+				 errdetail("%s", detail),
+				 errhint("%s", hint)));
+	call->budget_sqlstate = sqlstate;
+	call->budget_message = message;
+	call->budget_detail = detail;
+	call->budget_hint = hint;
+}
+
+/*
+ * Check the role's budget before a call is sent, and reserve the call's
+ * estimated cost.  When it would be exceeded, the budget error is raised
+ * at once, or with defer when the call would be sent (UsageBudgetGate),
+ * nothing reserved.
+ */
+static void
+budget_check(LlmCall *call, double usd_limit, int64 calls_limit, bool defer)
 {
 	int			month = month_of(GetCurrentTimestamp());
 	LlmBudgetEntry *b;
@@ -379,13 +411,15 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
 									 UsageOutputTokens(call, r));
 
 		if (usd_limit >= 0 && cost < 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-					 errmsg("role \"%s\" has a budget in USD, but model \"%s\" has no price on provider \"%s\"",
-							GetUserNameFromId(call->roleid, true), call->model, r->provider->name),
-					 errdetail("A call on a route without prices could spend without limit; this call was not sent."),
-					 errhint("An administrator can price the route with llm.add_model('%s', '%s', '%s', input_usd_per_mtok => ..., output_usd_per_mtok => ...).",
-							 r->model, r->provider->name, r->upstream_model)));
+		{
+			budget_refuse(call, defer, ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+						  psprintf("role \"%s\" has a budget in USD, but model \"%s\" has no price on provider \"%s\"",
+								   GetUserNameFromId(call->roleid, true), call->model, r->provider->name),
+						  pstrdup("A call on a route without prices could spend without limit; this call was not sent."),
+						  psprintf("An administrator can price the route with llm.add_model('%s', '%s', '%s', input_usd_per_mtok => ..., output_usd_per_mtok => ...).",
+								   r->model, r->provider->name, r->upstream_model));
+			return;
+		}
 		estimate = Max(estimate, cost);
 	}
 
@@ -421,15 +455,15 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit)
 		int64		c = b->calls;
 
 		LWLockRelease(LlmShared->lock);
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("monthly budget of role \"%s\" is exhausted",
-						GetUserNameFromId(call->roleid, true)),
-				 errdetail("Spent %.4f USD and made " INT64_FORMAT " calls this month (%.4f USD under way); the budget is %s USD and %s calls; this call was not sent.",
-						   s, c, r,
-						   usd_limit >= 0 ? psprintf("%.4f", usd_limit) : "unlimited",
-						   calls_limit >= 0 ? psprintf(INT64_FORMAT, calls_limit) : "unlimited"),
-				 errhint("An administrator can raise it with llm.set_budget().")));
+		budget_refuse(call, defer, ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+					  psprintf("monthly budget of role \"%s\" is exhausted",
+							   GetUserNameFromId(call->roleid, true)),
+					  psprintf("Spent %.4f USD and made " INT64_FORMAT " calls this month (%.4f USD under way); the budget is %s USD and %s calls; this call was not sent.",
+							   s, c, r,
+							   usd_limit >= 0 ? psprintf("%.4f", usd_limit) : "unlimited",
+							   calls_limit >= 0 ? psprintf(INT64_FORMAT, calls_limit) : "unlimited"),
+					  pstrdup("An administrator can raise it with llm.set_budget()."));
+		return;
 	}
 	b->reserved_usd += estimate;
 	b->reserved_calls += 1;
@@ -802,8 +836,7 @@ billed_tokens(LlmCall *call, int64 *in, int64 *out, bool *estimated, bool quiet)
 	if (!answered)
 		return false;
 	*in = call->estimated_input_tokens;
-	*out = tokens_of_bytes(call->delivered_bytes > 0 ? call->delivered_bytes :
-						   r->content ? (int64) strlen(r->content) : 0);
+	*out = tokens_of_reply(call);
 	*estimated = true;
 	return true;
 }
@@ -873,13 +906,14 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	if (call->usage_recorded)
 		return;
 	call->usage_recorded = true;
-	call->usage_counted = (outcome != LLM_OUTCOME_RETRY);
+	/* a call of the budget: not an attempt sent again, nor a cache hit */
+	call->usage_counted = (outcome != LLM_OUTCOME_RETRY && outcome != LLM_OUTCOME_CACHE);
 	has_tokens = billed_tokens(call, &in, &out, &estimated, false);
 	if (has_tokens && !estimated && call->cut_short &&
-		tokens_of_bytes(call->delivered_bytes) > out)
+		call->delivered_tokens > out)
 	{
 		/* cut before the provider's last count (Anthropic's first says 1) */
-		out = tokens_of_bytes(call->delivered_bytes);
+		out = call->delivered_tokens;
 		estimated = true;
 	}
 	/* the provider's own numbers priced as it bills them; pg_llm's count plainly */
@@ -985,12 +1019,41 @@ UsageInputTokens(const LlmCall *call, size_t request_bytes)
 }
 
 /*
+ * Before a call's request is sent (its first rate-limit turn): the
+ * budget's refusal found when it was accounted, if any, is raised now,
+ * the call forgotten (nothing was sent: no usage row).  Until here the
+ * response cache could answer it for free.
+ */
+void
+UsageBudgetGate(LlmCall *call)
+{
+	if (call->budget_sqlstate == 0)
+		return;
+	UsageSettleTurn(call, 0);
+	UsageForget(call);
+	ereport(ERROR,
+			(errcode(call->budget_sqlstate),
+			 errmsg("%s", call->budget_message),
+			 errdetail("%s", call->budget_detail),
+			 errhint("%s", call->budget_hint)));
+}
+
+static void reserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens, bool defer);
+
+/*
  * Check and reserve the budget of the role a call runs for (its estimated
  * cost), without tying its record to memory: a request of a provider
- * batch, whose record is made when its result arrives.
+ * batch, whose record is made when its result arrives.  An exhausted
+ * budget raises its error at once.
  */
 void
 UsageReserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
+{
+	reserve(call, roleid, request_bytes, max_tokens, false);
+}
+
+static void
+reserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens, bool defer)
 {
 	double		usd_limit;
 	int64		calls_limit;
@@ -1003,7 +1066,7 @@ UsageReserve(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 	call->estimated_output_tokens = UsageOutputTokens(call, NULL);
 	if (ConfigBudget(roleid, &usd_limit, &calls_limit, &max_queued) &&
 		(usd_limit >= 0 || calls_limit >= 0))
-		budget_check(call, usd_limit, calls_limit);
+		budget_check(call, usd_limit, calls_limit, defer);
 }
 
 /*
@@ -1031,13 +1094,15 @@ UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens, i
 /*
  * Start a call's accounting: check and reserve the budget of the role it
  * runs for, and make sure its record is written however the call ends.
+ * A budget that would be exceeded is said when the call would be sent
+ * (UsageBudgetGate): the response cache may still answer it, for free.
  */
 void
 UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 {
 	MemoryContextCallback *cb;
 
-	UsageReserve(call, roleid, request_bytes, max_tokens);
+	reserve(call, roleid, request_bytes, max_tokens, true);
 	call->accounted = true;
 	if (LlmShared == NULL && llm_track_usage && !LlmAmBackgroundWorker())
 	{

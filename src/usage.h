@@ -24,6 +24,7 @@ extern int64 UsageOutputTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageEstimatedTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageTokensUsed(LlmCall *call);
 extern void UsageForget(LlmCall *call);
+extern void UsageBudgetGate(LlmCall *call);
 extern void UsageHoldTurn(LlmCall *call, const LlmRoute *route, int64 charged);
 extern void UsageSettleTurn(LlmCall *call, int64 used);
 extern int	UsageFlush(void);

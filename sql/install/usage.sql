@@ -384,7 +384,7 @@ COMMENT ON FUNCTION llm.set_budget(regrole, numeric, bigint, bigint) IS 'Set a r
 CREATE VIEW llm.budgets AS
     SELECT b.role_oid::regrole AS role, b.usd_per_month, b.calls_per_month, b.max_queued,
            coalesce(round(sum(u.cost_usd), 6), 0) AS spent_usd,
-           count(u.ts) FILTER (WHERE u.outcome <> 'retry') AS calls
+           count(u.ts) FILTER (WHERE u.outcome NOT IN ('retry', 'cache')) AS calls
     FROM llm.budget b
     LEFT JOIN llm.usage u ON u.role_oid = b.role_oid
          AND u.ts >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'

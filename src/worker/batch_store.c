@@ -930,6 +930,13 @@ ingest_flush(BatchIngest *ing)
 		}
 		max_tokens = SPI_getvalue(tup, td, SPI_fnumber(td, "max_tokens"));
 		choices = SPI_getvalue(tup, td, SPI_fnumber(td, "choices"));
+		/*
+		 * The request as its line was built: its input estimated as it was
+		 * when the budget was reserved (tokens.c), so the reservation is
+		 * given back whole and a result without usage is booked at it.
+		 */
+		call->req = RequestFromPrompt(LlmToUtf8(it->prompt), it->system ? LlmToUtf8(it->system) : NULL,
+									  it->options ? LlmToUtf8(it->options) : NULL);
 		UsageResume(call, it->role,
 					(size_t) strtoll(SPI_getvalue(tup, td, SPI_fnumber(td, "request_bytes")), NULL, 10),
 					(max_tokens && !it->embed) ? strtoll(max_tokens, NULL, 10) : 0,

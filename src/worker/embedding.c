@@ -44,6 +44,7 @@
 #include "queue.h"
 #include "request.h"
 #include "slots.h"
+#include "tokens.h"
 #include "usage.h"
 #include "worker/item.h"
 #include "worker/transport.h"
@@ -81,11 +82,16 @@ static TimestampTz next_due = 0;
 /* how many open packs a pass keeps while packing (roles, models, options) */
 #define OPEN_PACKS 16
 
-/* The estimated tokens of an input: about four bytes a token. */
+/*
+ * The estimated tokens of an input, for packing requests under the
+ * provider's tokens per request: the one estimate of tokens.c (the pack's
+ * budget is reserved by the same).  The text is read as it is stored;
+ * outside UTF-8 a byte that is no character counts as one.
+ */
 static int64
 input_tokens(const WorkItem *it)
 {
-	return (int64) strlen(it->prompt) / 4 + 1;
+	return (int64) TokensEstimate(it->prompt, strlen(it->prompt));
 }
 
 /* A new pack (NEW) of room for up to cap items. */
