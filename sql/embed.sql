@@ -124,7 +124,6 @@ RESET statement_timeout;
 
 -- usage: one row per request, with its inputs and input tokens, priced at
 -- the input price; task embed; the inventory and the cost report count them
-SELECT pg_sleep(0.2);
 SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 DELETE FROM llm.usage;
 SELECT llm.embed('one two three', 'emb', '{"dimensions": 2}') IS NOT NULL AS embedded;

@@ -17,7 +17,7 @@ SET llm.pass_through = on;
 \set VERBOSITY default
 \set ON_ERROR_STOP 0
 SELECT replace(base_url, '/v1', '') AS mock FROM llm.provider WHERE name = 'mock' \gset
-SELECT pg_sleep(0.5);
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
 -- every limit its own endpoint (the state of one never helps another)
 CREATE FUNCTION limited(name text, options jsonb) RETURNS void LANGUAGE sql AS $$

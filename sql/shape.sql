@@ -142,6 +142,6 @@ SELECT * FROM llm.chat_stream('x', 'shape-oa', options => '{"json_schema": {"typ
 SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "x"}], "json_schema": {"type": "object", "minProperties": 1}}', 'shape-oa');
 SELECT llm.alter_provider('plain', options => '{"structured_output": "grammar"}');
 -- nothing of that was sent
-SELECT pg_sleep(0.3);
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 SELECT count(*) AS sent FROM llm.usage;
 SELECT llm.drop_provider('plain');

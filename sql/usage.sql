@@ -14,7 +14,7 @@ SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
 \echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
 \quit
 \endif
-SELECT pg_sleep(0.5);
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
 
 -- prices: $1 per million input tokens, $2 per million output tokens

@@ -77,6 +77,7 @@ llm_shmem_startup(void)
 		ConditionVariableInit(&LlmShared->usage_room);
 		pg_atomic_init_u64(&LlmShared->usage_waits, 0);
 		pg_atomic_init_u64(&LlmShared->usage_dropped, 0);
+		pg_atomic_init_u32(&LlmShared->usage_elsewhere, 0);
 		for (i = 0; i < LLM_MAX_WORKERS; i++)
 		{
 			pg_atomic_init_u64(&LlmShared->workers[i].completed, 0);

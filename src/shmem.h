@@ -133,6 +133,12 @@ typedef struct LlmSharedState
 	ConditionVariable usage_room;
 	pg_atomic_uint64 usage_waits;	/* records that waited for room */
 	pg_atomic_uint64 usage_dropped; /* records that could not wait */
+	/*
+	 * records made but neither in a slot nor committed to llm.usage: kept
+	 * by a caller until there is room, kept by a writer for its own next
+	 * flush, or taken and being written in a transaction not yet committed
+	 */
+	pg_atomic_uint32 usage_elsewhere;
 	TimestampTz writer_requested_at[LLM_MAX_WORKERS];
 	Oid			writer_requested_db[LLM_MAX_WORKERS];
 	LlmBudgetEntry budgets[LLM_MAX_BUDGETS];

@@ -70,7 +70,8 @@ pg_llm_worker_status(PG_FUNCTION_ARGS)
 }
 
 /*
- * llm.usage_buffer_status(): records waiting in shared memory, records
+ * llm.usage_buffer_status(): records not yet in llm.usage (waiting in
+ * shared memory, kept by their process, or being written), records
  * dropped (only a call being cleaned up after an error that found no room
  * for a long time drops its record), and records that waited for room.
  */

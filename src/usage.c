@@ -555,6 +555,72 @@ static LlmUsageRecord *local_records = NULL;
 static int	nlocal = 0;
 static int	local_cap = 0;
 
+/*
+ * Records of this process counted in LlmShared->usage_elsewhere: those it
+ * keeps (a caller's, until there is room; a writer's own, until its next
+ * flush), and those it took and wrote in its current transaction, which
+ * leave the count when the transaction ends.  So llm.usage_buffer_status()
+ * says pending = 0 only once every record made is in llm.usage (or
+ * dropped), not while a writer holds records it has taken but not
+ * committed.
+ */
+static uint32 written_in_xact = 0;
+
+static void
+elsewhere_add(uint32 n)
+{
+	if (n > 0)
+		pg_atomic_fetch_add_u32(&LlmShared->usage_elsewhere, n);
+}
+
+static void
+elsewhere_sub(uint32 n)
+{
+	if (n > 0)
+		pg_atomic_fetch_sub_u32(&LlmShared->usage_elsewhere, n);
+}
+
+/* The transaction that wrote records ended: they are in llm.usage, or lost. */
+static void
+usage_xact_cb(XactEvent event, void *arg)
+{
+	if (written_in_xact == 0 || LlmShared == NULL)
+		return;
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+	{
+		elsewhere_sub(written_in_xact);
+		written_in_xact = 0;
+	}
+}
+
+/* A writer's own records not flushed when it exits are lost. */
+static void
+writer_exit_cb(int code, Datum arg)
+{
+	if (LlmShared == NULL)
+		return;
+	elsewhere_sub(nlocal + written_in_xact);
+	nlocal = 0;
+	written_in_xact = 0;
+}
+
+/* Records written in this transaction; they leave the count at its end. */
+static void
+written(uint32 n)
+{
+	static bool registered = false;
+
+	if (!registered)
+	{
+		RegisterXactCallback(usage_xact_cb, NULL);
+		before_shmem_exit(writer_exit_cb, (Datum) 0);
+		registered = true;
+	}
+	written_in_xact += n;
+}
+
 /* Does this process write its own records (it is its database's writer)? */
 static bool
 keeps_own_records(void)
@@ -576,6 +642,7 @@ local_put(const LlmUsageRecord *rec)
 		local_cap = cap;
 	}
 	local_records[nlocal++] = *rec;
+	elsewhere_add(1);
 }
 
 /* The list of a database's waiting records (lock held); NULL if none. */
@@ -702,7 +769,10 @@ usage_exit_cb(int code, Datum arg)
 		waited += 10;
 	}
 	if (nkept > 0)
+	{
 		pg_atomic_fetch_add_u64(&LlmShared->usage_dropped, nkept);
+		elsewhere_sub(nkept);
+	}
 	nkept = 0;
 }
 
@@ -726,6 +796,7 @@ keep(const LlmUsageRecord *rec)
 		}
 	}
 	kept[kept_start + nkept++] = *rec;
+	elsewhere_add(1);
 	if (!kept_exit_registered)
 	{
 		before_shmem_exit(usage_exit_cb, (Datum) 0);
@@ -763,6 +834,7 @@ usage_hand_over(bool wait)
 				break;
 			kept_start++;
 			nkept--;
+			elsewhere_sub(1);
 		}
 		if (nkept == 0)
 		{
@@ -1171,7 +1243,10 @@ shared_take(LlmUsageRecord *out, int cap)
 		LlmShared->usage_free = k;
 		LlmShared->usage_nfree++;
 	}
+	/* out of their slots, into this transaction: still pending */
+	elsewhere_add(n);
 	LWLockRelease(LlmShared->usage_lock);
+	written(n);
 	if (n > 0)
 		ConditionVariableBroadcast(&LlmShared->usage_room);
 	return n;
@@ -1369,6 +1444,7 @@ UsageFlush(void)
 		for (i = 0; i < nlocal; i += USAGE_FLUSH_CHUNK)
 			insert_guarded(local_records + i, Min(USAGE_FLUSH_CHUNK, nlocal - i));
 		total += nlocal;
+		written(nlocal);
 		nlocal = 0;
 	}
 	if (UsagePending() == 0)
@@ -1399,7 +1475,10 @@ UsagePending(void)
 	return n + nlocal;
 }
 
-/* Records waiting in shared memory for every database. */
+/*
+ * Records of every database not yet in llm.usage: waiting in shared
+ * memory, kept by the process that made them, or being written.
+ */
 uint32
 UsagePendingAll(void)
 {
@@ -1408,7 +1487,8 @@ UsagePendingAll(void)
 	if (LlmShared == NULL)
 		return 0;
 	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
-	n = LlmShared->usage_slots - LlmShared->usage_nfree;
+	n = LlmShared->usage_slots - LlmShared->usage_nfree +
+		pg_atomic_read_u32(&LlmShared->usage_elsewhere);
 	LWLockRelease(LlmShared->usage_lock);
 	return n;
 }
@@ -1496,8 +1576,8 @@ UsageDefineSettings(void)
 }
 
 /*
- * The usage buffer for llm.usage_buffer_status: records waiting in
- * shared memory, records dropped, records that waited for room.
+ * The usage buffer for llm.usage_buffer_status: records not yet written
+ * (UsagePendingAll), records dropped, records that waited for room.
  */
 void
 UsageBufferLook(uint32 *pending, int64 *dropped, int64 *waited)

@@ -340,7 +340,7 @@ COMMENT ON FUNCTION llm.cost_report(text, timestamptz, timestamptz, text) IS 'Wh
 CREATE FUNCTION llm.usage_buffer_status(OUT pending integer, OUT dropped bigint, OUT waited bigint)
 AS 'MODULE_PATHNAME', 'pg_llm_usage_buffer_status'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION llm.usage_buffer_status() IS 'Usage records waiting in shared memory for their database''s writer, records dropped (only by calls cleaned up after an error that found no room for 10 s), and records that had to wait for room';
+COMMENT ON FUNCTION llm.usage_buffer_status() IS 'Usage records not yet in llm.usage (waiting in shared memory for their database''s writer, kept by the process that made them, or being written in a transaction not yet committed: 0 once every call so far is in llm.usage), records dropped (only by calls cleaned up after an error that found no room for 10 s), and records that had to wait for room';
 
 -- Budgets: per role and calendar month (UTC), enforced before each call.
 
