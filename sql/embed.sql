@@ -144,6 +144,7 @@ FROM llm.cost_report() WHERE model = 'emb';
 CREATE TABLE eq_docs (id int PRIMARY KEY, body text, v4 real[], v8 float8[], vt text, vj jsonb, n int);
 INSERT INTO eq_docs SELECT g, 'queued document ' || g FROM generate_series(1, 30) g;
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 DELETE FROM llm.usage;
 SELECT count(llm.enqueue_embedding(body, 'emb', 'eq_docs', c, jsonb_build_object('id', id), '{"dimensions": 4}'))
 FROM eq_docs, unnest(ARRAY['v4', 'v8', 'vt', 'vj']) AS c;

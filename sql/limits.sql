@@ -105,6 +105,7 @@ SELECT cooldown_reason FROM llm.provider_status WHERE provider = 'ra';
 SELECT llm.drop_provider(p) FROM unnest(ARRAY['tpm', 'rpm', 'ra']) p;
 
 SELECT wait_usage(20);
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
 
 -- usage: a provider's numbers are billed by only when they can be token
@@ -140,6 +141,7 @@ SELECT count(*) AS rows FROM llm.chat_stream('x', 'no-usage-words');
 SELECT wait_until($$SELECT count(*) = 2 FROM llm.usage WHERE model = 'no-usage-words'$$, 'recorded');
 SELECT mode, output_tokens, estimated FROM llm.usage WHERE model = 'no-usage-words' ORDER BY mode;
 -- a queue item with absurd numbers does not fail the others' items
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
 SELECT llm.enqueue('item ' || i, 'lim-priced') IS NOT NULL AS queued FROM generate_series(1, 3) i;
 SELECT llm.enqueue('absurd item', 'absurd') IS NOT NULL AS queued;
@@ -232,4 +234,5 @@ SELECT llm.drop_model(m) FROM unnest(ARRAY['lim-priced', 'absurd', 'negative', '
                                            'slow', 'dear', 'dearer']) m;
 DROP OWNED BY limits_n;
 DROP ROLE limits_n;
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;

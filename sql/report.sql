@@ -19,6 +19,7 @@ SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
 \quit
 \endif
 SELECT wait_queue();
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
 TRUNCATE llm.queue;
 TRUNCATE llm.cache;

@@ -9,6 +9,7 @@ SELECT llm.add_model('shape-an', 'claude', 'shape-an');
 SELECT llm.create_provider('plain', 'openai', (SELECT base_url FROM llm.provider WHERE name = 'mock'),
                            api_key => 'sk-mock', options => '{"structured_output": "prompt"}');
 SELECT llm.add_model('shape-plain', 'plain', 'shape-plain');
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
 
 -- classify: always one of the labels, whichever way it was asked for
@@ -106,6 +107,7 @@ SELECT model, outcome, count(*) FROM llm.usage WHERE model LIKE 'shape-%' GROUP 
 SELECT DISTINCT error FROM llm.usage WHERE model = 'shape-stubborn';
 
 -- a NULL input gives NULL; bad input is refused; neither sends anything
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
 SELECT llm.classify(NULL, ARRAY['a', 'b'], 'shape-oa') IS NULL AS classify,
        llm.extract(NULL, '{"type": "object"}', 'shape-oa') IS NULL AS extract,

@@ -64,6 +64,7 @@ SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
 \quit
 \endif
 DELETE FROM llm.queue;
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
 
 -- a label into an enum column (OpenAI structured output), a record into a
@@ -127,6 +128,7 @@ INSERT INTO sq_reviews SELECT g, CASE WHEN g % 20 = 0 THEN 'bad: ' ELSE '' END |
     (ARRAY['love it', 'crashes all the time', 'it arrived'])[1 + g % 3] || ' #' || g
 FROM generate_series(1, 60) g;
 DELETE FROM llm.queue;
+SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
 SELECT count(llm.enqueue(body, 'sq-batch', target_table => 'sq_reviews', target_column => 'mood',
                          target_key => jsonb_build_object('id', id), via => 'batch_api',
