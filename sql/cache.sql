@@ -160,7 +160,10 @@ SELECT llm.chat('x', 'kc', NULL, '{"cache": "yes"}');
 SELECT llm.chat('x', 'kc', NULL, '{"cache": 1}');
 SELECT llm.chat('x', 'kc', NULL, '{"cache": null}');
 SELECT * FROM llm.chat_many(ARRAY['x'], 'kc', NULL, '{"cache": "on"}');
-SET llm.cache_ttl = -1;
+-- (the range a refusal names has units from PostgreSQL 18 on: left out)
+DO $$ BEGIN SET llm.cache_ttl = -1; EXCEPTION WHEN invalid_parameter_value THEN
+    RAISE NOTICE '%', regexp_replace(SQLERRM, ' \([^()]*\)$', '');
+END $$;
 SET llm.cache = sometimes;
 UPDATE llm.model SET cache_ttl = '-1 hour' WHERE name = 'kc';
 SET ROLE kc_alice;
