@@ -55,6 +55,7 @@
 #include "request.h"
 #include "runas.h"
 #include "schema.h"
+#include "shmem.h"
 #include "usage.h"
 
 /* llm.cache */
@@ -187,53 +188,29 @@ CacheDefineSettings(void)
 							PGC_SUSET, 0, NULL, NULL, NULL);
 }
 
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-#ifdef LLM_HAS_SHMEM_REQUEST_HOOK
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
+static Size
+cache_shmem_size(void)
+{
+	return sizeof(CacheShared);
+}
 
+/* Attach the flights (zeroed the first time: none). */
 static void
-cache_shmem_request(void)
+cache_shmem_attach(void *mem, bool found, LWLockPadded *locks)
 {
-#ifdef LLM_HAS_SHMEM_REQUEST_HOOK
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-#endif
-	RequestAddinShmemSpace(MAXALIGN(sizeof(CacheShared)));
-	RequestNamedLWLockTranche("pg_llm_cache", 1);
+	Cache = (CacheShared *) mem;
+	if (found)
+		return;
+	Cache->lock = &locks[0].lock;
+	pg_atomic_init_u64(&Cache->coalesced, 0);
 }
 
-static void
-cache_shmem_startup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	Cache = ShmemInitStruct("pg_llm_cache", sizeof(CacheShared), &found);
-	if (!found)
-	{
-		memset(Cache, 0, sizeof(CacheShared));
-		Cache->lock = &(GetNamedLWLockTranche("pg_llm_cache"))[0].lock;
-		pg_atomic_init_u64(&Cache->coalesced, 0);
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
-
-/* Install the hooks; called from _PG_init while preloading. */
-void
-CacheShmemRegister(void)
-{
-#ifdef LLM_HAS_SHMEM_REQUEST_HOOK
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = cache_shmem_request;
-#else
-	cache_shmem_request();
-#endif
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = cache_shmem_startup;
-}
+const LlmShmemPart CacheShmemPart = {
+	.name = "pg_llm_cache",
+	.size = cache_shmem_size,
+	.nlocks = 1,
+	.attach = cache_shmem_attach,
+};
 
 /* ---- flights ---- */
 

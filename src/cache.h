@@ -30,7 +30,6 @@ typedef enum CacheResult
 } CacheResult;
 
 extern void CacheDefineSettings(void);
-extern void CacheShmemRegister(void);
 extern CacheResult CacheCheck(LlmCall *call, CacheKind kind, bool stream);
 extern bool CacheLookup(LlmCall *call, CacheKind kind, bool stream);
 extern void CacheKeep(LlmCall *call, const char *reply_text);

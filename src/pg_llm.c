@@ -75,7 +75,6 @@ _PG_init(void)
 		if (!IsBinaryUpgrade)
 		{
 			LlmShmemRegister();
-			CacheShmemRegister();
 			WorkerRegister();
 		}
 	}

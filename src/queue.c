@@ -546,7 +546,7 @@ check_served(void)
 
 	/* an enqueue that Citus pushed down to a worker node */
 	CitusGuard(CITUS_USE_ENQUEUE, "llm.enqueue");
-	if (LlmShared == NULL)
+	if (!LlmShmemPresent())
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("no pg_llm worker can send queued items: pg_llm is not in shared_preload_libraries"),

@@ -130,25 +130,27 @@ static RateShared *limits = NULL;
 /* what RateLimitAsk said of a refused key or a host down, for errors */
 static char *last_detail = NULL;
 
-Size
-RateLimitShmemSize(void)
+static Size
+ratelimit_size(void)
 {
-	return MAXALIGN(sizeof(RateShared));
+	return sizeof(RateShared);
 }
 
-/* Called from the shared memory startup hook, under AddinShmemInitLock. */
-void
-RateLimitShmemInit(bool found)
+/* Attach the endpoints' state (zeroed the first time: nothing known). */
+static void
+ratelimit_attach(void *mem, bool found, LWLockPadded *locks)
 {
-	bool		f;
-
-	limits = ShmemInitStruct("pg_llm limits", RateLimitShmemSize(), &f);
-	if (!f)
-	{
-		memset(limits, 0, sizeof(RateShared));
-		limits->lock = &(GetNamedLWLockTranche("pg_llm"))[2].lock;
-	}
+	limits = (RateShared *) mem;
+	if (!found)
+		limits->lock = &locks[0].lock;
 }
+
+const LlmShmemPart RateLimitShmemPart = {
+	.name = "pg_llm limits",
+	.size = ratelimit_size,
+	.nlocks = 1,
+	.attach = ratelimit_attach,
+};
 
 /*
  * The key of a route's endpoint: its protocol, its base_url and where its

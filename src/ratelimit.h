@@ -32,8 +32,6 @@ typedef enum LlmTurn
 	LLM_TURN_DOWN				/* the host cannot be reached; probed at *until */
 } LlmTurn;
 
-extern Size RateLimitShmemSize(void);
-extern void RateLimitShmemInit(bool found);
 extern LlmTurn RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve,
 							long max_wait_ms, TimestampTz *until, char **why,
 							int64 *charged);

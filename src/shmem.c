@@ -1,8 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.c
- *	  Shared memory for pg_llm: requested at preload, initialised once by
- *	  the postmaster, inherited by every backend and worker.
+ *	  The registrar of pg_llm's shared memory: while the library is
+ *	  preloaded it asks for the space and a lock tranche of every module's
+ *	  part, and at startup creates (postmaster) or attaches (each backend
+ *	  and worker) each part.  What is in a part is its module's alone.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,82 +13,64 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/shmem.h"
-#include "utils/timestamp.h"
 
 #include "compat.h"
-#include "ratelimit.h"
 #include "shmem.h"
 
-LlmSharedState *LlmShared = NULL;
-int			llm_usage_buffer = 8192;
+/* Every part, in the order they are attached. */
+static const LlmShmemPart *const parts[] = {
+	&SlotsShmemPart,
+	&UsageShmemPart,
+	&RateLimitShmemPart,
+	&CacheShmemPart,
+};
 
-/* The size of the shared state with its usage ring. */
-static Size
-shared_size(void)
-{
-	return add_size(offsetof(LlmSharedState, usage),
-					mul_size(llm_usage_buffer, sizeof(LlmUsageRecord)));
-}
+static bool attached = false;
 
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 #ifdef LLM_HAS_SHMEM_REQUEST_HOOK
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 #endif
 
-/* Ask for our space and our lock (from 15 on, in the request hook). */
+/* Ask for the space of every part and a tranche each (from 15 on, in the request hook). */
 static void
 llm_shmem_request(void)
 {
+	Size		size = 0;
+	int			i;
+
 #ifdef LLM_HAS_SHMEM_REQUEST_HOOK
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(MAXALIGN(shared_size()) + RateLimitShmemSize());
-	RequestNamedLWLockTranche("pg_llm", 3);
+	for (i = 0; i < lengthof(parts); i++)
+	{
+		size = add_size(size, MAXALIGN(parts[i]->size()));
+		RequestNamedLWLockTranche(parts[i]->name, parts[i]->nlocks);
+	}
+	RequestAddinShmemSpace(size);
 }
 
-/* Create or attach the shared state. */
+/* Create or attach every part. */
 static void
 llm_shmem_startup(void)
 {
-	bool		found;
 	int			i;
 
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
-
 	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	LlmShared = ShmemInitStruct("pg_llm", shared_size(), &found);
-	if (!found)
+	for (i = 0; i < lengthof(parts); i++)
 	{
-		memset(LlmShared, 0, shared_size());
-		LlmShared->lock = &(GetNamedLWLockTranche("pg_llm"))[0].lock;
-		LlmShared->usage_lock = &(GetNamedLWLockTranche("pg_llm"))[1].lock;
-		LlmShared->usage_slots = llm_usage_buffer;
-		/*
-		 * Lease tokens start from the clock, so that those of workers from
-		 * before a crash restart are never handed out again.
-		 */
-		pg_atomic_init_u64(&LlmShared->next_lease_holder,
-						   (uint64) GetCurrentTimestamp() << 8);
-		/* every usage slot starts on the free list */
-		for (i = 0; i < llm_usage_buffer; i++)
-			LlmShared->usage[i].next = (i + 1 < llm_usage_buffer) ? i + 1 : -1;
-		LlmShared->usage_free = 0;
-		LlmShared->usage_nfree = llm_usage_buffer;
-		ConditionVariableInit(&LlmShared->usage_room);
-		pg_atomic_init_u64(&LlmShared->usage_waits, 0);
-		pg_atomic_init_u64(&LlmShared->usage_dropped, 0);
-		pg_atomic_init_u32(&LlmShared->usage_elsewhere, 0);
-		for (i = 0; i < LLM_MAX_WORKERS; i++)
-		{
-			pg_atomic_init_u64(&LlmShared->workers[i].completed, 0);
-			pg_atomic_init_u64(&LlmShared->workers[i].failed, 0);
-			pg_atomic_init_u64(&LlmShared->workers[i].retried, 0);
-			pg_atomic_init_u32(&LlmShared->workers[i].batch_wake, 0);
-		}
+		bool		found;
+		Size		size = parts[i]->size();
+		void	   *mem = ShmemInitStruct(parts[i]->name, size, &found);
+
+		if (!found)
+			memset(mem, 0, size);
+		parts[i]->attach(mem, found, GetNamedLWLockTranche(parts[i]->name));
 	}
-	RateLimitShmemInit(found);
+	attached = true;
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -102,4 +86,11 @@ LlmShmemRegister(void)
 #endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = llm_shmem_startup;
+}
+
+/* Is pg_llm's shared memory there (the library preloaded)? */
+bool
+LlmShmemPresent(void)
+{
+	return attached;
 }

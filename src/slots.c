@@ -15,17 +15,54 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
+
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "utils/timestamp.h"
 #include "utils/guc.h"
 
 #include "shmem.h"
 #include "slots.h"
 
 PG_FUNCTION_INFO_V1(pg_llm_lease_alive);
+
+#define LLM_ERROR_LEN 256
+
+typedef struct LlmWorkerSlot
+{
+	bool		in_use;
+	bool		usage_only;		/* a usage writer, not a queue worker */
+	int			pid;
+	int64		lease_holder;	/* the token its queue leases carry */
+	Oid			dboid;
+	Latch	   *latch;
+	TimestampTz started_at;
+	int			in_flight;		/* requests on the wire */
+	int			claimed;		/* leased items held, in flight or not */
+	pg_atomic_uint64 completed; /* items done */
+	pg_atomic_uint64 failed;	/* items failed for good */
+	pg_atomic_uint64 retried;	/* attempts that will be tried again */
+	pg_atomic_uint32 batch_wake;	/* items for provider batches were enqueued */
+	double		rate;			/* items finished per second, smoothed */
+	TimestampTz last_error_at;
+	char		last_error[LLM_ERROR_LEN];
+} LlmWorkerSlot;
+
+/* The slots, in shared memory. */
+typedef struct SlotsShared
+{
+	LWLock	   *lock;
+	pg_atomic_uint64 next_lease_holder; /* new at every start of the server */
+	LlmWorkerSlot workers[LLM_MAX_WORKERS];
+} SlotsShared;
+
+static SlotsShared *Slots = NULL;
 
 /* llm.database: the databases with a queue worker */
 char	   *llm_worker_databases = NULL;
@@ -42,13 +79,13 @@ static TimestampTz rate_since = 0;
 static void
 slot_release(int code, Datum arg)
 {
-	if (LlmShared && my_slot >= 0)
+	if (Slots && my_slot >= 0)
 	{
-		LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
-		LlmShared->workers[my_slot].in_use = false;
-		LlmShared->workers[my_slot].latch = NULL;
-		LlmShared->workers[my_slot].lease_holder = 0;
-		LWLockRelease(LlmShared->lock);
+		LWLockAcquire(Slots->lock, LW_EXCLUSIVE);
+		Slots->workers[my_slot].in_use = false;
+		Slots->workers[my_slot].latch = NULL;
+		Slots->workers[my_slot].lease_holder = 0;
+		LWLockRelease(Slots->lock);
 	}
 }
 
@@ -63,24 +100,24 @@ SlotClaim(int n, bool usage_only)
 	LlmWorkerSlot *w;
 
 	rate_since = GetCurrentTimestamp();
-	if (LlmShared == NULL || n >= LLM_MAX_WORKERS)
+	if (Slots == NULL || n >= LLM_MAX_WORKERS)
 		return;
-	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(Slots->lock, LW_EXCLUSIVE);
 	if (n < 0)
 	{
 		/* a usage writer takes a free slot from the top */
 		for (n = LLM_MAX_WORKERS - 1; n >= 0; n--)
-			if (!LlmShared->workers[n].in_use)
+			if (!Slots->workers[n].in_use)
 				break;
 		if (n < 0)
 		{
-			LWLockRelease(LlmShared->lock);
+			LWLockRelease(Slots->lock);
 			return;
 		}
 	}
 	my_slot = n;
-	my_lease_holder = (int64) pg_atomic_fetch_add_u64(&LlmShared->next_lease_holder, 1);
-	w = &LlmShared->workers[n];
+	my_lease_holder = (int64) pg_atomic_fetch_add_u64(&Slots->next_lease_holder, 1);
+	w = &Slots->workers[n];
 	w->in_use = true;
 	w->usage_only = usage_only;
 	w->pid = MyProcPid;
@@ -92,7 +129,7 @@ SlotClaim(int n, bool usage_only)
 	w->claimed = 0;
 	w->rate = 0;
 	w->last_error[0] = '\0';
-	LWLockRelease(LlmShared->lock);
+	LWLockRelease(Slots->lock);
 	on_shmem_exit(slot_release, (Datum) 0);
 }
 
@@ -109,9 +146,9 @@ SlotReportError(const char *msg)
 {
 	LlmWorkerSlot *w;
 
-	if (LlmShared == NULL || my_slot < 0)
+	if (Slots == NULL || my_slot < 0)
 		return;
-	w = &LlmShared->workers[my_slot];
+	w = &Slots->workers[my_slot];
 	strlcpy(w->last_error, msg, LLM_ERROR_LEN);
 	w->last_error_at = GetCurrentTimestamp();
 }
@@ -134,9 +171,9 @@ SlotReportCounts(int in_flight, int claimed)
 	TimestampTz now = GetCurrentTimestamp();
 	long		ms;
 
-	if (LlmShared == NULL || my_slot < 0)
+	if (Slots == NULL || my_slot < 0)
 		return;
-	w = &LlmShared->workers[my_slot];
+	w = &Slots->workers[my_slot];
 	w->in_flight = in_flight;
 	w->claimed = claimed;
 	ms = TimestampDifferenceMilliseconds(rate_since, now);
@@ -154,28 +191,28 @@ SlotReportCounts(int in_flight, int claimed)
 void
 SlotCountWritten(bool done, bool failed)
 {
-	if (LlmShared == NULL || my_slot < 0)
+	if (Slots == NULL || my_slot < 0)
 		return;
 	if (done)
-		pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].completed, 1);
+		pg_atomic_fetch_add_u64(&Slots->workers[my_slot].completed, 1);
 	else if (failed)
-		pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].failed, 1);
+		pg_atomic_fetch_add_u64(&Slots->workers[my_slot].failed, 1);
 }
 
 /* An attempt that will be tried again. */
 void
 SlotCountRetried(void)
 {
-	if (LlmShared && my_slot >= 0)
-		pg_atomic_fetch_add_u64(&LlmShared->workers[my_slot].retried, 1);
+	if (Slots && my_slot >= 0)
+		pg_atomic_fetch_add_u64(&Slots->workers[my_slot].retried, 1);
 }
 
 /* Were items for provider batches enqueued since the last look? */
 bool
 SlotTakeBatchWake(void)
 {
-	return LlmShared && my_slot >= 0 &&
-		pg_atomic_exchange_u32(&LlmShared->workers[my_slot].batch_wake, 0) != 0;
+	return Slots && my_slot >= 0 &&
+		pg_atomic_exchange_u32(&Slots->workers[my_slot].batch_wake, 0) != 0;
 }
 
 /*
@@ -189,12 +226,12 @@ SlotWake(Oid dboid, bool for_batches)
 {
 	int			i;
 
-	if (LlmShared == NULL)
+	if (Slots == NULL)
 		return;
-	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	LWLockAcquire(Slots->lock, LW_SHARED);
 	for (i = 0; i < LLM_MAX_WORKERS; i++)
 	{
-		LlmWorkerSlot *w = &LlmShared->workers[i];
+		LlmWorkerSlot *w = &Slots->workers[i];
 
 		if (w->in_use && w->dboid == dboid && w->latch)
 		{
@@ -203,7 +240,7 @@ SlotWake(Oid dboid, bool for_batches)
 			SetLatch(w->latch);
 		}
 	}
-	LWLockRelease(LlmShared->lock);
+	LWLockRelease(Slots->lock);
 }
 
 /*
@@ -217,14 +254,14 @@ pg_llm_lease_alive(PG_FUNCTION_ARGS)
 	int			i;
 	bool		alive = false;
 
-	if (PG_ARGISNULL(0) || LlmShared == NULL)
+	if (PG_ARGISNULL(0) || Slots == NULL)
 		PG_RETURN_BOOL(false);
 	holder = PG_GETARG_INT64(0);
-	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	LWLockAcquire(Slots->lock, LW_SHARED);
 	for (i = 0; i < LLM_MAX_WORKERS && !alive; i++)
-		alive = LlmShared->workers[i].in_use &&
-			LlmShared->workers[i].lease_holder == holder;
-	LWLockRelease(LlmShared->lock);
+		alive = Slots->workers[i].in_use &&
+			Slots->workers[i].lease_holder == holder;
+	LWLockRelease(Slots->lock);
 	PG_RETURN_BOOL(alive);
 }
 
@@ -253,13 +290,12 @@ SlotsLook(SlotView *out)
 	int			i;
 	int			n = 0;
 
-	StaticAssertStmt(SLOTS_MAX == LLM_MAX_WORKERS, "SLOTS_MAX must be LLM_MAX_WORKERS");
-	if (LlmShared == NULL)
+	if (Slots == NULL)
 		return 0;
-	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	LWLockAcquire(Slots->lock, LW_SHARED);
 	for (i = 0; i < LLM_MAX_WORKERS; i++)
 	{
-		LlmWorkerSlot *w = &LlmShared->workers[i];
+		LlmWorkerSlot *w = &Slots->workers[i];
 		SlotView   *v = &out[n];
 
 		if (!w->in_use)
@@ -277,6 +313,81 @@ SlotsLook(SlotView *out)
 		v->usage_only = w->usage_only;
 		n++;
 	}
-	LWLockRelease(LlmShared->lock);
+	LWLockRelease(Slots->lock);
 	return n;
+}
+
+/* ---- shared memory ---- */
+
+static Size
+slots_size(void)
+{
+	return sizeof(SlotsShared);
+}
+
+/* Attach the slots (and set them up the first time). */
+static void
+slots_attach(void *mem, bool found, LWLockPadded *locks)
+{
+	int			i;
+
+	Slots = (SlotsShared *) mem;
+	if (found)
+		return;
+	Slots->lock = &locks[0].lock;
+
+	/*
+	 * Lease tokens start from the clock, so that those of workers from
+	 * before a crash restart are never handed out again.
+	 */
+	pg_atomic_init_u64(&Slots->next_lease_holder, (uint64) GetCurrentTimestamp() << 8);
+	for (i = 0; i < LLM_MAX_WORKERS; i++)
+	{
+		pg_atomic_init_u64(&Slots->workers[i].completed, 0);
+		pg_atomic_init_u64(&Slots->workers[i].failed, 0);
+		pg_atomic_init_u64(&Slots->workers[i].retried, 0);
+		pg_atomic_init_u32(&Slots->workers[i].batch_wake, 0);
+	}
+}
+
+const LlmShmemPart SlotsShmemPart = {
+	.name = "pg_llm slots",
+	.size = slots_size,
+	.nlocks = 1,
+	.attach = slots_attach,
+};
+
+/*
+ * Does a process serve a database: a queue worker or a usage writer (with
+ * writer_only, a usage writer)?
+ */
+bool
+SlotServing(Oid dboid, bool writer_only)
+{
+	int			i;
+	bool		serving = false;
+
+	if (Slots == NULL)
+		return false;
+	LWLockAcquire(Slots->lock, LW_SHARED);
+	for (i = 0; i < LLM_MAX_WORKERS && !serving; i++)
+		serving = Slots->workers[i].in_use && Slots->workers[i].dboid == dboid &&
+			(!writer_only || Slots->workers[i].usage_only);
+	LWLockRelease(Slots->lock);
+	return serving;
+}
+
+/* Is slot n held by a live queue worker (one a previous launcher started)? */
+bool
+SlotAlive(int n)
+{
+	bool		alive;
+
+	if (Slots == NULL || n < 0 || n >= LLM_MAX_WORKERS)
+		return false;
+	LWLockAcquire(Slots->lock, LW_SHARED);
+	alive = Slots->workers[n].in_use && !Slots->workers[n].usage_only &&
+		kill(Slots->workers[n].pid, 0) == 0;
+	LWLockRelease(Slots->lock);
+	return alive;
 }

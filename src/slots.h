@@ -15,6 +15,9 @@
 
 #include "utils/timestamp.h"
 
+/* the most queue workers and usage writers at once */
+#define LLM_MAX_WORKERS 32
+
 /* this process's slot */
 extern void SlotClaim(int n, bool usage_only);
 extern int64 SlotLeaseHolder(void);
@@ -45,10 +48,12 @@ typedef struct SlotView
 	bool		usage_only;
 } SlotView;
 
-#define SLOTS_MAX 32			/* LLM_MAX_WORKERS, for a caller's array */
+
 
 /* any process */
 extern void SlotWake(Oid dboid, bool for_batches);
 extern int	SlotsLook(SlotView *out);
+extern bool SlotServing(Oid dboid, bool writer_only);
+extern bool SlotAlive(int n);
 
 #endif							/* PG_LLM_SLOTS_H */

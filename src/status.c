@@ -35,7 +35,7 @@ Datum
 pg_llm_worker_status(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	SlotView	slots[SLOTS_MAX];
+	SlotView	slots[LLM_MAX_WORKERS];
 	int			n;
 	int			i;
 

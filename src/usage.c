@@ -55,6 +55,112 @@
 #include "tokens.h"
 #include "usage.h"
 
+/* One call's usage, waiting in shared memory for its database's writer. */
+#define LLM_USAGE_NAME_LEN 64
+#define LLM_USAGE_ERROR_LEN 128
+
+typedef struct LlmUsageRecord
+{
+	int32		next;			/* the next record of its list (-1: none) */
+	Oid			dboid;
+	Oid			roleid;
+	TimestampTz ts;
+	uint8		mode;			/* LlmMode */
+	uint8		outcome;		/* LlmOutcome */
+	uint8		task;			/* LlmTask */
+	bool		fallback;
+	bool		has_tokens;
+	bool		has_details;	/* cached, cache write, reasoning: the provider's */
+	bool		estimated;		/* counted by pg_llm, not the provider */
+	bool		has_cost;
+	int16		http_status;
+	int16		attempts;
+	int32		input_tokens;
+	int32		output_tokens;
+	int32		cached_input_tokens;	/* of the input, read from the cache */
+	int32		cache_write_tokens; /* of the input, written to the cache */
+	int32		reasoning_tokens;	/* of the output */
+	int32		latency_ms;
+	int32		ttft_ms;		/* -1: not a stream */
+	int32		inputs;			/* inputs of an embedding request; 0: chat */
+	double		cost_usd;
+	int64		job_id;			/* the job of a queue item; 0: none */
+	char		tag[LLM_USAGE_TAG_LEN];	/* the option tag; "" none */
+	char		provider[LLM_USAGE_NAME_LEN];
+	char		model[LLM_USAGE_NAME_LEN];
+	char		upstream[LLM_USAGE_NAME_LEN];
+	char		error[LLM_USAGE_ERROR_LEN];	/* why it failed, or "" */
+	char		finish_reason[32];	/* the provider's own word; "" none */
+	char		service_tier[32];	/* "" when not reported */
+} LlmUsageRecord;
+
+/*
+ * The usage records waiting for one database's writer, oldest first, as a
+ * list through LlmUsageRecord.next.
+ */
+#define LLM_USAGE_DBS 64
+
+typedef struct LlmUsageList
+{
+	Oid			dboid;			/* InvalidOid: unused */
+	int32		head;
+	int32		tail;
+	int32		count;
+	TimestampTz taken_at;		/* when a writer last took its records, or
+								 * when it had records again */
+} LlmUsageList;
+
+/* A role's spending this month in one database, for budgets. */
+#define LLM_MAX_BUDGETS 256
+
+typedef struct LlmBudgetEntry
+{
+	bool		in_use;
+	bool		loaded;			/* spent/calls read from llm.usage */
+	Oid			dboid;
+	Oid			roleid;
+	int			month;			/* year * 12 + month - 1 */
+	double		spent_usd;
+	int64		calls;
+	double		reserved_usd;	/* calls under way */
+	int64		reserved_calls;
+} LlmBudgetEntry;
+
+/*
+ * Usage in shared memory: the records written by every backend, kept per
+ * database until that database's writer moves them into llm.usage (a
+ * caller that finds no free slot waits on room), the writers asked for,
+ * and each role's spending this month for budgets.
+ */
+typedef struct UsageShared
+{
+	LWLock	   *lock;			/* the records and their lists */
+	LWLock	   *budgets_lock;	/* the budgets and the writers asked for */
+	int			nslots;
+	int32		free;			/* the free slots, as a list */
+	int32		nfree;
+	LlmUsageList lists[LLM_USAGE_DBS];
+	ConditionVariable room;
+	pg_atomic_uint64 waits;		/* records that waited for room */
+	pg_atomic_uint64 dropped;	/* records that could not wait */
+
+	/*
+	 * records made but neither in a slot nor committed to llm.usage: kept
+	 * by a caller until there is room, kept by a writer for its own next
+	 * flush, or taken and being written in a transaction not yet committed
+	 */
+	pg_atomic_uint32 elsewhere;
+	TimestampTz writer_requested_at[LLM_MAX_WORKERS];
+	Oid			writer_requested_db[LLM_MAX_WORKERS];
+	LlmBudgetEntry budgets[LLM_MAX_BUDGETS];
+	LlmUsageRecord records[FLEXIBLE_ARRAY_MEMBER];
+} UsageShared;
+
+static UsageShared *Usage = NULL;
+
+/* llm.usage_buffer: the records shared memory holds */
+int			llm_usage_buffer = 8192;
+
 bool		llm_track_usage = true;
 
 static const char *const mode_names[] = {"sync", "stream", "many", "queue", "batch_api"};
@@ -236,7 +342,7 @@ budget_entry(Oid roleid, int month, bool create)
 
 	for (i = 0; i < LLM_MAX_BUDGETS; i++)
 	{
-		LlmBudgetEntry *b = &LlmShared->budgets[i];
+		LlmBudgetEntry *b = &Usage->budgets[i];
 
 		if (b->in_use && b->dboid == MyDatabaseId && b->roleid == roleid)
 		{
@@ -310,15 +416,15 @@ budget_load(Oid roleid, double *spent, int64 *calls)
 	*calls = q.calls;
 
 	/* records not written yet count too */
-	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
+	LWLockAcquire(Usage->lock, LW_SHARED);
 	{
 		LlmUsageList *l = usage_list(MyDatabaseId, false);
 		int32		k = l ? l->head : -1;
 		int			month = month_of(GetCurrentTimestamp());
 
-		for (; k >= 0; k = LlmShared->usage[k].next)
+		for (; k >= 0; k = Usage->records[k].next)
 		{
-			LlmUsageRecord *r = &LlmShared->usage[k];
+			LlmUsageRecord *r = &Usage->records[k];
 
 			if (r->roleid == roleid && month_of(r->ts) == month)
 			{
@@ -328,7 +434,7 @@ budget_load(Oid roleid, double *spent, int64 *calls)
 			}
 		}
 	}
-	LWLockRelease(LlmShared->usage_lock);
+	LWLockRelease(Usage->lock);
 }
 
 /* Release what a call reserved. */
@@ -337,9 +443,9 @@ budget_release(LlmCall *call, double actual_cost)
 {
 	LlmBudgetEntry *b;
 
-	if (call->budget_month == 0 || LlmShared == NULL)
+	if (call->budget_month == 0 || Usage == NULL)
 		return;
-	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(Usage->budgets_lock, LW_EXCLUSIVE);
 	b = budget_entry(call->roleid, call->budget_month, false);
 	if (b)
 	{
@@ -351,7 +457,7 @@ budget_release(LlmCall *call, double actual_cost)
 		if (call->usage_counted)
 			b->calls += 1;
 	}
-	LWLockRelease(LlmShared->lock);
+	LWLockRelease(Usage->budgets_lock);
 	call->budget_month = 0;
 }
 
@@ -391,7 +497,7 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit, bool defer)
 	ListCell   *lc;
 	bool		loaded;
 
-	if (LlmShared == NULL)
+	if (Usage == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("role \"%s\" has a budget, but pg_llm is not preloaded to enforce it",
@@ -423,18 +529,18 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit, bool defer)
 		estimate = Max(estimate, cost);
 	}
 
-	LWLockAcquire(LlmShared->lock, LW_SHARED);
+	LWLockAcquire(Usage->budgets_lock, LW_SHARED);
 	b = budget_entry(call->roleid, month, false);
 	loaded = (b && b->loaded);
-	LWLockRelease(LlmShared->lock);
+	LWLockRelease(Usage->budgets_lock);
 	if (!loaded)
 		budget_load(call->roleid, &spent, &calls);
 
-	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(Usage->budgets_lock, LW_EXCLUSIVE);
 	b = budget_entry(call->roleid, month, true);
 	if (b == NULL)
 	{
-		LWLockRelease(LlmShared->lock);
+		LWLockRelease(Usage->budgets_lock);
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("too many roles with budgets are active at once"),
@@ -454,7 +560,7 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit, bool defer)
 		double		r = b->reserved_usd;
 		int64		c = b->calls;
 
-		LWLockRelease(LlmShared->lock);
+		LWLockRelease(Usage->budgets_lock);
 		budget_refuse(call, defer, ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
 					  psprintf("monthly budget of role \"%s\" is exhausted",
 							   GetUserNameFromId(call->roleid, true)),
@@ -467,7 +573,7 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit, bool defer)
 	}
 	b->reserved_usd += estimate;
 	b->reserved_calls += 1;
-	LWLockRelease(LlmShared->lock);
+	LWLockRelease(Usage->budgets_lock);
 	call->budget_month = month;
 	call->reserved_usd = estimate;
 }
@@ -495,35 +601,28 @@ ensure_writer(bool stalled)
 	if (!TimestampDifferenceExceeds(last_check, now, 1000))
 		return;
 	last_check = now;
-	LWLockAcquire(LlmShared->lock, LW_EXCLUSIVE);
+	if (SlotServing(MyDatabaseId, stalled))
+		return;
+	LWLockAcquire(Usage->budgets_lock, LW_EXCLUSIVE);
 	for (i = 0; i < LLM_MAX_WORKERS; i++)
 	{
-		if (LlmShared->workers[i].in_use && LlmShared->workers[i].dboid == MyDatabaseId &&
-			(!stalled || LlmShared->workers[i].usage_only))
+		if (Usage->writer_requested_db[i] == MyDatabaseId &&
+			!TimestampDifferenceExceeds(Usage->writer_requested_at[i], now, 10000))
 		{
-			LWLockRelease(LlmShared->lock);
-			return;
-		}
-	}
-	for (i = 0; i < LLM_MAX_WORKERS; i++)
-	{
-		if (LlmShared->writer_requested_db[i] == MyDatabaseId &&
-			!TimestampDifferenceExceeds(LlmShared->writer_requested_at[i], now, 10000))
-		{
-			LWLockRelease(LlmShared->lock);
+			LWLockRelease(Usage->budgets_lock);
 			return;				/* asked for recently; it is starting */
 		}
-		if (free_req < 0 && (LlmShared->writer_requested_db[i] == InvalidOid ||
-							 LlmShared->writer_requested_db[i] == MyDatabaseId ||
-							 TimestampDifferenceExceeds(LlmShared->writer_requested_at[i], now, 10000)))
+		if (free_req < 0 && (Usage->writer_requested_db[i] == InvalidOid ||
+							 Usage->writer_requested_db[i] == MyDatabaseId ||
+							 TimestampDifferenceExceeds(Usage->writer_requested_at[i], now, 10000)))
 			free_req = i;
 	}
 	if (free_req >= 0)
 	{
-		LlmShared->writer_requested_db[free_req] = MyDatabaseId;
-		LlmShared->writer_requested_at[free_req] = now;
+		Usage->writer_requested_db[free_req] = MyDatabaseId;
+		Usage->writer_requested_at[free_req] = now;
 	}
-	LWLockRelease(LlmShared->lock);
+	LWLockRelease(Usage->budgets_lock);
 	if (free_req < 0)
 		return;
 
@@ -556,7 +655,7 @@ static int	nlocal = 0;
 static int	local_cap = 0;
 
 /*
- * Records of this process counted in LlmShared->usage_elsewhere: those it
+ * Records of this process counted in Usage->elsewhere: those it
  * keeps (a caller's, until there is room; a writer's own, until its next
  * flush), and those it took and wrote in its current transaction, which
  * leave the count when the transaction ends.  So llm.usage_buffer_status()
@@ -570,21 +669,21 @@ static void
 elsewhere_add(uint32 n)
 {
 	if (n > 0)
-		pg_atomic_fetch_add_u32(&LlmShared->usage_elsewhere, n);
+		pg_atomic_fetch_add_u32(&Usage->elsewhere, n);
 }
 
 static void
 elsewhere_sub(uint32 n)
 {
 	if (n > 0)
-		pg_atomic_fetch_sub_u32(&LlmShared->usage_elsewhere, n);
+		pg_atomic_fetch_sub_u32(&Usage->elsewhere, n);
 }
 
 /* The transaction that wrote records ended: they are in llm.usage, or lost. */
 static void
 usage_xact_cb(XactEvent event, void *arg)
 {
-	if (written_in_xact == 0 || LlmShared == NULL)
+	if (written_in_xact == 0 || Usage == NULL)
 		return;
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
@@ -599,7 +698,7 @@ usage_xact_cb(XactEvent event, void *arg)
 static void
 writer_exit_cb(int code, Datum arg)
 {
-	if (LlmShared == NULL)
+	if (Usage == NULL)
 		return;
 	elsewhere_sub(nlocal + written_in_xact);
 	nlocal = 0;
@@ -654,7 +753,7 @@ usage_list(Oid dboid, bool create)
 
 	for (i = 0; i < LLM_USAGE_DBS; i++)
 	{
-		LlmUsageList *l = &LlmShared->usage_lists[i];
+		LlmUsageList *l = &Usage->lists[i];
 
 		if (l->dboid == dboid)
 			return l;
@@ -689,32 +788,32 @@ shared_put(const LlmUsageRecord *rec, bool *full, bool *stalled)
 
 	*full = false;
 	*stalled = false;
-	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
-	l = LlmShared->usage_free >= 0 ? usage_list(rec->dboid, true) : NULL;
-	if (l == NULL || l->count >= LlmShared->usage_slots - LlmShared->usage_slots / 4)
+	LWLockAcquire(Usage->lock, LW_EXCLUSIVE);
+	l = Usage->free >= 0 ? usage_list(rec->dboid, true) : NULL;
+	if (l == NULL || l->count >= Usage->nslots - Usage->nslots / 4)
 	{
 		if (l == NULL)
 			l = usage_list(rec->dboid, false);
 		*stalled = l != NULL && l->count > 0 &&
 			TimestampDifferenceExceeds(l->taken_at, now, USAGE_STALLED_MS);
-		LWLockRelease(LlmShared->usage_lock);
+		LWLockRelease(Usage->lock);
 		*full = true;
 		return false;
 	}
-	k = LlmShared->usage_free;
-	LlmShared->usage_free = LlmShared->usage[k].next;
-	LlmShared->usage_nfree--;
-	LlmShared->usage[k] = *rec;
-	LlmShared->usage[k].next = -1;
+	k = Usage->free;
+	Usage->free = Usage->records[k].next;
+	Usage->nfree--;
+	Usage->records[k] = *rec;
+	Usage->records[k].next = -1;
 	if (l->tail >= 0)
-		LlmShared->usage[l->tail].next = k;
+		Usage->records[l->tail].next = k;
 	else
 		l->head = k;
 	l->tail = k;
 	first = (l->count++ == 0);
 	if (first)
 		l->taken_at = now;
-	LWLockRelease(LlmShared->usage_lock);
+	LWLockRelease(Usage->lock);
 	return first;
 }
 
@@ -726,11 +825,11 @@ wake_all_writers(void)
 	int			n = 0;
 	int			i;
 
-	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
+	LWLockAcquire(Usage->lock, LW_SHARED);
 	for (i = 0; i < LLM_USAGE_DBS; i++)
-		if (LlmShared->usage_lists[i].count > 0)
-			dbs[n++] = LlmShared->usage_lists[i].dboid;
-	LWLockRelease(LlmShared->usage_lock);
+		if (Usage->lists[i].count > 0)
+			dbs[n++] = Usage->lists[i].dboid;
+	LWLockRelease(Usage->lock);
 	for (i = 0; i < n; i++)
 		SlotWake(dbs[i], false);
 }
@@ -757,7 +856,7 @@ usage_exit_cb(int code, Datum arg)
 {
 	int			waited = 0;
 
-	if (LlmShared == NULL || nkept == 0)
+	if (Usage == NULL || nkept == 0)
 		return;
 	for (;;)
 	{
@@ -770,7 +869,7 @@ usage_exit_cb(int code, Datum arg)
 	}
 	if (nkept > 0)
 	{
-		pg_atomic_fetch_add_u64(&LlmShared->usage_dropped, nkept);
+		pg_atomic_fetch_add_u64(&Usage->dropped, nkept);
 		elsewhere_sub(nkept);
 	}
 	nkept = 0;
@@ -848,13 +947,13 @@ usage_hand_over(bool wait)
 		if (!waited)
 		{
 			waited = true;
-			pg_atomic_fetch_add_u64(&LlmShared->usage_waits, 1);
-			ConditionVariablePrepareToSleep(&LlmShared->usage_room);
+			pg_atomic_fetch_add_u64(&Usage->waits, 1);
+			ConditionVariablePrepareToSleep(&Usage->room);
 		}
 		/* the writers of every database with records may be asleep */
 		wake_all_writers();
 		/* a cancel or timeout ends the wait here, within 100 ms */
-		(void) ConditionVariableTimedSleep(&LlmShared->usage_room, 100, PG_WAIT_EXTENSION);
+		(void) ConditionVariableTimedSleep(&Usage->room, 100, PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
 	}
 	if (waited)
@@ -998,7 +1097,7 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 		cost = -1;				/* prices that make no number */
 	UsageSettleTurn(call, has_tokens && outcome != LLM_OUTCOME_CACHE ? in + out : 0);
 	budget_release(call, cost);
-	if (!llm_track_usage || LlmShared == NULL)
+	if (!llm_track_usage || Usage == NULL)
 		return;
 
 	now = GetCurrentTimestamp();
@@ -1176,7 +1275,7 @@ UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 
 	reserve(call, roleid, request_bytes, max_tokens, true);
 	call->accounted = true;
-	if (LlmShared == NULL && llm_track_usage && !LlmAmBackgroundWorker())
+	if (Usage == NULL && llm_track_usage && !LlmAmBackgroundWorker())
 	{
 		static bool warned = false;
 
@@ -1194,7 +1293,7 @@ UsageBegin(LlmCall *call, Oid roleid, size_t request_bytes, int64 max_tokens)
 	cb->func = usage_reset_cb;
 	cb->arg = call;
 	MemoryContextRegisterResetCallback(CurrentMemoryContext, cb);
-	if (llm_track_usage && LlmShared != NULL && !LlmAmBackgroundWorker())
+	if (llm_track_usage && Usage != NULL && !LlmAmBackgroundWorker())
 	{
 		usage_hand_over(false);
 		ensure_writer(false);
@@ -1226,7 +1325,7 @@ shared_take(LlmUsageRecord *out, int cap)
 	LlmUsageList *l;
 	int			n = 0;
 
-	LWLockAcquire(LlmShared->usage_lock, LW_EXCLUSIVE);
+	LWLockAcquire(Usage->lock, LW_EXCLUSIVE);
 	l = usage_list(MyDatabaseId, false);
 	if (l)
 		l->taken_at = GetCurrentTimestamp();
@@ -1234,21 +1333,21 @@ shared_take(LlmUsageRecord *out, int cap)
 	{
 		int32		k = l->head;
 
-		out[n++] = LlmShared->usage[k];
-		l->head = LlmShared->usage[k].next;
+		out[n++] = Usage->records[k];
+		l->head = Usage->records[k].next;
 		if (l->head < 0)
 			l->tail = -1;
 		l->count--;
-		LlmShared->usage[k].next = LlmShared->usage_free;
-		LlmShared->usage_free = k;
-		LlmShared->usage_nfree++;
+		Usage->records[k].next = Usage->free;
+		Usage->free = k;
+		Usage->nfree++;
 	}
 	/* out of their slots, into this transaction: still pending */
 	elsewhere_add(n);
-	LWLockRelease(LlmShared->usage_lock);
+	LWLockRelease(Usage->lock);
 	written(n);
 	if (n > 0)
-		ConditionVariableBroadcast(&LlmShared->usage_room);
+		ConditionVariableBroadcast(&Usage->room);
 	return n;
 }
 
@@ -1416,7 +1515,7 @@ insert_guarded(LlmUsageRecord *batch, int n)
 		ereport(LOG,
 				(errmsg("pg_llm: a usage record could not be written: %s", edata->message),
 				 errdetail("It is dropped and counted in llm.usage_buffer_status().")));
-		pg_atomic_fetch_add_u64(&LlmShared->usage_dropped, 1);
+		pg_atomic_fetch_add_u64(&Usage->dropped, 1);
 	}
 	FreeErrorData(edata);
 }
@@ -1435,7 +1534,7 @@ UsageFlush(void)
 	int			total = 0;
 	int			n;
 
-	if (LlmShared == NULL)
+	if (Usage == NULL)
 		return 0;
 	if (nlocal > 0)
 	{
@@ -1466,12 +1565,12 @@ UsagePending(void)
 	LlmUsageList *l;
 	uint32		n;
 
-	if (LlmShared == NULL)
+	if (Usage == NULL)
 		return 0;
-	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
+	LWLockAcquire(Usage->lock, LW_SHARED);
 	l = usage_list(MyDatabaseId, false);
 	n = l ? l->count : 0;
-	LWLockRelease(LlmShared->usage_lock);
+	LWLockRelease(Usage->lock);
 	return n + nlocal;
 }
 
@@ -1484,12 +1583,12 @@ UsagePendingAll(void)
 {
 	uint32		n;
 
-	if (LlmShared == NULL)
+	if (Usage == NULL)
 		return 0;
-	LWLockAcquire(LlmShared->usage_lock, LW_SHARED);
-	n = LlmShared->usage_slots - LlmShared->usage_nfree +
-		pg_atomic_read_u32(&LlmShared->usage_elsewhere);
-	LWLockRelease(LlmShared->usage_lock);
+	LWLockAcquire(Usage->lock, LW_SHARED);
+	n = Usage->nslots - Usage->nfree +
+		pg_atomic_read_u32(&Usage->elsewhere);
+	LWLockRelease(Usage->lock);
 	return n;
 }
 
@@ -1525,12 +1624,12 @@ UsageBudgetLeft(Oid roleid, double *usd_left, int64 *calls_left)
 	if (!ConfigBudget(roleid, &usd_limit, &calls_limit, &max_queued) ||
 		(usd_limit < 0 && calls_limit < 0))
 		return false;
-	if (LlmShared != NULL)
+	if (Usage != NULL)
 	{
 		int			month = month_of(GetCurrentTimestamp());
 		LlmBudgetEntry *b;
 
-		LWLockAcquire(LlmShared->lock, LW_SHARED);
+		LWLockAcquire(Usage->budgets_lock, LW_SHARED);
 		b = budget_entry(roleid, month, false);
 		if (b && b->loaded && b->month == month)
 		{
@@ -1540,7 +1639,7 @@ UsageBudgetLeft(Oid roleid, double *usd_left, int64 *calls_left)
 			reserved_usd = b->reserved_usd;
 			reserved_calls = b->reserved_calls;
 		}
-		LWLockRelease(LlmShared->lock);
+		LWLockRelease(Usage->budgets_lock);
 		if (!loaded)
 			budget_load(roleid, &spent, &calls);
 	}
@@ -1583,6 +1682,46 @@ void
 UsageBufferLook(uint32 *pending, int64 *dropped, int64 *waited)
 {
 	*pending = UsagePendingAll();
-	*dropped = LlmShared ? (int64) pg_atomic_read_u64(&LlmShared->usage_dropped) : 0;
-	*waited = LlmShared ? (int64) pg_atomic_read_u64(&LlmShared->usage_waits) : 0;
+	*dropped = Usage ? (int64) pg_atomic_read_u64(&Usage->dropped) : 0;
+	*waited = Usage ? (int64) pg_atomic_read_u64(&Usage->waits) : 0;
 }
+
+/* ---- shared memory ---- */
+
+/* The size of the shared part with its ring of llm.usage_buffer records. */
+static Size
+usage_size(void)
+{
+	return add_size(offsetof(UsageShared, records),
+					mul_size(llm_usage_buffer, sizeof(LlmUsageRecord)));
+}
+
+/* Attach the usage buffer (and set it up the first time). */
+static void
+usage_attach(void *mem, bool found, LWLockPadded *locks)
+{
+	int			i;
+
+	Usage = (UsageShared *) mem;
+	if (found)
+		return;
+	Usage->lock = &locks[0].lock;
+	Usage->budgets_lock = &locks[1].lock;
+	Usage->nslots = llm_usage_buffer;
+	/* every slot starts on the free list */
+	for (i = 0; i < llm_usage_buffer; i++)
+		Usage->records[i].next = (i + 1 < llm_usage_buffer) ? i + 1 : -1;
+	Usage->free = 0;
+	Usage->nfree = llm_usage_buffer;
+	ConditionVariableInit(&Usage->room);
+	pg_atomic_init_u64(&Usage->waits, 0);
+	pg_atomic_init_u64(&Usage->dropped, 0);
+	pg_atomic_init_u32(&Usage->elsewhere, 0);
+}
+
+const LlmShmemPart UsageShmemPart = {
+	.name = "pg_llm usage",
+	.size = usage_size,
+	.nlocks = 2,
+	.attach = usage_attach,
+};

@@ -250,19 +250,6 @@ database_exists(const char *name)
 	return found;
 }
 
-/* Is slot n held by a live worker (one a previous launcher started)? */
-static bool
-slot_alive(int n)
-{
-	bool		alive;
-
-	LWLockAcquire(LlmShared->lock, LW_SHARED);
-	alive = LlmShared->workers[n].in_use && !LlmShared->workers[n].usage_only &&
-		kill(LlmShared->workers[n].pid, 0) == 0;
-	LWLockRelease(LlmShared->lock);
-	return alive;
-}
-
 /* Start the worker of database n (slot n). */
 static void
 launch(LaunchedDb *db, int n)
@@ -347,7 +334,7 @@ pg_llm_launcher_main(Datum arg)
 				db->not_before = TimestampTzPlusMilliseconds(now, WORKER_RESTART_MS);
 				continue;
 			}
-			if (now < db->not_before || slot_alive(i))
+			if (now < db->not_before || SlotAlive(i))
 				continue;
 			if (!database_exists(db->name))
 			{

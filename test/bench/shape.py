@@ -39,7 +39,7 @@ import sys
 LAYERS = {
     0: {"compat", "utf8", "sse", "json", "llm_json", "http", "runas", "target", "names",
         "jsonschema", "protocol", "json_fast", "http_transport", "http_gate", "http_int",
-        "tokens", "citus", "citus_keys", "citus_plan", "encoding"},
+        "tokens", "citus", "citus_keys", "citus_plan", "citus_ddl", "encoding"},
     # schema.c (answers with a shape, the JSON side of requests and replies)
     # came after the cut was drawn; it calls nothing above the protocols
     1: {"provider", "provider_openai", "provider_anthropic", "request", "schema"},
