@@ -193,6 +193,98 @@ config_load_transport(void)
 	}
 }
 
+/*
+ * The provider options an LlmProvider holds, by name: how each is read
+ * from llm.provider.options (an integer, -1 when absent; a text, NULL
+ * when absent; a boolean), its default, and its field.  A new option is a
+ * line here, its field, and its check in the install script's
+ * llm._check_provider_options.
+ */
+typedef struct ProviderOption
+{
+	const char *name;
+	char		kind;			/* 'i' int4, 's' text, 'b' boolean */
+	const char *dflt;			/* SQL literal when absent, or NULL */
+	size_t		offset;			/* of its field in LlmProvider */
+} ProviderOption;
+
+static const ProviderOption provider_options[] = {
+	{"connect_timeout_ms", 'i', NULL, offsetof(LlmProvider, connect_timeout_ms)},
+	{"timeout_ms", 'i', NULL, offsetof(LlmProvider, timeout_ms)},
+	{"low_speed_time", 'i', NULL, offsetof(LlmProvider, low_speed_time)},
+	{"low_speed_limit", 'i', NULL, offsetof(LlmProvider, low_speed_limit)},
+	{"stream_idle_timeout", 'i', NULL, offsetof(LlmProvider, stream_idle_timeout)},
+	{"max_retries", 'i', NULL, offsetof(LlmProvider, max_retries)},
+	{"default_max_tokens", 'i', NULL, offsetof(LlmProvider, default_max_tokens)},
+	{"max_tokens_param", 's', NULL, offsetof(LlmProvider, max_tokens_param)},
+	{"anthropic_version", 's', "'2023-06-01'", offsetof(LlmProvider, anthropic_version)},
+	{"stream_usage", 'b', "true", offsetof(LlmProvider, stream_usage)},
+	{"rpm_limit", 'i', NULL, offsetof(LlmProvider, rpm_limit)},
+	{"tpm_limit", 'i', NULL, offsetof(LlmProvider, tpm_limit)},
+	{"quota_cooldown", 'i', NULL, offsetof(LlmProvider, quota_cooldown)},
+	{"batch_api", 's', NULL, offsetof(LlmProvider, batch_api)},
+	{"batch_timeout_ms", 'i', NULL, offsetof(LlmProvider, batch_timeout_ms)},
+	{"batch_url", 's', "'/v1/chat/completions'", offsetof(LlmProvider, batch_url)},
+	{"pass_through", 'b', "false", offsetof(LlmProvider, pass_through)},
+	{"structured_output", 's', NULL, offsetof(LlmProvider, structured_output)},
+};
+
+/*
+ * The query of the providers: each column by the name it is read by, each
+ * option of provider_options under its own name.
+ */
+static const char *
+provider_query(void)
+{
+	static char *query = NULL;
+	StringInfoData q;
+	int			i;
+
+	if (query)
+		return query;
+	initStringInfo(&q);
+	appendStringInfoString(&q, "SELECT p.name, p.protocol, p.base_url, p.enabled, p.priority, "
+						   "p.api_key_env, s.api_key, "
+						   "ARRAY(SELECT h.key || ': ' || h.value "
+						   "      FROM pg_catalog.jsonb_each_text(s.headers) AS h ORDER BY h.key) AS headers");
+	for (i = 0; i < lengthof(provider_options); i++)
+	{
+		const ProviderOption *o = &provider_options[i];
+		const char *type = o->kind == 'i' ? "::int4" : o->kind == 'b' ? "::pg_catalog.bool" : "";
+
+		if (o->dflt)
+			appendStringInfo(&q, ", COALESCE((p.options->>'%s')%s, %s) AS %s", o->name, type, o->dflt, o->name);
+		else
+			appendStringInfo(&q, ", (p.options->>'%s')%s AS %s", o->name, type, o->name);
+	}
+	appendStringInfoString(&q, " FROM llm.provider p LEFT JOIN llm._provider_secret s ON s.provider = p.name "
+						   "ORDER BY p.priority, p.name");
+	query = MemoryContextStrdup(TopMemoryContext, q.data);
+	pfree(q.data);
+	return query;
+}
+
+/* An option of a provider's row into its field. */
+static void
+read_option(LlmProvider *p, const ProviderOption *o, HeapTuple tup, TupleDesc td)
+{
+	int			col = SPI_fnumber(td, o->name);
+	char	   *field = (char *) p + o->offset;
+
+	switch (o->kind)
+	{
+		case 'i':
+			*(int *) field = col_int(tup, td, col);
+			break;
+		case 'b':
+			*(bool *) field = strcmp(SPI_getvalue(tup, td, col), "t") == 0;
+			break;
+		default:
+			*(char **) field = col_str(tup, td, col);
+			break;
+	}
+}
+
 /* Load providers, models, the primary and the budgets (as the owner). */
 static void
 config_load_rows(void *arg)
@@ -202,25 +294,7 @@ config_load_rows(void *arg)
 	TupleDesc	td;
 
 	config_check_version();
-	rc = SPI_execute("SELECT p.name, p.protocol, p.base_url, p.enabled, p.priority, "
-					 "p.api_key_env, s.api_key, "
-					 "(p.options->>'connect_timeout_ms')::int4, (p.options->>'timeout_ms')::int4, "
-					 "(p.options->>'low_speed_time')::int4, (p.options->>'low_speed_limit')::int4, "
-					 "(p.options->>'stream_idle_timeout')::int4, (p.options->>'max_retries')::int4, "
-					 "(p.options->>'default_max_tokens')::int4, p.options->>'max_tokens_param', "
-					 "COALESCE(p.options->>'anthropic_version', '2023-06-01'), "
-					 "COALESCE((p.options->>'stream_usage')::pg_catalog.bool, true), "
-					 "ARRAY(SELECT h.key || ': ' || h.value "
-					 "      FROM pg_catalog.jsonb_each_text(s.headers) AS h ORDER BY h.key), "
-					 "(p.options->>'rpm_limit')::int4, (p.options->>'tpm_limit')::int4, "
-					 "(p.options->>'quota_cooldown')::int4, "
-					 "p.options->>'batch_api', "
-					 "(p.options->>'batch_timeout_ms')::int4, "
-					 "COALESCE(p.options->>'batch_url', '/v1/chat/completions'), "
-					 "COALESCE((p.options->>'pass_through')::pg_catalog.bool, false), "
-					 "p.options->>'structured_output' "
-					 "FROM llm.provider p LEFT JOIN llm._provider_secret s ON s.provider = p.name "
-					 "ORDER BY p.priority, p.name", true, 0);
+	rc = SPI_execute(provider_query(), true, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm.provider: %s", SPI_result_code_string(rc));
 	td = SPI_tuptable->tupdesc;
@@ -230,43 +304,29 @@ config_load_rows(void *arg)
 		MemoryContext old = MemoryContextSwitchTo(config_ctx);
 		LlmProvider *p = palloc0(sizeof(LlmProvider));
 		bool		isnull;
-		Datum		hdrs = SPI_getbinval(tup, td, 18, &isnull);
+		Datum		hdrs = SPI_getbinval(tup, td, SPI_fnumber(td, "headers"), &isnull);
 		Datum	   *elems;
 		int			nelems;
 		int			j;
 
-		p->name = col_str(tup, td, 1);
-		p->ops = ProviderLookup(SPI_getvalue(tup, td, 2));
+		p->name = col_str(tup, td, SPI_fnumber(td, "name"));
+		p->ops = ProviderLookup(SPI_getvalue(tup, td, SPI_fnumber(td, "protocol")));
 		if (p->ops == NULL)
 			elog(ERROR, "provider \"%s\" has an unknown protocol", p->name);
-		p->base_url = col_str(tup, td, 3);
-		p->enabled = strcmp(SPI_getvalue(tup, td, 4), "t") == 0;
-		p->priority = atoi(SPI_getvalue(tup, td, 5));
-		p->api_key_env = col_str(tup, td, 6);
-		p->api_key = col_str(tup, td, 7);
-		p->connect_timeout_ms = col_int(tup, td, 8);
-		p->timeout_ms = col_int(tup, td, 9);
-		p->low_speed_time = col_int(tup, td, 10);
-		p->low_speed_limit = col_int(tup, td, 11);
-		p->stream_idle_timeout = col_int(tup, td, 12);
-		p->max_retries = col_int(tup, td, 13);
-		p->default_max_tokens = col_int(tup, td, 14);
-		p->max_tokens_param = col_str(tup, td, 15);
-		p->anthropic_version = col_str(tup, td, 16);
-		p->stream_usage = strcmp(SPI_getvalue(tup, td, 17), "t") == 0;
-		p->rpm_limit = Max(col_int(tup, td, 19), 0);
-		p->tpm_limit = Max(col_int(tup, td, 20), 0);
-		p->quota_cooldown = col_int(tup, td, 21);
+		p->base_url = col_str(tup, td, SPI_fnumber(td, "base_url"));
+		p->enabled = strcmp(SPI_getvalue(tup, td, SPI_fnumber(td, "enabled")), "t") == 0;
+		p->priority = atoi(SPI_getvalue(tup, td, SPI_fnumber(td, "priority")));
+		p->api_key_env = col_str(tup, td, SPI_fnumber(td, "api_key_env"));
+		p->api_key = col_str(tup, td, SPI_fnumber(td, "api_key"));
+		for (j = 0; j < lengthof(provider_options); j++)
+			read_option(p, &provider_options[j], tup, td);
+		p->rpm_limit = Max(p->rpm_limit, 0);
+		p->tpm_limit = Max(p->tpm_limit, 0);
 		/* the batch API it names, or its protocol's default (NULL: none) */
-		p->batch_api = col_str(tup, td, 22);
 		p->batch = (p->batch_api && strcmp(p->batch_api, "none") == 0) ? NULL :
 			ProviderBatchKind(p->ops, p->batch_api);
 		if (p->batch_api == NULL)
 			p->batch_api = MemoryContextStrdup(config_ctx, p->batch ? p->batch->name : "none");
-		p->batch_timeout_ms = col_int(tup, td, 23);
-		p->batch_url = col_str(tup, td, 24);
-		p->pass_through = strcmp(SPI_getvalue(tup, td, 25), "t") == 0;
-		p->structured_output = col_str(tup, td, 26);
 		if (!isnull)
 		{
 			deconstruct_array(DatumGetArrayTypeP(hdrs), TEXTOID, -1, false, TYPALIGN_INT,
