@@ -140,10 +140,16 @@ SELECT count(*) FILTER (WHERE emb = llm.embed(title || ' ' || body, 'emb', '{"di
 FROM notes;
 SELECT count(*) AS items FROM llm.queue WHERE job = 'note_embeddings';
 UPDATE notes SET likes = likes + 1;
+-- (each looked at before its commit: after it, the worker may have
+-- embedded the row again)
+BEGIN;
 UPDATE notes SET title = 'cats the', body = 'cat sat on the mat' WHERE id = 1;
 SELECT emb IS NOT NULL AS still_embedded FROM notes WHERE id = 1;
+COMMIT;
+BEGIN;
 UPDATE notes SET body = 'the bakery sells bread and cakes' WHERE id = 3;
 SELECT emb IS NULL AS reset_until_embedded_again FROM notes WHERE id = 3;
+COMMIT;
 SELECT wait_queue();
 SELECT count(*) AS items, count(*) FILTER (WHERE status = 'done') AS done
 FROM llm.queue WHERE job = 'note_embeddings';
