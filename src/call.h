@@ -95,6 +95,7 @@ typedef struct LlmCall
 	bool		usage_recorded;
 	bool		usage_counted;
 	int			budget_month;	/* non-zero while a reservation is held */
+	bool		budget_remote;	/* held at the Citus coordinator (citus_remote.c) */
 	double		reserved_usd;
 	/*
 	 * The budget's refusal, found when the call was accounted and raised

@@ -185,17 +185,6 @@ CitusTableKindName(char kind)
 }
 
 /*
- * May this node call providers from queries on shards?  Only when it
- * holds the coordinator's configuration and takes its turns and budgets
- * from the coordinator (llm.citus_sync); the coordinator always may.
- */
-bool
-CitusCallsOnWorkers(void)
-{
-	return false;
-}
-
-/*
  * Called first by every call (when it looks up its model's routes) and
  * every enqueue: in a query on a shard that a Citus coordinator sent to
  * this worker node, say what happened and what works, once, instead of
@@ -218,8 +207,8 @@ CitusGuard(CitusUse use, const char *function)
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 				 errmsg("pg_llm cannot call providers from this Citus worker node"),
-				 errdetail("Citus sent the call to this worker node with a query on a shard, and this node does not have the coordinator's providers, models, keys and budgets."),
-				 errhint("Run the statement on the coordinator with pg_llm in its shared_preload_libraries, which keeps the calls there; or read the rows into a temporary table first and call from it.")));
+				 errdetail("Citus sent the call to this worker node with a query on a shard, and this node does not have the coordinator's providers, models, keys and budgets, or does not preload pg_llm."),
+				 errhint("Run SELECT llm.citus_sync() on the coordinator to give every worker node the configuration (each preloading pg_llm); or keep the calls on the coordinator: SET llm.citus_calls = coordinator, with pg_llm in the coordinator's shared_preload_libraries.")));
 }
 
 /*
@@ -314,3 +303,25 @@ CitusGuardJobTrigger(const char *trigger)
 			 errdetail("Its table was distributed after the job was created with track_changes; a job's rows are queued on the coordinator."),
 			 errhint("Drop the job on the coordinator with llm.drop_job() (its triggers go with it) and create it again with track_changes => false, run by llm.run_job().")));
 }
+
+/*
+ * Is pg_llm one of Citus's distributed objects (created on every node)?
+ * Not when it was created with citus.enable_ddl_propagation off: then it
+ * lives on the coordinator alone, and Citus sends nothing of it anywhere.
+ */
+bool
+CitusExtensionDistributed(void)
+{
+	bool		yes;
+
+	if (!OidIsValid(get_relname_relid("pg_dist_object", PG_CATALOG_NAMESPACE)))
+		return false;
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	yes = SPI_execute("SELECT 1 FROM pg_catalog.pg_dist_object o JOIN pg_catalog.pg_extension e "
+					  "ON o.classid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND o.objid = e.oid "
+					  "WHERE e.extname = 'pg_llm'", true, 1) == SPI_OK_SELECT && SPI_processed > 0;
+	SPI_finish();
+	return yes;
+}
+

@@ -14,14 +14,36 @@
 
 #include "postgres.h"
 
+#include "nodes/pg_list.h"
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
+
+#include "ratelimit.h"
 
 /* What a Citus table is (CitusTableKind). */
 #define CITUS_NOT_CITUS		'\0'
 #define CITUS_DISTRIBUTED	'd'		/* hash-distributed, or one shard */
 #define CITUS_REFERENCE		'r'		/* a copy on every node */
 #define CITUS_LOCAL			'l'		/* a local table in Citus's metadata */
+
+/* llm.citus_calls */
+#define CITUS_CALLS_AUTO		0
+#define CITUS_CALLS_COORDINATOR	1
+#define CITUS_CALLS_WORKERS		2
+
+/* A node of the cluster, as pg_dist_node names it. */
+typedef struct CitusNode
+{
+	int32		nodeid;
+	int32		groupid;
+	char	   *host;
+	int			port;
+	char	   *name;			/* host:port */
+} CitusNode;
+
+struct pg_conn;
+struct pg_result;
+struct HttpTransfer;
 
 /* What a pg_llm function running in a query on a shard is about to do. */
 typedef enum CitusUse
@@ -36,12 +58,43 @@ extern bool CitusIsWorkerNode(void);
 extern bool CitusInShardQuery(void);
 extern char CitusTableKind(Oid relid);
 extern const char *CitusTableKindName(char kind);
+extern bool CitusExtensionDistributed(void);
 extern void CitusGuard(CitusUse use, const char *function);
-extern bool CitusCallsOnWorkers(void);
 extern char *CitusDistributionColumn(Oid relid);
 extern int64 CitusShardOf(Oid relid, Oid type, Datum value);
 extern void CitusRefuseTracking(Oid relid, const char *job);
 extern void CitusGuardJobTrigger(const char *trigger);
+
+/* citus_net.c */
+extern List *CitusWorkerNodes(void);
+extern CitusNode *CitusCoordinator(void);
+extern struct pg_conn *CitusConnect(const CitusNode *node, const char *role, const char *appname,
+									const char *options);
+extern struct pg_result *CitusExec(struct pg_conn **conn, const char *node, const char *sql,
+								   int nparams, const char *const *params);
+extern void CitusCommand(struct pg_conn **conn, const char *node, const char *sql);
+extern char *CitusValue(struct pg_result *r, int row, int col);
+extern void CitusClear(struct pg_result *r);
+extern void CitusFinish(struct pg_conn *conn);
+
+/* citus_sync.c */
+extern int	llm_citus_calls;
+extern void CitusConfigChanged(void);
+extern bool CitusCallsOnWorkers(void);
+extern bool CitusWorkersCall(void);
+extern bool CitusWorkersSynced(void);
+extern void CitusDefineSettings(void);
+
+/* citus_remote.c */
+extern bool CitusDelegates(void);
+extern LlmTurn CitusRemoteTurn(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms,
+							   TimestampTz *until, char **why, int64 *charged, char **detail);
+extern void CitusRemoteAfter(const LlmRoute *route, const struct HttpTransfer *t, bool quota);
+extern void CitusRemoteSettle(const LlmRoute *route, int64 charged, int64 used, bool unsent);
+extern int	CitusRemoteReserve(Oid roleid, double estimate, double usd_limit, int64 calls_limit);
+extern void CitusRemoteRelease(Oid roleid, int month, double reserved_usd, double actual_cost,
+							   bool counted);
+extern void CitusRemoteSpent(Oid roleid, double *spent, int64 *calls);
 
 /* citus_plan.c */
 extern void CitusPlanInit(void);

@@ -146,27 +146,6 @@ check_nodes(const char *what, List *options, const char *host, int port)
 					 version)));
 }
 
-/*
- * Is pg_llm one of Citus's distributed objects (created on every node)?
- * Not when it was created with citus.enable_ddl_propagation off: then it
- * lives on the coordinator alone, and Citus sends nothing of it anywhere.
- */
-static bool
-distributed_extension(void)
-{
-	bool		yes;
-
-	if (!OidIsValid(get_relname_relid("pg_dist_object", PG_CATALOG_NAMESPACE)))
-		return false;
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	yes = SPI_execute("SELECT 1 FROM pg_catalog.pg_dist_object o JOIN pg_catalog.pg_extension e "
-					  "ON o.classid = 'pg_catalog.pg_extension'::pg_catalog.regclass AND o.objid = e.oid "
-					  "WHERE e.extname = 'pg_llm'", true, 1) == SPI_OK_SELECT && SPI_processed > 0;
-	SPI_finish();
-	return yes;
-}
-
 static void
 llm_utility(PlannedStmt *pstmt, const char *query_string, bool read_only_tree,
 			ProcessUtilityContext context, ParamListInfo params, QueryEnvironment *env,
@@ -189,7 +168,7 @@ llm_utility(PlannedStmt *pstmt, const char *query_string, bool read_only_tree,
 				if (!(c->if_not_exists && OidIsValid(get_extension_oid("pg_llm", true))))
 					check_nodes("CREATE EXTENSION pg_llm", c->options, NULL, 0);
 			}
-			else if (distributed_extension())
+			else if (CitusExtensionDistributed())
 				check_nodes("ALTER EXTENSION pg_llm UPDATE", ((AlterExtensionStmt *) stmt)->options, NULL, 0);
 			else
 			{
@@ -237,7 +216,7 @@ add_node_walker(Node *node, void *arg)
 
 			if (IsA(h, Const) && IsA(p, Const) && !((Const *) h)->constisnull &&
 				!((Const *) p)->constisnull && ((Const *) p)->consttype == INT4OID &&
-				distributed_extension())
+				CitusExtensionDistributed())
 				check_nodes("citus_add_node", NIL, TextDatumGetCString(((Const *) h)->constvalue),
 							DatumGetInt32(((Const *) p)->constvalue));
 		}

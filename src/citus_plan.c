@@ -441,10 +441,14 @@ llm_planner(Query *parse, const char *query_string, int cursor_options, ParamLis
 		ps.llm_nsp = get_namespace_oid("llm", true);
 		ps.marker_seq = OidIsValid(ps.llm_nsp) ?
 			get_relname_relid("_coordinator_marker", ps.llm_nsp) : InvalidOid;
-		ps.calls_here = !CitusCallsOnWorkers();
+		ps.calls_here = true;
 		if (OidIsValid(ps.marker_seq) && !CitusIsWorkerNode() &&
 			OidIsValid(find_call(&ps, (Node *) parse, false, true)))
+		{
+			/* where calls run: asked only of queries that make some */
+			ps.calls_here = !CitusWorkersCall();
 			rewrite_query(&ps, parse);
+		}
 		/* a node added must have pg_llm, which Citus creates there */
 		if (OidIsValid(ps.llm_nsp))
 			CitusCheckAddNode(parse);

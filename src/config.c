@@ -105,6 +105,8 @@ pg_llm_config_changed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("llm._config_changed() must be called as a trigger")));
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(td->tg_relation));
+	/* a Citus coordinator sends the change to its worker nodes at commit */
+	CitusConfigChanged();
 	return PointerGetDatum(NULL);
 }
 

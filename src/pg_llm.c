@@ -60,6 +60,7 @@ _PG_init(void)
 	CacheDefineSettings();
 	WorkerDefineSettings();
 	ConfigRegisterInvalidation();
+	CitusDefineSettings();
 	CitusPlanInit();
 	CitusKeysInit();
 	CitusDdlInit();

@@ -65,6 +65,7 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
+#include "citus.h"
 #include "config.h"
 #include "http.h"
 #include "ratelimit.h"
@@ -379,6 +380,9 @@ RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms
 	*why = NULL;
 	last_detail = NULL;
 	*charged = 0;
+	/* a Citus worker node takes its turns from the coordinator's limits */
+	if (CitusDelegates())
+		return CitusRemoteTurn(route, tokens, reserve, max_wait_ms, until, why, charged, &last_detail);
 	if (limits == NULL)
 		return LLM_TURN_GO;
 	keys = route_keys(p);
@@ -478,6 +482,11 @@ RateLimitSettle(const LlmRoute *route, int64 charged, int64 used, bool unsent)
 	TimestampTz now = GetCurrentTimestamp();
 	RateEndpoint *e;
 
+	if (CitusDelegates())
+	{
+		CitusRemoteSettle(route, charged, used, unsent);
+		return;
+	}
 	if (limits == NULL)
 		return;
 	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
@@ -601,6 +610,11 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, bool quota)
 	RateKeys	keys;
 	long		status = t ? t->status : 0;
 
+	if (CitusDelegates())
+	{
+		CitusRemoteAfter(route, t, quota);
+		return;
+	}
 	if (limits == NULL)
 		return;
 	keys = route_keys(p);

@@ -47,6 +47,7 @@
 #include "utils/timestamp.h"
 
 #include "call.h"
+#include "citus.h"
 #include "config.h"
 #include "ratelimit.h"
 #include "runas.h"
@@ -414,6 +415,8 @@ budget_load(Oid roleid, double *spent, int64 *calls)
 	RunAsOwner(spent_query, &q);
 	*spent = q.spent;
 	*calls = q.calls;
+	/* a Citus coordinator: what the worker nodes' calls spent, in their llm.usage */
+	CitusRemoteSpent(roleid, spent, calls);
 
 	/* records not written yet count too */
 	LWLockAcquire(Usage->lock, LW_SHARED);
@@ -441,24 +444,42 @@ budget_load(Oid roleid, double *spent, int64 *calls)
 static void
 budget_release(LlmCall *call, double actual_cost)
 {
-	LlmBudgetEntry *b;
-
 	if (call->budget_month == 0 || Usage == NULL)
 		return;
+	if (call->budget_remote)
+		CitusRemoteRelease(call->roleid, call->budget_month, call->reserved_usd, actual_cost,
+						   call->usage_counted);
+	else
+		UsageBudgetRelease(call->roleid, call->budget_month, call->reserved_usd, actual_cost,
+						   call->usage_counted);
+	call->budget_month = 0;
+}
+
+/*
+ * Release a reservation of a role's budget (UsageBudgetReserve): the call
+ * cost actual_cost (-1: unknown) and counts as a call (counted) or not.
+ * Also what a Citus coordinator does for a call a worker node made.
+ */
+void
+UsageBudgetRelease(Oid roleid, int month, double reserved_usd, double actual_cost, bool counted)
+{
+	LlmBudgetEntry *b;
+
+	if (month == 0 || Usage == NULL)
+		return;
 	LWLockAcquire(Usage->budgets_lock, LW_EXCLUSIVE);
-	b = budget_entry(call->roleid, call->budget_month, false);
+	b = budget_entry(roleid, month, false);
 	if (b)
 	{
 		/* reservations from before a restart are gone: never below zero */
-		b->reserved_usd = Max(0, b->reserved_usd - call->reserved_usd);
+		b->reserved_usd = Max(0, b->reserved_usd - reserved_usd);
 		b->reserved_calls = Max(0, b->reserved_calls - 1);
 		if (actual_cost >= 0)
 			b->spent_usd += actual_cost;
-		if (call->usage_counted)
+		if (counted)
 			b->calls += 1;
 	}
 	LWLockRelease(Usage->budgets_lock);
-	call->budget_month = 0;
 }
 
 /*
@@ -489,13 +510,8 @@ budget_refuse(LlmCall *call, bool defer, int sqlstate, char *message, char *deta
 static void
 budget_check(LlmCall *call, double usd_limit, int64 calls_limit, bool defer)
 {
-	int			month = month_of(GetCurrentTimestamp());
-	LlmBudgetEntry *b;
 	double		estimate = 0;
-	double		spent = 0;
-	int64		calls = 0;
 	ListCell   *lc;
-	bool		loaded;
 
 	if (Usage == NULL)
 		ereport(ERROR,
@@ -529,15 +545,85 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit, bool defer)
 		estimate = Max(estimate, cost);
 	}
 
+	/* a Citus worker node reserves at the coordinator, which holds the budget */
+	if (CitusDelegates())
+	{
+		MemoryContext ctx = CurrentMemoryContext;
+
+		PG_TRY();
+		{
+			call->budget_month = CitusRemoteReserve(call->roleid, estimate, usd_limit, calls_limit);
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+
+			MemoryContextSwitchTo(ctx);
+			edata = CopyErrorData();
+			if (!defer || edata->sqlerrcode != ERRCODE_CONFIGURATION_LIMIT_EXCEEDED)
+				PG_RE_THROW();
+			/* the coordinator's refusal, kept for UsageBudgetGate */
+			FlushErrorState();
+			budget_refuse(call, defer, edata->sqlerrcode, edata->message,
+						  edata->detail ? edata->detail : pstrdup(""),
+						  edata->hint ? edata->hint : pstrdup(""));
+			return;
+		}
+		PG_END_TRY();
+		call->budget_remote = true;
+		call->reserved_usd = estimate;
+		return;
+	}
+	{
+		char	   *detail = NULL;
+		int			month = UsageBudgetReserve(call->roleid, estimate, usd_limit, calls_limit,
+											   defer ? &detail : NULL);
+
+		if (month == 0)
+		{
+			budget_refuse(call, defer, ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
+						  psprintf("monthly budget of role \"%s\" is exhausted",
+								   GetUserNameFromId(call->roleid, true)),
+						  detail, pstrdup("An administrator can raise it with llm.set_budget()."));
+			return;
+		}
+		call->budget_month = month;
+		call->reserved_usd = estimate;
+	}
+}
+
+/*
+ * Reserve a call's estimated cost on a role's budget this month; returns
+ * the month (for UsageBudgetRelease).  When it would be exceeded, the
+ * budget error is raised, or with refusal its detail is set and 0
+ * returned, nothing reserved.  Also what a Citus coordinator does for a
+ * call a worker node makes.
+ */
+int
+UsageBudgetReserve(Oid roleid, double estimate, double usd_limit, int64 calls_limit,
+				   char **refusal)
+{
+	int			month = month_of(GetCurrentTimestamp());
+	LlmBudgetEntry *b;
+	double		spent = 0;
+	int64		calls = 0;
+	bool		loaded;
+
+	if (Usage == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("role \"%s\" has a budget, but pg_llm is not preloaded to enforce it",
+						GetUserNameFromId(roleid, true)),
+				 errhint("Add pg_llm to shared_preload_libraries and restart the server.")));
 	LWLockAcquire(Usage->budgets_lock, LW_SHARED);
-	b = budget_entry(call->roleid, month, false);
+	b = budget_entry(roleid, month, false);
 	loaded = (b && b->loaded);
 	LWLockRelease(Usage->budgets_lock);
 	if (!loaded)
-		budget_load(call->roleid, &spent, &calls);
+		budget_load(roleid, &spent, &calls);
 
 	LWLockAcquire(Usage->budgets_lock, LW_EXCLUSIVE);
-	b = budget_entry(call->roleid, month, true);
+	b = budget_entry(roleid, month, true);
 	if (b == NULL)
 	{
 		LWLockRelease(Usage->budgets_lock);
@@ -559,23 +645,28 @@ budget_check(LlmCall *call, double usd_limit, int64 calls_limit, bool defer)
 		double		s = b->spent_usd;
 		double		r = b->reserved_usd;
 		int64		c = b->calls;
+		char	   *detail;
 
 		LWLockRelease(Usage->budgets_lock);
-		budget_refuse(call, defer, ERRCODE_CONFIGURATION_LIMIT_EXCEEDED,
-					  psprintf("monthly budget of role \"%s\" is exhausted",
-							   GetUserNameFromId(call->roleid, true)),
-					  psprintf("Spent %.4f USD and made " INT64_FORMAT " calls this month (%.4f USD under way); the budget is %s USD and %s calls; this call was not sent.",
-							   s, c, r,
-							   usd_limit >= 0 ? psprintf("%.4f", usd_limit) : "unlimited",
-							   calls_limit >= 0 ? psprintf(INT64_FORMAT, calls_limit) : "unlimited"),
-					  pstrdup("An administrator can raise it with llm.set_budget()."));
-		return;
+		detail = psprintf("Spent %.4f USD and made " INT64_FORMAT " calls this month (%.4f USD under way); the budget is %s USD and %s calls; this call was not sent.",
+						  s, c, r,
+						  usd_limit >= 0 ? psprintf("%.4f", usd_limit) : "unlimited",
+						  calls_limit >= 0 ? psprintf(INT64_FORMAT, calls_limit) : "unlimited");
+		if (refusal)
+		{
+			*refusal = detail;
+			return 0;
+		}
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("monthly budget of role \"%s\" is exhausted", GetUserNameFromId(roleid, true)),
+				 errdetail("%s", detail),
+				 errhint("An administrator can raise it with llm.set_budget().")));
 	}
 	b->reserved_usd += estimate;
 	b->reserved_calls += 1;
 	LWLockRelease(Usage->budgets_lock);
-	call->budget_month = month;
-	call->reserved_usd = estimate;
+	return month;
 }
 
 /* ---- records ---- */

@@ -20,6 +20,10 @@ extern int64 UsageInputTokens(const LlmCall *call, size_t request_bytes);
 extern double UsageRouteCost(const LlmRoute *route, int64 in, int64 cached_in, int64 out);
 extern bool UsageBudgetLeft(Oid roleid, double *usd_left, int64 *calls_left);
 extern void UsageRecord(LlmCall *call, LlmOutcome outcome);
+extern int	UsageBudgetReserve(Oid roleid, double estimate, double usd_limit, int64 calls_limit,
+							   char **refusal);
+extern void UsageBudgetRelease(Oid roleid, int month, double reserved_usd, double actual_cost,
+							   bool counted);
 extern int64 UsageOutputTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageEstimatedTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageTokensUsed(LlmCall *call);

@@ -56,6 +56,8 @@ check "CREATE EXTENSION pg_llm on the coordinator reaches every worker node" \
     [ "$(w2q -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_llm'")" = 0.3.0 ] && echo 1 || echo 0)
 
 # ---- calls over Citus tables, kept on the coordinator ----
+# (llm.citus_calls = coordinator: the worker nodes could make them, see below)
+export PGOPTIONS='-c llm.citus_calls=coordinator'
 out=$(run -c "SELECT string_agg(r, ',' ORDER BY id) FROM (SELECT id, llm.chat(body, 'm') AS r FROM tickets) s")
 check "SELECT llm.chat(body) FROM a distributed table answers every row" \
   $([ "$(tr ',' '\n' <<<"$out" | grep -c '^echo: ticket ')" = 40 ] && echo 1 || echo 0)
@@ -75,10 +77,21 @@ out2=$(run -c "SELECT string_agg(llm.chat(body, 'm'), ',' ORDER BY code) FROM kb
 check "a reference table" $([ "$(tr ',' '\n' <<<"$out2" | grep -c '^echo: article ')" = 5 ] && echo 1 || echo 0)
 out=$(run -c "SELECT count(llm.chat(t.body || ' / ' || k.body, 'm')) FROM tickets t JOIN kb k ON k.code = 'k' || (t.id % 5 + 1)")
 check "a join of a distributed and a reference table" $([ "$out" = 40 ] && echo 1 || echo 0)
-out=$(PGOPTIONS='-c role=analyst' run -c "SELECT llm.chat(body, 'm') FROM tickets WHERE id = 9")
+out=$(PGOPTIONS="$PGOPTIONS -c role=analyst" run -c "SELECT llm.chat(body, 'm') FROM tickets WHERE id = 9")
 check "a role with the README's grants only" $([ "$out" = "echo: ticket 9" ] && echo 1 || echo 0)
 
+sleep 1.5
+out="coordinator: $(run -c "SELECT count(*) FROM llm.usage")"
+out+=", workers: $(w1q -c "SELECT count(*) FROM llm.usage") $(w2q -c "SELECT count(*) FROM llm.usage")"
+check "those calls ran on the coordinator (its llm.usage has them, the worker nodes' none)" \
+  $([ "$(run -c "SELECT count(*) FROM llm.usage")" -ge 100 ] &&
+    [ "$(w1q -c "SELECT count(*) FROM llm.usage")$(w2q -c "SELECT count(*) FROM llm.usage")" = 00 ] && echo 1 || echo 0)
+
 # ---- what Citus cannot run: one clear error with the form that works ----
+# worker nodes without the coordinator's configuration (as a node added
+# since the last llm.citus_sync() would be)
+w1q -c "DELETE FROM llm._setting WHERE key = 'citus_coordinator'" >/dev/null
+w2q -c "DELETE FROM llm._setting WHERE key = 'citus_coordinator'" >/dev/null
 out=$(run -c "UPDATE tickets SET reply = llm.chat(body, 'm')")
 check "UPDATE ... SET x = llm.chat(...) of a distributed table: our error, with the form that works" \
   $(grep -q 'ERROR:  llm.chat cannot be called in an UPDATE of distributed table tickets' <<<"$out" &&
@@ -96,13 +109,14 @@ check "a call Citus runs on a worker node's shard: one error that says so, not '
 out=$(run -c "SELECT llm.chat(body, (SELECT 'm')) FROM tickets")
 check "a query the coordinator cannot take apart (a subquery in the select list) gets the same error" \
   $(grep -q 'ERROR:  pg_llm cannot call providers from this Citus worker node' <<<"$out" &&
-    grep -q 'HINT:  Run the statement on the coordinator' <<<"$out" && echo 1 || echo 0)
+    grep -q 'HINT:  Run SELECT llm.citus_sync() on the coordinator' <<<"$out" && echo 1 || echo 0)
 out=$(run -c "SELECT run_command_on_shards('tickets', \$\$SELECT llm.enqueue(body, 'm') FROM %s LIMIT 1\$\$)")
 check "an enqueue on a worker node's shard: one error that says so" \
   $(grep -q 'llm.enqueue cannot run on a Citus worker node' <<<"$out" &&
     ! grep -q 'distributed query from a query on a shard' <<<"$out" && echo 1 || echo 0)
 check "and nothing was queued on the worker nodes" \
   $([ "$(w1q -c 'SELECT count(*) FROM llm.queue')$(w2q -c 'SELECT count(*) FROM llm.queue')" = 00 ] && echo 1 || echo 0)
+cq -c "SELECT count(*) FROM llm.citus_sync()" >/dev/null
 
 # ---- llm.enqueue over Citus tables, from the coordinator ----
 mock_reset
@@ -311,6 +325,122 @@ check "drop_job removes its triggers from the table and its shards without setti
     [ "$(w2q -c "SELECT count(*) FROM pg_trigger WHERE tgname LIKE 'llm_job_nj%'")" = 0 ] && echo 1 || echo 0)
 out=$(run -c "INSERT INTO notes2 VALUES (6, 'note 6')")
 check "and the table takes writes again" $([ "$out" = "INSERT 0 1" ] && echo 1 || echo 0)
+
+# ---- every node calls providers, under one budget ----
+unset PGOPTIONS
+out=$(w1q -c "SELECT p.name, p.has_api_key, m.name, m.input_usd_per_mtok FROM llm.provider p JOIN llm.model m ON m.provider = p.name WHERE m.name = 'm'")
+check "the coordinator's providers, keys and models are on every worker node (sent when they changed)" \
+  $([ "$out" = "mock|t|m|1" ] && [ "$(w2q -c "SELECT count(*) FROM llm._provider_secret WHERE api_key IS NOT NULL")" = 1 ] &&
+    [ "$(run -c "SELECT count(*) FROM llm._citus_node WHERE preloaded")" = 2 ] && echo 1 || echo 0)
+run -c "SELECT llm.add_model('m2', 'mock', 'gpt-4o-mini', input_usd_per_mtok => 3, output_usd_per_mtok => 4)" >/dev/null
+out=$(run -c "BEGIN" -c "SELECT llm.add_model('never', 'mock')" -c "ROLLBACK")
+check "a change is on every node when the admin function's transaction commits, and not when it rolls back" \
+  $([ "$(w1q -c "SELECT input_usd_per_mtok FROM llm.model WHERE name = 'm2'")" = 3 ] &&
+    [ "$(w2q -c "SELECT count(*) FROM llm.model WHERE name = 'never'")" = 0 ] && echo 1 || echo 0)
+as_pg pg_ctl -D "$CITUS_DIR_W2/data" -m fast -w stop >/dev/null
+out=$(run -c "SELECT llm.add_model('down', 'mock')")
+check "a worker node that cannot take a change fails it, naming the node, and no node keeps it" \
+  $(grep -q "ERROR:  pg_llm could not connect to Citus node 127.0.0.1:$CITUS_W2" <<<"$out" &&
+    [ "$(run -c "SELECT count(*) FROM llm.model WHERE name = 'down'")" = 0 ] &&
+    [ "$(w1q -c "SELECT count(*) FROM llm.model WHERE name = 'down'")" = 0 ] && echo 1 || echo 0)
+PGDATA_DIR="$CITUS_DIR_W2/data" pg_ctl_start
+for i in $(seq 1 50); do w2q -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2; done
+
+# keys: in no log, no catalog of Citus's, no statement text of a worker node
+for p in "$CITUS_W1" "$CITUS_W2"; do
+  citus_psql "$p" -qc "ALTER SYSTEM SET log_statement = 'all'" -c "ALTER SYSTEM SET log_min_duration_statement = 0" \
+    -c "ALTER SYSTEM SET log_parameter_max_length = -1" -c "SELECT pg_reload_conf()" >/dev/null
+done
+secret=sk-citus-secret-4711
+w1q -c "BEGIN" -c "LOCK llm.model IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(600) /* lockmodel */" >/dev/null 2>&1 &
+for i in $(seq 1 50); do [ "$(w1q -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%lockmodel%' AND pid <> pg_backend_pid()")" = 1 ] && break; sleep 0.1; done
+cq -c "SELECT llm.create_provider('vault', 'openai', 'http://127.0.0.1:9/v1', api_key => '$secret')" >/dev/null 2>&1 &
+creator=$!
+for i in $(seq 1 50); do [ "$(w1q -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_llm configuration'")" = 1 ] && break; sleep 0.1; done
+activity=$(w1q -c "SELECT query FROM pg_stat_activity WHERE application_name = 'pg_llm configuration'")
+w1q -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%lockmodel%' AND pid <> pg_backend_pid()" >/dev/null
+wait "$creator" || true
+out="statement seen on the worker node: $activity"
+check "the configuration travels as a parameter: the worker node's pg_stat_activity shows the statement, not the key" \
+  $(grep -q 'llm._cluster_apply($1::jsonb, $2)' <<<"$activity" && ! grep -q "$secret" <<<"$activity" && echo 1 || echo 0)
+leaks=0
+for p in "$CITUS_COORD" "$CITUS_W1" "$CITUS_W2"; do
+  for t in $(citus_psql "$p" -c "SELECT c.oid::regclass FROM pg_class c WHERE c.relname LIKE 'pg_dist%' AND c.relkind = 'r'"); do
+    citus_psql "$p" -c "SELECT t::text FROM $t t" 2>/dev/null | grep -q "$secret" && leaks=$((leaks + 1))
+  done
+done
+grep -l "$secret" "$CITUS_DIR_W1/server.log" "$CITUS_DIR_W2/server.log" >/dev/null && leaks=$((leaks + 100))
+out="leaks: $leaks"
+check "no key in the worker nodes' logs (log_statement = all, parameters logged) nor in any pg_dist_* catalog" \
+  $([ "$leaks" = 0 ] && echo 1 || echo 0)
+for p in "$CITUS_W1" "$CITUS_W2"; do
+  citus_psql "$p" -qc "ALTER SYSTEM RESET log_statement" -c "ALTER SYSTEM RESET log_min_duration_statement" \
+    -c "ALTER SYSTEM RESET log_parameter_max_length" -c "SELECT pg_reload_conf()" >/dev/null
+done
+sleep 0.5
+check "and the key reached the worker nodes" \
+  $([ "$(w1q -c "SELECT count(*) FROM llm._provider_secret WHERE api_key = '$secret'")" = 1 ] &&
+    [ "$(w2q -c "SELECT count(*) FROM llm._provider_secret WHERE api_key = '$secret'")" = 1 ] && echo 1 || echo 0)
+run -c "SELECT llm.drop_provider('vault')" >/dev/null
+
+# calls Citus pushes down to the worker nodes run there
+before_w=$(( $(w1q -c "SELECT count(*) FROM llm.usage") + $(w2q -c "SELECT count(*) FROM llm.usage") ))
+before_c=$(run -c "SELECT count(*) FROM llm.usage")
+mock_reset
+out=$(run -c "SELECT count(llm.chat(body, 'm')) FROM tickets WHERE id <= 200")
+sleep 1.5
+after_w=$(( $(w1q -c "SELECT count(*) FROM llm.usage") + $(w2q -c "SELECT count(*) FROM llm.usage") ))
+out="answered $out; worker nodes' usage rows +$((after_w - before_w)), coordinator's +$(( $(run -c "SELECT count(*) FROM llm.usage") - before_c ))"
+check "SELECT llm.chat(body, 'm') FROM a distributed table: the calls run on the worker nodes, their usage recorded there" \
+  $([ "$((after_w - before_w))" = 200 ] && [ "$(run -c "SELECT count(*) FROM llm.usage")" = "$before_c" ] &&
+    [ "$(mock_requests)" = 200 ] && echo 1 || echo 0)
+out=$(run -c "SELECT node, count(*) FROM llm.cluster_usage WHERE node <> (SELECT nodename || ':' || nodeport FROM pg_dist_node WHERE groupid = 0) GROUP BY 1 ORDER BY 1")
+check "and visible in one place on the coordinator: llm.cluster_usage, by node" \
+  $([ "$(wc -l <<<"$out")" = 2 ] && [ "$(awk -F'|' '{s += $2} END {print s}' <<<"$out")" = "$after_w" ] && echo 1 || echo 0)
+out=$(run -c "SELECT string_agg(t, ',') FROM (SELECT run_command_on_shards('tickets', \$\$SELECT count(*) FROM llm.chat_many(ARRAY(SELECT body FROM %s WHERE id <= 200), 'm') WHERE error IS NULL\$\$)::text t) s")
+check "llm.chat_many over each shard's own rows, on the worker nodes" \
+  $([ "$(run -c "SELECT sum(result::int) FROM run_command_on_shards('tickets', \$\$SELECT count(*) FROM llm.chat_many(ARRAY(SELECT body FROM %s WHERE id <= 100), 'm') WHERE error IS NULL\$\$)")" = 100 ] && echo 1 || echo 0)
+mock_reset
+out=$(PGOPTIONS='-c llm.citus_calls=coordinator' run -c "SELECT count(llm.chat(body, 'm')) FROM tickets WHERE id <= 20")
+check "SET llm.citus_calls = coordinator keeps them on the coordinator" \
+  $([ "$out" = 20 ] && [ "$(mock_requests)" = 20 ] && echo 1 || echo 0)
+
+# one budget: a role's calls on every node draw on its one budget, at the coordinator
+made=$(run -c "SELECT count(*) FROM llm.cluster_usage WHERE role = 'analyst' AND outcome <> 'retry'")
+run -c "SELECT llm.set_budget('analyst', NULL, $((made + 10)))" >/dev/null
+mock_reset
+out=$(PGOPTIONS='-c role=analyst' run -c "SELECT count(llm.chat(body, 'm')) FROM tickets WHERE id <= 40")
+out+=" (requests: $(mock_requests))"
+check "a budget of 10 more calls holds across the worker nodes: the statement fails with the budget's error, 10 requests sent" \
+  $(grep -q 'ERROR:  monthly budget of role "analyst" is exhausted' <<<"$out" && [ "$(mock_requests)" = 10 ] && echo 1 || echo 0)
+out=$(PGOPTIONS='-c role=analyst' run -c "SELECT count(llm.chat(body, 'm', options => '{\"on_error\": \"null\"}')) FROM tickets WHERE id <= 40")
+check "and later calls of the role, on any node, send nothing" $([ "$(mock_requests)" = 10 ] && echo 1 || echo 0)
+sleep 1.5
+out=$(run -c "SELECT count(*) FILTER (WHERE outcome = 'ok') FROM llm.cluster_usage WHERE role = 'analyst'")
+check "the role's usage, read across the nodes, is its $((made + 10)) calls" $([ "$out" = $((made + 10)) ] && echo 1 || echo 0)
+run -c "SELECT llm.set_budget('analyst', 0.0004)" >/dev/null
+out=$(PGOPTIONS='-c role=analyst' run -c "SELECT count(llm.chat(body, 'm2', options => '{\"on_error\": \"null\", \"max_tokens\": 16}')) FROM tickets WHERE id <= 100")
+sleep 1.5
+spent=$(run -c "SELECT coalesce(sum(cost_usd), 0) FROM llm.cluster_usage WHERE role = 'analyst' AND model = 'm2'")
+out="answered $out, spent $spent USD of 0.0004"
+check "a budget in USD: the worker nodes' calls stop at it (what they spent, read across the nodes, is within it)" \
+  $([ "$out" != "" ] && python3 -c "import sys; s=float('$spent'); sys.exit(0 if 0 < s <= 0.0004 else 1)" && echo 1 || echo 0)
+run -c "SELECT llm.set_budget('analyst', NULL, NULL)" >/dev/null
+
+# one rpm_limit: the worker nodes take their turns from the coordinator
+run -c "SELECT llm.alter_provider('mock', options => '{\"rpm_limit\": 600}')" >/dev/null
+mock_reset
+out=$(run -c "SELECT count(llm.chat(body, 'm')) FROM tickets WHERE id <= 80")
+out+=" $(curl -s "http://127.0.0.1:$MOCK_PORT/_arrivals" | python3 -c '
+import json, sys
+t = sorted(a["t_us"] for a in json.load(sys.stdin))
+most = max(sum(1 for u in t if s <= u < s + 1000000) for s in t)
+print(len(t), most, round((t[-1] - t[0]) / 1e6, 2))')"
+read -r answered sent most span <<<"$out"
+out="answered $answered, sent $sent, at most $most in a second, over $span s"
+check "rpm_limit 600 across the worker nodes: 80 calls, never more than 21 in a second (10 a second and a burst of 10)" \
+  $([ "$answered" = 80 ] && [ "$sent" = 80 ] && [ "$most" -le 21 ] && echo 1 || echo 0)
+run -c "SELECT llm.alter_provider('mock', options => '{}')" >/dev/null
 
 # ---- the extension's DDL on the cluster, and a node without the package ----
 out=$(run -c "ALTER EXTENSION pg_llm UPDATE")
