@@ -117,14 +117,19 @@ CREATE VIEW llm.queue_status WITH (security_barrier) AS
         FROM llm.queue q, llm._reader v
         WHERE v.all_roles OR q.enqueued_by = ANY (v.roles)),
     -- a failed item that a newer item of the same target (or job row)
-    -- followed, llm.retry's or a job's, is no longer a failure
+    -- followed, llm.retry's or a job's, is no longer a failure (equalities
+    -- a hash join takes: one pass over the queue)
+    superseded AS (
+        SELECT f.id FROM q f
+        WHERE f.status = 'failed' AND f.target_table IS NOT NULL
+          AND EXISTS (SELECT 1 FROM q n
+                      WHERE n.target_table = f.target_table AND n.target_key = f.target_key
+                        AND coalesce(n.target_column, '') = coalesce(f.target_column, '')
+                        AND coalesce(n.job_id, 0) = coalesce(f.job_id, 0) AND n.id > f.id)),
     current AS (
-        SELECT q.id, q.status, q.created_at, q.started_at, q.finished_at FROM q
-        WHERE q.status <> 'failed' OR q.target_table IS NULL
-           OR NOT EXISTS (SELECT 1 FROM q n
-                          WHERE n.target_table = q.target_table AND n.target_key = q.target_key
-                            AND n.target_column IS NOT DISTINCT FROM q.target_column
-                            AND n.job_id IS NOT DISTINCT FROM q.job_id AND n.id > q.id)),
+        SELECT q.id, q.status, q.created_at, q.started_at, q.finished_at
+        FROM q LEFT JOIN superseded s ON s.id = q.id
+        WHERE s.id IS NULL),
     -- the work under way: the items queued since the oldest one still
     -- waiting was queued
     wave AS (
