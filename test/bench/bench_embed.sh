@@ -14,33 +14,44 @@
 #          after the N rows, and its CPU time per row;
 #  (b) llm.embed_many of M inputs (default 10,000) against a loop of
 #      llm.embed over the same inputs in one statement: the requests the
-#      mock received and the time, median of R rounds, interleaved.
+#      mock received and the time, median of R rounds, interleaved;
+#  (c) the same job of N rows through the OpenAI Batch API (via =>
+#      'batch_api', endpoint /v1/embeddings, one input a line, the mock
+#      finishing a batch at once), as bench_batch.sh prints the chat one:
+#      the worker's time to build and send the requests (the first
+#      llm._batch created_at to the last submitted_at) and to read and
+#      write back the results (each batch's last poll to its finished_at),
+#      items per second of that time, its CPU time and peak memory
+#      (RssAnon, sampled every 50 ms), median of B rounds (default 1), each
+#      from compacted tables.
 #
 # A drain's rate is rows / (last finished_at - first started_at) of its
 # items in llm.queue: from the first claim to the last vector written.
 # Nothing here is a timed assertion: the script fails only when a row was
 # not embedded.
-#   bash test/bench/bench_embed.sh [--rows N] [--latency L] [--inputs M] [--rounds R]
+#   bash test/bench/bench_embed.sh [--rows N] [--latency L] [--inputs M] [--rounds R] [--batch-rounds B]
 source "$(dirname "$0")/../lib.sh"
 source "$(dirname "$0")/../vendor.sh"
 rows=100000
 latency=200
 inputs=10000
 rounds=3
+batch_rounds=1
 while [ $# -gt 0 ]; do
   case $1 in
     --rows) rows=$2; shift 2 ;;
     --latency) latency=$2; shift 2 ;;
     --inputs) inputs=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
-    *) echo "usage: $0 [--rows N] [--latency L] [--inputs M] [--rounds R]" >&2; exit 2 ;;
+    --batch-rounds) batch_rounds=$2; shift 2 ;;
+    *) echo "usage: $0 [--rows N] [--latency L] [--inputs M] [--rounds R] [--batch-rounds B]" >&2; exit 2 ;;
   esac
 done
 small=$(( rows < 10000 ? rows : 10000 ))
 build_install
 vendor_pgvector
 start_postgres "shared_preload_libraries = 'pg_llm'" "llm.database = 'postgres'" \
-  "llm.worker_naptime = '200ms'" "shared_buffers = '256MB'" "max_wal_size = '4GB'" \
+  "llm.worker_naptime = '200ms'" "llm.batch_poll_interval = 1" "shared_buffers = '256MB'" "max_wal_size = '4GB'" \
   "checkpoint_timeout = '30min'"
 start_mock
 MOCK_PID=${PG_LLM_PIDS[-1]}
@@ -58,6 +69,9 @@ SELECT llm.create_job('bench_fast', 'bench_docs', '{id}', '{body}', 'embedding',
                       options => '{"dimensions": 256}', task => 'embed', track_changes => false);
 SELECT llm.create_job('bench_slow', 'bench_docs', '{id}', '{body}', 'embedding', model => 'emb-slow',
                       options => '{"dimensions": 256}', task => 'embed', track_changes => false);
+SELECT llm.create_job('bench_batch', 'bench_docs', '{id}', '{body}', 'embedding', model => 'emb',
+                      options => '{"dimensions": 256}', task => 'embed', track_changes => false,
+                      via => 'batch_api');
 SQL
 worker_pid() { psql -X -Atq -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'pg_llm worker'"; }
 WPID=""
@@ -133,6 +147,43 @@ done
 m=$(printf '%s\n' "${many[@]}" | median)
 l=$(printf '%s\n' "${loop[@]}" | median)
 
+# (c) the job through the OpenAI Batch API
+batch_done() {  # nothing waiting; at most $1 seconds
+  local i
+  for i in $(seq 1 $(($1 * 5))); do
+    [ "$(psql -X -Atq -c "SELECT NOT (EXISTS (SELECT 1 FROM llm.queue WHERE status = 'pending')
+                                 OR EXISTS (SELECT 1 FROM llm.queue WHERE status = 'running')
+                                 OR EXISTS (SELECT 1 FROM llm.queue WHERE status = 'submitted'))")" = t ] && return 0
+    sleep 0.2
+  done
+  return 1
+}
+brows=()
+bpeak=0
+for r in $(seq 1 "$batch_rounds"); do
+  psql -X -q -v ON_ERROR_STOP=1 -c "DELETE FROM llm.queue" -c "DELETE FROM llm._batch" \
+    -c "UPDATE bench_docs SET embedding = NULL WHERE embedding IS NOT NULL" \
+    -c "VACUUM FULL bench_docs" -c "VACUUM FULL llm.queue" -c "CHECKPOINT" >/dev/null
+  c0=$(cpu_ns "$WPID")
+  ( while kill -0 "$WPID" 2>/dev/null; do anon_kb "$WPID"; sleep 0.05; done ) > "$SCRATCH/rss_batch" &
+  sampler=$!
+  t0=$(date +%s.%N)
+  psql -X -q -v ON_ERROR_STOP=1 -c "SELECT llm.run_job('bench_batch')" >/dev/null
+  batch_done 900 || { log "the batch job did not finish"; kill $sampler; exit 1; }
+  t1=$(date +%s.%N)
+  kill $sampler 2>/dev/null; wait $sampler 2>/dev/null || true
+  c1=$(cpu_ns "$WPID")
+  peak=$(sort -n "$SCRATCH/rss_batch" | tail -1)
+  [ "$peak" -gt "$bpeak" ] && bpeak=$peak
+  written=$(psql -X -Atq -c "SELECT count(*) FROM bench_docs WHERE embedding IS NOT NULL AND vector_dims(embedding) = 256")
+  [ "$written" = "$rows" ] || { log "the batch job wrote $written of $rows rows"; psql -X -c "SELECT status, left(error, 200), count(*) FROM llm.queue GROUP BY 1, 2"; exit 1; }
+  read -r nb submit ingest < <(psql -X -Atq -F ' ' -c "SELECT count(*), round(extract(epoch FROM max(submitted_at) - min(created_at))::numeric, 2), round(sum(extract(epoch FROM finished_at - polled_at))::numeric, 2) FROM llm._batch WHERE status = 'ended'")
+  bcpu=$(echo "scale=2; ($c1 - $c0) / 1000000000" | bc)
+  brows+=("$(echo "$submit + $ingest" | bc) $nb $submit $ingest $bcpu $(echo "$t1 - $t0" | bc) $((peak / 1024))")
+  log "batch round $r: $nb batches, build and send $submit s, read and write back $ingest s, worker CPU $bcpu s, peak RssAnon $((peak / 1024)) MB"
+done
+read -r nb submit ingest bcpu bwall _ <<<"$(printf '%s\n' "${brows[@]}" | sort -n | sed -n "$(( (batch_rounds + 1) / 2 ))p" | cut -d' ' -f2-)"
+
 printf '\n(a) the queue: a job of %d rows embedded (256 dimensions) into vector(256), 100 inputs a request, 50 in flight\n\n' "$rows"
 printf '| case | rows/s | requests | worker CPU per row | against |\n|---|---|---|---|---|\n'
 printf '| zero latency, %d rows | %s | %s | %s µs | target 5,000 rows/s: %.2fx |\n' "$small" "$r_small" "$req_small" "$cpu_small" "$(echo "$r_small / 5000" | bc -l)"
@@ -149,3 +200,9 @@ printf '| llm.embed_many (%s inputs a request, %s in flight) | %s | %s | %.0f | 
   "$(psql -X -Atq -c 'SHOW llm.embed_inputs_per_request')" "$(psql -X -Atq -c 'SHOW llm.many_concurrency')" \
   "$many_requests" "$m" "$(echo "$inputs / $m" | bc -l)" "$(echo "$l / $m" | bc -l)"
 printf '| loop of llm.embed | %s | %s | %.0f | |\n' "$loop_requests" "$l" "$(echo "$inputs / $l" | bc -l)"
+
+printf '\n(c) the same job of %d rows through the OpenAI Batch API (endpoint /v1/embeddings, one input a line), median of %d rounds\n\n' "$rows" "$batch_rounds"
+printf '| case | figure | against |\n|---|---|---|\n'
+printf '| openai, one job of %d rows (%d batches) | build and send %s s, read and write back %s s: %.0f items/s | worker CPU %s s (%.0f items/s of CPU), peak RssAnon %d MB, %.1f s end to end |\n' \
+  "$rows" "$nb" "$submit" "$ingest" "$(echo "$rows / ($submit + $ingest)" | bc -l)" \
+  "$bcpu" "$(echo "$rows / $bcpu" | bc -l)" "$((bpeak / 1024))" "$bwall"
