@@ -346,7 +346,8 @@ EmbedColumnDimensions(Oid typid, int32 typmod)
  * An embedding item's reply ("[v1,...]", as EmbedVectorText writes it) in
  * the syntax of a column's type, for the type's input function to read:
  * "{v1,...}" for arrays, "{i:v,...}/n" (the non-zero elements, 1-based)
- * for sparsevec, as it is otherwise.
+ * for sparsevec, as it is otherwise (then the same string, not a copy:
+ * a pass's vectors are most of the worker's memory).
  */
 char *
 EmbedTextForColumn(const char *vector, Oid typid)
@@ -359,7 +360,7 @@ EmbedTextForColumn(const char *vector, Oid typid)
 
 	if (len < 2 || vector[0] != '[' || vector[len - 1] != ']' || kind == EMBED_COLUMN_BRACKETS ||
 		kind == EMBED_COLUMN_NONE)
-		return pstrdup(vector);
+		return unconstify(char *, vector);
 	initStringInfo(&buf);
 	if (kind == EMBED_COLUMN_ARRAY)
 	{

@@ -75,6 +75,10 @@
 static bool save_pass = false;
 
 static bool fresh_citus(WorkItem *it);
+static void write_chunk(ItemSet *set);
+
+/* Finished items written back in one transaction, at most. */
+#define WRITEBACK_CHUNK 1000
 
 /* Is a finished item written by this pass? */
 static bool
@@ -1015,6 +1019,7 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 	Datum	   *invs;
 	Oid			failed_types[4] = {INT8ARRAYOID, INT4ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
 	Datum	   *untried;
+	bool	   *done_nulls;
 
 	for (k = 0; k < 3; k++)
 	{
@@ -1027,6 +1032,7 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 	invs = palloc(sizeof(Datum) * cap);
 	said_nulls = palloc(sizeof(bool) * cap);
 	untried = palloc(sizeof(Datum) * cap);
+	done_nulls = palloc(sizeof(bool) * cap);
 	dlist_foreach(iter, &set->items)
 	{
 		WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
@@ -1036,7 +1042,18 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 		k = it->state == ITEM_DONE ? 0 : it->state == ITEM_FAILED ? 1 : 2;
 		ids[k][n[k]] = Int64GetDatum(it->id);
 		atts[k][n[k]] = Int32GetDatum(it->attempts);
-		texts[k][n[k]] = CStringGetTextDatum(it->db_text);
+		if (k == 0)
+		{
+			/*
+			 * A vector written into its row is not kept in the queue too
+			 * (the statement says so): not copied here either, a pass's
+			 * vectors being most of its memory.
+			 */
+			done_nulls[n[k]] = it->embed && OidIsValid(it->target_table);
+			texts[k][n[k]] = done_nulls[n[k]] ? (Datum) 0 : CStringGetTextDatum(it->db_text);
+		}
+		else
+			texts[k][n[k]] = CStringGetTextDatum(it->db_text);
 		if (k == 1)
 			invs[n[k]] = Int32GetDatum(it->invalid_answers);
 		if (k == 2)
@@ -1063,7 +1080,7 @@ update_queue_rows(ItemSet *set, HTAB *superseded)
 			continue;
 		args[0] = LlmMakeArray(ids[k], NULL, n[k], INT8OID);
 		args[1] = LlmMakeArray(atts[k], NULL, n[k], INT4OID);
-		args[2] = LlmMakeArray(texts[k], NULL, n[k], TEXTOID);
+		args[2] = LlmMakeArray(texts[k], k == 0 ? done_nulls : NULL, n[k], TEXTOID);
 		if (k == 1)
 			args[3] = LlmMakeArray(invs, NULL, n[k], INT4OID);
 		if (k == 2)
@@ -1229,8 +1246,47 @@ cache_keep_step(void *arg)
 	CacheKeep(it->call, it->reply);
 }
 
+/*
+ * Write the finished items of a set, WRITEBACK_CHUNK at most in a
+ * transaction: a pass's memory (each write-back prepared, the replies
+ * copied into arrays) is that of a chunk, however many items finished
+ * together (thousands of embeddings when fifty requests of a hundred
+ * inputs answer at once).
+ */
 void
 WritebackSet(ItemSet *set)
+{
+	for (;;)
+	{
+		dlist_head	later;
+		dlist_mutable_iter iter;
+		int			n = 0;
+		bool		more;
+
+		/* the finished items past the chunk wait out of the set's list */
+		dlist_init(&later);
+		dlist_foreach_modify(iter, &set->items)
+		{
+			WorkItem   *it = dlist_container(WorkItem, node, iter.cur);
+
+			if (ItemFinished(it) && ++n > WRITEBACK_CHUNK)
+			{
+				dlist_delete(&it->node);
+				dlist_push_tail(&later, &it->node);
+			}
+		}
+		write_chunk(set);
+		more = !dlist_is_empty(&later);
+		while (!dlist_is_empty(&later))
+			dlist_push_tail(&set->items, dlist_pop_head_node(&later));
+		if (!more)
+			break;
+	}
+}
+
+/* A chunk of WritebackSet, in transactions of its own. */
+static void
+write_chunk(ItemSet *set)
 {
 	if (count_finished(set) == 0)
 	{
