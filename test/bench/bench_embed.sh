@@ -10,8 +10,9 @@
 #        - at L ms a request (default 200): rows per second against the
 #          bound 100 * 50 / L and against the zero-latency ceiling, the
 #          lower of the two being the one to reach 0.8 of;
-#        - the worker's private memory (RssAnon) after 10,000 rows and
-#          after the N rows, and its CPU time per row;
+#        - the worker's private memory (RssAnon) in the zero-latency
+#          drain of N rows, once 10,000 rows are done and at the end,
+#          and its CPU time per row;
 #  (b) llm.embed_many of M inputs (default 10,000) against a loop of
 #      llm.embed over the same inputs in one statement: the requests the
 #      mock received and the time, median of R rounds, interleaved;
@@ -85,9 +86,10 @@ mock_requests() {
 mock_reset() { curl -s -X POST "http://127.0.0.1:$MOCK_PORT/_reset" >/dev/null; }
 
 # drain JOB N: the first N rows without a vector, queued by run_job; waits
-# until the queue is empty; prints "rows/s worker-cpu-us-per-row requests"
+# until the queue is empty; prints "rows/s worker-cpu-us-per-row requests
+# RssAnon-kB-once-10,000-rows-are-done RssAnon-kB-at-the-end"
 drain() {
-  local job=$1 n=$2 c0 c1 rate left
+  local job=$1 n=$2 c0 c1 rate left mark=
   psql -X -q -v ON_ERROR_STOP=1 >/dev/null <<SQL
 DELETE FROM llm.queue;
 UPDATE bench_docs SET embedding = NULL WHERE embedding IS NOT NULL;
@@ -100,6 +102,7 @@ SQL
   psql -X -q -v ON_ERROR_STOP=1 -c "SELECT llm.run_job('$job')" >/dev/null
   for _ in $(seq 1 3000); do
     left=$(psql -X -Atq -c "SELECT count(*) FROM llm.queue WHERE status IN ('pending', 'running')")
+    [ -z "$mark" ] && [ $(( n - left )) -ge "$small" ] && mark=$(anon_kb "$WPID")
     [ "$left" = 0 ] && break
     sleep 0.2
   done
@@ -108,19 +111,17 @@ SQL
   local done_rows
   done_rows=$(psql -X -Atq -c "SELECT count(*) FROM bench_docs WHERE id <= $n AND embedding IS NOT NULL AND vector_dims(embedding) = 256")
   [ "$done_rows" = "$n" ] || { log "$job: $done_rows of $n rows embedded"; psql -X -c "SELECT status, left(error, 200), count(*) FROM llm.queue GROUP BY 1, 2"; exit 1; }
-  echo "$rate $(( (c1 - c0) / 1000 / n )) $(mock_requests)"
+  echo "$rate $(( (c1 - c0) / 1000 / n )) $(mock_requests) ${mark:-0} $(anon_kb "$WPID")"
 }
 
 log "warm-up: 1,000 rows"
 drain bench_fast 1000 >/dev/null
 log "zero latency: $small rows"
-read -r r_small cpu_small req_small <<<"$(drain bench_fast "$small")"
-mem_small=$(anon_kb "$WPID")
+read -r r_small cpu_small req_small _ _ <<<"$(drain bench_fast "$small")"
 log "zero latency: $rows rows"
-read -r r_fast cpu_fast req_fast <<<"$(drain bench_fast "$rows")"
-mem_big=$(anon_kb "$WPID")
+read -r r_fast cpu_fast req_fast mem_small mem_big <<<"$(drain bench_fast "$rows")"
 log "$latency ms a request: $rows rows"
-read -r r_slow cpu_slow req_slow <<<"$(drain bench_slow "$rows")"
+read -r r_slow cpu_slow req_slow _ _ <<<"$(drain bench_slow "$rows")"
 bound=$(( 100 * 50 * 1000 / latency ))
 lower=$(( bound < r_fast ? bound : r_fast ))
 
@@ -191,8 +192,8 @@ printf '| zero latency, %d rows (the write-back'"'"'s ceiling) | %s | %s | %s µ
 printf '| %d ms a request, %d rows | %s | %s | %s µs | bound %d rows/s: %.2f; ceiling %s rows/s: %.2f; the lower (%d): %.2f (target 0.8) |\n' \
   "$latency" "$rows" "$r_slow" "$req_slow" "$cpu_slow" "$bound" "$(echo "$r_slow / $bound" | bc -l)" \
   "$r_fast" "$(echo "$r_slow / $r_fast" | bc -l)" "$lower" "$(echo "$r_slow / $lower" | bc -l)"
-printf '\nworker private memory (RssAnon): %d kB after %d rows, %d kB after %d more: %.2fx\n' \
-  "$mem_small" "$small" "$mem_big" "$rows" "$(echo "$mem_big / $mem_small" | bc -l)"
+printf '\nworker private memory (RssAnon) in the drain of %d rows at zero latency: %d kB once %d rows were done, %d kB after all %d: %.2fx\n' \
+  "$rows" "$mem_small" "$small" "$mem_big" "$rows" "$(echo "$mem_big / $mem_small" | bc -l)"
 
 printf '\n(b) %d inputs, 256 dimensions, median of %d rounds\n\n' "$inputs" "$rounds"
 printf '| case | requests sent | seconds | inputs/s | against the loop |\n|---|---|---|---|---|\n'
