@@ -39,6 +39,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
@@ -450,8 +451,28 @@ handle_signals(void)
 }
 
 /*
+ * Is this process's database being dropped (or renamed, or moved)?  Those
+ * take its lock in AccessExclusiveLock mode and then wait a few seconds
+ * for every other process of the database to leave; a lock taken and
+ * given back at once, without waiting, tells.
+ */
+static bool
+database_wanted_away(void)
+{
+	LOCKTAG		tag;
+
+	SET_LOCKTAG_OBJECT(tag, InvalidOid, DatabaseRelationId, MyDatabaseId, 0);
+	if (LockAcquire(&tag, RowExclusiveLock, true, true) == LOCKACQUIRE_NOT_AVAIL)
+		return true;
+	LockRelease(&tag, RowExclusiveLock, true);
+	return false;
+}
+
+/*
  * A usage writer started on demand for a database without a queue
- * worker: write records while they come, and leave after a quiet minute.
+ * worker: write records while they come, and leave after a quiet minute,
+ * or at once (its records written) when its database is being dropped,
+ * which would otherwise wait for it and fail.
  */
 static void
 usage_writer_loop(void)
@@ -462,6 +483,12 @@ usage_writer_loop(void)
 	{
 		CHECK_FOR_INTERRUPTS();
 		handle_signals();
+		if (database_wanted_away())
+		{
+			elog(DEBUG1, "pg_llm usage writer: database \"%s\" is being dropped; leaving",
+				 MyBgworkerEntry->bgw_extra);
+			break;
+		}
 		if (UsagePending() > 0)
 		{
 			ItemXactBegin("pg_llm: writing usage");
