@@ -203,9 +203,15 @@ SELECT llm.add_model('deadonly', 'dead', 'm');
 SELECT llm.chat('x', 'deadonly');
 \set VERBOSITY default
 -- attempts on the dead host: the first call's two, none after (without
--- the circuit each call made three before its fallback: 20 in all)
-SELECT wait_until('SELECT count(*) >= 5 FROM llm.usage WHERE model = ''resilient''', 'written');
-SELECT count(*) AS calls, sum(attempts) AS attempts, count(*) FILTER (WHERE fallback) AS by_fallback
+-- the circuit each call made three before its fallback: 20 in all); each
+-- is a row of its own (outcome retry), without tokens or cost: the host
+-- was never reached
+SELECT wait_until('SELECT count(*) >= 7 FROM llm.usage WHERE model = ''resilient''', 'written');
+SELECT count(*) FILTER (WHERE outcome <> 'retry') AS calls,
+       count(*) FILTER (WHERE provider = 'dead') AS attempts_on_dead,
+       count(*) FILTER (WHERE fallback AND outcome <> 'retry') AS by_fallback,
+       bool_and(outcome = 'retry' AND input_tokens IS NULL AND coalesce(cost_usd, 0) = 0)
+           FILTER (WHERE provider = 'dead') AS unbilled
 FROM llm.usage WHERE model = 'resilient';
 SELECT llm.drop_provider('dead');
 SELECT llm.drop_provider('badkey');

@@ -95,3 +95,40 @@ REVOKE ALL ON llm.usage FROM budgeted;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM budgeted;
 REVOKE ALL ON SCHEMA llm FROM budgeted;
 DROP ROLE budgeted;
+
+-- every request sent is in llm.usage: an attempt that failed before a
+-- successful retry, or before the next route of its chain, has a row of
+-- its own (outcome retry, what happened in error), in every mode.  Its
+-- tokens are estimated where the provider may have charged (a request
+-- that went out whole and timed out or was cut before any status, a 2xx
+-- that could not be read, a stream cut before its first row), none where
+-- it cannot have (an error status, a host never reached)
+SELECT pg_sleep(0.5);
+TRUNCATE llm.usage;
+SET llm.timeout = '1s';
+SELECT llm.add_model(m, 'mock', 'mock?' || d, input_usd_per_mtok => 1, output_usd_per_mtok => 2)
+FROM (VALUES ('att-hang', 'fault=hang&times=1'), ('att-cut', 'fault=truncate&cut_after=0&times=1'),
+             ('att-500', 'fail=500&times=1'), ('att-unreadable', 'fault=malformed&times=1')) v(m, d);
+SELECT llm.add_model('att-chain', 'mock', 'mock?fault=hang', priority => 1, input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+SELECT llm.add_model('att-chain', 'relay', 'mock', priority => 2, input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+SELECT llm.chat('slow at first', 'att-hang');
+SELECT llm.chat('cut at first', 'att-cut');
+SELECT llm.chat('failed at first', 'att-500');
+SELECT llm.chat('garbled at first', 'att-unreadable');
+SET llm.max_retries = 0;
+SELECT llm.chat('the first route hangs', 'att-chain');
+RESET llm.max_retries;
+SELECT ord, content, error FROM llm.chat_many(ARRAY['many cut at first'], 'att-cut');
+SELECT string_agg(c, '') FROM llm.chat_stream('stream cut at first', 'att-cut') c;
+SELECT llm.enqueue('queued cut at first', 'att-cut') IS NOT NULL AS queued;
+SELECT wait_queue();
+RESET llm.timeout;
+SELECT wait_until('SELECT count(*) >= 16 FROM llm.usage', 'written');
+SELECT model, mode, provider, outcome, attempts, http_status, input_tokens > 0 AS input, output_tokens,
+       estimated, cost_usd > 0 AS paid, fallback, error
+FROM llm.usage ORDER BY model, mode, outcome;
+-- the retried attempts count against a budget in USD, not in calls
+SELECT count(*) FILTER (WHERE outcome <> 'retry') AS calls, count(*) FILTER (WHERE outcome = 'retry') AS retried,
+       sum(cost_usd) FILTER (WHERE outcome = 'retry') > 0 AS retried_paid
+FROM llm.usage;
+SELECT llm.drop_model(m) FROM unnest(ARRAY['att-hang', 'att-cut', 'att-500', 'att-unreadable', 'att-chain']) m;

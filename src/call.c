@@ -163,6 +163,10 @@ LlmSendAttempt(LlmCall *call, const LlmRoute *route, bool stream)
 	call->http_status = 0;
 	call->delivered_bytes = 0;
 	call->delivered_tokens = 0;
+	call->sent_unanswered = false;
+	call->attempt_started = GetCurrentTimestamp();
+	/* what an attempt read is its own: nothing of the one before */
+	memset(&call->reply, 0, sizeof(LlmReply));
 	call->rl_unsent = false;	/* the turn held is used */
 	return HttpStart(&spec);
 }
@@ -396,9 +400,15 @@ transport_failure(const LlmRoute *route, HttpTransfer *t, bool stream, LlmFailur
 		case HTTP_CAUSE_NONE:
 			break;
 	}
-	f->message = t->timed_out ?
-		psprintf("request to provider \"%s\" timed out", name) :
-		psprintf("could not reach provider \"%s\"", name);
+	/* reached, but cut: after its status, or after the whole request went out */
+	if (!t->timed_out && t->status >= 200)
+		f->message = psprintf("the response of provider \"%s\" was cut off", name);
+	else if (!t->timed_out && t->request_sent)
+		f->message = psprintf("provider \"%s\" closed the connection before answering", name);
+	else
+		f->message = t->timed_out ?
+			psprintf("request to provider \"%s\" timed out", name) :
+			psprintf("could not reach provider \"%s\"", name);
 	f->detail = psprintf("%s.", RedactProviderCString(t->errbuf, p));
 	f->hint = t->via_proxy ?
 		psprintf("Provider \"%s\" goes through %s; check that the proxy can reach the server at its base_url.", name, proxy_origin(p)) :
@@ -797,6 +807,16 @@ next_route(LlmCall *call)
  * after a retryable failure it is the wait the provider asked for (or
  * backoff), -1 when it asked for more than we wait.
  */
+/*
+ * A failed attempt followed by another: its own usage row (every request
+ * sent is in llm.usage), saying what happened to it.
+ */
+static void
+attempt_again(LlmCall *call, const LlmFailure *f)
+{
+	UsageRecordAttempt(call, f && f->message ? f->message : "the attempt failed");
+}
+
 LlmNext
 LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms)
 {
@@ -816,17 +836,24 @@ LlmCallDecide(LlmCall *call, LlmVerdict v, const LlmFailure *f, long *delay_ms)
 	 */
 	if (has_next && (f->quota || f->route_unusable ||
 					 RateLimitCoolsDown(f->status, f->retry_after_s)))
+	{
+		attempt_again(call, f);
 		return next_route(call);
+	}
 
 	delay = LlmRetryDelayMs(f->retry_after_s, call->tries);
 	if (call->tries < max_retries && delay >= 0)
 	{
+		attempt_again(call, f);
 		call->tries++;
 		*delay_ms = delay;
 		return LLM_NEXT_RETRY;
 	}
 	if (has_next)
+	{
+		attempt_again(call, f);
 		return next_route(call);
+	}
 	*delay_ms = delay;
 	return LLM_NEXT_GIVE_UP;
 }
@@ -846,10 +873,14 @@ LlmCallRoute(LlmCall *call)
 void
 LlmCallAfterAttempt(LlmCall *call, HttpTransfer *t, LlmVerdict v, const LlmFailure *f)
 {
+	/* the request went out whole and no status came: it may be billed */
+	call->sent_unanswered = t && t->outcome == HTTP_TRANSPORT_ERROR && t->status == 0 &&
+		t->request_sent;
 	RateLimitAfter(call->route, t, v != LLM_VERDICT_OK && f->quota);
 	if (v == LLM_VERDICT_OK && call->mode == LLM_MODE_STREAM)
 		return;
-	UsageSettleTurn(call, v == LLM_VERDICT_OK ? UsageTokensUsed(call) : 0);
+	/* a failed attempt the provider may have run used its tokens too */
+	UsageSettleTurn(call, UsageTokensUsed(call));
 }
 
 /*
@@ -1089,6 +1120,7 @@ LlmCallStep(LlmCall *call, HttpTransfer *t, bool patient, LlmFailure *f, Timesta
 	if (patient && v == LLM_VERDICT_RETRY && f->status == 429 && !f->quota &&
 		lnext(call->routes, call->route_cell) == NULL)
 	{
+		attempt_again(call, f);
 		*not_before = wait_ends(now, f->retry_after_s > 0 ? f->retry_after_s : 1);
 		return LLM_STEP_AGAIN;
 	}
@@ -1192,16 +1224,17 @@ run_chain(LlmCall *call, bool stream)
 		v = attempt(call, route, stream, &f, &call->xfer);
 		if (v == LLM_VERDICT_OK)
 			return;
+		/* its host is down now, and no route is left: this failure stands */
+		if (v == LLM_VERDICT_RETRY && lnext(call->routes, call->route_cell) == NULL &&
+			RateLimitDown(route))
+		{
+			call->error = f.message;
+			UsageRecord(call, LLM_OUTCOME_ERROR);
+			LlmRaiseFailure(&f, call->attempts, call->route_no);
+		}
 		switch (LlmCallDecide(call, v, &f, &delay))
 		{
 			case LLM_NEXT_RETRY:
-				/* its host is down now, and no route is left: this failure stands */
-				if (lnext(call->routes, call->route_cell) == NULL && RateLimitDown(route))
-				{
-					call->error = f.message;
-					UsageRecord(call, LLM_OUTCOME_ERROR);
-					LlmRaiseFailure(&f, call->attempts, call->route_no);
-				}
 				LlmSleepMs(delay);
 				break;
 			case LLM_NEXT_ROUTE:

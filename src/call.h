@@ -112,6 +112,9 @@ typedef struct LlmCall
 	int64		choices;		/* replies asked for ("n") */
 	int64		delivered_bytes;	/* reply text received (streams) */
 	int64		delivered_tokens;	/* its tokens as tokens.c estimates them */
+	bool		sent_unanswered;	/* the attempt's request went out, no status came */
+	double		attempts_cost;	/* of the attempts recorded before the last */
+	TimestampTz attempt_started;	/* when the last attempt was sent */
 	bool		cut_short;		/* a stream that ended before its last event */
 
 	/* the turn held under the route's rate limits (ratelimit.c) */

@@ -1112,6 +1112,29 @@ unlink_done(HttpTransfer *t)
 	t->on_done_list = false;
 }
 
+/*
+ * Had the whole request gone out when a transfer failed below HTTP?  Then
+ * the provider may have run it (and bills it) though no answer came: a
+ * timeout after the request was sent, a connection cut before the status.
+ * A request that never reached the host (refused, unresolved, a proxy or
+ * a certificate that refused) was not sent.
+ */
+static void
+note_sent(HttpTransfer *t, CURL *e)
+{
+	curl_off_t	up = 0;
+	curl_off_t	want = 0;
+
+	t->request_sent = false;
+	if (t->unreachable || t->cause == HTTP_CAUSE_PROXY_REFUSED ||
+		t->cause == HTTP_CAUSE_PROXY_CONNECT || t->cause == HTTP_CAUSE_PROXY_DNS)
+		return;
+	if (curl_easy_getinfo(e, CURLINFO_SIZE_UPLOAD_T, &up) != CURLE_OK || up <= 0)
+		return;
+	(void) curl_easy_getinfo(e, CURLINFO_CONTENT_LENGTH_UPLOAD_T, &want);
+	t->request_sent = (want <= 0 || up >= want);
+}
+
 /* Collect finished transfers from curl and record how they ended. */
 static void
 collect_finished(void)
@@ -1172,6 +1195,7 @@ collect_finished(void)
 			/* a process out of descriptors says nothing of the host */
 			if (t->cause == HTTP_CAUSE_DESCRIPTORS)
 				t->unreachable = false;
+			note_sent(t, e);
 			/* libcurl says "out of memory" of a header line over 100 kB */
 			if (msg->data.result == CURLE_OUT_OF_MEMORY && t->errbuf[0] == '\0')
 				t->headers_too_big = true;
@@ -1223,6 +1247,7 @@ check_idle(void)
 			t->outcome = HTTP_TRANSPORT_ERROR;
 			t->timed_out = true;
 			t->cause = HTTP_CAUSE_TIMEOUT;
+			note_sent(t, (CURL *) t->easy);
 			snprintf(t->errbuf, sizeof(t->errbuf), "Nothing was received for %ld ms", t->idle_timeout_ms);
 			push_done(t);
 		}

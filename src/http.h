@@ -99,6 +99,7 @@ typedef struct HttpTransfer
 	bool		timed_out;		/* transport error was a timeout */
 	bool		unresolved;		/* transport error: the host name did not resolve */
 	bool		unreachable;	/* refused, unresolved, or timed out unconnected */
+	bool		request_sent;	/* transport error: the whole request had gone out */
 	HttpCause	cause;			/* transport error: why, when known */
 	bool		via_proxy;		/* sent through a proxy */
 	long		proxy_status;	/* the proxy's answer to CONNECT (HTTP_CAUSE_PROXY_REFUSED) */

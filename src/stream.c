@@ -186,8 +186,15 @@ stream_retry(StreamState *st, LlmVerdict v, const LlmFailure *failure)
 		f = *failure;
 	else
 	{
+		HttpTransfer *t = st->call->xfer;
+
+		/* what happened, for the attempt's usage row */
 		memset(&f, 0, sizeof(f));
 		f.retry_after_s = -1;
+		f.message = psprintf("stream from provider \"%s\" %s", st->call->route->provider->name,
+							 t && t->outcome == HTTP_TRANSPORT_ERROR ?
+							 (t->timed_out ? "went quiet for longer than llm.stream_idle_timeout" : "was cut off") :
+							 "ended before its end marker");
 	}
 	switch (LlmCallDecide(st->call, v, &f, &delay))
 	{

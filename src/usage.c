@@ -440,10 +440,16 @@ budget_load(Oid roleid, double *spent, int64 *calls)
 	LWLockRelease(Usage->lock);
 }
 
-/* Release what a call reserved. */
+/*
+ * Release what a call reserved.  What its attempts that were followed by
+ * another cost (UsageRecordAttempt) is spent with it.
+ */
 static void
 budget_release(LlmCall *call, double actual_cost)
 {
+	if (call->attempts_cost > 0)
+		actual_cost = Max(actual_cost, 0) + call->attempts_cost;
+	call->attempts_cost = 0;
 	if (call->budget_month == 0 || Usage == NULL)
 		return;
 	if (call->budget_remote)
@@ -1077,7 +1083,9 @@ static bool
 billed_tokens(LlmCall *call, int64 *in, int64 *out, bool *estimated, bool quiet)
 {
 	LlmReply   *r = &call->reply;
-	bool		answered = call->http_status >= 200 && call->http_status < 300;
+	/* a 2xx began, or the whole request went out and no status came back */
+	bool		answered = (call->http_status >= 200 && call->http_status < 300) ||
+		call->sent_unanswered;
 
 	*in = *out = 0;
 	*estimated = false;
@@ -1145,17 +1153,20 @@ UsageSettleTurn(LlmCall *call, int64 used)
 	call->rl_unsent = false;
 }
 
+
 /*
- * Record a call's usage (once) and settle its budget reservation.  Safe to
- * call from a memory context callback during abort: it raises no error.
- * On a priced route the cost is never unknown: what billed_tokens() finds,
- * or zero when the provider answered with no 2xx.
+ * Make the record of a call (attempt false: once, settling its budget
+ * reservation and its rate-limit turn), or of one of its attempts that is
+ * followed by another (attempt true: outcome retry, the call going on
+ * with its reservation; its turn was settled by LlmCallAfterAttempt).
+ * error: what happened to the attempt.
  */
-void
-UsageRecord(LlmCall *call, LlmOutcome outcome)
+static void
+record(LlmCall *call, LlmOutcome outcome, bool attempt, const char *error)
 {
 	LlmUsageRecord rec;
 	TimestampTz now;
+	TimestampTz from;
 	long		secs;
 	int			usecs;
 	double		cost;
@@ -1165,11 +1176,6 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	bool		has_tokens;
 	const LlmRoute *route = call->route;
 
-	if (call->usage_recorded)
-		return;
-	call->usage_recorded = true;
-	/* a call of the budget: not an attempt sent again, nor a cache hit */
-	call->usage_counted = (outcome != LLM_OUTCOME_RETRY && outcome != LLM_OUTCOME_CACHE);
 	has_tokens = billed_tokens(call, &in, &out, &estimated, false);
 	if (has_tokens && !estimated && call->cut_short &&
 		call->delivered_tokens > out)
@@ -1186,17 +1192,27 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 		cost = 0;
 	if (cost >= 0 && !isfinite(cost))
 		cost = -1;				/* prices that make no number */
-	UsageSettleTurn(call, has_tokens && outcome != LLM_OUTCOME_CACHE ? in + out : 0);
-	budget_release(call, cost);
+	if (attempt)
+	{
+		/* spent with the call's own cost when its reservation is released */
+		if (cost > 0)
+			call->attempts_cost += cost;
+	}
+	else
+	{
+		UsageSettleTurn(call, has_tokens && outcome != LLM_OUTCOME_CACHE ? in + out : 0);
+		budget_release(call, cost);
+	}
 	if (!llm_track_usage || Usage == NULL)
 		return;
 
 	now = GetCurrentTimestamp();
+	from = attempt && call->attempt_started ? call->attempt_started : call->started;
 	memset(&rec, 0, sizeof(rec));
 	rec.next = -1;
 	rec.dboid = MyDatabaseId;
 	rec.roleid = call->roleid;
-	rec.ts = call->started;
+	rec.ts = from;
 	rec.mode = (uint8) call->mode;
 	rec.outcome = (uint8) outcome;
 	rec.task = (uint8) call->task;
@@ -1215,10 +1231,10 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 		rec.cache_write_tokens = (int32) Min(call->reply.cache_write_tokens, PG_INT32_MAX);
 		rec.reasoning_tokens = (int32) Min(call->reply.reasoning_tokens, PG_INT32_MAX);
 	}
-	TimestampDifference(call->started, now, &secs, &usecs);
+	TimestampDifference(from, now, &secs, &usecs);
 	rec.latency_ms = (int32) Min(secs * 1000 + usecs / 1000, PG_INT32_MAX);
 	rec.ttft_ms = -1;
-	if (call->mode == LLM_MODE_STREAM && call->first_byte)
+	if (!attempt && call->mode == LLM_MODE_STREAM && call->first_byte)
 	{
 		TimestampDifference(call->started, call->first_byte, &secs, &usecs);
 		rec.ttft_ms = (int32) Min(secs * 1000 + usecs / 1000, PG_INT32_MAX);
@@ -1228,19 +1244,59 @@ UsageRecord(LlmCall *call, LlmOutcome outcome)
 	copy_name(rec.provider, route ? route->provider->name : NULL);
 	copy_name(rec.model, call->model);
 	copy_name(rec.upstream, route ? route->upstream_model : NULL);
-	if (outcome != LLM_OUTCOME_OK && call->error)
+	if (!attempt && outcome != LLM_OUTCOME_OK)
+		error = call->error;
+	if (error)
 	{
-		int			n = pg_mbcliplen(call->error, strlen(call->error), LLM_USAGE_ERROR_LEN - 1);
+		int			n = pg_mbcliplen(error, strlen(error), LLM_USAGE_ERROR_LEN - 1);
 
-		memcpy(rec.error, call->error, n);
+		memcpy(rec.error, error, n);
 		rec.error[n] = '\0';
 	}
-	copy_word(rec.finish_reason, call->reply.stop_reason, sizeof(rec.finish_reason));
-	copy_word(rec.service_tier, call->reply.service_tier, sizeof(rec.service_tier));
+	if (!attempt)
+	{
+		copy_word(rec.finish_reason, call->reply.stop_reason, sizeof(rec.finish_reason));
+		copy_word(rec.service_tier, call->reply.service_tier, sizeof(rec.service_tier));
+	}
 	rec.job_id = call->job_id;
 	if (call->tag)
 		strlcpy(rec.tag, call->tag, sizeof(rec.tag));
 	usage_put(&rec);
+}
+
+/*
+ * Record a call's usage (once) and settle its budget reservation.  Safe to
+ * call from a memory context callback during abort: it raises no error.
+ * On a priced route the cost is never unknown: what billed_tokens() finds,
+ * or zero when the provider answered with no 2xx.
+ */
+void
+UsageRecord(LlmCall *call, LlmOutcome outcome)
+{
+	if (call->usage_recorded)
+		return;
+	call->usage_recorded = true;
+	/* a call of the budget: not an attempt sent again, nor a cache hit */
+	call->usage_counted = (outcome != LLM_OUTCOME_RETRY && outcome != LLM_OUTCOME_CACHE);
+	record(call, outcome, false, NULL);
+}
+
+/*
+ * Record an attempt of a call that failed and is followed by another (a
+ * retry, the next route of its chain): every request sent is in
+ * llm.usage.  Its own row, outcome retry (paid, not a call), error saying
+ * what happened; its tokens as billed_tokens() counts them: estimated
+ * where the provider may have charged (a 2xx cut or unreadable, an error
+ * inside a stream, a request sent that timed out or was cut before any
+ * status), none where it cannot have (an error status, a host not
+ * reached).  Its cost counts against the role's budget with the call's.
+ */
+void
+UsageRecordAttempt(LlmCall *call, const char *error)
+{
+	if (call->usage_recorded || !call->accounted || call->attempts == 0)
+		return;
+	record(call, LLM_OUTCOME_RETRY, true, error);
 }
 
 /*

@@ -24,6 +24,7 @@ extern int	UsageBudgetReserve(Oid roleid, double estimate, double usd_limit, int
 							   char **refusal);
 extern void UsageBudgetRelease(Oid roleid, int month, double reserved_usd, double actual_cost,
 							   bool counted);
+extern void UsageRecordAttempt(LlmCall *call, const char *error);
 extern int64 UsageOutputTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageEstimatedTokens(const LlmCall *call, const LlmRoute *route);
 extern int64 UsageTokensUsed(LlmCall *call);
