@@ -516,7 +516,7 @@ budget_refuse(LlmCall *call, bool defer, int sqlstate, char *message, char *deta
 static void
 budget_check(LlmCall *call, double usd_limit, int64 calls_limit, bool defer)
 {
-	double		estimate = 0;
+	volatile double estimate = 0;	/* read after PG_CATCH */
 	ListCell   *lc;
 
 	if (Usage == NULL)
