@@ -121,6 +121,84 @@ SELECT id, mood FROM sq_notes ORDER BY id;
 SELECT llm.drop_job('sq-job');
 DROP TABLE sq_notes;
 
+-- a job with a json_schema and no result column: each answer spread over
+-- the columns named by the schema's properties, as llm.enqueue spreads
+-- one; every property is checked when the job is created (a column the
+-- owner may update, neither a key nor an input column); run_job picks the
+-- rows whose spread columns are all NULL, a changed input resets them all,
+-- and job_status counts the items
+\set SHOW_CONTEXT never
+CREATE TABLE sq_mail (id int PRIMARY KEY, body text NOT NULL, order_id text, amount numeric(10, 2), note text);
+INSERT INTO sq_mail VALUES (1, 'order_id: C-1, amount: 10', NULL, NULL, NULL),
+                           (2, 'order_id: C-2, amount: 20.5', NULL, NULL, NULL),
+                           (3, 'order_id: C-3, amount: 3', 'C-3', NULL, NULL);
+SELECT llm.create_job('sq-spread', 'sq_mail', '{id}', 'Mail: {body}', model => 'sq-oa',
+                      options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
+                                   "total": {"type": "number"}}}}');
+SELECT llm.create_job('sq-spread', 'sq_mail', '{id}', 'Mail: {body}', model => 'sq-oa',
+                      options => '{"json_schema": {"type": "object", "properties": {"body": {"type": "string"}}}}');
+SELECT llm.create_job('sq-spread', 'sq_mail', '{id}', 'Mail: {body}', model => 'sq-oa',
+                      options => '{"json_schema": {"type": "object", "properties": {"id": {"type": "integer"}}}}');
+SELECT llm.create_job('sq-spread', 'sq_mail', '{id}', 'Mail: {body}', model => 'sq-oa',
+                      options => '{"json_schema": {"type": "object"}}');
+CREATE ROLE sq_jobber;
+GRANT USAGE ON SCHEMA llm TO sq_jobber;
+GRANT EXECUTE ON FUNCTION llm.create_job TO sq_jobber;
+GRANT SELECT (id, body, order_id, amount), UPDATE (order_id) ON sq_mail TO sq_jobber;
+SET ROLE sq_jobber;
+SELECT llm.create_job('sq-spread', 'sq_mail', '{id}', 'Mail: {body}', model => 'sq-oa', track_changes => false,
+                      options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
+                                   "amount": {"type": "number"}}}}');
+RESET ROLE;
+REVOKE ALL ON sq_mail FROM sq_jobber;
+REVOKE ALL ON FUNCTION llm.create_job FROM sq_jobber;
+REVOKE ALL ON SCHEMA llm FROM sq_jobber;
+DROP ROLE sq_jobber;
+SELECT count(*) AS jobs_made FROM llm.job WHERE name = 'sq-spread';
+SELECT llm.create_job('sq-spread', 'sq_mail', '{id}', 'Mail: {body}', model => 'sq-oa',
+                      options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
+                                   "amount": {"type": "number"}}, "required": ["order_id", "amount"],
+                                   "additionalProperties": false}}');
+SELECT result_table, result_column, spread_columns FROM llm.job WHERE name = 'sq-spread';
+SELECT requests FROM llm.estimate_job('sq-spread') LIMIT 1;
+SELECT llm.run_job('sq-spread');
+SELECT wait_queue();
+SELECT id, order_id, amount FROM sq_mail ORDER BY id;
+SELECT llm.run_job('sq-spread');
+-- a changed input: every spread column back to NULL, the row queued again
+BEGIN;
+UPDATE sq_mail SET body = 'order_id: C-9, amount: 99' WHERE id = 1;
+SELECT id, order_id, amount FROM sq_mail WHERE id = 1;
+COMMIT;
+SELECT wait_queue();
+-- an inserted row, queued by the trigger
+INSERT INTO sq_mail (id, body) VALUES (4, 'order_id: C-4, amount: 4');
+SELECT wait_queue();
+SELECT id, order_id, amount FROM sq_mail ORDER BY id;
+SELECT job, result, pending, running, done, failed, percent_done FROM llm.job_status WHERE job = 'sq-spread';
+SELECT target_column, spread, count(*) FROM llm.queue q JOIN llm.job j ON j.id = q.job_id
+WHERE j.name = 'sq-spread' GROUP BY 1, 2;
+SELECT llm.drop_job('sq-spread');
+-- into a result table of its own: its key rows added, the columns reset
+-- when the input changes
+CREATE TABLE sq_mail_facts (id int PRIMARY KEY, order_id text, amount numeric(10, 2), seen timestamptz DEFAULT now());
+SELECT llm.create_job('sq-spread-t', 'sq_mail', '{id}', 'Mail: {body}', result_table => 'sq_mail_facts', model => 'sq-oa',
+                      options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
+                                   "amount": {"type": "number"}}, "required": ["order_id", "amount"]}}');
+SELECT llm.run_job('sq-spread-t');
+SELECT wait_queue();
+SELECT id, order_id, amount FROM sq_mail_facts ORDER BY id;
+BEGIN;
+UPDATE sq_mail SET body = 'order_id: C-8, amount: 8' WHERE id = 2;
+SELECT id, order_id, amount FROM sq_mail_facts WHERE id = 2;
+COMMIT;
+SELECT wait_queue();
+SELECT id, order_id, amount FROM sq_mail_facts ORDER BY id;
+SELECT job, result, done, failed FROM llm.job_status WHERE job = 'sq-spread-t';
+SELECT llm.drop_job('sq-spread-t');
+DROP TABLE sq_mail, sq_mail_facts;
+\set SHOW_CONTEXT errors
+
 -- through a provider batch: every answer validated; an invalid one is sent
 -- again realtime with the validation error, and every row ends valid
 CREATE TABLE sq_reviews (id int PRIMARY KEY, body text NOT NULL, mood sq_mood);

@@ -177,7 +177,8 @@ job_read(void *arg)
 	if (RunSql("SELECT j.xmin::pg_catalog.text, j.name, j.owner::pg_catalog.oid, j.source_table::pg_catalog.oid, "
 			   "coalesce(j.result_table, j.source_table)::pg_catalog.oid, j.result_table IS NOT NULL, "
 			   "j.result_column::pg_catalog.text, j.key_columns::pg_catalog.text[], j.model, j.system, "
-			   "j.options::pg_catalog.text, j.via, j.provider, j.task FROM llm.job j WHERE j.id = $1",
+			   "j.options::pg_catalog.text, j.via, j.provider, j.task, j.spread_columns::pg_catalog.text[] "
+			   "FROM llm.job j WHERE j.id = $1",
 			   1, types, values, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read llm.job");
 	if (SPI_processed == 0)
@@ -233,6 +234,20 @@ job_read(void *arg)
 	job->q.via = value_or_null(tup, td, 12, cxt);
 	job->q.provider = value_or_null(tup, td, 13, cxt);
 	job->q.embed = strcmp(SPI_getvalue(tup, td, 14), "embed") == 0;
+	/* an answer spread over columns (a json_schema and no result column) */
+	job->q.spread_columns = NIL;
+	(void) SPI_getbinval(tup, td, 15, &isnull);
+	if (!isnull)
+	{
+		keys = text_array(SPI_getbinval(tup, td, 15, &isnull), &n, cxt);
+		for (i = 0; i < n; i++)
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			job->q.spread_columns = lappend(job->q.spread_columns, keys[i]);
+			MemoryContextSwitchTo(old);
+		}
+	}
 
 	/* its statements */
 	if (RunSql("SELECT s.statements, s.row_columns::pg_catalog.text[] "
@@ -676,36 +691,54 @@ pg_llm_create_job(PG_FUNCTION_ARGS)
 /*
  * The BEFORE UPDATE trigger of a job whose result is in its source table
  * (it fires when an input column really changed): the result is no longer
- * current, unless this statement set it too.
+ * current, unless this statement set it too.  The result is the result
+ * column, or the columns an answer is spread over: all of them go back to
+ * NULL, unless the statement set one of them (it wrote an answer).
  */
 static Datum
 job_reset(TriggerData *td, JobDef *job)
 {
 	Relation	rel = td->tg_relation;
 	TupleDesc	desc = RelationGetDescr(rel);
-	AttrNumber	att = get_attnum(RelationGetRelid(rel), job->result_column);
-	Form_pg_attribute a;
-	Datum		oldv,
-				newv;
-	bool		oldnull,
-				newnull;
-	Datum		nullv = (Datum) 0;
-	bool		isnull = true;
-	int			col;
+	List	   *results = job->q.spread_columns ? job->q.spread_columns :
+		list_make1(job->result_column);
+	int		   *cols = palloc(sizeof(int) * list_length(results));
+	Datum	   *nullv = palloc0(sizeof(Datum) * list_length(results));
+	bool	   *isnull = palloc(sizeof(bool) * list_length(results));
+	int			n = 0;
+	ListCell   *lc;
 
-	if (att <= 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_COLUMN),
-				 errmsg("result column \"%s\" of job \"%s\" no longer exists", job->result_column, job->q.name),
-				 errhint("Drop the job and create it again.")));
-	a = TupleDescAttr(desc, att - 1);
-	oldv = heap_getattr(td->tg_trigtuple, att, desc, &oldnull);
-	newv = heap_getattr(td->tg_newtuple, att, desc, &newnull);
-	/* already NULL, or set by the statement */
-	if (newnull || oldnull || !datum_image_eq(oldv, newv, a->attbyval, a->attlen))
+	foreach(lc, results)
+	{
+		const char *name = lfirst(lc);
+		AttrNumber	att = get_attnum(RelationGetRelid(rel), name);
+		Form_pg_attribute a;
+		Datum		oldv,
+					newv;
+		bool		oldnull,
+					newnull;
+
+		if (att <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("result column \"%s\" of job \"%s\" no longer exists", name, job->q.name),
+					 errhint("Drop the job and create it again.")));
+		a = TupleDescAttr(desc, att - 1);
+		oldv = heap_getattr(td->tg_trigtuple, att, desc, &oldnull);
+		newv = heap_getattr(td->tg_newtuple, att, desc, &newnull);
+		/* set by the statement: it wrote the result itself */
+		if (oldnull != newnull || (!oldnull && !datum_image_eq(oldv, newv, a->attbyval, a->attlen)))
+			return PointerGetDatum(td->tg_newtuple);
+		/* already NULL */
+		if (newnull)
+			continue;
+		cols[n] = att;
+		isnull[n] = true;
+		n++;
+	}
+	if (n == 0)
 		return PointerGetDatum(td->tg_newtuple);
-	col = att;
-	return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_newtuple, desc, 1, &col, &nullv, &isnull));
+	return PointerGetDatum(heap_modify_tuple_by_cols(td->tg_newtuple, desc, n, cols, nullv, isnull));
 }
 
 /*

@@ -844,10 +844,10 @@ job_insert(void *arg)
 {
 	JobInsert  *ji = (JobInsert *) arg;
 	const QueueJob *job = ji->job;
-	Oid			types[15] = {TEXTARRAYOID, JSONBARRAYOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
-		OIDOID, TEXTOID, INT8OID, TEXTOID, BOOLOID, INT8OID, TEXTOID, TEXTOID};
-	Datum		values[15];
-	char		nulls[15];
+	Oid			types[16] = {TEXTARRAYOID, JSONBARRAYOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
+		OIDOID, TEXTOID, INT8OID, TEXTOID, BOOLOID, INT8OID, TEXTOID, TEXTOID, BOOLOID};
+	Datum		values[16];
+	char		nulls[16];
 	bool		isnull;
 	static SPIPlanPtr uncapped = NULL;
 	static SPIPlanPtr capped = NULL;
@@ -861,7 +861,9 @@ job_insert(void *arg)
 	values[4] = job->options ? DirectFunctionCall1(jsonb_in, CStringGetDatum(job->options)) : (Datum) 0;
 	nulls[4] = job->options ? ' ' : 'n';
 	values[5] = ObjectIdGetDatum(job->target);
-	values[6] = CStringGetTextDatum(job->column);
+	/* an answer spread over columns has no target column */
+	values[6] = job->column ? CStringGetTextDatum(job->column) : (Datum) 0;
+	nulls[6] = job->column ? ' ' : 'n';
 	values[7] = ObjectIdGetDatum(job->owner);
 	values[8] = CStringGetTextDatum(job->name);
 	values[9] = Int64GetDatum(job->id);
@@ -872,6 +874,7 @@ job_insert(void *arg)
 	values[13] = job->provider ? CStringGetTextDatum(job->provider) : (Datum) 0;
 	nulls[13] = job->provider ? ' ' : 'n';
 	values[14] = CStringGetTextDatum(job->embed ? "embed" : "chat");
+	values[15] = BoolGetDatum(job->spread_columns != NIL);
 
 	/*
 	 * Planned for its values at each call (parsed once): one plan kept
@@ -886,16 +889,17 @@ job_insert(void *arg)
 		/* no cap: every row is queued */
 		if (uncapped == NULL)
 			uncapped = custom_plan("INSERT INTO llm.queue (prompt, model, system, options, target_table, "
-								   "target_column, target_key, enqueued_by, job, job_id, via, provider, task, input_hash) "
+								   "target_column, target_key, enqueued_by, job, job_id, via, provider, task, input_hash, "
+								   "spread) "
 								   "SELECT u.prompt, $3, $4, $5, $6, $7, u.key, $8, $9, $10, $11, $14, $15, "
 								   "CASE WHEN $15 OPERATOR(pg_catalog.=) 'embed' "
-								   "THEN pg_catalog.hashtextextended(u.prompt, 0) END "
+								   "THEN pg_catalog.hashtextextended(u.prompt, 0) END, $16 "
 								   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(prompt, key) "
 								   "WHERE u.prompt OPERATOR(pg_catalog.<>) '' AND u.key IS NOT NULL "
 								   "AND ($12 OR NOT EXISTS (SELECT 1 FROM llm.queue q WHERE q.job_id = $10 "
 								   "AND q.status IN ('pending', 'running', 'submitted') "
 								   "AND q.target_key OPERATOR(pg_catalog.=) u.key))",
-								   15, types);
+								   16, types);
 		if (SPI_execute_plan(uncapped, values, nulls, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not queue the items of job %s", job->name);
 		ji->candidates = ji->inserted = (int64) SPI_processed;
@@ -910,13 +914,14 @@ job_insert(void *arg)
 							 "AND q.status IN ('pending', 'running', 'submitted') "
 							 "AND q.target_key OPERATOR(pg_catalog.=) u.key))), "
 							 "i AS (INSERT INTO llm.queue (prompt, model, system, options, target_table, "
-							 "target_column, target_key, enqueued_by, job, job_id, via, provider, task, input_hash) "
+							 "target_column, target_key, enqueued_by, job, job_id, via, provider, task, input_hash, "
+							 "spread) "
 							 "SELECT c.prompt, $3, $4, $5, $6, $7, c.key, $8, $9, $10, $11, $14, $15, "
 							 "CASE WHEN $15 OPERATOR(pg_catalog.=) 'embed' "
-							 "THEN pg_catalog.hashtextextended(c.prompt, 0) END "
+							 "THEN pg_catalog.hashtextextended(c.prompt, 0) END, $16 "
 							 "FROM c ORDER BY c.o LIMIT $13 RETURNING 1) "
 							 "SELECT (SELECT pg_catalog.count(*) FROM c), (SELECT pg_catalog.count(*) FROM i)",
-							 15, types);
+							 16, types);
 	if (SPI_execute_plan(capped, values, nulls, false, 0) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not queue the items of job %s", job->name);
 	ji->candidates = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -977,7 +982,6 @@ QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n, bool sup
 		goto checked;
 	rel = relation_open(job->target, AccessShareLock);
 	relname = TargetRelationName(rel);
-	attnum = check_target_table(rel, relname, job->column, job->owner);
 	foreach(lc, job->key_columns)
 	{
 		AttrNumber	k = get_attnum(job->target, (char *) lfirst(lc));
@@ -989,7 +993,14 @@ QueueAddJobItems(const QueueJob *job, Datum prompts, Datum keys, int n, bool sup
 					 errhint("Drop job \"%s\" and create it again.", job->name)));
 		keycols = bms_add_member(keycols, k);
 	}
-	check_target_keys(rel, relname, attnum, job->column, keycols, job->owner);
+	/* its column, or each column its answers are spread over */
+	foreach(lc, job->spread_columns ? job->spread_columns : list_make1((char *) job->column))
+	{
+		const char *column = lfirst(lc);
+
+		attnum = check_target_table(rel, relname, column, job->owner);
+		check_target_keys(rel, relname, attnum, column, keycols, job->owner);
+	}
 	relation_close(rel, AccessShareLock);
 	*target_checked = true;
 

@@ -28,7 +28,8 @@ typedef struct QueueJob
 	const char *name;
 	Oid			owner;			/* the role the items are queued for */
 	Oid			target;			/* the table written back, and its column */
-	const char *column;
+	const char *column;			/* NULL when its answers are spread */
+	List	   *spread_columns;	/* char *, the columns an answer is spread over */
 	List	   *key_columns;	/* char *, the columns of the items' keys */
 	const char *model;
 	const char *system;			/* or NULL */

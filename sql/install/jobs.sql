@@ -48,7 +48,8 @@ CREATE TABLE llm.job (
     created_at      timestamptz NOT NULL DEFAULT now(),
     last_run_at     timestamptz,
     provider        text,
-    task            text NOT NULL DEFAULT 'chat' CHECK (task IN ('chat', 'embed'))
+    task            text NOT NULL DEFAULT 'chat' CHECK (task IN ('chat', 'embed')),
+    spread_columns  name[]
 );
 COMMENT ON TABLE llm.job IS 'Analysis jobs: which rows of a table to send to a model with which prompt template, and the column the reply goes to; each role sees and drops the jobs of the roles it belongs to';
 COMMENT ON COLUMN llm.job.id IS 'The job''s identity: its items and triggers refer to it (a name can be used again once the job is dropped)';
@@ -58,6 +59,7 @@ COMMENT ON COLUMN llm.job.result_table IS 'Where the result column is; NULL: the
 COMMENT ON COLUMN llm.job.model IS 'The model, resolved when the job was created (llm.default_model if none was given)';
 COMMENT ON COLUMN llm.job.via IS 'How its items are sent: realtime calls, or the provider''s batch API';
 COMMENT ON COLUMN llm.job.provider IS 'The provider its items go to (one of the model''s routes), batch or realtime; NULL: the model''s routes in order';
+COMMENT ON COLUMN llm.job.spread_columns IS 'With a json_schema and no result_column: the columns of the result table each answer is spread over, named by the schema''s properties (derived from it); NULL: the answer goes into result_column';
 COMMENT ON COLUMN llm.job.task IS 'chat: the rendered prompt is answered; embed: it is embedded, and its vector written into the result column (a row whose rendered input did not change is not embedded again)';
 COMMENT ON COLUMN llm.job.last_run_at IS 'When llm.run_job last ran the job (the start of its transaction)';
 SELECT pg_catalog.pg_extension_config_dump('llm.job', '');
@@ -291,8 +293,61 @@ BEGIN
     END LOOP;
     NEW.input_columns := inputs;
 
+    -- the result: with a json_schema and no result_column, each answer is
+    -- spread over the columns its schema's properties name (as llm.enqueue
+    -- spreads one): each a column of the result table that can take its
+    -- member, neither a key nor (in the source table) an input column
+    NEW.spread_columns := NULL;
+    IF NEW.result_column IS NULL AND coalesce(NEW.task, 'chat') = 'chat'
+       AND jsonb_typeof(NEW.options) = 'object' AND NEW.options ? 'json_schema' THEN
+        IF jsonb_typeof(NEW.options -> 'json_schema' -> 'properties') IS DISTINCT FROM 'object'
+           OR NOT EXISTS (SELECT 1 FROM jsonb_object_keys(NEW.options -> 'json_schema' -> 'properties')) THEN
+            RAISE EXCEPTION 'an answer spread over columns needs a json_schema with properties'
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Name the columns to write as the properties of the schema, or give result_column.';
+        END IF;
+        FOR c IN SELECT k FROM jsonb_object_keys(NEW.options -> 'json_schema' -> 'properties') k ORDER BY k LOOP
+            IF octet_length(c) >= 64 THEN
+                RAISE EXCEPTION 'property "%" of the json_schema is longer than a column name', c
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Each property of the schema names a column of the result table.';
+            END IF;
+            IF NOT EXISTS (SELECT 1 FROM pg_attribute
+                           WHERE attrelid = target AND attname = c AND attnum > 0 AND NOT attisdropped) THEN
+                RAISE EXCEPTION 'property "%" of the json_schema names no column of table %', c, target
+                    USING ERRCODE = 'undefined_column',
+                          DETAIL = 'Without result_column, each answer is spread over the columns its properties name.',
+                          HINT = format('The columns of %s are: %s.', target,
+                                        (SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
+                                         FROM pg_attribute WHERE attrelid = target AND attnum > 0 AND NOT attisdropped));
+            END IF;
+            a := llm._job_column(target, c, 'column');
+            IF NOT llm._job_storable(a.atttypid) THEN
+                RAISE EXCEPTION 'column "%" of table % cannot take a reply', c, target
+                    USING ERRCODE = 'datatype_mismatch',
+                          DETAIL = format('Its type is %s.', format_type(a.atttypid, a.atttypmod));
+            END IF;
+            IF a.attgenerated <> '' OR a.attidentity = 'a' THEN
+                RAISE EXCEPTION 'column "%" of table % is generated', c, target
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'Each property of the schema names a column the answers are written into.';
+            END IF;
+            IF c = ANY (NEW.key_columns) THEN
+                RAISE EXCEPTION 'property "%" of the json_schema names a key column', c
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'An answer cannot change which row it belongs to: take the property out of the schema.';
+            END IF;
+            IF NEW.result_table IS NULL AND c = ANY (inputs) THEN
+                RAISE EXCEPTION 'property "%" of the json_schema names an input column of the prompt template', c
+                    USING ERRCODE = 'invalid_parameter_value',
+                          HINT = 'A job cannot write into a column its prompt reads: each reply would queue the row again.';
+            END IF;
+            NEW.spread_columns := coalesce(NEW.spread_columns, '{}') || c::name;
+        END LOOP;
+    END IF;
+
     -- the result column
-    IF NEW.result_column IS NULL AND NEW.result_table IS NOT NULL THEN
+    IF NEW.spread_columns IS NULL AND NEW.result_column IS NULL AND NEW.result_table IS NOT NULL THEN
         SELECT CASE WHEN count(*) = 1 THEN min(attname) END INTO NEW.result_column
         FROM pg_attribute
         WHERE attrelid = NEW.result_table AND attnum > 0 AND NOT attisdropped
@@ -302,29 +357,33 @@ BEGIN
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
     END IF;
-    IF NEW.result_column IS NULL THEN
+    IF NEW.spread_columns IS NOT NULL THEN
+        -- the columns an answer is spread over are checked above
+        NEW.result_column := NULL;
+    ELSIF NEW.result_column IS NULL THEN
         RAISE EXCEPTION 'result_column must name the column the replies go to'
             USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'Give result_column, and result_table to write them into a separate table.';
-    END IF;
-    a := llm._job_column(target, NEW.result_column, 'result column');
-    IF NOT llm._job_storable(a.atttypid) THEN
-        RAISE EXCEPTION 'column "%" of table % cannot take a reply', NEW.result_column, target
-            USING ERRCODE = 'datatype_mismatch',
-                  DETAIL = format('Its type is %s.', format_type(a.atttypid, a.atttypmod));
-    END IF;
-    IF a.attgenerated <> '' OR a.attidentity = 'a' THEN
-        RAISE EXCEPTION 'result column "%" of table % is generated', NEW.result_column, target
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.result_column = ANY (NEW.key_columns) THEN
-        RAISE EXCEPTION 'result column "%" is a key column', NEW.result_column
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF NEW.result_table IS NULL AND NEW.result_column = ANY (inputs) THEN
-        RAISE EXCEPTION 'result column "%" is an input column of the prompt template', NEW.result_column
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'A job cannot write into a column its prompt reads: each reply would queue the row again.';
+                  HINT = 'Give result_column, and result_table to write them into a separate table (or, with a json_schema, leave it out to spread each answer over the columns its properties name).';
+    ELSE
+        a := llm._job_column(target, NEW.result_column, 'result column');
+        IF NOT llm._job_storable(a.atttypid) THEN
+            RAISE EXCEPTION 'column "%" of table % cannot take a reply', NEW.result_column, target
+                USING ERRCODE = 'datatype_mismatch',
+                      DETAIL = format('Its type is %s.', format_type(a.atttypid, a.atttypmod));
+        END IF;
+        IF a.attgenerated <> '' OR a.attidentity = 'a' THEN
+            RAISE EXCEPTION 'result column "%" of table % is generated', NEW.result_column, target
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF NEW.result_column = ANY (NEW.key_columns) THEN
+            RAISE EXCEPTION 'result column "%" is a key column', NEW.result_column
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF NEW.result_table IS NULL AND NEW.result_column = ANY (inputs) THEN
+            RAISE EXCEPTION 'result column "%" is an input column of the prompt template', NEW.result_column
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'A job cannot write into a column its prompt reads: each reply would queue the row again.';
+        END IF;
     END IF;
 
     -- the model, the system prompt and the options, as llm.enqueue (or
@@ -412,7 +471,12 @@ DECLARE
     tgt regclass := coalesce(j.result_table, j.source_table);
     src_only text := llm._job_only(j.source_table);
     tgt_only text := llm._job_only(coalesce(j.result_table, j.source_table));
-    res text := CASE WHEN j.result_table IS NULL THEN 's' ELSE 'x' END || '.' || quote_ident(j.result_column);
+    -- the columns the answers go to: the result column, or those an
+    -- answer is spread over; a row has its result when one is not NULL
+    results name[] := coalesce(j.spread_columns, ARRAY[j.result_column]);
+    res_null text := llm._job_list(results, CASE WHEN j.result_table IS NULL THEN 's' ELSE 'x' END || '.%1$I IS NULL',
+                                   ' AND ');
+    results_text text := llm._job_list(results, '%1$I', ', ');
     keys_s text := llm._job_list(j.key_columns, 's.%1$I', ', ');
     inputs_s text := llm._job_list(j.input_columns, 's.%1$I', ', ');
     key_json text := format('jsonb_build_object(%s)', llm._job_list(j.key_columns, '%1$L, s.%1$I', ', '));
@@ -427,7 +491,7 @@ BEGIN
     row_columns := j.key_columns
         || ARRAY(SELECT c FROM unnest(j.input_columns) AS c WHERE NOT c = ANY (j.key_columns));
     IF NOT sep THEN
-        row_columns := row_columns || j.result_column;
+        row_columns := row_columns || results;
     END IF;
     params := format('(SELECT %s) AS s',
                      (SELECT string_agg(format('$%s AS %I', o, c), ', ' ORDER BY o)
@@ -437,7 +501,7 @@ BEGIN
     may_write := llm._job_list(j.key_columns, format('has_column_privilege(%s::oid, %%1$L, ''SELECT'')', tgt::oid), ' AND ')
         || CASE WHEN sep THEN ' AND ' || llm._job_list(j.key_columns,
                    format('has_column_privilege(%s::oid, %%1$L, ''INSERT'')', tgt::oid), ' AND ') ELSE '' END
-        || format(' AND has_column_privilege(%s::oid, %L, ''UPDATE'')', tgt::oid, j.result_column);
+        || ' AND ' || llm._job_list(results, format('has_column_privilege(%s::oid, %%1$L, ''UPDATE'')', tgt::oid), ' AND ');
     statements[1] := format($f$SELECT CASE
     WHEN NOT has_schema_privilege(%1$s::oid, 'USAGE') THEN %2$L
     WHEN NOT (%3$s) THEN %4$L
@@ -457,32 +521,32 @@ BEGIN
                 WHERE c.oid = tgt)),
         may_write,
         CASE WHEN sep
-             THEN format('role %s may not write the result table %s (INSERT on the key columns, UPDATE on %I)',
-                         owner_name, tgt, j.result_column)
-             ELSE format('role %s may not write the results into %s (UPDATE on %I)', owner_name, tgt, j.result_column) END,
+             THEN format('role %s may not write the result table %s (INSERT on the key columns, UPDATE on %s)',
+                         owner_name, tgt, results_text)
+             ELSE format('role %s may not write the results into %s (UPDATE on %s)', owner_name, tgt, results_text) END,
         j.source_table::oid, tgt::oid);
     IF sep THEN
         statements[2] := llm._job_add_keys_sql(j, src_only || ' AS s');
     END IF;
     statements[3] := format('SELECT %s AS prompt, %s AS key FROM %s AS s%s '
-                            'WHERE %s IS NULL AND num_nulls(%s) = 0 AND num_nonnulls(%s) > 0',
-                            prompt, key_json, src_only, join_x, res, keys_s, inputs_s);
+                            'WHERE %s AND num_nulls(%s) = 0 AND num_nonnulls(%s) > 0',
+                            prompt, key_json, src_only, join_x, res_null, keys_s, inputs_s);
     IF sep THEN
         statements[4] := llm._job_add_keys_sql(j, 'new_rows AS s');
     END IF;
     statements[5] := format('SELECT %s AS prompt, %s AS key FROM new_rows AS s%s '
-                            'WHERE %s IS NULL AND num_nulls(%s) = 0 AND num_nonnulls(%s) > 0',
-                            prompt, key_json, join_x, res, keys_s, inputs_s);
+                            'WHERE %s AND num_nulls(%s) = 0 AND num_nonnulls(%s) > 0',
+                            prompt, key_json, join_x, res_null, keys_s, inputs_s);
     IF sep THEN
-        statements[6] := format('UPDATE %s AS x SET %I = NULL FROM %s WHERE %s AND x.%I IS NOT NULL',
-                                tgt_only, j.result_column, params, key_join, j.result_column);
-        statements[7] := format('SELECT EXISTS (SELECT 1 FROM %s AS x, %s WHERE %s AND x.%I IS NOT NULL)',
-                                tgt_only, params, key_join, j.result_column);
+        statements[6] := format('UPDATE %s AS x SET %s FROM %s WHERE %s AND NOT (%s)',
+                                tgt_only, llm._job_list(results, '%1$I = NULL', ', '), params, key_join, res_null);
+        statements[7] := format('SELECT EXISTS (SELECT 1 FROM %s AS x, %s WHERE %s AND NOT (%s))',
+                                tgt_only, params, key_join, res_null);
         statements[8] := llm._job_add_keys_sql(j, params);
     END IF;
     statements[9] := format('SELECT CASE WHEN %snum_nonnulls(%s) > 0 THEN %s ELSE %L END AS prompt, %s AS key '
                             'FROM %s WHERE num_nulls(%s) = 0',
-                            CASE WHEN sep THEN '' ELSE res || ' IS NULL AND ' END,
+                            CASE WHEN sep THEN '' ELSE res_null || ' AND ' END,
                             inputs_s, prompt, '', key_json, params, keys_s);
     statements[10] := CASE WHEN sep THEN 'x' ELSE 's' END;
     IF sep THEN
@@ -520,7 +584,9 @@ BEGIN
         EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s FOR EACH ROW %s EXECUTE FUNCTION %s',
                        trig || '_insert', j.source_table,
                        CASE WHEN j.result_table IS NULL
-                            THEN format('WHEN (NEW.%I IS NULL)', j.result_column) ELSE '' END,
+                            THEN format('WHEN (%s)', llm._job_list(coalesce(j.spread_columns, ARRAY[j.result_column]),
+                                                                   'NEW.%1$I IS NULL', ' AND '))
+                            ELSE '' END,
                        func);
     ELSE
         EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %s REFERENCING NEW TABLE AS new_rows '
@@ -592,7 +658,7 @@ BEGIN
         SELECT a.attname INTO c FROM pg_attribute a
         WHERE a.attrelid = j.result_table AND a.attnum > 0 AND NOT a.attisdropped
           AND a.attnotnull AND NOT a.atthasdef AND a.attidentity = '' AND a.attgenerated = ''
-          AND NOT a.attname = ANY (j.key_columns) AND a.attname <> j.result_column
+          AND NOT a.attname = ANY (j.key_columns || coalesce(j.spread_columns, ARRAY[j.result_column]))
         ORDER BY a.attnum LIMIT 1;
         IF FOUND THEN
             RAISE EXCEPTION 'column "%" of result table % is NOT NULL without a default', c, j.result_table
@@ -629,11 +695,13 @@ BEGIN
                       HINT = 'The job adds the key rows the result table lacks, with the rights of the role that creates it.';
         END IF;
     END LOOP;
-    IF NOT has_column_privilege(caller, target, j.result_column, 'UPDATE') THEN
-        RAISE EXCEPTION 'permission denied to update column "%" of table %', j.result_column, target
-            USING ERRCODE = 'insufficient_privilege',
-                  HINT = 'The worker writes replies back with the rights of the job''s owner, the role that creates it.';
-    END IF;
+    FOREACH c IN ARRAY coalesce(j.spread_columns, ARRAY[j.result_column]) LOOP
+        IF NOT has_column_privilege(caller, target, c, 'UPDATE') THEN
+            RAISE EXCEPTION 'permission denied to update column "%" of table %', c, target
+                USING ERRCODE = 'insufficient_privilege',
+                      HINT = 'The worker writes replies back with the rights of the job''s owner, the role that creates it.';
+        END IF;
+    END LOOP;
     IF j.result_table IS NOT NULL THEN
         check_sql := (SELECT format('EXPLAIN INSERT INTO %s AS x (%s) SELECT %s FROM %s AS s '
                                     'WHERE NOT EXISTS (SELECT 1 FROM %s AS x WHERE %s)',
@@ -738,7 +806,7 @@ CREATE FUNCTION llm.create_job(
 RETURNS void
 AS 'MODULE_PATHNAME', 'pg_llm_create_job'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text, text) IS 'Define a job that sends each row of source_table, rendered through prompt_template ({column} placeholders), to a model and writes the reply into result_column (of result_table, keyed like the source, if given); with track_changes, inserted and changed rows are queued by triggers; via => ''batch_api'' sends its items through the provider''s batch API; task => ''embed'' writes the rendered text''s embedding instead, and embeds a changed row again only when its rendered text changed; provider names the provider (one of the model''s routes) its items go to. The job runs as the role that creates it';
+COMMENT ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text, text) IS 'Define a job that sends each row of source_table, rendered through prompt_template ({column} placeholders), to a model and writes the reply into result_column (of result_table, keyed like the source, if given), or, with a json_schema and no result_column, spreads each answer over the columns its properties name; with track_changes, inserted and changed rows are queued by triggers; via => ''batch_api'' sends its items through the provider''s batch API; task => ''embed'' writes the rendered text''s embedding instead, and embeds a changed row again only when its rendered text changed; provider names the provider (one of the model''s routes) its items go to. The job runs as the role that creates it';
 
 CREATE FUNCTION llm.run_job(name text) RETURNS bigint
 AS 'MODULE_PATHNAME', 'pg_llm_run_job'
@@ -754,7 +822,9 @@ CREATE VIEW llm.job_status WITH (security_barrier) AS
     SELECT j.name AS job,
            j.owner,
            j.source_table,
-           coalesce(j.result_table, j.source_table)::text || '.' || quote_ident(j.result_column) AS result,
+           coalesce(j.result_table, j.source_table)::text || '.'
+               || coalesce(quote_ident(j.result_column), '(' || llm._job_list(j.spread_columns, '%1$I', ', ') || ')')
+               AS result,
            c.pending, c.running, c.submitted, c.done, c.failed,
            CASE WHEN f.done + f.failed + c.pending + c.running + c.submitted > 0
                 THEN round(100.0 * f.done / (f.done + f.failed + c.pending + c.running + c.submitted), 1) END
