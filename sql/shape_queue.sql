@@ -179,10 +179,11 @@ SELECT job, result, pending, running, done, failed, percent_done FROM llm.job_st
 SELECT target_column, spread, count(*) FROM llm.queue q JOIN llm.job j ON j.id = q.job_id
 WHERE j.name = 'sq-spread' GROUP BY 1, 2;
 SELECT llm.drop_job('sq-spread');
--- into a result table of its own: its key rows added, the columns reset
--- when the input changes
+-- into a result table of its own, through a provider batch: its key rows
+-- added, the columns reset when the input changes
 CREATE TABLE sq_mail_facts (id int PRIMARY KEY, order_id text, amount numeric(10, 2), seen timestamptz DEFAULT now());
-SELECT llm.create_job('sq-spread-t', 'sq_mail', '{id}', 'Mail: {body}', result_table => 'sq_mail_facts', model => 'sq-oa',
+SELECT llm.create_job('sq-spread-t', 'sq_mail', '{id}', 'Mail: {body}', result_table => 'sq_mail_facts',
+                      model => 'sq-batch', via => 'batch_api',
                       options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
                                    "amount": {"type": "number"}}, "required": ["order_id", "amount"]}}');
 SELECT llm.run_job('sq-spread-t');
