@@ -39,12 +39,12 @@ import sys
 LAYERS = {
     0: {"compat", "utf8", "sse", "json", "llm_json", "http", "runas", "target", "names",
         "jsonschema", "protocol", "json_fast", "http_transport", "http_gate", "http_int",
-        "tokens", "citus", "citus_keys", "citus_plan", "citus_ddl", "encoding"},
+        "tokens", "citus", "citus_keys", "citus_plan", "citus_ddl", "citus_net", "encoding"},
     # schema.c (answers with a shape, the JSON side of requests and replies)
     # came after the cut was drawn; it calls nothing above the protocols
     1: {"provider", "provider_openai", "provider_anthropic", "request", "schema"},
     2: {"config", "ratelimit", "call", "usage", "shmem", "slots", "redact", "cache",
-        "count"},
+        "count", "citus_remote", "citus_sync"},
     3: {"chat", "stream", "many", "queue", "status", "shape", "embed", "jobs", "estimate"},
     4: {"worker", "lease", "writeback", "batch", "batch_json", "item", "embedding",
         "realtime", "batch_store", "transport"},
@@ -267,6 +267,12 @@ def main():
             syms = sorted(sym_names.get((a, b), []))
             print("  up %s (%s) -> %s (%s): %s %s" % (a, LAYER_NAMES[layer_of(a)], b,
                                                     LAYER_NAMES[layer_of(b)], why, " ".join(syms[:6])))
+        for cyc in call_cycles:
+            members = set(cyc)
+            for a, b in sorted(call_edges):
+                if a in members and b in members:
+                    syms = sorted(s for s in sym_names.get((a, b), []) if s in is_func)
+                    print("  cycle %s -> %s: %s" % (a, b, " ".join(syms[:6])))
         for a, b in sorted(deps):
             print("  dep %s -> %s" % (a, b))
 
