@@ -21,6 +21,10 @@ language, and the language says what happens to it:
   text, json
            output or data: not run
 
+A file with a section "## Reference" has its tables checked against the
+catalog after its blocks ran (test/readme_reference.py), one ok / not ok
+line each.
+
 A comment <!-- readme-test: skip REASON --> right before a block skips
 it, with its reason in the report.  README_TEST_VERBOSE=1 shows what each
 block printed.  The providers' public URLs are
@@ -34,6 +38,9 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import readme_reference  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN_HERE = {"sql", "sh", "ini"}
@@ -236,6 +243,8 @@ def main():
             first = next((l for l in text.split("\n") if l.strip()), "")
             name += ": " + first.strip()[:60]
             {"sql": run_sql, "sh": run_sh, "ini": run_ini}[lang](name, text)
+        if re.search(r"^## Reference\s*$", open(path, encoding="utf-8").read(), re.M):
+            readme_reference.check(rel, report)
     print("readme: %d passed, %d failed, %d skipped" % (passed, failed, skipped))
     return 1 if failed else 0
 

@@ -9,8 +9,12 @@
 # keys the README gives are the mocks' keys, and the server has them in
 # the variables the README names (OPENAI_API_KEY, ANTHROPIC_API_KEY,
 # DEEPSEEK_API_KEY, RELAY_KEY).  A block that cannot run fails the test,
-# unless it says why it is skipped.  The README's JavaScript, Python and
-# Java snippets run in the client matrix (test/clients/run.sh readme).
+# unless it says why it is skipped.  The README's reference tables are
+# then checked against the catalog of the extension installed in app
+# (test/readme_reference.py: every public function, table, view, setting
+# and provider option listed, as they are, and nothing else).  The
+# README's JavaScript, Python and Java snippets run in the client matrix
+# (test/clients/run.sh readme).
 # The last line is "readme: N passed, M failed, K skipped".
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/vendor.sh"
