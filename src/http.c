@@ -558,6 +558,7 @@ static void push_done(HttpTransfer *t);
 static void unlink_done(HttpTransfer *t);
 static void rebuild_wait_set(void);
 static bool http_set_body(HttpTransfer *t, CURL *e, const HttpRequestSpec *spec);
+static void http_attach(HttpTransfer *t);
 
 /* Release every transaction-bound transfer when a transaction ends. */
 static void
@@ -623,6 +624,7 @@ HttpInit(void)
 #ifdef HTTP_USE_EPOLL
 	curl_epfd = epoll_create1(EPOLL_CLOEXEC);
 #endif
+	HttpGateSetup(http_attach, &transfers);
 	RegisterXactCallback(http_xact_cb, NULL);
 	rebuild_wait_set();
 }
@@ -887,10 +889,11 @@ http_start(const HttpRequestSpec *spec)
 
 /*
  * Give a set-up transfer to libcurl and start it now (connect or send)
- * rather than at the next wait.
+ * rather than at the next wait.  The gate calls it (HttpGateSetup) when it
+ * lets a transfer through.
  */
-void
-HttpAttach(HttpTransfer *t)
+static void
+http_attach(HttpTransfer *t)
 {
 	CURLMcode	mrc;
 	int			running;
@@ -907,13 +910,6 @@ HttpAttach(HttpTransfer *t)
 	t->attached = true;
 	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
 	collect_finished();
-}
-
-/* Every live transfer, for the gate. */
-HttpTransfer *
-HttpTransfers(void)
-{
-	return transfers;
 }
 
 /* Bytes for curl from a request body file. */

@@ -64,6 +64,21 @@ typedef struct GateOrigin
 static GateOrigin *origins = NULL;	/* for the life of the process */
 static int	nwaiting = 0;		/* origins with requests held */
 
+/* http.c's, handed down by HttpGateSetup */
+static HttpGateAttachFn gate_give = NULL;	/* a transfer to libcurl, now */
+static HttpTransfer *const *gate_live = NULL;	/* head of the live transfers */
+
+/*
+ * What the gate needs of http.c, set when http.c sets up libcurl (before
+ * any transfer starts).
+ */
+void
+HttpGateSetup(HttpGateAttachFn attach, HttpTransfer *const *live)
+{
+	gate_give = attach;
+	gate_live = live;
+}
+
 /* The origin of a URL (scheme, host and port as written), or NULL. */
 static GateOrigin *
 gate_origin(const char *url)
@@ -125,7 +140,7 @@ gate_attach(GateOrigin *o, HttpTransfer *t, bool opener)
 	if (o->proto == GATE_H2)
 		curl_easy_setopt((CURL *) t->easy, CURLOPT_PIPEWAIT, 0L);
 	o->attached++;
-	HttpAttach(t);
+	gate_give(t);
 }
 
 /* Hold a request until the gate lets it through. */
@@ -173,7 +188,7 @@ HttpGateStart(HttpTransfer *t, const char *url, bool may_multiplex)
 		if (o)
 			gate_attach(o, t, false);
 		else
-			HttpAttach(t);
+			gate_give(t);
 		return;
 	}
 	if (o->nheld == 0 &&
@@ -267,7 +282,7 @@ HttpGatePump(void)
 			int			made_own = 0;
 			HttpTransfer *t;
 
-			for (t = HttpTransfers(); t; t = t->next)
+			for (t = *gate_live; t; t = t->next)
 			{
 				bool		made;
 

@@ -19,11 +19,13 @@ extern void HttpSetTransport(HttpTransfer *t, CURL *e, const char *url,
 							 const char *default_ca_file);
 extern HttpCause HttpClassify(CURL *e, CURLcode rc, HttpTransfer *t);
 
-/* http.c, for the gate */
-extern void HttpAttach(HttpTransfer *t);
-extern HttpTransfer *HttpTransfers(void);
-
-/* http_gate.c */
+/*
+ * http_gate.c, below http.c: http.c drives it and hands it, once, the two
+ * things of its own the gate needs (giving a transfer to libcurl, the list
+ * of live transfers), so that the gate never calls back up.
+ */
+typedef void (*HttpGateAttachFn) (HttpTransfer *t);
+extern void HttpGateSetup(HttpGateAttachFn attach, HttpTransfer *const *live);
 extern void HttpGateStart(HttpTransfer *t, const char *url, bool may_multiplex);
 extern void HttpGateDone(HttpTransfer *t);
 extern void HttpGateLearn(HttpTransfer *t, long http_version);
