@@ -28,6 +28,20 @@ extern char *ShapeFailureDetail(LlmCall *call, int asked, const LlmShapeResult *
 
 /* many.c */
 extern int	llm_many_concurrency;
+
+/* what ties a set-returning function's open transfers to its ways out */
+typedef struct ManyHold
+{
+	void		(*release) (void *arg);
+	void	   *arg;
+	struct ExprContext *econtext;	/* NULL: not called in a select list */
+	MemoryContextCallback reset_cb;
+} ManyHold;
+
+extern void ManyHoldStart(ManyHold *hold, FunctionCallInfo fcinfo, MemoryContext ctx,
+						  void (*release) (void *arg), void *arg);
+extern void ManyHoldEnd(ManyHold *hold);
+extern void ManyWait(bool rows_out, int in_flight, TimestampTz next_due);
 extern void ManyDefineSettings(void);
 
 #endif							/* PG_LLM_CHAT_H */

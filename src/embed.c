@@ -37,10 +37,7 @@
 #include "utils/guc.h"
 #include "funcapi.h"
 #include "lib/ilist.h"
-#include "libpq/libpq.h"
 #include "miscadmin.h"
-#include "tcop/dest.h"
-#include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -435,15 +432,15 @@ typedef struct EmbedRun
 	char	   *model;
 	char	   *options;		/* UTF-8 */
 	MemoryContext ctx;			/* the SRF's multi-call context */
-	ExprContext *econtext;
-	MemoryContextCallback reset_cb;
+	ManyHold	hold;
 	bool		released;
 } EmbedRun;
 
 /* Close every transfer still open; from every way out (idempotent). */
 static void
-run_release(EmbedRun *run)
+run_release(void *arg)
 {
+	EmbedRun   *run = (EmbedRun *) arg;
 	dlist_iter	it;
 
 	if (run->released)
@@ -460,18 +457,6 @@ run_release(EmbedRun *run)
 		}
 	}
 	HttpWatchClient(PGINVALID_SOCKET, false);
-}
-
-static void
-run_reset_cb(void *arg)
-{
-	run_release((EmbedRun *) arg);
-}
-
-static void
-run_shutdown_cb(Datum arg)
-{
-	run_release((EmbedRun *) DatumGetPointer(arg));
 }
 
 /*
@@ -746,7 +731,6 @@ run_next(EmbedRun *run, EmbedRow *row)
 	for (;;)
 	{
 		TimestampTz next_due;
-		long		timeout;
 		HttpTransfer *t;
 
 		memset(row, 0, sizeof(EmbedRow));
@@ -791,16 +775,7 @@ run_next(EmbedRun *run, EmbedRow *row)
 			continue;
 		if (run->in_flight == 0 && run->ready == NULL)
 			elog(ERROR, "embed_many has rows left but nothing to wait for");
-
-		/* what the client has not seen yet goes now; a client gone ends it */
-		if (run->returned > 0 && whereToSendOutput == DestRemote)
-			pq_flush_if_writable();
-		CHECK_FOR_INTERRUPTS();
-		timeout = 1000;
-		if (next_due)
-			timeout = Min(timeout, Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due), 1));
-		HttpWatchClient(HttpClientSocket(), false);
-		(void) HttpPoll(run->in_flight > 0 || next_due ? timeout : 0);
+		ManyWait(run->returned > 0, run->in_flight, next_due);
 		while ((t = HttpNextDone()) != NULL)
 		{
 			EmbedPack  *p = (EmbedPack *) t->user;
@@ -872,7 +847,6 @@ pg_llm_embed_many(PG_FUNCTION_ARGS)
 
 	if (SRF_IS_FIRSTCALL())
 	{
-		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 		MemoryContext old;
 		TupleDesc	tupdesc;
 
@@ -882,14 +856,7 @@ pg_llm_embed_many(PG_FUNCTION_ARGS)
 			elog(ERROR, "return type must be a row type");
 		funcctx->tuple_desc = BlessTupleDesc(tupdesc);
 		run = run_start(fcinfo, funcctx->multi_call_memory_ctx);
-		run->reset_cb.func = run_reset_cb;
-		run->reset_cb.arg = run;
-		MemoryContextRegisterResetCallback(funcctx->multi_call_memory_ctx, &run->reset_cb);
-		if (rsinfo && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext)
-		{
-			run->econtext = rsinfo->econtext;
-			RegisterExprContextCallback(rsinfo->econtext, run_shutdown_cb, PointerGetDatum(run));
-		}
+		ManyHoldStart(&run->hold, fcinfo, funcctx->multi_call_memory_ctx, run_release, run);
 		funcctx->user_fctx = run;
 		MemoryContextSwitchTo(old);
 	}
@@ -898,9 +865,7 @@ pg_llm_embed_many(PG_FUNCTION_ARGS)
 	run = (EmbedRun *) funcctx->user_fctx;
 	if (!run_next(run, &row))
 	{
-		run_release(run);
-		if (run->econtext)
-			UnregisterExprContextCallback(run->econtext, run_shutdown_cb, PointerGetDatum(run));
+		ManyHoldEnd(&run->hold);
 		SRF_RETURN_DONE(funcctx);
 	}
 	values[0] = Int32GetDatum(row.ord + 1);

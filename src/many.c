@@ -22,6 +22,10 @@
  *	  FROM, PostgreSQL collects them first.  Their order is the order of
  *	  completion; "ord" is the prompt's place in the array.
  *
+ *	  llm.embed_many (embed.c) runs its requests the same way: the tie of
+ *	  open transfers to the statement's ways out (ManyHoldStart) and the
+ *	  wait on the providers between rows (ManyWait) are this file's.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -93,15 +97,15 @@ typedef struct ManyRun
 	char	   *system;			/* UTF-8 */
 	char	   *options;		/* UTF-8 */
 	MemoryContext ctx;			/* the SRF's multi-call context */
-	ExprContext *econtext;
-	MemoryContextCallback reset_cb;
+	ManyHold	hold;
 	bool		released;
 } ManyRun;
 
 /* Close every transfer still open; from every way out (idempotent). */
 static void
-many_release(ManyRun *run)
+many_release(void *arg)
 {
+	ManyRun    *run = (ManyRun *) arg;
 	int			i;
 
 	if (run->released)
@@ -117,15 +121,76 @@ many_release(ManyRun *run)
 }
 
 static void
-many_reset_cb(void *arg)
+hold_reset_cb(void *arg)
 {
-	many_release((ManyRun *) arg);
+	ManyHold   *hold = (ManyHold *) arg;
+
+	hold->release(hold->arg);
 }
 
 static void
-many_shutdown_cb(Datum arg)
+hold_shutdown_cb(Datum arg)
 {
-	many_release((ManyRun *) DatumGetPointer(arg));
+	ManyHold   *hold = (ManyHold *) DatumGetPointer(arg);
+
+	hold->release(hold->arg);
+}
+
+/*
+ * Tie release(arg) to every way out of a set-returning function that
+ * keeps transfers open between its rows (chat_many, embed_many): an error
+ * (the reset of ctx, its multi-call context), a stop before the last row
+ * (LIMIT: the shutdown of its expression context) and the last row
+ * (ManyHoldEnd).  release must be idempotent.
+ */
+void
+ManyHoldStart(ManyHold *hold, FunctionCallInfo fcinfo, MemoryContext ctx,
+			  void (*release) (void *arg), void *arg)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	hold->release = release;
+	hold->arg = arg;
+	hold->econtext = NULL;
+	hold->reset_cb.func = hold_reset_cb;
+	hold->reset_cb.arg = hold;
+	MemoryContextRegisterResetCallback(ctx, &hold->reset_cb);
+	if (rsinfo && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext)
+	{
+		hold->econtext = rsinfo->econtext;
+		RegisterExprContextCallback(rsinfo->econtext, hold_shutdown_cb, PointerGetDatum(hold));
+	}
+}
+
+/* The last row is out: release now, the expression context has no more to do. */
+void
+ManyHoldEnd(ManyHold *hold)
+{
+	hold->release(hold->arg);
+	if (hold->econtext)
+		UnregisterExprContextCallback(hold->econtext, hold_shutdown_cb, PointerGetDatum(hold));
+}
+
+/*
+ * One wait on the providers of a statement that runs many calls at once
+ * (chat_many, embed_many), when no row is ready: the rows returned so far
+ * (rows_out) leave first, a cancel or a client gone ends the statement,
+ * then the wait lasts until a transfer ends, a second passes or next_due
+ * (0: none) comes; with nothing in flight and nothing due it only looks.
+ */
+void
+ManyWait(bool rows_out, int in_flight, TimestampTz next_due)
+{
+	long		timeout = 1000;
+
+	/* what the client has not seen yet goes now; a client gone ends it */
+	if (rows_out && whereToSendOutput == DestRemote)
+		pq_flush_if_writable();
+	CHECK_FOR_INTERRUPTS();
+	if (next_due)
+		timeout = Min(timeout, Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due), 1));
+	HttpWatchClient(HttpClientSocket(), false);
+	(void) HttpPoll(in_flight > 0 || next_due ? timeout : 0);
 }
 
 /* An item is finished: queue its row. */
@@ -408,7 +473,6 @@ many_next(ManyRun *run)
 	for (;;)
 	{
 		TimestampTz next_due;
-		long		timeout;
 		HttpTransfer *t;
 
 		if (run->finished_head >= 0)
@@ -425,16 +489,7 @@ many_next(ManyRun *run)
 		next_due = many_fill(run);
 		if (run->finished_head >= 0)
 			continue;
-
-		/* what the client has not seen yet goes now; a client gone ends it */
-		if (run->returned > 0 && whereToSendOutput == DestRemote)
-			pq_flush_if_writable();
-		CHECK_FOR_INTERRUPTS();
-		timeout = 1000;
-		if (next_due)
-			timeout = Min(timeout, Max(TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next_due), 1));
-		HttpWatchClient(HttpClientSocket(), false);
-		(void) HttpPoll(run->in_flight > 0 || next_due ? timeout : 0);
+		ManyWait(run->returned > 0, run->in_flight, next_due);
 		while ((t = HttpNextDone()) != NULL)
 		{
 			ManyItem   *it = (ManyItem *) t->user;
@@ -544,7 +599,6 @@ pg_llm_chat_many(PG_FUNCTION_ARGS)
 
 	if (SRF_IS_FIRSTCALL())
 	{
-		ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 		MemoryContext old;
 		TupleDesc	tupdesc;
 
@@ -554,14 +608,7 @@ pg_llm_chat_many(PG_FUNCTION_ARGS)
 			elog(ERROR, "return type must be a row type");
 		funcctx->tuple_desc = BlessTupleDesc(tupdesc);
 		run = many_start(fcinfo, funcctx->multi_call_memory_ctx);
-		run->reset_cb.func = many_reset_cb;
-		run->reset_cb.arg = run;
-		MemoryContextRegisterResetCallback(funcctx->multi_call_memory_ctx, &run->reset_cb);
-		if (rsinfo && IsA(rsinfo, ReturnSetInfo) && rsinfo->econtext)
-		{
-			run->econtext = rsinfo->econtext;
-			RegisterExprContextCallback(rsinfo->econtext, many_shutdown_cb, PointerGetDatum(run));
-		}
+		ManyHoldStart(&run->hold, fcinfo, funcctx->multi_call_memory_ctx, many_release, run);
 		funcctx->user_fctx = run;
 		MemoryContextSwitchTo(old);
 	}
@@ -571,9 +618,7 @@ pg_llm_chat_many(PG_FUNCTION_ARGS)
 	it = many_next(run);
 	if (it == NULL)
 	{
-		many_release(run);
-		if (run->econtext)
-			UnregisterExprContextCallback(run->econtext, many_shutdown_cb, PointerGetDatum(run));
+		ManyHoldEnd(&run->hold);
 		SRF_RETURN_DONE(funcctx);
 	}
 	SRF_RETURN_NEXT(funcctx, many_row(funcctx, run, it));
