@@ -156,18 +156,6 @@ vector_datum(const LlmVector *v)
 										   true, TYPALIGN_INT));
 }
 
-/* A jsonb argument as JSON text in UTF-8, or NULL. */
-static char *
-arg_jsonb_utf8(FunctionCallInfo fcinfo, int n)
-{
-	Jsonb	   *j;
-
-	if (PG_ARGISNULL(n))
-		return NULL;
-	j = PG_GETARG_JSONB_P(n);
-	return LlmToUtf8(JsonbToCString(NULL, &j->root, VARSIZE(j)));
-}
-
 /* The error text of an input the reply had no usable vector for. */
 static char *
 vector_error(const LlmCall *call, const LlmVector *v)
@@ -224,7 +212,7 @@ pg_llm_embed(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	run.input = LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	options = arg_jsonb_utf8(fcinfo, 2);
+	options = ChatArgJsonb(fcinfo, 2);
 	model = EmbedResolveModel(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	req = RequestForEmbedding(&run.input, 1, options);
 	run.call = EmbedCallCreate(req, model, 1, LLM_MODE_SYNC);
@@ -791,23 +779,13 @@ static EmbedRun *
 run_start(FunctionCallInfo fcinfo, MemoryContext ctx)
 {
 	EmbedRun   *run = palloc0(sizeof(EmbedRun));
-	ArrayType  *arr;
 	Datum	   *elems;
 	bool	   *elem_nulls;
 	int			n;
 	int			i;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("inputs must not be null"),
-				 errhint("Pass an array of texts, such as array_agg(body).")));
-	arr = PG_GETARG_ARRAYTYPE_P(0);
-	if (ARR_NDIM(arr) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("inputs must be a one-dimensional array")));
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &n);
+	n = ChatArgTextArray(fcinfo, 0, "inputs", "Pass an array of texts, such as array_agg(body).",
+						 &elems, &elem_nulls);
 
 	run->ctx = ctx;
 	run->n = n;
@@ -817,7 +795,7 @@ run_start(FunctionCallInfo fcinfo, MemoryContext ctx)
 	run->concurrency = llm_many_concurrency;
 	run->per_request = llm_embed_inputs_per_request;
 	run->tokens_per_request = llm_embed_tokens_per_request;
-	run->options = arg_jsonb_utf8(fcinfo, 2);
+	run->options = ChatArgJsonb(fcinfo, 2);
 	run->model = pstrdup(EmbedResolveModel(PG_ARGISNULL(1) ? NULL :
 										   text_to_cstring(PG_GETARG_TEXT_PP(1))));
 

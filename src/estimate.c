@@ -34,6 +34,7 @@
 #include "utils/memutils.h"
 
 #include "call.h"
+#include "chat.h"
 #include "config.h"
 #include "count.h"
 #include "request.h"
@@ -114,9 +115,7 @@ pg_llm_estimate(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	char	   *system = PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2)));
-	char	   *options = PG_ARGISNULL(3) ? NULL :
-		LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(3)->root, 0));
-	ArrayType  *arr;
+	char	   *options = ChatArgJsonb(fcinfo, 3);
 	Datum	   *elems;
 	bool	   *elem_nulls;
 	int			n;
@@ -134,17 +133,8 @@ pg_llm_estimate(PG_FUNCTION_ARGS)
 	MemoryContext old;
 	LlmRequest *req;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("prompts must not be null"),
-				 errhint("Pass an array of prompts, such as array(SELECT body FROM tickets).")));
-	arr = PG_GETARG_ARRAYTYPE_P(0);
-	if (ARR_NDIM(arr) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("prompts must be a one-dimensional array")));
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &n);
+	n = ChatArgTextArray(fcinfo, 0, "prompts", "Pass an array of prompts, such as array(SELECT body FROM tickets).",
+						 &elems, &elem_nulls);
 
 	/* a bad option or model fails before anything is counted */
 	model = pstrdup(LlmResolveModel(model, NULL));

@@ -536,24 +536,14 @@ static ManyRun *
 many_start(FunctionCallInfo fcinfo, MemoryContext ctx)
 {
 	ManyRun    *run = palloc0(sizeof(ManyRun));
-	ArrayType  *arr;
 	Datum	   *elems;
 	bool	   *elem_nulls;
 	int			n;
 	int			i;
 	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("prompts must not be null"),
-				 errhint("Pass an array of prompts, such as array_agg(body).")));
-	arr = PG_GETARG_ARRAYTYPE_P(0);
-	if (ARR_NDIM(arr) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("prompts must be a one-dimensional array")));
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &elem_nulls, &n);
+	n = ChatArgTextArray(fcinfo, 0, "prompts", "Pass an array of prompts, such as array_agg(body).",
+						 &elems, &elem_nulls);
 	if (llm_many_concurrency < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -566,8 +556,7 @@ many_start(FunctionCallInfo fcinfo, MemoryContext ctx)
 	/* room for that many sockets, or a clear error now */
 	run->concurrency = HttpReserve(llm_many_concurrency, "llm.many_concurrency", ERROR);
 	run->system = PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2)));
-	run->options = PG_ARGISNULL(3) ? NULL :
-		LlmToUtf8(JsonbToCString(NULL, &PG_GETARG_JSONB_P(3)->root, 0));
+	run->options = ChatArgJsonb(fcinfo, 3);
 	run->model = pstrdup(LlmResolveModel(model, NULL));
 
 	/* a bad option or model fails the statement before anything is sent */

@@ -128,18 +128,6 @@ arg_utf8(FunctionCallInfo fcinfo, int n)
 	return LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(n)));
 }
 
-/* A jsonb argument as JSON text in UTF-8, or NULL. */
-static char *
-arg_jsonb_utf8(FunctionCallInfo fcinfo, int n)
-{
-	Jsonb	   *j;
-
-	if (PG_ARGISNULL(n))
-		return NULL;
-	j = PG_GETARG_JSONB_P(n);
-	return LlmToUtf8(JsonbToCString(NULL, &j->root, VARSIZE(j)));
-}
-
 static void
 check_input(const char *input)
 {
@@ -226,8 +214,7 @@ pg_llm_classify(PG_FUNCTION_ARGS)
 	char	   *input = arg_utf8(fcinfo, 0);
 	char	   *model = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	char	   *instructions = arg_utf8(fcinfo, 3);
-	char	   *options = arg_jsonb_utf8(fcinfo, 4);
-	ArrayType  *labels;
+	char	   *options = ChatArgJsonb(fcinfo, 4);
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n,
@@ -240,17 +227,9 @@ pg_llm_classify(PG_FUNCTION_ARGS)
 	LlmCall    *call;
 	char	   *label;
 
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("labels must not be null"),
-				 errhint("Pass the labels to choose from, such as ARRAY['positive', 'neutral', 'negative'].")));
-	labels = PG_GETARG_ARRAYTYPE_P(1);
-	if (ARR_NDIM(labels) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("labels must be a one-dimensional array")));
-	deconstruct_array(labels, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	n = ChatArgTextArray(fcinfo, 1, "labels",
+						 "Pass the labels to choose from, such as ARRAY['positive', 'neutral', 'negative'].",
+						 &elems, &nulls);
 	if (n == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -316,10 +295,10 @@ Datum
 pg_llm_extract(PG_FUNCTION_ARGS)
 {
 	char	   *input = arg_utf8(fcinfo, 0);
-	char	   *schema = arg_jsonb_utf8(fcinfo, 1);
+	char	   *schema = ChatArgJsonb(fcinfo, 1);
 	char	   *model = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	char	   *instructions = arg_utf8(fcinfo, 3);
-	char	   *options = arg_jsonb_utf8(fcinfo, 4);
+	char	   *options = ChatArgJsonb(fcinfo, 4);
 	char	   *system;
 	ShapedRun	run;
 	LlmCall    *call;
@@ -350,7 +329,7 @@ pg_llm_is_true(PG_FUNCTION_ARGS)
 	char	   *input = arg_utf8(fcinfo, 0);
 	char	   *question = arg_utf8(fcinfo, 1);
 	char	   *model = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	char	   *options = arg_jsonb_utf8(fcinfo, 3);
+	char	   *options = ChatArgJsonb(fcinfo, 3);
 	ShapedRun	run;
 	LlmCall    *call;
 	char	   *answer;
