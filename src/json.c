@@ -251,6 +251,27 @@ JsonGetInt64(json_object *obj, const char *key, int64 *val)
 	return JsonWholeNumber(v, val);
 }
 
+/* A string member copied into the current memory context, or NULL. */
+char *
+JsonCopyString(json_object *obj, const char *key)
+{
+	const char *v = JsonGetString(obj, key);
+
+	return v ? pstrdup(v) : NULL;
+}
+
+/*
+ * A count a provider reports (an integer member), held to what a count
+ * can be (0 to INT32_MAX); 0 when missing or not a whole number.
+ */
+int
+JsonGetCount(json_object *obj, const char *key)
+{
+	int64		v = 0;
+
+	return JsonGetInt64(obj, key, &v) ? (int) Max(Min(v, PG_INT32_MAX), 0) : 0;
+}
+
 /*
  * The text of a message content: a string, or the concatenated "text" of
  * an array of parts.  NULL for null or anything else.

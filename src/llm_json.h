@@ -69,6 +69,8 @@ extern json_object *JsonGetObject(json_object *obj, const char *key);
 extern json_object *JsonGetArray(json_object *obj, const char *key);
 extern bool JsonWholeNumber(json_object *v, int64 *val);
 extern bool JsonGetInt64(json_object *obj, const char *key, int64 *val);
+extern char *JsonCopyString(json_object *obj, const char *key);
+extern int	JsonGetCount(json_object *obj, const char *key);
 extern char *JsonContentText(json_object *content);
 extern char *RequestCheckTag(json_object *v);
 extern bool JsonUsageSane(const char *text, size_t len, int64 max);

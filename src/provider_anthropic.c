@@ -668,25 +668,6 @@ anthropic_batch_result(json_object *line, const LlmRoute *route, const char **cu
 
 /* ---- provider batch API: Message Batches ---- */
 
-/* A string member, copied, or NULL. */
-static char *
-copy_string(json_object *obj, const char *key)
-{
-	const char *v = JsonGetString(obj, key);
-
-	return v ? pstrdup(v) : NULL;
-}
-
-/* An integer member, or 0. */
-static int
-get_int(json_object *obj, const char *key)
-{
-	int64		v = 0;
-
-	/* a provider's count, held to what a count can be */
-	return JsonGetInt64(obj, key, &v) ? (int) Max(Min(v, PG_INT32_MAX), 0) : 0;
-}
-
 /*
  * The requests of Message Batches: the batch created with its requests
  * in the body (POST /messages/batches), polled (GET
@@ -753,7 +734,7 @@ anthropic_batch_read(LlmBatchStep step, const LlmBatchState *b, json_object *roo
 		return;
 	if (step == LLM_BATCH_CREATE)
 	{
-		ev->id = copy_string(root, "id");
+		ev->id = JsonCopyString(root, "id");
 		if (ev->id)
 			ev->kind = LLM_BATCH_CREATED;
 		return;
@@ -766,11 +747,11 @@ anthropic_batch_read(LlmBatchStep step, const LlmBatchState *b, json_object *roo
 	if (ps && strcmp(ps, "ended") == 0)
 		ev->kind = LLM_BATCH_ENDED;
 	ev->cancelling = ps && strcmp(ps, "canceling") == 0;
-	ev->results_url = copy_string(root, "results_url");
+	ev->results_url = JsonCopyString(root, "results_url");
 	counts = JsonGetObject(root, "request_counts");
-	ev->succeeded = get_int(counts, "succeeded");
-	ev->errored = get_int(counts, "errored");
-	ev->expired = get_int(counts, "expired") + get_int(counts, "canceled");
+	ev->succeeded = JsonGetCount(counts, "succeeded");
+	ev->errored = JsonGetCount(counts, "errored");
+	ev->expired = JsonGetCount(counts, "expired") + JsonGetCount(counts, "canceled");
 }
 
 static const LlmBatchOps AnthropicBatchOps = {

@@ -430,25 +430,6 @@ openai_batch_embed_result(json_object *line, const LlmRoute *route, const char *
 
 /* ---- provider batch APIs: the OpenAI Batch API and a relay's inline batches ---- */
 
-/* A string member, copied, or NULL. */
-static char *
-copy_string(json_object *obj, const char *key)
-{
-	const char *v = JsonGetString(obj, key);
-
-	return v ? pstrdup(v) : NULL;
-}
-
-/* An integer member, or 0. */
-static int
-get_int(json_object *obj, const char *key)
-{
-	int64		v = 0;
-
-	/* a provider's count, held to what a count can be */
-	return JsonGetInt64(obj, key, &v) ? (int) Max(Min(v, PG_INT32_MAX), 0) : 0;
-}
-
 /*
  * The body that creates an OpenAI batch from an uploaded file, with our
  * token in its metadata (to find it again after a crash).
@@ -546,10 +527,10 @@ openai_read_batch(json_object *root, LlmBatchEvent *ev)
 			  strcmp(s, "expired") == 0 || strcmp(s, "cancelled") == 0))
 		ev->kind = LLM_BATCH_ENDED;
 	ev->cancelling = s && strcmp(s, "cancelling") == 0;
-	ev->output_file_id = copy_string(root, "output_file_id");
-	ev->error_file_id = copy_string(root, "error_file_id");
-	ev->succeeded = get_int(counts, "completed");
-	ev->errored = get_int(counts, "failed");
+	ev->output_file_id = JsonCopyString(root, "output_file_id");
+	ev->error_file_id = JsonCopyString(root, "error_file_id");
+	ev->succeeded = JsonGetCount(counts, "completed");
+	ev->errored = JsonGetCount(counts, "failed");
 	if (s && strcmp(s, "failed") == 0)
 	{
 		/* {"errors": {"data": [{"code", "message", "line"}]}} */
@@ -585,12 +566,12 @@ openai_read_lookup(json_object *root, const LlmBatchState *b, LlmBatchEvent *ev)
 		if (t && strcmp(t, b->token) == 0)
 		{
 			ev->kind = LLM_BATCH_FOUND;
-			ev->id = copy_string(batch, "id");
+			ev->id = JsonCopyString(batch, "id");
 			return;
 		}
 	}
 	if (n > 0 && json_object_object_get_ex(root, "has_more", &more) && json_object_get_boolean(more))
-		ev->lookup_after = copy_string(json_object_array_get_idx(data, n - 1), "id");
+		ev->lookup_after = JsonCopyString(json_object_array_get_idx(data, n - 1), "id");
 }
 
 /* The answer of a step of the Batch API. */
@@ -605,7 +586,7 @@ openai_batch_read(LlmBatchStep step, const LlmBatchState *b, json_object *root, 
 		case LLM_BATCH_UPLOAD:
 		case LLM_BATCH_CREATE:
 			/* the File, or the Batch, by its id */
-			ev->id = copy_string(root, "id");
+			ev->id = JsonCopyString(root, "id");
 			if (ev->id)
 				ev->kind = step == LLM_BATCH_UPLOAD ? LLM_BATCH_UPLOADED : LLM_BATCH_CREATED;
 			break;
