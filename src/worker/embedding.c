@@ -410,27 +410,9 @@ embedding_done(ItemSet *set, HttpTransfer *t)
 	EmbedPack  *p = (EmbedPack *) t->user;
 	MemoryContext old = MemoryContextSwitchTo(p->ctx);
 	LlmFailure	f;
-	volatile LlmStep step = LLM_STEP_FAILED;
 	TimestampTz not_before = 0;
+	LlmStep		step = ItemCallStep(p->call, t, &f, &not_before);
 
-	memset(&f, 0, sizeof(f));
-	PG_TRY();
-	{
-		step = LlmCallStep(p->call, t, true, &f, &not_before);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(p->ctx);
-		edata = CopyErrorData();
-		FlushErrorState();
-		memset(&f, 0, sizeof(f));
-		f.message = edata->message;
-		f.retry_after_s = -1;
-		step = LLM_STEP_FAILED;
-	}
-	PG_END_TRY();
 	HttpRelease(t);
 	p->xfer = NULL;
 	set->in_flight--;

@@ -147,6 +147,40 @@ ItemSent(ItemSet *set, WorkItem *it, HttpTransfer *t)
 	set->in_flight++;
 }
 
+/*
+ * A transfer of the worker ended: its call's step (LlmCallStep), with an
+ * error raised while judging it (a reply that cannot be read, memory that
+ * could not be had) made the call's failure, *f with its message and no
+ * Retry-After, instead of the worker's.  The error's copy is made in the
+ * caller's memory context, which is current again on return.
+ */
+LlmStep
+ItemCallStep(LlmCall *call, struct HttpTransfer *t, LlmFailure *f, TimestampTz *not_before)
+{
+	MemoryContext ctx = CurrentMemoryContext;
+	volatile LlmStep step = LLM_STEP_FAILED;
+
+	memset(f, 0, sizeof(LlmFailure));
+	PG_TRY();
+	{
+		step = LlmCallStep(call, t, true, f, not_before);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(ctx);
+		edata = CopyErrorData();
+		FlushErrorState();
+		memset(f, 0, sizeof(LlmFailure));
+		f->message = edata->message;
+		f->retry_after_s = -1;
+		step = LLM_STEP_FAILED;
+	}
+	PG_END_TRY();
+	return step;
+}
+
 /* An item's request is over: its transfer is released. */
 void
 ItemAnswered(ItemSet *set, WorkItem *it)

@@ -137,6 +137,8 @@ extern void ItemSetInit(ItemSet *set);
 extern void ItemColumnsFind(TupleDesc td, ItemColumns *cols);
 extern WorkItem *ItemFromRow(ItemSet *set, HeapTuple tup, TupleDesc td, const ItemColumns *cols);
 extern void ItemSent(ItemSet *set, WorkItem *it, struct HttpTransfer *t);
+extern LlmStep ItemCallStep(LlmCall *call, struct HttpTransfer *t, LlmFailure *f,
+							TimestampTz *not_before);
 extern void ItemAnswered(ItemSet *set, WorkItem *it);
 extern void ItemWait(WorkItem *it, TimestampTz not_before, char *error);
 extern void ItemDone(ItemSet *set, WorkItem *it, char *reply);

@@ -201,28 +201,10 @@ item_judge(ItemSet *set, WorkItem *it)
 {
 	MemoryContext old = MemoryContextSwitchTo(it->ctx);
 	LlmFailure	f;
-	volatile LlmStep step = LLM_STEP_FAILED;
 	TimestampTz not_before = 0;
+	LlmStep		step = ItemCallStep(it->call, it->xfer, &f, &not_before);
 	volatile LlmOutcome outcome = LLM_OUTCOME_ERROR;
 
-	memset(&f, 0, sizeof(f));
-	PG_TRY();
-	{
-		step = LlmCallStep(it->call, it->xfer, true, &f, &not_before);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(it->ctx);
-		edata = CopyErrorData();
-		FlushErrorState();
-		memset(&f, 0, sizeof(f));
-		f.message = edata->message;
-		f.retry_after_s = -1;
-		step = LLM_STEP_FAILED;
-	}
-	PG_END_TRY();
 	ItemAnswered(set, it);
 	if (it->probe > 0)
 	{
