@@ -207,6 +207,23 @@ step_again_later(BatchRun *b)
 		b->build = true;		/* no way to find it: sent again */
 }
 
+/*
+ * An error caught in the batch work (of one batch, or of forming them):
+ * flushed, its transaction rolled back, and reported as what went wrong
+ * where (the worker's last error, the server log); the worker goes on.
+ */
+static void
+batch_error(const char *where)
+{
+	ErrorData  *edata = CopyErrorData();
+
+	FlushErrorState();
+	if (IsTransactionState())
+		AbortCurrentTransaction();
+	SlotReportError(psprintf("%s: %s", where, edata->message));
+	elog(LOG, "pg_llm worker: %s: %s", where, edata->message);
+}
+
 /* ---- requests ---- */
 
 /* A setting overridden per provider (-1: not overridden). */
@@ -633,13 +650,7 @@ batch_done(ItemSet *set, HttpTransfer *t)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = CopyErrorData();
-
-		FlushErrorState();
-		if (IsTransactionState())
-			AbortCurrentTransaction();
-		SlotReportError(psprintf("batch " INT64_FORMAT ": %s", b->row.id, edata->message));
-		elog(LOG, "pg_llm worker: batch " INT64_FORMAT ": %s", b->row.id, edata->message);
+		batch_error(psprintf("batch " INT64_FORMAT, b->row.id));
 		if (b->xfer)
 		{
 			HttpRelease(b->xfer);
@@ -755,13 +766,7 @@ form_guarded(bool full_only)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = CopyErrorData();
-
-		FlushErrorState();
-		if (IsTransactionState())
-			AbortCurrentTransaction();
-		SlotReportError(psprintf("forming batches: %s", edata->message));
-		elog(LOG, "pg_llm worker: forming batches: %s", edata->message);
+		batch_error("forming batches");
 	}
 	PG_END_TRY();
 }
@@ -823,13 +828,7 @@ batch_step(BatchRun *b)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = CopyErrorData();
-
-		FlushErrorState();
-		if (IsTransactionState())
-			AbortCurrentTransaction();
-		SlotReportError(psprintf("batch " INT64_FORMAT ": %s", b->row.id, edata->message));
-		elog(LOG, "pg_llm worker: batch " INT64_FORMAT ": %s", b->row.id, edata->message);
+		batch_error(psprintf("batch " INT64_FORMAT, b->row.id));
 		b->next_poll = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 												   (int64) llm_batch_poll_interval * 1000);
 	}
