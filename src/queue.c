@@ -489,6 +489,20 @@ check_queue_cap(Oid role)
 		queue_counted(role, 1);
 }
 
+/* Is an item sent through a batch API ("batch_api") or realtime?  Else refused. */
+static bool
+via_batch(const char *via)
+{
+	if (strcmp(via, "realtime") == 0)
+		return false;
+	if (strcmp(via, "batch_api") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("via must be \"realtime\" or \"batch_api\""),
+				 errhint("batch_api sends the item through its provider's batch API, at the batch price.")));
+	return true;
+}
+
 /*
  * How an item is sent: realtime, or through its provider's batch API,
  * which the first route of its model must have.
@@ -501,13 +515,8 @@ check_via(const char *via, const char *model)
 
 	/* the model must have a route (or pass through) now, not in the worker */
 	routes = ConfigRoutes(model);
-	if (strcmp(via, "realtime") == 0)
+	if (!via_batch(via))
 		return;
-	if (strcmp(via, "batch_api") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("via must be \"realtime\" or \"batch_api\""),
-				 errhint("batch_api sends the item through its provider's batch API, at the batch price.")));
 	first = linitial(routes);
 	if (strcmp(first->provider->batch_api, "none") == 0)
 		ereport(ERROR,
@@ -575,6 +584,17 @@ typedef struct EnqueueInsert
 } EnqueueInsert;
 
 /*
+ * The types of EnqueueInsert's values, in the order of insert_item's
+ * columns (prompt, model, system, options, target_table, target_column,
+ * target_key, enqueued_by, via, spread, provider, task): find_queued
+ * compares the same values.
+ */
+static Oid	enqueue_types[12] = {
+	TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
+	JSONBOID, OIDOID, TEXTOID, BOOLOID, TEXTOID, TEXTOID
+};
+
+/*
  * The caller's item with the same target (table, column, key) and the same
  * request (prompt, model, system prompt, options, via) that is still
  * pending, running or submitted: its id in e->id, e->found.  Jobs' items
@@ -584,8 +604,6 @@ static void
 find_queued(void *arg)
 {
 	EnqueueInsert *e = (EnqueueInsert *) arg;
-	Oid			types[12] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
-	BOOLOID, TEXTOID, TEXTOID};
 	bool		isnull;
 
 	if (RunSql("SELECT q.id FROM llm.queue q "
@@ -596,7 +614,7 @@ find_queued(void *arg)
 			   "AND q.options IS NOT DISTINCT FROM $4 AND q.via = $9 "
 			   "AND q.provider IS NOT DISTINCT FROM $11 AND q.task = $12 "
 			   "ORDER BY q.id LIMIT 1",
-			   12, types, e->values, e->nulls, true, 1) != SPI_OK_SELECT)
+			   12, enqueue_types, e->values, e->nulls, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for queued items");
 	e->found = SPI_processed > 0;
 	if (e->found)
@@ -629,16 +647,27 @@ static void
 insert_item(void *arg)
 {
 	EnqueueInsert *e = (EnqueueInsert *) arg;
-	Oid			types[12] = {TEXTOID, TEXTOID, TEXTOID, JSONBOID, OIDOID, TEXTOID, JSONBOID, OIDOID, TEXTOID,
-	BOOLOID, TEXTOID, TEXTOID};
 	bool		isnull;
 
 	if (RunSql("INSERT INTO llm.queue (prompt, model, system, options, "
 			   "target_table, target_column, target_key, enqueued_by, via, spread, provider, task) "
 			   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-			   12, types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
+			   12, enqueue_types, e->values, e->nulls, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into llm.queue");
 	e->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Queue an item of the caller's (within the caller's cap), the workers
+ * woken at commit for how it is sent: its id.
+ */
+static int64
+enqueue_insert(EnqueueInsert *e, Oid caller, const char *via)
+{
+	check_queue_cap(caller);
+	RunAsOwner(insert_item, e);
+	wake_workers_at_commit(via);
+	return e->id;
 }
 
 /*
@@ -781,10 +810,7 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 		RunAsOwner(drop_queued, &e);
 		queue_counted(caller, -e.dropped);
 	}
-	check_queue_cap(caller);
-	RunAsOwner(insert_item, &e);
-	wake_workers_at_commit(via);
-	PG_RETURN_INT64(e.id);
+	PG_RETURN_INT64(enqueue_insert(&e, caller, via));
 }
 
 /*
@@ -1181,13 +1207,8 @@ check_embed_via(const char *via, const char *model)
 {
 	const LlmRoute *first;
 
-	if (strcmp(via, "realtime") == 0)
+	if (!via_batch(via))
 		return;
-	if (strcmp(via, "batch_api") != 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("via must be \"realtime\" or \"batch_api\""),
-				 errhint("batch_api sends the item through its provider's batch API, at the batch price.")));
 	first = linitial(EmbedRoutes(model));
 	if (first->provider->batch == NULL || first->provider->batch->embed_line == NULL)
 		ereport(ERROR,
@@ -1273,10 +1294,7 @@ pg_llm_enqueue_embedding(PG_FUNCTION_ARGS)
 		if (e.found)
 			PG_RETURN_INT64(e.id);
 	}
-	check_queue_cap(caller);
-	RunAsOwner(insert_item, &e);
-	wake_workers_at_commit(via);
-	PG_RETURN_INT64(e.id);
+	PG_RETURN_INT64(enqueue_insert(&e, caller, via));
 }
 
 /* ---- llm.retry ---- */
