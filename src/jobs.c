@@ -51,6 +51,7 @@
 #include "embed.h"
 #include "call.h"
 #include "citus.h"
+#include "compat.h"
 #include "queue.h"
 #include "runas.h"
 
@@ -946,6 +947,16 @@ trigger_work(void *arg)
 	}
 }
 
+/* A job's trigger fired at another time, or for other rows, than it was made for. */
+static LlmNoReturn void
+fired_wrong_time(TriggerData *td, JobDef *job)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+			 errmsg("trigger \"%s\" of pg_llm job \"%s\" fires at the wrong time",
+					td->tg_trigger->tgname, job->q.name)));
+}
+
 /* Is relid the table, or one of its partitions? */
 static bool
 is_table_or_partition(Oid relid, Oid table)
@@ -1008,10 +1019,7 @@ pg_llm_job_trigger(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BEFORE(td->tg_event))
 	{
 		if (!TRIGGER_FIRED_BY_UPDATE(td->tg_event) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) || job->sep)
-			ereport(ERROR,
-					(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-					 errmsg("trigger \"%s\" of pg_llm job \"%s\" fires at the wrong time",
-							td->tg_trigger->tgname, job->q.name)));
+			fired_wrong_time(td, job);
 		if (job_input_current(job, td))
 			return PointerGetDatum(td->tg_newtuple);
 		return job_reset(td, job);
@@ -1019,10 +1027,7 @@ pg_llm_job_trigger(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_DELETE(td->tg_event) || TRIGGER_FIRED_BY_TRUNCATE(td->tg_event) ||
 		(TRIGGER_FIRED_FOR_STATEMENT(td->tg_event) &&
 		 (!TRIGGER_FIRED_BY_INSERT(td->tg_event) || td->tg_newtable == NULL)))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("trigger \"%s\" of pg_llm job \"%s\" fires at the wrong time",
-						td->tg_trigger->tgname, job->q.name)));
+		fired_wrong_time(td, job);
 	if (job_input_current(job, td))
 		return PointerGetDatum(NULL);
 	f.job = job;
