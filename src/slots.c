@@ -90,6 +90,33 @@ slot_release(int code, Datum arg)
 }
 
 /*
+ * Start a background process of pg_llm for a database: a queue worker
+ * (n, its slot) or a usage writer (n = -1).  Both run pg_llm_worker_main,
+ * named by their kind ("pg_llm worker", "pg_llm usage writer") and the
+ * database, never restarted by the postmaster; notify_pid (0: none) hears
+ * of its start and end.  False when the postmaster has no room for it.
+ */
+bool
+SlotStart(const char *kind, const char *dbname, int n, pid_t notify_pid,
+		  struct BackgroundWorkerHandle **handle)
+{
+	BackgroundWorker bgw;
+
+	memset(&bgw, 0, sizeof(bgw));
+	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	bgw.bgw_restart_time = BGW_NEVER_RESTART;
+	strlcpy(bgw.bgw_library_name, "pg_llm", BGW_MAXLEN);
+	strlcpy(bgw.bgw_function_name, "pg_llm_worker_main", BGW_MAXLEN);
+	snprintf(bgw.bgw_name, BGW_MAXLEN, "%s for %s", kind, dbname);
+	strlcpy(bgw.bgw_type, kind, BGW_MAXLEN);
+	strlcpy(bgw.bgw_extra, dbname, BGW_EXTRALEN);
+	bgw.bgw_main_arg = Int32GetDatum(n);
+	bgw.bgw_notify_pid = notify_pid;
+	return RegisterDynamicBackgroundWorker(&bgw, handle);
+}
+
+/*
  * Take slot n (n < 0: a usage writer, any free slot) and a lease token
  * no worker had before.  Without shared memory, or with no slot free,
  * the process runs without one.

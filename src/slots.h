@@ -51,6 +51,9 @@ typedef struct SlotView
 
 
 /* any process */
+struct BackgroundWorkerHandle;
+extern bool SlotStart(const char *kind, const char *dbname, int n, pid_t notify_pid,
+					  struct BackgroundWorkerHandle **handle);
 extern void SlotWake(Oid dboid, bool for_batches);
 extern int	SlotsLook(SlotView *out);
 extern bool SlotServing(Oid dboid, bool writer_only);

@@ -690,7 +690,6 @@ ensure_writer(bool stalled)
 	int			i;
 	int			free_req = -1;
 	TimestampTz now = GetCurrentTimestamp();
-	BackgroundWorker bgw;
 	BackgroundWorkerHandle *handle;
 	char	   *dbname;
 
@@ -724,18 +723,7 @@ ensure_writer(bool stalled)
 		return;
 
 	dbname = get_database_name(MyDatabaseId);
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	strlcpy(bgw.bgw_library_name, "pg_llm", BGW_MAXLEN);
-	strlcpy(bgw.bgw_function_name, "pg_llm_worker_main", BGW_MAXLEN);
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_llm usage writer for %s", dbname);
-	strlcpy(bgw.bgw_type, "pg_llm usage writer", BGW_MAXLEN);
-	strlcpy(bgw.bgw_extra, dbname, BGW_EXTRALEN);
-	bgw.bgw_main_arg = Int32GetDatum(-1);
-	bgw.bgw_notify_pid = 0;
-	if (!RegisterDynamicBackgroundWorker(&bgw, &handle))
+	if (!SlotStart("pg_llm usage writer", dbname, -1, 0, &handle))
 		ereport(WARNING,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("could not start a pg_llm usage writer for database \"%s\"", dbname),

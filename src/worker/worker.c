@@ -255,20 +255,7 @@ database_exists(const char *name)
 static void
 launch(LaunchedDb *db, int n)
 {
-	BackgroundWorker bgw;
-
-	memset(&bgw, 0, sizeof(bgw));
-	bgw.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	bgw.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	bgw.bgw_restart_time = BGW_NEVER_RESTART;
-	strlcpy(bgw.bgw_library_name, "pg_llm", BGW_MAXLEN);
-	strlcpy(bgw.bgw_function_name, "pg_llm_worker_main", BGW_MAXLEN);
-	snprintf(bgw.bgw_name, BGW_MAXLEN, "pg_llm worker for %s", db->name);
-	strlcpy(bgw.bgw_type, "pg_llm worker", BGW_MAXLEN);
-	strlcpy(bgw.bgw_extra, db->name, BGW_EXTRALEN);
-	bgw.bgw_main_arg = Int32GetDatum(n);
-	bgw.bgw_notify_pid = MyProcPid;
-	if (!RegisterDynamicBackgroundWorker(&bgw, &db->handle))
+	if (!SlotStart("pg_llm worker", db->name, n, MyProcPid, &db->handle))
 	{
 		db->handle = NULL;
 		db->not_before = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_RESTART_MS);
