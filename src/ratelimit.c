@@ -271,6 +271,26 @@ endpoint_and_path(const LlmProvider *p, RateKeys k, TimestampTz now,
 }
 
 /*
+ * The endpoint and path of a provider's route, with the lock of the
+ * limits held (exclusive); false, with the lock released, when shared
+ * memory has no room for them.
+ */
+static bool
+lock_endpoint(const LlmProvider *p, TimestampTz now, RateEndpoint **e, RateEndpoint **path)
+{
+	RateKeys	keys = route_keys(p);
+
+	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
+	endpoint_and_path(p, keys, now, e, path);
+	if (*e == NULL || *path == NULL)
+	{
+		LWLockRelease(limits->lock);
+		return false;
+	}
+	return true;
+}
+
+/*
  * The turns already taken under a limit that changed, at the new limit's
  * pace: the same number of turns ahead, each as long as the new limit
  * makes it (none when there was no limit).
@@ -366,7 +386,6 @@ RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms
 			 TimestampTz *until, char **why, int64 *charged)
 {
 	const LlmProvider *p = route->provider;
-	RateKeys	keys;
 	TimestampTz now = GetCurrentTimestamp();
 	RateEndpoint *e;
 	RateEndpoint *path;
@@ -385,14 +404,8 @@ RateLimitAsk(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms
 		return CitusRemoteTurn(route, tokens, reserve, max_wait_ms, until, why, charged, &last_detail);
 	if (limits == NULL)
 		return LLM_TURN_GO;
-	keys = route_keys(p);
-	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
-	endpoint_and_path(p, keys, now, &e, &path);
-	if (e == NULL || path == NULL)
-	{
-		LWLockRelease(limits->lock);
+	if (!lock_endpoint(p, now, &e, &path))
 		return LLM_TURN_GO;
-	}
 	endpoint_touch(e, p, now);
 	if (e->disabled_until > now)
 	{
@@ -607,7 +620,6 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, bool quota)
 	TimestampTz now = GetCurrentTimestamp();
 	RateEndpoint *e;
 	RateEndpoint *path;
-	RateKeys	keys;
 	long		status = t ? t->status : 0;
 
 	if (CitusDelegates())
@@ -617,14 +629,8 @@ RateLimitAfter(const LlmRoute *route, const HttpTransfer *t, bool quota)
 	}
 	if (limits == NULL)
 		return;
-	keys = route_keys(p);
-	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
-	endpoint_and_path(p, keys, now, &e, &path);
-	if (e == NULL || path == NULL)
-	{
-		LWLockRelease(limits->lock);
+	if (!lock_endpoint(p, now, &e, &path))
 		return;
-	}
 	/* a host that answered is up; one that could not be reached twice is down */
 	if (t && t->outcome == HTTP_TRANSPORT_ERROR && t->unreachable)
 	{
@@ -695,18 +701,11 @@ RateLimitAfterInBand(const LlmRoute *route, long status, bool quota)
 	TimestampTz now = GetCurrentTimestamp();
 	RateEndpoint *e;
 	RateEndpoint *path;
-	RateKeys	keys;
 
 	if (limits == NULL || (status == 0 && !quota))
 		return;
-	keys = route_keys(p);
-	LWLockAcquire(limits->lock, LW_EXCLUSIVE);
-	endpoint_and_path(p, keys, now, &e, &path);
-	if (e == NULL || path == NULL)
-	{
-		LWLockRelease(limits->lock);
+	if (!lock_endpoint(p, now, &e, &path))
 		return;
-	}
 	if (status == 401 || status == 403)
 		key_refused(path, now, status);
 	if (quota)
