@@ -7,10 +7,8 @@
  */
 #include "postgres.h"
 
-#include "catalog/pg_type.h"
 #include "fmgr.h"
 #include "miscadmin.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 
@@ -33,45 +31,6 @@ arg_text_utf8(FunctionCallInfo fcinfo, int n, size_t *len)
 	if (PG_ARGISNULL(n))
 		return NULL;
 	return LlmTextToUtf8(PG_GETARG_TEXT_PP(n), len);
-}
-
-/* A jsonb argument as JSON text in UTF-8, or NULL. */
-char *
-ChatArgJsonb(FunctionCallInfo fcinfo, int n)
-{
-	Jsonb	   *j;
-
-	if (PG_ARGISNULL(n))
-		return NULL;
-	j = PG_GETARG_JSONB_P(n);
-	return LlmToUtf8(JsonbToCString(NULL, &j->root, VARSIZE(j)));
-}
-
-/*
- * A text[] argument as its elements (text datums and their NULL flags,
- * in the array's own memory); returns how many there are.  A NULL array
- * or one of more than one dimension is refused: what names the argument
- * in the error, hint says what to pass instead of NULL.
- */
-int
-ChatArgTextArray(FunctionCallInfo fcinfo, int n, const char *what, const char *hint,
-				 Datum **elems, bool **nulls)
-{
-	ArrayType  *arr;
-	int			count;
-
-	if (PG_ARGISNULL(n))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", what),
-				 errhint("%s", hint)));
-	arr = PG_GETARG_ARRAYTYPE_P(n);
-	if (ARR_NDIM(arr) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("%s must be a one-dimensional array", what)));
-	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, elems, nulls, &count);
-	return count;
 }
 
 /*
@@ -109,7 +68,7 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 	char	   *prompt = arg_text_utf8(fcinfo, 0, &prompt_len);
 	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	char	   *system = arg_text_utf8(fcinfo, 2, &system_len);
-	char	   *options = ChatArgJsonb(fcinfo, 3);
+	char	   *options = LlmArgJsonb(fcinfo, 3);
 	LlmRequest *req;
 	LlmCall    *call;
 
@@ -255,7 +214,7 @@ completion_run(void *arg)
 Datum
 pg_llm_chat_completion(PG_FUNCTION_ARGS)
 {
-	char	   *request = ChatArgJsonb(fcinfo, 0);
+	char	   *request = LlmArgJsonb(fcinfo, 0);
 	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	LlmRequest *req;
 	CompletionRun run;

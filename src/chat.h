@@ -1,10 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * chat.h
- *	  What the SQL call functions share (chat.c): their jsonb and text[]
- *	  arguments, the arguments of llm.chat / llm.chat_stream as a call,
- *	  the prompt rule, and what a call with on_error "null" does when it
- *	  fails.
+ *	  What the SQL call functions share (chat.c): the arguments of
+ *	  llm.chat / llm.chat_stream as a call, the prompt rule, and what a
+ *	  call with on_error "null" does when it fails.
  *
  *-------------------------------------------------------------------------
  */
@@ -18,9 +17,6 @@
 #include "call.h"
 #include "schema.h"
 
-extern char *ChatArgJsonb(FunctionCallInfo fcinfo, int n);
-extern int	ChatArgTextArray(FunctionCallInfo fcinfo, int n, const char *what, const char *hint,
-							 Datum **elems, bool **nulls);
 extern LlmCall *ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode);
 extern void ChatCallBegin(LlmCall *call);
 extern void ChatCallFailed(LlmCall *call, ErrorData *edata);

@@ -212,7 +212,7 @@ pg_llm_embed(PG_FUNCTION_ARGS)
 	if (PG_ARGISNULL(0))
 		PG_RETURN_NULL();
 	run.input = LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(0)));
-	options = ChatArgJsonb(fcinfo, 2);
+	options = LlmArgJsonb(fcinfo, 2);
 	model = EmbedResolveModel(PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1)));
 	req = RequestForEmbedding(&run.input, 1, options);
 	run.call = EmbedCallCreate(req, model, 1, LLM_MODE_SYNC);
@@ -784,8 +784,8 @@ run_start(FunctionCallInfo fcinfo, MemoryContext ctx)
 	int			n;
 	int			i;
 
-	n = ChatArgTextArray(fcinfo, 0, "inputs", "Pass an array of texts, such as array_agg(body).",
-						 &elems, &elem_nulls);
+	n = LlmArgTextArray(fcinfo, 0, "inputs", "Pass an array of texts, such as array_agg(body).",
+						&elems, &elem_nulls);
 
 	run->ctx = ctx;
 	run->n = n;
@@ -795,7 +795,7 @@ run_start(FunctionCallInfo fcinfo, MemoryContext ctx)
 	run->concurrency = llm_many_concurrency;
 	run->per_request = llm_embed_inputs_per_request;
 	run->tokens_per_request = llm_embed_tokens_per_request;
-	run->options = ChatArgJsonb(fcinfo, 2);
+	run->options = LlmArgJsonb(fcinfo, 2);
 	run->model = pstrdup(EmbedResolveModel(PG_ARGISNULL(1) ? NULL :
 										   text_to_cstring(PG_GETARG_TEXT_PP(1))));
 

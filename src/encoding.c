@@ -5,7 +5,8 @@
  *	  every provider: prompts on their way out, replies on their way in
  *	  (invalid UTF-8 from a provider repaired, never an error).  Outside a
  *	  transaction (the worker between its transactions) no conversion can
- *	  be looked up: texts stay UTF-8 until they are written.
+ *	  be looked up: texts stay UTF-8 until they are written.  The jsonb
+ *	  and text[] arguments of the SQL functions are read here too.
  *
  *	  The ground floor: it calls nothing of pg_llm's above it.
  *
@@ -14,7 +15,11 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "utils/array.h"
+#include "utils/jsonb.h"
 
 #include "compat.h"
 #include "encoding.h"
@@ -77,4 +82,44 @@ LlmToServerEncoding(const char *utf8, size_t len)
 	if (!IsTransactionState())
 		return fixed;
 	return pg_any_to_server(fixed, strlen(fixed), PG_UTF8);
+}
+
+/* A jsonb argument of an SQL function as JSON text in UTF-8, or NULL. */
+char *
+LlmArgJsonb(FunctionCallInfo fcinfo, int n)
+{
+	Jsonb	   *j;
+
+	if (PG_ARGISNULL(n))
+		return NULL;
+	j = PG_GETARG_JSONB_P(n);
+	return LlmToUtf8(JsonbToCString(NULL, &j->root, VARSIZE(j)));
+}
+
+/*
+ * A text[] argument of an SQL function as its elements (text datums and
+ * their NULL flags, in the array's own memory, in the server encoding);
+ * returns how many there are.  A NULL array or one of more than one
+ * dimension is refused: what names the argument in the error, hint says
+ * what to pass instead of NULL.
+ */
+int
+LlmArgTextArray(FunctionCallInfo fcinfo, int n, const char *what, const char *hint,
+				Datum **elems, bool **nulls)
+{
+	ArrayType  *arr;
+	int			count;
+
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what),
+				 errhint("%s", hint)));
+	arr = PG_GETARG_ARRAYTYPE_P(n);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("%s must be a one-dimensional array", what)));
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, elems, nulls, &count);
+	return count;
 }

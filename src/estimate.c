@@ -34,7 +34,6 @@
 #include "utils/memutils.h"
 
 #include "call.h"
-#include "chat.h"
 #include "config.h"
 #include "count.h"
 #include "request.h"
@@ -115,7 +114,7 @@ pg_llm_estimate(PG_FUNCTION_ARGS)
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 	char	   *system = PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2)));
-	char	   *options = ChatArgJsonb(fcinfo, 3);
+	char	   *options = LlmArgJsonb(fcinfo, 3);
 	Datum	   *elems;
 	bool	   *elem_nulls;
 	int			n;
@@ -133,8 +132,8 @@ pg_llm_estimate(PG_FUNCTION_ARGS)
 	MemoryContext old;
 	LlmRequest *req;
 
-	n = ChatArgTextArray(fcinfo, 0, "prompts", "Pass an array of prompts, such as array(SELECT body FROM tickets).",
-						 &elems, &elem_nulls);
+	n = LlmArgTextArray(fcinfo, 0, "prompts", "Pass an array of prompts, such as array(SELECT body FROM tickets).",
+						&elems, &elem_nulls);
 
 	/* a bad option or model fails before anything is counted */
 	model = pstrdup(LlmResolveModel(model, NULL));

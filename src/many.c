@@ -542,8 +542,8 @@ many_start(FunctionCallInfo fcinfo, MemoryContext ctx)
 	int			i;
 	char	   *model = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
 
-	n = ChatArgTextArray(fcinfo, 0, "prompts", "Pass an array of prompts, such as array_agg(body).",
-						 &elems, &elem_nulls);
+	n = LlmArgTextArray(fcinfo, 0, "prompts", "Pass an array of prompts, such as array_agg(body).",
+						&elems, &elem_nulls);
 	if (llm_many_concurrency < 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -556,7 +556,7 @@ many_start(FunctionCallInfo fcinfo, MemoryContext ctx)
 	/* room for that many sockets, or a clear error now */
 	run->concurrency = HttpReserve(llm_many_concurrency, "llm.many_concurrency", ERROR);
 	run->system = PG_ARGISNULL(2) ? NULL : LlmToUtf8(text_to_cstring(PG_GETARG_TEXT_PP(2)));
-	run->options = ChatArgJsonb(fcinfo, 3);
+	run->options = LlmArgJsonb(fcinfo, 3);
 	run->model = pstrdup(LlmResolveModel(model, NULL));
 
 	/* a bad option or model fails the statement before anything is sent */

@@ -214,7 +214,7 @@ pg_llm_classify(PG_FUNCTION_ARGS)
 	char	   *input = arg_utf8(fcinfo, 0);
 	char	   *model = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	char	   *instructions = arg_utf8(fcinfo, 3);
-	char	   *options = ChatArgJsonb(fcinfo, 4);
+	char	   *options = LlmArgJsonb(fcinfo, 4);
 	Datum	   *elems;
 	bool	   *nulls;
 	int			n,
@@ -227,9 +227,9 @@ pg_llm_classify(PG_FUNCTION_ARGS)
 	LlmCall    *call;
 	char	   *label;
 
-	n = ChatArgTextArray(fcinfo, 1, "labels",
-						 "Pass the labels to choose from, such as ARRAY['positive', 'neutral', 'negative'].",
-						 &elems, &nulls);
+	n = LlmArgTextArray(fcinfo, 1, "labels",
+						"Pass the labels to choose from, such as ARRAY['positive', 'neutral', 'negative'].",
+						&elems, &nulls);
 	if (n == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -295,10 +295,10 @@ Datum
 pg_llm_extract(PG_FUNCTION_ARGS)
 {
 	char	   *input = arg_utf8(fcinfo, 0);
-	char	   *schema = ChatArgJsonb(fcinfo, 1);
+	char	   *schema = LlmArgJsonb(fcinfo, 1);
 	char	   *model = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
 	char	   *instructions = arg_utf8(fcinfo, 3);
-	char	   *options = ChatArgJsonb(fcinfo, 4);
+	char	   *options = LlmArgJsonb(fcinfo, 4);
 	char	   *system;
 	ShapedRun	run;
 	LlmCall    *call;
@@ -329,7 +329,7 @@ pg_llm_is_true(PG_FUNCTION_ARGS)
 	char	   *input = arg_utf8(fcinfo, 0);
 	char	   *question = arg_utf8(fcinfo, 1);
 	char	   *model = PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2));
-	char	   *options = ChatArgJsonb(fcinfo, 3);
+	char	   *options = LlmArgJsonb(fcinfo, 3);
 	ShapedRun	run;
 	LlmCall    *call;
 	char	   *answer;
