@@ -20,11 +20,21 @@ DATA_built = sql/versions/$(EXTENSION)--$(EXTVERSION).sql sql/versions/$(EXTENSI
 DATA = sql/versions/$(EXTENSION)--0.1.0.sql sql/versions/$(EXTENSION)--0.2.0.sql \
 	sql/versions/$(EXTENSION)--0.1.0--0.2.0.sql
 
-# pg_regress scripts, one topic per file (the top of sql/); they need the
-# local mock provider: test/regress.sh starts it, and so does
-# "make installcheck" (test/installcheck.sh) when MOCK_PORT is not set
+# pg_regress scripts, one topic per file (the top of sql/).  "make
+# installcheck" is self-contained, as pg_cron's: pg_regress starts an
+# instance of its own in tmp_check/ (run it as a user initdb accepts, not
+# root) with test/regress.conf, which preloads pg_llm with a worker for
+# the test database, and sql/setup.sql starts the local mock provider
+# when MOCK_PORT is not set (test/regress_mock.sh; the last test stops
+# it).  test/regress.sh runs the same suite on an instance it starts
+# itself, with REGRESS_INSTANCE= (and so can a caller pointing PGHOST and
+# PGPORT at an instance set up like test/regress.conf).  The suite's roles
+# and databases are named regress_llm_*: test/regress_guard.sh refuses to
+# start on an instance that has one.
 REGRESS = setup offline chat anthropic shape faults stream many traffic transport queue batch shape_queue usage protocol embed jobs estimate cache money limits security hostile report teardown
-REGRESS_OPTS = --inputdir=.
+REGRESS_INSTANCE = --temp-instance=tmp_check --temp-config=test/regress.conf
+REGRESS_OPTS = --inputdir=. $(REGRESS_INSTANCE)
+REGRESS_PREP = regress-guard
 
 PG_CPPFLAGS = -Isrc -DPG_LLM_VERSION=\"$(EXTVERSION)\" \
 	$(shell pkg-config --cflags libcurl json-c 2>/dev/null) \
@@ -59,3 +69,7 @@ sql/versions/$(EXTENSION)--0.2.0--$(EXTVERSION).sql: $(UPGRADE_BEFORE) $(SQL_PAR
 
 # every object is rebuilt when a header changes (structs are shared)
 $(OBJS): $(wildcard src/*.h src/worker/*.h)
+
+.PHONY: regress-guard
+regress-guard:
+	@REGRESS_INSTANCE='$(REGRESS_INSTANCE)' bash test/regress_guard.sh

@@ -38,15 +38,6 @@ SELECT llm.create_job('b-job', 'pg_class', '{oid}', '{relname}', 'reloptions', m
 \set SHOW_CONTEXT errors
 DELETE FROM llm.queue;
 
--- needs the queue worker: pg_llm preloaded, with a worker for this database
-SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
-       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
-       AS worker_here \gset
-\if :worker_here
-\else
-\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
-\quit
-\endif
 
 CREATE TABLE bdocs (id int PRIMARY KEY, body text NOT NULL, summary text);
 INSERT INTO bdocs SELECT g, CASE WHEN g % 40 = 0 THEN 'poison ' ELSE 'doc ' END || g

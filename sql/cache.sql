@@ -121,24 +121,24 @@ FROM llm.chat_many(array_fill('What is 8 + 8?'::text, ARRAY[5]) || ARRAY['What i
 
 -- 8. roles: a role is never served another role's reply, and sees only
 -- its own rows; an administrator may share the cache
-CREATE ROLE kc_alice;
-CREATE ROLE kc_bob;
-GRANT USAGE ON SCHEMA llm TO kc_alice, kc_bob;
-GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb) TO kc_alice, kc_bob;
-GRANT SELECT ON llm.cache TO kc_alice, kc_bob;
+CREATE ROLE regress_llm_kc_alice;
+CREATE ROLE regress_llm_kc_bob;
+GRANT USAGE ON SCHEMA llm TO regress_llm_kc_alice, regress_llm_kc_bob;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb) TO regress_llm_kc_alice, regress_llm_kc_bob;
+GRANT SELECT ON llm.cache TO regress_llm_kc_alice, regress_llm_kc_bob;
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
-SET ROLE kc_alice;
+SET ROLE regress_llm_kc_alice;
 SELECT llm.chat('The secret plan', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
 SELECT count(*) FROM llm.cache;
-SET ROLE kc_bob;
+SET ROLE regress_llm_kc_bob;
 SELECT llm.chat('The secret plan', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
 SELECT count(*) FROM llm.cache;
 SET llm.cache_scope = shared;
 RESET ROLE;
 SET llm.cache_scope = shared;
-SET ROLE kc_alice;
+SET ROLE regress_llm_kc_alice;
 SELECT llm.chat('A shared question', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
-SET ROLE kc_bob;
+SET ROLE regress_llm_kc_bob;
 SELECT llm.chat('A shared question', 'kc', NULL, '{"temperature": 0}') IS NOT NULL;
 RESET ROLE;
 RESET llm.cache_scope;
@@ -166,7 +166,7 @@ DO $$ BEGIN SET llm.cache_ttl = -1; EXCEPTION WHEN invalid_parameter_value THEN
 END $$;
 SET llm.cache = sometimes;
 UPDATE llm.model SET cache_ttl = '-1 hour' WHERE name = 'kc';
-SET ROLE kc_alice;
+SET ROLE regress_llm_kc_alice;
 SET llm.cache_scope = shared;
 SET llm.cache_max_rows = 10;
 TRUNCATE llm.cache;
@@ -185,13 +185,13 @@ SELECT llm.prune_cache(-1);
 -- a rate-limit turn), and it is served when the budget is spent; only what
 -- goes to the provider is refused
 SELECT llm.add_model('kc-budget', 'mock', 'mock', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
-CREATE ROLE kc_carol;
-GRANT USAGE ON SCHEMA llm TO kc_carol;
-GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_many, llm.chat_stream, llm.enqueue TO kc_carol;
-SELECT llm.set_budget('kc_carol', NULL, 2);
+CREATE ROLE regress_llm_kc_carol;
+GRANT USAGE ON SCHEMA llm TO regress_llm_kc_carol;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_many, llm.chat_stream, llm.enqueue TO regress_llm_kc_carol;
+SELECT llm.set_budget('regress_llm_kc_carol', NULL, 2);
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
 SELECT requests_last_minute AS turns_before FROM llm.provider_status WHERE provider = 'mock' \gset
-SET ROLE kc_carol;
+SET ROLE regress_llm_kc_carol;
 SELECT llm.chat('Budget question one', 'kc-budget', NULL, '{"temperature": 0}');
 SELECT llm.chat('Budget question one', 'kc-budget', NULL, '{"temperature": 0}') FROM generate_series(1, 3);
 SELECT count(*), count(error) FROM llm.chat_many(array_fill('Budget question one'::text, ARRAY[5]), 'kc-budget', NULL, '{"temperature": 0}');
@@ -211,18 +211,18 @@ SELECT status, reply, error FROM llm.queue WHERE id = :budget_item;
 SELECT requests_last_minute - :turns_before AS turns FROM llm.provider_status WHERE provider = 'mock';
 SELECT wait_until($$SELECT count(*) = 16 FROM llm.usage WHERE model = 'kc-budget'$$, 'recorded');
 SELECT outcome, count(*) FROM llm.usage WHERE model = 'kc-budget' GROUP BY 1 ORDER BY 1;
-SELECT calls_per_month - calls AS calls_left FROM llm.budgets WHERE role = 'kc_carol'::regrole;
-SELECT llm.set_budget('kc_carol', NULL, NULL);
-REVOKE ALL ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_many, llm.chat_stream, llm.enqueue FROM kc_carol;
-REVOKE USAGE ON SCHEMA llm FROM kc_carol;
-DROP ROLE kc_carol;
+SELECT calls_per_month - calls AS calls_left FROM llm.budgets WHERE role = 'regress_llm_kc_carol'::regrole;
+SELECT llm.set_budget('regress_llm_kc_carol', NULL, NULL);
+REVOKE ALL ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_many, llm.chat_stream, llm.enqueue FROM regress_llm_kc_carol;
+REVOKE USAGE ON SCHEMA llm FROM regress_llm_kc_carol;
+DROP ROLE regress_llm_kc_carol;
 SELECT llm.drop_model('kc-budget');
 
-REVOKE ALL ON llm.cache FROM kc_alice, kc_bob;
-REVOKE ALL ON FUNCTION llm.chat(text, text, text, jsonb) FROM kc_alice, kc_bob;
-REVOKE USAGE ON SCHEMA llm FROM kc_alice, kc_bob;
-DROP ROLE kc_alice;
-DROP ROLE kc_bob;
+REVOKE ALL ON llm.cache FROM regress_llm_kc_alice, regress_llm_kc_bob;
+REVOKE ALL ON FUNCTION llm.chat(text, text, text, jsonb) FROM regress_llm_kc_alice, regress_llm_kc_bob;
+REVOKE USAGE ON SCHEMA llm FROM regress_llm_kc_alice, regress_llm_kc_bob;
+DROP ROLE regress_llm_kc_alice;
+DROP ROLE regress_llm_kc_bob;
 SELECT llm.drop_model('kc');
 SELECT llm.drop_model('kc-fail');
 SELECT llm.drop_model('kc-refuse');

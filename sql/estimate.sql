@@ -50,16 +50,16 @@ WHERE provider = 'mock';
 SELECT round(((7230 - 2 * 2403) * 1 + 2 * 2403 * 0.25 + 3 * 2) / 1e6, 8) AS expected_cost;
 
 -- 3. within the caller's budget, or not
-CREATE ROLE est_user;
-GRANT USAGE ON SCHEMA llm TO est_user;
-GRANT EXECUTE ON FUNCTION llm.estimate(text[], text, text, jsonb), llm.estimate_job(text) TO est_user;
-SELECT llm.set_budget('est_user', 0.001);
-SET ROLE est_user;
+CREATE ROLE regress_llm_est_user;
+GRANT USAGE ON SCHEMA llm TO regress_llm_est_user;
+GRANT EXECUTE ON FUNCTION llm.estimate(text[], text, text, jsonb), llm.estimate_job(text) TO regress_llm_est_user;
+SELECT llm.set_budget('regress_llm_est_user', 0.001);
+SET ROLE regress_llm_est_user;
 SELECT provider, cost_usd, within_budget FROM llm.estimate(ARRAY['short'], 'est', NULL, '{"max_tokens": 100}');
 SELECT provider, cost_usd, within_budget FROM llm.estimate(array_fill('short'::text, ARRAY[10]), 'est', NULL, '{"max_tokens": 100}');
 RESET ROLE;
-SELECT llm.set_budget('est_user', NULL, 5);
-SET ROLE est_user;
+SELECT llm.set_budget('regress_llm_est_user', NULL, 5);
+SET ROLE regress_llm_est_user;
 SELECT provider, requests, within_budget FROM llm.estimate(array_fill('short'::text, ARRAY[6]), 'est-free');
 RESET ROLE;
 
@@ -102,7 +102,7 @@ SELECT llm.drop_model('est-free');
 SELECT llm.drop_model('claude-est-direct');
 SELECT llm.drop_provider('claude_count');
 SELECT llm.drop_provider('claude_badkey');
-SELECT llm.set_budget('est_user', NULL, NULL);
-REVOKE ALL ON FUNCTION llm.estimate(text[], text, text, jsonb), llm.estimate_job(text) FROM est_user;
-REVOKE USAGE ON SCHEMA llm FROM est_user;
-DROP ROLE est_user;
+SELECT llm.set_budget('regress_llm_est_user', NULL, NULL);
+REVOKE ALL ON FUNCTION llm.estimate(text[], text, text, jsonb), llm.estimate_job(text) FROM regress_llm_est_user;
+REVOKE USAGE ON SCHEMA llm FROM regress_llm_est_user;
+DROP ROLE regress_llm_est_user;

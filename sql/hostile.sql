@@ -5,32 +5,23 @@
 -- the mock reads its directives from the model name (mock?fail=500):
 -- such names have no route, so they go unchanged to the primary provider
 SET llm.pass_through = on;
--- needs the queue worker: pg_llm preloaded, with a worker for this database
-SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
-       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
-       AS worker_here \gset
-\if :worker_here
-\else
-\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
-\quit
-\endif
 \set VERBOSITY default
-CREATE ROLE mallory LOGIN;
-CREATE SCHEMA mal AUTHORIZATION mallory;
-GRANT USAGE ON SCHEMA llm TO mallory;
+CREATE ROLE regress_llm_mallory LOGIN;
+CREATE SCHEMA mal AUTHORIZATION regress_llm_mallory;
+GRANT USAGE ON SCHEMA llm TO regress_llm_mallory;
 GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
                           llm.chat_completion(jsonb, text),
                           llm.chat_stream(text, text, text, jsonb),
-                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO mallory;
+                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO regress_llm_mallory;
 -- the reports, over her own rows (the README's grants)
-GRANT SELECT ON llm.usage, llm.usage_log, llm.usage_summary, llm.queue_status, llm.model TO mallory;
+GRANT SELECT ON llm.usage, llm.usage_log, llm.usage_summary, llm.queue_status, llm.model TO regress_llm_mallory;
 GRANT EXECUTE ON FUNCTION llm.usage_summary(text, timestamptz, timestamptz),
-                          llm.cost_report(text, timestamptz, timestamptz, text) TO mallory;
+                          llm.cost_report(text, timestamptz, timestamptz, text) TO regress_llm_mallory;
 -- databases created before PostgreSQL 15 (and upgraded) let PUBLIC create
 -- in public
 GRANT CREATE ON SCHEMA public TO PUBLIC;
 
-SET ROLE mallory;
+SET ROLE regress_llm_mallory;
 CREATE TABLE mal.ran (who name, what text);
 GRANT USAGE ON SCHEMA mal TO PUBLIC;
 GRANT INSERT ON mal.ran TO PUBLIC;
@@ -119,7 +110,7 @@ SELECT llm.add_model('hostile-priced', 'mock', 'mock', input_usd_per_mtok => 1, 
 -- a victim table, and mallory's own target
 CREATE TABLE victim (id int PRIMARY KEY, note text);
 INSERT INTO victim VALUES (1, NULL);
-SET ROLE mallory;
+SET ROLE regress_llm_mallory;
 CREATE TABLE mal.mine (id int PRIMARY KEY, note text);
 INSERT INTO mal.mine VALUES (1, NULL);
 -- an exact-type look-alike of jsonb_populate_record for the victim's row type
@@ -157,7 +148,7 @@ SELECT llm.create_provider('hostile-test', 'openai', 'http://127.0.0.1:1/v1/', a
                            options => '{"timeout_ms": 1000}');
 SELECT llm.alter_provider('hostile-test', options => '{"max_retries": 0}');
 SELECT llm.add_model('hostile-model', 'hostile-test');
-SELECT llm.set_budget('mallory', 100);
+SELECT llm.set_budget('regress_llm_mallory', 100);
 SELECT llm.current_provider();
 SELECT llm.drop_model('hostile-model');
 SELECT llm.drop_provider('hostile-test');
@@ -171,7 +162,7 @@ SELECT public.hostile_wait();
 SELECT note FROM victim;
 SELECT note FROM mal.mine;
 -- mallory, now with a budget, calls once more (budgets are read as the owner)
-SET ROLE mallory;
+SET ROLE regress_llm_mallory;
 SET search_path = mal, public, pg_catalog;
 SELECT llm.chat('hi', 'hostile-priced');
 RESET search_path;
@@ -193,18 +184,18 @@ WHERE p.pronamespace = 'llm'::regnamespace AND obj_description(p.oid, 'pg_proc')
 ORDER BY 1;
 
 -- 3. a budget in USD is not bypassed through a model without prices
-SELECT llm.set_budget('mallory', 0.001);
-SET ROLE mallory;
+SELECT llm.set_budget('regress_llm_mallory', 0.001);
+SET ROLE regress_llm_mallory;
 SELECT llm.chat('hi', 'any-name-without-a-route');
 SELECT llm.chat('hi', 'hostile-priced', options => '{"max_tokens": 1000}');
 SELECT llm.chat('hi', 'hostile-priced', options => '{"max_tokens": 10}');
 RESET ROLE;
-SELECT llm.set_budget('mallory', NULL, 1000);
-SET ROLE mallory;
+SELECT llm.set_budget('regress_llm_mallory', NULL, 1000);
+SET ROLE regress_llm_mallory;
 -- a budget in calls only has nothing to price
 SELECT llm.chat('hi', 'any-name-without-a-route');
 RESET ROLE;
-SELECT llm.set_budget('mallory', NULL, NULL);
+SELECT llm.set_budget('regress_llm_mallory', NULL, NULL);
 
 -- 4. keys and headers: control characters are refused, header values are
 -- secret like the key
@@ -255,11 +246,11 @@ SELECT llm.enqueue('x', 'mock', target_table => 'victim', target_column => 'note
 SELECT llm.enqueue('x', 'mock', target_table => 'victim', target_column => 'note', target_key => '{"id": [1]}');
 -- a row hidden by row-level security does not exist for the enqueuer
 CREATE TABLE rls_notes (id int PRIMARY KEY, owner name, note text);
-INSERT INTO rls_notes VALUES (1, 'postgres', NULL), (2, 'mallory', NULL);
+INSERT INTO rls_notes VALUES (1, 'postgres', NULL), (2, 'regress_llm_mallory', NULL);
 ALTER TABLE rls_notes ENABLE ROW LEVEL SECURITY;
 CREATE POLICY mine ON rls_notes USING (owner = current_user);
-GRANT SELECT, UPDATE ON rls_notes TO mallory;
-SET ROLE mallory;
+GRANT SELECT, UPDATE ON rls_notes TO regress_llm_mallory;
+SET ROLE regress_llm_mallory;
 SELECT llm.enqueue('x', 'mock', target_table => 'public.rls_notes', target_column => 'note', target_key => '{"id": 1}');
 SELECT llm.enqueue('x', 'mock', target_table => 'public.rls_notes', target_column => 'note', target_key => '{"id": 2}') > 0 AS queued;
 RESET ROLE;
@@ -293,40 +284,40 @@ SELECT target_column, target_key ->> 'id' AS id, status, reply, error
 FROM llm.queue WHERE target_table = 'typed'::regclass ORDER BY target_column, id;
 
 -- 9. the items of a role dropped after enqueueing fail; they are not sent
-CREATE ROLE transient;
-GRANT USAGE ON SCHEMA llm TO transient;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO transient;
+CREATE ROLE regress_llm_transient;
+GRANT USAGE ON SCHEMA llm TO regress_llm_transient;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO regress_llm_transient;
 -- hold the worker off while the role goes away
 BEGIN;
 LOCK TABLE llm.queue IN SHARE ROW EXCLUSIVE MODE;
-SET LOCAL ROLE transient;
+SET LOCAL ROLE regress_llm_transient;
 SELECT llm.enqueue('orphan', 'mock') > 0 AS queued;
 RESET ROLE;
-REVOKE ALL ON SCHEMA llm FROM transient;
-REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) FROM transient;
-DROP ROLE transient;
+REVOKE ALL ON SCHEMA llm FROM regress_llm_transient;
+REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) FROM regress_llm_transient;
+DROP ROLE regress_llm_transient;
 COMMIT;
 SELECT public.hostile_wait();
 SELECT status, error FROM llm.queue WHERE prompt = 'orphan';
 
 -- 10. an administrator can cap a role's queued items
-SELECT llm.set_budget('mallory', NULL, NULL, max_queued => 2);
-SET ROLE mallory;
+SELECT llm.set_budget('regress_llm_mallory', NULL, NULL, max_queued => 2);
+SET ROLE regress_llm_mallory;
 BEGIN;
 SELECT llm.enqueue('cap 1', 'mock') > 0 AS queued;
 SELECT llm.enqueue('cap 2', 'mock') > 0 AS queued;
 SELECT llm.enqueue('cap 3', 'mock') > 0 AS queued;
 ROLLBACK;
 RESET ROLE;
-SELECT * FROM llm.budgets WHERE role = 'mallory'::regrole;
-SELECT llm.set_budget('mallory', NULL, NULL, NULL);
+SELECT * FROM llm.budgets WHERE role = 'regress_llm_mallory'::regrole;
+SELECT llm.set_budget('regress_llm_mallory', NULL, NULL, NULL);
 
 -- 11. enqueue refuses what the write-back could never do, before anything
 -- is paid: a row an UPDATE policy hides, an identity column GENERATED
 -- ALWAYS, a table in a schema the role may not use (a clear error, not a
 -- position in internal SQL); and a table others inherit from gets one row
 CREATE TABLE pol (id int PRIMARY KEY, owner name, note text);
-INSERT INTO pol VALUES (1, 'postgres', NULL), (2, 'mallory', NULL);
+INSERT INTO pol VALUES (1, 'postgres', NULL), (2, 'regress_llm_mallory', NULL);
 ALTER TABLE pol ENABLE ROW LEVEL SECURITY;
 CREATE POLICY everyone_reads ON pol FOR SELECT USING (true);
 CREATE POLICY owner_updates ON pol FOR UPDATE USING (owner = current_user);
@@ -335,9 +326,9 @@ INSERT INTO ident (id) VALUES (1);
 CREATE SCHEMA hidden;
 CREATE TABLE hidden.t (id int PRIMARY KEY, note text);
 INSERT INTO hidden.t VALUES (1, NULL);
-GRANT SELECT, UPDATE ON pol, ident, hidden.t TO mallory;
+GRANT SELECT, UPDATE ON pol, ident, hidden.t TO regress_llm_mallory;
 SELECT 'hidden.t'::regclass::oid AS hidden_t \gset
-SET ROLE mallory;
+SET ROLE regress_llm_mallory;
 SELECT llm.enqueue('x', 'mock', target_table => 'public.pol', target_column => 'note', target_key => '{"id": 1}');
 BEGIN;
 SELECT llm.enqueue('x', 'mock', target_table => 'public.pol', target_column => 'note', target_key => '{"id": 2}') > 0 AS queued;
@@ -360,11 +351,11 @@ SELECT tableoid::regclass, id, note FROM parent ORDER BY 1, 3;
 -- superuser, as pg_cron or a maintenance script), its work runs as its
 -- owner, in a security-restricted operation with search_path pinned
 GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text, text),
-                          llm.run_job(text), llm.drop_job(text, boolean) TO mallory;
-GRANT SELECT ON llm.job, llm.job_status, llm.queue TO mallory;
+                          llm.run_job(text), llm.drop_job(text, boolean) TO regress_llm_mallory;
+GRANT SELECT ON llm.job, llm.job_status, llm.queue TO regress_llm_mallory;
 -- (the grant of 0.2.0, which jobs no longer need)
-GRANT INSERT, DELETE ON llm.job TO mallory;
-SET ROLE mallory;
+GRANT INSERT, DELETE ON llm.job TO regress_llm_mallory;
+SET ROLE regress_llm_mallory;
 CREATE TABLE mal.src (id int PRIMARY KEY, body text);
 CREATE TABLE mal.res (id int PRIMARY KEY, summary text);
 CREATE TABLE mal.seen (who name, path text, temp text);
@@ -386,10 +377,10 @@ CREATE TRIGGER watch AFTER INSERT ON mal.res FOR EACH ROW EXECUTE FUNCTION mal.w
 INSERT INTO mal.src VALUES (1, 'one');
 SELECT llm.create_job('mjob', 'mal.src', '{id}', 'Summarize: {body}', 'summary', 'mal.res', model => 'mock');
 SELECT p.oid::regprocedure AS mine FROM pg_proc p
-WHERE p.pronamespace = 'llm'::regnamespace AND p.proowner = 'mallory'::regrole;
+WHERE p.pronamespace = 'llm'::regnamespace AND p.proowner = 'regress_llm_mallory'::regrole;
 SELECT p.oid::regprocedure AS callable_internal FROM pg_proc p
 WHERE p.pronamespace = 'llm'::regnamespace AND p.proname LIKE '\_%'
-  AND has_function_privilege('mallory', p.oid, 'EXECUTE');
+  AND has_function_privilege('regress_llm_mallory', p.oid, 'EXECUTE');
 -- jobs are created by create_job only, whatever was granted on llm.job
 INSERT INTO llm.job (id, name, source_table, key_columns, prompt_template, result_column, model)
 VALUES (-1, 'direct', 'mal.src', '{id}', '{body}', 'summary', 'mock');
@@ -407,7 +398,7 @@ SELECT id, summary FROM mal.res ORDER BY id;
 SELECT job, enqueued_by::regrole, status FROM llm.queue WHERE job = 'mjob' ORDER BY id;
 
 -- a source table that others inherit from: the job reads its own rows
-SET ROLE mallory;
+SET ROLE regress_llm_mallory;
 CREATE TABLE mal.base (id int PRIMARY KEY, body text, summary text);
 CREATE TABLE mal.derived () INHERITS (mal.base);
 INSERT INTO mal.base VALUES (1, 'base', NULL);
@@ -421,8 +412,8 @@ SELECT tableoid::regclass, id, summary FROM mal.base ORDER BY id;
 
 -- the owner's cap on queued items holds for jobs too: run_job and the
 -- triggers queue up to it, with a warning
-SELECT llm.set_budget('mallory', NULL, NULL, max_queued => 2);
-SET ROLE mallory;
+SELECT llm.set_budget('regress_llm_mallory', NULL, NULL, max_queued => 2);
+SET ROLE regress_llm_mallory;
 BEGIN;
 INSERT INTO mal.base SELECT g, 'more ' || g, NULL FROM generate_series(3, 10) g;
 SELECT llm.run_job('mbase');
@@ -430,11 +421,11 @@ INSERT INTO mal.src SELECT g, 'more ' || g FROM generate_series(3, 10) g;
 SELECT job, count(*) FROM llm.queue WHERE status = 'pending' GROUP BY job ORDER BY job;
 ROLLBACK;
 RESET ROLE;
-SELECT llm.set_budget('mallory', NULL, NULL, NULL);
+SELECT llm.set_budget('regress_llm_mallory', NULL, NULL, NULL);
 
 -- with row-level security on the result table, a row the owner may read
 -- but not update is not sent for (the triggers' rows, run_job's)
-SET ROLE mallory;
+SET ROLE regress_llm_mallory;
 ALTER TABLE mal.res ENABLE ROW LEVEL SECURITY;
 ALTER TABLE mal.res FORCE ROW LEVEL SECURITY;
 CREATE POLICY res_read ON mal.res FOR SELECT USING (true);
@@ -455,38 +446,38 @@ RESET ROLE;
 
 -- an owner who may no longer read the source table, or whom row-level
 -- security put on it limits, gets none of its new rows
-REVOKE SELECT ON mal.src FROM mallory;
-INSERT INTO mal.src VALUES (11, 'not for mallory');
-GRANT SELECT ON mal.src TO mallory;
+REVOKE SELECT ON mal.src FROM regress_llm_mallory;
+INSERT INTO mal.src VALUES (11, 'not for regress_llm_mallory');
+GRANT SELECT ON mal.src TO regress_llm_mallory;
 ALTER TABLE mal.src ENABLE ROW LEVEL SECURITY;
 ALTER TABLE mal.src FORCE ROW LEVEL SECURITY;
-INSERT INTO mal.src VALUES (12, 'not for mallory either');
+INSERT INTO mal.src VALUES (12, 'not for regress_llm_mallory either');
 ALTER TABLE mal.src NO FORCE ROW LEVEL SECURITY;
 ALTER TABLE mal.src DISABLE ROW LEVEL SECURITY;
-SELECT count(*) AS queued FROM llm.queue WHERE prompt LIKE '%not for mallory%';
+SELECT count(*) AS queued FROM llm.queue WHERE prompt LIKE '%not for regress_llm_mallory%';
 
 -- job names: a job is its id.  The victim's job, dropped without cancel
 -- while its items are pending, and mallory's job of the same name: she
 -- sees nothing of the victim's items, and replaces and cancels none of them
-CREATE ROLE hostile_victim;
-GRANT USAGE ON SCHEMA llm TO hostile_victim;
+CREATE ROLE regress_llm_hostile_victim;
+GRANT USAGE ON SCHEMA llm TO regress_llm_hostile_victim;
 GRANT EXECUTE ON FUNCTION llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text, text),
-                          llm.run_job(text), llm.drop_job(text, boolean) TO hostile_victim;
+                          llm.run_job(text), llm.drop_job(text, boolean) TO regress_llm_hostile_victim;
 CREATE TABLE vdocs (id int PRIMARY KEY, body text, score int);
-ALTER TABLE vdocs OWNER TO hostile_victim;
+ALTER TABLE vdocs OWNER TO regress_llm_hostile_victim;
 INSERT INTO vdocs VALUES (1, 'secret-1', NULL), (2, 'secret-2', NULL);
-SET ROLE hostile_victim;
+SET ROLE regress_llm_hostile_victim;
 SELECT llm.create_job('same-name', 'vdocs', '{id}', 'Score: {body}', 'score', model => 'mock', track_changes => false);
 SELECT llm.run_job('same-name');
 RESET ROLE;
 SELECT public.hostile_wait();
 BEGIN;
 LOCK TABLE llm.queue IN SHARE ROW EXCLUSIVE MODE;
-SET LOCAL ROLE hostile_victim;
+SET LOCAL ROLE regress_llm_hostile_victim;
 SELECT llm.run_job('same-name');
 SELECT llm.drop_job('same-name');
 RESET ROLE;
-SET LOCAL ROLE mallory;
+SET LOCAL ROLE regress_llm_mallory;
 CREATE TABLE mal.mdocs (id int PRIMARY KEY, body text, score int);
 SELECT llm.create_job('same-name', 'mal.mdocs', '{id}', 'Mine: {body}', 'score', model => 'mock');
 SELECT job, pending, failed, last_error FROM llm.job_status WHERE job = 'same-name';
@@ -501,12 +492,12 @@ ROLLBACK;
 -- ids reach nothing, and neither does a retry of everything (review 3,
 -- the worker); a provider the model has no route on is refused before
 -- anything is queued
-GRANT EXECUTE ON FUNCTION llm.retry(bigint[], text, text) TO mallory;
+GRANT EXECUTE ON FUNCTION llm.retry(bigint[], text, text) TO regress_llm_mallory;
 INSERT INTO llm.queue (prompt, model, enqueued_by, status, error, reply, answered)
-VALUES ('paid for', 'mock', 'hostile_victim'::regrole, 'failed', 'the reply could not be written back: x',
+VALUES ('paid for', 'mock', 'regress_llm_hostile_victim'::regrole, 'failed', 'the reply could not be written back: x',
         'a reply', true)
 RETURNING id AS victim_item \gset
-SET ROLE mallory;
+SET ROLE regress_llm_mallory;
 SELECT llm.retry(ARRAY[:victim_item]::bigint[]) AS retried_by_id;
 SELECT llm.retry() AS retried_all;
 SELECT llm.retry(job => 'vjob') AS retried_by_job;
@@ -514,7 +505,7 @@ SELECT llm.enqueue('x', 'mock', provider => 'nowhere');
 RESET ROLE;
 SELECT status, reply, answered FROM llm.queue WHERE id = :victim_item;
 DELETE FROM llm.queue WHERE id = :victim_item;
-REVOKE ALL ON FUNCTION llm.retry(bigint[], text, text) FROM mallory;
+REVOKE ALL ON FUNCTION llm.retry(bigint[], text, text) FROM regress_llm_mallory;
 
 -- nothing planted ran during any of this either
 SELECT who, what FROM mal.ran;
@@ -522,20 +513,20 @@ SELECT who, what FROM mal.ran;
 SELECT llm.drop_job('mjob'), llm.drop_job('mbase');
 DROP TABLE pol, ident, parent, child, hidden.t, vdocs;
 DROP SCHEMA hidden;
-REVOKE ALL ON SCHEMA llm FROM hostile_victim;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM hostile_victim;
-DROP ROLE hostile_victim;
-REVOKE ALL ON llm.job, llm.job_status, llm.queue, llm.usage, llm.usage_log, llm.usage_summary, llm.queue_status, llm.model FROM mallory;
+REVOKE ALL ON SCHEMA llm FROM regress_llm_hostile_victim;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM regress_llm_hostile_victim;
+DROP ROLE regress_llm_hostile_victim;
+REVOKE ALL ON llm.job, llm.job_status, llm.queue, llm.usage, llm.usage_log, llm.usage_summary, llm.queue_status, llm.model FROM regress_llm_mallory;
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 DROP FUNCTION public.make_interval(integer);
 DROP FUNCTION public.jsonb_populate_record(public.victim, jsonb);
 DROP SCHEMA mal CASCADE;
-REVOKE ALL ON rls_notes FROM mallory;
+REVOKE ALL ON rls_notes FROM regress_llm_mallory;
 DROP TABLE rls_notes, typed, victim;
 DROP FUNCTION hostile_wait();
 SELECT llm.drop_model('hostile-priced');
 DROP TYPE mood;
 DROP DOMAIN short_word;
-REVOKE ALL ON SCHEMA llm FROM mallory;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM mallory;
-DROP ROLE mallory;
+REVOKE ALL ON SCHEMA llm FROM regress_llm_mallory;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM regress_llm_mallory;
+DROP ROLE regress_llm_mallory;

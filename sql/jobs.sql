@@ -4,15 +4,6 @@
 -- the mock reads its directives from the model name (mock?fail=500):
 -- such names have no route, so they go unchanged to the primary provider
 SET llm.pass_through = on;
--- needs the queue worker: pg_llm preloaded, with a worker for this database
-SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
-       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
-       AS worker_here \gset
-\if :worker_here
-\else
-\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
-\quit
-\endif
 \set SHOW_CONTEXT never
 TRUNCATE llm.queue;
 
@@ -192,27 +183,27 @@ WHERE j.name = 'refused' AND q.status = 'failed';
 
 -- a job runs as the role that created it; the roles that write its source
 -- table need nothing from llm
-CREATE ROLE job_owner;
-CREATE ROLE job_writer;
-CREATE ROLE job_other;
-GRANT USAGE ON SCHEMA llm TO job_owner, job_other;
+CREATE ROLE regress_llm_job_owner;
+CREATE ROLE regress_llm_job_writer;
+CREATE ROLE regress_llm_job_other;
+GRANT USAGE ON SCHEMA llm TO regress_llm_job_owner, regress_llm_job_other;
 GRANT EXECUTE ON FUNCTION
     llm.create_job(text, regclass, text[], text, name, regclass, text, text, jsonb, boolean, text, text, text),
-    llm.run_job(text), llm.drop_job(text, boolean) TO job_owner, job_other;
-GRANT SELECT, INSERT, DELETE ON llm.job TO job_owner, job_other;
-GRANT SELECT ON llm.job_status TO job_owner, job_other;
+    llm.run_job(text), llm.drop_job(text, boolean) TO regress_llm_job_owner, regress_llm_job_other;
+GRANT SELECT, INSERT, DELETE ON llm.job TO regress_llm_job_owner, regress_llm_job_other;
+GRANT SELECT ON llm.job_status TO regress_llm_job_owner, regress_llm_job_other;
 CREATE TABLE jobs_owned (id int PRIMARY KEY, body text, summary text);
-ALTER TABLE jobs_owned OWNER TO job_owner;
-GRANT SELECT, INSERT, UPDATE (body) ON jobs_owned TO job_writer;
-GRANT SELECT ON jobs_owned TO job_other;
-SET ROLE job_other;
+ALTER TABLE jobs_owned OWNER TO regress_llm_job_owner;
+GRANT SELECT, INSERT, UPDATE (body) ON jobs_owned TO regress_llm_job_writer;
+GRANT SELECT ON jobs_owned TO regress_llm_job_other;
+SET ROLE regress_llm_job_other;
 SELECT llm.create_job('owned', 'jobs_owned', '{id}', 'Summarize: {body}', 'summary', model => 'mock');
 RESET ROLE;
-SET ROLE job_owner;
+SET ROLE regress_llm_job_owner;
 SELECT llm.create_job('owned', 'jobs_owned', '{id}', 'Summarize: {body}', 'summary', model => 'mock');
 RESET ROLE;
 BEGIN;
-SET LOCAL ROLE job_writer;
+SET LOCAL ROLE regress_llm_job_writer;
 INSERT INTO jobs_owned (id, body) VALUES (1, 'document one'), (2, 'document two');
 UPDATE jobs_owned SET body = 'document 2' WHERE id = 2;
 COMMIT;
@@ -222,20 +213,20 @@ SELECT target_key, prompt, status, enqueued_by::regrole FROM llm.queue WHERE job
 -- another role sees, runs and drops none of it, and can neither store a
 -- job directly nor use the jobs' trigger function
 SELECT id AS owned_id FROM llm.job WHERE name = 'owned' \gset
-SET ROLE job_other;
+SET ROLE regress_llm_job_other;
 SELECT name FROM llm.job;
 SELECT job FROM llm.job_status;
 SELECT llm.run_job('owned');
 SELECT llm.drop_job('owned');
 INSERT INTO llm.job (name, owner, source_table, key_columns, prompt_template, result_column, model)
-VALUES ('mine', 'job_other', 'jobs_owned', '{id}', '{body}', 'summary', 'mock');
+VALUES ('mine', 'regress_llm_job_other', 'jobs_owned', '{id}', '{body}', 'summary', 'mock');
 INSERT INTO llm.job (id, name, owner, source_table, key_columns, prompt_template, result_column, model)
-VALUES (-1, 'mine', 'job_other', 'jobs_owned', '{id}', '{body}', 'summary', 'mock');
+VALUES (-1, 'mine', 'regress_llm_job_other', 'jobs_owned', '{id}', '{body}', 'summary', 'mock');
 SELECT llm._job_trigger();
 RESET ROLE;
 CREATE TABLE jobs_other (id int PRIMARY KEY, body text, summary text);
-ALTER TABLE jobs_other OWNER TO job_other;
-SET ROLE job_other;
+ALTER TABLE jobs_other OWNER TO regress_llm_job_other;
+SET ROLE regress_llm_job_other;
 CREATE TRIGGER steal AFTER INSERT ON jobs_other REFERENCING NEW TABLE AS new_rows
     FOR EACH STATEMENT EXECUTE FUNCTION llm._job_trigger(:'owned_id');
 RESET ROLE;
@@ -245,7 +236,7 @@ CREATE TRIGGER steal AFTER INSERT ON jobs_other REFERENCING NEW TABLE AS new_row
 INSERT INTO jobs_other VALUES (1, 'not the job''s', NULL);
 DROP TRIGGER steal ON jobs_other;
 -- the owner runs it; so may a superuser, and the job still runs as its owner
-SET ROLE job_owner;
+SET ROLE regress_llm_job_owner;
 SELECT name, owner FROM llm.job;
 SELECT job, owner, done FROM llm.job_status;
 UPDATE jobs_owned SET summary = NULL WHERE id = 1;
@@ -260,14 +251,14 @@ SELECT llm.run_job('owned');
 SELECT wait_queue();
 SELECT target_key, status, enqueued_by::regrole FROM llm.queue WHERE job = 'owned' ORDER BY id;
 SELECT * FROM jobs_owned ORDER BY id;
-SET ROLE job_owner;
+SET ROLE regress_llm_job_owner;
 SELECT llm.drop_job('owned');
 RESET ROLE;
 -- row-level security that applies to the owner: no trigger sees its rows
 CREATE TABLE jobs_rls (id int PRIMARY KEY, body text, summary text);
 ALTER TABLE jobs_rls ENABLE ROW LEVEL SECURITY;
-GRANT SELECT, UPDATE, TRIGGER ON jobs_rls TO job_owner;
-SET ROLE job_owner;
+GRANT SELECT, UPDATE, TRIGGER ON jobs_rls TO regress_llm_job_owner;
+SET ROLE regress_llm_job_owner;
 SELECT llm.create_job('rls', 'jobs_rls', '{id}', 'Summarize: {body}', 'summary', model => 'mock');
 SELECT llm.create_job('rls', 'jobs_rls', '{id}', 'Summarize: {body}', 'summary', model => 'mock',
                       track_changes => false);
@@ -289,9 +280,9 @@ SELECT tgname FROM pg_trigger WHERE tgrelid IN ('jobs_tickets'::regclass, 'jobs_
 
 DROP TABLE jobs_events, jobs_reviews, jobs_tickets, jobs_ticket_summary, jobs_ticket_bad, jobs_ticket_strict, jobs_ticket_one, jobs_notes,
            jobs_owned, jobs_other, jobs_rls CASCADE;
-REVOKE ALL ON llm.job, llm.job_status FROM job_owner, job_other;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM job_owner, job_other;
-REVOKE ALL ON SCHEMA llm FROM job_owner, job_other;
-DROP ROLE job_owner;
-DROP ROLE job_writer;
-DROP ROLE job_other;
+REVOKE ALL ON llm.job, llm.job_status FROM regress_llm_job_owner, regress_llm_job_other;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM regress_llm_job_owner, regress_llm_job_other;
+REVOKE ALL ON SCHEMA llm FROM regress_llm_job_owner, regress_llm_job_other;
+DROP ROLE regress_llm_job_owner;
+DROP ROLE regress_llm_job_writer;
+DROP ROLE regress_llm_job_other;

@@ -3,15 +3,6 @@
 -- what they can be, usage that is paid for when a stream is cut short or
 -- a reply has no usage, n against a budget, provider text redacted and
 -- bounded, NUL characters, and the size of a request or a response.
--- needs the queue worker: pg_llm preloaded, with a worker for this database
-SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
-       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
-       AS worker_here \gset
-\if :worker_here
-\else
-\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
-\quit
-\endif
 -- the mock reads its directives from the model name (mock?fail=500)
 SET llm.pass_through = on;
 \set VERBOSITY default
@@ -153,16 +144,16 @@ SELECT model, outcome, estimated, cost_usd > 0 AS paid FROM llm.usage ORDER BY m
 DELETE FROM llm.queue WHERE prompt LIKE 'item %' OR prompt = 'absurd item';
 
 -- a budget: the reservation is the most a request may cost, n included
-CREATE ROLE limits_n;
-GRANT USAGE ON SCHEMA llm TO limits_n;
-GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_completion(jsonb, text) TO limits_n;
+CREATE ROLE regress_llm_limits_n;
+GRANT USAGE ON SCHEMA llm TO regress_llm_limits_n;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_completion(jsonb, text) TO regress_llm_limits_n;
 SELECT llm.add_model('dearer', 'mock', 'm', input_usd_per_mtok => 1, output_usd_per_mtok => 10);
-SELECT llm.set_budget('limits_n', 0.01);
-SET ROLE limits_n;
+SELECT llm.set_budget('regress_llm_limits_n', 0.01);
+SET ROLE regress_llm_limits_n;
 SELECT llm.chat('hi', 'dearer', options => '{"max_tokens": 500}');
 SELECT llm.chat_completion('{"messages": [{"role": "user", "content": "hi"}], "max_tokens": 500, "n": 128}', 'dearer');
 RESET ROLE;
-SELECT llm.set_budget('limits_n', NULL, NULL);
+SELECT llm.set_budget('regress_llm_limits_n', NULL, NULL);
 
 -- provider text: the key redacted in every field (message, code, type,
 -- param), in a stream's error event and before a body is cut; at most
@@ -210,8 +201,8 @@ SELECT llm.chat(repeat(E'\x01', 200000), 'mock');
 -- a long prompt under the cap is sent exactly
 SELECT llm.chat(repeat('ab"\', 100000), 'mock') = 'echo: ' || repeat('ab"\', 100000) AS same;
 RESET llm.max_request_size;
-CREATE ROLE limits_plain;
-SET ROLE limits_plain;
+CREATE ROLE regress_llm_limits_plain;
+SET ROLE regress_llm_limits_plain;
 SET llm.max_request_size = '1GB';
 SET llm.max_response_size = '1GB';
 SET llm.max_response_size = '1MB';
@@ -220,7 +211,7 @@ RESET llm.max_response_size;
 RESET ROLE;
 SET llm.max_response_size = '1GB';
 RESET llm.max_response_size;
-DROP ROLE limits_plain;
+DROP ROLE regress_llm_limits_plain;
 
 -- clear errors: a 200 kB response header, a status HTTP does not define
 SELECT llm.chat('x', 'mock?header_bytes=200000');
@@ -232,7 +223,7 @@ DROP FUNCTION wait_usage(int);
 DROP FUNCTION outcome(text);
 SELECT llm.drop_model(m) FROM unnest(ARRAY['lim-priced', 'absurd', 'negative', 'fraction', 'twice', 'no-usage',
                                            'slow', 'dear', 'dearer']) m;
-DROP OWNED BY limits_n;
-DROP ROLE limits_n;
+DROP OWNED BY regress_llm_limits_n;
+DROP ROLE regress_llm_limits_n;
 SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;

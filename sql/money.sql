@@ -99,15 +99,6 @@ SELECT llm.chat('x', 'slow', options => '{"on_error": "null"}');
 RESET statement_timeout;
 DROP TABLE reviews_m;
 
--- needs the queue worker: pg_llm preloaded, with a worker for this database
-SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
-       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
-       AS worker_here \gset
-\if :worker_here
-\else
-\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
-\quit
-\endif
 
 -- the usage rows of the failed calls say why
 SELECT wait_until('SELECT count(*) >= 5 FROM llm.usage WHERE model IN (''picky'', ''stream-cut'') AND outcome = ''error''', 'written');
@@ -236,14 +227,14 @@ SELECT llm.create_provider('envless', 'openai', 'http://127.0.0.1:1/v1', api_key
 SELECT llm.alter_provider('envless', api_key_env => 'PG_LLM_STILL_NO_SUCH_VARIABLE');
 SELECT llm.drop_provider('envless');
 SELECT current_database() AS regress_db \gset
-CREATE DATABASE money_unserved;
-\c money_unserved
+CREATE DATABASE regress_llm_money_unserved;
+\c regress_llm_money_unserved
 CREATE EXTENSION pg_llm;
 SELECT llm.create_provider('mock', 'openai', :'mock_url', api_key => 'sk-mock', options => '{"pass_through": true}');
 SELECT llm.enqueue('x', 'mock') IS NOT NULL AS queued;
 SELECT llm.enqueue('y', 'mock') IS NOT NULL AS queued_again;
 \c :regress_db
-DROP DATABASE money_unserved;
+DROP DATABASE regress_llm_money_unserved;
 
 SELECT llm.drop_provider('deepseek');
 SELECT llm.drop_model('triage'), llm.drop_model('cheap'), llm.drop_model('echo'), llm.drop_model('picky'), llm.drop_model('slow'),

@@ -4,15 +4,6 @@
 -- the service tier, n > 1, refusals and every finish and stop reason on
 -- every path, errors inside streams, error bodies of web frameworks, and
 -- parallel_tool_calls.  llm.usage must book what the provider bills.
--- needs the queue worker: pg_llm preloaded, with a worker for this database
-SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
-       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
-       AS worker_here \gset
-\if :worker_here
-\else
-\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
-\quit
-\endif
 -- model names carry the mock's directives: sent unchanged to the primary
 SET llm.pass_through = on;
 SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset

@@ -3,15 +3,6 @@
 -- the mock reads its directives from the model name (mock?fail=500):
 -- such names have no route, so they go unchanged to the primary provider
 SET llm.pass_through = on;
--- needs the queue worker: pg_llm preloaded, with a worker for this database
-SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
-       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
-       AS worker_here \gset
-\if :worker_here
-\else
-\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
-\quit
-\endif
 
 CREATE TABLE docs (id int PRIMARY KEY, body text NOT NULL, summary text, n int, j jsonb);
 INSERT INTO docs (id, body) SELECT g, 'document ' || g FROM generate_series(1, 30) g;
@@ -93,35 +84,35 @@ SELECT summary FROM docs WHERE id = 5;
 SELECT prompt, status, reply FROM llm.queue WHERE id IN (:old_id, :new_id) ORDER BY id;
 
 -- write-back runs with the rights of the role that enqueued
-CREATE ROLE alice;
-CREATE ROLE bob;
-GRANT USAGE ON SCHEMA llm TO alice, bob;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO alice, bob;
-GRANT SELECT ON llm.queue TO alice, bob;
+CREATE ROLE regress_llm_alice;
+CREATE ROLE regress_llm_bob;
+GRANT USAGE ON SCHEMA llm TO regress_llm_alice, regress_llm_bob;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO regress_llm_alice, regress_llm_bob;
+GRANT SELECT ON llm.queue TO regress_llm_alice, regress_llm_bob;
 CREATE TABLE alice_notes (id int PRIMARY KEY, body text, summary text);
-ALTER TABLE alice_notes OWNER TO alice;
+ALTER TABLE alice_notes OWNER TO regress_llm_alice;
 INSERT INTO alice_notes VALUES (1, 'note', NULL), (2, 'note', NULL);
-GRANT SELECT ON alice_notes TO bob;
-SET ROLE bob;
+GRANT SELECT ON alice_notes TO regress_llm_bob;
+SET ROLE regress_llm_bob;
 -- bob may read alice's table but not update it: refused at enqueue
 SELECT llm.enqueue('x', 'mock', target_table => 'alice_notes', target_column => 'summary', target_key => '{"id": 1}');
 RESET ROLE;
-SET ROLE alice;
+SET ROLE regress_llm_alice;
 SELECT llm.enqueue('mine', 'mock', target_table => 'alice_notes', target_column => 'summary', target_key => '{"id": 1}') IS NOT NULL AS queued;
 RESET ROLE;
 -- a right taken away before the worker writes: the item fails, nothing is written
 BEGIN;
-GRANT UPDATE (summary) ON alice_notes TO bob;
-SET LOCAL ROLE bob;
+GRANT UPDATE (summary) ON alice_notes TO regress_llm_bob;
+SET LOCAL ROLE regress_llm_bob;
 SELECT llm.enqueue('bob''s', 'mock', target_table => 'alice_notes', target_column => 'summary', target_key => '{"id": 2}') IS NOT NULL AS queued;
 RESET ROLE;
-REVOKE UPDATE (summary) ON alice_notes FROM bob;
+REVOKE UPDATE (summary) ON alice_notes FROM regress_llm_bob;
 COMMIT;
 SELECT wait_queue();
 SELECT * FROM alice_notes ORDER BY id;
 SELECT prompt, status, error FROM llm.queue WHERE prompt IN ('mine', 'bob''s') ORDER BY prompt;
 -- each role sees only its own items
-SET ROLE alice;
+SET ROLE regress_llm_alice;
 SELECT prompt, status FROM llm.queue ORDER BY id;
 RESET ROLE;
 
@@ -132,8 +123,8 @@ SELECT backend_type FROM pg_stat_activity WHERE backend_type = 'pg_llm worker';
 SELECT llm.purge_queue('0 seconds') > 0 AS purged;
 
 DROP TABLE alice_notes;
-REVOKE ALL ON llm.queue FROM alice, bob;
-REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) FROM alice, bob;
-REVOKE ALL ON SCHEMA llm FROM alice, bob;
-DROP ROLE alice;
-DROP ROLE bob;
+REVOKE ALL ON llm.queue FROM regress_llm_alice, regress_llm_bob;
+REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) FROM regress_llm_alice, regress_llm_bob;
+REVOKE ALL ON SCHEMA llm FROM regress_llm_alice, regress_llm_bob;
+DROP ROLE regress_llm_alice;
+DROP ROLE regress_llm_bob;

@@ -9,15 +9,6 @@
 -- quoting.
 \set VERBOSITY default
 \set SHOW_CONTEXT never
--- needs the queue worker: pg_llm preloaded, with a worker for this database
-SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
-       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
-       AS worker_here \gset
-\if :worker_here
-\else
-\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
-\quit
-\endif
 SELECT wait_queue();
 SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
@@ -39,6 +30,9 @@ SELECT llm.add_model('r-smart', 'r-openai', 'mock', priority => 2,
                      input_usd_per_mtok => 100, output_usd_per_mtok => 400);
 SELECT llm.add_model('r-free', 'r-relay', 'mock');
 
+-- the mock's port, for the checks of what it received
+SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHERE name = 'mock' \gset
+\setenv MOCK_PORT :mock_port
 -- 1. the option tag, on every call path; never sent to the provider
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
 SELECT llm.chat('one two three', 'r-smart', options => '{"tag": "triage"}');
@@ -183,29 +177,29 @@ ROLLBACK;
 
 -- 7. an analyst with the documented grants reads the reports over their
 -- own rows; a role that has the analyst's privileges, over theirs too
-CREATE ROLE r_analyst;
-CREATE ROLE r_lead;
-GRANT r_analyst TO r_lead;
-GRANT USAGE ON SCHEMA llm TO r_analyst, r_lead;
+CREATE ROLE regress_llm_r_analyst;
+CREATE ROLE regress_llm_r_lead;
+GRANT regress_llm_r_analyst TO regress_llm_r_lead;
+GRANT USAGE ON SCHEMA llm TO regress_llm_r_analyst, regress_llm_r_lead;
 GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
-                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO r_analyst;
+                          llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO regress_llm_r_analyst;
 GRANT SELECT ON llm.queue, llm.usage, llm.usage_log, llm.usage_summary, llm.queue_status, llm.job_status,
-                llm.model TO r_analyst, r_lead;
+                llm.model TO regress_llm_r_analyst, regress_llm_r_lead;
 GRANT EXECUTE ON FUNCTION llm.cost_report(text, timestamptz, timestamptz, text),
-                          llm.usage_summary(text, timestamptz, timestamptz) TO r_analyst, r_lead;
+                          llm.usage_summary(text, timestamptz, timestamptz) TO regress_llm_r_analyst, regress_llm_r_lead;
 CREATE FUNCTION r_peek(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 AS $$
 BEGIN
     RAISE NOTICE 'saw a row of %', $1;
     RETURN true;
 END;
 $$;
-SET ROLE r_analyst;
+SET ROLE regress_llm_r_analyst;
 SELECT llm.chat('one two three', 'r-smart', options => '{"tag": "analyst"}');
 SELECT llm.enqueue('one two three', 'r-smart') > 0 AS queued;
 RESET ROLE;
 SELECT wait_queue();
-SELECT wait_until($$SELECT count(*) = 2 FROM llm.usage WHERE role_oid = 'r_analyst'::regrole$$, 'recorded');
-SET ROLE r_analyst;
+SELECT wait_until($$SELECT count(*) = 2 FROM llm.usage WHERE role_oid = 'regress_llm_r_analyst'::regrole$$, 'recorded');
+SET ROLE regress_llm_r_analyst;
 SELECT role, mode, model, tag FROM llm.usage_log ORDER BY mode;
 SELECT level, mode, calls, cost_usd FROM llm.usage_summary WHERE level <> 'model';
 SELECT level, tag, calls FROM llm.usage_summary(by => 'tag') WHERE level <> 'model';
@@ -214,7 +208,7 @@ SELECT status, items FROM llm.queue_status WHERE items > 0;
 SELECT count(*) AS jobs_seen FROM llm.job_status;
 -- a condition of the reader's own sees no row the view leaves out
 SELECT count(*) FROM llm.usage_log WHERE r_peek(role);
-SET ROLE r_lead;
+SET ROLE regress_llm_r_lead;
 SELECT role, count(*) FROM llm.usage_log GROUP BY role;
 SELECT level, calls FROM llm.cost_report() WHERE level = 'total';
 RESET ROLE;
@@ -223,7 +217,13 @@ SELECT role, count(*) FROM llm.usage_log GROUP BY role ORDER BY role;
 
 -- 8. a key pasted as api_key_env is refused without being shown, in the
 -- error and in the server log; a base_url with a path pg_llm adds warns
+-- (the server log: test/regress.sh's, or the collector's of the instance
+-- make installcheck starts)
 \getenv server_log PG_LLM_SERVER_LOG
+\if :{?server_log}
+\else
+SELECT pg_current_logfile() AS server_log \gset
+\endif
 SELECT llm.create_provider('r-pasted', 'openai', :'mock_url', api_key_env => 'sk-proj-AbCdEf0123456789GhIjKl');
 SELECT llm.create_provider('r-pasted', 'openai', :'mock_url', api_key_env => 'sk_live_4eC39HqLyjWDarjtT1zdp7dc');
 SELECT llm.create_provider('r-pasted', 'openai', :'mock_url', api_key_env => 'OPENAI-KEY');
@@ -268,10 +268,10 @@ SELECT strpos(pg_read_file(:'server_log'), 'pg_llm: run of job "r-nightly" queue
 SELECT llm.drop_job('r-nightly');
 DROP TABLE r_tickets, r_notes, "RSupport";
 DROP FUNCTION r_peek(text);
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM r_analyst, r_lead;
-REVOKE ALL ON ALL TABLES IN SCHEMA llm FROM r_analyst, r_lead;
-REVOKE USAGE ON SCHEMA llm FROM r_analyst, r_lead;
-DROP ROLE r_lead;
-DROP ROLE r_analyst;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM regress_llm_r_analyst, regress_llm_r_lead;
+REVOKE ALL ON ALL TABLES IN SCHEMA llm FROM regress_llm_r_analyst, regress_llm_r_lead;
+REVOKE USAGE ON SCHEMA llm FROM regress_llm_r_analyst, regress_llm_r_lead;
+DROP ROLE regress_llm_r_lead;
+DROP ROLE regress_llm_r_analyst;
 SELECT llm.drop_model('r-smart'), llm.drop_model('r-free');
 SELECT llm.drop_provider('r-openai'), llm.drop_provider('r-relay');

@@ -3,17 +3,17 @@
 -- the mock reads its directives from the model name (mock?fail=500):
 -- such names have no route, so they go unchanged to the primary provider
 SET llm.pass_through = on;
-CREATE ROLE analyst LOGIN;
-GRANT USAGE ON SCHEMA llm TO analyst;
+CREATE ROLE regress_llm_analyst LOGIN;
+GRANT USAGE ON SCHEMA llm TO regress_llm_analyst;
 GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb),
-                          llm.chat_completion(jsonb, text) TO analyst;
-GRANT SELECT ON llm.provider, llm.model TO analyst;
+                          llm.chat_completion(jsonb, text) TO regress_llm_analyst;
+GRANT SELECT ON llm.provider, llm.model TO regress_llm_analyst;
 SELECT llm.create_provider('secret', 'openai', 'http://127.0.0.1:1/v1', api_key => 'sk-very-secret-key');
 
 SELECT llm.add_model('secret-model', 'secret', 'm');
-SET ROLE analyst;
+SET ROLE regress_llm_analyst;
 -- calls work
-SELECT llm.chat('as analyst', 'mock');
+SELECT llm.chat('as regress_llm_analyst', 'mock');
 -- the configuration can be read, but no key
 SELECT name, has_api_key FROM llm.provider WHERE name = 'secret';
 SELECT * FROM llm._provider_secret;
@@ -32,7 +32,7 @@ RESET ROLE;
 SELECT base_url AS openai_url FROM llm.provider WHERE name = 'mock' \gset
 SELECT llm.create_provider('leaky', 'openai', :'openai_url', api_key => 'sk-mock');
 SELECT llm.add_model('leaky', 'leaky', 'mock?fail=400&message=bad%20key%20sk-mock%20given');
-SET ROLE analyst;
+SET ROLE regress_llm_analyst;
 SELECT llm.chat('x', 'leaky');
 RESET ROLE;
 SELECT llm.drop_provider('leaky');
@@ -42,14 +42,14 @@ EXPLAIN (VERBOSE, COSTS OFF) SELECT llm.chat('x', 'mock');
 SELECT llm.drop_provider('secret');
 
 -- functions are not granted to PUBLIC
-CREATE ROLE nobody LOGIN;
-SET ROLE nobody;
+CREATE ROLE regress_llm_nobody LOGIN;
+SET ROLE regress_llm_nobody;
 SELECT llm.chat('x', 'mock');
 RESET ROLE;
-SELECT p.proname, has_function_privilege('nobody', p.oid, 'EXECUTE') AS public_can_execute
+SELECT p.proname, has_function_privilege('regress_llm_nobody', p.oid, 'EXECUTE') AS public_can_execute
 FROM pg_proc p WHERE p.pronamespace = 'llm'::regnamespace AND p.proname NOT LIKE '\_%' ORDER BY 1;
-DROP ROLE nobody;
-REVOKE ALL ON llm.provider, llm.model FROM analyst;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM analyst;
-REVOKE ALL ON SCHEMA llm FROM analyst;
-DROP ROLE analyst;
+DROP ROLE regress_llm_nobody;
+REVOKE ALL ON llm.provider, llm.model FROM regress_llm_analyst;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM regress_llm_analyst;
+REVOKE ALL ON SCHEMA llm FROM regress_llm_analyst;
+DROP ROLE regress_llm_analyst;

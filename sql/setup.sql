@@ -2,6 +2,17 @@
 -- the one whose port the test runner exports as MOCK_PORT, or one started
 -- here for this run (a plain make installcheck; the last test stops it).
 -- The other tests take the mock's address from llm.provider.
+-- Every role and database these tests create is named regress_llm_*: on
+-- an instance that already has one, nothing runs (a test would alter or
+-- drop it; make installcheck refuses before pg_regress starts, too).
+SELECT pg_catalog.count(*) > 0 AS names_taken, pg_catalog.string_agg(name, ', ') AS taken_names
+FROM (SELECT rolname::text AS name FROM pg_catalog.pg_roles
+      UNION ALL SELECT datname::text FROM pg_catalog.pg_database) o
+WHERE name LIKE 'regress\_llm\_%' \gset
+\if :names_taken
+\echo 'refusing to run:' :taken_names 'exist(s) already; these tests create and drop roles and databases named regress_llm_*'
+\quit
+\endif
 \getenv mock_port MOCK_PORT
 \if :{?mock_port}
 \else
@@ -9,6 +20,10 @@
 \endif
 \set openai_url 'http://127.0.0.1:' :mock_port '/v1'
 \set anthropic_url 'http://127.0.0.1:' :mock_port '/anthropic/v1'
+-- the queue worker the suite needs: pg_llm preloaded, with a worker for
+-- this database (test/regress.conf; test/regress.sh sets the same)
+SELECT current_setting('shared_preload_libraries') ~ 'pg_llm' AS preloaded,
+       current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ',')) AS worker_here;
 CREATE EXTENSION pg_llm;
 SELECT e.extname, e.extversion, n.nspname, d.description
 FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace

@@ -33,11 +33,11 @@ SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"i
                    options => '{"json_schema": {"type": "object"}}');
 SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}');
 -- a role may spread an answer only over columns it may update itself
-CREATE ROLE sq_tenant;
-GRANT USAGE ON SCHEMA llm TO sq_tenant;
-GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO sq_tenant;
-GRANT SELECT (id, order_id), UPDATE (order_id) ON sq_orders TO sq_tenant;
-SET ROLE sq_tenant;
+CREATE ROLE regress_llm_sq_tenant;
+GRANT USAGE ON SCHEMA llm TO regress_llm_sq_tenant;
+GRANT EXECUTE ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO regress_llm_sq_tenant;
+GRANT SELECT (id, order_id), UPDATE (order_id) ON sq_orders TO regress_llm_sq_tenant;
+SET ROLE regress_llm_sq_tenant;
 SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"id": 1}',
                    options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
                                 "amount": {"type": "number"}}}}');
@@ -49,20 +49,11 @@ SELECT llm.enqueue('x', 'sq-oa', target_table => 'sq_orders', target_key => '{"i
 ROLLBACK;
 RESET ROLE;
 DELETE FROM llm.queue;
-REVOKE ALL ON sq_orders FROM sq_tenant;
-REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) FROM sq_tenant;
-REVOKE ALL ON SCHEMA llm FROM sq_tenant;
-DROP ROLE sq_tenant;
+REVOKE ALL ON sq_orders FROM regress_llm_sq_tenant;
+REVOKE ALL ON FUNCTION llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) FROM regress_llm_sq_tenant;
+REVOKE ALL ON SCHEMA llm FROM regress_llm_sq_tenant;
+DROP ROLE regress_llm_sq_tenant;
 
--- needs the queue worker: pg_llm preloaded, with a worker for this database
-SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
-       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
-       AS worker_here \gset
-\if :worker_here
-\else
-\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
-\quit
-\endif
 DELETE FROM llm.queue;
 SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
@@ -141,19 +132,19 @@ SELECT llm.create_job('sq-spread', 'sq_mail', '{id}', 'Mail: {body}', model => '
                       options => '{"json_schema": {"type": "object", "properties": {"id": {"type": "integer"}}}}');
 SELECT llm.create_job('sq-spread', 'sq_mail', '{id}', 'Mail: {body}', model => 'sq-oa',
                       options => '{"json_schema": {"type": "object"}}');
-CREATE ROLE sq_jobber;
-GRANT USAGE ON SCHEMA llm TO sq_jobber;
-GRANT EXECUTE ON FUNCTION llm.create_job TO sq_jobber;
-GRANT SELECT (id, body, order_id, amount), UPDATE (order_id) ON sq_mail TO sq_jobber;
-SET ROLE sq_jobber;
+CREATE ROLE regress_llm_sq_jobber;
+GRANT USAGE ON SCHEMA llm TO regress_llm_sq_jobber;
+GRANT EXECUTE ON FUNCTION llm.create_job TO regress_llm_sq_jobber;
+GRANT SELECT (id, body, order_id, amount), UPDATE (order_id) ON sq_mail TO regress_llm_sq_jobber;
+SET ROLE regress_llm_sq_jobber;
 SELECT llm.create_job('sq-spread', 'sq_mail', '{id}', 'Mail: {body}', model => 'sq-oa', track_changes => false,
                       options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},
                                    "amount": {"type": "number"}}}}');
 RESET ROLE;
-REVOKE ALL ON sq_mail FROM sq_jobber;
-REVOKE ALL ON FUNCTION llm.create_job FROM sq_jobber;
-REVOKE ALL ON SCHEMA llm FROM sq_jobber;
-DROP ROLE sq_jobber;
+REVOKE ALL ON sq_mail FROM regress_llm_sq_jobber;
+REVOKE ALL ON FUNCTION llm.create_job FROM regress_llm_sq_jobber;
+REVOKE ALL ON SCHEMA llm FROM regress_llm_sq_jobber;
+DROP ROLE regress_llm_sq_jobber;
 SELECT count(*) AS jobs_made FROM llm.job WHERE name = 'sq-spread';
 SELECT llm.create_job('sq-spread', 'sq_mail', '{id}', 'Mail: {body}', model => 'sq-oa',
                       options => '{"json_schema": {"type": "object", "properties": {"order_id": {"type": "string"},

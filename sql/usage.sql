@@ -2,18 +2,9 @@
 -- memory so that it survives the caller's ROLLBACK; the inventory, the
 -- cost report and budgets.
 -- earlier tests' calls are written first, then cleared
--- needs the queue worker: pg_llm preloaded, with a worker for this database
 -- the mock reads its directives from the model name (mock?fail=500):
 -- such names have no route, so they go unchanged to the primary provider
 SET llm.pass_through = on;
-SELECT current_setting('shared_preload_libraries') ~ 'pg_llm'
-       AND current_database() = ANY (string_to_array(replace(current_setting('llm.database', true), ' ', ''), ','))
-       AS worker_here \gset
-\if :worker_here
-\else
-\echo 'skipped: the queue worker needs shared_preload_libraries = pg_llm and llm.database = contrib_regression (test/regress.sh sets both)'
-\quit
-\endif
 SELECT wait_until('SELECT pending = 0 FROM llm.usage_buffer_status()', 'written');
 TRUNCATE llm.usage;
 
@@ -58,43 +49,43 @@ SELECT model, baseline_provider, paid_usd, baseline_usd, saved_usd, saved_pct
 FROM llm.cost_report('relay') WHERE level = 'total';
 
 -- budgets: a role over its budget cannot call; nothing is sent
-CREATE ROLE budgeted;
-GRANT USAGE ON SCHEMA llm TO budgeted;
-GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO budgeted;
-GRANT SELECT ON llm.usage TO budgeted;
-SELECT llm.set_budget('budgeted', NULL, 2);
-SET ROLE budgeted;
+CREATE ROLE regress_llm_budgeted;
+GRANT USAGE ON SCHEMA llm TO regress_llm_budgeted;
+GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.enqueue(text, text, text, regclass, name, jsonb, jsonb, text, text, text) TO regress_llm_budgeted;
+GRANT SELECT ON llm.usage TO regress_llm_budgeted;
+SELECT llm.set_budget('regress_llm_budgeted', NULL, 2);
+SET ROLE regress_llm_budgeted;
 SELECT llm.chat('first', 'priced');
 SELECT llm.chat('second', 'priced');
 SELECT llm.chat('third', 'priced');
 RESET ROLE;
-SELECT llm.set_budget('budgeted', 0.000001);
-SET ROLE budgeted;
+SELECT llm.set_budget('regress_llm_budgeted', 0.000001);
+SET ROLE regress_llm_budgeted;
 SELECT llm.chat('over the dollar budget', 'priced');
 RESET ROLE;
 -- queue items of a role over budget fail without being sent
-SET ROLE budgeted;
+SET ROLE regress_llm_budgeted;
 SELECT llm.enqueue('queued over budget', 'priced') AS over_id \gset
 RESET ROLE;
 SELECT wait_until(format('SELECT status IN (''done'', ''failed'') FROM llm.queue WHERE id = %s', :over_id), 'finished');
 SELECT status, error FROM llm.queue WHERE id = :over_id;
 -- it was never sent, so it has no usage row: the role has the rows of its two calls
 SELECT wait_until('SELECT count(*) >= 8 FROM llm.usage', 'written');
-SELECT count(*) FROM llm.usage WHERE role_oid = 'budgeted'::regrole;
+SELECT count(*) FROM llm.usage WHERE role_oid = 'regress_llm_budgeted'::regrole;
 SELECT role, usd_per_month, calls_per_month, calls FROM llm.budgets;
 -- a plain role sees only its own usage
-SET ROLE budgeted;
-SELECT count(*) AS own_rows, bool_and(role_oid = 'budgeted'::regrole) AS all_own FROM llm.usage;
+SET ROLE regress_llm_budgeted;
+SELECT count(*) AS own_rows, bool_and(role_oid = 'regress_llm_budgeted'::regrole) AS all_own FROM llm.usage;
 RESET ROLE;
-SELECT llm.set_budget('budgeted', NULL, NULL);
+SELECT llm.set_budget('regress_llm_budgeted', NULL, NULL);
 SELECT count(*) FROM llm.budget;
-SELECT llm.set_budget('budgeted', -1);
+SELECT llm.set_budget('regress_llm_budgeted', -1);
 SELECT pending >= 0 AS ok, dropped FROM llm.usage_buffer_status();
 
-REVOKE ALL ON llm.usage FROM budgeted;
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM budgeted;
-REVOKE ALL ON SCHEMA llm FROM budgeted;
-DROP ROLE budgeted;
+REVOKE ALL ON llm.usage FROM regress_llm_budgeted;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA llm FROM regress_llm_budgeted;
+REVOKE ALL ON SCHEMA llm FROM regress_llm_budgeted;
+DROP ROLE regress_llm_budgeted;
 
 -- every request sent is in llm.usage: an attempt that failed before a
 -- successful retry, or before the next route of its chain, has a row of

@@ -181,7 +181,7 @@ cd "$PG_LLM_ROOT"
 if [ ${#regress[@]} -gt 0 ]; then
   log "pg_regress under valgrind: ${regress[*]}"
   timeout "${MEMCHECK_TIMEOUT:-3600}" \
-    make -s installcheck REGRESS="${regress[*]}" \
+    make -s installcheck REGRESS="${regress[*]}" REGRESS_INSTANCE= \
     EXTRA_REGRESS_OPTS="--outputdir=$OUT/regress" 2>&1 | tee "$OUT/regress.out" || regress_rc=1
   results+=("$OUT/regress.out")
 fi

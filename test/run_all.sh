@@ -42,6 +42,7 @@ suite unit-asan make -C "$PG_LLM_ROOT/test/unit" -s asan
 suite fuzz make -C "$PG_LLM_ROOT/test/unit" -s fuzz FUZZ_SECONDS=30
 suite mock bash "$PG_LLM_ROOT/test/mock/selftest.sh"
 suite regress bash "$PG_LLM_ROOT/test/regress.sh"
+suite installcheck bash "$PG_LLM_ROOT/test/installcheck_test.sh"
 suite upgrade bash "$PG_LLM_ROOT/test/upgrade.sh"
 suite stream bash "$PG_LLM_ROOT/test/stream_test.sh"
 suite budget bash "$PG_LLM_ROOT/test/budget_test.sh"
