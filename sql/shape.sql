@@ -102,7 +102,7 @@ FROM llm.chat_many(ARRAY['a', 'b'], 'shape-stubborn',
 ORDER BY ord;
 
 -- every answer was paid: each one asked again is its own usage row, "invalid"
-SELECT wait_until('SELECT count(*) >= 37 FROM llm.usage', 'written');
+SELECT wait_until('SELECT count(*) >= 39 FROM llm.usage', 'written');
 SELECT model, outcome, count(*) FROM llm.usage WHERE model LIKE 'shape-%' GROUP BY 1, 2 ORDER BY 1, 2;
 SELECT DISTINCT error FROM llm.usage WHERE model = 'shape-stubborn';
 
