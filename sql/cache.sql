@@ -184,13 +184,17 @@ SELECT llm.prune_cache(-1);
 -- 11. budgets: a hit is free.  It uses no call of a budget in calls (nor
 -- a rate-limit turn), and it is served when the budget is spent; only what
 -- goes to the provider is refused
-SELECT llm.add_model('kc-budget', 'mock', 'mock', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+-- (an endpoint of its own, the mock under another path, since the traffic
+-- control counts by endpoint: its requests of the last minute are this
+-- section's alone, whatever came before and however slowly it runs)
+\set kc_url 'http://127.0.0.1:' :mock_port '/kc/v1'
+SELECT llm.create_provider('kc_mock', 'openai', :'kc_url', api_key => 'sk-mock');
+SELECT llm.add_model('kc-budget', 'kc_mock', 'mock', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
 CREATE ROLE regress_llm_kc_carol;
 GRANT USAGE ON SCHEMA llm TO regress_llm_kc_carol;
 GRANT EXECUTE ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_many, llm.chat_stream, llm.enqueue TO regress_llm_kc_carol;
 SELECT llm.set_budget('regress_llm_kc_carol', NULL, 2);
 \! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
-SELECT requests_last_minute AS turns_before FROM llm.provider_status WHERE provider = 'mock' \gset
 SET ROLE regress_llm_kc_carol;
 SELECT llm.chat('Budget question one', 'kc-budget', NULL, '{"temperature": 0}');
 SELECT llm.chat('Budget question one', 'kc-budget', NULL, '{"temperature": 0}') FROM generate_series(1, 3);
@@ -208,7 +212,7 @@ RESET ROLE;
 SELECT wait_queue();
 SELECT status, reply, error FROM llm.queue WHERE id = :budget_item;
 \! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; print("provider calls:", json.load(sys.stdin)["requests"])'
-SELECT requests_last_minute - :turns_before AS turns FROM llm.provider_status WHERE provider = 'mock';
+SELECT requests_last_minute AS turns FROM llm.provider_status WHERE provider = 'kc_mock';
 SELECT wait_until($$SELECT count(*) = 16 FROM llm.usage WHERE model = 'kc-budget'$$, 'recorded');
 SELECT outcome, count(*) FROM llm.usage WHERE model = 'kc-budget' GROUP BY 1 ORDER BY 1;
 SELECT calls_per_month - calls AS calls_left FROM llm.budgets WHERE role = 'regress_llm_kc_carol'::regrole;
@@ -217,6 +221,7 @@ REVOKE ALL ON FUNCTION llm.chat(text, text, text, jsonb), llm.chat_many, llm.cha
 REVOKE USAGE ON SCHEMA llm FROM regress_llm_kc_carol;
 DROP ROLE regress_llm_kc_carol;
 SELECT llm.drop_model('kc-budget');
+SELECT llm.drop_provider('kc_mock');
 
 REVOKE ALL ON llm.cache FROM regress_llm_kc_alice, regress_llm_kc_bob;
 REVOKE ALL ON FUNCTION llm.chat(text, text, text, jsonb) FROM regress_llm_kc_alice, regress_llm_kc_bob;
