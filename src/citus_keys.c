@@ -78,6 +78,21 @@ static ExecutorFinish_hook_type prev_finish = NULL;
 
 static void flush_group(KeyGroup *g);
 
+/* The names of a key's members, in their order. */
+static List *
+key_names(Jsonb *key)
+{
+	JsonbIterator *it = JsonbIteratorInit(&key->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	List	   *names = NIL;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_KEY)
+			names = lappend(names, pnstrdup(v.val.string.val, v.val.string.len));
+	return names;
+}
+
 /*
  * Defer the lookup of a key's row in a distributed or reference table:
  * true when deferred, false when the caller must look it up now.  args
@@ -90,9 +105,7 @@ CitusKeyDefer(Relation rel, const char *relname, Jsonb *key, TargetArgs *args, O
 	char		kind = CitusTableKind(RelationGetRelid(rel));
 	StringInfoData sig;
 	StringInfoData sql;
-	JsonbIterator *it;
-	JsonbValue	v;
-	JsonbIteratorToken tok;
+	List	   *names;
 	ListCell   *lc;
 	KeyGroup   *g = NULL;
 	KeyEntry   *e;
@@ -106,19 +119,16 @@ CitusKeyDefer(Relation rel, const char *relname, Jsonb *key, TargetArgs *args, O
 	initStringInfo(&sig);
 	initStringInfo(&sql);
 	appendStringInfo(&sql, "SELECT ");
-	k = 0;
-	it = JsonbIteratorInit(&key->root);
-	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	names = key_names(key);
+	foreach(lc, names)
 	{
-		char	   *name;
+		const char *name = lfirst(lc);
 
-		if (tok != WJB_KEY)
-			continue;
-		name = pnstrdup(v.val.string.val, v.val.string.len);
+		k = foreach_current_index(lc);
 		appendStringInfo(&sig, "%s%zu:%s:%u", k ? "," : "", strlen(name), name, args->types[k]);
 		appendStringInfo(&sql, "%st.%s", k ? ", " : "", quote_identifier(name));
-		k++;
 	}
+	k = list_length(names);
 	foreach(lc, groups)
 	{
 		KeyGroup   *c = lfirst(lc);
@@ -132,8 +142,6 @@ CitusKeyDefer(Relation rel, const char *relname, Jsonb *key, TargetArgs *args, O
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	if (g == NULL)
 	{
-		int			j;
-
 		g = palloc0(sizeof(KeyGroup));
 		g->relid = RelationGetRelid(rel);
 		g->role = role;
@@ -143,19 +151,14 @@ CitusKeyDefer(Relation rel, const char *relname, Jsonb *key, TargetArgs *args, O
 		g->types = palloc(sizeof(Oid) * k);
 		appendStringInfo(&sql, " FROM %s%s AS t WHERE ",
 						 rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "", relname);
-		j = 0;
-		it = JsonbIteratorInit(&key->root);
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		foreach(lc, names)
 		{
-			char	   *name;
+			const char *name = lfirst(lc);
+			int			j = foreach_current_index(lc);
 
-			if (tok != WJB_KEY)
-				continue;
-			name = pnstrdup(v.val.string.val, v.val.string.len);
 			g->types[j] = args->types[j];
 			appendStringInfo(&sql, "%st.%s %s ANY (\001)", j ? " AND " : "", quote_identifier(name),
 							 TargetEqualityOperator(args->types[j], name));
-			j++;
 		}
 		g->sql = pstrdup(sql.data);
 		groups = lappend(groups, g);
