@@ -122,4 +122,10 @@ FROM llm.usage ORDER BY model, mode, outcome;
 SELECT count(*) FILTER (WHERE outcome <> 'retry') AS calls, count(*) FILTER (WHERE outcome = 'retry') AS retried,
        sum(cost_usd) FILTER (WHERE outcome = 'retry') > 0 AS retried_paid
 FROM llm.usage;
+-- and the inventory counts them so too: calls, their retries apart, the
+-- retries' tokens and cost in the sums (as llm.cost_report and llm.budgets)
+SELECT level, mode, calls, ok, not_ok, retries, cost_usd = (SELECT round(sum(cost_usd), 6) FROM llm.usage u WHERE u.mode = s.mode OR s.mode IS NULL) AS all_paid
+FROM llm.usage_summary s WHERE level <> 'model';
+SELECT c.calls AS cost_report_calls, s.calls AS usage_summary_calls
+FROM llm.cost_report() c, llm.usage_summary s WHERE c.level = 'total' AND s.level = 'total';
 SELECT llm.drop_model(m) FROM unnest(ARRAY['att-hang', 'att-cut', 'att-500', 'att-unreadable', 'att-chain']) m;

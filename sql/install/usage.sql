@@ -83,9 +83,13 @@ CREATE VIEW llm.usage_summary WITH (security_barrier) AS
                 WHEN GROUPING(u.model) = 1 THEN 'mode'
                 ELSE 'model' END AS level,
            u.mode, u.task, u.provider, u.model, u.upstream_model,
-           count(*) AS calls,
+           -- a call is one row that is not a retry: an attempt that failed
+           -- and was followed by another is paid (tokens, cost) and
+           -- counted apart, as llm.cost_report and llm.budgets count calls
+           count(*) FILTER (WHERE u.outcome <> 'retry') AS calls,
            count(*) FILTER (WHERE u.outcome IN ('ok', 'cache')) AS ok,
-           count(*) FILTER (WHERE u.outcome NOT IN ('ok', 'cache')) AS not_ok,
+           count(*) FILTER (WHERE u.outcome NOT IN ('ok', 'cache', 'retry')) AS not_ok,
+           count(*) FILTER (WHERE u.outcome = 'retry') AS retries,
            count(*) FILTER (WHERE u.outcome = 'cache') AS from_cache,
            count(*) FILTER (WHERE u.fallback) AS served_by_fallback,
            coalesce(sum(u.input_tokens), 0) AS input_tokens,
@@ -98,11 +102,11 @@ CREATE VIEW llm.usage_summary WITH (security_barrier) AS
     FROM llm.usage_log u
     GROUP BY GROUPING SETS ((u.mode, u.task, u.provider, u.model, u.upstream_model), (u.mode), ())
     ORDER BY GROUPING(u.mode), u.mode, GROUPING(u.model) DESC, u.task, u.provider NULLS FIRST, u.model;
-COMMENT ON VIEW llm.usage_summary IS 'The migration inventory over the calls the reader may see (llm.usage_log): per mode (level mode) and per task, provider and model of each mode (level model: a NULL provider is a call that failed before a provider was chosen), with tokens, embedded inputs and cost, and the total (level total); llm.usage_summary(by => ''job'' or ''tag'') groups by job or tag';
+COMMENT ON VIEW llm.usage_summary IS 'The migration inventory over the calls the reader may see (llm.usage_log): per mode (level mode) and per task, provider and model of each mode (level model: a NULL provider is a call that failed before a provider was chosen), with calls (the retries of a call counted apart, in retries: their tokens and cost are in the sums), tokens, embedded inputs and cost, and the total (level total); llm.usage_summary(by => ''job'' or ''tag'') groups by job or tag';
 
 CREATE FUNCTION llm.usage_summary(by text, since timestamptz DEFAULT NULL, until timestamptz DEFAULT NULL)
 RETURNS TABLE (level text, job text, tag text, mode text, task text, provider text, model text,
-               upstream_model text, calls bigint, ok bigint, not_ok bigint, from_cache bigint,
+               upstream_model text, calls bigint, ok bigint, not_ok bigint, retries bigint, from_cache bigint,
                served_by_fallback bigint, input_tokens bigint, output_tokens bigint,
                embedded_inputs bigint, cost_usd numeric, avg_latency_ms numeric, avg_ttft_ms numeric,
                first_call timestamptz, last_call timestamptz)
@@ -132,16 +136,17 @@ BEGIN
     END IF;
     RETURN QUERY
     SELECT x.level, x.job, x.tag, x.mode, x.task, x.provider, x.model, x.upstream_model, x.calls,
-           x.ok, x.not_ok, x.from_cache, x.served_by_fallback, x.input_tokens, x.output_tokens,
+           x.ok, x.not_ok, x.retries, x.from_cache, x.served_by_fallback, x.input_tokens, x.output_tokens,
            x.embedded_inputs, x.cost_usd, x.avg_latency_ms, x.avg_ttft_ms, x.first_call, x.last_call
     FROM (
         SELECT CASE WHEN GROUPING(s.gj, s.gt) = 3 THEN 'total'
                     WHEN GROUPING(s.mode) = 1 THEN label
                     ELSE 'model' END AS level,
                s.gj AS job, s.gt AS tag, s.mode, s.task, s.provider, s.model, s.upstream_model,
-               count(*) AS calls,
+               count(*) FILTER (WHERE s.outcome <> 'retry') AS calls,
                count(*) FILTER (WHERE s.outcome IN ('ok', 'cache')) AS ok,
-               count(*) FILTER (WHERE s.outcome NOT IN ('ok', 'cache')) AS not_ok,
+               count(*) FILTER (WHERE s.outcome NOT IN ('ok', 'cache', 'retry')) AS not_ok,
+               count(*) FILTER (WHERE s.outcome = 'retry') AS retries,
                count(*) FILTER (WHERE s.outcome = 'cache') AS from_cache,
                count(*) FILTER (WHERE s.fallback) AS served_by_fallback,
                coalesce(sum(s.input_tokens), 0) AS input_tokens,
