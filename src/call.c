@@ -1248,6 +1248,58 @@ run_chain(LlmCall *call, bool stream)
 }
 
 /*
+ * A prompt must be there and not empty: the same rule for every call and
+ * for the queue.
+ */
+void
+LlmCheckPrompt(const char *prompt)
+{
+	if (prompt == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("prompt must not be null"),
+				 errhint("Filter NULL rows out, or use coalesce() to give them a prompt.")));
+	if (prompt[0] == '\0')
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("prompt must not be empty"),
+				 errhint("Filter empty rows out; a model has nothing to answer.")));
+}
+
+/*
+ * The part of a call that a row's data can make fail: the prompt's
+ * check, and the budget's.  From here on, on_error "null" applies.
+ */
+void
+LlmCallBegin(LlmCall *call)
+{
+	if (call->prompt)
+		LlmCheckPrompt(call->prompt);
+	UsageBegin(call, GetUserId(), call->request_bytes, RequestMaxTokens(call->req));
+}
+
+/*
+ * A call with on_error "null" failed: its usage row (if it was accounted
+ * and not yet recorded) says why, and a WARNING names the error.  The
+ * caller returns NULL.
+ */
+void
+LlmCallFailed(LlmCall *call, ErrorData *edata)
+{
+	if (call->accounted && !call->usage_recorded)
+	{
+		call->error = edata->message;
+		UsageRecord(call, LLM_OUTCOME_ERROR);
+	}
+	ereport(WARNING,
+			(errcode(edata->sqlerrcode),
+			 errmsg("%s", edata->message),
+			 errdetail("%s%sThe call returns NULL (on_error is \"null\").",
+					   edata->detail ? edata->detail : "", edata->detail ? " " : ""),
+			 edata->hint ? errhint("%s", edata->hint) : 0));
+}
+
+/*
  * Run fn(arg) in a subtransaction, for a call whose failure must not end
  * the statement (on_error "null").  An error it raises is returned,
  * copied into the caller's memory context, with the subtransaction

@@ -3,7 +3,9 @@
  * call.h
  *	  The call engine shared by every call mode (call.c): a call's state,
  *	  one attempt on a route, the judgement of its outcome, the decision
- *	  of what comes next (retry, next route, give up), and the error.
+ *	  of what comes next (retry, next route, give up), and the error; and
+ *	  what every SQL call does around it: the prompt rule, the start (the
+ *	  budget) and, with on_error "null", the failure turned into a WARNING.
  *
  *-------------------------------------------------------------------------
  */
@@ -179,6 +181,9 @@ extern void LlmSleepMs(long ms);
 extern LlmNoReturn void LlmRaiseFailure(const LlmFailure *f, int attempts, int routes);
 extern char *LlmFailureText(const LlmFailure *f);
 extern ErrorData *LlmTry(void (*fn) (void *arg), void *arg);
+extern void LlmCheckPrompt(const char *prompt);
+extern void LlmCallBegin(LlmCall *call);
+extern void LlmCallFailed(LlmCall *call, ErrorData *edata);
 extern const char *LlmResolveModel(const char *model, LlmRequest *req);
 
 extern char *llm_default_model;

@@ -34,30 +34,11 @@ arg_text_utf8(FunctionCallInfo fcinfo, int n, size_t *len)
 }
 
 /*
- * A prompt must be there and not empty: the same rule for every call and
- * for the queue.
- */
-void
-ChatCheckPrompt(const char *prompt)
-{
-	if (prompt == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("prompt must not be null"),
-				 errhint("Filter NULL rows out, or use coalesce() to give them a prompt.")));
-	if (prompt[0] == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("prompt must not be empty"),
-				 errhint("Filter empty rows out; a model has nothing to answer.")));
-}
-
-/*
  * The call of llm.chat and llm.chat_stream, from (prompt, model, system,
  * options), with its route chain: a bad option or a model with no route
  * raises here, whatever on_error says (every row would fail alike, and
  * nothing has been sent).  The prompt is checked and the budget reserved
- * by ChatCallBegin.  Shared with stream.c.  The prompt must not be NULL
+ * by LlmCallBegin.  Shared with stream.c.  The prompt must not be NULL
  * (a NULL prompt gives NULL without a call).
  */
 LlmCall *
@@ -86,39 +67,6 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 	return call;
 }
 
-/*
- * The part of a call that a row's data can make fail: the prompt's
- * check, and the budget's.  From here on, on_error "null" applies.
- */
-void
-ChatCallBegin(LlmCall *call)
-{
-	if (call->prompt)
-		ChatCheckPrompt(call->prompt);
-	UsageBegin(call, GetUserId(), call->request_bytes, RequestMaxTokens(call->req));
-}
-
-/*
- * A call with on_error "null" failed: its usage row (if it was accounted
- * and not yet recorded) says why, and a WARNING names the error.  The
- * caller returns NULL.
- */
-void
-ChatCallFailed(LlmCall *call, ErrorData *edata)
-{
-	if (call->accounted && !call->usage_recorded)
-	{
-		call->error = edata->message;
-		UsageRecord(call, LLM_OUTCOME_ERROR);
-	}
-	ereport(WARNING,
-			(errcode(edata->sqlerrcode),
-			 errmsg("%s", edata->message),
-			 errdetail("%s%sThe call returns NULL (on_error is \"null\").",
-					   edata->detail ? edata->detail : "", edata->detail ? " " : ""),
-			 edata->hint ? errhint("%s", edata->hint) : 0));
-}
-
 /* The reply of llm.chat, run inside LlmTry when on_error is "null". */
 typedef struct ChatRun
 {
@@ -132,7 +80,7 @@ chat_run(void *arg)
 	ChatRun    *run = (ChatRun *) arg;
 	LlmCall    *call = run->call;
 
-	ChatCallBegin(call);
+	LlmCallBegin(call);
 	if (RequestHasSchema(call->req))
 	{
 		LlmShapeResult res;
@@ -169,7 +117,7 @@ pg_llm_chat(PG_FUNCTION_ARGS)
 		chat_run(&run);
 	else if ((edata = LlmTry(chat_run, &run)) != NULL)
 	{
-		ChatCallFailed(run.call, edata);
+		LlmCallFailed(run.call, edata);
 		PG_RETURN_NULL();
 	}
 	PG_RETURN_TEXT_P(run.result);
@@ -189,7 +137,7 @@ completion_run(void *arg)
 	LlmCall    *call = run->call;
 	char	   *json;
 
-	ChatCallBegin(call);
+	LlmCallBegin(call);
 	if (RequestHasSchema(call->req))
 	{
 		LlmShapeResult res;
@@ -231,7 +179,7 @@ pg_llm_chat_completion(PG_FUNCTION_ARGS)
 		completion_run(&run);
 	else if ((edata = LlmTry(completion_run, &run)) != NULL)
 	{
-		ChatCallFailed(run.call, edata);
+		LlmCallFailed(run.call, edata);
 		PG_RETURN_NULL();
 	}
 	PG_RETURN_DATUM(run.result);

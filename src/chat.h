@@ -2,8 +2,9 @@
  *
  * chat.h
  *	  What the SQL call functions share (chat.c): the arguments of
- *	  llm.chat / llm.chat_stream as a call, the prompt rule, and what a
- *	  call with on_error "null" does when it fails.
+ *	  llm.chat / llm.chat_stream as a call.  The prompt rule and what a
+ *	  call with on_error "null" does when it fails are the call engine's
+ *	  (call.h), below every SQL entry point.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,16 +16,9 @@
 #include "fmgr.h"
 
 #include "call.h"
-#include "schema.h"
+#include "shape.h"
 
 extern LlmCall *ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode);
-extern void ChatCallBegin(LlmCall *call);
-extern void ChatCallFailed(LlmCall *call, ErrorData *edata);
-extern void ChatCheckPrompt(const char *prompt);
-extern LlmCall *ShapeRun(LlmCall *call, LlmShapeResult *res);
-extern bool ShapeJudge(LlmCall *call, LlmShapeResult *res);
-extern LlmCall *ShapeAskAgain(LlmCall *call, const LlmShapeResult *res);
-extern char *ShapeFailureDetail(LlmCall *call, int asked, const LlmShapeResult *res);
 
 /* many.c */
 extern int	llm_many_concurrency;

@@ -222,7 +222,7 @@ pg_llm_embed(PG_FUNCTION_ARGS)
 		embed_one(&run);
 	else if ((edata = LlmTry(embed_one, &run)) != NULL)
 	{
-		ChatCallFailed(run.call, edata);
+		LlmCallFailed(run.call, edata);
 		PG_RETURN_NULL();
 	}
 	PG_RETURN_DATUM(run.result);

@@ -736,7 +736,7 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	/* the prompt's own bytes, not a copy: a long one is refused or queued as it is */
 	prompt = LlmTextToUtf8(PG_GETARG_TEXT_PP(0), &prompt_len);
-	ChatCheckPrompt(prompt_len == 0 ? "" : "-");
+	LlmCheckPrompt(prompt_len == 0 ? "" : "-");
 	if (strcmp(if_queued, "skip") != 0 && strcmp(if_queued, "add") != 0 &&
 		strcmp(if_queued, "replace") != 0)
 		ereport(ERROR,

@@ -26,8 +26,8 @@
 #include "utils/jsonb.h"
 
 #include "call.h"
-#include "chat.h"
 #include "schema.h"
+#include "shape.h"
 #include "usage.h"
 
 PG_FUNCTION_INFO_V1(pg_llm_classify);
@@ -176,7 +176,7 @@ shaped_run(void *arg)
 {
 	ShapedRun  *run = (ShapedRun *) arg;
 
-	ChatCallBegin(run->first);
+	LlmCallBegin(run->first);
 	run->call = ShapeRun(run->first, &run->res);
 }
 
@@ -198,7 +198,7 @@ run_shaped(ShapedRun *run, LlmCall *call)
 	}
 	if ((edata = LlmTry(shaped_run, run)) != NULL)
 	{
-		ChatCallFailed(call, edata);
+		LlmCallFailed(call, edata);
 		return false;
 	}
 	return true;

@@ -472,7 +472,7 @@ stream_open(void *arg)
 {
 	StreamState *st = (StreamState *) arg;
 
-	ChatCallBegin(st->call);
+	LlmCallBegin(st->call);
 	/* streams are cached only when the call asks (option cache) */
 	for (;;)
 	{
@@ -529,7 +529,7 @@ stream_failed(StreamState *st, ErrorData *edata)
 		st->outcome = LLM_OUTCOME_ERROR;
 	}
 	stream_release(st);
-	ChatCallFailed(st->call, edata);
+	LlmCallFailed(st->call, edata);
 	st->null_row = true;
 }
 
