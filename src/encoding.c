@@ -6,7 +6,8 @@
  *	  (invalid UTF-8 from a provider repaired, never an error).  Outside a
  *	  transaction (the worker between its transactions) no conversion can
  *	  be looked up: texts stay UTF-8 until they are written.  The jsonb
- *	  and text[] arguments of the SQL functions are read here too.
+ *	  and text[] arguments of the SQL functions are read here too, and a
+ *	  provider's UTF-8 is shown here: control characters escaped.
  *
  *	  The ground floor: it calls nothing of pg_llm's above it.
  *
@@ -17,6 +18,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/array.h"
 #include "utils/jsonb.h"
@@ -122,4 +124,64 @@ LlmArgTextArray(FunctionCallInfo fcinfo, int n, const char *what, const char *hi
 				 errmsg("%s must be a one-dimensional array", what)));
 	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, elems, nulls, &count);
 	return count;
+}
+
+/*
+ * Append one byte of UTF-8 text at s[*i] to out as it is shown: control
+ * characters escaped (\n, \r, \t, \xNN), a multi-byte character whole
+ * (*i moved to its last byte).  The one escaping of a provider's text,
+ * for RedactProviderText and LlmEscapeControls.
+ */
+void
+LlmAppendShown(StringInfo out, const char *s, size_t n, size_t *i)
+{
+	unsigned char c = (unsigned char) s[*i];
+
+	if (c == '\n')
+		appendStringInfoString(out, "\\n");
+	else if (c == '\r')
+		appendStringInfoString(out, "\\r");
+	else if (c == '\t')
+		appendStringInfoString(out, "\\t");
+	else if (c < 0x20 || c == 0x7f)
+		appendStringInfo(out, "\\x%02x", c);
+	else if (c < 0x80)
+		appendStringInfoChar(out, (char) c);
+	else
+	{
+		/* a whole character at a time, so that a cut never splits one */
+		int			l = pg_utf_mblen((const unsigned char *) s + *i);
+
+		appendBinaryStringInfo(out, s + *i, Min((size_t) l, n - *i));
+		*i += l - 1;
+	}
+}
+
+/*
+ * A text a model or a provider wrote (UTF-8, terminated) with its control
+ * characters escaped as RedactProviderText (redact.c) escapes them, and
+ * left UTF-8: for the words of a validation error that quote an answer (a
+ * property name, a value), which are shown later like every provider
+ * text.  Text escaping, no secret in sight: the ground floor, so that
+ * schema.c (the protocols) need not reach up to the redaction.
+ */
+char *
+LlmEscapeControls(const char *utf8)
+{
+	StringInfoData out;
+	size_t		n;
+	size_t		i;
+
+	if (utf8 == NULL)
+		return NULL;
+	n = strlen(utf8);
+	for (i = 0; i < n; i++)
+		if ((unsigned char) utf8[i] < 0x20 || utf8[i] == 0x7f)
+			break;
+	if (i == n)
+		return pstrdup(utf8);
+	initStringInfo(&out);
+	for (i = 0; i < n; i++)
+		LlmAppendShown(&out, utf8, n, &i);
+	return out.data;
 }

@@ -13,9 +13,10 @@
  *		a text someone else cut (a header copied into a fixed buffer) goes
  *		too;
  *	  - bytes that are not UTF-8 become U+FFFD;
- *	  - control characters are shown escaped (\n, \r, \t, \xNN), so a
- *		provider's text cannot start a line of its own in the server log
- *		or in psql's output;
+ *	  - control characters are shown escaped (\n, \r, \t, \xNN: the
+ *		escaping of encoding.c, LlmAppendShown), so a provider's text
+ *		cannot start a line of its own in the server log or in psql's
+ *		output;
  *	  - the result is at most LLM_PROVIDER_TEXT_MAX bytes, cut at a
  *		character boundary and saying how much was left out.
  *
@@ -45,63 +46,6 @@ secret_tail(const char *text, size_t len, const char *s)
 		if (memcmp(text + len - k, s, k) == 0)
 			return k;
 	return 0;
-}
-
-/*
- * Append one byte of UTF-8 text at s[*i] to out as it is shown: control
- * characters escaped (\n, \r, \t, \xNN), a multi-byte character whole
- * (*i moved to its last byte).
- */
-static void
-append_shown(StringInfo out, const char *s, size_t n, size_t *i)
-{
-	unsigned char c = (unsigned char) s[*i];
-
-	if (c == '\n')
-		appendStringInfoString(out, "\\n");
-	else if (c == '\r')
-		appendStringInfoString(out, "\\r");
-	else if (c == '\t')
-		appendStringInfoString(out, "\\t");
-	else if (c < 0x20 || c == 0x7f)
-		appendStringInfo(out, "\\x%02x", c);
-	else if (c < 0x80)
-		appendStringInfoChar(out, (char) c);
-	else
-	{
-		/* a whole character at a time, so that a cut never splits one */
-		int			l = pg_utf_mblen((const unsigned char *) s + *i);
-
-		appendBinaryStringInfo(out, s + *i, Min((size_t) l, n - *i));
-		*i += l - 1;
-	}
-}
-
-/*
- * A text a model or a provider wrote (UTF-8, terminated) with its control
- * characters escaped as RedactProviderText escapes them, and left UTF-8:
- * for the words of a validation error that quote an answer (a property
- * name, a value), which are shown later like every provider text.
- */
-char *
-EscapeProviderControls(const char *utf8)
-{
-	StringInfoData out;
-	size_t		n;
-	size_t		i;
-
-	if (utf8 == NULL)
-		return NULL;
-	n = strlen(utf8);
-	for (i = 0; i < n; i++)
-		if ((unsigned char) utf8[i] < 0x20 || utf8[i] == 0x7f)
-			break;
-	if (i == n)
-		return pstrdup(utf8);
-	initStringInfo(&out);
-	for (i = 0; i < n; i++)
-		append_shown(&out, utf8, n, &i);
-	return out.data;
 }
 
 /*
@@ -176,7 +120,7 @@ RedactProviderTextMax(const char *text, size_t len, const LlmProvider *p, size_t
 			cut_at = i;
 			break;
 		}
-		append_shown(&out, s, n, &i);
+		LlmAppendShown(&out, s, n, &i);
 	}
 	if (cut || take < len)
 		appendStringInfo(&out, "... (%zu bytes more)",

@@ -19,6 +19,5 @@ extern char *RedactProviderText(const char *text, size_t len, const LlmProvider 
 extern char *RedactProviderTextMax(const char *text, size_t len, const LlmProvider *p,
 								   size_t max);
 extern char *RedactProviderCString(const char *text, const LlmProvider *p);
-extern char *EscapeProviderControls(const char *utf8);
 
 #endif							/* PG_LLM_REDACT_H */

@@ -35,7 +35,6 @@
 #include "encoding.h"
 #include "jsonschema.h"
 #include "llm_json.h"
-#include "redact.h"
 #include "schema.h"
 
 int			llm_validation_retries = 1;
@@ -473,9 +472,9 @@ static void
 shape_invalid(LlmShapeResult *res, const char *path, const char *rule, const char *message)
 {
 	res->valid = false;
-	res->path = EscapeProviderControls(path);
+	res->path = LlmEscapeControls(path);
 	res->rule = pstrdup(rule);
-	res->message = EscapeProviderControls(message);
+	res->message = LlmEscapeControls(message);
 }
 
 /*
