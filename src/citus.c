@@ -5,13 +5,9 @@
  *	  without linking Citus: whether this database is part of a Citus
  *	  cluster, whether this node is its coordinator or a worker, which
  *	  tables are Citus tables, and whether this backend runs a query on a
- *	  shard that another node sent.
- *
- *	  A call or an enqueue that Citus pushed down to a worker node with a
- *	  query on a shard raises one clear error that names the form that
- *	  works, instead of whatever the worker's own state made of it (no
- *	  provider configured, a distributed query from a query on a shard,
- *	  an item in a queue nobody drains).
+ *	  shard that another node sent.  Facts of the cluster, no policy: what
+ *	  a worker node may do with them is citus_sync.c's (CitusGuard), where
+ *	  the pushed-down calls run is citus_plan.c's.
  *
  *-------------------------------------------------------------------------
  */
@@ -182,33 +178,6 @@ CitusTableKindName(char kind)
 			return "Citus local table";
 	}
 	return "table";
-}
-
-/*
- * Called first by every call (when it looks up its model's routes) and
- * every enqueue: in a query on a shard that a Citus coordinator sent to
- * this worker node, say what happened and what works, once, instead of
- * the error the worker's own state would give.  function names the
- * enqueue function.
- */
-void
-CitusGuard(CitusUse use, const char *function)
-{
-	if (!CitusInShardQuery() || !IsTransactionState() || !CitusIsWorkerNode())
-		return;
-	if (use == CITUS_USE_ENQUEUE)
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("%s cannot run on a Citus worker node", function),
-				 errdetail("Citus sent it to this worker node with a query on a shard; queue items are kept, sent and written back by the coordinator."),
-				 errhint("Run the statement on the coordinator with pg_llm in its shared_preload_libraries, which keeps %s there; or read the rows into a temporary table first and enqueue from it.",
-						 function)));
-	if (!CitusCallsOnWorkers())
-		ereport(ERROR,
-				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("pg_llm cannot call providers from this Citus worker node"),
-				 errdetail("Citus sent the call to this worker node with a query on a shard, and this node does not have the coordinator's providers, models, keys and budgets, or does not preload pg_llm."),
-				 errhint("Run SELECT llm.citus_sync() on the coordinator to give every worker node the configuration (each preloading pg_llm); or keep the calls on the coordinator: SET llm.citus_calls = coordinator, with pg_llm in the coordinator's shared_preload_libraries.")));
 }
 
 /*

@@ -4,8 +4,9 @@
  *	  pg_llm on a Citus cluster, without linking Citus: what this node is
  *	  (coordinator or worker), which tables are Citus tables, whether this
  *	  backend runs a query on a shard for another node (citus.c); the
- *	  planner hook that keeps coordinator-only calls on the coordinator
- *	  (citus_plan.c).
+ *	  planner hook that keeps coordinator-only calls on the coordinator,
+ *	  and llm.citus_calls (citus_plan.c); the configuration sent to the
+ *	  worker nodes and what a worker node may do with it (citus_sync.c).
  *
  *-------------------------------------------------------------------------
  */
@@ -59,7 +60,6 @@ extern bool CitusInShardQuery(void);
 extern char CitusTableKind(Oid relid);
 extern const char *CitusTableKindName(char kind);
 extern bool CitusExtensionDistributed(void);
-extern void CitusGuard(CitusUse use, const char *function);
 extern char *CitusDistributionColumn(Oid relid);
 extern int64 CitusShardOf(Oid relid, Oid type, Datum value);
 extern void CitusRefuseTracking(Oid relid, const char *job);
@@ -78,12 +78,10 @@ extern void CitusClear(struct pg_result *r);
 extern void CitusFinish(struct pg_conn *conn);
 
 /* citus_sync.c */
-extern int	llm_citus_calls;
 extern void CitusConfigChanged(void);
 extern bool CitusCallsOnWorkers(void);
-extern bool CitusWorkersCall(void);
+extern void CitusGuard(CitusUse use, const char *function);
 extern bool CitusWorkersSynced(void);
-extern void CitusDefineSettings(void);
 
 /* citus_remote.c */
 extern bool CitusDelegates(void);
@@ -97,6 +95,9 @@ extern void CitusRemoteRelease(Oid roleid, int month, double reserved_usd, doubl
 extern void CitusRemoteSpent(Oid roleid, double *spent, int64 *calls);
 
 /* citus_plan.c */
+extern int	llm_citus_calls;
+extern bool CitusWorkersCall(void);
+extern void CitusDefineSettings(void);
 extern void CitusPlanInit(void);
 
 /* citus_ddl.c */

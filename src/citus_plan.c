@@ -25,7 +25,8 @@
  *
  *	  Calls to providers (llm.chat and the others) are kept on the
  *	  coordinator in the same way unless the worker nodes are set up to
- *	  make them (CitusCallsOnWorkers).  An UPDATE or DELETE of a Citus
+ *	  make them: llm.citus_calls, defined here, and with auto the state of
+ *	  the worker nodes that llm.citus_sync() recorded (CitusWorkersCall).  An UPDATE or DELETE of a Citus
  *	  table that calls pg_llm is refused with the form that works (Citus
  *	  refuses volatile functions there).
  *
@@ -40,6 +41,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
 #include "nodes/nodeFuncs.h"
@@ -47,10 +49,13 @@
 #include "optimizer/planner.h"
 #include "parser/parsetree.h"
 #include "rewrite/rewriteManip.h"
+#include "storage/proc.h"
+#include "utils/guc.h"
 #include "utils/lsyscache.h"
 
 #include "citus.h"
 #include "compat.h"
+#include "runas.h"
 
 static planner_hook_type prev_planner_hook = NULL;
 
@@ -417,6 +422,81 @@ rewrite_query(RewriteState *ps, Query *q)
 	(void) query_tree_walker(q, rewrite_walker, ps, 0);
 	rewrite_level(ps, q);
 }
+
+/* ---- where the calls run: llm.citus_calls ---- */
+
+/* llm.citus_calls: where calls over Citus tables run */
+int			llm_citus_calls = CITUS_CALLS_AUTO;
+
+/* Per transaction: every worker node ready (1) or not (0); -1 not asked. */
+static LocalTransactionId ready_xact = InvalidLocalTransactionId;
+static int	ready_all = -1;
+
+static void
+all_query(void *arg)
+{
+	/* every active worker node took the last sync, preloads pg_llm, and runs this version */
+	*(bool *) arg = SPI_execute("SELECT pg_catalog.count(*) > 0 AND pg_catalog.bool_and(c.node IS NOT NULL AND c.preloaded "
+								"AND c.version = (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_llm')) "
+								"FROM pg_catalog.pg_dist_node n LEFT JOIN llm._citus_node c "
+								"ON c.node = n.nodename OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) n.nodeport "
+								"WHERE n.groupid > 0 AND n.isactive AND n.noderole = 'primary'",
+								true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
+		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) != NULL &&
+		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)[0] == 't';
+}
+
+/*
+ * On the coordinator: do the worker nodes make the calls Citus pushes
+ * down to them (llm.citus_calls, and with auto: every active worker node
+ * took the last sync and preloads pg_llm, as citus_sync.c recorded in
+ * llm._citus_node)?  The hook's question, asked once a transaction.
+ */
+bool
+CitusWorkersCall(void)
+{
+	bool		all = false;
+
+	if (llm_citus_calls == CITUS_CALLS_COORDINATOR)
+		return false;
+	if (llm_citus_calls == CITUS_CALLS_WORKERS)
+		return true;
+	if (!IsTransactionState())
+		return false;
+	if (ready_xact != LlmMyLocalXid())
+	{
+		ready_xact = LlmMyLocalXid();
+		ready_all = -1;
+	}
+	if (ready_all < 0)
+	{
+		if (!OidIsValid(get_relname_relid("_citus_node", get_namespace_oid("llm", true))))
+			return false;
+		ready_all = 0;			/* the query below is planned too */
+		RunAsOwner(all_query, &all);
+		ready_all = all ? 1 : 0;
+	}
+	return ready_all == 1;
+}
+
+static const struct config_enum_entry citus_calls_options[] = {
+	{"auto", CITUS_CALLS_AUTO, false},
+	{"coordinator", CITUS_CALLS_COORDINATOR, false},
+	{"workers", CITUS_CALLS_WORKERS, false},
+	{NULL, 0, false}
+};
+
+/* The setting of where the calls run (from _PG_init). */
+void
+CitusDefineSettings(void)
+{
+	DefineCustomEnumVariable("llm.citus_calls",
+							 "Where calls over Citus tables run: auto, coordinator or workers.",
+							 "auto: on the worker nodes that hold the rows when every worker node has the coordinator's configuration (llm.citus_sync) and preloads pg_llm, else on the coordinator.",
+							 &llm_citus_calls, CITUS_CALLS_AUTO, citus_calls_options,
+							 PGC_USERSET, 0, NULL, NULL, NULL);
+}
+
 
 static bool
 rewrite_walker(Node *node, RewriteState *ps)

@@ -22,9 +22,12 @@
  *	  on every node, with OIDs of their own).
  *
  *	  A worker node that has the configuration and preloads pg_llm makes
- *	  the calls that Citus pushes down to it; the coordinator records,
- *	  per node, what the last sync found, and its planner hook pushes
- *	  calls down only when every worker node is ready (llm.citus_calls).
+ *	  the calls that Citus pushes down to it (CitusCallsOnWorkers); a
+ *	  call or an enqueue that Citus pushed down to a worker node that may
+ *	  not make it raises one clear error (CitusGuard).  The coordinator
+ *	  records, per node, what the last sync found, and its planner hook
+ *	  (citus_plan.c) pushes calls down only when every worker node is
+ *	  ready (llm.citus_calls).
  *
  *-------------------------------------------------------------------------
  */
@@ -52,9 +55,6 @@
 
 PG_FUNCTION_INFO_V1(pg_llm_citus_sync);
 PG_FUNCTION_INFO_V1(pg_llm_preloaded);
-
-/* llm.citus_calls: where calls over Citus tables run */
-int			llm_citus_calls = CITUS_CALLS_AUTO;
 
 static bool sync_at_commit = false;
 static bool syncing = false;
@@ -324,7 +324,6 @@ pg_llm_preloaded(PG_FUNCTION_ARGS)
 
 static LocalTransactionId ready_xact = InvalidLocalTransactionId;
 static int	ready_self = -1;		/* this worker node: synced (1) or not (0) */
-static int	ready_all = -1;			/* the coordinator: every worker node ready */
 
 static void
 self_query(void *arg)
@@ -348,7 +347,7 @@ CitusCallsOnWorkers(void)
 	if (ready_xact != LlmMyLocalXid())
 	{
 		ready_xact = LlmMyLocalXid();
-		ready_self = ready_all = -1;
+		ready_self = -1;
 	}
 	if (ready_self < 0)
 	{
@@ -359,68 +358,31 @@ CitusCallsOnWorkers(void)
 	return ready_self == 1;
 }
 
-static void
-all_query(void *arg)
-{
-	/* every active worker node took the last sync, preloads pg_llm, and runs this version */
-	*(bool *) arg = SPI_execute("SELECT pg_catalog.count(*) > 0 AND pg_catalog.bool_and(c.node IS NOT NULL AND c.preloaded "
-								"AND c.version = (SELECT e.extversion FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_llm')) "
-								"FROM pg_catalog.pg_dist_node n LEFT JOIN llm._citus_node c "
-								"ON c.node = n.nodename OPERATOR(pg_catalog.||) ':' OPERATOR(pg_catalog.||) n.nodeport "
-								"WHERE n.groupid > 0 AND n.isactive AND n.noderole = 'primary'",
-								true, 1) == SPI_OK_SELECT && SPI_processed == 1 &&
-		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) != NULL &&
-		SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)[0] == 't';
-}
-
 /*
- * On the coordinator: do the worker nodes make the calls Citus pushes
- * down to them (llm.citus_calls, and with auto: every active worker node
- * took the last sync and preloads pg_llm)?
+ * Called first by every call (when it looks up its model's routes) and
+ * every enqueue: in a query on a shard that a Citus coordinator sent to
+ * this worker node, say what happened and what works, once, instead of
+ * the error the worker's own state would give.  function names the
+ * enqueue function.
  */
-bool
-CitusWorkersCall(void)
-{
-	bool		all = false;
-
-	if (llm_citus_calls == CITUS_CALLS_COORDINATOR)
-		return false;
-	if (llm_citus_calls == CITUS_CALLS_WORKERS)
-		return true;
-	if (!IsTransactionState())
-		return false;
-	if (ready_xact != LlmMyLocalXid())
-	{
-		ready_xact = LlmMyLocalXid();
-		ready_self = ready_all = -1;
-	}
-	if (ready_all < 0)
-	{
-		if (!OidIsValid(get_relname_relid("_citus_node", get_namespace_oid("llm", true))))
-			return false;
-		ready_all = 0;			/* the query below is planned too */
-		RunAsOwner(all_query, &all);
-		ready_all = all ? 1 : 0;
-	}
-	return ready_all == 1;
-}
-
-static const struct config_enum_entry citus_calls_options[] = {
-	{"auto", CITUS_CALLS_AUTO, false},
-	{"coordinator", CITUS_CALLS_COORDINATOR, false},
-	{"workers", CITUS_CALLS_WORKERS, false},
-	{NULL, 0, false}
-};
-
-/* The settings (from _PG_init). */
 void
-CitusDefineSettings(void)
+CitusGuard(CitusUse use, const char *function)
 {
-	DefineCustomEnumVariable("llm.citus_calls",
-							 "Where calls over Citus tables run: auto, coordinator or workers.",
-							 "auto: on the worker nodes that hold the rows when every worker node has the coordinator's configuration (llm.citus_sync) and preloads pg_llm, else on the coordinator.",
-							 &llm_citus_calls, CITUS_CALLS_AUTO, citus_calls_options,
-							 PGC_USERSET, 0, NULL, NULL, NULL);
+	if (!CitusInShardQuery() || !IsTransactionState() || !CitusIsWorkerNode())
+		return;
+	if (use == CITUS_USE_ENQUEUE)
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s cannot run on a Citus worker node", function),
+				 errdetail("Citus sent it to this worker node with a query on a shard; queue items are kept, sent and written back by the coordinator."),
+				 errhint("Run the statement on the coordinator with pg_llm in its shared_preload_libraries, which keeps %s there; or read the rows into a temporary table first and enqueue from it.",
+						 function)));
+	if (!CitusCallsOnWorkers())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("pg_llm cannot call providers from this Citus worker node"),
+				 errdetail("Citus sent the call to this worker node with a query on a shard, and this node does not have the coordinator's providers, models, keys and budgets, or does not preload pg_llm."),
+				 errhint("Run SELECT llm.citus_sync() on the coordinator to give every worker node the configuration (each preloading pg_llm); or keep the calls on the coordinator: SET llm.citus_calls = coordinator, with pg_llm in the coordinator's shared_preload_libraries.")));
 }
 
 static void
