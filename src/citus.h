@@ -19,8 +19,6 @@
 #include "utils/jsonb.h"
 #include "utils/relcache.h"
 
-#include "ratelimit.h"
-
 /* What a Citus table is (CitusTableKind). */
 #define CITUS_NOT_CITUS		'\0'
 #define CITUS_DISTRIBUTED	'd'		/* hash-distributed, or one shard */
@@ -44,7 +42,6 @@ typedef struct CitusNode
 
 struct pg_conn;
 struct pg_result;
-struct HttpTransfer;
 
 /* What a pg_llm function running in a query on a shard is about to do. */
 typedef enum CitusUse
@@ -82,17 +79,6 @@ extern void CitusConfigChanged(void);
 extern bool CitusCallsOnWorkers(void);
 extern void CitusGuard(CitusUse use, const char *function);
 extern bool CitusWorkersSynced(void);
-
-/* citus_remote.c */
-extern bool CitusDelegates(void);
-extern LlmTurn CitusRemoteTurn(const LlmRoute *route, int64 tokens, bool reserve, long max_wait_ms,
-							   TimestampTz *until, char **why, int64 *charged, char **detail);
-extern void CitusRemoteAfter(const LlmRoute *route, const struct HttpTransfer *t, bool quota);
-extern void CitusRemoteSettle(const LlmRoute *route, int64 charged, int64 used, bool unsent);
-extern int	CitusRemoteReserve(Oid roleid, double estimate, double usd_limit, int64 calls_limit);
-extern void CitusRemoteRelease(Oid roleid, int month, double reserved_usd, double actual_cost,
-							   bool counted);
-extern void CitusRemoteSpent(Oid roleid, double *spent, int64 *calls);
 
 /* citus_plan.c */
 extern int	llm_citus_calls;

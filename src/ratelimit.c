@@ -65,7 +65,7 @@
 #include "utils/guc.h"
 #include "utils/timestamp.h"
 
-#include "citus.h"
+#include "citus_remote.h"
 #include "config.h"
 #include "http.h"
 #include "ratelimit.h"

@@ -47,7 +47,7 @@
 #include "utils/timestamp.h"
 
 #include "call.h"
-#include "citus.h"
+#include "citus_remote.h"
 #include "config.h"
 #include "ratelimit.h"
 #include "runas.h"

@@ -45,7 +45,10 @@ LAYERS = {
     1: {"provider", "provider_openai", "provider_anthropic", "request", "schema"},
     2: {"config", "ratelimit", "call", "usage", "shmem", "slots", "redact", "cache",
         "count", "citus_remote", "citus_sync"},
-    3: {"chat", "stream", "many", "queue", "status", "shape", "embed", "jobs", "estimate"},
+    # citus_serve.c: the llm._cluster_* functions a worker node calls on
+    # the coordinator, which run the call engine's limits and budgets
+    3: {"chat", "stream", "many", "queue", "status", "shape", "embed", "jobs", "estimate",
+        "citus_serve"},
     4: {"worker", "lease", "writeback", "batch", "batch_json", "item", "embedding",
         "realtime", "batch_store", "transport"},
     5: {"pg_llm"},
