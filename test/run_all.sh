@@ -37,6 +37,7 @@ suite() {
   fi
 }
 
+suite shape python3 "$PG_LLM_ROOT/test/bench/shape.py" --check
 suite unit make -C "$PG_LLM_ROOT/test/unit" -s test
 suite unit-asan make -C "$PG_LLM_ROOT/test/unit" -s asan
 suite fuzz make -C "$PG_LLM_ROOT/test/unit" -s fuzz FUZZ_SECONDS=30

@@ -3,7 +3,7 @@
 lower layer back up to a higher one, cycles between files, and comment
 density.
 
-    python3 test/bench/shape.py [--list] [SRC]     (default: src/ of this tree)
+    python3 test/bench/shape.py [--list] [--check] [SRC]   (default: src/ of this tree)
 
 Reads the sources and the object files of a built tree (run make first):
 
@@ -29,6 +29,13 @@ Reads the sources and the object files of a built tree (run make first):
   rest of src/.
 
 Prints one line a figure ("deps 125"), then with --list the edges.
+
+With --check it also holds the targets of the worker-wing rebuild (issue
+22) that a change could lose without noticing: no call cycle between the
+files of src/, and at most MAX_UPWARD dependencies from a lower layer back
+up.  One line a target ("ok - ..." or "not ok - ..." naming the cycle or
+the count), then "shape: N passed, M failed"; the exit status is 1 when
+one failed.  test/run_all.sh runs it after building the tree.
 """
 import os
 import re
@@ -56,6 +63,8 @@ LAYERS = {
 LAYER_NAMES = ["ground", "protocols", "call engine", "SQL entry points", "worker", "entry"]
 # Headers owned by a .c of another name.
 HEADER_OWNER = {"llm_json": "json", "http_int": "http"}
+# The most dependencies from a lower layer back up (--check).
+MAX_UPWARD = 12
 # The files the issue calls the newest (their density against the rest).
 NEWEST = {"batch", "batch_json", "batch_store", "provider_anthropic", "config"}
 
@@ -189,6 +198,7 @@ def sccs(nodes, edges):
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     listing = "--list" in sys.argv
+    checking = "--check" in sys.argv
     src = args[0] if args else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src")
     src = os.path.normpath(src)
     cfiles = files(src, ".c")
@@ -278,6 +288,21 @@ def main():
                     print("  cycle %s -> %s: %s" % (a, b, " ".join(syms[:6])))
         for a, b in sorted(deps):
             print("  dep %s -> %s" % (a, b))
+    if checking:
+        results = [
+            (not call_cycles,
+             "no call cycle between the files of src/" if not call_cycles else
+             "call cycles between the files of src/: %s (see --list)" %
+             "; ".join("/".join(c) for c in call_cycles)),
+            (len(up) <= MAX_UPWARD,
+             "%d dependencies from a lower layer back up (at most %d)" % (len(up), MAX_UPWARD)),
+        ]
+        for ok, what in results:
+            print("%s - %s" % ("ok" if ok else "not ok", what))
+        failed = sum(1 for ok, _ in results if not ok)
+        print("shape: %d passed, %d failed" % (len(results) - failed, failed))
+        if failed:
+            sys.exit(1)
 
 
 if __name__ == "__main__":
