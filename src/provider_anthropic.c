@@ -6,6 +6,43 @@
  *	  temperature 0..1, stop to stop_sequences, tools and tool results),
  *	  and translate replies and stream events back to the OpenAI shape.
  *
+ *	  A Chat Completions request (PROTOCOLS.md 1.2) becomes a Messages
+ *	  request (3.2) field by field, in anthropic_build_body:
+ *
+ *		model					the route's upstream model
+ *		messages: system,		joined by blank lines into the top-level
+ *		  developer				"system" (Messages has no system role)
+ *		messages: user			a user turn of content blocks (text parts;
+ *								image_url as an image block, a data: URL
+ *								as a base64 source)
+ *		messages: assistant		an assistant turn: its text, each tool call
+ *								a tool_use block whose "input" is the
+ *								parsed arguments (an object, not text)
+ *		messages: tool			a tool_result block in a user turn
+ *		max_tokens,				max_tokens, which Messages requires: when
+ *		  max_completion_tokens	neither is given, the provider's
+ *								default_max_tokens or llm.anthropic_max_tokens
+ *		temperature				as it is, refused above 1 (Anthropic: 0 to 1)
+ *		top_p, top_k, metadata,	as they are
+ *		  thinking, service_tier
+ *		stop					stop_sequences (a string: an array of one)
+ *		tools					{name, description, input_schema}
+ *		tool_choice				"auto", "none" as they are; "required" is
+ *								"any"; a named function is {"type": "tool"}
+ *		parallel_tool_calls		false: tool_choice.disable_parallel_tool_use
+ *		response_format			an instruction at the end of the system
+ *								prompt (Messages has no JSON mode)
+ *		n other than 1,			refused: no equivalent, and the answer
+ *		  penalties, logprobs,	would not be what was asked for
+ *		  logit_bias, ...		(the list in anthropic_build_body)
+ *		seed, user, any other	not sent: Messages has no such field
+ *
+ *	  Turns of one role in a row (several tool results, a user message
+ *	  after one) are merged into one: Messages alternates user and
+ *	  assistant.  A reply
+ *	  (3.3) goes back the other way in anthropic_parse_reply, a stream's
+ *	  events (3.4) in anthropic_stream_event.
+ *
  *	  This file must not include utils/builtins.h (see llm_json.h).
  *
  *-------------------------------------------------------------------------
@@ -22,6 +59,7 @@
 
 int			llm_anthropic_max_tokens = 4096;
 
+/* An option that would change the answer and that Messages cannot express. */
 static void
 unsupported(const char *key)
 {
@@ -287,6 +325,7 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 	{
 		if (json_object_is_type(val, json_type_null))
 			continue;
+		/* n: Messages gives one reply; asking for one is no change */
 		if (strcmp(key, "n") == 0 && json_object_get_int64(val) == 1)
 			continue;
 		if (strcmp(key, "n") == 0 || strcmp(key, "presence_penalty") == 0 ||
@@ -321,6 +360,7 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 		json_object *content = NULL;
 
 		json_object_object_get_ex(m, "content", &content);
+		/* system and developer messages: the top-level system prompt */
 		if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0)
 		{
 			char	   *text = JsonContentText(content);
@@ -332,6 +372,7 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 				appendStringInfoString(&system, text);
 			}
 		}
+		/* a tool's answer: a tool_result block, sent by the user */
 		else if (strcmp(role, "tool") == 0)
 		{
 			json_object *blocks = json_object_new_array();
@@ -351,6 +392,7 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 			append_turn(msgs, "user", content_blocks(content));
 	}
 
+	/* response_format: said in words, after the caller's system prompt */
 	instr = json_mode_instruction(JsonGetObject(src, "response_format"));
 	if (instr)
 	{
@@ -361,6 +403,7 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 	if (system.len > 0)
 		json_object_object_add(body, "system", json_object_new_string(system.data));
 
+	/* required by Messages, optional in Chat Completions */
 	if (!JsonGetInt64(src, "max_tokens", &max_tokens) &&
 		!JsonGetInt64(src, "max_completion_tokens", &max_tokens))
 		max_tokens = route->provider->default_max_tokens > 0 ?
@@ -397,6 +440,7 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 		}
 	}
 	parallel_tool_calls(src, body);
+	/* Messages streams with the same flag; no stream_options (usage always comes) */
 	if (stream)
 		json_object_object_add(body, "stream", json_object_new_boolean(1));
 
@@ -406,8 +450,27 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 }
 
 /*
- * Read a Message and build the OpenAI-shaped response: text blocks joined
- * as the content, tool_use blocks as tool_calls, usage renamed.
+ * Read a Message (PROTOCOLS.md 3.3) and build the OpenAI-shaped response
+ * (1.3), field by field:
+ *
+ *	content: text blocks	joined as choices[0].message.content (null when
+ *							there are none, as OpenAI's is with tool calls)
+ *	content: tool_use		tool_calls, {id, "function", {name, arguments:
+ *							its "input" object written as JSON text}}
+ *	stop_reason				finish_reason (ProtoFinishReason: end_turn and
+ *							stop_sequence "stop", max_tokens "length",
+ *							tool_use "tool_calls", refusal "content_filter");
+ *							kept as it is in reply->stop_reason too
+ *	usage					prompt_tokens: input_tokens plus the cache reads
+ *							and writes, which Anthropic counts apart;
+ *							completion_tokens: output_tokens;
+ *							prompt_tokens_details.cached_tokens: the reads,
+ *							cache_write_tokens: the writes
+ *	id, model				as they are; "provider" names the route's
+ *
+ * Other blocks (thinking, redacted_thinking, server tools' results) are
+ * not part of the answer.  Without want_json only the reply's fields are
+ * filled, no response_json.
  */
 static bool
 anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
@@ -449,6 +512,7 @@ anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 		}
 		else if (type && strcmp(type, "tool_use") == 0)
 		{
+			/* the first tool's name and input are the reply's (a shaped answer's tool) */
 			json_object *call = json_object_new_object();
 			json_object *fn = json_object_new_object();
 			json_object *input = NULL;
@@ -552,6 +616,7 @@ anthropic_stream_event(LlmStreamDecoder *dec, const char *type, json_object *roo
 		const char *dt = JsonGetString(delta, "type");
 		const char *text = JsonGetString(delta, "text");
 
+		/* text_delta only: input_json_delta, thinking_delta and the rest are no text */
 		if (dt && strcmp(dt, "text_delta") == 0 && text && text[0] != '\0')
 			dec->pieces = lappend(dec->pieces, pstrdup(text));
 	}
@@ -562,6 +627,7 @@ anthropic_stream_event(LlmStreamDecoder *dec, const char *type, json_object *roo
 		if (bt && strcmp(bt, "tool_use") == 0)
 			dec->tool_calls = true;
 	}
+	/* the first counts (input, cache), replaced by message_delta's */
 	else if (strcmp(t, "message_start") == 0)
 		(void) ProtoUsageRead(JsonGetObject(JsonGetObject(root, "message"), "usage"), &dec->usage);
 	else if (strcmp(t, "message_delta") == 0)
@@ -576,8 +642,10 @@ anthropic_stream_event(LlmStreamDecoder *dec, const char *type, json_object *roo
 			dec->finish_reason = pstrdup(ProtoFinishReason(sr));
 		}
 	}
+	/* the end of the stream: Messages has no [DONE] */
 	else if (strcmp(t, "message_stop") == 0)
 		dec->finished = true;
+	/* an error after the 200 (overloaded_error): the stream fails with it */
 	else if (strcmp(t, "error") == 0)
 	{
 		const char *et;

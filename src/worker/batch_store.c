@@ -800,6 +800,12 @@ typedef struct BatchResult
 	LlmReply	reply;			/* its usage, how it ended */
 } BatchResult;
 
+/*
+ * The results of one batch being read and written back, a chunk at a
+ * time: lines are read into results[] until it holds cap of them, then
+ * ingest_flush writes them in one transaction and the chunk's memory is
+ * reset, so a results file of any size is read in bounded memory.
+ */
 typedef struct BatchIngest
 {
 	int		   *answered;		/* the batch's counts of results read */
@@ -816,6 +822,7 @@ typedef struct BatchIngest
 	int64		total;
 } BatchIngest;
 
+/* Start reading a batch's results, chunk results written at a time. */
 static BatchIngest *
 BatchIngestStart(BatchRow *b, int chunk)
 {
@@ -1135,6 +1142,7 @@ BatchIngestLine(BatchIngest *ing, const char *line, size_t len)
 		res->error = psprintf("provider \"%s\" answered the batch request with an error: %s",
 							  ing->route->provider->name, problem);
 	}
+	/* answered, failed, sent again, expired (BatchRow.answered) */
 	ing->answered[res->state == ITEM_DONE ? 0 : res->state == ITEM_FAILED ? 1 :
 				  res->expired ? 3 : 2]++;
 	MemoryContextSwitchTo(old);
@@ -1142,12 +1150,14 @@ BatchIngestLine(BatchIngest *ing, const char *line, size_t len)
 		ingest_flush(ing);
 }
 
+/* BatchIngestLine for each result of an inline answer (ProviderBatchEachResult). */
 static void
 ingest_array_line(void *arg, const char *line, size_t len)
 {
 	BatchIngestLine((BatchIngest *) arg, line, len);
 }
 
+/* Write the last, partial chunk and free what the reading held. */
 static void
 BatchIngestEnd(BatchIngest *ing)
 {
