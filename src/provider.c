@@ -17,6 +17,7 @@
 
 #include "llm_json.h"
 #include "provider.h"
+#include "request_int.h"
 #include "schema.h"
 
 /* Every protocol pg_llm speaks; a new one is a new line here. */

@@ -56,6 +56,7 @@
 #include "http.h"
 #include "llm_json.h"
 #include "provider.h"
+#include "request_int.h"
 
 int			llm_anthropic_max_tokens = 4096;
 

@@ -17,6 +17,7 @@
 
 #include "llm_json.h"
 #include "provider.h"
+#include "request_int.h"
 
 /*
  * The wire body for a route: the caller's request with the upstream model,

@@ -31,6 +31,7 @@
 
 #include "llm_json.h"
 #include "names.h"
+#include "request_int.h"
 #include "schema.h"
 #include "tokens.h"
 

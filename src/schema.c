@@ -35,6 +35,7 @@
 #include "encoding.h"
 #include "jsonschema.h"
 #include "llm_json.h"
+#include "request_int.h"
 #include "schema.h"
 
 int			llm_validation_retries = 1;

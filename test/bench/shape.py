@@ -62,7 +62,7 @@ LAYERS = {
 }
 LAYER_NAMES = ["ground", "protocols", "call engine", "SQL entry points", "worker", "entry"]
 # Headers owned by a .c of another name.
-HEADER_OWNER = {"llm_json": "json", "http_int": "http"}
+HEADER_OWNER = {"llm_json": "json", "http_int": "http", "request_int": "request"}
 # The most dependencies from a lower layer back up (--check).
 MAX_UPWARD = 12
 # The files the issue calls the newest (their density against the rest).
