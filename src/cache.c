@@ -608,20 +608,6 @@ lookup_in_own_xact(LlmCall *call, CacheCall *cc)
 }
 
 /*
- * Look a call up in the cache only (llm.chat_stream's hit); true with
- * the reply in call->reply.
- */
-bool
-CacheLookup(LlmCall *call, CacheKind kind, bool stream)
-{
-	if (!wanted(call, stream))
-		return false;
-	if (call->cache == NULL)
-		call->cache = cache_call(call, kind);
-	return table_lookup(call, call->cache);
-}
-
-/*
  * Before a call is sent: serve it from the cache (CACHE_HIT, the reply in
  * call->reply, its usage still to record), or from an identical call in
  * flight that has its reply; CACHE_WAIT while such a call is with its

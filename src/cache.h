@@ -31,7 +31,6 @@ typedef enum CacheResult
 
 extern void CacheDefineSettings(void);
 extern CacheResult CacheCheck(LlmCall *call, CacheKind kind, bool stream);
-extern bool CacheLookup(LlmCall *call, CacheKind kind, bool stream);
 extern void CacheKeep(LlmCall *call, const char *reply_text);
 extern void CacheAbandon(LlmCall *call);
 extern void CacheWaitLatch(long timeout_ms);
