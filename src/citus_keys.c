@@ -63,8 +63,9 @@ typedef struct KeyGroup
 	Oid			role;
 	char	   *relname;
 	char	   *signature;		/* the key columns and their types */
-	char	   *sql;			/* the lookup over arrays */
+	char	   *sql;			/* the lookup, without its arrays */
 	int			ncols;
+	int		   *holes;			/* where in sql each key column's array goes */
 	Oid		   *types;			/* each key column's (base) type */
 	List	   *entries;		/* KeyEntry * */
 } KeyGroup;
@@ -149,6 +150,7 @@ CitusKeyDefer(Relation rel, const char *relname, Jsonb *key, TargetArgs *args, O
 		g->signature = pstrdup(sig.data);
 		g->ncols = k;
 		g->types = palloc(sizeof(Oid) * k);
+		g->holes = palloc(sizeof(int) * k);
 		appendStringInfo(&sql, " FROM %s%s AS t WHERE ",
 						 rel->rd_rel->relkind == RELKIND_RELATION ? "ONLY " : "", relname);
 		foreach(lc, names)
@@ -157,8 +159,11 @@ CitusKeyDefer(Relation rel, const char *relname, Jsonb *key, TargetArgs *args, O
 			int			j = foreach_current_index(lc);
 
 			g->types[j] = args->types[j];
-			appendStringInfo(&sql, "%st.%s %s ANY (\001)", j ? " AND " : "", quote_identifier(name),
+			appendStringInfo(&sql, "%st.%s %s ANY (", j ? " AND " : "", quote_identifier(name),
 							 TargetEqualityOperator(args->types[j], name));
+			/* by its offset: a name may hold any character but NUL */
+			g->holes[j] = sql.len;
+			appendStringInfoChar(&sql, ')');
 		}
 		g->sql = pstrdup(sql.data);
 		groups = lappend(groups, g);
@@ -227,8 +232,8 @@ lookup_run(void *arg)
 	Lookup	   *l = (Lookup *) arg;
 	KeyGroup   *g = l->g;
 	StringInfoData sql;
-	const char *p;
-	int			k = 0;
+	int			k;
+	int			at = 0;
 	uint64		i;
 	HASHCTL		ctl;
 
@@ -237,18 +242,14 @@ lookup_run(void *arg)
 	 * shards they hash to (it does not prune over a parameter here).
 	 */
 	initStringInfo(&sql);
-	for (p = g->sql; *p; p++)
+	for (k = 0; k < g->ncols; k++)
 	{
 		StringInfoData arr;
 		ListCell   *lc;
 		bool		first = true;
 
-		/* \001 stands for a key column's array */
-		if (*p != '\001')
-		{
-			appendStringInfoChar(&sql, *p);
-			continue;
-		}
+		appendBinaryStringInfo(&sql, g->sql + at, g->holes[k] - at);
+		at = g->holes[k];
 		initStringInfo(&arr);
 		appendStringInfoChar(&arr, '{');
 		foreach(lc, l->entries)
@@ -269,8 +270,8 @@ lookup_run(void *arg)
 		appendStringInfoChar(&arr, '}');
 		appendStringInfo(&sql, "%s::%s", quote_literal_cstr(arr.data),
 						 format_type_be_qualified(get_array_type(g->types[k])));
-		k++;
 	}
+	appendStringInfoString(&sql, g->sql + at);
 	if (RunSql(sql.data, 0, NULL, NULL, NULL, true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not look for the target rows");
 

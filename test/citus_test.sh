@@ -153,6 +153,22 @@ check "and in the last, partial chunk (checked when the statement ends)" \
 out=$(run -c "SELECT llm.enqueue('x', 'm', target_table => 'tickets', target_column => 'reply', target_key => '{\"id\": \"07\"}')")
 check "a key given as text for an integer column is found (compared as the column's type)" \
   $([ -n "$out" ] && ! grep -q ERROR <<<"$out" && echo 1 || echo 0)
+# a key column's name may hold any character but NUL (here U+0001)
+cq -q >/dev/null <<'SQL'
+CREATE TABLE odd (U&"k\0001" int PRIMARY KEY, body text, reply text);
+SELECT create_distributed_table('odd', U&'k\0001');
+INSERT INTO odd SELECT g, 'odd ' || g FROM generate_series(1, 20) g;
+SQL
+# (the key: the row without its other columns)
+out=$(run -c "BEGIN" -c "SELECT count(llm.enqueue(body, 'm', target_table => 'odd', target_column => 'reply',
+                                        target_key => to_jsonb(o) - 'body' - 'reply')) FROM odd o" -c "ROLLBACK")
+out2=$(run -c "BEGIN" -c "SELECT count(llm.enqueue(body, 'm', target_table => 'odd', target_column => 'reply',
+                                        target_key => CASE WHEN body = 'odd 9' THEN jsonb_build_object(U&'k\0001', -9)
+                                                      ELSE to_jsonb(o) - 'body' - 'reply' END)) FROM odd o" -c "ROLLBACK")
+check "a key column whose name holds a control character is looked up as any other" \
+  $(grep -qx 20 <<<"$out" && grep -q 'ERROR:  target row {"k\\u0001": -9} of table public.odd does not exist' <<<"$out2" &&
+    echo 1 || echo 0)
+cq -qc "DROP TABLE odd"
 out=$(run <<'SQL'
 DO $$
 DECLARE n int := 0;
