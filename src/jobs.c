@@ -1042,3 +1042,72 @@ pg_llm_job_trigger(PG_FUNCTION_ARGS)
 	job_run_as_owner(job, trigger_work, &f);
 	return PointerGetDatum(NULL);
 }
+
+/*
+ * llm.estimate_job(name): llm.estimate over the prompts of the job's rows
+ * without a result, with the job's model, system prompt and options.  The
+ * rows are read and the prompts rendered as run_job does it, as the job's
+ * owner in a security-restricted operation: code of the source and result
+ * tables (a rule that made the table a view, a cast of a column's type to
+ * text, a policy) never runs with the caller's rights.  The budget is the
+ * caller's, as in llm.estimate.
+ */
+PG_FUNCTION_INFO_V1(pg_llm_estimate_job);
+
+extern PGDLLEXPORT Datum pg_llm_estimate(PG_FUNCTION_ARGS);
+
+typedef struct JobPrompts
+{
+	JobDef	   *job;
+	Datum		prompts;
+	bool		isnull;
+} JobPrompts;
+
+static void
+prompts_work(void *arg)
+{
+	JobPrompts *p = (JobPrompts *) arg;
+	char	   *sql = psprintf("SELECT pg_catalog.array_agg(q.prompt) FROM (%s) AS q",
+							   p->job->stmts[JOB_RUN_SELECT]);
+	Datum		d;
+
+	if (RunSql(sql, 0, NULL, NULL, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the rows of job %s", p->job->q.name);
+	d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &p->isnull);
+	if (!p->isnull)
+		p->prompts = SPI_datumTransfer(d, false, -1);
+}
+
+Datum
+pg_llm_estimate_job(PG_FUNCTION_ARGS)
+{
+	JobFind		f;
+	JobPrompts	p;
+	LOCAL_FCINFO(est, 4);
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("a job's name must not be null")));
+	f.name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	RunAsOwner(job_find_by_name, &f);
+	p.job = (f.found && has_privs_of_role(GetUserId(), f.owner)) ? job_load(f.id) : NULL;
+	if (p.job == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job \"%s\" does not exist", f.name),
+				 errhint("llm.job lists the jobs you can see.")));
+	job_run_as_owner(p.job, prompts_work, &p);
+
+	InitFunctionCallInfoData(*est, fcinfo->flinfo, 4, fcinfo->fncollation, NULL, fcinfo->resultinfo);
+	est->args[0].value = p.isnull ? PointerGetDatum(construct_empty_array(TEXTOID)) : p.prompts;
+	est->args[0].isnull = false;
+	est->args[1].isnull = p.job->q.model == NULL;
+	est->args[1].value = est->args[1].isnull ? (Datum) 0 : CStringGetTextDatum(p.job->q.model);
+	est->args[2].isnull = p.job->q.system == NULL;
+	est->args[2].value = est->args[2].isnull ? (Datum) 0 : CStringGetTextDatum(p.job->q.system);
+	est->args[3].isnull = p.job->q.options == NULL;
+	est->args[3].value = est->args[3].isnull ? (Datum) 0 :
+		DirectFunctionCall1(jsonb_in, CStringGetDatum(p.job->q.options));
+	return pg_llm_estimate(est);
+}
