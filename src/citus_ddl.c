@@ -80,7 +80,7 @@ nodes_without(const char *version, const char *host, int port)
 	uint64		i;
 
 	probe = psprintf("SELECT pg_catalog.count(*) FROM pg_catalog.pg_available_extension_versions "
-					 "WHERE name = 'pg_llm' AND version = %s", quote_literal_cstr(version));
+					 "WHERE name OPERATOR(pg_catalog.=) 'pg_llm' AND version OPERATOR(pg_catalog.=) %s", quote_literal_cstr(version));
 	initStringInfo(&q);
 	if (host)
 		appendStringInfo(&q, "SELECT node_name, node_port, success, result FROM pg_catalog.master_run_on_worker("

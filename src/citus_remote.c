@@ -258,8 +258,8 @@ spent_query(void *arg)
 							  "pg_catalog.format('SELECT COALESCE(pg_catalog.sum(u.cost_usd), 0)::pg_catalog.text "
 							  "OPERATOR(pg_catalog.||) '','' OPERATOR(pg_catalog.||) pg_catalog.count(*) "
 							  "FILTER (WHERE u.outcome OPERATOR(pg_catalog.<>) ''retry'') "
-							  "FROM llm.usage u JOIN pg_catalog.pg_roles r ON r.oid = u.role_oid "
-							  "WHERE r.rolname = %L AND u.ts >= pg_catalog.date_trunc(''month'', pg_catalog.now() "
+							  "FROM llm.usage u JOIN pg_catalog.pg_roles r ON r.oid OPERATOR(pg_catalog.=) u.role_oid "
+							  "WHERE r.rolname OPERATOR(pg_catalog.=) %L AND u.ts OPERATOR(pg_catalog.>=) pg_catalog.date_trunc(''month'', pg_catalog.now() "
 							  "AT TIME ZONE ''UTC'') AT TIME ZONE ''UTC''', $1)) w",
 							  1, types, values, NULL, true, 0) != SPI_OK_SELECT)
 		return;
