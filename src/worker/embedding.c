@@ -133,12 +133,12 @@ pack_takes(const EmbedPack *p, const WorkItem *it)
 	return p->options == NULL || strcmp(p->options, it->options) == 0;
 }
 
-/* Add an item to a pack. */
+/* Add an item to a pack, with its estimated tokens (input_tokens). */
 static void
-pack_add(EmbedPack *p, WorkItem *it)
+pack_add(EmbedPack *p, WorkItem *it, int64 tokens)
 {
 	p->items[p->n++] = it;
-	p->tokens += input_tokens(it);
+	p->tokens += tokens;
 	it->packed = true;
 }
 
@@ -166,10 +166,18 @@ form_packs(ItemSet *set, int max_packs)
 
 		if (!it->embed || it->packed || !it->set_up || it->state != ITEM_READY)
 			continue;
-		t = input_tokens(it);
 		for (k = 0; k < nopen; k++)
 			if (pack_takes(open[k], it))
 				break;
+		if (k == nopen && (made >= max_packs || nopen >= OPEN_PACKS))
+		{
+			/* no pack for it this pass: nor for any, once none is open */
+			if (nopen == 0)
+				break;
+			continue;
+		}
+		/* its input is read for the estimate once, and only here */
+		t = input_tokens(it);
 		if (k < nopen &&
 			(open[k]->n >= per_request ||
 			 open[k]->tokens + t > llm_embed_tokens_per_request))
@@ -182,13 +190,13 @@ form_packs(ItemSet *set, int max_packs)
 			p = open[k];
 		else
 		{
-			if (made >= max_packs || nopen >= OPEN_PACKS)
+			if (made >= max_packs)
 				continue;
 			p = pack_new(it, per_request);
 			open[nopen++] = p;
 			made++;
 		}
-		pack_add(p, it);
+		pack_add(p, it, t);
 	}
 	return made;
 }
@@ -343,7 +351,7 @@ pack_split(EmbedPack *p)
 	int			i;
 
 	for (i = 0; i < p->n; i++)
-		pack_add(i < half ? a : b, p->items[i]);
+		pack_add(i < half ? a : b, p->items[i], input_tokens(p->items[i]));
 	pack_items_state(p, ITEM_READY);
 	pack_free(p);
 }
