@@ -860,6 +860,10 @@ ingest_flush(BatchIngest *ing)
 	uint64		nrows;
 	ItemSet		set;
 	ItemColumns cols;
+	int			waiting_col = 0,
+				bytes_col = 0,
+				max_tokens_col = 0,
+				choices_col = 0;
 	List	   *expired = NIL;
 
 	if (ing->n == 0)
@@ -895,7 +899,14 @@ ingest_flush(BatchIngest *ing)
 	tt = SPI_tuptable;
 	nrows = SPI_processed;
 	if (nrows > 0)
+	{
+		/* the columns are found once, not for each row */
 		ItemColumnsFind(tt->tupdesc, &cols);
+		waiting_col = SPI_fnumber(tt->tupdesc, "waiting");
+		bytes_col = SPI_fnumber(tt->tupdesc, "request_bytes");
+		max_tokens_col = SPI_fnumber(tt->tupdesc, "max_tokens");
+		choices_col = SPI_fnumber(tt->tupdesc, "choices");
+	}
 	for (r = 0; r < nrows; r++)
 	{
 		HeapTuple	tup = tt->vals[r];
@@ -912,7 +923,7 @@ ingest_flush(BatchIngest *ing)
 		LlmOutcome	outcome = LLM_OUTCOME_OK;
 
 		/* an item answered twice, or no longer waiting in this batch */
-		if (e == NULL || strcmp(SPI_getvalue(tup, td, SPI_fnumber(td, "waiting")), "t") != 0)
+		if (e == NULL || strcmp(SPI_getvalue(tup, td, waiting_col), "t") != 0)
 			continue;
 		res = &ing->results[*(int *) (e + 1)];
 		it = ItemFromRow(&set, tup, td, &cols);
@@ -935,8 +946,8 @@ ingest_flush(BatchIngest *ing)
 			call->task = LLM_TASK_EMBED;
 			call->ninputs = 1;
 		}
-		max_tokens = SPI_getvalue(tup, td, SPI_fnumber(td, "max_tokens"));
-		choices = SPI_getvalue(tup, td, SPI_fnumber(td, "choices"));
+		max_tokens = SPI_getvalue(tup, td, max_tokens_col);
+		choices = SPI_getvalue(tup, td, choices_col);
 		/*
 		 * The request as its line was built: its input estimated as it was
 		 * when the budget was reserved (tokens.c), so the reservation is
@@ -945,7 +956,7 @@ ingest_flush(BatchIngest *ing)
 		call->req = RequestFromPrompt(LlmToUtf8(it->prompt), it->system ? LlmToUtf8(it->system) : NULL,
 									  it->options ? LlmToUtf8(it->options) : NULL);
 		UsageResume(call, it->role,
-					(size_t) strtoll(SPI_getvalue(tup, td, SPI_fnumber(td, "request_bytes")), NULL, 10),
+					(size_t) strtoll(SPI_getvalue(tup, td, bytes_col), NULL, 10),
 					(max_tokens && !it->embed) ? strtoll(max_tokens, NULL, 10) : 0,
 					(choices && !it->embed) ? strtoll(choices, NULL, 10) : 1);
 
