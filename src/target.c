@@ -87,7 +87,8 @@ TargetAddArgument(TargetArgs *args, Oid typid, int32 typmod, char *text)
 	if (k >= TARGET_MAX_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("target_key has more than %d columns", TARGET_MAX_ARGS - 1)));
+				 errmsg("target_key has more than %d columns", TARGET_MAX_ARGS - 1),
+				 errhint("Name the columns of the table's primary key or of one unique key.")));
 	args->types[k] = typid;
 	args->typmods[k] = typmod;
 	args->texts[k] = text;
@@ -107,7 +108,8 @@ TargetEqualityOperator(Oid typid, const char *column)
 	if (!OidIsValid(tc->eq_opr))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("key column \"%s\" has a type without an equality operator", column)));
+				 errmsg("key column \"%s\" has a type without an equality operator", column),
+				 errhint("Name key columns of types that can be compared for equality, such as the table's primary key.")));
 	tup = SearchSysCache1(OPEROID, ObjectIdGetDatum(tc->eq_opr));
 	if (!HeapTupleIsValid(tup))
 		elog(ERROR, "cache lookup failed for operator %u", tc->eq_opr);

@@ -480,7 +480,8 @@ writeback_run(void *arg)
 		ereport(ERROR,
 				(errcode(edata->sqlerrcode),
 				 errmsg("the reply does not fit column \"%s\" of table %s: %s",
-						wb->colname, wb->relname, edata->message)));
+						wb->colname, wb->relname, edata->message),
+				 errhint("Write replies into a text column, or ask for an answer of the column's shape with the json_schema option.")));
 	}
 	PG_END_TRY();
 	if ((wb->citus ?
