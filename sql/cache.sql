@@ -155,6 +155,20 @@ SELECT model, calls, cache_calls, saved_cache_usd > 0 AS saved,
        saved_usd = saved_cache_usd AS all_from_the_cache
 FROM llm.cost_report() WHERE model = 'kc';
 
+-- what a kept reply saves is what its call paid, as llm.usage books it:
+-- prompt-cache writes at their premium, the priority tier at its price
+SELECT llm.add_model('kc-write', 'claude', 'mock?cache_write=40', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+SELECT llm.add_model('kc-tier', 'mock', 'mock?tier=priority', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+SELECT llm.chat('A write to the prompt cache', 'kc-write', NULL, '{"temperature": 0}') IS NOT NULL;
+SELECT llm.chat('A call at the priority tier', 'kc-tier', NULL, '{"temperature": 0}') IS NOT NULL;
+SELECT wait_until($$SELECT count(*) = 2 FROM llm.usage WHERE model IN ('kc-write', 'kc-tier')$$, 'recorded');
+SELECT c.model, c.cost_usd = round(u.cost_usd, 8) AS as_paid,
+       c.cost_usd > round((c.input_tokens * 1 + c.output_tokens * 2) / 1e6, 8) AS above_list_price
+FROM llm.cache c JOIN llm.usage u ON u.model = c.model AND u.outcome = 'ok'
+WHERE c.model IN ('kc-write', 'kc-tier') ORDER BY 1;
+SELECT llm.drop_model('kc-write');
+SELECT llm.drop_model('kc-tier');
+
 -- 10. bad input is refused
 SELECT llm.chat('x', 'kc', NULL, '{"cache": "yes"}');
 SELECT llm.chat('x', 'kc', NULL, '{"cache": 1}');

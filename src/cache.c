@@ -773,9 +773,8 @@ store_query(void *arg)
 	char		nulls[15];
 	bytea	   *k = palloc(VARHDRSZ + KEY_LEN);
 	const char *finish = r->stop_reason ? r->stop_reason : r->finish_reason;
-	double		cost = r->has_usage ?
-		UsageRouteCost(route, r->input_tokens, Min(r->cached_input_tokens, r->input_tokens),
-					   r->output_tokens) : -1;
+	/* what the call paid for the reply, as llm.usage books it */
+	double		cost = r->has_usage ? UsageReplyCost(call, route, r) : -1;
 	static int	stores = 0;
 	int			every = Max(1, llm_cache_max_rows / 100);
 
@@ -798,7 +797,8 @@ store_query(void *arg)
 	values[12] = Int32GetDatum((int32) Min(r->reasoning_tokens, PG_INT32_MAX));
 	nulls[9] = nulls[10] = nulls[11] = nulls[12] = r->has_usage ? ' ' : 'n';
 	values[13] = Float8GetDatum(cost);
-	nulls[13] = cost >= 0 ? ' ' : 'n';
+	/* numeric(14, 8): a cost it cannot hold is not kept */
+	nulls[13] = cost >= 0 && cost < 1e6 ? ' ' : 'n';
 	values[14] = Int32GetDatum(llm_cache_ttl);
 	if (RunSql("INSERT INTO llm.cache AS c (key, role_oid, scope, model, provider, upstream_model, kind, "
 			   "reply, finish_reason, input_tokens, output_tokens, cached_input_tokens, reasoning_tokens, "

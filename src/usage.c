@@ -303,8 +303,8 @@ call_cost(const LlmCall *call, const LlmRoute *route, int64 in, int64 out)
  * multiple.  -1 when the route has no prices for them (input tokens
  * alone, embeddings, need the input price only).
  */
-static double
-reply_cost(const LlmCall *call, const LlmRoute *route, const LlmReply *r)
+double
+UsageReplyCost(const LlmCall *call, const LlmRoute *route, const LlmReply *r)
 {
 	ProtoTokens t;
 	ProtoPrices p;
@@ -1173,7 +1173,7 @@ record(LlmCall *call, LlmOutcome outcome, bool attempt, const char *error)
 		estimated = true;
 	}
 	/* the provider's own numbers priced as it bills them; pg_llm's count plainly */
-	cost = has_tokens && !estimated ? reply_cost(call, route, &call->reply) :
+	cost = has_tokens && !estimated ? UsageReplyCost(call, route, &call->reply) :
 		call_cost(call, route, in, out);
 	/* a reply from the response cache costs nothing */
 	if (outcome == LLM_OUTCOME_CACHE)

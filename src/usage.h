@@ -18,6 +18,7 @@ extern void UsageResume(LlmCall *call, Oid roleid, size_t request_bytes, int64 m
 						int64 choices);
 extern int64 UsageInputTokens(const LlmCall *call, size_t request_bytes);
 extern double UsageRouteCost(const LlmRoute *route, int64 in, int64 cached_in, int64 out);
+extern double UsageReplyCost(const LlmCall *call, const LlmRoute *route, const LlmReply *r);
 extern bool UsageBudgetLeft(Oid roleid, double *usd_left, int64 *calls_left);
 extern void UsageRecord(LlmCall *call, LlmOutcome outcome);
 extern int	UsageBudgetReserve(Oid roleid, double estimate, double usd_limit, int64 calls_limit,
