@@ -183,16 +183,17 @@ push_config(void)
 	}
 	PG_CATCH();
 	{
+		/*
+		 * Closing a connection ends the node's open transaction, rolled
+		 * back: no ROLLBACK is sent, which would wait, uninterruptibly,
+		 * on the node that did not answer.
+		 */
 		foreach(lc, states)
 		{
 			NodeState  *s = lfirst(lc);
 
-			if (s->conn)
-			{
-				PQclear(PQexec(s->conn, "ROLLBACK"));
-				CitusFinish(s->conn);
-				s->conn = NULL;
-			}
+			CitusFinish(s->conn);
+			s->conn = NULL;
 		}
 		PG_RE_THROW();
 	}

@@ -361,6 +361,36 @@ check "a worker node that cannot take a change fails it, naming the node, and no
     [ "$(w1q -c "SELECT count(*) FROM llm.model WHERE name = 'down'")" = 0 ] && echo 1 || echo 0)
 PGDATA_DIR="$CITUS_DIR_W2/data" pg_ctl_start
 for i in $(seq 1 50); do w2q -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2; done
+# a node that stops answering once it took a change, while the next one
+# waits for a lock: the coordinator's statement, cancelled, ends at once
+# (the nodes' transactions end with their connections; no ROLLBACK is
+# waited for) and no node keeps the change.  Nodes are sent a change in
+# the order of their names and ports.
+if [ "$CITUS_W1" -lt "$CITUS_W2" ]; then first=$CITUS_W1 second=$CITUS_W2; else first=$CITUS_W2 second=$CITUS_W1; fi
+citus_psql "$second" -c "BEGIN" -c "LOCK llm.model IN ACCESS EXCLUSIVE MODE" -c "SELECT pg_sleep(600) /* lockhang */" >/dev/null 2>&1 &
+for i in $(seq 1 50); do [ "$(citus_psql "$second" -c "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%lockhang%' AND pid <> pg_backend_pid()")" = 1 ] && break; sleep 0.1; done
+hangout=$(mktemp)
+timeout 90 psql -X -At -h 127.0.0.1 -p "$CITUS_COORD" -U postgres -d postgres \
+  -c "SELECT llm.add_model('hang', 'mock')" >"$hangout" 2>&1 &
+changer=$!
+for i in $(seq 1 100); do [ "$(citus_psql "$second" -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_llm configuration'")" = 1 ] && break; sleep 0.1; done
+hung=$(citus_psql "$first" -c "SELECT pid FROM pg_stat_activity WHERE application_name = 'pg_llm configuration'")
+[ -n "$hung" ] && kill -STOP $hung
+# the change is sent as the coordinator's transaction commits: a cancel
+# (not statement_timeout, which ends before the commit) stops its wait
+cq -c "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE query LIKE '%add_model(''hang''%' AND pid <> pg_backend_pid()" >/dev/null
+rc=0
+wait "$changer" || rc=$?
+[ -n "$hung" ] && kill -CONT $hung
+citus_psql "$second" -c "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE '%lockhang%' AND pid <> pg_backend_pid()" >/dev/null
+out="exit $rc, first node's backend ${hung:-none}: $(cat "$hangout")"
+rm -f "$hangout"
+for i in $(seq 1 50); do [ "$(citus_psql "$first" -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pg_llm configuration'")" = 0 ] && break; sleep 0.1; done
+check "a worker node that stops answering after taking a change does not hold the cancelled statement, and no node keeps the change" \
+  $([ -n "$hung" ] && [ "$rc" != 124 ] && grep -q "canceling" <<<"$out" &&
+    [ "$(run -c "SELECT count(*) FROM llm.model WHERE name = 'hang'")" = 0 ] &&
+    [ "$(citus_psql "$first" -c "SELECT count(*) FROM llm.model WHERE name = 'hang'")" = 0 ] &&
+    [ "$(citus_psql "$second" -c "SELECT count(*) FROM llm.model WHERE name = 'hang'")" = 0 ] && echo 1 || echo 0)
 
 # keys: in no log, no catalog of Citus's, no statement text of a worker node
 for p in "$CITUS_W1" "$CITUS_W2"; do
