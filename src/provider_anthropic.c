@@ -724,8 +724,15 @@ anthropic_batch_result(json_object *line, const LlmRoute *route, const char **cu
 		const char *et = JsonGetString(inner ? inner : e, "type");
 		const char *m = JsonGetString(inner ? inner : e, "message");
 
-		*status = 400;
-		if (et && (strcmp(et, "overloaded_error") == 0 || strcmp(et, "api_error") == 0))
+		/*
+		 * The status its type stands for (PROTOCOLS.md 3.5), judged as an
+		 * answer over HTTP is: rate_limit_error, timeout_error,
+		 * overloaded_error and api_error are sent again, the request's
+		 * own faults and an exhausted account fail it; a type not
+		 * documented yet is sent again, as in a stream.
+		 */
+		*status = ProtoErrorIsQuota(et, NULL) ? 402 : ProtoErrorStatus(et, NULL);
+		if (*status == 0)
 			*status = 500;
 		*problem = psprintf("%s%s%s", et ? et : "error", m ? ": " : "", m ? m : "");
 		return false;

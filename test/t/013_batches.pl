@@ -245,6 +245,22 @@ $node->append_conf('postgresql.conf', "llm.max_attempts = 5\n");
 $node->reload;
 ok(poll_until($node, "SHOW llm.max_attempts", '5', 10), 'expiries: llm.max_attempts is 5 again');
 
+# ---- Anthropic errored results: what the provider could not run then
+# (rate_limit_error, timeout_error) goes back to the queue and is sent
+# again; only the request's own fault fails it ----
+reset_docs();
+q1($node, "DELETE FROM llm._batch");
+q1($node, "SELECT llm.add_model('ant-429', 'claude', 'claude-x?fail=429&times=1')");
+q1($node, "SELECT llm.add_model('ant-504', 'claude', 'claude-x?fail=504&times=1')");
+mock_config({ complete_after_ms => 200 });
+$before = mock_stats($port);
+is(enqueue_batch('ant-429', 'id <= 4') + enqueue_batch('ant-504', 'id BETWEEN 5 AND 8'), 8,
+	'errored: 8 items enqueued, each errored once (rate_limit_error, timeout_error)');
+ok(wait_finished(120), 'errored: the items finished');
+check_rows(8, 0, 'errored: sent again');
+$after = mock_stats($port);
+is($after->{batches}{anthropic} - $before->{batches}{anthropic}, 4, 'errored: two batches a model');
+
 # ---- cancelling: purge_queue and drop_job ----
 reset_docs();
 q1($node, "DELETE FROM llm._batch");
