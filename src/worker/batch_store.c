@@ -219,14 +219,18 @@ BatchStoreUnfinished(void)
 /*
  * One item's line of a batch request: its request (prompt, system prompt,
  * options) in the provider's batch format, its budget reserved.  What
- * makes the item impossible to send is returned in *error instead.  The
+ * makes the item impossible to send is returned in *error instead.  A
+ * line longer than room bytes (with its separator) does not fit the batch
+ * being built: *line is NULL and nothing is reserved, since the item waits
+ * for the next batch, where its line is built and reserved again.  The
  * errors caught here come from pg_llm's own checks (options the protocol
  * refuses, a budget), which hold no resource when they are raised.
  */
 static void
 BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model, bool embed,
 			   const char *id, const char *prompt,
-			   const char *system, const char *options, Oid role, char **line, char **error)
+			   const char *system, const char *options, Oid role, size_t room,
+			   char **line, char **error)
 {
 	MemoryContext old = CurrentMemoryContext;
 	double		usd;
@@ -258,7 +262,11 @@ BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model
 			req = RequestFromPrompt(LlmToUtf8(prompt), system ? LlmToUtf8(system) : NULL,
 									options ? LlmToUtf8(options) : NULL);
 
-		if (ConfigBudget(role, &usd, &calls, &max_queued) && (usd >= 0 || calls >= 0))
+		*line = embed ? ProviderBatchEmbedLine(kind, req, route, psprintf("q%s", id)) :
+			ProviderBatchLine(kind, req, route, psprintf("q%s", id));
+		if (strlen(*line) + 64 > room)
+			*line = NULL;
+		else if (ConfigBudget(role, &usd, &calls, &max_queued) && (usd >= 0 || calls >= 0))
 		{
 			LlmCall		call;
 
@@ -275,8 +283,6 @@ BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model
 			UsageReserve(&call, role, strlen(prompt) + (system ? strlen(system) : 0) +
 						 (options ? strlen(options) : 0), embed ? 0 : RequestMaxTokens(req));
 		}
-		*line = embed ? ProviderBatchEmbedLine(kind, req, route, psprintf("q%s", id)) :
-			ProviderBatchLine(kind, req, route, psprintf("q%s", id));
 	}
 	PG_CATCH();
 	{
@@ -409,7 +415,7 @@ build_lines(BatchRow *b, StringInfo inline_body, FILE *out)
 				error = TargetGone(atooid(target), SPI_getvalue(tup, td, 7));
 			if (error == NULL)
 				BatchBuildLine(b->kind, b->route, b->model, b->embed, id, prompt, system, options, role,
-							   &line, &error);
+							   b->kind->max_bytes - bytes, &line, &error);
 			if (error)
 			{
 				MemoryContextSwitchTo(lists_ctx);
@@ -418,8 +424,9 @@ build_lines(BatchRow *b, StringInfo inline_body, FILE *out)
 				MemoryContextSwitchTo(chunk_ctx);
 				continue;
 			}
-			if (bytes + strlen(line) + 64 > b->kind->max_bytes)
+			if (line == NULL)
 			{
+				/* the batch is full: the item waits for the next one */
 				MemoryContextSwitchTo(lists_ctx);
 				later_ids = lappend(later_ids, pstrdup(id));
 				MemoryContextSwitchTo(chunk_ctx);
