@@ -28,7 +28,7 @@
  *	  temporary files, so a batch of 100,000 requests holds little memory.
  *	  A batch whose creation answers with its results (inline) and that
  *	  times out or is refused as a whole is split in half, down to single
- *	  requests.
+ *	  requests; so is any batch the provider finds too big (HTTP 413).
  *
  *-------------------------------------------------------------------------
  */

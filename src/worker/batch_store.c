@@ -19,6 +19,14 @@
  *
  *	  This file sends nothing: the transport (batch.c) does.
  *
+ *	  Every statement here runs as the worker's own user (the bootstrap
+ *	  superuser a background worker connects as), never as an item's role:
+ *	  only the write-back of a result takes the role that enqueued the item
+ *	  (writeback.c).  They run under the worker's pinned search_path and
+ *	  name llm's tables and pg_catalog's functions in full all the same.
+ *	  Their text is constant, every value a parameter: RunSql keeps one
+ *	  saved plan for each statement it runs.
+ *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
@@ -56,7 +64,13 @@
 #define BUILD_CHUNK 1000		/* items read and lines built at a time */
 #define INGEST_CHUNK 1000		/* results written back at a time */
 
-/* When a batch's items go back to the queue for the n-th time. */
+/*
+ * The delay, in milliseconds, before something of the batch transport is
+ * tried for the n-th time (n below 1 counts as 1): an item whose result
+ * asked for a retry (ingest_flush), a lookup of a batch (batch.c).  2^n
+ * seconds, at most 5 minutes (from n = 9 on): the delay BatchReleaseItems
+ * computes in SQL.
+ */
 int64
 BatchBackoffMs(int n)
 {
@@ -69,7 +83,8 @@ BatchBackoffMs(int n)
  * Attach up to n ready batch items of a model, enqueued for provider (or
  * NULL: for none), of one task (embed: embeddings; else chat), to a new
  * batch row, in the caller's transaction; returns the batch's id (0: no
- * item was ready, or with full_only fewer than n).
+ * item was ready, or with full_only fewer than n).  *token gets the
+ * batch's name either way, in the current memory context.
  */
 int64
 BatchStoreForm(const char *model, const char *provider, bool embed, const LlmRoute *route,
@@ -83,6 +98,15 @@ BatchStoreForm(const char *model, const char *provider, bool embed, const LlmRou
 	bool		isnull;
 	Datum		ids;
 
+	/*
+	 * The batch's own name (llm._batch.token, in its metadata where the
+	 * provider keeps it): the database's OID and 64 random bits, so that no
+	 * other batch on the provider account, from this database or another,
+	 * has it; a lookup after a crash (batch.c) finds the batch by it.
+	 * Without a strong random source the time and the process id stand in;
+	 * the column is UNIQUE, so a clash in this database fails the forming
+	 * instead of mixing two batches.
+	 */
 	if (!pg_strong_random(&r, sizeof(r)))
 		r = (uint64) GetCurrentTimestamp() ^ (uint64) MyProcPid;
 	*token = psprintf("pg_llm_%u_%016llx", MyDatabaseId, (unsigned long long) r);
@@ -98,6 +122,11 @@ BatchStoreForm(const char *model, const char *provider, bool embed, const LlmRou
 		Oid			t[4] = {TEXTOID, INT4OID, TEXTOID, TEXTOID};
 		char		nulls[4] = {' ', ' ', provider ? ' ' : 'n', ' '};
 
+		/*
+		 * The items waiting longest first.  SKIP LOCKED: an item another
+		 * transaction holds (a session deleting or changing it) is left for
+		 * the next forming instead of blocking the worker's loop.
+		 */
 		if (RunSql("SELECT pg_catalog.array_agg(s.id), pg_catalog.count(*) FROM ("
 				   "  SELECT q.id FROM llm.queue q "
 				   "  WHERE q.status = 'pending' AND q.via = 'batch_api' AND q.model = $1 "
@@ -108,6 +137,10 @@ BatchStoreForm(const char *model, const char *provider, bool embed, const LlmRou
 			elog(ERROR, "could not form a batch");
 	}
 	attached = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	/*
+	 * No batch: nothing is written, the items stay pending, and their row
+	 * locks go with the caller's transaction.
+	 */
 	if (attached == 0 || (full_only && attached < n))
 		return 0;
 	ids = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
@@ -119,6 +152,14 @@ BatchStoreForm(const char *model, const char *provider, bool embed, const LlmRou
 	values[4] = CStringGetTextDatum(route->upstream_model);
 	values[5] = Int32GetDatum((int32) attached);
 	values[6] = CStringGetTextDatum(embed ? "embed" : "chat");
+
+	/*
+	 * The row, with the number of items formed (BatchStoreBuild sets the
+	 * number of lines actually built).  The caller commits it with its items
+	 * (form_batches) before anything is sent: after a crash the batch is
+	 * found again (BatchStoreUnfinished), and no item is ever at a provider
+	 * without a row that says where.
+	 */
 	if (RunSql("INSERT INTO llm._batch (token, provider, kind, model, upstream_model, requests, task) "
 			   "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
 			   7, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING || SPI_processed != 1)
@@ -128,6 +169,14 @@ BatchStoreForm(const char *model, const char *provider, bool embed, const LlmRou
 		Oid			t[2] = {INT8ARRAYOID, INT8OID};
 		Datum		v[2] = {ids, Int64GetDatum(id)};
 
+		/*
+		 * Submitted, pointing to the batch: out of every claim (claims take
+		 * pending items) and of the next forming.  The submission uses an
+		 * attempt, given back when the item turns out never to have run
+		 * (BatchPutBack, BatchExpireItems).  No lease: the batch holds the
+		 * item, and the reclaim of leases (lease.c) looks at running items
+		 * only.
+		 */
 		if (RunSql("UPDATE llm.queue SET status = 'submitted', batch_id = $2, attempts = attempts + 1, "
 				   "started_at = pg_catalog.now(), lease_until = NULL, leased_by = NULL "
 				   "WHERE id = ANY ($1)", 2, t, v, NULL, false, 0) != SPI_OK_UPDATE)
@@ -140,7 +189,10 @@ BatchStoreForm(const char *model, const char *provider, bool embed, const LlmRou
  * The models with batch items ready (up to 100 a pass), with the provider
  * the items were enqueued for (NULL: none) in *providers and whether they
  * are embeddings in *embeds, in the caller's transaction; *n is their
- * number.
+ * number.  Each row is one kind of batch: a batch holds a single model
+ * and task.  The strings are in SPI's memory, valid until the caller's
+ * transaction ends.  Nothing is locked here: BatchStoreForm locks the
+ * items it takes.
  */
 char **
 BatchStoreReadyModels(int *n, char ***providers, bool **embeds)
@@ -180,6 +232,12 @@ BatchStoreToRealtime(const char *model, const char *provider, bool embed)
 	values[0] = CStringGetTextDatum(model);
 	values[1] = provider ? CStringGetTextDatum(provider) : (Datum) 0;
 	values[2] = CStringGetTextDatum(embed ? "embed" : "chat");
+
+	/*
+	 * Only pending items: those already in a batch stay with it.  The
+	 * realtime transport then claims them as if they had been enqueued with
+	 * via => 'realtime'.
+	 */
 	(void) RunSql("UPDATE llm.queue SET via = 'realtime' "
 				  "WHERE status = 'pending' AND via = 'batch_api' AND model = $1 "
 				  "AND provider IS NOT DISTINCT FROM $2 AND task = $3",
@@ -189,7 +247,8 @@ BatchStoreToRealtime(const char *model, const char *provider, bool embed)
 /*
  * The batches a previous worker left unfinished (after a crash), oldest
  * first, as rows of text (see BatchStoredColumn), in the caller's
- * transaction.
+ * transaction.  'preparing': formed, its creation at the provider not
+ * recorded (it may have been sent); 'submitted': the provider has it.
  */
 List *
 BatchStoreUnfinished(void)
@@ -197,6 +256,7 @@ BatchStoreUnfinished(void)
 	List	   *rows = NIL;
 	uint64		i;
 
+	/* the columns in the order of enum BatchStoredColumn (batch.h) */
 	if (SPI_execute("SELECT id, token, kind, model, provider, upstream_model, status, "
 					"provider_batch_id, input_file_id, output_file_id, error_file_id, results_url, task "
 					"FROM llm._batch WHERE status IN ('preparing', 'submitted') ORDER BY id",
@@ -239,6 +299,12 @@ BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model
 
 	*line = NULL;
 	*error = NULL;
+
+	/*
+	 * A role dropped since it enqueued the item: the reply could not be
+	 * written back as that role (writeback.c), nor its cost charged to it,
+	 * so the item fails before anything is paid for.
+	 */
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(role)))
 	{
 		*error = pstrdup("the role that enqueued it no longer exists");
@@ -262,6 +328,14 @@ BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model
 			req = RequestFromPrompt(LlmToUtf8(prompt), system ? LlmToUtf8(system) : NULL,
 									options ? LlmToUtf8(options) : NULL);
 
+		/*
+		 * custom_id: "q" and the item's id, by which BatchIngestLine finds
+		 * the item again whatever order the results come in (PROTOCOLS.md
+		 * 2.4, 3.7).  Past room (the kind's limit on the size of the
+		 * requests, OpenAI's 200 MB file, Message Batches' 256 MB:
+		 * PROTOCOLS.md 2.1, 3.7; 64 bytes kept for the requests' head and
+		 * tail) the line is not taken and nothing is reserved.
+		 */
 		*line = embed ? ProviderBatchEmbedLine(kind, req, route, psprintf("q%s", id)) :
 			ProviderBatchLine(kind, req, route, psprintf("q%s", id));
 		if (strlen(*line) + 64 > room)
@@ -270,6 +344,15 @@ BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model
 		{
 			LlmCall		call;
 
+			/*
+			 * A role with a budget in USD or in calls has the request's
+			 * estimated cost reserved now, as a realtime call has before it is
+			 * sent; the usage record of its result settles it (ingest_flush).
+			 * The request's size in bytes is the sum ingest_flush computes in
+			 * SQL (request_bytes): the two must agree for the reservation to be
+			 * given back whole.  An exhausted budget raises here and fails this
+			 * item alone.
+			 */
 			memset(&call, 0, sizeof(call));
 			call.mode = LLM_MODE_BATCH_API;
 			call.model = (char *) model;
@@ -288,6 +371,10 @@ BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model
 	{
 		ErrorData  *edata;
 
+		/*
+		 * The copy is made in the caller's memory (the chunk's): the catch
+		 * runs in ErrorContext, which FlushErrorState empties.
+		 */
 		MemoryContextSwitchTo(old);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -296,7 +383,13 @@ BatchBuildLine(const LlmBatchOps *kind, const LlmRoute *route, const char *model
 	PG_END_TRY();
 }
 
-/* Fail the items of a batch that could not be sent, with their errors. */
+/*
+ * Fail the items of a batch that could not be sent, with their errors (ids
+ * and errors: parallel lists of strings).  Only items still submitted in
+ * this batch change: a concurrent change (a cancelled job's items
+ * deleted) wins.  The log names the first error; each item's row has its
+ * own.
+ */
 static void
 BatchFailItems(int64 batch_id, List *ids, List *errors)
 {
@@ -331,7 +424,11 @@ BatchFailItems(int64 batch_id, List *ids, List *errors)
 		 n, batch_id, (char *) linitial(errors));
 }
 
-/* Items that did not fit in a batch: back to the queue, as they were. */
+/*
+ * Items that did not fit in a batch: back to the queue, as they were.
+ * Their attempt is given back and their next_attempt_at kept, so the next
+ * forming, which takes the items waiting longest first, takes them first.
+ */
 static void
 BatchPutBack(int64 batch_id, List *ids)
 {
@@ -378,6 +475,12 @@ build_lines(BatchRow *b, StringInfo inline_body, FILE *out)
 	List	   *later_ids = NIL;
 	size_t		bytes = 0;
 
+	/*
+	 * Two lifetimes: lists_ctx (the caller's) holds the ids that fail or go
+	 * back, written after the last chunk; chunk_ctx holds one chunk's
+	 * values and lines and is reset before the next.  bytes: the size of
+	 * the requests so far, which the kind's max_bytes bounds.
+	 */
 	values[0] = Int64GetDatum(b->id);
 	portal = SPI_cursor_open_with_args(NULL,
 									   "SELECT id, prompt, system, options::text, enqueued_by, "
@@ -411,6 +514,7 @@ build_lines(BatchRow *b, StringInfo inline_body, FILE *out)
 			char	   *line = NULL;
 			char	   *error = NULL;
 
+			/* a reply with nowhere to go is not paid for (TargetGone) */
 			if (target)
 				error = TargetGone(atooid(target), SPI_getvalue(tup, td, 7));
 			if (error == NULL)
@@ -424,9 +528,13 @@ build_lines(BatchRow *b, StringInfo inline_body, FILE *out)
 				MemoryContextSwitchTo(chunk_ctx);
 				continue;
 			}
+			/*
+			 * No line: past the kind's limit on the size of the requests,
+			 * the item waits for the next batch; a later, shorter line may
+			 * still fit.  Each line counts one more byte for its separator.
+			 */
 			if (line == NULL)
 			{
-				/* the batch is full: the item waits for the next one */
 				MemoryContextSwitchTo(lists_ctx);
 				later_ids = lappend(later_ids, pstrdup(id));
 				MemoryContextSwitchTo(chunk_ctx);
@@ -455,6 +563,11 @@ build_lines(BatchRow *b, StringInfo inline_body, FILE *out)
 		appendStringInfoString(inline_body, b->kind->requests_tail);
 	SPI_cursor_close(portal);
 	MemoryContextDelete(chunk_ctx);
+
+	/*
+	 * In the transaction that records the number of lines (BatchStoreBuild):
+	 * the items that fail or go back leave the batch before it is sent.
+	 */
 	BatchFailItems(b->id, failed_ids, failed_errors);
 	BatchPutBack(b->id, later_ids);
 	return nlines;
@@ -477,6 +590,11 @@ BatchStoreBuild(BatchRow *row, StringInfo body, const char *path)
 
 	ItemXactBegin("pg_llm: building a batch");
 	MemoryContextSwitchTo(caller);
+	/*
+	 * AllocateFile, not fopen: an error while building closes the file with
+	 * the transaction's abort.  path is a temporary file (batch.c), removed
+	 * at the next server start if the worker dies first.
+	 */
 	if (path)
 	{
 		out = AllocateFile(path, PG_BINARY_W);
@@ -486,19 +604,26 @@ BatchStoreBuild(BatchRow *row, StringInfo body, const char *path)
 					 errmsg("could not create file \"%s\": %m", path)));
 	}
 	nlines = build_lines(row, body, out);
+	/* the last lines reach the file only when it is closed: a write error */
 	if (out && FreeFile(out) != 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not write file \"%s\": %m", path)));
 	values[0] = Int64GetDatum(row->id);
 	values[1] = Int32GetDatum(nlines);
+	/* what llm.batches shows: the items failed or put back are not counted */
 	if (RunSql("UPDATE llm._batch SET requests = $2 WHERE id = $1", 2, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not update llm._batch");
 	ItemXactEnd();
 	return nlines;
 }
 
-/* The items of a batch still waiting for their result. */
+/*
+ * The items of a batch still waiting for their result, in a transaction
+ * of its own.  A poll of a running batch asks: 0 means every item was
+ * removed (their job cancelled), and batch.c cancels the batch at the
+ * provider.
+ */
 int64
 BatchStoreItemsLeft(int64 batch_id)
 {
@@ -517,8 +642,12 @@ BatchStoreItemsLeft(int64 batch_id)
 }
 
 /*
- * Split an inline batch's items into two new batches; false when it holds
- * a single item (nothing to split).
+ * Split a batch's items into two new batches, in a transaction of its own:
+ * an inline batch that timed out or was refused as a whole, or any batch
+ * the provider found too big (HTTP 413).  False when it holds a single
+ * item (nothing to split).  halves[] gets the new batches' ids, tokens[]
+ * their names (in TopMemoryContext: the caller frees them); the caller
+ * finishes the batch itself as "split".
  */
 bool
 BatchStoreSplit(int64 batch_id, int64 *halves, char **tokens)
@@ -544,11 +673,13 @@ BatchStoreSplit(int64 batch_id, int64 *halves, char **tokens)
 	{
 		uint64		r;
 
+		/* as BatchStoreForm's names; + k keeps the two halves' apart */
 		if (!pg_strong_random(&r, sizeof(r)))
 			r = (uint64) GetCurrentTimestamp() + k;
 		tokens[k] = MemoryContextStrdup(TopMemoryContext,
 										psprintf("pg_llm_%u_%016llx", MyDatabaseId, (unsigned long long) r));
 		values[1] = CStringGetTextDatum(tokens[k]);
+		/* the batch's provider, kind and model; its requests once moved */
 		if (RunSql("INSERT INTO llm._batch (token, provider, kind, model, upstream_model, requests, task) "
 				   "SELECT $2, provider, kind, model, upstream_model, 0, task FROM llm._batch WHERE id = $1 "
 				   "RETURNING id", 2, types, values, NULL, false, 0) != SPI_OK_INSERT_RETURNING ||
@@ -574,6 +705,11 @@ BatchStoreSplit(int64 batch_id, int64 *halves, char **tokens)
 					   2, t2, v2, NULL, false, 0) != SPI_OK_UPDATE)
 				elog(ERROR, "could not split a batch");
 		}
+		/*
+		 * The second half's statements must see the first's moves: the
+		 * items moved no longer point to the batch, and the LIMIT of n takes
+		 * the rest.
+		 */
 		CommandCounterIncrement();
 	}
 	ItemXactEnd();
@@ -604,6 +740,7 @@ BatchExpireItems(int64 batch_id, List *ids, const char *reason, int *to_realtime
 	values[0] = Int64GetDatum(batch_id);
 	values[1] = CStringGetTextDatum(reason ? reason : "its batch ended before it ran");
 	values[2] = Int32GetDatum(llm_batch_max_expiries);
+	/* ids: pointers to int64 ids (into ingest_flush's chunk); NIL: $4 NULL */
 	if (ids == NIL)
 		nulls[3] = 'n';
 	else
@@ -616,6 +753,10 @@ BatchExpireItems(int64 batch_id, List *ids, const char *reason, int *to_realtime
 			idv[k++] = Int64GetDatum(*(int64 *) lfirst(lc));
 		values[3] = LlmMakeArray(idv, NULL, k, INT8OID);
 	}
+	/*
+	 * Ready at once, without a backoff: an expiry says nothing about the
+	 * request or the provider's health.  RETURNING says which went realtime.
+	 */
 	if (RunSql("UPDATE llm.queue q SET status = 'pending', batch_id = NULL, started_at = NULL, "
 			   "lease_until = NULL, leased_by = NULL, next_attempt_at = pg_catalog.now(), "
 			   "attempts = GREATEST(q.attempts - 1, 0), "
@@ -658,6 +799,14 @@ BatchReleaseItems(int64 batch_id, const char *reason, bool fail_now)
 	values[1] = CStringGetTextDatum(reason ? reason : "its batch ended without an answer for it");
 	values[2] = Int32GetDatum(llm_max_attempts);
 	values[3] = BoolGetDatum(fail_now);
+
+	/*
+	 * attempts already counts this one (BatchStoreForm took it), so at
+	 * llm.max_attempts the item fails.  The backoff is BatchBackoffMs's, in
+	 * seconds: 2^attempts (the exponent from 1 to 10), at most 300.  With
+	 * fail_now the reason is the provider's refusal, without an attempt
+	 * count.
+	 */
 	if (RunSql("UPDATE llm.queue SET "
 			   "status = CASE WHEN $4 OR attempts >= $3 THEN 'failed' ELSE 'pending' END, "
 			   "error = CASE WHEN $4 THEN $2 ELSE $2 || ' (attempt ' || attempts::text || ' of ' || $3::text || ')' END, "
@@ -685,6 +834,12 @@ record_in_xact(BatchRow *b, const char *status)
 	b->error_file_id, b->results_url, b->failure, NULL};
 	int			i;
 
+	/*
+	 * texts[] are $2..$8.  A NULL keeps what the row holds (COALESCE): each
+	 * call records what it learned, and nothing is cleared.  submitted_at
+	 * is when the provider's batch id was first recorded; finished_at is
+	 * set by the statuses that end a batch.
+	 */
 	values[0] = Int64GetDatum(b->id);
 	nulls[0] = ' ';
 	for (i = 0; i < 7; i++)
@@ -712,7 +867,14 @@ BatchStoreRecord(BatchRow *b, const char *status)
 	ItemXactEnd();
 }
 
-/* Record the provider's status and counts of a polled batch. */
+/*
+ * Record the provider's status and counts of a polled batch, in a
+ * transaction of its own.  The status is the provider's own word (OpenAI's
+ * status, Message Batches' processing_status), redacted as any text from
+ * a provider is.  The counts are the provider's (Message Batches keeps
+ * them at 0 until the batch ends: PROTOCOLS.md 3.7); BatchStoreFinish
+ * replaces them with pg_llm's own.
+ */
 void
 BatchStoreRecordPoll(BatchRow *b, const LlmBatchEvent *a)
 {
@@ -757,6 +919,7 @@ BatchStoreFinish(BatchRow *b, const char *status, bool fail_items)
 	}
 	else
 		released = BatchReleaseItems(b->id, b->failure, fail_items);
+	/* nothing counted (no result, no item left): the provider's counts stay */
 	if (b->answered[0] + b->answered[1] + b->answered[2] + b->answered[3] + released + expired > 0)
 	{
 		/*
@@ -775,6 +938,11 @@ BatchStoreFinish(BatchRow *b, const char *status, bool fail_items)
 				   "WHERE id = $1", 5, types, values, NULL, false, 0) != SPI_OK_UPDATE)
 			elog(ERROR, "could not update llm._batch");
 	}
+	/*
+	 * The status that ends the batch (and takes it out of
+	 * BatchStoreUnfinished) commits with what became of its items: a crash
+	 * before this commit resumes the batch with its items still in it.
+	 */
 	record_in_xact(b, status);
 	ItemXactEnd();
 }
@@ -794,15 +962,15 @@ BatchStoreFinish(BatchRow *b, const char *status, bool fail_items)
 /* One result, read, waiting to be written. */
 typedef struct BatchResult
 {
-	int64		item_id;
+	int64		item_id;		/* from its custom_id, "q" and the id */
 	ItemState	state;			/* DONE, FAILED or RETRY_LATER */
 	char	   *content;		/* UTF-8; an embedding's: its vector as text */
 	int			dim;			/* an embedding's vector's dimensions */
 	char	   *tool_name;		/* the answer of a forced tool (json_schema) */
-	char	   *tool_input;
+	char	   *tool_input;		/* its arguments, JSON text */
 	char	   *finish_reason;
-	char	   *error;
-	long		status;
+	char	   *error;			/* why it failed or is sent again, redacted */
+	long		status;			/* its request's HTTP status; 0: none */
 	bool		expired;		/* expired or cancelled before it ran */
 	LlmReply	reply;			/* its usage, how it ended */
 } BatchResult;
@@ -823,10 +991,10 @@ typedef struct BatchIngest
 	const char *model;
 	bool		embed;			/* a batch of embeddings */
 	MemoryContext ctx;			/* reset after each chunk */
-	BatchResult *results;
-	int			n;
-	int			cap;
-	int64		total;
+	BatchResult *results;		/* the chunk, in ctx */
+	int			n;				/* results in it */
+	int			cap;			/* its size: written when full */
+	int64		total;			/* results written, over the chunks */
 } BatchIngest;
 
 /* Start reading a batch's results, chunk results written at a time. */
@@ -877,6 +1045,12 @@ ingest_flush(BatchIngest *ing)
 		return;
 	ItemSetInit(&set);
 	ids = palloc(sizeof(Datum) * ing->n);
+
+	/*
+	 * An item's id to its result's index in the chunk, an int stored after
+	 * the int64 key in the same entry.  An id twice in a chunk keeps the
+	 * later result.
+	 */
 	ctl.keysize = sizeof(int64);
 	ctl.entrysize = sizeof(int64) + sizeof(int);
 	ctl.hcxt = CurrentMemoryContext;
@@ -892,6 +1066,13 @@ ingest_flush(BatchIngest *ing)
 	ItemXactBegin("pg_llm: reading batch results");
 	values[0] = LlmMakeArray(ids, NULL, ing->n, INT8OID);
 	values[1] = Int64GetDatum(ing->batch_id);
+
+	/*
+	 * The items' rows as ItemFromRow reads them, and what their usage
+	 * records need: request_bytes is the sum BatchBuildLine reserved the
+	 * budget with (prompt, system and options::text, in bytes), so that
+	 * UsageResume estimates the same cost.
+	 */
 	if (RunSql("SELECT id, attempts, enqueued_by, target_table::pg_catalog.oid, target_column, target_key::text, "
 			   "pg_catalog.octet_length(prompt) + COALESCE(pg_catalog.octet_length(system), 0) "
 			   "  + COALESCE(pg_catalog.octet_length(options::text), 0) AS request_bytes, "
@@ -972,6 +1153,7 @@ ingest_flush(BatchIngest *ing)
 			/* not sent back through the set: BatchExpireItems below */
 			UsageRecord(call, LLM_OUTCOME_RETRY);
 			MemoryContextSwitchTo(old);
+			/* a pointer into the chunk: used before its memory is reset */
 			expired = lappend(expired, &res->item_id);
 			continue;
 		}
@@ -1043,7 +1225,11 @@ ingest_flush(BatchIngest *ing)
 		MemoryContextSwitchTo(old);
 	}
 	hash_destroy(byid);
-	/* written back, their usage with them, in the same transaction */
+	/*
+	 * Written back, their usage with them, in the same transaction: a crash
+	 * keeps both or neither, and a result read again after it finds its
+	 * item no longer waiting.
+	 */
 	WritebackSetInXact(&set);
 	if (expired != NIL)
 	{
@@ -1108,6 +1294,7 @@ BatchIngestLine(BatchIngest *ing, const char *line, size_t len)
 	/* a request's error is the provider's text: shown only redacted */
 	if (problem)
 		problem = RedactProviderCString(problem, ing->route->provider);
+	/* not one of ours (pg_llm sends "q" and an item's id): nothing to write */
 	if (custom_id == NULL || custom_id[0] != 'q')
 	{
 		MemoryContextSwitchTo(old);
@@ -1227,7 +1414,10 @@ BatchStoreIngestFile(BatchRow *b, const char *path)
 	pfree(line.data);
 }
 
-/* The results of an inline answer, written back. */
+/*
+ * The results of an inline answer, written back.  body is the transfer's
+ * answer, which batch.c releases only after this returns.
+ */
 void
 BatchStoreIngestAnswer(BatchRow *b, const char *body, size_t len)
 {
