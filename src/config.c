@@ -1,18 +1,20 @@
 /*-------------------------------------------------------------------------
  *
  * config.c
- *	  Providers, models and the primary provider, read from the llm schema
- *	  and cached per backend.
+ *	  Providers, models, the primary provider and the roles' budgets, read
+ *	  from the llm schema and cached per backend.
  *
  *	  The tables (and the key table above all) are readable only by the
  *	  extension's owner, so the cache is loaded with the owner's user id,
  *	  under a pinned search_path (runas.c): the caller's search_path must
  *	  not be able to put its own functions or operators into these
- *	  queries, which run with the owner's rights.  Callers never see the tables'
- *	  contents through this module except as routes; keys reach only the
- *	  HTTP headers.  A statement trigger on each table sends a relcache
- *	  invalidation at commit, which empties every backend's cache: that is
- *	  how llm.use_provider() reaches all sessions and the worker at once.
+ *	  queries, which run with the owner's rights.  Other files see the
+ *	  tables' contents only through this module's functions (routes,
+ *	  providers, budgets); keys reach only the HTTP headers and the
+ *	  redaction of texts (ConfigSecrets).  A statement trigger on each
+ *	  table sends a relcache invalidation at commit, which empties every
+ *	  backend's cache: that is how llm.use_provider() reaches all sessions
+ *	  and the worker at once.
  *
  *-------------------------------------------------------------------------
  */
@@ -45,27 +47,42 @@
 
 bool		llm_pass_through = false;
 
+/* the tables the cache is read from: config_load's tables[] */
 #define CONFIG_NTABLES 5
 
+/*
+ * The cache.  config_ctx holds all of it and is reset by the next load
+ * after an invalidation, not by the invalidation itself: what a caller got
+ * stays valid until a call into this module loads again.  config_valid is
+ * false until a load succeeds, and again after a change to one of the
+ * tables (config_inval_cb).
+ */
 static MemoryContext config_ctx = NULL;
 static bool config_valid = false;
 static List *config_providers = NIL;	/* LlmProvider *, by priority, name */
 static List *config_models = NIL;	/* LlmRoute * templates, by name, priority */
-static char *config_primary = NULL;
+static char *config_primary = NULL;	/* llm._setting's primary_provider */
 static List *config_budgets = NIL;	/* ConfigBudgetRow * */
-static Oid	config_relids[CONFIG_NTABLES];
+static Oid	config_relids[CONFIG_NTABLES];	/* the tables', at the last load */
 
 static void config_load(void);
 
+/* A row of llm.budget; -1: no limit of that kind. */
 typedef struct ConfigBudgetRow
 {
 	Oid			roleid;
-	double		usd;
-	int64		calls;
-	int64		max_queued;
+	double		usd;			/* USD a month */
+	int64		calls;			/* calls a month */
+	int64		max_queued;		/* items in the queue at once */
 } ConfigBudgetRow;
 
-/* Any change to one of our tables (or a full reset) empties the cache. */
+/*
+ * Any change to one of our tables (or a full reset) empties the cache.
+ * relid InvalidOid: the whole relcache was reset (the backend missed
+ * invalidations), so anything may have changed.  This runs wherever
+ * invalidations are processed, a load in progress included: it only
+ * marks the cache, and frees nothing.
+ */
 static void
 config_inval_cb(Datum arg, Oid relid)
 {
@@ -81,7 +98,10 @@ config_inval_cb(Datum arg, Oid relid)
 			config_valid = false;
 }
 
-/* Called from _PG_init. */
+/*
+ * Called from _PG_init, once per process: a relcache callback cannot be
+ * unregistered, and a process has room for only a few.
+ */
 void
 ConfigRegisterInvalidation(void)
 {
@@ -104,6 +124,7 @@ pg_llm_config_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("llm._config_changed() must be called as a trigger")));
+	/* FOR EACH STATEMENT: one invalidation however many rows changed */
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(td->tg_relation));
 	/* a Citus coordinator sends the change to its worker nodes at commit */
 	CitusConfigChanged();
@@ -119,7 +140,7 @@ col_str(HeapTuple tup, TupleDesc td, int i)
 	return v ? MemoryContextStrdup(config_ctx, v) : NULL;
 }
 
-/* An integer column, -1 when NULL. */
+/* An integer column (int4, cast in the query), -1 when NULL. */
 static int
 col_int(HeapTuple tup, TupleDesc td, int i)
 {
@@ -163,6 +184,11 @@ config_load_transport(void)
 	int			rc;
 	TupleDesc	td;
 
+	/*
+	 * The proxy and the client key are in the secret table, beside the key:
+	 * a proxy's URL may carry credentials.  Matched to the providers loaded
+	 * by name.
+	 */
 	rc = SPI_execute("SELECT p.name, s.transport->>'proxy', p.options->>'no_proxy', "
 					 "p.options->>'ca_file', p.options->>'client_cert', "
 					 "s.transport->>'client_key', p.options->>'http_version' "
@@ -189,6 +215,7 @@ config_load_transport(void)
 			p->transport.ca_file = col_str(tup, td, 4);
 			p->transport.client_cert = col_str(tup, td, 5);
 			p->transport.client_key = col_str(tup, td, 6);
+			/* absent: libcurl's default; "1.1": HTTP/1.1 only; else HTTP/2 */
 			hv = SPI_getvalue(tup, td, 7);
 			p->transport.http_version = hv == NULL ? 0 : strcmp(hv, "1.1") == 0 ? 11 : 2;
 		}
@@ -211,6 +238,7 @@ typedef struct ProviderOption
 } ProviderOption;
 
 static const ProviderOption provider_options[] = {
+	/* overrides of the settings of the same name: absent (-1), the setting */
 	{"connect_timeout_ms", 'i', NULL, offsetof(LlmProvider, connect_timeout_ms)},
 	{"timeout_ms", 'i', NULL, offsetof(LlmProvider, timeout_ms)},
 	{"low_speed_time", 'i', NULL, offsetof(LlmProvider, low_speed_time)},
@@ -233,7 +261,11 @@ static const ProviderOption provider_options[] = {
 
 /*
  * The query of the providers: each column by the name it is read by, each
- * option of provider_options under its own name.
+ * option of provider_options under its own name.  Built once per process
+ * (the options are this file's constants) and kept in TopMemoryContext.
+ * The names and defaults put into its text are those constants, never
+ * input.  headers: the secret headers as "Name: value" texts, as curl
+ * takes them; ConfigSecrets finds each value after the ": ".
  */
 static const char *
 provider_query(void)
@@ -279,6 +311,7 @@ read_option(LlmProvider *p, const ProviderOption *o, HeapTuple tup, TupleDesc td
 			*(int *) field = col_int(tup, td, col);
 			break;
 		case 'b':
+			/* never NULL: a boolean option has a default */
 			*(bool *) field = strcmp(SPI_getvalue(tup, td, col), "t") == 0;
 			break;
 		default:
@@ -287,7 +320,13 @@ read_option(LlmProvider *p, const ProviderOption *o, HeapTuple tup, TupleDesc td
 	}
 }
 
-/* Load providers, models, the primary and the budgets (as the owner). */
+/*
+ * Load providers, models, the primary and the budgets (as the owner, see
+ * config_load).  Every query is read-only, so all of them read the
+ * caller's snapshot: the routes match the providers read.  A failed
+ * option cast (a value llm._check_provider_options would refuse) fails
+ * the load.
+ */
 static void
 config_load_rows(void *arg)
 {
@@ -322,6 +361,7 @@ config_load_rows(void *arg)
 		p->api_key = col_str(tup, td, SPI_fnumber(td, "api_key"));
 		for (j = 0; j < lengthof(provider_options); j++)
 			read_option(p, &provider_options[j], tup, td);
+		/* absent (-1) and 0 both mean no limit to ratelimit.c */
 		p->rpm_limit = Max(p->rpm_limit, 0);
 		p->tpm_limit = Max(p->tpm_limit, 0);
 		/* the batch API it names, or its protocol's default (NULL: none) */
@@ -342,6 +382,11 @@ config_load_rows(void *arg)
 
 	config_load_transport();
 
+	/*
+	 * The routes, by name then priority: the order ConfigRoutes keeps (and
+	 * unknown_model relies on).  Prices are USD per million tokens; the
+	 * factors multiply them.
+	 */
 	rc = SPI_execute("SELECT name, provider, upstream_model, "
 					 "input_usd_per_mtok::pg_catalog.float8, output_usd_per_mtok::pg_catalog.float8, "
 					 "batch_price_factor::pg_catalog.float8, cached_input_usd_per_mtok::pg_catalog.float8, "
@@ -365,13 +410,16 @@ config_load_rows(void *arg)
 		foreach(lc, config_providers)
 			if (strcmp(((LlmProvider *) lfirst(lc))->name, pname) == 0)
 				r->provider = lfirst(lc);
+		/* output needs both prices; input alone (embeddings), the first */
 		r->has_price = (in != NULL && out != NULL);
 		r->has_input_price = (in != NULL);
 		r->input_usd_per_mtok = in ? atof(in) : 0;
 		r->output_usd_per_mtok = out ? atof(out) : 0;
 		r->batch_price_factor = atof(SPI_getvalue(tup, td, 6));
+		/* -1: no price of its own, the input price applies */
 		r->cached_input_usd_per_mtok = cached ? atof(cached) : -1;
 		r->priority_price_factor = atof(SPI_getvalue(tup, td, 8));
+		/* llm.model's foreign key leaves none without its provider */
 		if (r->provider)
 		{
 			MemoryContext old = MemoryContextSwitchTo(config_ctx);
@@ -381,6 +429,7 @@ config_load_rows(void *arg)
 		}
 	}
 
+	/* no row: none named, and primary_provider() takes the first enabled */
 	rc = SPI_execute("SELECT value FROM llm._setting WHERE key = 'primary_provider'", true, 0);
 	if (rc == SPI_OK_SELECT && SPI_processed == 1)
 		config_primary = col_str(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
@@ -452,9 +501,14 @@ config_load(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("schema \"llm\" does not exist"),
 				 errhint("Run CREATE EXTENSION pg_llm in this database.")));
+	/*
+	 * Looked up at every load, not once: the extension may have been
+	 * dropped and created again, its tables with new OIDs.
+	 */
 	for (i = 0; i < CONFIG_NTABLES; i++)
 		config_relids[i] = get_relname_relid(tables[i], nsp);
 
+	/* the previous load's memory goes: routes were handed out as copies */
 	if (config_ctx == NULL)
 		config_ctx = AllocSetContextCreate(CacheMemoryContext, "pg_llm config",
 										   ALLOCSET_SMALL_SIZES);
@@ -473,6 +527,7 @@ config_load(void)
 	}
 	PG_CATCH();
 	{
+		/* a half-loaded cache is never used: the next call loads again */
 		config_valid = false;
 		PG_RE_THROW();
 	}
@@ -487,7 +542,12 @@ ConfigProviders(void)
 	return config_providers;
 }
 
-/* A deep copy of a route in the current memory context. */
+/*
+ * A deep copy of a route in the current memory context, its provider
+ * included: a caller's chain must outlive the next load, which resets
+ * config_ctx.  Without src, the route of a name passed through: no price,
+ * and the batch and priority factors of llm.model's column defaults.
+ */
 static LlmRoute *
 route_copy(const LlmRoute *src, const LlmProvider *p, const char *model, const char *upstream)
 {
@@ -528,7 +588,12 @@ route_copy(const LlmRoute *src, const LlmProvider *p, const char *model, const c
 	return r;
 }
 
-/* The provider a pass-through name goes to. */
+/*
+ * The primary provider: the one llm._setting names, when it is enabled,
+ * else the first enabled provider by priority; NULL when none is enabled.
+ * Its routes come first in every chain, and it takes the names without a
+ * route that llm.pass_through lets through.
+ */
 static LlmProvider *
 primary_provider(void)
 {
@@ -604,6 +669,10 @@ unknown_model(const char *model)
 			names[n++] = r->model;
 	}
 	near = NamesSuggest(model, names, n);
+	/*
+	 * A name that starts with a provider's ("openai/gpt-x"): the longest
+	 * such provider.  Names shorter than 3 bytes would match by chance.
+	 */
 	foreach(lc, config_providers)
 	{
 		LlmProvider *p = lfirst(lc);
@@ -673,6 +742,7 @@ ConfigRoutes(const char *model)
 	}
 	routes = list_concat(routes, later);
 
+	/* the name exists, every provider of it disabled: not an unknown name */
 	if (routes == NIL && any_row)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -710,6 +780,11 @@ ConfigProviderKey(const LlmProvider *p)
 	if (p->api_key_env == NULL)
 		return NULL;
 	v = getenv(p->api_key_env);
+
+	/*
+	 * Checked before the error that names the variable: a key pasted as
+	 * api_key_env would be shown there.
+	 */
 	if ((v == NULL || v[0] == '\0') && ConfigLooksLikeKey(p->api_key_env))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -742,10 +817,11 @@ ConfigLooksLikeKey(const char *s)
 	};
 	size_t		len = strlen(s);
 	int			i;
-	int			run = 0;
-	bool		run_digit = false;
-	bool		odd = false;
+	int			run = 0;			/* letters and digits in a row, so far */
+	bool		run_digit = false;	/* and whether a digit is among them */
+	bool		odd = false;		/* a character a name never has was seen */
 
+	/* a prefix with more than 8 characters after it */
 	for (i = 0; i < lengthof(prefixes); i++)
 		if (pg_strncasecmp(s, prefixes[i], strlen(prefixes[i])) == 0 && len > strlen(prefixes[i]) + 8)
 			return true;
@@ -848,6 +924,7 @@ List *
 ConfigSecrets(const LlmProvider *p)
 {
 	List	   *out = NIL;
+	/* the key in use, found as ConfigProviderKey finds it */
 	const char *key = p->api_key ? p->api_key :
 		(p->api_key_env ? getenv(p->api_key_env) : NULL);
 	ListCell   *lc;
@@ -856,6 +933,7 @@ ConfigSecrets(const LlmProvider *p)
 		out = lappend(out, (void *) key);
 	foreach(lc, p->headers)
 	{
+		/* "Name: value" (provider_query): the value after ": " */
 		const char *h = lfirst(lc);
 		const char *colon = strchr(h, ':');
 
@@ -897,8 +975,9 @@ ConfigSecrets(const LlmProvider *p)
 }
 
 /*
- * Replace every occurrence of the provider's key, and of the values of its
- * secret headers, in a text.
+ * Replace every occurrence of the provider's secrets (ConfigSecrets: its
+ * key, the values of its secret headers, its proxy's credentials, a client
+ * key given as text) in a text.
  */
 char *
 ConfigRedactSecret(const char *text, const LlmProvider *p)
