@@ -83,7 +83,8 @@ add_text_block(json_object *blocks, const char *text)
 
 /*
  * Translate OpenAI content (string or parts) to Anthropic blocks: text
- * parts as text, image_url parts as URL or base64 image sources.
+ * parts as text, image_url parts as URL or base64 image sources.  Parts
+ * of other types (audio, files) have no block here and are left out.
  */
 static json_object *
 content_blocks(json_object *content)
@@ -114,6 +115,10 @@ content_blocks(json_object *content)
 			json_object *src = json_object_new_object();
 			const char *comma = strchr(url, ',');
 
+			/*
+			 * data:<media type>[;base64],<data>: the media type ends at the
+			 * first ";" or ","; the data goes as it is, as base64.
+			 */
 			if (strncmp(url, "data:", 5) == 0 && comma)
 			{
 				const char *semi = strchr(url, ';');
@@ -158,6 +163,10 @@ assistant_blocks(json_object *m)
 		json_object *input = args ? JsonParseOrNull(args, strlen(args)) : NULL;
 		json_object *b = json_object_new_object();
 
+		/*
+		 * OpenAI's arguments are JSON text, Anthropic's input an object
+		 * (PROTOCOLS.md 3.3): text that is no object goes as {}.
+		 */
 		if (input == NULL || !json_object_is_type(input, json_type_object))
 		{
 			if (input)
@@ -187,6 +196,7 @@ append_turn(json_object *msgs, const char *role, json_object *blocks)
 		size_t		i,
 					nb = json_object_array_length(blocks);
 
+		/* each block gains a reference in lb before blocks drops its own */
 		for (i = 0; i < nb; i++)
 			json_object_array_add(lb, json_object_get(json_object_array_get_idx(blocks, i)));
 		json_object_put(blocks);
@@ -223,6 +233,7 @@ translate_tools(json_object *tools)
 			json_object_object_add(t, "input_schema", json_object_get(params));
 		else
 		{
+			/* input_schema is required: {"type": "object"} at least */
 			json_object *s = json_object_new_object();
 
 			json_object_object_add(s, "type", json_object_new_string("object"));
@@ -233,7 +244,11 @@ translate_tools(json_object *tools)
 	return out;
 }
 
-/* tool_choice: "auto" / "required" / "none" / a named function. */
+/*
+ * tool_choice: "auto" / "required" / "none" / a named function, as
+ * Anthropic's object {"type": auto, any, none or tool}.  Any other string,
+ * or an object without a function's name, is "auto".
+ */
 static json_object *
 translate_tool_choice(json_object *tc)
 {
@@ -322,6 +337,11 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 				n;
 	char	   *instr;
 
+	/*
+	 * The refusals first, before any json-c object is made: an error raised
+	 * here has nothing to free.  From the body on, its guard puts it if an
+	 * error is raised (JsonGuard).
+	 */
 	json_object_object_foreach(src, key, val)
 	{
 		if (json_object_is_type(val, json_type_null))
@@ -420,6 +440,7 @@ anthropic_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 			if (strcmp(key2, "temperature") == 0 || strcmp(key2, "top_p") == 0 ||
 				strcmp(key2, "top_k") == 0 || strcmp(key2, "metadata") == 0 ||
 				strcmp(key2, "thinking") == 0 || strcmp(key2, "service_tier") == 0)
+				/* shared with the request, which keeps its own reference */
 				json_object_object_add(body, key2, json_object_get(val2));
 			else if (strcmp(key2, "stop") == 0)
 			{
@@ -535,6 +556,7 @@ anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 		}
 	}
 
+	/* no text, no tool call: no choice, an empty answer the caller judges */
 	reply->content = any_text ? text.data : NULL;
 	reply->nchoices = (any_text || calls) ? 1 : 0;
 	reply->tool_calls = (calls != NULL);
@@ -542,6 +564,7 @@ anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 	reply->stop_reason = sr ? pstrdup(sr) : NULL;
 	fr = ProtoFinishReason(sr);
 	reply->finish_reason = fr ? pstrdup(fr) : NULL;
+	/* Anthropic's input_tokens leave out the cache's (PROTOCOLS.md 3.3) */
 	ProtoUsageInit(&u, true);
 	(void) ProtoUsageRead(usage, &u);
 	ProviderReplySetUsage(reply, &u);
@@ -556,6 +579,7 @@ anthropic_parse_reply(json_object *root, const LlmRoute *route, bool want_json,
 	g = JsonGuardNew(out);
 	json_object_object_add(out, "id", json_object_new_string(JsonGetString(root, "id") ? JsonGetString(root, "id") : ""));
 	json_object_object_add(out, "object", json_object_new_string("chat.completion"));
+	/* a Message has no creation time: the time it was read */
 	json_object_object_add(out, "created", json_object_new_int64((int64) time(NULL)));
 	json_object_object_add(out, "model", json_object_new_string(JsonGetString(root, "model") ? JsonGetString(root, "model") : route->upstream_model));
 	choices = json_object_new_array();
@@ -659,7 +683,11 @@ anthropic_stream_event(LlmStreamDecoder *dec, const char *type, json_object *roo
 	}
 }
 
-/* "x-api-key" when there is a key, and the API version. */
+/*
+ * "x-api-key" when there is a key (not Authorization: Bearer, PROTOCOLS.md
+ * 3.1), and the API version: the provider option anthropic_version,
+ * "2023-06-01" unless set.
+ */
 static void
 anthropic_add_headers(const LlmProvider *p, const char *key, List **headers)
 {
@@ -725,11 +753,12 @@ anthropic_batch_result(json_object *line, const LlmRoute *route, const char **cu
 		const char *m = JsonGetString(inner ? inner : e, "message");
 
 		/*
-		 * The status its type stands for (PROTOCOLS.md 3.5), judged as an
-		 * answer over HTTP is: rate_limit_error, timeout_error,
-		 * overloaded_error and api_error are sent again, the request's
-		 * own faults and an exhausted account fail it; a type not
-		 * documented yet is sent again, as in a stream.
+		 * A result has no HTTP status: the error's type stands for one
+		 * (PROTOCOLS.md 3.5), judged as an answer over HTTP is:
+		 * rate_limit_error, timeout_error, overloaded_error and api_error
+		 * are sent again, the request's own faults and an exhausted
+		 * account fail it; a type not documented yet is sent again, as
+		 * in a stream.
 		 */
 		*status = ProtoErrorIsQuota(et, NULL) ? 402 : ProtoErrorStatus(et, NULL);
 		if (*status == 0)
@@ -759,6 +788,10 @@ anthropic_batch_request(LlmBatchStep step, const LlmBatchState *b, LlmBatchReque
 	req->timeout = LLM_BATCH_TIMEOUT_CALL;
 	switch (step)
 	{
+			/*
+			 * The requests ({"requests": [...]}, up to 256 MB) are the
+			 * creation's body, sent from the requests file.
+			 */
 		case LLM_BATCH_CREATE:
 			req->path = "/messages/batches";
 			req->send_file = true;
@@ -769,6 +802,7 @@ anthropic_batch_request(LlmBatchStep step, const LlmBatchState *b, LlmBatchReque
 			req->path = psprintf("/messages/batches/%s", b->batch_id);
 			return true;
 		case LLM_BATCH_RESULTS:
+			/* one file, results_url (OpenAI has output and error files) */
 			if (b->results_step > 0 || b->results_url == NULL)
 				return false;
 			req->get = true;
@@ -787,6 +821,11 @@ anthropic_batch_request(LlmBatchStep step, const LlmBatchState *b, LlmBatchReque
 			req->path = psprintf("/messages/batches/%s/cancel", b->batch_id);
 			req->body = "{}";
 			return true;
+			/*
+			 * No upload (the requests go in the creation's body), and no
+			 * lookup: a Message Batch carries no metadata of ours to be found
+			 * by (can_lookup is false).
+			 */
 		case LLM_BATCH_UPLOAD:
 		case LLM_BATCH_LOOKUP:
 			break;
@@ -827,9 +866,14 @@ anthropic_batch_read(LlmBatchStep step, const LlmBatchState *b, json_object *roo
 	counts = JsonGetObject(root, "request_counts");
 	ev->succeeded = JsonGetCount(counts, "succeeded");
 	ev->errored = JsonGetCount(counts, "errored");
+	/* canceled with expired: neither ran, and both are sent again */
 	ev->expired = JsonGetCount(counts, "expired") + JsonGetCount(counts, "canceled");
 }
 
+/*
+ * Message Batches: its limits (PROTOCOLS.md 3.7); results downloaded after
+ * the end, not in the creation's answer.
+ */
 static const LlmBatchOps AnthropicBatchOps = {
 	.name = "anthropic",
 	.max_requests = 100000,
