@@ -98,6 +98,22 @@ SELECT ord, array_length(embedding, 1) AS dims, error
 FROM llm.embed_many(ARRAY['one', 'two', 'three', 'four five six seven', 'eight', 'nine'],
                     'mock?max_input_tokens=3', '{"dimensions": 2}') ORDER BY ord;
 \! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; s=json.load(sys.stdin)["embeddings"]; print("requests", s["requests"], "inputs embedded", s["inputs"])'
+-- a refusal of the request itself (an option the model does not take):
+-- one input of a request of 8 or more is sent alone; refused with the
+-- same words, every input fails with them after two requests
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT count(*) AS inputs, count(DISTINCT error) AS errors, min(error) AS error
+FROM llm.embed_many(ARRAY(SELECT 'input ' || g FROM generate_series(1, 10) g),
+                    'mock?fail=400&message=This+model+does+not+support+specifying+dimensions.', '{"dimensions": 2}');
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; s=json.load(sys.stdin)["embeddings"]; print("requests", s["requests"])'
+-- and with one input over the limit among 10, the probe is embedded and
+-- the others are split down to the one at fault
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT ord, array_length(embedding, 1) AS dims, error
+FROM llm.embed_many(ARRAY(SELECT CASE WHEN g = 7 THEN 'this one is far too long' ELSE 'input ' || g END
+                          FROM generate_series(1, 10) g),
+                    'mock?max_input_tokens=3', '{"dimensions": 2}') ORDER BY ord;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; s=json.load(sys.stdin)["embeddings"]; print("requests", s["requests"], "inputs embedded", s["inputs"])'
 -- fewer vectors than inputs, out of order (matched by index), a
 -- non-numeric element, a vector of other dimensions: the input at fault
 -- fails alone, the others keep their vectors
@@ -179,6 +195,17 @@ SELECT target_key, status, error FROM llm.queue
 WHERE target_table = 'eq_docs'::regclass AND status = 'failed' ORDER BY id;
 SELECT count(*) FILTER (WHERE v4 IS NOT NULL) AS written, count(*) FILTER (WHERE id IN (3, 12) AND v4 IS NULL) AS left_null
 FROM eq_docs WHERE id <= 14 AND id <> 9;
+-- a refusal of the request itself: the probe, one item alone, is refused
+-- with the same words, and every item fails with them, in a few requests
+-- (not one for each item and more)
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT count(llm.enqueue_embedding(body, 'mock?fail=400&message=This+model+does+not+support+specifying+dimensions.',
+                                   'eq_docs', 'v4', jsonb_build_object('id', id), '{"dimensions": 4}'))
+FROM eq_docs WHERE id BETWEEN 15 AND 26;
+SELECT wait_queue();
+SELECT status, count(*), min(error) AS error FROM llm.queue
+WHERE model LIKE 'mock?fail=400%' GROUP BY 1;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; s=json.load(sys.stdin)["embeddings"]; print("a few requests:", s["requests"] <= 4)'
 -- what enqueue_embedding refuses before anything is queued
 SELECT llm.enqueue_embedding(NULL, 'emb') IS NULL AS null_gives_null;
 SELECT llm.enqueue_embedding('', 'emb');

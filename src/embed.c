@@ -16,9 +16,12 @@
  *	  request, fewer when their estimated tokens would pass
  *	  llm.embed_tokens_per_request, and keeps up to llm.many_concurrency
  *	  requests in flight.  A request that the provider refuses as a whole
- *	  (HTTP 400, 413 or 422: one input over the model's limit fails the
- *	  whole request) is split in half and each half sent again, down to
- *	  the single input at fault, which fails alone; a refused request is
+ *	  (HTTP 400, 413 or 422) of EMBED_PROBE_MIN_INPUTS inputs or more sends
+ *	  one of them alone first (EmbedRefusedWhole): refused with the same
+ *	  words, every input fails with them (an option the model does not
+ *	  take); otherwise, and for a smaller request, the inputs are split in
+ *	  half and each half sent again, down to the single input at fault
+ *	  (one over the model's limit), which fails alone; a refused request is
  *	  not charged, so nothing is paid twice.  An input the reply has no
  *	  usable vector for (fewer vectors than inputs, a non-numeric element,
  *	  other dimensions than asked for) fails alone; the others keep theirs.
@@ -374,6 +377,50 @@ EmbedTextForColumn(const char *vector, Oid typid)
 	return buf.data;
 }
 
+/* ---- a request refused as a whole ---- */
+
+/*
+ * A request the provider refused as a whole (HTTP 400, 413 or 422): one
+ * of its inputs may be at fault (over the model's limit), or the request
+ * itself (an option the model does not take, such as dimensions).  Which
+ * one is learnt from one input sent alone, the probe (EmbedProbeInput):
+ * refused with the same words, the fault is the request's and every input
+ * fails with it; otherwise the other inputs are split in half and sent
+ * again, down to the input at fault, which fails alone.  Either way a
+ * refusal that every input shares costs two requests, not one for each
+ * input and more.
+ */
+bool
+EmbedRefusedWhole(long status)
+{
+	return status == 400 || status == 413 || status == 422;
+}
+
+/*
+ * The input sent alone to learn whose fault a refusal is: the one of
+ * median size (estimated tokens), as an input at fault is at an end (too
+ * long, or too short to be valid).  Its index among the n.
+ */
+int
+EmbedProbeInput(const int64 *tokens, int n)
+{
+	int			below;
+	int			i;
+	int			j;
+
+	/* the input with as many larger as smaller ones (ties by place) */
+	for (i = 0; i < n; i++)
+	{
+		below = 0;
+		for (j = 0; j < n; j++)
+			if (tokens[j] < tokens[i] || (tokens[j] == tokens[i] && j < i))
+				below++;
+		if (below == n / 2)
+			return i;
+	}
+	return 0;
+}
+
 /* ---- embed_many ---- */
 
 typedef enum PackState
@@ -397,6 +444,10 @@ typedef struct EmbedPack
 	char	   *error;			/* the whole request's failure, or NULL */
 	int			next_row;
 	struct EmbedPack *next;		/* in the ready list or the finished queue */
+	bool		probed;			/* made from a refused request: a refusal splits it */
+	int		   *rest;			/* a probe: the other inputs of its request */
+	int			nrest;
+	char	   *refusal;		/* a probe: the words of that request's refusal */
 } EmbedPack;
 
 typedef struct EmbedRun
@@ -500,10 +551,35 @@ pack_free(EmbedRun *run, EmbedPack *p)
 	pfree(p);
 }
 
-/* A pack is finished: queue its rows. */
+static void ready_push(EmbedRun *run, EmbedPack *p);
+
+/* Two packs of half the inputs each, sent first (refused ones are split). */
+static void
+pack_halves(EmbedRun *run, const int *ords, int n)
+{
+	int			half = n / 2;
+	EmbedPack  *a = pack_new(run, ords, half);
+	EmbedPack  *b = pack_new(run, ords + half, n - half);
+
+	a->probed = b->probed = true;
+	ready_push(run, b);
+	ready_push(run, a);
+}
+
+/*
+ * A pack is finished: queue its rows.  A probe's other inputs are split
+ * in half: it was not refused with its request's words.
+ */
 static void
 pack_finish(EmbedRun *run, EmbedPack *p)
 {
+	if (p->nrest > 0)
+	{
+		int			n = p->nrest;
+
+		p->nrest = 0;
+		pack_halves(run, p->rest, n);
+	}
 	p->state = PACK_FINISHED;
 	p->next = NULL;
 	if (run->finished_tail)
@@ -597,8 +673,46 @@ ready_push(EmbedRun *run, EmbedPack *p)
 }
 
 /*
- * A transfer of a pack finished: done, again later, split in half (a
- * request the provider refused as a whole), or failed.
+ * A pack refused as a whole: its probe, one input sent alone, holding the
+ * others until its answer (EmbedRefusedWhole).  A pack made from a
+ * refused one, or of fewer than EMBED_PROBE_MIN_INPUTS inputs, is split
+ * in half at once.
+ */
+static void
+pack_refused(EmbedRun *run, EmbedPack *p, const char *error)
+{
+	int64	   *tokens;
+	EmbedPack  *probe;
+	int			k;
+	int			i;
+	int			j = 0;
+
+	if (p->probed || p->n < EMBED_PROBE_MIN_INPUTS)
+	{
+		pack_halves(run, p->ords, p->n);
+		pack_free(run, p);
+		return;
+	}
+	tokens = palloc(sizeof(int64) * p->n);
+	for (i = 0; i < p->n; i++)
+		tokens[i] = input_tokens(run->inputs[p->ords[i]]);
+	k = EmbedProbeInput(tokens, p->n);
+	probe = pack_new(run, p->ords + k, 1);
+	probe->probed = true;
+	probe->rest = MemoryContextAlloc(probe->ctx, sizeof(int) * (p->n - 1));
+	for (i = 0; i < p->n; i++)
+		if (i != k)
+			probe->rest[j++] = p->ords[i];
+	probe->nrest = j;
+	probe->refusal = MemoryContextStrdup(probe->ctx, error);
+	pfree(tokens);
+	pack_free(run, p);
+	ready_push(run, probe);
+}
+
+/*
+ * A transfer of a pack finished: done, again later, refused as a whole
+ * (pack_refused), or failed.
  */
 static void
 pack_judge(EmbedRun *run, EmbedPack *p)
@@ -622,23 +736,30 @@ pack_judge(EmbedRun *run, EmbedPack *p)
 			ready_push(run, p);
 			break;
 		case LLM_STEP_FAILED:
-			if (p->n > 1 && (f.status == 400 || f.status == 413 || f.status == 422))
 			{
-				int			half = p->n / 2;
-				EmbedPack  *a;
-				EmbedPack  *b;
+				char	   *error = LlmFailureText(&f);
 
-				p->call->error = LlmFailureText(&f);
-				UsageRecord(p->call, LLM_OUTCOME_ERROR);
-				MemoryContextSwitchTo(old);
-				a = pack_new(run, p->ords, half);
-				b = pack_new(run, p->ords + half, p->n - half);
-				pack_free(run, p);
-				ready_push(run, b);
-				ready_push(run, a);
-				return;
+				if (p->nrest > 0 && EmbedRefusedWhole(f.status) && strcmp(error, p->refusal) == 0)
+				{
+					/* the request's fault: every input of it fails */
+					int		   *ords = palloc(sizeof(int) * (p->n + p->nrest));
+
+					memcpy(ords, p->ords, sizeof(int) * p->n);
+					memcpy(ords + p->n, p->rest, sizeof(int) * p->nrest);
+					p->ords = ords;
+					p->n += p->nrest;
+					p->nrest = 0;
+				}
+				else if (p->n > 1 && EmbedRefusedWhole(f.status))
+				{
+					p->call->error = error;
+					UsageRecord(p->call, LLM_OUTCOME_ERROR);
+					MemoryContextSwitchTo(old);
+					pack_refused(run, p, error);
+					return;
+				}
+				pack_fail(run, p, error);
 			}
-			pack_fail(run, p, LlmFailureText(&f));
 			break;
 		case LLM_STEP_SPENT:
 			pack_fail(run, p, LlmFailureText(&f));

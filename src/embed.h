@@ -35,6 +35,15 @@ extern void EmbedCheckInput(const char *input);
 extern LlmCall *EmbedCallCreate(LlmRequest *req, const char *model, int ninputs,
 								LlmMode mode);
 extern char *EmbedVectorText(const float4 *values, int dim);
+/*
+ * The fewest inputs of a refused request that are probed (EmbedRefusedWhole)
+ * rather than split in half at once: below, halving costs about as few
+ * requests whoever is at fault.
+ */
+#define EMBED_PROBE_MIN_INPUTS 8
+
+extern bool EmbedRefusedWhole(long status);
+extern int	EmbedProbeInput(const int64 *tokens, int n);
 extern EmbedColumnKind EmbedColumnKindOf(Oid typid);
 extern int	EmbedColumnDimensions(Oid typid, int32 typmod);
 extern char *EmbedTextForColumn(const char *vector, Oid typid);

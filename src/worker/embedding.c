@@ -19,12 +19,16 @@
  *	  When the request ends the call engine judges it (LlmCallStep, as for
  *	  every call): each item gets its vector, or the error of its input
  *	  (no vector, a non-numeric element, other dimensions than asked for);
- *	  a request refused as a whole (HTTP 400, 413 or 422: one input over
- *	  the model's limit) is split in half and each half sent again, down
- *	  to the item at fault, which fails alone (a refused request costs
- *	  nothing, so nothing is paid twice); a request whose retries are
- *	  spent sends its items back to the queue for later, as the realtime
- *	  transport does.  One usage row a request, with its inputs.
+ *	  a request refused as a whole (HTTP 400, 413 or 422) of
+ *	  EMBED_PROBE_MIN_INPUTS items or more sends one of them alone, the
+ *	  probe (EmbedRefusedWhole): refused with the same words, every item
+ *	  fails with them (an option the model does not take); otherwise, and
+ *	  for a smaller request, the items are split in half and each half
+ *	  sent again, down to the item at fault (an input over the model's
+ *	  limit), which fails alone (a refused request costs nothing, so
+ *	  nothing is paid twice); a request whose retries are spent sends its
+ *	  items back to the queue for later, as the realtime transport does.
+ *	  One usage row a request, with its inputs.
  *
  *	  An item's reply is its vector as text ("[v1,...]"); the write-back
  *	  gives it to the target column's input function in the syntax of the
@@ -53,7 +57,9 @@ typedef enum PackState
 {
 	PACK_NEW,					/* formed; its call is made in a transaction */
 	PACK_READY,					/* to be sent at not_before */
-	PACK_IN_FLIGHT
+	PACK_IN_FLIGHT,
+	PACK_HELD,					/* refused: waits for its probe's answer */
+	PACK_SPLIT					/* refused: split at the next pass */
 } PackState;
 
 /* One request's worth of items. */
@@ -71,6 +77,9 @@ typedef struct EmbedPack
 	LlmCall    *call;
 	HttpTransfer *xfer;
 	TimestampTz not_before;
+	bool		probed;			/* made from a refused request: a refusal splits it */
+	struct EmbedPack *held;		/* a probe: the rest of its request, HELD */
+	char	   *refusal;		/* a probe: the words of that request's refusal */
 } EmbedPack;
 
 /* every pack there is, in the order formed */
@@ -110,10 +119,16 @@ pack_new(const WorkItem *first, int cap)
 	return p;
 }
 
-/* Forget a pack (its items live on in the set). */
+/*
+ * Forget a pack (its items live on in the set).  A probe's held rest is
+ * split at the next pass: the probe was not refused with its request's
+ * words.
+ */
 static void
 pack_free(EmbedPack *p)
 {
+	if (p->held)
+		p->held->state = PACK_SPLIT;
 	dlist_delete(&p->node);
 	MemoryContextDelete(p->ctx);
 	pfree(p);
@@ -352,7 +367,45 @@ pack_split(EmbedPack *p)
 
 	for (i = 0; i < p->n; i++)
 		pack_add(i < half ? a : b, p->items[i], input_tokens(p->items[i]));
+	a->probed = b->probed = true;
 	pack_items_state(p, ITEM_READY);
+	pack_free(p);
+}
+
+/*
+ * A pack refused as a whole: its probe, one item sent alone, and the rest
+ * held until the probe's answer (EmbedRefusedWhole).  A pack made from a
+ * refused one, or of fewer than EMBED_PROBE_MIN_INPUTS items, is split in
+ * half at once.
+ */
+static void
+pack_refused(EmbedPack *p, const char *error)
+{
+	int64	   *tokens;
+	EmbedPack  *probe;
+	EmbedPack  *rest;
+	int			k;
+	int			i;
+
+	if (p->probed || p->n < EMBED_PROBE_MIN_INPUTS)
+	{
+		pack_split(p);
+		return;
+	}
+	tokens = palloc(sizeof(int64) * p->n);
+	for (i = 0; i < p->n; i++)
+		tokens[i] = input_tokens(p->items[i]);
+	k = EmbedProbeInput(tokens, p->n);
+	probe = pack_new(p->items[k], 1);
+	rest = pack_new(p->items[k == 0 ? 1 : 0], p->n - 1);
+	for (i = 0; i < p->n; i++)
+		pack_add(i == k ? probe : rest, p->items[i], tokens[i]);
+	probe->probed = rest->probed = true;
+	probe->held = rest;
+	probe->refusal = MemoryContextStrdup(probe->ctx, error);
+	rest->state = PACK_HELD;
+	pack_items_state(p, ITEM_READY);
+	pfree(tokens);
 	pack_free(p);
 }
 
@@ -437,14 +490,27 @@ embedding_done(ItemSet *set, HttpTransfer *t)
 			SlotCountRetried();
 			break;
 		case LLM_STEP_FAILED:
-			if (p->n > 1 && (f.status == 400 || f.status == 413 || f.status == 422))
 			{
-				p->call->error = LlmFailureText(&f);
-				UsageRecord(p->call, LLM_OUTCOME_ERROR);
-				pack_split(p);
+				char	   *error = LlmFailureText(&f);
+
+				if (p->held && EmbedRefusedWhole(f.status) && strcmp(error, p->refusal) == 0)
+				{
+					/* the request's fault: every item of it fails */
+					EmbedPack  *rest = p->held;
+
+					p->held = NULL;
+					pack_fail(set, rest, error);
+					pack_fail(set, p, error);
+				}
+				else if (p->n > 1 && EmbedRefusedWhole(f.status))
+				{
+					p->call->error = error;
+					UsageRecord(p->call, LLM_OUTCOME_ERROR);
+					pack_refused(p, error);
+				}
+				else
+					pack_fail(set, p, error);
 			}
-			else
-				pack_fail(set, p, LlmFailureText(&f));
 			break;
 		case LLM_STEP_SPENT:
 			pack_spent(set, p, &f, not_before);
@@ -468,7 +534,10 @@ embedding_tick(ItemSet *set, TimestampTz now)
 	{
 		EmbedPack  *p = dlist_container(EmbedPack, node, iter.cur);
 
-		if (p->state != PACK_IN_FLIGHT)
+		/* its two halves come at the end of the list, counted there */
+		if (p->state == PACK_SPLIT)
+			pack_split(p);
+		else if (p->state != PACK_IN_FLIGHT)
 			waiting++;
 	}
 	(void) form_packs(set, WorkerConcurrency - set->in_flight - waiting);
@@ -510,6 +579,9 @@ embedding_stop(ItemSet *set)
 {
 	dlist_mutable_iter iter;
 
+	/* every pack goes: none is split */
+	dlist_foreach_modify(iter, &packs)
+		dlist_container(EmbedPack, node, iter.cur)->held = NULL;
 	dlist_foreach_modify(iter, &packs)
 	{
 		EmbedPack  *p = dlist_container(EmbedPack, node, iter.cur);
