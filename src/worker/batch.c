@@ -395,7 +395,7 @@ split_batch(BatchRun *b, const char *why, bool refused)
 		batch_finish(b, "failed", why, refused);
 		return;
 	}
-	elog(LOG, "pg_llm worker: inline batch " INT64_FORMAT " split in two (%s)", b->row.id, why);
+	elog(LOG, "pg_llm worker: %s batch " INT64_FORMAT " split in two (%s)", b->row.kind->name, b->row.id, why);
 	for (k = 0; k < 2; k++)
 	{
 		BatchRun   *h = batch_new(halves[k], tokens[k], b->row.kind->name, b->row.model,
