@@ -275,6 +275,14 @@ SELECT model, mode, outcome, finish_reason, input_tokens, cached_input_tokens, o
        service_tier, cost_usd
 FROM llm.usage WHERE model LIKE 'p-b-%' ORDER BY model;
 
+-- Groq streams put their usage in x_groq.usage on the last chunk: read
+-- there, as the same call's usage without a stream is, not estimated
+SELECT llm.add_model('p-groq', 'mock', 'mock?fault=groq_usage', input_usd_per_mtok => 1, output_usd_per_mtok => 2);
+SELECT string_agg(c, '') FROM llm.chat_stream('two words', 'p-groq') c;
+SELECT llm.chat('two words', 'p-groq');
+SELECT pt_usage_written('p-groq', 2);
+SELECT mode, input_tokens, output_tokens, estimated, cost_usd FROM llm.usage WHERE model = 'p-groq' ORDER BY mode;
+
 DROP TABLE pt_batch;
 DROP TABLE pt_endings;
 DROP FUNCTION pt_try(text);

@@ -58,11 +58,18 @@ openai_build_body(LlmRequest *req, const LlmRoute *route, bool stream)
 	return body;
 }
 
-/* The usage of a reply or chunk, with the service tier beside it. */
+/*
+ * The usage of a reply or chunk, with the service tier beside it.  Groq
+ * streams have it in x_groq.usage on the last chunk instead.
+ */
 static void
 read_usage(json_object *root, ProtoUsage *u)
 {
-	(void) ProtoUsageRead(JsonGetObject(root, "usage"), u);
+	json_object *usage = JsonGetObject(root, "usage");
+
+	if (usage == NULL)
+		usage = JsonGetObject(JsonGetObject(root, "x_groq"), "usage");
+	(void) ProtoUsageRead(usage, u);
 	ProtoUsageSetTier(u, JsonGetString(root, "service_tier"));
 }
 

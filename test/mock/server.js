@@ -630,7 +630,7 @@ function addFiller(h, ctx) {
 const FAULTS = new Set(['reset', 'hang', 'malformed', 'html', 'notjson', 'big',
 	'badutf8', 'empty_choices', 'null_content', 'leading_ws', 'truncate',
 	'error_event', 'crlf', 'cr', 'split', 'no_done', 'comments',
-	'redirect', 'wrong_type', 'slow_body'].concat(embeddings.FAULTS));
+	'redirect', 'wrong_type', 'slow_body', 'groq_usage'].concat(embeddings.FAULTS));
 
 /* Validators of each directive: return the parsed value or throw a message. */
 const DIRECTIVES = {
@@ -1489,7 +1489,12 @@ function openaiEvents(ctx, r) {
 		chunk({}, openaiFinish(r));
 	}
 	const u = usageValue(ctx, openaiUsage(r));
-	if (iu && u !== undefined)
+	if (ctx.faults.has('groq_usage') && u !== undefined) {
+		/* Groq: the usage in x_groq on the last chunk, whatever include_usage says */
+		const last = ev[ev.length - 1];
+		last.s = spliceUsage(ctx, last.s.replace(/\}\n\n$/, ',"x_groq":{"id":"req_mock' + ctx.id +
+			'","usage":' + JSON.stringify(u) + '}}\n\n'));
+	} else if (iu && u !== undefined)
 		ev.push({ s: spliceUsage(ctx, 'data: ' + head + '[],"usage":' + JSON.stringify(u) + '}\n\n'), piece: false });
 	ev.push({ s: 'data: [DONE]\n\n', piece: false, final: true });
 	return ev;
