@@ -9,6 +9,7 @@ SELECT substring(base_url from ':([0-9]+)/') AS mock_port FROM llm.provider WHER
 SELECT replace(base_url, '/v1', '/deepseek/v1') AS deepseek_url FROM llm.provider WHERE name = 'mock' \gset
 SELECT llm.add_model('cheap', 'mock', 'mock?reply=cheap', input_usd_per_mtok => 0.1, output_usd_per_mtok => 0.2);
 SELECT llm.add_model('echo', 'mock', 'mock?echo=request');
+SELECT llm.add_model('emb-m', 'mock', 'text-embedding-3-small');
 -- fails (HTTP 400, not retried) for the prompts that contain "poison"
 SELECT llm.add_model('picky', 'mock', 'mock?fail=400&when=poison&message=bad+row',
                      input_usd_per_mtok => 0.1, output_usd_per_mtok => 0.2);
@@ -236,6 +237,29 @@ SELECT llm.enqueue('y', 'mock') IS NOT NULL AS queued_again;
 \c :regress_db
 DROP DATABASE regress_llm_money_unserved;
 
+-- 9. a prompt or an input of nothing but white space is an empty one:
+-- refused, or its row answered with the error, and nothing is sent (a
+-- job queues no item for such a row); what goes is the chat request of
+-- 'fine' and the embedding input 'words'
+\! curl -s -X POST http://127.0.0.1:$MOCK_PORT/_reset >/dev/null
+SELECT llm.chat(E' \n\t ', 'cheap');
+SELECT llm.chat(E'\r\n', 'cheap', options => '{"on_error": "null"}') IS NULL AS blank_gives_null;
+SELECT ord, content, error FROM llm.chat_many(ARRAY['fine', E'  \n'], 'cheap') ORDER BY ord;
+SELECT string_agg(c, '') FROM llm.chat_stream('   ', 'cheap') c;
+SELECT llm.enqueue(E'\t', 'cheap');
+SELECT llm.embed('  ', 'emb-m');
+SELECT ord, error FROM llm.embed_many(ARRAY['  ', 'words'], 'emb-m') ORDER BY ord;
+SELECT llm.classify(' ', ARRAY['a', 'b'], 'cheap');
+SELECT requests FROM llm.estimate(ARRAY['one', '   ', E'\n'], 'cheap');
+CREATE TABLE blank_m (id int PRIMARY KEY, body text, reply text);
+INSERT INTO blank_m VALUES (1, E' \n '), (2, ''), (3, E'\t');
+SELECT llm.create_job('blank-m', 'blank_m', '{id}', '{body}', 'reply', model => 'cheap', track_changes => false);
+SELECT llm.run_job('blank-m') AS queued;
+SELECT count(*) AS items FROM llm.queue WHERE job = 'blank-m';
+SELECT llm.drop_job('blank-m');
+DROP TABLE blank_m;
+\! curl -s http://127.0.0.1:$MOCK_PORT/_stats | python3 -c 'import json,sys; s=json.load(sys.stdin); print("requests", s["requests"], "embedding inputs", s["embeddings"]["inputs"])'
+
 SELECT llm.drop_provider('deepseek');
 SELECT llm.drop_model('triage'), llm.drop_model('cheap'), llm.drop_model('echo'), llm.drop_model('picky'), llm.drop_model('slow'),
-       llm.drop_model('stream-cut');
+       llm.drop_model('stream-cut'), llm.drop_model('emb-m');

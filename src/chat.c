@@ -62,7 +62,8 @@ ChatCallFromArgs(FunctionCallInfo fcinfo, LlmMode mode)
 				 errdetail("An answer is validated whole, and a stream hands it out before it is."),
 				 errhint("Use llm.chat() with json_schema.")));
 	call = LlmCallCreate(req, LlmResolveModel(model, NULL), mode);
-	call->prompt = prompt_len == 0 ? "" : prompt;	/* checked by its first byte */
+	/* checked by its first byte: a blank prompt is an empty one */
+	call->prompt = LlmBlank(prompt, prompt_len) ? "" : prompt;
 	call->request_bytes = prompt_len + system_len + (options ? strlen(options) : 0);
 	return call;
 }

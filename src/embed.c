@@ -121,7 +121,7 @@ EmbedRoutes(const char *model)
 void
 EmbedCheckInput(const char *input)
 {
-	if (input != NULL && input[0] == '\0')
+	if (input != NULL && LlmBlank(input, strlen(input)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("input must not be empty"),
@@ -622,7 +622,7 @@ pack_form(EmbedRun *run)
 		const char *in = run->inputs[i];
 		int64		t;
 
-		if (in == NULL || in[0] == '\0')
+		if (in == NULL || LlmBlank(in, strlen(in)))
 		{
 			run->instant[run->instant_tail++] = i;
 			run->next_input++;

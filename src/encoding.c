@@ -185,3 +185,21 @@ LlmEscapeControls(const char *utf8)
 		LlmAppendShown(&out, utf8, n, &i);
 	return out.data;
 }
+
+/*
+ * Is a prompt or an input empty, or nothing but white space (ASCII: any
+ * encoding pg_llm runs in keeps those bytes as they are)?  A model has
+ * nothing to answer or embed there, so it is not sent.  Stops at the
+ * first other byte: a long text costs nothing to check.
+ */
+bool
+LlmBlank(const char *s, size_t len)
+{
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+		if (!(s[i] == ' ' || s[i] == '\t' || s[i] == '\n' || s[i] == '\r' ||
+			  s[i] == '\v' || s[i] == '\f'))
+			return false;
+	return true;
+}

@@ -17,6 +17,7 @@
 
 extern char *LlmToServerEncoding(const char *utf8, size_t len);
 extern char *LlmToUtf8(const char *text);
+extern bool LlmBlank(const char *s, size_t len);
 extern char *LlmTextToUtf8(text *t, size_t *len);
 extern char *LlmArgJsonb(FunctionCallInfo fcinfo, int n);
 extern int	LlmArgTextArray(FunctionCallInfo fcinfo, int n, const char *what, const char *hint,

@@ -164,7 +164,7 @@ pg_llm_estimate(PG_FUNCTION_ARGS)
 			continue;
 		old = MemoryContextSwitchTo(per_prompt);
 		prompt = LlmToUtf8(TextDatumGetCString(elems[i]));
-		if (prompt[0] == '\0')
+		if (LlmBlank(prompt, strlen(prompt)))
 		{
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(per_prompt);

@@ -274,7 +274,7 @@ many_setup(ManyRun *run, ManyItem *it)
 		many_finish(run, it);
 		return;
 	}
-	if (it->prompt_len == 0)
+	if (LlmBlank(it->prompt, it->prompt_len))
 	{
 		many_fail(run, it, "prompt must not be empty", LLM_OUTCOME_ERROR);
 		return;

@@ -736,7 +736,7 @@ pg_llm_enqueue(PG_FUNCTION_ARGS)
 		PG_RETURN_NULL();
 	/* the prompt's own bytes, not a copy: a long one is refused or queued as it is */
 	prompt = LlmTextToUtf8(PG_GETARG_TEXT_PP(0), &prompt_len);
-	LlmCheckPrompt(prompt_len == 0 ? "" : "-");
+	LlmCheckPrompt(LlmBlank(prompt, prompt_len) ? "" : "-");
 	if (strcmp(if_queued, "skip") != 0 && strcmp(if_queued, "add") != 0 &&
 		strcmp(if_queued, "replace") != 0)
 		ereport(ERROR,
@@ -921,7 +921,7 @@ job_insert(void *arg)
 								   "CASE WHEN $15 OPERATOR(pg_catalog.=) 'embed' "
 								   "THEN pg_catalog.hashtextextended(u.prompt, 0) END, $16 "
 								   "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) AS u(prompt, key) "
-								   "WHERE u.prompt OPERATOR(pg_catalog.<>) '' AND u.key IS NOT NULL "
+								   "WHERE u.prompt OPERATOR(pg_catalog.~) E'[^ \\\\t\\\\n\\\\r\\\\v\\\\f]' AND u.key IS NOT NULL "
 								   "AND ($12 OR NOT EXISTS (SELECT 1 FROM llm.queue q WHERE q.job_id = $10 "
 								   "AND q.status IN ('pending', 'running', 'submitted') "
 								   "AND q.target_key OPERATOR(pg_catalog.=) u.key))",
@@ -935,7 +935,7 @@ job_insert(void *arg)
 	if (capped == NULL)
 		capped = custom_plan("WITH c AS (SELECT u.prompt, u.key, u.o "
 							 "FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2)) WITH ORDINALITY AS u(prompt, key, o) "
-							 "WHERE u.prompt OPERATOR(pg_catalog.<>) '' AND u.key IS NOT NULL "
+							 "WHERE u.prompt OPERATOR(pg_catalog.~) E'[^ \\\\t\\\\n\\\\r\\\\v\\\\f]' AND u.key IS NOT NULL "
 							 "AND ($12 OR NOT EXISTS (SELECT 1 FROM llm.queue q WHERE q.job_id = $10 "
 							 "AND q.status IN ('pending', 'running', 'submitted') "
 							 "AND q.target_key OPERATOR(pg_catalog.=) u.key))), "
@@ -976,7 +976,7 @@ job_queue(void *arg)
  * Queue a job's items: the one way a job's rows enter the queue (its
  * triggers and llm.run_job, in src/jobs.c, after reading the rows as the
  * job's owner).  prompts (text[]) and keys (jsonb[]) are n rows of the
- * job's target; an empty prompt is not queued.  With supersede (the
+ * job's target; an empty or blank prompt is not queued.  With supersede (the
  * triggers), a pending item of the same row is replaced; otherwise
  * (run_job) a row with an item not yet answered is skipped.  The target is
  * checked for the job's owner as llm.enqueue checks it, and the owner's

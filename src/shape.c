@@ -131,7 +131,7 @@ arg_utf8(FunctionCallInfo fcinfo, int n)
 static void
 check_input(const char *input)
 {
-	if (input[0] == '\0')
+	if (LlmBlank(input, strlen(input)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("input must not be empty"),

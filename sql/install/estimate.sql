@@ -7,7 +7,7 @@ RETURNS TABLE (provider text, requests bigint, input_tokens bigint, output_token
                cost_usd numeric, batch_cost_usd numeric, within_budget boolean)
 AS 'MODULE_PATHNAME', 'pg_llm_estimate'
 LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION llm.estimate(text[], text, text, jsonb) IS 'What sending the prompts (NULL and empty ones are not sent) to a model would use and cost, on each route of the model (its own first, then its fallback chain): requests, input tokens (estimated without a tokenizer, or counted by a provider with the option count_tokens), output tokens (max_tokens, else 256, times n), the cost at realtime and at batch prices (NULL, with a WARNING, on a route without prices), and whether the caller''s budget allows it';
+COMMENT ON FUNCTION llm.estimate(text[], text, text, jsonb) IS 'What sending the prompts (NULL, empty and blank ones are not sent) to a model would use and cost, on each route of the model (its own first, then its fallback chain): requests, input tokens (estimated without a tokenizer, or counted by a provider with the option count_tokens), output tokens (max_tokens, else 256, times n), the cost at realtime and at batch prices (NULL, with a WARNING, on a route without prices), and whether the caller''s budget allows it';
 
 CREATE FUNCTION llm.estimate_job(name text)
 RETURNS TABLE (provider text, requests bigint, input_tokens bigint, output_tokens bigint,
