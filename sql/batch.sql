@@ -11,6 +11,8 @@ SELECT llm.create_provider('b-bad', 'openai', 'http://127.0.0.1:9/v1', options =
 SELECT llm.alter_provider('claude', options => '{"batch_api": "openai"}');
 SELECT count(*) FROM llm.provider WHERE name = 'b-bad';
 SELECT llm.add_model('b-neg', 'mock', batch_price_factor => -0.5);
+SELECT llm.add_model('b-neg', 'mock', input_usd_per_mtok => -1, output_usd_per_mtok => 2);
+SELECT llm.add_model('b-neg', 'mock', input_usd_per_mtok => 1, output_usd_per_mtok => -2);
 
 -- a provider's batch API, by default from its protocol
 SELECT llm.create_provider('b-inline', 'openai', (SELECT base_url FROM llm.provider WHERE name = 'mock'),

@@ -31,6 +31,7 @@ SELECT llm.chat_completion('{"messages": [{"role": "user"}]}', 'mock');
 -- options
 SELECT llm.chat('x', 'mock', options => '"hot"');
 SELECT llm.chat('x', 'mock', options => '[1]');
+SELECT llm.chat('x', 'mock', options => 'null');
 SELECT llm.chat('x', 'mock', options => '{"temperature": "hot"}');
 SELECT llm.chat('x', 'mock', options => '{"temperature": 3}');
 SELECT llm.chat('x', 'mock', options => '{"max_tokens": 0}');

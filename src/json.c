@@ -53,6 +53,19 @@ JsonGuardRelease(JsonGuard *g)
 	json_guard_cb(g);
 }
 
+/* Is a text the JSON literal null, with white space around it? */
+static bool
+is_null_literal(const char *text, size_t len)
+{
+	size_t		b = 0;
+
+	while (b < len && isspace((unsigned char) text[b]))
+		b++;
+	while (len > b && isspace((unsigned char) text[len - 1]))
+		len--;
+	return len - b == 4 && memcmp(text + b, "null", 4) == 0;
+}
+
 /*
  * Parse JSON text; NULL when it is not one complete JSON value, with *why
  * (when asked for) saying what is wrong in our words.  Leading and
@@ -90,8 +103,9 @@ JsonParse(const char *text, size_t len, const char **why)
 	json_tokener_reset(tok);
 	obj = json_tokener_parse_ex(tok, text, (int) len);
 	if (obj == NULL)
-		reason = json_tokener_get_error(tok) == json_tokener_error_depth ?
-			"it is nested too deep" : "it is not valid JSON";
+		/* json-c reads a JSON null as no object at all */
+		reason = json_tokener_get_error(tok) == json_tokener_error_depth ? "it is nested too deep" :
+			is_null_literal(text, len) ? "it is null" : "it is not valid JSON";
 	else
 	{
 		/* only white space may follow the value */

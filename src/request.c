@@ -530,7 +530,8 @@ request_from_text(const char *text, const char *what)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("%s cannot be read: %s", what, why),
-				 errdetail("pg_llm reads JSON nested up to %d levels deep.", LLM_JSON_MAX_DEPTH),
+				 strstr(why, "deep") ?
+				 errdetail("pg_llm reads JSON nested up to %d levels deep.", LLM_JSON_MAX_DEPTH) : 0,
 				 errhint("Pass a JSON object, such as '{\"temperature\": 0}'.")));
 	return request_new(obj);
 }

@@ -531,6 +531,12 @@ BEGIN
     IF cached_input_usd_per_mtok < 0 THEN
         RAISE EXCEPTION 'cached_input_usd_per_mtok cannot be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF input_usd_per_mtok < 0 OR output_usd_per_mtok < 0 THEN
+        RAISE EXCEPTION '% cannot be negative',
+            CASE WHEN input_usd_per_mtok < 0 THEN 'input_usd_per_mtok' ELSE 'output_usd_per_mtok' END
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Prices are in USD per million tokens; NULL leaves the route without a price.';
+    END IF;
     PERFORM llm._provider_must_exist(provider);
     -- a protocol without embeddings cannot serve a model used for them
     IF (SELECT p.protocol FROM llm.provider p WHERE p.name = add_model.provider) = 'anthropic'
