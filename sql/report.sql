@@ -262,7 +262,9 @@ SELECT count(*) FROM llm.queue WHERE target_table = '"RSupport"'::regclass;
 -- 10. run_job says in the server log what it queued, nothing too
 \if :{?server_log}
 SELECT llm.run_job('r-nightly');
-SELECT strpos(pg_read_file(:'server_log'), 'pg_llm: run of job "r-nightly" queued 0 rows') > 0 AS logged;
+-- (the log collector writes it a moment later)
+SELECT wait_until(format('SELECT strpos(pg_read_file(%L), %L) > 0', :'server_log',
+                         'pg_llm: run of job "r-nightly" queued 0 rows'), 't') AS logged;
 \endif
 
 SELECT llm.drop_job('r-nightly');
