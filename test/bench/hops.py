@@ -13,7 +13,9 @@ hops (they are not traced).
 - item: in the scenario "item", every call made under the loop's calls
   that serve one item (ITEM_ROOTS: claim, set-up, send, the wait for and
   the judging of its answer, write-back), plus the hops from the loop to
-  them.
+  them.  The scenario "first" is the same for the worker's first item,
+  which also loads the configuration and sets libcurl up; "item" follows
+  it, as every item after the first does.
 - batch answers: in the scenarios "inline", "openai" and "anthropic",
   each call of the function that takes a batch transfer's end
   (ANSWER_ROOTS), with everything it calls: one line each, and the
@@ -141,6 +143,7 @@ def main():
     show = "--edges" in sys.argv
     syms = symbols(lib)
     item = Count()
+    first = Count()
     answers = []
     in_root = None          # depth of the item root or answer root being counted
     current = None
@@ -148,10 +151,10 @@ def main():
         name = fn[0]
         if kind == "E":
             if in_root is None:
-                if scenario == "item" and name in ITEM_ROOTS and \
+                if scenario in ("item", "first") and name in ITEM_ROOTS and \
                         len(stack) >= 2 and stack[-2][0] in LOOPS:
                     in_root = len(stack)
-                    current = item
+                    current = item if scenario == "item" else first
                 elif scenario in BATCH_SCENARIOS and name in ANSWER_ROOTS:
                     in_root = len(stack)
                     current = Count()
@@ -161,6 +164,8 @@ def main():
                 current.add(stack)
         elif in_root is not None and len(stack) == in_root:
             in_root = None
+    if first.edges:
+        print(first.line("first item claim to write"))
     print(item.line("item claim to write"))
     for label, c in answers:
         print(c.line("batch answer " + label))

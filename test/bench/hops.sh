@@ -2,7 +2,7 @@
 # Hops between functions on two paths through the queue worker, counted
 # from a run, not by hand:
 #  - one queued item from its claim to its write-back (realtime, with a
-#    target row);
+#    target row), the worker's first and one after it;
 #  - one batch answer: each answer a batch gets from its provider (inline,
 #    openai: upload, create, polls, downloads; anthropic: create, polls,
 #    download), each handled from the transfer's end to the next request.
@@ -44,7 +44,7 @@ SELECT llm.add_model('oai', 'mock', 'gpt-4o-mini', input_usd_per_mtok => 0.15, o
 SELECT llm.add_model('inl', 'relay', 'deepseek-chat');
 SELECT llm.add_model('ant', 'claude', 'claude-haiku');
 CREATE TABLE docs (id int PRIMARY KEY, summary text);
-INSERT INTO docs VALUES (1), (2), (3), (4);
+INSERT INTO docs VALUES (0), (1), (2), (3), (4);
 SQL
 wait_done() {
   local i
@@ -62,6 +62,7 @@ run() {  # a scenario: its name to the worker's trace, then the enqueue
   sleep 1.5   # the worker's pass that follows (usage, the batch's end)
 }
 sleep 1
+run first "SELECT llm.enqueue('hello', 'oai', target_table => 'docs', target_column => 'summary', target_key => '{\"id\": 0}')"
 run item "SELECT llm.enqueue('hello', 'oai', target_table => 'docs', target_column => 'summary', target_key => '{\"id\": 1}')"
 run inline "SELECT llm.enqueue('hello', 'inl', target_table => 'docs', target_column => 'summary', target_key => '{\"id\": 2}', via => 'batch_api')"
 run openai "SELECT llm.enqueue('hello', 'oai', target_table => 'docs', target_column => 'summary', target_key => '{\"id\": 3}', via => 'batch_api')"
