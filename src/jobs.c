@@ -1081,22 +1081,12 @@ prompts_work(void *arg)
 Datum
 pg_llm_estimate_job(PG_FUNCTION_ARGS)
 {
-	JobFind		f;
 	JobPrompts	p;
 	LOCAL_FCINFO(est, 4);
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("a job's name must not be null")));
-	f.name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	RunAsOwner(job_find_by_name, &f);
-	p.job = (f.found && has_privs_of_role(GetUserId(), f.owner)) ? job_load(f.id) : NULL;
+	p.job = job_load(job_find(fcinfo));
 	if (p.job == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("job \"%s\" does not exist", f.name),
-				 errhint("llm.job lists the jobs you can see.")));
+		job_does_not_exist(text_to_cstring(PG_GETARG_TEXT_PP(0)));
 	job_run_as_owner(p.job, prompts_work, &p);
 
 	InitFunctionCallInfoData(*est, fcinfo->flinfo, 4, fcinfo->fncollation, NULL, fcinfo->resultinfo);
