@@ -5,14 +5,7 @@
 -- test/security/before_after.sh runs it against an earlier commit and the
 -- working tree.  The server must preload pg_llm with a worker for this
 -- database; psql variable openai_url points at the mock provider.
-\set ON_ERROR_STOP 0
-\set VERBOSITY terse
-\pset format unaligned
-\pset tuples_only on
-\pset fieldsep ' | '
-SET client_min_messages = error;
-CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', :'openai_url', api_key => 'sk-mock') IS NULL AS created \g /dev/null
+\ir setup.sql
 SELECT llm.use_provider('mock') \g /dev/null
 
 -- the outcome of a statement: 'ok', or its error message

@@ -12,15 +12,8 @@
 -- openai_url and mock_port point at the mock provider, whose model
 -- directives play the provider's part (usage=, echo_key=, retry_after=,
 -- header_bytes=, ...: test/mock/README.md).
-\set ON_ERROR_STOP 0
-\set VERBOSITY terse
-\pset format unaligned
-\pset tuples_only on
-\pset fieldsep ' | '
-SET client_min_messages = error;
-CREATE EXTENSION pg_llm;
+\ir setup.sql
 SELECT 'http://127.0.0.1:' || :'mock_port' AS mock \gset
-SELECT llm.create_provider('mock', 'openai', :'openai_url', api_key => 'sk-mock') IS NULL AS created \g /dev/null
 SELECT llm.use_provider('mock') \g /dev/null
 
 -- the outcome of a statement: 'ok', or its error (message, detail and hint)

@@ -7,14 +7,7 @@
 -- Each finding prints its name, "safe" or "UNSAFE", and what was seen.
 -- test/security/before_after.sh runs it against 0.2.0 and the working
 -- tree (psql variable openai_url: the mock).
-\set ON_ERROR_STOP 0
-\set VERBOSITY terse
-\pset format unaligned
-\pset tuples_only on
-\pset fieldsep ' | '
-SET client_min_messages = error;
-CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', :'openai_url', api_key => 'sk-mock') IS NULL AS created \g /dev/null
+\ir setup.sql
 SELECT llm.use_provider('mock') \g /dev/null
 -- the model the items name, known by name (model names are strict now)
 SELECT llm.add_model('mock', 'mock', 'mock') \g /dev/null

@@ -8,15 +8,8 @@
 -- had); each finding prints one line: its name, "safe" or "UNSAFE", and
 -- what was seen.  test/security/before_after.sh runs it against the
 -- commit above and the working tree.
-\set ON_ERROR_STOP 0
-\set VERBOSITY terse
-\pset format unaligned
-\pset tuples_only on
-\pset fieldsep ' | '
-SET client_min_messages = error;
-CREATE EXTENSION pg_llm;
+\ir setup.sql
 \getenv server_log PG_LLM_SERVER_LOG
-SELECT llm.create_provider('mock', 'openai', :'openai_url', api_key => 'sk-mock') IS NULL AS created \g /dev/null
 SELECT llm.use_provider('mock') \g /dev/null
 
 -- the outcome of a statement: 'ok', or its error (message, detail and hint)

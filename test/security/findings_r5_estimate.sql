@@ -11,14 +11,7 @@
 -- Each finding prints one line: its name, "safe" or "UNSAFE",
 -- and what was seen.  test/security/before_after.sh runs it against the
 -- commit above and the working tree.
-\set ON_ERROR_STOP 0
-\set VERBOSITY terse
-\pset format unaligned
-\pset tuples_only on
-\pset fieldsep ' | '
-SET client_min_messages = error;
-CREATE EXTENSION pg_llm;
-SELECT llm.create_provider('mock', 'openai', :'openai_url', api_key => 'sk-mock') IS NULL AS created \g /dev/null
+\ir setup.sql
 SELECT llm.add_model('est', 'mock', input_usd_per_mtok => 1, output_usd_per_mtok => 1) IS NULL \g /dev/null
 
 DROP ROLE IF EXISTS sec_r5_tenant;
